@@ -1,0 +1,93 @@
+/**
+ * The contract between the chat engine (client/engine.ts, issue 4) and its front ends: the headless JSON-lines
+ * interface and the terminal UI (client/tui/, issue 5). Events mirror the headless protocol one to one.
+ */
+import type { TimeStatus } from "../clock/types.ts";
+
+export type TtlMode = "send" | "read";
+export type DeliveryState = "sending" | "sent" | "delivered" | "read" | "failed";
+export type PinState = "verified" | "first-use" | "pinned" | "changed";
+
+export interface ChatMessage {
+  id: string;
+  /** Conversation peer (the other user), and who wrote it. */
+  peer: string;
+  from: string;
+  direction: "in" | "out";
+  text: string;
+  /** Unix ms on trusted time (sender's claim for incoming, checked against its Roughtime proof). */
+  sentAt: number;
+  /** Unix ms on trusted time when it dies, or null for a message that does not expire, or when an
+   * "after read" message has not been displayed yet. */
+  expiresAt: number | null;
+  ttlMs: number | null;
+  ttlMode: TtlMode | null;
+  state: DeliveryState;
+}
+
+export interface Contact {
+  name: string;
+  online: boolean;
+  unread: number;
+  pin: PinState;
+  /** Conversation default lifetime, ms, or null. */
+  defaultTtlMs: number | null;
+}
+
+export interface PeerInfo {
+  name: string;
+  subject: string;
+  issuer: string;
+  serial: string;
+  notBefore: number;
+  notAfter: number;
+  /** Judged on trusted time; null when time is unverified. */
+  validNow: boolean | null;
+  fingerprint: string;
+  pinnedFingerprint: string | null;
+  revoked: boolean;
+  pin: PinState;
+  tlsVersion: string | null;
+  cipher: string | null;
+  connected: boolean;
+}
+
+export type EngineEvent =
+  | { event: "ready"; name: string; address: string }
+  | { event: "message"; message: ChatMessage }
+  | { event: "sent"; id: string; to: string }
+  | { event: "delivered"; id: string; to: string }
+  | { event: "read"; id: string; by: string }
+  | { event: "expired"; id: string; peer: string }
+  | { event: "failed"; id: string; to: string; reason: string }
+  | { event: "typing"; from: string }
+  | { event: "peer-online"; name: string }
+  | { event: "peer-offline"; name: string }
+  | { event: "key-changed"; name: string; oldFingerprint: string; newFingerprint: string }
+  | { event: "time"; status: TimeStatus }
+  | { event: "log"; level: "info" | "warn" | "error"; text: string }
+  | { event: "error"; code: string; message: string };
+
+export interface SendOptions {
+  ttlMs?: number | null;
+  ttlMode?: TtlMode;
+}
+
+/** What a front end may ask of the engine. */
+export interface ChatEngineApi {
+  readonly name: string;
+  subscribe(listener: (e: EngineEvent) => void): () => void;
+  send(to: string, text: string, opts?: SendOptions): Promise<ChatMessage>;
+  contacts(): Promise<Contact[]>;
+  /** Visible messages only: expiring ones are left out while time is unverified (fail closed). */
+  history(peer: string): ChatMessage[];
+  markRead(id: string): void;
+  setDefaultTtl(peer: string, ttlMs: number | null): void;
+  acceptKey(peer: string): void;
+  markVerified(peer: string): void;
+  peerInfo(peer: string): PeerInfo | null;
+  ownFingerprint(): string;
+  typing(peer: string): void;
+  timeStatus(): TimeStatus;
+  close(): Promise<void>;
+}

@@ -1,0 +1,48 @@
+/** Runs `main.ts` in a child Deno process, the way a user would, and captures its output. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+export async function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; stdin?: string; cwd?: string } = {},
+): Promise<CliResult> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      MAIN,
+      ...args,
+    ],
+    env: { NO_COLOR: "1", RUST_BACKTRACE: "0", ...opts.env },
+    cwd: opts.cwd,
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const child = cmd.spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const { code, stdout, stderr } = await child.output();
+  return { code, stdout: new TextDecoder().decode(stdout), stderr: new TextDecoder().decode(stderr) };
+}
+
+/** Like runCli, but throws unless the exit code is `expected` (0 by default). */
+export async function assertCliRun(args: string[], expected = 0): Promise<CliResult> {
+  const r = await runCli(args);
+  if (r.code !== expected) {
+    throw new Error(`securechat ${args.join(" ")} exited ${r.code}, expected ${expected}\n${r.stderr}`);
+  }
+  return r;
+}
