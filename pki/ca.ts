@@ -1,0 +1,178 @@
+/**
+ * The Certificate Authority: making the CA itself, issuing certificates from a fixed template, and signing
+ * revocation lists. Pure with respect to storage: callers pass keys and times in and persist what comes out.
+ */
+import { isIP } from "node:net";
+import { x509 } from "./x509.ts";
+import { type KeyAlgorithm, type KeyPair, signingAlgorithm } from "./keys.ts";
+import { normalizeSerial, randomSerial } from "./encoding.ts";
+
+/** Template constants: what every user certificate says, whatever its CSR asked for. */
+export const USER_CERT_VALIDITY_DAYS = 30;
+export const CA_VALIDITY_DAYS = 3650;
+export const SERVER_CERT_VALIDITY_DAYS = 397;
+/** Backdating absorbs small clock differences between the CA and the peers that check its certificates. */
+export const BACKDATE_MS = 5 * 60 * 1000;
+export const CRL_VALIDITY_MS = 7 * 24 * 3600 * 1000;
+const DAY_MS = 24 * 3600 * 1000;
+
+export interface CaMaterial {
+  cert: x509.X509Certificate;
+  certPem: string;
+  keys: KeyPair;
+}
+
+export type SanEntry = { type: "dns" | "ip"; value: string };
+
+/** Everything a certificate can say; used by the CA template and, with odd values, by test helpers. */
+export interface CertificateSpec {
+  subjectCN: string;
+  /** Issuer certificate and key; omit for a self-signed certificate (then `keys` signs). */
+  issuer?: { cert: x509.X509Certificate; keys: KeyPair };
+  publicKey: CryptoKey;
+  /** Only needed for self-signed certificates. */
+  selfKeys?: KeyPair;
+  san: SanEntry[];
+  isCa: boolean;
+  pathLength?: number;
+  keyUsage: x509.KeyUsageFlags | null;
+  eku: string[] | null;
+  notBefore: Date;
+  notAfter: Date;
+  serial?: string;
+}
+
+/** Issues one certificate exactly as `spec` says (no policy here: see issueUserCertificate for the template). */
+export async function issueCertificate(spec: CertificateSpec): Promise<x509.X509Certificate> {
+  const subject = [{ CN: [spec.subjectCN] }];
+  const extensions: x509.Extension[] = [
+    new x509.BasicConstraintsExtension(spec.isCa, spec.pathLength, true),
+  ];
+  if (spec.keyUsage !== null) extensions.push(new x509.KeyUsagesExtension(spec.keyUsage, true));
+  if (spec.eku !== null) extensions.push(new x509.ExtendedKeyUsageExtension(spec.eku, false));
+  if (spec.san.length > 0) {
+    extensions.push(new x509.SubjectAlternativeNameExtension(spec.san, false));
+  }
+  extensions.push(await x509.SubjectKeyIdentifierExtension.create(spec.publicKey));
+  const serialNumber = spec.serial ?? randomSerial();
+  if (spec.issuer) {
+    extensions.push(await x509.AuthorityKeyIdentifierExtension.create(spec.issuer.keys.publicKey));
+    return await x509.X509CertificateGenerator.create({
+      serialNumber,
+      subject,
+      issuer: spec.issuer.cert.subjectName,
+      notBefore: spec.notBefore,
+      notAfter: spec.notAfter,
+      publicKey: spec.publicKey,
+      signingKey: spec.issuer.keys.privateKey,
+      signingAlgorithm: signingAlgorithm(spec.issuer.keys.algorithm),
+      extensions,
+    });
+  }
+  if (!spec.selfKeys) throw new TypeError("a self-signed certificate needs selfKeys");
+  return await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber,
+    name: subject,
+    notBefore: spec.notBefore,
+    notAfter: spec.notAfter,
+    keys: { privateKey: spec.selfKeys.privateKey, publicKey: spec.selfKeys.publicKey },
+    signingAlgorithm: signingAlgorithm(spec.selfKeys.algorithm),
+    extensions,
+  });
+}
+
+/** A new self-signed CA certificate (CA:TRUE, pathlen 0: it signs leaves only). */
+export async function createCaCertificate(
+  keys: KeyPair,
+  opts: { name?: string; nowMs?: number; validityDays?: number } = {},
+): Promise<x509.X509Certificate> {
+  const now = opts.nowMs ?? Date.now();
+  return await issueCertificate({
+    subjectCN: opts.name ?? "securechat CA",
+    publicKey: keys.publicKey,
+    selfKeys: keys,
+    san: [],
+    isCa: true,
+    pathLength: 0,
+    keyUsage: x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+    eku: null,
+    notBefore: new Date(now - BACKDATE_MS),
+    notAfter: new Date(now + (opts.validityDays ?? CA_VALIDITY_DAYS) * DAY_MS),
+  });
+}
+
+/** The user certificate template: CN and SAN carry the name; CA:FALSE; digitalSignature only; EKU clientAuth
+ * + serverAuth (every user both dials and listens); short validity; random serial. Nothing from the CSR
+ * except its public key is copied. */
+export async function issueUserCertificate(
+  ca: CaMaterial,
+  name: string,
+  publicKey: CryptoKey,
+  opts: { nowMs?: number; validityDays?: number } = {},
+): Promise<x509.X509Certificate> {
+  const now = opts.nowMs ?? Date.now();
+  return await issueCertificate({
+    subjectCN: name,
+    issuer: { cert: ca.cert, keys: ca.keys },
+    publicKey,
+    san: [{ type: "dns", value: name }],
+    isCa: false,
+    keyUsage: x509.KeyUsageFlags.digitalSignature,
+    eku: [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth],
+    notBefore: new Date(now - BACKDATE_MS),
+    notAfter: new Date(now + (opts.validityDays ?? USER_CERT_VALIDITY_DAYS) * DAY_MS),
+  });
+}
+
+/** The directory's own TLS certificate, for the given DNS names and IP addresses. */
+export async function issueServerCertificate(
+  ca: CaMaterial,
+  hostnames: string[],
+  keys: KeyPair,
+  nowMs = Date.now(),
+): Promise<x509.X509Certificate> {
+  const san: SanEntry[] = hostnames.map((h) => ({ type: isIP(h) ? "ip" : "dns", value: h }));
+  return await issueCertificate({
+    subjectCN: hostnames[0] ?? "localhost",
+    issuer: { cert: ca.cert, keys: ca.keys },
+    publicKey: keys.publicKey,
+    san,
+    isCa: false,
+    keyUsage: x509.KeyUsageFlags.digitalSignature,
+    eku: [x509.ExtendedKeyUsage.serverAuth],
+    notBefore: new Date(nowMs - BACKDATE_MS),
+    notAfter: new Date(nowMs + SERVER_CERT_VALIDITY_DAYS * DAY_MS),
+  });
+}
+
+export interface RevokedEntry {
+  serial: string;
+  revokedAtMs: number;
+}
+
+/** A signed X.509 v2 CRL listing every revoked serial. */
+export async function createCrl(
+  ca: CaMaterial,
+  entries: RevokedEntry[],
+  nowMs = Date.now(),
+): Promise<x509.X509Crl> {
+  return await x509.X509CrlGenerator.create({
+    issuer: ca.cert.subjectName,
+    thisUpdate: new Date(nowMs - BACKDATE_MS),
+    nextUpdate: new Date(nowMs + CRL_VALIDITY_MS),
+    signingKey: ca.keys.privateKey,
+    signingAlgorithm: signingAlgorithm(ca.keys.algorithm),
+    extensions: [await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey)],
+    entries: entries.map((e) => ({
+      serialNumber: e.serial,
+      revocationDate: new Date(e.revokedAtMs),
+    })),
+  });
+}
+
+/** Normalised serial of a parsed certificate (see normalizeSerial). */
+export function serialOf(cert: x509.X509Certificate): string {
+  return normalizeSerial(cert.serialNumber);
+}
+
+export type { KeyAlgorithm };

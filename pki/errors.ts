@@ -1,0 +1,53 @@
+/** Typed errors of the PKI layer. Each carries a stable `code` that callers and tests compare. */
+
+/** A username that is not in the one canonical form (see username.ts). */
+export class UsernameError extends Error {
+  readonly code: string = "BAD_USERNAME";
+  constructor(message: string, readonly reason: "TYPE" | "LENGTH" | "CHARACTERS" | "FIRST_CHARACTER") {
+    super(message);
+    this.name = "UsernameError";
+  }
+}
+
+export type CertificateErrorCode =
+  | "MALFORMED"
+  | "NOT_FROM_CA"
+  | "EXPIRED"
+  | "NOT_YET_VALID"
+  | "REVOKED"
+  | "WRONG_NAME"
+  | "IS_CA"
+  | "BAD_KEY_USAGE"
+  | "BAD_EKU";
+
+/** A peer's certificate failed the application-level check (verify.ts). */
+export class CertificateError extends Error {
+  constructor(readonly code: CertificateErrorCode, message: string) {
+    super(message);
+    this.name = "CertificateError";
+  }
+}
+
+export type CsrErrorCode =
+  | "MALFORMED_CSR"
+  | "BAD_CSR_SIGNATURE"
+  | "CSR_NAME_MISMATCH"
+  | "UNSUPPORTED_KEY";
+
+/** A certificate signing request the CA refuses. */
+export class CsrError extends Error {
+  constructor(readonly code: CsrErrorCode, message: string) {
+    super(message);
+    this.name = "CsrError";
+  }
+}
+
+export type PkiErrorCode = "BAD_FINGERPRINT" | "BAD_PEM" | "BAD_KEY" | "BAD_PASSPHRASE" | "BAD_CRL";
+
+/** Other PKI input errors: fingerprints, PEM blocks, key files, CRLs. */
+export class PkiError extends Error {
+  constructor(readonly code: PkiErrorCode, message: string) {
+    super(message);
+    this.name = "PkiError";
+  }
+}
