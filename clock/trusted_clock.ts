@@ -1,0 +1,274 @@
+/**
+ * The trusted clock: "now" is the last verified Roughtime interval carried forward on the monotonic clock,
+ * widened by a drift bound (DRIFT_PPM = 100 ppm of the elapsed time). Date.now() is never read here, so once
+ * verified, changing the system clock changes nothing. Before the first verified answer the clock is
+ * "unverified" and `now()` is null; after `staleAfterMs` without a fresh answer it is "stale" (the interval
+ * is still valid, only wider).
+ */
+import type { RoughtimeVersion, ServerSpec, TimeProof, TimeStatus, TrustedTime } from "./types.ts";
+import { DEFAULT_QUERY_TIMEOUT_MS, queryServer } from "./roughtime/client.ts";
+import { queryParallel, type ServerOutcome } from "./roughtime/chain.ts";
+import { combineSamples, DRIFT_PPM } from "./roughtime/combine.ts";
+import { randomBytes, sha512 } from "./roughtime/crypto.ts";
+import { fromBase64, toBase64 } from "./roughtime/encoding.ts";
+import { RoughtimeError } from "./roughtime/errors.ts";
+import { familyOf, nonceSize, parseRequest } from "./roughtime/request.ts";
+import { verifyReply } from "./roughtime/verify.ts";
+import { bytesEqual } from "./roughtime/wire.ts";
+
+export interface TrustedClockOptions {
+  servers: ServerSpec[];
+  /** Default 10 min. */
+  refreshIntervalMs?: number;
+  /** Default 1 h; after that state "stale" (time still carried forward, wider uncertainty). */
+  staleAfterMs?: number;
+  /** Bound on one sync, retries included. Default 1500 ms. */
+  queryTimeoutMs?: number;
+  /** Default performance.now(); tests inject one. */
+  monotonicNow?: () => number;
+}
+
+const DEFAULT_REFRESH_MS = 10 * 60_000;
+const DEFAULT_STALE_MS = 3600_000;
+/** While unverified, retry after min(1.5^(n-1), refresh) seconds (the draft's backoff, capped). */
+const RETRY_BASE_MS = 1000;
+const RETRY_FACTOR = 1.5;
+
+interface Anchor {
+  mono: number;
+  earliestMs: number;
+  latestMs: number;
+}
+
+export class TrustedClock {
+  private readonly servers: ServerSpec[];
+  private readonly refreshMs: number;
+  private readonly staleMs: number;
+  private readonly timeoutMs: number;
+  private readonly mono: () => number;
+  private anchor: Anchor | null = null;
+  private answered = 0;
+  private agreeing = 0;
+  private lastVerifiedMs: number | null = null;
+  private outcomes: ServerOutcome[] = [];
+  private listeners = new Set<(s: TimeStatus) => void>();
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private running = false;
+  private failures = 0;
+  private inFlight: Promise<TimeStatus> | null = null;
+  private lastState: TimeStatus["state"] = "unverified";
+
+  constructor(opts: TrustedClockOptions) {
+    this.servers = [...opts.servers];
+    this.refreshMs = opts.refreshIntervalMs ?? DEFAULT_REFRESH_MS;
+    this.staleMs = opts.staleAfterMs ?? DEFAULT_STALE_MS;
+    this.timeoutMs = opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+    this.mono = opts.monotonicNow ?? (() => performance.now());
+  }
+
+  /** First sync in the background, then periodic refresh. Timers are unref'd: they never keep a process up. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.running = false;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** Resolves when no sync is in flight (tests and shutdown wait on it). */
+  async idle(): Promise<void> {
+    while (this.inFlight) await this.inFlight.catch(() => {});
+  }
+
+  private schedule(delayMs: number): void {
+    if (!this.running) return;
+    const timer = setTimeout(async () => {
+      this.timer = null;
+      await this.sync().catch(() => {});
+      const verified = this.status().state === "verified";
+      this.failures = verified ? 0 : this.failures + 1;
+      const backoff = Math.min(
+        RETRY_BASE_MS * RETRY_FACTOR ** Math.max(0, this.failures - 1),
+        this.refreshMs,
+      );
+      this.schedule(verified ? this.refreshMs : backoff);
+    }, delayMs);
+    this.timer = timer;
+    Deno.unrefTimer(timer);
+  }
+
+  /** One refresh across all servers at once; never longer than queryTimeoutMs (plus timer slack). */
+  sync(): Promise<TimeStatus> {
+    if (!this.inFlight) {
+      this.inFlight = this.doSync().finally(() => {
+        this.inFlight = null;
+      });
+    }
+    return this.inFlight;
+  }
+
+  private async doSync(): Promise<TimeStatus> {
+    const outcomes = this.servers.length
+      ? await queryParallel(this.servers, { timeoutMs: this.timeoutMs, monotonicNow: this.mono })
+      : [];
+    this.outcomes = outcomes;
+    const samples = outcomes.flatMap((o) =>
+      o.ok
+        ? [{
+          midpointMs: o.result.reply.midpointMs,
+          radiusMs: o.result.reply.radiusMs,
+          rttMs: o.result.rttMs,
+          receivedAtMono: o.result.receivedAtMono,
+        }]
+        : []
+    );
+    const at = this.mono();
+    const c = combineSamples(samples, at);
+    this.answered = samples.length;
+    this.agreeing = c ? c.agreeing.length : 0;
+    if (c && c.majority) {
+      this.anchor = { mono: at, earliestMs: c.earliestMs, latestMs: c.latestMs };
+      this.lastVerifiedMs = (c.earliestMs + c.latestMs) / 2;
+    }
+    const s = this.status();
+    this.emit(s);
+    return s;
+  }
+
+  /** Per-server results of the last sync (names, errors, which ones answered). */
+  lastOutcomes(): ServerOutcome[] {
+    return [...this.outcomes];
+  }
+
+  now(): TrustedTime | null {
+    const a = this.anchor;
+    if (!a) return null;
+    const elapsed = Math.max(0, this.mono() - a.mono);
+    const drift = (elapsed * DRIFT_PPM) / 1e6;
+    const earliestMs = a.earliestMs + elapsed - drift;
+    const latestMs = a.latestMs + elapsed + drift;
+    return { earliestMs, latestMs, nowMs: (earliestMs + latestMs) / 2 };
+  }
+
+  status(): TimeStatus {
+    const t = this.now();
+    const state = !t || !this.anchor
+      ? "unverified"
+      : this.mono() - this.anchor.mono >= this.staleMs
+      ? "stale"
+      : "verified";
+    this.lastState = state;
+    return {
+      state,
+      time: t,
+      uncertaintyMs: t ? (t.latestMs - t.earliestMs) / 2 : null,
+      configured: this.servers.length,
+      answered: this.answered,
+      agreeing: this.agreeing,
+      singleSource: t !== null && this.agreeing <= 1,
+      lastVerifiedMs: this.lastVerifiedMs,
+    };
+  }
+
+  /** True when the deadline may have passed (latest possible time >= deadline): callers that delete on true
+   * delete early rather than late. Null while unverified. */
+  deadlinePassed(deadlineMs: number): boolean | null {
+    const t = this.now();
+    return t ? t.latestMs >= deadlineMs : null;
+  }
+
+  subscribe(cb: (s: TimeStatus) => void): () => void {
+    this.listeners.add(cb);
+    return () => this.listeners.delete(cb);
+  }
+
+  /** Re-evaluates the state and notifies when it changed on its own (verified -> stale). */
+  checkState(): void {
+    const before = this.lastState;
+    const s = this.status();
+    if (s.state !== before) this.emit(s);
+  }
+
+  private emit(s: TimeStatus): void {
+    for (const cb of [...this.listeners]) {
+      try {
+        cb(s);
+      } catch {
+        // A listener's bug must not break the clock.
+      }
+    }
+  }
+
+  /** Asks the configured servers in turn (until one answers) to sign a time for a nonce derived from `data`:
+   * nonce = SHA-512(data || rand)[:32] (Google: the full 64 bytes). Bounded by queryTimeoutMs. */
+  async proveTime(data: Uint8Array): Promise<TimeProof> {
+    if (this.servers.length === 0) throw new RoughtimeError("NO_SERVERS", "no Roughtime server configured");
+    const deadline = this.mono() + this.timeoutMs;
+    let last: unknown = null;
+    for (let i = 0; i < this.servers.length; i++) {
+      const server = this.servers[i];
+      const remaining = deadline - this.mono();
+      if (remaining <= 0) break;
+      const version: RoughtimeVersion = server.version ?? "rfc";
+      const size = nonceSize(familyOf(version));
+      const rand = randomBytes(size === 32 ? 32 : 64);
+      const nonce = sha512(data, rand).subarray(0, size);
+      try {
+        const r = await queryServer(server, {
+          nonce,
+          timeoutMs: remaining / (this.servers.length - i),
+          monotonicNow: this.mono,
+        });
+        return {
+          version: r.reply.version,
+          publicKey: toBase64(server.publicKey),
+          rand: toBase64(rand),
+          request: toBase64(r.request),
+          response: toBase64(r.response),
+        };
+      } catch (e) {
+        last = e;
+      }
+    }
+    if (last instanceof RoughtimeError) throw last;
+    throw new RoughtimeError("TIMEOUT", "no Roughtime server answered in time");
+  }
+}
+
+/** Checks a TimeProof for `data` against the keys we trust; returns the signed time (ms). Throws
+ * RoughtimeError: UNTRUSTED_KEY, NONCE_MISMATCH, BAD_ARGUMENT for malformed fields, or any reply check. */
+export function verifyTimeProof(
+  proof: TimeProof,
+  data: Uint8Array,
+  trustedKeys: Uint8Array[],
+): { midpointMs: number; radiusMs: number } {
+  let publicKey: Uint8Array, rand: Uint8Array, request: Uint8Array, response: Uint8Array;
+  try {
+    publicKey = fromBase64(proof.publicKey);
+    rand = fromBase64(proof.rand);
+    request = fromBase64(proof.request);
+    response = fromBase64(proof.response);
+  } catch {
+    throw new RoughtimeError("BAD_ARGUMENT", "time proof fields are not base64");
+  }
+  if (!trustedKeys.some((k) => bytesEqual(k, publicKey))) {
+    throw new RoughtimeError("UNTRUSTED_KEY", "time proof is signed by a server we do not trust");
+  }
+  const req = parseRequest(request);
+  const expected = sha512(data, rand).subarray(0, nonceSize(req.family));
+  if (!bytesEqual(expected, req.nonce)) {
+    throw new RoughtimeError("NONCE_MISMATCH", "time proof nonce is not derived from this data");
+  }
+  const reply = verifyReply(request, response, publicKey);
+  if (reply.version !== proof.version) {
+    throw new RoughtimeError(
+      "BAD_VALUE",
+      `time proof says ${proof.version} but the reply is ${reply.version}`,
+    );
+  }
+  return { midpointMs: reply.midpointMs, radiusMs: reply.radiusMs };
+}
