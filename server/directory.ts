@@ -1,0 +1,447 @@
+/**
+ * The directory's API as plain functions of a parsed request: enrollment, renewal, revocation, presence,
+ * listing, the CRL and info. No sockets here (http.ts carries requests in and out), so every rule can be
+ * tested and benchmarked directly.
+ */
+import { createHash } from "node:crypto";
+import { isIP } from "node:net";
+import {
+  type CaMaterial,
+  canonicalUsername,
+  CertificateError,
+  checkCsr,
+  type CheckedCsr,
+  createCrl,
+  CsrError,
+  fingerprintOf,
+  issueUserCertificate,
+  serialOf,
+  UsernameError,
+  type VerifiedPeer,
+  verifyPeerCertificate,
+} from "../pki/mod.ts";
+import { ApiError } from "./errors.ts";
+import { type DirectoryStore, type IssuedCert, type UserRow } from "./store.ts";
+import {
+  API_VERSION,
+  CRL_REFRESH_MS,
+  LIST_DEFAULT_LIMIT,
+  LIST_MAX_LIMIT,
+  PRESENCE_MAX_TTL_S,
+  PRESENCE_MIN_TTL_S,
+} from "./limits.ts";
+
+export interface ApiRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  /** Parsed JSON body, or undefined when there was none. */
+  body: unknown;
+  /** DER of the client certificate presented in the TLS handshake, if any (not yet judged). */
+  peerCertDer: Uint8Array | null;
+}
+
+export interface ApiResponse {
+  status: number;
+  json?: unknown;
+  bytes?: Uint8Array;
+  text?: string;
+  contentType?: string;
+}
+
+export interface RoughtimeInfo {
+  host: string;
+  port: number;
+  publicKey: string;
+}
+
+export interface UserEntryJson {
+  name: string;
+  online: boolean;
+  address: { host: string; port: number } | null;
+  certPem: string;
+  fingerprint: string;
+  revoked: boolean;
+  notAfter: number;
+}
+
+export interface DirectoryServiceOptions {
+  store: DirectoryStore;
+  ca: CaMaterial;
+  caFingerprint: string;
+  inviteOnly: boolean;
+  certValidityDays?: number;
+  roughtime: RoughtimeInfo | null;
+  now?: () => number;
+}
+
+const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+function keyIdOf(spki: Uint8Array): string {
+  return createHash("sha256").update(spki).digest("hex");
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function requireName(input: unknown): string {
+  if (typeof input !== "string") throw new ApiError(400, "BAD_USERNAME", "name must be a string");
+  try {
+    return canonicalUsername(input);
+  } catch (e) {
+    if (e instanceof UsernameError) throw new ApiError(400, "BAD_USERNAME", e.message);
+    throw e;
+  }
+}
+
+function csrToApiError(e: unknown): never {
+  if (e instanceof CsrError) throw new ApiError(400, e.code, e.message);
+  throw e;
+}
+
+export class DirectoryService {
+  readonly store: DirectoryStore;
+  readonly ca: CaMaterial;
+  readonly caFingerprint: string;
+  readonly inviteOnly: boolean;
+  readonly roughtime: RoughtimeInfo | null;
+  readonly #validityDays: number | undefined;
+  readonly #now: () => number;
+  #crl: { revision: number; madeAt: number; der: Uint8Array } | null = null;
+  #crlPending: Promise<Uint8Array> | null = null;
+  /** Signature checks of client certificates, by fingerprint: a certificate's signature never changes, while
+   * its validity and whether it is still the user's current one are re-checked on every request. */
+  #verified = new Map<string, VerifiedPeer>();
+
+  constructor(opts: DirectoryServiceOptions) {
+    this.store = opts.store;
+    this.ca = opts.ca;
+    this.caFingerprint = opts.caFingerprint;
+    this.inviteOnly = opts.inviteOnly;
+    this.roughtime = opts.roughtime;
+    this.#validityDays = opts.certValidityDays;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  async handle(req: ApiRequest): Promise<ApiResponse> {
+    const { method, path } = req;
+    const m = /^\/v1\/users\/([^/]*)$/.exec(path);
+    const route = m ? "/v1/users/:name" : path;
+    const allow = (...methods: string[]) => {
+      if (!methods.includes(method)) {
+        throw new ApiError(405, "METHOD_NOT_ALLOWED", `${method} is not allowed on ${route}`);
+      }
+    };
+    switch (route) {
+      case "/":
+      case "/v1/info":
+        allow("GET", "HEAD");
+        return { status: 200, json: this.info() };
+      case "/v1/ca.pem":
+        allow("GET", "HEAD");
+        return { status: 200, text: this.ca.certPem, contentType: "application/x-pem-file" };
+      case "/v1/crl":
+        allow("GET", "HEAD");
+        return { status: 200, bytes: await this.crlDer(), contentType: "application/pkix-crl" };
+      case "/v1/enroll":
+        allow("POST");
+        return { status: 201, json: await this.enroll(req.body) };
+      case "/v1/renew":
+        allow("POST");
+        return { status: 201, json: await this.renew(await this.authenticate(req.peerCertDer), req.body) };
+      case "/v1/revoke":
+        allow("POST");
+        return { status: 200, json: this.revoke(await this.authenticate(req.peerCertDer), req.body) };
+      case "/v1/presence":
+        allow("PUT", "DELETE");
+        if (method === "PUT") {
+          return { status: 200, json: this.publish(await this.authenticate(req.peerCertDer), req.body) };
+        }
+        return { status: 200, json: this.withdraw(await this.authenticate(req.peerCertDer)) };
+      case "/v1/me": {
+        allow("GET");
+        const me = await this.authenticate(req.peerCertDer);
+        return { status: 200, json: this.entry(this.store.getUser(me.name)!) };
+      }
+      case "/v1/users":
+        allow("GET");
+        if (this.inviteOnly) await this.authenticate(req.peerCertDer);
+        return { status: 200, json: this.list(req.query) };
+      case "/v1/users/:name": {
+        allow("GET");
+        if (this.inviteOnly) await this.authenticate(req.peerCertDer);
+        let raw: string;
+        try {
+          raw = decodeURIComponent(m![1]);
+        } catch {
+          throw new ApiError(400, "BAD_USERNAME", "name is not valid percent-encoding");
+        }
+        const user = this.store.getUser(requireName(raw));
+        if (!user) throw new ApiError(404, "NOT_FOUND", "no such user");
+        return { status: 200, json: this.entry(user) };
+      }
+      default:
+        throw new ApiError(404, "NOT_FOUND", "no such endpoint");
+    }
+  }
+
+  info(): {
+    apiVersion: number;
+    caCertPem: string;
+    caFingerprint: string;
+    inviteOnly: boolean;
+    roughtime: { port: number; publicKey: string; version: "rfc" } | null;
+  } {
+    return {
+      apiVersion: API_VERSION,
+      caCertPem: this.ca.certPem,
+      caFingerprint: this.caFingerprint,
+      inviteOnly: this.inviteOnly,
+      // The Roughtime server runs on this same host: clients use the directory's host name with this port.
+      roughtime: this.roughtime
+        ? { port: this.roughtime.port, publicKey: this.roughtime.publicKey, version: "rfc" }
+        : null,
+    };
+  }
+
+  /** Resolves the client certificate to the user it currently belongs to; 401 for anything else (no cert,
+   * another CA, expired, revoked, superseded by a renewal). The reason is not told apart on purpose. */
+  async authenticate(certDer: Uint8Array | null): Promise<VerifiedPeer> {
+    const deny = () => new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
+    if (!certDer) throw deny();
+    const fp = fingerprintOf(certDer);
+    let peer = this.#verified.get(fp);
+    const now = this.#now();
+    if (!peer) {
+      try {
+        peer = await verifyPeerCertificate({
+          certDer,
+          caCertPem: this.ca.certPem,
+          time: { earliestMs: now, latestMs: now },
+        });
+      } catch (e) {
+        if (e instanceof CertificateError) throw deny();
+        throw e;
+      }
+      if (this.#verified.size > 10_000) this.#verified.clear();
+      this.#verified.set(fp, peer);
+    }
+    if (!(peer.notBefore <= now && now <= peer.notAfter)) throw deny();
+    const user = this.store.getUser(peer.name);
+    if (!user || user.revoked || user.serial !== peer.serial) throw deny();
+    return peer;
+  }
+
+  async #issue(name: string, csr: CheckedCsr): Promise<IssuedCert> {
+    const cert = await issueUserCertificate(this.ca, name, csr.publicKey, {
+      nowMs: this.#now(),
+      validityDays: this.#validityDays,
+    });
+    const certPem = cert.toString("pem") + "\n";
+    return {
+      serial: serialOf(cert),
+      name,
+      keyId: keyIdOf(csr.spki),
+      certPem,
+      fingerprint: fingerprintOf(certPem),
+      notAfter: cert.notAfter.getTime(),
+    };
+  }
+
+  #issuedJson(c: IssuedCert) {
+    return {
+      name: c.name,
+      certPem: c.certPem,
+      caCertPem: this.ca.certPem,
+      fingerprint: c.fingerprint,
+      serial: c.serial,
+      notAfter: c.notAfter,
+    };
+  }
+
+  async enroll(body: unknown) {
+    if (!isObject(body)) throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
+    const name = requireName(body.name);
+    const token = body.token;
+    // In invite-only mode the token is judged before anything that depends on the name, so a caller without
+    // a token learns nothing about which names exist.
+    if (this.inviteOnly) {
+      if (
+        typeof token !== "string" || token.length > 200 ||
+        this.store.tokenState(token, this.#now()) !== "valid"
+      ) {
+        throw new ApiError(403, "BAD_TOKEN", "invitation token is unknown, used or expired");
+      }
+    }
+    const csr = await checkCsr(body.csr, name).catch(csrToApiError);
+    if (this.store.getUser(name)) throw nameTaken();
+    const issued = await this.#issue(name, csr);
+    const now = this.#now();
+    this.store.tx(() => {
+      // Checked again inside the transaction: another enrollment may have won the name while we signed.
+      if (this.store.getUser(name)) throw nameTaken();
+      if (this.inviteOnly && !this.store.consumeToken(token as string, name, now)) {
+        throw new ApiError(403, "BAD_TOKEN", "invitation token is unknown, used or expired");
+      }
+      this.store.insertCert(issued, now);
+      this.store.insertUser(issued, now);
+    });
+    return this.#issuedJson(issued);
+  }
+
+  async renew(peer: VerifiedPeer, body: unknown) {
+    if (!isObject(body)) throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
+    if (body.name !== undefined && body.name !== peer.name) {
+      throw new ApiError(403, "FORBIDDEN", "a certificate can only renew itself");
+    }
+    const csr = await checkCsr(body.csr, peer.name).catch(csrToApiError);
+    const issued = await this.#issue(peer.name, csr);
+    const now = this.#now();
+    this.store.tx(() => {
+      const user = this.store.getUser(peer.name);
+      if (!user || user.revoked || user.serial !== peer.serial) {
+        throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
+      }
+      this.store.insertCert(issued, now);
+      this.store.replaceUserCert(issued);
+      // One live certificate per user: the old one goes on the CRL as superseded.
+      this.store.revokeCert(user.serial, now, "superseded");
+    });
+    return this.#issuedJson(issued);
+  }
+
+  revoke(peer: VerifiedPeer, body: unknown) {
+    if (body !== undefined && !isObject(body)) {
+      throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
+    }
+    const b = body ?? {};
+    if (
+      (b.name !== undefined && b.name !== peer.name) || (b.serial !== undefined && b.serial !== peer.serial)
+    ) {
+      throw new ApiError(403, "FORBIDDEN", "a certificate can only revoke itself");
+    }
+    const now = this.#now();
+    this.store.tx(() => {
+      this.store.revokeCert(peer.serial, now, "unspecified");
+      this.store.markUserRevoked(peer.name);
+    });
+    return { revoked: peer.serial, name: peer.name };
+  }
+
+  publish(peer: VerifiedPeer, body: unknown) {
+    if (!isObject(body)) throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
+    if (body.name !== undefined && body.name !== peer.name) {
+      throw new ApiError(403, "FORBIDDEN", "a user can only publish their own address");
+    }
+    const { host, port, ttlSeconds } = body;
+    if (typeof host !== "string" || !(isIP(host) !== 0 || HOSTNAME.test(host))) {
+      throw new ApiError(400, "BAD_ADDRESS", "host must be an IP address or a DNS name");
+    }
+    if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new ApiError(400, "BAD_ADDRESS", "port must be an integer 1-65535");
+    }
+    if (
+      typeof ttlSeconds !== "number" || !Number.isInteger(ttlSeconds) || ttlSeconds < PRESENCE_MIN_TTL_S ||
+      ttlSeconds > PRESENCE_MAX_TTL_S
+    ) {
+      throw new ApiError(
+        400,
+        "BAD_ADDRESS",
+        `ttlSeconds must be an integer ${PRESENCE_MIN_TTL_S}-${PRESENCE_MAX_TTL_S}`,
+      );
+    }
+    const expires = this.#now() + ttlSeconds * 1000;
+    this.store.setPresence(peer.name, host.toLowerCase(), port, expires);
+    return { name: peer.name, address: { host: host.toLowerCase(), port }, expiresAt: expires };
+  }
+
+  withdraw(peer: VerifiedPeer) {
+    this.store.clearPresence(peer.name);
+    return { name: peer.name, address: null };
+  }
+
+  list(query: URLSearchParams): { users: UserEntryJson[]; next: string | null } {
+    const prefix = query.get("prefix") ?? "";
+    if (!/^[a-z0-9_-]{0,32}$/.test(prefix)) {
+      throw new ApiError(400, "BAD_REQUEST", "prefix may contain only a-z, 0-9, '-' and '_'");
+    }
+    const limitRaw = query.get("limit");
+    const limit = limitRaw === null ? LIST_DEFAULT_LIMIT : Number(limitRaw);
+    if (!Number.isInteger(limit) || limit < 1 || limit > LIST_MAX_LIMIT) {
+      throw new ApiError(400, "BAD_REQUEST", `limit must be an integer 1-${LIST_MAX_LIMIT}`);
+    }
+    const cursor = query.get("cursor");
+    let after: string | null = null;
+    if (cursor !== null && cursor !== "") {
+      if (!/^[a-z0-9][a-z0-9_-]{2,31}$/.test(cursor)) throw new ApiError(400, "BAD_REQUEST", "bad cursor");
+      after = cursor;
+    }
+    // One extra row tells whether there is a next page without a second query.
+    const rows = this.store.listUsers(prefix, after, limit + 1);
+    const page = rows.slice(0, limit);
+    return {
+      users: page.map((u) => this.entry(u)),
+      next: rows.length > limit ? page[page.length - 1].name : null,
+    };
+  }
+
+  entry(u: UserRow): UserEntryJson {
+    const online = !u.revoked && u.addrExpires !== null && u.addrExpires > this.#now() && u.addrHost !== null;
+    return {
+      name: u.name,
+      online,
+      address: online ? { host: u.addrHost!, port: u.addrPort! } : null,
+      certPem: u.certPem,
+      fingerprint: u.fingerprint,
+      revoked: u.revoked,
+      notAfter: u.notAfter,
+    };
+  }
+
+  /** The signed CRL, re-made when a revocation happened (in this process or an admin command) or when the
+   * last one is an hour old. */
+  async crlDer(): Promise<Uint8Array> {
+    const revision = this.store.revocationRevision();
+    const now = this.#now();
+    const c = this.#crl;
+    if (c && c.revision === revision && now - c.madeAt < CRL_REFRESH_MS) return c.der;
+    if (!this.#crlPending) {
+      this.#crlPending = (async () => {
+        try {
+          const entries = this.store.revokedCerts().map((r) => ({
+            serial: r.serial,
+            revokedAtMs: r.revokedAt,
+          }));
+          const crl = await createCrl(this.ca, entries, now);
+          const der = new Uint8Array(crl.rawData);
+          this.#crl = { revision, madeAt: now, der };
+          return der;
+        } finally {
+          this.#crlPending = null;
+        }
+      })();
+    }
+    return await this.#crlPending;
+  }
+}
+
+function nameTaken(): ApiError {
+  return new ApiError(
+    409,
+    "NAME_TAKEN",
+    "this name is taken; a new certificate for it needs the current key (renew) or an admin",
+  );
+}
+
+/** Admin: revokes the user's current certificate; with `release`, also frees the name for a new key. */
+export function adminRevoke(store: DirectoryStore, name: string, release: boolean, nowMs = Date.now()) {
+  return store.tx(() => {
+    const user = store.getUser(name);
+    if (!user) return null;
+    store.revokeCert(user.serial, nowMs, "admin");
+    store.markUserRevoked(name);
+    if (release) store.deleteUser(name);
+    return { name, serial: user.serial, released: release };
+  });
+}

@@ -1,0 +1,36 @@
+/** The directory's API errors: an HTTP status and a stable code, sent as {"error": {"code", "message"}}. */
+export type ApiErrorCode =
+  | "BAD_REQUEST"
+  | "BAD_JSON"
+  | "BAD_USERNAME"
+  | "MALFORMED_CSR"
+  | "BAD_CSR_SIGNATURE"
+  | "CSR_NAME_MISMATCH"
+  | "UNSUPPORTED_KEY"
+  | "BAD_ADDRESS"
+  | "UNAUTHENTICATED"
+  | "FORBIDDEN"
+  | "BAD_TOKEN"
+  | "NOT_FOUND"
+  | "METHOD_NOT_ALLOWED"
+  | "NAME_TAKEN"
+  | "TIMEOUT"
+  | "BODY_TOO_LARGE"
+  | "UNSUPPORTED_MEDIA_TYPE"
+  | "RATE_LIMITED"
+  | "INTERNAL";
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: ApiErrorCode, message: string) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+/** Errors of the server's own setup (data folder, CA key). */
+export class ServerSetupError extends Error {
+  constructor(readonly code: "BAD_DATA_DIR" | "CA_KEY" | "NO_SUCH_USER", message: string) {
+    super(message);
+    this.name = "ServerSetupError";
+  }
+}

@@ -1,0 +1,272 @@
+/**
+ * HTTPS transport for the directory. node:https (not Deno.serve) because authenticated calls use mutual TLS:
+ * the server asks for a client certificate but lets the handshake succeed without one (rejectUnauthorized:
+ * false), and the application judges the certificate itself per route (DirectoryService.authenticate).
+ * Limits applied here, before any JSON is parsed: request rate per source address (429), body size (413,
+ * decided from Content-Length before reading when possible), header and body deadlines (408 / close).
+ */
+import https from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { ApiError } from "./errors.ts";
+import type { ApiResponse, DirectoryService } from "./directory.ts";
+import { RateLimiter } from "./rate_limit.ts";
+import {
+  BODY_TIMEOUT_MS,
+  ENROLL_COST,
+  HEADERS_TIMEOUT_MS,
+  IDLE_TIMEOUT_MS,
+  MAX_BODY_BYTES,
+  MAX_CONNECTIONS,
+  RATE_BURST,
+  RATE_PER_SECOND,
+} from "./limits.ts";
+
+export interface HttpLimits {
+  maxBodyBytes: number;
+  headersTimeoutMs: number;
+  bodyTimeoutMs: number;
+  idleTimeoutMs: number;
+  ratePerSecond: number;
+  rateBurst: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  maxBodyBytes: MAX_BODY_BYTES,
+  headersTimeoutMs: HEADERS_TIMEOUT_MS,
+  bodyTimeoutMs: BODY_TIMEOUT_MS,
+  idleTimeoutMs: IDLE_TIMEOUT_MS,
+  ratePerSecond: RATE_PER_SECOND,
+  rateBurst: RATE_BURST,
+};
+
+class BodyError extends Error {
+  constructor(readonly apiError: ApiError) {
+    super(apiError.message);
+  }
+}
+
+/** Reads the body up to `max` bytes within `deadlineMs`; rejects with 413 / 408 as soon as either is hit. */
+function readBody(req: IncomingMessage, max: number, deadlineMs: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    let done = false;
+    const finish = (err: Error | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      if (err) reject(err);
+      else {
+        const out = new Uint8Array(size);
+        let o = 0;
+        for (const c of chunks) {
+          out.set(c, o);
+          o += c.length;
+        }
+        resolve(out);
+      }
+    };
+    const onData = (c: Uint8Array) => {
+      size += c.length;
+      if (size > max) {
+        finish(new BodyError(new ApiError(413, "BODY_TOO_LARGE", `request body exceeds ${max} bytes`)));
+        return;
+      }
+      chunks.push(c);
+    };
+    const onEnd = () => finish(null);
+    const onError = (e: Error) => finish(e);
+    const timer = setTimeout(
+      () => finish(new BodyError(new ApiError(408, "TIMEOUT", "request body not received in time"))),
+      deadlineMs,
+    );
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+  });
+}
+
+function send(res: ServerResponse, r: ApiResponse, head: boolean, close: boolean): void {
+  let body: Uint8Array;
+  let type: string;
+  if (r.bytes) {
+    body = r.bytes;
+    type = r.contentType ?? "application/octet-stream";
+  } else if (r.text !== undefined) {
+    body = new TextEncoder().encode(r.text);
+    type = r.contentType ?? "text/plain; charset=utf-8";
+  } else {
+    body = new TextEncoder().encode(JSON.stringify(r.json ?? null));
+    type = "application/json";
+  }
+  const headers: Record<string, string | number> = {
+    "content-type": type,
+    "content-length": body.length,
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+  };
+  if (close) headers["connection"] = "close";
+  res.writeHead(r.status, headers);
+  res.end(head ? undefined : body);
+}
+
+function errorResponse(e: ApiError): ApiResponse {
+  return { status: e.status, json: { error: { code: e.code, message: e.message } } };
+}
+
+export interface HttpServerHandle {
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startHttpServer(opts: {
+  service: DirectoryService;
+  certPem: string;
+  keyPem: string;
+  hostname: string;
+  port: number;
+  limits?: Partial<HttpLimits>;
+  onError?: (e: unknown) => void;
+}): Promise<HttpServerHandle> {
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...opts.limits };
+  const limiter = new RateLimiter(limits.ratePerSecond, limits.rateBurst);
+  const sockets = new Set<Socket>();
+  /** Deadline for the next request's headers on each connection (armed on connect and after each response). */
+  const headerTimers = new Map<Socket, ReturnType<typeof setTimeout>>();
+
+  const armHeaderTimer = (sock: Socket, ms: number) => {
+    clearTimeout(headerTimers.get(sock));
+    headerTimers.set(sock, setTimeout(() => sock.destroy(), ms));
+  };
+  const disarmHeaderTimer = (sock: Socket) => {
+    clearTimeout(headerTimers.get(sock));
+    headerTimers.delete(sock);
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const sock = req.socket as TLSSocket;
+    disarmHeaderTimer(sock);
+    let close = false;
+    res.on("finish", () => {
+      if (!sock.destroyed && !close) armHeaderTimer(sock, limits.idleTimeoutMs);
+    });
+    const head = req.method === "HEAD";
+    try {
+      const url = new URL(req.url ?? "/", "https://directory.invalid");
+      const method = req.method ?? "GET";
+      const remote = sock.remoteAddress ?? "unknown";
+      const cost = url.pathname === "/v1/enroll" || url.pathname === "/v1/renew" ? ENROLL_COST : 1;
+      const wait = limiter.take(remote, cost, Date.now());
+      if (wait > 0) {
+        close = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
+        res.setHeader("retry-after", String(wait));
+        throw new ApiError(429, "RATE_LIMITED", "too many requests from this address; slow down");
+      }
+      const hasBody = req.headers["content-length"] !== undefined ||
+        req.headers["transfer-encoding"] !== undefined;
+      let body: unknown = undefined;
+      if (hasBody) {
+        const declared = Number(req.headers["content-length"] ?? "0");
+        if (!(declared >= 0) || declared > limits.maxBodyBytes) {
+          // Refused before reading a byte of it; the connection is closed so the rest is never read either.
+          close = true;
+          throw new ApiError(413, "BODY_TOO_LARGE", `request body exceeds ${limits.maxBodyBytes} bytes`);
+        }
+        let raw: Uint8Array;
+        try {
+          raw = await readBody(req, limits.maxBodyBytes, limits.bodyTimeoutMs);
+        } catch (e) {
+          close = true;
+          if (e instanceof BodyError) throw e.apiError;
+          throw new ApiError(400, "BAD_REQUEST", "request body could not be read");
+        }
+        if (raw.length > 0) {
+          const ctype = String(req.headers["content-type"] ?? "").split(";")[0].trim().toLowerCase();
+          if (ctype !== "application/json") {
+            throw new ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "request body must be application/json");
+          }
+          try {
+            body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
+          } catch {
+            throw new ApiError(400, "BAD_JSON", "request body is not valid UTF-8 JSON");
+          }
+        }
+      }
+      const peer = sock.getPeerCertificate?.(true);
+      const der = peer && peer.raw ? new Uint8Array(peer.raw) : null;
+      const r = await opts.service.handle({
+        method,
+        path: url.pathname,
+        query: url.searchParams,
+        body,
+        peerCertDer: der,
+      });
+      send(res, r, head, close);
+    } catch (e) {
+      if (e instanceof ApiError) {
+        send(res, errorResponse(e), head, close);
+      } else {
+        opts.onError?.(e);
+        send(res, errorResponse(new ApiError(500, "INTERNAL", "internal error")), head, true);
+        close = true;
+      }
+    }
+    if (close) res.on("finish", () => sock.destroy());
+  };
+
+  const server = https.createServer({
+    cert: opts.certPem,
+    key: opts.keyPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: "TLSv1.2",
+  }, (req, res) => {
+    handle(req, res).catch((e) => {
+      opts.onError?.(e);
+      try {
+        res.destroy();
+      } catch { /* already gone */ }
+    });
+  });
+  server.maxConnections = MAX_CONNECTIONS;
+  server.on("secureConnection", (sock: TLSSocket) => {
+    sockets.add(sock);
+    armHeaderTimer(sock, limits.headersTimeoutMs);
+    // Idle sockets (no bytes either way) are closed whatever state they are in.
+    sock.setTimeout(limits.idleTimeoutMs, () => sock.destroy());
+    sock.on("close", () => {
+      sockets.delete(sock);
+      disarmHeaderTimer(sock);
+    });
+  });
+  // A TCP connection that never finishes its TLS handshake (or goes silent later) is closed when idle.
+  server.on("connection", (sock: Socket) => {
+    sock.setTimeout(limits.idleTimeoutMs, () => sock.destroy());
+  });
+  server.on("tlsClientError", () => {/* a failed handshake is the client's problem, not ours */});
+  server.on("clientError", (_e: Error, sock: Socket) => sock.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.hostname, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as { port: number }).port;
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const t of headerTimers.values()) clearTimeout(t);
+        headerTimers.clear();
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+  };
+}

@@ -1,0 +1,45 @@
+/** Every limit and default of the directory in one place. */
+
+export const API_VERSION = 1;
+export const DEFAULT_PORT = 10040;
+export const DEFAULT_LISTEN_HOST = "127.0.0.1";
+export const DEFAULT_ROUGHTIME = { hostname: "127.0.0.1", port: 2002 } as const;
+export const DEFAULT_HOSTNAMES = ["localhost", "127.0.0.1"];
+
+/** Request bodies are small JSON documents (a CSR is under 1 KiB); refuse anything bigger before reading it. */
+export const MAX_BODY_BYTES = 16 * 1024;
+/** A request's headers must be complete this long after the connection opens (or the previous response). */
+export const HEADERS_TIMEOUT_MS = 10_000;
+/** Once headers are in, the body must be complete within this time, however slowly it trickles. */
+export const BODY_TIMEOUT_MS = 10_000;
+/** An idle keep-alive connection is closed after this long. */
+export const IDLE_TIMEOUT_MS = 30_000;
+export const MAX_CONNECTIONS = 1024;
+
+/** Per source address token bucket. Enrollment signs a certificate, so it costs more than a look-up. */
+export const RATE_PER_SECOND = 50;
+export const RATE_BURST = 100;
+export const ENROLL_COST = 10;
+/** Buckets of addresses not seen for this long are forgotten (bounded memory under address churn). */
+export const RATE_BUCKET_IDLE_MS = 60_000;
+export const RATE_MAX_BUCKETS = 50_000;
+
+export const PRESENCE_MIN_TTL_S = 10;
+export const PRESENCE_MAX_TTL_S = 3600;
+export const LIST_DEFAULT_LIMIT = 50;
+export const LIST_MAX_LIMIT = 200;
+
+export const INVITE_TOKEN_BYTES = 24;
+export const INVITE_TOKEN_TTL_MS = 7 * 24 * 3600 * 1000;
+/** The CRL is re-signed at least this often even without new revocations (it carries nextUpdate). */
+export const CRL_REFRESH_MS = 3600 * 1000;
+
+/** Files in the data folder. */
+export const FILES = {
+  db: "directory.db",
+  caCert: "ca.pem",
+  caKey: "ca-key.pem",
+  serverCert: "server.pem",
+  serverKey: "server-key.pem",
+  roughtimeKey: "roughtime-key.json",
+} as const;

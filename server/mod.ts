@@ -1,0 +1,160 @@
+/**
+ * `securechat serve` as a library: one process running the directory's HTTPS JSON API, the CA, and the
+ * Roughtime server from clock/ (whose public key the directory publishes in /v1/info).
+ */
+import { join } from "node:path";
+import { loadOrCreateLongTermKey, type RunningRoughtimeServer, startRoughtimeServer } from "../clock/mod.ts";
+import { toBase64 } from "../pki/mod.ts";
+import { ensureDataDir, loadOrCreateCa, loadServerIdentity } from "./ca_state.ts";
+import { adminRevoke, DirectoryService } from "./directory.ts";
+import { ServerSetupError } from "./errors.ts";
+import { type HttpLimits, startHttpServer } from "./http.ts";
+import {
+  DEFAULT_HOSTNAMES,
+  DEFAULT_LISTEN_HOST,
+  DEFAULT_PORT,
+  DEFAULT_ROUGHTIME,
+  FILES,
+  INVITE_TOKEN_BYTES,
+  INVITE_TOKEN_TTL_MS,
+} from "./limits.ts";
+import { DirectoryStore } from "./store.ts";
+
+export { ApiError, type ApiErrorCode, ServerSetupError } from "./errors.ts";
+export { type HttpLimits } from "./http.ts";
+export { API_VERSION, DEFAULT_PORT } from "./limits.ts";
+
+export interface DirectoryServerOptions {
+  dataDir: string;
+  /** Listen host, default 127.0.0.1. */
+  hostname?: string;
+  /** 0 = free port; default 10040. */
+  port?: number;
+  /** Names/IPs in the server's TLS cert; default ["localhost","127.0.0.1"]. */
+  hostnames?: string[];
+  /** Default {127.0.0.1, 2002}; tests pass port 0. */
+  roughtime?: { hostname: string; port: number } | false;
+  inviteOnly?: boolean;
+  certValidityDays?: number;
+  /** Protects the CA key file (encrypted PKCS#8); needed again at every start. */
+  caPassphrase?: string;
+  /** Overrides of the HTTP limits (tests make them small). */
+  limits?: Partial<HttpLimits>;
+  /** Where unexpected internal errors are reported; default console.error. */
+  onError?: (e: unknown) => void;
+}
+
+export interface RunningDirectory {
+  /** https://127.0.0.1:PORT (the listen host, or 127.0.0.1 when listening on all addresses). */
+  url: string;
+  port: number;
+  caCertPem: string;
+  caFingerprint: string;
+  roughtime: { host: string; port: number; publicKey: string } | null;
+  /** True when this start created the CA. */
+  createdCa: boolean;
+  close(): Promise<void>;
+}
+
+export async function startDirectoryServer(opts: DirectoryServerOptions): Promise<RunningDirectory> {
+  await ensureDataDir(opts.dataDir);
+  const { ca, fingerprint, created } = await loadOrCreateCa(opts.dataDir, { passphrase: opts.caPassphrase });
+  const hostnames = opts.hostnames && opts.hostnames.length > 0 ? opts.hostnames : DEFAULT_HOSTNAMES;
+  const identity = await loadServerIdentity(opts.dataDir, ca, hostnames);
+
+  let rt: RunningRoughtimeServer | null = null;
+  const rtOpt = opts.roughtime === undefined ? DEFAULT_ROUGHTIME : opts.roughtime;
+  if (rtOpt !== false) {
+    const key = await loadOrCreateLongTermKey(join(opts.dataDir, FILES.roughtimeKey));
+    rt = await startRoughtimeServer({ hostname: rtOpt.hostname, port: rtOpt.port, longTermSeed: key.seed });
+  }
+  const roughtime = rt ? { host: rt.hostname, port: rt.port, publicKey: toBase64(rt.publicKey) } : null;
+
+  const store = new DirectoryStore(join(opts.dataDir, FILES.db));
+  const service = new DirectoryService({
+    store,
+    ca,
+    caFingerprint: fingerprint,
+    inviteOnly: opts.inviteOnly ?? false,
+    certValidityDays: opts.certValidityDays,
+    roughtime,
+  });
+  const listenHost = opts.hostname ?? DEFAULT_LISTEN_HOST;
+  let http;
+  try {
+    http = await startHttpServer({
+      service,
+      certPem: identity.certPem,
+      keyPem: identity.keyPem,
+      hostname: listenHost,
+      port: opts.port ?? DEFAULT_PORT,
+      limits: opts.limits,
+      onError: opts.onError ?? ((e) => console.error("securechat serve: internal error:", e)),
+    });
+  } catch (e) {
+    store.close();
+    await rt?.close();
+    throw e;
+  }
+  const urlHost = listenHost === "0.0.0.0" || listenHost === "::" ? "127.0.0.1" : listenHost;
+  let closed = false;
+  return {
+    url: `https://${urlHost.includes(":") ? `[${urlHost}]` : urlHost}:${http.port}`,
+    port: http.port,
+    caCertPem: ca.certPem,
+    caFingerprint: fingerprint,
+    roughtime,
+    createdCa: created,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await http.close();
+      await rt?.close();
+      store.close();
+    },
+  };
+}
+
+async function openExistingStore(dataDir: string): Promise<DirectoryStore> {
+  try {
+    await Deno.stat(join(dataDir, FILES.caCert));
+  } catch {
+    throw new ServerSetupError(
+      "BAD_DATA_DIR",
+      `${dataDir} holds no directory (start \`securechat serve\` first)`,
+    );
+  }
+  return new DirectoryStore(join(dataDir, FILES.db));
+}
+
+/** A one-time enrollment token (base64url, 192 bits), valid for INVITE_TOKEN_TTL_MS. Only its hash is stored. */
+export async function createInviteToken(dataDir: string, ttlMs = INVITE_TOKEN_TTL_MS): Promise<string> {
+  const store = await openExistingStore(dataDir);
+  try {
+    const bytes = crypto.getRandomValues(new Uint8Array(INVITE_TOKEN_BYTES));
+    const token = toBase64(bytes).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+    store.addToken(token, Date.now(), ttlMs);
+    return token;
+  } finally {
+    store.close();
+  }
+}
+
+/** Admin revocation of a user's current certificate (works while the server runs: the CRL follows). With
+ * `release`, the name is freed so a new key can enroll it. Throws ServerSetupError("NO_SUCH_USER"). */
+export async function revokeUser(
+  dataDir: string,
+  name: string,
+  opts: { release?: boolean } = {},
+): Promise<{ name: string; serial: string; released: boolean }> {
+  const store = await openExistingStore(dataDir);
+  try {
+    const r = adminRevoke(store, name, opts.release ?? false);
+    if (!r) throw new ServerSetupError("NO_SUCH_USER", `no user named "${name}"`);
+    return r;
+  } finally {
+    store.close();
+  }
+}
+
+export { DEFAULT_LISTEN_HOST };
