@@ -1,12 +1,314 @@
+/**
+ * `securechat time ...`: query verified time, run a standalone Roughtime server, make a long-term key,
+ * check a malfeasance report. Output for humans by default; `query --json` for scripts.
+ */
 import type { Command } from "commander";
 import { CliError } from "../cli_error.ts";
+import {
+  buildReport,
+  checkReport,
+  combineSamples,
+  loadOrCreateLongTermKey,
+  type MalfeasanceReport,
+  parseServerSpec,
+  PUBLIC_SERVERS,
+  queryChain,
+  queryParallel,
+  RoughtimeError,
+  type ServerOutcome,
+  type ServerSpec,
+  startRoughtimeServer,
+  writeNewLongTermKey,
+} from "./mod.ts";
+import { generateLongTermSeed, publicKeyFromSeed } from "./keys.ts";
+import { toBase64 } from "./roughtime/encoding.ts";
+import { DEFAULT_PORT } from "./roughtime/constants.ts";
+import { findInconsistencies } from "./roughtime/malfeasance.ts";
+
+/** Exit codes of `time query`: 0 verified, 2 no trustworthy answer (unreachable or disagreeing servers). */
+const EXIT_UNVERIFIED = 2;
+/** Exit codes of `time verify-report`: 0 consistent, 3 proves a lie, 1 invalid report. */
+const EXIT_MALFEASANCE = 3;
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function iso(ms: number): string {
+  const d = new Date(Math.round(ms));
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString();
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(3)} s`;
+}
+
+interface QueryJson {
+  state: "verified" | "uncertain" | "unverified";
+  singleSource: boolean;
+  time: { earliestMs: number; latestMs: number; nowMs: number; iso: string } | null;
+  uncertaintyMs: number | null;
+  configured: number;
+  answered: number;
+  agreeing: number;
+  servers: {
+    name: string;
+    host: string;
+    port: number;
+    ok: boolean;
+    version?: string;
+    midpointMs?: number;
+    radiusMs?: number;
+    rttMs?: number;
+    agrees?: boolean;
+    error?: { code: string; message: string };
+  }[];
+  report: MalfeasanceReport | null;
+}
+
+async function runQuery(specs: ServerSpec[], timeoutMs: number): Promise<QueryJson> {
+  const outcomes = await queryParallel(specs, { timeoutMs });
+  const ok = outcomes.filter((o): o is Extract<ServerOutcome, { ok: true }> => o.ok);
+  const at = performance.now();
+  const c = combineSamples(
+    ok.map((o) => ({
+      midpointMs: o.result.reply.midpointMs,
+      radiusMs: o.result.reply.radiusMs,
+      rttMs: o.result.rttMs,
+      receivedAtMono: o.result.receivedAtMono,
+    })),
+    at,
+  );
+  const agreeingSet = new Set(c ? c.agreeing.map((i) => ok[i]) : []);
+  let report: MalfeasanceReport | null = null;
+  if (c && c.agreeing.length < ok.length) {
+    // Disagreement: ask the answering servers again in a chain (twice round, so a server that is ahead is
+    // caught as well as one that is behind) and keep the chain if it proves the lie.
+    const chain = await queryChain(ok.map((o) => o.server), { rounds: 2, timeoutMs });
+    const candidate = buildReport(chain);
+    try {
+      if (checkReport(candidate).kind === "malfeasance") report = candidate;
+    } catch {
+      // A chain that does not check (a server stopped answering mid-way) proves nothing.
+    }
+  }
+  const verified = c !== null && c.majority;
+  const elapsed = performance.now() - at;
+  return {
+    state: verified ? "verified" : ok.length ? "uncertain" : "unverified",
+    singleSource: verified && c.agreeing.length === 1,
+    time: verified
+      ? {
+        earliestMs: c.earliestMs + elapsed,
+        latestMs: c.latestMs + elapsed,
+        nowMs: (c.earliestMs + c.latestMs) / 2 + elapsed,
+        iso: iso((c.earliestMs + c.latestMs) / 2 + elapsed),
+      }
+      : null,
+    uncertaintyMs: verified ? (c.latestMs - c.earliestMs) / 2 : null,
+    configured: specs.length,
+    answered: ok.length,
+    agreeing: c ? c.agreeing.length : 0,
+    servers: outcomes.map((o) =>
+      o.ok
+        ? {
+          name: o.server.name,
+          host: o.server.host,
+          port: o.server.port,
+          ok: true,
+          version: o.result.reply.version,
+          midpointMs: o.result.reply.midpointMs,
+          radiusMs: o.result.reply.radiusMs,
+          rttMs: Math.round(o.result.rttMs * 1000) / 1000,
+          agrees: agreeingSet.has(o),
+        }
+        : {
+          name: o.server.name,
+          host: o.server.host,
+          port: o.server.port,
+          ok: false,
+          error: { code: o.error.code, message: o.error.message },
+        }
+    ),
+    report,
+  };
+}
+
+function printQuery(q: QueryJson): void {
+  if (q.state === "verified" && q.time) {
+    const how = q.singleSource
+      ? "single source, not cross-checked"
+      : `${q.agreeing} of ${q.answered} servers agree`;
+    console.log(`verified time: ${q.time.iso} ± ${seconds(q.uncertaintyMs ?? 0)} (${how})`);
+  } else if (q.state === "uncertain") {
+    console.log(`time UNCERTAIN: ${q.answered} servers answered but no majority agrees`);
+  } else {
+    console.log(`time UNVERIFIED: none of ${q.configured} servers gave a valid answer`);
+  }
+  for (const s of q.servers) {
+    const where = `${s.name} (${s.host}:${s.port})`;
+    if (s.ok) {
+      console.log(
+        `  ${s.agrees ? "ok  " : "LIES"} ${where} ${s.version} ${iso(s.midpointMs ?? 0)} ± ${
+          seconds(s.radiusMs ?? 0)
+        } ` +
+          `rtt ${(s.rttMs ?? 0).toFixed(1)} ms${s.agrees ? "" : " (disagrees with the majority)"}`,
+      );
+    } else {
+      console.log(`  FAIL ${where} ${s.error?.code}: ${s.error?.message}`);
+    }
+  }
+  if (q.report) {
+    console.log(
+      `malfeasance: a chained report proves a server lied (${q.report.responses.length} responses)`,
+    );
+  }
+}
+
+function parseListen(s: string): { hostname: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+  if (!m || Number(m[3]) > 65535) throw new CliError(`--listen must be HOST:PORT, got "${s}"`);
+  return { hostname: m[1] ?? m[2], port: Number(m[3]) };
+}
+
+function waitForSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(sig, done);
+      resolve();
+    };
+    for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, done);
+  });
+}
 
 /** `securechat time ...`: Roughtime query, standalone server, key generation, report verification. */
 export function registerTimeCommands(program: Command): void {
   const time = program.command("time").description(
     "Roughtime: query verified time, run a server, check reports",
   );
-  time.command("query").description("query Roughtime servers and print the verified time").action(() => {
-    throw new CliError("not implemented yet (issue 2)");
-  });
+
+  time.command("query")
+    .description("query Roughtime servers and print the verified time (exit 2 when it cannot be verified)")
+    .option(
+      "--server <HOST:PORT:PUBKEY_BASE64[:VERSION]>",
+      "a server to ask (repeatable; VERSION rfc|draft|google)",
+      collect,
+      [],
+    )
+    .option("--json", "print the result as JSON")
+    .option("--timeout <ms>", "bound on the whole query", "1500")
+    .option("--report <file>", "write the malfeasance report here when servers disagree")
+    .action(async (opts: { server: string[]; json?: boolean; timeout: string; report?: string }) => {
+      let specs: ServerSpec[];
+      try {
+        specs = opts.server.length ? opts.server.map(parseServerSpec) : PUBLIC_SERVERS;
+      } catch (e) {
+        throw new CliError(e instanceof Error ? e.message : String(e));
+      }
+      const timeoutMs = Number(opts.timeout);
+      if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 60_000) {
+        throw new CliError("--timeout must be 1-60000 ms");
+      }
+      const q = await runQuery(specs, timeoutMs);
+      if (opts.report && q.report) {
+        await Deno.writeTextFile(opts.report, JSON.stringify(q.report, null, 2) + "\n");
+      }
+      if (opts.json) console.log(JSON.stringify(q, null, 2));
+      else printQuery(q);
+      if (q.state !== "verified") {
+        throw new CliError(
+          q.state === "uncertain" ? "servers disagree: time uncertain" : "time unverified",
+          EXIT_UNVERIFIED,
+        );
+      }
+    });
+
+  time.command("serve")
+    .description("run a standalone Roughtime server (UDP; RFC 10049, drafts 12-19, Google) until Ctrl-C")
+    .option("--listen <HOST:PORT>", "address to listen on", `127.0.0.1:${DEFAULT_PORT}`)
+    .option(
+      "--key <file>",
+      "long-term key file (created with mode 0600 when missing); ephemeral key when absent",
+    )
+    .option("--radius <seconds>", "RADI to announce", "3")
+    .action(async (opts: { listen: string; key?: string; radius: string }) => {
+      const { hostname, port } = parseListen(opts.listen);
+      let seed: Uint8Array;
+      if (opts.key) {
+        try {
+          seed = (await loadOrCreateLongTermKey(opts.key)).seed;
+        } catch (e) {
+          throw new CliError(e instanceof Error ? e.message : String(e));
+        }
+      } else {
+        seed = generateLongTermSeed();
+        console.error("note: no --key given, using an ephemeral long-term key");
+      }
+      let server;
+      try {
+        server = await startRoughtimeServer({
+          hostname,
+          port,
+          longTermSeed: seed,
+          radiusSeconds: Number(opts.radius),
+        });
+      } catch (e) {
+        throw new CliError(`cannot start the server: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      const pub = toBase64(server.publicKey);
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+      console.log(`roughtime server listening on udp ${host}:${server.port}`);
+      console.log(`public key: ${pub}`);
+      console.log(`server spec: ${host}:${server.port}:${pub}`);
+      await waitForSignal();
+      await server.close();
+    });
+
+  time.command("keygen")
+    .description("make a long-term Roughtime key (Ed25519 seed, file mode 0600) and print its public key")
+    .requiredOption("--out <file>", "where to write the key (must not exist)")
+    .action(async (opts: { out: string }) => {
+      try {
+        const { publicKey } = await writeNewLongTermKey(opts.out);
+        console.log(`public key: ${toBase64(publicKey)}`);
+      } catch (e) {
+        if (e instanceof Deno.errors.AlreadyExists) {
+          throw new CliError(`${opts.out} exists; not overwriting a key`);
+        }
+        throw new CliError(`cannot write ${opts.out}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    });
+
+  time.command("verify-report")
+    .description("check a malfeasance report: exit 0 consistent, 3 proves a server lied, 1 invalid report")
+    .argument("<file>", 'the report (draft JSON with "responses", or a Google chain with "links")')
+    .action(async (file: string) => {
+      let data: unknown;
+      try {
+        data = JSON.parse(await Deno.readTextFile(file));
+      } catch (e) {
+        throw new CliError(`invalid report: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      let verdict;
+      try {
+        verdict = checkReport(data);
+      } catch (e) {
+        throw new CliError(`invalid report: ${e instanceof RoughtimeError ? e.message : String(e)}`);
+      }
+      const n = verdict.replies.length;
+      if (verdict.kind === "consistent") {
+        console.log(`ok: all ${n} responses verify and the chain is consistent`);
+        return;
+      }
+      const first = findInconsistencies(verdict.replies)[0];
+      const keys = (data as { responses?: { publicKey?: string }[] }).responses;
+      const who = (i: number) => keys?.[i]?.publicKey ? ` (key ${keys[i].publicKey})` : "";
+      throw new CliError(
+        `malfeasance: response ${first.earlier}${who(first.earlier)} claims a time ${seconds(first.gapMs)} ` +
+          `after response ${first.later}${who(first.later)}, which was made later in the chain`,
+        EXIT_MALFEASANCE,
+      );
+    });
 }
+
+export { publicKeyFromSeed };

@@ -53,7 +53,7 @@ async function resolveHost(host: string, deadline: number, mono: () => number): 
   } catch (e) {
     if (e instanceof RoughtimeError) throw e;
     throw new RoughtimeError(
-      "TIMEOUT",
+      "UNREACHABLE",
       `cannot resolve ${host}: ${e instanceof Error ? e.message : String(e)}`,
     );
   } finally {

@@ -9,7 +9,8 @@
 import { RoughtimeError } from "./errors.ts";
 import { fromBase64, toBase64 } from "./encoding.ts";
 import { chainedNonce, randSize, type ServerOutcome } from "./chain.ts";
-import { parseRequest } from "./request.ts";
+import { buildRequest, parseRequest } from "./request.ts";
+import { NONCE_SIZE_GOOGLE } from "./constants.ts";
 import { microsPerUnit, type VerifiedReply, verifyReply } from "./verify.ts";
 import { bytesEqual } from "./wire.ts";
 
@@ -87,13 +88,42 @@ export function findInconsistencies(replies: VerifiedReply[]): Inconsistency[] {
   return out;
 }
 
-/** Checks a parsed report. Throws RoughtimeError BAD_REPORT (or the verification error, wrapped as
- * BAD_REPORT) when the report itself is invalid. */
+/** Google's chain file ({"links": [{publicKeyType, serverPublicKey, nonceOrBlind, reply}]}) carries no
+ * request packets: the first link holds the nonce itself and later ones the blind. A Google request is
+ * determined by its nonce (its Merkle leaf is the nonce), so the requests are rebuilt here. */
+function fromGoogleChain(links: unknown[]): Record<string, unknown>[] {
+  if (links.length > 1024) bad("too many links");
+  let previous: Uint8Array | null = null;
+  return links.map((raw, i) => {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) bad(`link ${i} is not an object`);
+    const link = raw as Record<string, unknown>;
+    if (link.publicKeyType !== undefined && link.publicKeyType !== "ed25519") {
+      bad(`link ${i}: key type is not ed25519`);
+    }
+    const nonceOrBlind = field(link, "nonceOrBlind", i) as Uint8Array;
+    const reply = field(link, "reply", i) as Uint8Array;
+    if (nonceOrBlind.length !== NONCE_SIZE_GOOGLE) bad(`link ${i}: nonceOrBlind is not 64 bytes`);
+    const nonce: Uint8Array = previous ? chainedNonce("google", previous, nonceOrBlind) : nonceOrBlind;
+    previous = reply;
+    return {
+      publicKey: link.serverPublicKey,
+      request: toBase64(buildRequest({ version: "google", nonce }).packet),
+      response: link.reply,
+      ...(i > 0 ? { rand: toBase64(nonceOrBlind) } : {}),
+    };
+  });
+}
+
+/** Checks a parsed report: the draft's {"responses": [...]} or a Google {"links": [...]} chain. Throws
+ * RoughtimeError BAD_REPORT when the report itself is invalid (a response that does not verify included). */
 export function checkReport(report: unknown): ReportVerdict {
   if (typeof report !== "object" || report === null || Array.isArray(report)) {
     bad("report is not a JSON object");
   }
-  const list = (report as Record<string, unknown>).responses;
+  const obj = report as Record<string, unknown>;
+  const list = obj.responses === undefined && Array.isArray(obj.links)
+    ? fromGoogleChain(obj.links)
+    : obj.responses;
   if (!Array.isArray(list) || list.length === 0) bad(`"responses" is not a non-empty list`);
   if (list.length > 1024) bad("too many responses");
   const replies: VerifiedReply[] = [];
