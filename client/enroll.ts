@@ -103,7 +103,7 @@ function mapDirectoryError(e: unknown): never {
       case "UNREACHABLE":
         throw new EnrollError("UNREACHABLE", e.message);
       case "NAME_TAKEN":
-        throw new EnrollError("NAME_TAKEN", `name is taken: ${e.message}`);
+        throw new EnrollError("NAME_TAKEN", e.message);
       case "BAD_TOKEN":
         throw new EnrollError("BAD_TOKEN", `invitation refused: ${e.message}`);
       case "BAD_USERNAME":

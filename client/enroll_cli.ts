@@ -1,11 +1,104 @@
+/** `securechat enroll`: make a key pair on this device and get a certificate from the phonebook's CA. */
 import type { Command } from "commander";
 import { CliError } from "../cli_error.ts";
+import { enroll, EnrollError, renewEnrollment, revokeEnrollment } from "./enroll.ts";
+import { HomeError, resolveHomeDir } from "./home.ts";
+import { DirectoryError } from "./directory_client.ts";
+import { fingerprintOf, type KeyAlgorithm, pemToDer, x509 } from "../pki/mod.ts";
 
-/** `securechat enroll`: make a key pair on this device and get a certificate from the phonebook's CA. */
+interface EnrollFlags {
+  server?: string;
+  caFingerprint?: string;
+  name?: string;
+  token?: string;
+  home?: string;
+  algorithm: string;
+  renew?: boolean;
+  revoke?: boolean;
+  yes?: boolean;
+}
+
+/** Reads one line from stdin (a terminal or a pipe). */
+async function readLine(): Promise<string> {
+  const buf = new Uint8Array(1);
+  const bytes: number[] = [];
+  while (bytes.length < 1024) {
+    const n = await Deno.stdin.read(buf);
+    if (n === null || buf[0] === 0x0a) break;
+    bytes.push(buf[0]);
+  }
+  return new TextDecoder().decode(new Uint8Array(bytes)).trim();
+}
+
+async function ask(question: string): Promise<boolean> {
+  await Deno.stderr.write(new TextEncoder().encode(question));
+  const answer = (await readLine()).toLowerCase();
+  return answer === "y" || answer === "yes";
+}
+
+function colonHex(hex: string): string {
+  return hex.toUpperCase().match(/../g)!.join(":");
+}
+
+function userError(e: unknown): never {
+  if (e instanceof EnrollError || e instanceof HomeError || e instanceof DirectoryError) {
+    throw new CliError(e.message);
+  }
+  throw e;
+}
+
+function describe(certPem: string): string {
+  const cert = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
+  return `certificate ${fingerprintOf(certPem)}, valid until ${cert.notAfter.toISOString()}`;
+}
+
 export function registerEnrollCommand(program: Command): void {
-  program.command("enroll").description("make a key pair and get a certificate from the phonebook").action(
-    () => {
-      throw new CliError("not implemented yet (issue 3)");
-    },
-  );
+  program.command("enroll")
+    .description("make a key pair and get a certificate from the phonebook")
+    .option("--server <url>", "the directory, https://HOST:PORT")
+    .option("--ca-fingerprint <sha256>", "the CA fingerprint the server operator gave you")
+    .option("--name <name>", "your username (lowercase letters, digits, - and _; 3-32 characters)")
+    .option("--token <token>", "one-time invitation token (invite-only directories)")
+    .option("--home <dir>", "home folder (default: $SECURECHAT_HOME or the platform's data folder)")
+    .option("--algorithm <alg>", "key type: p256 or ed25519", "p256")
+    .option("--renew", "renew the certificate with the current key")
+    .option("--revoke", "revoke the current certificate")
+    .option("--yes", "with --revoke: do not ask for confirmation")
+    .action(async (flags: EnrollFlags) => {
+      const home = resolveHomeDir(flags.home);
+      if (flags.renew && flags.revoke) throw new CliError("--renew and --revoke cannot be used together");
+      if (flags.renew) {
+        const st = await renewEnrollment(home).catch(userError);
+        console.log(`Renewed ${st.name}: ${describe(st.certPem)}`);
+        return;
+      }
+      if (flags.revoke) {
+        if (!flags.yes && !(await ask("Revoke your certificate? Nobody will accept it any more. [y/N] "))) {
+          throw new CliError("not revoked");
+        }
+        const r = await revokeEnrollment(home).catch(userError);
+        console.log(`Revoked ${r.name}'s certificate ${r.serial}`);
+        return;
+      }
+      if (!flags.server) throw new CliError("--server https://HOST:PORT is required");
+      if (!flags.name) throw new CliError("--name is required");
+      if (flags.algorithm !== "p256" && flags.algorithm !== "ed25519") {
+        throw new CliError("--algorithm must be p256 or ed25519");
+      }
+      const st = await enroll({
+        server: flags.server,
+        caFingerprint: flags.caFingerprint,
+        name: flags.name,
+        token: flags.token,
+        home,
+        algorithm: flags.algorithm as KeyAlgorithm,
+        confirmFingerprint: (fp) =>
+          ask(
+            `The directory's CA has the SHA-256 fingerprint\n  ${fp}\n  ${colonHex(fp)}\n` +
+              "Compare it with the one the server operator gave you. Trust this CA? [y/N] ",
+          ),
+      }).catch(userError);
+      console.log(`Enrolled as ${st.name}: ${describe(st.certPem)}`);
+      console.log(`Files in ${st.dir} (private key with mode 0600)`);
+    });
 }

@@ -1,9 +1,191 @@
+/**
+ * `securechat serve` (the phonebook: directory + CA + Roughtime server), `serve invite` (one-time enrollment
+ * token) and `serve revoke NAME` (admin revocation).
+ */
 import type { Command } from "commander";
+import { join } from "node:path";
 import { CliError } from "../cli_error.ts";
+import { createInviteToken, revokeUser, ServerSetupError, startDirectoryServer } from "./mod.ts";
+import { DEFAULT_HOSTNAMES, DEFAULT_LISTEN_HOST, DEFAULT_PORT, DEFAULT_ROUGHTIME } from "./limits.ts";
+import { canonicalUsername, UsernameError } from "../pki/mod.ts";
 
-/** `securechat serve ...`: the phonebook, Certificate Authority and Roughtime server. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT" (host defaults to `defaultHost`). */
+export function parseHostPort(input: string, defaultHost: string): { hostname: string; port: number } {
+  let host: string;
+  let port: string;
+  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(input);
+  const v4 = /^([^:\[\]]*):(\d+)$/.exec(input);
+  if (v6) [host, port] = [v6[1], v6[2]];
+  else if (v4) [host, port] = [v4[1] || defaultHost, v4[2]];
+  else if (/^\d+$/.test(input)) [host, port] = [defaultHost, input];
+  else throw new CliError(`"${input}" is not HOST:PORT`);
+  const n = Number(port);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new CliError(`port ${port} is out of range`);
+  return { hostname: host, port: n };
+}
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** --data, else $SECURECHAT_DATA, else the platform's data folder. */
+export function resolveDataDir(flag?: string): string {
+  if (flag) return flag;
+  const fromEnv = env("SECURECHAT_DATA");
+  if (fromEnv) return fromEnv;
+  const xdg = env("XDG_DATA_HOME");
+  if (xdg) return join(xdg, "securechat-server");
+  const home = env("HOME") ?? env("USERPROFILE");
+  if (!home) throw new CliError("cannot find a data folder: pass --data DIR or set SECURECHAT_DATA");
+  return join(home, ".local", "share", "securechat-server");
+}
+
+async function readPassphrase(file?: string): Promise<string | undefined> {
+  if (file) {
+    try {
+      return (await Deno.readTextFile(file)).replace(/\r?\n$/, "");
+    } catch (e) {
+      throw new CliError(`cannot read the passphrase file ${file}: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+  return env("SECURECHAT_CA_PASSPHRASE");
+}
+
+function colonHex(hex: string): string {
+  return hex.toUpperCase().match(/../g)!.join(":");
+}
+
+function setupError(e: unknown): never {
+  if (e instanceof ServerSetupError) throw new CliError(e.message);
+  throw e;
+}
+
+interface ServeFlags {
+  data?: string;
+  listen?: string;
+  hostname: string[];
+  roughtimeListen?: string;
+  roughtime: boolean;
+  inviteOnly?: boolean;
+  certDays?: string;
+  caPassphraseFile?: string;
+}
+
 export function registerServeCommands(program: Command): void {
-  program.command("serve").description("run the phonebook (directory + CA + Roughtime server)").action(() => {
-    throw new CliError("not implemented yet (issue 3)");
-  });
+  const serve = program.command("serve")
+    .description("run the phonebook (directory + CA + Roughtime server)")
+    .option("--data <dir>", "data folder (default: $SECURECHAT_DATA or the platform's data folder)")
+    .option("--listen <host:port>", `HTTPS address (default ${DEFAULT_LISTEN_HOST}:${DEFAULT_PORT})`)
+    .option("--hostname <name>", "name or IP in the server's TLS certificate (repeatable)", collect, [])
+    .option(
+      "--roughtime-listen <host:port>",
+      `Roughtime UDP address (default ${DEFAULT_ROUGHTIME.hostname}:${DEFAULT_ROUGHTIME.port})`,
+    )
+    .option("--no-roughtime", "do not run the Roughtime server")
+    .option("--invite-only", "enrollment needs a token from `securechat serve invite`")
+    .option("--cert-days <n>", "validity of user certificates in days (default 30)")
+    .option(
+      "--ca-passphrase-file <file>",
+      "file holding the CA key passphrase (or set SECURECHAT_CA_PASSPHRASE); used when the CA is created",
+    )
+    .action(async (flags: ServeFlags) => {
+      const dataDir = resolveDataDir(flags.data);
+      const listen = parseHostPort(flags.listen ?? String(DEFAULT_PORT), DEFAULT_LISTEN_HOST);
+      const roughtime = flags.roughtime === false
+        ? false as const
+        : flags.roughtimeListen
+        ? parseHostPort(flags.roughtimeListen, listen.hostname)
+        : { hostname: listen.hostname, port: DEFAULT_ROUGHTIME.port };
+      let hostnames = flags.hostname.length > 0 ? flags.hostname : [...DEFAULT_HOSTNAMES];
+      if (flags.hostname.length === 0 && !["0.0.0.0", "::"].includes(listen.hostname)) {
+        if (!hostnames.includes(listen.hostname)) hostnames = [...hostnames, listen.hostname];
+      }
+      let certValidityDays: number | undefined;
+      if (flags.certDays !== undefined) {
+        certValidityDays = Number(flags.certDays);
+        if (!Number.isInteger(certValidityDays) || certValidityDays < 1 || certValidityDays > 397) {
+          throw new CliError("--cert-days must be an integer 1-397");
+        }
+      }
+      const dir = await startDirectoryServer({
+        dataDir,
+        hostname: listen.hostname,
+        port: listen.port,
+        hostnames,
+        roughtime,
+        inviteOnly: flags.inviteOnly ?? false,
+        certValidityDays,
+        caPassphrase: await readPassphrase(flags.caPassphraseFile),
+      }).catch(setupError);
+      const publicName = hostnames[0];
+      const publicUrl = `https://${publicName.includes(":") ? `[${publicName}]` : publicName}:${dir.port}`;
+      if (dir.createdCa) console.log(`Created a new CA in ${dataDir}`);
+      console.log(`securechat directory listening on https://${listen.hostname}:${dir.port}`);
+      console.log(`CA fingerprint (SHA-256): ${dir.caFingerprint}`);
+      console.log(`                          ${colonHex(dir.caFingerprint)}`);
+      if (dir.roughtime) {
+        console.log(
+          `Roughtime server on udp ${dir.roughtime.host}:${dir.roughtime.port}, key ${dir.roughtime.publicKey}`,
+        );
+      } else {
+        console.log("Roughtime server: off");
+      }
+      console.log(
+        `Enrollment is ${flags.inviteOnly ? "by invitation only (securechat serve invite)" : "open"}.`,
+      );
+      console.log(
+        `Users enroll with: securechat enroll --server ${publicUrl} --ca-fingerprint ${dir.caFingerprint} --name NAME`,
+      );
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(sig, done);
+          resolve();
+        };
+        for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, done);
+      });
+      await dir.close();
+      console.log("securechat directory stopped");
+    });
+
+  serve.command("invite")
+    .description("print a one-time enrollment token (for --invite-only)")
+    .option("--data <dir>", "data folder of the directory")
+    .option("--ttl-hours <h>", "hours before the token expires (default 168)")
+    .action(async (flags: { data?: string; ttlHours?: string }) => {
+      let ttlMs: number | undefined;
+      if (flags.ttlHours !== undefined) {
+        const h = Number(flags.ttlHours);
+        if (!(h > 0 && h <= 24 * 90)) throw new CliError("--ttl-hours must be a number of hours up to 2160");
+        ttlMs = h * 3600_000;
+      }
+      const dataDir = resolveDataDir(flags.data ?? serve.opts<ServeFlags>().data);
+      console.log(await createInviteToken(dataDir, ttlMs).catch(setupError));
+    });
+
+  serve.command("revoke")
+    .description("revoke a user's current certificate (admin)")
+    .argument("<name>", "the user")
+    .option("--data <dir>", "data folder of the directory")
+    .option("--release", "also free the name so that a new key can enroll it")
+    .action(async (name: string, flags: { data?: string; release?: boolean }) => {
+      try {
+        canonicalUsername(name);
+      } catch (e) {
+        if (e instanceof UsernameError) throw new CliError(`bad name "${name}": ${e.message}`);
+        throw e;
+      }
+      const dataDir = resolveDataDir(flags.data ?? serve.opts<ServeFlags>().data);
+      const r = await revokeUser(dataDir, name, { release: flags.release ?? false }).catch(setupError);
+      console.log(
+        `revoked ${r.name}'s certificate ${r.serial}${r.released ? "; the name is free again" : ""}`,
+      );
+    });
 }
