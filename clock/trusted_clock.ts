@@ -38,6 +38,8 @@ interface Anchor {
   mono: number;
   earliestMs: number;
   latestMs: number;
+  /** How many servers agreed on it (1 = single source). */
+  agreeing: number;
 }
 
 export class TrustedClock {
@@ -131,7 +133,7 @@ export class TrustedClock {
     this.answered = samples.length;
     this.agreeing = c ? c.agreeing.length : 0;
     if (c && c.majority) {
-      this.anchor = { mono: at, earliestMs: c.earliestMs, latestMs: c.latestMs };
+      this.anchor = { mono: at, earliestMs: c.earliestMs, latestMs: c.latestMs, agreeing: c.agreeing.length };
       this.lastVerifiedMs = (c.earliestMs + c.latestMs) / 2;
     }
     const s = this.status();
@@ -169,7 +171,7 @@ export class TrustedClock {
       configured: this.servers.length,
       answered: this.answered,
       agreeing: this.agreeing,
-      singleSource: t !== null && this.agreeing <= 1,
+      singleSource: this.anchor !== null && this.anchor.agreeing === 1,
       lastVerifiedMs: this.lastVerifiedMs,
     };
   }
