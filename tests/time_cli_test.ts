@@ -1,0 +1,195 @@
+/**
+ * `securechat time ...` as a user runs it: keygen (0600, never overwrites), serve (prints its key and answers
+ * queries), query (verified / unverified / uncertain with exit codes, JSON, malfeasance report) and
+ * verify-report (exit 0 consistent, 3 proven lie, 1 invalid report, each with a one-line reason).
+ */
+import assert from "node:assert/strict";
+import { buildReport, queryChain } from "../clock/mod.ts";
+import { runCli } from "./helpers/cli.ts";
+import { HAVE_VECTORS, hex, readVectorJson, startLocalServers, toB64 } from "./helpers/roughtime.ts";
+
+const HOUR = 3600_000;
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+function spec(s: { host: string; port: number; publicKey: Uint8Array; version?: string }): string {
+  return `${s.host}:${s.port}:${toB64(s.publicKey)}${s.version ? `:${s.version}` : ""}`;
+}
+
+Deno.test("time keygen: writes a 0600 key file, prints the public key, refuses to overwrite", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = `${dir}/lt.key`;
+    const r = await runCli(["time", "keygen", "--out", out]);
+    assert.equal(r.code, 0, r.stderr);
+    const m = /^public key: ([A-Za-z0-9+/]{43}=)$/m.exec(r.stdout);
+    assert.ok(m, r.stdout);
+    assert.equal((await Deno.stat(out)).mode! & 0o777, 0o600);
+    const text = await Deno.readTextFile(out);
+    assert.ok(!r.stdout.includes(JSON.parse(text).seed), "the secret seed is never printed");
+    const again = await runCli(["time", "keygen", "--out", out]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /exists/);
+    assert.equal(await Deno.readTextFile(out), text);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("time serve + time query: the standalone server answers every version; key file created 0600", async () => {
+  const dir = await Deno.makeTempDir();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      MAIN,
+      "time",
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+      "--key",
+      `${dir}/server.key`,
+    ],
+    env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!/server spec: (\S+)/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`serve exited early: ${text}`);
+      text += value;
+    }
+    reader.releaseLock();
+    const specText = /server spec: (\S+)/.exec(text)![1];
+    assert.match(text, /public key: [A-Za-z0-9+/]{43}=/);
+    assert.equal((await Deno.stat(`${dir}/server.key`)).mode! & 0o777, 0o600);
+    const q = await runCli([
+      "time",
+      "query",
+      "--server",
+      specText,
+      "--server",
+      `${specText}:draft`,
+      "--server",
+      `${specText}:google`,
+      "--json",
+    ]);
+    assert.equal(q.code, 0, q.stderr);
+    const json = JSON.parse(q.stdout);
+    assert.equal(json.state, "verified");
+    assert.deepEqual(json.servers.map((s: { version: string }) => s.version), ["rfc", "draft", "google"]);
+    assert.ok(Math.abs(json.time.nowMs - Date.now()) < 10_000);
+    const human = await runCli(["time", "query", "--server", specText]);
+    assert.equal(human.code, 0);
+    assert.match(human.stdout, /^verified time: \d{4}-\d\d-\d\dT[\d:.]+Z ± [\d.]+ s \(single source/);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("time query: a liar among three honest servers is outvoted; its report makes verify-report exit 3", async () => {
+  const local = await startLocalServers([{}, { version: "draft" }, { version: "google" }, {
+    now: () => Date.now() - HOUR,
+  }]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = local.specs.flatMap((s) => ["--server", spec(s)]);
+    const r = await runCli(["time", "query", ...args, "--json", "--report", `${dir}/report.json`]);
+    assert.equal(r.code, 0, r.stderr);
+    const json = JSON.parse(r.stdout);
+    assert.equal(json.state, "verified");
+    assert.equal(json.agreeing, 3);
+    assert.deepEqual(json.servers.map((s: { agrees: boolean }) => s.agrees), [true, true, true, false]);
+    assert.ok(json.report && json.report.responses.length >= 2);
+    const v = await runCli(["time", "verify-report", `${dir}/report.json`]);
+    assert.equal(v.code, 3, v.stderr);
+    assert.equal(v.stderr.trim().split("\n").length, 1);
+    assert.match(v.stderr, /malfeasance: response \d+ \(key .*\) claims a time .* after response \d+/);
+    const human = await runCli(["time", "query", ...args]);
+    assert.match(human.stdout, /LIES .*disagrees with the majority/);
+  } finally {
+    await local.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("time verify-report: exit 0 for a consistent chain, 1 for an invalid report", async () => {
+  const local = await startLocalServers([{}, { version: "google" }]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const report = buildReport(await queryChain(local.specs, { rounds: 2, timeoutMs: 3000 }));
+    await Deno.writeTextFile(`${dir}/ok.json`, JSON.stringify(report));
+    const ok = await runCli(["time", "verify-report", `${dir}/ok.json`]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^ok: all 4 responses verify and the chain is consistent$/m);
+    const tampered = structuredClone(report);
+    tampered.responses[1].response = tampered.responses[0].response;
+    await Deno.writeTextFile(`${dir}/bad.json`, JSON.stringify(tampered));
+    await Deno.writeTextFile(`${dir}/garbage.json`, "{not json");
+    for (const f of ["bad.json", "garbage.json", "missing.json"]) {
+      const r = await runCli(["time", "verify-report", `${dir}/${f}`]);
+      assert.equal(r.code, 1, f);
+      assert.match(r.stderr.trim(), /^securechat: invalid report: .+$/);
+      assert.equal(r.stderr.trim().split("\n").length, 1);
+    }
+  } finally {
+    await local.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "time verify-report: the draft-19 appendix B chain proves malfeasance (exit 3)",
+  ignore: !HAVE_VECTORS,
+  async fn() {
+    const d = readVectorJson("draft19_appendixB_malfeasance_chain.json") as {
+      responses: { publicKey: string; rand: string | null; request_hex: string; response_hex: string }[];
+    };
+    const dir = await Deno.makeTempDir();
+    try {
+      const report = {
+        responses: d.responses.map((e) => ({
+          ...(e.rand ? { rand: e.rand } : {}),
+          publicKey: e.publicKey,
+          request: toB64(hex(e.request_hex)),
+          response: toB64(hex(e.response_hex)),
+        })),
+      };
+      await Deno.writeTextFile(`${dir}/d19.json`, JSON.stringify(report));
+      const r = await runCli(["time", "verify-report", `${dir}/d19.json`]);
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(r.stderr, /claims a time 86394\.000 s after response 1/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("time query: unreachable servers exit 2 (unverified) within the timeout; disagreement exits 2 (uncertain)", async () => {
+  const local = await startLocalServers([{}, { now: () => Date.now() + HOUR }]);
+  try {
+    const dead = `127.0.0.1:9:${toB64(local.specs[0].publicKey)}`;
+    const r = await runCli(["time", "query", "--server", dead, "--timeout", "300", "--json"]);
+    assert.equal(r.code, 2);
+    assert.equal(JSON.parse(r.stdout).state, "unverified");
+    assert.equal(JSON.parse(r.stdout).servers[0].error.code, "TIMEOUT");
+    const two = await runCli(["time", "query", ...local.specs.flatMap((s) => ["--server", spec(s)])]);
+    assert.equal(two.code, 2);
+    assert.match(two.stdout, /time UNCERTAIN/);
+    assert.match(two.stderr, /servers disagree/);
+    const bad = await runCli(["time", "query", "--server", "nohost"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /bad server "nohost"/);
+  } finally {
+    await local.close();
+  }
+});
