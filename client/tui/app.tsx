@@ -1,0 +1,626 @@
+/**
+ * The chat screen: wires the engine's events into the UI state (model.ts), keys into the input model
+ * (input_state.ts) and commands (commands.ts), and draws the panes. Everything that decides something is in
+ * those pure modules; this file only connects them.
+ */
+import { Box, Text, useInput, usePaste, useWindowSize } from "ink";
+import type { Key } from "ink";
+import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
+import type { TimeStatus } from "../../clock/types.ts";
+import type { ChatEngineApi, Contact, SendOptions } from "../engine_types.ts";
+import { complete, parseInput, type UiCommand } from "./commands.ts";
+import { layoutConversation } from "./conversation_layout.ts";
+import { formatTtl } from "./format.ts";
+import * as ed from "./input_state.ts";
+import { InputBox, inputRows } from "./input_box.tsx";
+import { computeLayout, MIN_COLUMNS, MIN_ROWS, peerVisible } from "./layout.ts";
+import {
+  filterContacts,
+  initialState,
+  reduce,
+  type UiAction,
+  type UiState,
+  visibleMessages,
+} from "./model.ts";
+import { helpLines, HelpScreen, VerifyScreen } from "./overlays.tsx";
+import { ContactList, Lines, LogPane, PeerPane, Rule, StatusBar, TopBar, VRule } from "./panes.tsx";
+import { needsSplit, splitKeys } from "./keys.ts";
+import { sanitize } from "./width.ts";
+
+/** How often countdowns and the clock summary are refreshed, ms. */
+export const TICK_MS = 500;
+/** At most one "typing" notice to the peer per this many ms. */
+export const TYPING_EVERY_MS = 3000;
+/** Scroll amount that means "the oldest message": the layout caps it to what exists. */
+const TOP = Number.MAX_SAFE_INTEGER;
+
+export interface AppProps {
+  engine: ChatEngineApi;
+  /** Called once when the user asks to quit (Ctrl+C, /quit); the caller closes the engine. */
+  onQuit: () => void;
+  /** Fixed size for tests; the terminal's size (live, with resize) otherwise. */
+  size?: { columns: number; rows: number };
+  /** Monotonic clock in ms (tests pass their own). */
+  mono?: () => number;
+}
+
+/**
+ * Trusted "now" for countdowns. The engine's time status carries a trusted time; when two calls return the
+ * same instant (an engine that refreshes it only on verification) it is carried forward on the monotonic
+ * clock, never on the wall clock, so changing the system time does not change a countdown.
+ */
+export class TrustedNow {
+  private anchor: { trusted: number; mono: number } | null = null;
+  private lastSeen: number | null = null;
+
+  update(status: TimeStatus, mono: number): number | null {
+    if (status.state === "unverified" || status.time === null) {
+      this.anchor = null;
+      this.lastSeen = null;
+      return null;
+    }
+    if (status.time.nowMs !== this.lastSeen || this.anchor === null) {
+      this.anchor = { trusted: status.time.nowMs, mono };
+      this.lastSeen = status.time.nowMs;
+    }
+    return this.anchor.trusted + (mono - this.anchor.mono);
+  }
+}
+
+function isFunctionKey(input: string, key: Key): boolean {
+  // Ink names F1..F12 and Insert but reports them all as an empty input with no flag set.
+  return input === "" && !Object.entries(key).some(([k, v]) => v === true && k !== "eventType");
+}
+
+function errorText(e: unknown): string {
+  if (e instanceof Error) {
+    const code = (e as Error & { code?: unknown }).code;
+    return typeof code === "string" ? `${code}: ${e.message}` : e.message;
+  }
+  return String(e);
+}
+
+const performanceNow = () => performance.now();
+
+export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
+  const win = useWindowSize();
+  const columns = size?.columns ?? win.columns;
+  const rows = size?.rows ?? win.rows;
+  const [state, dispatch] = useReducer(
+    reduce,
+    undefined,
+    () => initialState(engine.name, engine.timeStatus()),
+  );
+  const [input, setInputState] = useState<ed.InputState>(() => ed.emptyInput());
+  // Keys of one write are handled in a loop before React re-renders: edits go through this ref.
+  const inputRef = useRef(input);
+  const setInput = (next: ed.InputState) => {
+    inputRef.current = next;
+    setInputState(next);
+  };
+  const [helpOffset, setHelpOffset] = useState(0);
+  const tracker = useRef(new TrustedNow());
+  const [now, setNow] = useState<number | null>(() => tracker.current.update(engine.timeStatus(), mono()));
+  const stateRef = useRef<UiState>(state);
+  stateRef.current = state;
+  const marked = useRef(new Set<string>());
+  const lastTyping = useRef(0);
+  const quitting = useRef(false);
+
+  const log = useCallback(
+    (level: "info" | "warn" | "error", text: string) =>
+      dispatch({ type: "log", level, text, at: Date.now() }),
+    [],
+  );
+  const notice = useCallback(
+    (text: string | null, level: "info" | "warn" | "error" = "info") =>
+      dispatch({ type: "notice", text, level }),
+    [],
+  );
+
+  const refreshContacts = useCallback(() => {
+    engine.contacts().then(
+      (contacts: Contact[]) => dispatch({ type: "contacts", contacts }),
+      (e: unknown) => log("warn", `could not load contacts: ${errorText(e)}`),
+    );
+  }, [engine, log]);
+
+  const loadHistory = useCallback((peer: string) => {
+    try {
+      dispatch({ type: "history", peer, messages: engine.history(peer) });
+    } catch (e) {
+      log("error", `could not load the conversation with ${peer}: ${errorText(e)}`);
+    }
+  }, [engine, log]);
+
+  const quit = useCallback(() => {
+    if (quitting.current) return;
+    quitting.current = true;
+    dispatch({ type: "closing" });
+    onQuit();
+  }, [onQuit]);
+
+  // Engine events.
+  useEffect(() => {
+    const off = engine.subscribe((event) => {
+      dispatch({ type: "engine", event, at: Date.now(), mono: mono() } satisfies UiAction);
+      if (event.event === "peer-online" || event.event === "peer-offline" || event.event === "key-changed") {
+        refreshContacts();
+      }
+    });
+    refreshContacts();
+    return off;
+  }, [engine, refreshContacts, mono]);
+
+  // Countdown and clock tick.
+  useEffect(() => {
+    const t = setInterval(() => {
+      const status = engine.timeStatus();
+      setNow(tracker.current.update(status, mono()));
+      if (status.state !== stateRef.current.time.state) dispatch({ type: "time", status });
+    }, TICK_MS);
+    return () => clearInterval(t);
+  }, [engine, mono]);
+
+  // When trust in time changes, the engine's idea of what is visible changes: reload what is on screen.
+  const timeState = state.time.state;
+  useEffect(() => {
+    setNow(tracker.current.update(engine.timeStatus(), mono()));
+    for (const peer of Object.keys(stateRef.current.conversations)) loadHistory(peer);
+  }, [timeState, engine, loadHistory, mono]);
+
+  // Opening a conversation loads it.
+  const selected = state.selected;
+  useEffect(() => {
+    if (selected !== null && stateRef.current.conversations[selected] === undefined) loadHistory(selected);
+  }, [selected, loadHistory]);
+
+  const conversation = selected !== null ? state.conversations[selected] : undefined;
+  const visible = useMemo(
+    () => visibleMessages(conversation ?? [], state.time, now),
+    [conversation, state.time, now],
+  );
+
+  // Incoming messages shown in the open conversation are read: tell the engine once per message. An "after
+  // read" lifetime starts then, so the conversation is reloaded to pick up its deadline.
+  useEffect(() => {
+    if (selected === null || state.overlay !== null) return;
+    let startsClock = false;
+    for (const m of visible) {
+      if (m.direction !== "in" || marked.current.has(m.id)) continue;
+      marked.current.add(m.id);
+      try {
+        engine.markRead(m.id);
+      } catch (e) {
+        log("warn", `could not mark a message read: ${errorText(e)}`);
+      }
+      if (m.ttlMode === "read" && m.expiresAt === null) startsClock = true;
+    }
+    if (startsClock) {
+      const t = setTimeout(() => loadHistory(selected), 50);
+      return () => clearTimeout(t);
+    }
+  }, [visible, selected, state.overlay, engine, loadHistory, log]);
+
+  const contactsShown = useMemo(
+    () => filterContacts(state.contacts, state.focus === "contacts" ? state.contactQuery : ""),
+    [state.contacts, state.focus, state.contactQuery],
+  );
+  const contact = state.contacts.find((c) => c.name === selected);
+  const layout = computeLayout(
+    columns,
+    rows,
+    state.peerPane,
+    inputRows(input.text, columns, rows >= 30 ? 6 : 3),
+  );
+
+  const view = useMemo(() =>
+    layoutConversation({
+      messages: visible,
+      me: state.me,
+      peer: selected ?? "",
+      width: Math.max(1, layout.conversationWidth),
+      height: layout.mainHeight,
+      scroll: state.scroll,
+      now,
+      newMarkerId: selected !== null ? state.newMarker[selected] ?? null : null,
+    }), [
+    visible,
+    state.me,
+    selected,
+    layout.conversationWidth,
+    layout.mainHeight,
+    state.scroll,
+    now,
+    state.newMarker,
+  ]);
+
+  const openPeer = useCallback((name: string) => {
+    dispatch({ type: "select", peer: name });
+  }, []);
+
+  const cycleConversation = (step: number) => {
+    const list = filterContacts(state.contacts, "");
+    if (list.length === 0) return;
+    const i = list.findIndex((c) => c.name === selected);
+    const next = list[(i + step + list.length) % list.length];
+    openPeer(next.name);
+  };
+
+  const send = (peer: string, text: string, opts: SendOptions) => {
+    engine.send(peer, text, opts).then(
+      (m) => dispatch({ type: "upsert", message: m }),
+      (e: unknown) => {
+        notice(`not sent: ${errorText(e)}`, "error");
+        log("error", `message to ${peer} not sent: ${errorText(e)}`);
+      },
+    );
+    const ttl = opts.ttlMs ?? null;
+    if (ttl !== null && stateRef.current.time.state === "unverified") {
+      notice("sent with a lifetime: hidden here until time is verified", "warn");
+    } else {
+      notice(null);
+    }
+  };
+
+  /** Commands that act on the open conversation. */
+  const runForPeer = (cmd: UiCommand, peer: string) => {
+    switch (cmd.kind) {
+      case "send": {
+        const ttlMs = cmd.ttlMs !== undefined ? cmd.ttlMs : (contact?.defaultTtlMs ?? null);
+        send(peer, cmd.text, { ttlMs, ...(cmd.ttlMode ? { ttlMode: cmd.ttlMode } : {}) });
+        dispatch({ type: "scroll", to: 0 });
+        return;
+      }
+      case "ttl": {
+        if (cmd.ttlMs === undefined) {
+          const cur = contact?.defaultTtlMs ?? null;
+          notice(`lifetime for ${peer}: ${cur === null ? "off" : formatTtl(cur)}`);
+          return;
+        }
+        try {
+          engine.setDefaultTtl(peer, cmd.ttlMs);
+        } catch (e) {
+          notice(`/ttl failed: ${errorText(e)}`, "error");
+          return;
+        }
+        const ttlMs = cmd.ttlMs;
+        dispatch({
+          type: "contacts",
+          contacts: stateRef.current.contacts.map((c) => c.name === peer ? { ...c, defaultTtlMs: ttlMs } : c),
+        });
+        const label = ttlMs === null ? "off" : formatTtl(ttlMs);
+        log("info", `default lifetime for ${peer}: ${label}`);
+        notice(`new messages to ${peer} now live ${ttlMs === null ? "forever" : label}`);
+        return;
+      }
+      case "verify":
+        dispatch({ type: "overlay", overlay: { kind: "verify", peer, showing: "theirs" } });
+        return;
+      case "accept-key": {
+        const pin = engine.peerInfo(peer)?.pin ?? contact?.pin;
+        if (pin !== "changed") {
+          notice(`${peer}'s key has not changed: nothing to accept`, "warn");
+          return;
+        }
+        try {
+          engine.acceptKey(peer);
+        } catch (e) {
+          notice(`/accept-key failed: ${errorText(e)}`, "error");
+          return;
+        }
+        log("warn", `accepted the new key of ${peer} (not verified: use /verify)`);
+        notice(null);
+        refreshContacts();
+        return;
+      }
+    }
+  };
+
+  const run = (cmd: UiCommand) => {
+    switch (cmd.kind) {
+      case "none":
+        return;
+      case "contacts":
+        dispatch({ type: "focus", focus: "contacts" });
+        dispatch({ type: "contact-query", query: cmd.query });
+        refreshContacts();
+        return;
+      case "open": {
+        const want = cmd.name.replace(/^@/, "").toLowerCase();
+        const c = stateRef.current.contacts.find((x) => x.name.toLowerCase() === want);
+        if (!c) {
+          notice(`no contact named ${cmd.name}`, "error");
+          return;
+        }
+        openPeer(c.name);
+        return;
+      }
+      case "peer": {
+        const shown = peerVisible(state.peerPane, columns);
+        dispatch({ type: "peer-pane", mode: shown ? "hidden" : "shown" });
+        return;
+      }
+      case "help":
+        setHelpOffset(0);
+        dispatch({ type: "overlay", overlay: "help" });
+        return;
+      case "quit":
+        quit();
+        return;
+      case "error":
+        notice(cmd.message, "error");
+        return;
+      default: {
+        const peer = stateRef.current.selected;
+        if (peer === null) notice("open a conversation first (/contacts or /open NAME)", "warn");
+        else runForPeer(cmd, peer);
+      }
+    }
+  };
+
+  const page = Math.max(1, layout.mainHeight - 1);
+
+  const onKey = (text: string, key: Key): void => {
+    if (needsSplit(text)) {
+      for (const k of splitKeys(text)) onKey(k.input, k.key);
+      return;
+    }
+    if (key.ctrl && text === "c") {
+      quit();
+      return;
+    }
+    if (state.closing) return;
+    const overlay = state.overlay;
+    if (overlay === "help") {
+      const total = helpLines(columns).length;
+      if (key.escape || key.return || text === "q") dispatch({ type: "overlay", overlay: null });
+      else if (key.downArrow || key.pageDown) {
+        setHelpOffset((o) => Math.min(Math.max(0, total - (rows - 2)), o + (key.pageDown ? page : 1)));
+      } else if (key.upArrow || key.pageUp) setHelpOffset((o) => Math.max(0, o - (key.pageUp ? page : 1)));
+      return;
+    }
+    if (overlay !== null) {
+      if (key.escape || text === "n" || text === "q") dispatch({ type: "overlay", overlay: null });
+      else if (key.tab) {
+        dispatch({
+          type: "overlay",
+          overlay: { ...overlay, showing: overlay.showing === "theirs" ? "ours" : "theirs" },
+        });
+      } else if (text === "y" && engine.peerInfo(overlay.peer)) {
+        try {
+          engine.markVerified(overlay.peer);
+          log("info", `${overlay.peer} marked verified: fingerprints compared`);
+        } catch (e) {
+          log("error", `could not mark ${overlay.peer} verified: ${errorText(e)}`);
+        }
+        dispatch({ type: "overlay", overlay: null });
+        refreshContacts();
+      }
+      return;
+    }
+    if (isFunctionKey(text, key)) {
+      setHelpOffset(0);
+      dispatch({ type: "overlay", overlay: "help" });
+      return;
+    }
+    if (state.focus === "contacts") {
+      if (key.escape || key.tab) dispatch({ type: "focus", focus: "input" });
+      else if (key.upArrow) dispatch({ type: "contact-cursor", index: state.contactCursor - 1 });
+      else if (key.downArrow) {
+        dispatch({
+          type: "contact-cursor",
+          index: Math.min(contactsShown.length - 1, state.contactCursor + 1),
+        });
+      } else if (key.return) {
+        const c = contactsShown[state.contactCursor];
+        if (c) openPeer(c.name);
+      } else if (key.backspace) dispatch({ type: "contact-query", query: state.contactQuery.slice(0, -1) });
+      else if (text && !key.ctrl && !key.meta) {
+        dispatch({ type: "contact-query", query: state.contactQuery + sanitize(text) });
+      }
+      return;
+    }
+    // Input focus.
+    const cur = inputRef.current;
+    if ((key.return && key.meta) || text === "\n") {
+      setInput(ed.insert(cur, "\n"));
+      return;
+    }
+    if (key.return) {
+      const { value, state: next } = ed.submit(cur);
+      setInput(next);
+      run(parseInput(value));
+      return;
+    }
+    if (key.tab) {
+      const names = state.contacts.map((c) => c.name);
+      const r = complete(cur.text, cur.cursor, names);
+      setInput({ ...cur, text: r.text, cursor: r.cursor });
+      notice(r.candidates.length > 1 ? r.candidates.join("  ") : null);
+      return;
+    }
+    if (key.pageUp) return dispatch({ type: "scroll", to: view.scroll + page });
+    if (key.pageDown) return dispatch({ type: "scroll", to: view.scroll - page });
+    if (key.home && (key.ctrl || cur.text === "")) return dispatch({ type: "scroll", to: TOP });
+    if (key.end && (key.ctrl || cur.text === "")) return dispatch({ type: "scroll", to: 0 });
+    if (key.escape) {
+      notice(null);
+      if (state.scroll > 0) dispatch({ type: "scroll", to: 0 });
+      return;
+    }
+    let op: ((s: ed.InputState) => ed.InputState) | null = null;
+    if (key.leftArrow) op = ed.left;
+    else if (key.rightArrow) op = ed.right;
+    else if (key.upArrow) op = ed.up;
+    else if (key.downArrow) op = ed.down;
+    else if (key.home || (key.ctrl && text === "a")) op = ed.lineStart;
+    else if (key.end || (key.ctrl && text === "e")) op = ed.lineEnd;
+    else if (key.backspace) op = ed.backspace;
+    else if (key.delete) op = ed.deleteForward;
+    else if (key.ctrl && text === "u") op = ed.killToStart;
+    else if (key.ctrl && text === "k") op = ed.killToEnd;
+    else if (key.ctrl && text === "w") op = ed.killWord;
+    else if (key.ctrl && text === "n") return cycleConversation(1);
+    else if (key.ctrl && text === "p") return cycleConversation(-1);
+    else if (text && !key.ctrl && !key.meta) {
+      setInput(ed.insert(cur, text));
+      typingPing();
+      return;
+    }
+    if (op) setInput(op(cur));
+  };
+
+  const typingPing = () => {
+    const peer = stateRef.current.selected;
+    const t = mono();
+    if (peer === null || t - lastTyping.current < TYPING_EVERY_MS) return;
+    lastTyping.current = t;
+    try {
+      engine.typing(peer);
+    } catch {
+      // A typing notice is best effort: a peer that is offline simply does not get it.
+    }
+  };
+
+  useInput(onKey);
+  usePaste((text) => {
+    if (state.overlay !== null || state.closing) return;
+    if (state.focus === "contacts") {
+      dispatch({ type: "contact-query", query: state.contactQuery + sanitize(text.replace(/\s+/g, " ")) });
+      return;
+    }
+    setInput(ed.insert(inputRef.current, text));
+  });
+
+  if (layout.tooSmall) {
+    return (
+      <Box flexDirection="column" width={columns} height={rows}>
+        <Text wrap="truncate">
+          securechat needs at least {MIN_COLUMNS}x{MIN_ROWS}; this terminal is {columns}x{rows}.
+        </Text>
+        <Text wrap="truncate">Enlarge it, or press Ctrl+C to quit.</Text>
+      </Box>
+    );
+  }
+
+  const peerInfo = selected !== null ? engine.peerInfo(selected) : null;
+  const typingNow = selected !== null && (state.typingUntil[selected] ?? 0) > mono();
+  const inputLabel = state.closing
+    ? "closing connections and withdrawing your address..."
+    : state.notice?.text ??
+      (typingNow
+        ? `${selected} is typing...`
+        : state.scroll > 0
+        ? `scrolled up ${view.scroll} lines (End: newest)`
+        : "");
+  const inputTone = state.closing
+    ? "warn"
+    : state.notice?.level === "error"
+    ? "error"
+    : state.notice?.level === "warn"
+    ? "warn"
+    : "dim";
+  const hints = state.focus === "contacts"
+    ? "type to search  Up/Down  Enter open  Esc back"
+    : "F1 help  ^C quit  PgUp/PgDn scroll  Tab complete  ^N/^P next  /verify  /ttl";
+
+  // Overlays take every row between the top bar and the status bar (the QR code needs them at 60x20).
+  const overlayHeight = rows - 2;
+  let main;
+  if (state.overlay === "help") {
+    main = <HelpScreen width={columns} height={overlayHeight} offset={helpOffset} />;
+  } else if (state.overlay !== null) {
+    main = (
+      <VerifyScreen
+        me={state.me}
+        peer={state.overlay.peer}
+        ours={engine.ownFingerprint()}
+        theirs={engine.peerInfo(state.overlay.peer)?.fingerprint ?? null}
+        showing={state.overlay.showing}
+        width={columns}
+        height={overlayHeight}
+      />
+    );
+  } else {
+    main = (
+      <Box flexDirection="row" width={columns} height={layout.mainHeight}>
+        <ContactList
+          contacts={contactsShown}
+          unread={state.unread}
+          selected={selected}
+          query={state.contactQuery}
+          cursor={state.contactCursor}
+          focused={state.focus === "contacts"}
+          width={layout.contactsWidth}
+          height={layout.mainHeight}
+        />
+        <VRule height={layout.mainHeight} />
+        {layout.conversationWidth > 0
+          ? (
+            selected === null
+              ? (
+                <Lines
+                  lines={[{
+                    key: "x",
+                    segments: [{ text: "no conversation: /contacts or /open NAME", tone: "dim" }],
+                  }]}
+                  width={layout.conversationWidth}
+                  height={layout.mainHeight}
+                />
+              )
+              : (
+                <Lines
+                  lines={view.lines}
+                  width={layout.conversationWidth}
+                  height={layout.mainHeight}
+                  alignBottom
+                />
+              )
+          )
+          : null}
+        {layout.peerWidth > 0 && layout.conversationWidth > 0 ? <VRule height={layout.mainHeight} /> : null}
+        {layout.peerWidth > 0
+          ? <PeerPane info={peerInfo} contact={contact} width={layout.peerWidth} height={layout.mainHeight} />
+          : null}
+      </Box>
+    );
+  }
+
+  const statusBar = (
+    <StatusBar
+      me={state.me}
+      peer={selected}
+      ttlMs={contact?.defaultTtlMs ?? null}
+      width={columns}
+      hints={state.overlay === null ? hints : "Esc close"}
+    />
+  );
+  if (state.overlay !== null) {
+    return (
+      <Box flexDirection="column" width={columns} height={rows}>
+        <TopBar me={state.me} time={state.time} width={columns} />
+        {main}
+        {statusBar}
+      </Box>
+    );
+  }
+  return (
+    <Box flexDirection="column" width={columns} height={rows}>
+      <TopBar me={state.me} time={state.time} width={columns} />
+      {main}
+      <Rule label="log" width={columns} />
+      <LogPane entries={state.log} width={columns} height={layout.logHeight} />
+      <Rule label={inputLabel} width={columns} tone={inputTone} />
+      <InputBox
+        text={input.text}
+        cursor={input.cursor}
+        width={columns}
+        maxRows={layout.maxInputRows}
+        active={state.focus === "input" && state.overlay === null}
+        placeholder={selected ? `message ${selected} (/help for commands)` : "/open NAME or /contacts"}
+      />
+      {statusBar}
+    </Box>
+  );
+}

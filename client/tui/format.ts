@@ -1,0 +1,153 @@
+/**
+ * Text the UI shows for times, lifetimes, fingerprints and the clock's state. Pure functions: every time is
+ * passed in (trusted Unix ms from the engine), none is read from the system clock here.
+ */
+import type { TimeStatus } from "../../clock/types.ts";
+import type { DeliveryState, PinState } from "../engine_types.ts";
+
+/** Longest lifetime `/ttl` and `--ttl` accept; the engine applies its own protocol maximum too. */
+export const MAX_TTL_MS = 7 * 24 * 3600 * 1000;
+
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+export class DurationError extends Error {
+  readonly code = "BAD_DURATION";
+  constructor(readonly input: string, why: string) {
+    super(`bad lifetime "${input}": ${why} (examples: 30s, 5m, 1h, 1h30m, off)`);
+    this.name = "DurationError";
+  }
+}
+
+/**
+ * Parses a lifetime such as "30s", "5m", "1h30m", "2d" or "off" (null). A bare number means seconds.
+ * @throws DurationError for anything else, for 0, and above MAX_TTL_MS.
+ */
+export function parseDuration(input: string): number | null {
+  const s = input.trim().toLowerCase();
+  if (s === "off" || s === "none" || s === "never") return null;
+  if (/^\d+$/.test(s)) return checkTtl(input, Number(s) * 1000);
+  const re = /(\d+)([smhd])/g;
+  let total = 0;
+  let consumed = 0;
+  for (const m of s.matchAll(re)) {
+    if (m.index !== consumed) throw new DurationError(input, "unexpected characters");
+    total += Number(m[1]) * UNIT_MS[m[2]];
+    consumed += m[0].length;
+  }
+  if (consumed === 0 || consumed !== s.length) throw new DurationError(input, "unknown unit");
+  return checkTtl(input, total);
+}
+
+function checkTtl(input: string, ms: number): number {
+  if (!Number.isSafeInteger(ms) || ms <= 0) throw new DurationError(input, "must be more than 0");
+  if (ms > MAX_TTL_MS) throw new DurationError(input, "longer than 7 days");
+  return ms;
+}
+
+/** A lifetime as a short label: "30s", "5m", "1h 30m", "2d". */
+export function formatTtl(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return s % 60 ? `${Math.floor(s / 60)}m ${s % 60}s` : `${s / 60}m`;
+  if (s < 86400) {
+    const m = Math.floor((s % 3600) / 60);
+    return m ? `${Math.floor(s / 3600)}h ${m}m` : `${Math.floor(s / 3600)}h`;
+  }
+  const h = Math.floor((s % 86400) / 3600);
+  return h ? `${Math.floor(s / 86400)}d ${h}h` : `${Math.floor(s / 86400)}d`;
+}
+
+/** Time left until a deadline, rounded up to the second so a countdown never shows 0 while still visible. */
+export function formatCountdown(msLeft: number): string {
+  const s = Math.max(0, Math.ceil(msLeft / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  const h = Math.floor(s / 3600);
+  if (h < 48) return `${h}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}`;
+  return `${Math.floor(h / 24)}d`;
+}
+
+const pad2 = (n: number) => String(n).padStart(2, "0");
+
+/** "14:05" in the local time zone. */
+export function formatClock(ms: number): string {
+  const d = new Date(ms);
+  return `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+}
+
+/** "2026-11-28" in the local time zone: the key of a date line. */
+export function dayKey(ms: number): string {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+}
+
+const WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/** "Sat 2026-11-28" for a date line. */
+export function formatDay(ms: number): string {
+  return `${WEEKDAYS[new Date(ms).getDay()]} ${dayKey(ms)}`;
+}
+
+/** "2026-11-28 14:05 UTC": certificate validity, shown in UTC because certificates are written in UTC. */
+export function formatUtc(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+}
+
+/** A SHA-256 fingerprint (64 hex, any case, colons or not) as groups of four for reading aloud. */
+export function groupFingerprint(fp: string): string {
+  const hex = normalizeFingerprint(fp);
+  return (hex.match(/.{1,4}/g) ?? []).join(" ");
+}
+
+export function normalizeFingerprint(fp: string): string {
+  return fp.replace(/[:\s]/g, "").toLowerCase();
+}
+
+/** Delivery state as a short mark and a word. */
+export function deliveryLabel(state: DeliveryState): { mark: string; word: string } {
+  switch (state) {
+    case "sending":
+      return { mark: "\u2026", word: "sending" };
+    case "sent":
+      return { mark: "\u2713", word: "sent" };
+    case "delivered":
+      return { mark: "\u2713\u2713", word: "delivered" };
+    case "read":
+      return { mark: "\u2713\u2713", word: "read" };
+    case "failed":
+      return { mark: "\u2717", word: "not delivered" };
+  }
+}
+
+export function pinLabel(pin: PinState): string {
+  switch (pin) {
+    case "verified":
+      return "verified";
+    case "first-use":
+      return "first use (unverified)";
+    case "pinned":
+      return "pinned (unverified)";
+    case "changed":
+      return "KEY CHANGED";
+  }
+}
+
+/** The always-visible clock summary, e.g. "time verified 3/3 agree \u00b112ms". */
+export function formatTimeStatus(t: TimeStatus): string {
+  const agree = `${t.agreeing}/${t.configured} agree`;
+  const unc = t.uncertaintyMs === null ? "" : ` \u00b1${formatUncertainty(t.uncertaintyMs)}`;
+  const single = t.singleSource ? " (1 source)" : "";
+  switch (t.state) {
+    case "verified":
+      return `time verified ${agree}${unc}${single}`;
+    case "stale":
+      return `time STALE ${agree}${unc}`;
+    case "unverified":
+      return `time UNVERIFIED (${t.answered}/${t.configured} answered) - expiring messages hidden`;
+  }
+}
+
+function formatUncertainty(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)}s`;
+}

@@ -1,0 +1,70 @@
+/**
+ * Screen geometry: how the terminal's rows and columns are shared between the panes. Pure, so every size
+ * (including the 60x20 minimum) can be checked without drawing.
+ */
+import type { PeerPaneMode } from "./model.ts";
+
+export const MIN_COLUMNS = 60;
+export const MIN_ROWS = 20;
+/** From this width the peer pane fits beside the conversation. */
+export const WIDE_COLUMNS = 110;
+
+export interface ScreenLayout {
+  tooSmall: boolean;
+  columns: number;
+  rows: number;
+  /** Rows of the area between the top bar and the input (contacts, conversation, peer pane). */
+  mainHeight: number;
+  contactsWidth: number;
+  /** 0 when the peer pane takes the conversation's place (narrow terminal, /peer). */
+  conversationWidth: number;
+  /** 0 when hidden. */
+  peerWidth: number;
+  logHeight: number;
+  inputHeight: number;
+  maxInputRows: number;
+}
+
+/** Whether the peer pane is on screen for this mode and width. */
+export function peerVisible(mode: PeerPaneMode, columns: number): boolean {
+  return mode === "shown" || (mode === "auto" && columns >= WIDE_COLUMNS);
+}
+
+export function computeLayout(
+  columns: number,
+  rows: number,
+  peerMode: PeerPaneMode,
+  inputRowsWanted: number,
+): ScreenLayout {
+  const tooSmall = columns < MIN_COLUMNS || rows < MIN_ROWS;
+  const logHeight = rows >= 40 ? 6 : rows >= 28 ? 4 : 3;
+  const maxInputRows = rows >= 30 ? 6 : 3;
+  const inputHeight = Math.max(1, Math.min(inputRowsWanted, maxInputRows));
+  // top bar, rule above the log, rule above the input, status bar.
+  const mainHeight = Math.max(1, rows - 4 - logHeight - inputHeight);
+  const contactsWidth = columns >= 100 ? 22 : 16;
+  const rest = columns - contactsWidth - 1;
+  let conversationWidth = rest;
+  let peerWidth = 0;
+  if (peerVisible(peerMode, columns)) {
+    if (columns >= WIDE_COLUMNS) {
+      peerWidth = 36;
+      conversationWidth = rest - peerWidth - 1;
+    } else {
+      peerWidth = rest;
+      conversationWidth = 0;
+    }
+  }
+  return {
+    tooSmall,
+    columns,
+    rows,
+    mainHeight,
+    contactsWidth,
+    conversationWidth,
+    peerWidth,
+    logHeight,
+    inputHeight,
+    maxInputRows,
+  };
+}

@@ -1,0 +1,263 @@
+/**
+ * The screen's panes. Each one is given its exact size and draws exactly that many rows, each cut to the
+ * width, so the layout never depends on Ink re-wrapping text and stays right at any size down to 60x20.
+ */
+import { Box, Text } from "ink";
+import type { TimeStatus } from "../../clock/types.ts";
+import type { Contact, PeerInfo } from "../engine_types.ts";
+import type { ScreenLine, Segment, Tone } from "./conversation_layout.ts";
+import { formatClock, formatTimeStatus, formatTtl, formatUtc, groupFingerprint, pinLabel } from "./format.ts";
+import type { LogEntry } from "./model.ts";
+import { displayWidth, fit, sanitize, truncate } from "./width.ts";
+
+interface ToneStyle {
+  color?: string;
+  dimColor?: boolean;
+  bold?: boolean;
+  inverse?: boolean;
+}
+
+const TONES: Record<Tone, ToneStyle> = {
+  normal: {},
+  dim: { dimColor: true },
+  me: { color: "cyan", bold: true },
+  peer: { color: "magenta", bold: true },
+  accent: { color: "yellow", bold: true },
+  warn: { color: "yellow" },
+  error: { color: "red", bold: true },
+  good: { color: "green" },
+};
+
+/** One screen row made of styled segments, cut to `width` cells. */
+export function Row({ segments, width }: { segments: Segment[]; width: number }) {
+  let used = 0;
+  const parts: Segment[] = [];
+  for (const s of segments) {
+    if (used >= width) break;
+    const t = truncate(s.text, width - used, "");
+    used += displayWidth(t);
+    parts.push({ text: t, tone: s.tone });
+  }
+  if (used < width) parts.push({ text: " ".repeat(width - used), tone: "normal" });
+  return (
+    <Text wrap="truncate">
+      {parts.map((p, i) => <Text key={i} {...TONES[p.tone]}>{p.text}</Text>)}
+    </Text>
+  );
+}
+
+/** Exactly `height` rows: the given lines, then blank rows. */
+export function Lines(
+  { lines, width, height, alignBottom = false }: {
+    lines: ScreenLine[];
+    width: number;
+    height: number;
+    alignBottom?: boolean;
+  },
+) {
+  const shown = lines.slice(0, height);
+  const blanks = Array.from({ length: height - shown.length }, (_, i): ScreenLine => ({
+    key: `blank:${i}`,
+    segments: [],
+  }));
+  const all = alignBottom ? [...blanks, ...shown] : [...shown, ...blanks];
+  return (
+    <Box flexDirection="column" width={width} height={height}>
+      {all.map((l) => <Row key={l.key} segments={l.segments} width={width} />)}
+    </Box>
+  );
+}
+
+const line = (key: string, ...segments: Segment[]): ScreenLine => ({ key, segments });
+const seg = (text: string, tone: Tone = "normal"): Segment => ({ text, tone });
+
+const TIME_TONE: Record<TimeStatus["state"], Tone> = { verified: "good", stale: "warn", unverified: "error" };
+
+export function TopBar({ me, time, width }: { me: string; time: TimeStatus; width: number }) {
+  const left = ` securechat \u00b7 ${sanitize(me)} `;
+  const right = ` ${formatTimeStatus(time)} `;
+  const gap = Math.max(1, width - displayWidth(left) - displayWidth(right));
+  return (
+    <Row
+      width={width}
+      segments={[seg(left, "accent"), seg(" ".repeat(gap)), seg(right, TIME_TONE[time.state])]}
+    />
+  );
+}
+
+export function StatusBar(
+  { me, peer, ttlMs, width, hints }: {
+    me: string;
+    peer: string | null;
+    ttlMs: number | null;
+    width: number;
+    hints: string;
+  },
+) {
+  const where = peer ? ` ${sanitize(me)} \u2192 ${sanitize(peer)}` : ` ${sanitize(me)}`;
+  const ttl = peer ? ` \u00b7 ttl ${ttlMs === null ? "off" : formatTtl(ttlMs)}` : "";
+  const left = where + ttl + " ";
+  const room = Math.max(0, width - displayWidth(left));
+  return <Row width={width} segments={[seg(left, "me"), seg(fit(" " + hints, room), "dim")]} />;
+}
+
+/** Marker after a contact's name: key changed, verified, or not verified yet. */
+export function pinMark(pin: Contact["pin"]): Segment {
+  switch (pin) {
+    case "changed":
+      return seg("!", "error");
+    case "verified":
+      return seg("\u2713", "good");
+    default:
+      return seg("?", "dim");
+  }
+}
+
+export function ContactList(
+  { contacts, unread, selected, query, cursor, focused, width, height }: {
+    contacts: Contact[];
+    unread: Record<string, number>;
+    selected: string | null;
+    query: string;
+    cursor: number;
+    focused: boolean;
+    width: number;
+    height: number;
+  },
+) {
+  const head = focused
+    ? line("head", seg(fit(`search: ${query}\u258f`, width), "accent"))
+    : line("head", seg(fit(`Contacts (${contacts.length})`, width), "dim"));
+  const rows = height - 1;
+  // Keep the cursor (or the open conversation) inside the visible rows.
+  const focusIndex = focused ? cursor : Math.max(0, contacts.findIndex((c) => c.name === selected));
+  const first = Math.max(0, Math.min(focusIndex - rows + 1, contacts.length - rows));
+  const body = contacts.slice(first, first + rows).map((c, i) => {
+    const n = unread[c.name] ?? c.unread;
+    const badge = n > 0 ? ` ${n > 99 ? "99+" : n}` : "";
+    const isCursor = focused && first + i === cursor;
+    const isOpen = c.name === selected;
+    const nameW = Math.max(1, width - 4 - displayWidth(badge));
+    const segments: Segment[] = [
+      seg(isOpen ? "\u25b8" : " ", "accent"),
+      seg(c.online ? "\u25cf" : "\u25cb", c.online ? "good" : "dim"),
+      seg(" "),
+      seg(fit(sanitize(c.name), nameW), isCursor ? "accent" : isOpen ? "me" : "normal"),
+      pinMark(c.pin),
+      seg(badge, "accent"),
+    ];
+    return line(`c:${c.name}`, ...segments);
+  });
+  if (contacts.length === 0) {
+    body.push(line("none", seg(query ? "no match" : "nobody yet", "dim")));
+  }
+  return <Lines lines={[head, ...body]} width={width} height={height} />;
+}
+
+export function peerLines(info: PeerInfo | null, contact: Contact | undefined, width: number): ScreenLine[] {
+  if (!contact && !info) return [line("none", seg("no conversation open", "dim"))];
+  const name = sanitize(info?.name ?? contact?.name ?? "");
+  const online = info?.connected ?? contact?.online ?? false;
+  const pin = info?.pin ?? contact?.pin ?? "first-use";
+  const out: ScreenLine[] = [
+    line(
+      "name",
+      seg(name, "peer"),
+      seg(online ? "  \u25cf connected" : "  \u25cb offline", online ? "good" : "dim"),
+    ),
+    line(
+      "pin",
+      seg("pin      "),
+      seg(pinLabel(pin), pin === "verified" ? "good" : pin === "changed" ? "error" : "warn"),
+    ),
+  ];
+  if (!info) {
+    out.push(line("nocert", seg("certificate not seen yet", "dim")));
+    return out;
+  }
+  const validTone: Tone = info.validNow === true ? "good" : info.validNow === false ? "error" : "warn";
+  const validText = info.validNow === true
+    ? "valid now (trusted time)"
+    : info.validNow === false
+    ? "NOT valid now"
+    : "unknown: time unverified";
+  out.push(
+    line("subj", seg("subject  "), seg(sanitize(info.subject))),
+    line("iss", seg("issuer   "), seg(sanitize(info.issuer))),
+    line("ser", seg("serial   "), seg(sanitize(info.serial))),
+    line("nb", seg("from     "), seg(formatUtc(info.notBefore))),
+    line("na", seg("until    "), seg(formatUtc(info.notAfter))),
+    line("vn", seg("validity "), seg(validText, validTone)),
+    line(
+      "rev",
+      seg("revoked  "),
+      seg(info.revoked ? "YES - REVOKED" : "no", info.revoked ? "error" : "good"),
+    ),
+    line(
+      "tls",
+      seg("TLS      "),
+      seg(info.tlsVersion ?? "not connected", info.tlsVersion ? "normal" : "dim"),
+    ),
+    line("cip", seg("cipher   "), seg(info.cipher ?? "-", "dim")),
+    line("fph", seg("SHA-256 fingerprint", "dim")),
+  );
+  out.push(...fingerprintLines("fp", info.fingerprint, width, pin === "changed" ? "error" : "normal"));
+  if (info.pinnedFingerprint && info.pinnedFingerprint !== info.fingerprint) {
+    out.push(line("pfh", seg("pinned (old) fingerprint", "warn")));
+    out.push(...fingerprintLines("pfp", info.pinnedFingerprint, width, "warn"));
+  }
+  return out;
+}
+
+/** A fingerprint in groups of four, as many groups per row as fit. */
+export function fingerprintLines(key: string, fp: string, width: number, tone: Tone): ScreenLine[] {
+  const groups = groupFingerprint(fp).split(" ");
+  const perRow = Math.max(1, Math.floor((width + 1) / 5));
+  const out: ScreenLine[] = [];
+  for (let i = 0; i < groups.length; i += perRow) {
+    out.push(line(`${key}:${i}`, seg(groups.slice(i, i + perRow).join(" "), tone)));
+  }
+  return out;
+}
+
+export function PeerPane(
+  { info, contact, width, height }: {
+    info: PeerInfo | null;
+    contact: Contact | undefined;
+    width: number;
+    height: number;
+  },
+) {
+  return <Lines lines={peerLines(info, contact, width)} width={width} height={height} />;
+}
+
+const LEVEL_TONE: Record<LogEntry["level"], Tone> = { info: "dim", warn: "warn", error: "error" };
+
+export function LogPane({ entries, width, height }: { entries: LogEntry[]; width: number; height: number }) {
+  const shown = entries.slice(-height).map((e) =>
+    line(
+      `log:${e.seq}`,
+      seg(formatClock(e.at) + " ", "dim"),
+      seg(sanitize(e.text).replace(/\n/g, " "), LEVEL_TONE[e.level]),
+    )
+  );
+  return <Lines lines={shown} width={width} height={height} alignBottom />;
+}
+
+/** A horizontal rule with a label, e.g. "── log ──". */
+export function Rule({ label, width, tone = "dim" }: { label: string; width: number; tone?: Tone }) {
+  const head = label ? `\u2500 ${label} ` : "";
+  const rest = Math.max(0, width - displayWidth(head));
+  return (
+    <Row width={width} segments={[seg(truncate(head, width), tone), seg("\u2500".repeat(rest), "dim")]} />
+  );
+}
+
+/** A one-cell-wide vertical separator of `height` rows. */
+export function VRule({ height }: { height: number }) {
+  return (
+    <Box flexDirection="column" width={1} height={height}>
+      {Array.from({ length: height }, (_, i) => <Text key={i} dimColor>│</Text>)}
+    </Box>
+  );
+}
