@@ -11,7 +11,9 @@ export class RateLimiter {
   constructor(readonly perSecond: number, readonly burst: number) {}
 
   /** Takes `cost` tokens for `key`; returns 0 when allowed, else the seconds to wait before retrying. */
-  take(key: string, cost: number, nowMs: number): number {
+  take(key: string, costIn: number, nowMs: number): number {
+    // A cost above the burst could never be paid: it empties a full bucket instead.
+    const cost = Math.min(costIn, this.burst);
     let b = this.#buckets.get(key);
     if (!b) {
       if (this.#buckets.size >= RATE_MAX_BUCKETS) this.#sweep(nowMs);

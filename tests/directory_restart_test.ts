@@ -1,0 +1,108 @@
+/**
+ * Restart: users, certificates, tokens and revocations survive and the CA key is the same; a passphrase-
+ * protected CA key needs its passphrase; a CA key others can read is refused. Plus the rate limiter's rules.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { createInviteToken, revokeUser, startDirectoryServer } from "../server/mod.ts";
+import { RateLimiter } from "../server/rate_limit.ts";
+import { call, dumpDatabase, enrollRaw } from "./helpers/directory.ts";
+import { DirectoryClient } from "../client/directory_client.ts";
+
+Deno.test("restart keeps the CA key, users, certificates, tokens and revocations", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "securechat-restart-" });
+  const data = join(tmp, "data");
+  const opts = {
+    dataDir: data,
+    port: 0,
+    roughtime: { hostname: "127.0.0.1", port: 0 },
+    caPassphrase: "s3cret",
+  };
+  let dir = await startDirectoryServer(opts);
+  try {
+    const keyPem = await Deno.readTextFile(join(data, "ca-key.pem"));
+    assert.match(keyPem, /BEGIN ENCRYPTED PRIVATE KEY/);
+    const rtKey = dir.roughtime!.publicKey;
+    const alice = await enrollRaw(dir, "alice");
+    const bob = await enrollRaw(dir, "bob");
+    await call(dir, "PUT", "/v1/presence", {
+      body: { host: "127.0.0.1", port: 5000, ttlSeconds: 600 },
+      as: alice,
+    });
+    await revokeUser(data, "bob");
+    const token = await createInviteToken(data);
+    const before = dumpDatabase(data);
+    const caPem = dir.caCertPem;
+    await dir.close();
+
+    // Wrong or missing passphrase: refused, nothing started.
+    for (const caPassphrase of ["wrong", undefined]) {
+      await assert.rejects(
+        startDirectoryServer({ ...opts, caPassphrase }),
+        (e: unknown) => (e as { code: string }).code === "CA_KEY",
+      );
+    }
+    dir = await startDirectoryServer({ ...opts, inviteOnly: true });
+    assert.equal(dir.caCertPem, caPem);
+    assert.equal(await Deno.readTextFile(join(data, "ca-key.pem")), keyPem);
+    assert.equal(dir.roughtime!.publicKey, rtKey);
+    assert.equal(dumpDatabase(data), before);
+    const c = new DirectoryClient({
+      url: dir.url,
+      caPem: dir.caCertPem,
+      certPem: alice.certPem,
+      keyPem: alice.keyPem,
+    });
+    try {
+      const a = await c.lookup("alice");
+      assert.equal(a?.online, true);
+      assert.deepEqual(a?.address, { host: "127.0.0.1", port: 5000 });
+      assert.equal(a?.certPem, alice.certPem);
+      assert.equal((await c.lookup("bob"))?.revoked, true);
+      assert.ok((await c.revokedSerials()).has(bob.serial));
+    } finally {
+      c.close();
+    }
+    // The token created before the restart still works, once.
+    await enrollRaw(dir, "carol", token);
+    await assert.rejects(enrollRaw(dir, "dave", token), /403/);
+  } finally {
+    await dir.close();
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("a CA key readable by others is refused", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "securechat-restart-" });
+  try {
+    const dir = await startDirectoryServer({ dataDir: tmp, port: 0, roughtime: false });
+    await dir.close();
+    await Deno.chmod(join(tmp, "ca-key.pem"), 0o644);
+    await assert.rejects(
+      startDirectoryServer({ dataDir: tmp, port: 0, roughtime: false }),
+      (e: unknown) => (e as { code: string }).code === "CA_KEY" && /readable by other users/.test(String(e)),
+    );
+    // Half a CA (certificate without key) is never silently replaced by a new CA.
+    await Deno.remove(join(tmp, "ca-key.pem"));
+    await assert.rejects(
+      startDirectoryServer({ dataDir: tmp, port: 0, roughtime: false }),
+      (e: unknown) => (e as { code: string }).code === "CA_KEY",
+    );
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("rate limiter: burst, refill, cost, per-address isolation", () => {
+  const rl = new RateLimiter(2, 4);
+  const t0 = 1_000_000;
+  for (let i = 0; i < 4; i++) assert.equal(rl.take("a", 1, t0), 0);
+  assert.ok(rl.take("a", 1, t0) >= 1);
+  assert.equal(rl.take("b", 1, t0), 0); // another address has its own bucket
+  assert.equal(rl.take("a", 1, t0 + 500), 0); // 0.5 s at 2/s refills one token
+  assert.ok(rl.take("a", 1, t0 + 500) >= 1);
+  assert.equal(rl.take("a", 4, t0 + 10_000), 0); // refill caps at the burst
+  assert.ok(rl.take("a", 1, t0 + 10_000) >= 1);
+  assert.equal(rl.take("c", 5, t0), 0); // a cost above the burst empties a full bucket...
+  assert.equal(rl.take("c", 5, t0), 2); // ...and then says how long to wait for a full one
+});
