@@ -1,0 +1,43 @@
+/**
+ * Every constant and limit of the peer frame protocol (docs/protocol.md), in one place. Version 1.
+ */
+
+/** Protocol version carried in the hello; a peer offering another version is refused (VERSION). */
+export const PROTOCOL_VERSION = 1;
+
+/** Frames are a 4-byte big-endian length, then that many bytes of UTF-8 JSON. */
+export const LENGTH_PREFIX_BYTES = 4;
+/** Largest frame body. A larger (or zero) length closes the session before any buffer is allocated. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+/** Largest message text, in UTF-8 bytes. */
+export const MAX_TEXT_BYTES = 16 * 1024;
+/** Message ids: 32 lowercase hex characters (128 random bits). */
+export const MESSAGE_ID_PATTERN = /^[0-9a-f]{32}$/;
+/** Shortest and longest lifetime of a self-destructing message. */
+export const MIN_TTL_MS = 1_000;
+export const MAX_TTL_MS = 30 * 24 * 3600_000;
+/** Deepest JSON nesting accepted in a frame (the time proof is the deepest legitimate object: 2). */
+export const MAX_JSON_DEPTH = 4;
+
+/** Frames decoded but not yet handled; above this the socket is paused (backpressure). */
+export const MAX_QUEUED_FRAMES = 64;
+/** The hello must arrive this soon after the TLS handshake. */
+export const HELLO_TIMEOUT_MS = 10_000;
+/** A session with no complete frame for this long is closed (a byte-a-second peer never completes one). */
+export const IDLE_TIMEOUT_MS = 60_000;
+/** Keep-alive: a ping after this long without sending anything. */
+export const KEEPALIVE_INTERVAL_MS = 20_000;
+/** Sessions (authenticated or still in handshake) one peer name may hold at once. */
+export const MAX_SESSIONS_PER_PEER = 4;
+/** Connections still in the TLS/hello handshake from one remote IP address. */
+export const MAX_PENDING_PER_ADDRESS = 8;
+/** Bytes queued for writing before the writer waits for 'drain'. */
+export const WRITE_HIGH_WATER_BYTES = 256 * 1024;
+
+/** Domain separation for the hello signature (docs/protocol.md, "Hello"). */
+export const HELLO_SIGNATURE_CONTEXT = "securechat hello v1";
+/** Domain separation for the data a time proof is bound to. */
+export const TIME_PROOF_CONTEXT = "securechat message time v1";
+
+export const FRAME_TYPES = ["hello", "msg", "ack", "read", "typing", "ping", "pong", "error", "bye"] as const;
+export type FrameType = typeof FRAME_TYPES[number];

@@ -1,0 +1,391 @@
+/**
+ * The chat engine's SQLite store (`chat.db` in the home folder): messages, their per-message keys, the ids
+ * already received from each peer (at-most-once delivery outlives the message), and contacts with their
+ * pinned certificate fingerprints.
+ *
+ * Durability: WAL with synchronous=FULL, so a message is on disk before we acknowledge it. Deletion: with
+ * secure_delete=ON SQLite overwrites freed content with zeros, and after deleting expired rows we checkpoint
+ * the WAL and truncate it, so the text and its key are gone from both files.
+ */
+import { DatabaseSync } from "node:sqlite";
+import type { DeliveryState, PinState, TtlMode } from "../engine_types.ts";
+import type { TimeProof } from "../../clock/types.ts";
+import { newMessageKey, open, seal } from "./crypto.ts";
+
+export class StoreError extends Error {
+  constructor(readonly code: "STORE_FAILED" | "NOT_FOUND", message: string) {
+    super(message);
+    this.name = "StoreError";
+  }
+}
+
+export interface StoredMessage {
+  id: string;
+  peer: string;
+  from: string;
+  direction: "in" | "out";
+  text: string;
+  sentAt: number;
+  expiresAt: number | null;
+  ttlMs: number | null;
+  ttlMode: TtlMode | null;
+  state: DeliveryState;
+  readAt: number | null;
+  proof: TimeProof | null;
+  /** Insertion order (stable history order). */
+  seq: number;
+}
+
+export interface StoredContact {
+  name: string;
+  pinnedFingerprint: string | null;
+  /** A fingerprint seen that differs from the pin, waiting for the user's acceptance. */
+  pendingFingerprint: string | null;
+  verified: boolean;
+  defaultTtlMs: number | null;
+}
+
+export interface ExpiringRow {
+  peer: string;
+  id: string;
+  expiresAt: number | null;
+  ttlMs: number;
+  ttlMode: TtlMode;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS messages (
+  peer TEXT NOT NULL,
+  id TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  direction TEXT NOT NULL CHECK (direction IN ('in','out')),
+  encrypted INTEGER NOT NULL,
+  iv BLOB,
+  body BLOB NOT NULL,
+  sent_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  ttl_ms INTEGER,
+  ttl_mode TEXT,
+  state TEXT NOT NULL,
+  read_at INTEGER,
+  proof TEXT,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (peer, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_id ON messages (id);
+CREATE INDEX IF NOT EXISTS messages_by_seq ON messages (peer, seq);
+CREATE TABLE IF NOT EXISTS message_keys (
+  peer TEXT NOT NULL,
+  id TEXT NOT NULL,
+  key BLOB NOT NULL,
+  PRIMARY KEY (peer, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS received_ids (
+  peer TEXT NOT NULL,
+  id TEXT NOT NULL,
+  PRIMARY KEY (peer, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contacts (
+  name TEXT PRIMARY KEY,
+  pinned_fp TEXT,
+  pending_fp TEXT,
+  verified INTEGER NOT NULL DEFAULT 0,
+  default_ttl_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+`;
+
+type Row = Record<string, unknown>;
+
+function num(v: unknown): number | null {
+  return v === null || v === undefined ? null : Number(v);
+}
+
+export class ChatStore {
+  readonly #db: DatabaseSync;
+  #seq: number;
+  #closed = false;
+
+  constructor(readonly path: string) {
+    this.#db = new DatabaseSync(path);
+    try {
+      // secure_delete must be set on every connection; it is not stored in the file.
+      this.#db.exec("PRAGMA secure_delete=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+      this.#db.exec("PRAGMA busy_timeout=5000;");
+      this.#db.exec(SCHEMA);
+    } catch (e) {
+      this.#db.close();
+      throw new StoreError("STORE_FAILED", `cannot open ${path}: ${(e as Error).message}`);
+    }
+    const r = this.#db.prepare("SELECT COALESCE(MAX(seq), 0) AS s FROM messages").get() as Row;
+    this.#seq = Number(r.s);
+    try {
+      Deno.chmodSync(path, 0o600);
+    } catch {
+      // Not fatal (e.g. a filesystem without modes); the home folder itself is 0700.
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE);");
+    } catch {
+      // best effort
+    }
+    this.#db.close();
+  }
+
+  #tx<T>(fn: () => T): T {
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      const r = fn();
+      this.#db.exec("COMMIT");
+      return r;
+    } catch (e) {
+      try {
+        this.#db.exec("ROLLBACK");
+      } catch {
+        // the transaction may already be gone
+      }
+      if (e instanceof StoreError) throw e;
+      throw new StoreError("STORE_FAILED", `store write failed: ${(e as Error).message}`);
+    }
+  }
+
+  #insert(m: Omit<StoredMessage, "seq">): void {
+    const seq = ++this.#seq;
+    let iv: Uint8Array | null = null;
+    let body: Uint8Array;
+    const encrypted = m.ttlMs !== null;
+    if (encrypted) {
+      const key = newMessageKey();
+      const s = seal(key, m.text, `${m.peer}\n${m.id}`);
+      iv = s.iv;
+      body = s.body;
+      this.#db.prepare("INSERT INTO message_keys (peer, id, key) VALUES (?, ?, ?)").run(m.peer, m.id, key);
+      key.fill(0);
+    } else {
+      body = new TextEncoder().encode(m.text);
+    }
+    this.#db.prepare(
+      `INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms,
+        ttl_mode, state, read_at, proof, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+    ).run(
+      m.peer,
+      m.id,
+      m.from,
+      m.direction,
+      encrypted ? 1 : 0,
+      iv,
+      body,
+      m.sentAt,
+      m.expiresAt,
+      m.ttlMs,
+      m.ttlMode,
+      m.state,
+      m.readAt,
+      m.proof ? JSON.stringify(m.proof) : null,
+      seq,
+    );
+  }
+
+  /** Stores a message we are sending (state "sending"). */
+  addOutgoing(m: Omit<StoredMessage, "seq" | "direction" | "readAt">): void {
+    this.#tx(() => this.#insert({ ...m, direction: "out", readAt: null }));
+  }
+
+  /** Stores a received message unless its id was already received from that peer (even if it has since
+   * expired). Returns "duplicate" without writing in that case. Committed before it returns. */
+  addIncoming(m: Omit<StoredMessage, "seq" | "direction" | "readAt" | "state">): "stored" | "duplicate" {
+    return this.#tx(() => {
+      const seen = this.#db.prepare("SELECT 1 FROM received_ids WHERE peer = ? AND id = ?").get(m.peer, m.id);
+      if (seen) return "duplicate";
+      this.#db.prepare("INSERT INTO received_ids (peer, id) VALUES (?, ?)").run(m.peer, m.id);
+      this.#insert({ ...m, direction: "in", readAt: null, state: "delivered" });
+      return "stored";
+    });
+  }
+
+  setState(peer: string, id: string, state: DeliveryState): void {
+    this.#db.prepare("UPDATE messages SET state = ? WHERE peer = ? AND id = ?").run(state, peer, id);
+  }
+
+  /** Records the first display (or the read receipt) and, for "after read" messages, the deadline. Only the
+   * first call sets read_at; a deadline only ever moves earlier. */
+  markRead(peer: string, id: string, readAt: number, expiresAt: number | null): void {
+    this.#tx(() => {
+      this.#db.prepare("UPDATE messages SET read_at = COALESCE(read_at, ?) WHERE peer = ? AND id = ?").run(
+        readAt,
+        peer,
+        id,
+      );
+      if (expiresAt !== null) {
+        this.#db.prepare(
+          "UPDATE messages SET expires_at = MIN(COALESCE(expires_at, ?), ?) WHERE peer = ? AND id = ?",
+        ).run(expiresAt, expiresAt, peer, id);
+      }
+    });
+  }
+
+  #rowToMessage(r: Row): StoredMessage | null {
+    const peer = String(r.peer);
+    const id = String(r.id);
+    let text: string;
+    try {
+      if (Number(r.encrypted) === 1) {
+        const k = this.#db.prepare("SELECT key FROM message_keys WHERE peer = ? AND id = ?").get(peer, id) as
+          | Row
+          | undefined;
+        if (!k) return null;
+        text = open(
+          k.key as Uint8Array,
+          { iv: r.iv as Uint8Array, body: r.body as Uint8Array },
+          `${peer}\n${id}`,
+        );
+      } else {
+        text = new TextDecoder().decode(r.body as Uint8Array);
+      }
+    } catch {
+      return null;
+    }
+    return {
+      id,
+      peer,
+      from: String(r.sender),
+      direction: r.direction === "in" ? "in" : "out",
+      text,
+      sentAt: Number(r.sent_at),
+      expiresAt: num(r.expires_at),
+      ttlMs: num(r.ttl_ms),
+      ttlMode: r.ttl_mode === null ? null : (String(r.ttl_mode) as TtlMode),
+      state: String(r.state) as DeliveryState,
+      readAt: num(r.read_at),
+      proof: r.proof === null ? null : (JSON.parse(String(r.proof)) as TimeProof),
+      seq: Number(r.seq),
+    };
+  }
+
+  get(peer: string, id: string): StoredMessage | null {
+    const r = this.#db.prepare("SELECT * FROM messages WHERE peer = ? AND id = ?").get(peer, id) as
+      | Row
+      | undefined;
+    return r ? this.#rowToMessage(r) : null;
+  }
+
+  /** All messages with this id (normally one; ids are unique per peer). */
+  findById(id: string): StoredMessage[] {
+    const rows = this.#db.prepare("SELECT * FROM messages WHERE id = ?").all(id) as Row[];
+    return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
+  }
+
+  history(peer: string): StoredMessage[] {
+    const rows = this.#db.prepare("SELECT * FROM messages WHERE peer = ? ORDER BY seq").all(peer) as Row[];
+    return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
+  }
+
+  /** Outgoing messages not yet acknowledged, oldest first. */
+  outbox(peer?: string): StoredMessage[] {
+    const sql = "SELECT * FROM messages WHERE direction = 'out' AND state IN ('sending','sent','failed')" +
+      (peer === undefined ? "" : " AND peer = ?") + " ORDER BY seq";
+    const stmt = this.#db.prepare(sql);
+    const rows = (peer === undefined ? stmt.all() : stmt.all(peer)) as Row[];
+    return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
+  }
+
+  /** Every message with a lifetime (text not decrypted). */
+  expiring(): ExpiringRow[] {
+    const rows = this.#db.prepare(
+      "SELECT peer, id, expires_at, ttl_ms, ttl_mode FROM messages WHERE ttl_ms IS NOT NULL",
+    ).all() as Row[];
+    return rows.map((r) => ({
+      peer: String(r.peer),
+      id: String(r.id),
+      expiresAt: num(r.expires_at),
+      ttlMs: Number(r.ttl_ms),
+      ttlMode: String(r.ttl_mode) as TtlMode,
+    }));
+  }
+
+  /** Deletes messages and their keys in one transaction, then checkpoints and truncates the WAL so no copy of
+   * the rows remains in either file. */
+  deleteMessages(keys: { peer: string; id: string }[]): void {
+    if (keys.length === 0) return;
+    this.#tx(() => {
+      const dk = this.#db.prepare("DELETE FROM message_keys WHERE peer = ? AND id = ?");
+      const dm = this.#db.prepare("DELETE FROM messages WHERE peer = ? AND id = ?");
+      for (const k of keys) {
+        dk.run(k.peer, k.id);
+        dm.run(k.peer, k.id);
+      }
+    });
+    this.checkpoint();
+  }
+
+  checkpoint(): void {
+    this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE);");
+  }
+
+  integrityCheck(): string {
+    const r = this.#db.prepare("PRAGMA integrity_check").get() as Row;
+    return String(Object.values(r)[0]);
+  }
+
+  contact(name: string): StoredContact | null {
+    const r = this.#db.prepare("SELECT * FROM contacts WHERE name = ?").get(name) as Row | undefined;
+    return r
+      ? {
+        name: String(r.name),
+        pinnedFingerprint: r.pinned_fp === null ? null : String(r.pinned_fp),
+        pendingFingerprint: r.pending_fp === null ? null : String(r.pending_fp),
+        verified: Number(r.verified) === 1,
+        defaultTtlMs: num(r.default_ttl_ms),
+      }
+      : null;
+  }
+
+  contacts(): StoredContact[] {
+    const rows = this.#db.prepare("SELECT name FROM contacts ORDER BY name").all() as Row[];
+    return rows.map((r) => this.contact(String(r.name))).filter((c): c is StoredContact => c !== null);
+  }
+
+  ensureContact(name: string): StoredContact {
+    this.#db.prepare("INSERT OR IGNORE INTO contacts (name) VALUES (?)").run(name);
+    return this.contact(name)!;
+  }
+
+  /** Pins a fingerprint (first use, or an accepted change): clears any pending change and the verified mark
+   * when the key changed. */
+  pin(name: string, fingerprint: string): void {
+    this.ensureContact(name);
+    this.#db.prepare(
+      `UPDATE contacts SET verified = CASE WHEN pinned_fp = ? THEN verified ELSE 0 END, pinned_fp = ?,
+       pending_fp = NULL WHERE name = ?`,
+    ).run(fingerprint, fingerprint, name);
+  }
+
+  setPending(name: string, fingerprint: string | null): void {
+    this.ensureContact(name);
+    this.#db.prepare("UPDATE contacts SET pending_fp = ? WHERE name = ?").run(fingerprint, name);
+  }
+
+  setVerified(name: string, verified: boolean): void {
+    this.ensureContact(name);
+    this.#db.prepare("UPDATE contacts SET verified = ? WHERE name = ?").run(verified ? 1 : 0, name);
+  }
+
+  setDefaultTtl(name: string, ttlMs: number | null): void {
+    this.ensureContact(name);
+    this.#db.prepare("UPDATE contacts SET default_ttl_ms = ? WHERE name = ?").run(ttlMs, name);
+  }
+
+  unreadCount(peer: string): number {
+    const r = this.#db.prepare(
+      "SELECT COUNT(*) AS n FROM messages WHERE peer = ? AND direction = 'in' AND read_at IS NULL",
+    ).get(peer) as Row;
+    return Number(r.n);
+  }
+}
+
+export type { PinState };
