@@ -55,6 +55,7 @@ export class TrustedClock {
   private outcomes: ServerOutcome[] = [];
   private listeners = new Set<(s: TimeStatus) => void>();
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private staleTimer: ReturnType<typeof setTimeout> | null = null;
   private running = false;
   private failures = 0;
   private inFlight: Promise<TimeStatus> | null = null;
@@ -78,7 +79,9 @@ export class TrustedClock {
   stop(): void {
     this.running = false;
     if (this.timer !== null) clearTimeout(this.timer);
+    if (this.staleTimer !== null) clearTimeout(this.staleTimer);
     this.timer = null;
+    this.staleTimer = null;
   }
 
   /** Resolves when no sync is in flight (tests and shutdown wait on it). */
@@ -97,10 +100,24 @@ export class TrustedClock {
         RETRY_BASE_MS * RETRY_FACTOR ** Math.max(0, this.failures - 1),
         this.refreshMs,
       );
-      this.schedule(verified ? this.refreshMs : backoff);
+      // When the next refresh comes after the answer goes stale, wake up in time to announce "stale".
+      const untilStale = this.anchor ? this.anchor.mono + this.staleMs - this.mono() : Infinity;
+      const next = verified ? this.refreshMs : backoff;
+      if (untilStale > 0 && untilStale < next) this.scheduleStaleCheck(untilStale);
+      this.schedule(next);
     }, delayMs);
     this.timer = timer;
     Deno.unrefTimer(timer);
+  }
+
+  private scheduleStaleCheck(delayMs: number): void {
+    if (this.staleTimer !== null) clearTimeout(this.staleTimer);
+    const t = setTimeout(() => {
+      this.staleTimer = null;
+      this.checkState();
+    }, delayMs + 1);
+    this.staleTimer = t;
+    Deno.unrefTimer(t);
   }
 
   /** One refresh across all servers at once; never longer than queryTimeoutMs (plus timer slack). */
@@ -163,7 +180,6 @@ export class TrustedClock {
       : this.mono() - this.anchor.mono >= this.staleMs
       ? "stale"
       : "verified";
-    this.lastState = state;
     return {
       state,
       time: t,
@@ -196,6 +212,7 @@ export class TrustedClock {
   }
 
   private emit(s: TimeStatus): void {
+    this.lastState = s.state;
     for (const cb of [...this.listeners]) {
       try {
         cb(s);

@@ -322,3 +322,25 @@ Deno.test("time proof: falls over to the next server, and fails typed when none 
     (e: unknown) => e instanceof RoughtimeError && e.code === "NO_SERVERS",
   );
 });
+
+Deno.test("trusted clock: a running clock announces 'stale' on its own when no refresh comes in time", async () => {
+  const local = await startLocalServers([{}]);
+  try {
+    const clock = new TrustedClock({ servers: local.specs, refreshIntervalMs: 60_000, staleAfterMs: 50 });
+    const seen: string[] = [];
+    const stale = new Promise<void>((resolve) =>
+      clock.subscribe((s) => {
+        seen.push(s.state);
+        if (s.state === "stale") resolve();
+      })
+    );
+    clock.start();
+    await stale;
+    clock.stop();
+    await clock.idle();
+    assert.deepEqual(seen, ["verified", "stale"]);
+    assert.ok(clock.now() !== null);
+  } finally {
+    await local.close();
+  }
+});

@@ -254,3 +254,13 @@ Deno.test("server over UDP: concurrent queries of every version all verify; batc
     await server.close();
   }
 });
+
+Deno.test("server: a clock returning nonsense (NaN, negative) makes the server drop, not sign garbage", () => {
+  const seed = randomBytes(32);
+  const pub = publicKeyFromSeed(seed);
+  for (const bad of [NaN, -1, Infinity]) {
+    const responder = new Responder({ longTermSeed: seed, now: () => bad });
+    const req = buildRequest({ serverPublicKey: pub });
+    assert.deepEqual(responder.respond([req.packet]), [null]);
+  }
+});

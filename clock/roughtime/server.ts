@@ -201,6 +201,8 @@ export class Responder {
       else groups.set(g, [a]);
     });
     const nowMs = this.now();
+    // A clock that returns nonsense (NaN, before 1970) cannot be signed: answer nothing rather than garbage.
+    if (!Number.isFinite(nowMs) || nowMs < 0) groups.clear();
     for (const group of groups.values()) {
       for (let s = 0; s < group.length; s += this.maxBatch) {
         this.signBatch(group.slice(s, s + this.maxBatch), nowMs, packets, out);
