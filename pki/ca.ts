@@ -5,7 +5,8 @@
 import { isIP } from "node:net";
 import { x509 } from "./x509.ts";
 import { type KeyAlgorithm, type KeyPair, signingAlgorithm } from "./keys.ts";
-import { normalizeSerial, randomSerial } from "./encoding.ts";
+import { createHash } from "node:crypto";
+import { normalizeSerial, randomSerial, toHex } from "./encoding.ts";
 
 /** Template constants: what every user certificate says, whatever its CSR asked for. */
 export const USER_CERT_VALIDITY_DAYS = 30;
@@ -42,6 +43,45 @@ export interface CertificateSpec {
   serial?: string;
 }
 
+/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING. */
+async function keyIdentifier(publicKey: CryptoKey): Promise<string> {
+  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
+  return toHex(createHash("sha1").update(subjectPublicKeyBits(spki)).digest());
+}
+
+/** The contents of the subjectPublicKey BIT STRING of a DER SubjectPublicKeyInfo (after the unused-bits
+ * octet): SEQUENCE { AlgorithmIdentifier, BIT STRING }. */
+function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
+  let p = 0;
+  const header = (): { tag: number; len: number } => {
+    const tag = spki[p++];
+    let len = spki[p++];
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      len = 0;
+      for (let i = 0; i < n; i++) len = (len << 8) | spki[p++];
+    }
+    return { tag, len };
+  };
+  if (header().tag !== 0x30) throw new TypeError("SPKI is not a SEQUENCE");
+  const alg = header();
+  p += alg.len;
+  const bits = header();
+  if (bits.tag !== 0x03 || p + bits.len > spki.length) throw new TypeError("SPKI has no BIT STRING");
+  return spki.subarray(p + 1, p + bits.len);
+}
+
+/** The CA's AuthorityKeyIdentifier is the same for every certificate it signs: computed once per key. */
+const akiCache = new WeakMap<CryptoKey, x509.AuthorityKeyIdentifierExtension>();
+async function authorityKeyIdentifier(caPublicKey: CryptoKey): Promise<x509.AuthorityKeyIdentifierExtension> {
+  let aki = akiCache.get(caPublicKey);
+  if (!aki) {
+    aki = new x509.AuthorityKeyIdentifierExtension(await keyIdentifier(caPublicKey));
+    akiCache.set(caPublicKey, aki);
+  }
+  return aki;
+}
+
 /** Issues one certificate exactly as `spec` says (no policy here: see issueUserCertificate for the template). */
 export async function issueCertificate(spec: CertificateSpec): Promise<x509.X509Certificate> {
   const subject = [{ CN: [spec.subjectCN] }];
@@ -53,10 +93,10 @@ export async function issueCertificate(spec: CertificateSpec): Promise<x509.X509
   if (spec.san.length > 0) {
     extensions.push(new x509.SubjectAlternativeNameExtension(spec.san, false));
   }
-  extensions.push(await x509.SubjectKeyIdentifierExtension.create(spec.publicKey));
+  extensions.push(new x509.SubjectKeyIdentifierExtension(await keyIdentifier(spec.publicKey)));
   const serialNumber = spec.serial ?? randomSerial();
   if (spec.issuer) {
-    extensions.push(await x509.AuthorityKeyIdentifierExtension.create(spec.issuer.keys.publicKey));
+    extensions.push(await authorityKeyIdentifier(spec.issuer.keys.publicKey));
     return await x509.X509CertificateGenerator.create({
       serialNumber,
       subject,
@@ -162,7 +202,7 @@ export async function createCrl(
     nextUpdate: new Date(nowMs + CRL_VALIDITY_MS),
     signingKey: ca.keys.privateKey,
     signingAlgorithm: signingAlgorithm(ca.keys.algorithm),
-    extensions: [await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey)],
+    extensions: [await authorityKeyIdentifier(ca.keys.publicKey)],
     entries: entries.map((e) => ({
       serialNumber: e.serial,
       revocationDate: new Date(e.revokedAtMs),
