@@ -20,7 +20,7 @@ import {
   startRoughtimeServer,
   writeNewLongTermKey,
 } from "./mod.ts";
-import { generateLongTermSeed, publicKeyFromSeed } from "./keys.ts";
+import { generateLongTermSeed } from "./keys.ts";
 import { toBase64 } from "./roughtime/encoding.ts";
 import { DEFAULT_PORT } from "./roughtime/constants.ts";
 import { findInconsistencies } from "./roughtime/malfeasance.ts";
@@ -92,20 +92,30 @@ async function runQuery(specs: ServerSpec[], timeoutMs: number): Promise<QueryJs
       // A chain that does not check (a server stopped answering mid-way) proves nothing.
     }
   }
-  const verified = c !== null && c.majority;
-  const elapsed = performance.now() - at;
+  // Re-evaluate at print time: the chained pass may have taken a while, and the interval must carry the
+  // drift allowance for that time too.
+  const final = combineSamples(
+    ok.map((o) => ({
+      midpointMs: o.result.reply.midpointMs,
+      radiusMs: o.result.reply.radiusMs,
+      rttMs: o.result.rttMs,
+      receivedAtMono: o.result.receivedAtMono,
+    })),
+    performance.now(),
+  );
+  const verified = final !== null && final.majority;
   return {
     state: verified ? "verified" : ok.length ? "uncertain" : "unverified",
-    singleSource: verified && c.agreeing.length === 1,
+    singleSource: verified && final.agreeing.length === 1,
     time: verified
       ? {
-        earliestMs: c.earliestMs + elapsed,
-        latestMs: c.latestMs + elapsed,
-        nowMs: (c.earliestMs + c.latestMs) / 2 + elapsed,
-        iso: iso((c.earliestMs + c.latestMs) / 2 + elapsed),
+        earliestMs: final.earliestMs,
+        latestMs: final.latestMs,
+        nowMs: (final.earliestMs + final.latestMs) / 2,
+        iso: iso((final.earliestMs + final.latestMs) / 2),
       }
       : null,
-    uncertaintyMs: verified ? (c.latestMs - c.earliestMs) / 2 : null,
+    uncertaintyMs: verified ? (final.latestMs - final.earliestMs) / 2 : null,
     configured: specs.length,
     answered: ok.length,
     agreeing: c ? c.agreeing.length : 0,
@@ -310,5 +320,3 @@ export function registerTimeCommands(program: Command): void {
       );
     });
 }
-
-export { publicKeyFromSeed };

@@ -5,7 +5,7 @@
 import { ED25519_SEED_SIZE } from "./roughtime/constants.ts";
 import { publicKeyFromSeed, randomBytes } from "./roughtime/crypto.ts";
 import { RoughtimeError } from "./roughtime/errors.ts";
-import { fromBase64, toBase64 } from "./roughtime/encoding.ts";
+import { fromBase64, toBase64, toHex } from "./roughtime/encoding.ts";
 
 export { publicKeyFromSeed };
 
@@ -55,9 +55,17 @@ export async function writeNewLongTermKey(
   const seed = generateLongTermSeed();
   const publicKey = publicKeyFromSeed(seed);
   const body: KeyFile = { type: KEY_FILE_TYPE, seed: toBase64(seed), publicKey: toBase64(publicKey) };
-  await Deno.writeTextFile(path, JSON.stringify(body, null, 2) + "\n", { mode: 0o600, createNew: true });
-  // createNew with mode applies the umask; chmod makes the mode exactly 0600 whatever the umask.
-  await Deno.chmod(path, 0o600);
+  // Written to a private temporary file, then hard-linked into place: link() fails if the name exists, so a
+  // key is never overwritten, and a concurrent reader never sees a half-written file.
+  const tmp = `${path}.tmp-${toHex(randomBytes(8))}`;
+  try {
+    await Deno.writeTextFile(tmp, JSON.stringify(body, null, 2) + "\n", { mode: 0o600, createNew: true });
+    // The mode given at creation passes through the umask; chmod makes it exactly 0600.
+    await Deno.chmod(tmp, 0o600);
+    await Deno.link(tmp, path);
+  } finally {
+    await Deno.remove(tmp).catch(() => {});
+  }
   return { seed, publicKey };
 }
 

@@ -4,7 +4,7 @@
  */
 import type { RoughtimeVersion, ServerSpec } from "./types.ts";
 import { DEFAULT_PORT } from "./roughtime/constants.ts";
-import { fromBase64 } from "./roughtime/encoding.ts";
+import { fromBase64, toBase64 } from "./roughtime/encoding.ts";
 import { RoughtimeError } from "./roughtime/errors.ts";
 
 export * from "./types.ts";
@@ -97,6 +97,55 @@ export function parseServerSpec(s: string): ServerSpec {
     spec.version = v;
   }
   return spec;
+}
+
+/** A server entry as stored in config.json: { name, host, port, publicKey: base64, version? }.
+ * Throws RoughtimeError BAD_SERVER_SPEC. */
+export function serverSpecFromJson(o: unknown): ServerSpec {
+  const bad = (why: string): never => {
+    throw new RoughtimeError("BAD_SERVER_SPEC", `bad Roughtime server entry: ${why}`);
+  };
+  if (typeof o !== "object" || o === null || Array.isArray(o)) bad("not an object");
+  const e = o as Record<string, unknown>;
+  if (typeof e.host !== "string" || e.host === "") bad("host missing");
+  const host = e.host as string;
+  if (typeof e.port !== "number" || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535) {
+    bad("bad port");
+  }
+  if (typeof e.publicKey !== "string") bad("publicKey missing");
+  let publicKey: Uint8Array = new Uint8Array();
+  try {
+    publicKey = fromBase64(e.publicKey as string);
+  } catch {
+    bad("publicKey is not base64");
+  }
+  if (publicKey.length !== 32) bad("publicKey must be 32 bytes");
+  const spec: ServerSpec = {
+    name: typeof e.name === "string" && e.name ? e.name : `${host}:${e.port}`,
+    host,
+    port: e.port as number,
+    publicKey,
+  };
+  if (e.version !== undefined && e.version !== null) {
+    if (e.version !== "rfc" && e.version !== "draft" && e.version !== "google") {
+      bad("version must be rfc, draft or google");
+    }
+    spec.version = e.version as RoughtimeVersion;
+  }
+  return spec;
+}
+
+/** The config.json form of a server entry (inverse of serverSpecFromJson). */
+export function serverSpecToJson(
+  s: ServerSpec,
+): { name: string; host: string; port: number; publicKey: string; version?: RoughtimeVersion } {
+  return {
+    name: s.name,
+    host: s.host,
+    port: s.port,
+    publicKey: toBase64(s.publicKey),
+    ...(s.version ? { version: s.version } : {}),
+  };
 }
 
 function publicServer(host: string, port: number, key: string): ServerSpec {
