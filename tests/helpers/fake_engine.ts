@@ -290,6 +290,25 @@ export class FakeEngine implements ChatEngineApi {
   }
 }
 
+/** `n` alternating messages with `peer`, one a minute, ending at `endMs`: a long conversation for benchmarks. */
+export function seededConversation(peer: string, me: string, n: number, endMs: number): ChatMessage[] {
+  return Array.from({ length: n }, (_, i): ChatMessage => {
+    const out = i % 2 === 0;
+    return {
+      id: `seed-${i}`,
+      peer,
+      from: out ? me : peer,
+      direction: out ? "out" : "in",
+      text: `message ${i}: ${"lorem ipsum dolor sit amet ".repeat(1 + (i % 4))}`,
+      sentAt: endMs - (n - i) * 60_000,
+      expiresAt: null,
+      ttlMs: null,
+      ttlMode: null,
+      state: "read",
+    };
+  });
+}
+
 export function contact(name: string, over: Partial<Contact> = {}): Contact {
   return { name, online: true, unread: 0, pin: "first-use", defaultTtlMs: null, ...over };
 }
@@ -302,12 +321,15 @@ export function contact(name: string, over: Partial<Contact> = {}): Contact {
 async function fakeMain(args: string[]): Promise<void> {
   const { runTui } = await import("../../client/tui/mod.ts");
   const unverified = args.includes("--unverified");
+  const seedAt = args.indexOf("--seed");
+  const seedCount = seedAt >= 0 ? Number(args[seedAt + 1]) : 0;
   const engine = new FakeEngine({
     name: "you",
     contacts: [contact("assistant"), contact("carol", { online: false, pin: "verified" })],
     autoDeliver: true,
     time: unverified ? unverifiedTime() : undefined,
   });
+  for (const m of seededConversation("assistant", "you", seedCount, Date.now())) engine.seed(m);
   const timers = new Set<ReturnType<typeof setTimeout>>();
   const later = (ms: number, fn: () => void) => {
     const t = setTimeout(() => {
