@@ -1,0 +1,152 @@
+/**
+ * The directory's rules without HTTP, on a clock the test moves: presence expiry, certificate expiry for
+ * authentication, token expiry, and the proof that a refused invite-only enrollment never looks at the name
+ * (so neither its answer nor its timing can depend on whether the name exists).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DirectoryService } from "../server/directory.ts";
+import { DirectoryStore } from "../server/store.ts";
+import { ApiError } from "../server/errors.ts";
+import { createCsr, generateKeyPair, pemToDer } from "../pki/mod.ts";
+import { makeTestCa } from "./helpers/pki.ts";
+
+async function setup(inviteOnly: boolean) {
+  const tmp = await Deno.makeTempDir({ prefix: "securechat-svc-" });
+  const store = new DirectoryStore(join(tmp, "d.db"));
+  const ca = await makeTestCa();
+  let now = Date.now();
+  const calls: string[] = [];
+  // Records every store method the service calls.
+  const spy = new Proxy(store, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        calls.push(String(prop));
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  const svc = new DirectoryService({
+    store: spy,
+    ca: ca.material,
+    caFingerprint: ca.fingerprint,
+    inviteOnly,
+    roughtime: null,
+    now: () => now,
+  });
+  return {
+    svc,
+    store,
+    calls,
+    advance: (ms: number) => (now += ms),
+    now: () => now,
+    close: async () => {
+      store.close();
+      await Deno.remove(tmp, { recursive: true });
+    },
+  };
+}
+
+async function enrollDirect(svc: DirectoryService, name: string, token?: string) {
+  const csr = await createCsr(name, await generateKeyPair());
+  return await svc.enroll({ name, csr, token });
+}
+
+Deno.test("a refused invite-only enrollment never consults the name", async () => {
+  const s = await setup(true);
+  try {
+    s.store.addToken("good-token", s.now(), 60_000);
+    await enrollDirect(s.svc, "alice", "good-token");
+    const keys = await generateKeyPair();
+    const results: { msg: string; calls: string[] }[] = [];
+    for (const name of ["alice", "zed"]) {
+      s.calls.length = 0;
+      try {
+        await s.svc.enroll({ name, csr: await createCsr(name, keys), token: "bad-token" });
+        assert.fail("accepted");
+      } catch (e) {
+        assert.ok(e instanceof ApiError);
+        assert.equal(e.code, "BAD_TOKEN");
+        results.push({ msg: `${e.status} ${e.message}`, calls: [...s.calls] });
+      }
+    }
+    assert.deepEqual(results[0], results[1]);
+    assert.ok(!results[0].calls.includes("getUser"), results[0].calls.join(","));
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("tokens expire on the directory's clock", async () => {
+  const s = await setup(true);
+  try {
+    s.store.addToken("t1", s.now(), 1000);
+    s.advance(1001);
+    await assert.rejects(
+      enrollDirect(s.svc, "alice", "t1"),
+      (e: unknown) => (e as ApiError).code === "BAD_TOKEN",
+    );
+    assert.equal(s.store.getUser("alice"), null);
+    assert.equal(s.store.tokenState("t1", s.now()), "expired");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("presence expires after its TTL; an expired certificate no longer authenticates", async () => {
+  const s = await setup(false);
+  try {
+    const issued = await enrollDirect(s.svc, "alice");
+    const der = pemToDer(issued.certPem, "CERTIFICATE");
+    const peer = await s.svc.authenticate(der);
+    assert.equal(peer.name, "alice");
+    s.svc.publish(peer, { host: "127.0.0.1", port: 7000, ttlSeconds: 30 });
+    assert.equal(s.svc.entry(s.store.getUser("alice")!).online, true);
+    s.advance(29_000);
+    assert.equal(s.svc.entry(s.store.getUser("alice")!).online, true);
+    s.advance(2_000);
+    const e = s.svc.entry(s.store.getUser("alice")!);
+    assert.equal(e.online, false);
+    assert.equal(e.address, null);
+    // 30 days later the certificate is dead, whatever is cached.
+    s.advance(31 * 86400_000);
+    await assert.rejects(s.svc.authenticate(der), (x: unknown) => (x as ApiError).code === "UNAUTHENTICATED");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("listing: prefix, pagination and limits", async () => {
+  const s = await setup(false);
+  try {
+    for (const n of ["ann", "anna", "annb", "bob", "anz"]) await enrollDirect(s.svc, n);
+    const q = (o: Record<string, string>) => s.svc.list(new URLSearchParams(o));
+    assert.deepEqual(q({ prefix: "ann" }).users.map((u) => u.name), ["ann", "anna", "annb"]);
+    const names: string[] = [];
+    let cursor: string | null = "";
+    while (cursor !== null) {
+      const page: { users: { name: string }[]; next: string | null } = q({
+        prefix: "an",
+        limit: "2",
+        cursor,
+      });
+      names.push(...page.users.map((u) => u.name));
+      cursor = page.next;
+    }
+    assert.deepEqual(names, ["ann", "anna", "annb", "anz"]);
+    const bads: Record<string, string>[] = [
+      { limit: "0" },
+      { limit: "201" },
+      { limit: "x" },
+      { prefix: "A" },
+      { cursor: "A b" },
+    ];
+    for (const bad of bads) {
+      assert.throws(() => q(bad), (e: unknown) => (e as ApiError).code === "BAD_REQUEST");
+    }
+  } finally {
+    await s.close();
+  }
+});
