@@ -3,7 +3,7 @@
  * a certificate and key are given they are presented as a client certificate, which is how the authenticated
  * calls (publish, withdraw, renew, revoke) prove who is asking.
  */
-import { verifyCrl } from "../pki/mod.ts";
+import { type ParsedCrl, verifyCrl } from "../pki/mod.ts";
 
 export interface UserEntry {
   name: string;
@@ -175,10 +175,15 @@ export class DirectoryClient {
 
   /** Revoked serials (normalised hex) from the CRL, after checking the CRL's signature with our CA. */
   async revokedSerials(): Promise<Set<string>> {
+    return (await this.crl()).revokedSerials;
+  }
+
+  /** The verified CRL with its thisUpdate/nextUpdate, for callers that judge its freshness on trusted time. */
+  async crl(): Promise<ParsedCrl> {
     const res = await this.#request("GET", "/v1/crl");
     const der = new Uint8Array(await res.arrayBuffer());
     try {
-      return (await verifyCrl(der, this.#caPem)).revokedSerials;
+      return await verifyCrl(der, this.#caPem);
     } catch (e) {
       throw new DirectoryError("BAD_CRL", e instanceof Error ? e.message : String(e));
     }
