@@ -1,7 +1,8 @@
 /**
  * The trusted clock: "now" is the last verified Roughtime interval carried forward on the monotonic clock,
- * widened by a drift bound (DRIFT_PPM = 100 ppm of the elapsed time). Date.now() is never read here, so once
- * verified, changing the system clock changes nothing. Before the first verified answer the clock is
+ * widened by a drift bound (DRIFT_PPM = 100 ppm of the elapsed time), and moved forward by the boot clock when
+ * the machine slept (boot_clock.ts). Date.now() is never read here, so once verified, changing the system
+ * clock changes nothing. Before the first verified answer the clock is
  * "unverified" and `now()` is null; after `staleAfterMs` without a fresh answer it is "stale" (the interval
  * is still valid, only wider).
  */
@@ -15,6 +16,7 @@ import { RoughtimeError } from "./roughtime/errors.ts";
 import { familyOf, nonceSize, parseRequest } from "./roughtime/request.ts";
 import { verifyReply } from "./roughtime/verify.ts";
 import { bytesEqual } from "./roughtime/wire.ts";
+import { type BootClock, systemBootClock } from "./boot_clock.ts";
 
 export interface TrustedClockOptions {
   servers: ServerSpec[];
@@ -26,7 +28,13 @@ export interface TrustedClockOptions {
   queryTimeoutMs?: number;
   /** Default performance.now(); tests inject one. */
   monotonicNow?: () => number;
+  /** Time since boot including suspend (see boot_clock.ts); null disables it. Default: the system's, unless
+   * monotonicNow is injected (then none, so tests stay deterministic). */
+  bootClock?: BootClock | null;
 }
+
+/** A boot clock running this much ahead of the monotonic one means the machine slept: resync at once. */
+const SUSPEND_GAP_MS = 2000;
 
 const DEFAULT_REFRESH_MS = 10 * 60_000;
 const DEFAULT_STALE_MS = 3600_000;
@@ -36,6 +44,10 @@ const RETRY_FACTOR = 1.5;
 
 interface Anchor {
   mono: number;
+  /** Boot clock reading at the same instant, when there is one. */
+  boot: number | null;
+  /** Set once a suspend since this anchor was noticed (one resync per suspend). */
+  suspendSeen: boolean;
   earliestMs: number;
   latestMs: number;
   /** How many servers agreed on it (1 = single source). */
@@ -48,6 +60,7 @@ export class TrustedClock {
   private readonly staleMs: number;
   private readonly timeoutMs: number;
   private readonly mono: () => number;
+  private readonly boot: BootClock | null;
   private anchor: Anchor | null = null;
   private answered = 0;
   private agreeing = 0;
@@ -67,6 +80,7 @@ export class TrustedClock {
     this.staleMs = opts.staleAfterMs ?? DEFAULT_STALE_MS;
     this.timeoutMs = opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
     this.mono = opts.monotonicNow ?? (() => performance.now());
+    this.boot = opts.bootClock !== undefined ? opts.bootClock : opts.monotonicNow ? null : systemBootClock();
   }
 
   /** First sync in the background, then periodic refresh. Timers are unref'd: they never keep a process up. */
@@ -150,7 +164,14 @@ export class TrustedClock {
     this.answered = samples.length;
     this.agreeing = c ? c.agreeing.length : 0;
     if (c && c.majority) {
-      this.anchor = { mono: at, earliestMs: c.earliestMs, latestMs: c.latestMs, agreeing: c.agreeing.length };
+      this.anchor = {
+        mono: at,
+        boot: this.boot?.now() ?? null,
+        suspendSeen: false,
+        earliestMs: c.earliestMs,
+        latestMs: c.latestMs,
+        agreeing: c.agreeing.length,
+      };
       this.lastVerifiedMs = (c.earliestMs + c.latestMs) / 2;
     }
     const s = this.status();
@@ -163,13 +184,31 @@ export class TrustedClock {
     return [...this.outcomes];
   }
 
+  /** Time elapsed since the anchor, as a [min, max] pair: the monotonic clock gives a lower bound, the boot
+   * clock (suspend included) can only raise both ends. */
+  private elapsed(a: Anchor): { min: number; max: number } {
+    const mono = Math.max(0, this.mono() - a.mono);
+    const b = a.boot !== null && this.boot ? this.boot.now() : null;
+    if (b === null || a.boot === null || !this.boot) return { min: mono, max: mono };
+    const boot = b - a.boot;
+    if (boot - mono > SUSPEND_GAP_MS && !a.suspendSeen) {
+      a.suspendSeen = true;
+      // The machine slept: the interval is still right (it follows the boot clock) but wide; refresh now.
+      if (this.running && !this.inFlight) {
+        if (this.timer !== null) clearTimeout(this.timer);
+        this.schedule(0);
+      }
+    }
+    const res = this.boot.resolutionMs;
+    return { min: Math.max(mono, boot - res), max: Math.max(mono, boot + res) };
+  }
+
   now(): TrustedTime | null {
     const a = this.anchor;
     if (!a) return null;
-    const elapsed = Math.max(0, this.mono() - a.mono);
-    const drift = (elapsed * DRIFT_PPM) / 1e6;
-    const earliestMs = a.earliestMs + elapsed - drift;
-    const latestMs = a.latestMs + elapsed + drift;
+    const e = this.elapsed(a);
+    const earliestMs = a.earliestMs + e.min - (e.min * DRIFT_PPM) / 1e6;
+    const latestMs = a.latestMs + e.max + (e.max * DRIFT_PPM) / 1e6;
     return { earliestMs, latestMs, nowMs: (earliestMs + latestMs) / 2 };
   }
 
@@ -177,7 +216,7 @@ export class TrustedClock {
     const t = this.now();
     const state = !t || !this.anchor
       ? "unverified"
-      : this.mono() - this.anchor.mono >= this.staleMs
+      : this.elapsed(this.anchor).min >= this.staleMs
       ? "stale"
       : "verified";
     return {

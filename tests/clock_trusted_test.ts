@@ -344,3 +344,39 @@ Deno.test("trusted clock: a running clock announces 'stale' on its own when no r
     await local.close();
   }
 });
+
+Deno.test("trusted clock: a suspend (boot clock ahead of the monotonic one) moves time forward, never late", async () => {
+  const local = await startLocalServers([{}]);
+  const mono = fakeMono();
+  let boot = 5_000_000;
+  try {
+    const clock = new TrustedClock({
+      servers: local.specs,
+      monotonicNow: mono.now,
+      bootClock: { now: () => boot, resolutionMs: 10 },
+    });
+    await clock.sync();
+    const t0 = clock.now()!;
+    // Awake for 1 s: both clocks agree; the boot clock adds only its resolution to the latest bound.
+    mono.advance(1000);
+    boot += 1000;
+    const t1 = clock.now()!;
+    assert.ok(Math.abs(t1.earliestMs - (t0.earliestMs + 1000 - 0.1)) < 1e-6);
+    assert.ok(Math.abs(t1.latestMs - (t0.latestMs + 1000 + 0.1)) < 1e-6);
+    // Asleep for 8 h: the monotonic clock stood still, the boot clock did not.
+    boot += 8 * HOUR;
+    const t2 = clock.now()!;
+    const slept = 8 * HOUR + 1000 - 10; // boot clock elapsed minus one reading's resolution
+    assert.ok(Math.abs(t2.earliestMs - (t0.earliestMs + slept - (slept * DRIFT_PPM) / 1e6)) < 1e-3);
+    assert.ok(t2.latestMs >= t0.latestMs + 8 * HOUR + 1000);
+    assert.equal(clock.deadlinePassed(t0.latestMs + 8 * HOUR), true);
+    assert.equal(clock.status().state, "stale");
+    // A boot clock that lags (or jumps back) never moves time back: the monotonic clock is the floor.
+    boot -= 10 * HOUR;
+    mono.advance(1000);
+    const t3 = clock.now()!;
+    assert.ok(Math.abs(t3.earliestMs - (t0.earliestMs + 2000 - 0.2)) < 1e-6);
+  } finally {
+    await local.close();
+  }
+});
