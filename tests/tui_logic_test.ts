@@ -29,7 +29,7 @@ import {
 } from "../client/tui/model.ts";
 import { qrMatrix } from "../client/tui/qr.ts";
 import { TrustedNow } from "../client/tui/app.tsx";
-import { displayWidth, sanitize, truncate, wrapText } from "../client/tui/width.ts";
+import { displayWidth, graphemes, sanitize, truncate, wrapText } from "../client/tui/width.ts";
 import type { ChatMessage, EngineEvent } from "../client/engine_types.ts";
 import { contact, unverifiedTime, verifiedTime } from "./helpers/fake_engine.ts";
 
@@ -82,7 +82,10 @@ Deno.test("width: wrapText lines fit and keep every non-space character in order
       (s, w) => {
         const clean = sanitize(s);
         const lines = wrapText(clean, w);
-        for (const l of lines) assert.ok(displayWidth(l) <= Math.max(w, 2), `${JSON.stringify(l)} > ${w}`);
+        // A line fits, or is one grapheme wider than the line (it cannot be split further).
+        for (const l of lines) {
+          assert.ok(displayWidth(l) <= w || graphemes(l).length === 1, `${JSON.stringify(l)} > ${w}`);
+        }
         assert.equal(lines.join("").replace(/\s/g, ""), clean.replace(/\s/g, ""));
       },
     ),
@@ -109,10 +112,10 @@ Deno.test("format: lifetimes parse and print", () => {
   assert.equal(parseDuration("45"), 45_000);
   assert.equal(parseDuration("off"), null);
   assert.equal(parseDuration(" OFF "), null);
-  for (const bad of ["0s", "-5s", "5x", "s", "", "1.5m", "5m junk", "8d", "NaN", "1e3s"]) {
+  for (const bad of ["0s", "-5s", "5x", "s", "", "1.5m", "5m junk", "31d", "NaN", "1e3s"]) {
     assert.throws(() => parseDuration(bad), DurationError, bad);
   }
-  assert.equal(parseDuration("7d"), MAX_TTL_MS);
+  assert.equal(parseDuration("30d"), MAX_TTL_MS);
   assert.equal(formatTtl(30_000), "30s");
   assert.equal(formatTtl(300_000), "5m");
   assert.equal(formatTtl(5_400_000), "1h 30m");

@@ -4,9 +4,10 @@
  */
 import type { TimeStatus } from "../../clock/types.ts";
 import type { DeliveryState, PinState } from "../engine_types.ts";
+import { MAX_TTL_MS, MIN_TTL_MS } from "../protocol/constants.ts";
 
-/** Longest lifetime `/ttl` and `--ttl` accept; the engine applies its own protocol maximum too. */
-export const MAX_TTL_MS = 7 * 24 * 3600 * 1000;
+// The protocol's limits, so the UI refuses what the engine would refuse, with a friendlier message.
+export { MAX_TTL_MS, MIN_TTL_MS };
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -39,8 +40,8 @@ export function parseDuration(input: string): number | null {
 }
 
 function checkTtl(input: string, ms: number): number {
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new DurationError(input, "must be more than 0");
-  if (ms > MAX_TTL_MS) throw new DurationError(input, "longer than 7 days");
+  if (!Number.isSafeInteger(ms) || ms < MIN_TTL_MS) throw new DurationError(input, "must be at least 1s");
+  if (ms > MAX_TTL_MS) throw new DurationError(input, `longer than ${formatTtl(MAX_TTL_MS)}`);
   return ms;
 }
 
