@@ -1,0 +1,824 @@
+/**
+ * The chat engine: peer sessions, the store, the outbox, receipts and self-destruct, behind ChatEngineApi
+ * (engine_types.ts). Front ends (headless.ts, tui/) only talk to this class.
+ *
+ * Time: everything that matters (certificate validity, send times, deadlines) comes from the trusted clock.
+ * Expiring messages fail closed: hidden while time is unknown, deleted as soon as their deadline may have
+ * passed (expiry.ts).
+ */
+import crypto from "node:crypto";
+import type { TimeProof, TimeStatus, TrustedTime } from "../clock/types.ts";
+import { join } from "node:path";
+import { TrustedClock, verifyTimeProof } from "../clock/mod.ts";
+import { DirectoryClient } from "./directory_client.ts";
+import type { HomeState } from "./home.ts";
+import { canonicalUsername, fingerprintOf, type VerifiedPeer, verifyPeerCertificate } from "../pki/mod.ts";
+import type {
+  ChatEngineApi,
+  ChatMessage,
+  Contact,
+  EngineEvent,
+  PeerInfo,
+  PinState,
+  SendOptions,
+} from "./engine_types.ts";
+import { isVisible, parseTtl, parseTtlMode, provedSentAt, readDeadline, receiverDeadline } from "./expiry.ts";
+import { MAX_TEXT_BYTES } from "./protocol/constants.ts";
+import { ProtocolError } from "./protocol/errors.ts";
+import type { Frame, HelloRole, MsgFrame } from "./protocol/frames.ts";
+import { timeProofData } from "./protocol/binding.ts";
+import { SessionManager } from "./session/manager.ts";
+import type { CloseInfo, LocalIdentity, PeerSession } from "./session/peer_session.ts";
+import { SessionError } from "./session/errors.ts";
+import type { SessionLimits } from "./session/limits.ts";
+import { ChatStore, type StoredMessage, StoreError } from "./store/store.ts";
+
+/** What the engine needs of the phonebook (DirectoryClient satisfies it). */
+export interface DirectoryLike {
+  publish(host: string, port: number, ttlSeconds: number): Promise<void>;
+  withdraw(): Promise<void>;
+  lookup(name: string): Promise<
+    {
+      name: string;
+      online: boolean;
+      address: { host: string; port: number } | null;
+      fingerprint: string;
+      revoked: boolean;
+    } | null
+  >;
+  revokedSerials(): Promise<Set<string>>;
+  list?(): Promise<{ users: { name: string; online: boolean }[] }>;
+  close?(): void;
+}
+
+/** What the engine needs of the trusted clock (TrustedClock satisfies it). */
+export interface ClockLike {
+  start(): void;
+  stop(): void;
+  sync(): Promise<TimeStatus>;
+  now(): TrustedTime | null;
+  status(): TimeStatus;
+  deadlinePassed(deadlineMs: number): boolean | null;
+  subscribe(cb: (s: TimeStatus) => void): () => void;
+  proveTime(data: Uint8Array): Promise<TimeProof>;
+}
+
+export interface ChatEngineOptions {
+  name: string;
+  certPem: string;
+  keyPem: string;
+  caPem: string;
+  /** The SQLite file (home/chat.db). */
+  dbPath: string;
+  directory: DirectoryLike;
+  clock: ClockLike;
+  /** Roughtime public keys whose time proofs we accept (the phonebook's). */
+  timeKeys: Uint8Array[];
+  /** Default 127.0.0.1:0 (any free port on loopback). */
+  listen?: { host: string; port: number };
+  /** What we publish, when it differs from the bound address. */
+  advertise?: { host: string; port: number };
+  limits?: Partial<SessionLimits>;
+  /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
+  outboxRetryMs?: number;
+  /** How often expiring messages are checked. Default 250 ms. */
+  sweepMs?: number;
+  /** Lifetime of our published address; refreshed at a third of it. Default 120 s. */
+  publishTtlSeconds?: number;
+  /** How long the CRL is reused before it is fetched again. Default 30 s. */
+  crlMaxAgeMs?: number;
+}
+
+export type EngineErrorCode =
+  | "BAD_NAME"
+  | "BAD_TEXT"
+  | "BAD_TTL"
+  | "TIME_UNVERIFIED"
+  | "TIME_PROOF_FAILED"
+  | "NOT_FOUND"
+  | "NO_PENDING_KEY"
+  | "SELF"
+  | "CLOSED"
+  | "STORE_FAILED";
+
+export class EngineError extends Error {
+  constructor(readonly code: EngineErrorCode, message: string) {
+    super(message);
+    this.name = "EngineError";
+  }
+}
+
+const DEFAULT_OUTBOX_RETRY_MS = 5000;
+const DEFAULT_SWEEP_MS = 250;
+const DEFAULT_PUBLISH_TTL_S = 120;
+const DEFAULT_CRL_MAX_AGE_MS = 30_000;
+/** Bound on the withdrawal at shutdown: a dead phonebook must not hold up quitting. */
+const WITHDRAW_TIMEOUT_MS = 2000;
+
+function toChatMessage(m: StoredMessage): ChatMessage {
+  return {
+    id: m.id,
+    peer: m.peer,
+    from: m.from,
+    direction: m.direction,
+    text: m.text,
+    sentAt: m.sentAt,
+    expiresAt: m.expiresAt,
+    ttlMs: m.ttlMs,
+    ttlMode: m.ttlMode,
+    state: m.state,
+  };
+}
+
+function newMessageId(): string {
+  return crypto.randomBytes(16).toString("hex");
+}
+
+export class ChatEngine implements ChatEngineApi {
+  readonly name: string;
+  readonly store: ChatStore;
+  readonly sessions: SessionManager;
+  #address: { host: string; port: number } | null = null;
+  readonly #opts: ChatEngineOptions;
+  readonly #listeners = new Set<(e: EngineEvent) => void>();
+  readonly #identity: LocalIdentity;
+  /** message id -> session id it was written to, until acknowledged. */
+  readonly #inflight = new Map<string, number>();
+  readonly #connecting = new Map<string, Promise<PeerSession | null>>();
+  /** Received expiring messages not yet announced because time was unknown. */
+  readonly #hidden = new Set<string>();
+  /** Read receipts waiting for the peer to be connected. */
+  readonly #pendingReads = new Map<string, { id: string; readAt: number }[]>();
+  readonly #peers = new Map<string, VerifiedPeer>();
+  readonly #directoryFingerprint = new Map<string, string>();
+  readonly #lastDialError = new Map<string, string>();
+  #crl: { serials: Set<string>; at: number } | null = null;
+  #crlFetch: Promise<Set<string>> | null = null;
+  #timers: ReturnType<typeof setInterval>[] = [];
+  #unsubscribeClock: (() => void) | null = null;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+
+  private constructor(opts: ChatEngineOptions) {
+    this.#opts = opts;
+    this.name = opts.name;
+    this.#identity = {
+      name: opts.name,
+      certPem: opts.certPem,
+      keyPem: opts.keyPem,
+      caPem: opts.caPem,
+      fingerprint: fingerprintOf(opts.certPem),
+      privateKey: crypto.createPrivateKey(opts.keyPem),
+    };
+    this.store = new ChatStore(opts.dbPath);
+    this.sessions = new SessionManager(
+      this.#identity,
+      (der, expected, role) => this.#authenticate(der, expected, role),
+      {
+        onActive: (s) => this.#onActive(s),
+        onFrame: (s, f) => this.#onFrame(s, f),
+        onClose: (s, info, wasActive) => this.#onClose(s, info, wasActive),
+        onRefused: (r) =>
+          this.#emit({
+            event: "log",
+            level: "warn",
+            text: `${r.role === "dialer" ? "dial to" : "connection from"} ${
+              r.name ?? "unknown peer"
+            } refused: ${r.code}`,
+          }),
+      },
+      opts.limits,
+    );
+  }
+
+  /** Opens the store, starts the clock (waiting for one sync, bounded by its timeout), listens, publishes our
+   * address and starts the outbox and expiry timers. */
+  static async start(opts: ChatEngineOptions): Promise<ChatEngine> {
+    const e = new ChatEngine(opts);
+    try {
+      await e.#start();
+    } catch (err) {
+      await e.close().catch(() => {});
+      throw err;
+    }
+    return e;
+  }
+
+  async #start(): Promise<void> {
+    const o = this.#opts;
+    this.#unsubscribeClock = o.clock.subscribe((status) => {
+      this.#emit({ event: "time", status });
+      this.#sweep();
+    });
+    o.clock.start();
+    await o.clock.sync().catch(() => {});
+    this.#sweep();
+    const listen = o.listen ?? { host: "127.0.0.1", port: 0 };
+    this.#address = await this.sessions.listen(listen.host, listen.port);
+    await this.#publish();
+    const ttl = o.publishTtlSeconds ?? DEFAULT_PUBLISH_TTL_S;
+    this.#every((ttl * 1000) / 3, () => this.#publish());
+    this.#every(o.sweepMs ?? DEFAULT_SWEEP_MS, () => this.#sweep());
+    this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#retryOutbox());
+    this.#retryOutbox();
+  }
+
+  #every(ms: number, fn: () => unknown): void {
+    const t = setInterval(() => {
+      try {
+        const r = fn();
+        if (r instanceof Promise) r.catch(() => {});
+      } catch {
+        // a timer's failure is reported by the function itself
+      }
+    }, ms);
+    this.#timers.push(t);
+  }
+
+  /** The address we listen on (as bound). */
+  get address(): { host: string; port: number } {
+    return this.#address ?? { host: "", port: 0 };
+  }
+
+  /** The address published to the phonebook. */
+  get advertisedAddress(): { host: string; port: number } {
+    return this.#opts.advertise ?? this.address;
+  }
+
+  async #publish(): Promise<void> {
+    const a = this.advertisedAddress;
+    try {
+      await this.#opts.directory.publish(
+        a.host,
+        a.port,
+        this.#opts.publishTtlSeconds ?? DEFAULT_PUBLISH_TTL_S,
+      );
+    } catch (e) {
+      this.#emit({
+        event: "log",
+        level: "warn",
+        text: `cannot publish our address: ${(e as Error).message}`,
+      });
+    }
+  }
+
+  subscribe(listener: (e: EngineEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #emit(e: EngineEvent): void {
+    for (const l of [...this.#listeners]) {
+      try {
+        l(e);
+      } catch {
+        // a front end's bug must not break the engine
+      }
+    }
+  }
+
+  // ---- certificates and pins ----
+
+  #certTime(): { earliestMs: number; latestMs: number } {
+    const t = this.#opts.clock.now();
+    if (t) return { earliestMs: t.earliestMs, latestMs: t.latestMs };
+    // Without any verified time we judge validity on the local clock rather than refuse everyone (a blocked
+    // time server would otherwise stop all chat). Expiring messages still fail closed.
+    const now = Date.now();
+    return { earliestMs: now, latestMs: now };
+  }
+
+  async #revokedSerials(): Promise<Set<string>> {
+    const maxAge = this.#opts.crlMaxAgeMs ?? DEFAULT_CRL_MAX_AGE_MS;
+    if (this.#crl && performance.now() - this.#crl.at < maxAge) return this.#crl.serials;
+    if (!this.#crlFetch) {
+      this.#crlFetch = this.#opts.directory.revokedSerials().then((serials) => {
+        this.#crl = { serials, at: performance.now() };
+        return serials;
+      }).catch(() => this.#crl?.serials ?? new Set<string>()).finally(() => {
+        this.#crlFetch = null;
+      });
+    }
+    return await this.#crlFetch;
+  }
+
+  async #authenticate(der: Uint8Array, expectedName: string | null, role: HelloRole): Promise<VerifiedPeer> {
+    const peer = await verifyPeerCertificate({
+      certDer: der,
+      caCertPem: this.#opts.caPem,
+      expectedName: expectedName ?? undefined,
+      time: this.#certTime(),
+      revokedSerials: await this.#revokedSerials(),
+    });
+    if (peer.name === this.name) throw new SessionError("CERTIFICATE", "peer presents our own name");
+    const c = this.store.contact(peer.name);
+    if (c?.pinnedFingerprint && c.pinnedFingerprint !== peer.fingerprint) {
+      if (c.pendingFingerprint !== peer.fingerprint) {
+        this.store.setPending(peer.name, peer.fingerprint);
+        this.#emit({
+          event: "key-changed",
+          name: peer.name,
+          oldFingerprint: c.pinnedFingerprint,
+          newFingerprint: peer.fingerprint,
+        });
+      }
+      throw new SessionError("KEY_CHANGED", `${peer.name}'s certificate changed: accept the new key first`);
+    }
+    if (!c?.pinnedFingerprint) {
+      const listed = this.#directoryFingerprint.get(peer.name);
+      if (role === "dialer" && listed && listed !== peer.fingerprint) {
+        throw new SessionError(
+          "CERTIFICATE",
+          `${peer.name} presents a certificate the phonebook does not list`,
+        );
+      }
+      this.store.pin(peer.name, peer.fingerprint);
+    }
+    this.#peers.set(peer.name, peer);
+    return peer;
+  }
+
+  // ---- sessions ----
+
+  #onActive(s: PeerSession): void {
+    const name = s.peer!.name;
+    this.#lastDialError.delete(name);
+    this.#emit({ event: "peer-online", name });
+    void this.#flush(name);
+  }
+
+  #onClose(s: PeerSession, _info: CloseInfo, wasActive: boolean): void {
+    const name = s.peer?.name ?? s.expectedName;
+    for (const [id, sid] of [...this.#inflight]) {
+      if (sid !== s.id || !name) continue;
+      this.#inflight.delete(id);
+      const m = this.store.get(name, id);
+      if (m && m.state === "sent") {
+        this.store.setState(name, id, "failed");
+        this.#emit({ event: "failed", id, to: name, reason: "not delivered" });
+      }
+    }
+    if (!name || this.#closed) return;
+    if (wasActive) this.#emit({ event: "peer-offline", name });
+    if (this.sessions.active(name)) void this.#flush(name);
+  }
+
+  /** A session to `name`: the active one, or a new one dialed at the address the phonebook lists. */
+  #connect(name: string): Promise<PeerSession | null> {
+    const active = this.sessions.active(name);
+    if (active) return Promise.resolve(active);
+    let p = this.#connecting.get(name);
+    if (p) return p;
+    p = (async () => {
+      let entry;
+      try {
+        entry = await this.#opts.directory.lookup(name);
+      } catch {
+        return null;
+      }
+      if (!entry || entry.revoked || !entry.online || !entry.address) return null;
+      this.#directoryFingerprint.set(name, entry.fingerprint);
+      try {
+        return await this.sessions.dial(name, entry.address.host, entry.address.port);
+      } catch (e) {
+        const code = (e as SessionError).detail ?? (e as SessionError).code ?? "CONNECT_FAILED";
+        if (this.#lastDialError.get(name) !== code) {
+          this.#lastDialError.set(name, code);
+          this.#emit({ event: "error", code: `PEER_${code}`, message: `${name}: ${(e as Error).message}` });
+        }
+        return null;
+      }
+    })().finally(() => this.#connecting.delete(name));
+    this.#connecting.set(name, p);
+    return p;
+  }
+
+  #retryOutbox(): void {
+    if (this.#closed) return;
+    const peers = new Set(this.store.outbox().map((m) => m.peer));
+    for (const p of this.#pendingReads.keys()) peers.add(p);
+    for (const peer of peers) {
+      if (this.sessions.active(peer)) void this.#flush(peer);
+      else void this.#connect(peer);
+    }
+  }
+
+  #frameOf(m: StoredMessage): MsgFrame {
+    const f: MsgFrame = { t: "msg", id: m.id, from: this.name, to: m.peer, text: m.text, sentAt: m.sentAt };
+    if (m.ttlMs !== null) {
+      f.ttlMs = m.ttlMs;
+      f.ttlMode = m.ttlMode ?? "send";
+      f.proof = m.proof ?? undefined;
+    }
+    return f;
+  }
+
+  async #flush(peer: string): Promise<void> {
+    const s = this.sessions.active(peer);
+    if (!s) return;
+    const reads = this.#pendingReads.get(peer);
+    if (reads) {
+      this.#pendingReads.delete(peer);
+      for (const r of reads) await s.send({ t: "read", id: r.id, readAt: r.readAt }).catch(() => {});
+    }
+    for (const m of this.store.outbox(peer)) {
+      if (this.#inflight.has(m.id) || s.state !== "open") continue;
+      if (m.expiresAt !== null && this.#opts.clock.deadlinePassed(m.expiresAt) === true) continue;
+      this.#inflight.set(m.id, s.id);
+      try {
+        await s.send(this.#frameOf(m));
+      } catch {
+        this.#inflight.delete(m.id);
+        return;
+      }
+      const cur = this.store.get(peer, m.id);
+      if (cur && (cur.state === "sending" || cur.state === "failed")) {
+        this.store.setState(peer, m.id, "sent");
+        this.#emit({ event: "sent", id: m.id, to: peer });
+      }
+    }
+  }
+
+  async #onFrame(s: PeerSession, f: Frame): Promise<void> {
+    const peer = s.peer!.name;
+    switch (f.t) {
+      case "msg":
+        return await this.#onMessage(s, f);
+      case "ack": {
+        this.#inflight.delete(f.id);
+        const m = this.store.get(peer, f.id);
+        if (m && m.direction === "out" && m.state !== "delivered" && m.state !== "read") {
+          this.store.setState(peer, f.id, "delivered");
+          this.#emit({ event: "delivered", id: f.id, to: peer });
+        }
+        return;
+      }
+      case "read": {
+        const m = this.store.get(peer, f.id);
+        if (!m || m.direction !== "out" || m.readAt !== null) return;
+        // The reader's claim cannot push our deadline later than our own trusted now allows.
+        const latest = this.#opts.clock.now()?.latestMs ?? f.readAt;
+        const readAt = Math.min(f.readAt, latest);
+        const deadline = m.ttlMode === "read" && m.ttlMs !== null ? readDeadline(readAt, m.ttlMs) : null;
+        this.store.markRead(peer, f.id, readAt, deadline);
+        this.store.setState(peer, f.id, "read");
+        this.#inflight.delete(f.id);
+        this.#emit({ event: "read", id: f.id, by: peer });
+        return;
+      }
+      case "typing":
+        this.#emit({ event: "typing", from: peer });
+        return;
+      default:
+        throw new ProtocolError("UNEXPECTED_FRAME", `"${f.t}" is not expected here`);
+    }
+  }
+
+  async #onMessage(s: PeerSession, f: MsgFrame): Promise<void> {
+    const peer = s.peer!.name;
+    if (f.from !== peer) {
+      throw new ProtocolError("SENDER_MISMATCH", `message from "${f.from}" over ${peer}'s session`);
+    }
+    if (f.to !== this.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
+    let sentAt = f.sentAt;
+    let expiresAt: number | null = null;
+    if (f.ttlMs !== undefined) {
+      let proved: { midpointMs: number; radiusMs: number };
+      try {
+        proved = verifyTimeProof(f.proof!, timeProofData(f), this.#opts.timeKeys);
+      } catch (e) {
+        throw new ProtocolError("BAD_TIME_PROOF", `time proof refused: ${(e as Error).message}`);
+      }
+      sentAt = provedSentAt(f.sentAt, proved.midpointMs, proved.radiusMs);
+      if (f.ttlMode !== "read") {
+        expiresAt = receiverDeadline({
+          claimedSentAt: f.sentAt,
+          proofMidpointMs: proved.midpointMs,
+          proofRadiusMs: proved.radiusMs,
+          ttlMs: f.ttlMs,
+        });
+      }
+    }
+    let result: "stored" | "duplicate";
+    try {
+      result = this.store.addIncoming({
+        id: f.id,
+        peer,
+        from: peer,
+        text: f.text,
+        sentAt,
+        expiresAt,
+        ttlMs: f.ttlMs ?? null,
+        ttlMode: f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null,
+        proof: f.proof ?? null,
+      });
+    } catch (e) {
+      throw new ProtocolError("STORE_FAILED", (e as StoreError).message);
+    }
+    // Already dead on arrival (it waited too long in the sender's outbox): keep only its id.
+    const dead = expiresAt !== null && this.#opts.clock.deadlinePassed(expiresAt) === true;
+    if (result === "stored" && dead) this.store.deleteMessages([{ peer, id: f.id }]);
+    // The receipt goes out only now, after the message (or its id) is committed.
+    await s.send({ t: "ack", id: f.id }).catch(() => {});
+    if (result !== "stored" || dead) return;
+    const m = this.store.get(peer, f.id);
+    if (!m) return;
+    if (isVisible(m, this.#opts.clock.now())) this.#emit({ event: "message", message: toChatMessage(m) });
+    else this.#hidden.add(`${peer}\n${f.id}`);
+  }
+
+  // ---- expiry ----
+
+  #sweep(): void {
+    if (this.#closed) return;
+    const time = this.#opts.clock.now();
+    if (!time) return;
+    const dead = this.store.expiring().filter((r) => r.expiresAt !== null && time.latestMs >= r.expiresAt);
+    if (dead.length) {
+      try {
+        this.store.deleteMessages(dead);
+      } catch (e) {
+        this.#emit({ event: "error", code: "STORE_FAILED", message: (e as Error).message });
+        return;
+      }
+      for (const d of dead) {
+        this.#inflight.delete(d.id);
+        this.#hidden.delete(`${d.peer}\n${d.id}`);
+        this.#emit({ event: "expired", id: d.id, peer: d.peer });
+      }
+    }
+    for (const key of [...this.#hidden]) {
+      const [peer, id] = key.split("\n");
+      const m = this.store.get(peer, id);
+      this.#hidden.delete(key);
+      if (m && isVisible(m, time)) this.#emit({ event: "message", message: toChatMessage(m) });
+    }
+  }
+
+  // ---- the API ----
+
+  async send(to: string, text: string, opts: SendOptions = {}): Promise<ChatMessage> {
+    if (this.#closed) throw new EngineError("CLOSED", "engine is closed");
+    let peer: string;
+    try {
+      peer = canonicalUsername(to);
+    } catch (e) {
+      throw new EngineError("BAD_NAME", `bad contact name: ${(e as Error).message}`);
+    }
+    if (peer === this.name) throw new EngineError("SELF", "cannot send to yourself");
+    if (typeof text !== "string" || text.length === 0) throw new EngineError("BAD_TEXT", "empty message");
+    if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
+      throw new EngineError("BAD_TEXT", `message longer than ${MAX_TEXT_BYTES} bytes`);
+    }
+    const contact = this.store.ensureContact(peer);
+    let ttlMs: number | null;
+    try {
+      ttlMs = opts.ttlMs === undefined
+        ? contact.defaultTtlMs
+        : opts.ttlMs === null
+        ? null
+        : parseTtl(opts.ttlMs);
+      if (opts.ttlMode !== undefined) parseTtlMode(opts.ttlMode);
+    } catch (e) {
+      throw new EngineError("BAD_TTL", (e as Error).message);
+    }
+    const ttlMode = ttlMs === null ? null : (opts.ttlMode ?? "send");
+    const time = this.#opts.clock.now();
+    if (ttlMs !== null && !time) {
+      throw new EngineError("TIME_UNVERIFIED", "an expiring message needs verified time; try again shortly");
+    }
+    const id = newMessageId();
+    const sentAt = Math.round(time ? time.nowMs : Date.now());
+    let proof: TimeProof | null = null;
+    if (ttlMs !== null) {
+      try {
+        proof = await this.#opts.clock.proveTime(
+          timeProofData({ id, from: this.name, to: peer, text, sentAt, ttlMs, ttlMode: ttlMode ?? "send" }),
+        );
+      } catch (e) {
+        throw new EngineError(
+          "TIME_PROOF_FAILED",
+          `no time server signed the send time: ${(e as Error).message}`,
+        );
+      }
+    }
+    const expiresAt = ttlMs !== null && ttlMode === "send" ? sentAt + ttlMs : null;
+    const m: Omit<StoredMessage, "seq" | "direction" | "readAt"> = {
+      id,
+      peer,
+      from: this.name,
+      text,
+      sentAt,
+      expiresAt,
+      ttlMs,
+      ttlMode,
+      state: "sending",
+      proof,
+    };
+    try {
+      this.store.addOutgoing(m);
+    } catch (e) {
+      throw new EngineError("STORE_FAILED", (e as Error).message);
+    }
+    if (this.sessions.active(peer)) void this.#flush(peer);
+    else void this.#connect(peer);
+    return toChatMessage({ ...m, direction: "out", readAt: null, seq: 0 });
+  }
+
+  #pinState(name: string): PinState {
+    const c = this.store.contact(name);
+    if (!c || !c.pinnedFingerprint) return "first-use";
+    if (c.pendingFingerprint) return "changed";
+    return c.verified ? "verified" : "pinned";
+  }
+
+  async contacts(): Promise<Contact[]> {
+    const names = new Set(this.store.contacts().map((c) => c.name));
+    const listedOnline = new Map<string, boolean>();
+    if (this.#opts.directory.list) {
+      try {
+        for (const u of (await this.#opts.directory.list()).users) {
+          if (u.name === this.name) continue;
+          names.add(u.name);
+          listedOnline.set(u.name, u.online);
+        }
+      } catch {
+        // the phonebook is unreachable: show what we know
+      }
+    }
+    return [...names].sort().map((name) => ({
+      name,
+      online: this.sessions.active(name) !== null || listedOnline.get(name) === true,
+      unread: this.store.unreadCount(name),
+      pin: this.#pinState(name),
+      defaultTtlMs: this.store.contact(name)?.defaultTtlMs ?? null,
+    }));
+  }
+
+  history(peer: string): ChatMessage[] {
+    const time = this.#opts.clock.now();
+    return this.store.history(peer).filter((m) => isVisible(m, time)).map(toChatMessage);
+  }
+
+  /** Records the first display of a received message (starting an "after read" lifetime) and sends the read
+   * receipt. Throws EngineError NOT_FOUND (or TIME_UNVERIFIED for an expiring message without time). */
+  markRead(id: string): void {
+    const time = this.#opts.clock.now();
+    const m = this.store.findById(id).find((x) => x.direction === "in");
+    if (!m || !isVisible(m, time)) throw new EngineError("NOT_FOUND", "no such message");
+    if (m.readAt !== null) return;
+    if (m.ttlMs !== null && !time) throw new EngineError("TIME_UNVERIFIED", "time is not verified");
+    const readAt = Math.round(time ? time.nowMs : Date.now());
+    const deadline = m.ttlMode === "read" && m.ttlMs !== null ? readDeadline(readAt, m.ttlMs) : null;
+    this.store.markRead(m.peer, m.id, readAt, deadline);
+    const s = this.sessions.active(m.peer);
+    if (s) void s.send({ t: "read", id: m.id, readAt }).catch(() => {});
+    else {
+      const list = this.#pendingReads.get(m.peer) ?? [];
+      list.push({ id: m.id, readAt });
+      this.#pendingReads.set(m.peer, list);
+    }
+  }
+
+  setDefaultTtl(peer: string, ttlMs: number | null): void {
+    let v: number | null;
+    try {
+      v = ttlMs === null ? null : parseTtl(ttlMs);
+    } catch (e) {
+      throw new EngineError("BAD_TTL", (e as Error).message);
+    }
+    this.store.setDefaultTtl(peer, v);
+  }
+
+  acceptKey(peer: string): void {
+    const c = this.store.contact(peer);
+    if (!c?.pendingFingerprint) throw new EngineError("NO_PENDING_KEY", `no changed key waiting for ${peer}`);
+    this.store.pin(peer, c.pendingFingerprint);
+    this.#lastDialError.delete(peer);
+    void this.#connect(peer);
+  }
+
+  markVerified(peer: string): void {
+    const c = this.store.contact(peer);
+    if (!c?.pinnedFingerprint) throw new EngineError("NOT_FOUND", `no key pinned for ${peer}`);
+    this.store.setVerified(peer, true);
+  }
+
+  peerInfo(peer: string): PeerInfo | null {
+    const v = this.#peers.get(peer);
+    const c = this.store.contact(peer);
+    if (!v) return null;
+    const s = this.sessions.active(peer);
+    const t = this.#opts.clock.now();
+    return {
+      name: v.name,
+      subject: v.subject,
+      issuer: v.issuer,
+      serial: v.serial,
+      notBefore: v.notBefore,
+      notAfter: v.notAfter,
+      validNow: t ? v.notBefore <= t.earliestMs && t.latestMs <= v.notAfter : null,
+      fingerprint: v.fingerprint,
+      pinnedFingerprint: c?.pinnedFingerprint ?? null,
+      revoked: this.#crl?.serials.has(v.serial) ?? false,
+      pin: this.#pinState(peer),
+      tlsVersion: s?.tlsVersion ?? null,
+      cipher: s?.cipher ?? null,
+      connected: s !== null,
+    };
+  }
+
+  ownFingerprint(): string {
+    return this.#identity.fingerprint;
+  }
+
+  typing(peer: string): void {
+    void this.sessions.active(peer)?.send({ t: "typing" }).catch(() => {});
+  }
+
+  timeStatus(): TimeStatus {
+    return this.#opts.clock.status();
+  }
+
+  /** Stops timers, withdraws our address (bounded), closes every session, the clock and the store. */
+  close(): Promise<void> {
+    if (!this.#closing) this.#closing = this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    this.#unsubscribeClock?.();
+    this.#opts.clock.stop();
+    if (this.#address) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#opts.directory.withdraw().catch(() => {}),
+        new Promise<void>((r) => timer = setTimeout(r, WITHDRAW_TIMEOUT_MS)),
+      ]);
+      clearTimeout(timer);
+    }
+    await this.sessions.close();
+    await Promise.allSettled([...this.#connecting.values()]);
+    this.store.close();
+    this.#opts.directory.close?.();
+  }
+}
+
+/** Options for starting an engine from an enrolled home folder. */
+export interface HomeEngineOptions {
+  listen?: { host: string; port: number };
+  advertise?: { host: string; port: number };
+  limits?: Partial<SessionLimits>;
+  outboxRetryMs?: number;
+  sweepMs?: number;
+  publishTtlSeconds?: number;
+  /** Bound on one Roughtime sync. Default 1500 ms. */
+  timeQueryTimeoutMs?: number;
+  /** Default 10 min. */
+  timeRefreshIntervalMs?: number;
+}
+
+/** The engine of an enrolled user: its phonebook client, its trusted clock on the phonebook's Roughtime
+ * server(s), and `chat.db` in the home folder. */
+export async function startEngineFromHome(
+  home: HomeState,
+  opts: HomeEngineOptions = {},
+): Promise<ChatEngine> {
+  const directory = new DirectoryClient({
+    url: home.server,
+    caPem: home.caPem,
+    certPem: home.certPem,
+    keyPem: home.keyPem,
+  });
+  const clock = new TrustedClock({
+    servers: home.roughtime,
+    queryTimeoutMs: opts.timeQueryTimeoutMs,
+    refreshIntervalMs: opts.timeRefreshIntervalMs,
+  });
+  try {
+    return await ChatEngine.start({
+      name: home.name,
+      certPem: home.certPem,
+      keyPem: home.keyPem,
+      caPem: home.caPem,
+      dbPath: join(home.dir, CHAT_DB_FILE),
+      directory,
+      clock,
+      timeKeys: home.roughtime.map((r) => r.publicKey),
+      listen: opts.listen,
+      advertise: opts.advertise,
+      limits: opts.limits,
+      outboxRetryMs: opts.outboxRetryMs,
+      sweepMs: opts.sweepMs,
+      publishTtlSeconds: opts.publishTtlSeconds,
+    });
+  } catch (e) {
+    directory.close();
+    throw e;
+  }
+}
+
+export const CHAT_DB_FILE = "chat.db";

@@ -1,0 +1,33 @@
+/** Tunable limits of peer sessions (defaults from the protocol constants; tests shrink the timeouts). */
+import {
+  HELLO_TIMEOUT_MS,
+  IDLE_TIMEOUT_MS,
+  KEEPALIVE_INTERVAL_MS,
+  MAX_FRAME_BYTES,
+  MAX_PENDING_PER_ADDRESS,
+  MAX_QUEUED_FRAMES,
+  MAX_SESSIONS_PER_PEER,
+  WRITE_HIGH_WATER_BYTES,
+} from "../protocol/constants.ts";
+
+export interface SessionLimits {
+  maxFrameBytes: number;
+  maxQueuedFrames: number;
+  helloTimeoutMs: number;
+  idleTimeoutMs: number;
+  keepaliveIntervalMs: number;
+  maxSessionsPerPeer: number;
+  maxPendingPerAddress: number;
+  writeHighWaterBytes: number;
+}
+
+export const DEFAULT_LIMITS: SessionLimits = {
+  maxFrameBytes: MAX_FRAME_BYTES,
+  maxQueuedFrames: MAX_QUEUED_FRAMES,
+  helloTimeoutMs: HELLO_TIMEOUT_MS,
+  idleTimeoutMs: IDLE_TIMEOUT_MS,
+  keepaliveIntervalMs: KEEPALIVE_INTERVAL_MS,
+  maxSessionsPerPeer: MAX_SESSIONS_PER_PEER,
+  maxPendingPerAddress: MAX_PENDING_PER_ADDRESS,
+  writeHighWaterBytes: WRITE_HIGH_WATER_BYTES,
+};

@@ -1,0 +1,421 @@
+/**
+ * One peer connection over mutual TLS 1.3: framing with backpressure, the hello exchange that binds the
+ * connection to both identities, keep-alive and timeouts. What the frames mean is the engine's business
+ * (`onFrame`); this file only guarantees that a frame reaches it from an authenticated, bound peer.
+ *
+ * With TLS 1.3 a client's secureConnect fires before the server has judged the client's certificate, so a
+ * session is "open" only after the other side's hello has been checked.
+ */
+import type tls from "node:tls";
+import type { KeyObject } from "node:crypto";
+import type { VerifiedPeer } from "../../pki/mod.ts";
+import { FrameDecoder } from "../protocol/codec.ts";
+import { PROTOCOL_VERSION } from "../protocol/constants.ts";
+import { ProtocolError, type ProtocolErrorCode } from "../protocol/errors.ts";
+import { encodeFrame, type Frame, type HelloFrame, type HelloRole, parseFrame } from "../protocol/frames.ts";
+import { helloSignedData, signHello, verifyHelloSignature } from "../protocol/binding.ts";
+import type { SessionLimits } from "./limits.ts";
+import { SessionError } from "./errors.ts";
+
+export interface LocalIdentity {
+  name: string;
+  certPem: string;
+  keyPem: string;
+  caPem: string;
+  fingerprint: string;
+  privateKey: KeyObject;
+}
+
+/** Judges the peer's certificate (CA, name, revocation, trusted-time validity, pin). Throws to refuse. */
+export type Authenticate = (
+  certDer: Uint8Array,
+  expectedName: string | null,
+  role: HelloRole,
+) => Promise<VerifiedPeer>;
+
+export interface CloseInfo {
+  /** Our code when we refused or ended it, the peer's when it sent an error frame, else null. */
+  code: string | null;
+  message: string;
+  /** Who ended it. */
+  by: "us" | "peer" | "network";
+}
+
+export interface SessionHandlers {
+  onOpen(s: PeerSession): void;
+  /** Application frames (msg, ack, read, typing) of an open session, one at a time, in order. */
+  onFrame(s: PeerSession, f: Frame): Promise<void>;
+  onClose(s: PeerSession, info: CloseInfo): void;
+}
+
+export type SessionState = "handshake" | "open" | "closed";
+
+let nextSessionId = 1;
+
+export class PeerSession {
+  readonly id = nextSessionId++;
+  state: SessionState = "handshake";
+  everOpened = false;
+  peer: VerifiedPeer | null = null;
+  closeInfo: CloseInfo | null = null;
+  readonly remoteAddress: string;
+  /** Resolves when the session is open; rejects with SessionError when it closes before. */
+  readonly opened: Promise<PeerSession>;
+  #resolveOpen!: (s: PeerSession) => void;
+  #rejectOpen!: (e: SessionError) => void;
+  readonly #decoder: FrameDecoder;
+  readonly #queue: Frame[] = [];
+  #pumping = false;
+  #paused = false;
+  #helloTimer: ReturnType<typeof setTimeout> | null = null;
+  #idleTimer: ReturnType<typeof setTimeout> | null = null;
+  #keepalive: ReturnType<typeof setInterval> | null = null;
+  #killTimer: ReturnType<typeof setTimeout> | null = null;
+  #closeNotified = false;
+  /** Highest number of frames waiting at once (tests check the bound). */
+  maxQueued = 0;
+
+  constructor(
+    readonly socket: tls.TLSSocket,
+    readonly role: HelloRole,
+    private readonly identity: LocalIdentity,
+    private readonly limits: SessionLimits,
+    private readonly authenticate: Authenticate,
+    private readonly handlers: SessionHandlers,
+    readonly expectedName: string | null,
+  ) {
+    this.remoteAddress = socket.remoteAddress ?? "?";
+    this.#decoder = new FrameDecoder(limits.maxFrameBytes);
+    this.opened = new Promise((res, rej) => {
+      this.#resolveOpen = res;
+      this.#rejectOpen = rej;
+    });
+    this.opened.catch(() => {}); // callers that do not wait must not see an unhandled rejection
+    socket.on("data", (chunk: Uint8Array) => this.#onData(chunk));
+    socket.on("end", () => this.#onEnd());
+    socket.on("error", (e: Error & { code?: string }) => {
+      if (!this.closeInfo) this.closeInfo = { code: "TLS", message: e.code ?? e.message, by: "network" };
+    });
+    socket.on("close", () => this.#onSocketClose());
+    this.#helloTimer = setTimeout(
+      () => this.fail("HELLO_TIMEOUT", "no hello in time"),
+      limits.helloTimeoutMs,
+    );
+    this.#resetIdle();
+  }
+
+  get tlsVersion(): string | null {
+    return this.socket.getProtocol?.() ?? null;
+  }
+
+  get cipher(): string | null {
+    try {
+      return this.socket.getCipher()?.name ?? null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Called once the TLS handshake finished on our side: judge the certificate, then say hello (dialer). */
+  async begin(): Promise<void> {
+    const cert = this.socket.getPeerCertificate(true) as { raw?: Uint8Array } | null;
+    if (!cert || !cert.raw || cert.raw.length === 0) {
+      this.fail("CERTIFICATE", "peer presented no certificate", "NO_CERTIFICATE");
+      return;
+    }
+    try {
+      this.peer = await this.authenticate(new Uint8Array(cert.raw), this.expectedName, this.role);
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? "CERTIFICATE";
+      this.fail(
+        code === "KEY_CHANGED" || code === "TOO_MANY_CONNECTIONS" ? code as ProtocolErrorCode : "CERTIFICATE",
+        (e as Error).message,
+        code,
+      );
+      return;
+    }
+    if (this.state === "closed") return;
+    if (this.role === "dialer") this.#sendHello();
+    // Frames that arrived while we were judging the certificate wait in the queue; handle them now.
+    this.#pump();
+  }
+
+  #finished(): { serverFinished: Uint8Array; clientFinished: Uint8Array } | null {
+    const mine = this.socket.getFinished();
+    const theirs = this.socket.getPeerFinished();
+    if (!mine || !theirs) return null;
+    return this.role === "listener"
+      ? { serverFinished: new Uint8Array(mine), clientFinished: new Uint8Array(theirs) }
+      : { serverFinished: new Uint8Array(theirs), clientFinished: new Uint8Array(mine) };
+  }
+
+  #sendHello(): void {
+    const fin = this.#finished();
+    const peer = this.peer!;
+    if (!fin) {
+      this.fail("BAD_HELLO", "TLS Finished messages unavailable");
+      return;
+    }
+    const binding = {
+      role: this.role,
+      from: this.identity.name,
+      to: peer.name,
+      fromFp: this.identity.fingerprint,
+      toFp: peer.fingerprint,
+      ...fin,
+    };
+    const hello: HelloFrame = {
+      t: "hello",
+      v: PROTOCOL_VERSION,
+      role: this.role,
+      from: binding.from,
+      to: binding.to,
+      fromFp: binding.fromFp,
+      toFp: binding.toFp,
+      sig: signHello(this.identity.privateKey, helloSignedData(binding)),
+    };
+    this.#write(hello);
+  }
+
+  #checkHello(h: HelloFrame): void {
+    const peer = this.peer!;
+    if (h.v !== PROTOCOL_VERSION) throw new ProtocolError("VERSION", `protocol version ${h.v} not supported`);
+    if (h.role === this.role) throw new ProtocolError("BAD_HELLO", "both ends claim the same role");
+    if (h.from !== peer.name) {
+      throw new ProtocolError(
+        "SENDER_MISMATCH",
+        `hello from "${h.from}" over a certificate for "${peer.name}"`,
+      );
+    }
+    if (h.to !== this.identity.name) throw new ProtocolError("BAD_HELLO", `hello meant for "${h.to}"`);
+    if (h.fromFp !== peer.fingerprint || h.toFp !== this.identity.fingerprint) {
+      throw new ProtocolError(
+        "BAD_HELLO",
+        "hello fingerprints do not match the certificates of this connection",
+      );
+    }
+    const fin = this.#finished();
+    if (!fin) throw new ProtocolError("BAD_HELLO", "TLS Finished messages unavailable");
+    const data = helloSignedData({
+      role: h.role,
+      from: h.from,
+      to: h.to,
+      fromFp: h.fromFp,
+      toFp: h.toFp,
+      ...fin,
+    });
+    const der = this.socket.getPeerCertificate(true) as { raw?: Uint8Array };
+    if (!der.raw || !verifyHelloSignature(new Uint8Array(der.raw), data, h.sig)) {
+      throw new ProtocolError("BAD_HELLO_SIGNATURE", "hello is not signed by the certificate's key");
+    }
+  }
+
+  /** Sends one frame; waits when the socket's buffer is above the high-water mark. */
+  async send(f: Frame): Promise<void> {
+    if (this.state !== "open") throw new SessionError("CLOSED", "session is not open");
+    if (!this.#write(f)) await this.#drain();
+  }
+
+  #write(f: Frame): boolean {
+    if (this.socket.destroyed) return true;
+    const ok = this.socket.write(encodeFrame(f));
+    return ok || this.socket.writableLength < this.limits.writeHighWaterBytes;
+  }
+
+  #drain(): Promise<void> {
+    return new Promise((res) => {
+      const done = () => {
+        this.socket.off("drain", done);
+        this.socket.off("close", done);
+        res();
+      };
+      this.socket.on("drain", done);
+      this.socket.on("close", done);
+    });
+  }
+
+  #onData(chunk: Uint8Array): void {
+    if (this.state === "closed") return;
+    let bodies: Uint8Array[];
+    try {
+      bodies = this.#decoder.push(chunk);
+    } catch (e) {
+      const pe = e as ProtocolError;
+      this.fail(pe.code, pe.message);
+      return;
+    }
+    for (const b of bodies) {
+      try {
+        this.#queue.push(parseFrame(b));
+      } catch (e) {
+        const pe = e instanceof ProtocolError ? e : new ProtocolError("BAD_JSON", String(e));
+        this.fail(pe.code, pe.message);
+        return;
+      }
+    }
+    if (bodies.length) this.#resetIdle();
+    this.maxQueued = Math.max(this.maxQueued, this.#queue.length);
+    if (this.#queue.length >= this.limits.maxQueuedFrames && !this.#paused) {
+      this.#paused = true;
+      this.socket.pause();
+    }
+    this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    // Until the certificate is judged, frames wait (begin() restarts the pump).
+    if (this.#pumping || !this.peer) return;
+    this.#pumping = true;
+    try {
+      while (this.#queue.length && this.state !== "closed") {
+        const f = this.#queue.shift()!;
+        await this.#handle(f);
+        if (this.#paused && this.#queue.length <= this.limits.maxQueuedFrames / 2) {
+          this.#paused = false;
+          this.socket.resume();
+        }
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  async #handle(f: Frame): Promise<void> {
+    if (f.t === "error") {
+      this.#end({ code: f.code, message: f.message, by: "peer" });
+      return;
+    }
+    if (f.t === "bye") {
+      this.#end({ code: null, message: f.reason || "peer said bye", by: "peer" });
+      return;
+    }
+    if (this.state === "handshake") {
+      if (f.t !== "hello") {
+        this.fail("UNEXPECTED_FRAME", `"${f.t}" before hello`);
+        return;
+      }
+      try {
+        this.#checkHello(f);
+      } catch (e) {
+        const pe = e as ProtocolError;
+        this.fail(pe.code, pe.message);
+        return;
+      }
+      if (this.role === "listener") this.#sendHello();
+      this.#open();
+      return;
+    }
+    switch (f.t) {
+      case "hello":
+        this.fail("UNEXPECTED_FRAME", "second hello");
+        return;
+      case "ping":
+        this.#write({ t: "pong" });
+        return;
+      case "pong":
+        return;
+      default:
+        try {
+          await this.handlers.onFrame(this, f);
+        } catch (e) {
+          const code = (e as { code?: string }).code;
+          this.fail(
+            e instanceof ProtocolError ? e.code : code === "STORE_FAILED" ? "STORE_FAILED" : "BAD_FIELD",
+            (e as Error).message,
+          );
+        }
+    }
+  }
+
+  #open(): void {
+    if (this.#helloTimer) clearTimeout(this.#helloTimer);
+    this.#helloTimer = null;
+    this.state = "open";
+    this.everOpened = true;
+    this.#keepalive = setInterval(() => this.#write({ t: "ping" }), this.limits.keepaliveIntervalMs);
+    this.#resolveOpen(this);
+    this.handlers.onOpen(this);
+  }
+
+  #resetIdle(): void {
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    if (this.state === "closed") return;
+    this.#idleTimer = setTimeout(
+      () => this.fail("IDLE_TIMEOUT", "no complete frame in time"),
+      this.limits.idleTimeoutMs,
+    );
+  }
+
+  #onEnd(): void {
+    try {
+      this.#decoder.end();
+    } catch {
+      // A frame cut short by the end of the stream is dropped whole: nothing of it was handed on.
+    }
+    this.#end({ code: null, message: "peer closed the connection", by: "peer" });
+  }
+
+  /** Ends the session with an error frame carrying `code` (and SessionError detail for local callers). */
+  fail(code: ProtocolErrorCode | string, message: string, detail?: string): void {
+    if (this.state === "closed") return;
+    if (!this.socket.destroyed) {
+      try {
+        this.socket.write(encodeFrame({ t: "error", code, message: message.slice(0, 500) }));
+      } catch {
+        // the socket may already be unwritable
+      }
+    }
+    this.#end({ code: detail ?? code, message, by: "us" });
+  }
+
+  /** Polite close (bye) — used for duplicate sessions and shutdown. */
+  close(reason = "bye"): void {
+    if (this.state === "closed") return;
+    if (this.state === "open" && !this.socket.destroyed) {
+      try {
+        this.socket.write(encodeFrame({ t: "bye", reason }));
+      } catch {
+        // ignore
+      }
+    }
+    this.#end({ code: null, message: reason, by: "us" });
+  }
+
+  #end(info: CloseInfo): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.closeInfo = info;
+    this.#queue.length = 0;
+    this.#clearTimers();
+    this.#rejectOpen(
+      new SessionError(
+        info.code === "KEY_CHANGED" ? "KEY_CHANGED" : "HANDSHAKE",
+        `session closed: ${info.code ?? ""} ${info.message}`.trim(),
+        info.code ?? undefined,
+      ),
+    );
+    this.socket.end();
+    // A peer that never closes its side must not keep the socket (and the process) alive.
+    this.#killTimer = setTimeout(() => this.socket.destroy(), 1000);
+    if (this.socket.destroyed) this.#onSocketClose();
+  }
+
+  #clearTimers(): void {
+    if (this.#helloTimer) clearTimeout(this.#helloTimer);
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    if (this.#keepalive) clearInterval(this.#keepalive);
+    this.#helloTimer = this.#idleTimer = this.#keepalive = null;
+  }
+
+  #onSocketClose(): void {
+    if (this.#killTimer) clearTimeout(this.#killTimer);
+    this.#killTimer = null;
+    if (this.state !== "closed") {
+      this.#end(this.closeInfo ?? { code: null, message: "connection lost", by: "network" });
+    }
+    this.#clearTimers();
+    if (this.#closeNotified) return;
+    this.#closeNotified = true;
+    this.handlers.onClose(this, this.closeInfo!);
+  }
+}
