@@ -201,7 +201,7 @@ export function registerTimeCommands(program: Command): void {
     .description("query Roughtime servers and print the verified time (exit 2 when it cannot be verified)")
     .option(
       "--server <HOST:PORT:PUBKEY_BASE64[:VERSION]>",
-      "a server to ask (repeatable; VERSION rfc|draft|google)",
+      "a server to ask (repeatable; VERSION rfc|draft|google; append :tcp for TCP)",
       collect,
       [],
     )
@@ -241,7 +241,8 @@ export function registerTimeCommands(program: Command): void {
       "long-term key file (created with mode 0600 when missing); ephemeral key when absent",
     )
     .option("--radius <seconds>", "RADI to announce", "3")
-    .action(async (opts: { listen: string; key?: string; radius: string }) => {
+    .option("--tcp", "also serve RFC 10049 framing over TCP on the same port")
+    .action(async (opts: { listen: string; key?: string; radius: string; tcp?: boolean }) => {
       const { hostname, port } = parseListen(opts.listen);
       let seed: Uint8Array;
       if (opts.key) {
@@ -267,7 +268,7 @@ export function registerTimeCommands(program: Command): void {
       }
       const pub = toBase64(server.publicKey);
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      console.log(`roughtime server listening on udp ${host}:${server.port}`);
+      console.log(`roughtime server listening on udp${opts.tcp ? "+tcp" : ""} ${host}:${server.port}`);
       console.log(`public key: ${pub}`);
       console.log(`server spec: ${host}:${server.port}:${pub}`);
       await waitForSignal();

@@ -49,8 +49,9 @@ const VERSION_NAMES: Record<string, RoughtimeVersion> = {
   "google-roughtime": "google",
 };
 
-/** Parses HOST:PORT:PUBKEY_BASE64[:VERSION] (an IPv6 host goes in brackets: [::1]:2002:KEY).
- * VERSION is rfc, draft or google. Throws RoughtimeError BAD_SERVER_SPEC. */
+/** Parses HOST:PORT:PUBKEY_BASE64[:VERSION][:tcp] (an IPv6 host goes in brackets: [::1]:2002:KEY).
+ * VERSION is rfc, draft or google; a trailing ":tcp" asks for RFC 10049 framing over TCP instead of UDP.
+ * Throws RoughtimeError BAD_SERVER_SPEC. */
 export function parseServerSpec(s: string): ServerSpec {
   const bad = (why: string): never => {
     throw new RoughtimeError(
@@ -72,6 +73,11 @@ export function parseServerSpec(s: string): ServerSpec {
     rest = s.slice(i + 1);
   }
   const parts = rest.split(":");
+  let transport: "tcp" | undefined;
+  if (parts.length >= 3 && parts[parts.length - 1].toLowerCase() === "tcp") {
+    transport = "tcp";
+    parts.pop();
+  }
   if (parts.length < 2 || parts.length > 3) bad("wrong number of fields");
   if (!host) bad("empty host");
   const [portText, keyText, versionText] = parts;
@@ -95,6 +101,10 @@ export function parseServerSpec(s: string): ServerSpec {
     const v = VERSION_NAMES[versionText.toLowerCase()];
     if (!v) bad(`unknown version "${versionText}" (rfc, draft or google)`);
     spec.version = v;
+  }
+  if (transport) {
+    if (spec.version === "google") bad("Google-Roughtime has no TCP framing");
+    spec.transport = transport;
   }
   return spec;
 }
@@ -132,19 +142,31 @@ export function serverSpecFromJson(o: unknown): ServerSpec {
     }
     spec.version = e.version as RoughtimeVersion;
   }
+  if (e.transport !== undefined && e.transport !== null) {
+    if (e.transport !== "udp" && e.transport !== "tcp") bad("transport must be udp or tcp");
+    spec.transport = e.transport as "udp" | "tcp";
+  }
   return spec;
 }
 
 /** The config.json form of a server entry (inverse of serverSpecFromJson). */
 export function serverSpecToJson(
   s: ServerSpec,
-): { name: string; host: string; port: number; publicKey: string; version?: RoughtimeVersion } {
+): {
+  name: string;
+  host: string;
+  port: number;
+  publicKey: string;
+  version?: RoughtimeVersion;
+  transport?: "udp" | "tcp";
+} {
   return {
     name: s.name,
     host: s.host,
     port: s.port,
     publicKey: toBase64(s.publicKey),
     ...(s.version ? { version: s.version } : {}),
+    ...(s.transport ? { transport: s.transport } : {}),
   };
 }
 

@@ -15,6 +15,8 @@ export interface ServerSpec {
   publicKey: Uint8Array;
   /** Version to ask for; "rfc" (offering rfc+draft) when absent. */
   version?: RoughtimeVersion;
+  /** "udp" when absent. TCP (RFC 10049 framing) works for the IETF versions only. */
+  transport?: "udp" | "tcp";
 }
 
 export type TimeState = "verified" | "stale" | "unverified";

@@ -11,6 +11,7 @@ import type { ServerSpec } from "../types.ts";
 import { RoughtimeError } from "./errors.ts";
 import { buildRequest, type RoughtimeRequest } from "./request.ts";
 import { type VerifiedReply, verifyReply } from "./verify.ts";
+import { exchangeTcp } from "./tcp.ts";
 
 export interface QueryOptions {
   /** Whole budget for this server, resends included. Default 1500 ms. */
@@ -61,6 +62,23 @@ async function resolveHost(host: string, deadline: number, mono: () => number): 
   }
 }
 
+async function queryTcp(
+  server: ServerSpec,
+  request: RoughtimeRequest,
+  address: string,
+  deadline: number,
+  mono: () => number,
+): Promise<QueryResult> {
+  if (request.family !== "ietf") {
+    throw new RoughtimeError("BAD_ARGUMENT", "Google-Roughtime has no TCP framing; use UDP");
+  }
+  const sent = mono();
+  const response = await exchangeTcp(address, server.port, request.packet, deadline - sent);
+  const receivedAtMono = mono();
+  const reply = verifyReply(request.packet, response, server.publicKey);
+  return { server, request: request.packet, response, reply, rttMs: receivedAtMono - sent, receivedAtMono };
+}
+
 /** Sends a request to `server` and returns its verified reply. Never takes longer than `timeoutMs`
  * (plus timer slack). Throws RoughtimeError (TIMEOUT or the last verification failure). */
 export async function queryServer(server: ServerSpec, opts: QueryOptions = {}): Promise<QueryResult> {
@@ -73,6 +91,7 @@ export async function queryServer(server: ServerSpec, opts: QueryOptions = {}): 
     serverPublicKey: server.version === "google" ? undefined : server.publicKey,
   });
   const address = await resolveHost(server.host, deadline, mono);
+  if (server.transport === "tcp") return await queryTcp(server, request, address, deadline, mono);
   const socket = dgram.createSocket(isIP(address) === 6 ? "udp6" : "udp4");
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let deadlineTimer: ReturnType<typeof setTimeout> | undefined;

@@ -22,6 +22,7 @@ import type { HashFamily } from "./merkle.ts";
 import { parseRequest, type RoughtimeRequest, srvValue } from "./request.ts";
 import { buildCert, buildResponses } from "./response.ts";
 import { bytesEqual } from "./wire.ts";
+import { listenTcp, type TcpListener } from "./tcp.ts";
 
 export interface RoughtimeServerOptions {
   /** Default "127.0.0.1". */
@@ -41,6 +42,8 @@ export interface RoughtimeServerOptions {
   batchWindowMs?: number;
   /** Largest batch under one signature, 1-64. Default 64. */
   maxBatchSize?: number;
+  /** Also accept RFC 10049 framing over TCP on the same port number (IETF versions). Default false. */
+  tcp?: boolean;
 }
 
 export interface RoughtimeServerStats {
@@ -305,6 +308,15 @@ export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promis
     });
   });
   const addr = socket.address();
+  let tcp: TcpListener | null = null;
+  if (opts.tcp) {
+    try {
+      tcp = await listenTcp(responder, hostname, addr.port);
+    } catch (e) {
+      await new Promise<void>((resolve) => socket.close(() => resolve()));
+      throw e;
+    }
+  }
   return {
     hostname,
     port: addr.port,
@@ -316,7 +328,10 @@ export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promis
       if (timer) clearTimeout(timer);
       timer = null;
       pending = [];
-      return new Promise<void>((resolve) => socket.close(() => resolve()));
+      return Promise.all([
+        new Promise<void>((resolve) => socket.close(() => resolve())),
+        tcp?.close(),
+      ]).then(() => {});
     },
   };
 }
