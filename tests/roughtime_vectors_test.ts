@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { checkReport, publicKeyFromSeed, RoughtimeError, verifyReply } from "../clock/mod.ts";
 import { CONTEXT_RESPONSE, TAG } from "../clock/roughtime/constants.ts";
 import { verifyWithContext } from "../clock/roughtime/crypto.ts";
+import { verifyLegacyReply } from "../clock/roughtime/legacy.ts";
 import { parseRequest, srvValue } from "../clock/roughtime/request.ts";
 import { decodeMessage, encodeMessage, unwrapPacket, wrapPacket } from "../clock/roughtime/wire.ts";
 import { b64, HAVE_VECTORS, hex, readVectorBytes, readVectorJson } from "./helpers/roughtime.ts";
@@ -181,4 +182,38 @@ for (const n of ["001", "010", "100"]) {
       }
     },
   });
+}
+
+for (const [draft, ver] of [["08", 0x80000008], ["11", 0x8000000b]] as const) {
+  for (const n of ["001", "010", "100"]) {
+    Deno.test({
+      name: `vectors: cloudflare draft-${draft} batch of ${Number(n)} verifies with the legacy verifier`,
+      ignore,
+      fn() {
+        const d = readVectorJson(`cloudflare-testdata/roughtime_ietf_draft${draft}_${n}.json`) as {
+          root_key: string;
+          online_key: string;
+          request: string[];
+          replies: string[];
+        };
+        const pub = publicKeyFromSeed(hex(d.root_key));
+        d.request.forEach((rq, i) => {
+          const r = verifyLegacyReply(hex(rq), hex(d.replies[i]), pub);
+          assert.equal(r.versionNumber, ver);
+        });
+        // Our RFC verifier refuses them (other leaf rule and contexts), as it should.
+        assert.throws(() => verifyReply(hex(d.request[0]), hex(d.replies[0]), pub), RoughtimeError);
+        if (d.request.length > 1) {
+          assert.throws(
+            () => verifyLegacyReply(hex(d.request[0]), hex(d.replies[1]), pub),
+            (e: unknown) => e instanceof RoughtimeError && e.code === "NONCE_MISMATCH",
+          );
+        }
+        assert.throws(
+          () => verifyLegacyReply(hex(d.request[0]), hex(d.replies[0]), publicKeyFromSeed(hex(d.online_key))),
+          (e: unknown) => e instanceof RoughtimeError && e.code === "BAD_DELEGATION_SIGNATURE",
+        );
+      },
+    });
+  }
 }
