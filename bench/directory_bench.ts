@@ -12,24 +12,43 @@ import { createCsr, generateKeyPair } from "../pki/mod.ts";
 
 const CONCURRENCY = 4;
 const RUN_MS = 2000;
+const SLICES = 4;
 const USERS_FOR_MEMORY = 10_000;
 const NO_LIMITS = { ratePerSecond: 1e9, rateBurst: 1e9 };
 
 type Init = RequestInit & { client: Deno.HttpClient };
 
-/** Runs `op` from CONCURRENCY workers for `ms` (or until `op` says there is no more work); returns ops/s. */
-async function throughput(op: (i: number) => Promise<boolean>, ms = RUN_MS): Promise<number> {
+/** Runs `op` from CONCURRENCY workers for `ms` (or until `op` says there is no more work); returns the
+ * operations done and the time taken. */
+async function timed(op: () => Promise<boolean>, ms: number): Promise<{ n: number; s: number }> {
   let n = 0;
-  let next = 0;
   const start = performance.now();
   const worker = async () => {
     while (performance.now() - start < ms) {
-      if (!(await op(next++))) return;
+      if (!(await op())) return;
       n++;
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  return n / ((performance.now() - start) / 1000);
+  return { n, s: (performance.now() - start) / 1000 };
+}
+
+/** ops/s of `measured` and `baseline`, run in alternating slices so that load from other processes on the
+ * shared machine falls on both alike. */
+async function interleaved(
+  measured: () => Promise<boolean>,
+  baseline: () => Promise<boolean>,
+): Promise<{ measured: number; baseline: number }> {
+  const m = { n: 0, s: 0 };
+  const b = { n: 0, s: 0 };
+  for (let i = 0; i < SLICES; i++) {
+    for (const [op, acc] of [[baseline, b], [measured, m]] as const) {
+      const r = await timed(op, RUN_MS / SLICES);
+      acc.n += r.n;
+      acc.s += r.s;
+    }
+  }
+  return { measured: m.n / m.s, baseline: b.n / b.s };
 }
 
 async function trivialServer(
@@ -53,8 +72,126 @@ async function trivialServer(
   };
 }
 
-function rssMb(): number {
-  return Deno.memoryUsage().rss / 1024 / 1024;
+/** Starts a directory in a child process with `users` users, walks the listing and looks users up, and
+ * returns the child's RSS as it reports it. */
+async function serverRss(
+  tmp: string,
+  users: number,
+): Promise<{ rssMb: number; listMs: number; dbMb: number } | null> {
+  const data = join(tmp, `mem-${users}`);
+  // Create the CA and one real certificate, then fill the store directly.
+  const dir = await startDirectoryServer({ dataDir: data, port: 0, roughtime: false, limits: NO_LIMITS });
+  const client = Deno.createHttpClient({ caCerts: [dir.caCertPem] });
+  let certPem: string;
+  try {
+    const kp = await generateKeyPair("p256");
+    const res = await fetch(dir.url + "/v1/enroll", {
+      method: "POST",
+      client,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "template", csr: await createCsr("template", kp) }),
+    } as Init);
+    certPem = String((await res.json() as { certPem: string }).certPem);
+  } finally {
+    await dir.close();
+  }
+  const store = new DirectoryStore(join(data, "directory.db"));
+  const now = Date.now();
+  store.tx(() => {
+    if (users === 0) store.deleteUser("template");
+    for (let i = 0; i < users; i++) {
+      const serial = (0x4000000000n + BigInt(i)).toString(16);
+      const c = {
+        serial,
+        name: `m${String(i).padStart(6, "0")}`,
+        keyId: serial,
+        certPem,
+        fingerprint: serial.padStart(64, "0"),
+        notAfter: now + 86400_000,
+      };
+      store.insertCert(c, now);
+      store.insertUser(c, now);
+      if (i % 2 === 0) store.setPresence(c.name, "127.0.0.1", 20000 + (i % 1000), now + 600_000);
+    }
+  });
+  store.close();
+  const dbMb = (await Deno.stat(join(data, "directory.db"))).size / 1024 / 1024;
+
+  const script = join(tmp, "serve_child.ts");
+  await Deno.writeTextFile(
+    script,
+    `import { startDirectoryServer } from ${
+      JSON.stringify(new URL("../server/mod.ts", import.meta.url).href)
+    };
+const d = await startDirectoryServer({ dataDir: Deno.args[0], port: 0, roughtime: false,
+  limits: { ratePerSecond: 1e9, rateBurst: 1e9 } });
+console.log(d.url);
+// Each line on stdin asks for the resident set size; end of stdin stops the server.
+for await (const _line of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+  console.log(String(Deno.memoryUsage().rss));
+}
+await d.close();
+Deno.exit(0);
+`,
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--config",
+      new URL("../deno.json", import.meta.url).pathname,
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      script,
+      data,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  const url = out.trim();
+  let listMs = 0;
+  try {
+    let cursor = "";
+    const listStart = performance.now();
+    for (;;) {
+      const init: Init = { client };
+      const res = await fetch(`${url}/v1/users?limit=200${cursor ? `&cursor=${cursor}` : ""}`, init);
+      const page = await res.json() as { users: unknown[]; next: string | null };
+      if (!page.next) break;
+      cursor = page.next;
+    }
+    listMs = performance.now() - listStart;
+    for (let i = 0; i < 1000; i++) {
+      const init: Init = { client };
+      const res = await fetch(`${url}/v1/users/m${String(i * 10).padStart(6, "0")}`, init);
+      await res.arrayBuffer();
+    }
+    await stdin.write(new TextEncoder().encode("rss\n"));
+    let answer = "";
+    while (!answer.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      answer += value;
+    }
+    const rss = Number(answer.trim());
+    return Number.isFinite(rss) && rss > 0 ? { rssMb: rss / 1024 / 1024, listMs, dbMb } : null;
+  } finally {
+    client.close();
+    await stdin.close();
+    await reader.cancel();
+    await child.status;
+  }
 }
 
 export async function run(): Promise<BenchFigure[]> {
@@ -88,35 +225,35 @@ export async function run(): Promise<BenchFigure[]> {
       return res.status;
     };
 
-    const base = await throughput(async () => (await post(trivial.url + "/", sampleBody)) === 200);
     let failures = 0;
-    const enrolls = await throughput(async (i) => {
-      if (i >= csrs.length) return false;
-      const s = await post(dir.url + "/v1/enroll", JSON.stringify(csrs[i]));
+    let nextCsr = 0;
+    const enroll = await interleaved(async () => {
+      if (nextCsr >= csrs.length) return false;
+      const s = await post(dir.url + "/v1/enroll", JSON.stringify(csrs[nextCsr++]));
       if (s !== 201) failures++;
       return true;
-    });
+    }, async () => (await post(trivial.url + "/", sampleBody)) === 200);
     figures.push({
       name: "directory enrollments/s (CSR check + issue + store, keep-alive HTTPS)",
-      value: enrolls,
+      value: enroll.measured,
       unit: "req/s",
-      baseline: { name: "trivial HTTPS POST handler", value: base },
-      notes: `${CONCURRENCY} concurrent requests, ${failures} failed`,
+      baseline: { name: "trivial HTTPS POST handler", value: enroll.baseline },
+      notes: `${CONCURRENCY} concurrent requests, ${nextCsr} enrollments, ${failures} failed`,
     });
 
-    const enrolled = Math.min(csrs.length, Math.max(1, Math.floor(enrolls * RUN_MS / 1000)));
-    const baseGet = await throughput(async () => (await get(trivial.url + "/v1/users/user00001")) === 200);
+    const enrolled = Math.max(1, nextCsr - failures);
     let misses = 0;
-    const lookups = await throughput(async (i) => {
-      const s = await get(`${dir.url}/v1/users/${csrs[i % enrolled].name}`);
+    let k = 0;
+    const lookup = await interleaved(async () => {
+      const s = await get(`${dir.url}/v1/users/${csrs[k++ % enrolled].name}`);
       if (s !== 200) misses++;
       return true;
-    });
+    }, async () => (await get(trivial.url + "/v1/users/user00001")) === 200);
     figures.push({
       name: "directory look-ups/s (GET /v1/users/NAME, keep-alive HTTPS)",
-      value: lookups,
+      value: lookup.measured,
       unit: "req/s",
-      baseline: { name: "trivial HTTPS GET handler", value: baseGet },
+      baseline: { name: "trivial HTTPS GET handler", value: lookup.baseline },
       notes: `${CONCURRENCY} concurrent requests, ${misses} not found`,
     });
   } finally {
@@ -125,82 +262,24 @@ export async function run(): Promise<BenchFigure[]> {
     await dir.close();
   }
 
-  // Memory with 10,000 users: the store is filled directly (issuing 10,000 real certificates would take most
-  // of the time budget; every row carries a real certificate PEM of the usual size).
-  const memData = join(tmp, "mem");
-  const before = rssMb();
-  const memDir = await startDirectoryServer({
-    dataDir: memData,
-    port: 0,
-    roughtime: false,
-    limits: NO_LIMITS,
-  });
-  const memClient = Deno.createHttpClient({ caCerts: [memDir.caCertPem] });
+  // Memory with 10,000 users, measured as the resident set of a separate server process (so the benchmark's
+  // own allocations do not count), against the same process serving an empty directory. The store is filled
+  // directly: issuing 10,000 real certificates would take most of the time budget; every row carries a real
+  // certificate PEM of the usual size.
   try {
-    const empty = rssMb();
-    const kp = await generateKeyPair("p256");
-    const first = await fetch(memDir.url + "/v1/enroll", {
-      method: "POST",
-      client: memClient,
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ name: "template", csr: await createCsr("template", kp) }),
-    } as Init);
-    const certPem = String((await first.json() as { certPem: string }).certPem);
-    const store = new DirectoryStore(join(memData, "directory.db"));
-    const now = Date.now();
-    store.tx(() => {
-      for (let i = 0; i < USERS_FOR_MEMORY; i++) {
-        const serial = (0x4000000000n + BigInt(i)).toString(16);
-        const c = {
-          serial,
-          name: `m${String(i).padStart(6, "0")}`,
-          keyId: serial,
-          certPem,
-          fingerprint: serial.padStart(64, "0"),
-          notAfter: now + 86400_000,
-        };
-        store.insertCert(c, now);
-        store.insertUser(c, now);
-        if (i % 2 === 0) store.setPresence(c.name, "127.0.0.1", 20000 + (i % 1000), now + 600_000);
-      }
-    });
-    store.close();
-    // Walk the whole listing and look every user up once, so caches and buffers are at their working size.
-    let cursor = "";
-    let listed = 0;
-    const listStart = performance.now();
-    for (;;) {
-      const res = await fetch(`${memDir.url}/v1/users?limit=200${cursor ? `&cursor=${cursor}` : ""}`, {
-        client: memClient,
-      } as Init);
-      const page = await res.json() as { users: unknown[]; next: string | null };
-      listed += page.users.length;
-      if (!page.next) break;
-      cursor = page.next;
+    const full = await serverRss(tmp, USERS_FOR_MEMORY);
+    const empty = await serverRss(tmp, 0);
+    if (full && empty) {
+      figures.push({
+        name: `directory server RSS with ${USERS_FOR_MEMORY} users`,
+        value: full.rssMb,
+        unit: "MB",
+        baseline: { name: "same server, empty directory", value: empty.rssMb },
+        notes: `after listing every user (200 per page, ${full.listMs.toFixed(0)} ms) and 1000 look-ups; ` +
+          `database ${full.dbMb.toFixed(1)} MB`,
+      });
     }
-    const listMs = performance.now() - listStart;
-    for (let i = 0; i < USERS_FOR_MEMORY; i += 10) {
-      const res = await fetch(
-        `${memDir.url}/v1/users/m${String(i).padStart(6, "0")}`,
-        { client: memClient } as Init,
-      );
-      await res.arrayBuffer();
-    }
-    const full = rssMb();
-    const dbBytes = (await Deno.stat(join(memData, "directory.db"))).size +
-      await Deno.stat(join(memData, "directory.db-wal")).then((s) => s.size, () => 0);
-    figures.push({
-      name: `process RSS with ${USERS_FOR_MEMORY} users (server + bench client)`,
-      value: full,
-      unit: "MB",
-      baseline: { name: "RSS with the directory empty", value: empty },
-      notes: `RSS before the server started ${before.toFixed(0)} MB; database ${
-        (dbBytes / 1024 / 1024).toFixed(1)
-      } MB; listed ${listed} users in ${listMs.toFixed(0)} ms (200 per page)`,
-    });
   } finally {
-    memClient.close();
-    await memDir.close();
     await Deno.remove(tmp, { recursive: true });
   }
   return figures;

@@ -37,8 +37,9 @@ export interface ApiRequest {
   query: URLSearchParams;
   /** Parsed JSON body, or undefined when there was none. */
   body: unknown;
-  /** DER of the client certificate presented in the TLS handshake, if any (not yet judged). */
-  peerCertDer: Uint8Array | null;
+  /** DER of the client certificate presented in the TLS handshake, if any (not yet judged). A function so
+   * that routes which do not authenticate never pay for extracting it. */
+  peerCertDer: () => Uint8Array | null;
 }
 
 export interface ApiResponse {
@@ -149,28 +150,28 @@ export class DirectoryService {
         return { status: 201, json: await this.enroll(req.body) };
       case "/v1/renew":
         allow("POST");
-        return { status: 201, json: await this.renew(await this.authenticate(req.peerCertDer), req.body) };
+        return { status: 201, json: await this.renew(await this.authenticate(req.peerCertDer()), req.body) };
       case "/v1/revoke":
         allow("POST");
-        return { status: 200, json: this.revoke(await this.authenticate(req.peerCertDer), req.body) };
+        return { status: 200, json: this.revoke(await this.authenticate(req.peerCertDer()), req.body) };
       case "/v1/presence":
         allow("PUT", "DELETE");
         if (method === "PUT") {
-          return { status: 200, json: this.publish(await this.authenticate(req.peerCertDer), req.body) };
+          return { status: 200, json: this.publish(await this.authenticate(req.peerCertDer()), req.body) };
         }
-        return { status: 200, json: this.withdraw(await this.authenticate(req.peerCertDer)) };
+        return { status: 200, json: this.withdraw(await this.authenticate(req.peerCertDer())) };
       case "/v1/me": {
         allow("GET");
-        const me = await this.authenticate(req.peerCertDer);
+        const me = await this.authenticate(req.peerCertDer());
         return { status: 200, json: this.entry(this.store.getUser(me.name)!) };
       }
       case "/v1/users":
         allow("GET");
-        if (this.inviteOnly) await this.authenticate(req.peerCertDer);
+        if (this.inviteOnly) await this.authenticate(req.peerCertDer());
         return { status: 200, json: this.list(req.query) };
       case "/v1/users/:name": {
         allow("GET");
-        if (this.inviteOnly) await this.authenticate(req.peerCertDer);
+        if (this.inviteOnly) await this.authenticate(req.peerCertDer());
         let raw: string;
         try {
           raw = decodeURIComponent(m![1]);

@@ -197,14 +197,16 @@ export async function startHttpServer(opts: {
           }
         }
       }
-      const peer = sock.getPeerCertificate?.(true);
-      const der = peer && peer.raw ? new Uint8Array(peer.raw) : null;
+      const peerCertDer = () => {
+        const peer = sock.getPeerCertificate?.(true);
+        return peer && peer.raw ? new Uint8Array(peer.raw) : null;
+      };
       const r = await opts.service.handle({
         method,
         path: url.pathname,
         query: url.searchParams,
         body,
-        peerCertDer: der,
+        peerCertDer,
       });
       send(res, r, head, close);
     } catch (e) {
