@@ -14,6 +14,7 @@ import {
 import { publicKeyFromSeed, randomBytes } from "../clock/roughtime/crypto.ts";
 import { buildRequest, parseRequest } from "../clock/roughtime/request.ts";
 import { Responder } from "../clock/roughtime/server.ts";
+import { verifyLegacyReply } from "../clock/roughtime/legacy.ts";
 import { decodeMessage, encodeMessage, u32, unwrapPacket, wrapPacket } from "../clock/roughtime/wire.ts";
 
 function rejects(fn: () => unknown, code: RoughtimeErrorCode): void {
@@ -146,6 +147,7 @@ Deno.test("fuzz: random bytes only ever raise RoughtimeError (codec, request par
       onlyTyped(() => unwrapPacket(input));
       onlyTyped(() => parseRequest(input));
       for (const s of samples) {
+        onlyTyped(() => verifyLegacyReply(s.req, input, pub));
         onlyTyped(() => verifyReply(s.req, input, pub));
         onlyTyped(() => verifyReply(input, s.reply, pub));
       }
@@ -207,6 +209,7 @@ Deno.test("fuzz: structure-aware mutations of valid replies and requests only ra
       const other = samples[(which + 1) % 3].reply;
       const badReply = mutate(s.reply, other, ms);
       onlyTyped(() => verifyReply(s.req, badReply, pub));
+      onlyTyped(() => verifyLegacyReply(s.req, badReply, pub));
       const badReq = mutate(s.req, s.reply, ms);
       onlyTyped(() => parseRequest(badReq));
       const out = responder.respond([badReq])[0];
