@@ -87,6 +87,8 @@ export interface ChatEngineOptions {
   publishTtlSeconds?: number;
   /** How long the CRL is reused before it is fetched again. Default 30 s. */
   crlMaxAgeMs?: number;
+  /** Subscribed before start, so events emitted while starting (expiries found at startup) are seen. */
+  onEvent?: (e: EngineEvent) => void;
 }
 
 export type EngineErrorCode =
@@ -162,6 +164,7 @@ export class ChatEngine implements ChatEngineApi {
   private constructor(opts: ChatEngineOptions) {
     this.#opts = opts;
     this.name = opts.name;
+    if (opts.onEvent) this.#listeners.add(opts.onEvent);
     this.#identity = {
       name: opts.name,
       certPem: opts.certPem,
@@ -588,7 +591,9 @@ export class ChatEngine implements ChatEngineApi {
       throw new EngineError("TIME_UNVERIFIED", "an expiring message needs verified time; try again shortly");
     }
     const id = newMessageId();
-    const sentAt = Math.round(time ? time.nowMs : Date.now());
+    // The upper end of the trusted interval: the deadline (sentAt + ttl) is then reached exactly ttl after
+    // sending as measured by our clock, and a receiver can only cut it shorter (expiry.ts).
+    const sentAt = Math.ceil(time ? time.latestMs : Date.now());
     let proof: TimeProof | null = null;
     if (ttlMs !== null) {
       try {
@@ -668,7 +673,7 @@ export class ChatEngine implements ChatEngineApi {
     if (!m || !isVisible(m, time)) throw new EngineError("NOT_FOUND", "no such message");
     if (m.readAt !== null) return;
     if (m.ttlMs !== null && !time) throw new EngineError("TIME_UNVERIFIED", "time is not verified");
-    const readAt = Math.round(time ? time.nowMs : Date.now());
+    const readAt = Math.ceil(time ? time.latestMs : Date.now());
     const deadline = m.ttlMode === "read" && m.ttlMs !== null ? readDeadline(readAt, m.ttlMs) : null;
     this.store.markRead(m.peer, m.id, readAt, deadline);
     const s = this.sessions.active(m.peer);
@@ -779,6 +784,7 @@ export interface HomeEngineOptions {
   timeQueryTimeoutMs?: number;
   /** Default 10 min. */
   timeRefreshIntervalMs?: number;
+  onEvent?: (e: EngineEvent) => void;
 }
 
 /** The engine of an enrolled user: its phonebook client, its trusted clock on the phonebook's Roughtime
@@ -814,6 +820,7 @@ export async function startEngineFromHome(
       outboxRetryMs: opts.outboxRetryMs,
       sweepMs: opts.sweepMs,
       publishTtlSeconds: opts.publishTtlSeconds,
+      onEvent: opts.onEvent,
     });
   } catch (e) {
     directory.close();

@@ -50,19 +50,17 @@ export const TEST_ENGINE_OPTIONS: HomeEngineOptions = {
 export class EventLog {
   readonly events: EngineEvent[] = [];
   #waiters: { pred: (e: EngineEvent) => boolean; resolve: (e: EngineEvent) => void }[] = [];
-  readonly unsubscribe: () => void;
 
-  constructor(engine: ChatEngine) {
-    this.unsubscribe = engine.subscribe((e) => {
-      this.events.push(e);
-      for (const w of [...this.#waiters]) {
-        if (w.pred(e)) {
-          this.#waiters.splice(this.#waiters.indexOf(w), 1);
-          w.resolve(e);
-        }
+  /** Feed it every event (pass `log.push` as the engine's onEvent). */
+  readonly push = (e: EngineEvent): void => {
+    this.events.push(e);
+    for (const w of [...this.#waiters]) {
+      if (w.pred(e)) {
+        this.#waiters.splice(this.#waiters.indexOf(w), 1);
+        w.resolve(e);
       }
-    });
-  }
+    }
+  };
 
   of<K extends EngineEvent["event"]>(kind: K): Extract<EngineEvent, { event: K }>[] {
     return this.events.filter((e) => e.event === kind) as Extract<EngineEvent, { event: K }>[];
@@ -104,17 +102,9 @@ export interface RunningClient {
 }
 
 export async function startClient(home: HomeState, opts: HomeEngineOptions = {}): Promise<RunningClient> {
-  const engine = await startEngineFromHome(home, { ...TEST_ENGINE_OPTIONS, ...opts });
-  const log = new EventLog(engine);
-  return {
-    home,
-    engine,
-    log,
-    stop: async () => {
-      log.unsubscribe();
-      await engine.close();
-    },
-  };
+  const log = new EventLog();
+  const engine = await startEngineFromHome(home, { ...TEST_ENGINE_OPTIONS, ...opts, onEvent: log.push });
+  return { home, engine, log, stop: () => engine.close() };
 }
 
 /** Polls `fn` until it returns true (bounded). */

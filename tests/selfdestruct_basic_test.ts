@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { join } from "node:path";
+import type { HomeState } from "../client/home.ts";
+import {
+  enrollUser,
+  filesContain,
+  type Phonebook,
+  startClient,
+  startPhonebook,
+  until,
+} from "./helpers/chat.ts";
+
+const enc = new TextEncoder();
+const TTL = 8000;
+
+function dbFiles(home: HomeState): string[] {
+  const db = join(home.dir, "chat.db");
+  return [db, `${db}-wal`, `${db}-shm`, `${db}-journal`];
+}
+
+/** A UDP port nobody answers on. */
+async function deadPort(): Promise<number> {
+  const s = dgram.createSocket("udp4");
+  await new Promise<void>((r) => s.bind(0, "127.0.0.1", () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function withPair(fn: (pb: Phonebook, alice: HomeState, bob: HomeState) => Promise<void>) {
+  const pb = await startPhonebook();
+  const alice = await enrollUser(pb, "alice");
+  const bob = await enrollUser(pb, "bob");
+  try {
+    await fn(pb, alice, bob);
+  } finally {
+    await pb.close();
+    await Deno.remove(alice.dir, { recursive: true });
+    await Deno.remove(bob.dir, { recursive: true });
+  }
+}
+
+Deno.test("self-destruct (send mode): both copies die at the deadline and the text is gone from the files", async () => {
+  await withPair(async (_pb, aliceHome, bobHome) => {
+    const alice = await startClient(aliceHome);
+    const bob = await startClient(bobHome);
+    try {
+      const secret = `secret-${crypto.randomUUID()}`;
+      // Longer than the test Roughtime server's uncertainty (3 s radius), so it is alive on arrival.
+      const m = await alice.engine.send("bob", secret, { ttlMs: TTL });
+      assert.equal(m.ttlMs, TTL);
+      assert.equal(m.expiresAt, m.sentAt + TTL);
+      const got = await bob.log.waitFor("message", (e) => e.message.id === m.id);
+      assert.equal(got.message.text, secret);
+      assert.ok(got.message.expiresAt !== null && got.message.expiresAt <= m.sentAt + TTL);
+      await alice.log.waitFor("delivered", (e) => e.id === m.id);
+      // Encrypted at rest while alive: the plaintext is in neither file.
+      assert.equal(await filesContain(dbFiles(bobHome), enc.encode(secret)), false);
+      assert.equal(await filesContain(dbFiles(aliceHome), enc.encode(secret)), false);
+      assert.equal(bob.engine.history("alice").length, 1);
+
+      await bob.log.waitFor("expired", (e) => e.id === m.id, TTL + 5000);
+      await alice.log.waitFor("expired", (e) => e.id === m.id, TTL + 5000);
+      // Never shown after the deadline on trusted time.
+      const t = bob.engine.timeStatus().time!;
+      assert.ok(t.latestMs >= got.message.expiresAt!);
+      assert.deepEqual(bob.engine.history("alice"), []);
+      assert.deepEqual(alice.engine.history("bob"), []);
+      assert.equal(bob.engine.store.expiring().length, 0);
+      const ex = bob.log.of("expired").find((e) => e.id === m.id)!;
+      assert.deepEqual(Object.keys(ex).sort(), ["event", "id", "peer"]);
+    } finally {
+      await alice.stop();
+      await bob.stop();
+    }
+    // After the engines closed: neither the id-bound key nor any row of it remains.
+    const db = new (await import("node:sqlite")).DatabaseSync(join(bobHome.dir, "chat.db"));
+    assert.equal((db.prepare("SELECT COUNT(*) AS n FROM message_keys").get() as { n: number }).n, 0);
+    assert.equal((db.prepare("SELECT COUNT(*) AS n FROM messages").get() as { n: number }).n, 0);
+    db.close();
+  });
+});
+
+Deno.test("self-destruct (read mode): the lifetime starts at first display, on both sides", async () => {
+  await withPair(async (_pb, aliceHome, bobHome) => {
+    const alice = await startClient(aliceHome);
+    const bob = await startClient(bobHome);
+    try {
+      const m = await alice.engine.send("bob", "read me then forget me", { ttlMs: 1500, ttlMode: "read" });
+      assert.equal(m.expiresAt, null);
+      const got = await bob.log.waitFor("message", (e) => e.message.id === m.id);
+      assert.equal(got.message.expiresAt, null);
+      assert.equal(got.message.ttlMode, "read");
+      // Not read yet: it stays, well past its lifetime.
+      await new Promise((r) => setTimeout(r, 1700));
+      assert.equal(bob.engine.history("alice").length, 1);
+      bob.engine.markRead(m.id);
+      const shown = bob.engine.history("alice")[0];
+      assert.ok(shown.expiresAt !== null);
+      await alice.log.waitFor("read", (e) => e.id === m.id);
+      const mine = alice.engine.history("bob")[0];
+      assert.ok(mine.expiresAt !== null && mine.expiresAt <= shown.expiresAt! + 1000);
+      await bob.log.waitFor("expired", (e) => e.id === m.id, 5000);
+      await alice.log.waitFor("expired", (e) => e.id === m.id, 5000);
+      assert.deepEqual(bob.engine.history("alice"), []);
+      assert.deepEqual(alice.engine.history("bob"), []);
+    } finally {
+      await alice.stop();
+      await bob.stop();
+    }
+  });
+});
+
+Deno.test("self-destruct: without verified time an expiring message is never shown; after a restart it stays hidden until time is verified, then it is deleted", async () => {
+  await withPair(async (_pb, aliceHome, bobHome) => {
+    const port = await deadPort();
+    const blind: HomeState = { ...bobHome, roughtime: bobHome.roughtime.map((r) => ({ ...r, port })) };
+    const alice = await startClient(aliceHome);
+    let bob = await startClient(blind, { timeQueryTimeoutMs: 300 });
+    try {
+      assert.equal(bob.engine.timeStatus().state, "unverified");
+      const plain = await alice.engine.send("bob", "no lifetime");
+      const secret = await alice.engine.send("bob", "hidden without time", { ttlMs: TTL });
+      await alice.log.waitFor("delivered", (e) => e.id === secret.id);
+      await bob.log.waitFor("message", (e) => e.message.id === plain.id);
+      // Stored (acknowledged), but never shown on local time alone.
+      assert.equal(bob.log.of("message").some((e) => e.message.id === secret.id), false);
+      assert.deepEqual(bob.engine.history("alice").map((m) => m.id), [plain.id]);
+      assert.throws(() => bob.engine.markRead(secret.id), { code: "NOT_FOUND" });
+      assert.equal(bob.engine.store.expiring().length, 1);
+
+      // Restart, still blind: still hidden.
+      await bob.stop();
+      bob = await startClient(blind, { timeQueryTimeoutMs: 300 });
+      assert.deepEqual(bob.engine.history("alice").map((m) => m.id), [plain.id]);
+      await bob.stop();
+      await until(async () => (await alice.engine.contacts()).every((c) => !c.online), 5000, "bob offline");
+      // Once the deadline may have passed on trusted time (alice's copy is gone), restart with time: bob's copy
+      // is deleted without ever being shown.
+      await alice.log.waitFor("expired", (e) => e.id === secret.id, TTL + 5000);
+      await new Promise((r) => setTimeout(r, 500));
+      bob = await startClient(bobHome);
+      await bob.log.waitFor("expired", (e) => e.id === secret.id, 5000);
+      assert.equal(bob.log.of("message").some((e) => e.message.id === secret.id), false);
+      assert.deepEqual(bob.engine.history("alice").map((m) => m.id), [plain.id]);
+      assert.equal(await filesContain(dbFiles(bobHome), enc.encode("hidden without time")), false);
+    } finally {
+      await alice.stop();
+      await bob.stop();
+    }
+  });
+});
+
+Deno.test("self-destruct: a sender without verified time refuses to send an expiring message", async () => {
+  await withPair(async (_pb, aliceHome) => {
+    const port = await deadPort();
+    const blind: HomeState = { ...aliceHome, roughtime: aliceHome.roughtime.map((r) => ({ ...r, port })) };
+    const alice = await startClient(blind, { timeQueryTimeoutMs: 300 });
+    try {
+      await assert.rejects(alice.engine.send("bob", "x", { ttlMs: 5000 }), { code: "TIME_UNVERIFIED" });
+      await assert.rejects(alice.engine.send("bob", "x", { ttlMs: 0 }), { code: "BAD_TTL" });
+      await assert.rejects(alice.engine.send("bob", "x", { ttlMs: NaN }), { code: "BAD_TTL" });
+      assert.deepEqual(alice.engine.history("bob"), []);
+    } finally {
+      await alice.stop();
+    }
+  });
+});
