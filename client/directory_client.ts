@@ -41,6 +41,7 @@ export class DirectoryError extends Error {
 /** Client-side bound on a directory answer; the listing of 200 users with certificates fits easily. */
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 15_000;
+const MAX_RETRY_AFTER_S = 2;
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -78,6 +79,18 @@ export class DirectoryClient {
   }
 
   async #request(method: string, path: string, body?: unknown): Promise<Response> {
+    const res = await this.#fetch(method, path, body);
+    // A polite client waits as told, once, when the wait is short; longer waits are the caller's decision.
+    const wait = Number(res.headers.get("retry-after"));
+    if (res.status === 429 && wait > 0 && wait <= MAX_RETRY_AFTER_S) {
+      await res.body?.cancel();
+      await new Promise((r) => setTimeout(r, wait * 1000));
+      return await this.#check(await this.#fetch(method, path, body));
+    }
+    return await this.#check(res);
+  }
+
+  async #fetch(method: string, path: string, body?: unknown): Promise<Response> {
     let res: Response;
     try {
       // `client` is Deno's extension of RequestInit (absent from the DOM typings this project also loads).
@@ -95,6 +108,10 @@ export class DirectoryClient {
         `cannot reach the directory at ${this.url}: ${e instanceof Error ? e.message : String(e)}`,
       );
     }
+    return res;
+  }
+
+  async #check(res: Response): Promise<Response> {
     if (!res.ok) {
       let code = "HTTP_" + res.status;
       let message = `directory answered ${res.status}`;

@@ -13,6 +13,7 @@ import {
   x509,
 } from "../pki/mod.ts";
 import { createInviteToken } from "../server/mod.ts";
+import { DirectoryClient, DirectoryError } from "../client/directory_client.ts";
 import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 import {
   call,
@@ -545,5 +546,23 @@ Deno.test("injection-shaped and malformed input is refused without effect", asyn
     assert.deepEqual(after.users.filter((u: { name: string }) => u.name !== "zed"), beforeJ.users);
   } finally {
     await t.close();
+  }
+});
+
+Deno.test("the directory client waits once for a short Retry-After and reports a long one", async () => {
+  const short = await startTestDirectory({ limits: { ...LIMITS, ratePerSecond: 1, rateBurst: 1 } });
+  const long = await startTestDirectory({ limits: { ...LIMITS, ratePerSecond: 0.05, rateBurst: 1 } });
+  const a = new DirectoryClient({ url: short.dir.url, caPem: short.dir.caCertPem });
+  const b = new DirectoryClient({ url: long.dir.url, caPem: long.dir.caCertPem });
+  try {
+    await a.info();
+    assert.equal((await a.info()).apiVersion, 1); // 429 with Retry-After: 1, then served
+    await b.info();
+    await assert.rejects(b.info(), (e: unknown) => e instanceof DirectoryError && e.code === "RATE_LIMITED");
+  } finally {
+    a.close();
+    b.close();
+    await short.close();
+    await long.close();
   }
 });
