@@ -8,10 +8,13 @@ import dgram from "node:dgram";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ServerSpec } from "../types.ts";
+import { BACKOFF_FACTOR, DEFAULT_QUERY_TIMEOUT_MS, INITIAL_RETRY_MS } from "./constants.ts";
 import { RoughtimeError } from "./errors.ts";
 import { buildRequest, type RoughtimeRequest } from "./request.ts";
 import { type VerifiedReply, verifyReply } from "./verify.ts";
 import { exchangeTcp } from "./tcp.ts";
+
+export { DEFAULT_QUERY_TIMEOUT_MS };
 
 export interface QueryOptions {
   /** Whole budget for this server, resends included. Default 1500 ms. */
@@ -34,10 +37,6 @@ export interface QueryResult {
   /** Monotonic time at which the reply arrived. */
   receivedAtMono: number;
 }
-
-export const DEFAULT_QUERY_TIMEOUT_MS = 1500;
-const DEFAULT_INITIAL_RETRY_MS = 250;
-const BACKOFF_FACTOR = 1.5;
 
 async function resolveHost(host: string, deadline: number, mono: () => number): Promise<string> {
   if (isIP(host)) return host;
@@ -99,7 +98,7 @@ export async function queryServer(server: ServerSpec, opts: QueryOptions = {}): 
   const firstSend = mono();
   try {
     return await new Promise<QueryResult>((resolve, reject) => {
-      let interval = opts.initialRetryMs ?? DEFAULT_INITIAL_RETRY_MS;
+      let interval = opts.initialRetryMs ?? INITIAL_RETRY_MS;
       const send = () => {
         socket.send(request.packet, server.port, address, () => {});
         retryTimer = setTimeout(send, interval);

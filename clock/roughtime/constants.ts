@@ -78,3 +78,27 @@ export const DEFAULT_RADIUS_SECONDS = 3;
 
 /** Default port (IANA assignment pending; 2002 is what every public server uses). */
 export const DEFAULT_PORT = 2002;
+
+/** Bounds on what the codec decodes: a message (nested ones included) and a whole IETF packet. */
+export const MAX_MESSAGE_SIZE = 65_536;
+export const MAX_PACKET_SIZE = 2 * MAX_REQUEST_SIZE;
+
+/** Client timing: one query's whole budget, first resend, and the draft's backoff factor between resends. */
+export const DEFAULT_QUERY_TIMEOUT_MS = 1500;
+export const INITIAL_RETRY_MS = 250;
+export const BACKOFF_FACTOR = 1.5;
+
+/** Server: lifetime of one online key's delegation (replaced halfway through), how far MINT is set before
+ * the key's creation (so a clock stepped back a little stays inside the window), and the bound on datagrams
+ * queued between two flushes (a flood costs bounded memory; the excess is dropped). */
+export const DELEGATION_VALIDITY_MS = 24 * 3600_000;
+export const DELEGATION_BACKDATE_MS = 3600_000;
+export const MAX_PENDING_REQUESTS = 4096;
+
+/** TCP transport (RFC 10049 framing): idle connections are closed, and their number is capped. */
+export const TCP_IDLE_TIMEOUT_MS = 10_000;
+export const TCP_MAX_CONNECTIONS = 256;
+
+/** Drafts 01-11, verified read-only by legacy.ts. */
+export const LEGACY_VERSION_FIRST = 0x80000001;
+export const LEGACY_VERSION_LAST = 0x8000000b;

@@ -27,24 +27,7 @@ export function randomBytes(n: number): Uint8Array {
 }
 
 // PKCS#8 prefix for a raw Ed25519 seed (RFC 8410): SEQUENCE { 0, AlgorithmIdentifier(1.3.101.112), OCTET STRING }.
-const PKCS8_ED25519_PREFIX = new Uint8Array([
-  0x30,
-  0x2e,
-  0x02,
-  0x01,
-  0x00,
-  0x30,
-  0x05,
-  0x06,
-  0x03,
-  0x2b,
-  0x65,
-  0x70,
-  0x04,
-  0x22,
-  0x04,
-  0x20,
-]);
+const PKCS8_ED25519_PREFIX = new Uint8Array(Buffer.from("302e020100300506032b657004220420", "hex"));
 
 const MAX_CACHED_KEYS = 256;
 const publicKeyCache = new Map<string, KeyObject>();

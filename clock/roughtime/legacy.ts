@@ -8,6 +8,8 @@
 import {
   CONTEXT_DELEGATION_GOOGLE,
   CONTEXT_RESPONSE,
+  LEGACY_VERSION_FIRST,
+  LEGACY_VERSION_LAST,
   MAX_VERSIONS,
   NONCE_SIZE_IETF,
   SIGNATURE_SIZE,
@@ -25,9 +27,6 @@ import {
   requireTag,
   unwrapPacket,
 } from "./wire.ts";
-
-const FIRST_LEGACY = 0x80000001;
-const LAST_LEGACY = 0x8000000b;
 
 export interface LegacyReply {
   versionNumber: number;
@@ -50,7 +49,10 @@ export function verifyLegacyReply(
   const nonce = requireTag(req, TAG.NONC, NONCE_SIZE_IETF, "request");
   const msg = decodeMessage(unwrapPacket(response));
   const versionNumber = readU32(requireTag(msg, TAG.VER, undefined, "reply"), TAG.VER);
-  if (versionNumber < FIRST_LEGACY || versionNumber > LAST_LEGACY || !offered.includes(versionNumber)) {
+  if (
+    versionNumber < LEGACY_VERSION_FIRST || versionNumber > LEGACY_VERSION_LAST ||
+    !offered.includes(versionNumber)
+  ) {
     fail(
       "VERSION_NOT_OFFERED",
       `reply version 0x${versionNumber.toString(16)} is not an offered draft 01-11`,

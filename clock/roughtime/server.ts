@@ -8,7 +8,10 @@ import dgram from "node:dgram";
 import {
   DEFAULT_PORT,
   DEFAULT_RADIUS_SECONDS,
+  DELEGATION_BACKDATE_MS,
+  DELEGATION_VALIDITY_MS,
   MAX_BATCH_SIZE,
+  MAX_PENDING_REQUESTS,
   MAX_REQUEST_SIZE,
   MIN_REQUEST_SIZE,
   SERVER_VERSIONS,
@@ -66,13 +69,6 @@ export interface RunningRoughtimeServer {
   stats(): RoughtimeServerStats;
 }
 
-const DEFAULT_DELEGATION_VALIDITY_MS = 24 * 3600_000;
-/** MINT is set this far before the key's creation so that a reply is valid even if the server's clock is
- * stepped back a little. */
-const DELEGATION_BACKDATE_MS = 3600_000;
-/** Bound on queued datagrams between flushes: a flood costs bounded memory, the excess is dropped. */
-const MAX_PENDING = 4096;
-
 interface Delegation {
   onlineSeed: Uint8Array;
   notBeforeMs: number;
@@ -124,7 +120,7 @@ export class Responder {
     if (!(this.radiusSeconds >= 1 && this.radiusSeconds <= 10 && Number.isInteger(this.radiusSeconds))) {
       fail("BAD_ARGUMENT", "radiusSeconds must be an integer from 1 to 10");
     }
-    this.validityMs = opts.delegationValidityMs ?? DEFAULT_DELEGATION_VALIDITY_MS;
+    this.validityMs = opts.delegationValidityMs ?? DELEGATION_VALIDITY_MS;
     this.maxBatch = opts.maxBatchSize ?? MAX_BATCH_SIZE;
     if (!(this.maxBatch >= 1 && this.maxBatch <= MAX_BATCH_SIZE)) {
       fail("BAD_ARGUMENT", "maxBatchSize must be 1-64");
@@ -283,7 +279,7 @@ export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promis
 
   socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => {
     if (closed) return;
-    if (pending.length >= MAX_PENDING || msg.length > MAX_REQUEST_SIZE) {
+    if (pending.length >= MAX_PENDING_REQUESTS || msg.length > MAX_REQUEST_SIZE) {
       responder.stats.received++;
       responder.stats.dropped++;
       return;

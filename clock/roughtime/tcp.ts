@@ -5,13 +5,16 @@
  * MAX_REQUEST_SIZE, an idle timeout, a cap on connections.
  */
 import net from "node:net";
-import { MAX_REQUEST_SIZE, PACKET_HEADER_SIZE, PACKET_MAGIC } from "./constants.ts";
+import {
+  MAX_REQUEST_SIZE,
+  PACKET_HEADER_SIZE,
+  PACKET_MAGIC,
+  TCP_IDLE_TIMEOUT_MS,
+  TCP_MAX_CONNECTIONS,
+} from "./constants.ts";
 import { RoughtimeError } from "./errors.ts";
 import type { Responder } from "./server.ts";
 import { concat } from "./wire.ts";
-
-const IDLE_TIMEOUT_MS = 10_000;
-const MAX_CONNECTIONS = 256;
 
 /** Splits complete packets off the front of `buf`. Returns null when the stream is not Roughtime framing
  * (wrong magic or an oversized length): the connection must then be closed. */
@@ -37,14 +40,14 @@ export interface TcpListener {
 export async function listenTcp(responder: Responder, hostname: string, port: number): Promise<TcpListener> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
-    if (sockets.size >= MAX_CONNECTIONS) {
+    if (sockets.size >= TCP_MAX_CONNECTIONS) {
       sock.destroy();
       return;
     }
     sockets.add(sock);
     sock.on("close", () => sockets.delete(sock));
     sock.on("error", () => sock.destroy());
-    sock.setTimeout(IDLE_TIMEOUT_MS, () => sock.destroy());
+    sock.setTimeout(TCP_IDLE_TIMEOUT_MS, () => sock.destroy());
     let buf: Uint8Array = new Uint8Array(0);
     sock.on("data", (chunk: Uint8Array) => {
       const split = takePackets(concat(buf, new Uint8Array(chunk)));

@@ -4,14 +4,11 @@
  * Decoding returns views into the input (no copies) and checks every bound before reading, so any byte
  * string either decodes or raises a RoughtimeError.
  */
-import { MAX_REQUEST_SIZE, PACKET_HEADER_SIZE, PACKET_MAGIC, TAG } from "./constants.ts";
+import { MAX_MESSAGE_SIZE, MAX_PACKET_SIZE, PACKET_HEADER_SIZE, PACKET_MAGIC } from "./constants.ts";
 import { fail } from "./errors.ts";
 
 /** A decoded message: tag -> value, in ascending tag order. */
 export type RtMessage = Map<number, Uint8Array>;
-
-/** Largest message we agree to decode; bounds the work any input can cause. */
-const MAX_MESSAGE_SIZE = 65_536;
 
 export function tagName(tag: number): string {
   let s = "";
@@ -108,7 +105,7 @@ export function hasPacketHeader(packet: Uint8Array): boolean {
 
 /** Returns the message inside an IETF packet. The length field must match the datagram exactly. */
 export function unwrapPacket(packet: Uint8Array): Uint8Array {
-  if (packet.length > MAX_REQUEST_SIZE * 2) {
+  if (packet.length > MAX_PACKET_SIZE) {
     fail("BAD_HEADER", `packet of ${packet.length} bytes is too large`);
   }
   if (packet.length < PACKET_HEADER_SIZE) fail("TRUNCATED", "packet shorter than its 12-byte header");
@@ -197,5 +194,3 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
-
-export { TAG };
