@@ -380,3 +380,37 @@ Deno.test("trusted clock: a suspend (boot clock ahead of the monotonic one) move
     await local.close();
   }
 });
+
+Deno.test("trusted clock: after a suspend a running clock resyncs at once instead of waiting for its refresh", async () => {
+  const local = await startLocalServers([{}]);
+  const mono = fakeMono();
+  let boot = 1_000_000;
+  try {
+    const clock = new TrustedClock({
+      servers: local.specs,
+      monotonicNow: mono.now,
+      bootClock: { now: () => boot, resolutionMs: 1000 },
+      refreshIntervalMs: 3600_000,
+    });
+    let syncs = 0;
+    let second: () => void = () => {};
+    const resynced = new Promise<void>((resolve) => (second = resolve));
+    const first = new Promise<void>((resolve) =>
+      clock.subscribe(() => {
+        syncs++;
+        if (syncs === 1) resolve();
+        if (syncs === 2) second();
+      })
+    );
+    clock.start();
+    await first;
+    boot += 8 * HOUR; // the machine slept; the next refresh would be an hour away on the monotonic clock
+    assert.equal(clock.status().state, "stale");
+    await resynced;
+    assert.equal(clock.status().state, "verified");
+    clock.stop();
+    await clock.idle();
+  } finally {
+    await local.close();
+  }
+});
