@@ -410,7 +410,7 @@ export class DirectoryService {
     if (!this.#crlPending) {
       this.#crlPending = (async () => {
         try {
-          const entries = this.store.revokedCerts().map((r) => ({
+          const entries = this.store.revokedCerts(now).map((r) => ({
             serial: r.serial,
             revokedAtMs: r.revokedAt,
           }));

@@ -211,10 +211,12 @@ export class DirectoryStore {
       .run(name);
   }
 
-  revokedCerts(): { serial: string; revokedAt: number }[] {
+  /** Revoked certificates that have not expired by `nowMs` (an expired certificate is refused anyway, so
+   * RFC 5280 lets the CRL drop it; the list stays as small as the set of live revocations). */
+  revokedCerts(nowMs: number): { serial: string; revokedAt: number }[] {
     const rows = this.#q(
-      "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
-    ).all() as Row[];
+      "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, serial",
+    ).all(nowMs) as Row[];
     return rows.map((r) => ({ serial: String(r.serial), revokedAt: Number(r.revoked_at) }));
   }
 

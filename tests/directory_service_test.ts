@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { DirectoryService } from "../server/directory.ts";
 import { DirectoryStore } from "../server/store.ts";
 import { ApiError } from "../server/errors.ts";
-import { createCsr, generateKeyPair, pemToDer } from "../pki/mod.ts";
+import { createCsr, generateKeyPair, pemToDer, verifyCrl } from "../pki/mod.ts";
 import { makeTestCa } from "./helpers/pki.ts";
 
 async function setup(inviteOnly: boolean) {
@@ -146,6 +146,23 @@ Deno.test("listing: prefix, pagination and limits", async () => {
     for (const bad of bads) {
       assert.throws(() => q(bad), (e: unknown) => (e as ApiError).code === "BAD_REQUEST");
     }
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("the CRL lists live revocations and drops them once the certificate has expired", async () => {
+  const s = await setup(false);
+  try {
+    const issued = await enrollDirect(s.svc, "alice");
+    const peer = await s.svc.authenticate(pemToDer(issued.certPem, "CERTIFICATE"));
+    s.svc.revoke(peer, {});
+    const ca = s.svc.ca.certPem;
+    assert.ok((await verifyCrl(await s.svc.crlDer(), ca)).revokedSerials.has(issued.serial));
+    s.advance(31 * 86400_000);
+    const later = await verifyCrl(await s.svc.crlDer(), ca);
+    assert.equal(later.revokedSerials.size, 0);
+    assert.ok(later.nextUpdateMs! > s.now());
   } finally {
     await s.close();
   }

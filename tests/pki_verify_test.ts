@@ -10,6 +10,7 @@ import {
   pemToDer,
   verifyCrl,
   verifyPeerCertificate,
+  x509,
 } from "../pki/mod.ts";
 import { type LeafDefect, makeDefectiveLeaves, makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 
@@ -141,6 +142,26 @@ Deno.test("checkCsr: proof of possession, name binding, malformed input", async 
   await assert.rejects(checkCsr("hello", "alice"), code("MALFORMED_CSR"));
   await assert.rejects(checkCsr(42, "alice"), code("MALFORMED_CSR"));
   await assert.rejects(checkCsr(pem + pem, "alice"), code("MALFORMED_CSR"));
+  // Key types other than P-256 and Ed25519 are refused even with a valid signature.
+  for (
+    const params of [
+      { name: "ECDSA", namedCurve: "P-384" },
+      {
+        name: "RSASSA-PKCS1-v1_5",
+        modulusLength: 2048,
+        publicExponent: new Uint8Array([1, 0, 1]),
+        hash: "SHA-256",
+      },
+    ]
+  ) {
+    const kp = await crypto.subtle.generateKey(params, true, ["sign", "verify"]) as CryptoKeyPair;
+    const other = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: "CN=alice",
+      keys: kp,
+      signingAlgorithm: params.name === "ECDSA" ? { name: "ECDSA", hash: "SHA-384" } : params,
+    });
+    await assert.rejects(checkCsr(other.toString("pem"), "alice"), code("UNSUPPORTED_KEY"), params.name);
+  }
   const truncated = `-----BEGIN CERTIFICATE REQUEST-----\n${
     b64.slice(0, 40)
   }\n-----END CERTIFICATE REQUEST-----\n`;
