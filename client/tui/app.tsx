@@ -147,10 +147,15 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
       if (event.event === "peer-online" || event.event === "peer-offline" || event.event === "key-changed") {
         refreshContacts();
       }
+      // Our "after read" message was read: its lifetime starts now, and the deadline is in the engine's store.
+      if (event.event === "read") {
+        const m = stateRef.current.conversations[event.by]?.find((x) => x.id === event.id);
+        if (m && m.ttlMode === "read" && m.expiresAt === null) loadHistory(event.by);
+      }
     });
     refreshContacts();
     return off;
-  }, [engine, refreshContacts, mono]);
+  }, [engine, refreshContacts, loadHistory, mono]);
 
   // Countdown and clock tick.
   useEffect(() => {

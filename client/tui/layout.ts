@@ -7,7 +7,9 @@ import type { PeerPaneMode } from "./model.ts";
 export const MIN_COLUMNS = 60;
 export const MIN_ROWS = 20;
 /** From this width the peer pane fits beside the conversation. */
-export const WIDE_COLUMNS = 110;
+export const WIDE_COLUMNS = 120;
+/** Fits a fingerprint as four rows of seven groups of four hex digits. */
+export const PEER_WIDTH = 34;
 
 export interface ScreenLayout {
   tooSmall: boolean;
@@ -48,7 +50,7 @@ export function computeLayout(
   let peerWidth = 0;
   if (peerVisible(peerMode, columns)) {
     if (columns >= WIDE_COLUMNS) {
-      peerWidth = 36;
+      peerWidth = PEER_WIDTH;
       conversationWidth = rest - peerWidth - 1;
     } else {
       peerWidth = rest;

@@ -4,6 +4,7 @@
  * - `runTui(engine, opts)`: full-screen UI on top of the chat engine; resolves when the user quits, after the
  *   engine is closed (connections ended, our address withdrawn from the phonebook).
  */
+import process from "node:process";
 import { render } from "ink";
 import { createElement } from "react";
 import type { ChatEngineApi } from "../engine_types.ts";
@@ -66,6 +67,12 @@ export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<
       // Not every platform has every signal; Ctrl+C and /quit still work.
     }
   }
+  // When the terminal goes away (window closed: SIGHUP), the last frames hit a closed pipe: that is not an
+  // error worth a stack trace over the user's shell.
+  const onStdoutError = (e: unknown) => {
+    if ((e as { code?: string }).code !== "EPIPE") throw e;
+  };
+  process.stdout.on("error", onStdoutError);
   const app = render(createElement(App, { engine, onQuit: () => requestQuit() }), {
     alternateScreen: true,
     exitOnCtrlC: false,
@@ -88,6 +95,7 @@ export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<
       // See above.
     }
   }
+  process.stdout.off("error", onStdoutError);
   if (uiError) throw uiError;
   if (closeError) throw new CliError(`closing: ${closeError.message}`);
 }

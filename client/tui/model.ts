@@ -37,6 +37,8 @@ export interface UiState {
   newMarker: Record<string, string | null>;
   /** Unread count at the moment a not-yet-loaded conversation was opened (places the marker on load). */
   pendingUnread: Record<string, number>;
+  /** Receipts that arrived before the message they are about (a send's result can come after its "sent"). */
+  earlyReceipts: Record<string, ChatMessage["state"]>;
   /** Monotonic ms until which "X is typing" is shown. */
   typingUntil: Record<string, number>;
   time: TimeStatus;
@@ -81,6 +83,7 @@ export function initialState(me: string, time: TimeStatus): UiState {
     unread: {},
     newMarker: {},
     pendingUnread: {},
+    earlyReceipts: {},
     typingUntil: {},
     time,
     log: [],
@@ -102,18 +105,18 @@ function addLog(s: UiState, level: LogLevel, text: string, at: number): UiState 
   return { ...s, log, logSeq: entry.seq };
 }
 
-/** Inserts or replaces a message (by id) keeping the list ordered by sentAt. */
+/**
+ * Replaces a message (by id) in place, or appends a new one. New messages go at the end, in arrival order like
+ * the engine's history: ordering by `sentAt` would let two clocks' uncertainty put an answer above its question.
+ */
 export function upsertMessage(list: readonly ChatMessage[], m: ChatMessage): ChatMessage[] {
-  const i = list.findIndex((x) => x.id === m.id);
-  if (i >= 0) {
+  for (let i = list.length - 1; i >= 0; i--) {
+    if (list[i].id !== m.id) continue;
     const copy = list.slice();
     copy[i] = m;
     return copy;
   }
-  // Messages nearly always arrive in order: scan from the end.
-  let at = list.length;
-  while (at > 0 && list[at - 1].sentAt > m.sentAt) at--;
-  return [...list.slice(0, at), m, ...list.slice(at)];
+  return [...list, m];
 }
 
 function patchMessage(
@@ -183,11 +186,13 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
     case "read": {
       const peer = e.event === "read" ? e.by : e.to;
       const state = e.event;
-      return patchMessage(s, peer, e.id, (m) => ({ ...m, state: laterState(m.state, state) })).state;
+      const r = patchMessage(s, peer, e.id, (m) => ({ ...m, state: laterState(m.state, state) }));
+      return r.found ? r.state : rememberReceipt(s, e.id, state);
     }
     case "failed": {
       const r = patchMessage(s, e.to, e.id, (m) => ({ ...m, state: "failed" }));
-      return addLog(r.state, "warn", `message to ${e.to} not delivered: ${e.reason}`, at);
+      const next = r.found ? r.state : rememberReceipt(s, e.id, "failed");
+      return addLog(next, "warn", `message to ${e.to} not delivered: ${e.reason}`, at);
     }
     case "expired": {
       const list = s.conversations[e.peer];
@@ -226,6 +231,23 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
     case "error":
       return addLog(s, "error", `${e.code}: ${e.message}`, at);
   }
+}
+
+/** Bound on remembered early receipts: they only bridge the moment between a send and its result. */
+const EARLY_RECEIPTS_MAX = 64;
+
+function rememberReceipt(s: UiState, id: string, state: ChatMessage["state"]): UiState {
+  const prev = s.earlyReceipts[id];
+  const entries = Object.entries({ ...s.earlyReceipts, [id]: prev ? laterState(prev, state) : state });
+  return { ...s, earlyReceipts: Object.fromEntries(entries.slice(-EARLY_RECEIPTS_MAX)) };
+}
+
+/** Applies a receipt that came before the message itself, and forgets it. */
+function withEarlyReceipt(s: UiState, m: ChatMessage): { state: UiState; message: ChatMessage } {
+  const early = s.earlyReceipts[m.id];
+  if (!early) return { state: s, message: m };
+  const { [m.id]: _used, ...rest } = s.earlyReceipts;
+  return { state: { ...s, earlyReceipts: rest }, message: { ...m, state: laterState(m.state, early) } };
 }
 
 const STATE_ORDER: Record<ChatMessage["state"], number> = {
@@ -285,7 +307,8 @@ export function reduce(s: UiState, a: UiAction): UiState {
       return next;
     }
     case "history": {
-      const messages = [...a.messages].sort((x, y) => x.sentAt - y.sentAt);
+      // The engine's order (arrival) is kept.
+      const messages = a.messages;
       const pending = s.pendingUnread[a.peer] ?? 0;
       let next: UiState = { ...s, conversations: { ...s.conversations, [a.peer]: messages } };
       if (pending > 0) {
@@ -298,9 +321,9 @@ export function reduce(s: UiState, a: UiAction): UiState {
       return next;
     }
     case "upsert": {
-      const m = a.message;
-      const list = upsertMessage(s.conversations[m.peer] ?? [], m);
-      return { ...ensureContact(s, m.peer), conversations: { ...s.conversations, [m.peer]: list } };
+      const { state: base, message: m } = withEarlyReceipt(s, a.message);
+      const list = upsertMessage(base.conversations[m.peer] ?? [], m);
+      return { ...ensureContact(base, m.peer), conversations: { ...base.conversations, [m.peer]: list } };
     }
     case "select":
       return { ...selectPeer(s, a.peer), focus: "input", notice: null };

@@ -8,7 +8,7 @@ import type { Contact, PeerInfo } from "../engine_types.ts";
 import type { ScreenLine, Segment, Tone } from "./conversation_layout.ts";
 import { formatClock, formatTimeStatus, formatTtl, formatUtc, groupFingerprint, pinLabel } from "./format.ts";
 import type { LogEntry } from "./model.ts";
-import { displayWidth, fit, sanitize, truncate } from "./width.ts";
+import { displayWidth, fit, sanitize, truncate, wrapText } from "./width.ts";
 
 interface ToneStyle {
   color?: string;
@@ -157,13 +157,14 @@ export function ContactList(
 export function peerLines(info: PeerInfo | null, contact: Contact | undefined, width: number): ScreenLine[] {
   if (!contact && !info) return [line("none", seg("no conversation open", "dim"))];
   const name = sanitize(info?.name ?? contact?.name ?? "");
-  const online = info?.connected ?? contact?.online ?? false;
+  const online = info ? info.connected : contact?.online ?? false;
+  const where = info ? (online ? "connected" : "not connected") : online ? "online" : "offline";
   const pin = info?.pin ?? contact?.pin ?? "first-use";
   const out: ScreenLine[] = [
     line(
       "name",
       seg(name, "peer"),
-      seg(online ? "  \u25cf connected" : "  \u25cb offline", online ? "good" : "dim"),
+      seg(`  ${online ? "\u25cf" : "\u25cb"} ${where}`, online ? "good" : "dim"),
     ),
     line(
       "pin",
@@ -184,7 +185,12 @@ export function peerLines(info: PeerInfo | null, contact: Contact | undefined, w
   out.push(
     line("subj", seg("subject  "), seg(sanitize(info.subject))),
     line("iss", seg("issuer   "), seg(sanitize(info.issuer))),
-    line("ser", seg("serial   "), seg(sanitize(info.serial))),
+    ...(displayWidth(info.serial) + 9 <= width
+      ? [line("ser", seg("serial   "), seg(sanitize(info.serial)))]
+      : [
+        line("ser", seg("serial")),
+        ...wrapText(sanitize(info.serial), width).map((t, i) => line(`ser:${i}`, seg(t))),
+      ]),
     line("nb", seg("from     "), seg(formatUtc(info.notBefore))),
     line("na", seg("until    "), seg(formatUtc(info.notAfter))),
     line("vn", seg("validity "), seg(validText, validTone)),
