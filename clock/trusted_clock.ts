@@ -103,8 +103,10 @@ export class TrustedClock {
     while (this.inFlight) await this.inFlight.catch(() => {});
   }
 
+  /** (Re)arms the one refresh timer; an earlier pending one is replaced, so there is never more than one. */
   private schedule(delayMs: number): void {
     if (!this.running) return;
+    if (this.timer !== null) clearTimeout(this.timer);
     const timer = setTimeout(async () => {
       this.timer = null;
       await this.sync().catch(() => {});
@@ -194,10 +196,7 @@ export class TrustedClock {
     if (boot - mono > SUSPEND_GAP_MS && !a.suspendSeen) {
       a.suspendSeen = true;
       // The machine slept: the interval is still right (it follows the boot clock) but wide; refresh now.
-      if (this.running && !this.inFlight) {
-        if (this.timer !== null) clearTimeout(this.timer);
-        this.schedule(0);
-      }
+      if (this.running && !this.inFlight) this.schedule(0);
     }
     const res = this.boot.resolutionMs;
     return { min: Math.max(mono, boot - res), max: Math.max(mono, boot + res) };
