@@ -7,8 +7,30 @@ import { startDirectoryServer } from "../../server/mod.ts";
 import type { RunningDirectory } from "../../server/mod.ts";
 import { enroll } from "../../client/enroll.ts";
 import type { HomeState } from "../../client/home.ts";
-import { ChatEngine, type HomeEngineOptions, startEngineFromHome } from "../../client/engine.ts";
+import crypto from "node:crypto";
+import tls from "node:tls";
+import {
+  ChatEngine,
+  type ClockLike,
+  type DirectoryLike,
+  type HomeEngineOptions,
+  startEngineFromHome,
+} from "../../client/engine.ts";
 import type { EngineEvent } from "../../client/engine_types.ts";
+import type { TimeStatus, TrustedTime } from "../../clock/types.ts";
+import { fingerprintOf } from "../../pki/mod.ts";
+import {
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  type HelloFrame,
+  helloSignedData,
+  parseFrame,
+  PROTOCOL_VERSION,
+  signHello,
+} from "../../client/protocol/mod.ts";
+import type { SessionLimits } from "../../client/session/limits.ts";
+import type { TestCa, TestLeaf } from "./pki.ts";
 
 export interface Phonebook {
   dir: string;
@@ -131,4 +153,269 @@ export async function filesContain(paths: string[], needle: Uint8Array): Promise
     }
   }
   return false;
+}
+
+// ---- Engines on a test CA, with an in-memory phonebook and a local-time clock, for attack tests ----
+
+export interface FakeEntry {
+  name: string;
+  online: boolean;
+  address: { host: string; port: number } | null;
+  fingerprint: string;
+  revoked: boolean;
+}
+
+/** An in-memory phonebook: entries set by the test, a revocation list the test controls. */
+export class FakeDirectory implements DirectoryLike {
+  revoked = new Set<string>();
+  /** Pass another directory's `entries` to share one phonebook between engines. */
+  constructor(
+    private readonly self?: { name: string; fingerprint: string },
+    readonly entries = new Map<string, FakeEntry>(),
+  ) {}
+  publish(host: string, port: number): Promise<void> {
+    if (this.self) {
+      this.entries.set(this.self.name, {
+        name: this.self.name,
+        online: true,
+        address: { host, port },
+        fingerprint: this.self.fingerprint,
+        revoked: false,
+      });
+    }
+    return Promise.resolve();
+  }
+  withdraw(): Promise<void> {
+    if (this.self) this.entries.delete(this.self.name);
+    return Promise.resolve();
+  }
+  lookup(name: string): Promise<FakeEntry | null> {
+    return Promise.resolve(this.entries.get(name) ?? null);
+  }
+  revokedSerials(): Promise<Set<string>> {
+    return Promise.resolve(new Set(this.revoked));
+  }
+}
+
+/** A clock that trusts the local wall clock (±10 ms): for tests about sessions, not about time. */
+export function localClock(): ClockLike {
+  const now = (): TrustedTime => {
+    const t = Date.now();
+    return { earliestMs: t - 10, latestMs: t + 10, nowMs: t };
+  };
+  const status = (): TimeStatus => ({
+    state: "verified",
+    time: now(),
+    uncertaintyMs: 10,
+    configured: 0,
+    answered: 0,
+    agreeing: 0,
+    singleSource: true,
+    lastVerifiedMs: Date.now(),
+  });
+  return {
+    start() {},
+    stop() {},
+    sync: () => Promise.resolve(status()),
+    now,
+    status,
+    deadlinePassed: (d) => now().latestMs >= d,
+    subscribe: () => () => {},
+    proveTime: () => Promise.reject(new Error("no time server in this test")),
+  };
+}
+
+export interface TestEngine {
+  engine: ChatEngine;
+  log: EventLog;
+  directory: FakeDirectory;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+/** An engine for `leaf` (a user certificate from `ca`) on a fake phonebook and the local clock. */
+export async function startTestEngine(
+  ca: TestCa,
+  leaf: TestLeaf,
+  opts: { directory?: FakeDirectory; limits?: Partial<SessionLimits> } = {},
+): Promise<TestEngine> {
+  const dir = await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
+  const directory = opts.directory ?? new FakeDirectory({ name: leaf.name, fingerprint: leaf.fingerprint });
+  const log = new EventLog();
+  const engine = await ChatEngine.start({
+    name: leaf.name,
+    certPem: leaf.certPem,
+    keyPem: leaf.keyPem,
+    caPem: ca.certPem,
+    dbPath: join(dir, "chat.db"),
+    directory,
+    clock: localClock(),
+    timeKeys: [],
+    limits: opts.limits,
+    outboxRetryMs: 100,
+    sweepMs: 50,
+    onEvent: log.push,
+  });
+  return {
+    engine,
+    log,
+    directory,
+    dir,
+    stop: async () => {
+      await engine.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+// ---- A hand-driven peer: raw TLS + frames, to misbehave on purpose ----
+
+export interface RawPeer {
+  socket: tls.TLSSocket;
+  frames: Frame[];
+  /** Set when the other side's bytes could not be decoded. */
+  decodeError: string | null;
+  closed: Promise<void>;
+  isClosed(): boolean;
+  send(f: Frame): void;
+  raw(bytes: Uint8Array): void;
+  /** A correctly signed hello from `from` to `to` for this connection (as dialer or listener). */
+  hello(opts: { from: string; to: string; signKeyPem?: string; role?: "dialer" | "listener" }): HelloFrame;
+  waitFrame(pred: (f: Frame) => boolean, timeoutMs?: number): Promise<Frame>;
+}
+
+function wrapRaw(socket: tls.TLSSocket, role: "dialer" | "listener", certPem: string | null): RawPeer {
+  const frames: Frame[] = [];
+  const decoder = new FrameDecoder();
+  let decodeError: string | null = null;
+  let closedFlag = false;
+  const waiters: (() => void)[] = [];
+  socket.on("data", (chunk: Uint8Array) => {
+    try {
+      for (const b of decoder.push(chunk)) frames.push(parseFrame(b));
+    } catch (e) {
+      decodeError = (e as Error).message;
+    }
+    for (const w of [...waiters]) w();
+  });
+  socket.on("error", () => {});
+  const closed = new Promise<void>((r) =>
+    socket.on("close", () => {
+      closedFlag = true;
+      for (const w of [...waiters]) w();
+      r();
+    })
+  );
+  const peer: RawPeer = {
+    socket,
+    frames,
+    get decodeError() {
+      return decodeError;
+    },
+    closed,
+    isClosed: () => closedFlag,
+    send: (f) => socket.write(encodeFrame(f)),
+    raw: (b) => socket.write(b),
+    hello: ({ from, to, signKeyPem, role: r }) => {
+      const theirs = socket.getPeerCertificate(true) as { raw?: Uint8Array };
+      const mine = socket.getFinished()!;
+      const peerFin = socket.getPeerFinished()!;
+      const fin = role === "dialer"
+        ? { serverFinished: new Uint8Array(peerFin), clientFinished: new Uint8Array(mine) }
+        : { serverFinished: new Uint8Array(mine), clientFinished: new Uint8Array(peerFin) };
+      const binding = {
+        role: r ?? role,
+        from,
+        to,
+        fromFp: certPem ? fingerprintOf(certPem) : "0".repeat(64),
+        toFp: fingerprintOf(new Uint8Array(theirs.raw!)),
+        ...fin,
+      };
+      const key = crypto.createPrivateKey(signKeyPem!);
+      return {
+        t: "hello",
+        v: PROTOCOL_VERSION,
+        role: binding.role,
+        from,
+        to,
+        fromFp: binding.fromFp,
+        toFp: binding.toFp,
+        sig: signHello(key, helloSignedData(binding)),
+      };
+    },
+    waitFrame: (pred, timeoutMs = 5000) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const f = frames.find(pred);
+          if (f) {
+            done();
+            resolve(f);
+          } else if (closedFlag) {
+            done();
+            reject(new Error(`closed without the frame; got ${JSON.stringify(frames.map((x) => x.t))}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error("timed out waiting for a frame"));
+        }, timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          waiters.splice(waiters.indexOf(check), 1);
+        };
+        waiters.push(check);
+        check();
+      }),
+  };
+  return peer;
+}
+
+/** Dials `port` with a client certificate (or none) over TLS; resolves after the TLS handshake. */
+export function rawDial(
+  port: number,
+  cred: { certPem: string; keyPem: string } | null,
+  tlsOpts: tls.ConnectionOptions = {},
+): Promise<RawPeer> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host: "127.0.0.1",
+      port,
+      ...(cred ? { cert: cred.certPem, key: cred.keyPem } : {}),
+      rejectUnauthorized: false,
+      minVersion: "TLSv1.3",
+      checkServerIdentity: () => undefined,
+      ...tlsOpts,
+    });
+    socket.once("secureConnect", () => resolve(wrapRaw(socket, "dialer", cred?.certPem ?? null)));
+    socket.once("error", reject);
+  });
+}
+
+/** A TLS listener that hands each accepted connection to `onPeer` as a RawPeer. */
+export async function rawListen(
+  cred: { certPem: string; keyPem: string },
+  onPeer: (p: RawPeer) => void,
+  tlsOpts: tls.TlsOptions = {},
+): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<tls.TLSSocket>();
+  const server = tls.createServer({
+    cert: cred.certPem,
+    key: cred.keyPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+    ...tlsOpts,
+  }, (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+    onPeer(wrapRaw(s, "listener", cred.certPem));
+  });
+  server.on("tlsClientError", () => {});
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
 }
