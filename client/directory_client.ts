@@ -3,6 +3,9 @@
  * a certificate and key are given they are presented as a client certificate, which is how the authenticated
  * calls (publish, withdraw, renew, revoke) prove who is asking.
  */
+import https from "node:https";
+import tls, { type PeerCertificate } from "node:tls";
+import { type KeyObject, X509Certificate } from "node:crypto";
 import { type ParsedCrl, verifyCrl } from "../pki/mod.ts";
 
 export interface UserEntry {
@@ -30,7 +33,8 @@ export interface IssuedCertificate {
   notAfter: number;
 }
 
-/** Codes of the server's API errors, plus UNREACHABLE (network or TLS failure) and BAD_RESPONSE. */
+/** Codes of the server's API errors, plus UNREACHABLE (network failure), BAD_SERVER_CERTIFICATE (the server is
+ * not vouched for by the pinned CA, or not for the name we dialled) and BAD_RESPONSE. */
 export class DirectoryError extends Error {
   constructor(readonly code: string, message: string, readonly status: number | null = null) {
     super(message);
@@ -42,6 +46,11 @@ export class DirectoryError extends Error {
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 15_000;
 const MAX_RETRY_AFTER_S = 2;
+const CLIENT_POOL_IDLE_MS = 20_000;
+const MAX_SOCKETS = 4;
+
+/** The server presented a certificate that is not from the pinned CA. */
+class ServerCertificateError extends Error {}
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -65,67 +74,124 @@ function toEntry(v: unknown): UserEntry {
   };
 }
 
+/** One HTTP answer, fully read (bounded by MAX_RESPONSE_BYTES). */
+interface RawResponse {
+  status: number;
+  retryAfter: number;
+  body: Uint8Array;
+}
+
 export class DirectoryClient {
   readonly url: string;
-  readonly #client: Deno.HttpClient;
+  readonly #agent: https.Agent;
   readonly #caPem: string;
+  readonly #caKey: KeyObject;
 
   constructor(opts: { url: string; caPem: string; certPem?: string; keyPem?: string }) {
     this.url = opts.url.replace(/\/+$/, "");
     this.#caPem = opts.caPem;
-    this.#client = opts.certPem && opts.keyPem
-      ? Deno.createHttpClient({ caCerts: [opts.caPem], cert: opts.certPem, key: opts.keyPem })
-      : Deno.createHttpClient({ caCerts: [opts.caPem] });
+    this.#caKey = new X509Certificate(opts.caPem).publicKey;
+    // node:https rather than fetch: fetch adds its built-in public roots to any CA it is given, while the
+    // directory must be reached only through a certificate from OUR CA (checked in #checkServer).
+    this.#agent = new https.Agent({
+      keepAlive: true,
+      maxSockets: MAX_SOCKETS,
+      // Idle sockets are dropped before the server's idle timeout (30 s) would close them under a request.
+      timeout: CLIENT_POOL_IDLE_MS,
+      ca: [opts.caPem],
+      ...(opts.certPem && opts.keyPem ? { cert: opts.certPem, key: opts.keyPem } : {}),
+    });
   }
 
-  async #request(method: string, path: string, body?: unknown): Promise<Response> {
-    const res = await this.#fetch(method, path, body);
-    // A polite client waits as told, once, when the wait is short; longer waits are the caller's decision.
-    const wait = Number(res.headers.get("retry-after"));
-    if (res.status === 429 && wait > 0 && wait <= MAX_RETRY_AFTER_S) {
-      await res.body?.cancel();
-      await new Promise((r) => setTimeout(r, wait * 1000));
-      return await this.#check(await this.#fetch(method, path, body));
-    }
-    return await this.#check(res);
-  }
-
-  async #fetch(method: string, path: string, body?: unknown): Promise<Response> {
-    let res: Response;
+  /** The server's certificate must carry the host name we dialled AND be signed by the pinned CA. */
+  #checkServer(host: string, cert: PeerCertificate): Error | undefined {
+    const err = tls.checkServerIdentity(host, cert);
+    if (err) return err;
+    let ok = false;
     try {
-      // `client` is Deno's extension of RequestInit (absent from the DOM typings this project also loads).
-      const init: RequestInit & { client: Deno.HttpClient } = {
+      ok = new X509Certificate(cert.raw).verify(this.#caKey);
+    } catch {
+      ok = false;
+    }
+    return ok
+      ? undefined
+      : new ServerCertificateError("the directory's TLS certificate is not from the pinned CA");
+  }
+
+  #send(method: string, path: string, body?: unknown): Promise<RawResponse> {
+    const payload = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
+    return new Promise((resolve, reject) => {
+      const req = https.request(this.url + path, {
         method,
-        client: this.#client,
-        headers: body === undefined ? {} : { "content-type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-      };
-      res = await fetch(this.url + path, init);
-    } catch (e) {
-      throw new DirectoryError(
-        "UNREACHABLE",
-        `cannot reach the directory at ${this.url}: ${e instanceof Error ? e.message : String(e)}`,
+        agent: this.#agent,
+        headers: payload
+          ? { "content-type": "application/json", "content-length": String(payload.length) }
+          : {},
+        checkServerIdentity: (host: string, cert: PeerCertificate) => this.#checkServer(host, cert),
+      }, (res) => {
+        const chunks: Uint8Array[] = [];
+        let size = 0;
+        res.on("data", (c: Uint8Array) => {
+          size += c.length;
+          if (size > MAX_RESPONSE_BYTES) {
+            req.destroy(new DirectoryError("BAD_RESPONSE", "directory answer is too large"));
+            return;
+          }
+          chunks.push(c);
+        });
+        res.on("end", () => {
+          const out = new Uint8Array(size);
+          let o = 0;
+          for (const c of chunks) {
+            out.set(c, o);
+            o += c.length;
+          }
+          resolve({
+            status: res.statusCode ?? 0,
+            retryAfter: Number(res.headers["retry-after"] ?? 0),
+            body: out,
+          });
+        });
+        res.on("error", (e: Error) => reject(this.#transportError(e)));
+      });
+      req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error("request timed out")));
+      req.on("error", (e: Error) => reject(this.#transportError(e)));
+      req.end(payload);
+    });
+  }
+
+  #transportError(e: Error): DirectoryError {
+    if (e instanceof DirectoryError) return e;
+    const code = (e as { code?: unknown }).code;
+    if (
+      e instanceof ServerCertificateError || (typeof code === "string" && /CERT|SIGNATURE|ALTNAME/.test(code))
+    ) {
+      return new DirectoryError(
+        "BAD_SERVER_CERTIFICATE",
+        `refusing the directory at ${this.url}: ${e.message} (wrong server, or someone in between)`,
       );
     }
-    return res;
+    return new DirectoryError("UNREACHABLE", `cannot reach the directory at ${this.url}: ${e.message}`);
   }
 
-  async #check(res: Response): Promise<Response> {
-    if (!res.ok) {
+  async #request(method: string, path: string, body?: unknown): Promise<RawResponse> {
+    let res = await this.#send(method, path, body);
+    // A polite client waits as told, once, when the wait is short; longer waits are the caller's decision.
+    if (res.status === 429 && res.retryAfter > 0 && res.retryAfter <= MAX_RETRY_AFTER_S) {
+      await new Promise((r) => setTimeout(r, res.retryAfter * 1000));
+      res = await this.#send(method, path, body);
+    }
+    if (res.status < 200 || res.status > 299) {
       let code = "HTTP_" + res.status;
       let message = `directory answered ${res.status}`;
       try {
-        const j = await res.json() as { error?: { code?: unknown; message?: unknown } };
+        const j = JSON.parse(new TextDecoder().decode(res.body)) as {
+          error?: { code?: unknown; message?: unknown };
+        };
         if (typeof j.error?.code === "string") code = j.error.code;
         if (typeof j.error?.message === "string") message = j.error.message;
       } catch { /* not JSON: keep the generic message */ }
       throw new DirectoryError(code, message, res.status);
-    }
-    const len = Number(res.headers.get("content-length") ?? "0");
-    if (len > MAX_RESPONSE_BYTES) {
-      await res.body?.cancel();
-      throw new DirectoryError("BAD_RESPONSE", "directory answer is too large");
     }
     return res;
   }
@@ -133,7 +199,7 @@ export class DirectoryClient {
   async #json(method: string, path: string, body?: unknown): Promise<unknown> {
     const res = await this.#request(method, path, body);
     try {
-      return await res.json();
+      return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(res.body));
     } catch {
       throw new DirectoryError("BAD_RESPONSE", "directory answer is not JSON");
     }
@@ -197,8 +263,7 @@ export class DirectoryClient {
 
   /** The verified CRL with its thisUpdate/nextUpdate, for callers that judge its freshness on trusted time. */
   async crl(): Promise<ParsedCrl> {
-    const res = await this.#request("GET", "/v1/crl");
-    const der = new Uint8Array(await res.arrayBuffer());
+    const der = (await this.#request("GET", "/v1/crl")).body;
     try {
       return await verifyCrl(der, this.#caPem);
     } catch (e) {
@@ -228,7 +293,7 @@ export class DirectoryClient {
   }
 
   close(): void {
-    this.#client.close();
+    this.#agent.destroy();
   }
 }
 

@@ -102,6 +102,8 @@ function mapDirectoryError(e: unknown): never {
     switch (e.code) {
       case "UNREACHABLE":
         throw new EnrollError("UNREACHABLE", e.message);
+      case "BAD_SERVER_CERTIFICATE":
+        throw new EnrollError("BAD_CERTIFICATE", e.message);
       case "NAME_TAKEN":
         throw new EnrollError("NAME_TAKEN", e.message);
       case "BAD_TOKEN":

@@ -566,3 +566,30 @@ Deno.test("the directory client waits once for a short Retry-After and reports a
     await long.close();
   }
 });
+
+Deno.test("the directory client accepts only a server certificate from its pinned CA, for the dialled name", async () => {
+  const a = await startTestDirectory();
+  // Same CA name ("securechat CA"), another key: an impostor directory.
+  const b = await startTestDirectory();
+  const c = await startTestDirectory({ hostnames: ["phonebook.invalid"] });
+  const clients = [
+    new DirectoryClient({ url: b.dir.url, caPem: a.dir.caCertPem }),
+    new DirectoryClient({ url: c.dir.url, caPem: c.dir.caCertPem }),
+    new DirectoryClient({ url: a.dir.url, caPem: a.dir.caCertPem }),
+  ];
+  try {
+    assert.notEqual(a.dir.caFingerprint, b.dir.caFingerprint);
+    for (const client of clients.slice(0, 2)) {
+      await assert.rejects(
+        client.info(),
+        (e: unknown) => e instanceof DirectoryError && e.code === "BAD_SERVER_CERTIFICATE",
+      );
+    }
+    assert.equal((await clients[2].info()).caFingerprint, a.dir.caFingerprint);
+  } finally {
+    for (const client of clients) client.close();
+    await a.close();
+    await b.close();
+    await c.close();
+  }
+});
