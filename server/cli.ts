@@ -76,6 +76,7 @@ interface ServeFlags {
   roughtime: boolean;
   inviteOnly?: boolean;
   certDays?: string;
+  caAlgorithm: string;
   caPassphraseFile?: string;
 }
 
@@ -92,9 +93,10 @@ export function registerServeCommands(program: Command): void {
     .option("--no-roughtime", "do not run the Roughtime server")
     .option("--invite-only", "enrollment needs a token from `securechat serve invite`")
     .option("--cert-days <n>", "validity of user certificates in days (default 30)")
+    .option("--ca-algorithm <alg>", "key type of a new CA: p256 or ed25519", "p256")
     .option(
       "--ca-passphrase-file <file>",
-      "file holding the CA key passphrase (or set SECURECHAT_CA_PASSPHRASE); used when the CA is created",
+      "file holding the CA key passphrase (or set SECURECHAT_CA_PASSPHRASE): encrypts a new CA key, unlocks an existing one",
     )
     .action(async (flags: ServeFlags) => {
       const dataDir = resolveDataDir(flags.data);
@@ -115,6 +117,9 @@ export function registerServeCommands(program: Command): void {
           throw new CliError("--cert-days must be an integer 1-397");
         }
       }
+      if (flags.caAlgorithm !== "p256" && flags.caAlgorithm !== "ed25519") {
+        throw new CliError("--ca-algorithm must be p256 or ed25519");
+      }
       const dir = await startDirectoryServer({
         dataDir,
         hostname: listen.hostname,
@@ -124,6 +129,7 @@ export function registerServeCommands(program: Command): void {
         inviteOnly: flags.inviteOnly ?? false,
         certValidityDays,
         caPassphrase: await readPassphrase(flags.caPassphraseFile),
+        caAlgorithm: flags.caAlgorithm,
       }).catch(setupError);
       const publicName = hostnames[0];
       const publicUrl = `https://${publicName.includes(":") ? `[${publicName}]` : publicName}:${dir.port}`;

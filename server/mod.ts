@@ -4,7 +4,7 @@
  */
 import { join } from "node:path";
 import { loadOrCreateLongTermKey, type RunningRoughtimeServer, startRoughtimeServer } from "../clock/mod.ts";
-import { toBase64 } from "../pki/mod.ts";
+import { type KeyAlgorithm, toBase64 } from "../pki/mod.ts";
 import { ensureDataDir, loadOrCreateCa, loadServerIdentity } from "./ca_state.ts";
 import { adminRevoke, DirectoryService } from "./directory.ts";
 import { ServerSetupError } from "./errors.ts";
@@ -38,6 +38,8 @@ export interface DirectoryServerOptions {
   certValidityDays?: number;
   /** Protects the CA key file (encrypted PKCS#8); needed again at every start. */
   caPassphrase?: string;
+  /** Key type of a CA created by this start (an existing CA keeps its own); default "p256". */
+  caAlgorithm?: KeyAlgorithm;
   /** Overrides of the HTTP limits (tests make them small). */
   limits?: Partial<HttpLimits>;
   /** Where unexpected internal errors are reported; default console.error. */
@@ -58,7 +60,10 @@ export interface RunningDirectory {
 
 export async function startDirectoryServer(opts: DirectoryServerOptions): Promise<RunningDirectory> {
   await ensureDataDir(opts.dataDir);
-  const { ca, fingerprint, created } = await loadOrCreateCa(opts.dataDir, { passphrase: opts.caPassphrase });
+  const { ca, fingerprint, created } = await loadOrCreateCa(opts.dataDir, {
+    passphrase: opts.caPassphrase,
+    algorithm: opts.caAlgorithm,
+  });
   const hostnames = opts.hostnames && opts.hostnames.length > 0 ? opts.hostnames : DEFAULT_HOSTNAMES;
   const identity = await loadServerIdentity(opts.dataDir, ca, hostnames);
 

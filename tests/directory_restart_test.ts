@@ -8,6 +8,7 @@ import { createInviteToken, revokeUser, startDirectoryServer } from "../server/m
 import { RateLimiter } from "../server/rate_limit.ts";
 import { call, dumpDatabase, enrollRaw } from "./helpers/directory.ts";
 import { DirectoryClient } from "../client/directory_client.ts";
+import { pemToDer, x509 } from "../pki/mod.ts";
 
 Deno.test("restart keeps the CA key, users, certificates, tokens and revocations", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "securechat-restart-" });
@@ -105,4 +106,32 @@ Deno.test("rate limiter: burst, refill, cost, per-address isolation", () => {
   assert.ok(rl.take("a", 1, t0 + 10_000) >= 1);
   assert.equal(rl.take("c", 5, t0), 0); // a cost above the burst empties a full bucket...
   assert.equal(rl.take("c", 5, t0), 2); // ...and then says how long to wait for a full one
+});
+
+Deno.test("an Ed25519 CA serves TLS, issues and authenticates, and stays Ed25519 across a restart", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "securechat-restart-" });
+  const data = join(tmp, "data");
+  let dir = await startDirectoryServer({ dataDir: data, port: 0, roughtime: false, caAlgorithm: "ed25519" });
+  try {
+    const alice = await enrollRaw(dir, "alice");
+    await dir.close();
+    dir = await startDirectoryServer({ dataDir: data, port: 0, roughtime: false });
+    const ca = new x509.X509Certificate(pemToDer(dir.caCertPem, "CERTIFICATE"));
+    assert.equal(ca.publicKey.algorithm.name, "Ed25519");
+    const c = new DirectoryClient({
+      url: dir.url,
+      caPem: dir.caCertPem,
+      certPem: alice.certPem,
+      keyPem: alice.keyPem,
+    });
+    try {
+      await c.publish("127.0.0.1", 4444, 60);
+      assert.deepEqual((await c.lookup("alice"))?.address, { host: "127.0.0.1", port: 4444 });
+    } finally {
+      c.close();
+    }
+  } finally {
+    await dir.close();
+    await Deno.remove(tmp, { recursive: true });
+  }
 });
