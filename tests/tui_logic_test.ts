@@ -392,13 +392,14 @@ Deno.test("model: contact search filters case-insensitively, online first", () =
   assert.equal(markerFor([msg("a"), msg("b", { direction: "out" }), msg("c")], 2), "a");
 });
 
-Deno.test("TrustedNow: follows the engine's time, carries forward on the monotonic clock only", () => {
+Deno.test("TrustedNow: counts to the latest trusted instant, carried forward on the monotonic clock only", () => {
   const t = new TrustedNow();
+  const u = 20; // verifiedTime's uncertainty: latestMs = now + 20
   assert.equal(t.update(unverifiedTime(), 0), null);
-  assert.equal(t.update(verifiedTime(T0), 100), T0);
+  assert.equal(t.update(verifiedTime(T0), 100), T0 + u);
   // Same trusted instant reported again 2 s later (an engine that refreshes only on verification).
-  assert.equal(t.update(verifiedTime(T0), 2100), T0 + 2000);
-  assert.equal(t.update(verifiedTime(T0 + 5000), 2200), T0 + 5000);
+  assert.equal(t.update(verifiedTime(T0), 2100), T0 + u + 2000);
+  assert.equal(t.update(verifiedTime(T0 + 5000), 2200), T0 + 5000 + u);
   assert.equal(t.update(unverifiedTime(), 3000), null);
 });
 

@@ -45,9 +45,11 @@ export interface AppProps {
 }
 
 /**
- * Trusted "now" for countdowns. The engine's time status carries a trusted time; when two calls return the
- * same instant (an engine that refreshes it only on verification) it is carried forward on the monotonic
- * clock, never on the wall clock, so changing the system time does not change a countdown.
+ * The trusted instant countdowns count to: the LATEST time the trusted interval allows. The engine deletes a
+ * message once that end of the interval reaches its deadline, so a countdown on it ends exactly when the
+ * message dies and never shows more time than is left. When two calls return the same instant (an engine that
+ * refreshes it only on verification) it is carried forward on the monotonic clock, never on the wall clock,
+ * so changing the system time does not change a countdown.
  */
 export class TrustedNow {
   private anchor: { trusted: number; mono: number } | null = null;
@@ -59,9 +61,10 @@ export class TrustedNow {
       this.lastSeen = null;
       return null;
     }
-    if (status.time.nowMs !== this.lastSeen || this.anchor === null) {
-      this.anchor = { trusted: status.time.nowMs, mono };
-      this.lastSeen = status.time.nowMs;
+    const latest = status.time.latestMs;
+    if (latest !== this.lastSeen || this.anchor === null) {
+      this.anchor = { trusted: latest, mono };
+      this.lastSeen = latest;
     }
     return this.anchor.trusted + (mono - this.anchor.mono);
   }
@@ -100,7 +103,9 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   };
   const [helpOffset, setHelpOffset] = useState(0);
   const tracker = useRef(new TrustedNow());
-  const [now, setNow] = useState<number | null>(() => tracker.current.update(engine.timeStatus(), mono()));
+  // Re-renders the countdowns; the trusted instant itself is read at every render (below), so a message
+  // drawn between two ticks never shows a countdown older than the frame.
+  const [, setTick] = useState(0);
   const stateRef = useRef<UiState>(state);
   stateRef.current = state;
   const marked = useRef(new Set<string>());
@@ -161,18 +166,17 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   useEffect(() => {
     const t = setInterval(() => {
       const status = engine.timeStatus();
-      setNow(tracker.current.update(status, mono()));
+      setTick((n) => n + 1);
       if (status.state !== stateRef.current.time.state) dispatch({ type: "time", status });
     }, TICK_MS);
     return () => clearInterval(t);
-  }, [engine, mono]);
+  }, [engine]);
 
   // When trust in time changes, the engine's idea of what is visible changes: reload what is on screen.
   const timeState = state.time.state;
   useEffect(() => {
-    setNow(tracker.current.update(engine.timeStatus(), mono()));
     for (const peer of Object.keys(stateRef.current.conversations)) loadHistory(peer);
-  }, [timeState, engine, loadHistory, mono]);
+  }, [timeState, loadHistory]);
 
   // Opening a conversation loads it.
   const selected = state.selected;
@@ -180,6 +184,7 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     if (selected !== null && stateRef.current.conversations[selected] === undefined) loadHistory(selected);
   }, [selected, loadHistory]);
 
+  const now = tracker.current.update(engine.timeStatus(), mono());
   const conversation = selected !== null ? state.conversations[selected] : undefined;
   const visible = useMemo(
     () => visibleMessages(conversation ?? [], state.time, now),

@@ -338,7 +338,26 @@ async function fakeMain(args: string[]): Promise<void> {
     }, ms);
     timers.add(t);
   };
-  if (unverified) later(3000, () => engine.setTime(verifiedTime(Date.now())));
+  if (unverified) {
+    later(3000, () => engine.setTime(verifiedTime(Date.now())));
+    // An engine bug that leaks an expiring message while time is unverified: the UI must not show it.
+    later(1500, () =>
+      engine.emit({
+        event: "message",
+        message: {
+          id: "leaked",
+          peer: "assistant",
+          from: "assistant",
+          direction: "in",
+          text: "LEAKED expiring message",
+          sentAt: Date.now(),
+          expiresAt: Date.now() + 60_000,
+          ttlMs: 60_000,
+          ttlMode: "send",
+          state: "delivered",
+        },
+      }));
+  }
   later(500, () => engine.receive("assistant", "Hello! I answer every message. Try /msg hi --ttl 10s"));
   later(1000, () => {
     const m = engine.receive("assistant", "This message destroys itself in 20 seconds.", {
