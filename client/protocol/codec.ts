@@ -34,28 +34,38 @@ export class FrameDecoder {
   /** Feeds bytes; returns the complete frame bodies. Throws ProtocolError EMPTY_FRAME or FRAME_TOO_LARGE
    * as soon as a bad length prefix is seen (and keeps throwing: the stream cannot be resynchronised). */
   push(chunk: Uint8Array): Uint8Array[] {
+    this.append(chunk);
+    const out: Uint8Array[] = [];
+    for (let b = this.next(); b; b = this.next()) out.push(b);
+    return out;
+  }
+
+  /** Buffers bytes without decoding them (a reader that pulls frames one at a time with next()). */
+  append(chunk: Uint8Array): void {
     if (this.#failed) throw this.#failed;
     if (chunk.length) {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
     }
-    const out: Uint8Array[] = [];
-    for (;;) {
-      if (this.#need === null) {
-        if (this.#buffered < LENGTH_PREFIX_BYTES) break;
-        const prefix = this.#take(LENGTH_PREFIX_BYTES);
-        const n = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength).getUint32(0, false);
-        if (n === 0) this.#fail(new ProtocolError("EMPTY_FRAME", "frame length 0"));
-        if (n > this.maxFrameBytes) {
-          this.#fail(new ProtocolError("FRAME_TOO_LARGE", `frame length ${n} exceeds ${this.maxFrameBytes}`));
-        }
-        this.#need = n;
+  }
+
+  /** The next complete frame body, or null when more bytes are needed. Throws like push(). */
+  next(): Uint8Array | null {
+    if (this.#failed) throw this.#failed;
+    if (this.#need === null) {
+      if (this.#buffered < LENGTH_PREFIX_BYTES) return null;
+      const prefix = this.#take(LENGTH_PREFIX_BYTES);
+      const n = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength).getUint32(0, false);
+      if (n === 0) this.#fail(new ProtocolError("EMPTY_FRAME", "frame length 0"));
+      if (n > this.maxFrameBytes) {
+        this.#fail(new ProtocolError("FRAME_TOO_LARGE", `frame length ${n} exceeds ${this.maxFrameBytes}`));
       }
-      if (this.#buffered < this.#need) break;
-      out.push(this.#take(this.#need));
-      this.#need = null;
+      this.#need = n;
     }
-    return out;
+    if (this.#buffered < this.#need) return null;
+    const body = this.#take(this.#need);
+    this.#need = null;
+    return body;
   }
 
   /** Called at end of stream: a partial frame is an error (its bytes are dropped, nothing is delivered). */

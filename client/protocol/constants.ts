@@ -19,8 +19,8 @@ export const MAX_TTL_MS = 30 * 24 * 3600_000;
 /** Deepest JSON nesting accepted in a frame (the time proof is the deepest legitimate object: 2). */
 export const MAX_JSON_DEPTH = 4;
 
-/** Frames decoded but not yet handled; above this the socket is paused (backpressure). */
-export const MAX_QUEUED_FRAMES = 64;
+/** Received bytes not yet handled; above this the socket stops reading (backpressure). At least one frame. */
+export const READ_HIGH_WATER_BYTES = 2 * 64 * 1024;
 /** The hello must arrive this soon after the TLS handshake. */
 export const HELLO_TIMEOUT_MS = 10_000;
 /** A session with no complete frame for this long is closed (a byte-a-second peer never completes one). */

@@ -5,14 +5,14 @@ import {
   KEEPALIVE_INTERVAL_MS,
   MAX_FRAME_BYTES,
   MAX_PENDING_PER_ADDRESS,
-  MAX_QUEUED_FRAMES,
   MAX_SESSIONS_PER_PEER,
+  READ_HIGH_WATER_BYTES,
   WRITE_HIGH_WATER_BYTES,
 } from "../protocol/constants.ts";
 
 export interface SessionLimits {
   maxFrameBytes: number;
-  maxQueuedFrames: number;
+  readHighWaterBytes: number;
   helloTimeoutMs: number;
   idleTimeoutMs: number;
   keepaliveIntervalMs: number;
@@ -23,7 +23,7 @@ export interface SessionLimits {
 
 export const DEFAULT_LIMITS: SessionLimits = {
   maxFrameBytes: MAX_FRAME_BYTES,
-  maxQueuedFrames: MAX_QUEUED_FRAMES,
+  readHighWaterBytes: READ_HIGH_WATER_BYTES,
   helloTimeoutMs: HELLO_TIMEOUT_MS,
   idleTimeoutMs: IDLE_TIMEOUT_MS,
   keepaliveIntervalMs: KEEPALIVE_INTERVAL_MS,

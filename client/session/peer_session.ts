@@ -64,7 +64,6 @@ export class PeerSession {
   #resolveOpen!: (s: PeerSession) => void;
   #rejectOpen!: (e: SessionError) => void;
   readonly #decoder: FrameDecoder;
-  readonly #queue: Frame[] = [];
   #pumping = false;
   #paused = false;
   #helloTimer: ReturnType<typeof setTimeout> | null = null;
@@ -72,8 +71,11 @@ export class PeerSession {
   #keepalive: ReturnType<typeof setInterval> | null = null;
   #killTimer: ReturnType<typeof setTimeout> | null = null;
   #closeNotified = false;
-  /** Highest number of frames waiting at once (tests check the bound). */
-  maxQueued = 0;
+  /** Most undecoded bytes held at once, the largest chunk the socket handed us, and how often reading was
+   * paused (tests check the bound: high-water mark plus one chunk, which the OS receive buffer bounds). */
+  maxBuffered = 0;
+  maxChunk = 0;
+  pauses = 0;
 
   constructor(
     readonly socket: tls.TLSSocket,
@@ -136,7 +138,7 @@ export class PeerSession {
     }
     if (this.state === "closed") return;
     if (this.role === "dialer") this.#sendHello();
-    // Frames that arrived while we were judging the certificate wait in the queue; handle them now.
+    // Frames that arrived while we were judging the certificate wait undecoded; handle them now.
     this.#pump();
   }
 
@@ -236,44 +238,47 @@ export class PeerSession {
 
   #onData(chunk: Uint8Array): void {
     if (this.state === "closed") return;
-    let bodies: Uint8Array[];
     try {
-      bodies = this.#decoder.push(chunk);
+      this.#decoder.append(chunk);
     } catch (e) {
       const pe = e as ProtocolError;
       this.fail(pe.code, pe.message);
       return;
     }
-    for (const b of bodies) {
-      try {
-        this.#queue.push(parseFrame(b));
-      } catch (e) {
-        const pe = e instanceof ProtocolError ? e : new ProtocolError("BAD_JSON", String(e));
-        this.fail(pe.code, pe.message);
-        return;
-      }
-    }
-    if (bodies.length) this.#resetIdle();
-    this.maxQueued = Math.max(this.maxQueued, this.#queue.length);
-    if (this.#queue.length >= this.limits.maxQueuedFrames && !this.#paused) {
+    this.maxBuffered = Math.max(this.maxBuffered, this.#decoder.buffered);
+    this.maxChunk = Math.max(this.maxChunk, chunk.length);
+    // Backpressure: stop reading while undecoded bytes pile up; TCP then slows the sender down.
+    if (this.#decoder.buffered >= this.limits.readHighWaterBytes && !this.#paused) {
       this.#paused = true;
+      this.pauses++;
       this.socket.pause();
     }
     this.#pump();
   }
 
+  /** Decodes and handles frames one at a time, only as fast as the handler (the store) goes. */
   async #pump(): Promise<void> {
-    // Until the certificate is judged, frames wait (begin() restarts the pump).
+    // Until the certificate is judged, bytes wait undecoded (begin() restarts the pump).
     if (this.#pumping || !this.peer) return;
     this.#pumping = true;
     try {
-      while (this.#queue.length && this.state !== "closed") {
-        const f = this.#queue.shift()!;
-        await this.#handle(f);
-        if (this.#paused && this.#queue.length <= this.limits.maxQueuedFrames / 2) {
-          this.#paused = false;
-          this.socket.resume();
+      while (this.state !== "closed") {
+        let f: Frame;
+        try {
+          const body = this.#decoder.next();
+          if (!body) break;
+          f = parseFrame(body);
+        } catch (e) {
+          const pe = e instanceof ProtocolError ? e : new ProtocolError("BAD_JSON", String(e));
+          this.fail(pe.code, pe.message);
+          return;
         }
+        this.#resetIdle();
+        await this.#handle(f);
+      }
+      if (this.#paused && this.#decoder.buffered < this.limits.readHighWaterBytes / 2) {
+        this.#paused = false;
+        this.socket.resume();
       }
     } finally {
       this.#pumping = false;
@@ -385,7 +390,6 @@ export class PeerSession {
     if (this.state === "closed") return;
     this.state = "closed";
     this.closeInfo = info;
-    this.#queue.length = 0;
     this.#clearTimers();
     this.#rejectOpen(
       new SessionError(
