@@ -30,6 +30,8 @@ export interface HttpLimits {
   idleTimeoutMs: number;
   ratePerSecond: number;
   rateBurst: number;
+  /** Open TCP connections at once; more are closed on arrival. */
+  maxConnections: number;
 }
 
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
@@ -39,6 +41,7 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   idleTimeoutMs: IDLE_TIMEOUT_MS,
   ratePerSecond: RATE_PER_SECOND,
   rateBurst: RATE_BURST,
+  maxConnections: MAX_CONNECTIONS,
 };
 
 class BodyError extends Error {
@@ -235,7 +238,6 @@ export async function startHttpServer(opts: {
       } catch { /* already gone */ }
     });
   });
-  server.maxConnections = MAX_CONNECTIONS;
   server.on("secureConnection", (sock: TLSSocket) => {
     sockets.add(sock);
     armHeaderTimer(sock, limits.headersTimeoutMs);
@@ -247,7 +249,14 @@ export async function startHttpServer(opts: {
     });
   });
   // A TCP connection that never finishes its TLS handshake (or goes silent later) is closed when idle.
+  let open = 0;
   server.on("connection", (sock: Socket) => {
+    if (open >= limits.maxConnections) {
+      sock.destroy();
+      return;
+    }
+    open++;
+    sock.once("close", () => open--);
     sock.setTimeout(limits.idleTimeoutMs, () => sock.destroy());
   });
   server.on("tlsClientError", () => {/* a failed handshake is the client's problem, not ours */});

@@ -593,3 +593,28 @@ Deno.test("the directory client accepts only a server certificate from its pinne
     await c.close();
   }
 });
+
+Deno.test("connections beyond the cap are closed on arrival; a freed slot is usable again", async () => {
+  const t = await startTestDirectory({ limits: { ...LIMITS, maxConnections: 2 } });
+  try {
+    const c1 = await rawConnect(t.dir);
+    const c2 = await rawConnect(t.dir);
+    await assert.rejects(rawConnect(t.dir));
+    c1.socket.destroy();
+    await c1.closed;
+    // The server sees the close a moment later; retry briefly rather than guess how long.
+    let c3: Awaited<ReturnType<typeof rawConnect>> | null = null;
+    for (let i = 0; i < 50 && !c3; i++) {
+      c3 = await rawConnect(t.dir).catch(() => null);
+      if (!c3) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(c3, "a slot freed by a closed connection is reused");
+    c3.socket.write("GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    await c3.closed;
+    assert.match(c3.received(), /^HTTP\/1\.1 200/);
+    c2.socket.destroy();
+    await c2.closed;
+  } finally {
+    await t.close();
+  }
+});
