@@ -102,7 +102,7 @@ async function demoRuns(): Promise<Set<string>> {
 Deno.test({
   name: "tmux: deno task demo - send with a lifetime, delivered, countdown, vanish, resize, Ctrl+C cleans up",
   ignore: !TMUX,
-  sanitizeResources: false, // tmux subprocesses are awaited; the session is killed in finally
+
   fn: async () => {
     const before = await demoRuns();
     const s = await Screen.start("deno task demo", 120, 36);
@@ -171,7 +171,7 @@ Deno.test({
 Deno.test({
   name: "tmux: no expiring message on screen while time is unverified, then shown once verified",
   ignore: !TMUX,
-  sanitizeResources: false,
+
   fn: async () => {
     const s = await Screen.start("deno run --allow-env tests/helpers/fake_engine.ts --unverified", 100, 30);
     try {

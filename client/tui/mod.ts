@@ -5,7 +5,7 @@
  *   engine is closed (connections ended, our address withdrawn from the phonebook).
  */
 import process from "node:process";
-import { render } from "ink";
+import { render, type RenderOptions } from "ink";
 import { createElement } from "react";
 import type { ChatEngineApi } from "../engine_types.ts";
 import { CliError } from "../../cli_error.ts";
@@ -18,6 +18,8 @@ export interface TuiOptions {
 
 /** How long quitting waits for the engine to close before giving up on a clean goodbye. */
 export const CLOSE_TIMEOUT_MS = 5000;
+/** How long quitting waits for the terminal to take the last frame. */
+export const UNMOUNT_TIMEOUT_MS = 1000;
 
 export async function runFirstRun(home: string): Promise<void> {
   await firstRun(home);
@@ -32,15 +34,15 @@ function isTerminal(): boolean {
 }
 
 /** Closes the engine, but never hangs the exit on it. */
-async function closeEngine(engine: ChatEngineApi): Promise<Error | null> {
+async function closeEngine(engine: ChatEngineApi, timeoutMs: number): Promise<Error | null> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     await Promise.race([
       engine.close(),
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new Error(`engine did not close within ${CLOSE_TIMEOUT_MS} ms`)),
-          CLOSE_TIMEOUT_MS,
+          () => reject(new Error(`engine did not close within ${timeoutMs} ms`)),
+          timeoutMs,
         );
       }),
     ]);
@@ -52,14 +54,45 @@ async function closeEngine(engine: ChatEngineApi): Promise<Error | null> {
   }
 }
 
+/**
+ * Runs the chat screen with the given Ink render options until the user quits (or `quit` settles), then
+ * closes the engine (bounded by `closeTimeoutMs`) while the "closing" notice is on screen, and unmounts.
+ * @throws CliError when the engine could not close cleanly; the UI's own error when it crashed.
+ */
+export async function runTuiOn(
+  engine: ChatEngineApi,
+  opts: { render: RenderOptions; quit?: Promise<void>; closeTimeoutMs?: number },
+): Promise<void> {
+  let requestQuit = () => {};
+  const quitRequested = new Promise<void>((resolve) => (requestQuit = resolve));
+  opts.quit?.then(() => requestQuit(), () => requestQuit());
+  const app = render(createElement(App, { engine, onQuit: () => requestQuit() }), opts.render);
+  let uiError: unknown = null;
+  try {
+    await Promise.race([quitRequested, app.waitUntilExit()]);
+  } catch (e) {
+    uiError = e;
+  }
+  const closeError = await closeEngine(engine, opts.closeTimeoutMs ?? CLOSE_TIMEOUT_MS);
+  app.unmount();
+  // Unmounting settles once the terminal took the last writes; a wedged terminal must not keep us here.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    app.waitUntilExit().catch(() => {}),
+    new Promise<void>((r) => (timer = setTimeout(r, UNMOUNT_TIMEOUT_MS))),
+  ]);
+  clearTimeout(timer);
+  if (uiError) throw uiError;
+  if (closeError) throw new CliError(`closing: ${closeError.message}`);
+}
+
 export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<void> {
   if (!isTerminal()) {
     throw new CliError("the chat screen needs a terminal (use --headless for JSON lines)");
   }
-  let requestQuit = () => {};
-  const quitRequested = new Promise<void>((resolve) => (requestQuit = resolve));
+  let onSignal = () => {};
+  const signalled = new Promise<void>((resolve) => (onSignal = resolve));
   const signals: Deno.Signal[] = ["SIGTERM", "SIGHUP"];
-  const onSignal = () => requestQuit();
   for (const s of signals) {
     try {
       Deno.addSignalListener(s, onSignal);
@@ -73,29 +106,19 @@ export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<
     if ((e as { code?: string }).code !== "EPIPE") throw e;
   };
   process.stdout.on("error", onStdoutError);
-  const app = render(createElement(App, { engine, onQuit: () => requestQuit() }), {
-    alternateScreen: true,
-    exitOnCtrlC: false,
-    patchConsole: true,
-  });
-  let uiError: unknown = null;
   try {
-    await Promise.race([quitRequested, app.waitUntilExit()]);
-  } catch (e) {
-    uiError = e;
-  }
-  // The "closing" notice is on screen while the engine says goodbye to its peers and the phonebook.
-  const closeError = await closeEngine(engine);
-  app.unmount();
-  await app.waitUntilExit().catch(() => {});
-  for (const s of signals) {
-    try {
-      Deno.removeSignalListener(s, onSignal);
-    } catch {
-      // See above.
+    await runTuiOn(engine, {
+      render: { alternateScreen: true, exitOnCtrlC: false, patchConsole: true },
+      quit: signalled,
+    });
+  } finally {
+    for (const s of signals) {
+      try {
+        Deno.removeSignalListener(s, onSignal);
+      } catch {
+        // See above.
+      }
     }
+    process.stdout.off("error", onStdoutError);
   }
-  process.stdout.off("error", onStdoutError);
-  if (uiError) throw uiError;
-  if (closeError) throw new CliError(`closing: ${closeError.message}`);
 }
