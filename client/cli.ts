@@ -1,11 +1,82 @@
 import type { Command } from "commander";
 import { CliError } from "../cli_error.ts";
+import { isEnrolled, loadHome, resolveHomeDir } from "./home.ts";
+import { type ChatEngine, startEngineFromHome } from "./engine.ts";
+import { linesOf, runHeadless } from "./headless.ts";
+import { runFirstRun, runTui } from "./tui/mod.ts";
+
+/** HOST:PORT or [IPv6]:PORT; port 0 means any free port. Throws CliError. */
+export function parseHostPort(s: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(s.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new CliError(`bad ${what} "${s}" (want HOST:PORT)`);
+  return { host: m[1] ?? m[2], port };
+}
+
+interface ChatFlags {
+  headless?: boolean;
+  home?: string;
+  listen?: string;
+  advertise?: string;
+  timeRefresh?: string;
+}
 
 /** `securechat chat`: the terminal UI, or JSON lines with --headless. */
 export function registerChatCommand(program: Command): void {
-  program.command("chat").description("chat with a contact over mutually authenticated TLS 1.3").action(
-    () => {
-      throw new CliError("not implemented yet (issue 4)");
-    },
-  );
+  program.command("chat")
+    .description("chat with a contact over mutually authenticated TLS 1.3")
+    .option("--headless", "speak JSON lines on stdin/stdout instead of the terminal UI")
+    .option("--home <dir>", "home folder (default $SECURECHAT_HOME or ~/.local/share/securechat)")
+    .option("--listen <host:port>", "where to accept peer connections (default 127.0.0.1:0, any free port)")
+    .option("--advertise <host:port>", "the address to publish when it differs from --listen")
+    .option("--time-refresh <seconds>", "how often to ask the time servers again (default 600)")
+    .action(async (flags: ChatFlags) => {
+      const listen = flags.listen ? parseHostPort(flags.listen, "--listen") : undefined;
+      const advertise = flags.advertise ? parseHostPort(flags.advertise, "--advertise") : undefined;
+      if (advertise && advertise.port === 0) throw new CliError("--advertise needs a real port");
+      if (listen && !advertise && (listen.host === "0.0.0.0" || listen.host === "::")) {
+        throw new CliError("listening on all addresses: say which one to publish with --advertise HOST:PORT");
+      }
+      let timeRefreshIntervalMs: number | undefined;
+      if (flags.timeRefresh !== undefined) {
+        const secs = Number(flags.timeRefresh);
+        if (!Number.isFinite(secs) || secs < 0.1 || secs > 86_400) {
+          throw new CliError(`bad --time-refresh "${flags.timeRefresh}" (seconds, 0.1 to 86400)`);
+        }
+        timeRefreshIntervalMs = Math.round(secs * 1000);
+      }
+      const dir = resolveHomeDir(flags.home);
+      if (!(await isEnrolled(dir))) {
+        if (flags.headless) {
+          throw new CliError(`not enrolled: ${dir} (run \`securechat enroll\` first)`);
+        }
+        await runFirstRun(dir);
+      }
+      const home = await loadHome(dir);
+      const engine: ChatEngine = await startEngineFromHome(home, {
+        listen,
+        advertise,
+        timeRefreshIntervalMs,
+      });
+      const stop = () => void engine.close();
+      const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+      for (const s of signals) Deno.addSignalListener(s, stop);
+      try {
+        if (flags.headless) {
+          const enc = new TextEncoder();
+          await Promise.race([
+            runHeadless(engine, {
+              lines: linesOf(Deno.stdin.readable),
+              write: (line) => Deno.stdout.writeSync(enc.encode(line + "\n")),
+            }),
+            engine.closed,
+          ]);
+        } else {
+          await runTui(engine, { home: dir });
+        }
+      } finally {
+        for (const s of signals) Deno.removeSignalListener(s, stop);
+        await engine.close();
+      }
+    });
 }

@@ -160,6 +160,8 @@ export class ChatEngine implements ChatEngineApi {
   #unsubscribeClock: (() => void) | null = null;
   #closed = false;
   #closing: Promise<void> | null = null;
+  #markClosed!: () => void;
+  readonly #closedPromise = new Promise<void>((r) => this.#markClosed = r);
 
   private constructor(opts: ChatEngineOptions) {
     this.#opts = opts;
@@ -745,6 +747,11 @@ export class ChatEngine implements ChatEngineApi {
     return this.#opts.clock.status();
   }
 
+  /** Resolves once close() has finished (a signal handler may close the engine under a front end). */
+  get closed(): Promise<void> {
+    return this.#closedPromise;
+  }
+
   /** Stops timers, withdraws our address (bounded), closes every session, the clock and the store. */
   close(): Promise<void> {
     if (!this.#closing) this.#closing = this.#close();
@@ -769,6 +776,7 @@ export class ChatEngine implements ChatEngineApi {
     await Promise.allSettled([...this.#connecting.values()]);
     this.store.close();
     this.#opts.directory.close?.();
+    this.#markClosed();
   }
 }
 

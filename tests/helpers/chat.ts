@@ -419,3 +419,149 @@ export async function rawListen(
     },
   };
 }
+
+// ---- `securechat chat --headless` as a child process ----
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+export type HeadlessEvent = Record<string, unknown> & { event: string };
+
+export interface HeadlessProc {
+  events: HeadlessEvent[];
+  stderr(): string;
+  cmd(c: Record<string, unknown>): Promise<void>;
+  /** Writes one line as it is (for malformed commands). */
+  rawLine(line: string): Promise<void>;
+  waitEvent(pred: (e: HeadlessEvent) => boolean, timeoutMs?: number, what?: string): Promise<HeadlessEvent>;
+  /** Ends stdin and waits for the exit code. */
+  quit(): Promise<number>;
+  kill(signal?: Deno.Signal): Promise<number>;
+  pid: number;
+}
+
+export const faketimeAvailable = (() => {
+  try {
+    return new Deno.Command("faketime", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+})();
+
+/** Starts `securechat chat --headless --home DIR` (optionally under faketime: `spec` is faketime's -f value). */
+export async function spawnHeadless(
+  homeDir: string,
+  opts: { faketime?: string; fakeMonotonic?: boolean; args?: string[] } = {},
+): Promise<HeadlessProc> {
+  const denoArgs = [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "--allow-sys",
+    MAIN,
+    "chat",
+    "--headless",
+    "--home",
+    homeDir,
+    ...(opts.args ?? []),
+  ];
+  const env: Record<string, string> = { NO_COLOR: "1", RUST_BACKTRACE: "0" };
+  let cmd = Deno.execPath();
+  let args = denoArgs;
+  if (opts.faketime !== undefined) {
+    cmd = "faketime";
+    args = ["-f", opts.faketime, Deno.execPath(), ...denoArgs];
+    if (!opts.fakeMonotonic) env.FAKETIME_DONT_FAKE_MONOTONIC = "1";
+  }
+  const child = new Deno.Command(cmd, { args, env, stdin: "piped", stdout: "piped", stderr: "piped" })
+    .spawn();
+  const events: HeadlessEvent[] = [];
+  let err = "";
+  const waiters = new Set<() => void>();
+  const readOut = (async () => {
+    let buf = "";
+    const dec = new TextDecoder();
+    for await (const chunk of child.stdout) {
+      buf += dec.decode(chunk, { stream: true });
+      let i: number;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          events.push(JSON.parse(line));
+        } catch {
+          events.push({ event: "unparsed", line });
+        }
+      }
+      for (const w of [...waiters]) w();
+    }
+  })();
+  const readErr = (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of child.stderr) err += dec.decode(chunk, { stream: true });
+  })();
+  const writer = child.stdin.getWriter();
+  let stdinClosed = false;
+  const status = child.status.then(async (s) => {
+    await Promise.all([readOut, readErr]);
+    for (const w of [...waiters]) w();
+    return s.code;
+  });
+  let exited = false;
+  status.then(() => exited = true);
+  const proc: HeadlessProc = {
+    events,
+    pid: child.pid,
+    stderr: () => err,
+    cmd: async (c) => {
+      await writer.write(new TextEncoder().encode(JSON.stringify(c) + "\n"));
+    },
+    rawLine: async (line) => {
+      await writer.write(new TextEncoder().encode(line + "\n"));
+    },
+    waitEvent: (pred, timeoutMs = 15_000, what = "event") =>
+      new Promise((resolve, reject) => {
+        let timer: ReturnType<typeof setTimeout>;
+        const check = () => {
+          const e = events.find(pred);
+          if (e) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            resolve(e);
+          } else if (exited) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            reject(new Error(`process exited before ${what}; stderr: ${err.slice(-2000)}`));
+          }
+        };
+        timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`timed out waiting for ${what}; events: ${JSON.stringify(events).slice(-3000)}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      }),
+    quit: async () => {
+      if (!stdinClosed) {
+        stdinClosed = true;
+        await writer.close().catch(() => {});
+      }
+      return await status;
+    },
+    kill: async (signal: Deno.Signal = "SIGKILL") => {
+      try {
+        child.kill(signal);
+      } catch {
+        // already gone
+      }
+      if (!stdinClosed) {
+        stdinClosed = true;
+        await writer.close().catch(() => {});
+      }
+      return await status;
+    },
+  };
+  return proc;
+}

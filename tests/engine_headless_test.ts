@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { enrollUser, type HeadlessEvent, spawnHeadless, startPhonebook } from "./helpers/chat.ts";
+
+Deno.test("headless JSON lines: two processes chat both ways; bad commands get error events and change nothing", async () => {
+  const pb = await startPhonebook();
+  const aliceHome = await enrollUser(pb, "alice");
+  const bobHome = await enrollUser(pb, "bob");
+  const alice = await spawnHeadless(aliceHome.dir);
+  const bob = await spawnHeadless(bobHome.dir);
+  try {
+    const ra = await alice.waitEvent((e) => e.event === "ready", 30_000, "alice ready");
+    await bob.waitEvent((e) => e.event === "ready", 30_000, "bob ready");
+    assert.equal(ra.name, "alice");
+    assert.match(String(ra.address), /^127\.0\.0\.1:\d+$/);
+    assert.equal(ra.time, "verified");
+
+    await alice.cmd({ cmd: "send", to: "bob", text: "hi bob", ref: 1 });
+    const q = await alice.waitEvent((e) => e.event === "queued" && e.ref === 1);
+    const id = q.id as string;
+    assert.match(id, /^[0-9a-f]{32}$/);
+    const got = await bob.waitEvent((e) => e.event === "message" && e.id === id);
+    assert.equal(got.from, "alice");
+    assert.equal(got.text, "hi bob");
+    assert.equal(got.expiresAt, null);
+    assert.equal(typeof got.sentAt, "number");
+    await alice.waitEvent((e) => e.event === "delivered" && e.id === id);
+    await bob.cmd({ cmd: "read", id });
+    await alice.waitEvent((e) => e.event === "read" && e.id === id);
+
+    await bob.cmd({ cmd: "send", to: "alice", text: "short-lived", ttl: "20s" });
+    const back = await alice.waitEvent((e) => e.event === "message" && e.text === "short-lived");
+    assert.ok(typeof back.expiresAt === "number" && back.expiresAt <= (back.sentAt as number) + 20_000);
+    assert.equal(back.ttlMode, "send");
+
+    // Bad commands: an error event each, with a stable code; nothing changes.
+    const bad: [unknown, string][] = [
+      ["not json", "BAD_JSON"],
+      [[1, 2], "BAD_JSON"],
+      [{ nocmd: true }, "BAD_COMMAND"],
+      [{ cmd: "format-disk" }, "UNKNOWN_COMMAND"],
+      [{ cmd: "send", to: "bob" }, "BAD_FIELD"],
+      [{ cmd: "send", to: "bob", text: "x", ttl: "0s" }, "BAD_TTL"],
+      [{ cmd: "send", to: "bob", text: "x", ttl: "forever" }, "BAD_TTL"],
+      [{ cmd: "send", to: "bob", text: "x", ttl: "10s", ttlMode: "never" }, "BAD_TTL"],
+      [{ cmd: "send", to: "Bob Smith!", text: "x" }, "BAD_NAME"],
+      [{ cmd: "send", to: "alice", text: "x" }, "SELF"],
+      [{ cmd: "send", to: "bob", text: "" }, "BAD_TEXT"],
+      [{ cmd: "read", id: "f".repeat(32) }, "NOT_FOUND"],
+      [{ cmd: "accept-key", name: "bob" }, "NO_PENDING_KEY"],
+      [{ cmd: "history" }, "BAD_FIELD"],
+    ];
+    for (const [i, [c, code]] of bad.entries()) {
+      const line = typeof c === "string" ? c : JSON.stringify(c);
+      const before = alice.events.filter((e) => e.event === "error").length;
+      await alice.rawLine(line);
+      await alice.waitEvent(
+        () => alice.events.filter((e) => e.event === "error").length > before,
+        10_000,
+        `error #${i}`,
+      );
+      const err = alice.events.filter((e) => e.event === "error")[before];
+      assert.equal(err.code, code, line);
+    }
+    await alice.cmd({ cmd: "history", with: "bob", ref: "h" });
+    const h = await alice.waitEvent((e) => e.event === "history" && e.ref === "h");
+    const msgs = h.messages as HeadlessEvent[];
+    assert.deepEqual(msgs.map((m) => m.text), ["hi bob", "short-lived"]);
+    await alice.cmd({ cmd: "contacts", ref: "c" });
+    const c = await alice.waitEvent((e) => e.event === "contacts" && e.ref === "c");
+    const contacts = c.contacts as { name: string; online: boolean }[];
+    assert.deepEqual(contacts.map((x) => x.name), ["bob"]);
+    assert.equal(contacts[0].online, true);
+
+    assert.equal(await alice.quit(), 0);
+    await bob.waitEvent((e) => e.event === "peer-offline" && e.name === "alice");
+    assert.equal(await bob.quit(), 0);
+  } finally {
+    await alice.kill();
+    await bob.kill();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
