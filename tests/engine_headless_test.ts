@@ -5,8 +5,8 @@ Deno.test("headless JSON lines: two processes chat both ways; bad commands get e
   const pb = await startPhonebook();
   const aliceHome = await enrollUser(pb, "alice");
   const bobHome = await enrollUser(pb, "bob");
-  const alice = await spawnHeadless(aliceHome.dir);
-  const bob = await spawnHeadless(bobHome.dir);
+  const alice = spawnHeadless(aliceHome.dir);
+  const bob = spawnHeadless(bobHome.dir);
   try {
     const ra = await alice.waitEvent((e) => e.event === "ready", 30_000, "alice ready");
     await bob.waitEvent((e) => e.event === "ready", 30_000, "bob ready");

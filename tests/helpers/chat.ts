@@ -449,10 +449,10 @@ export const faketimeAvailable = (() => {
 })();
 
 /** Starts `securechat chat --headless --home DIR` (optionally under faketime: `spec` is faketime's -f value). */
-export async function spawnHeadless(
+export function spawnHeadless(
   homeDir: string,
   opts: { faketime?: string; fakeMonotonic?: boolean; args?: string[] } = {},
-): Promise<HeadlessProc> {
+): HeadlessProc {
   const denoArgs = [
     "run",
     "--allow-net",
@@ -523,7 +523,6 @@ export async function spawnHeadless(
     },
     waitEvent: (pred, timeoutMs = 15_000, what = "event") =>
       new Promise((resolve, reject) => {
-        let timer: ReturnType<typeof setTimeout>;
         const check = () => {
           const e = events.find(pred);
           if (e) {
@@ -536,7 +535,7 @@ export async function spawnHeadless(
             reject(new Error(`process exited before ${what}; stderr: ${err.slice(-2000)}`));
           }
         };
-        timer = setTimeout(() => {
+        const timer = setTimeout(() => {
           waiters.delete(check);
           reject(new Error(`timed out waiting for ${what}; events: ${JSON.stringify(events).slice(-3000)}`));
         }, timeoutMs);
