@@ -440,6 +440,7 @@ Deno.test("layout: countdown, delivery mark, new-messages line and date lines", 
     msg("a", { sentAt: T0 - 86_400_000 }),
     msg("b", { direction: "out", from: "alice", state: "delivered", ttlMs: 30_000, expiresAt: T0 + 25_000 }),
     msg("c", { sentAt: T0 + 1 }),
+    msg("d", { direction: "out", from: "alice", state: "failed", sentAt: T0 + 2 }),
   ];
   const v = layoutConversation({
     messages,
@@ -459,6 +460,9 @@ Deno.test("layout: countdown, delivery mark, new-messages line and date lines", 
   const marker = rows.findIndex((r) => r.includes("new messages"));
   assert.ok(marker >= 0 && rows[marker + 1].includes("text of c"));
   assert.ok(META_WIDTH >= "✓✓ ⏱59:59".length);
+  const d = rows.findIndex((r) => r.includes("text of d"));
+  assert.ok(rows[d].includes("✗"), rows[d]);
+  assert.match(rows[d + 1], /not delivered yet/);
 });
 
 // ---- geometry and QR -----------------------------------------------------------------------------------------

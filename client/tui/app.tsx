@@ -184,7 +184,9 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     if (selected !== null && stateRef.current.conversations[selected] === undefined) loadHistory(selected);
   }, [selected, loadHistory]);
 
-  const now = tracker.current.update(engine.timeStatus(), mono());
+  // Read at every frame: the top bar's uncertainty grows between syncs, and countdowns must be current.
+  const liveTime = engine.timeStatus();
+  const now = tracker.current.update(liveTime, mono());
   const conversation = selected !== null ? state.conversations[selected] : undefined;
   const visible = useMemo(
     () => visibleMessages(conversation ?? [], state.time, now),
@@ -609,7 +611,7 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   if (state.overlay !== null) {
     return (
       <Box flexDirection="column" width={columns} height={rows}>
-        <TopBar me={state.me} time={state.time} width={columns} />
+        <TopBar me={state.me} time={liveTime} width={columns} />
         {main}
         {statusBar}
       </Box>
@@ -617,7 +619,7 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   }
   return (
     <Box flexDirection="column" width={columns} height={rows}>
-      <TopBar me={state.me} time={state.time} width={columns} />
+      <TopBar me={state.me} time={liveTime} width={columns} />
       {main}
       <Rule label="log" width={columns} />
       <LogPane entries={state.log} width={columns} height={layout.logHeight} />

@@ -104,6 +104,16 @@ function blockFor(
     }
     lines.push({ key: `${m.id}:${i}`, segments: segs });
   });
+  if (m.direction === "out" && m.state === "failed") {
+    // The engine keeps it in its outbox and sends it again when the peer is reachable.
+    lines.push({
+      key: `${m.id}:failed`,
+      segments: [
+        { text: " ".repeat(6 + nameW + 1), tone: "normal" },
+        { text: "\u2717 not delivered yet: resent when they are reachable", tone: "error" },
+      ],
+    });
+  }
   return lines;
 }
 
