@@ -26,7 +26,15 @@ export {
 export { TrustedClock, type TrustedClockOptions, verifyTimeProof } from "./trusted_clock.ts";
 export { type QueryOptions, type QueryResult, queryServer } from "./roughtime/client.ts";
 export { queryChain, queryParallel, type ServerOutcome } from "./roughtime/chain.ts";
-export { combineSamples, DRIFT_PPM, type TimeSample } from "./roughtime/combine.ts";
+export {
+  type AnchorUpdate,
+  combineSamples,
+  DRIFT_PPM,
+  nextAnchorInterval,
+  proofOrder,
+  type SupportedInterval,
+  type TimeSample,
+} from "./roughtime/combine.ts";
 export {
   buildReport,
   checkReport,

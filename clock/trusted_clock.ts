@@ -8,8 +8,9 @@
  */
 import type { RoughtimeVersion, ServerSpec, TimeProof, TimeStatus, TrustedTime } from "./types.ts";
 import { DEFAULT_QUERY_TIMEOUT_MS, queryServer } from "./roughtime/client.ts";
-import { queryParallel, type ServerOutcome } from "./roughtime/chain.ts";
-import { combineSamples, DRIFT_PPM } from "./roughtime/combine.ts";
+import { queryChain, queryParallel, type ServerOutcome } from "./roughtime/chain.ts";
+import { combineSamples, DRIFT_PPM, nextAnchorInterval, proofOrder } from "./roughtime/combine.ts";
+import { buildReport, checkReport, type MalfeasanceReport } from "./roughtime/malfeasance.ts";
 import { randomBytes, sha512 } from "./roughtime/crypto.ts";
 import { fromBase64, toBase64 } from "./roughtime/encoding.ts";
 import { RoughtimeError } from "./roughtime/errors.ts";
@@ -31,6 +32,10 @@ export interface TrustedClockOptions {
   /** Time since boot including suspend (see boot_clock.ts); null disables it. Default: the system's, unless
    * monotonicNow is injected (then none, so tests stay deterministic). */
   bootClock?: BootClock | null;
+  /** Bound on the background chained query that proves a disagreement (never delays sync()). Default 3000 ms. */
+  proofTimeoutMs?: number;
+  /** Called when a background chain proves that a server lied (also announced through subscribe()). */
+  onReport?: (report: MalfeasanceReport) => void;
 }
 
 /** A boot clock running this much ahead of the monotonic one means the machine slept: resync at once. */
@@ -41,11 +46,19 @@ const DEFAULT_STALE_MS = 3600_000;
 /** While unverified, retry after min(1.5^(n-1), refresh) seconds (the draft's backoff, capped). */
 const RETRY_BASE_MS = 1000;
 const RETRY_FACTOR = 1.5;
+const DEFAULT_PROOF_TIMEOUT_MS = 3000;
+/** At most one proof attempt per this long (monotonic): a lasting disagreement must not turn every retry of
+ * an unverified clock into a chain of queries. */
+const PROOF_MIN_INTERVAL_MS = 60_000;
 
 interface Anchor {
   mono: number;
   /** Boot clock reading at the same instant, when there is one. */
   boot: number | null;
+  /** Boot clock reading taken before the sync's queries, and the monotonic instant of it. A suspend between a
+   * reply's arrival and `mono` is invisible to the monotonic clock; measured from here it is counted. */
+  bootAtStart: number | null;
+  monoAtStart: number;
   /** Set once a suspend since this anchor was noticed (one resync per suspend). */
   suspendSeen: boolean;
   earliestMs: number;
@@ -73,6 +86,14 @@ export class TrustedClock {
   private failures = 0;
   private inFlight: Promise<TimeStatus> | null = null;
   private lastState: TimeStatus["state"] = "unverified";
+  private readonly proofTimeoutMs: number;
+  private readonly onReport: ((report: MalfeasanceReport) => void) | null;
+  private report: MalfeasanceReport | null = null;
+  private disagreeing = 0;
+  private proofInFlight: Promise<void> | null = null;
+  private proofAbort: AbortController | null = null;
+  private lastProofMono: number | null = null;
+  private stopped = false;
 
   constructor(opts: TrustedClockOptions) {
     this.servers = [...opts.servers];
@@ -81,26 +102,35 @@ export class TrustedClock {
     this.timeoutMs = opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
     this.mono = opts.monotonicNow ?? (() => performance.now());
     this.boot = opts.bootClock !== undefined ? opts.bootClock : opts.monotonicNow ? null : systemBootClock();
+    this.proofTimeoutMs = opts.proofTimeoutMs ?? DEFAULT_PROOF_TIMEOUT_MS;
+    this.onReport = opts.onReport ?? null;
   }
 
   /** First sync in the background, then periodic refresh. Timers are unref'd: they never keep a process up. */
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.stopped = false;
     this.schedule(0);
   }
 
+  /** Ends the refresh and abandons a background proof (its socket is closed; `idle()` waits for that). */
   stop(): void {
     this.running = false;
+    this.stopped = true;
+    this.proofAbort?.abort();
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.staleTimer !== null) clearTimeout(this.staleTimer);
     this.timer = null;
     this.staleTimer = null;
   }
 
-  /** Resolves when no sync is in flight (tests and shutdown wait on it). */
+  /** Resolves when no sync and no background proof is in flight (tests and shutdown wait on it). */
   async idle(): Promise<void> {
-    while (this.inFlight) await this.inFlight.catch(() => {});
+    while (this.inFlight || this.proofInFlight) {
+      if (this.inFlight) await this.inFlight.catch(() => {});
+      if (this.proofInFlight) await this.proofInFlight.catch(() => {});
+    }
   }
 
   /** (Re)arms the one refresh timer; an earlier pending one is replaced, so there is never more than one. */
@@ -147,38 +177,91 @@ export class TrustedClock {
   }
 
   private async doSync(): Promise<TimeStatus> {
+    const monoAtStart = this.mono();
+    const bootAtStart = this.boot?.now() ?? null;
     const outcomes = this.servers.length
       ? await queryParallel(this.servers, { timeoutMs: this.timeoutMs, monotonicNow: this.mono })
       : [];
     this.outcomes = outcomes;
-    const samples = outcomes.flatMap((o) =>
-      o.ok
-        ? [{
-          midpointMs: o.result.reply.midpointMs,
-          radiusMs: o.result.reply.radiusMs,
-          rttMs: o.result.rttMs,
-          receivedAtMono: o.result.receivedAtMono,
-        }]
-        : []
-    );
+    const answering = outcomes.filter((o): o is Extract<ServerOutcome, { ok: true }> => o.ok);
+    const samples = answering.map((o) => ({
+      midpointMs: o.result.reply.midpointMs,
+      radiusMs: o.result.reply.radiusMs,
+      rttMs: o.result.rttMs,
+      receivedAtMono: o.result.receivedAtMono,
+    }));
     const at = this.mono();
     const c = combineSamples(samples, at);
     this.answered = samples.length;
     this.agreeing = c ? c.agreeing.length : 0;
+    this.disagreeing = c ? samples.length - c.agreeing.length : 0;
     if (c && c.majority) {
+      const carried = this.anchor ? this.now() : null;
+      const next = nextAnchorInterval(
+        carried && this.anchor ? { ...carried, support: this.anchor.agreeing } : null,
+        { earliestMs: c.earliestMs, latestMs: c.latestMs, support: c.agreeing.length },
+        this.servers.length,
+      );
       this.anchor = {
         mono: at,
         boot: this.boot?.now() ?? null,
+        bootAtStart,
+        monoAtStart,
         suspendSeen: false,
-        earliestMs: c.earliestMs,
-        latestMs: c.latestMs,
-        agreeing: c.agreeing.length,
+        earliestMs: next.interval.earliestMs,
+        latestMs: next.interval.latestMs,
+        agreeing: next.interval.support,
       };
       this.lastVerifiedMs = (c.earliestMs + c.latestMs) / 2;
     }
+    if (c && this.disagreeing > 0) this.startProof(answering, c.agreeing);
     const s = this.status();
     this.emit(s);
     return s;
+  }
+
+  /** Starts the background chained query that turns a disagreement into a proof, unless one is running, the
+   * clock was stopped, or one was tried less than PROOF_MIN_INTERVAL_MS ago. sync() never waits for it. */
+  private startProof(answering: Extract<ServerOutcome, { ok: true }>[], agreeing: number[]): void {
+    if (this.stopped || this.proofInFlight || answering.length < 2) return;
+    const order = proofOrder(answering.length, agreeing).map((i) => answering[i].server);
+    if (order.length === 0) return;
+    // The real monotonic clock bounds the chain: the proof's budget is about real waiting, even when a test
+    // injects a frozen clock.
+    const now = performance.now();
+    if (this.lastProofMono !== null && now - this.lastProofMono < PROOF_MIN_INTERVAL_MS) return;
+    this.lastProofMono = now;
+    const abort = new AbortController();
+    this.proofAbort = abort;
+    this.proofInFlight = this.prove(order, abort.signal).catch(() => {}).finally(() => {
+      this.proofInFlight = null;
+      if (this.proofAbort === abort) this.proofAbort = null;
+    });
+  }
+
+  private async prove(order: ServerSpec[], signal: AbortSignal): Promise<void> {
+    const chain = await queryChain(order, { timeoutMs: this.proofTimeoutMs, signal });
+    if (signal.aborted) return;
+    const report = buildReport(chain);
+    try {
+      if (checkReport(report).kind !== "malfeasance") return;
+    } catch {
+      // A chain that does not check proves nothing (only verified replies are in it, so this is unexpected).
+      return;
+    }
+    this.report = report;
+    try {
+      this.onReport?.(report);
+    } catch {
+      // A callback's bug must not break the clock.
+    }
+    this.emit(this.status());
+  }
+
+  /** The latest malfeasance report (draft JSON) a background chain proved, or null. It is public data:
+   * anyone can check it with checkReport() or `securechat time verify-report`. */
+  lastReport(): MalfeasanceReport | null {
+    return this.report ? structuredClone(this.report) : null;
   }
 
   /** Per-server results of the last sync (names, errors, which ones answered). */
@@ -193,13 +276,16 @@ export class TrustedClock {
     const b = a.boot !== null && this.boot ? this.boot.now() : null;
     if (b === null || a.boot === null || !this.boot) return { min: mono, max: mono };
     const boot = b - a.boot;
-    if (boot - mono > SUSPEND_GAP_MS && !a.suspendSeen) {
+    // Measured from before the sync's queries, less the monotonic time the sync took: this also counts a
+    // suspend that fell inside the sync (after a reply arrived, before the anchor was set).
+    const fromStart = a.bootAtStart !== null ? b - a.bootAtStart - (a.mono - a.monoAtStart) : boot;
+    if (Math.max(boot, fromStart) - mono > SUSPEND_GAP_MS && !a.suspendSeen) {
       a.suspendSeen = true;
       // The machine slept: the interval is still right (it follows the boot clock) but wide; refresh now.
       if (this.running && !this.inFlight) this.schedule(0);
     }
     const res = this.boot.resolutionMs;
-    return { min: Math.max(mono, boot - res), max: Math.max(mono, boot + res) };
+    return { min: Math.max(mono, boot - res), max: Math.max(mono, boot + res, fromStart + res) };
   }
 
   now(): TrustedTime | null {
@@ -227,6 +313,8 @@ export class TrustedClock {
       agreeing: this.agreeing,
       singleSource: this.anchor !== null && this.anchor.agreeing === 1,
       lastVerifiedMs: this.lastVerifiedMs,
+      disagreeing: this.disagreeing,
+      reportAvailable: this.report !== null,
     };
   }
 

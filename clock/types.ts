@@ -43,6 +43,10 @@ export interface TimeStatus {
   singleSource: boolean;
   /** Unix ms (on trusted time) of the last successful verification, or null. */
   lastVerifiedMs: number | null;
+  /** Replies in the last sync outside the agreeing group (0 when all agreed). Absent in older producers. */
+  disagreeing?: number;
+  /** True once a background chain has proven that a server lied (TrustedClock.lastReport()). */
+  reportAvailable?: boolean;
 }
 
 /** A signed Roughtime answer to a nonce derived from some data: proof that the data existed by that time. */

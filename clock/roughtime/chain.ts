@@ -19,6 +19,8 @@ export interface MultiQueryOptions {
   /** Bound on the whole call. Default 1500 ms. */
   timeoutMs?: number;
   monotonicNow?: () => number;
+  /** Abandons every query still running (their outcomes fail with ABORTED). */
+  signal?: AbortSignal;
 }
 
 function asRoughtimeError(e: unknown): RoughtimeError {
@@ -35,7 +37,11 @@ export async function queryParallel(
   const timeoutMs = opts.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
   return await Promise.all(servers.map(async (server): Promise<ServerOutcome> => {
     try {
-      const result = await queryServer(server, { timeoutMs, monotonicNow: opts.monotonicNow });
+      const result = await queryServer(server, {
+        timeoutMs,
+        monotonicNow: opts.monotonicNow,
+        signal: opts.signal,
+      });
       return { server, ok: true, result, rand: null };
     } catch (e) {
       return { server, ok: false, error: asRoughtimeError(e) };
@@ -72,6 +78,10 @@ export async function queryChain(servers: ServerSpec[], opts: ChainOptions = {})
   for (let i = 0; i < order.length; i++) {
     const server = order[i];
     const remaining = deadline - mono();
+    if (opts.signal?.aborted) {
+      outcomes.push({ server, ok: false, error: new RoughtimeError("ABORTED", "chain abandoned") });
+      continue;
+    }
     if (remaining <= 0) {
       outcomes.push({
         server,
@@ -88,6 +98,7 @@ export async function queryChain(servers: ServerSpec[], opts: ChainOptions = {})
         timeoutMs: remaining / (order.length - i),
         nonce,
         monotonicNow: mono,
+        signal: opts.signal,
       });
       outcomes.push({ server, ok: true, result, rand });
       previous = result.response;

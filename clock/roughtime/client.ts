@@ -25,6 +25,8 @@ export interface QueryOptions {
   nonce?: Uint8Array;
   /** Monotonic clock for RTT measurement; default performance.now. */
   monotonicNow?: () => number;
+  /** Abandons the query (RoughtimeError ABORTED), closing its socket. */
+  signal?: AbortSignal;
 }
 
 export interface QueryResult {
@@ -82,6 +84,8 @@ async function queryTcp(
  * (plus timer slack). Throws RoughtimeError (TIMEOUT or the last verification failure). */
 export async function queryServer(server: ServerSpec, opts: QueryOptions = {}): Promise<QueryResult> {
   const mono = opts.monotonicNow ?? (() => performance.now());
+  const aborted = () => new RoughtimeError("ABORTED", `query to ${server.name} abandoned`);
+  if (opts.signal?.aborted) throw aborted();
   const start = mono();
   const deadline = start + (opts.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS);
   const request: RoughtimeRequest = buildRequest({
@@ -95,11 +99,15 @@ export async function queryServer(server: ServerSpec, opts: QueryOptions = {}): 
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   let lastError: RoughtimeError | null = null;
+  let onAbort: (() => void) | undefined;
+  // Set once the query is over: a bind callback that comes after an abort must not start resending.
+  let finished = false;
   const firstSend = mono();
   try {
     return await new Promise<QueryResult>((resolve, reject) => {
       let interval = opts.initialRetryMs ?? INITIAL_RETRY_MS;
       const send = () => {
+        if (finished) return;
         socket.send(request.packet, server.port, address, () => {});
         retryTimer = setTimeout(send, interval);
         interval *= BACKOFF_FACTOR;
@@ -134,9 +142,14 @@ export async function queryServer(server: ServerSpec, opts: QueryOptions = {}): 
             ),
         );
       }, Math.max(0, deadline - mono()));
+      onAbort = () => reject(aborted());
+      opts.signal?.addEventListener("abort", onAbort, { once: true });
+      if (opts.signal?.aborted) onAbort();
       socket.bind(0, () => send());
     });
   } finally {
+    finished = true;
+    if (onAbort) opts.signal?.removeEventListener("abort", onAbort);
     clearTimeout(retryTimer);
     clearTimeout(deadlineTimer);
     await new Promise<void>((resolve) => {

@@ -72,3 +72,58 @@ export function combineSamples(
     majority: agreeing.length * 2 > samples.length,
   };
 }
+
+/** An interval and how many servers agreed on it. */
+export interface SupportedInterval extends Interval {
+  support: number;
+}
+
+export interface AnchorUpdate {
+  interval: SupportedInterval;
+  /** True when the fresh answer and the carried-forward interval have no point in common. */
+  contradicts: boolean;
+  /** True when the fresh answer replaced the carried-forward interval (false: widened it). */
+  replaced: boolean;
+}
+
+/**
+ * The clock's next interval from the one it carried forward and a fresh majority answer (pure). A fresh answer
+ * replaces the old one when it is backed by a majority of all `configured` servers or by at least as many
+ * servers as the old one. A weaker answer (say one server left reachable, after three agreed) can only widen
+ * the interval to the hull of both: otherwise a single liar, with the others blocked, could move the time
+ * back and a deadline would be reported late. Widening is always safe for "never late".
+ */
+export function nextAnchorInterval(
+  carried: SupportedInterval | null,
+  fresh: SupportedInterval,
+  configured: number,
+): AnchorUpdate {
+  if (!carried) return { interval: fresh, contradicts: false, replaced: true };
+  const contradicts = fresh.latestMs < carried.earliestMs || fresh.earliestMs > carried.latestMs;
+  if (fresh.support * 2 > configured || fresh.support >= carried.support) {
+    return { interval: fresh, contradicts, replaced: true };
+  }
+  return {
+    interval: {
+      earliestMs: Math.min(carried.earliestMs, fresh.earliestMs),
+      latestMs: Math.max(carried.latestMs, fresh.latestMs),
+      support: carried.support,
+    },
+    contradicts,
+    replaced: false,
+  };
+}
+
+/**
+ * The order in which to chain servers so that an outlier's reply is caught between agreeing ones: a reply
+ * that is behind is only provable against an earlier honest one, a reply that is ahead only against a later
+ * one. Up to two agreeing servers go before the outliers and the same two after (two, so one failing link
+ * does not leave an outlier without a neighbour). Returns indices into the answering servers.
+ */
+export function proofOrder(answering: number, agreeing: readonly number[]): number[] {
+  const inGroup = new Set(agreeing);
+  const outliers: number[] = [];
+  for (let i = 0; i < answering; i++) if (!inGroup.has(i)) outliers.push(i);
+  const around = agreeing.slice(0, 2);
+  return outliers.length ? [...around, ...outliers, ...around] : [];
+}

@@ -27,6 +27,7 @@ export type RoughtimeErrorCode =
   | "UNTRUSTED_KEY"
   // Network and orchestration.
   | "TIMEOUT"
+  | "ABORTED"
   | "UNREACHABLE"
   | "NO_SERVERS"
   | "BAD_SERVER_SPEC"
