@@ -118,11 +118,18 @@ Deno.test("PeerPane: certificate, validity on trusted time, revocation, TLS and 
     assert.match(f, want);
   }
   assert.match(f, /revoked +YES - REVOKED/);
-  assert.match(f, /TLS +TLSv1\.3/);
-  assert.match(f, /cipher +TLS_AES_256_GCM_SHA384/);
+  assert.match(f, /TLS +TLSv1\.3 TLS_AES_256_GCM_SHA384/);
   assert.match(f, /valid now \(trusted time\)/);
   assert.match(f, /pinned \(old\) fingerprint/);
   assert.match(f, new RegExp(info.fingerprint.slice(0, 4)));
+  // On a 60x20 terminal the pane has 12 rows: what matters for trust comes first and stays visible.
+  const small = render(<PeerPane info={info} contact={contact("bob")} width={43} height={12} />);
+  const sf = plain(small.lastFrame());
+  small.unmount();
+  for (const want of [/KEY CHANGED/, /valid now/, /revoked +YES/, /SHA-256 fingerprint/]) {
+    assert.match(sf, want);
+  }
+  assert.ok(sf.includes(info.fingerprint.slice(60, 64)), "the whole fingerprint fits");
   const u = render(
     <PeerPane info={{ ...info, validNow: null }} contact={contact("bob")} width={40} height={24} />,
   );

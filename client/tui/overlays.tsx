@@ -79,21 +79,21 @@ export interface VerifyProps {
 
 /** Text of the verify screen; the QR code goes beside it when the width allows, else below, else not. */
 export function verifyTextLines(p: VerifyProps, textWidth: number): ScreenLine[] {
+  const text = (key: string, t: string, tone: Tone) =>
+    wrapText(t, textWidth).map((row, i) => line(`${key}:${i}`, seg(row, tone)));
   const out: ScreenLine[] = [
     line("t", seg(`Verify ${sanitize(p.peer)}`, "accent")),
-    ...wrapText("Compare both keys with them in person or by call.", textWidth).map((t, i) =>
-      line(`h:${i}`, seg(t, "dim"))
-    ),
-    line("o", seg(`your key (${sanitize(p.me)}):`, "me")),
+    ...text("h", "Compare both keys with them in person or by call.", "dim"),
+    ...text("o", `your key (${sanitize(p.me)}):`, "me"),
     ...fingerprintLines("of", p.ours, textWidth, "normal"),
+    ...text("p", `${sanitize(p.peer)}'s key as you see it:`, "peer"),
   ];
-  out.push(line("p", seg(`${sanitize(p.peer)}'s key as you see it:`, "peer")));
   if (p.theirs) out.push(...fingerprintLines("tf", p.theirs, textWidth, "normal"));
-  else out.push(line("tf", seg("not seen yet: they must connect once", "warn")));
-  if (p.theirs) out.push(line("k", seg("y: they match, mark verified", "good")));
+  else out.push(...text("tf", "not seen yet: they must connect once", "warn"));
+  if (p.theirs) out.push(...text("k", "y: they match, mark verified", "good"));
   out.push(
-    line("k2", seg(`Tab: QR of ${p.showing === "theirs" ? "your" : "their"} key`, "dim")),
-    line("k3", seg("Esc: cancel", "dim")),
+    ...text("k2", `Tab: QR of ${p.showing === "theirs" ? "your" : "their"} key`, "dim"),
+    ...text("k3", "Esc: cancel", "dim"),
   );
   return out;
 }

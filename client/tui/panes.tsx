@@ -182,6 +182,27 @@ export function peerLines(info: PeerInfo | null, contact: Contact | undefined, w
     : info.validNow === false
     ? "NOT valid now"
     : "unknown: time unverified";
+  // Most important first, so a short pane (60x20) still shows validity, revocation and the fingerprint.
+  out.push(
+    line("vn", seg("validity "), seg(validText, validTone)),
+    line(
+      "rev",
+      seg("revoked  "),
+      seg(info.revoked ? "YES - REVOKED" : "no", info.revoked ? "error" : "good"),
+    ),
+    line(
+      "tls",
+      seg("TLS      "),
+      seg(info.tlsVersion ?? "not connected", info.tlsVersion ? "normal" : "dim"),
+      seg(info.cipher ? ` ${info.cipher}` : "", "dim"),
+    ),
+    line("fph", seg("SHA-256 fingerprint", "dim")),
+    ...fingerprintLines("fp", info.fingerprint, width, pin === "changed" ? "error" : "normal"),
+  );
+  if (info.pinnedFingerprint && info.pinnedFingerprint !== info.fingerprint) {
+    out.push(line("pfh", seg("pinned (old) fingerprint", "warn")));
+    out.push(...fingerprintLines("pfp", info.pinnedFingerprint, width, "warn"));
+  }
   out.push(
     line("subj", seg("subject  "), seg(sanitize(info.subject))),
     line("iss", seg("issuer   "), seg(sanitize(info.issuer))),
@@ -193,25 +214,7 @@ export function peerLines(info: PeerInfo | null, contact: Contact | undefined, w
       ]),
     line("nb", seg("from     "), seg(formatUtc(info.notBefore))),
     line("na", seg("until    "), seg(formatUtc(info.notAfter))),
-    line("vn", seg("validity "), seg(validText, validTone)),
-    line(
-      "rev",
-      seg("revoked  "),
-      seg(info.revoked ? "YES - REVOKED" : "no", info.revoked ? "error" : "good"),
-    ),
-    line(
-      "tls",
-      seg("TLS      "),
-      seg(info.tlsVersion ?? "not connected", info.tlsVersion ? "normal" : "dim"),
-    ),
-    line("cip", seg("cipher   "), seg(info.cipher ?? "-", "dim")),
-    line("fph", seg("SHA-256 fingerprint", "dim")),
   );
-  out.push(...fingerprintLines("fp", info.fingerprint, width, pin === "changed" ? "error" : "normal"));
-  if (info.pinnedFingerprint && info.pinnedFingerprint !== info.fingerprint) {
-    out.push(line("pfh", seg("pinned (old) fingerprint", "warn")));
-    out.push(...fingerprintLines("pfp", info.pinnedFingerprint, width, "warn"));
-  }
   return out;
 }
 
