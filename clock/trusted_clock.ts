@@ -157,6 +157,8 @@ export class TrustedClock {
   }
 
   private scheduleStaleCheck(delayMs: number): void {
+    // A sync that ends after stop() must not leave a timer behind.
+    if (!this.running) return;
     if (this.staleTimer !== null) clearTimeout(this.staleTimer);
     const t = setTimeout(() => {
       this.staleTimer = null;

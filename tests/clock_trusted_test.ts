@@ -158,6 +158,8 @@ Deno.test("trusted clock: a server an hour off among three honest ones is outvot
     assert.equal(s.agreeing, 3);
     assert.ok(s.time && s.time.earliestMs <= before && before - HOUR + 10_000 < s.time.earliestMs);
     assert.ok(s.uncertaintyMs! < 10_000, "the liar does not widen the answer");
+    assert.equal(s.disagreeing, 1);
+    await clock.idle(); // the background proof (tests/clock_report_test.ts checks what it proves)
   } finally {
     await local.close();
   }
@@ -173,6 +175,10 @@ Deno.test("trusted clock: two disagreeing servers leave the time unverified", as
     assert.equal(s.answered, 2);
     assert.equal(s.agreeing, 1);
     assert.equal(clock.deadlinePassed(0), null);
+    assert.equal(s.disagreeing, 1);
+    await clock.idle();
+    // With no majority the chain [A, B, A] still proves that one of the two lied.
+    assert.equal(clock.status().reportAvailable, true);
   } finally {
     await local.close();
   }
