@@ -210,6 +210,10 @@ Deno.test({
       await waitFor("answer", () => r.frame().includes("hi alice 👋"));
       // Shown in the open conversation: the engine is told it was read.
       await waitFor("markRead", () => engine.readMarks.length === 1);
+      // Typing notices both ways: ours is sent (throttled), theirs is shown above the input.
+      assert.deepEqual(engine.typingTo, ["bob"]); // once for "hello bob", however many keys
+      engine.emit({ event: "typing", from: "bob" });
+      await waitFor("typing notice", () => r.frame().includes("bob is typing..."));
     } finally {
       cleanup();
     }

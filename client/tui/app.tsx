@@ -109,7 +109,7 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   const stateRef = useRef<UiState>(state);
   stateRef.current = state;
   const marked = useRef(new Set<string>());
-  const lastTyping = useRef(0);
+  const lastTyping = useRef(Number.NEGATIVE_INFINITY);
   const quitting = useRef(false);
 
   const log = useCallback(
