@@ -1,0 +1,133 @@
+/**
+ * Self-destruct on a clock the receiver cannot move: the receiver runs as `securechat chat --headless` under
+ * faketime. With FAKETIME_DONT_FAKE_MONOTONIC=1 (a user who changes the system clock) the message dies on
+ * time whether the clock is set back or forward a year; with the monotonic clock slowed too (an attacker who
+ * preloads a library) it dies once a fresh Roughtime answer arrives.
+ */
+import assert from "node:assert/strict";
+import { DirectoryClient } from "../client/directory_client.ts";
+import type { HomeState } from "../client/home.ts";
+import {
+  enrollUser,
+  faketimeAvailable,
+  type HeadlessEvent,
+  type HeadlessProc,
+  type Phonebook,
+  spawnHeadless,
+  startClient,
+  startPhonebook,
+} from "./helpers/chat.ts";
+
+const TTL = 8000;
+const ignore = !faketimeAvailable;
+if (ignore) console.warn("faketime is not installed (apt-get install faketime): faketime tests skipped");
+
+/** Under a moved wall clock the platform HTTPS client refuses the directory's certificate (it judges validity
+ * on the local clock), so the receiver cannot publish its own address; the test publishes it, authenticated
+ * with the receiver's certificate, from this (unfaked) process. */
+async function publishFor(home: HomeState, address: string): Promise<void> {
+  const [host, port] = [
+    address.slice(0, address.lastIndexOf(":")),
+    Number(address.slice(address.lastIndexOf(":") + 1)),
+  ];
+  const d = new DirectoryClient({
+    url: home.server,
+    caPem: home.caPem,
+    certPem: home.certPem,
+    keyPem: home.keyPem,
+  });
+  try {
+    await d.publish(host, port, 300);
+  } finally {
+    d.close();
+  }
+}
+
+async function scenario(
+  fake: { spec: string; fakeMonotonic?: boolean; args?: string[] },
+  check: (
+    o: { bob: HeadlessProc; got: HeadlessEvent; sentAt: number; expiresAt: number; sentPerf: number },
+  ) => Promise<void>,
+) {
+  const pb: Phonebook = await startPhonebook();
+  const aliceHome = await enrollUser(pb, "alice");
+  const bobHome = await enrollUser(pb, "bob");
+  const bob = spawnHeadless(bobHome.dir, {
+    faketime: fake.spec,
+    fakeMonotonic: fake.fakeMonotonic,
+    args: fake.args,
+  });
+  const alice = await startClient(aliceHome);
+  try {
+    const ready = await bob.waitEvent((e) => e.event === "ready", 60_000, "bob ready");
+    assert.equal(ready.time, "verified", "the receiver's trusted clock must be verified by Roughtime");
+    await publishFor(bobHome, String(ready.address));
+    const sentPerf = performance.now();
+    const m = await alice.engine.send("bob", "tick tock", { ttlMs: TTL });
+    const got = await bob.waitEvent((e) => e.event === "message" && e.id === m.id, 30_000, "message at bob");
+    await check({ bob, got, sentAt: m.sentAt, expiresAt: m.expiresAt!, sentPerf });
+    // Gone from the receiver's history too.
+    await bob.cmd({ cmd: "history", with: "alice", ref: "h" });
+    const h = await bob.waitEvent((e) => e.event === "history" && e.ref === "h", 30_000, "history");
+    assert.deepEqual(h.messages, []);
+  } finally {
+    await bob.kill();
+    await alice.stop();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(bobHome.dir, { recursive: true });
+  }
+}
+
+/** The receiver's copy is shown with the trusted deadline and dies no later than that deadline. */
+async function diesOnTime(
+  o: { bob: HeadlessProc; got: HeadlessEvent; sentAt: number; expiresAt: number; sentPerf: number },
+) {
+  // Timestamps are on trusted time, not the receiver's (moved) wall clock: within seconds of the real time.
+  assert.ok(Math.abs((o.got.sentAt as number) - o.sentAt) < 10_000, `sentAt ${o.got.sentAt} vs ${o.sentAt}`);
+  assert.ok((o.got.expiresAt as number) <= o.expiresAt, "the receiver never extends the sender's deadline");
+  assert.ok((o.got.expiresAt as number) > Date.now() - 10_000, "deadline is on real time, not a year off");
+  await o.bob.waitEvent((e) => e.event === "expired" && e.id === o.got.id, TTL + 10_000, "expired at bob");
+  // It died by the deadline (on the test's own, unmoved clock), plus the sweep and pipe latency.
+  const elapsed = performance.now() - o.sentPerf;
+  assert.ok(elapsed <= TTL + 3000, `died ${elapsed} ms after sending (lifetime ${TTL} ms)`);
+}
+
+Deno.test({
+  name: "faketime: receiver's wall clock set back a year: the message still dies on time",
+  ignore,
+  fn: () => scenario({ spec: "-365d" }, diesOnTime),
+});
+
+Deno.test({
+  name: "faketime: receiver's wall clock set forward a year: shown, and dies on time (not at once)",
+  ignore,
+  fn: () => scenario({ spec: "+365d" }, diesOnTime),
+});
+
+Deno.test({
+  name: "faketime: monotonic clock slowed too: the message dies once a fresh Roughtime answer arrives",
+  ignore,
+  fn: () =>
+    // Time runs at a tenth of its speed for the receiver (wall and monotonic); it asks Roughtime every
+    // second of its own (slowed) time, i.e. every ~10 real seconds.
+    scenario({ spec: "+0 x0.1", fakeMonotonic: true, args: ["--time-refresh", "1"] }, async (o) => {
+      const expired = await o.bob.waitEvent(
+        (e) => e.event === "expired" && e.id === o.got.id,
+        60_000,
+        "expired",
+      );
+      const elapsed = performance.now() - o.sentPerf;
+      const idx = o.bob.events.indexOf(expired);
+      const arrived = o.bob.events.indexOf(o.got);
+      // Fresh Roughtime answers came in between (the clock re-asks on schedule, and at once when the time
+      // since boot, which faketime does not slow, runs ahead of the monotonic clock).
+      const fresh = o.bob.events.slice(arrived, idx).filter((e) =>
+        e.event === "time" && e.state === "verified"
+      );
+      assert.ok(fresh.length > 0, "no fresh Roughtime answer before the deletion");
+      // Late by at most one refresh period of the slowed clock (1 s at a tenth of the speed) plus slack: on a
+      // 10x slowed clock alone it would have lived 80 s.
+      assert.ok(elapsed <= TTL + 15_000, `died ${elapsed} ms after sending`);
+    }),
+});
