@@ -10,7 +10,6 @@ import { createElement } from "react";
 import type { ChatEngineApi } from "../engine_types.ts";
 import { CliError } from "../../cli_error.ts";
 import { App } from "./app.tsx";
-import { firstRun } from "./first_run.ts";
 
 export interface TuiOptions {
   home: string;
@@ -22,6 +21,8 @@ export const CLOSE_TIMEOUT_MS = 5000;
 export const UNMOUNT_TIMEOUT_MS = 1000;
 
 export async function runFirstRun(home: string): Promise<void> {
+  // Loaded on demand: the prompts and the enrollment code are not needed by an enrolled user's chat screen.
+  const { firstRun } = await import("./first_run.ts");
   await firstRun(home);
 }
 
