@@ -321,10 +321,12 @@ export class TrustedClock {
   }
 
   /** True when the deadline may have passed (latest possible time >= deadline): callers that delete on true
-   * delete early rather than late. Null while unverified. */
+   * delete early rather than late. Null while unverified. A NaN deadline (a corrupted record) counts as
+   * passed: every comparison with NaN is false, which would otherwise keep such a message forever. */
   deadlinePassed(deadlineMs: number): boolean | null {
     const t = this.now();
-    return t ? t.latestMs >= deadlineMs : null;
+    if (!t) return null;
+    return Number.isNaN(deadlineMs) || t.latestMs >= deadlineMs;
   }
 
   subscribe(cb: (s: TimeStatus) => void): () => void {

@@ -130,3 +130,17 @@ Deno.test("never late: a weaker answer only widens the interval; a majority of t
   assert.equal(nextAnchorInterval(carried, { ...fresh, support: 2 }, 3).replaced, true);
   assert.equal(nextAnchorInterval(carried, { ...fresh, support: 2 }, 5).replaced, false);
 });
+
+Deno.test("never late: a NaN deadline counts as passed; an infinite one never does", async () => {
+  const local = await startLocalServers([{}]);
+  try {
+    const clock = new TrustedClock({ servers: local.specs, monotonicNow: frozenMono().now });
+    assert.equal(clock.deadlinePassed(Number.NaN), null, "unverified stays null");
+    await clock.sync();
+    assert.equal(clock.deadlinePassed(Number.NaN), true);
+    assert.equal(clock.deadlinePassed(-Infinity), true);
+    assert.equal(clock.deadlinePassed(Infinity), false);
+  } finally {
+    await local.close();
+  }
+});
