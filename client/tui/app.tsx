@@ -29,6 +29,8 @@ import { sanitize } from "./width.ts";
 
 /** How often countdowns and the clock summary are refreshed, ms. */
 export const TICK_MS = 500;
+/** Without a countdown on screen, the clock summary is redrawn every this many ticks. */
+export const IDLE_TICKS = 4;
 /** At most one "typing" notice to the peer per this many ms. */
 export const TYPING_EVERY_MS = 3000;
 /** Scroll amount that means "the oldest message": the layout caps it to what exists. */
@@ -162,11 +164,14 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     return off;
   }, [engine, refreshContacts, loadHistory, mono]);
 
-  // Countdown and clock tick.
+  // Countdown and clock tick: a frame every TICK_MS while a countdown is on screen, else every
+  // IDLE_TICKS ticks for the clock summary (a long conversation is not laid out twice a second for nothing).
+  const countdownShown = useRef(false);
   useEffect(() => {
+    let n = 0;
     const t = setInterval(() => {
       const status = engine.timeStatus();
-      setTick((n) => n + 1);
+      if (countdownShown.current || ++n % IDLE_TICKS === 0) setTick((k) => k + 1);
       if (status.state !== stateRef.current.time.state) dispatch({ type: "time", status });
     }, TICK_MS);
     return () => clearInterval(t);
@@ -192,6 +197,7 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     () => visibleMessages(conversation ?? [], state.time, now),
     [conversation, state.time, now],
   );
+  countdownShown.current = visible.some((m) => m.expiresAt !== null);
 
   // Incoming messages shown in the open conversation are read: tell the engine once per message. An "after
   // read" lifetime starts then, so the conversation is reloaded to pick up its deadline.
