@@ -230,6 +230,9 @@ export async function startHttpServer(opts: {
     requestCert: true,
     rejectUnauthorized: false,
     minVersion: "TLSv1.2",
+    // The header deadline starts only once TLS is up, and the idle timer is reset by every byte: without a
+    // deadline of its own, a ClientHello trickled a byte at a time held a connection slot for ever.
+    handshakeTimeout: limits.headersTimeoutMs,
   }, (req, res) => {
     handle(req, res).catch((e) => {
       opts.onError?.(e);
