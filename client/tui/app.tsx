@@ -12,7 +12,7 @@ import { complete, parseInput, type UiCommand } from "./commands.ts";
 import { layoutConversation } from "./conversation_layout.ts";
 import { formatTtl } from "./format.ts";
 import * as ed from "./input_state.ts";
-import { InputBox, inputRows } from "./input_box.tsx";
+import { inputRows } from "./input_box.tsx";
 import { computeLayout, MIN_COLUMNS, MIN_ROWS, peerVisible } from "./layout.ts";
 import {
   filterContacts,
@@ -22,8 +22,8 @@ import {
   type UiState,
   visibleMessages,
 } from "./model.ts";
-import { helpLines, HelpScreen, VerifyScreen } from "./overlays.tsx";
-import { ContactList, Lines, LogPane, PeerPane, Rule, StatusBar, TopBar, VRule } from "./panes.tsx";
+import { helpLines } from "./overlays.tsx";
+import { ChatScreen } from "./screen.tsx";
 import { needsSplit, splitKeys } from "./keys.ts";
 import { sanitize } from "./width.ts";
 
@@ -522,123 +522,20 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     );
   }
 
-  const peerInfo = selected !== null ? engine.peerInfo(selected) : null;
-  const typingNow = selected !== null && (state.typingUntil[selected] ?? 0) > mono();
-  const inputLabel = state.closing
-    ? "closing connections and withdrawing your address..."
-    : state.notice?.text ??
-      (typingNow
-        ? `${selected} is typing...`
-        : state.scroll > 0
-        ? `scrolled up ${view.scroll} lines (End: newest)`
-        : "");
-  const inputTone = state.closing
-    ? "warn"
-    : state.notice?.level === "error"
-    ? "error"
-    : state.notice?.level === "warn"
-    ? "warn"
-    : "dim";
-  const hints = state.focus === "contacts"
-    ? "type to search  Up/Down  Enter open  Esc back"
-    : "F1 help  ^C quit  PgUp/PgDn scroll  Tab complete  ^N/^P next  /verify  /ttl";
-
-  // Overlays take every row between the top bar and the status bar (the QR code needs them at 60x20).
-  const overlayHeight = rows - 2;
-  let main;
-  if (state.overlay === "help") {
-    main = <HelpScreen width={columns} height={overlayHeight} offset={helpOffset} />;
-  } else if (state.overlay !== null) {
-    main = (
-      <VerifyScreen
-        me={state.me}
-        peer={state.overlay.peer}
-        ours={engine.ownFingerprint()}
-        theirs={engine.peerInfo(state.overlay.peer)?.fingerprint ?? null}
-        showing={state.overlay.showing}
-        width={columns}
-        height={overlayHeight}
-      />
-    );
-  } else {
-    main = (
-      <Box flexDirection="row" width={columns} height={layout.mainHeight}>
-        <ContactList
-          contacts={contactsShown}
-          unread={state.unread}
-          selected={selected}
-          query={state.contactQuery}
-          cursor={state.contactCursor}
-          focused={state.focus === "contacts"}
-          width={layout.contactsWidth}
-          height={layout.mainHeight}
-        />
-        <VRule height={layout.mainHeight} />
-        {layout.conversationWidth > 0
-          ? (
-            selected === null
-              ? (
-                <Lines
-                  lines={[{
-                    key: "x",
-                    segments: [{ text: "no conversation: /contacts or /open NAME", tone: "dim" }],
-                  }]}
-                  width={layout.conversationWidth}
-                  height={layout.mainHeight}
-                />
-              )
-              : (
-                <Lines
-                  lines={view.lines}
-                  width={layout.conversationWidth}
-                  height={layout.mainHeight}
-                  alignBottom
-                />
-              )
-          )
-          : null}
-        {layout.peerWidth > 0 && layout.conversationWidth > 0 ? <VRule height={layout.mainHeight} /> : null}
-        {layout.peerWidth > 0
-          ? <PeerPane info={peerInfo} contact={contact} width={layout.peerWidth} height={layout.mainHeight} />
-          : null}
-      </Box>
-    );
-  }
-
-  const statusBar = (
-    <StatusBar
-      me={state.me}
-      peer={selected}
-      ttlMs={contact?.defaultTtlMs ?? null}
-      width={columns}
-      hints={state.overlay === null ? hints : "Esc close"}
-    />
-  );
-  if (state.overlay !== null) {
-    return (
-      <Box flexDirection="column" width={columns} height={rows}>
-        <TopBar me={state.me} time={liveTime} width={columns} />
-        {main}
-        {statusBar}
-      </Box>
-    );
-  }
   return (
-    <Box flexDirection="column" width={columns} height={rows}>
-      <TopBar me={state.me} time={liveTime} width={columns} />
-      {main}
-      <Rule label="log" width={columns} />
-      <LogPane entries={state.log} width={columns} height={layout.logHeight} />
-      <Rule label={inputLabel} width={columns} tone={inputTone} />
-      <InputBox
-        text={input.text}
-        cursor={input.cursor}
-        width={columns}
-        maxRows={layout.maxInputRows}
-        active={state.focus === "input" && state.overlay === null}
-        placeholder={selected ? `message ${selected} (/help for commands)` : "/open NAME or /contacts"}
-      />
-      {statusBar}
-    </Box>
+    <ChatScreen
+      state={state}
+      layout={layout}
+      view={view}
+      input={input}
+      contactsShown={contactsShown}
+      peerInfo={selected !== null ? engine.peerInfo(selected) : null}
+      verifyFingerprints={state.overlay !== null && state.overlay !== "help"
+        ? { ours: engine.ownFingerprint(), theirs: engine.peerInfo(state.overlay.peer)?.fingerprint ?? null }
+        : null}
+      time={liveTime}
+      helpOffset={helpOffset}
+      typing={selected !== null && (state.typingUntil[selected] ?? 0) > mono()}
+    />
   );
 }
