@@ -11,6 +11,7 @@ import {
   loadOrCreateLongTermKey,
   type MalfeasanceReport,
   parseServerSpec,
+  proofOrder,
   PUBLIC_SERVERS,
   queryChain,
   queryParallel,
@@ -51,6 +52,9 @@ interface QueryJson {
   configured: number;
   answered: number;
   agreeing: number;
+  /** Names of the answering servers outside the agreeing group (when there is no majority, outside the
+   * largest group: then no one can tell which side lies). */
+  disagreeing: string[];
   servers: {
     name: string;
     host: string;
@@ -81,10 +85,11 @@ async function runQuery(specs: ServerSpec[], timeoutMs: number): Promise<QueryJs
   );
   const agreeingSet = new Set(c ? c.agreeing.map((i) => ok[i]) : []);
   let report: MalfeasanceReport | null = null;
-  if (c && c.agreeing.length < ok.length) {
-    // Disagreement: ask the answering servers again in a chain (twice round, so a server that is ahead is
-    // caught as well as one that is behind) and keep the chain if it proves the lie.
-    const chain = await queryChain(ok.map((o) => o.server), { rounds: 2, timeoutMs });
+  const order = c ? proofOrder(ok.length, c.agreeing) : [];
+  if (order.length) {
+    // Disagreement: ask again in a chain with each outlier between agreeing servers (a server that is behind
+    // is caught by the one before it, one that is ahead by the one after) and keep it if it proves the lie.
+    const chain = await queryChain(order.map((i) => ok[i].server), { timeoutMs });
     const candidate = buildReport(chain);
     try {
       if (checkReport(candidate).kind === "malfeasance") report = candidate;
@@ -119,6 +124,7 @@ async function runQuery(specs: ServerSpec[], timeoutMs: number): Promise<QueryJs
     configured: specs.length,
     answered: ok.length,
     agreeing: c ? c.agreeing.length : 0,
+    disagreeing: ok.filter((o) => !agreeingSet.has(o)).map((o) => o.server.name),
     servers: outcomes.map((o) =>
       o.ok
         ? {
@@ -155,24 +161,54 @@ function printQuery(q: QueryJson): void {
   } else {
     console.log(`time UNVERIFIED: none of ${q.configured} servers gave a valid answer`);
   }
+  // Without a majority nobody can tell which side lies: outliers are only "different".
+  const [mark, why] = q.state === "verified"
+    ? ["LIES", "disagrees with the majority"]
+    : ["DIFF", "outside the largest group; no majority"];
   for (const s of q.servers) {
     const where = `${s.name} (${s.host}:${s.port})`;
     if (s.ok) {
       console.log(
-        `  ${s.agrees ? "ok  " : "LIES"} ${where} ${s.version} ${iso(s.midpointMs ?? 0)} ± ${
+        `  ${s.agrees ? "ok  " : mark} ${where} ${s.version} ${iso(s.midpointMs ?? 0)} ± ${
           seconds(s.radiusMs ?? 0)
         } ` +
-          `rtt ${(s.rttMs ?? 0).toFixed(1)} ms${s.agrees ? "" : " (disagrees with the majority)"}`,
+          `rtt ${(s.rttMs ?? 0).toFixed(1)} ms${s.agrees ? "" : ` (${why})`}`,
       );
     } else {
       console.log(`  FAIL ${where} ${s.error?.code}: ${s.error?.message}`);
     }
   }
+  if (q.disagreeing.length) {
+    console.log(`disagreeing: ${q.disagreeing.join(", ")}`);
+  }
   if (q.report) {
     console.log(
       `malfeasance: a chained report proves a server lied (${q.report.responses.length} responses)`,
     );
+  } else if (q.disagreeing.length) {
+    console.log("no proof: the chained query did not show the disagreement (a server stopped answering?)");
   }
+}
+
+/** `--report FILE`: the proof is public (signed replies only), so 0644. Without a proof nothing is written, and
+ * stderr says why: a report file left from an earlier run must not be mistaken for this run's. */
+async function writeReport(file: string, q: QueryJson): Promise<void> {
+  if (!q.report) {
+    console.error(
+      q.disagreeing.length
+        ? `no report written to ${file}: the chained query did not prove a lie`
+        : `no report written to ${file}: the servers agree`,
+    );
+    return;
+  }
+  try {
+    await Deno.writeTextFile(file, JSON.stringify(q.report, null, 2) + "\n", { mode: 0o644 });
+  } catch (e) {
+    throw new CliError(`cannot write ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  console.error(
+    `malfeasance report written to ${file}; check it with: securechat time verify-report ${file}`,
+  );
 }
 
 function parseListen(s: string): { hostname: string; port: number } {
@@ -220,11 +256,9 @@ export function registerTimeCommands(program: Command): void {
         throw new CliError("--timeout must be 1-60000 ms");
       }
       const q = await runQuery(specs, timeoutMs);
-      if (opts.report && q.report) {
-        await Deno.writeTextFile(opts.report, JSON.stringify(q.report, null, 2) + "\n");
-      }
       if (opts.json) console.log(JSON.stringify(q, null, 2));
       else printQuery(q);
+      if (opts.report) await writeReport(opts.report, q);
       if (q.state !== "verified") {
         throw new CliError(
           q.state === "uncertain" ? "servers disagree: time uncertain" : "time unverified",

@@ -109,13 +109,25 @@ Deno.test("time query: a liar among three honest servers is outvoted; its report
     assert.equal(json.state, "verified");
     assert.equal(json.agreeing, 3);
     assert.deepEqual(json.servers.map((s: { agrees: boolean }) => s.agrees), [true, true, true, false]);
+    const liar = `127.0.0.1:${local.specs[3].port}`;
+    assert.deepEqual(json.disagreeing, [liar]);
     assert.ok(json.report && json.report.responses.length >= 2);
+    assert.match(
+      r.stderr,
+      /malfeasance report written to .*report\.json; check it with: securechat time verify-report/,
+    );
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/report.json`)), json.report);
+    assert.equal((await Deno.stat(`${dir}/report.json`)).mode! & 0o777, 0o644 & ~Deno.umask());
     const v = await runCli(["time", "verify-report", `${dir}/report.json`]);
     assert.equal(v.code, 3, v.stderr);
     assert.equal(v.stderr.trim().split("\n").length, 1);
     assert.match(v.stderr, /malfeasance: response \d+ \(key .*\) claims a time .* after response \d+/);
     const human = await runCli(["time", "query", ...args]);
-    assert.match(human.stdout, /LIES .*disagrees with the majority/);
+    assert.equal(human.code, 0);
+    assert.ok(human.stdout.includes(`LIES ${liar} (${liar})`), human.stdout);
+    assert.match(human.stdout, /disagrees with the majority/);
+    assert.ok(human.stdout.includes(`\ndisagreeing: ${liar}\n`), human.stdout);
+    assert.equal(human.stdout.match(/^ {2}LIES /gm)?.length, 1, "only the liar is accused");
   } finally {
     await local.close();
     await Deno.remove(dir, { recursive: true });
@@ -191,5 +203,48 @@ Deno.test("time query: unreachable servers exit 2 (unverified) within the timeou
     assert.match(bad.stderr, /bad server "nohost"/);
   } finally {
     await local.close();
+  }
+});
+
+Deno.test("time query --report: two servers that disagree are named, no one is accused, the proof is written", async () => {
+  const local = await startLocalServers([{}, { now: () => Date.now() + HOUR }]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = local.specs.flatMap((s) => ["--server", spec(s)]);
+    const r = await runCli(["time", "query", ...args, "--report", `${dir}/r.json`]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stdout, /time UNCERTAIN/);
+    assert.doesNotMatch(r.stdout, /LIES/, "with no majority nobody can tell which one lies");
+    const names = local.specs.map((s) => `127.0.0.1:${s.port}`);
+    const diff = /^ {2}DIFF (\S+) .*\(outside the largest group; no majority\)$/m.exec(r.stdout);
+    assert.ok(diff && names.includes(diff[1]), r.stdout);
+    assert.ok(r.stdout.includes(`\ndisagreeing: ${diff[1]}\n`), r.stdout);
+    assert.match(r.stdout, /malfeasance: a chained report proves a server lied/);
+    assert.match(r.stderr, /malfeasance report written to/);
+    const v = await runCli(["time", "verify-report", `${dir}/r.json`]);
+    assert.equal(v.code, 3, v.stderr);
+  } finally {
+    await local.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("time query --report: when the servers agree nothing is written and stderr says so", async () => {
+  const local = await startLocalServers([{}, { version: "draft" }]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = local.specs.flatMap((s) => ["--server", spec(s)]);
+    const r = await runCli(["time", "query", ...args, "--json", "--report", `${dir}/r.json`]);
+    assert.equal(r.code, 0, r.stderr);
+    const json = JSON.parse(r.stdout);
+    assert.deepEqual(json.disagreeing, []);
+    assert.equal(json.report, null);
+    assert.match(r.stderr, /no report written to .*r\.json: the servers agree/);
+    await assert.rejects(Deno.stat(`${dir}/r.json`), Deno.errors.NotFound);
+    const bad = await runCli(["time", "query", ...args, "--report", `${dir}/no/such/dir/r.json`]);
+    assert.equal(bad.code, 0, "no report to write, so no error");
+  } finally {
+    await local.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
