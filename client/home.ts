@@ -3,7 +3,7 @@
  * config.json. Layout in docs/architecture.md.
  */
 import { join } from "node:path";
-import { fingerprintOf, normalizeFingerprint, writeSecretFile } from "../pki/mod.ts";
+import { fingerprintOf, normalizeFingerprint, restrictDirectory, writeSecretFile } from "../pki/mod.ts";
 import type { RoughtimeVersion, ServerSpec } from "../clock/types.ts";
 
 export const HOME_FILES = {
@@ -168,6 +168,7 @@ export async function writeHome(
   files: { keyPem?: string; certPem: string; caPem: string; config: HomeConfig },
 ): Promise<void> {
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  await restrictDirectory(dir);
   if (files.keyPem !== undefined) await writeSecretFile(join(dir, HOME_FILES.key), files.keyPem);
   await atomicWrite(join(dir, HOME_FILES.cert), files.certPem);
   await atomicWrite(join(dir, HOME_FILES.ca), files.caPem);

@@ -74,10 +74,36 @@ export async function spkiOf(publicKey: CryptoKey): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
 }
 
-/** Writes a secret file readable only by its owner. The file is created with mode 0600 (never world-readable,
- * not even for a moment) and chmod'ed again in case it already existed with looser bits. */
+/** Writes a secret file readable only by its owner. The bytes go into a new file created exclusively with
+ * mode 0600 beside `path`, which then replaces `path` by rename. Writing in place would leak the secret to
+ * anyone who opened an older, looser file at `path` (their handle reads the new bytes), and would follow a
+ * symbolic link planted at `path`; exclusive creation never follows a link, and rename replaces the link
+ * itself. The file is flushed before the rename so a crash leaves the old file or the whole new one. */
 export async function writeSecretFile(path: string, data: string | Uint8Array): Promise<void> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  await Deno.writeFile(path, bytes, { mode: 0o600 });
-  if (Deno.build.os !== "windows") await Deno.chmod(path, 0o600);
+  const tmp = `${path}.tmp-${crypto.randomUUID()}`;
+  try {
+    const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
+    try {
+      // The mode given at creation passes through the umask; chmod makes it exactly 0600.
+      if (Deno.build.os !== "windows") await Deno.chmod(tmp, 0o600);
+      let off = 0;
+      while (off < bytes.length) off += await f.write(bytes.subarray(off));
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {/* never created, or already renamed */});
+    throw e;
+  }
+}
+
+/** Makes an existing folder owner-only (0700): one that was created earlier with looser bits would let other
+ * users list it, and a group-writable one would let them swap files in it. No-op on Windows. */
+export async function restrictDirectory(dir: string): Promise<void> {
+  if (Deno.build.os === "windows") return;
+  const st = await Deno.stat(dir);
+  if (st.mode !== null && (st.mode & 0o077) !== 0) await Deno.chmod(dir, 0o700);
 }

@@ -36,6 +36,7 @@ export {
   importPrivateKeyPem,
   type KeyAlgorithm,
   type KeyPair,
+  restrictDirectory,
   signingAlgorithm,
   spkiOf,
   writeSecretFile,

@@ -14,6 +14,7 @@ import {
   issueServerCertificate,
   type KeyAlgorithm,
   pemToDer,
+  restrictDirectory,
   writeSecretFile,
   x509,
 } from "../pki/mod.ts";
@@ -36,11 +37,12 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Creates the data folder (mode 0700) if needed. */
+/** Creates the data folder (mode 0700) if needed, and makes an existing one owner-only. */
 export async function ensureDataDir(dir: string): Promise<void> {
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const st = await Deno.stat(dir);
   if (!st.isDirectory) throw new ServerSetupError("BAD_DATA_DIR", `${dir} is not a directory`);
+  await restrictDirectory(dir);
 }
 
 async function readSecret(path: string): Promise<string> {

@@ -101,6 +101,16 @@ export class DirectoryStore {
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
     }
+    // An existing file (and its WAL/SHM, which SQLite creates with the main file's mode) may be looser.
+    if (Deno.build.os !== "windows") {
+      for (const f of [path, `${path}-wal`, `${path}-shm`]) {
+        try {
+          if ((Deno.statSync(f).mode! & 0o077) !== 0) Deno.chmodSync(f, 0o600);
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        }
+      }
+    }
     this.db = new DatabaseSync(path);
     this.db.exec("PRAGMA journal_mode=WAL");
     this.db.exec("PRAGMA synchronous=NORMAL");
