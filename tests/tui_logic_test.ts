@@ -100,6 +100,7 @@ Deno.test("width: sanitize removes escape sequences a peer could use to repaint 
   // deno-lint-ignore no-control-regex
   assert.ok(!/[\x00-\x08\x0b-\x1f\x7f-\x9f]/.test(s), JSON.stringify(s));
   assert.ok(s.startsWith("hi"));
+  assert.ok(!/[\u202a-\u202e\u2066-\u2069]/.test(sanitize("evil\u202egnp.exe")), "bidi override neutralised");
 });
 
 // ---- format --------------------------------------------------------------------------------------------------
@@ -463,6 +464,24 @@ Deno.test("layout: countdown, delivery mark, new-messages line and date lines", 
   const d = rows.findIndex((r) => r.includes("text of d"));
   assert.ok(rows[d].includes("✗"), rows[d]);
   assert.match(rows[d + 1], /not delivered yet/);
+});
+
+Deno.test("layout: a peer's escape sequences and bidi overrides never reach the screen lines", () => {
+  const evil = msg("e", { text: "evil\x1b[2J\x1b]0;owned\x07 \u202etxt.exe\r\ttab" });
+  const v = layoutConversation({
+    messages: [evil],
+    me: "alice",
+    peer: "bob",
+    width: 60,
+    height: 5,
+    scroll: 0,
+    now: T0,
+    newMarkerId: null,
+  });
+  const text = v.lines.map((l) => l.segments.map((s) => s.text).join("")).join("\n");
+  // deno-lint-ignore no-control-regex
+  assert.ok(!/[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/.test(text), JSON.stringify(text));
+  assert.ok(text.includes("evil·[2J·]0;owned· \ufffdtxt.exe  tab"), text); // visible placeholders: the user sees something was there
 });
 
 // ---- geometry and QR -----------------------------------------------------------------------------------------

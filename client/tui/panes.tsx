@@ -34,7 +34,9 @@ export function Row({ segments, width }: { segments: Segment[]; width: number })
   const parts: Segment[] = [];
   for (const s of segments) {
     if (used >= width) break;
-    const t = truncate(s.text, width - used, "");
+    // Every character reaching the terminal passes here: controls and bidi overrides are neutralised even
+    // if a caller forgot (a peer's name inside an error message, a certificate field...).
+    const t = truncate(sanitize(s.text).replace(/\n/g, " "), width - used, "");
     used += displayWidth(t);
     parts.push({ text: t, tone: s.tone });
   }

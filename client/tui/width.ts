@@ -24,9 +24,13 @@ export function graphemes(s: string): string[] {
 // deno-lint-ignore no-control-regex
 const CONTROL_RE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
 
-/** Makes text from the network safe to draw: no escape sequences, tabs as spaces, CR dropped. */
+// Bidirectional overrides and isolates can make text read differently from what it is ("Trojan Source"): a
+// name or a message must look like what it says.
+const BIDI_RE = /[\u202a-\u202e\u2066-\u2069]/g;
+
+/** Makes text from the network safe to draw: no escape sequences or bidi overrides, tabs as spaces, no CR. */
 export function sanitize(s: string): string {
-  return s.replace(/\t/g, "  ").replace(/\r/g, "").replace(CONTROL_RE, "\u00b7");
+  return s.replace(/\t/g, "  ").replace(/\r/g, "").replace(CONTROL_RE, "\u00b7").replace(BIDI_RE, "\ufffd");
 }
 
 /** Cuts `s` to at most `width` cells, ending with `ellipsis` when something was cut. */
