@@ -82,7 +82,7 @@ for (const [how, offset] of [["behind", -HOUR], ["ahead", HOUR]] as const) {
       if (verdict.kind !== "malfeasance") return;
       const liarKey = toB64(local.specs[2].publicKey);
       for (const i of verdict.inconsistencies) {
-        const pair = [report.responses[i.earlier].publicKey, report.responses[i.later].publicKey];
+        const pair: string[] = [report.responses[i.earlier].publicKey, report.responses[i.later].publicKey];
         assert.ok(pair.includes(liarKey), "every proven inconsistency involves the liar");
         assert.ok(i.gapMs > HOUR - 20_000);
       }
