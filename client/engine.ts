@@ -147,6 +147,8 @@ export class ChatEngine implements ChatEngineApi {
   /** message id -> session id it was written to, until acknowledged. */
   readonly #inflight = new Map<string, number>();
   readonly #connecting = new Map<string, Promise<PeerSession | null>>();
+  readonly #flushing = new Set<string>();
+  readonly #flushAgain = new Set<string>();
   /** Received expiring messages not yet announced because time was unknown. */
   readonly #hidden = new Set<string>();
   /** Read receipts waiting for the peer to be connected. */
@@ -418,7 +420,25 @@ export class ChatEngine implements ChatEngineApi {
     return f;
   }
 
+  /** Writes the peer's outbox to its session. One flush per peer at a time; a request that arrives during a
+   * flush makes it go round once more (so a burst of sends costs one outbox query per round, not per send). */
   async #flush(peer: string): Promise<void> {
+    if (this.#flushing.has(peer)) {
+      this.#flushAgain.add(peer);
+      return;
+    }
+    this.#flushing.add(peer);
+    try {
+      do {
+        this.#flushAgain.delete(peer);
+        await this.#flushOnce(peer);
+      } while (this.#flushAgain.has(peer) && !this.#closed);
+    } finally {
+      this.#flushing.delete(peer);
+    }
+  }
+
+  async #flushOnce(peer: string): Promise<void> {
     const s = this.sessions.active(peer);
     if (!s) return;
     const reads = this.#pendingReads.get(peer);

@@ -3,7 +3,10 @@
  * already received from each peer (at-most-once delivery outlives the message), and contacts with their
  * pinned certificate fingerprints.
  *
- * Durability: WAL with synchronous=FULL, so a message is on disk before we acknowledge it. Deletion: with
+ * Durability: WAL. Storing a message (ours, or one we are about to acknowledge) commits with synchronous=FULL,
+ * so it is on disk, not only in the OS cache, before a receipt goes out; state changes (sent, delivered,
+ * read) commit with synchronous=NORMAL: a power cut may lose one, which only causes a resend that the
+ * receiver's id check absorbs. Deletion: with
  * secure_delete=ON SQLite overwrites freed content with zeros, and after deleting expired rows we checkpoint
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
@@ -110,7 +113,7 @@ export class ChatStore {
     this.#db = new DatabaseSync(path);
     try {
       // secure_delete must be set on every connection; it is not stored in the file.
-      this.#db.exec("PRAGMA secure_delete=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+      this.#db.exec("PRAGMA secure_delete=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
       this.#db.exec("PRAGMA busy_timeout=5000;");
       this.#db.exec(SCHEMA);
     } catch (e) {
@@ -135,6 +138,16 @@ export class ChatStore {
       // best effort
     }
     this.#db.close();
+  }
+
+  /** A transaction that is on disk when it returns (synchronous=FULL for its commit). */
+  #durableTx<T>(fn: () => T): T {
+    this.#db.exec("PRAGMA synchronous=FULL");
+    try {
+      return this.#tx(fn);
+    } finally {
+      this.#db.exec("PRAGMA synchronous=NORMAL");
+    }
   }
 
   #tx<T>(fn: () => T): T {
@@ -193,13 +206,13 @@ export class ChatStore {
 
   /** Stores a message we are sending (state "sending"). */
   addOutgoing(m: Omit<StoredMessage, "seq" | "direction" | "readAt">): void {
-    this.#tx(() => this.#insert({ ...m, direction: "out", readAt: null }));
+    this.#durableTx(() => this.#insert({ ...m, direction: "out", readAt: null }));
   }
 
   /** Stores a received message unless its id was already received from that peer (even if it has since
    * expired). Returns "duplicate" without writing in that case. Committed before it returns. */
   addIncoming(m: Omit<StoredMessage, "seq" | "direction" | "readAt" | "state">): "stored" | "duplicate" {
-    return this.#tx(() => {
+    return this.#durableTx(() => {
       const seen = this.#db.prepare("SELECT 1 FROM received_ids WHERE peer = ? AND id = ?").get(m.peer, m.id);
       if (seen) return "duplicate";
       this.#db.prepare("INSERT INTO received_ids (peer, id) VALUES (?, ?)").run(m.peer, m.id);

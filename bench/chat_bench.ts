@@ -1,0 +1,289 @@
+/**
+ * `deno task bench chat`: the chat engine over one mutual-TLS session, each figure against a raw node:tls
+ * echo of the same frame size measured in the same run.
+ * - messages/s from send to delivery receipt (stored on both sides: synchronous SQLite commits) vs echoes/s;
+ * - median and p99 latency send -> delivery receipt vs echo round trip;
+ * - session set-up (TLS 1.3 + hello both ways + certificate checks) vs a bare mutual-TLS handshake;
+ * - resident memory of a client process holding 100 open sessions vs the same process idle.
+ * When run as a program with `--hub` it is that client process (configuration on stdin).
+ */
+import tls from "node:tls";
+import { type BenchFigure, percentile } from "./harness.ts";
+import { makeTestCa, makeTestLeaf, type TestCa, type TestLeaf } from "../tests/helpers/pki.ts";
+import {
+  FakeDirectory,
+  rawDial,
+  type RawPeer,
+  startTestEngine,
+  type TestEngine,
+} from "../tests/helpers/chat.ts";
+import { encodeFrame } from "../client/protocol/mod.ts";
+
+const THROUGHPUT_MESSAGES = 1000;
+const LATENCY_MESSAGES = 200;
+const HANDSHAKES = 30;
+const SESSIONS = 100;
+const TEXT = "x".repeat(100);
+
+function frameSize(): number {
+  return encodeFrame({
+    t: "msg",
+    id: "0".repeat(32),
+    from: "alice",
+    to: "bob",
+    text: TEXT,
+    sentAt: Date.now(),
+  }).length;
+}
+
+/** A raw TLS echo server and client exchanging frames of `size` bytes. */
+async function echoPair(ca: TestCa, server: TestLeaf, client: TestLeaf, size: number) {
+  const srv = tls.createServer({
+    cert: server.certPem,
+    key: server.keyPem,
+    ca: ca.certPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: "TLSv1.3",
+  }, (s) => s.on("data", (d) => s.write(d)));
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  const port = (srv.address() as { port: number }).port;
+  const sock = await new Promise<tls.TLSSocket>((resolve) => {
+    const c = tls.connect({
+      host: "127.0.0.1",
+      port,
+      cert: client.certPem,
+      key: client.keyPem,
+      rejectUnauthorized: false,
+      minVersion: "TLSv1.3",
+    }, () => resolve(c));
+  });
+  let received = 0;
+  let onBytes: (() => void) | null = null;
+  sock.on("data", (d: Uint8Array) => {
+    received += d.length;
+    onBytes?.();
+  });
+  const payload = new Uint8Array(size).fill(7);
+  /** Writes `n` frames and resolves when `n` frames came back. */
+  const exchange = (n: number) =>
+    new Promise<void>((resolve) => {
+      const target = received + n * size;
+      onBytes = () => {
+        if (received >= target) {
+          onBytes = null;
+          resolve();
+        }
+      };
+      for (let i = 0; i < n; i++) sock.write(payload);
+    });
+  return {
+    exchange,
+    close: async () => {
+      sock.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    },
+  };
+}
+
+async function pairOfEngines(ca: TestCa) {
+  const aliceLeaf = await makeTestLeaf(ca, "alice");
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const bobDir = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
+  const bob = await startTestEngine(ca, bobLeaf, { directory: bobDir });
+  const alice = await startTestEngine(ca, aliceLeaf, {
+    directory: new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint }, bobDir.entries),
+  });
+  return { alice, bob, aliceLeaf, bobLeaf };
+}
+
+async function deliveredCount(e: TestEngine, n: number): Promise<void> {
+  while (e.log.of("delivered").length < n) await new Promise((r) => setTimeout(r, 1));
+}
+
+async function hubMemory(ca: TestCa): Promise<BenchFigure> {
+  const hubLeaf = await makeTestLeaf(ca, "hub");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      new URL(import.meta.url).pathname,
+      "--hub",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+    env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(JSON.stringify({ ca, hub: hubLeaf }) + "\n"));
+  const reader = child.stdout.getReader();
+  let out = "";
+  /** The next line the hub prints. */
+  const line = async (): Promise<string> => {
+    while (!out.includes("\n")) {
+      const r = await reader.read();
+      if (r.done) throw new Error("hub exited");
+      out += new TextDecoder().decode(r.value);
+    }
+    const i = out.indexOf("\n");
+    const l = out.slice(0, i);
+    out = out.slice(i + 1);
+    return l;
+  };
+  const rss = async (): Promise<number> => {
+    await w.write(new TextEncoder().encode("rss\n"));
+    return Number(await line());
+  };
+  const port = Number(await line());
+  await new Promise((r) => setTimeout(r, 500));
+  const idle = await rss();
+  const peers: RawPeer[] = [];
+  for (let i = 0; i < SESSIONS; i++) {
+    const leaf = await makeTestLeaf(ca, `peer${i}`);
+    const p = await rawDial(port, { certPem: leaf.certPem, keyPem: leaf.keyPem });
+    p.send(p.hello({ from: leaf.name, to: "hub", signKeyPem: leaf.keyPem }));
+    await p.waitFrame((f) => f.t === "hello", 10_000);
+    peers.push(p);
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const busy = await rss();
+  for (const p of peers) p.socket.destroy();
+  await w.close();
+  reader.releaseLock();
+  await child.stdout.cancel();
+  await child.status;
+  return {
+    name: `client RSS with ${SESSIONS} open sessions`,
+    value: busy / 2 ** 20,
+    unit: "MiB",
+    baseline: { name: "same client idle", value: idle / 2 ** 20 },
+    notes: `${((busy - idle) / SESSIONS / 1024).toFixed(1)} KiB per session`,
+  };
+}
+
+export async function run(): Promise<BenchFigure[]> {
+  const figures: BenchFigure[] = [];
+  const ca = await makeTestCa();
+  const size = frameSize();
+  const { alice, bob, aliceLeaf, bobLeaf } = await pairOfEngines(ca);
+  const echo = await echoPair(ca, bobLeaf, aliceLeaf, size);
+  try {
+    // Warm up: open the session, fill caches.
+    await alice.engine.send("bob", TEXT);
+    await deliveredCount(alice, 1);
+    await echo.exchange(50);
+
+    // Throughput: pipelined sends until every receipt is back.
+    let t0 = performance.now();
+    const base = alice.log.of("delivered").length;
+    for (let i = 0; i < THROUGHPUT_MESSAGES; i++) await alice.engine.send("bob", TEXT);
+    await deliveredCount(alice, base + THROUGHPUT_MESSAGES);
+    const msgRate = THROUGHPUT_MESSAGES / ((performance.now() - t0) / 1000);
+    t0 = performance.now();
+    await echo.exchange(THROUGHPUT_MESSAGES);
+    const echoRate = THROUGHPUT_MESSAGES / ((performance.now() - t0) / 1000);
+    figures.push({
+      name: "messages/s, send to delivery receipt (stored both sides)",
+      value: msgRate,
+      unit: "msg/s",
+      baseline: { name: "raw node:tls echo", value: echoRate },
+      notes: `${THROUGHPUT_MESSAGES} messages of ${size} bytes framed, one session`,
+    });
+
+    // Latency: one message at a time.
+    const lat: number[] = [];
+    for (let i = 0; i < LATENCY_MESSAGES; i++) {
+      const n = alice.log.of("delivered").length;
+      const s = performance.now();
+      await alice.engine.send("bob", TEXT);
+      await deliveredCount(alice, n + 1);
+      lat.push(performance.now() - s);
+    }
+    const echoLat: number[] = [];
+    for (let i = 0; i < LATENCY_MESSAGES; i++) {
+      const s = performance.now();
+      await echo.exchange(1);
+      echoLat.push(performance.now() - s);
+    }
+    lat.sort((a, b) => a - b);
+    echoLat.sort((a, b) => a - b);
+    figures.push({
+      name: "latency send -> delivery receipt, median",
+      value: percentile(lat, 50),
+      unit: "ms",
+      baseline: { name: "raw node:tls echo round trip", value: percentile(echoLat, 50) },
+    });
+    figures.push({
+      name: "latency send -> delivery receipt, p99",
+      value: percentile(lat, 99),
+      unit: "ms",
+      baseline: { name: "raw node:tls echo round trip", value: percentile(echoLat, 99) },
+    });
+
+    // Session set-up: dial, TLS 1.3, certificate checks, hello both ways.
+    const port = bob.engine.address.port;
+    const hs: number[] = [];
+    const rawHs: number[] = [];
+    for (let i = 0; i < HANDSHAKES; i++) {
+      const s = performance.now();
+      const p = await rawDial(port, { certPem: aliceLeaf.certPem, keyPem: aliceLeaf.keyPem });
+      p.send(p.hello({ from: "alice", to: "bob", signKeyPem: aliceLeaf.keyPem }));
+      await p.waitFrame((f) => f.t === "hello");
+      hs.push(performance.now() - s);
+      p.socket.destroy();
+      await p.closed;
+      const r = performance.now();
+      const q = await rawDial(port, { certPem: aliceLeaf.certPem, keyPem: aliceLeaf.keyPem });
+      rawHs.push(performance.now() - r);
+      q.socket.destroy();
+      await q.closed;
+    }
+    hs.sort((a, b) => a - b);
+    rawHs.sort((a, b) => a - b);
+    figures.push({
+      name: "session set-up (TLS 1.3 + checks + hellos), median",
+      value: percentile(hs, 50),
+      unit: "ms",
+      baseline: { name: "bare mutual TLS 1.3 handshake", value: percentile(rawHs, 50) },
+    });
+  } finally {
+    await echo.close();
+    await alice.stop();
+    await bob.stop();
+  }
+  figures.push(await hubMemory(ca));
+  return figures;
+}
+
+/** The client process of the memory figure: an engine on a test CA, port on stdout, until stdin closes. */
+async function hubMain(): Promise<void> {
+  const reader = Deno.stdin.readable.getReader();
+  let buf = "";
+  while (!buf.includes("\n")) {
+    const r = await reader.read();
+    if (r.done) return;
+    buf += new TextDecoder().decode(r.value);
+  }
+  const { ca, hub } = JSON.parse(buf) as { ca: TestCa; hub: TestLeaf };
+  const e = await startTestEngine(ca, hub);
+  console.log(e.engine.address.port);
+  buf = buf.slice(buf.indexOf("\n") + 1);
+  for (;;) {
+    const r = await reader.read();
+    if (r.done) break;
+    buf += new TextDecoder().decode(r.value);
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      if (buf.slice(0, i) === "rss") console.log(Deno.memoryUsage().rss);
+      buf = buf.slice(i + 1);
+    }
+  }
+  await e.stop();
+}
+
+if (import.meta.main && Deno.args.includes("--hub")) await hubMain();
