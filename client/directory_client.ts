@@ -6,7 +6,7 @@
 import https from "node:https";
 import tls, { type PeerCertificate } from "node:tls";
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { type ParsedCrl, verifyCrl } from "../pki/mod.ts";
+import { derToPem, type ParsedCrl, pemToDer, verifyCrl } from "../pki/mod.ts";
 
 export interface UserEntry {
   name: string;
@@ -89,8 +89,10 @@ export class DirectoryClient {
 
   constructor(opts: { url: string; caPem: string; certPem?: string; keyPem?: string }) {
     this.url = opts.url.replace(/\/+$/, "");
-    this.#caPem = opts.caPem;
-    this.#caKey = new X509Certificate(opts.caPem).publicKey;
+    // Exactly one CA, re-encoded: TLS and node:crypto would also read a block our PEM reader (and so the
+    // fingerprint check) skips, e.g. one whose lines end in spaces. Throws PkiError("BAD_PEM") otherwise.
+    this.#caPem = derToPem(pemToDer(opts.caPem, "CERTIFICATE"), "CERTIFICATE");
+    this.#caKey = new X509Certificate(this.#caPem).publicKey;
     // node:https rather than fetch: fetch adds its built-in public roots to any CA it is given, while the
     // directory must be reached only through a certificate from OUR CA (checked in #checkServer).
     this.#agent = new https.Agent({
@@ -98,7 +100,7 @@ export class DirectoryClient {
       maxSockets: MAX_SOCKETS,
       // Idle sockets are dropped before the server's idle timeout (30 s) would close them under a request.
       timeout: CLIENT_POOL_IDLE_MS,
-      ca: [opts.caPem],
+      ca: [this.#caPem],
       ...(opts.certPem && opts.keyPem ? { cert: opts.certPem, key: opts.keyPem } : {}),
     });
   }

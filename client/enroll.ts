@@ -8,6 +8,7 @@ import https from "node:https";
 import {
   canonicalUsername,
   createCsr,
+  derToPem,
   exportPrivateKeyPem,
   fingerprintOf,
   generateKeyPair,
@@ -193,10 +194,15 @@ export async function enroll(opts: {
     );
   }
 
-  const caPem = await fetchCaCertificateUnverified(opts.server);
+  const caText = await fetchCaCertificateUnverified(opts.server);
   let fp: string;
+  let caPem: string;
   try {
-    fp = fingerprintOf(caPem);
+    // Only the one block that was fingerprinted is kept, re-encoded: text around it (a second certificate
+    // our PEM reader skips but TLS would trust) must never be pinned along with it.
+    const caDer = pemToDer(caText, "CERTIFICATE");
+    fp = fingerprintOf(caDer);
+    caPem = derToPem(caDer, "CERTIFICATE");
   } catch {
     throw new EnrollError("BAD_CERTIFICATE", "the directory's CA certificate is not a PEM certificate");
   }

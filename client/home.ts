@@ -3,7 +3,15 @@
  * config.json. Layout in docs/architecture.md.
  */
 import { join } from "node:path";
-import { fingerprintOf, normalizeFingerprint, restrictDirectory, writeSecretFile } from "../pki/mod.ts";
+import {
+  derToPem,
+  fingerprintOf,
+  normalizeFingerprint,
+  pemToDer,
+  PkiError,
+  restrictDirectory,
+  writeSecretFile,
+} from "../pki/mod.ts";
 import type { RoughtimeVersion, ServerSpec } from "../clock/types.ts";
 
 export const HOME_FILES = {
@@ -135,9 +143,19 @@ export async function loadHome(dir: string): Promise<HomeState> {
   const read = (f: string) => Deno.readTextFile(join(dir, f));
   const configPath = join(dir, HOME_FILES.config);
   const config = parseConfig(await read(HOME_FILES.config), configPath);
-  const caPem = await read(HOME_FILES.ca);
+  const caText = await read(HOME_FILES.ca);
   const caFingerprint = normalizeFingerprint(config.caFingerprint);
-  if (fingerprintOf(caPem) !== caFingerprint) {
+  let caDer: Uint8Array;
+  try {
+    caDer = pemToDer(caText, "CERTIFICATE");
+  } catch (e) {
+    if (!(e instanceof PkiError)) throw e;
+    throw new HomeError("BAD_HOME", `${join(dir, HOME_FILES.ca)} is not exactly one PEM certificate`);
+  }
+  // Callers get the fingerprinted block alone, re-encoded: other text in the file (a second certificate our
+  // PEM reader skips but TLS would read) is never trusted.
+  const caPem = derToPem(caDer, "CERTIFICATE");
+  if (fingerprintOf(caDer) !== caFingerprint) {
     throw new HomeError(
       "BAD_HOME",
       `${join(dir, HOME_FILES.ca)} does not match the fingerprint in ${configPath}`,
