@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ChatStore } from "../client/store/store.ts";
+import { open, seal } from "../client/store/crypto.ts";
+import { filesContain } from "./helpers/chat.ts";
+
+const enc = new TextEncoder();
+
+async function withStore(fn: (s: ChatStore, path: string) => Promise<void> | void) {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-store-" });
+  const path = join(dir, "chat.db");
+  const s = new ChatStore(path);
+  try {
+    await fn(s, path);
+  } finally {
+    s.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const files = (p: string) => [p, `${p}-wal`, `${p}-shm`];
+const base = {
+  peer: "bob",
+  from: "bob",
+  sentAt: 1000,
+  expiresAt: null,
+  ttlMs: null,
+  ttlMode: null,
+  proof: null,
+};
+
+Deno.test("store: the database file is private (0600)", async () => {
+  await withStore((_s, path) => {
+    assert.equal(Deno.statSync(path).mode! & 0o777, 0o600);
+  });
+});
+
+Deno.test("store: expiring messages are encrypted at rest; deleting one removes text and key from the files", async () => {
+  await withStore(async (s, path) => {
+    const secret = `expiring-${crypto.randomUUID()}`;
+    const plain = `plain-${crypto.randomUUID()}`;
+    s.addIncoming({
+      ...base,
+      id: "a".repeat(32),
+      text: secret,
+      ttlMs: 60_000,
+      ttlMode: "send",
+      expiresAt: 9e12,
+    });
+    s.addIncoming({ ...base, id: "b".repeat(32), text: plain });
+    s.checkpoint();
+    assert.equal(await filesContain(files(path), enc.encode(secret)), false);
+    assert.equal(await filesContain(files(path), enc.encode(plain)), true);
+    assert.deepEqual(s.history("bob").map((m) => m.text), [secret, plain]);
+    // Grab the key bytes to search for them after deletion.
+    const { DatabaseSync } = await import("node:sqlite");
+    const peek = new DatabaseSync(path, { readOnly: true });
+    const key = (peek.prepare("SELECT key FROM message_keys").get() as { key: Uint8Array }).key;
+    const body =
+      (peek.prepare("SELECT body FROM messages WHERE ttl_ms IS NOT NULL").get() as { body: Uint8Array })
+        .body;
+    peek.close();
+    assert.equal(await filesContain(files(path), key), true);
+
+    s.deleteMessages([{ peer: "bob", id: "a".repeat(32) }]);
+    assert.equal(await filesContain(files(path), key), false, "message key still in the files");
+    assert.equal(await filesContain(files(path), body), false, "ciphertext still in the files");
+    assert.deepEqual(s.history("bob").map((m) => m.text), [plain]);
+    assert.equal(s.integrityCheck(), "ok");
+  });
+});
+
+Deno.test("store: a received id is stored once, and remembered after the message is deleted", async () => {
+  await withStore((s) => {
+    const id = "c".repeat(32);
+    assert.equal(s.addIncoming({ ...base, id, text: "one" }), "stored");
+    assert.equal(s.addIncoming({ ...base, id, text: "two" }), "duplicate");
+    s.deleteMessages([{ peer: "bob", id }]);
+    assert.equal(s.addIncoming({ ...base, id, text: "three" }), "duplicate");
+    assert.deepEqual(s.history("bob"), []);
+    // The same id from another peer is another message.
+    assert.equal(s.addIncoming({ ...base, peer: "carol", from: "carol", id, text: "carol's" }), "stored");
+  });
+});
+
+Deno.test("store: outbox, states, read marks (first one wins, deadlines only move earlier)", async () => {
+  await withStore((s) => {
+    const id = "d".repeat(32);
+    s.addOutgoing({ ...base, from: "alice", id, text: "hi", state: "sending", ttlMs: 5000, ttlMode: "read" });
+    assert.deepEqual(s.outbox("bob").map((m) => m.id), [id]);
+    s.setState("bob", id, "delivered");
+    assert.deepEqual(s.outbox(), []);
+    s.markRead("bob", id, 100, 5100);
+    s.markRead("bob", id, 50, 9000);
+    const m = s.get("bob", id)!;
+    assert.equal(m.readAt, 100);
+    assert.equal(m.expiresAt, 5100);
+    s.markRead("bob", id, 200, 4000);
+    assert.equal(s.get("bob", id)!.expiresAt, 4000);
+  });
+});
+
+Deno.test("store: pins, pending key changes and the verified mark", async () => {
+  await withStore((s) => {
+    s.pin("bob", "1".repeat(64));
+    s.setVerified("bob", true);
+    assert.equal(s.contact("bob")!.verified, true);
+    s.setPending("bob", "2".repeat(64));
+    assert.equal(s.contact("bob")!.pinnedFingerprint, "1".repeat(64));
+    s.pin("bob", "2".repeat(64));
+    const c = s.contact("bob")!;
+    assert.equal(c.pinnedFingerprint, "2".repeat(64));
+    assert.equal(c.pendingFingerprint, null);
+    assert.equal(c.verified, false, "a new key is not verified");
+  });
+});
+
+Deno.test("store crypto: a sealed text opens only with its key and its row's binding", () => {
+  const key = new Uint8Array(32).fill(1);
+  const sealed = seal(key, "hello", "bob\nid1");
+  assert.equal(open(key, sealed, "bob\nid1"), "hello");
+  assert.throws(() => open(key, sealed, "bob\nid2"));
+  assert.throws(() => open(new Uint8Array(32).fill(2), sealed, "bob\nid1"));
+  const tampered = { iv: sealed.iv, body: sealed.body.slice() };
+  tampered.body[0] ^= 1;
+  assert.throws(() => open(key, tampered, "bob\nid1"));
+});
