@@ -148,6 +148,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #inflight = new Map<string, number>();
   readonly #connecting = new Map<string, Promise<PeerSession | null>>();
   readonly #flushing = new Set<string>();
+  readonly #online = new Set<string>();
   readonly #flushAgain = new Set<string>();
   /** Received expiring messages not yet announced because time was unknown. */
   readonly #hidden = new Set<string>();
@@ -350,7 +351,11 @@ export class ChatEngine implements ChatEngineApi {
   #onActive(s: PeerSession): void {
     const name = s.peer!.name;
     this.#lastDialError.delete(name);
-    this.#emit({ event: "peer-online", name });
+    // A connection that replaces another (simultaneous dials) is not news.
+    if (!this.#online.has(name)) {
+      this.#online.add(name);
+      this.#emit({ event: "peer-online", name });
+    }
     void this.#flush(name);
   }
 
@@ -366,7 +371,9 @@ export class ChatEngine implements ChatEngineApi {
       }
     }
     if (!name || this.#closed) return;
-    if (wasActive) this.#emit({ event: "peer-offline", name });
+    if (wasActive && !this.sessions.active(name) && this.#online.delete(name)) {
+      this.#emit({ event: "peer-offline", name });
+    }
     if (this.sessions.active(name)) void this.#flush(name);
   }
 

@@ -35,25 +35,36 @@ import type { TestCa, TestLeaf } from "./pki.ts";
 export interface Phonebook {
   dir: string;
   server: RunningDirectory;
+  /** Stops the directory (and its Roughtime server) and starts it again on the same ports and data. */
+  restart(opts?: { downMs?: number }): Promise<void>;
   close(): Promise<void>;
 }
 
 export async function startPhonebook(): Promise<Phonebook> {
   const dir = await Deno.makeTempDir({ prefix: "securechat-pb-" });
-  const server = await startDirectoryServer({
-    dataDir: join(dir, "data"),
-    port: 0,
-    roughtime: { hostname: "127.0.0.1", port: 0 },
-    onError: () => {},
-  });
-  return {
+  const start = (port: number, rtPort: number) =>
+    startDirectoryServer({
+      dataDir: join(dir, "data"),
+      port,
+      roughtime: { hostname: "127.0.0.1", port: rtPort },
+      onError: () => {},
+    });
+  const pb: Phonebook = {
     dir,
-    server,
+    server: await start(0, 0),
+    restart: async (opts = {}) => {
+      const port = pb.server.port;
+      const rtPort = pb.server.roughtime!.port;
+      await pb.server.close();
+      await new Promise((r) => setTimeout(r, opts.downMs ?? 0));
+      pb.server = await start(port, rtPort);
+    },
     close: async () => {
-      await server.close();
+      await pb.server.close();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
+  return pb;
 }
 
 /** Enrolls `name` in a fresh temporary home folder (removed by the caller with Deno.remove(home.dir)). */
