@@ -190,19 +190,39 @@ export interface RevokedEntry {
   revokedAtMs: number;
 }
 
-/** A signed X.509 v2 CRL listing every revoked serial. */
+export const OID_CRL_NUMBER = "2.5.29.20";
+
+/** DER INTEGER of a non-negative integer (minimal octets, a leading 00 when the top bit is set). */
+function derUnsignedInteger(n: bigint): Uint8Array<ArrayBuffer> {
+  if (n < 0n) throw new RangeError("CRL number must not be negative");
+  const bytes: number[] = [];
+  for (let v = n; v > 0n; v >>= 8n) bytes.unshift(Number(v & 0xffn));
+  if (bytes.length === 0 || bytes[0] & 0x80) bytes.unshift(0);
+  // RFC 5280 5.2.3: at most 20 octets.
+  if (bytes.length > 20) throw new RangeError("CRL number exceeds 20 octets");
+  return new Uint8Array([0x02, bytes.length, ...bytes]);
+}
+
+/** A signed X.509 v2 CRL listing every revoked serial. It carries the CRL Number RFC 5280 5.2.3 requires of
+ * a conforming CA: `opts.crlNumber` (the directory keeps a persistent counter), else `nowMs`, which grows as
+ * long as the CA's clock does. */
 export async function createCrl(
   ca: CaMaterial,
   entries: RevokedEntry[],
   nowMs = Date.now(),
+  opts: { crlNumber?: number | bigint } = {},
 ): Promise<x509.X509Crl> {
+  const number = BigInt(opts.crlNumber ?? Math.floor(nowMs));
   return await x509.X509CrlGenerator.create({
     issuer: ca.cert.subjectName,
     thisUpdate: new Date(nowMs - BACKDATE_MS),
     nextUpdate: new Date(nowMs + CRL_VALIDITY_MS),
     signingKey: ca.keys.privateKey,
     signingAlgorithm: signingAlgorithm(ca.keys.algorithm),
-    extensions: [await authorityKeyIdentifier(ca.keys.publicKey)],
+    extensions: [
+      await authorityKeyIdentifier(ca.keys.publicKey),
+      new x509.Extension(OID_CRL_NUMBER, false, derUnsignedInteger(number)),
+    ],
     entries: entries.map((e) => ({
       serialNumber: e.serial,
       revocationDate: new Date(e.revokedAtMs),

@@ -7,6 +7,19 @@ export interface ParsedCrl {
   revokedSerials: Set<string>;
   thisUpdateMs: number;
   nextUpdateMs: number | null;
+  /** The CRL Number (RFC 5280 5.2.3) when present: a newer list has a larger one. */
+  crlNumber?: bigint;
+}
+
+const OID_CRL_NUMBER = "2.5.29.20";
+
+/** The value of a DER INTEGER that is non-negative, or undefined for anything else. */
+function readUnsignedInteger(der: Uint8Array): bigint | undefined {
+  if (der.length < 3 || der[0] !== 0x02 || der[1] !== der.length - 2 || der[1] > 21) return undefined;
+  if (der[2] & 0x80) return undefined;
+  let n = 0n;
+  for (const b of der.subarray(2)) n = (n << 8n) | BigInt(b);
+  return n;
 }
 
 /** Parses a DER CRL and verifies it was signed by the CA in `caCertPem` (issuer name and signature).
@@ -32,9 +45,12 @@ export async function verifyCrl(der: Uint8Array, caCertPem: string): Promise<Par
 
 /** Reads the entries of an already verified CRL. */
 export function parseCrl(crl: x509.X509Crl): ParsedCrl {
+  const ext = crl.extensions.find((e) => e.type === OID_CRL_NUMBER);
+  const crlNumber = ext ? readUnsignedInteger(new Uint8Array(ext.value)) : undefined;
   return {
     revokedSerials: new Set(crl.entries.map((e) => normalizeSerial(e.serialNumber))),
     thisUpdateMs: crl.thisUpdate.getTime(),
     nextUpdateMs: crl.nextUpdate ? crl.nextUpdate.getTime() : null,
+    ...(crlNumber !== undefined ? { crlNumber } : {}),
   };
 }

@@ -414,7 +414,7 @@ export class DirectoryService {
             serial: r.serial,
             revokedAtMs: r.revokedAt,
           }));
-          const crl = await createCrl(this.ca, entries, now);
+          const crl = await createCrl(this.ca, entries, now, { crlNumber: this.store.nextCrlNumber() });
           const der = new Uint8Array(crl.rawData);
           this.#crl = { revision, madeAt: now, der };
           return der;

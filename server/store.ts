@@ -252,6 +252,18 @@ export class DirectoryStore {
     ).run();
   }
 
+  /** The next CRL Number (RFC 5280 5.2.3): a persistent counter, so numbers keep growing across restarts
+   * and clock changes. */
+  nextCrlNumber(): number {
+    return this.tx(() => {
+      this.#q(
+        `INSERT INTO meta (key, value) VALUES ('crl_number', '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1`,
+      ).run();
+      return Number(this.getMeta("crl_number"));
+    });
+  }
+
   addToken(token: string, nowMs: number, ttlMs: number): void {
     this.#q("INSERT INTO tokens (hash, created_at, expires_at) VALUES (?, ?, ?)")
       .run(hashToken(token), nowMs, nowMs + ttlMs);
