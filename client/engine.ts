@@ -545,6 +545,12 @@ export class ChatEngine implements ChatEngineApi {
         proof: f.proof ?? null,
       });
     } catch (e) {
+      // No receipt: the sender keeps the message and tries again; the user learns why.
+      this.#emit({
+        event: "error",
+        code: "STORE_FAILED",
+        message: `cannot store a message: ${(e as Error).message}`,
+      });
       throw new ProtocolError("STORE_FAILED", (e as StoreError).message);
     }
     // Already dead on arrival (it waited too long in the sender's outbox): keep only its id.
