@@ -193,6 +193,15 @@ async function removeRun(root: string, dir: string): Promise<void> {
   }
 }
 
+/** Prints a line, unless the terminal is gone (window closed): cleaning up matters more than saying so. */
+function say(line: string): void {
+  try {
+    console.log(line);
+  } catch {
+    // EIO/EPIPE: nobody is reading.
+  }
+}
+
 async function main(): Promise<number> {
   if (!Deno.stdin.isTerminal() || !Deno.stdout.isTerminal()) {
     console.error("securechat demo: needs a terminal (run it in a terminal window)");
@@ -223,11 +232,11 @@ async function main(): Promise<number> {
     await runTui(demo.user, { home: demo.userHome });
     return 0;
   } catch (e) {
-    console.error(`securechat demo: ${e instanceof Error ? e.message : String(e)}`);
+    say(`securechat demo: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   } finally {
     await demo.close();
-    console.log("Demo stopped: phonebook closed, temporary users removed.");
+    say("Demo stopped: phonebook closed, temporary users removed.");
   }
 }
 

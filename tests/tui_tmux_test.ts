@@ -66,7 +66,16 @@ class Screen {
     return tmux("resize-window", "-t", this.session, "-x", String(columns), "-y", String(rows));
   }
 
+  /** Quits the program with Ctrl+C (so a failed test still lets the demo clean up), then ends the session. */
   async close(): Promise<void> {
+    try {
+      if (!(await this.capture()).includes("EXIT-STATUS=")) {
+        await this.type("", "C-c");
+        await this.waitFor("exit before closing", (t) => t.includes("EXIT-STATUS="), 15_000);
+      }
+    } catch {
+      // Already gone, or stuck: the session is killed below either way.
+    }
     await tmux("kill-session", "-t", this.session).catch(() => "");
   }
 }
@@ -165,6 +174,28 @@ Deno.test({
     } finally {
       await s.close();
     }
+  },
+});
+
+Deno.test({
+  name: "tmux: closing the terminal window (SIGHUP) still closes the engines and removes the demo's folder",
+  ignore: !TMUX,
+  fn: async () => {
+    const before = await demoRuns();
+    const s = await Screen.start("deno task demo", 100, 30);
+    let ours: string[] = [];
+    try {
+      await s.waitFor("the chat screen", (t) => t.includes("securechat · you"), 90_000);
+      ours = [...await demoRuns()].filter((r) => !before.has(r));
+      assert.equal(ours.length, 1);
+    } finally {
+      await tmux("kill-session", "-t", s.session).catch(() => "");
+    }
+    const end = performance.now() + 20_000;
+    while ((await demoRuns()).has(ours[0]) && performance.now() < end) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(!(await demoRuns()).has(ours[0]), "the demo's folder is removed after its terminal closed");
   },
 });
 

@@ -75,7 +75,11 @@ export async function runTuiOn(
     uiError = e;
   }
   const closeError = await closeEngine(engine, opts.closeTimeoutMs ?? CLOSE_TIMEOUT_MS);
-  app.unmount();
+  try {
+    app.unmount();
+  } catch {
+    // The terminal is gone (EIO): the engine is closed, which is what matters.
+  }
   // Unmounting settles once the terminal took the last writes; a wedged terminal must not keep us here.
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
@@ -93,7 +97,7 @@ export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<
   }
   let onSignal = () => {};
   const signalled = new Promise<void>((resolve) => (onSignal = resolve));
-  const signals: Deno.Signal[] = ["SIGTERM", "SIGHUP"];
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const s of signals) {
     try {
       Deno.addSignalListener(s, onSignal);
@@ -101,12 +105,12 @@ export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<
       // Not every platform has every signal; Ctrl+C and /quit still work.
     }
   }
-  // When the terminal goes away (window closed: SIGHUP), the last frames hit a closed pipe: that is not an
-  // error worth a stack trace over the user's shell.
-  const onStdoutError = (e: unknown) => {
-    if ((e as { code?: string }).code !== "EPIPE") throw e;
-  };
+  // When the terminal goes away (window closed: SIGHUP) the next writes fail with EPIPE or EIO, as an
+  // asynchronous stream error that would otherwise kill the process before the engine withdraws our address.
+  // Ink writes frames to stdout and restores the cursor on stderr. Nothing can be drawn any more: quit cleanly.
+  const onStdoutError = () => onSignal();
   process.stdout.on("error", onStdoutError);
+  process.stderr.on("error", onStdoutError);
   try {
     await runTuiOn(engine, {
       render: { alternateScreen: true, exitOnCtrlC: false, patchConsole: true },
@@ -120,6 +124,7 @@ export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<
         // See above.
       }
     }
-    process.stdout.off("error", onStdoutError);
+    // The stream error listeners stay: a write still queued (the cursor restore) may fail after we return,
+    // and must not turn into an uncaught error while the caller is cleaning up.
   }
 }
