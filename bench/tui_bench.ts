@@ -10,7 +10,8 @@ import { EventEmitter } from "node:events";
 import { render, Text } from "ink";
 import { createElement } from "react";
 import { App } from "../client/tui/app.tsx";
-import { type BenchFigure, percentile } from "./harness.ts";
+import { type BenchFigure, opsPerSecond, percentile } from "./harness.ts";
+import { layoutConversation } from "../client/tui/conversation_layout.ts";
 import { contact, FakeEngine, seededConversation } from "../tests/helpers/fake_engine.ts";
 
 const COLUMNS = 120;
@@ -214,6 +215,31 @@ export async function run(): Promise<BenchFigure[]> {
       percentile([...big.redrawMs].sort((a, b) => a - b), 95).toFixed(2)
     } ms`,
   });
+  // Scrolled to the oldest message, a frame must still cost what it shows, not the whole conversation.
+  const seeded = seededConversation("peer", "you", MESSAGES, Date.now());
+  const layoutAt = (scroll: number) => () => {
+    layoutConversation({
+      messages: seeded,
+      me: "you",
+      peer: "peer",
+      width: COLUMNS - 23,
+      height: ROWS - 10,
+      scroll,
+      now: Date.now(),
+      newMarkerId: null,
+    });
+  };
+  layoutAt(Number.MAX_SAFE_INTEGER)(); // first pass wraps every message once (cached afterwards)
+  const top = 1000 / await opsPerSecond(layoutAt(Number.MAX_SAFE_INTEGER), 500);
+  const bottom = 1000 / await opsPerSecond(layoutAt(0), 500);
+  figures.push({
+    name: `conversation layout scrolled to the oldest of ${MESSAGES}`,
+    value: top,
+    unit: "ms",
+    baseline: { name: "at the newest", value: bottom },
+    notes: "per frame, wraps cached",
+  });
+
   if (!hasTmux()) {
     figures.push({
       name: "real terminal figures",

@@ -436,6 +436,53 @@ Deno.test("layout: the viewport of a 10,000-message conversation, scrolled and c
   }
 });
 
+Deno.test("layout: any viewport is exactly the matching slice of the whole conversation's lines", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          words: fc.integer({ min: 0, max: 40 }),
+          dayStep: fc.constantFrom(0, 0, 0, 86_400_000),
+          out: fc.boolean(),
+          failed: fc.boolean(),
+        }),
+        { maxLength: 40 },
+      ),
+      fc.integer({ min: 30, max: 120 }),
+      fc.integer({ min: 1, max: 30 }),
+      fc.integer({ min: 0, max: 400 }),
+      fc.integer({ min: -1, max: 39 }),
+      (specs, width, height, scroll, markerAt) => {
+        let t = T0;
+        const messages = specs.map((x, i) => {
+          t += x.dayStep + 1000;
+          return msg(`m${i}`, {
+            text: "word ".repeat(x.words) + "日本🎉",
+            sentAt: t,
+            direction: x.out ? "out" : "in",
+            state: x.out && x.failed ? "failed" : "delivered",
+          });
+        });
+        const base = {
+          messages,
+          me: "alice",
+          peer: "bob",
+          width,
+          now: T0,
+          newMarkerId: markerAt >= 0 ? `m${markerAt}` : null,
+        };
+        const all = layoutConversation({ ...base, height: 1_000_000, scroll: 0 }).lines.map((l) => l.key);
+        const v = layoutConversation({ ...base, height, scroll });
+        const clamped = Math.min(scroll, Math.max(0, all.length - height));
+        assert.equal(v.scroll, clamped);
+        const want = all.slice(Math.max(0, all.length - clamped - height), all.length - clamped);
+        assert.deepEqual(v.lines.map((l) => l.key), want);
+        assert.equal(v.more, all.length - clamped - height > 0);
+      },
+    ),
+  );
+});
+
 Deno.test("layout: countdown, delivery mark, new-messages line and date lines", () => {
   const messages = [
     msg("a", { sentAt: T0 - 86_400_000 }),

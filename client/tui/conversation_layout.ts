@@ -127,7 +127,38 @@ function rule(key: string, label: string, width: number, tone: Tone): ScreenLine
   };
 }
 
-/** Lays out the viewport of a conversation. */
+const dayCache = new WeakMap<ChatMessage, string>();
+
+function dayOf(m: ChatMessage): string {
+  let d = dayCache.get(m);
+  if (d === undefined) {
+    d = dayKey(m.sentAt);
+    dayCache.set(m, d);
+  }
+  return d;
+}
+
+/** Whether message `i` opens a new day (and gets a date line above it). */
+function startsDay(messages: readonly ChatMessage[], i: number): boolean {
+  return i === 0 || dayOf(messages[i - 1]) !== dayOf(messages[i]);
+}
+
+/** Rows message `i` takes: its wrapped text, and the date, "new messages" and "not delivered" lines. */
+function blockHeight(
+  messages: readonly ChatMessage[],
+  i: number,
+  bodyW: number,
+  markerId: string | null,
+): number {
+  const m = messages[i];
+  return wrapped(m, bodyW).length + (m.direction === "out" && m.state === "failed" ? 1 : 0) +
+    (m.id === markerId ? 1 : 0) + (startsDay(messages, i) ? 1 : 0);
+}
+
+/**
+ * Lays out the viewport of a conversation. Heights come from the wrap cache, so only the messages that
+ * reach the screen are turned into lines: scrolled to the top of 10,000 messages, a frame costs what it shows.
+ */
 export function layoutConversation(input: LayoutInput): ConversationView {
   const { messages, width, height } = input;
   const nameW = Math.min(
@@ -136,28 +167,31 @@ export function layoutConversation(input: LayoutInput): ConversationView {
   );
   const bodyW = Math.max(8, width - (6 + nameW + 1) - META_WIDTH);
   const want = Math.max(0, input.scroll) + height;
-  // Blocks collected from the newest backwards; each is a run of lines in display order.
-  const blocks: ScreenLine[][] = [];
-  let count = 0;
-  let i = messages.length - 1;
-  for (; i >= 0 && count < want; i--) {
-    const m = messages[i];
-    const block = blockFor(m, input, nameW, bodyW);
-    if (m.id === input.newMarkerId) block.unshift(rule(`new:${m.id}`, "new messages", width, "accent"));
-    const prev = messages[i - 1];
-    if (!prev || dayKey(prev.sentAt) !== dayKey(m.sentAt)) {
-      block.unshift(rule(`day:${m.id}`, formatDay(m.sentAt), width, "dim"));
-    }
-    blocks.push(block);
-    count += block.length;
+  // Walk back from the newest until the viewport's top is covered (or the conversation starts), counting rows
+  // only; `first` is the oldest message with a row on screen.
+  let below = 0; // rows from the bottom to the top of message `first`
+  let first = messages.length;
+  while (first > 0 && below < want) {
+    first--;
+    below += blockHeight(messages, first, bodyW, input.newMarkerId);
   }
-  const all: ScreenLine[] = [];
-  for (let b = blocks.length - 1; b >= 0; b--) all.push(...blocks[b]);
-  const olderExist = i >= 0;
-  const maxScroll = Math.max(0, all.length - height);
-  // Without older messages left to walk, the scroll is capped to the top of what exists.
-  const scroll = olderExist ? Math.max(0, input.scroll) : Math.min(Math.max(0, input.scroll), maxScroll);
-  const end = all.length - scroll;
-  const start = Math.max(0, end - height);
-  return { lines: all.slice(start, end), scroll, more: olderExist || start > 0 };
+  const olderExist = first > 0;
+  const scroll = olderExist
+    ? Math.max(0, input.scroll)
+    : Math.min(Math.max(0, input.scroll), Math.max(0, below - height));
+  // Build lines from `first` to the last message that still reaches the viewport's bottom edge.
+  const lines: ScreenLine[] = [];
+  let rowsBelowEnd = below; // rows from the bottom to the top of the message being built
+  for (let i = first; i < messages.length && rowsBelowEnd > scroll; i++) {
+    const m = messages[i];
+    if (startsDay(messages, i)) lines.push(rule(`day:${m.id}`, formatDay(m.sentAt), width, "dim"));
+    if (m.id === input.newMarkerId) lines.push(rule(`new:${m.id}`, "new messages", width, "accent"));
+    lines.push(...blockFor(m, input, nameW, bodyW));
+    rowsBelowEnd -= blockHeight(messages, i, bodyW, input.newMarkerId);
+  }
+  // `lines` starts at row `below` from the bottom; keep the rows in [scroll, scroll + height).
+  const topRow = below; // from the bottom, exclusive
+  const start = Math.max(0, topRow - (scroll + height));
+  const end = Math.min(lines.length, topRow - scroll);
+  return { lines: lines.slice(start, end), scroll, more: olderExist || start > 0 };
 }
