@@ -292,3 +292,35 @@ Deno.test("a changed key is refused on both sides with a key-changed warning unt
     await bob.stop();
   }
 });
+
+Deno.test("TLS level: a certificate configured with a key that is not its own never completes a handshake", async () => {
+  // The platform (rustls under node:tls) refuses a certificate/key pair that does not match, on either side,
+  // so a peer cannot even present someone else's certificate; the hello signature test above covers a peer
+  // that could.
+  const ca = await makeTestCa();
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const alice = await makeTestLeaf(ca, "alice");
+  const mallory = await makeTestLeaf(ca, "mallory");
+  const directory = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
+  const bob = await startTestEngine(ca, bobLeaf, { directory });
+  try {
+    await assert.rejects(
+      rawDial(bob.engine.address.port, { certPem: alice.certPem, keyPem: mallory.keyPem }),
+    );
+    const evil = await rawListen({ certPem: alice.certPem, keyPem: mallory.keyPem }, () => {});
+    directory.entries.set("alice", {
+      name: "alice",
+      online: true,
+      address: { host: "127.0.0.1", port: evil.port },
+      fingerprint: alice.fingerprint,
+      revoked: false,
+    });
+    const m = await bob.engine.send("alice", "hello?");
+    await bob.log.waitFor("error", (e) => e.code.startsWith("PEER_"), 5000);
+    assert.equal(bob.engine.history("alice").find((x) => x.id === m.id)?.state, "sending");
+    assert.equal(bob.log.of("peer-online").length, 0);
+    await evil.close();
+  } finally {
+    await bob.stop();
+  }
+});

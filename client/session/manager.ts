@@ -7,6 +7,7 @@
  * judged by `authenticate` on trusted time (the TLS stack would use the local clock), and possession of the
  * certificate's key is proved by the hello signature over both Finished messages (peer_session.ts).
  */
+import type net from "node:net";
 import tls from "node:tls";
 import type { Frame } from "../protocol/frames.ts";
 import { DEFAULT_LIMITS, type SessionLimits } from "./limits.ts";
@@ -31,6 +32,7 @@ export class SessionManager {
   readonly #sessions = new Set<PeerSession>();
   readonly #active = new Map<string, PeerSession>();
   readonly #pendingByAddress = new Map<string, number>();
+  readonly #raw = new Set<net.Socket>();
   #closing = false;
 
   constructor(
@@ -52,8 +54,14 @@ export class SessionManager {
       rejectUnauthorized: false,
       minVersion: TLS_MIN_VERSION,
     }, (socket) => this.#accept(socket));
-    server.on("tlsClientError", () => {
-      // A failed TLS handshake (old version, no shared cipher...) never became a session: nothing to undo.
+    server.on("tlsClientError", (_e, socket) => {
+      // A failed TLS handshake (old version, no shared cipher...) never became a session: drop the socket.
+      socket.destroy();
+    });
+    // Every raw connection, so that shutdown can end the ones stuck before or inside the TLS handshake.
+    server.on("connection", (raw: net.Socket) => {
+      this.#raw.add(raw);
+      raw.once("close", () => this.#raw.delete(raw));
     });
     this.#server = server;
     return new Promise((resolve, reject) => {
@@ -216,6 +224,7 @@ export class SessionManager {
     const server = this.#server;
     this.#server = null;
     await Promise.all(closing);
+    for (const raw of this.#raw) raw.destroy();
     if (server) await new Promise<void>((res) => server.close(() => res()));
   }
 }

@@ -398,7 +398,10 @@ export function rawDial(
       ...tlsOpts,
     });
     socket.once("secureConnect", () => resolve(wrapRaw(socket, "dialer", cred?.certPem ?? null)));
-    socket.once("error", reject);
+    socket.once("error", (e) => {
+      socket.destroy();
+      reject(e);
+    });
   });
 }
 
