@@ -44,6 +44,7 @@ const KEY = {
   backspace: "\x7f",
   up: "\x1b[A",
   pageUp: "\x1b[5~",
+  ctrlEnd: "\x1b[1;5F",
   f1: "\x1bOP",
   pasteStart: "\x1b[200~",
   pasteEnd: "\x1b[201~",
@@ -412,6 +413,15 @@ Deno.test("App: draws within 60x20 exactly, and asks for more room below it", as
     for (const row of rows) assert.ok(displayWidth(row) <= 60, `${displayWidth(row)}: ${row}`);
     await type(r.stdin, KEY.pageUp);
     await waitFor("scrolled", () => !r.frame().includes("seeded 29") && r.frame().includes("scrolled up"));
+    // Scrolled up, new messages arriving below do not move what the reader is looking at.
+    const conversationRows = (f: string) => f.split("\n").slice(1, 13).map((l) => l.slice(17)).join("\n");
+    const before = conversationRows(r.frame());
+    engine.receive("bob", "a new one\nwith two lines");
+    await waitFor("scroll grew", () => /scrolled up \d+ lines/.test(r.frame()) && r.frame() !== before);
+    await new Promise((res) => setTimeout(res, 100));
+    assert.equal(conversationRows(r.frame()), before);
+    await type(r.stdin, KEY.ctrlEnd);
+    await waitFor("back at the newest", () => r.frame().includes("with two lines"));
   } finally {
     cleanup();
   }

@@ -9,7 +9,7 @@ import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "r
 import type { TimeStatus } from "../../clock/types.ts";
 import type { ChatEngineApi, Contact, SendOptions } from "../engine_types.ts";
 import { complete, parseInput, type UiCommand } from "./commands.ts";
-import { layoutConversation } from "./conversation_layout.ts";
+import { layoutConversation, rowsAfter } from "./conversation_layout.ts";
 import { formatTtl } from "./format.ts";
 import * as ed from "./input_state.ts";
 import { inputRows } from "./input_box.tsx";
@@ -252,6 +252,28 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     now,
     state.newMarker,
   ]);
+
+  // Scrolled up, a reader keeps looking at the same lines when messages arrive below (the view would
+  // otherwise slide up under them): the scroll grows by the rows they take.
+  const newest = visible.length > 0 ? visible[visible.length - 1].id : null;
+  const lastNewest = useRef<{ peer: string | null; id: string | null }>({ peer: selected, id: newest });
+  useEffect(() => {
+    const before = lastNewest.current;
+    lastNewest.current = { peer: selected, id: newest };
+    if (
+      before.peer !== selected || before.id === null || before.id === newest || stateRef.current.scroll === 0
+    ) {
+      return;
+    }
+    const added = rowsAfter({
+      messages: visible,
+      me: state.me,
+      peer: selected ?? "",
+      width: Math.max(1, layout.conversationWidth),
+      newMarkerId: selected !== null ? state.newMarker[selected] ?? null : null,
+    }, before.id);
+    if (added > 0) dispatch({ type: "scroll", to: stateRef.current.scroll + added });
+  }, [newest, selected, visible, state.me, state.newMarker, layout.conversationWidth]);
 
   const openPeer = useCallback((name: string) => {
     dispatch({ type: "select", peer: name });

@@ -155,6 +155,31 @@ function blockHeight(
     (m.id === markerId ? 1 : 0) + (startsDay(messages, i) ? 1 : 0);
 }
 
+function bodyWidth(me: string, peer: string, width: number): number {
+  const nameW = Math.min(
+    NAME_WIDTH_MAX,
+    Math.max(displayWidth(sanitize(me)), displayWidth(sanitize(peer)), 3),
+  );
+  return Math.max(8, width - (6 + nameW + 1) - META_WIDTH);
+}
+
+/**
+ * Rows taken by the messages after the one with id `afterId` (0 when it is not there any more): how far a
+ * reader scrolled up must move to keep looking at the same lines when new messages arrive below.
+ */
+export function rowsAfter(
+  input: Pick<LayoutInput, "messages" | "me" | "peer" | "width" | "newMarkerId">,
+  afterId: string,
+): number {
+  const bodyW = bodyWidth(input.me, input.peer, input.width);
+  let rows = 0;
+  for (let i = input.messages.length - 1; i >= 0; i--) {
+    if (input.messages[i].id === afterId) return rows;
+    rows += blockHeight(input.messages, i, bodyW, input.newMarkerId);
+  }
+  return 0; // it is gone (expired): nothing sensible to keep the view on
+}
+
 /**
  * Lays out the viewport of a conversation. Heights come from the wrap cache, so only the messages that
  * reach the screen are turned into lines: scrolled to the top of 10,000 messages, a frame costs what it shows.
@@ -165,7 +190,7 @@ export function layoutConversation(input: LayoutInput): ConversationView {
     NAME_WIDTH_MAX,
     Math.max(displayWidth(sanitize(input.me)), displayWidth(sanitize(input.peer)), 3),
   );
-  const bodyW = Math.max(8, width - (6 + nameW + 1) - META_WIDTH);
+  const bodyW = bodyWidth(input.me, input.peer, width);
   const want = Math.max(0, input.scroll) + height;
   // Walk back from the newest until the viewport's top is covered (or the conversation starts), counting rows
   // only; `first` is the oldest message with a row on screen.
