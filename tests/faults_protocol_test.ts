@@ -231,3 +231,30 @@ Deno.test("protocol faults: no hello in time closes the connection", async () =>
     await bob.stop();
   }
 });
+
+Deno.test("protocol faults: a hello for someone else, with wrong fingerprints, role or version is refused", async () => {
+  const { alice, bob } = await setup();
+  try {
+    const variants: [string, (h: Record<string, unknown>) => Record<string, unknown>][] = [
+      ["BAD_HELLO", (h) => ({ ...h, to: "carol" })],
+      ["BAD_HELLO", (h) => ({ ...h, toFp: "e".repeat(64) })],
+      ["BAD_HELLO", (h) => ({ ...h, fromFp: "e".repeat(64) })],
+      ["BAD_HELLO", (h) => ({ ...h, role: "listener" })],
+      ["SENDER_MISMATCH", (h) => ({ ...h, from: "carol" })],
+      ["VERSION", (h) => ({ ...h, v: 2 })],
+    ];
+    for (const [code, change] of variants) {
+      const p = await rawDial(bob.engine.address.port, { certPem: alice.certPem, keyPem: alice.keyPem });
+      const hello = p.hello({ from: "alice", to: "bob", signKeyPem: alice.keyPem }) as unknown as Record<
+        string,
+        unknown
+      >;
+      p.send(change(hello) as unknown as Frame);
+      await expectClosedWith(p, code);
+      assert.equal(p.frames.some((f) => f.t === "hello"), false);
+    }
+    assert.equal(bob.log.of("peer-online").length, 0);
+  } finally {
+    await bob.stop();
+  }
+});

@@ -11,7 +11,7 @@
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
 import { DatabaseSync } from "node:sqlite";
-import type { DeliveryState, PinState, TtlMode } from "../engine_types.ts";
+import type { DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
 import { newMessageKey, open, seal } from "./crypto.ts";
 
@@ -400,5 +400,3 @@ export class ChatStore {
     return Number(r.n);
   }
 }
-
-export type { PinState };
