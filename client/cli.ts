@@ -58,25 +58,31 @@ export function registerChatCommand(program: Command): void {
         advertise,
         timeRefreshIntervalMs,
       });
-      const stop = () => void engine.close();
-      const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-      for (const s of signals) Deno.addSignalListener(s, stop);
       try {
-        if (flags.headless) {
-          const enc = new TextEncoder();
-          await Promise.race([
-            runHeadless(engine, {
-              lines: linesOf(Deno.stdin.readable),
-              write: (line) => Deno.stdout.writeSync(enc.encode(line + "\n")),
-            }),
-            engine.closed,
-          ]);
-        } else {
-          await runTui(engine, { home: dir });
-        }
+        if (flags.headless) await headless(engine);
+        // The terminal UI handles its own signals and closes the engine when the user quits.
+        else await runTui(engine, { home: dir });
       } finally {
-        for (const s of signals) Deno.removeSignalListener(s, stop);
         await engine.close();
       }
     });
+}
+
+/** JSON lines until quit, end of input, or SIGINT/SIGTERM (each of which withdraws our address first). */
+async function headless(engine: ChatEngine): Promise<void> {
+  const stop = () => void engine.close();
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, stop);
+  const enc = new TextEncoder();
+  try {
+    await Promise.race([
+      runHeadless(engine, {
+        lines: linesOf(Deno.stdin.readable),
+        write: (line) => Deno.stdout.writeSync(enc.encode(line + "\n")),
+      }),
+      engine.closed,
+    ]);
+  } finally {
+    for (const s of signals) Deno.removeSignalListener(s, stop);
+  }
 }

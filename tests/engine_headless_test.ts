@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { DirectoryClient } from "../client/directory_client.ts";
+import { runCli } from "./helpers/cli.ts";
 import { enrollUser, type HeadlessEvent, spawnHeadless, startPhonebook } from "./helpers/chat.ts";
 
 Deno.test("headless JSON lines: two processes chat both ways; bad commands get error events and change nothing", async () => {
@@ -80,5 +82,39 @@ Deno.test("headless JSON lines: two processes chat both ways; bad commands get e
     await pb.close();
     await Deno.remove(aliceHome.dir, { recursive: true });
     await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
+
+Deno.test("headless: SIGTERM withdraws our address and exits 0; an unenrolled home is a clear error", async () => {
+  const pb = await startPhonebook();
+  const aliceHome = await enrollUser(pb, "alice");
+  const look = new DirectoryClient({
+    url: aliceHome.server,
+    caPem: aliceHome.caPem,
+    certPem: aliceHome.certPem,
+    keyPem: aliceHome.keyPem,
+  });
+  const empty = await Deno.makeTempDir({ prefix: "securechat-empty-" });
+  const alice = spawnHeadless(aliceHome.dir);
+  try {
+    const ready = await alice.waitEvent((e) => e.event === "ready", 30_000, "ready");
+    const entry = await look.lookup("alice");
+    assert.equal(entry?.online, true);
+    assert.equal(`${entry?.address?.host}:${entry?.address?.port}`, ready.address);
+    assert.equal(await alice.kill("SIGTERM"), 0);
+    assert.equal((await look.lookup("alice"))?.online, false);
+
+    const r = await runCli(["chat", "--headless", "--home", empty]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not enrolled/);
+    const bad = await runCli(["chat", "--headless", "--home", aliceHome.dir, "--listen", "nowhere"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /bad --listen/);
+  } finally {
+    look.close();
+    await alice.kill();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(empty, { recursive: true });
   }
 });
