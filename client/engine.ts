@@ -228,6 +228,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#every((ttl * 1000) / 3, () => this.#publish());
     this.#every(o.sweepMs ?? DEFAULT_SWEEP_MS, () => this.#sweep());
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#retryOutbox());
+    this.#every(o.crlMaxAgeMs ?? DEFAULT_CRL_MAX_AGE_MS, () => this.#dropRevoked());
     this.#retryOutbox();
   }
 
@@ -308,6 +309,22 @@ export class ChatEngine implements ChatEngineApi {
       });
     }
     return await this.#crlFetch;
+  }
+
+  /** Refreshes the CRL and ends open sessions whose peer certificate has since been revoked. */
+  async #dropRevoked(): Promise<void> {
+    const revoked = await this.#revokedSerials();
+    for (const name of this.sessions.activePeers()) {
+      const s = this.sessions.active(name);
+      if (s?.peer && revoked.has(s.peer.serial)) {
+        this.#emit({
+          event: "log",
+          level: "warn",
+          text: `${name}'s certificate was revoked: session closed`,
+        });
+        s.fail("CERTIFICATE", "your certificate has been revoked", "REVOKED");
+      }
+    }
   }
 
   async #authenticate(der: Uint8Array, expectedName: string | null, role: HelloRole): Promise<VerifiedPeer> {

@@ -324,3 +324,26 @@ Deno.test("TLS level: a certificate configured with a key that is not its own ne
     await bob.stop();
   }
 });
+
+Deno.test("a peer revoked while connected is cut off at the next CRL refresh, and cannot come back", async () => {
+  const ca = await makeTestCa();
+  const aliceLeaf = await makeTestLeaf(ca, "alice");
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const bobDir = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
+  const bob = await startTestEngine(ca, bobLeaf, { directory: bobDir, crlMaxAgeMs: 200 });
+  const alice = await startTestEngine(ca, aliceLeaf, {
+    directory: new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint }, bobDir.entries),
+  });
+  try {
+    const m = await alice.engine.send("bob", "hello");
+    await bob.log.waitFor("message", (e) => e.message.id === m.id);
+    bobDir.revoked.add(aliceLeaf.serial);
+    await bob.log.waitFor("peer-offline", (e) => e.name === "alice", 5000);
+    const m2 = await alice.engine.send("bob", "still there?");
+    await until(() => refusalCodes(bob.log).includes("REVOKED"), 5000, "reconnection refused");
+    assert.equal(bob.log.of("message").some((e) => e.message.id === m2.id), false);
+  } finally {
+    await alice.stop();
+    await bob.stop();
+  }
+});

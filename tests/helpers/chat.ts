@@ -248,7 +248,7 @@ export interface TestEngine {
 export async function startTestEngine(
   ca: TestCa,
   leaf: TestLeaf,
-  opts: { directory?: FakeDirectory; limits?: Partial<SessionLimits> } = {},
+  opts: { directory?: FakeDirectory; limits?: Partial<SessionLimits>; crlMaxAgeMs?: number } = {},
 ): Promise<TestEngine> {
   const dir = await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
   const directory = opts.directory ?? new FakeDirectory({ name: leaf.name, fingerprint: leaf.fingerprint });
@@ -263,6 +263,7 @@ export async function startTestEngine(
     clock: localClock(),
     timeKeys: [],
     limits: opts.limits,
+    crlMaxAgeMs: opts.crlMaxAgeMs,
     outboxRetryMs: 100,
     sweepMs: 50,
     onEvent: log.push,
