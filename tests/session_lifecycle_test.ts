@@ -92,3 +92,33 @@ Deno.test("the address is published while running and withdrawn on exit; a direc
     await Deno.remove(bobHome.dir, { recursive: true });
   }
 });
+
+Deno.test("keep-alive holds an idle session open past the idle timeout; typing notices arrive", async () => {
+  const ca = await makeTestCa();
+  const aliceLeaf = await makeTestLeaf(ca, "alice");
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const limits = { keepaliveIntervalMs: 100, idleTimeoutMs: 400 };
+  const shared = new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint });
+  const alice = await startTestEngine(ca, aliceLeaf, { directory: shared, limits });
+  const bob = await startTestEngine(ca, bobLeaf, {
+    directory: new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint }, shared.entries),
+    limits,
+  });
+  try {
+    const m = await alice.engine.send("bob", "hi");
+    await alice.log.waitFor("delivered", (e) => e.id === m.id);
+    const s = alice.engine.sessions.active("bob");
+    // Four idle timeouts with nothing to say: pings keep it alive.
+    await new Promise((r) => setTimeout(r, 1600));
+    assert.equal(alice.engine.sessions.active("bob"), s);
+    assert.equal(alice.log.of("peer-offline").length + bob.log.of("peer-offline").length, 0);
+    alice.engine.typing("bob");
+    const t = await bob.log.waitFor("typing");
+    assert.equal(t.from, "alice");
+    // Typing notices are not stored.
+    assert.deepEqual(bob.engine.history("alice").map((x) => x.text), ["hi"]);
+  } finally {
+    await alice.stop();
+    await bob.stop();
+  }
+});
