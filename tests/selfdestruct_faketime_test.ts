@@ -19,7 +19,7 @@ import {
 } from "./helpers/chat.ts";
 
 const TTL = 8000;
-const ignore = !faketimeAvailable;
+const ignore = !faketimeAvailable();
 if (ignore) console.warn("faketime is not installed (apt-get install faketime): faketime tests skipped");
 
 /** Under a moved wall clock the platform HTTPS client refuses the directory's certificate (it judges validity
