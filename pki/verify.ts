@@ -33,6 +33,18 @@ const OID_BASIC_CONSTRAINTS = "2.5.29.19";
 const OID_KEY_USAGE = "2.5.29.15";
 const OID_EXT_KEY_USAGE = "2.5.29.37";
 const OID_SAN = "2.5.29.17";
+const OID_SKI = "2.5.29.14";
+const OID_AKI = "2.5.29.35";
+/** The extensions this check understands. A critical extension outside this set must make the certificate
+ * unusable (RFC 5280 4.2): whatever it restricts, we would not enforce it. */
+const UNDERSTOOD_EXTENSIONS = new Set([
+  OID_BASIC_CONSTRAINTS,
+  OID_KEY_USAGE,
+  OID_EXT_KEY_USAGE,
+  OID_SAN,
+  OID_SKI,
+  OID_AKI,
+]);
 
 const caCache = new Map<string, x509.X509Certificate>();
 
@@ -47,11 +59,12 @@ function parseCa(pem: string): x509.X509Certificate {
 }
 
 /** Checks, in order: parses (MALFORMED); issuer name equals the CA's and the signature verifies with the CA
- * key (NOT_FROM_CA, so a CA with the same name but another key fails); not a CA (IS_CA); key usage is
- * digitalSignature without keyCertSign/cRLSign (BAD_KEY_USAGE); EKU has clientAuth and serverAuth (BAD_EKU);
- * CN is one canonical username, every SAN is that same DNS name, and it equals expectedName when given
- * (WRONG_NAME); serial not revoked (REVOKED); the whole trusted-time interval inside the validity period
- * (NOT_YET_VALID, EXPIRED). Resolves with the peer's identity or throws CertificateError. */
+ * key (NOT_FROM_CA, so a CA with the same name but another key fails); no repeated extension and no unknown
+ * critical one (MALFORMED); not a CA (IS_CA); key usage is digitalSignature without keyCertSign/cRLSign
+ * (BAD_KEY_USAGE); EKU has clientAuth and serverAuth (BAD_EKU); the subject is exactly CN=<one canonical
+ * username>, every SAN is that same DNS name, and it equals expectedName when given (WRONG_NAME); serial not
+ * revoked (REVOKED); the whole trusted-time interval inside the validity period (NOT_YET_VALID, EXPIRED).
+ * Resolves with the peer's identity or throws CertificateError. */
 export async function verifyPeerCertificate(opts: VerifyPeerOptions): Promise<VerifiedPeer> {
   let cert: x509.X509Certificate;
   try {
@@ -70,6 +83,22 @@ export async function verifyPeerCertificate(opts: VerifyPeerOptions): Promise<Ve
     }
   }
   if (!signedByCa) throw new CertificateError("NOT_FROM_CA", "peer certificate is not signed by our CA");
+
+  // RFC 5280 4.2: at most one instance of each extension (getExtension would read only the first one), and
+  // no critical extension we do not understand.
+  const seen = new Set<string>();
+  for (const ext of cert.extensions) {
+    if (seen.has(ext.type)) {
+      throw new CertificateError("MALFORMED", `peer certificate repeats extension ${ext.type}`);
+    }
+    seen.add(ext.type);
+    if (ext.critical && !UNDERSTOOD_EXTENSIONS.has(ext.type)) {
+      throw new CertificateError(
+        "MALFORMED",
+        `peer certificate has an unknown critical extension ${ext.type}`,
+      );
+    }
+  }
 
   let bc: x509.BasicConstraintsExtension | null;
   let ku: x509.KeyUsagesExtension | null;
@@ -102,8 +131,11 @@ export async function verifyPeerCertificate(opts: VerifyPeerOptions): Promise<Ve
     throw new CertificateError("BAD_EKU", "peer certificate must allow both clientAuth and serverAuth");
   }
 
-  const cns = cert.subjectName.getField("CN");
-  const name = cns.length === 1 ? cns[0] : "";
+  // The subject is exactly one RDN holding one CN: other attributes (O=..., OU=...) could be shown to a user
+  // or matched by other software as if the CA had vouched for them.
+  const rdns = cert.subjectName.toJSON();
+  const onlyCn = rdns.length === 1 && Object.keys(rdns[0]).length === 1 && rdns[0].CN?.length === 1;
+  const name = onlyCn ? rdns[0].CN[0] : "";
   const sanItems = san ? san.names.items : [];
   const sanOk = sanItems.length > 0 && sanItems.every((n) => n.type === "dns" && n.value === name);
   if (!isCanonicalUsername(name) || !sanOk) {
