@@ -4,7 +4,6 @@
  * tested and benchmarked directly.
  */
 import { createHash } from "node:crypto";
-import { isIP } from "node:net";
 import {
   type CaMaterial,
   canonicalUsername,
@@ -21,6 +20,7 @@ import {
   verifyPeerCertificate,
 } from "../pki/mod.ts";
 import { ApiError } from "./errors.ts";
+import { canonicalPresenceHost } from "./address.ts";
 import { type DirectoryStore, type IssuedCert, type UserRow } from "./store.ts";
 import {
   API_VERSION,
@@ -75,8 +75,6 @@ export interface DirectoryServiceOptions {
   roughtime: RoughtimeInfo | null;
   now?: () => number;
 }
-
-const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 function keyIdOf(spki: Uint8Array): string {
   return createHash("sha256").update(spki).digest("hex");
@@ -335,10 +333,8 @@ export class DirectoryService {
     if (body.name !== undefined && body.name !== peer.name) {
       throw new ApiError(403, "FORBIDDEN", "a user can only publish their own address");
     }
-    const { host, port, ttlSeconds } = body;
-    if (typeof host !== "string" || !(isIP(host) !== 0 || HOSTNAME.test(host))) {
-      throw new ApiError(400, "BAD_ADDRESS", "host must be an IP address or a DNS name");
-    }
+    const { port, ttlSeconds } = body;
+    const host = canonicalPresenceHost(body.host);
     if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
       throw new ApiError(400, "BAD_ADDRESS", "port must be an integer 1-65535");
     }
@@ -353,8 +349,8 @@ export class DirectoryService {
       );
     }
     const expires = this.#now() + ttlSeconds * 1000;
-    this.store.setPresence(peer.name, host.toLowerCase(), port, expires);
-    return { name: peer.name, address: { host: host.toLowerCase(), port }, expiresAt: expires };
+    this.store.setPresence(peer.name, host, port, expires);
+    return { name: peer.name, address: { host, port }, expiresAt: expires };
   }
 
   withdraw(peer: VerifiedPeer) {
