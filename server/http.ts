@@ -11,7 +11,7 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { ApiError } from "./errors.ts";
 import type { ApiResponse, DirectoryService } from "./directory.ts";
-import { RateLimiter } from "./rate_limit.ts";
+import { RateLimiter, rateLimitKey } from "./rate_limit.ts";
 import {
   BODY_TIMEOUT_MS,
   ENROLL_COST,
@@ -162,7 +162,7 @@ export async function startHttpServer(opts: {
     try {
       const url = new URL(req.url ?? "/", "https://directory.invalid");
       const method = req.method ?? "GET";
-      const remote = sock.remoteAddress ?? "unknown";
+      const remote = rateLimitKey(sock.remoteAddress ?? "unknown");
       const cost = url.pathname === "/v1/enroll" || url.pathname === "/v1/renew" ? ENROLL_COST : 1;
       const wait = limiter.take(remote, cost, Date.now());
       if (wait > 0) {

@@ -1,4 +1,5 @@
 /** Token buckets per source address. Pure: the caller passes the time. */
+import { isIP } from "node:net";
 import { RATE_BUCKET_IDLE_MS, RATE_MAX_BUCKETS } from "./limits.ts";
 
 interface Bucket {
@@ -47,4 +48,35 @@ export class RateLimiter {
       }
     }
   }
+}
+
+/** The 8 groups of an IPv6 address (no zone), or null when `addr` is not one. */
+function ipv6Groups(addr: string): number[] | null {
+  const s = addr.split("%")[0].toLowerCase();
+  if (isIP(s) !== 6) return null;
+  let text = s;
+  // A trailing dotted IPv4 part is two groups.
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number);
+    text = text.slice(0, v4.index) + ((a << 8) | b).toString(16) + ":" + ((c << 8) | d).toString(16);
+  }
+  const [head, tail] = text.includes("::") ? text.split("::") : [text, null];
+  const h = head ? head.split(":") : [];
+  const t = tail ? tail.split(":") : [];
+  const fill = tail === null ? [] : new Array(8 - h.length - t.length).fill("0");
+  const groups = [...h, ...fill, ...t].map((g) => parseInt(g, 16));
+  return groups.length === 8 && groups.every((g) => g >= 0 && g <= 0xffff) ? groups : null;
+}
+
+/** The rate limiter's notion of one source: an IPv4 address; an IPv6 /64 (one host or LAN usually holds a
+ * whole /64 and could send each request from a fresh address); an IPv4-mapped IPv6 address as its IPv4
+ * address (dual-stack sockets report IPv4 clients that way). Anything else is used as it is. */
+export function rateLimitKey(remoteAddress: string): string {
+  const g = ipv6Groups(remoteAddress);
+  if (!g) return remoteAddress;
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
+    return [g[6] >> 8, g[6] & 0xff, g[7] >> 8, g[7] & 0xff].join(".");
+  }
+  return g.slice(0, 4).map((x) => x.toString(16)).join(":") + "::/64";
 }
