@@ -3,7 +3,6 @@ import { CliError } from "../cli_error.ts";
 import { isEnrolled, loadHome, resolveHomeDir } from "./home.ts";
 import { type ChatEngine, startEngineFromHome } from "./engine.ts";
 import { linesOf, runHeadless } from "./headless.ts";
-import { runFirstRun, runTui } from "./tui/mod.ts";
 
 /** HOST:PORT or [IPv6]:PORT; port 0 means any free port. Throws CliError. */
 export function parseHostPort(s: string, what: string): { host: string; port: number } {
@@ -50,7 +49,7 @@ export function registerChatCommand(program: Command): void {
         if (flags.headless) {
           throw new CliError(`not enrolled: ${dir} (run \`securechat enroll\` first)`);
         }
-        await runFirstRun(dir);
+        await (await loadTui()).runFirstRun(dir);
       }
       const home = await loadHome(dir);
       const engine: ChatEngine = await startEngineFromHome(home, {
@@ -61,7 +60,7 @@ export function registerChatCommand(program: Command): void {
       try {
         if (flags.headless) await headless(engine);
         // The terminal UI handles its own signals and closes the engine when the user quits.
-        else await runTui(engine, { home: dir });
+        else await (await loadTui()).runTui(engine, { home: dir });
       } finally {
         await engine.close();
       }
@@ -82,7 +81,15 @@ async function headless(engine: ChatEngine): Promise<void> {
       }),
       engine.closed,
     ]);
+    // Still under our signal handlers: a signal during shutdown must not cut the withdrawal short.
+    await engine.close();
   } finally {
     for (const s of signals) Deno.removeSignalListener(s, stop);
   }
+}
+
+/** The terminal UI is loaded only when used: its libraries install process-wide handlers (signal-exit
+ * re-raises SIGTERM) that would race the headless mode's clean shutdown. */
+function loadTui(): Promise<typeof import("./tui/mod.ts")> {
+  return import("./tui/mod.ts");
 }

@@ -571,11 +571,13 @@ export function spawnHeadless(
       } catch {
         // already gone
       }
+      // stdin stays open until the process is gone: its end would be a second way to quit, racing the signal.
+      const code = await status;
       if (!stdinClosed) {
         stdinClosed = true;
         await writer.close().catch(() => {});
       }
-      return await status;
+      return code;
     },
   };
   return proc;
