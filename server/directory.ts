@@ -14,6 +14,7 @@ import {
   CsrError,
   fingerprintOf,
   issueUserCertificate,
+  normalizeSerial,
   serialOf,
   UsernameError,
   type VerifiedPeer,
@@ -161,7 +162,10 @@ export class DirectoryService {
       case "/v1/me": {
         allow("GET");
         const me = await this.authenticate(req.peerCertDer());
-        return { status: 200, json: this.entry(this.store.getUser(me.name)!) };
+        const user = this.store.getUser(me.name);
+        // Freed by an admin between the two reads: the certificate is no longer anyone's.
+        if (!user) throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
+        return { status: 200, json: this.entry(user) };
       }
       case "/v1/users":
         allow("GET");
@@ -315,9 +319,11 @@ export class DirectoryService {
       throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     }
     const b = body ?? {};
-    if (
-      (b.name !== undefined && b.name !== peer.name) || (b.serial !== undefined && b.serial !== peer.serial)
-    ) {
+    // A serial is a number: any case and leading zeros name the same one (peer.serial is normalised).
+    const serialOk = b.serial === undefined ||
+      (typeof b.serial === "string" && /^[0-9a-fA-F]{1,42}$/.test(b.serial) &&
+        normalizeSerial(b.serial) === peer.serial);
+    if ((b.name !== undefined && b.name !== peer.name) || !serialOk) {
       throw new ApiError(403, "FORBIDDEN", "a certificate can only revoke itself");
     }
     const now = this.#now();

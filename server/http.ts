@@ -19,6 +19,7 @@ import {
   IDLE_TIMEOUT_MS,
   MAX_BODY_BYTES,
   MAX_CONNECTIONS,
+  MAX_CONNECTIONS_PER_SOURCE,
   RATE_BURST,
   RATE_PER_SECOND,
 } from "./limits.ts";
@@ -32,6 +33,8 @@ export interface HttpLimits {
   rateBurst: number;
   /** Open TCP connections at once; more are closed on arrival. */
   maxConnections: number;
+  /** Open TCP connections from one source (rateLimitKey) at once; more are closed on arrival. */
+  maxConnectionsPerSource: number;
 }
 
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
@@ -42,6 +45,7 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   ratePerSecond: RATE_PER_SECOND,
   rateBurst: RATE_BURST,
   maxConnections: MAX_CONNECTIONS,
+  maxConnectionsPerSource: MAX_CONNECTIONS_PER_SOURCE,
 };
 
 class BodyError extends Error {
@@ -253,13 +257,22 @@ export async function startHttpServer(opts: {
   });
   // A TCP connection that never finishes its TLS handshake (or goes silent later) is closed when idle.
   let open = 0;
+  const openBySource = new Map<string, number>();
   server.on("connection", (sock: Socket) => {
-    if (open >= limits.maxConnections) {
+    const source = rateLimitKey(sock.remoteAddress ?? "unknown");
+    const fromSource = openBySource.get(source) ?? 0;
+    if (open >= limits.maxConnections || fromSource >= limits.maxConnectionsPerSource) {
       sock.destroy();
       return;
     }
     open++;
-    sock.once("close", () => open--);
+    openBySource.set(source, fromSource + 1);
+    sock.once("close", () => {
+      open--;
+      const n = (openBySource.get(source) ?? 1) - 1;
+      if (n <= 0) openBySource.delete(source);
+      else openBySource.set(source, n);
+    });
     sock.setTimeout(limits.idleTimeoutMs, () => sock.destroy());
   });
   server.on("tlsClientError", () => {/* a failed handshake is the client's problem, not ours */});

@@ -15,6 +15,9 @@ export const BODY_TIMEOUT_MS = 10_000;
 /** An idle keep-alive connection is closed after this long. */
 export const IDLE_TIMEOUT_MS = 30_000;
 export const MAX_CONNECTIONS = 1024;
+/** Open connections from one source (an IPv4 address or an IPv6 /64, see rateLimitKey): one client cannot
+ * take every slot, however slowly it talks. A client needs a few (the directory client pools 4). */
+export const MAX_CONNECTIONS_PER_SOURCE = 128;
 
 /** Per source address token bucket. Enrollment signs a certificate, so it costs more than a look-up. The
  * burst lets a whole office behind one NAT address (or a test suite on loopback) enroll 40 users at once. */

@@ -1,0 +1,96 @@
+/**
+ * Review findings on the directory API: a race of enrollments for one name, the connection cap per source,
+ * a revocation that names its own serial in another spelling, and the trust-on-first-use prompt's default.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { createCsr, generateKeyPair } from "../pki/mod.ts";
+import { call, codeOf, enrollRaw, rawConnect, startTestDirectory } from "./helpers/directory.ts";
+import { runCli } from "./helpers/cli.ts";
+
+Deno.test("many enrollments racing for one name: exactly one wins, one user and one certificate stored", async () => {
+  const t = await startTestDirectory({ limits: { ratePerSecond: 10_000, rateBurst: 10_000 } });
+  try {
+    const csrs = await Promise.all(
+      Array.from({ length: 12 }, async () => await createCsr("racer", await generateKeyPair("p256"))),
+    );
+    const results = await Promise.all(
+      csrs.map((csr) => call(t.dir, "POST", "/v1/enroll", { body: { name: "racer", csr } })),
+    );
+    const statuses = results.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [201, ...new Array(11).fill(409)]);
+    assert.ok(results.filter((r) => r.status === 409).every((r) => codeOf(r) === "NAME_TAKEN"));
+    const db = new DatabaseSync(join(t.data, "directory.db"), { readOnly: true });
+    try {
+      assert.equal(Number((db.prepare("SELECT count(*) AS n FROM users").get() as { n: number }).n), 1);
+      assert.equal(Number((db.prepare("SELECT count(*) AS n FROM certs").get() as { n: number }).n), 1);
+      const winner = results.find((r) => r.status === 201)!;
+      const row = db.prepare("SELECT serial FROM users WHERE name = 'racer'").get() as { serial: string };
+      assert.equal(row.serial, winner.json!.serial);
+    } finally {
+      db.close();
+    }
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("one source cannot take every connection slot", async () => {
+  const t = await startTestDirectory({ limits: { maxConnections: 100, maxConnectionsPerSource: 3 } });
+  const open: Awaited<ReturnType<typeof rawConnect>>[] = [];
+  try {
+    for (let i = 0; i < 3; i++) open.push(await rawConnect(t.dir));
+    await assert.rejects(rawConnect(t.dir), Error, "a fourth connection from the same source");
+    open[0].socket.destroy();
+    await open[0].closed;
+    let again: Awaited<ReturnType<typeof rawConnect>> | null = null;
+    for (let i = 0; i < 50 && !again; i++) {
+      again = await rawConnect(t.dir).catch(() => null);
+      if (!again) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(again, "a freed slot is usable again");
+    open[0] = again;
+  } finally {
+    for (const c of open) {
+      c.socket.destroy();
+      await c.closed;
+    }
+    await t.close();
+  }
+});
+
+Deno.test("revoking names one's own serial in any spelling (case, leading zeros); another serial is 403", async () => {
+  const t = await startTestDirectory();
+  try {
+    const alice = await enrollRaw(t.dir, "alice");
+    const bob = await enrollRaw(t.dir, "bob");
+    const other = await call(t.dir, "POST", "/v1/revoke", { body: { serial: bob.serial }, as: alice });
+    assert.equal(other.status, 403);
+    assert.equal(codeOf(other), "FORBIDDEN");
+    const r = await call(t.dir, "POST", "/v1/revoke", {
+      body: { serial: "00" + alice.serial.toUpperCase() },
+      as: alice,
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json!.revoked, alice.serial);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("trust on first use: Enter alone or a closed stdin means No, and nothing is written", async () => {
+  const t = await startTestDirectory();
+  try {
+    for (const [i, stdin] of ["\n", "", "maybe\n"].entries()) {
+      const home = join(t.tmp, `home${i}`);
+      const r = await runCli(["enroll", "--server", t.dir.url, "--name", "carol", "--home", home], { stdin });
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr, /\[y\/N\]/);
+      assert.match(r.stderr, /not confirmed/);
+      await assert.rejects(Deno.stat(join(home, "key.pem")), Deno.errors.NotFound);
+    }
+  } finally {
+    await t.close();
+  }
+});
