@@ -118,8 +118,14 @@ function mapDirectoryError(e: unknown): never {
   throw e;
 }
 
-/** Checks that the issued certificate is for us: from our CA, our name, our key, and the template's rules. */
-async function checkIssued(issued: IssuedCertificate, caPem: string, name: string, publicKey: CryptoKey) {
+/** Checks that the issued certificate is for us: from our CA, our name, our key, and the template's rules.
+ * Resolves with the checked certificate alone, re-encoded as PEM (nothing else from the answer is kept). */
+async function checkIssued(
+  issued: IssuedCertificate,
+  caPem: string,
+  name: string,
+  publicKey: CryptoKey,
+): Promise<string> {
   let der: Uint8Array;
   try {
     der = pemToDer(issued.certPem, "CERTIFICATE");
@@ -146,6 +152,7 @@ async function checkIssued(issued: IssuedCertificate, caPem: string, name: strin
   if (got.length !== want.length || got.some((b, i) => b !== want[i])) {
     throw new EnrollError("BAD_CERTIFICATE", "the issued certificate is not for our key");
   }
+  return derToPem(der, "CERTIFICATE");
 }
 
 async function roughtimeConfig(client: DirectoryClient, server: URL): Promise<HomeConfig["roughtime"]> {
@@ -231,11 +238,11 @@ export async function enroll(opts: {
   const client = new DirectoryClient({ url: opts.server, caPem });
   try {
     const issued = await client.enroll(name, csr, opts.token).catch(mapDirectoryError);
-    await checkIssued(issued, caPem, name, keys.publicKey);
+    const certPem = await checkIssued(issued, caPem, name, keys.publicKey);
     const roughtime = await roughtimeConfig(client, serverUrl);
     await writeHome(opts.home, {
       keyPem: await exportPrivateKeyPem(keys),
-      certPem: issued.certPem,
+      certPem,
       caPem,
       config: { server: serverUrl.origin, name, caFingerprint: fp, roughtime },
     });
@@ -258,8 +265,7 @@ export async function renewEnrollment(home: string): Promise<HomeState> {
   });
   try {
     const issued = await client.renew(csr).catch(mapDirectoryError);
-    await checkIssued(issued, state.caPem, state.name, keys.publicKey);
-    await writeCertificate(home, issued.certPem);
+    await writeCertificate(home, await checkIssued(issued, state.caPem, state.name, keys.publicKey));
   } finally {
     client.close();
   }

@@ -20,7 +20,11 @@ function smuggle(realCaPem: string, impostorCaPem: string): string {
 
 /** A TLS-terminating proxy with the real directory's own certificate (a compromised network path) that
  * rewrites GET /v1/ca.pem and forwards everything else. */
-async function startTamperingProxy(real: TestDirectory, caPemAnswer: string) {
+async function startTamperingProxy(
+  real: TestDirectory,
+  caPemAnswer: string,
+  rewriteEnrollAnswer: (json: Record<string, unknown>) => void = () => {},
+) {
   const cert = await Deno.readTextFile(join(real.data, "server.pem"));
   const key = await Deno.readTextFile(join(real.data, "server-key.pem"));
   const client = Deno.createHttpClient({ caCerts: [real.dir.caCertPem] });
@@ -39,7 +43,12 @@ async function startTamperingProxy(real: TestDirectory, caPemAnswer: string) {
       client,
     };
     const r = await fetch(real.dir.url + req.url, init);
-    const out = new Uint8Array(await r.arrayBuffer());
+    let out = new Uint8Array(await r.arrayBuffer());
+    if (req.url === "/v1/enroll" && r.status === 201) {
+      const json = JSON.parse(new TextDecoder().decode(out));
+      rewriteEnrollAnswer(json);
+      out = new TextEncoder().encode(JSON.stringify(json));
+    }
     res.writeHead(r.status, { "content-type": r.headers.get("content-type") ?? "", connection: "close" });
     res.end(out);
   });
@@ -116,6 +125,31 @@ Deno.test("a home whose ca.pem carries a smuggled extra CA pins only the fingerp
       good.close();
     }
   } finally {
+    await impostor.close();
+    await real.close();
+  }
+});
+
+Deno.test("enroll stores only the checked certificate, never text smuggled around it in the answer", async () => {
+  const real = await startTestDirectory();
+  const impostor = await startTestDirectory();
+  const proxy = await startTamperingProxy(real, real.dir.caCertPem, (json) => {
+    json.certPem = smuggle(String(json.certPem), impostor.dir.caCertPem) + "trailing text\n";
+  });
+  const home = join(real.tmp, "home");
+  try {
+    const state = await enroll({
+      server: proxy.url,
+      caFingerprint: real.dir.caFingerprint,
+      name: "dave",
+      home,
+    });
+    const stored = await Deno.readTextFile(join(home, "cert.pem"));
+    assert.equal(stored, derToPem(pemToDer(stored, "CERTIFICATE"), "CERTIFICATE"));
+    assert.doesNotMatch(stored, /trailing| \n/);
+    assert.equal(state.certPem, stored);
+  } finally {
+    await proxy.close();
     await impostor.close();
     await real.close();
   }
