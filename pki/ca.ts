@@ -7,9 +7,12 @@ import { x509 } from "./x509.ts";
 import { type KeyAlgorithm, type KeyPair, signingAlgorithm } from "./keys.ts";
 import { createHash } from "node:crypto";
 import { normalizeSerial, randomSerial, toHex } from "./encoding.ts";
+import { canonicalUsername } from "./username.ts";
 
 /** Template constants: what every user certificate says, whatever its CSR asked for. */
 export const USER_CERT_VALIDITY_DAYS = 30;
+/** The longest user certificate the template signs (the CA/Browser limit for TLS certificates). */
+export const MAX_USER_CERT_VALIDITY_DAYS = 397;
 export const CA_VALIDITY_DAYS = 3650;
 export const SERVER_CERT_VALIDITY_DAYS = 397;
 /** Backdating absorbs small clock differences between the CA and the peers that check its certificates. */
@@ -150,6 +153,13 @@ export async function issueUserCertificate(
   publicKey: CryptoKey,
   opts: { nowMs?: number; validityDays?: number } = {},
 ): Promise<x509.X509Certificate> {
+  // The template guards itself rather than trusting every caller: the CA signs only canonical usernames
+  // (never a look-alike, a wildcard or a host name) and short, whole-day validities.
+  canonicalUsername(name);
+  const days = opts.validityDays ?? USER_CERT_VALIDITY_DAYS;
+  if (!Number.isInteger(days) || days < 1 || days > MAX_USER_CERT_VALIDITY_DAYS) {
+    throw new RangeError(`validityDays must be an integer 1-${MAX_USER_CERT_VALIDITY_DAYS}`);
+  }
   const now = opts.nowMs ?? Date.now();
   return await issueCertificate({
     subjectCN: name,
@@ -160,7 +170,7 @@ export async function issueUserCertificate(
     keyUsage: x509.KeyUsageFlags.digitalSignature,
     eku: [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth],
     notBefore: new Date(now - BACKDATE_MS),
-    notAfter: new Date(now + (opts.validityDays ?? USER_CERT_VALIDITY_DAYS) * DAY_MS),
+    notAfter: new Date(now + days * DAY_MS),
   });
 }
 

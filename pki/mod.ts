@@ -51,6 +51,7 @@ export {
   issueCertificate,
   issueServerCertificate,
   issueUserCertificate,
+  MAX_USER_CERT_VALIDITY_DAYS,
   type RevokedEntry,
   type SanEntry,
   serialOf,
