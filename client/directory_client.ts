@@ -6,7 +6,7 @@
 import https from "node:https";
 import tls, { type PeerCertificate } from "node:tls";
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { derToPem, type ParsedCrl, pemToDer, verifyCrl } from "../pki/mod.ts";
+import { derToPem, type ParsedCrl, pemToDer, verifyCrl, x509 } from "../pki/mod.ts";
 
 export interface UserEntry {
   name: string;
@@ -49,8 +49,22 @@ const MAX_RETRY_AFTER_S = 2;
 const CLIENT_POOL_IDLE_MS = 20_000;
 const MAX_SOCKETS = 4;
 
-/** The server presented a certificate that is not from the pinned CA. */
+/** The server presented a certificate that is not from the pinned CA, or not the directory's. */
 class ServerCertificateError extends Error {}
+
+/** The CA gives serverAuth without clientAuth only to the directory's own certificate (pki/ca.ts
+ * issueServerCertificate); every user certificate has both, so that users can dial and listen. */
+function isDirectoryCertificate(der: Uint8Array): boolean {
+  try {
+    const cert = new x509.X509Certificate(new Uint8Array(der));
+    const usages = (cert.getExtension(x509.ExtendedKeyUsageExtension)?.usages ?? []).map(String);
+    const bc = cert.getExtension(x509.BasicConstraintsExtension);
+    return usages.includes(x509.ExtendedKeyUsage.serverAuth) &&
+      !usages.includes(x509.ExtendedKeyUsage.clientAuth) && !bc?.ca;
+  } catch {
+    return false;
+  }
+}
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -105,7 +119,9 @@ export class DirectoryClient {
     });
   }
 
-  /** The server's certificate must carry the host name we dialled AND be signed by the pinned CA. */
+  /** The server's certificate must carry the host name we dialled, be signed by the pinned CA, AND be the
+   * directory's own: the same CA signs user certificates, which also allow serverAuth and whose name can be
+   * a host name ("localhost" is a valid username and the default --hostname). */
   #checkServer(host: string, cert: PeerCertificate): Error | undefined {
     const err = tls.checkServerIdentity(host, cert);
     if (err) return err;
@@ -115,9 +131,11 @@ export class DirectoryClient {
     } catch {
       ok = false;
     }
-    return ok
-      ? undefined
-      : new ServerCertificateError("the directory's TLS certificate is not from the pinned CA");
+    if (!ok) return new ServerCertificateError("the directory's TLS certificate is not from the pinned CA");
+    if (!isDirectoryCertificate(new Uint8Array(cert.raw))) {
+      return new ServerCertificateError("the server presented a user's certificate, not the directory's");
+    }
+    return undefined;
   }
 
   #send(method: string, path: string, body?: unknown): Promise<RawResponse> {
