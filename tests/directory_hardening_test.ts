@@ -94,3 +94,20 @@ Deno.test("trust on first use: Enter alone or a closed stdin means No, and nothi
     await t.close();
   }
 });
+
+Deno.test("deeply nested JSON within the size limit is refused as a bad request; the server keeps serving", async () => {
+  const t = await startTestDirectory();
+  try {
+    const depth = 8000;
+    for (
+      const rawBody of ["[".repeat(depth) + "]".repeat(depth), '{"a":'.repeat(2500) + "1" + "}".repeat(2500)]
+    ) {
+      const r = await call(t.dir, "POST", "/v1/enroll", { rawBody });
+      assert.equal(r.status, 400, r.text);
+      assert.ok(["BAD_REQUEST", "BAD_JSON", "BAD_USERNAME"].includes(codeOf(r)!), r.text);
+    }
+    assert.equal((await call(t.dir, "GET", "/v1/info")).status, 200);
+  } finally {
+    await t.close();
+  }
+});
