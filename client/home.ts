@@ -131,6 +131,21 @@ function parseConfig(text: string, path: string): HomeConfig {
   return { server: c.server, name: c.name, caFingerprint: c.caFingerprint, roughtime: rt };
 }
 
+/** The user's private key, refused (like ssh does) when other users could have read it: it may already be
+ * copied, and using it would hide that. */
+async function readPrivateKey(path: string): Promise<string> {
+  if (Deno.build.os !== "windows") {
+    const st = await Deno.stat(path);
+    if (st.mode !== null && (st.mode & 0o077) !== 0) {
+      throw new HomeError(
+        "BAD_HOME",
+        `${path} is readable by other users (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`,
+      );
+    }
+  }
+  return await Deno.readTextFile(path);
+}
+
 /** Reads an enrolled home folder; throws HomeError("NOT_ENROLLED") with the command to run when it is not. */
 export async function loadHome(dir: string): Promise<HomeState> {
   if (!(await isEnrolled(dir))) {
@@ -168,7 +183,7 @@ export async function loadHome(dir: string): Promise<HomeState> {
     caPem,
     caFingerprint,
     certPem: await read(HOME_FILES.cert),
-    keyPem: await read(HOME_FILES.key),
+    keyPem: await readPrivateKey(join(dir, HOME_FILES.key)),
     roughtime: config.roughtime.map((r) => ({
       name: r.name,
       host: r.host,

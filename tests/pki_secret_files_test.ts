@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { writeSecretFile } from "../pki/mod.ts";
-import { writeHome } from "../client/home.ts";
+import { HomeError, loadHome, writeHome } from "../client/home.ts";
 import { startDirectoryServer } from "../server/mod.ts";
 import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 
@@ -124,6 +124,43 @@ Deno.test({
       });
       assert.equal(await modeOf(home), 0o700, "home folder");
       assert.equal(await modeOf(join(home, "key.pem")), 0o600, "key.pem");
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "loadHome refuses a key.pem that others can read (like ssh), and names the fix",
+  ignore: !POSIX,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-home-key-" });
+    const home = join(tmp, "home");
+    try {
+      const ca = await makeTestCa();
+      const leaf = await makeTestLeaf(ca, "alice");
+      await writeHome(home, {
+        keyPem: leaf.keyPem,
+        certPem: leaf.certPem,
+        caPem: ca.certPem,
+        config: {
+          server: "https://localhost:1",
+          name: "alice",
+          caFingerprint: ca.fingerprint,
+          roughtime: [],
+        },
+      });
+      assert.equal((await loadHome(home)).name, "alice");
+      for (const mode of [0o644, 0o640, 0o604]) {
+        await Deno.chmod(join(home, "key.pem"), mode);
+        await assert.rejects(
+          loadHome(home),
+          (e: unknown) => e instanceof HomeError && e.code === "BAD_HOME" && /chmod 600/.test(e.message),
+          mode.toString(8),
+        );
+      }
+      await Deno.chmod(join(home, "key.pem"), 0o600);
+      assert.equal((await loadHome(home)).name, "alice");
     } finally {
       await Deno.remove(tmp, { recursive: true });
     }
