@@ -1,11 +1,13 @@
 /**
  * The directory's TLS endpoint seen from outside: the protocol versions and cipher suites it accepts
- * (probed with `openssl s_client`, skipped when openssl is missing), and a TLS handshake trickled one byte
- * at a time, which must not hold a connection slot for ever.
+ * (probed with `openssl s_client`, skipped when openssl is missing), a TLS handshake trickled one byte at a
+ * time, which must not hold a connection slot for ever, and a client certificate presented without its key.
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { startTestDirectory } from "./helpers/directory.ts";
+import { enrollRaw, startTestDirectory } from "./helpers/directory.ts";
+import { tls13ClientWithAnyKey } from "./helpers/tls13_liar.ts";
+import { exportPrivateKeyPem, generateKeyPair, pemToDer } from "../pki/mod.ts";
 
 function haveTool(name: string): boolean {
   try {
@@ -89,6 +91,34 @@ Deno.test("a TLS handshake trickled byte by byte is cut off at the header deadli
     await closed;
     clearInterval(timer);
     assert.ok(sent < limit, `the server held a half-done handshake for the whole trickle (${sent} bytes)`);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("a stolen certificate without its key cannot authenticate: the server checks CertificateVerify", async () => {
+  const t = await startTestDirectory();
+  try {
+    const alice = await enrollRaw(t.dir, "alice");
+    const stranger = await exportPrivateKeyPem(await generateKeyPair("p256"));
+    const attempt = (signingKeyPem: string) =>
+      tls13ClientWithAnyKey({
+        host: "127.0.0.1",
+        port: t.dir.port,
+        serverName: "localhost",
+        certDer: pemToDer(alice.certPem, "CERTIFICATE"),
+        signingKeyPem,
+        request: "GET /v1/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      });
+    // The hand-made client works: with the right key, alice is authenticated.
+    const own = await attempt(alice.keyPem);
+    assert.match(own.response, /^HTTP\/1\.1 200 /);
+    assert.match(own.response, /"name":"alice"/);
+    // Alice's public certificate with a signature by another key: the handshake is refused (decrypt_error).
+    const stolen = await attempt(stranger);
+    assert.doesNotMatch(stolen.response, /HTTP\/1\.1 200/);
+    assert.equal(stolen.response, "");
+    assert.equal(stolen.alert, 51, `expected a decrypt_error alert, got ${stolen.alert}`);
   } finally {
     await t.close();
   }
