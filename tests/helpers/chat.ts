@@ -571,13 +571,15 @@ export function spawnHeadless(
       } catch {
         // already gone
       }
-      // stdin stays open until the process is gone: its end would be a second way to quit, racing the signal.
-      const code = await status;
+      // For a catchable signal stdin stays open until the process is gone (its end would be a second way to
+      // quit, racing the signal). After SIGKILL it is closed at once: under faketime the signal reaches only
+      // the faketime wrapper, and the end of input is what makes the program beneath it quit.
+      if (signal !== "SIGKILL") await status;
       if (!stdinClosed) {
         stdinClosed = true;
         await writer.close().catch(() => {});
       }
-      return code;
+      return await status;
     },
   };
   return proc;
