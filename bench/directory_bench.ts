@@ -14,7 +14,7 @@ const CONCURRENCY = 4;
 const RUN_MS = 2000;
 const SLICES = 4;
 const USERS_FOR_MEMORY = 10_000;
-const NO_LIMITS = { ratePerSecond: 1e9, rateBurst: 1e9 };
+const NO_LIMITS = { ratePerSecond: 1e9, rateBurst: 1e9, enrollPerHour: 1e12, enrollBurst: 1e9 };
 
 type Init = RequestInit & { client: Deno.HttpClient };
 
@@ -124,7 +124,7 @@ async function serverRss(
       JSON.stringify(new URL("../server/mod.ts", import.meta.url).href)
     };
 const d = await startDirectoryServer({ dataDir: Deno.args[0], port: 0, roughtime: false,
-  limits: { ratePerSecond: 1e9, rateBurst: 1e9 } });
+  limits: { ratePerSecond: 1e9, rateBurst: 1e9, enrollPerHour: 1e12, enrollBurst: 1e9 } });
 console.log(d.url);
 // Each line on stdin asks for the resident set size; end of stdin stops the server.
 for await (const _line of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {

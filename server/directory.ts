@@ -30,7 +30,10 @@ import {
   LIST_MAX_LIMIT,
   PRESENCE_MAX_TTL_S,
   PRESENCE_MIN_TTL_S,
+  RENEWALS_PER_DAY,
 } from "./limits.ts";
+
+const DAY_MS = 24 * 3600 * 1000;
 
 export interface ApiRequest {
   method: string;
@@ -299,6 +302,9 @@ export class DirectoryService {
       throw new ApiError(403, "FORBIDDEN", "a certificate can only renew itself");
     }
     const csr = await checkCsr(body.csr, peer.name).catch(csrToApiError);
+    const tooMany = () =>
+      new ApiError(429, "RATE_LIMITED", `at most ${RENEWALS_PER_DAY} certificates a day per user; try later`);
+    if (this.store.certsIssuedSince(peer.name, this.#now() - DAY_MS) >= RENEWALS_PER_DAY) throw tooMany();
     const issued = await this.#issue(peer.name, csr);
     const now = this.#now();
     this.store.tx(() => {
@@ -306,6 +312,8 @@ export class DirectoryService {
       if (!user || user.revoked || user.serial !== peer.serial) {
         throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
       }
+      // Counted again inside the transaction: parallel renewals must not slip past the limit together.
+      if (this.store.certsIssuedSince(peer.name, now - DAY_MS) >= RENEWALS_PER_DAY) throw tooMany();
       this.store.insertCert(issued, now);
       this.store.replaceUserCert(issued);
       // One live certificate per user: the old one goes on the CRL as superseded.

@@ -14,7 +14,9 @@ import type { ApiResponse, DirectoryService } from "./directory.ts";
 import { RateLimiter, rateLimitKey } from "./rate_limit.ts";
 import {
   BODY_TIMEOUT_MS,
+  ENROLL_BURST,
   ENROLL_COST,
+  ENROLL_PER_HOUR,
   HEADERS_TIMEOUT_MS,
   IDLE_TIMEOUT_MS,
   MAX_BODY_BYTES,
@@ -35,6 +37,9 @@ export interface HttpLimits {
   maxConnections: number;
   /** Open TCP connections from one source (rateLimitKey) at once; more are closed on arrival. */
   maxConnectionsPerSource: number;
+  /** Certificates issued (enrollments and renewals) per source: a separate, slower bucket. */
+  enrollPerHour: number;
+  enrollBurst: number;
 }
 
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
@@ -46,6 +51,8 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   rateBurst: RATE_BURST,
   maxConnections: MAX_CONNECTIONS,
   maxConnectionsPerSource: MAX_CONNECTIONS_PER_SOURCE,
+  enrollPerHour: ENROLL_PER_HOUR,
+  enrollBurst: ENROLL_BURST,
 };
 
 class BodyError extends Error {
@@ -142,6 +149,7 @@ export async function startHttpServer(opts: {
 }): Promise<HttpServerHandle> {
   const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...opts.limits };
   const limiter = new RateLimiter(limits.ratePerSecond, limits.rateBurst);
+  const issuance = new RateLimiter(limits.enrollPerHour / 3600, limits.enrollBurst);
   const sockets = new Set<Socket>();
   /** Deadline for the next request's headers on each connection (armed on connect and after each response). */
   const headerTimers = new Map<Socket, ReturnType<typeof setTimeout>>();
@@ -167,8 +175,11 @@ export async function startHttpServer(opts: {
       const url = new URL(req.url ?? "/", "https://directory.invalid");
       const method = req.method ?? "GET";
       const remote = rateLimitKey(sock.remoteAddress ?? "unknown");
-      const cost = url.pathname === "/v1/enroll" || url.pathname === "/v1/renew" ? ENROLL_COST : 1;
-      const wait = limiter.take(remote, cost, Date.now());
+      const issues = method === "POST" && (url.pathname === "/v1/enroll" || url.pathname === "/v1/renew");
+      const now = Date.now();
+      let wait = limiter.take(remote, issues ? ENROLL_COST : 1, now);
+      // A request refused by the first bucket does not draw on the second.
+      if (wait === 0 && issues) wait = issuance.take(remote, 1, now);
       if (wait > 0) {
         close = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
         res.setHeader("retry-after", String(wait));

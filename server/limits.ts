@@ -24,6 +24,14 @@ export const MAX_CONNECTIONS_PER_SOURCE = 128;
 export const RATE_PER_SECOND = 50;
 export const RATE_BURST = 200;
 export const ENROLL_COST = 5;
+/** Issuing grows the directory for good: each certificate is stored and, once revoked or superseded, stays
+ * on the CRL every peer downloads until it expires. So enrollments and renewals also draw on a much slower
+ * bucket per source (an IPv4 address or an IPv6 /64): 40 at once, then one every minute and a half. */
+export const ENROLL_PER_HOUR = 40;
+export const ENROLL_BURST = 40;
+/** Certificates one name may be issued in 24 hours (enrollment included): a user renewing in a loop would
+ * otherwise add a superseded serial to the CRL with every call. */
+export const RENEWALS_PER_DAY = 10;
 /** Buckets of addresses not seen for this long are forgotten (bounded memory under address churn). */
 export const RATE_BUCKET_IDLE_MS = 60_000;
 export const RATE_MAX_BUCKETS = 50_000;

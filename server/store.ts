@@ -230,6 +230,15 @@ export class DirectoryStore {
     return rows.map((r) => ({ serial: String(r.serial), revokedAt: Number(r.revoked_at) }));
   }
 
+  /** Certificates issued for `name` at or after `sinceMs` (renewal limit). */
+  certsIssuedSince(name: string, sinceMs: number): number {
+    const r = this.#q("SELECT count(*) AS n FROM certs WHERE name = ? AND issued_at >= ?").get(
+      name,
+      sinceMs,
+    ) as Row;
+    return Number(r.n);
+  }
+
   getCert(serial: string): { name: string; revokedAt: number | null } | null {
     const r = this.#q("SELECT name, revoked_at FROM certs WHERE serial = ?").get(serial) as
       | Row
