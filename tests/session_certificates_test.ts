@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { ALL_DEFECTS, type LeafDefect, makeTestCa, makeTestLeaf, type TestLeaf } from "./helpers/pki.ts";
+import { tls13ClientWithAnyKey } from "./helpers/tls13_liar.ts";
 import { FakeDirectory, rawDial, rawListen, type RawPeer, startTestEngine, until } from "./helpers/chat.ts";
 
 const EXPECTED: Record<Exclude<LeafDefect, "none">, { listener: string; dialer: string }> = {
@@ -344,6 +345,40 @@ Deno.test("a peer revoked while connected is cut off at the next CRL refresh, an
     assert.equal(bob.log.of("message").some((e) => e.message.id === m2.id), false);
   } finally {
     await alice.stop();
+    await bob.stop();
+  }
+});
+
+Deno.test("TLS level: a stolen certificate with a CertificateVerify by another key is refused by our listener", async () => {
+  // Stock clients refuse a mismatched key before connecting, so this uses the hand-made TLS 1.3 client.
+  // It shows that the TLS layer, although told not to judge certificates (rejectUnauthorized: false, so
+  // that validity is decided on trusted time), still checks the CertificateVerify signature.
+  const ca = await makeTestCa();
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const alice = await makeTestLeaf(ca, "alice");
+  const stranger = await makeTestLeaf(ca, "stranger");
+  const bob = await startTestEngine(ca, bobLeaf, { limits: { helloTimeoutMs: 300 } });
+  try {
+    const attempt = (signingKeyPem: string) =>
+      tls13ClientWithAnyKey({
+        host: "127.0.0.1",
+        port: bob.engine.address.port,
+        serverName: "bob",
+        certDer: alice.certDer,
+        signingKeyPem,
+        request: "",
+      });
+    // The hand-made client works with the right key: the handshake completes (and, with no hello, our
+    // session ends it with HELLO_TIMEOUT).
+    const own = await attempt(alice.keyPem);
+    assert.equal(own.handshakeDone, true);
+    assert.match(own.response, /HELLO_TIMEOUT/);
+    // Alice's certificate, CertificateVerify signed by another key: refused inside the handshake.
+    const stolen = await attempt(stranger.keyPem);
+    assert.equal(stolen.response, "");
+    assert.equal(stolen.alert, 51, `expected a decrypt_error alert, got ${stolen.alert}`);
+    assert.equal(bob.log.of("peer-online").length, 0);
+  } finally {
     await bob.stop();
   }
 });
