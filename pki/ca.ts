@@ -85,6 +85,12 @@ async function authorityKeyIdentifier(caPublicKey: CryptoKey): Promise<x509.Auth
   return aki;
 }
 
+/** The end of a certificate issued by `ca`: never after the CA's own (RFC 5280 6.1.3 would reject the chain
+ * from then on anyway, and peers should not learn it from a failure). */
+function clampToCa(ca: CaMaterial, notAfterMs: number): Date {
+  return new Date(Math.min(notAfterMs, ca.cert.notAfter.getTime()));
+}
+
 /** Issues one certificate exactly as `spec` says (no policy here: see issueUserCertificate for the template). */
 export async function issueCertificate(spec: CertificateSpec): Promise<x509.X509Certificate> {
   const subject = [{ CN: [spec.subjectCN] }];
@@ -170,7 +176,7 @@ export async function issueUserCertificate(
     keyUsage: x509.KeyUsageFlags.digitalSignature,
     eku: [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth],
     notBefore: new Date(now - BACKDATE_MS),
-    notAfter: new Date(now + days * DAY_MS),
+    notAfter: clampToCa(ca, now + days * DAY_MS),
   });
 }
 
@@ -191,7 +197,7 @@ export async function issueServerCertificate(
     keyUsage: x509.KeyUsageFlags.digitalSignature,
     eku: [x509.ExtendedKeyUsage.serverAuth],
     notBefore: new Date(nowMs - BACKDATE_MS),
-    notAfter: new Date(nowMs + SERVER_CERT_VALIDITY_DAYS * DAY_MS),
+    notAfter: clampToCa(ca, nowMs + SERVER_CERT_VALIDITY_DAYS * DAY_MS),
   });
 }
 

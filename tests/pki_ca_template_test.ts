@@ -9,6 +9,7 @@ import {
   createCaCertificate,
   createCsr,
   generateKeyPair,
+  issueServerCertificate,
   issueUserCertificate,
   x509,
 } from "../pki/mod.ts";
@@ -74,4 +75,20 @@ Deno.test("user template refuses a non-canonical name and a validity outside 1-3
   }
   const ok = await issueUserCertificate(ca, "alice", keys.publicKey, { validityDays: 397, nowMs: 0 });
   assert.equal(ok.notAfter.getTime(), 397 * DAY);
+});
+
+Deno.test("no certificate outlives its CA: near the CA's end, user and server certificates stop with it", async () => {
+  const keys = await generateKeyPair("p256");
+  const cert = await createCaCertificate(keys, { validityDays: 10 });
+  const ca = { cert, certPem: cert.toString("pem"), keys };
+  const user = await generateKeyPair("p256");
+  const leaf = await issueUserCertificate(ca, "alice", user.publicKey);
+  assert.ok(leaf.notAfter.getTime() <= cert.notAfter.getTime(), "user certificate ends with the CA");
+  assert.equal(leaf.notAfter.getTime(), cert.notAfter.getTime());
+  const server = await issueServerCertificate(ca, ["localhost"], await generateKeyPair("p256"));
+  assert.equal(server.notAfter.getTime(), cert.notAfter.getTime(), "server certificate ends with the CA");
+  // Far from the CA's end, the template's own validity applies.
+  const longCa = await makeCa();
+  const normal = await issueUserCertificate(longCa, "alice", user.publicKey, { nowMs: Date.now() });
+  assert.ok(normal.notAfter.getTime() - normal.notBefore.getTime() > 29 * DAY);
 });
