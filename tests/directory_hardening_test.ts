@@ -111,3 +111,31 @@ Deno.test("deeply nested JSON within the size limit is refused as a bad request;
     await t.close();
   }
 });
+
+Deno.test("huge query strings and cursors are refused without effect; the server keeps serving", async () => {
+  const t = await startTestDirectory({ limits: { ratePerSecond: 10_000, rateBurst: 10_000 } });
+  try {
+    await enrollRaw(t.dir, "alice");
+    // Headers beyond the HTTP parser's limit: refused (an error status, or the connection is closed).
+    const huge = await call(t.dir, "GET", "/v1/users?prefix=" + "a".repeat(40_000)).catch(() => null);
+    assert.ok(huge === null || [400, 414, 431].includes(huge.status), `status ${huge?.status}`);
+    for (
+      const q of [
+        "cursor=" + "a".repeat(1000),
+        "prefix=" + "a".repeat(33),
+        "limit=1e9",
+        "limit=-1",
+        "cursor=%00",
+      ]
+    ) {
+      const r = await call(t.dir, "GET", "/v1/users?" + q);
+      assert.equal(r.status, 400, q);
+      assert.equal(codeOf(r), "BAD_REQUEST", q);
+    }
+    const ok = await call(t.dir, "GET", "/v1/users?limit=1");
+    assert.equal(ok.status, 200);
+    assert.deepEqual((ok.json!.users as { name: string }[]).map((u) => u.name), ["alice"]);
+  } finally {
+    await t.close();
+  }
+});
