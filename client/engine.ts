@@ -152,8 +152,6 @@ export class ChatEngine implements ChatEngineApi {
   readonly #flushAgain = new Set<string>();
   /** Received expiring messages not yet announced because time was unknown. */
   readonly #hidden = new Set<string>();
-  /** Read receipts waiting for the peer to be connected. */
-  readonly #pendingReads = new Map<string, { id: string; readAt: number }[]>();
   readonly #peers = new Map<string, VerifiedPeer>();
   readonly #directoryFingerprint = new Map<string, string>();
   readonly #lastDialError = new Map<string, string>();
@@ -427,7 +425,7 @@ export class ChatEngine implements ChatEngineApi {
   #retryOutbox(): void {
     if (this.#closed) return;
     const peers = new Set(this.store.outbox().map((m) => m.peer));
-    for (const p of this.#pendingReads.keys()) peers.add(p);
+    for (const r of this.store.pendingReads()) peers.add(r.peer);
     for (const peer of peers) {
       if (this.sessions.active(peer)) void this.#flush(peer);
       else void this.#connect(peer);
@@ -465,10 +463,13 @@ export class ChatEngine implements ChatEngineApi {
   async #flushOnce(peer: string): Promise<void> {
     const s = this.sessions.active(peer);
     if (!s) return;
-    const reads = this.#pendingReads.get(peer);
-    if (reads) {
-      this.#pendingReads.delete(peer);
-      for (const r of reads) await s.send({ t: "read", id: r.id, readAt: r.readAt }).catch(() => {});
+    for (const r of this.store.pendingReads(peer)) {
+      try {
+        await s.send({ t: "read", id: r.id, readAt: r.readAt });
+      } catch {
+        return;
+      }
+      this.store.removePendingRead(peer, r.id);
     }
     for (const m of this.store.outbox(peer)) {
       if (this.#inflight.has(m.id) || s.state !== "open") continue;
@@ -728,13 +729,9 @@ export class ChatEngine implements ChatEngineApi {
     const readAt = Math.ceil(time ? time.latestMs : Date.now());
     const deadline = m.ttlMode === "read" && m.ttlMs !== null ? readDeadline(readAt, m.ttlMs) : null;
     this.store.markRead(m.peer, m.id, readAt, deadline);
-    const s = this.sessions.active(m.peer);
-    if (s) void s.send({ t: "read", id: m.id, readAt }).catch(() => {});
-    else {
-      const list = this.#pendingReads.get(m.peer) ?? [];
-      list.push({ id: m.id, readAt });
-      this.#pendingReads.set(m.peer, list);
-    }
+    // Kept until written to the sender's connection (across restarts), so the receipt is not lost offline.
+    this.store.addPendingRead(m.peer, m.id, readAt);
+    if (this.sessions.active(m.peer)) void this.#flush(m.peer);
   }
 
   setDefaultTtl(peer: string, ttlMs: number | null): void {

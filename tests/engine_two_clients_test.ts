@@ -45,6 +45,15 @@ Deno.test("two clients and a phonebook: both ways, receipts, offline then delive
     await alice.log.waitFor("message", (e) => e.message.id === m4.id);
     await bob.log.waitFor("delivered", (e) => e.id === m4.id);
 
+    // alice reads bob's m4 while bob is away, and restarts: the read receipt still reaches bob.
+    await bob.stop();
+    await alice.log.waitFor("peer-offline", (e) => e.name === "bob");
+    alice.engine.markRead(m4.id);
+    await alice.stop();
+    alice = await startClient(aliceHome);
+    bob = await startClient(bobHome);
+    await bob.log.waitFor("read", (e) => e.id === m4.id && e.by === "alice");
+
     const ids = (h: { id: string }[]) => h.map((m) => m.id);
     assert.deepEqual(ids(alice.engine.history("bob")), [m1.id, m2.id, m3.id, m4.id]);
     assert.deepEqual(ids(bob.engine.history("alice")), [m1.id, m2.id, m3.id, m4.id]);

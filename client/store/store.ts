@@ -95,6 +95,12 @@ CREATE TABLE IF NOT EXISTS contacts (
   verified INTEGER NOT NULL DEFAULT 0,
   default_ttl_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS pending_reads (
+  peer TEXT NOT NULL,
+  id TEXT NOT NULL,
+  read_at INTEGER NOT NULL,
+  PRIMARY KEY (peer, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 `;
 
@@ -391,6 +397,27 @@ export class ChatStore {
   setDefaultTtl(name: string, ttlMs: number | null): void {
     this.ensureContact(name);
     this.#db.prepare("UPDATE contacts SET default_ttl_ms = ? WHERE name = ?").run(ttlMs, name);
+  }
+
+  /** A read receipt to send when the peer is connected (kept across restarts). */
+  addPendingRead(peer: string, id: string, readAt: number): void {
+    this.#db.prepare("INSERT OR IGNORE INTO pending_reads (peer, id, read_at) VALUES (?, ?, ?)").run(
+      peer,
+      id,
+      readAt,
+    );
+  }
+
+  pendingReads(peer?: string): { peer: string; id: string; readAt: number }[] {
+    const stmt = this.#db.prepare(
+      "SELECT peer, id, read_at FROM pending_reads" + (peer === undefined ? "" : " WHERE peer = ?"),
+    );
+    const rows = (peer === undefined ? stmt.all() : stmt.all(peer)) as Row[];
+    return rows.map((r) => ({ peer: String(r.peer), id: String(r.id), readAt: Number(r.read_at) }));
+  }
+
+  removePendingRead(peer: string, id: string): void {
+    this.#db.prepare("DELETE FROM pending_reads WHERE peer = ? AND id = ?").run(peer, id);
   }
 
   unreadCount(peer: string): number {
