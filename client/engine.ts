@@ -12,7 +12,13 @@ import { join } from "node:path";
 import { TrustedClock, verifyTimeProof } from "../clock/mod.ts";
 import { DirectoryClient } from "./directory_client.ts";
 import type { HomeState } from "./home.ts";
-import { canonicalUsername, fingerprintOf, type VerifiedPeer, verifyPeerCertificate } from "../pki/mod.ts";
+import {
+  canonicalUsername,
+  fingerprintOf,
+  type ParsedCrl,
+  type VerifiedPeer,
+  verifyPeerCertificate,
+} from "../pki/mod.ts";
 import type {
   ChatEngineApi,
   ChatMessage,
@@ -30,6 +36,7 @@ import { timeProofData } from "./protocol/binding.ts";
 import { SessionManager } from "./session/manager.ts";
 import type { CloseInfo, LocalIdentity, PeerSession } from "./session/peer_session.ts";
 import { SessionError } from "./session/errors.ts";
+import { compareCrl, isCrlStale, type RevocationList, RevocationUnknownError } from "./session/revocation.ts";
 import type { SessionLimits } from "./session/limits.ts";
 import { ChatStore, type StoredMessage, StoreError } from "./store/store.ts";
 
@@ -46,7 +53,8 @@ export interface DirectoryLike {
       revoked: boolean;
     } | null
   >;
-  revokedSerials(): Promise<Set<string>>;
+  /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
+  crl(): Promise<ParsedCrl>;
   list?(): Promise<{ users: { name: string; online: boolean }[] }>;
   close?(): void;
 }
@@ -85,7 +93,8 @@ export interface ChatEngineOptions {
   sweepMs?: number;
   /** Lifetime of our published address; refreshed at a third of it. Default 120 s. */
   publishTtlSeconds?: number;
-  /** How long the CRL is reused before it is fetched again. Default 30 s. */
+  /** How long the CRL is reused before it is fetched again (also the period of the check that ends sessions
+   * with peers revoked since). Default 30 s. */
   crlMaxAgeMs?: number;
   /** Subscribed before start, so events emitted while starting (expiries found at startup) are seen. */
   onEvent?: (e: EngineEvent) => void;
@@ -114,6 +123,12 @@ const DEFAULT_OUTBOX_RETRY_MS = 5000;
 const DEFAULT_SWEEP_MS = 250;
 const DEFAULT_PUBLISH_TTL_S = 120;
 const DEFAULT_CRL_MAX_AGE_MS = 30_000;
+/** After a failed CRL fetch, handshakes wait at least this long before asking the phonebook again (a dead
+ * phonebook must not be hammered by every incoming connection), and at most this long once it is back. */
+const CRL_RETRY_AFTER_FAILURE_MS = 2000;
+/** Bound on one CRL fetch: a handshake waits for it, and a black-holed phonebook must not outlast the peer's
+ * hello timeout. */
+const CRL_FETCH_TIMEOUT_MS = 5000;
 /** Bound on the withdrawal at shutdown: a dead phonebook must not hold up quitting. */
 const WITHDRAW_TIMEOUT_MS = 2000;
 
@@ -155,8 +170,16 @@ export class ChatEngine implements ChatEngineApi {
   readonly #peers = new Map<string, VerifiedPeer>();
   readonly #directoryFingerprint = new Map<string, string>();
   readonly #lastDialError = new Map<string, string>();
-  #crl: { serials: Set<string>; at: number } | null = null;
-  #crlFetch: Promise<Set<string>> | null = null;
+  /** The last verified CRL (loaded from the store at start, so it survives restarts); null until one was ever
+   * obtained, and then every peer is refused (fail closed). */
+  #crl: RevocationList | null = null;
+  /** performance.now() of the last fetch that succeeded (or failed), for reuse and retry spacing. */
+  #crlFetchedAt: number | null = null;
+  #crlFailedAt: number | null = null;
+  #crlFetch: Promise<void> | null = null;
+  #crlTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The stale-list warning is given once per stale period (reset when a current list arrives). */
+  #crlStaleWarned = false;
   #timers: ReturnType<typeof setInterval>[] = [];
   #unsubscribeClock: (() => void) | null = null;
   #closed = false;
@@ -217,7 +240,10 @@ export class ChatEngine implements ChatEngineApi {
       this.#sweep();
     });
     o.clock.start();
-    await o.clock.sync().catch(() => {});
+    this.#crl = this.store.revocationList();
+    // The CRL is fetched with the first time sync: enrollment gives none, and until one was obtained
+    // (now or persisted by an earlier run) every peer session is refused.
+    await Promise.all([o.clock.sync().catch(() => {}), this.refreshRevocations()]);
     this.#sweep();
     const listen = o.listen ?? { host: "127.0.0.1", port: 0 };
     this.#address = await this.sessions.listen(listen.host, listen.port);
@@ -295,23 +321,120 @@ export class ChatEngine implements ChatEngineApi {
     return { earliestMs: now, latestMs: now };
   }
 
-  async #revokedSerials(): Promise<Set<string>> {
-    const maxAge = this.#opts.crlMaxAgeMs ?? DEFAULT_CRL_MAX_AGE_MS;
-    if (this.#crl && performance.now() - this.#crl.at < maxAge) return this.#crl.serials;
+  /** The latest time it may be: trusted when we have it, else the local clock (as for certificates). */
+  #latestNow(): number {
+    return this.#opts.clock.now()?.latestMs ?? Date.now();
+  }
+
+  /** Fetches the CRL now (deduplicated with a fetch in progress) and keeps it when it is not older than the
+   * one we hold; never throws. A failure keeps the list we hold. Exposed for tests and front ends that want
+   * a revocation to take effect at once. */
+  refreshRevocations(): Promise<void> {
     if (!this.#crlFetch) {
-      this.#crlFetch = this.#opts.directory.revokedSerials().then((serials) => {
-        this.#crl = { serials, at: performance.now() };
-        return serials;
-      }).catch(() => this.#crl?.serials ?? new Set<string>()).finally(() => {
+      this.#crlFetch = this.#fetchCrl().finally(() => {
         this.#crlFetch = null;
       });
     }
-    return await this.#crlFetch;
+    return this.#crlFetch;
+  }
+
+  async #fetchCrl(): Promise<void> {
+    let parsed: ParsedCrl;
+    try {
+      parsed = await Promise.race([
+        this.#opts.directory.crl(),
+        new Promise<never>((_, reject) => {
+          this.#crlTimer = setTimeout(
+            () => reject(new Error("revocation list fetch timed out")),
+            CRL_FETCH_TIMEOUT_MS,
+          );
+        }),
+      ]);
+    } catch (e) {
+      this.#crlFailedAt = performance.now();
+      if (!this.#crl) {
+        this.#emit({
+          event: "log",
+          level: "error",
+          text: `no revocation list yet (${
+            (e as Error).message
+          }): peer sessions are refused until one is obtained`,
+        });
+      }
+      this.#warnIfStale();
+      return;
+    } finally {
+      clearTimeout(this.#crlTimer);
+    }
+    if (this.#closed) return;
+    const fresh: RevocationList = {
+      serials: parsed.revokedSerials,
+      crlNumber: parsed.crlNumber ?? null,
+      thisUpdateMs: parsed.thisUpdateMs,
+      nextUpdateMs: parsed.nextUpdateMs,
+    };
+    this.#crlFetchedAt = performance.now();
+    const order = this.#crl ? compareCrl(this.#crl, fresh) : "newer";
+    if (order === "older") {
+      this.#emit({
+        event: "log",
+        level: "warn",
+        text: `the phonebook served an older revocation list (${describeCrl(fresh)}) than the one we hold (${
+          describeCrl(this.#crl!)
+        }): kept ours (a replayed or cached list could hide revocations)`,
+      });
+    } else if (order === "newer") {
+      try {
+        this.store.saveRevocationList(fresh);
+      } catch (e) {
+        // Still use it in memory: it is verified and newer; only the restart would fall back to the older one.
+        this.#emit({
+          event: "log",
+          level: "warn",
+          text: `cannot store the revocation list: ${(e as Error).message}`,
+        });
+      }
+      this.#crl = fresh;
+    }
+    this.#warnIfStale();
+  }
+
+  /** Says once that the list we judge peers on is past its nextUpdate (kept for availability). */
+  #warnIfStale(): void {
+    if (!this.#crl) return;
+    if (!isCrlStale(this.#crl, this.#latestNow())) {
+      this.#crlStaleWarned = false;
+      return;
+    }
+    if (this.#crlStaleWarned) return;
+    this.#crlStaleWarned = true;
+    this.#emit({
+      event: "log",
+      level: "warn",
+      text: `the revocation list (${describeCrl(this.#crl)}) is past its nextUpdate ${
+        new Date(this.#crl.nextUpdateMs!).toISOString()
+      } and no newer one could be obtained: still using it, recent revocations may be missing`,
+    });
+  }
+
+  /** The CRL to judge a peer on: refreshed when older than crlMaxAgeMs (failures retried after a short pause),
+   * else the one we hold. Throws RevocationUnknownError when no CRL was ever obtained. */
+  async #revokedSerials(): Promise<ReadonlySet<string>> {
+    const maxAge = this.#opts.crlMaxAgeMs ?? DEFAULT_CRL_MAX_AGE_MS;
+    const now = performance.now();
+    const current = this.#crlFetchedAt !== null && now - this.#crlFetchedAt < maxAge;
+    const pausing = this.#crlFailedAt !== null && now - this.#crlFailedAt < CRL_RETRY_AFTER_FAILURE_MS &&
+      (this.#crlFetchedAt === null || this.#crlFailedAt > this.#crlFetchedAt);
+    if (!current && !pausing) await this.refreshRevocations();
+    if (!this.#crl) throw new RevocationUnknownError();
+    return this.#crl.serials;
   }
 
   /** Refreshes the CRL and ends open sessions whose peer certificate has since been revoked. */
   async #dropRevoked(): Promise<void> {
-    const revoked = await this.#revokedSerials();
+    await this.refreshRevocations();
+    const revoked = this.#crl?.serials;
+    if (!revoked) return;
     for (const name of this.sessions.activePeers()) {
       const s = this.sessions.active(name);
       if (s?.peer && revoked.has(s.peer.serial)) {
@@ -775,6 +898,7 @@ export class ChatEngine implements ChatEngineApi {
       fingerprint: v.fingerprint,
       pinnedFingerprint: c?.pinnedFingerprint ?? null,
       revoked: this.#crl?.serials.has(v.serial) ?? false,
+      revocationStale: this.#crl ? isCrlStale(this.#crl, this.#latestNow()) : true,
       pin: this.#pinState(peer),
       tlsVersion: s?.tlsVersion ?? null,
       cipher: s?.cipher ?? null,
@@ -809,6 +933,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
+    clearTimeout(this.#crlTimer);
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
     if (this.#address) {
@@ -884,3 +1009,9 @@ export async function startEngineFromHome(
 }
 
 export const CHAT_DB_FILE = "chat.db";
+
+function describeCrl(c: RevocationList): string {
+  return `${c.crlNumber === null ? "no CRL Number" : `CRL Number ${c.crlNumber}`}, thisUpdate ${
+    new Date(c.thisUpdateMs).toISOString()
+  }`;
+}

@@ -46,6 +46,9 @@ export interface PeerInfo {
   fingerprint: string;
   pinnedFingerprint: string | null;
   revoked: boolean;
+  /** True when `revoked` was judged on a revocation list past its nextUpdate (no newer one could be fetched):
+   * a recent revocation may be missing. Optional: added after the first version of this contract. */
+  revocationStale?: boolean;
   pin: PinState;
   tlsVersion: string | null;
   cipher: string | null;

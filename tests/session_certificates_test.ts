@@ -156,6 +156,7 @@ Deno.test("no client certificate, a revoked certificate, and TLS 1.2 are refused
 
     // Revoked (the directory's CRL lists alice's serial): listener...
     directory.revoked.add(alice.serial);
+    await bob.engine.refreshRevocations();
     await attackListener(port, alice);
     await until(() => refusalCodes(bob.log).includes("REVOKED"), 5000, "REVOKED (listener)");
     // ...and dialer.
@@ -176,6 +177,7 @@ Deno.test("no client certificate, a revoked certificate, and TLS 1.2 are refused
     );
     await evil.close();
     directory.revoked.clear();
+    await bob.engine.refreshRevocations();
 
     // TLS 1.2: a TLS 1.2-only client cannot complete a handshake with our listener...
     await assert.rejects(

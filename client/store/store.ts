@@ -14,6 +14,7 @@ import { DatabaseSync } from "node:sqlite";
 import type { DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
 import { newMessageKey, open, seal } from "./crypto.ts";
+import type { RevocationList } from "../session/revocation.ts";
 
 export class StoreError extends Error {
   constructor(readonly code: "STORE_FAILED" | "NOT_FOUND", message: string) {
@@ -105,6 +106,36 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 `;
 
 type Row = Record<string, unknown>;
+
+/** The meta key under which the last verified revocation list is kept (see saveRevocationList). */
+const META_CRL = "crl.v1";
+const HEX_SERIAL = /^[0-9a-f]{1,64}$/;
+
+/** Parses the stored list; anything malformed counts as no list (the engine then fails closed). */
+function decodeRevocationList(text: string): RevocationList | null {
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof j !== "object" || j === null) return null;
+  const o = j as Record<string, unknown>;
+  if (!Array.isArray(o.serials) || !o.serials.every((x) => typeof x === "string" && HEX_SERIAL.test(x))) {
+    return null;
+  }
+  if (!Number.isSafeInteger(o.thisUpdateMs)) return null;
+  if (o.nextUpdateMs !== null && !Number.isSafeInteger(o.nextUpdateMs)) return null;
+  if (o.crlNumber !== null && (typeof o.crlNumber !== "string" || !/^[0-9]{1,60}$/.test(o.crlNumber))) {
+    return null;
+  }
+  return {
+    serials: new Set(o.serials as string[]),
+    crlNumber: o.crlNumber === null ? null : BigInt(o.crlNumber as string),
+    thisUpdateMs: o.thisUpdateMs as number,
+    nextUpdateMs: o.nextUpdateMs as number | null,
+  };
+}
 
 function num(v: unknown): number | null {
   return v === null || v === undefined ? null : Number(v);
@@ -425,5 +456,25 @@ export class ChatStore {
       "SELECT COUNT(*) AS n FROM messages WHERE peer = ? AND direction = 'in' AND read_at IS NULL",
     ).get(peer) as Row;
     return Number(r.n);
+  }
+
+  /** The last verified revocation list, or null when none was ever stored (or the stored one is unreadable). */
+  revocationList(): RevocationList | null {
+    const r = this.#db.prepare("SELECT v FROM meta WHERE k = ?").get(META_CRL) as Row | undefined;
+    return r ? decodeRevocationList(String(r.v)) : null;
+  }
+
+  /** Replaces the stored revocation list (on disk when it returns: a restart must not forget a revocation).
+   * Only the verified contents are kept: the directory client hands over the parsed list, not its DER. */
+  saveRevocationList(crl: RevocationList): void {
+    const text = JSON.stringify({
+      serials: [...crl.serials].sort(),
+      crlNumber: crl.crlNumber === null ? null : crl.crlNumber.toString(),
+      thisUpdateMs: crl.thisUpdateMs,
+      nextUpdateMs: crl.nextUpdateMs,
+    });
+    this.#durableTx(() => {
+      this.#db.prepare("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)").run(META_CRL, text);
+    });
   }
 }

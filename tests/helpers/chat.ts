@@ -18,7 +18,7 @@ import {
 } from "../../client/engine.ts";
 import type { EngineEvent } from "../../client/engine_types.ts";
 import type { TimeStatus, TrustedTime } from "../../clock/types.ts";
-import { fingerprintOf } from "../../pki/mod.ts";
+import { fingerprintOf, type ParsedCrl } from "../../pki/mod.ts";
 import {
   encodeFrame,
   type Frame,
@@ -176,9 +176,21 @@ export interface FakeEntry {
   revoked: boolean;
 }
 
-/** An in-memory phonebook: entries set by the test, a revocation list the test controls. */
+/** An in-memory phonebook: entries set by the test, a revocation list the test controls. Like the real CA, it
+ * issues a new list (CRL Number + 1, thisUpdate now) whenever `revoked` changed since the last one. */
 export class FakeDirectory implements DirectoryLike {
   revoked = new Set<string>();
+  /** While true, lookups and the CRL fail as with an unreachable phonebook (publish still fills the shared
+   * entries, so that a test can put the other side's address in place). */
+  down = false;
+  /** While true, only the CRL fails (a phonebook that answers lookups but whose CRL is blocked or broken). */
+  crlBlocked = false;
+  /** Lifetime of each list it issues (nextUpdate = thisUpdate + this); null for no nextUpdate. */
+  crlLifetimeMs: number | null = 60_000;
+  /** When set, served instead of the current list (a replayed or cached older CRL). */
+  replay: ParsedCrl | null = null;
+  #issued: ParsedCrl | null = null;
+  #issuedKey = "";
   /** Pass another directory's `entries` to share one phonebook between engines. */
   constructor(
     private readonly self?: { name: string; fingerprint: string },
@@ -201,10 +213,33 @@ export class FakeDirectory implements DirectoryLike {
     return Promise.resolve();
   }
   lookup(name: string): Promise<FakeEntry | null> {
+    if (this.down) return Promise.reject(new Error("cannot reach the directory (test: down)"));
     return Promise.resolve(this.entries.get(name) ?? null);
   }
   revokedSerials(): Promise<Set<string>> {
-    return Promise.resolve(new Set(this.revoked));
+    return this.crl().then((c) => c.revokedSerials);
+  }
+  /** The list as the phonebook would serve it now (the signature check is the directory client's job). */
+  current(): ParsedCrl {
+    const key = [...this.revoked].sort().join(",");
+    if (!this.#issued || key !== this.#issuedKey) {
+      const thisUpdateMs = Math.max(Date.now(), (this.#issued?.thisUpdateMs ?? 0) + 1);
+      this.#issued = {
+        revokedSerials: new Set(this.revoked),
+        thisUpdateMs,
+        nextUpdateMs: this.crlLifetimeMs === null ? null : thisUpdateMs + this.crlLifetimeMs,
+        crlNumber: (this.#issued?.crlNumber ?? 0n) + 1n,
+      };
+      this.#issuedKey = key;
+    }
+    return this.#issued;
+  }
+  crl(): Promise<ParsedCrl> {
+    if (this.down || this.crlBlocked) {
+      return Promise.reject(new Error("cannot reach the directory (test: down)"));
+    }
+    const c = this.replay ?? this.current();
+    return Promise.resolve({ ...c, revokedSerials: new Set(c.revokedSerials) });
   }
 }
 
@@ -248,9 +283,15 @@ export interface TestEngine {
 export async function startTestEngine(
   ca: TestCa,
   leaf: TestLeaf,
-  opts: { directory?: FakeDirectory; limits?: Partial<SessionLimits>; crlMaxAgeMs?: number } = {},
+  opts: {
+    directory?: FakeDirectory;
+    limits?: Partial<SessionLimits>;
+    crlMaxAgeMs?: number;
+    /** Reuse this folder (a restart of the same client); `stop` then leaves it for the caller to remove. */
+    dir?: string;
+  } = {},
 ): Promise<TestEngine> {
-  const dir = await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
+  const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
   const directory = opts.directory ?? new FakeDirectory({ name: leaf.name, fingerprint: leaf.fingerprint });
   const log = new EventLog();
   const engine = await ChatEngine.start({
@@ -275,7 +316,7 @@ export async function startTestEngine(
     dir,
     stop: async () => {
       await engine.close();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      if (!opts.dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
 }
