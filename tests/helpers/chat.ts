@@ -177,7 +177,8 @@ export interface FakeEntry {
 }
 
 /** An in-memory phonebook: entries set by the test, a revocation list the test controls. Like the real CA, it
- * issues a new list (CRL Number + 1, thisUpdate now) whenever `revoked` changed since the last one. */
+ * issues a new list (CRL Number + 1, thisUpdate now) whenever `revoked` changed since the last one, or the last
+ * one is past its nextUpdate. */
 export class FakeDirectory implements DirectoryLike {
   revoked = new Set<string>();
   /** While true, lookups and the CRL fail as with an unreachable phonebook (publish still fills the shared
@@ -222,7 +223,8 @@ export class FakeDirectory implements DirectoryLike {
   /** The list as the phonebook would serve it now (the signature check is the directory client's job). */
   current(): ParsedCrl {
     const key = [...this.revoked].sort().join(",");
-    if (!this.#issued || key !== this.#issuedKey) {
+    const expired = this.#issued?.nextUpdateMs != null && Date.now() > this.#issued.nextUpdateMs;
+    if (!this.#issued || key !== this.#issuedKey || expired) {
       const thisUpdateMs = Math.max(Date.now(), (this.#issued?.thisUpdateMs ?? 0) + 1);
       this.#issued = {
         revokedSerials: new Set(this.revoked),
