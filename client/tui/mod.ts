@@ -113,7 +113,9 @@ export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<
   process.stderr.on("error", onStdoutError);
   try {
     await runTuiOn(engine, {
-      render: { alternateScreen: true, exitOnCtrlC: false, patchConsole: true },
+      // interactive: Ink turns itself into a log printer when it sees a CI variable, even on a terminal; this
+      // screen is only ever started on one (checked above), so it is interactive wherever it runs.
+      render: { alternateScreen: true, exitOnCtrlC: false, patchConsole: true, interactive: true },
       quit: signalled,
     });
   } finally {
