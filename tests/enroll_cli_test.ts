@@ -5,10 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { runCli } from "./helpers/cli.ts";
+import { CHILD_ENV, runCli, securechatArgs } from "./helpers/cli.ts";
 import { fingerprintOf } from "../pki/mod.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 interface ServeProcess {
   url: string;
@@ -19,22 +17,15 @@ interface ServeProcess {
 
 async function serve(args: string[]): Promise<ServeProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-sys",
-      MAIN,
+    args: securechatArgs(
       "serve",
       "--listen",
       "127.0.0.1:0",
       "--roughtime-listen",
       "127.0.0.1:0",
       ...args,
-    ],
-    env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+    ),
+    env: CHILD_ENV,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

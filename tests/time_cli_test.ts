@@ -5,11 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { buildReport, queryChain } from "../clock/mod.ts";
-import { runCli } from "./helpers/cli.ts";
+import { CHILD_ENV, runCli, securechatArgs } from "./helpers/cli.ts";
 import { HAVE_VECTORS, hex, readVectorJson, startLocalServers, toB64 } from "./helpers/roughtime.ts";
 
 const HOUR = 3600_000;
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 function spec(s: { host: string; port: number; publicKey: Uint8Array; version?: string }): string {
   return `${s.host}:${s.port}:${toB64(s.publicKey)}${s.version ? `:${s.version}` : ""}`;
@@ -38,22 +37,15 @@ Deno.test("time keygen: writes a 0600 key file, prints the public key, refuses t
 Deno.test("time serve + time query: the standalone server answers every version; key file created 0600", async () => {
   const dir = await Deno.makeTempDir();
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-sys",
-      MAIN,
+    args: securechatArgs(
       "time",
       "serve",
       "--listen",
       "127.0.0.1:0",
       "--key",
       `${dir}/server.key`,
-    ],
-    env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+    ),
+    env: CHILD_ENV,
     stdout: "piped",
     stderr: "null",
   }).spawn();

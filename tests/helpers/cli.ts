@@ -7,22 +7,30 @@ export interface CliResult {
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
+/** The permissions `deno task start` gives the program: tests run it with the same. */
+export const PROGRAM_PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys",
+];
+
+/** The environment a child gets: plain output, no Rust backtraces appended to errors. */
+export const CHILD_ENV: Record<string, string> = { NO_COLOR: "1", RUST_BACKTRACE: "0" };
+
+/** Arguments for `deno` that run `securechat ARGS...` the way a user does. */
+export function securechatArgs(...args: string[]): string[] {
+  return ["run", ...PROGRAM_PERMISSIONS, MAIN, ...args];
+}
+
 export async function runCli(
   args: string[],
   opts: { env?: Record<string, string>; stdin?: string; cwd?: string } = {},
 ): Promise<CliResult> {
   const cmd = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-sys",
-      MAIN,
-      ...args,
-    ],
-    env: { NO_COLOR: "1", RUST_BACKTRACE: "0", ...opts.env },
+    args: securechatArgs(...args),
+    env: { ...CHILD_ENV, ...opts.env },
     cwd: opts.cwd,
     stdin: opts.stdin === undefined ? "null" : "piped",
     stdout: "piped",
