@@ -52,6 +52,10 @@ async function scenario(
   const pb: Phonebook = await startPhonebook();
   const aliceHome = await enrollUser(pb, "alice");
   const bobHome = await enrollUser(pb, "bob");
+  // The receiver has run once on a correct clock, so it holds a verified revocation list in its store: under
+  // the moved clock it cannot fetch one (see publishFor), and a client that never obtained one refuses every
+  // peer (fail closed, tests/session_revocation_test.ts).
+  await (await startClient(bobHome)).stop();
   const bob = spawnHeadless(bobHome.dir, {
     faketime: fake.spec,
     fakeMonotonic: fake.fakeMonotonic,
