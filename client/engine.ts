@@ -180,6 +180,8 @@ export class ChatEngine implements ChatEngineApi {
   #crlTimer: ReturnType<typeof setTimeout> | undefined;
   /** The stale-list warning is given once per stale period (reset when a current list arrives). */
   #crlStaleWarned = false;
+  /** The "no revocation list yet" error is given once, not at every refused handshake. */
+  #crlUnknownWarned = false;
   #timers: ReturnType<typeof setInterval>[] = [];
   #unsubscribeClock: (() => void) | null = null;
   #closed = false;
@@ -352,7 +354,8 @@ export class ChatEngine implements ChatEngineApi {
       ]);
     } catch (e) {
       this.#crlFailedAt = performance.now();
-      if (!this.#crl) {
+      if (!this.#crl && !this.#crlUnknownWarned) {
+        this.#crlUnknownWarned = true;
         this.#emit({
           event: "log",
           level: "error",

@@ -12,6 +12,7 @@ import {
   enrollUser,
   type EventLog,
   FakeDirectory,
+  localClock,
   rawDial,
   startClient,
   startPhonebook,
@@ -122,7 +123,11 @@ Deno.test("fresh client, phonebook down: peer sessions refused both ways with RE
   const bobLeaf = await makeTestLeaf(ca, "bob");
   const { alice, bob } = await pair(ca, aliceLeaf, bobLeaf, { alice: (d) => d.down = true });
   try {
-    assert.ok(logTexts(alice.log, /no revocation list yet/).length >= 1, "alice says she has no CRL");
+    assert.equal(
+      logTexts(alice.log, /no revocation list yet/).length,
+      1,
+      "alice says once that she has no CRL",
+    );
     // Alice listens: bob (who has a CRL) dials her, and she refuses his certificate.
     const m = await bob.engine.send("alice", "hi alice");
     await until(
@@ -329,5 +334,39 @@ Deno.test("a CRL past its nextUpdate that cannot be renewed is kept, with one wa
   } finally {
     await alice.stop();
     await bob.stop();
+  }
+});
+
+Deno.test("staleness is judged on trusted time, not on the local clock", async () => {
+  const ca = await makeTestCa();
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const local = localClock();
+  const AHEAD_MS = 2 * 3600_000; // trusted time is two hours past the local clock
+  const clock = {
+    ...local,
+    now: () => {
+      const t = local.now()!;
+      return {
+        earliestMs: t.earliestMs + AHEAD_MS,
+        latestMs: t.latestMs + AHEAD_MS,
+        nowMs: t.nowMs + AHEAD_MS,
+      };
+    },
+  };
+  const directory = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
+  directory.crlLifetimeMs = 3600_000; // current on the local clock, an hour stale on trusted time
+  const bob = await startTestEngine(ca, bobLeaf, { directory, clock });
+  try {
+    const stale = logTexts(bob.log, /past its nextUpdate/);
+    assert.equal(stale.length, 1, "the list the phonebook serves is stale on trusted time");
+  } finally {
+    await bob.stop();
+  }
+  // The same list on a trusted clock that agrees with the local one: no warning.
+  const calm = await startTestEngine(ca, bobLeaf, { directory });
+  try {
+    assert.equal(logTexts(calm.log, /past its nextUpdate/).length, 0);
+  } finally {
+    await calm.stop();
   }
 });

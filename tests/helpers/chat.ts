@@ -291,6 +291,8 @@ export async function startTestEngine(
     crlMaxAgeMs?: number;
     /** Reuse this folder (a restart of the same client); `stop` then leaves it for the caller to remove. */
     dir?: string;
+    /** Default localClock(). */
+    clock?: ClockLike;
   } = {},
 ): Promise<TestEngine> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
@@ -303,7 +305,7 @@ export async function startTestEngine(
     caPem: ca.certPem,
     dbPath: join(dir, "chat.db"),
     directory,
-    clock: localClock(),
+    clock: opts.clock ?? localClock(),
     timeKeys: [],
     limits: opts.limits,
     crlMaxAgeMs: opts.crlMaxAgeMs,
