@@ -173,8 +173,9 @@ export class ChatEngine implements ChatEngineApi {
   /** The last verified CRL (loaded from the store at start, so it survives restarts); null until one was ever
    * obtained, and then every peer is refused (fail closed). */
   #crl: RevocationList | null = null;
-  /** performance.now() of the last fetch that succeeded (or failed), for reuse and retry spacing. */
+  /** performance.now() of the last fetch that got an answer (reuse for crlMaxAgeMs)... */
   #crlFetchedAt: number | null = null;
+  /** ...and of the last one that failed (retry no sooner than CRL_RETRY_AFTER_FAILURE_MS). */
   #crlFailedAt: number | null = null;
   #crlFetch: Promise<void> | null = null;
   #crlTimer: ReturnType<typeof setTimeout> | undefined;
