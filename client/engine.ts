@@ -28,7 +28,17 @@ import type {
   PinState,
   SendOptions,
 } from "./engine_types.ts";
-import { isVisible, parseTtl, parseTtlMode, provedSentAt, readDeadline, receiverDeadline } from "./expiry.ts";
+import {
+  boundedReadDeadline,
+  effectiveDeadline,
+  isVisible,
+  MAX_UNREAD_MS,
+  parseTtl,
+  parseTtlMode,
+  provedSentAt,
+  receiverDeadline,
+  unreadDeadline,
+} from "./expiry.ts";
 import { MAX_TEXT_BYTES } from "./protocol/constants.ts";
 import { ProtocolError } from "./protocol/errors.ts";
 import type { Frame, HelloRole, MsgFrame } from "./protocol/frames.ts";
@@ -91,6 +101,9 @@ export interface ChatEngineOptions {
   outboxRetryMs?: number;
   /** How often expiring messages are checked. Default 250 ms. */
   sweepMs?: number;
+  /** How long an "after read" message may stay unread, from its send time, before both copies die.
+   * Default MAX_UNREAD_MS (client/protocol/constants.ts); tests shorten it. */
+  maxUnreadMs?: number;
   /** Lifetime of our published address; refreshed at a third of it. Default 120 s. */
   publishTtlSeconds?: number;
   /** How long the CRL is reused before it is fetched again (also the period of the check that ends sessions
@@ -132,8 +145,8 @@ const CRL_FETCH_TIMEOUT_MS = 5000;
 /** Bound on the withdrawal at shutdown: a dead phonebook must not hold up quitting. */
 const WITHDRAW_TIMEOUT_MS = 2000;
 
-function toChatMessage(m: StoredMessage): ChatMessage {
-  return {
+function toChatMessage(m: StoredMessage, maxUnreadMs: number): ChatMessage {
+  const c: ChatMessage = {
     id: m.id,
     peer: m.peer,
     from: m.from,
@@ -145,6 +158,12 @@ function toChatMessage(m: StoredMessage): ChatMessage {
     ttlMode: m.ttlMode,
     state: m.state,
   };
+  // expiresAt stays null for an unread "after read" message (front ends read it as "starts when shown");
+  // the bound it dies at unread is a separate field.
+  if (m.ttlMode === "read" && m.ttlMs !== null && m.expiresAt === null) {
+    c.unreadExpiresAt = unreadDeadline(m.sentAt, maxUnreadMs);
+  }
+  return c;
 }
 
 function newMessageId(): string {
@@ -157,6 +176,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly sessions: SessionManager;
   #address: { host: string; port: number } | null = null;
   readonly #opts: ChatEngineOptions;
+  readonly #maxUnreadMs: number;
   readonly #listeners = new Set<(e: EngineEvent) => void>();
   readonly #identity: LocalIdentity;
   /** message id -> session id it was written to, until acknowledged. */
@@ -191,6 +211,11 @@ export class ChatEngine implements ChatEngineApi {
   readonly #closedPromise = new Promise<void>((r) => this.#markClosed = r);
 
   private constructor(opts: ChatEngineOptions) {
+    const maxUnread = opts.maxUnreadMs ?? MAX_UNREAD_MS;
+    if (!Number.isSafeInteger(maxUnread) || maxUnread <= 0) {
+      throw new EngineError("BAD_TTL", "maxUnreadMs must be a positive integer number of ms");
+    }
+    this.#maxUnreadMs = maxUnread;
     this.#opts = opts;
     this.name = opts.name;
     if (opts.onEvent) this.#listeners.add(opts.onEvent);
@@ -600,7 +625,8 @@ export class ChatEngine implements ChatEngineApi {
     }
     for (const m of this.store.outbox(peer)) {
       if (this.#inflight.has(m.id) || s.state !== "open") continue;
-      if (m.expiresAt !== null && this.#opts.clock.deadlinePassed(m.expiresAt) === true) continue;
+      const deadline = effectiveDeadline(m, this.#maxUnreadMs);
+      if (deadline !== null && this.#opts.clock.deadlinePassed(deadline) === true) continue;
       this.#inflight.set(m.id, s.id);
       try {
         await s.send(this.#frameOf(m));
@@ -636,7 +662,14 @@ export class ChatEngine implements ChatEngineApi {
         // The reader's claim cannot push our deadline later than our own trusted now allows.
         const latest = this.#opts.clock.now()?.latestMs ?? f.readAt;
         const readAt = Math.min(f.readAt, latest);
-        const deadline = m.ttlMode === "read" && m.ttlMs !== null ? readDeadline(readAt, m.ttlMs) : null;
+        const deadline = m.ttlMode === "read" && m.ttlMs !== null
+          ? boundedReadDeadline({
+            readAtMs: readAt,
+            sentAtMs: m.sentAt,
+            ttlMs: m.ttlMs,
+            maxUnreadMs: this.#maxUnreadMs,
+          })
+          : null;
         this.store.markRead(peer, f.id, readAt, deadline);
         this.store.setState(peer, f.id, "read");
         this.#inflight.delete(f.id);
@@ -698,16 +731,27 @@ export class ChatEngine implements ChatEngineApi {
       });
       throw new ProtocolError("STORE_FAILED", (e as StoreError).message);
     }
-    // Already dead on arrival (it waited too long in the sender's outbox): keep only its id.
-    const dead = expiresAt !== null && this.#opts.clock.deadlinePassed(expiresAt) === true;
+    // Already dead on arrival (it waited too long in the sender's outbox): keep only its id. For an "after
+    // read" message the deadline is its unread bound, from the proof-bounded send time.
+    const deadline = effectiveDeadline(
+      {
+        sentAt,
+        expiresAt,
+        ttlMs: f.ttlMs ?? null,
+        ttlMode: f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null,
+      },
+      this.#maxUnreadMs,
+    );
+    const dead = deadline !== null && this.#opts.clock.deadlinePassed(deadline) === true;
     if (result === "stored" && dead) this.store.deleteMessages([{ peer, id: f.id }]);
     // The receipt goes out only now, after the message (or its id) is committed.
     await s.send({ t: "ack", id: f.id }).catch(() => {});
     if (result !== "stored" || dead) return;
     const m = this.store.get(peer, f.id);
     if (!m) return;
-    if (isVisible(m, this.#opts.clock.now())) this.#emit({ event: "message", message: toChatMessage(m) });
-    else this.#hidden.add(`${peer}\n${f.id}`);
+    if (isVisible(m, this.#opts.clock.now(), this.#maxUnreadMs)) {
+      this.#emit({ event: "message", message: toChatMessage(m, this.#maxUnreadMs) });
+    } else this.#hidden.add(`${peer}\n${f.id}`);
   }
 
   // ---- expiry ----
@@ -716,7 +760,10 @@ export class ChatEngine implements ChatEngineApi {
     if (this.#closed) return;
     const time = this.#opts.clock.now();
     if (!time) return;
-    const dead = this.store.expiring().filter((r) => r.expiresAt !== null && time.latestMs >= r.expiresAt);
+    const dead = this.store.expiring().filter((r) => {
+      const deadline = effectiveDeadline(r, this.#maxUnreadMs);
+      return deadline !== null && time.latestMs >= deadline;
+    });
     if (dead.length) {
       try {
         this.store.deleteMessages(dead);
@@ -734,7 +781,9 @@ export class ChatEngine implements ChatEngineApi {
       const [peer, id] = key.split("\n");
       const m = this.store.get(peer, id);
       this.#hidden.delete(key);
-      if (m && isVisible(m, time)) this.#emit({ event: "message", message: toChatMessage(m) });
+      if (m && isVisible(m, time, this.#maxUnreadMs)) {
+        this.#emit({ event: "message", message: toChatMessage(m, this.#maxUnreadMs) });
+      }
     }
   }
 
@@ -807,7 +856,7 @@ export class ChatEngine implements ChatEngineApi {
     }
     if (this.sessions.active(peer)) void this.#flush(peer);
     else void this.#connect(peer);
-    return toChatMessage({ ...m, direction: "out", readAt: null, seq: 0 });
+    return toChatMessage({ ...m, direction: "out", readAt: null, seq: 0 }, this.#maxUnreadMs);
   }
 
   #pinState(name: string): PinState {
@@ -842,7 +891,9 @@ export class ChatEngine implements ChatEngineApi {
 
   history(peer: string): ChatMessage[] {
     const time = this.#opts.clock.now();
-    return this.store.history(peer).filter((m) => isVisible(m, time)).map(toChatMessage);
+    return this.store.history(peer).filter((m) => isVisible(m, time, this.#maxUnreadMs)).map((m) =>
+      toChatMessage(m, this.#maxUnreadMs)
+    );
   }
 
   /** Records the first display of a received message (starting an "after read" lifetime) and sends the read
@@ -850,11 +901,18 @@ export class ChatEngine implements ChatEngineApi {
   markRead(id: string): void {
     const time = this.#opts.clock.now();
     const m = this.store.findById(id).find((x) => x.direction === "in");
-    if (!m || !isVisible(m, time)) throw new EngineError("NOT_FOUND", "no such message");
+    if (!m || !isVisible(m, time, this.#maxUnreadMs)) throw new EngineError("NOT_FOUND", "no such message");
     if (m.readAt !== null) return;
     if (m.ttlMs !== null && !time) throw new EngineError("TIME_UNVERIFIED", "time is not verified");
     const readAt = Math.ceil(time ? time.latestMs : Date.now());
-    const deadline = m.ttlMode === "read" && m.ttlMs !== null ? readDeadline(readAt, m.ttlMs) : null;
+    const deadline = m.ttlMode === "read" && m.ttlMs !== null
+      ? boundedReadDeadline({
+        readAtMs: readAt,
+        sentAtMs: m.sentAt,
+        ttlMs: m.ttlMs,
+        maxUnreadMs: this.#maxUnreadMs,
+      })
+      : null;
     this.store.markRead(m.peer, m.id, readAt, deadline);
     // Kept until written to the sender's connection (across restarts), so the receipt is not lost offline.
     this.store.addPendingRead(m.peer, m.id, readAt);
@@ -963,6 +1021,8 @@ export interface HomeEngineOptions {
   limits?: Partial<SessionLimits>;
   outboxRetryMs?: number;
   sweepMs?: number;
+  /** See ChatEngineOptions.maxUnreadMs. */
+  maxUnreadMs?: number;
   publishTtlSeconds?: number;
   /** Bound on one Roughtime sync. Default 1500 ms. */
   timeQueryTimeoutMs?: number;
@@ -1003,6 +1063,7 @@ export async function startEngineFromHome(
       limits: opts.limits,
       outboxRetryMs: opts.outboxRetryMs,
       sweepMs: opts.sweepMs,
+      maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,
       onEvent: opts.onEvent,
     });

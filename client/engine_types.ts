@@ -22,6 +22,10 @@ export interface ChatMessage {
   expiresAt: number | null;
   ttlMs: number | null;
   ttlMode: TtlMode | null;
+  /** Only for an "after read" message not displayed yet (expiresAt null): Unix ms on trusted time when it
+   * dies unread (send time + MAX_UNREAD_MS, docs/protocol.md "Self-destruct"). Optional: added after the
+   * first version of this contract. */
+  unreadExpiresAt?: number;
   state: DeliveryState;
 }
 

@@ -6,9 +6,9 @@
  */
 import type { TrustedTime } from "../clock/types.ts";
 import type { TtlMode } from "./engine_types.ts";
-import { MAX_TTL_MS, MIN_TTL_MS } from "./protocol/constants.ts";
+import { MAX_TTL_MS, MAX_UNREAD_MS, MIN_TTL_MS } from "./protocol/constants.ts";
 
-export { MAX_TTL_MS, MIN_TTL_MS };
+export { MAX_TTL_MS, MAX_UNREAD_MS, MIN_TTL_MS };
 
 export class ExpiryError extends Error {
   readonly code = "BAD_TTL";
@@ -65,24 +65,59 @@ export function readDeadline(readAtMs: number, ttlMs: number): number {
   return readAtMs + ttlMs;
 }
 
+/** The hard bound of an "after read" message that has not been displayed: `sentAtMs + maxUnreadMs`. Each
+ * side passes the send time it recorded: the sender its own, the receiver the proof-bounded one
+ * (provedSentAt: min(claimed sentAt, proof midpoint + radius)), so the receiver's copy never outlives the
+ * sender's. */
+export function unreadDeadline(sentAtMs: number, maxUnreadMs: number): number {
+  return sentAtMs + maxUnreadMs;
+}
+
+/** The deadline of an "after read" message once displayed: its lifetime counted from the display, but never
+ * later than `sentAtMs + maxUnreadMs + ttlMs` (a display claimed after the unread bound cannot extend it). */
+export function boundedReadDeadline(
+  opts: { readAtMs: number; sentAtMs: number; ttlMs: number; maxUnreadMs: number },
+): number {
+  return Math.min(
+    readDeadline(opts.readAtMs, opts.ttlMs),
+    unreadDeadline(opts.sentAtMs, opts.maxUnreadMs) + opts.ttlMs,
+  );
+}
+
 /** True when the deadline may have passed on trusted time; null when time is unknown (decide nothing). */
 export function deadlineMayHavePassed(deadlineMs: number, time: TrustedTime | null): boolean | null {
   return time ? time.latestMs >= deadlineMs : null;
 }
 
 export interface ExpiringView {
+  sentAt: number;
   ttlMs: number | null;
+  ttlMode: TtlMode | null;
   expiresAt: number | null;
+}
+
+/** The deadline a message is deleted at, on trusted time: its recorded `expiresAt` when it has one (a "send"
+ * message, or an "after read" one already displayed), the unread bound for an "after read" message not
+ * displayed yet, and null for a message without a lifetime. */
+export function effectiveDeadline(m: ExpiringView, maxUnreadMs: number = MAX_UNREAD_MS): number | null {
+  if (m.ttlMs === null) return null;
+  if (m.expiresAt !== null) return m.expiresAt;
+  return m.ttlMode === "read" ? unreadDeadline(m.sentAt, maxUnreadMs) : null;
 }
 
 /** Fail closed: a message with a lifetime is shown only when trusted time is known and its deadline has
  * certainly not passed. A message without a lifetime is always shown. An "after read" message not yet
- * displayed (expiresAt null) is shown when time is known, because showing it starts its clock. */
-export function isVisible(m: ExpiringView, time: TrustedTime | null): boolean {
+ * displayed (expiresAt null) is shown while its unread bound has certainly not passed, because showing it
+ * starts its clock. */
+export function isVisible(
+  m: ExpiringView,
+  time: TrustedTime | null,
+  maxUnreadMs: number = MAX_UNREAD_MS,
+): boolean {
   if (m.ttlMs === null) return true;
   if (!time) return false;
-  if (m.expiresAt === null) return true;
-  return time.latestMs < m.expiresAt;
+  const deadline = effectiveDeadline(m, maxUnreadMs);
+  return deadline === null || time.latestMs < deadline;
 }
 
 /** How long until the earliest deadline may have passed (>= 0), or null with no deadline or no time. */

@@ -16,6 +16,13 @@ export const MESSAGE_ID_PATTERN = /^[0-9a-f]{32}$/;
 /** Shortest and longest lifetime of a self-destructing message. */
 export const MIN_TTL_MS = 1_000;
 export const MAX_TTL_MS = 30 * 24 * 3600_000;
+/** Hard upper bound on how long an "after read" message may wait unread, counted from its (proof-bounded)
+ * send time: past it, both copies die even if it was never displayed. A sender of a vanishing message must
+ * not have it lie on two disks for ever because the receiver never opened it. Seven days: long enough for a
+ * reader away over a long weekend or a week's holiday (the usual reason a message waits), short enough that
+ * an abandoned device or account does not keep it for months. Independent of the lifetime (up to
+ * MAX_TTL_MS), which still counts from the first display once the message is read in time. */
+export const MAX_UNREAD_MS = 7 * 24 * 3600_000;
 /** Deepest JSON nesting accepted in a frame (the time proof is the deepest legitimate object: 2). */
 export const MAX_JSON_DEPTH = 4;
 

@@ -52,6 +52,9 @@ export interface StoredContact {
 export interface ExpiringRow {
   peer: string;
   id: string;
+  /** The recorded send time (the receiver's is proof-bounded): an unread "after read" message dies at
+   * sentAt + MAX_UNREAD_MS (client/expiry.ts, effectiveDeadline). */
+  sentAt: number;
   expiresAt: number | null;
   ttlMs: number;
   ttlMode: TtlMode;
@@ -347,11 +350,12 @@ export class ChatStore {
   /** Every message with a lifetime (text not decrypted). */
   expiring(): ExpiringRow[] {
     const rows = this.#db.prepare(
-      "SELECT peer, id, expires_at, ttl_ms, ttl_mode FROM messages WHERE ttl_ms IS NOT NULL",
+      "SELECT peer, id, sent_at, expires_at, ttl_ms, ttl_mode FROM messages WHERE ttl_ms IS NOT NULL",
     ).all() as Row[];
     return rows.map((r) => ({
       peer: String(r.peer),
       id: String(r.id),
+      sentAt: Number(r.sent_at),
       expiresAt: num(r.expires_at),
       ttlMs: Number(r.ttl_ms),
       ttlMode: String(r.ttl_mode) as TtlMode,
