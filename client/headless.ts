@@ -34,6 +34,8 @@ export function messageJson(m: ChatMessage): Json {
     text: m.text,
     sentAt: m.sentAt,
     expiresAt: m.expiresAt,
+    // Only for an "after read" message not displayed yet: when it dies unread.
+    unreadExpiresAt: m.unreadExpiresAt,
     ttlMs: m.ttlMs,
     ttlMode: m.ttlMode,
     state: m.state,

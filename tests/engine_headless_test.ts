@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { DirectoryClient } from "../client/directory_client.ts";
+import { messageJson } from "../client/headless.ts";
+import type { ChatMessage } from "../client/engine_types.ts";
 import { runCli } from "./helpers/cli.ts";
 import { enrollUser, type HeadlessEvent, spawnHeadless, startPhonebook } from "./helpers/chat.ts";
 
@@ -117,4 +119,26 @@ Deno.test("headless: SIGTERM withdraws our address and exits 0; an unenrolled ho
     await Deno.remove(aliceHome.dir, { recursive: true });
     await Deno.remove(empty, { recursive: true });
   }
+});
+
+Deno.test("headless: an unread 'after read' message carries its unread bound; other messages do not", () => {
+  const base: ChatMessage = {
+    id: "a".repeat(32),
+    peer: "alice",
+    from: "alice",
+    direction: "in",
+    text: "open me",
+    sentAt: 1_000,
+    expiresAt: null,
+    ttlMs: 5_000,
+    ttlMode: "read",
+    state: "delivered",
+  };
+  const unread = JSON.parse(
+    JSON.stringify(messageJson({ ...base, unreadExpiresAt: 1_000 + 7 * 86_400_000 })),
+  );
+  assert.equal(unread.unreadExpiresAt, 1_000 + 7 * 86_400_000);
+  assert.equal(unread.expiresAt, null);
+  const plain = JSON.parse(JSON.stringify(messageJson({ ...base, ttlMs: null, ttlMode: null })));
+  assert.equal("unreadExpiresAt" in plain, false);
 });
