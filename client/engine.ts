@@ -1015,20 +1015,22 @@ export class ChatEngine implements ChatEngineApi {
 }
 
 /** Options for starting an engine from an enrolled home folder. */
-export interface HomeEngineOptions {
-  listen?: { host: string; port: number };
-  advertise?: { host: string; port: number };
-  limits?: Partial<SessionLimits>;
-  outboxRetryMs?: number;
-  sweepMs?: number;
-  /** See ChatEngineOptions.maxUnreadMs. */
-  maxUnreadMs?: number;
-  publishTtlSeconds?: number;
+export interface HomeEngineOptions extends
+  Pick<
+    ChatEngineOptions,
+    | "listen"
+    | "advertise"
+    | "limits"
+    | "outboxRetryMs"
+    | "sweepMs"
+    | "maxUnreadMs"
+    | "publishTtlSeconds"
+    | "onEvent"
+  > {
   /** Bound on one Roughtime sync. Default 1500 ms. */
   timeQueryTimeoutMs?: number;
   /** Default 10 min. */
   timeRefreshIntervalMs?: number;
-  onEvent?: (e: EngineEvent) => void;
 }
 
 /** The engine of an enrolled user: its phonebook client, its trusted clock on the phonebook's Roughtime
