@@ -3,6 +3,7 @@ import { CliError } from "../cli_error.ts";
 import { isEnrolled, loadHome, resolveHomeDir } from "./home.ts";
 import { type ChatEngine, startEngineFromHome } from "./engine.ts";
 import { linesOf, runHeadless } from "./headless.ts";
+import { parseServerSpec, PUBLIC_SERVERS, type ServerSpec } from "../clock/mod.ts";
 
 /** HOST:PORT or [IPv6]:PORT; port 0 means any free port. Throws CliError. */
 export function parseHostPort(s: string, what: string): { host: string; port: number } {
@@ -18,6 +19,21 @@ interface ChatFlags {
   listen?: string;
   advertise?: string;
   timeRefresh?: string;
+  timeServer?: string[];
+  publicTimeServers?: boolean;
+}
+
+/** The Roughtime servers to cross-check the phonebook's against: `--time-server` specs, then the public list. */
+export function extraTimeServers(specs: string[], withPublic: boolean): ServerSpec[] {
+  const out: ServerSpec[] = [];
+  for (const s of specs) {
+    try {
+      out.push(parseServerSpec(s));
+    } catch (e) {
+      throw new CliError(`bad --time-server "${s}": ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return withPublic ? [...out, ...PUBLIC_SERVERS] : out;
 }
 
 /** `securechat chat`: the terminal UI, or JSON lines with --headless. */
@@ -29,6 +45,12 @@ export function registerChatCommand(program: Command): void {
     .option("--listen <host:port>", "where to accept peer connections (default 127.0.0.1:0, any free port)")
     .option("--advertise <host:port>", "the address to publish when it differs from --listen")
     .option("--time-refresh <seconds>", "how often to ask the time servers again (default 600)")
+    .option(
+      "--time-server <host:port:pubkey[:version]>",
+      "another Roughtime server to cross-check the phonebook's time against (repeatable)",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option("--public-time-servers", "also cross-check against the public Roughtime servers")
     .action(async (flags: ChatFlags) => {
       const listen = flags.listen ? parseHostPort(flags.listen, "--listen") : undefined;
       const advertise = flags.advertise ? parseHostPort(flags.advertise, "--advertise") : undefined;
@@ -44,6 +66,7 @@ export function registerChatCommand(program: Command): void {
         }
         timeRefreshIntervalMs = Math.round(secs * 1000);
       }
+      const extra = extraTimeServers(flags.timeServer ?? [], flags.publicTimeServers === true);
       const dir = resolveHomeDir(flags.home);
       if (!(await isEnrolled(dir))) {
         if (flags.headless) {
@@ -56,6 +79,7 @@ export function registerChatCommand(program: Command): void {
         listen,
         advertise,
         timeRefreshIntervalMs,
+        extraTimeServers: extra,
       });
       try {
         if (flags.headless) await headless(engine);

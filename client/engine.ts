@@ -7,7 +7,7 @@
  * passed (expiry.ts).
  */
 import crypto from "node:crypto";
-import type { TimeProof, TimeStatus, TrustedTime } from "../clock/types.ts";
+import type { ServerSpec, TimeProof, TimeStatus, TrustedTime } from "../clock/types.ts";
 import { join } from "node:path";
 import { TrustedClock, verifyTimeProof } from "../clock/mod.ts";
 import { DirectoryClient } from "./directory_client.ts";
@@ -1031,6 +1031,9 @@ export interface HomeEngineOptions extends
   timeQueryTimeoutMs?: number;
   /** Default 10 min. */
   timeRefreshIntervalMs?: number;
+  /** More Roughtime servers to cross-check the phonebook's against (they vote on the time; time proofs for
+   * messages still come from the phonebook's server, the one every peer trusts). */
+  extraTimeServers?: ServerSpec[];
 }
 
 /** The engine of an enrolled user: its phonebook client, its trusted clock on the phonebook's Roughtime
@@ -1046,7 +1049,8 @@ export async function startEngineFromHome(
     keyPem: home.keyPem,
   });
   const clock = new TrustedClock({
-    servers: home.roughtime,
+    servers: [...home.roughtime, ...(opts.extraTimeServers ?? [])],
+    proofServers: home.roughtime,
     queryTimeoutMs: opts.timeQueryTimeoutMs,
     refreshIntervalMs: opts.timeRefreshIntervalMs,
   });

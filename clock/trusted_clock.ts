@@ -21,6 +21,10 @@ import { type BootClock, systemBootClock } from "./boot_clock.ts";
 
 export interface TrustedClockOptions {
   servers: ServerSpec[];
+  /** Servers that sign time proofs (`proveTime`), tried in order. Default: `servers`. A proof is only useful
+   * to whoever trusts the signing key, so a chat client asks only the servers its peers share (the
+   * phonebook's), while extra servers of its own still take part in the vote on the time. */
+  proofServers?: ServerSpec[];
   /** Default 10 min. */
   refreshIntervalMs?: number;
   /** Default 1 h; after that state "stale" (time still carried forward, wider uncertainty). */
@@ -69,6 +73,7 @@ interface Anchor {
 
 export class TrustedClock {
   private readonly servers: ServerSpec[];
+  private readonly proofServers: ServerSpec[];
   private readonly refreshMs: number;
   private readonly staleMs: number;
   private readonly timeoutMs: number;
@@ -97,6 +102,7 @@ export class TrustedClock {
 
   constructor(opts: TrustedClockOptions) {
     this.servers = [...opts.servers];
+    this.proofServers = [...(opts.proofServers ?? opts.servers)];
     this.refreshMs = opts.refreshIntervalMs ?? DEFAULT_REFRESH_MS;
     this.staleMs = opts.staleAfterMs ?? DEFAULT_STALE_MS;
     this.timeoutMs = opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
@@ -352,14 +358,16 @@ export class TrustedClock {
     }
   }
 
-  /** Asks the configured servers in turn (until one answers) to sign a time for a nonce derived from `data`:
+  /** Asks the proof servers (default: all configured servers) in turn (until one answers) to sign a time for a nonce derived from `data`:
    * nonce = SHA-512(data || rand)[:32] (Google: the full 64 bytes). Bounded by queryTimeoutMs. */
   async proveTime(data: Uint8Array): Promise<TimeProof> {
-    if (this.servers.length === 0) throw new RoughtimeError("NO_SERVERS", "no Roughtime server configured");
+    if (this.proofServers.length === 0) {
+      throw new RoughtimeError("NO_SERVERS", "no Roughtime server configured");
+    }
     const deadline = this.mono() + this.timeoutMs;
     let last: unknown = null;
-    for (let i = 0; i < this.servers.length; i++) {
-      const server = this.servers[i];
+    for (let i = 0; i < this.proofServers.length; i++) {
+      const server = this.proofServers[i];
       const remaining = deadline - this.mono();
       if (remaining <= 0) break;
       const version: RoughtimeVersion = server.version ?? "rfc";
@@ -369,7 +377,7 @@ export class TrustedClock {
       try {
         const r = await queryServer(server, {
           nonce,
-          timeoutMs: remaining / (this.servers.length - i),
+          timeoutMs: remaining / (this.proofServers.length - i),
           monotonicNow: this.mono,
         });
         return {

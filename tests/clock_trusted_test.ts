@@ -420,3 +420,29 @@ Deno.test("trusted clock: after a suspend a running clock resyncs at once instea
     await local.close();
   }
 });
+
+Deno.test("time proof: only the proof servers sign, while every configured server votes on the time", async () => {
+  const local = await startLocalServers([{}, {}]);
+  try {
+    const [voter, signer] = local.specs;
+    const clock = new TrustedClock({
+      servers: [voter, signer],
+      proofServers: [signer],
+      queryTimeoutMs: 1000,
+    });
+    const status = await clock.sync();
+    assert.equal(status.state, "verified");
+    assert.equal(status.answered, 2);
+    assert.equal(status.singleSource, false);
+    const data = new Uint8Array([4, 5, 6]);
+    const proof = await clock.proveTime(data);
+    assert.equal(proof.publicKey, toB64(signer.publicKey));
+    verifyTimeProof(proof, data, [signer.publicKey]);
+    assert.throws(
+      () => verifyTimeProof(proof, data, [voter.publicKey]),
+      (e: unknown) => e instanceof RoughtimeError && e.code === "UNTRUSTED_KEY",
+    );
+  } finally {
+    await local.close();
+  }
+});
