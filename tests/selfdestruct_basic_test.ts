@@ -1,45 +1,10 @@
 import assert from "node:assert/strict";
-import dgram from "node:dgram";
 import { join } from "node:path";
 import type { HomeState } from "../client/home.ts";
-import {
-  enrollUser,
-  filesContain,
-  type Phonebook,
-  startClient,
-  startPhonebook,
-  until,
-} from "./helpers/chat.ts";
+import { dbFiles, deadUdpPort, filesContain, startClient, until, withPair } from "./helpers/chat.ts";
 
 const enc = new TextEncoder();
 const TTL = 8000;
-
-function dbFiles(home: HomeState): string[] {
-  const db = join(home.dir, "chat.db");
-  return [db, `${db}-wal`, `${db}-shm`, `${db}-journal`];
-}
-
-/** A UDP port nobody answers on. */
-async function deadPort(): Promise<number> {
-  const s = dgram.createSocket("udp4");
-  await new Promise<void>((r) => s.bind(0, "127.0.0.1", () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-async function withPair(fn: (pb: Phonebook, alice: HomeState, bob: HomeState) => Promise<void>) {
-  const pb = await startPhonebook();
-  const alice = await enrollUser(pb, "alice");
-  const bob = await enrollUser(pb, "bob");
-  try {
-    await fn(pb, alice, bob);
-  } finally {
-    await pb.close();
-    await Deno.remove(alice.dir, { recursive: true });
-    await Deno.remove(bob.dir, { recursive: true });
-  }
-}
 
 Deno.test("self-destruct (send mode): both copies die at the deadline and the text is gone from the files", async () => {
   await withPair(async (_pb, aliceHome, bobHome) => {
@@ -114,7 +79,7 @@ Deno.test("self-destruct (read mode): the lifetime starts at first display, on b
 
 Deno.test("self-destruct: without verified time an expiring message is never shown; after a restart it stays hidden until time is verified, then it is deleted", async () => {
   await withPair(async (_pb, aliceHome, bobHome) => {
-    const port = await deadPort();
+    const port = await deadUdpPort();
     const blind: HomeState = { ...bobHome, roughtime: bobHome.roughtime.map((r) => ({ ...r, port })) };
     const alice = await startClient(aliceHome);
     let bob = await startClient(blind, { timeQueryTimeoutMs: 300 });
@@ -154,7 +119,7 @@ Deno.test("self-destruct: without verified time an expiring message is never sho
 
 Deno.test("self-destruct: a sender without verified time refuses to send an expiring message", async () => {
   await withPair(async (_pb, aliceHome) => {
-    const port = await deadPort();
+    const port = await deadUdpPort();
     const blind: HomeState = { ...aliceHome, roughtime: aliceHome.roughtime.map((r) => ({ ...r, port })) };
     const alice = await startClient(blind, { timeQueryTimeoutMs: 300 });
     try {

@@ -3,49 +3,14 @@
  * Self-destruct). The engine's maxUnreadMs option shortens the 7-day MAX_UNREAD_MS to a few seconds.
  */
 import assert from "node:assert/strict";
-import dgram from "node:dgram";
 import { join } from "node:path";
 import type { HomeState } from "../client/home.ts";
-import {
-  enrollUser,
-  filesContain,
-  type Phonebook,
-  startClient,
-  startPhonebook,
-  until,
-} from "./helpers/chat.ts";
+import { dbFiles, deadUdpPort, filesContain, startClient, until, withPair } from "./helpers/chat.ts";
 
 const enc = new TextEncoder();
 /** Longer than the test Roughtime server's uncertainty (3 s radius), so the message is alive on arrival. */
 const MAX_UNREAD = 6000;
 const TTL = 2000;
-
-function dbFiles(home: HomeState): string[] {
-  const db = join(home.dir, "chat.db");
-  return [db, `${db}-wal`, `${db}-shm`, `${db}-journal`];
-}
-
-/** A UDP port nobody answers on. */
-async function deadPort(): Promise<number> {
-  const s = dgram.createSocket("udp4");
-  await new Promise<void>((r) => s.bind(0, "127.0.0.1", () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-async function withPair(fn: (pb: Phonebook, alice: HomeState, bob: HomeState) => Promise<void>) {
-  const pb = await startPhonebook();
-  const alice = await enrollUser(pb, "alice");
-  const bob = await enrollUser(pb, "bob");
-  try {
-    await fn(pb, alice, bob);
-  } finally {
-    await pb.close();
-    await Deno.remove(alice.dir, { recursive: true });
-    await Deno.remove(bob.dir, { recursive: true });
-  }
-}
 
 /** The stored ciphertext and per-message key of one message (read through a second, short-lived connection). */
 async function storedSecrets(home: HomeState, id: string): Promise<{ body: Uint8Array; key: Uint8Array }> {
@@ -133,7 +98,7 @@ Deno.test("self-destruct (read mode, never displayed): both copies die at sentAt
 
 Deno.test("self-destruct (read mode, never displayed): hidden without verified time, then deleted unseen once its bound may have passed", async () => {
   await withPair(async (_pb, aliceHome, bobHome) => {
-    const port = await deadPort();
+    const port = await deadUdpPort();
     const blind: HomeState = { ...bobHome, roughtime: bobHome.roughtime.map((r) => ({ ...r, port })) };
     const alice = await startClient(aliceHome, { maxUnreadMs: MAX_UNREAD });
     let bob = await startClient(blind, { timeQueryTimeoutMs: 300, maxUnreadMs: MAX_UNREAD });

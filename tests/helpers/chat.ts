@@ -3,6 +3,7 @@
  * the real enrollment, engines started from their home folders, and an event recorder with bounded waits.
  */
 import { join } from "node:path";
+import dgram from "node:dgram";
 import { startDirectoryServer } from "../../server/mod.ts";
 import type { RunningDirectory } from "../../server/mod.ts";
 import { enroll } from "../../client/enroll.ts";
@@ -628,4 +629,33 @@ export function spawnHeadless(
     },
   };
   return proc;
+}
+
+/** The chat store's files in a home folder: every place a message's bytes could linger. */
+export function dbFiles(home: HomeState): string[] {
+  const db = join(home.dir, "chat.db");
+  return [db, `${db}-wal`, `${db}-shm`, `${db}-journal`];
+}
+
+/** A UDP port nobody answers on (a Roughtime server that is down). */
+export async function deadUdpPort(): Promise<number> {
+  const s = dgram.createSocket("udp4");
+  await new Promise<void>((r) => s.bind(0, "127.0.0.1", () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** A phonebook with alice and bob enrolled, removed with their home folders afterwards. */
+export async function withPair(fn: (pb: Phonebook, alice: HomeState, bob: HomeState) => Promise<void>) {
+  const pb = await startPhonebook();
+  const alice = await enrollUser(pb, "alice");
+  const bob = await enrollUser(pb, "bob");
+  try {
+    await fn(pb, alice, bob);
+  } finally {
+    await pb.close();
+    await Deno.remove(alice.dir, { recursive: true });
+    await Deno.remove(bob.dir, { recursive: true });
+  }
 }
