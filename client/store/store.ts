@@ -11,7 +11,7 @@
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
 import { DatabaseSync } from "node:sqlite";
-import type { DeliveryState, TtlMode } from "../engine_types.ts";
+import type { ChatMessage, DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
 import { newMessageKey, open, seal } from "./crypto.ts";
 import type { RevocationList } from "../session/revocation.ts";
@@ -23,17 +23,8 @@ export class StoreError extends Error {
   }
 }
 
-export interface StoredMessage {
-  id: string;
-  peer: string;
-  from: string;
-  direction: "in" | "out";
-  text: string;
-  sentAt: number;
-  expiresAt: number | null;
-  ttlMs: number | null;
-  ttlMode: TtlMode | null;
-  state: DeliveryState;
+/** A message as stored: what the front ends see (ChatMessage), plus what only the engine needs. */
+export interface StoredMessage extends Omit<ChatMessage, "unreadExpiresAt"> {
   readAt: number | null;
   proof: TimeProof | null;
   /** Insertion order (stable history order). */
