@@ -1,33 +1,42 @@
 /**
- * The chat engine: peer sessions, the store, the outbox, receipts and self-destruct, behind ChatEngineApi
- * (engine_types.ts). Front ends (headless.ts, tui/) only talk to this class.
+ * The chat engine: a thin front over its parts, behind ChatEngineApi (engine_types.ts). Front ends
+ * (headless.ts, tui/) only talk to this class. Each part lives in its own file and knows nothing of the
+ * others; this class wires them together:
+ * - revocation/cache.ts: the CRL peers are judged on (fails closed before one was ever obtained);
+ * - peer_trust.ts: whether a certificate is the person we mean (CA, name, revocation, pin);
+ * - dialer.ts: a session to a peer on demand (phonebook look-up, dial);
+ * - outbox.ts: our messages from "sending" to a receipt, and the read receipts we owe;
+ * - expiry_sweeper.ts: deletes expiring messages at their deadline, shows hidden ones when time allows;
+ * - presence.ts: our address in the phonebook;
+ * - session/: the TLS listener and peer sessions; store/: chat.db.
  *
  * Time: everything that matters (certificate validity, send times, deadlines) comes from the trusted clock.
  * Expiring messages fail closed: hidden while time is unknown, deleted as soon as their deadline may have
- * passed (expiry.ts).
+ * passed (expiry.ts). Timers come from one injected Scheduler (scheduler.ts).
  */
 import crypto from "node:crypto";
-import type { ServerSpec, TimeProof, TimeStatus, TrustedTime } from "../clock/types.ts";
 import { join } from "node:path";
-import { TrustedClock, verifyTimeProof } from "../clock/mod.ts";
+import {
+  type ServerSpec,
+  type TimeProof,
+  type TimeStatus,
+  TrustedClock,
+  type TrustedTime,
+  verifyTimeProof,
+} from "../clock/mod.ts";
+import { canonicalUsername, fingerprintOf, type ParsedCrl } from "../pki/mod.ts";
+import { messageOf } from "../coded_error.ts";
 import { DirectoryClient } from "./directory_client.ts";
 import type { HomeState } from "./home.ts";
-import {
-  canonicalUsername,
-  fingerprintOf,
-  type ParsedCrl,
-  type VerifiedPeer,
-  verifyPeerCertificate,
-} from "../pki/mod.ts";
 import type {
   ChatEngineApi,
   ChatMessage,
   Contact,
   EngineEvent,
   PeerInfo,
-  PinState,
   SendOptions,
 } from "./engine_types.ts";
+import { EngineError } from "./engine_errors.ts";
 import {
   boundedReadDeadline,
   effectiveDeadline,
@@ -41,28 +50,27 @@ import {
 } from "./expiry.ts";
 import { MAX_TEXT_BYTES } from "./protocol/constants.ts";
 import { ProtocolError } from "./protocol/errors.ts";
-import type { Frame, HelloRole, MsgFrame } from "./protocol/frames.ts";
+import type { Frame, MsgFrame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import { SessionManager } from "./session/manager.ts";
 import type { CloseInfo, LocalIdentity, PeerSession } from "./session/peer_session.ts";
-import { SessionError } from "./session/errors.ts";
-import { compareCrl, isCrlStale, type RevocationList, RevocationUnknownError } from "./session/revocation.ts";
 import type { SessionLimits } from "./session/limits.ts";
 import { ChatStore, type StoredMessage, StoreError } from "./store/store.ts";
+import { RevocationCache } from "./revocation/mod.ts";
+import { PeerTrust } from "./peer_trust.ts";
+import { type DialEntry, Dialer } from "./dialer.ts";
+import { Outbox } from "./outbox.ts";
+import { ExpirySweeper } from "./expiry_sweeper.ts";
+import { Presence } from "./presence.ts";
+import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
+
+export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
 
 /** What the engine needs of the phonebook (DirectoryClient satisfies it). */
 export interface DirectoryLike {
   publish(host: string, port: number, ttlSeconds: number): Promise<void>;
   withdraw(): Promise<void>;
-  lookup(name: string): Promise<
-    {
-      name: string;
-      online: boolean;
-      address: { host: string; port: number } | null;
-      fingerprint: string;
-      revoked: boolean;
-    } | null
-  >;
+  lookup(name: string): Promise<(DialEntry & { name: string }) | null>;
   /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
   crl(): Promise<ParsedCrl>;
   list?(): Promise<{ users: { name: string; online: boolean }[] }>;
@@ -99,8 +107,6 @@ export interface ChatEngineOptions {
   limits?: Partial<SessionLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
-  /** How often expiring messages are checked. Default 250 ms. */
-  sweepMs?: number;
   /** How long an "after read" message may stay unread, from its send time, before both copies die.
    * Default MAX_UNREAD_MS (client/protocol/constants.ts); tests shorten it. */
   maxUnreadMs?: number;
@@ -109,41 +115,34 @@ export interface ChatEngineOptions {
   /** How long the CRL is reused before it is fetched again (also the period of the check that ends sessions
    * with peers revoked since). Default 30 s. */
   crlMaxAgeMs?: number;
+  /** Timers of the engine's parts (default: the runtime's). */
+  scheduler?: Scheduler;
   /** Subscribed before start, so events emitted while starting (expiries found at startup) are seen. */
   onEvent?: (e: EngineEvent) => void;
 }
 
-export type EngineErrorCode =
-  | "BAD_NAME"
-  | "BAD_TEXT"
-  | "BAD_TTL"
-  | "TIME_UNVERIFIED"
-  | "TIME_PROOF_FAILED"
-  | "NOT_FOUND"
-  | "NO_PENDING_KEY"
-  | "SELF"
-  | "CLOSED"
-  | "STORE_FAILED";
+/** A snapshot of the session with one peer, for diagnostics and tests. */
+export interface ConnectionInfo {
+  /** Changes when the connection is replaced. */
+  sessionId: number;
+  role: "dialer" | "listener";
+  tlsVersion: string | null;
+  cipher: string | null;
+  /** Read backpressure: how often reading paused, the most bytes held undecoded, the largest chunk read. */
+  readPauses: number;
+  maxBufferedBytes: number;
+  maxChunkBytes: number;
+}
 
-export class EngineError extends Error {
-  constructor(readonly code: EngineErrorCode, message: string) {
-    super(message);
-    this.name = "EngineError";
-  }
+/** Counters for diagnostics and tests (the parts' state stays private). */
+export interface EngineStats {
+  /** Peer sessions open or opening. */
+  sessions: number;
+  /** Received expiring messages waiting for verified time to be shown. */
+  hidden: number;
 }
 
 const DEFAULT_OUTBOX_RETRY_MS = 5000;
-const DEFAULT_SWEEP_MS = 250;
-const DEFAULT_PUBLISH_TTL_S = 120;
-const DEFAULT_CRL_MAX_AGE_MS = 30_000;
-/** After a failed CRL fetch, handshakes wait at least this long before asking the phonebook again (a dead
- * phonebook must not be hammered by every incoming connection), and at most this long once it is back. */
-const CRL_RETRY_AFTER_FAILURE_MS = 2000;
-/** Bound on one CRL fetch: a handshake waits for it, and a black-holed phonebook must not outlast the peer's
- * hello timeout. */
-const CRL_FETCH_TIMEOUT_MS = 5000;
-/** Bound on the withdrawal at shutdown: a dead phonebook must not hold up quitting. */
-const WITHDRAW_TIMEOUT_MS = 2000;
 
 function toChatMessage(m: StoredMessage, maxUnreadMs: number): ChatMessage {
   const c: ChatMessage = {
@@ -172,38 +171,23 @@ function newMessageId(): string {
 
 export class ChatEngine implements ChatEngineApi {
   readonly name: string;
-  readonly store: ChatStore;
-  readonly sessions: SessionManager;
-  #address: { host: string; port: number } | null = null;
   readonly #opts: ChatEngineOptions;
+  readonly #scheduler: Scheduler;
   readonly #maxUnreadMs: number;
   readonly #listeners = new Set<(e: EngineEvent) => void>();
   readonly #identity: LocalIdentity;
-  /** message id -> session id it was written to, until acknowledged. */
-  readonly #inflight = new Map<string, number>();
-  readonly #connecting = new Map<string, Promise<PeerSession | null>>();
-  readonly #flushing = new Set<string>();
+  readonly #store: ChatStore;
+  readonly #sessions: SessionManager;
+  readonly #revocation: RevocationCache;
+  readonly #trust: PeerTrust;
+  readonly #dialer: Dialer;
+  readonly #outbox: Outbox;
+  readonly #sweeper: ExpirySweeper;
+  readonly #presence: Presence;
+  /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
-  readonly #flushAgain = new Set<string>();
-  /** Received expiring messages not yet announced because time was unknown. */
-  readonly #hidden = new Set<string>();
-  readonly #peers = new Map<string, VerifiedPeer>();
-  readonly #directoryFingerprint = new Map<string, string>();
-  readonly #lastDialError = new Map<string, string>();
-  /** The last verified CRL (loaded from the store at start, so it survives restarts); null until one was ever
-   * obtained, and then every peer is refused (fail closed). */
-  #crl: RevocationList | null = null;
-  /** performance.now() of the last fetch that got an answer (reuse for crlMaxAgeMs)... */
-  #crlFetchedAt: number | null = null;
-  /** ...and of the last one that failed (retry no sooner than CRL_RETRY_AFTER_FAILURE_MS). */
-  #crlFailedAt: number | null = null;
-  #crlFetch: Promise<void> | null = null;
-  #crlTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The stale-list warning is given once per stale period (reset when a current list arrives). */
-  #crlStaleWarned = false;
-  /** The "no revocation list yet" error is given once, not at every refused handshake. */
-  #crlUnknownWarned = false;
-  #timers: ReturnType<typeof setInterval>[] = [];
+  #address: { host: string; port: number } | null = null;
+  #timers: Timer[] = [];
   #unsubscribeClock: (() => void) | null = null;
   #closed = false;
   #closing: Promise<void> | null = null;
@@ -217,6 +201,7 @@ export class ChatEngine implements ChatEngineApi {
     }
     this.#maxUnreadMs = maxUnread;
     this.#opts = opts;
+    this.#scheduler = opts.scheduler ?? realScheduler;
     this.name = opts.name;
     if (opts.onEvent) this.#listeners.add(opts.onEvent);
     this.#identity = {
@@ -227,25 +212,78 @@ export class ChatEngine implements ChatEngineApi {
       fingerprint: fingerprintOf(opts.certPem),
       privateKey: crypto.createPrivateKey(opts.keyPem),
     };
-    this.store = new ChatStore(opts.dbPath);
-    this.sessions = new SessionManager(
+    const emit = (e: EngineEvent) => this.#emit(e);
+    const log = (level: "info" | "warn" | "error", text: string) => emit({ event: "log", level, text });
+    const store = this.#store = new ChatStore(opts.dbPath);
+    const clock = opts.clock;
+    this.#revocation = new RevocationCache({
+      fetch: () => opts.directory.crl(),
+      load: () => store.revocationList(),
+      save: (l) => store.saveRevocationList(l),
+      latestNowMs: () => this.#latestNow(),
+      log,
+      scheduler: this.#scheduler,
+      maxAgeMs: opts.crlMaxAgeMs,
+    });
+    this.#trust = new PeerTrust({
+      ownName: opts.name,
+      caPem: opts.caPem,
+      certTime: () => this.#certTime(),
+      revokedSerials: () => this.#revocation.revokedSerials(),
+      pins: store,
+      emit,
+    });
+    this.#sessions = new SessionManager(
       this.#identity,
-      (der, expected, role) => this.#authenticate(der, expected, role),
+      (der, expected, role) => this.#trust.authenticate(der, expected, role),
       {
         onActive: (s) => this.#onActive(s),
         onFrame: (s, f) => this.#onFrame(s, f),
         onClose: (s, info, wasActive) => this.#onClose(s, info, wasActive),
         onRefused: (r) =>
-          this.#emit({
-            event: "log",
-            level: "warn",
-            text: `${r.role === "dialer" ? "dial to" : "connection from"} ${
+          log(
+            "warn",
+            `${r.role === "dialer" ? "dial to" : "connection from"} ${
               r.name ?? "unknown peer"
             } refused: ${r.code}`,
-          }),
+          ),
       },
       opts.limits,
     );
+    this.#dialer = new Dialer({
+      lookup: (name) => opts.directory.lookup(name),
+      active: (name) => this.#sessions.active(name),
+      dial: (name, host, port) => this.#sessions.dial(name, host, port),
+      noteListed: (name, fp) => this.#trust.noteListed(name, fp),
+      emit,
+    });
+    this.#outbox = new Outbox({
+      ownName: opts.name,
+      store,
+      session: (peer) => this.#sessions.active(peer),
+      connect: (peer) => void this.#dialer.connect(peer),
+      deadlinePassed: (d) => clock.deadlinePassed(d),
+      latestNowMs: () => clock.now()?.latestMs ?? null,
+      maxUnreadMs: maxUnread,
+      emit,
+    });
+    this.#sweeper = new ExpirySweeper({
+      store,
+      now: () => clock.now(),
+      maxUnreadMs: maxUnread,
+      scheduler: this.#scheduler,
+      emit,
+      onDeleted: (_peer, id) => this.#outbox.forget(id),
+      toChatMessage: (m) => toChatMessage(m, maxUnread),
+    });
+    this.#presence = new Presence({
+      publish: (host, port, ttl) => opts.directory.publish(host, port, ttl),
+      withdraw: () => opts.directory.withdraw(),
+      address: () => this.advertisedAddress,
+      log,
+      scheduler: this.#scheduler,
+      ttlSeconds: opts.publishTtlSeconds,
+    });
   }
 
   /** Opens the store, starts the clock (waiting for one sync, bounded by its timeout), listens, publishes our
@@ -265,35 +303,30 @@ export class ChatEngine implements ChatEngineApi {
     const o = this.#opts;
     this.#unsubscribeClock = o.clock.subscribe((status) => {
       this.#emit({ event: "time", status });
-      this.#sweep();
+      this.#sweeper.sweep();
     });
     o.clock.start();
-    this.#crl = this.store.revocationList();
     // The CRL is fetched with the first time sync: enrollment gives none, and until one was obtained
     // (now or persisted by an earlier run) every peer session is refused.
-    await Promise.all([o.clock.sync().catch(() => {}), this.refreshRevocations()]);
-    this.#sweep();
+    await Promise.all([o.clock.sync().catch(() => {}), this.#revocation.refresh()]);
+    this.#sweeper.sweep();
     const listen = o.listen ?? { host: "127.0.0.1", port: 0 };
-    this.#address = await this.sessions.listen(listen.host, listen.port);
-    await this.#publish();
-    const ttl = o.publishTtlSeconds ?? DEFAULT_PUBLISH_TTL_S;
-    this.#every((ttl * 1000) / 3, () => this.#publish());
-    this.#every(o.sweepMs ?? DEFAULT_SWEEP_MS, () => this.#sweep());
-    this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#retryOutbox());
-    this.#every(o.crlMaxAgeMs ?? DEFAULT_CRL_MAX_AGE_MS, () => this.#dropRevoked());
-    this.#retryOutbox();
+    this.#address = await this.#sessions.listen(listen.host, listen.port);
+    await this.#presence.start();
+    this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
+    this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
+    this.#outbox.retryAll();
   }
 
   #every(ms: number, fn: () => unknown): void {
-    const t = setInterval(() => {
+    this.#timers.push(this.#scheduler.every(ms, () => {
       try {
         const r = fn();
         if (r instanceof Promise) r.catch(() => {});
       } catch {
         // a timer's failure is reported by the function itself
       }
-    }, ms);
-    this.#timers.push(t);
+    }));
   }
 
   /** The address we listen on (as bound). */
@@ -304,23 +337,6 @@ export class ChatEngine implements ChatEngineApi {
   /** The address published to the phonebook. */
   get advertisedAddress(): { host: string; port: number } {
     return this.#opts.advertise ?? this.address;
-  }
-
-  async #publish(): Promise<void> {
-    const a = this.advertisedAddress;
-    try {
-      await this.#opts.directory.publish(
-        a.host,
-        a.port,
-        this.#opts.publishTtlSeconds ?? DEFAULT_PUBLISH_TTL_S,
-      );
-    } catch (e) {
-      this.#emit({
-        event: "log",
-        level: "warn",
-        text: `cannot publish our address: ${(e as Error).message}`,
-      });
-    }
   }
 
   subscribe(listener: (e: EngineEvent) => void): () => void {
@@ -338,7 +354,7 @@ export class ChatEngine implements ChatEngineApi {
     }
   }
 
-  // ---- certificates and pins ----
+  // ---- time ----
 
   #certTime(): { earliestMs: number; latestMs: number } {
     const t = this.#opts.clock.now();
@@ -354,119 +370,21 @@ export class ChatEngine implements ChatEngineApi {
     return this.#opts.clock.now()?.latestMs ?? Date.now();
   }
 
-  /** Fetches the CRL now (deduplicated with a fetch in progress) and keeps it when it is not older than the
-   * one we hold; never throws. A failure keeps the list we hold. Exposed for tests and front ends that want
-   * a revocation to take effect at once. */
+  // ---- revocation ----
+
+  /** Fetches the CRL now and keeps it when it is not older than the one we hold; never throws. For tests and
+   * front ends that want a revocation to take effect at once. */
   refreshRevocations(): Promise<void> {
-    if (!this.#crlFetch) {
-      this.#crlFetch = this.#fetchCrl().finally(() => {
-        this.#crlFetch = null;
-      });
-    }
-    return this.#crlFetch;
-  }
-
-  async #fetchCrl(): Promise<void> {
-    let parsed: ParsedCrl;
-    try {
-      parsed = await Promise.race([
-        this.#opts.directory.crl(),
-        new Promise<never>((_, reject) => {
-          this.#crlTimer = setTimeout(
-            () => reject(new Error("revocation list fetch timed out")),
-            CRL_FETCH_TIMEOUT_MS,
-          );
-        }),
-      ]);
-    } catch (e) {
-      this.#crlFailedAt = performance.now();
-      if (!this.#crl && !this.#crlUnknownWarned) {
-        this.#crlUnknownWarned = true;
-        this.#emit({
-          event: "log",
-          level: "error",
-          text: `no revocation list yet (${
-            (e as Error).message
-          }): peer sessions are refused until one is obtained`,
-        });
-      }
-      this.#warnIfStale();
-      return;
-    } finally {
-      clearTimeout(this.#crlTimer);
-    }
-    if (this.#closed) return;
-    const fresh: RevocationList = {
-      serials: parsed.revokedSerials,
-      crlNumber: parsed.crlNumber ?? null,
-      thisUpdateMs: parsed.thisUpdateMs,
-      nextUpdateMs: parsed.nextUpdateMs,
-    };
-    this.#crlFetchedAt = performance.now();
-    const order = this.#crl ? compareCrl(this.#crl, fresh) : "newer";
-    if (order === "older") {
-      this.#emit({
-        event: "log",
-        level: "warn",
-        text: `the phonebook served an older revocation list (${describeCrl(fresh)}) than the one we hold (${
-          describeCrl(this.#crl!)
-        }): kept ours (a replayed or cached list could hide revocations)`,
-      });
-    } else if (order === "newer") {
-      try {
-        this.store.saveRevocationList(fresh);
-      } catch (e) {
-        // Still use it in memory: it is verified and newer; only the restart would fall back to the older one.
-        this.#emit({
-          event: "log",
-          level: "warn",
-          text: `cannot store the revocation list: ${(e as Error).message}`,
-        });
-      }
-      this.#crl = fresh;
-    }
-    this.#warnIfStale();
-  }
-
-  /** Says once that the list we judge peers on is past its nextUpdate (kept for availability). */
-  #warnIfStale(): void {
-    if (!this.#crl) return;
-    if (!isCrlStale(this.#crl, this.#latestNow())) {
-      this.#crlStaleWarned = false;
-      return;
-    }
-    if (this.#crlStaleWarned) return;
-    this.#crlStaleWarned = true;
-    this.#emit({
-      event: "log",
-      level: "warn",
-      text: `the revocation list (${describeCrl(this.#crl)}) is past its nextUpdate ${
-        new Date(this.#crl.nextUpdateMs!).toISOString()
-      } and no newer one could be obtained: still using it, recent revocations may be missing`,
-    });
-  }
-
-  /** The CRL to judge a peer on: refreshed when older than crlMaxAgeMs (failures retried after a short pause),
-   * else the one we hold. Throws RevocationUnknownError when no CRL was ever obtained. */
-  async #revokedSerials(): Promise<ReadonlySet<string>> {
-    const maxAge = this.#opts.crlMaxAgeMs ?? DEFAULT_CRL_MAX_AGE_MS;
-    const now = performance.now();
-    const current = this.#crlFetchedAt !== null && now - this.#crlFetchedAt < maxAge;
-    const pausing = this.#crlFailedAt !== null && now - this.#crlFailedAt < CRL_RETRY_AFTER_FAILURE_MS &&
-      (this.#crlFetchedAt === null || this.#crlFailedAt > this.#crlFetchedAt);
-    if (!current && !pausing) await this.refreshRevocations();
-    if (!this.#crl) throw new RevocationUnknownError();
-    return this.#crl.serials;
+    return this.#revocation.refresh();
   }
 
   /** Refreshes the CRL and ends open sessions whose peer certificate has since been revoked. */
   async #dropRevoked(): Promise<void> {
-    await this.refreshRevocations();
-    const revoked = this.#crl?.serials;
-    if (!revoked) return;
-    for (const name of this.sessions.activePeers()) {
-      const s = this.sessions.active(name);
-      if (s?.peer && revoked.has(s.peer.serial)) {
+    await this.#revocation.refresh();
+    if (!this.#revocation.list) return;
+    for (const name of this.#sessions.activePeers()) {
+      const s = this.#sessions.active(name);
+      if (s?.peer && this.#revocation.isRevoked(s.peer.serial)) {
         this.#emit({
           event: "log",
           level: "warn",
@@ -477,169 +395,27 @@ export class ChatEngine implements ChatEngineApi {
     }
   }
 
-  async #authenticate(der: Uint8Array, expectedName: string | null, role: HelloRole): Promise<VerifiedPeer> {
-    const peer = await verifyPeerCertificate({
-      certDer: der,
-      caCertPem: this.#opts.caPem,
-      expectedName: expectedName ?? undefined,
-      time: this.#certTime(),
-      revokedSerials: await this.#revokedSerials(),
-    });
-    if (peer.name === this.name) throw new SessionError("CERTIFICATE", "peer presents our own name");
-    const c = this.store.contact(peer.name);
-    if (c?.pinnedFingerprint && c.pinnedFingerprint !== peer.fingerprint) {
-      if (c.pendingFingerprint !== peer.fingerprint) {
-        this.store.setPending(peer.name, peer.fingerprint);
-        this.#emit({
-          event: "key-changed",
-          name: peer.name,
-          oldFingerprint: c.pinnedFingerprint,
-          newFingerprint: peer.fingerprint,
-        });
-      }
-      throw new SessionError("KEY_CHANGED", `${peer.name}'s certificate changed: accept the new key first`);
-    }
-    if (!c?.pinnedFingerprint) {
-      const listed = this.#directoryFingerprint.get(peer.name);
-      if (role === "dialer" && listed && listed !== peer.fingerprint) {
-        throw new SessionError(
-          "CERTIFICATE",
-          `${peer.name} presents a certificate the phonebook does not list`,
-        );
-      }
-      this.store.pin(peer.name, peer.fingerprint);
-    }
-    this.#peers.set(peer.name, peer);
-    return peer;
-  }
-
   // ---- sessions ----
 
   #onActive(s: PeerSession): void {
     const name = s.peer!.name;
-    this.#lastDialError.delete(name);
-    // A connection that replaces another (simultaneous dials) is not news.
+    this.#dialer.clearError(name);
     if (!this.#online.has(name)) {
       this.#online.add(name);
       this.#emit({ event: "peer-online", name });
     }
-    void this.#flush(name);
+    void this.#outbox.flush(name);
   }
 
   #onClose(s: PeerSession, _info: CloseInfo, wasActive: boolean): void {
     const name = s.peer?.name ?? s.expectedName;
-    for (const [id, sid] of [...this.#inflight]) {
-      if (sid !== s.id || !name) continue;
-      this.#inflight.delete(id);
-      const m = this.store.get(name, id);
-      if (m && m.state === "sent") {
-        this.store.setState(name, id, "failed");
-        this.#emit({ event: "failed", id, to: name, reason: "not delivered" });
-      }
-    }
-    if (!name || this.#closed) return;
-    if (wasActive && !this.sessions.active(name) && this.#online.delete(name)) {
+    if (!name) return;
+    this.#outbox.onSessionClosed(name, s.id);
+    if (this.#closed) return;
+    if (wasActive && !this.#sessions.active(name) && this.#online.delete(name)) {
       this.#emit({ event: "peer-offline", name });
     }
-    if (this.sessions.active(name)) void this.#flush(name);
-  }
-
-  /** A session to `name`: the active one, or a new one dialed at the address the phonebook lists. */
-  #connect(name: string): Promise<PeerSession | null> {
-    const active = this.sessions.active(name);
-    if (active) return Promise.resolve(active);
-    let p = this.#connecting.get(name);
-    if (p) return p;
-    p = (async () => {
-      let entry;
-      try {
-        entry = await this.#opts.directory.lookup(name);
-      } catch {
-        return null;
-      }
-      if (!entry || entry.revoked || !entry.online || !entry.address) return null;
-      this.#directoryFingerprint.set(name, entry.fingerprint);
-      try {
-        return await this.sessions.dial(name, entry.address.host, entry.address.port);
-      } catch (e) {
-        const code = (e as SessionError).detail ?? (e as SessionError).code ?? "CONNECT_FAILED";
-        if (this.#lastDialError.get(name) !== code) {
-          this.#lastDialError.set(name, code);
-          this.#emit({ event: "error", code: `PEER_${code}`, message: `${name}: ${(e as Error).message}` });
-        }
-        return null;
-      }
-    })().finally(() => this.#connecting.delete(name));
-    this.#connecting.set(name, p);
-    return p;
-  }
-
-  #retryOutbox(): void {
-    if (this.#closed) return;
-    const peers = new Set(this.store.outbox().map((m) => m.peer));
-    for (const r of this.store.pendingReads()) peers.add(r.peer);
-    for (const peer of peers) {
-      if (this.sessions.active(peer)) void this.#flush(peer);
-      else void this.#connect(peer);
-    }
-  }
-
-  #frameOf(m: StoredMessage): MsgFrame {
-    const f: MsgFrame = { t: "msg", id: m.id, from: this.name, to: m.peer, text: m.text, sentAt: m.sentAt };
-    if (m.ttlMs !== null) {
-      f.ttlMs = m.ttlMs;
-      f.ttlMode = m.ttlMode ?? "send";
-      f.proof = m.proof ?? undefined;
-    }
-    return f;
-  }
-
-  /** Writes the peer's outbox to its session. One flush per peer at a time; a request that arrives during a
-   * flush makes it go round once more (so a burst of sends costs one outbox query per round, not per send). */
-  async #flush(peer: string): Promise<void> {
-    if (this.#flushing.has(peer)) {
-      this.#flushAgain.add(peer);
-      return;
-    }
-    this.#flushing.add(peer);
-    try {
-      do {
-        this.#flushAgain.delete(peer);
-        await this.#flushOnce(peer);
-      } while (this.#flushAgain.has(peer) && !this.#closed);
-    } finally {
-      this.#flushing.delete(peer);
-    }
-  }
-
-  async #flushOnce(peer: string): Promise<void> {
-    const s = this.sessions.active(peer);
-    if (!s) return;
-    for (const r of this.store.pendingReads(peer)) {
-      try {
-        await s.send({ t: "read", id: r.id, readAt: r.readAt });
-      } catch {
-        return;
-      }
-      this.store.removePendingRead(peer, r.id);
-    }
-    for (const m of this.store.outbox(peer)) {
-      if (this.#inflight.has(m.id) || s.state !== "open") continue;
-      const deadline = effectiveDeadline(m, this.#maxUnreadMs);
-      if (deadline !== null && this.#opts.clock.deadlinePassed(deadline) === true) continue;
-      this.#inflight.set(m.id, s.id);
-      try {
-        await s.send(this.#frameOf(m));
-      } catch {
-        this.#inflight.delete(m.id);
-        return;
-      }
-      const cur = this.store.get(peer, m.id);
-      if (cur && (cur.state === "sending" || cur.state === "failed")) {
-        this.store.setState(peer, m.id, "sent");
-        this.#emit({ event: "sent", id: m.id, to: peer });
-      }
-    }
+    if (this.#sessions.active(name)) void this.#outbox.flush(name);
   }
 
   async #onFrame(s: PeerSession, f: Frame): Promise<void> {
@@ -647,35 +423,13 @@ export class ChatEngine implements ChatEngineApi {
     switch (f.t) {
       case "msg":
         return await this.#onMessage(s, f);
-      case "ack": {
-        this.#inflight.delete(f.id);
-        const m = this.store.get(peer, f.id);
-        if (m && m.direction === "out" && m.state !== "delivered" && m.state !== "read") {
-          this.store.setState(peer, f.id, "delivered");
-          this.#emit({ event: "delivered", id: f.id, to: peer });
-        }
+      case "ack":
+        return this.#outbox.onAck(peer, f.id);
+      case "read":
+        this.#outbox.onReadReceipt(peer, f);
+        // An "after read" lifetime may have started: its deadline can be the next one.
+        this.#sweeper.sweep();
         return;
-      }
-      case "read": {
-        const m = this.store.get(peer, f.id);
-        if (!m || m.direction !== "out" || m.readAt !== null) return;
-        // The reader's claim cannot push our deadline later than our own trusted now allows.
-        const latest = this.#opts.clock.now()?.latestMs ?? f.readAt;
-        const readAt = Math.min(f.readAt, latest);
-        const deadline = m.ttlMode === "read" && m.ttlMs !== null
-          ? boundedReadDeadline({
-            readAtMs: readAt,
-            sentAtMs: m.sentAt,
-            ttlMs: m.ttlMs,
-            maxUnreadMs: this.#maxUnreadMs,
-          })
-          : null;
-        this.store.markRead(peer, f.id, readAt, deadline);
-        this.store.setState(peer, f.id, "read");
-        this.#inflight.delete(f.id);
-        this.#emit({ event: "read", id: f.id, by: peer });
-        return;
-      }
       case "typing":
         this.#emit({ event: "typing", from: peer });
         return;
@@ -697,7 +451,7 @@ export class ChatEngine implements ChatEngineApi {
       try {
         proved = verifyTimeProof(f.proof!, timeProofData(f), this.#opts.timeKeys);
       } catch (e) {
-        throw new ProtocolError("BAD_TIME_PROOF", `time proof refused: ${(e as Error).message}`);
+        throw new ProtocolError("BAD_TIME_PROOF", `time proof refused: ${messageOf(e)}`);
       }
       sentAt = provedSentAt(f.sentAt, proved.midpointMs, proved.radiusMs);
       if (f.ttlMode !== "read") {
@@ -709,17 +463,19 @@ export class ChatEngine implements ChatEngineApi {
         });
       }
     }
+    const ttlMs = f.ttlMs ?? null;
+    const ttlMode = f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null;
     let result: "stored" | "duplicate";
     try {
-      result = this.store.addIncoming({
+      result = this.#store.addIncoming({
         id: f.id,
         peer,
         from: peer,
         text: f.text,
         sentAt,
         expiresAt,
-        ttlMs: f.ttlMs ?? null,
-        ttlMode: f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null,
+        ttlMs,
+        ttlMode,
         proof: f.proof ?? null,
       });
     } catch (e) {
@@ -727,64 +483,25 @@ export class ChatEngine implements ChatEngineApi {
       this.#emit({
         event: "error",
         code: "STORE_FAILED",
-        message: `cannot store a message: ${(e as Error).message}`,
+        message: `cannot store a message: ${messageOf(e)}`,
       });
       throw new ProtocolError("STORE_FAILED", (e as StoreError).message);
     }
     // Already dead on arrival (it waited too long in the sender's outbox): keep only its id. For an "after
     // read" message the deadline is its unread bound, from the proof-bounded send time.
-    const deadline = effectiveDeadline(
-      {
-        sentAt,
-        expiresAt,
-        ttlMs: f.ttlMs ?? null,
-        ttlMode: f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null,
-      },
-      this.#maxUnreadMs,
-    );
+    const deadline = effectiveDeadline({ sentAt, expiresAt, ttlMs, ttlMode }, this.#maxUnreadMs);
     const dead = deadline !== null && this.#opts.clock.deadlinePassed(deadline) === true;
-    if (result === "stored" && dead) this.store.deleteMessages([{ peer, id: f.id }]);
+    if (result === "stored" && dead) this.#store.deleteMessages([{ peer, id: f.id }]);
     // The receipt goes out only now, after the message (or its id) is committed.
     await s.send({ t: "ack", id: f.id }).catch(() => {});
     if (result !== "stored" || dead) return;
-    const m = this.store.get(peer, f.id);
+    const m = this.#store.get(peer, f.id);
     if (!m) return;
     if (isVisible(m, this.#opts.clock.now(), this.#maxUnreadMs)) {
       this.#emit({ event: "message", message: toChatMessage(m, this.#maxUnreadMs) });
-    } else this.#hidden.add(`${peer}\n${f.id}`);
-  }
-
-  // ---- expiry ----
-
-  #sweep(): void {
-    if (this.#closed) return;
-    const time = this.#opts.clock.now();
-    if (!time) return;
-    const dead = this.store.expiring().filter((r) => {
-      const deadline = effectiveDeadline(r, this.#maxUnreadMs);
-      return deadline !== null && time.latestMs >= deadline;
-    });
-    if (dead.length) {
-      try {
-        this.store.deleteMessages(dead);
-      } catch (e) {
-        this.#emit({ event: "error", code: "STORE_FAILED", message: (e as Error).message });
-        return;
-      }
-      for (const d of dead) {
-        this.#inflight.delete(d.id);
-        this.#hidden.delete(`${d.peer}\n${d.id}`);
-        this.#emit({ event: "expired", id: d.id, peer: d.peer });
-      }
-    }
-    for (const key of [...this.#hidden]) {
-      const [peer, id] = key.split("\n");
-      const m = this.store.get(peer, id);
-      this.#hidden.delete(key);
-      if (m && isVisible(m, time, this.#maxUnreadMs)) {
-        this.#emit({ event: "message", message: toChatMessage(m, this.#maxUnreadMs) });
-      }
-    }
+    } else this.#sweeper.hide(peer, f.id);
+    // A new deadline may come before the one the sweeper sleeps until.
+    if (m.ttlMs !== null) this.#sweeper.sweep();
   }
 
   // ---- the API ----
@@ -795,14 +512,14 @@ export class ChatEngine implements ChatEngineApi {
     try {
       peer = canonicalUsername(to);
     } catch (e) {
-      throw new EngineError("BAD_NAME", `bad contact name: ${(e as Error).message}`);
+      throw new EngineError("BAD_NAME", `bad contact name: ${messageOf(e)}`);
     }
     if (peer === this.name) throw new EngineError("SELF", "cannot send to yourself");
     if (typeof text !== "string" || text.length === 0) throw new EngineError("BAD_TEXT", "empty message");
     if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       throw new EngineError("BAD_TEXT", `message longer than ${MAX_TEXT_BYTES} bytes`);
     }
-    const contact = this.store.ensureContact(peer);
+    const contact = this.#store.ensureContact(peer);
     let ttlMs: number | null;
     try {
       ttlMs = opts.ttlMs === undefined
@@ -812,7 +529,7 @@ export class ChatEngine implements ChatEngineApi {
         : parseTtl(opts.ttlMs);
       if (opts.ttlMode !== undefined) parseTtlMode(opts.ttlMode);
     } catch (e) {
-      throw new EngineError("BAD_TTL", (e as Error).message);
+      throw new EngineError("BAD_TTL", messageOf(e));
     }
     const ttlMode = ttlMs === null ? null : (opts.ttlMode ?? "send");
     const time = this.#opts.clock.now();
@@ -830,10 +547,7 @@ export class ChatEngine implements ChatEngineApi {
           timeProofData({ id, from: this.name, to: peer, text, sentAt, ttlMs, ttlMode: ttlMode ?? "send" }),
         );
       } catch (e) {
-        throw new EngineError(
-          "TIME_PROOF_FAILED",
-          `no time server signed the send time: ${(e as Error).message}`,
-        );
+        throw new EngineError("TIME_PROOF_FAILED", `no time server signed the send time: ${messageOf(e)}`);
       }
     }
     const expiresAt = ttlMs !== null && ttlMode === "send" ? sentAt + ttlMs : null;
@@ -850,24 +564,16 @@ export class ChatEngine implements ChatEngineApi {
       proof,
     };
     try {
-      this.store.addOutgoing(m);
+      this.#outbox.queue(m);
     } catch (e) {
-      throw new EngineError("STORE_FAILED", (e as Error).message);
+      throw new EngineError("STORE_FAILED", messageOf(e));
     }
-    if (this.sessions.active(peer)) void this.#flush(peer);
-    else void this.#connect(peer);
+    if (ttlMs !== null) this.#sweeper.sweep();
     return toChatMessage({ ...m, direction: "out", readAt: null, seq: 0 }, this.#maxUnreadMs);
   }
 
-  #pinState(name: string): PinState {
-    const c = this.store.contact(name);
-    if (!c || !c.pinnedFingerprint) return "first-use";
-    if (c.pendingFingerprint) return "changed";
-    return c.verified ? "verified" : "pinned";
-  }
-
   async contacts(): Promise<Contact[]> {
-    const names = new Set(this.store.contacts().map((c) => c.name));
+    const names = new Set(this.#store.contacts().map((c) => c.name));
     const listedOnline = new Map<string, boolean>();
     if (this.#opts.directory.list) {
       try {
@@ -882,16 +588,16 @@ export class ChatEngine implements ChatEngineApi {
     }
     return [...names].sort().map((name) => ({
       name,
-      online: this.sessions.active(name) !== null || listedOnline.get(name) === true,
-      unread: this.store.unreadCount(name),
-      pin: this.#pinState(name),
-      defaultTtlMs: this.store.contact(name)?.defaultTtlMs ?? null,
+      online: this.#sessions.active(name) !== null || listedOnline.get(name) === true,
+      unread: this.#store.unreadCount(name),
+      pin: this.#trust.pinState(name),
+      defaultTtlMs: this.#store.contact(name)?.defaultTtlMs ?? null,
     }));
   }
 
   history(peer: string): ChatMessage[] {
     const time = this.#opts.clock.now();
-    return this.store.history(peer).filter((m) => isVisible(m, time, this.#maxUnreadMs)).map((m) =>
+    return this.#store.history(peer).filter((m) => isVisible(m, time, this.#maxUnreadMs)).map((m) =>
       toChatMessage(m, this.#maxUnreadMs)
     );
   }
@@ -900,7 +606,7 @@ export class ChatEngine implements ChatEngineApi {
    * receipt. Throws EngineError NOT_FOUND (or TIME_UNVERIFIED for an expiring message without time). */
   markRead(id: string): void {
     const time = this.#opts.clock.now();
-    const m = this.store.findById(id).find((x) => x.direction === "in");
+    const m = this.#store.findById(id).find((x) => x.direction === "in");
     if (!m || !isVisible(m, time, this.#maxUnreadMs)) throw new EngineError("NOT_FOUND", "no such message");
     if (m.readAt !== null) return;
     if (m.ttlMs !== null && !time) throw new EngineError("TIME_UNVERIFIED", "time is not verified");
@@ -913,10 +619,10 @@ export class ChatEngine implements ChatEngineApi {
         maxUnreadMs: this.#maxUnreadMs,
       })
       : null;
-    this.store.markRead(m.peer, m.id, readAt, deadline);
+    this.#store.markRead(m.peer, m.id, readAt, deadline);
+    if (deadline !== null) this.#sweeper.sweep();
     // Kept until written to the sender's connection (across restarts), so the receipt is not lost offline.
-    this.store.addPendingRead(m.peer, m.id, readAt);
-    if (this.sessions.active(m.peer)) void this.#flush(m.peer);
+    this.#outbox.queueReadReceipt(m.peer, m.id, readAt);
   }
 
   setDefaultTtl(peer: string, ttlMs: number | null): void {
@@ -924,30 +630,25 @@ export class ChatEngine implements ChatEngineApi {
     try {
       v = ttlMs === null ? null : parseTtl(ttlMs);
     } catch (e) {
-      throw new EngineError("BAD_TTL", (e as Error).message);
+      throw new EngineError("BAD_TTL", messageOf(e));
     }
-    this.store.setDefaultTtl(peer, v);
+    this.#store.setDefaultTtl(peer, v);
   }
 
   acceptKey(peer: string): void {
-    const c = this.store.contact(peer);
-    if (!c?.pendingFingerprint) throw new EngineError("NO_PENDING_KEY", `no changed key waiting for ${peer}`);
-    this.store.pin(peer, c.pendingFingerprint);
-    this.#lastDialError.delete(peer);
-    void this.#connect(peer);
+    this.#trust.acceptKey(peer);
+    this.#dialer.clearError(peer);
+    void this.#dialer.connect(peer);
   }
 
   markVerified(peer: string): void {
-    const c = this.store.contact(peer);
-    if (!c?.pinnedFingerprint) throw new EngineError("NOT_FOUND", `no key pinned for ${peer}`);
-    this.store.setVerified(peer, true);
+    this.#trust.markVerified(peer);
   }
 
   peerInfo(peer: string): PeerInfo | null {
-    const v = this.#peers.get(peer);
-    const c = this.store.contact(peer);
+    const v = this.#trust.verified(peer);
     if (!v) return null;
-    const s = this.sessions.active(peer);
+    const s = this.#sessions.active(peer);
     const t = this.#opts.clock.now();
     return {
       name: v.name,
@@ -958,10 +659,10 @@ export class ChatEngine implements ChatEngineApi {
       notAfter: v.notAfter,
       validNow: t ? v.notBefore <= t.earliestMs && t.latestMs <= v.notAfter : null,
       fingerprint: v.fingerprint,
-      pinnedFingerprint: c?.pinnedFingerprint ?? null,
-      revoked: this.#crl?.serials.has(v.serial) ?? false,
-      revocationStale: this.#crl ? isCrlStale(this.#crl, this.#latestNow()) : true,
-      pin: this.#pinState(peer),
+      pinnedFingerprint: this.#trust.pinnedFingerprint(peer),
+      revoked: this.#revocation.isRevoked(v.serial),
+      revocationStale: this.#revocation.isStale(),
+      pin: this.#trust.pinState(peer),
       tlsVersion: s?.tlsVersion ?? null,
       cipher: s?.cipher ?? null,
       connected: s !== null,
@@ -973,11 +674,38 @@ export class ChatEngine implements ChatEngineApi {
   }
 
   typing(peer: string): void {
-    void this.sessions.active(peer)?.send({ t: "typing" }).catch(() => {});
+    void this.#sessions.active(peer)?.send({ t: "typing" }).catch(() => {});
   }
 
   timeStatus(): TimeStatus {
     return this.#opts.clock.status();
+  }
+
+  /** The session with `peer` now, or null. */
+  connection(peer: string): ConnectionInfo | null {
+    const s = this.#sessions.active(peer);
+    if (!s) return null;
+    return {
+      sessionId: s.id,
+      role: s.role,
+      tlsVersion: s.tlsVersion,
+      cipher: s.cipher,
+      readPauses: s.pauses,
+      maxBufferedBytes: s.maxBuffered,
+      maxChunkBytes: s.maxChunk,
+    };
+  }
+
+  /** Dials `name` at a known address, without asking the phonebook where it is; resolves once the session is
+   * authenticated, rejects with the SessionError that refused it. */
+  async connectTo(name: string, host: string, port: number): Promise<void> {
+    if (this.#closed) throw new EngineError("CLOSED", "engine is closed");
+    await this.#sessions.dial(canonicalUsername(name), host, port);
+  }
+
+  /** Counters for diagnostics and tests. */
+  stats(): EngineStats {
+    return { sessions: this.#sessions.sessionCount(), hidden: this.#sweeper.hiddenCount };
   }
 
   /** Resolves once close() has finished (a signal handler may close the engine under a front end). */
@@ -993,22 +721,17 @@ export class ChatEngine implements ChatEngineApi {
 
   async #close(): Promise<void> {
     this.#closed = true;
-    for (const t of this.#timers) clearInterval(t);
+    for (const t of this.#timers) t.cancel();
     this.#timers = [];
-    clearTimeout(this.#crlTimer);
+    this.#sweeper.close();
+    this.#outbox.close();
+    this.#revocation.close();
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
-    if (this.#address) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.#opts.directory.withdraw().catch(() => {}),
-        new Promise<void>((r) => timer = setTimeout(r, WITHDRAW_TIMEOUT_MS)),
-      ]);
-      clearTimeout(timer);
-    }
-    await this.sessions.close();
-    await Promise.allSettled([...this.#connecting.values()]);
-    this.store.close();
+    if (this.#address) await this.#presence.withdraw();
+    await this.#sessions.close();
+    await this.#dialer.settle();
+    this.#store.close();
     this.#opts.directory.close?.();
     this.#markClosed();
   }
@@ -1022,7 +745,6 @@ export interface HomeEngineOptions extends
     | "advertise"
     | "limits"
     | "outboxRetryMs"
-    | "sweepMs"
     | "maxUnreadMs"
     | "publishTtlSeconds"
     | "onEvent"
@@ -1068,7 +790,6 @@ export async function startEngineFromHome(
       advertise: opts.advertise,
       limits: opts.limits,
       outboxRetryMs: opts.outboxRetryMs,
-      sweepMs: opts.sweepMs,
       maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,
       onEvent: opts.onEvent,
@@ -1080,9 +801,3 @@ export async function startEngineFromHome(
 }
 
 export const CHAT_DB_FILE = "chat.db";
-
-function describeCrl(c: RevocationList): string {
-  return `${c.crlNumber === null ? "no CRL Number" : `CRL Number ${c.crlNumber}`}, thisUpdate ${
-    new Date(c.thisUpdateMs).toISOString()
-  }`;
-}

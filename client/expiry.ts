@@ -4,7 +4,7 @@
  * deleted as soon as its deadline MAY have passed (latestMs >= deadline), so errors make it die early, never
  * late.
  */
-import type { TrustedTime } from "../clock/types.ts";
+import { deadlinePassed, type TrustedTime } from "../clock/mod.ts";
 import type { TtlMode } from "./engine_types.ts";
 import { MAX_TTL_MS, MAX_UNREAD_MS, MIN_TTL_MS } from "./protocol/constants.ts";
 
@@ -84,11 +84,6 @@ export function boundedReadDeadline(
   );
 }
 
-/** True when the deadline may have passed on trusted time; null when time is unknown (decide nothing). */
-export function deadlineMayHavePassed(deadlineMs: number, time: TrustedTime | null): boolean | null {
-  return time ? time.latestMs >= deadlineMs : null;
-}
-
 export interface ExpiringView {
   sentAt: number;
   ttlMs: number | null;
@@ -115,15 +110,21 @@ export function isVisible(
   maxUnreadMs: number = MAX_UNREAD_MS,
 ): boolean {
   if (m.ttlMs === null) return true;
-  if (!time) return false;
   const deadline = effectiveDeadline(m, maxUnreadMs);
-  return deadline === null || time.latestMs < deadline;
+  if (deadline === null) return time !== null;
+  return deadlinePassed(deadline, time) === false;
 }
 
 /** How long until the earliest deadline may have passed (>= 0), or null with no deadline or no time. */
 export function msUntilNextDeadline(deadlines: Iterable<number>, time: TrustedTime | null): number | null {
   if (!time) return null;
   let next = Infinity;
-  for (const d of deadlines) next = Math.min(next, d);
-  return next === Infinity ? null : Math.max(0, next - time.latestMs);
+  let any = false;
+  for (const d of deadlines) {
+    any = true;
+    // A deadline that is not a number has passed (clock/deadline.ts): due at once.
+    if (deadlinePassed(d, time)) return 0;
+    next = Math.min(next, d);
+  }
+  return any ? Math.max(0, next - time.latestMs) : null;
 }

@@ -8,6 +8,7 @@ import { fromBase64, toBase64 } from "./roughtime/encoding.ts";
 import { RoughtimeError } from "./roughtime/errors.ts";
 
 export * from "./types.ts";
+export { deadlinePassed } from "./deadline.ts";
 export { RoughtimeError } from "./roughtime/errors.ts";
 export type { RoughtimeErrorCode } from "./roughtime/errors.ts";
 export {

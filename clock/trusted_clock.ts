@@ -18,6 +18,7 @@ import { familyOf, nonceSize, parseRequest } from "./roughtime/request.ts";
 import { verifyReply } from "./roughtime/verify.ts";
 import { bytesEqual } from "./roughtime/wire.ts";
 import { type BootClock, systemBootClock } from "./boot_clock.ts";
+import { deadlinePassed } from "./deadline.ts";
 
 export interface TrustedClockOptions {
   servers: ServerSpec[];
@@ -330,9 +331,7 @@ export class TrustedClock {
    * delete early rather than late. Null while unverified. A NaN deadline (a corrupted record) counts as
    * passed: every comparison with NaN is false, which would otherwise keep such a message forever. */
   deadlinePassed(deadlineMs: number): boolean | null {
-    const t = this.now();
-    if (!t) return null;
-    return Number.isNaN(deadlineMs) || t.latestMs >= deadlineMs;
+    return deadlinePassed(deadlineMs, this.now());
   }
 
   subscribe(cb: (s: TimeStatus) => void): () => void {

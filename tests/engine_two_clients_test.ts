@@ -24,8 +24,8 @@ Deno.test("two clients and a phonebook: both ways, receipts, offline then delive
     const m2 = await bob.engine.send("alice", "hi alice");
     await alice.log.waitFor("message", (e) => e.message.id === m2.id);
     await bob.log.waitFor("delivered", (e) => e.id === m2.id);
-    assert.equal(alice.engine.sessions.sessionCount(), 1);
-    assert.equal(bob.engine.sessions.sessionCount(), 1);
+    assert.equal(alice.engine.stats().sessions, 1);
+    assert.equal(bob.engine.stats().sessions, 1);
 
     // bob goes away; alice's message waits in her outbox and is delivered when bob is back (restart).
     await bob.stop();

@@ -74,23 +74,23 @@ Deno.test("kill -9 during a write loop, many times: database intact, no acknowle
     // Back for good: everything still queued is delivered exactly once.
     const bob = await startClient(bobHome);
     try {
-      await until(() => alice.engine.store.outbox("bob").length === 0, 30_000, "outbox drained");
+      await until(() => alice.store((s) => s.outbox("bob")).length === 0, 30_000, "outbox drained");
       const delivered = new Set(alice.log.of("delivered").map((d) => d.id));
       const expiredAtAlice = new Set(alice.log.of("expired").map((e) => e.id));
       for (const id of sent.keys()) {
         assert.ok(delivered.has(id) || expiredAtAlice.has(id), `never delivered: ${id}`);
       }
-      const ids = bob.engine.store.history("alice").map((m) => m.id);
+      const ids = bob.store((s) => s.history("alice")).map((m) => m.id);
       assert.equal(new Set(ids).size, ids.length);
       // Expiring messages stored before the crashes are deleted once their time is up, after the restart.
-      const deadline = Math.max(...alice.engine.store.expiring().map((r) => r.expiresAt ?? 0), 0);
+      const deadline = Math.max(...alice.store((s) => s.expiring()).map((r) => r.expiresAt ?? 0), 0);
       await until(
-        () => bob.engine.store.expiring().length === 0,
+        () => bob.store((s) => s.expiring()).length === 0,
         TTL + 15_000,
         `expiring messages deleted (last deadline ${deadline})`,
       );
       for (const [id, s] of sent) if (!s.ttl && delivered.has(id)) assert.ok(ids.includes(id), `lost ${id}`);
-      assert.equal(bob.engine.store.integrityCheck(), "ok");
+      assert.equal(bob.store((s) => s.integrityCheck()), "ok");
     } finally {
       await bob.stop();
     }

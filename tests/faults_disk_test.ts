@@ -68,7 +68,7 @@ Deno.test({
       await alice.log.waitFor("delivered", (e) => e.id === m2.id, 15_000);
       await bob.log.waitFor("message", (e) => e.message.id === m2.id);
       assert.equal(bob.engine.history("alice").filter((m) => m.id === m2.id).length, 1);
-      assert.equal(bob.engine.store.integrityCheck(), "ok");
+      assert.equal(bob.store((s) => s.integrityCheck()), "ok");
     } finally {
       await alice.stop();
       await bob.stop();

@@ -80,7 +80,7 @@ Deno.test("protocol faults: each hostile frame gets its documented error, nothin
     }
     assert.deepEqual(bob.engine.history("alice"), []);
     assert.equal(bob.log.of("message").length, 0);
-    assert.equal(bob.engine.store.integrityCheck(), "ok");
+    assert.equal(bob.store((s) => s.integrityCheck()), "ok");
   } finally {
     await bob.stop();
   }
@@ -165,13 +165,13 @@ Deno.test("protocol faults: a flood from one peer is taken with bounded queues, 
     }
     p.raw(all);
     await until(() => p.frames.filter((f) => f.t === "ack").length === N, 60_000, "all acks");
-    const s = bob.engine.sessions.active("alice")!;
+    const s = bob.engine.connection("alice")!;
     // ~1 MB was sent in one write. The receiver stopped reading whenever its high-water mark was passed,
     // and never held more than that plus the one chunk the socket handed it (the OS receive buffer bounds
     // a chunk; the rest of the flood waited in the sender's buffers).
     assert.ok(all.length > 800_000);
-    assert.ok(s.pauses > 0);
-    assert.ok(s.maxBuffered <= readHighWaterBytes + s.maxChunk, `buffered ${s.maxBuffered}`);
+    assert.ok(s.readPauses > 0);
+    assert.ok(s.maxBufferedBytes <= readHighWaterBytes + s.maxChunkBytes, `buffered ${s.maxBufferedBytes}`);
     const h = bob.engine.history("alice");
     assert.equal(h.length, N);
     assert.deepEqual(h.map((x) => x.id), ids);
@@ -215,7 +215,7 @@ Deno.test("protocol faults: connections from one peer are capped", async () => {
       p.frames.some((f) => f.t === "error" && f.code === "TOO_MANY_CONNECTIONS")
     );
     assert.equal(refused.length, 2);
-    assert.ok(bob.engine.sessions.sessionCount() <= 3);
+    assert.ok(bob.engine.stats().sessions <= 3);
     for (const p of peers) p.socket.destroy();
   } finally {
     await bob.stop();

@@ -32,7 +32,7 @@ Deno.test("self-destruct (send mode): both copies die at the deadline and the te
       assert.ok(t.latestMs >= got.message.expiresAt!);
       assert.deepEqual(bob.engine.history("alice"), []);
       assert.deepEqual(alice.engine.history("bob"), []);
-      assert.equal(bob.engine.store.expiring().length, 0);
+      assert.equal(bob.store((s) => s.expiring()).length, 0);
       const ex = bob.log.of("expired").find((e) => e.id === m.id)!;
       assert.deepEqual(Object.keys(ex).sort(), ["event", "id", "peer"]);
     } finally {
@@ -93,7 +93,7 @@ Deno.test("self-destruct: without verified time an expiring message is never sho
       assert.equal(bob.log.of("message").some((e) => e.message.id === secret.id), false);
       assert.deepEqual(bob.engine.history("alice").map((m) => m.id), [plain.id]);
       assert.throws(() => bob.engine.markRead(secret.id), { code: "NOT_FOUND" });
-      assert.equal(bob.engine.store.expiring().length, 1);
+      assert.equal(bob.store((s) => s.expiring()).length, 1);
 
       // Restart, still blind: still hidden.
       await bob.stop();

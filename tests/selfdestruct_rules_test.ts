@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   boundedReadDeadline,
-  deadlineMayHavePassed,
   effectiveDeadline,
   isVisible,
   MAX_TTL_MS,
@@ -16,6 +15,7 @@ import {
   receiverDeadline,
   unreadDeadline,
 } from "../client/expiry.ts";
+import { deadlinePassed } from "../clock/mod.ts";
 
 const t = (earliestMs: number, latestMs: number) => ({
   earliestMs,
@@ -104,13 +104,28 @@ Deno.test("visibility fails closed: no trusted time, no expiring message; dies w
   fc.assert(fc.property(fc.integer(), fc.integer({ min: 0, max: 1e6 }), fc.integer(), (e, w, d) => {
     const time = t(e, e + w);
     const m = { sentAt: 0, ttlMs: 1000, ttlMode: "send" as const, expiresAt: d };
-    assert.equal(isVisible(m, time), deadlineMayHavePassed(d, time) === false);
+    assert.equal(isVisible(m, time), deadlinePassed(d, time) === false);
   }));
-  assert.equal(deadlineMayHavePassed(5, null), null);
+  assert.equal(deadlinePassed(5, null), null);
   assert.equal(readDeadline(1000, 5000), 6000);
   assert.equal(msUntilNextDeadline([5000, 3000], t(0, 1000)), 2000);
   assert.equal(msUntilNextDeadline([], t(0, 1000)), null);
   assert.equal(msUntilNextDeadline([1], null), null);
+  assert.equal(msUntilNextDeadline([5000, NaN], t(0, 1000)), 0);
+});
+
+Deno.test("one deadline rule: NaN (and -Infinity) has passed, wherever it is judged; Infinity never", () => {
+  const time = t(0, 1000);
+  assert.equal(deadlinePassed(Infinity, time), false);
+  for (const bad of [NaN, -Infinity]) {
+    assert.equal(deadlinePassed(bad, time), true);
+    assert.equal(deadlinePassed(bad, null), null);
+    // Fail closed everywhere the rule is used: never shown, due at once.
+    assert.equal(isVisible({ sentAt: 0, ttlMs: 1000, ttlMode: "send", expiresAt: bad }, time), false);
+    assert.equal(msUntilNextDeadline([bad], time), 0);
+  }
+  assert.equal(deadlinePassed(1000, time), true);
+  assert.equal(deadlinePassed(1001, time), false);
 });
 
 Deno.test("unread 'after read' bound: MAX_UNREAD_MS is a real, bounded constant and the default", () => {

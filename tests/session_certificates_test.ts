@@ -100,7 +100,7 @@ Deno.test("listener and dialer refuse every defective certificate, with the spec
           `dialer said hello (${defect})`,
         );
       }
-      assert.equal(bob.engine.sessions.active(name), null);
+      assert.equal(bob.engine.connection(name), null);
       directory.entries.delete(name);
       await evil.close();
     }
@@ -200,7 +200,7 @@ Deno.test("no client certificate, a revoked certificate, and TLS 1.2 are refused
     });
     const errors0 = bob.log.of("error").length;
     await until(() => bob.log.of("error").length > errors0, 5000, "TLS 1.2 dial refused");
-    assert.equal(bob.engine.sessions.active("alice"), null);
+    assert.equal(bob.engine.connection("alice"), null);
     assert.equal(bob.log.of("peer-online").length, 0);
     await old.close();
   } finally {
@@ -281,7 +281,7 @@ Deno.test("a changed key is refused on both sides with a key-changed warning unt
     await bob.engine.send("alice", "are you alice?");
     await until(() => refusalCodes(bob.log).filter((c) => c === "KEY_CHANGED").length > n, 5000, "dialer");
     assert.equal(bob.engine.peerInfo("alice")?.pinnedFingerprint, aliceOld.fingerprint);
-    assert.equal(bob.engine.sessions.active("alice"), null);
+    assert.equal(bob.engine.connection("alice"), null);
     // The warning was given once, not once per retry.
     assert.equal(bob.log.of("key-changed").length, 1);
 

@@ -29,13 +29,13 @@ Deno.test("simultaneous dials are resolved to one connection, the same on both s
       await alice.log.waitFor("delivered", (e) => e.id === a.id);
       await bob.log.waitFor("delivered", (e) => e.id === b.id);
       await until(
-        () => alice.engine.sessions.sessionCount() === 1 && bob.engine.sessions.sessionCount() === 1,
+        () => alice.engine.stats().sessions === 1 && bob.engine.stats().sessions === 1,
         5000,
         "one connection each",
       );
       // The kept connection is the one alice dialed ("alice" < "bob"), on both sides.
-      assert.equal(alice.engine.sessions.active("bob")?.role, "dialer");
-      assert.equal(bob.engine.sessions.active("alice")?.role, "listener");
+      assert.equal(alice.engine.connection("bob")?.role, "dialer");
+      assert.equal(bob.engine.connection("alice")?.role, "listener");
       assert.equal(alice.log.of("message").length, 1);
       assert.equal(alice.log.of("peer-online").length, 1);
       assert.equal(bob.log.of("peer-online").length, 1);
@@ -107,10 +107,11 @@ Deno.test("keep-alive holds an idle session open past the idle timeout; typing n
   try {
     const m = await alice.engine.send("bob", "hi");
     await alice.log.waitFor("delivered", (e) => e.id === m.id);
-    const s = alice.engine.sessions.active("bob");
+    const s = alice.engine.connection("bob")?.sessionId;
+    assert.ok(s !== undefined);
     // Four idle timeouts with nothing to say: pings keep it alive.
     await new Promise((r) => setTimeout(r, 1600));
-    assert.equal(alice.engine.sessions.active("bob"), s);
+    assert.equal(alice.engine.connection("bob")?.sessionId, s);
     assert.equal(alice.log.of("peer-offline").length + bob.log.of("peer-offline").length, 0);
     alice.engine.typing("bob");
     const t = await bob.log.waitFor("typing");

@@ -20,7 +20,7 @@ import {
   type TestEngine,
   until,
 } from "./helpers/chat.ts";
-import { compareCrl, isCrlStale, type RevocationList } from "../client/session/revocation.ts";
+import { compareCrl, isCrlStale, type RevocationList } from "../client/revocation/rules.ts";
 import { ChatStore } from "../client/store/store.ts";
 import type { TestCa } from "./helpers/pki.ts";
 
@@ -137,7 +137,7 @@ Deno.test("fresh client, phonebook down: peer sessions refused both ways with RE
     );
     // Alice dials: she refuses bob's certificate before saying hello.
     await assert.rejects(
-      alice.engine.sessions.dial("bob", "127.0.0.1", bob.engine.address.port),
+      alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port),
       (e: Error & { detail?: string }) => e.detail === "REVOCATION_UNKNOWN",
     );
     // Through the outbox (lookups work, only the CRL is unreachable): the engine error names the cause.
@@ -171,7 +171,7 @@ Deno.test("real phonebook down before the first start: both fresh clients refuse
   const bob = await startClient(bobHome);
   try {
     await assert.rejects(
-      bob.engine.sessions.dial("alice", "127.0.0.1", alice.engine.address.port),
+      bob.engine.connectTo("alice", "127.0.0.1", alice.engine.address.port),
       (e: Error & { detail?: string }) => e.detail === "REVOCATION_UNKNOWN",
     );
     await until(() => refusalCodes(bob.log).includes("REVOCATION_UNKNOWN"), 5000, "bob refuses as dialer");
@@ -215,7 +215,7 @@ Deno.test("a revoked peer stays refused while the phonebook is down, and after o
   const revokedRefusals = () => refusalCodes(bob.log).filter((c) => c === "REVOKED").length;
   const dialBob = async () => {
     const before = revokedRefusals();
-    await assert.rejects(alice.engine.sessions.dial("bob", "127.0.0.1", bob.engine.address.port));
+    await assert.rejects(alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port));
     await until(() => revokedRefusals() > before, 5000, "bob refuses alice as REVOKED");
   };
   try {
@@ -253,15 +253,15 @@ Deno.test("an older CRL (replayed or cached) never replaces a newer one, also ac
     directory: new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint }, bobDir.entries),
   });
   try {
-    assert.equal(bob.engine.store.revocationList()?.crlNumber, 2n);
+    assert.equal(bob.store((s) => s.revocationList())?.crlNumber, 2n);
     // Someone in between serves the older list, which does not name alice.
     bobDir.replay = before;
     await bob.engine.refreshRevocations();
     const warning = await bob.log.waitFor("log", (e) => /older revocation list/.test(e.text), 1000);
     assert.equal(warning.level, "warn");
     assert.match(warning.text, /CRL Number 1.*CRL Number 2/);
-    assert.equal(bob.engine.store.revocationList()?.crlNumber, 2n);
-    await assert.rejects(alice.engine.sessions.dial("bob", "127.0.0.1", bob.engine.address.port));
+    assert.equal(bob.store((s) => s.revocationList())?.crlNumber, 2n);
+    await assert.rejects(alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port));
     await until(() => refusalCodes(bob.log).includes("REVOKED"), 5000, "alice still refused");
     // Same list, but with a later number claimed and an older thisUpdate: also refused.
     bobDir.replay = { ...before, crlNumber: 99n };
@@ -271,9 +271,9 @@ Deno.test("an older CRL (replayed or cached) never replaces a newer one, also ac
     await bob.stop();
     bob = await startTestEngine(ca, bobLeaf, { directory: bobDir, dir: bobHome });
     assert.equal(logTexts(bob.log, /older revocation list/).length, 1);
-    assert.equal(bob.engine.store.revocationList()?.crlNumber, 2n);
+    assert.equal(bob.store((s) => s.revocationList())?.crlNumber, 2n);
     const n = refusalCodes(bob.log).filter((c) => c === "REVOKED").length;
-    await assert.rejects(alice.engine.sessions.dial("bob", "127.0.0.1", bob.engine.address.port));
+    await assert.rejects(alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port));
     await until(
       () => refusalCodes(bob.log).filter((c) => c === "REVOKED").length > n,
       5000,
@@ -284,7 +284,7 @@ Deno.test("an older CRL (replayed or cached) never replaces a newer one, also ac
     bobDir.replay = null;
     bobDir.revoked.clear();
     await bob.engine.refreshRevocations();
-    assert.equal(bob.engine.store.revocationList()?.crlNumber, 3n);
+    assert.equal(bob.store((s) => s.revocationList())?.crlNumber, 3n);
   } finally {
     await alice.stop();
     await bob.stop();
@@ -304,7 +304,7 @@ Deno.test("a CRL past its nextUpdate that cannot be renewed is kept, with one wa
     bob.directory.down = true;
     await until(
       () => {
-        const next = bob.engine.store.revocationList()?.nextUpdateMs;
+        const next = bob.store((s) => s.revocationList())?.nextUpdateMs;
         return next !== null && next !== undefined && Date.now() > next;
       },
       5000,
@@ -325,7 +325,7 @@ Deno.test("a CRL past its nextUpdate that cannot be renewed is kept, with one wa
     assert.equal(bob.engine.peerInfo("alice")?.revocationStale, false);
     bob.directory.down = true;
     await until(
-      () => Date.now() > (bob.engine.store.revocationList()?.nextUpdateMs ?? Infinity),
+      () => Date.now() > (bob.store((s) => s.revocationList())?.nextUpdateMs ?? Infinity),
       5000,
       "stale",
     );

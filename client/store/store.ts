@@ -14,7 +14,7 @@ import { DatabaseSync } from "node:sqlite";
 import type { ChatMessage, DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
 import { newMessageKey, open, seal } from "./crypto.ts";
-import type { RevocationList } from "../session/revocation.ts";
+import type { RevocationList } from "../revocation/rules.ts";
 
 export class StoreError extends Error {
   constructor(readonly code: "STORE_FAILED" | "NOT_FOUND", message: string) {

@@ -11,6 +11,7 @@ import type { HomeState } from "../../client/home.ts";
 import crypto from "node:crypto";
 import tls from "node:tls";
 import {
+  CHAT_DB_FILE,
   ChatEngine,
   type ClockLike,
   type DirectoryLike,
@@ -31,6 +32,7 @@ import {
   signHello,
 } from "../../client/protocol/mod.ts";
 import type { SessionLimits } from "../../client/session/limits.ts";
+import { ChatStore } from "../../client/store/store.ts";
 import type { TestCa, TestLeaf } from "./pki.ts";
 
 export interface Phonebook {
@@ -77,7 +79,6 @@ export async function enrollUser(pb: Phonebook, name: string): Promise<HomeState
 /** Fast timers for tests; everything else as in production. */
 export const TEST_ENGINE_OPTIONS: HomeEngineOptions = {
   outboxRetryMs: 200,
-  sweepMs: 50,
   timeQueryTimeoutMs: 1000,
 };
 
@@ -132,13 +133,31 @@ export interface RunningClient {
   home: HomeState;
   engine: ChatEngine;
   log: EventLog;
+  /** Runs `fn` on a second connection to the client's chat.db (what is on disk, not the engine's state). */
+  store<T>(fn: (s: ChatStore) => T): T;
   stop(): Promise<void>;
+}
+
+/** Opens `dbPath` beside the engine that owns it (SQLite WAL allows it), runs `fn`, closes. */
+export function withStore<T>(dbPath: string, fn: (s: ChatStore) => T): T {
+  const s = new ChatStore(dbPath);
+  try {
+    return fn(s);
+  } finally {
+    s.close();
+  }
 }
 
 export async function startClient(home: HomeState, opts: HomeEngineOptions = {}): Promise<RunningClient> {
   const log = new EventLog();
   const engine = await startEngineFromHome(home, { ...TEST_ENGINE_OPTIONS, ...opts, onEvent: log.push });
-  return { home, engine, log, stop: () => engine.close() };
+  return {
+    home,
+    engine,
+    log,
+    store: (fn) => withStore(join(home.dir, CHAT_DB_FILE), fn),
+    stop: () => engine.close(),
+  };
 }
 
 /** Polls `fn` until it returns true (bounded). */
@@ -279,6 +298,8 @@ export interface TestEngine {
   log: EventLog;
   directory: FakeDirectory;
   dir: string;
+  /** Runs `fn` on a second connection to the engine's chat.db. */
+  store<T>(fn: (s: ChatStore) => T): T;
   stop(): Promise<void>;
 }
 
@@ -311,7 +332,6 @@ export async function startTestEngine(
     limits: opts.limits,
     crlMaxAgeMs: opts.crlMaxAgeMs,
     outboxRetryMs: 100,
-    sweepMs: 50,
     onEvent: log.push,
   });
   return {
@@ -319,6 +339,7 @@ export async function startTestEngine(
     log,
     directory,
     dir,
+    store: (fn) => withStore(join(dir, "chat.db"), fn),
     stop: async () => {
       await engine.close();
       if (!opts.dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
