@@ -730,7 +730,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#opts.clock.stop();
     if (this.#address) await this.#presence.withdraw();
     await this.#sessions.close();
-    await this.#dialer.settle();
+    await Promise.all([this.#dialer.settle(), this.#outbox.settle()]);
     this.#store.close();
     this.#opts.directory.close?.();
     this.#markClosed();

@@ -48,7 +48,8 @@ export class Outbox {
   readonly #d: OutboxDeps;
   /** message id -> session id it was written to, until acknowledged. */
   readonly #inflight = new Map<string, number>();
-  readonly #flushing = new Set<string>();
+  /** peer -> the flush running for it. */
+  readonly #flushing = new Map<string, Promise<void>>();
   readonly #flushAgain = new Set<string>();
   #closed = false;
 
@@ -77,21 +78,31 @@ export class Outbox {
   }
 
   /** Writes the peer's outbox to its session. One flush per peer at a time; a request that arrives during a
-   * flush makes it go round once more (so a burst of sends costs one outbox query per round, not per send). */
-  async flush(peer: string): Promise<void> {
-    if (this.#flushing.has(peer)) {
+   * flush makes it go round once more (so a burst of sends costs one outbox query per round, not per send).
+   * Resolves when the flush, including that extra round, has ended. */
+  flush(peer: string): Promise<void> {
+    const running = this.#flushing.get(peer);
+    if (running) {
       this.#flushAgain.add(peer);
-      return;
+      return running;
     }
-    this.#flushing.add(peer);
-    try {
-      do {
-        this.#flushAgain.delete(peer);
-        await this.#flushOnce(peer);
-      } while (this.#flushAgain.has(peer) && !this.#closed);
-    } finally {
-      this.#flushing.delete(peer);
-    }
+    const p = (async () => {
+      try {
+        do {
+          this.#flushAgain.delete(peer);
+          await this.#flushOnce(peer);
+        } while (this.#flushAgain.has(peer) && !this.#closed);
+      } finally {
+        this.#flushing.delete(peer);
+      }
+    })();
+    this.#flushing.set(peer, p);
+    return p;
+  }
+
+  /** Resolves when no flush is running. */
+  async settle(): Promise<void> {
+    while (this.#flushing.size) await Promise.allSettled([...this.#flushing.values()]);
   }
 
   /** The peer acknowledged message `id` (it is stored on their side). */
@@ -169,6 +180,7 @@ export class Outbox {
   }
 
   async #flushOnce(peer: string): Promise<void> {
+    if (this.#closed) return;
     const s = this.#d.session(peer);
     if (!s) return;
     const store = this.#d.store;

@@ -19,7 +19,7 @@ import {
   startEngineFromHome,
 } from "../../client/engine.ts";
 import type { EngineEvent } from "../../client/engine_types.ts";
-import type { TimeStatus, TrustedTime } from "../../clock/types.ts";
+import { deadlinePassed, type TimeStatus, type TrustedTime } from "../../clock/mod.ts";
 import { fingerprintOf, type ParsedCrl } from "../../pki/mod.ts";
 import {
   encodeFrame,
@@ -287,7 +287,7 @@ export function localClock(): ClockLike {
     sync: () => Promise.resolve(status()),
     now,
     status,
-    deadlinePassed: (d) => now().latestMs >= d,
+    deadlinePassed: (d) => deadlinePassed(d, now()),
     subscribe: () => () => {},
     proveTime: () => Promise.reject(new Error("no time server in this test")),
   };

@@ -1,0 +1,70 @@
+/** The dialer with fake look-ups and dials: one attempt per peer at a time, offline/revoked/unknown peers
+ * are not dialled, the listed fingerprint is handed to peer trust first, and a failure is said once per code. */
+import assert from "node:assert/strict";
+import { type DialEntry, Dialer } from "../client/dialer.ts";
+import type { EngineEvent } from "../client/engine_types.ts";
+import type { PeerSession } from "../client/session/peer_session.ts";
+import { SessionError } from "../client/session/errors.ts";
+
+function rig(entries: Record<string, DialEntry>, dial: () => Promise<PeerSession>) {
+  const events: EngineEvent[] = [];
+  const listed: string[] = [];
+  let dials = 0;
+  const dialer = new Dialer({
+    lookup: (name) => Promise.resolve(entries[name] ?? null),
+    active: () => null,
+    dial: () => (dials++, dial()),
+    noteListed: (name, fp) => listed.push(`${name}=${fp}`),
+    emit: (e) => events.push(e),
+  });
+  return { dialer, events, listed, dials: () => dials };
+}
+
+const online = (fp: string): DialEntry => ({
+  online: true,
+  address: { host: "127.0.0.1", port: 9 },
+  fingerprint: fp,
+  revoked: false,
+});
+
+Deno.test("dialer: concurrent requests share one attempt; the listed fingerprint is noted before dialling", async () => {
+  const session = { id: 1 } as unknown as PeerSession;
+  let release!: () => void;
+  const r = rig({ bob: online("f1") }, () => new Promise((res) => release = () => res(session)));
+  const a = r.dialer.connect("bob");
+  const b = r.dialer.connect("bob");
+  await new Promise((res) => setTimeout(res, 0));
+  release();
+  assert.equal(await a, session);
+  assert.equal(await b, session);
+  assert.equal(r.dials(), 1);
+  assert.deepEqual(r.listed, ["bob=f1"]);
+});
+
+Deno.test("dialer: offline, revoked and unknown users are not dialled", async () => {
+  const r = rig({
+    off: { ...online("f"), online: false },
+    rev: { ...online("f"), revoked: true },
+    noaddr: { ...online("f"), address: null },
+  }, () => Promise.reject(new Error("must not dial")));
+  for (const name of ["off", "rev", "noaddr", "nobody"]) assert.equal(await r.dialer.connect(name), null);
+  assert.equal(r.dials(), 0);
+  assert.equal(r.events.length, 0);
+});
+
+Deno.test("dialer: a failure is reported once per code, again after clearError or a new code", async () => {
+  let err: Error = new SessionError("CERTIFICATE", "refused", "REVOKED");
+  const r = rig({ bob: online("f1") }, () => Promise.reject(err));
+  await r.dialer.connect("bob");
+  await r.dialer.connect("bob");
+  assert.deepEqual(r.events.map((e) => (e as { code: string }).code), ["PEER_REVOKED"]);
+  r.dialer.clearError("bob");
+  await r.dialer.connect("bob");
+  err = Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+  await r.dialer.connect("bob");
+  assert.deepEqual(r.events.map((e) => (e as { code: string }).code), [
+    "PEER_REVOKED",
+    "PEER_REVOKED",
+    "PEER_ECONNREFUSED",
+  ]);
+});

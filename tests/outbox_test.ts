@@ -1,0 +1,169 @@
+/**
+ * The outbox against a real chat.db and a hand-held session: written once per session, "sent" then
+ * "delivered" on the ack, "failed" when the session closes first and sent again on the next, nothing sent
+ * after its deadline, read receipts kept until written, and a reader's read time bounded by ours.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Outbox, type OutboxSession } from "../client/outbox.ts";
+import { ChatStore, type StoredMessage } from "../client/store/store.ts";
+import type { EngineEvent } from "../client/engine_types.ts";
+import type { Frame } from "../client/protocol/frames.ts";
+
+class HeldSession implements OutboxSession {
+  static next = 1;
+  readonly id = HeldSession.next++;
+  state = "open";
+  readonly frames: Frame[] = [];
+  send(f: Frame): Promise<void> {
+    if (this.state !== "open") return Promise.reject(new Error("closed"));
+    this.frames.push(f);
+    return Promise.resolve();
+  }
+}
+
+async function rig() {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-outbox-" });
+  const store = new ChatStore(join(dir, "chat.db"));
+  const events: EngineEvent[] = [];
+  const dialled: string[] = [];
+  let session: HeldSession | null = null;
+  let latest = 10_000;
+  const outbox = new Outbox({
+    ownName: "alice",
+    store,
+    session: () => session,
+    connect: (peer) => dialled.push(peer),
+    deadlinePassed: (d) => latest >= d,
+    latestNowMs: () => latest,
+    maxUnreadMs: 7 * 24 * 3600_000,
+    emit: (e) => events.push(e),
+  });
+  return {
+    store,
+    outbox,
+    events,
+    dialled,
+    open: () => session = new HeldSession(),
+    drop: () => {
+      const s = session!;
+      s.state = "closed";
+      session = null;
+      outbox.onSessionClosed("bob", s.id);
+    },
+    setLatest: (ms: number) => latest = ms,
+    kinds: () => events.map((e) => e.event),
+    done: async () => {
+      store.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+function msg(
+  id: string,
+  extra: Partial<StoredMessage> = {},
+): Omit<StoredMessage, "seq" | "direction" | "readAt"> {
+  return {
+    id,
+    peer: "bob",
+    from: "alice",
+    text: `hello ${id}`,
+    sentAt: 5000,
+    expiresAt: null,
+    ttlMs: null,
+    ttlMode: null,
+    state: "sending",
+    proof: null,
+    ...extra,
+  };
+}
+
+Deno.test("outbox: no session -> stored and dialled; on a session: written once, sent, then delivered on the ack", async () => {
+  const r = await rig();
+  try {
+    r.outbox.queue(msg("m1"));
+    assert.deepEqual(r.dialled, ["bob"]);
+    assert.equal(r.store.outbox("bob").length, 1);
+    const s = r.open();
+    await r.outbox.flush("bob");
+    await r.outbox.flush("bob");
+    assert.equal(s.frames.filter((f) => f.t === "msg").length, 1, "in flight: not written twice");
+    assert.deepEqual(r.kinds(), ["sent"]);
+    r.outbox.onAck("bob", "m1");
+    r.outbox.onAck("bob", "m1");
+    assert.deepEqual(r.kinds(), ["sent", "delivered"]);
+    assert.equal(r.store.get("bob", "m1")?.state, "delivered");
+    assert.equal(r.store.outbox("bob").length, 0);
+  } finally {
+    await r.done();
+  }
+});
+
+Deno.test("outbox: a session that closes before the ack marks 'failed'; the next session sends it again", async () => {
+  const r = await rig();
+  try {
+    r.open();
+    r.outbox.queue(msg("m1"));
+    await r.outbox.flush("bob");
+    r.drop();
+    assert.equal(r.store.get("bob", "m1")?.state, "failed");
+    const failed = r.events.find((e) => e.event === "failed");
+    assert.deepEqual(failed, { event: "failed", id: "m1", to: "bob", reason: "not delivered" });
+    const s2 = r.open();
+    await r.outbox.flush("bob");
+    assert.equal(s2.frames.filter((f) => f.t === "msg" && f.id === "m1").length, 1);
+    assert.equal(r.store.get("bob", "m1")?.state, "sent");
+  } finally {
+    await r.done();
+  }
+});
+
+Deno.test("outbox: a message whose deadline passed while queued is never sent", async () => {
+  const r = await rig();
+  try {
+    r.outbox.queue(msg("dead", { ttlMs: 1000, ttlMode: "send", expiresAt: 9000 }));
+    r.outbox.queue(msg("alive", { ttlMs: 60_000, ttlMode: "send", expiresAt: 70_000 }));
+    const s = r.open();
+    await r.outbox.flush("bob");
+    assert.deepEqual(s.frames.map((f) => f.t === "msg" ? f.id : f.t), ["alive"]);
+    assert.equal((s.frames[0] as { ttlMs?: number }).ttlMs, 60_000);
+  } finally {
+    await r.done();
+  }
+});
+
+Deno.test("outbox: read receipts wait in the store while offline and go out first on the next session", async () => {
+  const r = await rig();
+  try {
+    r.outbox.queueReadReceipt("bob", "in1", 7000);
+    assert.equal(r.store.pendingReads("bob").length, 1);
+    r.outbox.queue(msg("m1"));
+    const s = r.open();
+    r.outbox.retryAll();
+    await r.outbox.flush("bob");
+    assert.deepEqual(s.frames.map((f) => f.t), ["read", "msg"]);
+    assert.equal(r.store.pendingReads("bob").length, 0);
+  } finally {
+    await r.done();
+  }
+});
+
+Deno.test("outbox: a read receipt starts an 'after read' lifetime, its read time bounded by our trusted now", async () => {
+  const r = await rig();
+  try {
+    r.open();
+    r.outbox.queue(msg("m1", { ttlMs: 5000, ttlMode: "read" }));
+    await r.outbox.flush("bob");
+    r.setLatest(20_000);
+    // The reader claims it read it an hour from now: our deadline counts from our latest now instead.
+    r.outbox.onReadReceipt("bob", { t: "read", id: "m1", readAt: 3_620_000 });
+    const m = r.store.get("bob", "m1")!;
+    assert.equal(m.state, "read");
+    assert.equal(m.readAt, 20_000);
+    assert.equal(m.expiresAt, 25_000);
+    assert.deepEqual(r.kinds(), ["sent", "read"]);
+  } finally {
+    await r.done();
+  }
+});

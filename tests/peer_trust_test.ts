@@ -1,0 +1,122 @@
+/**
+ * Peer trust with real certificates from a test CA and an in-memory pin store: first use pins, a changed
+ * key warns once and is refused until accepted, the phonebook's listed fingerprint binds a first dial, our
+ * own name and revoked or foreign certificates are refused, and "no revocation list" refuses everyone.
+ */
+import assert from "node:assert/strict";
+import { PeerTrust, type PinStore } from "../client/peer_trust.ts";
+import type { EngineEvent } from "../client/engine_types.ts";
+import type { StoredContact } from "../client/store/store.ts";
+import { RevocationUnknownError } from "../client/revocation/mod.ts";
+import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
+import { codeOf } from "../coded_error.ts";
+
+class MemoryPins implements PinStore {
+  readonly rows = new Map<string, StoredContact>();
+  contact(name: string) {
+    return this.rows.get(name) ?? null;
+  }
+  #ensure(name: string): StoredContact {
+    let c = this.rows.get(name);
+    if (!c) {
+      c = { name, pinnedFingerprint: null, pendingFingerprint: null, verified: false, defaultTtlMs: null };
+      this.rows.set(name, c);
+    }
+    return c;
+  }
+  pin(name: string, fp: string) {
+    const c = this.#ensure(name);
+    if (c.pinnedFingerprint !== fp) c.verified = false;
+    c.pinnedFingerprint = fp;
+    c.pendingFingerprint = null;
+  }
+  setPending(name: string, fp: string | null) {
+    this.#ensure(name).pendingFingerprint = fp;
+  }
+  setVerified(name: string, v: boolean) {
+    this.#ensure(name).verified = v;
+  }
+}
+
+const ca = await makeTestCa();
+const bob1 = await makeTestLeaf(ca, "bob");
+const bob2 = await makeTestLeaf(ca, "bob");
+const alice = await makeTestLeaf(ca, "alice");
+const otherCa = await makeTestCa({ name: "securechat test CA" });
+const foreignBob = await makeTestLeaf(otherCa, "bob");
+
+function rig(opts: { revoked?: string[]; noList?: boolean } = {}) {
+  const pins = new MemoryPins();
+  const events: EngineEvent[] = [];
+  const trust = new PeerTrust({
+    ownName: "alice",
+    caPem: ca.certPem,
+    certTime: () => ({ earliestMs: Date.now() - 1000, latestMs: Date.now() + 1000 }),
+    revokedSerials: () =>
+      opts.noList
+        ? Promise.reject(new RevocationUnknownError())
+        : Promise.resolve(new Set(opts.revoked ?? [])),
+    pins,
+    emit: (e) => events.push(e),
+  });
+  return { pins, events, trust };
+}
+
+async function refusal(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+  } catch (e) {
+    return codeOf(e);
+  }
+  return "accepted";
+}
+
+Deno.test("peer trust: first use pins; a changed key is said once and refused until accepted", async () => {
+  const r = rig();
+  const v = await r.trust.authenticate(bob1.certDer, "bob", "dialer");
+  assert.equal(v.fingerprint, bob1.fingerprint);
+  assert.equal(r.trust.pinState("bob"), "pinned");
+  assert.equal(await refusal(r.trust.authenticate(bob2.certDer, "bob", "dialer")), "KEY_CHANGED");
+  assert.equal(await refusal(r.trust.authenticate(bob2.certDer, null, "listener")), "KEY_CHANGED");
+  assert.equal(r.events.filter((e) => e.event === "key-changed").length, 1, "one warning per new key");
+  assert.equal(r.trust.pinState("bob"), "changed");
+  r.trust.acceptKey("bob");
+  assert.equal((await r.trust.authenticate(bob2.certDer, "bob", "dialer")).fingerprint, bob2.fingerprint);
+  assert.equal(r.trust.pinnedFingerprint("bob"), bob2.fingerprint);
+  assert.throws(() => r.trust.acceptKey("bob"), (e: unknown) => codeOf(e) === "NO_PENDING_KEY");
+});
+
+Deno.test("peer trust: a first dial is bound to the fingerprint the phonebook lists (not a listener's)", async () => {
+  const r = rig();
+  r.trust.noteListed("bob", bob1.fingerprint);
+  assert.equal(await refusal(r.trust.authenticate(bob2.certDer, "bob", "dialer")), "CERTIFICATE");
+  assert.equal(r.pins.contact("bob")?.pinnedFingerprint ?? null, null, "nothing pinned on a refusal");
+  const r2 = rig();
+  r2.trust.noteListed("bob", bob1.fingerprint);
+  assert.equal((await r2.trust.authenticate(bob2.certDer, null, "listener")).name, "bob");
+});
+
+Deno.test("peer trust: our own name, another CA (same CA name), a wrong name and a revoked serial are refused", async () => {
+  const r = rig({ revoked: [bob1.serial] });
+  assert.equal(await refusal(r.trust.authenticate(alice.certDer, null, "listener")), "CERTIFICATE");
+  assert.notEqual(await refusal(r.trust.authenticate(foreignBob.certDer, "bob", "dialer")), "accepted");
+  assert.notEqual(await refusal(r.trust.authenticate(bob2.certDer, "carol", "dialer")), "accepted");
+  assert.notEqual(await refusal(r.trust.authenticate(bob1.certDer, "bob", "dialer")), "accepted");
+  assert.equal(r.pins.rows.size, 0);
+});
+
+Deno.test("peer trust: without any revocation list every peer is refused (REVOCATION_UNKNOWN)", async () => {
+  const r = rig({ noList: true });
+  assert.equal(await refusal(r.trust.authenticate(bob1.certDer, "bob", "dialer")), "REVOCATION_UNKNOWN");
+});
+
+Deno.test("peer trust: markVerified needs a pin; verified survives only while the key does", async () => {
+  const r = rig();
+  assert.throws(() => r.trust.markVerified("bob"), (e: unknown) => codeOf(e) === "NOT_FOUND");
+  await r.trust.authenticate(bob1.certDer, "bob", "dialer");
+  r.trust.markVerified("bob");
+  assert.equal(r.trust.pinState("bob"), "verified");
+  await refusal(r.trust.authenticate(bob2.certDer, "bob", "dialer"));
+  r.trust.acceptKey("bob");
+  assert.equal(r.trust.pinState("bob"), "pinned");
+});
