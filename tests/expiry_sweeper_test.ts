@@ -117,7 +117,7 @@ Deno.test("sweeper: a far deadline is re-judged at least every MAX_SLEEP_MS", as
   assert.deepEqual(r.expired(), []);
 });
 
-Deno.test("sweeper: without verified time nothing is judged; a hidden message is shown once time allows", async () => {
+Deno.test("sweeper: without verified time nothing is judged; a hidden message is shown once time allows", () => {
   const r = rig();
   r.setVerified(false);
   r.store.add(message("h", r.base + 60_000));
