@@ -7,38 +7,30 @@ import https from "node:https";
 import tls, { type PeerCertificate } from "node:tls";
 import { type KeyObject, X509Certificate } from "node:crypto";
 import { derToPem, type ParsedCrl, pemToDer, verifyCrl, x509 } from "../pki/mod.ts";
+import { CodedError, codeOf } from "../coded_error.ts";
+import {
+  ContractError,
+  decodeDirectoryInfo,
+  decodeErrorBody,
+  decodeIssuedCertificate,
+  decodeRevokeAnswer,
+  decodeUserEntry,
+  decodeUserList,
+  type DirectoryInfo,
+  type IssuedCertificate,
+  type PublishRequest,
+  type RevokeAnswer,
+  type UserEntry,
+  type UserList,
+} from "../contract/mod.ts";
 
-export interface UserEntry {
-  name: string;
-  online: boolean;
-  address: { host: string; port: number } | null;
-  certPem: string;
-  fingerprint: string;
-  revoked: boolean;
-}
-
-export interface DirectoryInfo {
-  apiVersion: number;
-  caCertPem: string;
-  caFingerprint: string;
-  roughtime: { port: number; publicKey: string } | null;
-}
-
-export interface IssuedCertificate {
-  name: string;
-  certPem: string;
-  caCertPem: string;
-  fingerprint: string;
-  serial: string;
-  notAfter: number;
-}
+export type { DirectoryInfo, IssuedCertificate, UserEntry, UserList } from "../contract/mod.ts";
 
 /** Codes of the server's API errors, plus UNREACHABLE (network failure), BAD_SERVER_CERTIFICATE (the server is
  * not vouched for by the pinned CA, or not for the name we dialled) and BAD_RESPONSE. */
-export class DirectoryError extends Error {
-  constructor(readonly code: string, message: string, readonly status: number | null = null) {
-    super(message);
-    this.name = "DirectoryError";
+export class DirectoryError extends CodedError {
+  constructor(code: string, message: string, readonly status: number | null = null) {
+    super(code, message);
   }
 }
 
@@ -66,26 +58,14 @@ function isDirectoryCertificate(der: Uint8Array): boolean {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function toEntry(v: unknown): UserEntry {
-  if (!isObject(v) || typeof v.name !== "string" || typeof v.certPem !== "string") {
-    throw new DirectoryError("BAD_RESPONSE", "directory sent a malformed user entry");
+/** Runs a contract decoder; a malformed answer is DirectoryError BAD_RESPONSE. */
+function decoded<T>(decode: (v: unknown) => T, v: unknown): T {
+  try {
+    return decode(v);
+  } catch (e) {
+    if (e instanceof ContractError) throw new DirectoryError("BAD_RESPONSE", e.message);
+    throw e;
   }
-  const a = v.address;
-  const address = isObject(a) && typeof a.host === "string" && typeof a.port === "number"
-    ? { host: a.host, port: a.port }
-    : null;
-  return {
-    name: v.name,
-    online: v.online === true && address !== null,
-    address,
-    certPem: v.certPem,
-    fingerprint: String(v.fingerprint ?? ""),
-    revoked: v.revoked === true,
-  };
 }
 
 /** One HTTP answer, fully read (bounded by MAX_RESPONSE_BYTES). */
@@ -182,10 +162,7 @@ export class DirectoryClient {
 
   #transportError(e: Error): DirectoryError {
     if (e instanceof DirectoryError) return e;
-    const code = (e as { code?: unknown }).code;
-    if (
-      e instanceof ServerCertificateError || (typeof code === "string" && /CERT|SIGNATURE|ALTNAME/.test(code))
-    ) {
+    if (e instanceof ServerCertificateError || /CERT|SIGNATURE|ALTNAME/.test(codeOf(e) ?? "")) {
       return new DirectoryError(
         "BAD_SERVER_CERTIFICATE",
         `refusing the directory at ${this.url}: ${e.message} (wrong server, or someone in between)`,
@@ -205,11 +182,8 @@ export class DirectoryClient {
       let code = "HTTP_" + res.status;
       let message = `directory answered ${res.status}`;
       try {
-        const j = JSON.parse(new TextDecoder().decode(res.body)) as {
-          error?: { code?: unknown; message?: unknown };
-        };
-        if (typeof j.error?.code === "string") code = j.error.code;
-        if (typeof j.error?.message === "string") message = j.error.message;
+        const err = decodeErrorBody(JSON.parse(new TextDecoder().decode(res.body)));
+        if (err) ({ code, message } = err);
       } catch { /* not JSON: keep the generic message */ }
       throw new DirectoryError(code, message, res.status);
     }
@@ -226,24 +200,13 @@ export class DirectoryClient {
   }
 
   async info(): Promise<DirectoryInfo> {
-    const j = await this.#json("GET", "/v1/info");
-    if (!isObject(j) || typeof j.apiVersion !== "number" || typeof j.caCertPem !== "string") {
-      throw new DirectoryError("BAD_RESPONSE", "directory info is malformed");
-    }
-    const rt = j.roughtime;
-    return {
-      apiVersion: j.apiVersion,
-      caCertPem: j.caCertPem,
-      caFingerprint: String(j.caFingerprint ?? ""),
-      roughtime: isObject(rt) && typeof rt.port === "number" && typeof rt.publicKey === "string"
-        ? { port: rt.port, publicKey: rt.publicKey }
-        : null,
-    };
+    return decoded(decodeDirectoryInfo, await this.#json("GET", "/v1/info"));
   }
 
   /** Publishes our address (authenticated: the name comes from our certificate). */
   async publish(host: string, port: number, ttlSeconds: number): Promise<void> {
-    await this.#json("PUT", "/v1/presence", { host, port, ttlSeconds });
+    const body: PublishRequest = { host, port, ttlSeconds };
+    await this.#json("PUT", "/v1/presence", body);
   }
 
   async withdraw(): Promise<void> {
@@ -253,27 +216,20 @@ export class DirectoryClient {
   /** The user's entry, or null when there is no such user. */
   async lookup(name: string): Promise<UserEntry | null> {
     try {
-      return toEntry(await this.#json("GET", `/v1/users/${encodeURIComponent(name)}`));
+      return decoded(decodeUserEntry, await this.#json("GET", `/v1/users/${encodeURIComponent(name)}`));
     } catch (e) {
       if (e instanceof DirectoryError && e.code === "NOT_FOUND") return null;
       throw e;
     }
   }
 
-  async list(opts: { prefix?: string; cursor?: string; limit?: number } = {}): Promise<{
-    users: UserEntry[];
-    next: string | null;
-  }> {
+  async list(opts: { prefix?: string; cursor?: string; limit?: number } = {}): Promise<UserList> {
     const q = new URLSearchParams();
     if (opts.prefix) q.set("prefix", opts.prefix);
     if (opts.cursor) q.set("cursor", opts.cursor);
     if (opts.limit !== undefined) q.set("limit", String(opts.limit));
     const qs = q.toString();
-    const j = await this.#json("GET", `/v1/users${qs ? "?" + qs : ""}`);
-    if (!isObject(j) || !Array.isArray(j.users)) {
-      throw new DirectoryError("BAD_RESPONSE", "listing is malformed");
-    }
-    return { users: j.users.map(toEntry), next: typeof j.next === "string" ? j.next : null };
+    return decoded(decodeUserList, await this.#json("GET", `/v1/users${qs ? "?" + qs : ""}`));
   }
 
   /** Revoked serials (normalised hex) from the CRL, after checking the CRL's signature with our CA. */
@@ -293,43 +249,23 @@ export class DirectoryClient {
 
   /** Enrollment of a new name (unauthenticated, but possibly with an invitation token). */
   async enroll(name: string, csrPem: string, token?: string): Promise<IssuedCertificate> {
-    return toIssued(
+    return decoded(
+      decodeIssuedCertificate,
       await this.#json("POST", "/v1/enroll", { name, csr: csrPem, ...(token ? { token } : {}) }),
     );
   }
 
   /** A new certificate for our name (authenticated with the current one). */
   async renew(csrPem: string): Promise<IssuedCertificate> {
-    return toIssued(await this.#json("POST", "/v1/renew", { csr: csrPem }));
+    return decoded(decodeIssuedCertificate, await this.#json("POST", "/v1/renew", { csr: csrPem }));
   }
 
   /** Revokes our current certificate (authenticated). */
-  async revoke(): Promise<{ name: string; revoked: string }> {
-    const j = await this.#json("POST", "/v1/revoke", {});
-    if (!isObject(j) || typeof j.revoked !== "string" || typeof j.name !== "string") {
-      throw new DirectoryError("BAD_RESPONSE", "revocation answer is malformed");
-    }
-    return { name: j.name, revoked: j.revoked };
+  async revoke(): Promise<RevokeAnswer> {
+    return decoded(decodeRevokeAnswer, await this.#json("POST", "/v1/revoke", {}));
   }
 
   close(): void {
     this.#agent.destroy();
   }
-}
-
-function toIssued(j: unknown): IssuedCertificate {
-  if (
-    !isObject(j) || typeof j.certPem !== "string" || typeof j.caCertPem !== "string" ||
-    typeof j.name !== "string"
-  ) {
-    throw new DirectoryError("BAD_RESPONSE", "enrollment answer is malformed");
-  }
-  return {
-    name: j.name,
-    certPem: j.certPem,
-    caCertPem: j.caCertPem,
-    fingerprint: String(j.fingerprint ?? ""),
-    serial: String(j.serial ?? ""),
-    notAfter: Number(j.notAfter ?? 0),
-  };
 }

@@ -24,7 +24,15 @@ import { ApiError } from "./errors.ts";
 import { canonicalPresenceHost } from "./address.ts";
 import { type DirectoryStore, type IssuedCert, type UserRow } from "./store.ts";
 import {
-  API_VERSION,
+  type DirectoryInfo,
+  type IssuedCertificate,
+  PHONEBOOK_API_VERSION,
+  type PresenceAnswer,
+  type RevokeAnswer,
+  type UserEntry,
+  type UserList,
+} from "../contract/mod.ts";
+import {
   CRL_REFRESH_MS,
   LIST_DEFAULT_LIMIT,
   LIST_MAX_LIMIT,
@@ -58,16 +66,6 @@ export interface RoughtimeInfo {
   host: string;
   port: number;
   publicKey: string;
-}
-
-export interface UserEntryJson {
-  name: string;
-  online: boolean;
-  address: { host: string; port: number } | null;
-  certPem: string;
-  fingerprint: string;
-  revoked: boolean;
-  notAfter: number;
 }
 
 export interface DirectoryServiceOptions {
@@ -192,15 +190,9 @@ export class DirectoryService {
     }
   }
 
-  info(): {
-    apiVersion: number;
-    caCertPem: string;
-    caFingerprint: string;
-    inviteOnly: boolean;
-    roughtime: { port: number; publicKey: string; version: "rfc" } | null;
-  } {
+  info(): DirectoryInfo {
     return {
-      apiVersion: API_VERSION,
+      apiVersion: PHONEBOOK_API_VERSION,
       caCertPem: this.ca.certPem,
       caFingerprint: this.caFingerprint,
       inviteOnly: this.inviteOnly,
@@ -255,7 +247,7 @@ export class DirectoryService {
     };
   }
 
-  #issuedJson(c: IssuedCert) {
+  #issuedJson(c: IssuedCert): IssuedCertificate {
     return {
       name: c.name,
       certPem: c.certPem,
@@ -322,7 +314,7 @@ export class DirectoryService {
     return this.#issuedJson(issued);
   }
 
-  revoke(peer: VerifiedPeer, body: unknown) {
+  revoke(peer: VerifiedPeer, body: unknown): RevokeAnswer {
     if (body !== undefined && !isObject(body)) {
       throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     }
@@ -342,7 +334,7 @@ export class DirectoryService {
     return { revoked: peer.serial, name: peer.name };
   }
 
-  publish(peer: VerifiedPeer, body: unknown) {
+  publish(peer: VerifiedPeer, body: unknown): PresenceAnswer {
     if (!isObject(body)) throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     if (body.name !== undefined && body.name !== peer.name) {
       throw new ApiError(403, "FORBIDDEN", "a user can only publish their own address");
@@ -367,12 +359,12 @@ export class DirectoryService {
     return { name: peer.name, address: { host, port }, expiresAt: expires };
   }
 
-  withdraw(peer: VerifiedPeer) {
+  withdraw(peer: VerifiedPeer): PresenceAnswer {
     this.store.clearPresence(peer.name);
     return { name: peer.name, address: null };
   }
 
-  list(query: URLSearchParams): { users: UserEntryJson[]; next: string | null } {
+  list(query: URLSearchParams): UserList {
     const prefix = query.get("prefix") ?? "";
     if (!/^[a-z0-9_-]{0,32}$/.test(prefix)) {
       throw new ApiError(400, "BAD_REQUEST", "prefix may contain only a-z, 0-9, '-' and '_'");
@@ -397,7 +389,7 @@ export class DirectoryService {
     };
   }
 
-  entry(u: UserRow): UserEntryJson {
+  entry(u: UserRow): UserEntry {
     const online = !u.revoked && u.addrExpires !== null && u.addrExpires > this.#now() && u.addrHost !== null;
     return {
       name: u.name,

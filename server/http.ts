@@ -5,6 +5,7 @@
  * Limits applied here, before any JSON is parsed: request rate per source address (429), body size (413,
  * decided from Content-Length before reading when possible), header and body deadlines (408 / close).
  */
+import type { ErrorBody } from "../contract/mod.ts";
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -130,7 +131,8 @@ function send(res: ServerResponse, r: ApiResponse, head: boolean, close: boolean
 }
 
 function errorResponse(e: ApiError): ApiResponse {
-  return { status: e.status, json: { error: { code: e.code, message: e.message } } };
+  const body: ErrorBody = { error: { code: e.code, message: e.message } };
+  return { status: e.status, json: body };
 }
 
 export interface HttpServerHandle {

@@ -1,6 +1,6 @@
 /** Every limit and default of the directory in one place. */
 
-export const API_VERSION = 1;
+export { PHONEBOOK_API_VERSION as API_VERSION } from "../contract/mod.ts";
 export const DEFAULT_PORT = 10040;
 export const DEFAULT_LISTEN_HOST = "127.0.0.1";
 export const DEFAULT_ROUGHTIME = { hostname: "127.0.0.1", port: 2002 } as const;

@@ -103,7 +103,11 @@ Deno.test("directory end to end: enroll, list, publish, revoke, restart", async 
     const info = await anon.info();
     assert.equal(info.apiVersion, 1);
     assert.equal(info.caFingerprint, dir.caFingerprint);
-    assert.deepEqual(info.roughtime, { port: dir.roughtime!.port, publicKey: dir.roughtime!.publicKey });
+    assert.deepEqual(info.roughtime, {
+      port: dir.roughtime!.port,
+      publicKey: dir.roughtime!.publicKey,
+      version: "rfc",
+    });
 
     await ac.publish("127.0.0.1", 40001, 60);
     await bc.publish("192.0.2.7", 40002, 60);

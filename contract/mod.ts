@@ -1,0 +1,2 @@
+/** Wire contracts shared by `server/` and `client/` (each defined once, with its runtime decoder). */
+export * from "./phonebook.ts";

@@ -1,0 +1,190 @@
+/**
+ * The phonebook's JSON API, defined once: what `securechat serve` answers (server/) and what the directory
+ * client and the chat engine read (client/). Each answer has a runtime decoder that the client runs on
+ * every response, so a malformed or hostile answer is a ContractError, never a half-typed object.
+ *
+ * Compatibility: fields are only ever added; a decoder ignores fields it does not know and gives a
+ * documented default for optional fields an older server does not send.
+ */
+import { CodedError } from "../coded_error.ts";
+
+/** Bumped only for changes an older client cannot read. */
+export const PHONEBOOK_API_VERSION = 1;
+
+/** A phonebook answer that does not have the documented shape. */
+export class ContractError extends CodedError<"BAD_RESPONSE"> {
+  constructor(message: string) {
+    super("BAD_RESPONSE", message);
+  }
+}
+
+export interface Address {
+  host: string;
+  port: number;
+}
+
+/** GET /v1/users/NAME, /v1/me, and each element of GET /v1/users. */
+export interface UserEntry {
+  name: string;
+  /** Listed as reachable now: has a published address that has not expired, and is not revoked. */
+  online: boolean;
+  /** Where to dial; null when offline. */
+  address: Address | null;
+  certPem: string;
+  /** SHA-256 of the certificate's DER, 64 lowercase hex. */
+  fingerprint: string;
+  revoked: boolean;
+  /** Unix ms the current certificate expires; null from a server that does not send it. */
+  notAfter: number | null;
+}
+
+/** GET /v1/users?prefix=&cursor=&limit= */
+export interface UserList {
+  users: UserEntry[];
+  /** The cursor of the next page, or null on the last one. */
+  next: string | null;
+}
+
+/** The phonebook's own Roughtime server, on the phonebook's host. */
+export interface RoughtimeEndpoint {
+  port: number;
+  /** Base64 of the 32-byte Ed25519 long-term public key. */
+  publicKey: string;
+  version: "rfc";
+}
+
+/** GET /v1/info */
+export interface DirectoryInfo {
+  apiVersion: number;
+  caCertPem: string;
+  caFingerprint: string;
+  inviteOnly: boolean;
+  roughtime: RoughtimeEndpoint | null;
+}
+
+/** POST /v1/enroll and /v1/renew */
+export interface IssuedCertificate {
+  name: string;
+  certPem: string;
+  caCertPem: string;
+  fingerprint: string;
+  serial: string;
+  notAfter: number;
+}
+
+/** PUT /v1/presence (request) */
+export interface PublishRequest {
+  host: string;
+  port: number;
+  ttlSeconds: number;
+}
+
+/** PUT /v1/presence (answer) and DELETE /v1/presence (address null, no expiresAt). */
+export interface PresenceAnswer {
+  name: string;
+  address: Address | null;
+  expiresAt?: number;
+}
+
+/** POST /v1/revoke (answer) */
+export interface RevokeAnswer {
+  name: string;
+  revoked: string;
+}
+
+/** Every error answer (4xx, 5xx). */
+export interface ErrorBody {
+  error: { code: string; message: string };
+}
+
+// ---- decoders ----
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function isPort(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 65535;
+}
+
+function decodeAddress(v: unknown): Address | null {
+  return isObject(v) && typeof v.host === "string" && v.host.length > 0 && isPort(v.port)
+    ? { host: v.host, port: v.port }
+    : null;
+}
+
+/** Throws ContractError unless `v` is a user entry. `online` is true only with an address. */
+export function decodeUserEntry(v: unknown): UserEntry {
+  if (
+    !isObject(v) || typeof v.name !== "string" || typeof v.certPem !== "string" ||
+    typeof v.fingerprint !== "string"
+  ) {
+    throw new ContractError("directory sent a malformed user entry");
+  }
+  const address = decodeAddress(v.address);
+  return {
+    name: v.name,
+    online: v.online === true && address !== null,
+    address,
+    certPem: v.certPem,
+    fingerprint: v.fingerprint,
+    revoked: v.revoked === true,
+    notAfter: typeof v.notAfter === "number" && Number.isFinite(v.notAfter) ? v.notAfter : null,
+  };
+}
+
+export function decodeUserList(v: unknown): UserList {
+  if (!isObject(v) || !Array.isArray(v.users)) throw new ContractError("listing is malformed");
+  return { users: v.users.map(decodeUserEntry), next: typeof v.next === "string" ? v.next : null };
+}
+
+export function decodeDirectoryInfo(v: unknown): DirectoryInfo {
+  if (
+    !isObject(v) || typeof v.apiVersion !== "number" || typeof v.caCertPem !== "string" ||
+    typeof v.caFingerprint !== "string"
+  ) {
+    throw new ContractError("directory info is malformed");
+  }
+  const rt = v.roughtime;
+  return {
+    apiVersion: v.apiVersion,
+    caCertPem: v.caCertPem,
+    caFingerprint: v.caFingerprint,
+    inviteOnly: v.inviteOnly === true,
+    roughtime: isObject(rt) && isPort(rt.port) && typeof rt.publicKey === "string"
+      ? { port: rt.port, publicKey: rt.publicKey, version: "rfc" }
+      : null,
+  };
+}
+
+export function decodeIssuedCertificate(v: unknown): IssuedCertificate {
+  if (
+    !isObject(v) || typeof v.name !== "string" || typeof v.certPem !== "string" ||
+    typeof v.caCertPem !== "string" || typeof v.fingerprint !== "string" || typeof v.serial !== "string" ||
+    typeof v.notAfter !== "number"
+  ) {
+    throw new ContractError("enrollment answer is malformed");
+  }
+  return {
+    name: v.name,
+    certPem: v.certPem,
+    caCertPem: v.caCertPem,
+    fingerprint: v.fingerprint,
+    serial: v.serial,
+    notAfter: v.notAfter,
+  };
+}
+
+export function decodeRevokeAnswer(v: unknown): RevokeAnswer {
+  if (!isObject(v) || typeof v.revoked !== "string" || typeof v.name !== "string") {
+    throw new ContractError("revocation answer is malformed");
+  }
+  return { name: v.name, revoked: v.revoked };
+}
+
+/** The error of an error answer, or null when the body is not one. */
+export function decodeErrorBody(v: unknown): ErrorBody["error"] | null {
+  if (!isObject(v) || !isObject(v.error)) return null;
+  const { code, message } = v.error;
+  return typeof code === "string" && typeof message === "string" ? { code, message } : null;
+}

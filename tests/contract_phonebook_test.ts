@@ -1,0 +1,80 @@
+/** The phonebook's JSON contract: each decoder takes what the server sends (and fields it does not know),
+ * and refuses every malformed shape with ContractError BAD_RESPONSE. */
+import assert from "node:assert/strict";
+import {
+  ContractError,
+  decodeDirectoryInfo,
+  decodeErrorBody,
+  decodeIssuedCertificate,
+  decodeRevokeAnswer,
+  decodeUserEntry,
+  decodeUserList,
+} from "../contract/mod.ts";
+
+const entry = {
+  name: "bob",
+  online: true,
+  address: { host: "192.0.2.1", port: 4000 },
+  certPem: "-----BEGIN CERTIFICATE-----",
+  fingerprint: "ab".repeat(32),
+  revoked: false,
+  notAfter: 1_800_000_000_000,
+};
+
+function refused(f: () => unknown) {
+  assert.throws(f, (e: unknown) => e instanceof ContractError && e.code === "BAD_RESPONSE");
+}
+
+Deno.test("contract: a user entry decodes, unknown fields are ignored, 'online' needs a usable address", () => {
+  assert.deepEqual(decodeUserEntry({ ...entry, futureField: [1] }), entry);
+  for (
+    const address of [null, { host: "", port: 4000 }, { host: "h", port: 0 }, { host: "h", port: 70000 }]
+  ) {
+    const d = decodeUserEntry({ ...entry, address });
+    assert.equal(d.online, false);
+    assert.equal(d.address, null);
+  }
+  assert.equal(decodeUserEntry({ ...entry, notAfter: undefined }).notAfter, null, "older server");
+  assert.equal(decodeUserEntry({ ...entry, revoked: "yes" }).revoked, false);
+});
+
+Deno.test("contract: malformed answers are refused with BAD_RESPONSE", () => {
+  for (
+    const bad of [null, [], "x", 1, { ...entry, name: 1 }, { ...entry, certPem: null }, {
+      ...entry,
+      fingerprint: 5,
+    }]
+  ) {
+    refused(() => decodeUserEntry(bad));
+  }
+  refused(() => decodeUserList({ users: "no" }));
+  refused(() => decodeUserList({ users: [entry, { name: "x" }] }));
+  assert.deepEqual(decodeUserList({ users: [entry], next: 3 }), { users: [entry], next: null });
+  refused(() => decodeDirectoryInfo({ apiVersion: "1", caCertPem: "", caFingerprint: "" }));
+  refused(() => decodeDirectoryInfo({ apiVersion: 1, caCertPem: "", caFingerprint: null }));
+  refused(() =>
+    decodeIssuedCertificate({ name: "a", certPem: "", caCertPem: "", fingerprint: "", serial: "" })
+  );
+  refused(() => decodeRevokeAnswer({ name: "a" }));
+});
+
+Deno.test("contract: directory info, issued certificate and error bodies", () => {
+  const info = decodeDirectoryInfo({
+    apiVersion: 1,
+    caCertPem: "pem",
+    caFingerprint: "cd".repeat(32),
+    inviteOnly: true,
+    roughtime: { port: 2002, publicKey: "k", version: "rfc" },
+  });
+  assert.deepEqual(info.roughtime, { port: 2002, publicKey: "k", version: "rfc" });
+  assert.equal(info.inviteOnly, true);
+  assert.equal(decodeDirectoryInfo({ ...info, roughtime: { port: "x" } }).roughtime, null);
+  const issued = { name: "a", certPem: "c", caCertPem: "ca", fingerprint: "f", serial: "01", notAfter: 5 };
+  assert.deepEqual(decodeIssuedCertificate(issued), issued);
+  assert.deepEqual(decodeErrorBody({ error: { code: "NAME_TAKEN", message: "m" } }), {
+    code: "NAME_TAKEN",
+    message: "m",
+  });
+  assert.equal(decodeErrorBody({ error: { code: 1 } }), null);
+  assert.equal(decodeErrorBody("x"), null);
+});
