@@ -132,6 +132,8 @@ export interface ConnectionInfo {
   readPauses: number;
   maxBufferedBytes: number;
   maxChunkBytes: number;
+  /** Answers received to our keep-alive pings. */
+  pongs: number;
 }
 
 /** Counters for diagnostics and tests (the parts' state stays private). */
@@ -693,6 +695,7 @@ export class ChatEngine implements ChatEngineApi {
       readPauses: s.pauses,
       maxBufferedBytes: s.maxBuffered,
       maxChunkBytes: s.maxChunk,
+      pongs: s.pongs,
     };
   }
 

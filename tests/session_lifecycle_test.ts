@@ -109,8 +109,8 @@ Deno.test("keep-alive holds an idle session open past the idle timeout; typing n
     await alice.log.waitFor("delivered", (e) => e.id === m.id);
     const s = alice.engine.connection("bob")?.sessionId;
     assert.ok(s !== undefined);
-    // Four idle timeouts with nothing to say: pings keep it alive.
-    await new Promise((r) => setTimeout(r, 1600));
+    // Four idle timeouts (16 keep-alive rounds) with nothing to say: pings keep it alive.
+    await until(() => (alice.engine.connection("bob")?.pongs ?? 0) >= 16, 10_000, "16 keep-alive rounds");
     assert.equal(alice.engine.connection("bob")?.sessionId, s);
     assert.equal(alice.log.of("peer-offline").length + bob.log.of("peer-offline").length, 0);
     alice.engine.typing("bob");

@@ -76,6 +76,8 @@ export class PeerSession {
   maxBuffered = 0;
   maxChunk = 0;
   pauses = 0;
+  /** Answers to our keep-alive pings (the peer is alive and reading). */
+  pongs = 0;
 
   constructor(
     readonly socket: tls.TLSSocket,
@@ -318,6 +320,7 @@ export class PeerSession {
         this.#write({ t: "pong" });
         return;
       case "pong":
+        this.pongs++;
         return;
       default:
         try {
