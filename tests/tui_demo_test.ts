@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { join } from "node:path";
 import { CliError } from "../cli_error.ts";
-import { attachAssistant, replyFor, startDemo } from "../client/demo.ts";
+import { attachAssistant, replyFor, startDemo } from "../demo/main.ts";
 import type { ChatMessage, EngineEvent } from "../client/engine_types.ts";
 import { runTuiOn } from "../client/tui/mod.ts";
 import { contact, FakeEngine } from "./helpers/fake_engine.ts";

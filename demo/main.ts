@@ -7,11 +7,11 @@
  */
 import { join } from "node:path";
 import { startDirectoryServer } from "../server/mod.ts";
-import type { ChatEngineApi, ChatMessage, EngineEvent } from "./engine_types.ts";
-import { startEngineFromHome } from "./engine.ts";
-import { enroll } from "./enroll.ts";
-import { loadHome } from "./home.ts";
-import { formatTtl } from "./tui/format.ts";
+import type { ChatEngineApi, ChatMessage, EngineEvent } from "../client/engine_types.ts";
+import { startEngineFromHome } from "../client/engine.ts";
+import { enroll } from "../client/enroll.ts";
+import { loadHome } from "../client/home.ts";
+import { formatTtl } from "../client/tui/format.ts";
 
 /** Where demo runs put their temporary folders (relative to the working directory; git-ignored). */
 export const DEMO_ROOT = ".securechat-demo";
@@ -228,7 +228,7 @@ async function main(): Promise<number> {
       await demo.user.close();
       return 130;
     }
-    const { runTui } = await import("./tui/mod.ts");
+    const { runTui } = await import("../client/tui/mod.ts");
     await runTui(demo.user, { home: demo.userHome });
     return 0;
   } catch (e) {
