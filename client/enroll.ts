@@ -4,6 +4,7 @@
  * fingerprint matches the one the user was given, or the user confirms it (trust on first use, like ssh).
  * From then on every connection to the directory is verified against that CA.
  */
+import { CodedError } from "../coded_error.ts";
 import https from "node:https";
 import {
   canonicalUsername,
@@ -45,12 +46,7 @@ export type EnrollErrorCode =
   | "REFUSED"
   | "BAD_CERTIFICATE";
 
-export class EnrollError extends Error {
-  constructor(readonly code: EnrollErrorCode, message: string) {
-    super(message);
-    this.name = "EnrollError";
-  }
-}
+export class EnrollError extends CodedError<EnrollErrorCode> {}
 
 const CA_FETCH_TIMEOUT_MS = 15_000;
 const MAX_CA_PEM_BYTES = 64 * 1024;

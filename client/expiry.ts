@@ -4,17 +4,16 @@
  * deleted as soon as its deadline MAY have passed (latestMs >= deadline), so errors make it die early, never
  * late.
  */
+import { CodedError } from "../coded_error.ts";
 import { deadlinePassed, type TrustedTime } from "../clock/mod.ts";
 import type { TtlMode } from "./engine_types.ts";
 import { MAX_TTL_MS, MAX_UNREAD_MS, MIN_TTL_MS } from "./protocol/constants.ts";
 
 export { MAX_TTL_MS, MAX_UNREAD_MS, MIN_TTL_MS };
 
-export class ExpiryError extends Error {
-  readonly code = "BAD_TTL";
+export class ExpiryError extends CodedError<"BAD_TTL"> {
   constructor(message: string) {
-    super(message);
-    this.name = "ExpiryError";
+    super("BAD_TTL", message);
   }
 }
 

@@ -2,6 +2,7 @@
  * The client's home folder (written by `enroll`, read by `chat`): key.pem (0600), cert.pem, ca.pem and
  * config.json. Layout in docs/architecture.md.
  */
+import { CodedError } from "../coded_error.ts";
 import { join } from "node:path";
 import {
   derToPem,
@@ -21,12 +22,7 @@ export const HOME_FILES = {
   config: "config.json",
 } as const;
 
-export class HomeError extends Error {
-  constructor(readonly code: "NOT_ENROLLED" | "BAD_HOME", message: string) {
-    super(message);
-    this.name = "HomeError";
-  }
-}
+export class HomeError extends CodedError<"NOT_ENROLLED" | "BAD_HOME"> {}
 
 /** One Roughtime server as stored in config.json (the public key in base64). */
 export interface RoughtimeConfigEntry {

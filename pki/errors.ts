@@ -1,11 +1,10 @@
 /** Typed errors of the PKI layer. Each carries a stable `code` that callers and tests compare. */
+import { CodedError } from "../coded_error.ts";
 
 /** A username that is not in the one canonical form (see username.ts). */
-export class UsernameError extends Error {
-  readonly code: string = "BAD_USERNAME";
+export class UsernameError extends CodedError<"BAD_USERNAME"> {
   constructor(message: string, readonly reason: "TYPE" | "LENGTH" | "CHARACTERS" | "FIRST_CHARACTER") {
-    super(message);
-    this.name = "UsernameError";
+    super("BAD_USERNAME", message);
   }
 }
 
@@ -21,12 +20,7 @@ export type CertificateErrorCode =
   | "BAD_EKU";
 
 /** A peer's certificate failed the application-level check (verify.ts). */
-export class CertificateError extends Error {
-  constructor(readonly code: CertificateErrorCode, message: string) {
-    super(message);
-    this.name = "CertificateError";
-  }
-}
+export class CertificateError extends CodedError<CertificateErrorCode> {}
 
 export type CsrErrorCode =
   | "MALFORMED_CSR"
@@ -35,19 +29,9 @@ export type CsrErrorCode =
   | "UNSUPPORTED_KEY";
 
 /** A certificate signing request the CA refuses. */
-export class CsrError extends Error {
-  constructor(readonly code: CsrErrorCode, message: string) {
-    super(message);
-    this.name = "CsrError";
-  }
-}
+export class CsrError extends CodedError<CsrErrorCode> {}
 
 export type PkiErrorCode = "BAD_FINGERPRINT" | "BAD_PEM" | "BAD_KEY" | "BAD_PASSPHRASE" | "BAD_CRL";
 
 /** Other PKI input errors: fingerprints, PEM blocks, key files, CRLs. */
-export class PkiError extends Error {
-  constructor(readonly code: PkiErrorCode, message: string) {
-    super(message);
-    this.name = "PkiError";
-  }
-}
+export class PkiError extends CodedError<PkiErrorCode> {}

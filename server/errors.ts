@@ -1,4 +1,5 @@
 /** The directory's API errors: an HTTP status and a stable code, sent as {"error": {"code", "message"}}. */
+import { CodedError } from "../coded_error.ts";
 export type ApiErrorCode =
   | "BAD_REQUEST"
   | "BAD_JSON"
@@ -20,17 +21,11 @@ export type ApiErrorCode =
   | "RATE_LIMITED"
   | "INTERNAL";
 
-export class ApiError extends Error {
-  constructor(readonly status: number, readonly code: ApiErrorCode, message: string) {
-    super(message);
-    this.name = "ApiError";
+export class ApiError extends CodedError<ApiErrorCode> {
+  constructor(readonly status: number, code: ApiErrorCode, message: string) {
+    super(code, message);
   }
 }
 
 /** Errors of the server's own setup (data folder, CA key). */
-export class ServerSetupError extends Error {
-  constructor(readonly code: "BAD_DATA_DIR" | "CA_KEY" | "NO_SUCH_USER", message: string) {
-    super(message);
-    this.name = "ServerSetupError";
-  }
-}
+export class ServerSetupError extends CodedError<"BAD_DATA_DIR" | "CA_KEY" | "NO_SUCH_USER"> {}

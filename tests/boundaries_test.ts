@@ -31,7 +31,9 @@ function importsOf(file: string): string[] {
   for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^;]*?\sfrom\s+"([^"]+)"/g)) specs.add(m[1]);
   for (const m of text.matchAll(/(?:^|\n)\s*import\s+"([^"]+)"/g)) specs.add(m[1]);
   for (const m of text.matchAll(/\bimport\(\s*"([^"]+)"\s*\)/g)) specs.add(m[1]);
-  return [...specs].filter((s) => s.startsWith(".")).map((s) => relative(ROOT, resolve(ROOT, dirname(file), s)));
+  return [...specs].filter((s) => s.startsWith(".")).map((s) =>
+    relative(ROOT, resolve(ROOT, dirname(file), s))
+  );
 }
 
 const top = (p: string) => p.includes("/") ? p.slice(0, p.indexOf("/")) : "";

@@ -1,4 +1,5 @@
 /** Typed errors of the frame protocol. The `code` is sent to the peer in an `error` frame and is stable. */
+import { CodedError } from "../../coded_error.ts";
 export type ProtocolErrorCode =
   | "FRAME_TOO_LARGE"
   | "EMPTY_FRAME"
@@ -23,9 +24,4 @@ export type ProtocolErrorCode =
   | "KEY_CHANGED"
   | "STORE_FAILED";
 
-export class ProtocolError extends Error {
-  constructor(readonly code: ProtocolErrorCode, message: string) {
-    super(message);
-    this.name = "ProtocolError";
-  }
-}
+export class ProtocolError extends CodedError<ProtocolErrorCode> {}

@@ -5,6 +5,7 @@
  * older CRL (a replay by whoever sits between us and the phonebook, or a cached copy) replace a newer one, and
  * keeps using a CRL past its nextUpdate when no newer one can be had (availability), saying so once.
  */
+import { CodedError } from "../../coded_error.ts";
 
 /** A verified CRL as the engine keeps it (and persists it in the store). */
 export interface RevocationList {
@@ -40,10 +41,11 @@ export function isCrlStale(crl: RevocationList, latestNowMs: number): boolean {
 
 /** Why a peer could not be judged: no CRL was ever obtained (fresh client, phonebook unreachable). The stable
  * `code` reaches the dialer as the engine error `PEER_REVOCATION_UNKNOWN` and the listener's refusal log. */
-export class RevocationUnknownError extends Error {
-  readonly code = "REVOCATION_UNKNOWN";
+export class RevocationUnknownError extends CodedError<"REVOCATION_UNKNOWN"> {
   constructor() {
-    super("no revocation list was ever obtained from the phonebook: peers cannot be checked yet");
-    this.name = "RevocationUnknownError";
+    super(
+      "REVOCATION_UNKNOWN",
+      "no revocation list was ever obtained from the phonebook: peers cannot be checked yet",
+    );
   }
 }

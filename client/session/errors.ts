@@ -1,4 +1,5 @@
 /** Why a peer session was refused or ended. `code` is stable (tests and the headless interface use it). */
+import { CodedError } from "../../coded_error.ts";
 export type SessionErrorCode =
   | "NO_CERTIFICATE"
   | "CERTIFICATE"
@@ -11,9 +12,9 @@ export type SessionErrorCode =
   | "TOO_MANY_CONNECTIONS"
   | "TIMEOUT";
 
-export class SessionError extends Error {
-  constructor(readonly code: SessionErrorCode, message: string, readonly detail?: string) {
-    super(message);
-    this.name = "SessionError";
+export class SessionError extends CodedError<SessionErrorCode> {
+  /** A finer cause, e.g. the CertificateError code behind CERTIFICATE (REVOKED, EXPIRED...). */
+  constructor(code: SessionErrorCode, message: string, readonly detail?: string) {
+    super(code, message);
   }
 }

@@ -1,4 +1,5 @@
 /** The one error type of `clock/`: every failure carries a stable `code` callers and tests compare. */
+import { CodedError } from "../../coded_error.ts";
 
 export type RoughtimeErrorCode =
   // Codec: the bytes are not a well-formed Roughtime message or packet.
@@ -35,12 +36,7 @@ export type RoughtimeErrorCode =
   | "BAD_KEY_FILE"
   | "BAD_ARGUMENT";
 
-export class RoughtimeError extends Error {
-  constructor(readonly code: RoughtimeErrorCode, message: string) {
-    super(message);
-    this.name = "RoughtimeError";
-  }
-}
+export class RoughtimeError extends CodedError<RoughtimeErrorCode> {}
 
 /** Throws a RoughtimeError: a shorthand that keeps the checks one line each. */
 export function fail(code: RoughtimeErrorCode, message: string): never {
