@@ -1,5 +1,5 @@
 /**
- * Test helpers for clock/: the shared Roughtime vectors (found beside the repo, skipped when missing), local
+ * Test helpers for clock/: the Roughtime vectors kept in the repo (tests/testdata/roughtime/), local
  * servers on free loopback ports, and a reply forger that signs whatever fields a negative test needs.
  */
 import {
@@ -22,23 +22,9 @@ import {
   startRoughtimeServer,
 } from "../../clock/mod.ts";
 
-export const VECTORS_DIR = new URL("../../../shared/roughtime-vectors/", import.meta.url);
-
-function exists(url: URL): boolean {
-  try {
-    Deno.statSync(url);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-export const HAVE_VECTORS = exists(VECTORS_DIR);
-if (!HAVE_VECTORS) {
-  console.warn(
-    `skipping Roughtime vector tests: ${VECTORS_DIR.pathname} (shared/ beside the repo) is missing`,
-  );
-}
+/** The golden vectors, kept in the repo (see the README there for where each file came from). A missing
+ * file makes its test fail with ENOENT: vector tests never skip. */
+export const VECTORS_DIR = new URL("../testdata/roughtime/", import.meta.url);
 
 export function readVectorJson(name: string): unknown {
   return JSON.parse(Deno.readTextFileSync(new URL(name, VECTORS_DIR)));
