@@ -85,6 +85,9 @@ interface LongTermKey {
   delegation: Delegation | null;
 }
 
+/** How a request arrived: the size rules differ (see Responder.accept). */
+export type Transport = "udp" | "tcp";
+
 interface Accepted {
   index: number;
   request: RoughtimeRequest;
@@ -166,8 +169,12 @@ export class Responder {
     return this.keys.length === 1 ? this.keys[0] : null;
   }
 
-  private accept(packet: Uint8Array, index: number): Accepted | null {
-    if (packet.length < MIN_REQUEST_SIZE || packet.length > MAX_REQUEST_SIZE) return null;
+  private accept(packet: Uint8Array, index: number, transport: Transport): Accepted | null {
+    // The 1,024-byte minimum is a UDP rule (RFC 10049 section 5.1: "at least 1024 bytes when the UDP
+    // transport mode is used"; section 9.7: it keeps a spoofed datagram from being amplified). A TCP peer has
+    // completed a handshake from its own address, so nothing is reflected and unpadded requests are fine.
+    if (packet.length > MAX_REQUEST_SIZE) return null;
+    if (transport === "udp" && packet.length < MIN_REQUEST_SIZE) return null;
     let request: RoughtimeRequest;
     try {
       request = parseRequest(packet);
@@ -186,13 +193,14 @@ export class Responder {
     return { index, request, key, version };
   }
 
-  /** Answers a set of datagrams that arrived together; result[i] is the reply to packets[i] or null. */
-  respond(packets: Uint8Array[]): (Uint8Array | null)[] {
+  /** Answers a set of requests that arrived together; result[i] is the reply to packets[i] or null. Over
+   * UDP (the default) requests under 1,024 bytes are dropped and no reply is larger than its request. */
+  respond(packets: Uint8Array[], transport: Transport = "udp"): (Uint8Array | null)[] {
     this.stats.received += packets.length;
     const out: (Uint8Array | null)[] = packets.map(() => null);
     const groups = new Map<string, Accepted[]>();
     packets.forEach((p, i) => {
-      const a = this.accept(p, i);
+      const a = this.accept(p, i, transport);
       if (!a) return;
       const g = `${this.keys.indexOf(a.key)}/${a.request.family}/${a.version}`;
       const list = groups.get(g);
@@ -204,7 +212,7 @@ export class Responder {
     if (!Number.isFinite(nowMs) || nowMs < 0) groups.clear();
     for (const group of groups.values()) {
       for (let s = 0; s < group.length; s += this.maxBatch) {
-        this.signBatch(group.slice(s, s + this.maxBatch), nowMs, packets, out);
+        this.signBatch(group.slice(s, s + this.maxBatch), nowMs, packets, out, transport);
       }
     }
     for (const r of out) {
@@ -219,6 +227,7 @@ export class Responder {
     nowMs: number,
     packets: Uint8Array[],
     out: (Uint8Array | null)[],
+    transport: Transport,
   ): void {
     const family: HashFamily = batch[0].request.family;
     const d = this.delegation(batch[0].key, nowMs);
@@ -236,8 +245,8 @@ export class Responder {
     this.stats.largestBatch = Math.max(this.stats.largestBatch, batch.length);
     this.stats.batchSizes[batch.length] = (this.stats.batchSizes[batch.length] ?? 0) + 1;
     batch.forEach((a, i) => {
-      // Anti-amplification: never more bytes out than came in.
-      if (replies[i].length <= packets[a.index].length) out[a.index] = replies[i];
+      // Anti-amplification (RFC 10049 section 9.7): over UDP never more bytes out than came in.
+      if (transport === "tcp" || replies[i].length <= packets[a.index].length) out[a.index] = replies[i];
     });
   }
 }

@@ -85,10 +85,22 @@ function delegationVerified(
   return true;
 }
 
+export interface VerifyOptions {
+  /** How the exchange travelled. Over UDP (the default) a reply larger than its request is refused, as a
+   * server must never amplify (RFC 10049 section 9.7); over TCP there is nothing to amplify and an unpadded
+   * request legitimately gets a larger reply. */
+  transport?: "udp" | "tcp";
+}
+
 /** Verifies `response` as the answer to `request` from the server whose long-term key is `publicKey`.
  * Throws a RoughtimeError naming the first check that failed. */
-export function verifyReply(request: Uint8Array, response: Uint8Array, publicKey: Uint8Array): VerifiedReply {
-  if (response.length > request.length) {
+export function verifyReply(
+  request: Uint8Array,
+  response: Uint8Array,
+  publicKey: Uint8Array,
+  opts: VerifyOptions = {},
+): VerifiedReply {
+  if (opts.transport !== "tcp" && response.length > request.length) {
     fail(
       "RESPONSE_TOO_LARGE",
       `reply of ${response.length} bytes is larger than the ${request.length}-byte request`,

@@ -8,11 +8,13 @@ import {
   CONTEXT_RESPONSE,
   SERVER_VERSIONS,
   TAG,
+  TYPE_REQUEST,
   TYPE_RESPONSE,
+  VERSION_RFC,
 } from "../../clock/roughtime/constants.ts";
 import { publicKeyFromSeed, randomBytes, signWithContext } from "../../clock/roughtime/crypto.ts";
 import { buildTree, leafHash } from "../../clock/roughtime/merkle.ts";
-import type { RoughtimeRequest } from "../../clock/roughtime/request.ts";
+import { type RoughtimeRequest, srvValue } from "../../clock/roughtime/request.ts";
 import { encodeMessage, u32, u32List, u64, wrapPacket } from "../../clock/roughtime/wire.ts";
 import {
   generateLongTermSeed,
@@ -49,6 +51,20 @@ export function toB64(b: Uint8Array): string {
   let s = "";
   for (const x of b) s += String.fromCharCode(x);
   return btoa(s);
+}
+
+/** An RFC request with no padding at all (VER {1}, NONC, TYPE, SRV): 116 bytes, as some clients send over
+ * TCP, where the 1,024-byte minimum does not apply. */
+export function unpaddedRequest(serverPublicKey: Uint8Array): RoughtimeRequest {
+  const nonce = randomBytes(32);
+  const srv = srvValue(serverPublicKey);
+  const packet = wrapPacket(encodeMessage([
+    [TAG.VER, u32List([VERSION_RFC])],
+    [TAG.NONC, nonce],
+    [TAG.TYPE, u32(TYPE_REQUEST)],
+    [TAG.SRV, srv],
+  ]));
+  return { family: "ietf", packet, nonce, offered: [VERSION_RFC], srv, type: TYPE_REQUEST };
 }
 
 /** Local servers on free loopback ports; `close()` stops them all. */
