@@ -14,7 +14,7 @@ import {
   verifyReply,
 } from "../clock/mod.ts";
 import { buildRequest } from "../clock/roughtime/request.ts";
-import { Responder } from "../clock/roughtime/server.ts";
+import { Responder } from "../clock/roughtime/responder.ts";
 import { clearDelegationCache } from "../clock/roughtime/verify.ts";
 import { publicKeyFromSeed } from "../clock/roughtime/crypto.ts";
 

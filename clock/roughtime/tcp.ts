@@ -13,7 +13,7 @@ import {
   TCP_MAX_CONNECTIONS,
 } from "./constants.ts";
 import { RoughtimeError } from "./errors.ts";
-import type { Responder } from "./server.ts";
+import type { Responder } from "./responder.ts";
 import { concat } from "./wire.ts";
 
 /** Splits complete packets off the front of `buf`. Returns null when the stream is not Roughtime framing

@@ -161,8 +161,9 @@ export function verifyReply(
         );
       }
     }
-    versionName(versionNumber);
   }
+  // Throws BAD_VALUE for a VER we cannot name (only reachable when the request offered it).
+  const version = versionName(versionNumber);
 
   const nonc = msg.get(TAG.NONC);
   if (family === "ietf" && nonc === undefined) fail("MISSING_TAG", "reply has no NONC");
@@ -172,7 +173,6 @@ export function verifyReply(
 
   if (midp < mint || midp > maxt) fail("MIDP_OUT_OF_RANGE", "MIDP is outside the delegation's [MINT, MAXT]");
 
-  const version = versionName(versionNumber);
   const unit = Number(microsPerUnit(version));
   const radiusMs = (radi * unit) / 1000;
   if (radi === 0) fail("BAD_RADIUS", "RADI is 0");
