@@ -296,6 +296,7 @@ export function registerTimeCommands(program: Command): void {
           port,
           longTermSeed: seed,
           radiusSeconds: Number(opts.radius),
+          tcp: opts.tcp === true,
         });
       } catch (e) {
         throw new CliError(`cannot start the server: ${e instanceof Error ? e.message : String(e)}`);

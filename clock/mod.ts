@@ -43,7 +43,7 @@ export {
   type MalfeasanceReport,
   type ReportVerdict,
 } from "./roughtime/malfeasance.ts";
-export { type VerifiedReply, verifyReply } from "./roughtime/verify.ts";
+export { type VerifiedReply, type VerifyOptions, verifyReply } from "./roughtime/verify.ts";
 export { buildRequest, parseRequest } from "./roughtime/request.ts";
 
 const VERSION_NAMES: Record<string, RoughtimeVersion> = {

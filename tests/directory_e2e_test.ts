@@ -9,17 +9,7 @@ import { enroll, renewEnrollment, revokeEnrollment } from "../client/enroll.ts";
 import { DirectoryClient, DirectoryError } from "../client/directory_client.ts";
 import { loadHome } from "../client/home.ts";
 import { fingerprintOf, normalizeSerial, pemToDer, x509 } from "../pki/mod.ts";
-
-const haveOpenssl = await (async () => {
-  try {
-    const r = await new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" })
-      .output();
-    return r.success;
-  } catch {
-    return false;
-  }
-})();
-if (!haveOpenssl) console.warn("openssl not found: the openssl checks are skipped (apt-get install openssl)");
+import { useTool } from "./helpers/tools.ts";
 
 async function openssl(args: string[]): Promise<{ code: number; out: string }> {
   const r = await new Deno.Command("openssl", { args, stdout: "piped", stderr: "piped" }).output();
@@ -63,7 +53,7 @@ Deno.test("directory end to end: enroll, list, publish, revoke, restart", async 
     assert.equal(alice.roughtime[0].port, dir.roughtime!.port);
     assert.equal(btoa(String.fromCharCode(...alice.roughtime[0].publicKey)), dir.roughtime!.publicKey);
 
-    if (haveOpenssl) {
+    if (useTool("openssl")) {
       for (const who of ["alice", "bob"]) {
         const v = await openssl(["verify", "-CAfile", join(tmp, who, "ca.pem"), join(tmp, who, "cert.pem")]);
         assert.equal(v.code, 0, v.out);
@@ -158,7 +148,7 @@ Deno.test("directory end to end: enroll, list, publish, revoke, restart", async 
       bc.publish("127.0.0.1", 1234, 60),
       (e: unknown) => (e as DirectoryError).code === "UNAUTHENTICATED",
     );
-    if (haveOpenssl) {
+    if (useTool("openssl")) {
       const crlPath = join(tmp, "crl.der");
       const http = Deno.createHttpClient({ caCerts: [dir.caCertPem] });
       try {

@@ -8,16 +8,7 @@ import net from "node:net";
 import { enrollRaw, startTestDirectory } from "./helpers/directory.ts";
 import { tls13ClientWithAnyKey } from "./helpers/tls13_liar.ts";
 import { exportPrivateKeyPem, generateKeyPair, pemToDer } from "../pki/mod.ts";
-
-function haveTool(name: string): boolean {
-  try {
-    const r = new Deno.Command(name, { args: ["version"], stdout: "null", stderr: "null" }).outputSync();
-    return r.success;
-  } catch {
-    return false;
-  }
-}
-const HAVE_OPENSSL = haveTool("openssl");
+import { withTools } from "./helpers/tools.ts";
 
 /** One `openssl s_client` handshake; resolves with its combined output and whether a cipher was agreed. */
 async function probe(port: number, args: string[]): Promise<{ agreed: boolean; out: string }> {
@@ -35,9 +26,8 @@ async function probe(port: number, args: string[]): Promise<{ agreed: boolean; o
   return { agreed, out };
 }
 
-Deno.test({
+Deno.test(withTools("openssl", {
   name: "TLS: only 1.2 and 1.3 with AEAD suites; 1.0, 1.1 and CBC suites are refused by the server",
-  ignore: !HAVE_OPENSSL,
   async fn() {
     const t = await startTestDirectory();
     try {
@@ -63,7 +53,7 @@ Deno.test({
       await t.close();
     }
   },
-});
+}));
 
 Deno.test("a TLS handshake trickled byte by byte is cut off at the header deadline", async () => {
   const t = await startTestDirectory({

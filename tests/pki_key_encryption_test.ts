@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, pemToDer, PkiError } from "../pki/mod.ts";
 import { PBKDF2_ITERATIONS } from "../pki/keys.ts";
+import { withTools } from "./helpers/tools.ts";
 
 /** The PBKDF2 iteration count and salt of an encrypted PKCS#8 DER, read by walking its fixed structure. */
 function pbkdf2Params(der: Uint8Array): { iterations: number; salt: string } {
@@ -45,15 +46,6 @@ function pbkdf2Params(der: Uint8Array): { iterations: number; salt: string } {
   return { iterations, salt };
 }
 
-function haveOpenssl(): boolean {
-  try {
-    return new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test("an encrypted key uses PBKDF2 with >= 600,000 iterations and a fresh salt; it round-trips", async () => {
   assert.ok(PBKDF2_ITERATIONS >= 600_000);
   for (const alg of ["p256", "ed25519"] as const) {
@@ -80,9 +72,8 @@ Deno.test("an encrypted key uses PBKDF2 with >= 600,000 iterations and a fresh s
   }
 });
 
-Deno.test({
+Deno.test(withTools("openssl", {
   name: "openssl pkey reads the encrypted key with its passphrase",
-  ignore: !haveOpenssl(),
   async fn() {
     const kp = await generateKeyPair("p256");
     const tmp = await Deno.makeTempFile({ suffix: ".pem" });
@@ -99,4 +90,4 @@ Deno.test({
       await Deno.remove(tmp);
     }
   },
-});
+}));

@@ -13,7 +13,7 @@ import {
 } from "../clock/mod.ts";
 import { publicKeyFromSeed, randomBytes } from "../clock/roughtime/crypto.ts";
 import { buildRequest, parseRequest } from "../clock/roughtime/request.ts";
-import { Responder } from "../clock/roughtime/server.ts";
+import { Responder } from "../clock/roughtime/responder.ts";
 import { verifyLegacyReply } from "../clock/roughtime/legacy.ts";
 import { decodeMessage, encodeMessage, u32, unwrapPacket, wrapPacket } from "../clock/roughtime/wire.ts";
 

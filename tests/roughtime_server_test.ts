@@ -10,7 +10,7 @@ import { queryServer, type ServerSpec, startRoughtimeServer, verifyReply } from 
 import { TAG, VERSION_DRAFT, VERSION_RFC } from "../clock/roughtime/constants.ts";
 import { publicKeyFromSeed, randomBytes } from "../clock/roughtime/crypto.ts";
 import { buildRequest } from "../clock/roughtime/request.ts";
-import { Responder } from "../clock/roughtime/server.ts";
+import { Responder } from "../clock/roughtime/responder.ts";
 import {
   decodeMessage,
   encodeMessage,

@@ -1,9 +1,11 @@
 /**
  * Roughtime over TCP (RFC 10049 framing): our client and server interoperate for both IETF versions,
  * several requests on one connection are answered in order, a stream that is not Roughtime framing is cut
- * off, and the server keeps serving afterwards.
+ * off, and the server keeps serving afterwards. Unpadded requests are answered over TCP (the 1,024-byte
+ * minimum is a UDP rule) and still dropped over UDP.
  */
 import assert from "node:assert/strict";
+import dgram from "node:dgram";
 import net from "node:net";
 import {
   parseServerSpec,
@@ -17,7 +19,7 @@ import { randomBytes } from "../clock/roughtime/crypto.ts";
 import { buildRequest } from "../clock/roughtime/request.ts";
 import { takePackets } from "../clock/roughtime/tcp.ts";
 import { concat } from "../clock/roughtime/wire.ts";
-import { toB64 } from "./helpers/roughtime.ts";
+import { toB64, unpaddedRequest } from "./helpers/roughtime.ts";
 
 /** Writes `data` on a fresh connection and collects what comes back until the server closes or `enough`. */
 function talk(
@@ -129,3 +131,55 @@ Deno.test("tcp: a closed port fails fast with UNREACHABLE", async () => {
     (e: unknown) => e instanceof RoughtimeError && e.code === "UNREACHABLE",
   );
 });
+
+Deno.test("tcp: an unpadded 116-byte request is answered over TCP, and the same bytes over UDP are dropped", async () => {
+  const server = await startRoughtimeServer({ longTermSeed: randomBytes(32), port: 0, tcp: true });
+  const udp = dgram.createSocket("udp4");
+  try {
+    const small = unpaddedRequest(server.publicKey);
+    assert.equal(small.packet.length, 116);
+    const { bytes } = await talk(
+      server.port,
+      small.packet,
+      (b) => (takePackets(b)?.packets.length ?? 0) >= 1,
+    );
+    const reply = takePackets(bytes)!.packets[0];
+    assert.ok(reply.length > small.packet.length);
+    assert.equal(verifyReply(small.packet, reply, server.publicKey, { transport: "tcp" }).version, "rfc");
+    // Our client still refuses such a reply by UDP rules: over UDP it would be an amplification.
+    assert.throws(
+      () => verifyReply(small.packet, reply, server.publicKey),
+      (e: unknown) => e instanceof RoughtimeError && e.code === "RESPONSE_TOO_LARGE",
+    );
+
+    // UDP: the small request, then a padded one. Datagrams on loopback are handled in order, so a reply to the
+    // small one would arrive before the padded one's.
+    const padded = buildRequest({ serverPublicKey: server.publicKey });
+    const replies: Uint8Array[] = [];
+    const got = new Promise<void>((resolve) => {
+      udp.on("message", (m: Uint8Array) => {
+        replies.push(new Uint8Array(m));
+        if (replies.some((r) => verifiesFor(padded.packet, r, server.publicKey))) resolve();
+      });
+    });
+    await new Promise<void>((r) => udp.bind(0, "127.0.0.1", () => r()));
+    const before = server.stats().dropped;
+    udp.send(small.packet, server.port, "127.0.0.1");
+    udp.send(padded.packet, server.port, "127.0.0.1");
+    await got;
+    assert.equal(replies.length, 1, "only the padded request got a reply over UDP");
+    assert.equal(server.stats().dropped, before + 1);
+  } finally {
+    udp.close();
+    await server.close();
+  }
+});
+
+function verifiesFor(request: Uint8Array, reply: Uint8Array, key: Uint8Array): boolean {
+  try {
+    verifyReply(request, reply, key);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -254,3 +254,14 @@ Deno.test("verify: a reply whose TYPE is not 1 is refused", () => {
   });
   rejects(() => verifyReply(req.packet, r, longTermPub), "BAD_TYPE");
 });
+
+Deno.test("verify: a reply in a version we offered but cannot name is refused (BAD_VALUE), before other checks", () => {
+  // A request offering an experimental version we do not speak, answered in it with a wrong nonce too:
+  // the unnamed version is reported first.
+  const odd = 0x80000099;
+  const req = buildRequest({ offered: [VERSION_RFC, odd], serverPublicKey: longTermPub });
+  const base = { longTermSeed, midp: nowUnits("ietf"), radi: 3, version: odd, vers: [odd] };
+  rejects(() => verifyReply(req.packet, forgeReply(req, base), longTermPub), "BAD_VALUE");
+  const wrongNonce = forgeReply(req, { ...base, override: (m) => m.set(TAG.NONC, randomBytes(32)) });
+  rejects(() => verifyReply(req.packet, wrongNonce, longTermPub), "BAD_VALUE");
+});

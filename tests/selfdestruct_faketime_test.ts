@@ -9,7 +9,6 @@ import { DirectoryClient } from "../client/directory_client.ts";
 import type { HomeState } from "../client/home.ts";
 import {
   enrollUser,
-  faketimeAvailable,
   type HeadlessEvent,
   type HeadlessProc,
   type Phonebook,
@@ -17,10 +16,9 @@ import {
   startClient,
   startPhonebook,
 } from "./helpers/chat.ts";
+import { withTools } from "./helpers/tools.ts";
 
 const TTL = 8000;
-const ignore = !faketimeAvailable();
-if (ignore) console.warn("faketime is not installed (apt-get install faketime): faketime tests skipped");
 
 /** Under a moved wall clock the platform HTTPS client refuses the directory's certificate (it judges validity
  * on the local clock), so the receiver cannot publish its own address; the test publishes it, authenticated
@@ -97,21 +95,18 @@ async function diesOnTime(
   assert.ok(elapsed <= TTL + 3000, `died ${elapsed} ms after sending (lifetime ${TTL} ms)`);
 }
 
-Deno.test({
+Deno.test(withTools("faketime", {
   name: "faketime: receiver's wall clock set back a year: the message still dies on time",
-  ignore,
   fn: () => scenario({ spec: "-365d" }, diesOnTime),
-});
+}));
 
-Deno.test({
+Deno.test(withTools("faketime", {
   name: "faketime: receiver's wall clock set forward a year: shown, and dies on time (not at once)",
-  ignore,
   fn: () => scenario({ spec: "+365d" }, diesOnTime),
-});
+}));
 
-Deno.test({
+Deno.test(withTools("faketime", {
   name: "faketime: monotonic clock slowed too: the message dies once a fresh Roughtime answer arrives",
-  ignore,
   fn: () =>
     // Time runs at a tenth of its speed for the receiver (wall and monotonic); it asks Roughtime every
     // second of its own (slowed) time, i.e. every ~10 real seconds.
@@ -134,4 +129,4 @@ Deno.test({
       // 10x slowed clock alone it would have lived 80 s.
       assert.ok(elapsed <= TTL + 15_000, `died ${elapsed} ms after sending`);
     }),
-});
+}));

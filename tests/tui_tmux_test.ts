@@ -8,19 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { displayWidth } from "../client/tui/width.ts";
+import { withTools } from "./helpers/tools.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
-
-function hasTmux(): boolean {
-  try {
-    return new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-const TMUX = hasTmux();
-if (!TMUX) console.log("tui_tmux_test: tmux is not installed, skipping the real-terminal tests");
 
 async function tmux(...args: string[]): Promise<string> {
   const out = await new Deno.Command("tmux", { args, stdout: "piped", stderr: "piped" }).output();
@@ -108,9 +98,8 @@ async function demoRuns(): Promise<Set<string>> {
   return runs;
 }
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux: deno task demo - send with a lifetime, delivered, countdown, vanish, resize, Ctrl+C cleans up",
-  ignore: !TMUX,
 
   fn: async () => {
     const before = await demoRuns();
@@ -175,11 +164,10 @@ Deno.test({
       await s.close();
     }
   },
-});
+}));
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux: closing the terminal window (SIGHUP) still closes the engines and removes the demo's folder",
-  ignore: !TMUX,
   fn: async () => {
     const before = await demoRuns();
     const s = await Screen.start("deno task demo", 100, 30);
@@ -197,11 +185,10 @@ Deno.test({
     }
     assert.ok(!(await demoRuns()).has(ours[0]), "the demo's folder is removed after its terminal closed");
   },
-});
+}));
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux: no expiring message on screen while time is unverified, then shown once verified",
-  ignore: !TMUX,
 
   fn: async () => {
     const s = await Screen.start("deno run --allow-env tests/helpers/fake_engine.ts --unverified", 100, 30);
@@ -227,4 +214,4 @@ Deno.test({
       await s.close();
     }
   },
-});
+}));

@@ -76,7 +76,7 @@ async function queryTcp(
   const sent = mono();
   const response = await exchangeTcp(address, server.port, request.packet, deadline - sent);
   const receivedAtMono = mono();
-  const reply = verifyReply(request.packet, response, server.publicKey);
+  const reply = verifyReply(request.packet, response, server.publicKey, { transport: "tcp" });
   return { server, request: request.packet, response, reply, rttMs: receivedAtMono - sent, receivedAtMono };
 }
 

@@ -1,8 +1,8 @@
 /**
  * Roughtime over TCP (RFC 10049 section 5): a stream of IETF packets ("ROUGHTIM", uint32 length, message),
- * several per connection, answered in order. Google-Roughtime has no framing and is UDP only. The size rules
- * are kept on TCP too (the responder applies them), and every connection has bounds: one packet at most
- * MAX_REQUEST_SIZE, an idle timeout, a cap on connections.
+ * several per connection, answered in order. Google-Roughtime has no framing and is UDP only. The 1,024-byte
+ * minimum and the reply-size rule are UDP rules and do not apply here (see Responder.accept); every
+ * connection has bounds instead: one packet at most MAX_REQUEST_SIZE, an idle timeout, a cap on connections.
  */
 import net from "node:net";
 import {
@@ -13,7 +13,7 @@ import {
   TCP_MAX_CONNECTIONS,
 } from "./constants.ts";
 import { RoughtimeError } from "./errors.ts";
-import type { Responder } from "./server.ts";
+import type { Responder } from "./responder.ts";
 import { concat } from "./wire.ts";
 
 /** Splits complete packets off the front of `buf`. Returns null when the stream is not Roughtime framing
@@ -59,7 +59,7 @@ export async function listenTcp(responder: Responder, hostname: string, port: nu
       if (split.packets.length === 0) return;
       let replies: (Uint8Array | null)[];
       try {
-        replies = responder.respond(split.packets);
+        replies = responder.respond(split.packets, "tcp");
       } catch {
         sock.destroy();
         return;

@@ -85,10 +85,22 @@ function delegationVerified(
   return true;
 }
 
+export interface VerifyOptions {
+  /** How the exchange travelled. Over UDP (the default) a reply larger than its request is refused, as a
+   * server must never amplify (RFC 10049 section 9.7); over TCP there is nothing to amplify and an unpadded
+   * request legitimately gets a larger reply. */
+  transport?: "udp" | "tcp";
+}
+
 /** Verifies `response` as the answer to `request` from the server whose long-term key is `publicKey`.
  * Throws a RoughtimeError naming the first check that failed. */
-export function verifyReply(request: Uint8Array, response: Uint8Array, publicKey: Uint8Array): VerifiedReply {
-  if (response.length > request.length) {
+export function verifyReply(
+  request: Uint8Array,
+  response: Uint8Array,
+  publicKey: Uint8Array,
+  opts: VerifyOptions = {},
+): VerifiedReply {
+  if (opts.transport !== "tcp" && response.length > request.length) {
     fail(
       "RESPONSE_TOO_LARGE",
       `reply of ${response.length} bytes is larger than the ${request.length}-byte request`,
@@ -149,8 +161,9 @@ export function verifyReply(request: Uint8Array, response: Uint8Array, publicKey
         );
       }
     }
-    versionName(versionNumber);
   }
+  // Throws BAD_VALUE for a VER we cannot name (only reachable when the request offered it).
+  const version = versionName(versionNumber);
 
   const nonc = msg.get(TAG.NONC);
   if (family === "ietf" && nonc === undefined) fail("MISSING_TAG", "reply has no NONC");
@@ -160,7 +173,6 @@ export function verifyReply(request: Uint8Array, response: Uint8Array, publicKey
 
   if (midp < mint || midp > maxt) fail("MIDP_OUT_OF_RANGE", "MIDP is outside the delegation's [MINT, MAXT]");
 
-  const version = versionName(versionNumber);
   const unit = Number(microsPerUnit(version));
   const radiusMs = (radi * unit) / 1000;
   if (radi === 0) fail("BAD_RADIUS", "RADI is 0");
