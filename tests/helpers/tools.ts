@@ -22,6 +22,8 @@ const PROBE_ARGS: Record<string, string[]> = {
   tmux: ["-V"],
   faketime: ["--version"],
   sslscan: ["--version"],
+  ip: ["-V"],
+  nft: ["--version"],
 };
 
 const probed = new Map<string, boolean>();

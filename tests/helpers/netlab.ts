@@ -1,0 +1,226 @@
+/**
+ * A small internet in Linux network namespaces, for tests of what crosses real networks and NATs: a public
+ * segment (a bridge, addresses from 198.18.0.0/24, the benchmarking range of RFC 2544 that is never routed),
+ * home routers doing NAT with nftables (cone or symmetric), hosts behind them (192.168.N.0/24), carrier NAT
+ * (100.64.N.0/24 between two routers, RFC 6598), and host firewalls that drop everything inbound. Each "machine" is a namespace; a test runs
+ * our real program in it with `lab.command(host, ...)`. Everything is created under a unique prefix and removed
+ * by `close()`; traffic never leaves the namespaces the lab made.
+ *
+ * Needs root, `ip` (iproute2) and `nft` (nftables). `labAvailable()` says whether this machine can build one.
+ */
+import { haveTool } from "./tools.ts";
+
+export type NatKind =
+  /** Linux masquerade: one public port per internal socket as long as it is free (endpoint-independent
+   * mapping), inbound only for established flows (port-restricted cone). */
+  | "cone"
+  /** masquerade random,fully-random: a new random public port for every destination (symmetric NAT). */
+  | "symmetric";
+
+export interface RouterSpec {
+  name: string;
+  nat: NatKind;
+  /** A router behind another router's LAN (carrier NAT); its WAN is then on that router's LAN. */
+  behind?: string;
+}
+
+export interface HostSpec {
+  name: string;
+  /** The router whose LAN it is on; absent for a host on the public segment. */
+  router?: string;
+  /** A stateful firewall on the host: every new inbound connection or datagram is dropped. */
+  firewall?: boolean;
+}
+
+export interface LabSpec {
+  routers?: RouterSpec[];
+  hosts: HostSpec[];
+}
+
+export interface LabHost {
+  name: string;
+  /** The namespace to run in (`ip netns exec NS ...`). */
+  ns: string;
+  /** Its own address (public, or private behind its router). */
+  address: string;
+  router: string | null;
+}
+
+export interface Lab {
+  readonly hosts: Map<string, LabHost>;
+  /** WAN address of each router (what peers on the public side see for hosts behind it). */
+  readonly routerWan: Map<string, string>;
+  host(name: string): LabHost;
+  /** A command that runs `cmd` inside the host's namespace. */
+  command(host: string, cmd: string, args: string[], opts?: Deno.CommandOptions): Deno.Command;
+  /** Runs a command in a namespace (host or router) and returns its stdout; throws on failure. */
+  run(ns: string, args: string[]): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** True when this process can build a lab: root, with ip and nft. */
+export function labAvailable(): boolean {
+  return Deno.uid() === 0 && haveTool("ip") && haveTool("nft");
+}
+
+async function sh(args: string[], input?: string): Promise<string> {
+  const c = new Deno.Command(args[0], {
+    args: args.slice(1),
+    stdin: input === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const p = c.spawn();
+  if (input !== undefined) {
+    const w = p.stdin.getWriter();
+    await w.write(new TextEncoder().encode(input));
+    await w.close();
+  }
+  const out = await p.output();
+  if (!out.success) {
+    throw new Error(`${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+let labCount = 0;
+
+/** Builds the topology; on any failure, removes what was made and rethrows. */
+export async function buildLab(spec: LabSpec): Promise<Lab> {
+  // Namespaces and interfaces carry a prefix unique to this process and lab (interface names: <= 15 chars).
+  const id = `${(Deno.pid % 10000).toString(36)}${(labCount++).toString(36)}`;
+  const made: string[] = [];
+  const nsName = (n: string) => `sc${id}-${n}`;
+  const ns = async (n: string) => {
+    const name = nsName(n);
+    await sh(["ip", "netns", "add", name]);
+    made.push(name);
+    await sh(["ip", "-n", name, "link", "set", "lo", "up"]);
+    return name;
+  };
+  let ifCount = 0;
+  /** A veth pair between two namespaces, each end named and addressed. */
+  const link = async (a: string, aIf: string, b: string, bIf: string) => {
+    const tmpA = `v${id}a${ifCount}`;
+    const tmpB = `v${id}b${ifCount++}`;
+    await sh(["ip", "link", "add", tmpA, "type", "veth", "peer", "name", tmpB]);
+    await sh(["ip", "link", "set", tmpA, "netns", a]);
+    await sh(["ip", "link", "set", tmpB, "netns", b]);
+    await sh(["ip", "-n", a, "link", "set", tmpA, "name", aIf]);
+    await sh(["ip", "-n", b, "link", "set", tmpB, "name", bIf]);
+    await sh(["ip", "-n", a, "link", "set", aIf, "up"]);
+    await sh(["ip", "-n", b, "link", "set", bIf, "up"]);
+  };
+  const hosts = new Map<string, LabHost>();
+  const routerWan = new Map<string, string>();
+  try {
+    const net = await ns("net");
+    await sh(["ip", "-n", net, "link", "add", "br0", "type", "bridge"]);
+    await sh(["ip", "-n", net, "link", "set", "br0", "up"]);
+    let publicHost = 1;
+    const onPublic = async (nsn: string, ifName: string) => {
+      const port = `p${publicHost}`;
+      await link(nsn, ifName, net, port);
+      await sh(["ip", "-n", net, "link", "set", port, "master", "br0"]);
+      const addr = `198.18.0.${publicHost++}`;
+      await sh(["ip", "-n", nsn, "addr", "add", `${addr}/24`, "dev", ifName]);
+      return addr;
+    };
+    const routers = spec.routers ?? [];
+    const lanOf = new Map<string, { ns: string; subnet: string; next: number }>();
+    let subnet = 1;
+    // Routers in order: one behind another must come after it.
+    for (const r of routers) {
+      const rns = await ns(r.name);
+      await sh(["ip", "netns", "exec", rns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+      let wan: string;
+      if (r.behind) {
+        const up = lanOf.get(r.behind);
+        if (!up) throw new Error(`router ${r.name} is behind ${r.behind}, which is not defined before it`);
+        wan = `${up.subnet}.${up.next++}`;
+        await link(rns, "wan", up.ns, `l${r.name}`.slice(0, 15));
+        await sh(["ip", "-n", up.ns, "link", "set", `l${r.name}`.slice(0, 15), "master", "lan"]);
+        await sh(["ip", "-n", rns, "addr", "add", `${wan}/24`, "dev", "wan"]);
+        await sh(["ip", "-n", rns, "route", "add", "default", "via", `${up.subnet}.1`]);
+      } else {
+        wan = await onPublic(rns, "wan");
+      }
+      routerWan.set(r.name, wan);
+      // The carrier's LAN is shared address space (RFC 6598), home LANs are 192.168.N.0/24.
+      const lanSubnet = routers.some((o) => o.behind === r.name)
+        ? `100.64.${subnet++}`
+        : `192.168.${subnet++}`;
+      await sh(["ip", "-n", rns, "link", "add", "lan", "type", "bridge"]);
+      await sh(["ip", "-n", rns, "link", "set", "lan", "up"]);
+      await sh(["ip", "-n", rns, "addr", "add", `${lanSubnet}.1/24`, "dev", "lan"]);
+      lanOf.set(r.name, { ns: rns, subnet: lanSubnet, next: 10 });
+      const rules = `table ip lab {
+  chain post { type nat hook postrouting priority 100;
+    oifname "wan" masquerade${r.nat === "symmetric" ? " random,fully-random" : ""}
+  }
+}
+table inet labf {
+  chain forward { type filter hook forward priority 0; policy accept;
+    ct state established,related accept
+    iifname "wan" drop
+  }
+}`;
+      await sh(["ip", "netns", "exec", rns, "nft", "-f", "-"], rules);
+    }
+    for (const h of spec.hosts) {
+      const hns = await ns(h.name);
+      let address: string;
+      if (h.router) {
+        const lan = lanOf.get(h.router);
+        if (!lan) throw new Error(`host ${h.name}: no router ${h.router}`);
+        address = `${lan.subnet}.${lan.next++}`;
+        const port = `l${h.name}`.slice(0, 15);
+        await link(hns, "eth0", lan.ns, port);
+        await sh(["ip", "-n", lan.ns, "link", "set", port, "master", "lan"]);
+        await sh(["ip", "-n", hns, "addr", "add", `${address}/24`, "dev", "eth0"]);
+        await sh(["ip", "-n", hns, "route", "add", "default", "via", `${lan.subnet}.1`]);
+      } else {
+        address = await onPublic(hns, "eth0");
+      }
+      if (h.firewall) {
+        await sh(
+          ["ip", "netns", "exec", hns, "nft", "-f", "-"],
+          `table inet lab {
+  chain input { type filter hook input priority 0; policy accept;
+    iifname "lo" accept
+    ct state established,related accept
+    ct state new drop
+  }
+}`,
+        );
+      }
+      hosts.set(h.name, { name: h.name, ns: hns, address, router: h.router ?? null });
+    }
+  } catch (e) {
+    await removeAll(made);
+    throw e;
+  }
+  const host = (name: string): LabHost => {
+    const h = hosts.get(name);
+    if (!h) throw new Error(`no host ${name} in this lab`);
+    return h;
+  };
+  return {
+    hosts,
+    routerWan,
+    host,
+    command(name, cmd, args, opts = {}) {
+      return new Deno.Command("ip", { ...opts, args: ["netns", "exec", host(name).ns, cmd, ...args] });
+    },
+    run(nsn, args) {
+      const target = hosts.get(nsn)?.ns ?? nsName(nsn);
+      return sh(["ip", "netns", "exec", target, ...args]);
+    },
+    close: () => removeAll(made),
+  };
+}
+
+async function removeAll(names: string[]): Promise<void> {
+  // Deleting a namespace deletes the interfaces in it (and the peer ends of its veth pairs).
+  for (const n of names.reverse()) await sh(["ip", "netns", "del", n]).catch(() => {});
+}
