@@ -1,8 +1,9 @@
 /**
  * Reply verification: everything RFC 10049 section 5.4 requires plus the checks roughtime.md lists
- * (nonce echo, offered version, downgrade, RADI bounds, PATH length, reply size). Pure; needs only the
- * request packet we sent, the reply packet and the server's long-term key, which is also exactly what a
- * malfeasance report carries. Signatures are checked over the raw bytes before their contents are parsed,
+ * (nonce echo, offered version, downgrade, RADI bounds, PATH length, reply size). A function of its inputs
+ * only: the request packet we sent, the reply packet and the server's long-term key, which is also exactly
+ * what a malfeasance report carries. (The one piece of state it uses, the memo of verified delegations in
+ * delegation_cache.ts, can skip a repeated signature check but never change an answer.) Signatures are checked over the raw bytes before their contents are parsed,
  * so a flipped bit in a signed field is always reported as a signature failure.
  */
 import type { RoughtimeVersion } from "../types.ts";
@@ -16,11 +17,11 @@ import {
   VERSION_PREFERENCE,
 } from "./constants.ts";
 import { verifyWithContext } from "./crypto.ts";
+import { delegationVerified } from "./delegation_cache.ts";
 import { fail } from "./errors.ts";
-import { type HashFamily, hashSize, leafHash, verifyPath } from "./merkle.ts";
+import { hashSize, leafHash, verifyPath } from "./merkle.ts";
 import { toHex } from "./encoding.ts";
 import { parseRequest, type RoughtimeRequest, versionName } from "./request.ts";
-import { delegationContext } from "./response.ts";
 import {
   bytesEqual,
   decodeMessage,
@@ -60,30 +61,7 @@ function bestMutual(offered: number[], serverVersions: number[]): number | null 
   return null;
 }
 
-/** Delegations that verified, keyed by the exact bytes checked: a server signs one CERT per online key and
- * repeats it in every reply, so a client verifying many replies skips the second Ed25519 check. Only
- * successes are stored and the key covers every input byte, so a hit is as good as a fresh check. */
-const verifiedDelegations = new Set<string>();
-const MAX_CACHED_DELEGATIONS = 1024;
-
-/** Forgets every cached delegation (the benchmark measures the uncached cost with it). */
-export function clearDelegationCache(): void {
-  verifiedDelegations.clear();
-}
-
-function delegationVerified(
-  publicKey: Uint8Array,
-  family: HashFamily,
-  dele: Uint8Array,
-  sig: Uint8Array,
-): boolean {
-  const key = `${family}:${toHex(publicKey)}:${toHex(dele)}:${toHex(sig)}`;
-  if (verifiedDelegations.has(key)) return true;
-  if (!verifyWithContext(publicKey, delegationContext(family), dele, sig)) return false;
-  if (verifiedDelegations.size >= MAX_CACHED_DELEGATIONS) verifiedDelegations.clear();
-  verifiedDelegations.add(key);
-  return true;
-}
+export { clearDelegationCache } from "./delegation_cache.ts";
 
 export interface VerifyOptions {
   /** How the exchange travelled. Over UDP (the default) a reply larger than its request is refused, as a
