@@ -243,7 +243,10 @@ export async function enroll(opts: {
       latestMs: now,
     });
   } catch (e) {
-    throw new EnrollError("BAD_CERTIFICATE", `the directory's CA certificate is unfit: ${(e as Error).message}`);
+    throw new EnrollError(
+      "BAD_CERTIFICATE",
+      `the directory's CA certificate is unfit: ${(e as Error).message}`,
+    );
   }
   const keys = await generateKeyPair(opts.algorithm ?? "p256");
   const csr = await createCsr(name, keys);
