@@ -21,7 +21,8 @@ export type ProtocolErrorCode =
   | "DUPLICATE_SESSION"
   | "CERTIFICATE"
   | "KEY_CHANGED"
-  | "STORE_FAILED";
+  | "STORE_FAILED"
+  | "RATE_LIMITED";
 
 export class ProtocolError extends Error {
   constructor(readonly code: ProtocolErrorCode, message: string) {

@@ -513,7 +513,13 @@ export function faketimeAvailable(): boolean {
 /** Starts `securechat chat --headless --home DIR` (optionally under faketime: `spec` is faketime's -f value). */
 export function spawnHeadless(
   homeDir: string,
-  opts: { faketime?: string; fakeMonotonic?: boolean; args?: string[] } = {},
+  opts: {
+    faketime?: string;
+    fakeMonotonic?: boolean;
+    args?: string[];
+    /** Run under `ulimit -n` of this many file descriptors (through bash). */
+    maxOpenFiles?: number;
+  } = {},
 ): HeadlessProc {
   const denoArgs = [
     "run",
@@ -536,6 +542,10 @@ export function spawnHeadless(
     cmd = "faketime";
     args = ["-f", opts.faketime, Deno.execPath(), ...denoArgs];
     if (!opts.fakeMonotonic) env.FAKETIME_DONT_FAKE_MONOTONIC = "1";
+  }
+  if (opts.maxOpenFiles !== undefined) {
+    args = ["-c", `ulimit -n ${opts.maxOpenFiles} && exec "$0" "$@"`, cmd, ...args];
+    cmd = "bash";
   }
   const child = new Deno.Command(cmd, { args, env, stdin: "piped", stdout: "piped", stderr: "piped" })
     .spawn();
