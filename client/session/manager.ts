@@ -63,6 +63,7 @@ export class SessionManager {
   readonly #raw = new Set<net.Socket>();
   #closing = false;
   #checkTimer: ReturnType<typeof setInterval> | null = null;
+  #probe: { socket: net.Socket; timer: ReturnType<typeof setTimeout> } | null = null;
   #lastAcceptMs = 0;
   #dropsSinceReport = 0;
   #dropReportTimer: ReturnType<typeof setTimeout> | null = null;
@@ -127,6 +128,7 @@ export class SessionManager {
   #onConnection(raw: net.Socket): void {
     this.stats.accepted++;
     this.#lastAcceptMs = Date.now();
+    this.#endProbe();
     raw.on("error", () => {});
     if (this.#closing) {
       raw.destroy();
@@ -211,21 +213,32 @@ export class SessionManager {
       return;
     }
     if (Date.now() - this.#lastAcceptMs < this.limits.listenerCheckIntervalMs) return;
+    if (this.#probe) return;
     const seen = this.stats.accepted;
     const host = bound.host === "0.0.0.0" ? "127.0.0.1" : bound.host === "::" ? "::1" : bound.host;
-    const probe = net.connect({ host, port: bound.port });
+    const socket = net.connect({ host, port: bound.port });
     let ownLimit = false;
     // A probe that cannot connect is as telling as one not accepted: a dead loop leaves the backlog full, and
     // the kernel then drops new SYNs. Only our own descriptors being exhausted (EMFILE here) says nothing.
-    probe.on("error", (e: Error & { code?: string }) => {
+    socket.on("error", (e: Error & { code?: string }) => {
       if (e.code === "EMFILE" || e.code === "ENFILE") ownLimit = true;
     });
-    setTimeout(() => {
-      probe.destroy();
+    const timer = setTimeout(() => {
+      this.#endProbe();
       if (!ownLimit && this.stats.accepted === seen && this.#server === server && !this.#closing) {
         void this.#relisten(server, bound);
       }
     }, this.limits.listenerCheckTimeoutMs);
+    this.#probe = { socket, timer };
+  }
+
+  /** Any accept proves the loop alive: the probe is ended at once rather than holding a pending slot. */
+  #endProbe(): void {
+    const p = this.#probe;
+    if (!p) return;
+    this.#probe = null;
+    clearTimeout(p.timer);
+    p.socket.destroy();
   }
 
   async #relisten(old: tls.Server | null, bound: { host: string; port: number }): Promise<void> {
@@ -403,6 +416,7 @@ export class SessionManager {
     const server = this.#server;
     this.#server = null;
     if (this.#checkTimer) clearInterval(this.#checkTimer);
+    this.#endProbe();
     if (this.#dropReportTimer) clearTimeout(this.#dropReportTimer);
     this.#checkTimer = this.#dropReportTimer = null;
     await Promise.all(closing);
