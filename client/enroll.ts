@@ -8,6 +8,7 @@ import { CodedError } from "../coded_error.ts";
 import https from "node:https";
 import {
   canonicalUsername,
+  checkCaCertificate,
   createCsr,
   derToPem,
   exportPrivateKeyPem,
@@ -229,6 +230,20 @@ export async function enroll(opts: {
     }
   }
 
+  try {
+    // Pinned only if it is a CA as our template makes it, valid now: a fingerprint proves whose it is, not
+    // that it is fit to be trusted.
+    const now = Date.now();
+    await checkCaCertificate(new x509.X509Certificate(pemToDer(caPem, "CERTIFICATE")), {
+      earliestMs: now,
+      latestMs: now,
+    });
+  } catch (e) {
+    throw new EnrollError(
+      "BAD_CERTIFICATE",
+      `the directory's CA certificate is unfit: ${(e as Error).message}`,
+    );
+  }
   const keys = await generateKeyPair(opts.algorithm ?? "p256");
   const csr = await createCsr(name, keys);
   const client = new DirectoryClient({ url: opts.server, caPem });

@@ -17,7 +17,11 @@ export type CertificateErrorCode =
   | "WRONG_NAME"
   | "IS_CA"
   | "BAD_KEY_USAGE"
-  | "BAD_EKU";
+  | "BAD_EKU"
+  /** A leaf key the CA never issues for (only P-256 and Ed25519). */
+  | "BAD_KEY"
+  /** The trusted CA certificate itself is unfit (see profile.ts checkCaCertificate) or not valid now. */
+  | "BAD_CA";
 
 /** A peer's certificate failed the application-level check (verify.ts). */
 export class CertificateError extends CodedError<CertificateErrorCode> {}

@@ -60,3 +60,4 @@ export {
 export { checkCsr, type CheckedCsr, createCsr, MAX_CSR_PEM_LENGTH } from "./csr.ts";
 export { type VerifiedPeer, verifyPeerCertificate, type VerifyPeerOptions } from "./verify.ts";
 export { parseCrl, type ParsedCrl, verifyCrl } from "./crl.ts";
+export { checkCaCertificate, isIssuableKey } from "./profile.ts";

@@ -7,6 +7,21 @@ import { x509 } from "./x509.ts";
 import { CertificateError } from "./errors.ts";
 import { isCanonicalUsername } from "./username.ts";
 import { fingerprintOf, normalizeSerial, pemToDer } from "./encoding.ts";
+import {
+  checkCaCertificate,
+  checkExtensionSet,
+  checkSerial,
+  decodeFully,
+  isIssuableKey,
+  OID_AKI,
+  OID_BASIC_CONSTRAINTS,
+  OID_EXT_KEY_USAGE,
+  OID_KEY_USAGE,
+  OID_NAME_CONSTRAINTS,
+  OID_SAN,
+  OID_SKI,
+  subjectKeyIdOf,
+} from "./profile.ts";
 
 export interface VerifiedPeer {
   name: string;
@@ -29,12 +44,6 @@ export interface VerifyPeerOptions {
   revokedSerials?: ReadonlySet<string>;
 }
 
-const OID_BASIC_CONSTRAINTS = "2.5.29.19";
-const OID_KEY_USAGE = "2.5.29.15";
-const OID_EXT_KEY_USAGE = "2.5.29.37";
-const OID_SAN = "2.5.29.17";
-const OID_SKI = "2.5.29.14";
-const OID_AKI = "2.5.29.35";
 /** The extensions this check understands. A critical extension outside this set must make the certificate
  * unusable (RFC 5280 4.2): whatever it restricts, we would not enforce it. */
 const UNDERSTOOD_EXTENSIONS = new Set([
@@ -48,31 +57,51 @@ const UNDERSTOOD_EXTENSIONS = new Set([
 
 const caCache = new Map<string, x509.X509Certificate>();
 
+/** The trusted CA, parsed once per PEM. A PEM that does not parse is an unfit CA (BAD_CA). */
 function parseCa(pem: string): x509.X509Certificate {
   let ca = caCache.get(pem);
   if (!ca) {
-    ca = new x509.X509Certificate(pemToDer(pem, "CERTIFICATE"));
+    try {
+      ca = new x509.X509Certificate(pemToDer(pem, "CERTIFICATE"));
+      decodeFully(ca);
+    } catch {
+      throw new CertificateError("BAD_CA", "the CA certificate cannot be parsed");
+    }
     if (caCache.size > 16) caCache.clear();
     caCache.set(pem, ca);
   }
   return ca;
 }
 
-/** Checks, in order: parses (MALFORMED); issuer name equals the CA's and the signature verifies with the CA
- * key (NOT_FROM_CA, so a CA with the same name but another key fails); no repeated extension and no unknown
- * critical one (MALFORMED); not a CA (IS_CA); key usage is digitalSignature without keyCertSign/cRLSign
- * (BAD_KEY_USAGE); EKU has clientAuth and serverAuth (BAD_EKU); the subject is exactly CN=<one canonical
- * username>, every SAN is that same DNS name, and it equals expectedName when given (WRONG_NAME); serial not
- * revoked (REVOKED); the whole trusted-time interval inside the validity period (NOT_YET_VALID, EXPIRED).
- * Resolves with the peer's identity or throws CertificateError. */
+/** Checks, in order: the CA certificate itself (BAD_CA, see checkCaCertificate); the leaf parses, every extension included (MALFORMED); issuer name equals the CA's and the signature
+ * verifies with the CA key (NOT_FROM_CA, so a CA with the same name but another key fails); a P-256 or
+ * Ed25519 key (BAD_KEY); a positive serial of at most 20 octets, no repeated extension, no unknown critical
+ * one, a non-critical AKI naming the CA's key, a non-critical SKI if any, no name constraints (MALFORMED); not
+ * a CA (IS_CA); key usage is digitalSignature without keyCertSign/cRLSign (BAD_KEY_USAGE); EKU has clientAuth
+ * and serverAuth (BAD_EKU); the subject is exactly CN=<one canonical username>, every SAN is that same DNS
+ * name, and it equals expectedName when given (WRONG_NAME); serial not revoked (REVOKED); the whole
+ * trusted-time interval inside the validity period (NOT_YET_VALID, EXPIRED), and inside the CA's (BAD_CA). Resolves with the peer's
+ * identity or throws CertificateError, never another error, whatever the bytes. */
 export async function verifyPeerCertificate(opts: VerifyPeerOptions): Promise<VerifiedPeer> {
+  try {
+    return await verify(opts);
+  } catch (e) {
+    if (e instanceof CertificateError) throw e;
+    // A library error on input we did not anticipate is still a refusal of that input, not a crash.
+    throw new CertificateError("MALFORMED", "peer certificate cannot be decoded");
+  }
+}
+
+async function verify(opts: VerifyPeerOptions): Promise<VerifiedPeer> {
+  const ca = parseCa(opts.caCertPem);
+  await checkCaCertificate(ca);
   let cert: x509.X509Certificate;
   try {
     cert = new x509.X509Certificate(new Uint8Array(opts.certDer));
+    decodeFully(cert);
   } catch {
     throw new CertificateError("MALFORMED", "peer certificate cannot be parsed");
   }
-  const ca = parseCa(opts.caCertPem);
 
   let signedByCa = false;
   if (cert.issuer === ca.subject) {
@@ -83,22 +112,13 @@ export async function verifyPeerCertificate(opts: VerifyPeerOptions): Promise<Ve
     }
   }
   if (!signedByCa) throw new CertificateError("NOT_FROM_CA", "peer certificate is not signed by our CA");
-
-  // RFC 5280 4.2: at most one instance of each extension (getExtension would read only the first one), and
-  // no critical extension we do not understand.
-  const seen = new Set<string>();
-  for (const ext of cert.extensions) {
-    if (seen.has(ext.type)) {
-      throw new CertificateError("MALFORMED", `peer certificate repeats extension ${ext.type}`);
-    }
-    seen.add(ext.type);
-    if (ext.critical && !UNDERSTOOD_EXTENSIONS.has(ext.type)) {
-      throw new CertificateError(
-        "MALFORMED",
-        `peer certificate has an unknown critical extension ${ext.type}`,
-      );
-    }
+  if (!isIssuableKey(new Uint8Array(cert.publicKey.rawData))) {
+    throw new CertificateError("BAD_KEY", "peer certificate's key is not P-256 or Ed25519");
   }
+
+  checkSerial(cert, "peer certificate", "MALFORMED");
+  checkExtensionSet(cert, UNDERSTOOD_EXTENSIONS, "peer certificate", "MALFORMED");
+  checkLeafIdentifiers(cert, ca);
 
   let bc: x509.BasicConstraintsExtension | null;
   let ku: x509.KeyUsagesExtension | null;
@@ -161,6 +181,8 @@ export async function verifyPeerCertificate(opts: VerifyPeerOptions): Promise<Ve
   if (!(opts.time.latestMs <= notAfter)) {
     throw new CertificateError("EXPIRED", "peer certificate has expired");
   }
+  // Last, so a leaf's own fault is the one reported: the CA must be valid over the same trusted interval.
+  await checkCaCertificate(ca, opts.time);
 
   return {
     name,
@@ -171,4 +193,20 @@ export async function verifyPeerCertificate(opts: VerifyPeerOptions): Promise<Ve
     notBefore,
     notAfter,
   };
+}
+
+/** RFC 5280 4.2.1.1/4.2.1.2: AKI must be present in a CA-issued certificate and both identifiers must be
+ * non-critical; the AKI names the CA's key. Name constraints belong in CA certificates only (4.2.1.10). */
+function checkLeafIdentifiers(cert: x509.X509Certificate, ca: x509.X509Certificate): void {
+  const malformed = (why: string) => new CertificateError("MALFORMED", `peer certificate ${why}`);
+  const aki = cert.extensions.find((e) => e.type === OID_AKI);
+  const ski = cert.extensions.find((e) => e.type === OID_SKI);
+  if (!aki) throw malformed("has no authority key identifier");
+  if (aki.critical) throw malformed("marks its authority key identifier critical");
+  if (ski?.critical) throw malformed("marks its subject key identifier critical");
+  if (cert.extensions.some((e) => e.type === OID_NAME_CONSTRAINTS)) {
+    throw malformed("carries name constraints");
+  }
+  const keyId = (aki as x509.AuthorityKeyIdentifierExtension).keyId?.toLowerCase();
+  if (!keyId || keyId !== subjectKeyIdOf(ca)) throw malformed("names another authority key");
 }

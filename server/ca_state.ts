@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import {
   type CaMaterial,
+  checkCaCertificate,
   createCaCertificate,
   exportPrivateKeyPem,
   fingerprintOf,
@@ -82,7 +83,19 @@ export async function loadOrCreateCa(
       if (e instanceof ServerSetupError) throw e;
       throw new ServerSetupError("CA_KEY", `cannot load the CA key: ${e instanceof Error ? e.message : e}`);
     }
-    const cert = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
+    let cert: x509.X509Certificate;
+    try {
+      cert = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
+      // The CA file is held to the template's profile and its validity now: a hand-edited or forged file must
+      // not start a phonebook whose every answer its own clients would then refuse.
+      const now = Date.now();
+      await checkCaCertificate(cert, { earliestMs: now, latestMs: now });
+    } catch (e) {
+      throw new ServerSetupError(
+        "CA_CERT",
+        `${certPath} is not a usable CA certificate: ${(e as Error).message}`,
+      );
+    }
     const spkiCert = new Uint8Array(cert.publicKey.rawData);
     const spkiKey = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
     if (spkiCert.length !== spkiKey.length || spkiCert.some((b, i) => b !== spkiKey[i])) {

@@ -20,6 +20,8 @@ import {
   ENROLL_PER_HOUR,
   HEADERS_TIMEOUT_MS,
   IDLE_TIMEOUT_MS,
+  LINGER_MAX_BYTES,
+  LINGER_MS,
   MAX_BODY_BYTES,
   MAX_CONNECTIONS,
   MAX_CONNECTIONS_PER_SOURCE,
@@ -130,6 +132,37 @@ function send(res: ServerResponse, r: ApiResponse, head: boolean, close: boolean
   res.end(head ? undefined : body);
 }
 
+/** Closes a connection after an error answer without resetting it. Closing a socket with unread bytes sends
+ * a TCP reset, and the client's kernel then throws away the answer it had already received: a client that
+ * writes its whole body before reading (no Expect: 100-continue) would see a reset, not the 413. So the rest
+ * of the request is read and dropped, up to LINGER_MAX_BYTES or LINGER_MS, and only then is the socket
+ * closed (past either bound it is reset anyway: the client is not sending a request any more). */
+function lingerClose(sock: Socket, req: IncomingMessage): void {
+  if (sock.destroyed) return;
+  let dropped = 0;
+  const timer = setTimeout(() => sock.destroy(), LINGER_MS);
+  sock.once("close", () => clearTimeout(timer));
+  const drop = (c: Uint8Array) => {
+    dropped += c.length;
+    if (dropped > LINGER_MAX_BYTES) sock.destroy();
+  };
+  req.on("data", drop);
+  req.once("end", () => sock.end());
+  req.resume();
+}
+
+/** A whole HTTP/1.1 error answer as bytes, for a socket the HTTP server has no request (and so no response
+ * object) for. */
+function rawResponse(e: ApiError): Uint8Array {
+  const body = JSON.stringify({ error: { code: e.code, message: e.message } });
+  const reason = e.status === 408 ? "Request Timeout" : "Error";
+  return new TextEncoder().encode(
+    `HTTP/1.1 ${e.status} ${reason}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${new TextEncoder().encode(body).length}\r\ncache-control: no-store\r\n` +
+      `connection: close\r\n\r\n${body}`,
+  );
+}
+
 function errorResponse(e: ApiError): ApiResponse {
   const body: ErrorBody = { error: { code: e.code, message: e.message } };
   return { status: e.status, json: body };
@@ -156,9 +189,25 @@ export async function startHttpServer(opts: {
   /** Deadline for the next request's headers on each connection (armed on connect and after each response). */
   const headerTimers = new Map<Socket, ReturnType<typeof setTimeout>>();
 
-  const armHeaderTimer = (sock: Socket, ms: number) => {
+  /** Sockets answered 408 by the header deadline: a request completing after that gets no second answer. */
+  const timedOut = new WeakSet<Socket>();
+  /** `answer`: the deadline of a request the client owes us (408, as documented); an idle keep-alive
+   * connection between requests is closed without one (the client may be sending a request right then,
+   * and would take the 408 for its answer). */
+  const armHeaderTimer = (sock: Socket, ms: number, answer = false) => {
     clearTimeout(headerTimers.get(sock));
-    headerTimers.set(sock, setTimeout(() => sock.destroy(), ms));
+    headerTimers.set(
+      sock,
+      setTimeout(() => {
+        headerTimers.delete(sock);
+        if (!answer || sock.destroyed) return sock.destroy();
+        timedOut.add(sock);
+        sock.write(rawResponse(new ApiError(408, "TIMEOUT", "request headers not received in time")));
+        sock.end();
+        // What the client still trickles is not read as a request; the socket goes once the answer is out.
+        setTimeout(() => sock.destroy(), LINGER_MS);
+      }, ms),
+    );
   };
   const disarmHeaderTimer = (sock: Socket) => {
     clearTimeout(headerTimers.get(sock));
@@ -167,6 +216,10 @@ export async function startHttpServer(opts: {
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const sock = req.socket as TLSSocket;
+    if (timedOut.has(sock)) {
+      res.destroy();
+      return;
+    }
     disarmHeaderTimer(sock);
     let close = false;
     res.on("finish", () => {
@@ -231,14 +284,16 @@ export async function startHttpServer(opts: {
       send(res, r, head, close);
     } catch (e) {
       if (e instanceof ApiError) {
-        send(res, errorResponse(e), head, close);
+        // No "Connection: close" header even when closing: with it the HTTP server destroys the socket as
+        // soon as the answer is written, resetting it under a client still sending; lingerClose ends it.
+        send(res, errorResponse(e), head, false);
       } else {
         opts.onError?.(e);
         send(res, errorResponse(new ApiError(500, "INTERNAL", "internal error")), head, true);
         close = true;
       }
     }
-    if (close) res.on("finish", () => sock.destroy());
+    if (close) res.on("finish", () => lingerClose(sock, req));
   };
 
   const server = https.createServer({
@@ -260,7 +315,7 @@ export async function startHttpServer(opts: {
   });
   server.on("secureConnection", (sock: TLSSocket) => {
     sockets.add(sock);
-    armHeaderTimer(sock, limits.headersTimeoutMs);
+    armHeaderTimer(sock, limits.headersTimeoutMs, true);
     // Idle sockets (no bytes either way) are closed whatever state they are in.
     sock.setTimeout(limits.idleTimeoutMs, () => sock.destroy());
     sock.on("close", () => {

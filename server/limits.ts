@@ -12,6 +12,10 @@ export const MAX_BODY_BYTES = 16 * 1024;
 export const HEADERS_TIMEOUT_MS = 10_000;
 /** Once headers are in, the body must be complete within this time, however slowly it trickles. */
 export const BODY_TIMEOUT_MS = 10_000;
+/** After an error answer that closes the connection (413, 408), what the client still sends is read and
+ * dropped for at most this long and this many bytes, so that it can read the answer (see lingerClose). */
+export const LINGER_MS = 2_000;
+export const LINGER_MAX_BYTES = 4 * 1024 * 1024;
 /** An idle keep-alive connection is closed after this long. */
 export const IDLE_TIMEOUT_MS = 30_000;
 export const MAX_CONNECTIONS = 1024;

@@ -4,39 +4,12 @@
  * own name and revoked or foreign certificates are refused, and "no revocation list" refuses everyone.
  */
 import assert from "node:assert/strict";
-import { PeerTrust, type PinStore } from "../client/peer_trust.ts";
+import { PeerTrust } from "../client/peer_trust.ts";
+import { MemoryPins } from "./helpers/chat.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
-import type { StoredContact } from "../client/store/store.ts";
 import { RevocationUnknownError } from "../client/revocation/mod.ts";
 import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 import { codeOf } from "../coded_error.ts";
-
-class MemoryPins implements PinStore {
-  readonly rows = new Map<string, StoredContact>();
-  contact(name: string) {
-    return this.rows.get(name) ?? null;
-  }
-  #ensure(name: string): StoredContact {
-    let c = this.rows.get(name);
-    if (!c) {
-      c = { name, pinnedFingerprint: null, pendingFingerprint: null, verified: false, defaultTtlMs: null };
-      this.rows.set(name, c);
-    }
-    return c;
-  }
-  pin(name: string, fp: string) {
-    const c = this.#ensure(name);
-    if (c.pinnedFingerprint !== fp) c.verified = false;
-    c.pinnedFingerprint = fp;
-    c.pendingFingerprint = null;
-  }
-  setPending(name: string, fp: string | null) {
-    this.#ensure(name).pendingFingerprint = fp;
-  }
-  setVerified(name: string, v: boolean) {
-    this.#ensure(name).verified = v;
-  }
-}
 
 const ca = await makeTestCa();
 const bob1 = await makeTestLeaf(ca, "bob");

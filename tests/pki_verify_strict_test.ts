@@ -43,6 +43,10 @@ async function craft(
         x509.ExtendedKeyUsage.serverAuth,
       ]),
       new x509.SubjectAlternativeNameExtension(opts.san ?? [{ type: "dns", value: "alice" }]),
+      // The CA template's authority key identifier: without one the leaf is malformed (RFC 5280 4.2.1.1).
+      new x509.AuthorityKeyIdentifierExtension(
+        ca.material.cert.getExtension<x509.SubjectKeyIdentifierExtension>("2.5.29.14")!.keyId,
+      ),
       ...(opts.extra ?? []),
     ],
   });

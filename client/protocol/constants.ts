@@ -34,10 +34,30 @@ export const HELLO_TIMEOUT_MS = 10_000;
 export const IDLE_TIMEOUT_MS = 60_000;
 /** Keep-alive: a ping after this long without sending anything. */
 export const KEEPALIVE_INTERVAL_MS = 20_000;
-/** Sessions (authenticated or still in handshake) one peer name may hold at once. */
+/** Sessions one peer name may hold at once, counted from the moment its certificate names it (before the
+ * hello), so simultaneous connections cannot all slip in while still authenticating. */
 export const MAX_SESSIONS_PER_PEER = 4;
-/** Connections still in the TLS/hello handshake from one remote IP address. */
-export const MAX_PENDING_PER_ADDRESS = 8;
+/** Connections the listener holds at once (in handshake or open), counted from accept, before TLS. Beyond
+ * it a new connection is closed at once. Kept well under the usual 1,024 file descriptors a process may
+ * open (and under 256 with room for the store, dials and time servers). */
+export const MAX_CONNECTIONS = 128;
+/** Connections not yet authenticated (TLS handshake or waiting for the hello), counted from accept. When
+ * full, the oldest pending one is dropped to make room: a slow or silent one ages out first. */
+export const MAX_PENDING = 64;
+/** Pending connections from one remote IP address. A household behind one NAT shares an address, so a full
+ * address drops its own oldest pending connection rather than refusing the new one: a host holding 16 idle
+ * connections open cannot lock out a neighbour whose handshake completes before 16 newer ones arrive. An
+ * honest client needs one connection per peer; 16 covers several devices starting at once. */
+export const MAX_PENDING_PER_ADDRESS = 16;
+/** The TLS handshake must complete this soon after accept (Node's default is 120 s). */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 5_000;
+/** How often an idle listener checks that it still accepts (an accept loop can die on EMFILE and stay
+ * "listening"); on a failed check it listens again on the same port. */
+export const LISTENER_CHECK_INTERVAL_MS = 5_000;
+/** How long the check waits for its own connection to be accepted. */
+export const LISTENER_CHECK_TIMEOUT_MS = 2_000;
+/** Connections dropped before TLS are reported as one summary per this interval, not one line each. */
+export const DROP_REPORT_INTERVAL_MS = 10_000;
 /** Bytes queued for writing before the writer waits for 'drain'. */
 export const WRITE_HIGH_WATER_BYTES = 256 * 1024;
 

@@ -22,6 +22,7 @@ export type ProtocolErrorCode =
   | "DUPLICATE_SESSION"
   | "CERTIFICATE"
   | "KEY_CHANGED"
-  | "STORE_FAILED";
+  | "STORE_FAILED"
+  | "RATE_LIMITED";
 
 export class ProtocolError extends CodedError<ProtocolErrorCode> {}

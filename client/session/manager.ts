@@ -7,7 +7,7 @@
  * judged by `authenticate` on trusted time (the TLS stack would use the local clock), and possession of the
  * certificate's key is proved by the hello signature over both Finished messages (peer_session.ts).
  */
-import type net from "node:net";
+import net from "node:net";
 import tls from "node:tls";
 import type { Frame } from "../protocol/frames.ts";
 import { DEFAULT_LIMITS, type SessionLimits } from "./limits.ts";
@@ -26,14 +26,54 @@ export interface ManagerHandlers {
   onRefused?(info: { name: string | null; role: "dialer" | "listener"; code: string; message: string }): void;
 }
 
+/** A connection accepted but not yet authenticated, counted from accept (before TLS). */
+interface PendingConnection {
+  raw: net.Socket;
+  addr: string;
+  timer: ReturnType<typeof setTimeout> | null;
+}
+
+/** What the listener has done to protect itself (tests and diagnostics read it). */
+export interface ListenerStats {
+  /** Raw connections accepted. */
+  accepted: number;
+  /** Closed at accept because MAX_CONNECTIONS were held. */
+  overCapacity: number;
+  /** Pending connections dropped to make room (per-address or total pending cap). */
+  evicted: number;
+  /** Closed because the TLS handshake did not complete in time. */
+  handshakeTimeouts: number;
+  /** Times the accept loop was found dead and the port listened on again. */
+  relistens: number;
+}
+
 export class SessionManager {
   readonly limits: SessionLimits;
   #server: tls.Server | null = null;
+  /** Servers replaced by a re-listen: they hold no port, only connections they accepted earlier. */
+  readonly #oldServers = new Set<tls.Server>();
+  #bound: { host: string; port: number } | null = null;
   readonly #sessions = new Set<PeerSession>();
   readonly #active = new Map<string, PeerSession>();
-  readonly #pendingByAddress = new Map<string, number>();
+  /** Sessions whose certificate names a peer, by name, from the moment it was verified until they close. */
+  readonly #named = new Map<string, Set<PeerSession>>();
+  /** Insertion order is age: the first entry is the oldest pending connection. */
+  readonly #pending = new Map<net.Socket, PendingConnection>();
+  readonly #pendingByKey = new Map<string, PendingConnection>();
   readonly #raw = new Set<net.Socket>();
   #closing = false;
+  #checkTimer: ReturnType<typeof setInterval> | null = null;
+  #probe: { socket: net.Socket; timer: ReturnType<typeof setTimeout> } | null = null;
+  #lastAcceptMs = 0;
+  #dropsSinceReport = 0;
+  #dropReportTimer: ReturnType<typeof setTimeout> | null = null;
+  readonly stats: ListenerStats = {
+    accepted: 0,
+    overCapacity: 0,
+    evicted: 0,
+    handshakeTimeouts: 0,
+    relistens: 0,
+  };
 
   constructor(
     private readonly identity: LocalIdentity,
@@ -45,7 +85,15 @@ export class SessionManager {
   }
 
   /** Starts the TLS listener; resolves with the bound address. */
-  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    const server = this.#createServer();
+    this.#server = server;
+    this.#bound = await this.#bind(server, host, port);
+    this.#checkTimer = setInterval(() => this.#checkListener(), this.limits.listenerCheckIntervalMs);
+    return this.#bound;
+  }
+
+  #createServer(): tls.Server {
     const server = tls.createServer({
       cert: this.identity.certPem,
       key: this.identity.keyPem,
@@ -58,12 +106,13 @@ export class SessionManager {
       // A failed TLS handshake (old version, no shared cipher...) never became a session: drop the socket.
       socket.destroy();
     });
-    // Every raw connection, so that shutdown can end the ones stuck before or inside the TLS handshake.
-    server.on("connection", (raw: net.Socket) => {
-      this.#raw.add(raw);
-      raw.once("close", () => this.#raw.delete(raw));
-    });
-    this.#server = server;
+    server.on("connection", (raw: net.Socket) => this.#onConnection(raw));
+    // Accept errors must not end the process; a dead accept loop is found by #checkListener.
+    server.on("error", () => {});
+    return server;
+  }
+
+  #bind(server: tls.Server, host: string, port: number): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       server.once("error", reject);
       server.listen(port, host, () => {
@@ -74,34 +123,163 @@ export class SessionManager {
     });
   }
 
+  /** Every raw connection, from accept, before TLS: the total cap, the pending caps and the handshake
+   * deadline are enforced here, so a stranger with no certificate cannot hold more than its share. */
+  #onConnection(raw: net.Socket): void {
+    this.stats.accepted++;
+    this.#lastAcceptMs = Date.now();
+    this.#endProbe();
+    raw.on("error", () => {});
+    if (this.#closing) {
+      raw.destroy();
+      return;
+    }
+    this.#raw.add(raw);
+    raw.once("close", () => {
+      this.#raw.delete(raw);
+      this.#releasePending(raw);
+    });
+    if (this.#raw.size > this.limits.maxConnections) {
+      this.stats.overCapacity++;
+      this.#dropped();
+      raw.destroy();
+      return;
+    }
+    const addr = raw.remoteAddress ?? "?";
+    let fromAddr = 0;
+    let oldestFromAddr: PendingConnection | null = null;
+    for (const p of this.#pending.values()) {
+      if (p.addr !== addr) continue;
+      fromAddr++;
+      oldestFromAddr ??= p;
+    }
+    if (oldestFromAddr && fromAddr >= this.limits.maxPendingPerAddress) this.#evict(oldestFromAddr);
+    else if (this.#pending.size >= this.limits.maxPending) this.#evict(this.#pending.values().next().value!);
+    const p: PendingConnection = { raw, addr, timer: null };
+    p.timer = setTimeout(() => {
+      p.timer = null;
+      this.stats.handshakeTimeouts++;
+      this.#dropped();
+      raw.destroy();
+    }, this.limits.handshakeTimeoutMs);
+    this.#pending.set(raw, p);
+    this.#pendingByKey.set(`${addr}|${raw.remotePort}`, p);
+  }
+
+  #evict(p: PendingConnection): void {
+    this.stats.evicted++;
+    this.#dropped();
+    this.#releasePending(p.raw);
+    p.raw.destroy();
+  }
+
+  #releasePending(raw: net.Socket): void {
+    const p = this.#pending.get(raw);
+    if (!p) return;
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = null;
+    this.#pending.delete(raw);
+    const key = `${p.addr}|${raw.remotePort}`;
+    if (this.#pendingByKey.get(key) === p) this.#pendingByKey.delete(key);
+  }
+
+  /** One summary per interval for connections dropped before TLS: a flood must not become a flood of logs. */
+  #dropped(): void {
+    this.#dropsSinceReport++;
+    if (this.#dropReportTimer || !this.handlers.onRefused) return;
+    this.#dropReportTimer = setTimeout(() => {
+      this.#dropReportTimer = null;
+      const n = this.#dropsSinceReport;
+      this.#dropsSinceReport = 0;
+      this.handlers.onRefused?.({
+        name: null,
+        role: "listener",
+        code: "TOO_MANY_CONNECTIONS",
+        message: `${n} connection(s) dropped before authentication (listener limits)`,
+      });
+    }, this.limits.dropReportIntervalMs);
+  }
+
+  /** Node's accept loop in Deno stops for good on EMFILE and emits nothing while the server still says it
+   * listens. When nothing was accepted for a while, connect to ourselves: if nothing is accepted in time,
+   * listen again on the same port (connections already accepted are not affected; those still queued in
+   * the old backlog are reset, and their clients retry). */
+  #checkListener(): void {
+    const server = this.#server;
+    const bound = this.#bound;
+    if (this.#closing || !bound) return;
+    if (!server) {
+      void this.#relisten(null, bound);
+      return;
+    }
+    if (Date.now() - this.#lastAcceptMs < this.limits.listenerCheckIntervalMs) return;
+    if (this.#probe) return;
+    const seen = this.stats.accepted;
+    const host = bound.host === "0.0.0.0" ? "127.0.0.1" : bound.host === "::" ? "::1" : bound.host;
+    const socket = net.connect({ host, port: bound.port });
+    let ownLimit = false;
+    // A probe that cannot connect is as telling as one not accepted: a dead loop leaves the backlog full, and
+    // the kernel then drops new SYNs. Only our own descriptors being exhausted (EMFILE here) says nothing.
+    socket.on("error", (e: Error & { code?: string }) => {
+      if (e.code === "EMFILE" || e.code === "ENFILE") ownLimit = true;
+    });
+    const timer = setTimeout(() => {
+      this.#endProbe();
+      if (!ownLimit && this.stats.accepted === seen && this.#server === server && !this.#closing) {
+        void this.#relisten(server, bound);
+      }
+    }, this.limits.listenerCheckTimeoutMs);
+    this.#probe = { socket, timer };
+  }
+
+  /** Any accept proves the loop alive: the probe is ended at once rather than holding a pending slot. */
+  #endProbe(): void {
+    const p = this.#probe;
+    if (!p) return;
+    this.#probe = null;
+    clearTimeout(p.timer);
+    p.socket.destroy();
+  }
+
+  async #relisten(old: tls.Server | null, bound: { host: string; port: number }): Promise<void> {
+    if (old) {
+      this.stats.relistens++;
+      this.#oldServers.add(old);
+      old.close(() => this.#oldServers.delete(old));
+    }
+    this.#server = null;
+    const server = this.#createServer();
+    try {
+      await this.#bind(server, bound.host, bound.port);
+    } catch {
+      // The port could not be taken back yet (descriptors still exhausted): the next check tries again.
+      return;
+    }
+    if (this.#closing) {
+      server.close();
+      return;
+    }
+    this.#server = server;
+    this.#lastAcceptMs = Date.now();
+  }
+
   #accept(socket: tls.TLSSocket): void {
     if (this.#closing) {
       socket.destroy();
       return;
     }
-    const addr = socket.remoteAddress ?? "?";
-    const pending = this.#pendingByAddress.get(addr) ?? 0;
-    if (pending >= this.limits.maxPendingPerAddress) {
-      socket.destroy();
-      this.handlers.onRefused?.({
-        name: null,
-        role: "listener",
-        code: "TOO_MANY_CONNECTIONS",
-        message: `more than ${this.limits.maxPendingPerAddress} handshakes from ${addr}`,
-      });
-      return;
+    const p = this.#pendingByKey.get(`${socket.remoteAddress ?? "?"}|${socket.remotePort}`);
+    // TLS is done: the hello deadline of the session takes over from the handshake deadline. The connection
+    // stays pending (it still counts against its address) until the session opens or closes.
+    if (p?.timer) {
+      clearTimeout(p.timer);
+      p.timer = null;
     }
-    this.#pendingByAddress.set(addr, pending + 1);
-    let counted = true;
-    const release = () => {
-      if (!counted) return;
-      counted = false;
-      const n = (this.#pendingByAddress.get(addr) ?? 1) - 1;
-      if (n <= 0) this.#pendingByAddress.delete(addr);
-      else this.#pendingByAddress.set(addr, n);
-    };
     const s = this.#makeSession(socket, "listener", null);
-    s.opened.then(release, release);
+    if (p) {
+      const release = () => this.#releasePending(p.raw);
+      s.opened.then(release, release);
+    }
     s.begin();
   }
 
@@ -142,11 +320,21 @@ export class SessionManager {
   }
 
   #makeSession(socket: tls.TLSSocket, role: "dialer" | "listener", expectedName: string | null): PeerSession {
+    // The session does not exist yet when `auth` is made; it is set right after, before any call.
+    const self: { session: PeerSession | null } = { session: null };
     const auth: Authenticate = async (der, expected, r) => {
       const peer = await this.authenticate(der, expected, r);
-      const live = [...this.#sessions].filter((x) => x.state !== "closed" && x.peer?.name === peer.name);
-      if (live.length >= this.limits.maxSessionsPerPeer) {
-        throw new SessionError("TOO_MANY_CONNECTIONS", `${peer.name} already has ${live.length} connections`);
+      // Counted and claimed in one step, right after the certificate named the peer: sessions still on their
+      // way to `peer` being set (or to the hello) hold their place, so concurrent ones cannot all get in.
+      const named = this.#named.get(peer.name) ?? new Set<PeerSession>();
+      for (const x of named) if (x.state === "closed") named.delete(x);
+      if (named.size >= this.limits.maxSessionsPerPeer) {
+        throw new SessionError("TOO_MANY_CONNECTIONS", `${peer.name} already has ${named.size} connections`);
+      }
+      const s = self.session!;
+      if (s.state !== "closed") {
+        named.add(s);
+        this.#named.set(peer.name, named);
       }
       return peer;
     };
@@ -155,6 +343,7 @@ export class SessionManager {
       onFrame: (x, f) => this.handlers.onFrame(x, f),
       onClose: (x, info) => this.#onClose(x, info),
     }, expectedName);
+    self.session = s;
     this.#sessions.add(s);
     return s;
   }
@@ -186,6 +375,9 @@ export class SessionManager {
 
   #onClose(s: PeerSession, info: CloseInfo): void {
     this.#sessions.delete(s);
+    for (const [name, set] of this.#named) {
+      if (set.delete(s) && set.size === 0) this.#named.delete(name);
+    }
     const name = s.peer?.name ?? s.expectedName;
     let wasActive = false;
     if (s.peer && this.#active.get(s.peer.name) === s) {
@@ -223,8 +415,14 @@ export class SessionManager {
     );
     const server = this.#server;
     this.#server = null;
+    if (this.#checkTimer) clearInterval(this.#checkTimer);
+    this.#endProbe();
+    if (this.#dropReportTimer) clearTimeout(this.#dropReportTimer);
+    this.#checkTimer = this.#dropReportTimer = null;
     await Promise.all(closing);
     for (const raw of this.#raw) raw.destroy();
-    if (server) await new Promise<void>((res) => server.close(() => res()));
+    for (const p of this.#pending.values()) if (p.timer) clearTimeout(p.timer);
+    const servers = [...this.#oldServers, ...(server ? [server] : [])];
+    await Promise.all(servers.map((x) => new Promise<void>((res) => x.close(() => res()))));
   }
 }

@@ -16,6 +16,7 @@ import { encodeFrame, type Frame, type HelloFrame, type HelloRole, parseFrame } 
 import { helloSignedData, signHello, verifyHelloSignature } from "../protocol/binding.ts";
 import type { SessionLimits } from "./limits.ts";
 import { SessionError } from "./errors.ts";
+import { FrameRateLimiter, isRated } from "./rates.ts";
 
 export interface LocalIdentity {
   name: string;
@@ -78,6 +79,10 @@ export class PeerSession {
   pauses = 0;
   /** Answers to our keep-alive pings (the peer is alive and reading). */
   pongs = 0;
+  /** Most bytes ever queued for writing to this peer (tests check that a peer that never reads cannot make
+   * it grow). */
+  maxWritable = 0;
+  readonly #rates = new FrameRateLimiter();
 
   constructor(
     readonly socket: tls.TLSSocket,
@@ -223,6 +228,7 @@ export class PeerSession {
   #write(f: Frame): boolean {
     if (this.socket.destroyed) return true;
     const ok = this.socket.write(encodeFrame(f));
+    this.maxWritable = Math.max(this.maxWritable, this.socket.writableLength);
     return ok || this.socket.writableLength < this.limits.writeHighWaterBytes;
   }
 
@@ -312,12 +318,18 @@ export class PeerSession {
       this.#open();
       return;
     }
+    if (isRated(f.t) && !this.#rates.take(f.t, performance.now())) {
+      this.fail("RATE_LIMITED", `too many "${f.t}" frames`);
+      return;
+    }
     switch (f.t) {
       case "hello":
         this.fail("UNEXPECTED_FRAME", "second hello");
         return;
       case "ping":
-        this.#write({ t: "pong" });
+        // A peer that does not read what we send needs no pong: queueing one per ping is how a flood of them
+        // used to grow our memory without bound.
+        if (this.socket.writableLength < this.limits.writeHighWaterBytes) this.#write({ t: "pong" });
         return;
       case "pong":
         this.pongs++;

@@ -32,7 +32,9 @@ import {
   signHello,
 } from "../../client/protocol/mod.ts";
 import type { SessionLimits } from "../../client/session/limits.ts";
-import { ChatStore } from "../../client/store/store.ts";
+import { ChatStore, type StoredContact } from "../../client/store/store.ts";
+import { SessionManager } from "../../client/session/manager.ts";
+import { PeerTrust, type PinStore } from "../../client/peer_trust.ts";
 import type { TestCa, TestLeaf } from "./pki.ts";
 
 export interface Phonebook {
@@ -347,6 +349,84 @@ export async function startTestEngine(
   };
 }
 
+// ---- The session part alone: a listener with peer trust, no store, no phonebook ----
+
+/** Contacts' pins in memory (the PinStore of peer trust). */
+export class MemoryPins implements PinStore {
+  readonly rows = new Map<string, StoredContact>();
+  contact(name: string): StoredContact | null {
+    return this.rows.get(name) ?? null;
+  }
+  #ensure(name: string): StoredContact {
+    let c = this.rows.get(name);
+    if (!c) {
+      c = { name, pinnedFingerprint: null, pendingFingerprint: null, verified: false, defaultTtlMs: null };
+      this.rows.set(name, c);
+    }
+    return c;
+  }
+  pin(name: string, fp: string): void {
+    const c = this.#ensure(name);
+    if (c.pinnedFingerprint !== fp) c.verified = false;
+    c.pinnedFingerprint = fp;
+    c.pendingFingerprint = null;
+  }
+  setPending(name: string, fp: string | null): void {
+    this.#ensure(name).pendingFingerprint = fp;
+  }
+  setVerified(name: string, v: boolean): void {
+    this.#ensure(name).verified = v;
+  }
+}
+
+export interface TestListener {
+  /** The part under test (listener caps, handshakes, sessions, frame rates). */
+  sessions: SessionManager;
+  /** Frames that reach the layer above (typing notices as `typing` events). */
+  log: EventLog;
+  address: { host: string; port: number };
+  stop(): Promise<void>;
+}
+
+/** `leaf`'s peer listener on loopback: real TLS, real peer trust (test CA, local time, nothing revoked). */
+export async function startTestListener(
+  ca: TestCa,
+  leaf: TestLeaf,
+  opts: { limits?: Partial<SessionLimits> } = {},
+): Promise<TestListener> {
+  const log = new EventLog();
+  const trust = new PeerTrust({
+    ownName: leaf.name,
+    caPem: ca.certPem,
+    certTime: () => ({ earliestMs: Date.now() - 1000, latestMs: Date.now() + 1000 }),
+    revokedSerials: () => Promise.resolve(new Set<string>()),
+    pins: new MemoryPins(),
+    emit: log.push,
+  });
+  const sessions = new SessionManager(
+    {
+      name: leaf.name,
+      certPem: leaf.certPem,
+      keyPem: leaf.keyPem,
+      caPem: ca.certPem,
+      fingerprint: leaf.fingerprint,
+      privateKey: crypto.createPrivateKey(leaf.keyPem),
+    },
+    (der, name, role) => trust.authenticate(der, name, role),
+    {
+      onActive: () => {},
+      onFrame: (s, f) => {
+        if (f.t === "typing") log.push({ event: "typing", from: s.peer!.name });
+        return Promise.resolve();
+      },
+      onClose: () => {},
+    },
+    opts.limits,
+  );
+  const address = await sessions.listen("127.0.0.1", 0);
+  return { sessions, log, address, stop: () => sessions.close() };
+}
+
 // ---- A hand-driven peer: raw TLS + frames, to misbehave on purpose ----
 
 export interface RawPeer {
@@ -534,7 +614,13 @@ export function faketimeAvailable(): boolean {
 /** Starts `securechat chat --headless --home DIR` (optionally under faketime: `spec` is faketime's -f value). */
 export function spawnHeadless(
   homeDir: string,
-  opts: { faketime?: string; fakeMonotonic?: boolean; args?: string[] } = {},
+  opts: {
+    faketime?: string;
+    fakeMonotonic?: boolean;
+    args?: string[];
+    /** Run under `ulimit -n` of this many file descriptors (through bash). */
+    maxOpenFiles?: number;
+  } = {},
 ): HeadlessProc {
   const denoArgs = [
     "run",
@@ -557,6 +643,10 @@ export function spawnHeadless(
     cmd = "faketime";
     args = ["-f", opts.faketime, Deno.execPath(), ...denoArgs];
     if (!opts.fakeMonotonic) env.FAKETIME_DONT_FAKE_MONOTONIC = "1";
+  }
+  if (opts.maxOpenFiles !== undefined) {
+    args = ["-c", `ulimit -n ${opts.maxOpenFiles} && exec "$0" "$@"`, cmd, ...args];
+    cmd = "bash";
   }
   const child = new Deno.Command(cmd, { args, env, stdin: "piped", stdout: "piped", stderr: "piped" })
     .spawn();

@@ -195,3 +195,69 @@ export async function makeDefectiveLeaves(
   for (const d of ALL_DEFECTS) out[d] = await makeTestLeaf(ca, victimName, { defect: d });
   return out;
 }
+
+/** One DER TLV: tag, where its contents start and where it ends. */
+function readTlv(der: Uint8Array, at: number): { tag: number; start: number; end: number } {
+  const tag = der[at];
+  let len = der[at + 1];
+  let start = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + der[start + i];
+    start += n;
+  }
+  return { tag, start, end: start + len };
+}
+
+function encodeTlv(tag: number, body: Uint8Array): Uint8Array<ArrayBuffer> {
+  const n = body.length;
+  const len = n < 0x80 ? [n] : n < 0x100 ? [0x81, n] : [0x82, n >> 8, n & 0xff];
+  return Uint8Array.from([tag, ...len, ...body]);
+}
+
+/** DER INTEGER contents of an unsigned big-endian number (leading zeros dropped, a 00 kept for the sign). */
+function unsignedIntegerBody(bytes: Uint8Array): Uint8Array {
+  let i = 0;
+  while (i < bytes.length - 1 && bytes[i] === 0) i++;
+  const v = bytes.subarray(i);
+  return v[0] & 0x80 ? Uint8Array.from([0, ...v]) : v;
+}
+
+/** A certificate whose serial's contents are replaced by `serial` (raw INTEGER octets, any value, even ones
+ * the library refuses to write such as zero), re-signed by the P-256 `issuerKey` so only the fault differs. */
+export async function withRawSerial(
+  certDer: Uint8Array,
+  serial: Uint8Array,
+  issuerKey: CryptoKey,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const outer = readTlv(certDer, 0);
+  const tbs = readTlv(certDer, outer.start);
+  const version = readTlv(certDer, tbs.start);
+  const serialTlv = readTlv(certDer, version.end);
+  const tbsBody = Uint8Array.from([
+    ...certDer.subarray(tbs.start, version.end),
+    ...encodeTlv(0x02, serial),
+    ...certDer.subarray(serialTlv.end, tbs.end),
+  ]);
+  const newTbs = encodeTlv(0x30, tbsBody);
+  const sigAlg = readTlv(certDer, tbs.end);
+  const p1363 = new Uint8Array(
+    await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, issuerKey, newTbs),
+  );
+  const sig = encodeTlv(
+    0x30,
+    Uint8Array.from([
+      ...encodeTlv(0x02, unsignedIntegerBody(p1363.subarray(0, 32))),
+      ...encodeTlv(0x02, unsignedIntegerBody(p1363.subarray(32))),
+    ]),
+  );
+  return encodeTlv(
+    0x30,
+    Uint8Array.from([
+      ...newTbs,
+      ...certDer.subarray(tbs.end, sigAlg.end),
+      ...encodeTlv(0x03, Uint8Array.from([0, ...sig])),
+    ]),
+  );
+}
