@@ -36,6 +36,8 @@ export interface Contact {
   pin: PinState;
   /** Conversation default lifetime, ms, or null. */
   defaultTtlMs: number | null;
+  /** True when the contact's certificate is revoked (never shown online). Optional: added by issue 12. */
+  revoked?: boolean;
 }
 
 export interface PeerInfo {
@@ -97,4 +99,14 @@ export interface ChatEngineApi {
   typing(peer: string): void;
   timeStatus(): TimeStatus;
   close(): Promise<void>;
+  // ---- issue 12 (terminal UI) additions: optional, so other implementations need not have them ----
+  /** Whether the phonebook answered our last address publication, and why not. */
+  phonebookStatus?(): PhonebookStatus;
+}
+
+/** Issue 12: what the front ends say when the phonebook cannot be reached (at start, before any event). */
+export interface PhonebookStatus {
+  reachable: boolean;
+  /** The last error, when not reachable. */
+  reason: string | null;
 }

@@ -6,7 +6,7 @@ import { COMMANDS } from "./commands.ts";
 import type { ScreenLine, Segment, Tone } from "./conversation_layout.ts";
 import { fingerprintPayload, qrLines } from "./qr.ts";
 import { fingerprintLines, Lines } from "./panes.tsx";
-import { displayWidth, sanitize, wrapText } from "./width.ts";
+import { displayText, displayWidth, wrapText } from "./width.ts";
 
 const seg = (text: string, tone: Tone = "normal"): Segment => ({ text, tone });
 const line = (key: string, ...segments: Segment[]): ScreenLine => ({ key, segments });
@@ -82,11 +82,11 @@ export function verifyTextLines(p: VerifyProps, textWidth: number): ScreenLine[]
   const text = (key: string, t: string, tone: Tone) =>
     wrapText(t, textWidth).map((row, i) => line(`${key}:${i}`, seg(row, tone)));
   const out: ScreenLine[] = [
-    line("t", seg(`Verify ${sanitize(p.peer)}`, "accent")),
+    line("t", seg(`Verify ${displayText(p.peer)}`, "accent")),
     ...text("h", "Compare both keys with them in person or by call.", "dim"),
-    ...text("o", `your key (${sanitize(p.me)}):`, "me"),
+    ...text("o", `your key (${displayText(p.me)}):`, "me"),
     ...fingerprintLines("of", p.ours, textWidth, "normal"),
-    ...text("p", `${sanitize(p.peer)}'s key as you see it:`, "peer"),
+    ...text("p", `${displayText(p.peer)}'s key as you see it:`, "peer"),
   ];
   if (p.theirs) out.push(...fingerprintLines("tf", p.theirs, textWidth, "normal"));
   else out.push(...text("tf", "not seen yet: they must connect once", "warn"));
@@ -104,7 +104,7 @@ export function VerifyScreen(p: VerifyProps) {
   const qrW = qr[0]?.length ?? 0;
   const label = line(
     "ql",
-    seg(`QR: ${p.showing === "theirs" ? `${sanitize(p.peer)}'s key` : "your key"}`, "dim"),
+    seg(`QR: ${p.showing === "theirs" ? `${displayText(p.peer)}'s key` : "your key"}`, "dim"),
   );
   const qrScreen: ScreenLine[] = [label, ...qr.map((q, i) => line(`q:${i}`, seg(q)))];
   const sideBySide = qr.length > 0 && p.width >= qrW + 2 + 24 && p.height >= qrScreen.length;

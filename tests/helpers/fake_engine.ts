@@ -316,7 +316,9 @@ export function contact(name: string, over: Partial<Contact> = {}): Contact {
 /**
  * Run as a program, this opens the real UI on a scripted fake engine: an "assistant" that answers every
  * message and sends one self-destructing message. Used to try the UI by hand and by the tmux test when no
- * real engine is wanted. `--unverified` starts with time unverified (and verifies it after 3 s).
+ * real engine is wanted. `--unverified` starts with time unverified (and verifies it after 3 s); `--home DIR`
+ * keeps settings.json there (needs --allow-read/--allow-write on it); `--script NAME` adds a scripted scene
+ * (see SCRIPTS).
  */
 async function fakeMain(args: string[]): Promise<void> {
   const { runTui } = await import("../../client/tui/mod.ts");
@@ -383,7 +385,8 @@ async function fakeMain(args: string[]): Promise<void> {
     return m;
   };
   try {
-    await runTui(engine, { home: "." });
+    const homeAt = args.indexOf("--home");
+    await runTui(engine, { home: homeAt >= 0 ? args[homeAt + 1] : null });
   } finally {
     for (const t of timers) clearTimeout(t);
   }
