@@ -47,8 +47,15 @@ export const TYPING_EVERY_MS = 3000;
 /** Scroll amount that means "the oldest message": the layout caps it to what exists. */
 const TOP = Number.MAX_SAFE_INTEGER;
 
-/** Largest input in UTF-8 bytes: a message's limit, plus room for a command and its flags ("/msg ... --ttl"). */
-export const INPUT_LIMIT_BYTES = MAX_TEXT_BYTES + 64;
+/** Room a command and its flags take besides the text ("/msg ... --ttl 10s --after-read"). */
+export const COMMAND_ROOM_BYTES = 64;
+
+/** Largest input in UTF-8 bytes: a message's limit, plus room for the command when it is one. */
+export function inputLimitBytes(text: string): number {
+  return text.startsWith("/") && !text.startsWith("//")
+    ? MAX_TEXT_BYTES + COMMAND_ROOM_BYTES
+    : MAX_TEXT_BYTES;
+}
 
 export interface AppProps {
   engine: ChatEngineApi;
@@ -557,8 +564,8 @@ export function App(
   /** Inserts typed or pasted text, never past the byte limit, and never cutting without asking first. */
   const insertText = (text: string, pasted: boolean) => {
     const cur = inputRef.current;
-    const room = INPUT_LIMIT_BYTES - byteLength(cur.text);
     const clean = text.replace(/\r\n?/g, "\n");
+    const room = inputLimitBytes(cur.text === "" ? clean : cur.text) - byteLength(cur.text);
     const size = byteLength(clean);
     if (size <= room) {
       setInput(ed.insert(cur, clean));
@@ -608,8 +615,9 @@ export function App(
       const pending = cur0.pendingPaste;
       dispatch({ type: "pending-paste", text: null });
       if (text === "y" || text === "Y") {
-        const room = INPUT_LIMIT_BYTES - byteLength(inputRef.current.text);
-        setInput(ed.insert(inputRef.current, cutToBytes(pending, room)));
+        const cur = inputRef.current;
+        const room = inputLimitBytes(cur.text === "" ? pending : cur.text) - byteLength(cur.text);
+        setInput(ed.insert(cur, cutToBytes(pending, room)));
         notice(`paste cut to ${room.toLocaleString("en")} bytes`, "warn");
       } else notice("paste dropped: nothing inserted");
       return;
@@ -796,7 +804,7 @@ export function App(
         typing={selected !== null && (state.typingUntil[selected] ?? 0) > mono()}
         seconds={settings.seconds}
         activity={activity}
-        inputBytes={used > INPUT_LIMIT_BYTES * 0.75 ? { used, limit: MAX_TEXT_BYTES } : null}
+        inputBytes={used > MAX_TEXT_BYTES * 0.75 ? { used, limit: inputLimitBytes(input.text) } : null}
       />
     </MonochromeContext.Provider>
   );

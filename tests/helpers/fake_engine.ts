@@ -207,7 +207,9 @@ export class FakeEngine implements ChatEngineApi {
       state: "sending",
     };
     this.messages.set(m.id, m);
-    if (this.autoDeliver) {
+    // Like the engine's outbox: a message to a peer that is offline (or revoked) waits, still "sending".
+    const peer = this.contactList.find((c) => c.name === to);
+    if (this.autoDeliver && peer?.online !== false && peer?.revoked !== true) {
       queueMicrotask(() => {
         this.setState(m.id, "sent");
         queueMicrotask(() => this.setState(m.id, "delivered"));
@@ -361,6 +363,16 @@ async function fakeMain(args: string[]): Promise<void> {
       }));
   }
   later(500, () => engine.receive("assistant", "Hello! I answer every message. Try /msg hi --ttl 10s"));
+  const script = args.includes("--script") ? args[args.indexOf("--script") + 1] : "";
+  if (script === "wrap") {
+    // Numbered words: a test reads how many fit on one row.
+    const words = Array.from({ length: 80 }, (_, i) => `w${String(i).padStart(2, "0")}`).join(" ");
+    later(700, () => engine.receive("assistant", `WRAP ${words}`));
+  }
+  if (script === "other") {
+    // A message in a conversation that is not open: the bell, the title, the activity list.
+    later(2500, () => engine.receive("carol", "a word from carol"));
+  }
   later(1000, () => {
     const m = engine.receive("assistant", "This message destroys itself in 20 seconds.", {
       ttlMs: 20_000,
