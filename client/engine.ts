@@ -25,7 +25,9 @@ import type {
   Contact,
   EngineEvent,
   PeerInfo,
+  PhonebookStatus, // issue 12
   PinState,
+  RecipientStatus, // issue 12
   SendOptions,
 } from "./engine_types.ts";
 import {
@@ -65,7 +67,7 @@ export interface DirectoryLike {
   >;
   /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
   crl(): Promise<ParsedCrl>;
-  list?(): Promise<{ users: { name: string; online: boolean }[] }>;
+  list?(): Promise<{ users: { name: string; online: boolean; revoked?: boolean }[] }>;
   close?(): void;
 }
 
@@ -207,6 +209,8 @@ export class ChatEngine implements ChatEngineApi {
   #unsubscribeClock: (() => void) | null = null;
   #closed = false;
   #closing: Promise<void> | null = null;
+  // ---- issue 12 (tui): whether the phonebook took our last publication (said at start by the front ends) ----
+  #phonebook: PhonebookStatus = { reachable: true, reason: null };
   #markClosed!: () => void;
   readonly #closedPromise = new Promise<void>((r) => this.#markClosed = r);
 
@@ -239,9 +243,10 @@ export class ChatEngine implements ChatEngineApi {
           this.#emit({
             event: "log",
             level: "warn",
+            // issue 12: the reason too, not only its code ("refused: TLS" said nothing).
             text: `${r.role === "dialer" ? "dial to" : "connection from"} ${
               r.name ?? "unknown peer"
-            } refused: ${r.code}`,
+            } refused: ${r.code}${r.message ? ` (${r.message})` : ""}`,
           }),
       },
       opts.limits,
@@ -314,7 +319,9 @@ export class ChatEngine implements ChatEngineApi {
         a.port,
         this.#opts.publishTtlSeconds ?? DEFAULT_PUBLISH_TTL_S,
       );
+      this.#phonebook = { reachable: true, reason: null }; // issue 12
     } catch (e) {
+      this.#phonebook = { reachable: false, reason: (e as Error).message }; // issue 12
       this.#emit({
         event: "log",
         level: "warn",
@@ -866,15 +873,47 @@ export class ChatEngine implements ChatEngineApi {
     return c.verified ? "verified" : "pinned";
   }
 
+  // ---- issue 12 (front ends): additive API, see engine_types.ts ----
+
+  /** Whether the phonebook took our last address publication (a front end says so at start). */
+  phonebookStatus(): PhonebookStatus {
+    return { ...this.#phonebook };
+  }
+
+  /**
+   * Whether `name` can be written to: already a contact, listed by the phonebook, unknown to it (refuse:
+   * nothing is queued and no contact is added), or the phonebook could not be asked.
+   */
+  async recipientStatus(name: string): Promise<RecipientStatus> {
+    let peer: string;
+    try {
+      peer = canonicalUsername(name);
+    } catch (e) {
+      throw new EngineError("BAD_NAME", `bad contact name: ${(e as Error).message}`);
+    }
+    if (this.store.contact(peer)) return "known";
+    try {
+      const entry = await this.#opts.directory.lookup(peer);
+      if (!entry) return "unknown";
+      return entry.revoked ? "revoked" : "listed";
+    } catch {
+      return "unreachable";
+    }
+  }
+
+  // ---- end of issue 12 additions ----
+
   async contacts(): Promise<Contact[]> {
     const names = new Set(this.store.contacts().map((c) => c.name));
     const listedOnline = new Map<string, boolean>();
+    const listedRevoked = new Set<string>(); // issue 12: a revoked user is never shown online
     if (this.#opts.directory.list) {
       try {
         for (const u of (await this.#opts.directory.list()).users) {
           if (u.name === this.name) continue;
           names.add(u.name);
-          listedOnline.set(u.name, u.online);
+          listedOnline.set(u.name, u.online && u.revoked !== true);
+          if (u.revoked === true) listedRevoked.add(u.name);
         }
       } catch {
         // the phonebook is unreachable: show what we know
@@ -882,7 +921,9 @@ export class ChatEngine implements ChatEngineApi {
     }
     return [...names].sort().map((name) => ({
       name,
-      online: this.sessions.active(name) !== null || listedOnline.get(name) === true,
+      ...(listedRevoked.has(name) ? { revoked: true } : {}), // issue 12
+      online: !listedRevoked.has(name) &&
+        (this.sessions.active(name) !== null || listedOnline.get(name) === true),
       unread: this.store.unreadCount(name),
       pin: this.#pinState(name),
       defaultTtlMs: this.store.contact(name)?.defaultTtlMs ?? null,

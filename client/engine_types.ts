@@ -104,6 +104,9 @@ export interface ChatEngineApi {
   phonebookStatus?(): PhonebookStatus;
 }
 
+/** Issue 12: whether a name can be written to (`ChatEngine.recipientStatus`): "unknown" is refused. */
+export type RecipientStatus = "known" | "listed" | "revoked" | "unknown" | "unreachable";
+
 /** Issue 12: what the front ends say when the phonebook cannot be reached (at start, before any event). */
 export interface PhonebookStatus {
   reachable: boolean;

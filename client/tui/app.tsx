@@ -42,6 +42,8 @@ import { byteLength, cutToBytes } from "./input_state.ts";
 export const TICK_MS = 500;
 /** Without a countdown on screen, the clock summary is redrawn every this many ticks. */
 export const IDLE_TICKS = 4;
+/** How often the contact list (online, revoked) is asked of the engine again, ms. */
+export const CONTACTS_REFRESH_MS = 30_000;
 /** At most one "typing" notice to the peer per this many ms. */
 export const TYPING_EVERY_MS = 3000;
 /** Scroll amount that means "the oldest message": the layout caps it to what exists. */
@@ -243,7 +245,12 @@ export function App(
       }
     });
     refreshContacts();
-    return off;
+    // The phonebook's view (who is online, who was revoked) changes without an event reaching us.
+    const every = setInterval(refreshContacts, CONTACTS_REFRESH_MS);
+    return () => {
+      off();
+      clearInterval(every);
+    };
   }, [engine, refreshContacts, loadHistory, mono, terminal]);
 
   // Countdown and clock tick: a frame every TICK_MS while a countdown is on screen, else every
