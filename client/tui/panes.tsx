@@ -36,6 +36,11 @@ const MONO_TONES: Record<Tone, ToneStyle> = Object.fromEntries(
   Object.entries(TONES).map(([k, v]) => [k, { ...v, color: undefined }]),
 ) as Record<Tone, ToneStyle>;
 
+/** The style of a tone; without colour only bold, dim and inverse are left. */
+export function toneStyle(tone: Tone, monochrome: boolean): ToneStyle {
+  return (monochrome ? MONO_TONES : TONES)[tone];
+}
+
 /** True when the screen is drawn without colours. */
 export const MonochromeContext = createContext(false);
 

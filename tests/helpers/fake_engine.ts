@@ -12,6 +12,7 @@ import type {
   DeliveryState,
   EngineEvent,
   PeerInfo,
+  PhonebookStatus,
   SendOptions,
 } from "../../client/engine_types.ts";
 
@@ -71,8 +72,10 @@ export interface FakeEngineOptions {
   time?: TimeStatus;
   /** Trusted now for new messages and deadlines (defaults to Date.now() at each use). */
   now?: () => number;
-  /** When true, sends go sending -> sent -> delivered on later microtasks. */
+  /** When true, sends go sending -> sent -> delivered on later microtasks (to contacts that are online). */
   autoDeliver?: boolean;
+  /** What `phonebookStatus()` answers (reachable by default). */
+  phonebook?: PhonebookStatus;
 }
 
 export class FakeEngine implements ChatEngineApi {
@@ -93,6 +96,7 @@ export class FakeEngine implements ChatEngineApi {
   private seq = 0;
   private readonly clock: () => number;
   private readonly autoDeliver: boolean;
+  private readonly phonebook: PhonebookStatus;
 
   constructor(opts: FakeEngineOptions = {}) {
     this.name = opts.name ?? "me";
@@ -100,6 +104,7 @@ export class FakeEngine implements ChatEngineApi {
     this.clock = opts.now ?? (() => Date.now());
     this.time = opts.time ?? verifiedTime(this.clock());
     this.autoDeliver = opts.autoDeliver ?? false;
+    this.phonebook = opts.phonebook ?? { reachable: true, reason: null };
     for (const c of this.contactList) this.peers.set(c.name, fakePeerInfo(c.name, { pin: c.pin }));
   }
 
@@ -272,6 +277,10 @@ export class FakeEngine implements ChatEngineApi {
 
   ownFingerprint(): string {
     return FAKE_FINGERPRINT_ME;
+  }
+
+  phonebookStatus(): PhonebookStatus {
+    return { ...this.phonebook };
   }
 
   typing(peer: string): void {
