@@ -23,6 +23,8 @@ import {
 } from "../client/tui/settings.ts";
 import { displayText, displayWidth } from "../client/tui/width.ts";
 import type { ChatMessage } from "../client/engine_types.ts";
+import { MouseFilteringStdin, type MouseSource, type RawInput } from "../client/tui/mouse_stdin.ts";
+import { EventEmitter } from "node:events";
 import { contact, FakeEngine, seededConversation, verifiedTime } from "./helpers/fake_engine.ts";
 
 const T0 = Date.UTC(2026, 10, 28, 12, 0, 0);
@@ -56,9 +58,26 @@ interface Harness {
   repaints: () => number;
 }
 
+/** Mouse reports as the terminal would send them, bypassing Ink (which drops them). */
+class FakeMouse implements MouseSource {
+  private fns = new Set<(r: string) => void>();
+  subscribe(fn: (r: string) => void) {
+    this.fns.add(fn);
+    return () => this.fns.delete(fn);
+  }
+  send(...reports: string[]) {
+    for (const r of reports) for (const fn of this.fns) fn(r);
+  }
+}
+
 function app(
   engine: FakeEngine,
-  opts: { size?: { columns: number; rows: number }; settings?: Settings; noColor?: boolean } = {},
+  opts: {
+    size?: { columns: number; rows: number };
+    settings?: Settings;
+    noColor?: boolean;
+    mouse?: MouseSource;
+  } = {},
 ): Harness {
   const written: string[] = [];
   const saved: Settings[] = [];
@@ -76,6 +95,7 @@ function app(
         return Promise.resolve();
       }}
       repaint={() => repaints++}
+      mouse={opts.mouse}
     />,
   );
   return { frame: () => plain(r.lastFrame()), stdin: r.stdin, written, saved, repaints: () => repaints };
@@ -404,6 +424,72 @@ Deno.test("App: Ctrl+L asks for a full repaint", async () => {
     await waitFor("open", () => r.frame().includes("alice → bob"));
     await type(r.stdin, "\x0c");
     await waitFor("repaint", () => r.repaints() === 1);
+  } finally {
+    cleanup();
+  }
+});
+
+Deno.test("mouse: reports are taken out of the input and handed on; keys reach the reader unchanged", () => {
+  class FakeTty extends EventEmitter implements RawInput {
+    isTTY = true;
+    chunks: string[] = [];
+    raw: boolean[] = [];
+    setRawMode(b: boolean) {
+      this.raw.push(b);
+    }
+    setEncoding() {}
+    read() {
+      return this.chunks.shift() ?? null;
+    }
+  }
+  const tty = new FakeTty();
+  const stdin = new MouseFilteringStdin(tty);
+  const reports: string[] = [];
+  stdin.subscribe((r) => reports.push(r));
+  const read: string[] = [];
+  const onReadable = () => {
+    let c;
+    while ((c = stdin.read()) !== null) read.push(c);
+  };
+  stdin.on("readable", onReadable);
+  assert.equal(tty.listenerCount("readable"), 1, "reads the terminal while someone listens");
+  stdin.setRawMode(true);
+  tty.chunks.push("ab\x1b[<64;40;10M\x1b[A\x1b[<0;4;5mc");
+  tty.emit("readable");
+  assert.deepEqual(reports, ["\x1b[<64;40;10M", "\x1b[<0;4;5m"]);
+  assert.deepEqual(read, ["ab\x1b[Ac"]);
+  assert.deepEqual(tty.raw, [true]);
+  stdin.off("readable", onReadable);
+  assert.equal(tty.listenerCount("readable"), 0, "lets go of the terminal with the last listener");
+});
+
+Deno.test("App: the mouse - a click opens a contact, the wheel scrolls; reports are turned on and off", async () => {
+  const engine = new FakeEngine({
+    name: "alice",
+    contacts: [contact("bob"), contact("carol"), contact("dave")],
+    now: () => T0,
+    time: verifiedTime(T0),
+  });
+  for (const m of seededConversation("bob", "alice", 100, T0)) engine.seed(m);
+  const mouse = new FakeMouse();
+  const r = app(engine, { mouse });
+  try {
+    await waitFor("bob open", () => r.frame().includes("alice → bob") && r.frame().includes("message 99"));
+    assert.ok(r.written.includes("\x1b[?1000h\x1b[?1006h"), "mouse reports asked for");
+    mouse.send("\x1b[<64;40;10M"); // wheel up over the conversation
+    await waitFor("scrolled 3", () => r.frame().includes("scrolled up 3 lines"));
+    mouse.send("\x1b[<64;40;10M", "\x1b[<64;40;10M"); // two notches before a frame
+    await waitFor("scrolled 9", () => r.frame().includes("scrolled up 9 lines"));
+    mouse.send("\x1b[<65;40;10M");
+    await waitFor("scrolled 6", () => r.frame().includes("scrolled up 6 lines"));
+    mouse.send("\x1b[<64;5;25M"); // the wheel over the log strip is not the conversation's
+    await new Promise((res) => setTimeout(res, 50));
+    assert.ok(r.frame().includes("scrolled up 6 lines"));
+    // Row 1: top bar, row 2: "Contacts (3)", rows 3..: bob, carol, dave.
+    mouse.send("\x1b[<0;4;5M", "\x1b[<0;4;5m");
+    await waitFor("dave opened", () => r.frame().includes("alice → dave"));
+    await type(r.stdin, "/set mouse off", ENTER);
+    await waitFor("mouse off", () => r.written.includes("\x1b[?1006l\x1b[?1000l"));
   } finally {
     cleanup();
   }

@@ -34,7 +34,9 @@ import {
 } from "./model.ts";
 import { helpLines } from "./overlays.tsx";
 import { ChatScreen } from "./screen.tsx";
-import { needsSplit, splitKeys } from "./keys.ts";
+import { MOUSE_OFF, MOUSE_ON, type MouseEvent, needsSplit, parseMouse, splitKeys } from "./keys.ts";
+import { contactWindowStart } from "./panes.tsx";
+import type { MouseSource } from "./mouse_stdin.ts";
 import { sanitize } from "./width.ts";
 import { byteLength, cutToBytes } from "./input_state.ts";
 
@@ -42,6 +44,8 @@ import { byteLength, cutToBytes } from "./input_state.ts";
 export const TICK_MS = 500;
 /** Without a countdown on screen, the clock summary is redrawn every this many ticks. */
 export const IDLE_TICKS = 4;
+/** Lines one notch of the mouse wheel scrolls. */
+export const WHEEL_LINES = 3;
 /** How often the contact list (online, revoked) is asked of the engine again, ms. */
 export const CONTACTS_REFRESH_MS = 30_000;
 /** At most one "typing" notice to the peer per this many ms. */
@@ -75,6 +79,8 @@ export interface AppProps {
   terminal?: (sequence: string) => void;
   /** Ctrl+L: forget what is on screen and draw everything again. */
   repaint?: () => void;
+  /** Mouse reports taken from the terminal's input before Ink (which drops them). */
+  mouse?: MouseSource;
   /** Fixed size for tests; the terminal's size (live, with resize) otherwise. */
   size?: { columns: number; rows: number };
   /** Monotonic clock in ms (tests pass their own). */
@@ -134,6 +140,7 @@ export function App(
     noColor = false,
     terminal,
     repaint,
+    mouse,
   }: AppProps,
 ) {
   const win = useWindowSize();
@@ -277,6 +284,13 @@ export function App(
   useEffect(() => {
     if (selected !== null && stateRef.current.conversations[selected] === undefined) loadHistory(selected);
   }, [selected, loadHistory]);
+
+  // Mouse reports on while the setting says so, and always off again when the screen goes.
+  useEffect(() => {
+    if (!terminal || !settings.mouse) return;
+    terminal(MOUSE_ON);
+    return () => terminal(MOUSE_OFF);
+  }, [terminal, settings.mouse]);
 
   // The terminal's title: unread count and the open conversation, written only when it changes.
   const totalUnread = Object.entries(state.unread).reduce((n, [k, v]) => n + (k === selected ? 0 : v), 0);
@@ -602,6 +616,42 @@ export function App(
     dispatch({ type: "overlay", overlay: o });
   };
 
+  /** A click or the wheel, at a cell of the screen (1-based, as the terminal reports it). */
+  const onMouse = (m: MouseEvent): void => {
+    const s = stateRef.current;
+    if (s.closing || s.pendingPaste !== null) return;
+    const wheel = m.kind === "wheel-up" ? 1 : m.kind === "wheel-down" ? -1 : 0;
+    if (s.overlay === "log") {
+      if (wheel) dispatch({ type: "log-scroll", delta: wheel * WHEEL_LINES });
+      return;
+    }
+    if (s.overlay === "help") {
+      if (wheel) setHelpOffset((o) => Math.max(0, o - wheel * WHEEL_LINES));
+      return;
+    }
+    if (s.overlay !== null) return;
+    const inMain = m.y >= 2 && m.y <= 1 + layout.mainHeight;
+    if (wheel) {
+      if (inMain) dispatch({ type: "scroll-by", delta: wheel * WHEEL_LINES });
+      return;
+    }
+    if (m.kind !== "press" || m.button !== 0 || !inMain || m.x > layout.contactsWidth) return;
+    // Row 2 is the list's heading; the contacts start on row 3.
+    const list = s.focus === "contacts" ? contactsShown : filterContacts(s.contacts, "");
+    const first = contactWindowStart(
+      list,
+      s.selected,
+      s.contactCursor,
+      s.focus === "contacts",
+      layout.mainHeight,
+    );
+    const c = list[first + (m.y - 3)];
+    if (m.y >= 3 && c) openPeer(c.name);
+  };
+
+  const onMouseRef = useRef(onMouse);
+  onMouseRef.current = onMouse;
+
   const onKey = (text: string, key: Key): void => {
     if (needsSplit(text)) {
       for (const k of splitKeys(text)) onKey(k.input, k.key);
@@ -768,6 +818,13 @@ export function App(
   };
 
   useInput(onKey);
+  useEffect(() => {
+    if (!mouse) return;
+    return mouse.subscribe((r) => {
+      const m = parseMouse(r);
+      if (m) onMouseRef.current(m);
+    });
+  }, [mouse]);
   usePaste((text) => {
     if (state.overlay !== null || state.closing) return;
     if (state.focus === "contacts") {

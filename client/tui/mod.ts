@@ -11,6 +11,7 @@ import type { ChatEngineApi } from "../engine_types.ts";
 import { CliError } from "../../cli_error.ts";
 import { App, type AppProps } from "./app.tsx";
 import { loadSettings, noColorEnv, saveSettings } from "./settings.ts";
+import { MouseFilteringStdin } from "./mouse_stdin.ts";
 
 export interface TuiOptions {
   /** The home folder, where settings.json is kept; null: default settings, not saved. */
@@ -134,6 +135,8 @@ export async function runTui(engine: ChatEngineApi, opts: TuiOptions): Promise<v
   process.stdout.on("error", onStdoutError);
   process.stderr.on("error", onStdoutError);
   try {
+    // Mouse reports are taken out of the input before Ink sees it (it would drop them).
+    const stdin = new MouseFilteringStdin(process.stdin);
     await runTuiOn(engine, {
       // interactive: Ink turns itself into a log printer when it sees a CI variable, even on a terminal; this
       // screen is only ever started on one (checked above), so it is interactive wherever it runs.
@@ -145,6 +148,7 @@ export async function runTui(engine: ChatEngineApi, opts: TuiOptions): Promise<v
         patchConsole: true,
         interactive: true,
         incrementalRendering: true,
+        stdin: stdin as unknown as NodeJS.ReadStream,
       },
       quit: signalled,
       app: {
@@ -152,6 +156,7 @@ export async function runTui(engine: ChatEngineApi, opts: TuiOptions): Promise<v
         settingsWarnings: warnings,
         saveSettings: home === null ? undefined : (s) => saveSettings(home, s),
         noColor: noColorEnv(),
+        mouse: stdin,
         terminal: (seq) => {
           process.stdout.write(seq);
         },

@@ -152,6 +152,19 @@ export function pinMark(pin: Contact["pin"]): Segment {
   }
 }
 
+/** Index of the first contact on screen: the cursor (or the open conversation) is kept inside the rows. */
+export function contactWindowStart(
+  contacts: readonly Contact[],
+  selected: string | null,
+  cursor: number,
+  focused: boolean,
+  height: number,
+): number {
+  const rows = height - 1;
+  const focusIndex = focused ? cursor : Math.max(0, contacts.findIndex((c) => c.name === selected));
+  return Math.max(0, Math.min(focusIndex - rows + 1, contacts.length - rows));
+}
+
 export function ContactList(
   { contacts, unread, selected, query, cursor, focused, width, height }: {
     contacts: Contact[];
@@ -168,9 +181,7 @@ export function ContactList(
     ? line("head", seg(fit(`search: ${query}\u258f`, width), "accent"))
     : line("head", seg(fit(`Contacts (${contacts.length})`, width), "dim"));
   const rows = height - 1;
-  // Keep the cursor (or the open conversation) inside the visible rows.
-  const focusIndex = focused ? cursor : Math.max(0, contacts.findIndex((c) => c.name === selected));
-  const first = Math.max(0, Math.min(focusIndex - rows + 1, contacts.length - rows));
+  const first = contactWindowStart(contacts, selected, cursor, focused, height);
   const body = contacts.slice(first, first + rows).map((c, i) => {
     const n = unread[c.name] ?? c.unread;
     const badge = n > 0 ? ` ${n > 99 ? "99+" : n}` : "";

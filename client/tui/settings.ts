@@ -27,6 +27,8 @@ export interface Settings {
   colors: boolean;
   /** Lifetime for messages in conversations that have none of their own (/ttl), ms; null: none. */
   lifetimeMs: number | null;
+  /** Mouse: click a contact, wheel to scroll (the terminal's own selection then needs Shift). */
+  mouse: boolean;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -37,6 +39,7 @@ export const DEFAULT_SETTINGS: Settings = {
   seconds: false,
   colors: true,
   lifetimeMs: null,
+  mouse: true,
 };
 
 export class SettingsError extends Error {
@@ -111,6 +114,13 @@ export const SETTINGS: readonly SettingSpec[] = [
     help: "colours (NO_COLOR in the environment turns them off)",
     parse: (v, s) => ({ ...s, colors: onOff("colors", v) }),
     show: (s) => (s.colors ? "on" : "off"),
+  },
+  {
+    key: "mouse",
+    values: "on|off",
+    help: "click a contact, wheel to scroll (hold Shift to select text in the terminal)",
+    parse: (v, s) => ({ ...s, mouse: onOff("mouse", v) }),
+    show: (s) => (s.mouse ? "on" : "off"),
   },
   {
     key: "lifetime",
