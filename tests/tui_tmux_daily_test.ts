@@ -126,10 +126,23 @@ Deno.test({
         assert.ok(displayWidth(r) <= 79, `nothing drawn in the last column: ${r}`);
         assert.ok(!/^\s*[◉✓…]\s*$/.test(r), `a mark alone on a row: ${JSON.stringify(r)}`);
       }
-      // Ctrl+L draws everything again, the same screen.
+      // Another program scribbles over the screen (as `wall` or a background job would): Ctrl+L draws
+      // everything again.
+      const tty = await s.display("#{pane_tty}");
+      // Through a shell: Deno asks for --allow-all to open a device file itself.
+      const scribble = await new Deno.Command("sh", {
+        args: ["-c", `printf '\\033[1;1HGARBAGE-TOP\\033[12;30HGARBAGE-MIDDLE\\n\\n' > "$0"`, tty],
+      }).output();
+      assert.ok(scribble.success, new TextDecoder().decode(scribble.stderr));
+      await s.waitFor("the scribbles", (t) => t.includes("GARBAGE-TOP") && t.includes("GARBAGE-MIDDLE"));
       await s.type("", "C-l");
-      const again = await s.waitFor("repainted", (t) => rowsOf(t)[0].includes("securechat · you"));
+      const again = await s.waitFor(
+        "repainted",
+        (t) => !t.includes("GARBAGE") && rowsOf(t)[0].includes("securechat · you") && /you → assistant/.test(t),
+      );
+      assert.match(rowsOf(again)[0], /securechat · you/);
       assert.match(rowsOf(again)[rows.length - 1], /you → assistant/);
+      assert.equal((again.match(/ok \d /g) ?? []).length, (screen.match(/ok \d /g) ?? []).length);
     } finally {
       await s.close();
     }
