@@ -138,7 +138,8 @@ Deno.test({
       await s.type("", "C-l");
       const again = await s.waitFor(
         "repainted",
-        (t) => !t.includes("GARBAGE") && rowsOf(t)[0].includes("securechat · you") && /you → assistant/.test(t),
+        (t) =>
+          !t.includes("GARBAGE") && rowsOf(t)[0].includes("securechat · you") && /you → assistant/.test(t),
       );
       assert.match(rowsOf(again)[0], /securechat · you/);
       assert.match(rowsOf(again)[rows.length - 1], /you → assistant/);

@@ -5,7 +5,7 @@
  */
 import type { TimeStatus } from "../../clock/types.ts";
 import type { ChatMessage, Contact, EngineEvent, PinState } from "../engine_types.ts";
-import { formatTtl } from "./format.ts";
+import { formatTtl, groupFingerprint } from "./format.ts";
 
 /** Log lines kept in memory (the log pane shows the newest). */
 export const LOG_LIMIT = 500;
@@ -255,9 +255,9 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
       return addLog(
         setPin(s, e.name, "changed"),
         "error",
-        `KEY CHANGED for ${e.name}: was ${e.oldFingerprint.slice(0, 16)}..., now ${
-          e.newFingerprint.slice(0, 16)
-        }... - check with them, then /accept-key`,
+        `KEY CHANGED for ${e.name}: was ${groupFingerprint(e.oldFingerprint)}, now ${
+          groupFingerprint(e.newFingerprint)
+        } - compare it with them (/verify), then /accept-key`,
         at,
       );
     case "time": {
