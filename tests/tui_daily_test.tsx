@@ -494,3 +494,32 @@ Deno.test("App: the mouse - a click opens a contact, the wheel scrolls; reports 
     cleanup();
   }
 });
+
+Deno.test("docs/usage-tui.md and the help screen show every key, command, mark and setting", async () => {
+  const { KEYS, MARKS, helpLines } = await import("../client/tui/overlays.tsx");
+  const { COMMANDS } = await import("../client/tui/commands.ts");
+  const { SETTINGS } = await import("../client/tui/settings.ts");
+  const doc = await Deno.readTextFile(new URL("../docs/usage-tui.md", import.meta.url));
+  const help = helpLines(200).map((l) => l.segments.map((s) => s.text).join("")).join("\n");
+  // Keys: every key named in the help (Ctrl+U, PgUp, Alt+1, ...) is in the docs.
+  for (const [k] of KEYS) {
+    for (const token of k.split(/[\s,/]+/).filter((t) => t !== "" && t !== ".." && t !== "Mouse")) {
+      assert.ok(doc.includes(token), `key ${token} (${k}) missing from the docs`);
+    }
+  }
+  assert.ok(doc.includes("| Mouse"), "mouse in the key table");
+  for (const c of COMMANDS) {
+    assert.ok(doc.includes(`\`${c.name}`), `command ${c.name} missing from the docs`);
+    assert.ok(help.includes(c.name), `command ${c.name} missing from help`);
+  }
+  for (const [m] of MARKS) {
+    for (const glyph of m.split(" ").filter((g) => !/^[a-z]+$/.test(g))) {
+      assert.ok(doc.includes(glyph), `mark ${glyph} missing from the docs`);
+    }
+    assert.ok(help.includes(m), `mark ${m} missing from help`);
+  }
+  for (const s of SETTINGS) {
+    assert.ok(doc.includes(`| \`${s.key}\``), `setting ${s.key} missing from the docs' table`);
+    assert.ok(help.includes(s.key), `setting ${s.key} missing from help`);
+  }
+});
