@@ -891,7 +891,11 @@ export class ChatEngine implements ChatEngineApi {
     } catch (e) {
       throw new EngineError("BAD_NAME", `bad contact name: ${(e as Error).message}`);
     }
-    if (this.store.contact(peer)) return "known";
+    if (this.store.contact(peer)) {
+      // A contact: the revocation list we hold says whether it was revoked (no phonebook round trip per send).
+      const seen = this.#peers.get(peer);
+      return seen && this.#crl?.serials.has(seen.serial) ? "revoked" : "known";
+    }
     try {
       const entry = await this.#opts.directory.lookup(peer);
       if (!entry) return "unknown";

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { DirectoryClient } from "../client/directory_client.ts";
+import { revokeUser } from "../server/mod.ts";
 import { messageJson } from "../client/headless.ts";
 import type { ChatMessage } from "../client/engine_types.ts";
 import { runCli } from "./helpers/cli.ts";
@@ -176,6 +178,15 @@ Deno.test("headless: every send's queued answer (with ref) comes before its sent
     await alice.cmd({ cmd: "history", with: "nosuchuser", ref: "h" });
     const h = await alice.waitEvent((e) => e.event === "history" && e.ref === "h");
     assert.deepEqual(h.messages, [], "nothing queued");
+
+    // bob is revoked while his session to alice is still open: alice no longer shows him online.
+    await revokeUser(join(pb.dir, "data"), "bob");
+    await alice.cmd({ cmd: "contacts", ref: "c2" });
+    const c2 = await alice.waitEvent((e) => e.event === "contacts" && e.ref === "c2");
+    const bobEntry = (c2.contacts as { name: string; online: boolean; revoked?: boolean }[])
+      .find((x) => x.name === "bob");
+    assert.equal(bobEntry?.revoked, true);
+    assert.equal(bobEntry?.online, false, "a revoked user is never shown online");
 
     // A second chat on alice's home is refused while the first runs.
     const second = await runCli(["chat", "--headless", "--home", aliceHome.dir]);
