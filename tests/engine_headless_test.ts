@@ -202,3 +202,25 @@ Deno.test("headless: every send's queued answer (with ref) comes before its sent
     await Deno.remove(bobHome.dir, { recursive: true });
   }
 });
+
+Deno.test("headless: a phonebook that is down at start is said right after ready, with the reason", async () => {
+  const pb = await startPhonebook();
+  const aliceHome = await enrollUser(pb, "alice");
+  await pb.close();
+  const alice = spawnHeadless(aliceHome.dir);
+  try {
+    const ready = await alice.waitEvent((e) => e.event === "ready", 60_000, "ready");
+    const at = alice.events.indexOf(ready);
+    const said = await alice.waitEvent(
+      (e) => e.event === "log" && /^phonebook unreachable: /.test(String(e.text)),
+      5_000,
+      "the phonebook said down",
+    );
+    assert.equal(said.level, "error");
+    assert.equal(alice.events.indexOf(said), at + 1, "the first thing after ready");
+    assert.equal(await alice.quit(), 0);
+  } finally {
+    await alice.kill();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+  }
+});
