@@ -283,3 +283,34 @@ Deno.test({
     }
   },
 });
+
+/** The pane with its escape sequences: colours are SGR 30-37, 38;..., 90-97 (foreground). */
+async function colouredCells(cmdEnv: string): Promise<number> {
+  const session = `scdaily-${crypto.randomUUID().slice(0, 8)}`;
+  const cmd = `cd '${REPO}' && ${cmdEnv} ${FAKE}; sleep 60`;
+  await tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd);
+  try {
+    const s = new Screen(session);
+    await s.waitFor(
+      "the first screen",
+      (t) => t.includes("securechat · you") && t.includes("Hello!"),
+      60_000,
+    );
+    const raw = await tmux("capture-pane", "-p", "-e", "-t", session);
+    // deno-lint-ignore no-control-regex
+    return [...raw.matchAll(/\x1b\[([0-9;]*)m/g)].filter((m) =>
+      m[1].split(";").some((p) => /^(3[0-8]|9[0-7])$/.test(p))
+    ).length;
+  } finally {
+    await tmux("kill-session", "-t", session).catch(() => "");
+  }
+}
+
+Deno.test({
+  name: "tmux: NO_COLOR is honoured (no colour at all), colours otherwise",
+  ignore: !TMUX,
+  fn: async () => {
+    assert.ok(await colouredCells("unset NO_COLOR; export FORCE_COLOR=1 &&") > 0, "colours without NO_COLOR");
+    assert.equal(await colouredCells("export NO_COLOR=1 &&"), 0, "no colour with NO_COLOR");
+  },
+});
