@@ -30,6 +30,19 @@ async function tmux(...args: string[]): Promise<string> {
 
 const FAKE = "deno run --allow-env tests/helpers/fake_engine.ts";
 
+/** new-session, again when it meets the tmux server of the last test while that one is shutting down. */
+async function newSession(...args: string[]): Promise<void> {
+  for (let i = 0;; i++) {
+    try {
+      await tmux("new-session", ...args);
+      return;
+    } catch (e) {
+      if (i >= 4 || !/server exited unexpectedly/.test(String(e))) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
 class Screen {
   constructor(readonly session: string) {}
 
@@ -37,7 +50,7 @@ class Screen {
     const session = `scdaily-${crypto.randomUUID().slice(0, 8)}`;
     const wrapped =
       `cd '${REPO}' && export NO_COLOR=1 RUST_BACKTRACE=0 && ${cmd}; echo "EXIT-STATUS=$?"; sleep 60`;
-    await tmux("new-session", "-d", "-s", session, "-x", String(columns), "-y", String(rows), wrapped);
+    await newSession("-d", "-s", session, "-x", String(columns), "-y", String(rows), wrapped);
     const s = new Screen(session);
     // Wait for the first drawn screen (and the assistant's greeting) before any key is sent.
     await s.waitFor(
@@ -288,7 +301,7 @@ Deno.test({
 async function colouredCells(cmdEnv: string): Promise<number> {
   const session = `scdaily-${crypto.randomUUID().slice(0, 8)}`;
   const cmd = `cd '${REPO}' && ${cmdEnv} ${FAKE}; sleep 60`;
-  await tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd);
+  await newSession("-d", "-s", session, "-x", "100", "-y", "30", cmd);
   try {
     const s = new Screen(session);
     await s.waitFor(
