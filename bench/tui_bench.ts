@@ -12,6 +12,7 @@ import { EventEmitter } from "node:events";
 import { render, Text } from "ink";
 import { createElement } from "react";
 import { App } from "../client/tui/app.tsx";
+import { TERMINAL_RENDER_OPTIONS } from "../client/tui/mod.ts";
 import { type BenchFigure, opsPerSecond, percentile } from "./harness.ts";
 import { layoutConversation } from "../client/tui/conversation_layout.ts";
 import { contact, FakeEngine, seededConversation } from "../tests/helpers/fake_engine.ts";
@@ -117,11 +118,10 @@ async function terminalBytesPerSecond(countdown: boolean, incremental: boolean, 
   }
   const stdout = new ByteCounter();
   const instance = render(createElement(App, { engine, onQuit: () => {} }), {
+    ...TERMINAL_RENDER_OPTIONS,
     stdout: stdout as unknown as NodeJS.WriteStream,
     stdin: new StdinStub() as unknown as NodeJS.ReadStream,
-    exitOnCtrlC: false,
     patchConsole: false,
-    interactive: true,
     incrementalRendering: incremental,
   });
   await sleep(1500); // the first frames: contacts, history, the first tick

@@ -31,6 +31,8 @@ const T0 = Date.UTC(2026, 10, 28, 12, 0, 0);
 // deno-lint-ignore no-control-regex
 const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 const plain = (s: string | undefined) => (s ?? "").replace(ANSI, "");
+// deno-lint-ignore no-control-regex
+const ANSI_ANY = /\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07|[78])/g;
 
 async function waitFor(what: string, check: () => boolean, ms = 3000): Promise<void> {
   const end = performance.now() + ms;
@@ -521,5 +523,64 @@ Deno.test("docs/usage-tui.md and the help screen show every key, command, mark a
   for (const s of SETTINGS) {
     assert.ok(doc.includes(`| \`${s.key}\``), `setting ${s.key} missing from the docs' table`);
     assert.ok(help.includes(s.key), `setting ${s.key} missing from help`);
+  }
+});
+
+Deno.test("App on a terminal: a countdown rewrites its own cells each second, not the screen", async () => {
+  const { render: inkRender } = await import("ink");
+  const { TERMINAL_RENDER_OPTIONS } = await import("../client/tui/mod.ts");
+  class Tty extends EventEmitter {
+    columns = 120;
+    rows = 40;
+    isTTY = true;
+    writes: string[] = [];
+    write = (chunk: string | Uint8Array, cb?: unknown): boolean => {
+      this.writes.push(typeof chunk === "string" ? chunk : new TextDecoder().decode(chunk));
+      if (typeof cb === "function") cb();
+      return true;
+    };
+  }
+  class NoInput extends EventEmitter {
+    isTTY = true;
+    setEncoding() {}
+    setRawMode() {}
+    ref() {}
+    unref() {}
+    read = () => null;
+  }
+  const engine = new FakeEngine({ name: "alice", contacts: [contact("bob")] });
+  for (const m of seededConversation("bob", "alice", 30, Date.now())) engine.seed(m);
+  engine.seed(
+    msg("ttl", {
+      text: "counting down",
+      sentAt: Date.now(),
+      ttlMs: 3_600_000,
+      ttlMode: "send",
+      expiresAt: Date.now() + 3_600_000,
+    }),
+  );
+  const out = new Tty();
+  const app = inkRender(<App engine={engine} onQuit={() => {}} />, {
+    ...TERMINAL_RENDER_OPTIONS,
+    stdout: out as unknown as NodeJS.WriteStream,
+    stdin: new NoInput() as unknown as NodeJS.ReadStream,
+    patchConsole: false,
+  });
+  try {
+    await waitFor("the whole screen once", () => out.writes.join("").includes("counting down"));
+    await new Promise((r) => setTimeout(r, 700)); // history load, first tick
+    const full = Math.max(...out.writes.map((w) => w.length));
+    const from = out.writes.length;
+    // Each frame rewrites only from the first changed cell: the seconds of "⏱59:58".
+    const ticks = () => out.writes.slice(from).filter((w) => /\d/.test(w.replace(ANSI_ANY, "")));
+    await waitFor("two countdown frames", () => ticks().length >= 2, 5000);
+    const frames = out.writes.slice(from).filter((w) => w.length > 0);
+    for (const f of frames) {
+      assert.ok(f.length * 10 < full, `a frame of ${f.length} bytes against ${full} for the whole screen`);
+      assert.ok(!f.includes("Contacts ("), "the contact list is not written again");
+    }
+  } finally {
+    app.unmount();
+    await app.waitUntilExit().catch(() => {});
   }
 });

@@ -23,7 +23,7 @@ import {
   SettingsError,
 } from "./settings.ts";
 import { MonochromeContext } from "./panes.tsx";
-import { bellFor, desktopNotification, titleFor } from "./notify.ts";
+import { bellFor, desktopNotification, TITLE_RESTORE, TITLE_SAVE, titleFor } from "./notify.ts";
 import {
   filterContacts,
   initialState,
@@ -292,9 +292,19 @@ export function App(
     return () => terminal(MOUSE_OFF);
   }, [terminal, settings.mouse]);
 
+  const lastTitle = useRef<string | null>(null);
+  // The title the terminal had is saved (XTWINOPS 22) and given back when the screen goes (23).
+  useEffect(() => {
+    if (!terminal || !settings.title) return;
+    terminal(TITLE_SAVE);
+    return () => {
+      lastTitle.current = null;
+      terminal(TITLE_RESTORE);
+    };
+  }, [terminal, settings.title]);
+
   // The terminal's title: unread count and the open conversation, written only when it changes.
   const totalUnread = Object.entries(state.unread).reduce((n, [k, v]) => n + (k === selected ? 0 : v), 0);
-  const lastTitle = useRef<string | null>(null);
   useEffect(() => {
     if (!terminal || !settings.title) return;
     const t = titleFor(state.me, selected, totalUnread);

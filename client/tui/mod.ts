@@ -23,6 +23,21 @@ export const CLOSE_TIMEOUT_MS = 5000;
 /** How long quitting waits for the terminal to take the last frame. */
 export const UNMOUNT_TIMEOUT_MS = 1000;
 
+/**
+ * How the chat screen asks Ink to draw on a terminal (tests and the benchmark use the same).
+ * - interactive: Ink turns itself into a log printer when it sees a CI variable, even on a terminal; this
+ *   screen is only ever started on one, so it is interactive wherever it runs.
+ * - incrementalRendering: only the rows (and within them, the cells from the first change) that differ are
+ *   written, so a countdown costs its own cells, not the whole screen, every tick.
+ */
+export const TERMINAL_RENDER_OPTIONS = {
+  alternateScreen: true,
+  exitOnCtrlC: false,
+  patchConsole: true,
+  interactive: true,
+  incrementalRendering: true,
+} as const satisfies RenderOptions;
+
 export async function runFirstRun(home: string): Promise<void> {
   // Loaded on demand: the prompts and the enrollment code are not needed by an enrolled user's chat screen.
   const { firstRun } = await import("./first_run.ts");
@@ -138,18 +153,7 @@ export async function runTui(engine: ChatEngineApi, opts: TuiOptions): Promise<v
     // Mouse reports are taken out of the input before Ink sees it (it would drop them).
     const stdin = new MouseFilteringStdin(process.stdin);
     await runTuiOn(engine, {
-      // interactive: Ink turns itself into a log printer when it sees a CI variable, even on a terminal; this
-      // screen is only ever started on one (checked above), so it is interactive wherever it runs.
-      // incrementalRendering: only the rows (and within them, the cells from the first change) that differ
-      // are written, so a countdown costs its own cells, not the whole screen, every tick.
-      render: {
-        alternateScreen: true,
-        exitOnCtrlC: false,
-        patchConsole: true,
-        interactive: true,
-        incrementalRendering: true,
-        stdin: stdin as unknown as NodeJS.ReadStream,
-      },
+      render: { ...TERMINAL_RENDER_OPTIONS, stdin: stdin as unknown as NodeJS.ReadStream },
       quit: signalled,
       app: {
         settings,

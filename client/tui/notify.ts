@@ -20,6 +20,10 @@ function oscSafe(s: string): string {
   return displayText(s).replace(/[\x00-\x1f\x7f-\x9f;]/g, " ").slice(0, 120);
 }
 
+/** Saves the terminal's title on its stack / puts it back (XTWINOPS; terminals without it ignore them). */
+export const TITLE_SAVE = "\x1b[22;0t";
+export const TITLE_RESTORE = "\x1b[23;0t";
+
 /** OSC 0: "securechat (3) · you → bob", the number being unread messages in other conversations. */
 export function titleFor(me: string, open: string | null, unread: number): string {
   const count = unread > 0 ? ` (${unread})` : "";
