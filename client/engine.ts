@@ -243,10 +243,10 @@ export class ChatEngine implements ChatEngineApi {
           this.#emit({
             event: "log",
             level: "warn",
-            // issue 12: the reason too, not only its code ("refused: TLS" said nothing).
-            text: `${r.role === "dialer" ? "dial to" : "connection from"} ${
-              r.name ?? "unknown peer"
-            } refused: ${r.code}${r.message ? ` (${r.message})` : ""}`,
+            // issue 12: the reason too, not only its code ("refused: TLS" said nothing); the code stays last.
+            text: `${r.role === "dialer" ? "dial to" : "connection from"} ${r.name ?? "unknown peer"}${
+              r.message ? `: ${r.message};` : ""
+            } refused: ${r.code}`,
           }),
       },
       opts.limits,

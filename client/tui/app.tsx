@@ -559,7 +559,7 @@ export function App(
         try {
           const next = applySetting(settingsRef.current, cmd.key, cmd.value ?? "");
           changeSettings(next);
-          if (next.peerPane !== settingsRef.current.peerPane || cmd.key === "pane") {
+          if (next.peerPane !== stateRef.current.peerPane) {
             dispatch({ type: "peer-pane", mode: next.peerPane });
           }
           notice(`${cmd.key} set: ${describeSettings(next)}`);
