@@ -584,3 +584,20 @@ Deno.test("App on a terminal: a countdown rewrites its own cells each second, no
     await app.waitUntilExit().catch(() => {});
   }
 });
+
+Deno.test("App: a message to a peer that cannot be reached is queued with the connection's error", async () => {
+  const engine = new FakeEngine({ name: "alice", contacts: [contact("bob", { online: true })] });
+  const r = app(engine);
+  try {
+    await waitFor("open", () => r.frame().includes("alice → bob"));
+    await type(r.stdin, "knock knock", ENTER);
+    await waitFor("sending", () => /knock knock +…/.test(r.frame()));
+    engine.emit({ event: "error", code: "PEER_TLS", message: "bob: certificate verify failed" });
+    await waitFor("queued with the reason", () => /knock knock +⧖/.test(r.frame()));
+    assert.match(r.frame(), /queued: cannot reach bob \(PEER_TLS: certificate verify failed\)/);
+    engine.emit({ event: "peer-online", name: "bob" });
+    await waitFor("sending again", () => /knock knock +…/.test(r.frame()));
+  } finally {
+    cleanup();
+  }
+});

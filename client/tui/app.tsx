@@ -364,6 +364,8 @@ export function App(
     ? `${selected}'s certificate is revoked: it cannot be delivered`
     : contact && !contact.online
     ? `${selected} is offline: sent when they come online`
+    : state.peerProblem[selected] !== undefined
+    ? `cannot reach ${selected} (${state.peerProblem[selected]}): tried again every few seconds`
     : null;
   const search = state.search && state.search.peer === selected
     ? { query: state.search.query, currentId: state.search.matchIds[state.search.index] ?? null }

@@ -71,6 +71,8 @@ export interface UiState {
   pendingPaste: string | null;
   /** Lines scrolled up in the /log screen (0 = newest at the bottom). */
   logScroll: number;
+  /** Why the last connection to a peer failed (the engine's PEER_ errors), until it comes online. */
+  peerProblem: Record<string, string>;
 }
 
 export type UiAction =
@@ -127,6 +129,7 @@ export function initialState(me: string, time: TimeStatus): UiState {
     search: null,
     pendingPaste: null,
     logScroll: 0,
+    peerProblem: {},
   };
 }
 
@@ -247,8 +250,15 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
     }
     case "typing":
       return { ...s, typingUntil: { ...s.typingUntil, [e.from]: mono + TYPING_SHOWN_MS } };
-    case "peer-online":
-      return addLog(ensureContact(s, e.name, { online: true }), "info", `${e.name} is online`, at);
+    case "peer-online": {
+      const { [e.name]: _solved, ...peerProblem } = s.peerProblem;
+      return addLog(
+        { ...ensureContact(s, e.name, { online: true }), peerProblem },
+        "info",
+        `${e.name} is online`,
+        at,
+      );
+    }
     case "peer-offline":
       return addLog(ensureContact(s, e.name, { online: false }), "info", `${e.name} went offline`, at);
     case "key-changed":
@@ -268,8 +278,17 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
     }
     case "log":
       return addLog(s, e.level, e.text, at);
-    case "error":
-      return addLog(s, "error", `${e.code}: ${e.message}`, at);
+    case "error": {
+      // "PEER_CONNECT_FAILED" with "bob: ...": what keeps bob's messages waiting.
+      const peer = e.code.startsWith("PEER_") ? /^([^:\s]+): /.exec(e.message)?.[1] : undefined;
+      const next = peer
+        ? {
+          ...s,
+          peerProblem: { ...s.peerProblem, [peer]: `${e.code}: ${e.message.slice(peer.length + 2)}` },
+        }
+        : s;
+      return addLog(next, "error", `${e.code}: ${e.message}`, at);
+    }
   }
 }
 

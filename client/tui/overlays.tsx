@@ -35,7 +35,10 @@ export const KEYS: readonly [string, string][] = [
 
 /** Every mark the screen draws, as the help screen lists them. */
 export const MARKS: readonly [string, string][] = [
-  ["\u29d6 queued", "waiting: the peer is offline or revoked (the line below says why); sent when reachable"],
+  [
+    "\u29d6 queued",
+    "waiting: the peer is offline, revoked or unreachable (the line below says why); sent when reachable",
+  ],
   ["\u2026 sending", "connecting to the peer, who the phonebook says is online"],
   ["\u2713 sent", "written to the connection, not acknowledged yet"],
   ["\u2713\u2713 delivered", "the peer's chat has stored it (acknowledged)"],
