@@ -601,3 +601,21 @@ Deno.test("App: a message to a peer that cannot be reached is queued with the co
     cleanup();
   }
 });
+
+Deno.test("layout: /search highlights every match, the current one apart, case-insensitively", () => {
+  const v = layoutConversation({
+    messages: [msg("a", { text: "Apple and apple" }), msg("b", { text: "an apple a day", sentAt: T0 + 1 })],
+    me: "alice",
+    peer: "bob",
+    width: 80,
+    height: 10,
+    scroll: 0,
+    now: T0,
+    newMarkerId: null,
+    search: { query: "apple", currentId: "b" },
+  });
+  const segs = v.lines.flatMap((l) => l.segments);
+  assert.deepEqual(segs.filter((s) => s.tone === "match").map((s) => s.text), ["Apple", "apple"]);
+  assert.deepEqual(segs.filter((s) => s.tone === "current").map((s) => s.text), ["apple"]);
+  assert.equal(toneStyle("match", true).inverse, true, "visible without colour");
+});
