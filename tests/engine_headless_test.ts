@@ -193,6 +193,10 @@ Deno.test("headless: every send's queued answer (with ref) comes before its sent
     assert.equal(second.code, 1);
     assert.match(second.stderr, /another securechat chat is already running on .* \(pid \d+\)/);
     assert.equal(await alice.quit(), 0);
+    // Let go with the process: the next chat on the home starts (and quits at the end of its input).
+    const after = await runCli(["chat", "--headless", "--home", aliceHome.dir], { stdin: "" });
+    assert.equal(after.code, 0, after.stderr);
+    assert.match(after.stdout, /"event":"ready"/);
     assert.equal(await bob.quit(), 0);
   } finally {
     await alice.kill();
