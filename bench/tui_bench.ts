@@ -3,6 +3,8 @@
  * - In process (always): time to the first frame (baseline: a plain ink <Text>), time until a conversation
  *   of 10,000 messages is on screen and the time to redraw it when a message arrives (baseline: the same with
  *   an empty conversation).
+ * - Bytes written to the terminal per second while a countdown is on screen (baseline: the same screen with
+ *   nothing counting down), with Ink's incremental rendering as the chat screen uses it, and without it.
  * - In a real terminal (when tmux is installed): process start to first drawn screen and resident memory of
  *   the running UI (baseline: a plain ink program started the same way).
  */
@@ -10,6 +12,7 @@ import { EventEmitter } from "node:events";
 import { render, Text } from "ink";
 import { createElement } from "react";
 import { App } from "../client/tui/app.tsx";
+import { TERMINAL_RENDER_OPTIONS } from "../client/tui/mod.ts";
 import { type BenchFigure, opsPerSecond, percentile } from "./harness.ts";
 import { layoutConversation } from "../client/tui/conversation_layout.ts";
 import { contact, FakeEngine, seededConversation } from "../tests/helpers/fake_engine.ts";
@@ -77,6 +80,57 @@ async function timeFirstFrame(make: () => Parameters<typeof render>[0], marker: 
   const t1 = await stdout.waitFor(marker);
   instance.unmount();
   return t1 - t0;
+}
+
+/** A terminal-like stdout that counts the bytes the UI writes. */
+class ByteCounter extends EventEmitter {
+  columns = COLUMNS;
+  rows = ROWS;
+  isTTY = true;
+  bytes = 0;
+  write = (chunk: string | Uint8Array, cb?: unknown): boolean => {
+    this.bytes += typeof chunk === "string" ? new TextEncoder().encode(chunk).length : chunk.length;
+    if (typeof cb === "function") cb();
+    return true;
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Bytes per second written while the screen shows a conversation, with or without a countdown on it. */
+async function terminalBytesPerSecond(countdown: boolean, incremental: boolean, windowMs: number) {
+  const engine = new FakeEngine({ name: "you", contacts: [contact("peer")] });
+  const now = Date.now();
+  for (const m of seededConversation("peer", "you", 30, now)) engine.seed(m);
+  if (countdown) {
+    engine.seed({
+      id: "ttl",
+      peer: "peer",
+      from: "peer",
+      direction: "in",
+      text: "this one counts down",
+      sentAt: now,
+      expiresAt: now + 3_600_000,
+      ttlMs: 3_600_000,
+      ttlMode: "send",
+      state: "read",
+    });
+  }
+  const stdout = new ByteCounter();
+  const instance = render(createElement(App, { engine, onQuit: () => {} }), {
+    ...TERMINAL_RENDER_OPTIONS,
+    stdout: stdout as unknown as NodeJS.WriteStream,
+    stdin: new StdinStub() as unknown as NodeJS.ReadStream,
+    patchConsole: false,
+    incrementalRendering: incremental,
+  });
+  await sleep(1500); // the first frames: contacts, history, the first tick
+  const start = stdout.bytes;
+  const t0 = performance.now();
+  await sleep(windowMs);
+  const perSecond = (stdout.bytes - start) / ((performance.now() - t0) / 1000);
+  instance.unmount();
+  return perSecond;
 }
 
 const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
@@ -238,6 +292,27 @@ export async function run(): Promise<BenchFigure[]> {
     unit: "ms",
     baseline: { name: "at the newest", value: bottom },
     notes: "per frame, wraps cached",
+  });
+
+  const WINDOW_MS = 4000;
+  const still = await terminalBytesPerSecond(false, true, WINDOW_MS);
+  const ticking = await terminalBytesPerSecond(true, true, WINDOW_MS);
+  const ticking_full = await terminalBytesPerSecond(true, false, WINDOW_MS);
+  figures.push({
+    name: "bytes written to the terminal per second, countdown on screen",
+    value: ticking,
+    unit: "B/s",
+    baseline: { name: "static screen", value: still },
+    notes: `${COLUMNS}x${ROWS}, ${
+      WINDOW_MS / 1000
+    } s window, incremental rendering (as the chat screen runs)`,
+  });
+  figures.push({
+    name: "bytes per second, countdown, whole-frame rendering",
+    value: ticking_full,
+    unit: "B/s",
+    baseline: { name: "incremental rendering", value: ticking },
+    notes: "what redrawing every frame whole would cost (issue 12 measured about 11 KB/s)",
   });
 
   if (!hasTmux()) {

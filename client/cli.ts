@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { CliError } from "../cli_error.ts";
-import { isEnrolled, loadHome, resolveHomeDir } from "./home.ts";
+import { HomeError, isEnrolled, loadHome, lockHome, resolveHomeDir } from "./home.ts";
 import { type ChatEngine, startEngineFromHome } from "./engine.ts";
 import { linesOf, runHeadless } from "./headless.ts";
 import { parseServerSpec, PUBLIC_SERVERS, type ServerSpec } from "../clock/mod.ts";
@@ -75,18 +75,29 @@ export function registerChatCommand(program: Command): void {
         await (await loadTui()).runFirstRun(dir);
       }
       const home = await loadHome(dir);
-      const engine: ChatEngine = await startEngineFromHome(home, {
-        listen,
-        advertise,
-        timeRefreshIntervalMs,
-        extraTimeServers: extra,
-      });
+      let lock;
       try {
-        if (flags.headless) await headless(engine);
-        // The terminal UI handles its own signals and closes the engine when the user quits.
-        else await (await loadTui()).runTui(engine, { home: dir });
+        lock = await lockHome(dir);
+      } catch (e) {
+        if (e instanceof HomeError) throw new CliError(e.message);
+        throw e;
+      }
+      try {
+        const engine: ChatEngine = await startEngineFromHome(home, {
+          listen,
+          advertise,
+          timeRefreshIntervalMs,
+          extraTimeServers: extra,
+        });
+        try {
+          if (flags.headless) await headless(engine);
+          // The terminal UI handles its own signals and closes the engine when the user quits.
+          else await (await loadTui()).runTui(engine, { home: dir });
+        } finally {
+          await engine.close();
+        }
       } finally {
-        await engine.close();
+        lock.release();
       }
     });
 }

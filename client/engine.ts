@@ -34,6 +34,8 @@ import type {
   Contact,
   EngineEvent,
   PeerInfo,
+  PhonebookStatus,
+  RecipientStatus,
   SendOptions,
 } from "./engine_types.ts";
 import { EngineError } from "./engine_errors.ts";
@@ -73,7 +75,7 @@ export interface DirectoryLike {
   lookup(name: string): Promise<(DialEntry & { name: string }) | null>;
   /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
   crl(): Promise<ParsedCrl>;
-  list?(): Promise<{ users: { name: string; online: boolean }[] }>;
+  list?(): Promise<{ users: { name: string; online: boolean; revoked?: boolean }[] }>;
   close?(): void;
 }
 
@@ -245,8 +247,9 @@ export class ChatEngine implements ChatEngineApi {
         onRefused: (r) =>
           log(
             "warn",
-            `${r.role === "dialer" ? "dial to" : "connection from"} ${
-              r.name ?? "unknown peer"
+            // The reason too, not only its code ("refused: TLS" said nothing); the code stays last.
+            `${r.role === "dialer" ? "dial to" : "connection from"} ${r.name ?? "unknown peer"}${
+              r.message ? `: ${r.message};` : ""
             } refused: ${r.code}`,
           ),
       },
@@ -574,15 +577,46 @@ export class ChatEngine implements ChatEngineApi {
     return toChatMessage({ ...m, direction: "out", readAt: null, seq: 0 }, this.#maxUnreadMs);
   }
 
+  /** Whether the phonebook took our last address publication (a front end says so at start). */
+  phonebookStatus(): PhonebookStatus {
+    return this.#presence.status();
+  }
+
+  /** Whether `name` can be written to: already a contact, listed by the phonebook, unknown to it (refuse:
+   * nothing is queued and no contact is added), revoked, or the phonebook could not be asked. */
+  async recipientStatus(name: string): Promise<RecipientStatus> {
+    let peer: string;
+    try {
+      peer = canonicalUsername(name);
+    } catch (e) {
+      throw new EngineError("BAD_NAME", `bad contact name: ${messageOf(e)}`);
+    }
+    if (this.#store.contact(peer)) {
+      // A contact: the revocation list we hold says whether it was revoked (no phonebook round trip per send).
+      const seen = this.#trust.verified(peer);
+      return seen && this.#revocation.isRevoked(seen.serial) ? "revoked" : "known";
+    }
+    try {
+      const entry = await this.#opts.directory.lookup(peer);
+      if (!entry) return "unknown";
+      return entry.revoked ? "revoked" : "listed";
+    } catch {
+      return "unreachable";
+    }
+  }
+
   async contacts(): Promise<Contact[]> {
     const names = new Set(this.#store.contacts().map((c) => c.name));
     const listedOnline = new Map<string, boolean>();
+    // A user the phonebook lists as revoked is never shown online.
+    const listedRevoked = new Set<string>();
     if (this.#opts.directory.list) {
       try {
         for (const u of (await this.#opts.directory.list()).users) {
           if (u.name === this.name) continue;
           names.add(u.name);
-          listedOnline.set(u.name, u.online);
+          listedOnline.set(u.name, u.online && u.revoked !== true);
+          if (u.revoked === true) listedRevoked.add(u.name);
         }
       } catch {
         // the phonebook is unreachable: show what we know
@@ -590,7 +624,9 @@ export class ChatEngine implements ChatEngineApi {
     }
     return [...names].sort().map((name) => ({
       name,
-      online: this.#sessions.active(name) !== null || listedOnline.get(name) === true,
+      ...(listedRevoked.has(name) ? { revoked: true } : {}),
+      online: !listedRevoked.has(name) &&
+        (this.#sessions.active(name) !== null || listedOnline.get(name) === true),
       unread: this.#store.unreadCount(name),
       pin: this.#trust.pinState(name),
       defaultTtlMs: this.#store.contact(name)?.defaultTtlMs ?? null,

@@ -1,6 +1,6 @@
 /**
- * The contract between the chat engine (client/engine.ts, issue 4) and its front ends: the headless JSON-lines
- * interface and the terminal UI (client/tui/, issue 5). Events mirror the headless protocol one to one.
+ * The contract between the chat engine (client/engine.ts) and its front ends: the headless JSON-lines
+ * interface and the terminal UI (client/tui/). Events mirror the headless protocol one to one.
  */
 import type { TimeStatus } from "../clock/types.ts";
 
@@ -36,6 +36,8 @@ export interface Contact {
   pin: PinState;
   /** Conversation default lifetime, ms, or null. */
   defaultTtlMs: number | null;
+  /** True when the contact's certificate is revoked (never shown online). Optional: added after the first version of this contract. */
+  revoked?: boolean;
 }
 
 export interface PeerInfo {
@@ -97,4 +99,17 @@ export interface ChatEngineApi {
   typing(peer: string): void;
   timeStatus(): TimeStatus;
   close(): Promise<void>;
+  // Added after the first version of this contract: optional, so other implementations need not have them.
+  /** Whether the phonebook answered our last address publication, and why not. */
+  phonebookStatus?(): PhonebookStatus;
+}
+
+/** Whether a name can be written to (`ChatEngine.recipientStatus`): "unknown" is refused. */
+export type RecipientStatus = "known" | "listed" | "revoked" | "unknown" | "unreachable";
+
+/** What the front ends say when the phonebook cannot be reached (at start, before any event). */
+export interface PhonebookStatus {
+  reachable: boolean;
+  /** The last error, when not reachable. */
+  reason: string | null;
 }

@@ -95,7 +95,18 @@ export function fetchCaCertificateUnverified(server: string): Promise<string> {
   });
 }
 
-function mapDirectoryError(e: unknown): never {
+/** A fingerprint as every securechat screen shows it: groups of four hex digits. */
+export function groupFingerprint(hex: string): string {
+  return (hex.replace(/[:\s]/g, "").toLowerCase().match(/.{1,4}/g) ?? []).join(" ");
+}
+
+/** What enrolling asked for, so a refusal can say what to do next. */
+interface EnrollContext {
+  name?: string;
+  tokenGiven?: boolean;
+}
+
+function mapDirectoryError(e: unknown, ctx: EnrollContext = {}): never {
   if (e instanceof DirectoryError) {
     switch (e.code) {
       case "UNREACHABLE":
@@ -103,9 +114,18 @@ function mapDirectoryError(e: unknown): never {
       case "BAD_SERVER_CERTIFICATE":
         throw new EnrollError("BAD_CERTIFICATE", e.message);
       case "NAME_TAKEN":
-        throw new EnrollError("NAME_TAKEN", e.message);
+        throw new EnrollError(
+          "NAME_TAKEN",
+          `the name ${ctx.name ? `"${ctx.name}" ` : ""}is taken on this phonebook: pick another name`,
+        );
       case "BAD_TOKEN":
-        throw new EnrollError("BAD_TOKEN", `invitation refused: ${e.message}`);
+        throw new EnrollError(
+          "BAD_TOKEN",
+          ctx.tokenGiven === false
+            ? "invitation refused: this phonebook is invite-only; ask its operator for a token " +
+              "(securechat serve invite) and give it (--token TOKEN, or at the invite token question)"
+            : `invitation refused: ${e.message}; ask the phonebook's operator for a new token`,
+        );
       case "BAD_USERNAME":
         throw new EnrollError("BAD_USERNAME", e.message);
       default:
@@ -214,8 +234,9 @@ export async function enroll(opts: {
     if (fp !== expected) {
       throw new EnrollError(
         "WRONG_FINGERPRINT",
-        `the directory's CA fingerprint is ${fp}, not the expected ${expected}: refusing (wrong server, or ` +
-          "someone in between)",
+        `the directory's CA fingerprint is ${groupFingerprint(fp)}, not the expected ` +
+          `${groupFingerprint(expected)}: refusing (wrong server, or someone in between); check the ` +
+          "fingerprint you were given and the address",
       );
     }
   } else {
@@ -248,7 +269,9 @@ export async function enroll(opts: {
   const csr = await createCsr(name, keys);
   const client = new DirectoryClient({ url: opts.server, caPem });
   try {
-    const issued = await client.enroll(name, csr, opts.token).catch(mapDirectoryError);
+    const issued = await client.enroll(name, csr, opts.token).catch((e) =>
+      mapDirectoryError(e, { name, tokenGiven: opts.token !== undefined && opts.token !== "" })
+    );
     const certPem = await checkIssued(issued, caPem, name, keys.publicKey);
     const roughtime = await roughtimeConfig(client, serverUrl);
     await writeHome(opts.home, {

@@ -1,7 +1,7 @@
 /** `securechat enroll`: make a key pair on this device and get a certificate from the phonebook's CA. */
 import type { Command } from "commander";
 import { CliError } from "../cli_error.ts";
-import { enroll, EnrollError, renewEnrollment, revokeEnrollment } from "./enroll.ts";
+import { enroll, EnrollError, groupFingerprint, renewEnrollment, revokeEnrollment } from "./enroll.ts";
 import { HomeError, resolveHomeDir } from "./home.ts";
 import { DirectoryError } from "./directory_client.ts";
 import { fingerprintOf, type KeyAlgorithm, pemToDer, x509 } from "../pki/mod.ts";
@@ -107,10 +107,6 @@ async function ask(question: string): Promise<boolean> {
   return answer === "y" || answer === "yes";
 }
 
-function colonHex(hex: string): string {
-  return hex.toUpperCase().match(/../g)!.join(":");
-}
-
 function userError(e: unknown): never {
   if (e instanceof EnrollError || e instanceof HomeError || e instanceof DirectoryError) {
     throw new CliError(e.message);
@@ -120,7 +116,9 @@ function userError(e: unknown): never {
 
 function describe(certPem: string): string {
   const cert = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
-  return `certificate ${fingerprintOf(certPem)}, valid until ${cert.notAfter.toISOString()}`;
+  return `certificate ${
+    groupFingerprint(fingerprintOf(certPem))
+  }, valid until ${cert.notAfter.toISOString()}`;
 }
 
 export function registerEnrollCommand(program: Command): void {
@@ -170,7 +168,7 @@ export function registerEnrollCommand(program: Command): void {
         algorithm: flags.algorithm as KeyAlgorithm,
         confirmFingerprint: (fp) =>
           ask(
-            `The directory's CA has the SHA-256 fingerprint\n  ${fp}\n  ${colonHex(fp)}\n` +
+            `The directory's CA has the SHA-256 fingerprint\n  ${groupFingerprint(fp)}\n` +
               "Compare it with the one the server operator gave you. Trust this CA? [y/N] ",
           ),
       }).catch(userError);

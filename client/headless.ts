@@ -10,6 +10,8 @@ import { parseTtl, parseTtlMode } from "./expiry.ts";
 export const MAX_COMMAND_LINE_BYTES = 256 * 1024;
 
 export type HeadlessErrorCode =
+  | "UNKNOWN_USER"
+  | "REVOKED_USER"
   | "BAD_JSON"
   | "BAD_COMMAND"
   | "UNKNOWN_COMMAND"
@@ -63,7 +65,15 @@ export interface HeadlessIo {
 /** Runs until {"cmd":"quit"} or the end of input. Does not close the engine (the caller does). */
 export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<void> {
   const out = (o: Json) => io.write(JSON.stringify(o));
-  const unsubscribe = engine.subscribe((e) => out(eventJson(e)));
+  // While a send is being answered, events wait: the engine may report the message `sent` before `send`
+  // returns, and a bot must get the `queued` answer (with its `ref` and the message id) first.
+  let holding = false;
+  const held: Json[] = [];
+  const release = () => {
+    holding = false;
+    for (const o of held.splice(0)) out(o);
+  };
+  const unsubscribe = engine.subscribe((e) => (holding ? held.push(eventJson(e)) : out(eventJson(e))));
   const a = engine.address;
   const adv = engine.advertisedAddress;
   out({
@@ -74,6 +84,15 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<v
     fingerprint: engine.ownFingerprint(),
     time: engine.timeStatus().state,
   });
+  // Said at once: the engine's own warning came before anyone listened, and the next try is a minute away.
+  const pb = engine.phonebookStatus();
+  if (!pb.reachable) {
+    out({
+      event: "log",
+      level: "error",
+      text: `phonebook unreachable: ${pb.reason ?? "no answer"}; messages wait in the outbox, retrying`,
+    });
+  }
   try {
     for await (const line of io.lines) {
       if (line.trim() === "") continue;
@@ -109,8 +128,28 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<v
             } catch (e) {
               throw new CommandError("BAD_TTL", (e as Error).message);
             }
-            const m = await engine.send(to, cmd.text, { ttlMs, ttlMode });
-            out(withRef({ event: "queued", ...messageJson(m) }));
+            holding = true;
+            try {
+              // A name the phonebook does not know would wait in the outbox for ever, as a new contact.
+              const status = await engine.recipientStatus(to);
+              if (status === "unknown") {
+                throw new CommandError(
+                  "UNKNOWN_USER",
+                  `no user "${to}" in the phonebook: check the name ("contacts" lists who is there); nothing queued`,
+                );
+              }
+              if (status === "revoked") {
+                throw new CommandError(
+                  "REVOKED_USER",
+                  `${to}'s certificate is revoked: a message could never be delivered; nothing queued`,
+                );
+              }
+              const m = await engine.send(to, cmd.text, { ttlMs, ttlMode });
+              out(withRef({ event: "queued", ...messageJson(m) }));
+            } finally {
+              // After the answer or the error, never before.
+              queueMicrotask(release);
+            }
             break;
           }
           case "contacts":

@@ -22,7 +22,7 @@ export const HOME_FILES = {
   config: "config.json",
 } as const;
 
-export class HomeError extends CodedError<"NOT_ENROLLED" | "BAD_HOME"> {}
+export class HomeError extends CodedError<"NOT_ENROLLED" | "BAD_HOME" | "HOME_IN_USE"> {}
 
 /** One Roughtime server as stored in config.json (the public key in base64). */
 export interface RoughtimeConfigEntry {
@@ -213,4 +213,58 @@ async function atomicWrite(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp-${crypto.randomUUID()}`;
   await Deno.writeTextFile(tmp, text, { mode: 0o644 });
   await Deno.rename(tmp, path);
+}
+
+/** The lock file of a home folder: held while `chat` runs. */
+export const LOCK_FILE = "chat.lock";
+/** How long to wait for the lock before deciding another process holds it. */
+const LOCK_WAIT_MS = 300;
+
+export interface HomeLock {
+  release(): void;
+}
+
+/**
+ * Takes the home folder's single-instance lock (an OS file lock, so it is let go when the process dies, even
+ * by kill -9). Two `chat` processes on one home would both answer for the same name, read the same store and
+ * race each other's outbox.
+ * @throws HomeError HOME_IN_USE naming the other process when it holds the lock.
+ */
+export async function lockHome(dir: string): Promise<HomeLock> {
+  const path = join(dir, LOCK_FILE);
+  const file = await Deno.open(path, { read: true, write: true, create: true });
+  // Deno has no "try lock": wait briefly; a lock not granted by then is held by someone else. The pending
+  // request is abandoned (the process exits with the error).
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const got = await Promise.race([
+    file.lock(true).then(() => true),
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), LOCK_WAIT_MS))),
+  ]);
+  clearTimeout(timer);
+  if (!got) {
+    let holder = "";
+    try {
+      const pid = (await Deno.readTextFile(path)).trim();
+      if (/^\d+$/.test(pid)) holder = ` (pid ${pid})`;
+    } catch {
+      // The pid is only a hint.
+    }
+    throw new HomeError(
+      "HOME_IN_USE",
+      `another securechat chat is already running on ${dir}${holder}: use that one, quit it first, ` +
+        `or give this one its own --home`,
+    );
+  }
+  await file.truncate(0);
+  await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
+  return {
+    release() {
+      try {
+        file.unlockSync();
+        file.close();
+      } catch {
+        // Already closed: the OS lets go of the lock with the file.
+      }
+    },
+  };
 }

@@ -27,6 +27,8 @@ export class Presence {
   readonly #ttlSeconds: number;
   #timer: Timer | null = null;
   #published = false;
+  /** Whether the phonebook took the last publication (front ends say so at start). */
+  #status: { reachable: boolean; reason: string | null } = { reachable: true, reason: null };
 
   constructor(deps: PresenceDeps) {
     this.#d = deps;
@@ -46,9 +48,16 @@ export class Presence {
     try {
       await this.#d.publish(a.host, a.port, this.#ttlSeconds);
       this.#published = true;
+      this.#status = { reachable: true, reason: null };
     } catch (e) {
+      this.#status = { reachable: false, reason: messageOf(e) };
       this.#d.log("warn", `cannot publish our address: ${messageOf(e)}`);
     }
+  }
+
+  /** The outcome of the last publication: reachable, or the reason it failed. */
+  status(): { reachable: boolean; reason: string | null } {
+    return { ...this.#status };
   }
 
   /** Stops refreshing and withdraws the address, waiting at most WITHDRAW_TIMEOUT_MS; never throws. */

@@ -4,6 +4,7 @@
  */
 import type { Command } from "commander";
 import { join } from "node:path";
+import dgram from "node:dgram";
 import { CliError } from "../cli_error.ts";
 import { createInviteToken, revokeUser, ServerSetupError, startDirectoryServer } from "./mod.ts";
 import { DEFAULT_HOSTNAMES, DEFAULT_LISTEN_HOST, DEFAULT_PORT, DEFAULT_ROUGHTIME } from "./limits.ts";
@@ -59,8 +60,41 @@ async function readPassphrase(file?: string): Promise<string | undefined> {
   return env("SECURECHAT_CA_PASSPHRASE");
 }
 
-function colonHex(hex: string): string {
-  return hex.toUpperCase().match(/../g)!.join(":");
+/** A fingerprint as it is shown everywhere (server banner, enroll, first run, chat): groups of four. */
+function groupHex(hex: string): string {
+  return hex.toLowerCase().match(/.{1,4}/g)!.join(" ");
+}
+
+/** Binds and lets go of the HTTPS and Roughtime ports: in use, the error names the flag that moves them. */
+async function checkPortsFree(
+  listen: { hostname: string; port: number },
+  roughtime: { hostname: string; port: number } | null,
+): Promise<void> {
+  if (listen.port !== 0) {
+    try {
+      Deno.listen({ hostname: listen.hostname, port: listen.port }).close();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AddrInUse)) throw e;
+      throw new CliError(
+        `port ${listen.port} on ${listen.hostname} is in use (another securechat serve?): stop it, or pick ` +
+          `another with --listen HOST:PORT; nothing was written`,
+      );
+    }
+  }
+  if (roughtime && roughtime.port !== 0) {
+    const socket = dgram.createSocket(roughtime.hostname.includes(":") ? "udp6" : "udp4");
+    const inUse = await new Promise<boolean>((resolve) => {
+      socket.once("error", (e: NodeJS.ErrnoException) => resolve(e.code === "EADDRINUSE"));
+      socket.bind(roughtime.port, roughtime.hostname, () => resolve(false));
+    });
+    await new Promise<void>((r) => socket.close(() => r()));
+    if (inUse) {
+      throw new CliError(
+        `the Roughtime port ${roughtime.port} (UDP) on ${roughtime.hostname} is in use: stop what uses it, ` +
+          `or pick another with --roughtime-listen HOST:PORT (or --no-roughtime); nothing was written`,
+      );
+    }
+  }
 }
 
 function setupError(e: unknown): never {
@@ -107,7 +141,8 @@ export function registerServeCommands(program: Command): void {
         ? parseHostPort(flags.roughtimeListen, listen.hostname)
         : { hostname: listen.hostname, port: DEFAULT_ROUGHTIME.port };
       let hostnames = flags.hostname.length > 0 ? flags.hostname : [...DEFAULT_HOSTNAMES];
-      if (flags.hostname.length === 0 && !["0.0.0.0", "::"].includes(listen.hostname)) {
+      // The address the banner prints is always in the certificate, --hostname or not.
+      if (!["0.0.0.0", "::"].includes(listen.hostname)) {
         if (!hostnames.includes(listen.hostname)) hostnames = [...hostnames, listen.hostname];
       }
       let certValidityDays: number | undefined;
@@ -120,6 +155,8 @@ export function registerServeCommands(program: Command): void {
       if (flags.caAlgorithm !== "p256" && flags.caAlgorithm !== "ed25519") {
         throw new CliError("--ca-algorithm must be p256 or ed25519");
       }
+      // Before the CA files are written: a busy port is said with what to do, not as a bind error afterwards.
+      await checkPortsFree(listen, roughtime || null);
       const dir = await startDirectoryServer({
         dataDir,
         hostname: listen.hostname,
@@ -135,8 +172,7 @@ export function registerServeCommands(program: Command): void {
       const publicUrl = `https://${publicName.includes(":") ? `[${publicName}]` : publicName}:${dir.port}`;
       if (dir.createdCa) console.log(`Created a new CA in ${dataDir}`);
       console.log(`securechat directory listening on https://${listen.hostname}:${dir.port}`);
-      console.log(`CA fingerprint (SHA-256): ${dir.caFingerprint}`);
-      console.log(`                          ${colonHex(dir.caFingerprint)}`);
+      console.log(`CA fingerprint (SHA-256): ${groupHex(dir.caFingerprint)}`);
       if (dir.roughtime) {
         console.log(
           `Roughtime server on udp ${dir.roughtime.host}:${dir.roughtime.port}, key ${dir.roughtime.publicKey}`,
@@ -148,7 +184,9 @@ export function registerServeCommands(program: Command): void {
         `Enrollment is ${flags.inviteOnly ? "by invitation only (securechat serve invite)" : "open"}.`,
       );
       console.log(
-        `Users enroll with: securechat enroll --server ${publicUrl} --ca-fingerprint ${dir.caFingerprint} --name NAME`,
+        `Users enroll with: securechat enroll --server ${publicUrl} --ca-fingerprint "${
+          groupHex(dir.caFingerprint)
+        }" --name NAME`,
       );
       await new Promise<void>((resolve) => {
         const done = () => {

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { DirectoryClient } from "../client/directory_client.ts";
+import { revokeUser } from "../server/mod.ts";
 import { messageJson } from "../client/headless.ts";
 import type { ChatMessage } from "../client/engine_types.ts";
 import { runCli } from "./helpers/cli.ts";
@@ -141,4 +143,88 @@ Deno.test("headless: an unread 'after read' message carries its unread bound; ot
   assert.equal(unread.expiresAt, null);
   const plain = JSON.parse(JSON.stringify(messageJson({ ...base, ttlMs: null, ttlMode: null })));
   assert.equal("unreadExpiresAt" in plain, false);
+});
+
+Deno.test("headless: every send's queued answer (with ref) comes before its sent/delivered; an unknown user is refused and adds no contact; one process per home", async () => {
+  const pb = await startPhonebook();
+  const aliceHome = await enrollUser(pb, "alice");
+  const bobHome = await enrollUser(pb, "bob");
+  const alice = spawnHeadless(aliceHome.dir);
+  const bob = spawnHeadless(bobHome.dir);
+  try {
+    await alice.waitEvent((e) => e.event === "ready", 30_000, "alice ready");
+    await bob.waitEvent((e) => e.event === "ready", 30_000, "bob ready");
+    // Warm the session up, so later sends go out at once (the race the ordering rule is about).
+    await alice.cmd({ cmd: "send", to: "bob", text: "warm-up", ref: "w" });
+    const w = await alice.waitEvent((e) => e.event === "queued" && e.ref === "w");
+    await alice.waitEvent((e) => e.event === "delivered" && e.id === w.id);
+    const N = 20;
+    for (let i = 0; i < N; i++) await alice.cmd({ cmd: "send", to: "bob", text: `burst ${i}`, ref: i });
+    for (let i = 0; i < N; i++) {
+      const q = await alice.waitEvent((e) => e.event === "queued" && e.ref === i, 15_000, `queued ${i}`);
+      await alice.waitEvent((e) => e.event === "delivered" && e.id === q.id, 15_000, `delivered ${i}`);
+      const at = (kind: string) => alice.events.findIndex((e) => e.event === kind && e.id === q.id);
+      assert.ok(at("queued") < at("sent"), `message ${i}: sent before queued`);
+      assert.ok(at("queued") < at("delivered"), `message ${i}: delivered before queued`);
+    }
+
+    await alice.cmd({ cmd: "send", to: "nosuchuser", text: "hello?", ref: "u" });
+    const err = await alice.waitEvent((e) => e.event === "error" && e.ref === "u");
+    assert.equal(err.code, "UNKNOWN_USER");
+    assert.match(String(err.message), /no user "nosuchuser" in the phonebook/);
+    await alice.cmd({ cmd: "contacts", ref: "c" });
+    const c = await alice.waitEvent((e) => e.event === "contacts" && e.ref === "c");
+    assert.deepEqual((c.contacts as { name: string }[]).map((x) => x.name), ["bob"], "no contact added");
+    await alice.cmd({ cmd: "history", with: "nosuchuser", ref: "h" });
+    const h = await alice.waitEvent((e) => e.event === "history" && e.ref === "h");
+    assert.deepEqual(h.messages, [], "nothing queued");
+
+    // bob is revoked while his session to alice is still open: alice no longer shows him online.
+    await revokeUser(join(pb.dir, "data"), "bob");
+    await alice.cmd({ cmd: "contacts", ref: "c2" });
+    const c2 = await alice.waitEvent((e) => e.event === "contacts" && e.ref === "c2");
+    const bobEntry = (c2.contacts as { name: string; online: boolean; revoked?: boolean }[])
+      .find((x) => x.name === "bob");
+    assert.equal(bobEntry?.revoked, true);
+    assert.equal(bobEntry?.online, false, "a revoked user is never shown online");
+
+    // A second chat on alice's home is refused while the first runs.
+    const second = await runCli(["chat", "--headless", "--home", aliceHome.dir]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /another securechat chat is already running on .* \(pid \d+\)/);
+    assert.equal(await alice.quit(), 0);
+    // Let go with the process: the next chat on the home starts (and quits at the end of its input).
+    const after = await runCli(["chat", "--headless", "--home", aliceHome.dir], { stdin: "" });
+    assert.equal(after.code, 0, after.stderr);
+    assert.match(after.stdout, /"event":"ready"/);
+    assert.equal(await bob.quit(), 0);
+  } finally {
+    await alice.kill();
+    await bob.kill();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
+
+Deno.test("headless: a phonebook that is down at start is said right after ready, with the reason", async () => {
+  const pb = await startPhonebook();
+  const aliceHome = await enrollUser(pb, "alice");
+  await pb.close();
+  const alice = spawnHeadless(aliceHome.dir);
+  try {
+    const ready = await alice.waitEvent((e) => e.event === "ready", 60_000, "ready");
+    const at = alice.events.indexOf(ready);
+    const said = await alice.waitEvent(
+      (e) => e.event === "log" && /^phonebook unreachable: /.test(String(e.text)),
+      5_000,
+      "the phonebook said down",
+    );
+    assert.equal(said.level, "error");
+    assert.equal(alice.events.indexOf(said), at + 1, "the first thing after ready");
+    assert.equal(await alice.quit(), 0);
+  } finally {
+    await alice.kill();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+  }
 });

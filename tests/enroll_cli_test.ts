@@ -40,7 +40,9 @@ async function serve(args: string[]): Promise<ServeProcess> {
   }
   clearTimeout(deadline);
   const url = /listening on (https:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1];
-  const fingerprint = /CA fingerprint \(SHA-256\): ([0-9a-f]{64})/.exec(output)?.[1];
+  // Shown in groups of four, like every other fingerprint securechat shows.
+  const fingerprint = /CA fingerprint \(SHA-256\): ((?:[0-9a-f]{4} ){15}[0-9a-f]{4})\n/.exec(output)?.[1]
+    .replace(/ /g, "");
   if (!url || !fingerprint) {
     child.kill("SIGKILL");
     await child.status;
@@ -99,18 +101,21 @@ Deno.test("securechat serve + enroll: happy paths, every refusal, admin commands
       home: string,
     ) => ["--server", srv.url, "--name", name, "--home", join(tmp, home)];
     // Name taken.
-    await refuse([...base("alice", "alice2"), "--ca-fingerprint", srv.fingerprint], /name is taken/);
+    await refuse(
+      [...base("alice", "alice2"), "--ca-fingerprint", srv.fingerprint],
+      /the name "alice" is taken on this phonebook: pick another name/,
+    );
     // Wrong fingerprint: nothing is written.
     const wrong = srv.fingerprint.slice(0, 63) + (srv.fingerprint.endsWith("0") ? "1" : "0");
     await refuse(
       [...base("bob", "bob"), "--ca-fingerprint", wrong],
-      /CA fingerprint is [0-9a-f]{64}, not the expected/,
+      /CA fingerprint is ([0-9a-f]{4} ){15}[0-9a-f]{4}, not the expected/,
     );
     await assert.rejects(Deno.stat(join(tmp, "bob", "key.pem")), Deno.errors.NotFound);
     await refuse([...base("bob", "bob"), "--ca-fingerprint", "xyz"], /64 hex characters/);
     // Trust on first use: the prompt shows the fingerprint; "n" refuses, "y" accepts.
     const no = await refuse(base("bob", "bob"), /not confirmed/, "n\n");
-    assert.ok(no.stderr.includes(srv.fingerprint));
+    assert.ok(no.stderr.includes(srv.fingerprint.match(/.{4}/g)!.join(" ")), "shown in groups of four");
     const yes = await runCli(["enroll", ...base("bob", "bob")], { stdin: "y\n" });
     assert.equal(yes.code, 0, yes.stderr);
     // Bad names and unreachable servers.
@@ -154,7 +159,10 @@ Deno.test("securechat serve + enroll: happy paths, every refusal, admin commands
     srv = await serve(["--data", data, "--invite-only"]);
     assert.doesNotMatch(srv.output, /Created a new CA/);
     assert.equal(srv.fingerprint, fingerprintOf(await Deno.readTextFile(join(data, "ca.pem"))));
-    await refuse([...base("dave", "dave"), "--ca-fingerprint", srv.fingerprint], /invitation refused/);
+    await refuse(
+      [...base("dave", "dave"), "--ca-fingerprint", srv.fingerprint],
+      /this phonebook is invite-only; ask its operator for a token .*--token TOKEN/,
+    );
     const inv = await runCli(["serve", "invite", "--data", data]);
     assert.equal(inv.code, 0, inv.stderr);
     const token = inv.stdout.trim();
@@ -170,7 +178,7 @@ Deno.test("securechat serve + enroll: happy paths, every refusal, admin commands
     assert.equal(dave.code, 0, dave.stderr);
     await refuse(
       [...base("erin", "erin"), "--ca-fingerprint", srv.fingerprint, "--token", token],
-      /invitation refused/,
+      /invitation refused: .*ask the phonebook's operator for a new token/,
     );
   } finally {
     await srv.stop();

@@ -39,10 +39,12 @@ Deno.test("presence: a failed publication is logged, not thrown, and the next re
   const r = rig(() => fail ? Promise.reject(new Error("phonebook down")) : Promise.resolve());
   await r.presence.start();
   assert.match(r.logs[0], /cannot publish our address: phonebook down/);
+  assert.deepEqual(r.presence.status(), { reachable: false, reason: "phonebook down" });
   fail = false;
   await r.scheduler.tick(30_000);
   assert.equal(r.calls.length, 2);
   assert.equal(r.logs.length, 1);
+  assert.deepEqual(r.presence.status(), { reachable: true, reason: null });
 });
 
 Deno.test("presence: withdrawal from a phonebook that never answers ends after WITHDRAW_TIMEOUT_MS", async () => {

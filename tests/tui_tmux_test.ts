@@ -117,9 +117,9 @@ Deno.test(withTools("tmux", {
       await s.type("/msg vanishing words --ttl 8s", "Enter");
       const delivered = await s.waitFor(
         "our message delivered with a countdown",
-        (t) => /you +vanishing words +✓✓ ⏱\d+s/.test(t),
+        (t) => /you +vanishing words +(?:✓✓|◉) ⏱\d+s/.test(t),
       );
-      const first = Number(/you +vanishing words +✓✓ ⏱(\d+)s/.exec(delivered)![1]);
+      const first = Number(/you +vanishing words +(?:✓✓|◉) ⏱(\d+)s/.exec(delivered)![1]);
       assert.ok(first <= 8 && first > 0, `countdown ${first}`);
       // The assistant answers with the same lifetime: its countdown is shown too.
       await s.waitFor(
@@ -129,7 +129,7 @@ Deno.test(withTools("tmux", {
       const later = await s.waitFor(
         "the countdown going down",
         (t) => {
-          const m = /you +vanishing words +✓✓ ⏱(\d+)s/.exec(t);
+          const m = /you +vanishing words +(?:✓✓|◉) ⏱(\d+)s/.exec(t);
           return m !== null && Number(m[1]) < first;
         },
       );
@@ -149,7 +149,7 @@ Deno.test(withTools("tmux", {
         await s.resize(c, r);
         await s.waitFor(
           `redraw at ${c}x${r}`,
-          (t) => fits(t, c, r) && new RegExp(`─ log ─{${c - 8}}`).test(t),
+          (t) => fits(t, c, r) && new RegExp(`─ log \\(/log: all, in full\\) ─{${c - 28}}`).test(t),
           10_000,
         );
       }

@@ -14,6 +14,16 @@ import { formatTtl } from "./format.ts";
 import * as ed from "./input_state.ts";
 import { inputRows } from "./input_box.tsx";
 import { computeLayout, MIN_COLUMNS, MIN_ROWS, peerVisible } from "./layout.ts";
+import { MAX_TEXT_BYTES } from "../protocol/constants.ts";
+import {
+  applySetting,
+  DEFAULT_SETTINGS,
+  describeSettings,
+  type Settings,
+  SettingsError,
+} from "./settings.ts";
+import { MonochromeContext } from "./panes.tsx";
+import { bellFor, desktopNotification, TITLE_RESTORE, TITLE_SAVE, titleFor } from "./notify.ts";
 import {
   filterContacts,
   initialState,
@@ -24,22 +34,53 @@ import {
 } from "./model.ts";
 import { helpLines } from "./overlays.tsx";
 import { ChatScreen } from "./screen.tsx";
-import { needsSplit, splitKeys } from "./keys.ts";
+import { MOUSE_OFF, MOUSE_ON, type MouseEvent, needsSplit, parseMouse, splitKeys } from "./keys.ts";
+import { contactWindowStart } from "./panes.tsx";
+import type { MouseSource } from "./mouse_stdin.ts";
 import { sanitize } from "./width.ts";
+import { byteLength, cutToBytes } from "./input_state.ts";
 
 /** How often countdowns and the clock summary are refreshed, ms. */
 export const TICK_MS = 500;
 /** Without a countdown on screen, the clock summary is redrawn every this many ticks. */
 export const IDLE_TICKS = 4;
+/** Lines one notch of the mouse wheel scrolls. */
+export const WHEEL_LINES = 3;
+/** How often the contact list (online, revoked) is asked of the engine again, ms. */
+export const CONTACTS_REFRESH_MS = 30_000;
 /** At most one "typing" notice to the peer per this many ms. */
 export const TYPING_EVERY_MS = 3000;
 /** Scroll amount that means "the oldest message": the layout caps it to what exists. */
 const TOP = Number.MAX_SAFE_INTEGER;
 
+/** Room a command and its flags take besides the text ("/msg ... --ttl 10s --after-read"). */
+export const COMMAND_ROOM_BYTES = 64;
+
+/** Largest input in UTF-8 bytes: a message's limit, plus room for the command when it is one. */
+export function inputLimitBytes(text: string): number {
+  return text.startsWith("/") && !text.startsWith("//")
+    ? MAX_TEXT_BYTES + COMMAND_ROOM_BYTES
+    : MAX_TEXT_BYTES;
+}
+
 export interface AppProps {
   engine: ChatEngineApi;
   /** Called once when the user asks to quit (Ctrl+C, /quit); the caller closes the engine. */
   onQuit: () => void;
+  /** Settings read from the home folder (defaults otherwise). */
+  settings?: Settings;
+  /** Problems met reading the settings file, shown in the log. */
+  settingsWarnings?: string[];
+  /** Saves changed settings (/set, /peer); none: they last for this run only. */
+  saveSettings?: (s: Settings) => Promise<void>;
+  /** NO_COLOR is set: no colours whatever the settings say. */
+  noColor?: boolean;
+  /** Writes control sequences straight to the terminal: bell, title, desktop notification. */
+  terminal?: (sequence: string) => void;
+  /** Ctrl+L: forget what is on screen and draw everything again. */
+  repaint?: () => void;
+  /** Mouse reports taken from the terminal's input before Ink (which drops them). */
+  mouse?: MouseSource;
   /** Fixed size for tests; the terminal's size (live, with resize) otherwise. */
   size?: { columns: number; rows: number };
   /** Monotonic clock in ms (tests pass their own). */
@@ -87,15 +128,32 @@ function errorText(e: unknown): string {
 
 const performanceNow = () => performance.now();
 
-export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
+export function App(
+  {
+    engine,
+    onQuit,
+    size,
+    mono = performanceNow,
+    settings: initialSettings = DEFAULT_SETTINGS,
+    settingsWarnings = [],
+    saveSettings,
+    noColor = false,
+    terminal,
+    repaint,
+    mouse,
+  }: AppProps,
+) {
   const win = useWindowSize();
   const columns = size?.columns ?? win.columns;
   const rows = size?.rows ?? win.rows;
   const [state, dispatch] = useReducer(
     reduce,
     undefined,
-    () => initialState(engine.name, engine.timeStatus()),
+    () => ({ ...initialState(engine.name, engine.timeStatus()), peerPane: initialSettings.peerPane }),
   );
+  const [settings, setSettingsState] = useState<Settings>(initialSettings);
+  const settingsRef = useRef(settings);
+  settingsRef.current = settings;
   const [input, setInputState] = useState<ed.InputState>(() => ed.emptyInput());
   // Keys of one write are handled in a loop before React re-renders: edits go through this ref.
   const inputRef = useRef(input);
@@ -125,6 +183,27 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     [],
   );
 
+  const changeSettings = useCallback((next: Settings) => {
+    settingsRef.current = next;
+    setSettingsState(next);
+    saveSettings?.(next).catch((e: unknown) => log("error", `settings not saved: ${errorText(e)}`));
+  }, [saveSettings, log]);
+
+  // Once at start: what the settings file and the phonebook said before the screen was there to show it.
+  useEffect(() => {
+    for (const w of settingsWarnings) log("warn", w);
+    const pb = engine.phonebookStatus?.();
+    if (pb && !pb.reachable) {
+      const why = `phonebook unreachable: ${pb.reason ?? "no answer"}`;
+      log(
+        "error",
+        `${why}. Contacts cannot find you and messages wait in the outbox; retrying in the background`,
+      );
+      notice(`${why} (see /log)`, "error");
+    }
+    // Only at mount: later changes arrive as engine events.
+  }, []);
+
   const refreshContacts = useCallback(() => {
     engine.contacts().then(
       (contacts: Contact[]) => dispatch({ type: "contacts", contacts }),
@@ -150,6 +229,18 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   // Engine events.
   useEffect(() => {
     const off = engine.subscribe((event) => {
+      if (event.event === "message" && event.message.direction === "in" && terminal) {
+        const m = event.message;
+        const known = stateRef.current.conversations[m.peer]?.some((x) => x.id === m.id) ?? false;
+        if (!known) {
+          const s = settingsRef.current;
+          const elsewhere = stateRef.current.selected !== m.peer;
+          if (bellFor(s.bell, elsewhere)) terminal("\x07");
+          // Who wrote, never what: a self-destructing text must not outlive itself in a notification centre.
+          const osc = desktopNotification(s.desktop, `message from ${m.peer}`);
+          if (osc) terminal(osc);
+        }
+      }
       dispatch({ type: "engine", event, at: Date.now(), mono: mono() } satisfies UiAction);
       if (event.event === "peer-online" || event.event === "peer-offline" || event.event === "key-changed") {
         refreshContacts();
@@ -161,8 +252,13 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
       }
     });
     refreshContacts();
-    return off;
-  }, [engine, refreshContacts, loadHistory, mono]);
+    // The phonebook's view (who is online, who was revoked) changes without an event reaching us.
+    const every = setInterval(refreshContacts, CONTACTS_REFRESH_MS);
+    return () => {
+      off();
+      clearInterval(every);
+    };
+  }, [engine, refreshContacts, loadHistory, mono, terminal]);
 
   // Countdown and clock tick: a frame every TICK_MS while a countdown is on screen, else every
   // IDLE_TICKS ticks for the clock summary (a long conversation is not laid out twice a second for nothing).
@@ -188,6 +284,34 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   useEffect(() => {
     if (selected !== null && stateRef.current.conversations[selected] === undefined) loadHistory(selected);
   }, [selected, loadHistory]);
+
+  // Mouse reports on while the setting says so, and always off again when the screen goes.
+  useEffect(() => {
+    if (!terminal || !settings.mouse) return;
+    terminal(MOUSE_ON);
+    return () => terminal(MOUSE_OFF);
+  }, [terminal, settings.mouse]);
+
+  const lastTitle = useRef<string | null>(null);
+  // The title the terminal had is saved (XTWINOPS 22) and given back when the screen goes (23).
+  useEffect(() => {
+    if (!terminal || !settings.title) return;
+    terminal(TITLE_SAVE);
+    return () => {
+      lastTitle.current = null;
+      terminal(TITLE_RESTORE);
+    };
+  }, [terminal, settings.title]);
+
+  // The terminal's title: unread count and the open conversation, written only when it changes.
+  const totalUnread = Object.entries(state.unread).reduce((n, [k, v]) => n + (k === selected ? 0 : v), 0);
+  useEffect(() => {
+    if (!terminal || !settings.title) return;
+    const t = titleFor(state.me, selected, totalUnread);
+    if (t === lastTitle.current) return;
+    lastTitle.current = t;
+    terminal(t);
+  }, [terminal, settings.title, state.me, selected, totalUnread]);
 
   // Read at every frame: the top bar's uncertainty grows between syncs, and countdowns must be current.
   const liveTime = engine.timeStatus();
@@ -229,8 +353,23 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     columns,
     rows,
     state.peerPane,
-    inputRows(input.text, columns, rows >= 30 ? 6 : 3),
+    inputRows(input.text, Math.max(1, columns - 1), rows >= 30 ? 6 : 3),
   );
+  const width = layout.columns;
+  const peerRevoked = contact?.revoked === true ||
+    (selected !== null && engine.peerInfo(selected)?.revoked === true);
+  const queuedReason = selected === null
+    ? null
+    : peerRevoked
+    ? `${selected}'s certificate is revoked: it cannot be delivered`
+    : contact && !contact.online
+    ? `${selected} is offline: sent when they come online`
+    : state.peerProblem[selected] !== undefined
+    ? `cannot reach ${selected} (${state.peerProblem[selected]}): tried again every few seconds`
+    : null;
+  const search = state.search && state.search.peer === selected
+    ? { query: state.search.query, currentId: state.search.matchIds[state.search.index] ?? null }
+    : null;
 
   const view = useMemo(() =>
     layoutConversation({
@@ -242,6 +381,9 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
       scroll: state.scroll,
       now,
       newMarkerId: selected !== null ? state.newMarker[selected] ?? null : null,
+      seconds: settings.seconds,
+      queuedReason,
+      search,
     }), [
     visible,
     state.me,
@@ -251,7 +393,33 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     state.scroll,
     now,
     state.newMarker,
+    settings.seconds,
+    queuedReason,
+    search?.query,
+    search?.currentId,
   ]);
+
+  // The scroll the layout could honour becomes the state's, so the next PgDn starts from what is shown.
+  useEffect(() => {
+    if (view.scroll !== state.scroll) dispatch({ type: "scroll", to: view.scroll });
+  }, [view.scroll, state.scroll]);
+
+  // A search step brings its match into view (its last line at the bottom of the pane).
+  const currentMatch = search?.currentId ?? null;
+  useEffect(() => {
+    if (currentMatch === null) return;
+    const rowsBelow = rowsAfter({
+      messages: visible,
+      me: state.me,
+      peer: selected ?? "",
+      width: Math.max(1, layout.conversationWidth),
+      newMarkerId: selected !== null ? stateRef.current.newMarker[selected] ?? null : null,
+      seconds: settingsRef.current.seconds,
+      queuedReason,
+    }, currentMatch);
+    dispatch({ type: "scroll", to: rowsBelow });
+    // Only when the current match changes, not on every frame.
+  }, [currentMatch]);
 
   // Scrolled up, a reader keeps looking at the same lines when messages arrive below (the view would
   // otherwise slide up under them): the scroll grows by the rows they take.
@@ -271,6 +439,8 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
       peer: selected ?? "",
       width: Math.max(1, layout.conversationWidth),
       newMarkerId: selected !== null ? state.newMarker[selected] ?? null : null,
+      seconds: settingsRef.current.seconds,
+      queuedReason,
     }, before.id);
     if (added > 0) dispatch({ type: "scroll", to: stateRef.current.scroll + added });
   }, [newest, selected, visible, state.me, state.newMarker, layout.conversationWidth]);
@@ -279,13 +449,7 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     dispatch({ type: "select", peer: name });
   }, []);
 
-  const cycleConversation = (step: number) => {
-    const list = filterContacts(state.contacts, "");
-    if (list.length === 0) return;
-    const i = list.findIndex((c) => c.name === selected);
-    const next = list[(i + step + list.length) % list.length];
-    openPeer(next.name);
-  };
+  const cycleConversation = (step: number) => dispatch({ type: "cycle", step });
 
   const send = (peer: string, text: string, opts: SendOptions) => {
     engine.send(peer, text, opts).then(
@@ -307,7 +471,9 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   const runForPeer = (cmd: UiCommand, peer: string) => {
     switch (cmd.kind) {
       case "send": {
-        const ttlMs = cmd.ttlMs !== undefined ? cmd.ttlMs : (contact?.defaultTtlMs ?? null);
+        const ttlMs = cmd.ttlMs !== undefined
+          ? cmd.ttlMs
+          : (contact?.defaultTtlMs ?? settingsRef.current.lifetimeMs ?? null);
         send(peer, cmd.text, { ttlMs, ...(cmd.ttlMode ? { ttlMode: cmd.ttlMode } : {}) });
         dispatch({ type: "scroll", to: 0 });
         return;
@@ -370,17 +536,44 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
         const want = cmd.name.replace(/^@/, "").toLowerCase();
         const c = stateRef.current.contacts.find((x) => x.name.toLowerCase() === want);
         if (!c) {
-          notice(`no contact named ${cmd.name}`, "error");
+          notice(`no contact named ${cmd.name}: /contacts lists them`, "error");
           return;
         }
         openPeer(c.name);
         return;
       }
       case "peer": {
-        const shown = peerVisible(state.peerPane, columns);
-        dispatch({ type: "peer-pane", mode: shown ? "hidden" : "shown" });
+        const shown = peerVisible(stateRef.current.peerPane, columns);
+        const mode = shown ? "hidden" : "shown";
+        dispatch({ type: "peer-pane", mode });
+        changeSettings({ ...settingsRef.current, peerPane: mode });
         return;
       }
+      case "log":
+        dispatch({ type: "log-scroll", delta: -stateRef.current.logScroll });
+        dispatch({ type: "overlay", overlay: "log" });
+        return;
+      case "set": {
+        if (cmd.key === undefined) {
+          notice(describeSettings(settingsRef.current));
+          return;
+        }
+        try {
+          const next = applySetting(settingsRef.current, cmd.key, cmd.value ?? "");
+          changeSettings(next);
+          if (next.peerPane !== stateRef.current.peerPane) {
+            dispatch({ type: "peer-pane", mode: next.peerPane });
+          }
+          notice(`${cmd.key} set: ${describeSettings(next)}`);
+        } catch (e) {
+          if (!(e instanceof SettingsError)) throw e;
+          notice(`/set: ${e.message}`, "error");
+        }
+        return;
+      }
+      case "search":
+        dispatch({ type: "search", query: cmd.query === "" ? null : cmd.query });
+        return;
       case "help":
         setHelpOffset(0);
         dispatch({ type: "overlay", overlay: "help" });
@@ -401,6 +594,76 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
 
   const page = Math.max(1, layout.mainHeight - 1);
 
+  /** Inserts typed or pasted text, never past the byte limit, and never cutting without asking first. */
+  const insertText = (text: string, pasted: boolean) => {
+    const cur = inputRef.current;
+    const clean = text.replace(/\r\n?/g, "\n");
+    const room = inputLimitBytes(cur.text === "" ? clean : cur.text) - byteLength(cur.text);
+    const size = byteLength(clean);
+    if (size <= room) {
+      setInput(ed.insert(cur, clean));
+      return true;
+    }
+    if (room <= 0) {
+      notice(`input full: a message is at most ${MAX_TEXT_BYTES.toLocaleString("en")} bytes`, "warn");
+      return false;
+    }
+    if (!pasted) {
+      setInput(ed.insert(cur, cutToBytes(clean, room)));
+      notice(`input full: a message is at most ${MAX_TEXT_BYTES.toLocaleString("en")} bytes`, "warn");
+      return true;
+    }
+    dispatch({ type: "pending-paste", text: clean });
+    notice(
+      `paste is ${size.toLocaleString("en")} bytes, only ${room.toLocaleString("en")} fit ` +
+        `(a message is at most ${MAX_TEXT_BYTES.toLocaleString("en")}): y inserts the first ` +
+        `${room.toLocaleString("en")} bytes, n or Esc drops the paste`,
+      "warn",
+    );
+    return false;
+  };
+
+  const openOverlay = (o: "help" | "log") => {
+    if (o === "help") setHelpOffset(0);
+    dispatch({ type: "overlay", overlay: o });
+  };
+
+  /** A click or the wheel, at a cell of the screen (1-based, as the terminal reports it). */
+  const onMouse = (m: MouseEvent): void => {
+    const s = stateRef.current;
+    if (s.closing || s.pendingPaste !== null) return;
+    const wheel = m.kind === "wheel-up" ? 1 : m.kind === "wheel-down" ? -1 : 0;
+    if (s.overlay === "log") {
+      if (wheel) dispatch({ type: "log-scroll", delta: wheel * WHEEL_LINES });
+      return;
+    }
+    if (s.overlay === "help") {
+      if (wheel) setHelpOffset((o) => Math.max(0, o - wheel * WHEEL_LINES));
+      return;
+    }
+    if (s.overlay !== null) return;
+    const inMain = m.y >= 2 && m.y <= 1 + layout.mainHeight;
+    if (wheel) {
+      if (inMain) dispatch({ type: "scroll-by", delta: wheel * WHEEL_LINES });
+      return;
+    }
+    if (m.kind !== "press" || m.button !== 0 || !inMain || m.x > layout.contactsWidth) return;
+    // Row 2 is the list's heading; the contacts start on row 3.
+    const list = s.focus === "contacts" ? contactsShown : filterContacts(s.contacts, "");
+    const first = contactWindowStart(
+      list,
+      s.selected,
+      s.contactCursor,
+      s.focus === "contacts",
+      layout.mainHeight,
+    );
+    const c = list[first + (m.y - 3)];
+    if (m.y >= 3 && c) openPeer(c.name);
+  };
+
+  const onMouseRef = useRef(onMouse);
+  onMouseRef.current = onMouse;
+
   const onKey = (text: string, key: Key): void => {
     if (needsSplit(text)) {
       for (const k of splitKeys(text)) onKey(k.input, k.key);
@@ -410,14 +673,40 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
       quit();
       return;
     }
-    if (state.closing) return;
+    if (key.ctrl && text === "l") {
+      repaint?.();
+      setTick((k) => k + 1);
+      return;
+    }
+    if (stateRef.current.closing) return;
+    const cur0 = stateRef.current;
+    if (cur0.pendingPaste !== null) {
+      const pending = cur0.pendingPaste;
+      dispatch({ type: "pending-paste", text: null });
+      if (text === "y" || text === "Y") {
+        const cur = inputRef.current;
+        const room = inputLimitBytes(cur.text === "" ? pending : cur.text) - byteLength(cur.text);
+        setInput(ed.insert(cur, cutToBytes(pending, room)));
+        notice(`paste cut to ${room.toLocaleString("en")} bytes`, "warn");
+      } else notice("paste dropped: nothing inserted");
+      return;
+    }
     const overlay = state.overlay;
     if (overlay === "help") {
-      const total = helpLines(columns).length;
+      const total = helpLines(width).length;
       if (key.escape || key.return || text === "q") dispatch({ type: "overlay", overlay: null });
       else if (key.downArrow || key.pageDown) {
         setHelpOffset((o) => Math.min(Math.max(0, total - (rows - 2)), o + (key.pageDown ? page : 1)));
       } else if (key.upArrow || key.pageUp) setHelpOffset((o) => Math.max(0, o - (key.pageUp ? page : 1)));
+      return;
+    }
+    if (overlay === "log") {
+      if (key.escape || key.return || text === "q") dispatch({ type: "overlay", overlay: null });
+      else if (key.upArrow || key.pageUp) {
+        dispatch({ type: "log-scroll", delta: key.pageUp ? rows - 3 : 1 });
+      } else if (key.downArrow || key.pageDown) {
+        dispatch({ type: "log-scroll", delta: -(key.pageDown ? rows - 3 : 1) });
+      } else if (key.end) dispatch({ type: "log-scroll", delta: -stateRef.current.logScroll });
       return;
     }
     if (overlay !== null) {
@@ -440,8 +729,12 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
       return;
     }
     if (isFunctionKey(text, key)) {
-      setHelpOffset(0);
-      dispatch({ type: "overlay", overlay: "help" });
+      openOverlay("help");
+      return;
+    }
+    // Alt+1..9: the conversations of the activity list.
+    if (key.meta && /^[1-9]$/.test(text)) {
+      dispatch({ type: "jump", index: Number(text) - 1 });
       return;
     }
     if (state.focus === "contacts") {
@@ -464,13 +757,23 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     // Input focus.
     const cur = inputRef.current;
     if ((key.return && key.meta) || text === "\n") {
-      setInput(ed.insert(cur, "\n"));
+      insertText("\n", false);
       return;
     }
     if (key.return) {
-      const { value, state: next } = ed.submit(cur);
+      const cmd = parseInput(cur.text);
+      if (cmd.kind === "send" && byteLength(cmd.text) > MAX_TEXT_BYTES) {
+        // Refused before the input is cleared: nothing typed is lost.
+        notice(
+          `message is ${byteLength(cmd.text).toLocaleString("en")} bytes, at most ` +
+            `${MAX_TEXT_BYTES.toLocaleString("en")}: shorten it or split it`,
+          "error",
+        );
+        return;
+      }
+      const { state: next } = ed.submit(cur);
       setInput(next);
-      run(parseInput(value));
+      run(cmd);
       return;
     }
     if (key.tab) {
@@ -480,12 +783,16 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
       notice(r.candidates.length > 1 ? r.candidates.join("  ") : null);
       return;
     }
-    if (key.pageUp) return dispatch({ type: "scroll", to: view.scroll + page });
-    if (key.pageDown) return dispatch({ type: "scroll", to: view.scroll - page });
+    // Scrolling adds up over the keys of one burst (three PgDn: three pages), from the state, not the frame.
+    if (key.pageUp) return dispatch({ type: "scroll-by", delta: page });
+    if (key.pageDown) return dispatch({ type: "scroll-by", delta: -page });
     if (key.home && (key.ctrl || cur.text === "")) return dispatch({ type: "scroll", to: TOP });
     if (key.end && (key.ctrl || cur.text === "")) return dispatch({ type: "scroll", to: 0 });
+    if (key.ctrl && text === "f") return dispatch({ type: "search-step", step: -1 });
+    if (key.ctrl && text === "g") return dispatch({ type: "search-step", step: 1 });
     if (key.escape) {
       notice(null);
+      if (stateRef.current.search) dispatch({ type: "search", query: null });
       if (state.scroll > 0) dispatch({ type: "scroll", to: 0 });
       return;
     }
@@ -504,8 +811,7 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     else if (key.ctrl && text === "n") return cycleConversation(1);
     else if (key.ctrl && text === "p") return cycleConversation(-1);
     else if (text && !key.ctrl && !key.meta) {
-      setInput(ed.insert(cur, text));
-      typingPing();
+      if (insertText(text, false)) typingPing();
       return;
     }
     if (op) setInput(op(cur));
@@ -524,13 +830,20 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
   };
 
   useInput(onKey);
+  useEffect(() => {
+    if (!mouse) return;
+    return mouse.subscribe((r) => {
+      const m = parseMouse(r);
+      if (m) onMouseRef.current(m);
+    });
+  }, [mouse]);
   usePaste((text) => {
     if (state.overlay !== null || state.closing) return;
     if (state.focus === "contacts") {
       dispatch({ type: "contact-query", query: state.contactQuery + sanitize(text.replace(/\s+/g, " ")) });
       return;
     }
-    setInput(ed.insert(inputRef.current, text));
+    insertText(text, true);
   });
 
   if (layout.tooSmall) {
@@ -544,20 +857,31 @@ export function App({ engine, onQuit, size, mono = performanceNow }: AppProps) {
     );
   }
 
+  const used = byteLength(input.text);
+  const activity = state.activity.map((name) => ({ name, unread: state.unread[name] ?? 0 }))
+    .filter((a) => a.unread > 0);
   return (
-    <ChatScreen
-      state={state}
-      layout={layout}
-      view={view}
-      input={input}
-      contactsShown={contactsShown}
-      peerInfo={selected !== null ? engine.peerInfo(selected) : null}
-      verifyFingerprints={state.overlay !== null && state.overlay !== "help"
-        ? { ours: engine.ownFingerprint(), theirs: engine.peerInfo(state.overlay.peer)?.fingerprint ?? null }
-        : null}
-      time={liveTime}
-      helpOffset={helpOffset}
-      typing={selected !== null && (state.typingUntil[selected] ?? 0) > mono()}
-    />
+    <MonochromeContext.Provider value={noColor || !settings.colors}>
+      <ChatScreen
+        state={state}
+        layout={layout}
+        view={view}
+        input={input}
+        contactsShown={contactsShown}
+        peerInfo={selected !== null ? engine.peerInfo(selected) : null}
+        verifyFingerprints={state.overlay !== null && state.overlay !== "help" && state.overlay !== "log"
+          ? {
+            ours: engine.ownFingerprint(),
+            theirs: engine.peerInfo(state.overlay.peer)?.fingerprint ?? null,
+          }
+          : null}
+        time={liveTime}
+        helpOffset={helpOffset}
+        typing={selected !== null && (state.typingUntil[selected] ?? 0) > mono()}
+        seconds={settings.seconds}
+        activity={activity}
+        inputBytes={used > MAX_TEXT_BYTES * 0.75 ? { used, limit: inputLimitBytes(input.text) } : null}
+      />
+    </MonochromeContext.Provider>
   );
 }

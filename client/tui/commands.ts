@@ -14,6 +14,11 @@ export type UiCommand =
   | { kind: "contacts"; query: string }
   | { kind: "open"; name: string }
   | { kind: "peer" }
+  | { kind: "log" }
+  /** key undefined: list the settings. */
+  | { kind: "set"; key?: string; value?: string }
+  /** query "": end the search. */
+  | { kind: "search"; query: string }
   | { kind: "help" }
   | { kind: "quit" }
   | { kind: "none" }
@@ -37,12 +42,25 @@ export const COMMANDS: readonly CommandSpec[] = [
   { name: "/accept-key", args: "", help: "accept a contact's changed key after checking it out of band" },
   { name: "/contacts", args: "[SEARCH]", help: "focus the contact list (type to search, Enter to open)" },
   { name: "/open", args: "NAME", help: "open the conversation with NAME" },
-  { name: "/peer", args: "", help: "show or hide the peer pane (certificate, TLS, pin)" },
+  { name: "/peer", args: "", help: "show or hide the peer pane (certificate, TLS, pin); remembered" },
+  {
+    name: "/search",
+    args: "TEXT",
+    help: "highlight TEXT in this conversation; Ctrl+F older match, Ctrl+G newer, Esc or /search ends it",
+  },
+  { name: "/log", args: "", help: "the whole log, every line in full (Up/Down/PgUp/PgDn, Esc closes)" },
+  { name: "/set", args: "[KEY VALUE]", help: "show the settings, or change one (saved in settings.json)" },
   { name: "/help", args: "", help: "this screen (also F1)" },
   { name: "/quit", args: "", help: "close connections, withdraw our address and exit (also Ctrl+C)" },
 ];
 
-const ALIASES: Record<string, string> = { "/exit": "/quit", "/q": "/quit", "/query": "/open", "/j": "/open" };
+const ALIASES: Record<string, string> = {
+  "/exit": "/quit",
+  "/q": "/quit",
+  "/query": "/open",
+  "/j": "/open",
+  "/find": "/search",
+};
 
 /** Parses one submitted input (may contain newlines; only the first word decides if it is a command). */
 export function parseInput(raw: string): UiCommand {
@@ -73,6 +91,18 @@ export function parseInput(raw: string): UiCommand {
         : { kind: "error", message: "usage: /open NAME" };
     case "/peer":
       return { kind: "peer" };
+    case "/log":
+      return { kind: "log" };
+    case "/search":
+      return { kind: "search", query: rest.trim() };
+    case "/set": {
+      const a = /^(\S+)\s*([\s\S]*)$/.exec(rest.trim());
+      if (!a) return { kind: "set" };
+      if (a[2].trim() === "") {
+        return { kind: "error", message: `usage: /set ${a[1]} VALUE (/set lists them)` };
+      }
+      return { kind: "set", key: a[1], value: a[2].trim() };
+    }
     case "/help":
       return { kind: "help" };
     case "/quit":

@@ -70,10 +70,11 @@ export function formatCountdown(msLeft: number): string {
 
 const pad2 = (n: number) => String(n).padStart(2, "0");
 
-/** "14:05" in the local time zone. */
-export function formatClock(ms: number): string {
+/** "14:05" (or "14:05:09" with seconds) in the local time zone. */
+export function formatClock(ms: number, seconds = false): string {
   const d = new Date(ms);
-  return `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  return seconds ? `${hm}:${pad2(d.getSeconds())}` : hm;
 }
 
 /** "2026-11-28" in the local time zone: the key of a date line. */
@@ -104,9 +105,19 @@ export function normalizeFingerprint(fp: string): string {
   return fp.replace(/[:\s]/g, "").toLowerCase();
 }
 
-/** Delivery state as a short mark and a word. */
-export function deliveryLabel(state: DeliveryState): { mark: string; word: string } {
+/** What the screen shows for one of our messages: the engine's state, or "queued" for one still "sending"
+ * to a peer that is not reachable (offline, revoked, unknown), which waits in the outbox rather than being
+ * on its way. */
+export type ShownDelivery = DeliveryState | "queued";
+
+/** Cells the widest delivery mark takes: the conversation reserves them so a change never re-wraps a line. */
+export const DELIVERY_MARK_WIDTH = 2;
+
+/** Delivery state as a short mark (each one a different shape, not only a different colour) and a word. */
+export function deliveryLabel(state: ShownDelivery): { mark: string; word: string } {
   switch (state) {
+    case "queued":
+      return { mark: "\u29d6", word: "queued" };
     case "sending":
       return { mark: "\u2026", word: "sending" };
     case "sent":
@@ -114,7 +125,7 @@ export function deliveryLabel(state: DeliveryState): { mark: string; word: strin
     case "delivered":
       return { mark: "\u2713\u2713", word: "delivered" };
     case "read":
-      return { mark: "\u2713\u2713", word: "read" };
+      return { mark: "\u25c9", word: "read" };
     case "failed":
       return { mark: "\u2717", word: "not delivered" };
   }

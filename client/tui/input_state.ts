@@ -3,12 +3,34 @@
  * terminal. The cursor is a UTF-16 index that always sits on a grapheme boundary, so moving or deleting never
  * splits an emoji or a base letter from its accents.
  */
-import { displayWidth, graphemes, sanitize } from "./width.ts";
+import { displayWidth, graphemes, safeGrapheme, sanitize } from "./width.ts";
 
 /** How many submitted lines the history keeps. */
 export const HISTORY_LIMIT = 200;
-/** Largest input accepted, in UTF-16 units: a paste beyond this is cut (the engine has its own frame limit). */
-export const INPUT_LIMIT = 16_000;
+/** Largest input accepted by `insert`, in UTF-8 bytes (what the protocol limits), as a last safety net: the
+ * App warns before anything reaches it (app.tsx INPUT_LIMIT_BYTES). */
+export const INPUT_LIMIT = 64 * 1024;
+
+const encoder = new TextEncoder();
+
+/** UTF-8 bytes of `s`: what the message limit counts (a CJK character is 3, an emoji 4). */
+export function byteLength(s: string): number {
+  return encoder.encode(s).length;
+}
+
+/** The longest prefix of `s` of at most `max` UTF-8 bytes that ends on a grapheme boundary. */
+export function cutToBytes(s: string, max: number): string {
+  if (byteLength(s) <= max) return s;
+  let out = "";
+  let used = 0;
+  for (const g of graphemes(s)) {
+    const b = byteLength(g);
+    if (used + b > max) break;
+    out += g;
+    used += b;
+  }
+  return out;
+}
 
 export interface InputState {
   text: string;
@@ -46,14 +68,11 @@ function edit(s: InputState, text: string, cursor: number): InputState {
 /** Inserts typed or pasted text at the cursor (controls removed, CRLF and CR become LF). */
 export function insert(s: InputState, raw: string): InputState {
   const clean = sanitize(raw.replace(/\r\n?/g, "\n"));
-  const room = INPUT_LIMIT - s.text.length;
+  const room = INPUT_LIMIT - byteLength(s.text);
   if (room <= 0 || clean === "") return s;
-  let add = clean;
-  if (add.length > room) {
-    // Cut on a grapheme boundary so no half surrogate pair is left at the end.
-    const b = boundaries(add).filter((x) => x <= room);
-    add = add.slice(0, b[b.length - 1]);
-  }
+  // Cut on a grapheme boundary so no half emoji is left at the end.
+  const add = cutToBytes(clean, room);
+  if (add === "") return s;
   return edit(s, s.text.slice(0, s.cursor) + add + s.text.slice(s.cursor), s.cursor + add.length);
 }
 
@@ -205,14 +224,16 @@ export function layoutInput(text: string, cursor: number, width: number): InputV
       }
     };
     for (const g of graphemes(line)) {
-      const gw = displayWidth(g);
+      // Drawn in a form of known width (width.ts): the text itself keeps the skin tone or flag.
+      const shown = safeGrapheme(g);
+      const gw = displayWidth(shown);
       if (rowW + gw > w) {
         rows.push(row);
         row = "";
         rowW = 0;
       }
       placeIfHere();
-      row += g;
+      row += shown;
       rowW += gw;
       offset += g.length;
     }

@@ -68,3 +68,31 @@ export function splitKeys(input: string): KeyPress[] {
   flush();
   return out;
 }
+
+/** A mouse report (SGR mode, 1006): what happened and where (1-based cell). */
+export interface MouseEvent {
+  kind: "press" | "release" | "wheel-up" | "wheel-down" | "other";
+  button: number;
+  x: number;
+  y: number;
+}
+
+/** Turns SGR mouse reports on (button presses and the wheel; no motion, so no flood of events) / off. */
+export const MOUSE_ON = "\x1b[?1000h\x1b[?1006h";
+export const MOUSE_OFF = "\x1b[?1006l\x1b[?1000l";
+
+// "ESC [ < b ; x ; y M" (press) or "... m" (release), as mouse_stdin.ts takes it out of the input.
+// deno-lint-ignore no-control-regex
+const SGR_MOUSE = /^\x1b\[<(\d+);(\d+);(\d+)([Mm])$/;
+
+/** The mouse report in an input, or null when it is something else. */
+export function parseMouse(input: string): MouseEvent | null {
+  const m = SGR_MOUSE.exec(input);
+  if (!m) return null;
+  const code = Number(m[1]);
+  const x = Number(m[2]);
+  const y = Number(m[3]);
+  if (code & 64) return { kind: code & 1 ? "wheel-down" : "wheel-up", button: code, x, y };
+  if (code & 32) return { kind: "other", button: code, x, y }; // motion
+  return { kind: m[4] === "M" ? "press" : "release", button: code & 3, x, y };
+}

@@ -1,5 +1,5 @@
 /**
- * The terminal UI of `securechat chat` (issue 5). Contract used by client/cli.ts:
+ * The terminal UI of `securechat chat`. Contract used by client/cli.ts:
  * - `runFirstRun(home)`: interactive enrollment when the home folder has no identity yet.
  * - `runTui(engine, opts)`: full-screen UI on top of the chat engine; resolves when the user quits, after the
  *   engine is closed (connections ended, our address withdrawn from the phonebook).
@@ -9,16 +9,34 @@ import { render, type RenderOptions } from "ink";
 import { createElement } from "react";
 import type { ChatEngineApi } from "../engine_types.ts";
 import { CliError } from "../../cli_error.ts";
-import { App } from "./app.tsx";
+import { App, type AppProps } from "./app.tsx";
+import { loadSettings, noColorEnv, saveSettings } from "./settings.ts";
+import { MouseFilteringStdin } from "./mouse_stdin.ts";
 
 export interface TuiOptions {
-  home: string;
+  /** The home folder, where settings.json is kept; null: default settings, not saved. */
+  home: string | null;
 }
 
 /** How long quitting waits for the engine to close before giving up on a clean goodbye. */
 export const CLOSE_TIMEOUT_MS = 5000;
 /** How long quitting waits for the terminal to take the last frame. */
 export const UNMOUNT_TIMEOUT_MS = 1000;
+
+/**
+ * How the chat screen asks Ink to draw on a terminal (tests and the benchmark use the same).
+ * - interactive: Ink turns itself into a log printer when it sees a CI variable, even on a terminal; this
+ *   screen is only ever started on one, so it is interactive wherever it runs.
+ * - incrementalRendering: only the rows (and within them, the cells from the first change) that differ are
+ *   written, so a countdown costs its own cells, not the whole screen, every tick.
+ */
+export const TERMINAL_RENDER_OPTIONS = {
+  alternateScreen: true,
+  exitOnCtrlC: false,
+  patchConsole: true,
+  interactive: true,
+  incrementalRendering: true,
+} as const satisfies RenderOptions;
 
 export async function runFirstRun(home: string): Promise<void> {
   // Loaded on demand: the prompts and the enrollment code are not needed by an enrolled user's chat screen.
@@ -62,12 +80,28 @@ async function closeEngine(engine: ChatEngineApi, timeoutMs: number): Promise<Er
  */
 export async function runTuiOn(
   engine: ChatEngineApi,
-  opts: { render: RenderOptions; quit?: Promise<void>; closeTimeoutMs?: number },
+  opts: {
+    render: RenderOptions;
+    quit?: Promise<void>;
+    closeTimeoutMs?: number;
+    /** Settings, terminal writer...: the App's props other than the engine and onQuit. */
+    app?: Omit<AppProps, "engine" | "onQuit" | "repaint">;
+  },
 ): Promise<void> {
   let requestQuit = () => {};
   const quitRequested = new Promise<void>((resolve) => (requestQuit = resolve));
   opts.quit?.then(() => requestQuit(), () => requestQuit());
-  const app = render(createElement(App, { engine, onQuit: () => requestQuit() }), opts.render);
+  const out = opts.render.stdout ?? process.stdout;
+  // Ctrl+L: forget the frame Ink believes is on screen and clear the terminal, so the next frame is drawn
+  // whole (whatever another program or a width disagreement left there).
+  const repaint = () => {
+    app.clear();
+    out.write("\x1b[2J\x1b[H");
+  };
+  const app = render(
+    createElement(App, { ...opts.app, engine, onQuit: () => requestQuit(), repaint }),
+    opts.render,
+  );
   let uiError: unknown = null;
   try {
     await Promise.race([quitRequested, app.waitUntilExit()]);
@@ -91,10 +125,14 @@ export async function runTuiOn(
   if (closeError) throw new CliError(`closing: ${closeError.message}`);
 }
 
-export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<void> {
+export async function runTui(engine: ChatEngineApi, opts: TuiOptions): Promise<void> {
   if (!isTerminal()) {
     throw new CliError("the chat screen needs a terminal (use --headless for JSON lines)");
   }
+  const home = opts.home;
+  const { settings, warnings } = home === null
+    ? { settings: undefined, warnings: [] }
+    : await loadSettings(home);
   let onSignal = () => {};
   const signalled = new Promise<void>((resolve) => (onSignal = resolve));
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
@@ -112,11 +150,21 @@ export async function runTui(engine: ChatEngineApi, _opts: TuiOptions): Promise<
   process.stdout.on("error", onStdoutError);
   process.stderr.on("error", onStdoutError);
   try {
+    // Mouse reports are taken out of the input before Ink sees it (it would drop them).
+    const stdin = new MouseFilteringStdin(process.stdin);
     await runTuiOn(engine, {
-      // interactive: Ink turns itself into a log printer when it sees a CI variable, even on a terminal; this
-      // screen is only ever started on one (checked above), so it is interactive wherever it runs.
-      render: { alternateScreen: true, exitOnCtrlC: false, patchConsole: true, interactive: true },
+      render: { ...TERMINAL_RENDER_OPTIONS, stdin: stdin as unknown as NodeJS.ReadStream },
       quit: signalled,
+      app: {
+        settings,
+        settingsWarnings: warnings,
+        saveSettings: home === null ? undefined : (s) => saveSettings(home, s),
+        noColor: noColorEnv(),
+        mouse: stdin,
+        terminal: (seq) => {
+          process.stdout.write(seq);
+        },
+      },
     });
   } finally {
     for (const s of signals) {

@@ -5,7 +5,7 @@
  */
 import type { TimeStatus } from "../../clock/types.ts";
 import type { ChatMessage, Contact, EngineEvent, PinState } from "../engine_types.ts";
-import { formatTtl } from "./format.ts";
+import { formatTtl, groupFingerprint } from "./format.ts";
 
 /** Log lines kept in memory (the log pane shows the newest). */
 export const LOG_LIMIT = 500;
@@ -22,7 +22,16 @@ export interface LogEntry {
   text: string;
 }
 
-export type Overlay = null | "help" | { kind: "verify"; peer: string; showing: "theirs" | "ours" };
+export type Overlay = null | "help" | "log" | { kind: "verify"; peer: string; showing: "theirs" | "ours" };
+
+/** A search in the open conversation: the matching messages (oldest first) and the current one. */
+export interface SearchState {
+  query: string;
+  peer: string;
+  matchIds: string[];
+  /** Index into matchIds of the current match. */
+  index: number;
+}
 export type Focus = "input" | "contacts";
 export type PeerPaneMode = "auto" | "shown" | "hidden";
 
@@ -55,6 +64,15 @@ export interface UiState {
   /** One-line hint above the input (errors of the last command, completion candidates). */
   notice: { text: string; level: LogLevel } | null;
   closing: boolean;
+  /** Conversations with unread messages, in the order they became active (Alt+1..9). */
+  activity: string[];
+  search: SearchState | null;
+  /** A paste over the input limit, waiting for the user to say whether it may be cut. */
+  pendingPaste: string | null;
+  /** Lines scrolled up in the /log screen (0 = newest at the bottom). */
+  logScroll: number;
+  /** Why the last connection to a peer failed (the engine's PEER_ errors), until it comes online. */
+  peerProblem: Record<string, string>;
 }
 
 export type UiAction =
@@ -72,7 +90,18 @@ export type UiAction =
   | { type: "peer-pane"; mode: PeerPaneMode }
   | { type: "notice"; text: string | null; level?: LogLevel }
   | { type: "log"; level: LogLevel; text: string; at: number }
-  | { type: "closing" };
+  | { type: "closing" }
+  /** Scroll by a number of lines (keys of one burst add up: three PgDn move three pages). */
+  | { type: "scroll-by"; delta: number }
+  /** Next/previous conversation, from the state at the time of the key (not of the last frame). */
+  | { type: "cycle"; step: number }
+  /** Alt+N: the Nth conversation of the activity list. */
+  | { type: "jump"; index: number }
+  | { type: "search"; query: string | null }
+  /** Next (+1, newer) or previous (-1, older) match. */
+  | { type: "search-step"; step: number }
+  | { type: "pending-paste"; text: string | null }
+  | { type: "log-scroll"; delta: number };
 
 export function initialState(me: string, time: TimeStatus): UiState {
   return {
@@ -96,6 +125,11 @@ export function initialState(me: string, time: TimeStatus): UiState {
     peerPane: "auto",
     notice: null,
     closing: false,
+    activity: [],
+    search: null,
+    pendingPaste: null,
+    logScroll: 0,
+    peerProblem: {},
   };
 }
 
@@ -175,7 +209,11 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
         const { [m.peer]: _gone, ...typingUntil } = next.typingUntil;
         next = { ...next, typingUntil };
         if (next.selected !== m.peer) {
-          next = { ...next, unread: { ...next.unread, [m.peer]: (next.unread[m.peer] ?? 0) + 1 } };
+          next = {
+            ...next,
+            unread: { ...next.unread, [m.peer]: (next.unread[m.peer] ?? 0) + 1 },
+            activity: next.activity.includes(m.peer) ? next.activity : [...next.activity, m.peer],
+          };
         }
       }
       if (next.selected === null) next = selectPeer(next, m.peer);
@@ -192,7 +230,12 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
     case "failed": {
       const r = patchMessage(s, e.to, e.id, (m) => ({ ...m, state: "failed" }));
       const next = r.found ? r.state : rememberReceipt(s, e.id, "failed");
-      return addLog(next, "warn", `message to ${e.to} not delivered: ${e.reason}`, at);
+      return addLog(
+        next,
+        "warn",
+        `message to ${e.to} not delivered (${e.reason}): kept and resent when they are reachable`,
+        at,
+      );
     }
     case "expired": {
       const list = s.conversations[e.peer];
@@ -207,17 +250,24 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
     }
     case "typing":
       return { ...s, typingUntil: { ...s.typingUntil, [e.from]: mono + TYPING_SHOWN_MS } };
-    case "peer-online":
-      return addLog(ensureContact(s, e.name, { online: true }), "info", `${e.name} is online`, at);
+    case "peer-online": {
+      const { [e.name]: _solved, ...peerProblem } = s.peerProblem;
+      return addLog(
+        { ...ensureContact(s, e.name, { online: true }), peerProblem },
+        "info",
+        `${e.name} is online`,
+        at,
+      );
+    }
     case "peer-offline":
       return addLog(ensureContact(s, e.name, { online: false }), "info", `${e.name} went offline`, at);
     case "key-changed":
       return addLog(
         setPin(s, e.name, "changed"),
         "error",
-        `KEY CHANGED for ${e.name}: was ${e.oldFingerprint.slice(0, 16)}..., now ${
-          e.newFingerprint.slice(0, 16)
-        }... - check with them, then /accept-key`,
+        `KEY CHANGED for ${e.name}: was ${groupFingerprint(e.oldFingerprint)}, now ${
+          groupFingerprint(e.newFingerprint)
+        } - compare it with them (/verify), then /accept-key`,
         at,
       );
     case "time": {
@@ -228,8 +278,17 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
     }
     case "log":
       return addLog(s, e.level, e.text, at);
-    case "error":
-      return addLog(s, "error", `${e.code}: ${e.message}`, at);
+    case "error": {
+      // "PEER_CONNECT_FAILED" with "bob: ...": what keeps bob's messages waiting.
+      const peer = e.code.startsWith("PEER_") ? /^([^:\s]+): /.exec(e.message)?.[1] : undefined;
+      const next = peer
+        ? {
+          ...s,
+          peerProblem: { ...s.peerProblem, [peer]: `${e.code}: ${e.message.slice(peer.length + 2)}` },
+        }
+        : s;
+      return addLog(next, "error", `${e.code}: ${e.message}`, at);
+    }
   }
 }
 
@@ -270,6 +329,8 @@ function selectPeer(s: UiState, peer: string): UiState {
     ...ensureContact(s, peer),
     selected: peer,
     scroll: 0,
+    activity: s.activity.filter((n) => n !== peer),
+    search: s.search?.peer === peer ? s.search : null,
     unread: { ...s.unread, [peer]: 0 },
     newMarker: { ...s.newMarker, [peer]: loaded && unread > 0 ? markerFor(loaded, unread) : null },
     // Not loaded yet: the marker is placed when the history arrives.
@@ -299,7 +360,16 @@ export function reduce(s: UiState, a: UiAction): UiState {
       const known = new Set(a.contacts.map((c) => c.name));
       // Keep people we have talked to even if the phonebook no longer lists them.
       const extra = s.contacts.filter((c) => !known.has(c.name) && s.conversations[c.name]?.length);
-      let next: UiState = { ...s, contacts: [...a.contacts, ...extra], unread: { ...s.unread, ...unread } };
+      const active = a.contacts.filter((c) => unread[c.name] > 0 && !s.activity.includes(c.name));
+      let next: UiState = {
+        ...s,
+        contacts: [...a.contacts, ...extra],
+        unread: { ...s.unread, ...unread },
+        activity: [
+          ...s.activity.filter((n) => (unread[n] ?? s.unread[n] ?? 0) > 0),
+          ...active.map((c) => c.name),
+        ],
+      };
       if (next.selected === null && a.contacts.length > 0) {
         const first = a.contacts.find((c) => c.online) ?? a.contacts[0];
         next = selectPeer(next, first.name);
@@ -347,7 +417,58 @@ export function reduce(s: UiState, a: UiAction): UiState {
       return addLog(s, a.level, a.text, a.at);
     case "closing":
       return { ...s, closing: true };
+    case "scroll-by":
+      return { ...s, scroll: Math.max(0, s.scroll + a.delta) };
+    case "cycle": {
+      const list = filterContacts(s.contacts, "");
+      if (list.length === 0) return s;
+      const i = list.findIndex((c) => c.name === s.selected);
+      const next = list[((i < 0 ? 0 : i + a.step) % list.length + list.length) % list.length];
+      return { ...selectPeer(s, next.name), focus: "input", notice: null };
+    }
+    case "jump": {
+      const name = s.activity[a.index];
+      if (name === undefined) {
+        return {
+          ...s,
+          notice: { text: `no conversation ${a.index + 1} in the activity list`, level: "warn" },
+        };
+      }
+      return { ...selectPeer(s, name), focus: "input", notice: null };
+    }
+    case "search": {
+      if (a.query === null || a.query === "" || s.selected === null) return { ...s, search: null };
+      const q = a.query.toLowerCase();
+      const list = visibleOnly(s);
+      const matchIds = list.filter((m) => m.text.toLowerCase().includes(q)).map((m) => m.id);
+      if (matchIds.length === 0) {
+        return { ...s, search: null, notice: { text: `no message with "${a.query}" here`, level: "warn" } };
+      }
+      return {
+        ...s,
+        search: { query: a.query, peer: s.selected, matchIds, index: matchIds.length - 1 },
+        notice: null,
+      };
+    }
+    case "search-step": {
+      if (!s.search) return s;
+      const n = s.search.matchIds.length;
+      const index = Math.min(n - 1, Math.max(0, s.search.index + a.step));
+      return { ...s, search: { ...s.search, index } };
+    }
+    case "pending-paste":
+      return { ...s, pendingPaste: a.text };
+    case "log-scroll":
+      return { ...s, logScroll: Math.max(0, s.logScroll + a.delta) };
   }
+}
+
+/** The loaded messages of the open conversation (search runs over what the UI has; the engine hides the rest). */
+function visibleOnly(s: UiState): readonly ChatMessage[] {
+  const list = s.selected === null ? [] : s.conversations[s.selected] ?? [];
+  // Fail closed like the screen: while time is unverified an expiring message is not even searched.
+  if (s.time.state !== "unverified") return list;
+  return list.filter((m) => m.expiresAt === null && m.ttlMs === null);
 }
 
 /** Contacts matching the search, in a stable order: online first, then by name. */

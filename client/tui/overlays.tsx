@@ -3,10 +3,11 @@
  */
 import { Box } from "ink";
 import { COMMANDS } from "./commands.ts";
+import { SETTINGS } from "./settings.ts";
 import type { ScreenLine, Segment, Tone } from "./conversation_layout.ts";
 import { fingerprintPayload, qrLines } from "./qr.ts";
 import { fingerprintLines, Lines } from "./panes.tsx";
-import { displayWidth, sanitize, wrapText } from "./width.ts";
+import { displayText, displayWidth, wrapText } from "./width.ts";
 
 const seg = (text: string, tone: Tone = "normal"): Segment => ({ text, tone });
 const line = (key: string, ...segments: Segment[]): ScreenLine => ({ key, segments });
@@ -22,9 +23,31 @@ export const KEYS: readonly [string, string][] = [
   ["PgUp / PgDn", "scroll the conversation"],
   ["Ctrl+Home / Ctrl+End", "oldest / newest message (Home/End in an empty input)"],
   ["Ctrl+N / Ctrl+P", "next / previous conversation"],
-  ["Esc", "close this screen; in the contact list, back to the input"],
+  ["Alt+1 .. Alt+9", "the conversations of the activity list (top bar: act 1:bob(2) ...)"],
+  ["Ctrl+F / Ctrl+G", "during /search: older / newer match"],
+  ["Esc", "close this screen; leave the contact list or the search; back to the newest message"],
+  ["y / n", "after a paste over the size limit: insert what fits / drop it"],
+  ["Ctrl+L", "draw the whole screen again"],
+  ["Mouse", "click a contact to open it; the wheel scrolls (Shift+drag selects text)"],
   ["F1", "this help (any function key: the terminal library cannot tell them apart)"],
   ["Ctrl+C", "quit (closes connections and withdraws your address)"],
+];
+
+/** Every mark the screen draws, as the help screen lists them. */
+export const MARKS: readonly [string, string][] = [
+  [
+    "\u29d6 queued",
+    "waiting: the peer is offline, revoked or unreachable (the line below says why); sent when reachable",
+  ],
+  ["\u2026 sending", "connecting to the peer, who the phonebook says is online"],
+  ["\u2713 sent", "written to the connection, not acknowledged yet"],
+  ["\u2713\u2713 delivered", "the peer's chat has stored it (acknowledged)"],
+  ["\u25c9 read", "shown on the peer's screen"],
+  ["\u2717 not delivered", "the connection broke first: kept, and resent when they are reachable"],
+  ["\u23f1 25s", "time left before the message is destroyed on both sides (r: counted from when it is read)"],
+  ["\u25cf \u25cb \u00d7", "contact online / offline / certificate revoked"],
+  ["\u2713 ? !", "contact verified / not verified / KEY CHANGED; then the unread count"],
+  ["act 1:bob(2)", "activity: conversations with unread messages (Alt+1..9)"],
 ];
 
 /** Help rows for a width: "key  description" side by side when it fits, else the description below. */
@@ -47,15 +70,10 @@ export function helpLines(width: number): ScreenLine[] {
   for (const [k, v] of KEYS) entry(`k:${k}`, k, v);
   out.push(line("c", seg("Commands", "accent")));
   for (const c of COMMANDS) entry(`c:${c.name}`, `${c.name} ${c.args}`.trim(), c.help);
-  out.push(
-    line("m", seg("Marks", "accent")),
-    line(
-      "m1",
-      seg("  \u2026 sending  \u2713 sent  \u2713\u2713 delivered (green: read)  \u2717 not delivered"),
-    ),
-    line("m2", seg("  \u23f1 time left before the message is destroyed on both sides (r: after read)")),
-    line("m3", seg("  contacts: \u25cf online  \u2713 verified  ? not verified  ! key changed")),
-  );
+  out.push(line("m", seg("Marks", "accent")));
+  for (const [k, v] of MARKS) entry(`m:${k}`, k, v);
+  out.push(line("s", seg("Settings (/set KEY VALUE, kept in settings.json)", "accent")));
+  for (const x of SETTINGS) entry(`s:${x.key}`, `${x.key} ${x.values}`, x.help);
   return out;
 }
 
@@ -82,11 +100,11 @@ export function verifyTextLines(p: VerifyProps, textWidth: number): ScreenLine[]
   const text = (key: string, t: string, tone: Tone) =>
     wrapText(t, textWidth).map((row, i) => line(`${key}:${i}`, seg(row, tone)));
   const out: ScreenLine[] = [
-    line("t", seg(`Verify ${sanitize(p.peer)}`, "accent")),
+    line("t", seg(`Verify ${displayText(p.peer)}`, "accent")),
     ...text("h", "Compare both keys with them in person or by call.", "dim"),
-    ...text("o", `your key (${sanitize(p.me)}):`, "me"),
+    ...text("o", `your key (${displayText(p.me)}):`, "me"),
     ...fingerprintLines("of", p.ours, textWidth, "normal"),
-    ...text("p", `${sanitize(p.peer)}'s key as you see it:`, "peer"),
+    ...text("p", `${displayText(p.peer)}'s key as you see it:`, "peer"),
   ];
   if (p.theirs) out.push(...fingerprintLines("tf", p.theirs, textWidth, "normal"));
   else out.push(...text("tf", "not seen yet: they must connect once", "warn"));
@@ -104,7 +122,7 @@ export function VerifyScreen(p: VerifyProps) {
   const qrW = qr[0]?.length ?? 0;
   const label = line(
     "ql",
-    seg(`QR: ${p.showing === "theirs" ? `${sanitize(p.peer)}'s key` : "your key"}`, "dim"),
+    seg(`QR: ${p.showing === "theirs" ? `${displayText(p.peer)}'s key` : "your key"}`, "dim"),
   );
   const qrScreen: ScreenLine[] = [label, ...qr.map((q, i) => line(`q:${i}`, seg(q)))];
   const sideBySide = qr.length > 0 && p.width >= qrW + 2 + 24 && p.height >= qrScreen.length;

@@ -3,12 +3,13 @@
  * width, so the layout never depends on Ink re-wrapping text and stays right at any size down to 60x20.
  */
 import { Box, Text } from "ink";
+import { createContext, useContext } from "react";
 import type { TimeStatus } from "../../clock/types.ts";
 import type { Contact, PeerInfo } from "../engine_types.ts";
 import type { ScreenLine, Segment, Tone } from "./conversation_layout.ts";
 import { formatClock, formatTimeStatus, formatTtl, formatUtc, groupFingerprint, pinLabel } from "./format.ts";
 import type { LogEntry } from "./model.ts";
-import { displayWidth, fit, sanitize, truncate, wrapText } from "./width.ts";
+import { displayText, displayWidth, fit, truncate, wrapText } from "./width.ts";
 
 interface ToneStyle {
   color?: string;
@@ -26,24 +27,40 @@ const TONES: Record<Tone, ToneStyle> = {
   warn: { color: "yellow" },
   error: { color: "red", bold: true },
   good: { color: "green" },
+  match: { inverse: true },
+  current: { inverse: true, bold: true, color: "yellow" },
 };
+
+// Without colour (NO_COLOR, /set colors off) tones keep only what is not colour: bold, dim, inverse.
+const MONO_TONES: Record<Tone, ToneStyle> = Object.fromEntries(
+  Object.entries(TONES).map(([k, v]) => [k, { ...v, color: undefined }]),
+) as Record<Tone, ToneStyle>;
+
+/** The style of a tone; without colour only bold, dim and inverse are left. */
+export function toneStyle(tone: Tone, monochrome: boolean): ToneStyle {
+  return (monochrome ? MONO_TONES : TONES)[tone];
+}
+
+/** True when the screen is drawn without colours. */
+export const MonochromeContext = createContext(false);
 
 /** One screen row made of styled segments, cut to `width` cells. */
 export function Row({ segments, width }: { segments: Segment[]; width: number }) {
+  const tones = useContext(MonochromeContext) ? MONO_TONES : TONES;
   let used = 0;
   const parts: Segment[] = [];
   for (const s of segments) {
     if (used >= width) break;
     // Every character reaching the terminal passes here: controls and bidi overrides are neutralised even
     // if a caller forgot (a peer's name inside an error message, a certificate field...).
-    const t = truncate(sanitize(s.text).replace(/\n/g, " "), width - used, "");
+    const t = truncate(displayText(s.text).replace(/\n/g, " "), width - used, "");
     used += displayWidth(t);
     parts.push({ text: t, tone: s.tone });
   }
   if (used < width) parts.push({ text: " ".repeat(width - used), tone: "normal" });
   return (
     <Text wrap="truncate">
-      {parts.map((p, i) => <Text key={i} {...TONES[p.tone]}>{p.text}</Text>)}
+      {parts.map((p, i) => <Text key={i} {...tones[p.tone]}>{p.text}</Text>)}
     </Text>
   );
 }
@@ -75,14 +92,34 @@ const seg = (text: string, tone: Tone = "normal"): Segment => ({ text, tone });
 
 const TIME_TONE: Record<TimeStatus["state"], Tone> = { verified: "good", stale: "warn", unverified: "error" };
 
-export function TopBar({ me, time, width }: { me: string; time: TimeStatus; width: number }) {
-  const left = ` securechat \u00b7 ${sanitize(me)} `;
+/** Conversations with unread messages, in the order Alt+1..9 jumps to them. */
+export interface Activity {
+  name: string;
+  unread: number;
+}
+
+export function TopBar(
+  { me, time, width, activity = [] }: { me: string; time: TimeStatus; width: number; activity?: Activity[] },
+) {
+  const left = ` securechat \u00b7 ${displayText(me)} `;
   const right = ` ${formatTimeStatus(time)} `;
-  const gap = Math.max(1, width - displayWidth(left) - displayWidth(right));
+  // The activity list takes what the name and the clock leave (the clock is never cut for it).
+  const room = Math.max(0, width - displayWidth(left) - displayWidth(right) - 1);
+  let act = "";
+  activity.slice(0, 9).forEach((a, i) => {
+    const item = `${act ? " " : "act "}${i + 1}:${displayText(a.name)}(${a.unread > 99 ? "99+" : a.unread})`;
+    if (displayWidth(act + item) <= room) act += item;
+  });
+  const gap = Math.max(1, width - displayWidth(left) - displayWidth(act) - displayWidth(right));
   return (
     <Row
       width={width}
-      segments={[seg(left, "accent"), seg(" ".repeat(gap)), seg(right, TIME_TONE[time.state])]}
+      segments={[
+        seg(left, "accent"),
+        seg(act, "warn"),
+        seg(" ".repeat(gap)),
+        seg(right, TIME_TONE[time.state]),
+      ]}
     />
   );
 }
@@ -96,7 +133,7 @@ export function StatusBar(
     hints: string;
   },
 ) {
-  const where = peer ? ` ${sanitize(me)} \u2192 ${sanitize(peer)}` : ` ${sanitize(me)}`;
+  const where = peer ? ` ${displayText(me)} \u2192 ${displayText(peer)}` : ` ${displayText(me)}`;
   const ttl = peer ? ` \u00b7 ttl ${ttlMs === null ? "off" : formatTtl(ttlMs)}` : "";
   const left = where + ttl + " ";
   const room = Math.max(0, width - displayWidth(left));
@@ -115,6 +152,19 @@ export function pinMark(pin: Contact["pin"]): Segment {
   }
 }
 
+/** Index of the first contact on screen: the cursor (or the open conversation) is kept inside the rows. */
+export function contactWindowStart(
+  contacts: readonly Contact[],
+  selected: string | null,
+  cursor: number,
+  focused: boolean,
+  height: number,
+): number {
+  const rows = height - 1;
+  const focusIndex = focused ? cursor : Math.max(0, contacts.findIndex((c) => c.name === selected));
+  return Math.max(0, Math.min(focusIndex - rows + 1, contacts.length - rows));
+}
+
 export function ContactList(
   { contacts, unread, selected, query, cursor, focused, width, height }: {
     contacts: Contact[];
@@ -131,9 +181,7 @@ export function ContactList(
     ? line("head", seg(fit(`search: ${query}\u258f`, width), "accent"))
     : line("head", seg(fit(`Contacts (${contacts.length})`, width), "dim"));
   const rows = height - 1;
-  // Keep the cursor (or the open conversation) inside the visible rows.
-  const focusIndex = focused ? cursor : Math.max(0, contacts.findIndex((c) => c.name === selected));
-  const first = Math.max(0, Math.min(focusIndex - rows + 1, contacts.length - rows));
+  const first = contactWindowStart(contacts, selected, cursor, focused, height);
   const body = contacts.slice(first, first + rows).map((c, i) => {
     const n = unread[c.name] ?? c.unread;
     const badge = n > 0 ? ` ${n > 99 ? "99+" : n}` : "";
@@ -142,9 +190,9 @@ export function ContactList(
     const nameW = Math.max(1, width - 4 - displayWidth(badge));
     const segments: Segment[] = [
       seg(isOpen ? "\u25b8" : " ", "accent"),
-      seg(c.online ? "\u25cf" : "\u25cb", c.online ? "good" : "dim"),
+      c.revoked ? seg("\u00d7", "error") : seg(c.online ? "\u25cf" : "\u25cb", c.online ? "good" : "dim"),
       seg(" "),
-      seg(fit(sanitize(c.name), nameW), isCursor ? "accent" : isOpen ? "me" : "normal"),
+      seg(fit(displayText(c.name), nameW), isCursor ? "accent" : isOpen ? "me" : "normal"),
       pinMark(c.pin),
       seg(badge, "accent"),
     ];
@@ -158,15 +206,26 @@ export function ContactList(
 
 export function peerLines(info: PeerInfo | null, contact: Contact | undefined, width: number): ScreenLine[] {
   if (!contact && !info) return [line("none", seg("no conversation open", "dim"))];
-  const name = sanitize(info?.name ?? contact?.name ?? "");
-  const online = info ? info.connected : contact?.online ?? false;
-  const where = info ? (online ? "connected" : "not connected") : online ? "online" : "offline";
+  const name = displayText(info?.name ?? contact?.name ?? "");
+  const revoked = info?.revoked === true || contact?.revoked === true;
+  // A revoked peer is never shown online, whatever a stale session or phonebook entry says.
+  const online = !revoked && (info ? info.connected : contact?.online ?? false);
+  const where = revoked
+    ? "REVOKED"
+    : info
+    ? (online ? "connected" : "not connected")
+    : online
+    ? "online"
+    : "offline";
   const pin = info?.pin ?? contact?.pin ?? "first-use";
   const out: ScreenLine[] = [
     line(
       "name",
       seg(name, "peer"),
-      seg(`  ${online ? "\u25cf" : "\u25cb"} ${where}`, online ? "good" : "dim"),
+      seg(
+        `  ${revoked ? "\u00d7" : online ? "\u25cf" : "\u25cb"} ${where}`,
+        revoked ? "error" : online ? "good" : "dim",
+      ),
     ),
     line(
       "pin",
@@ -196,8 +255,9 @@ export function peerLines(info: PeerInfo | null, contact: Contact | undefined, w
       "tls",
       seg("TLS      "),
       seg(info.tlsVersion ?? "not connected", info.tlsVersion ? "normal" : "dim"),
-      seg(info.cipher ? ` ${info.cipher}` : "", "dim"),
     ),
+    // On a row of its own: TLS_AES_256_GCM_SHA384 is 22 cells and must never be cut.
+    ...(info.cipher ? [line("cipher", seg("cipher   "), seg(displayText(info.cipher)))] : []),
     line("fph", seg("SHA-256 fingerprint", "dim")),
     ...fingerprintLines("fp", info.fingerprint, width, pin === "changed" ? "error" : "normal"),
   );
@@ -206,13 +266,13 @@ export function peerLines(info: PeerInfo | null, contact: Contact | undefined, w
     out.push(...fingerprintLines("pfp", info.pinnedFingerprint, width, "warn"));
   }
   out.push(
-    line("subj", seg("subject  "), seg(sanitize(info.subject))),
-    line("iss", seg("issuer   "), seg(sanitize(info.issuer))),
+    line("subj", seg("subject  "), seg(displayText(info.subject))),
+    line("iss", seg("issuer   "), seg(displayText(info.issuer))),
     ...(displayWidth(info.serial) + 9 <= width
-      ? [line("ser", seg("serial   "), seg(sanitize(info.serial)))]
+      ? [line("ser", seg("serial   "), seg(displayText(info.serial)))]
       : [
         line("ser", seg("serial")),
-        ...wrapText(sanitize(info.serial), width).map((t, i) => line(`ser:${i}`, seg(t))),
+        ...wrapText(displayText(info.serial), width).map((t, i) => line(`ser:${i}`, seg(t))),
       ]),
     line("nb", seg("from     "), seg(formatUtc(info.notBefore))),
     line("na", seg("until    "), seg(formatUtc(info.notAfter))),
@@ -244,15 +304,41 @@ export function PeerPane(
 
 const LEVEL_TONE: Record<LogEntry["level"], Tone> = { info: "dim", warn: "warn", error: "error" };
 
-export function LogPane({ entries, width, height }: { entries: LogEntry[]; width: number; height: number }) {
+export function LogPane(
+  { entries, width, height, seconds = false }: {
+    entries: LogEntry[];
+    width: number;
+    height: number;
+    seconds?: boolean;
+  },
+) {
   const shown = entries.slice(-height).map((e) =>
     line(
       `log:${e.seq}`,
-      seg(formatClock(e.at) + " ", "dim"),
-      seg(sanitize(e.text).replace(/\n/g, " "), LEVEL_TONE[e.level]),
+      seg(formatClock(e.at, seconds) + " ", "dim"),
+      seg(displayText(e.text).replace(/\n/g, " "), LEVEL_TONE[e.level]),
     )
   );
   return <Lines lines={shown} width={width} height={height} alignBottom />;
+}
+
+/** The whole log, every entry wrapped in full (the /log screen), oldest first. */
+export function logLines(entries: LogEntry[], width: number, seconds = false): ScreenLine[] {
+  const out: ScreenLine[] = [];
+  const stamp = seconds ? 9 : 6;
+  for (const e of entries) {
+    const tone = LEVEL_TONE[e.level] === "dim" ? "normal" : LEVEL_TONE[e.level];
+    wrapText(displayText(e.text), Math.max(1, width - stamp)).forEach((t, i) =>
+      out.push(
+        line(
+          `log:${e.seq}:${i}`,
+          seg(i === 0 ? formatClock(e.at, seconds) + " " : " ".repeat(stamp), "dim"),
+          seg(t, tone),
+        ),
+      )
+    );
+  }
+  return out;
 }
 
 /** A horizontal rule with a label, e.g. "── log ──". */

@@ -12,7 +12,18 @@ import { InputBox } from "./input_box.tsx";
 import type { ScreenLayout } from "./layout.ts";
 import type { UiState } from "./model.ts";
 import { HelpScreen, VerifyScreen } from "./overlays.tsx";
-import { ContactList, Lines, LogPane, PeerPane, Rule, StatusBar, TopBar, VRule } from "./panes.tsx";
+import {
+  type Activity,
+  ContactList,
+  Lines,
+  logLines,
+  LogPane,
+  PeerPane,
+  Rule,
+  StatusBar,
+  TopBar,
+  VRule,
+} from "./panes.tsx";
 
 export interface ChatScreenProps {
   state: UiState;
@@ -29,11 +40,30 @@ export interface ChatScreenProps {
   helpOffset: number;
   /** The open conversation's peer is typing. */
   typing: boolean;
+  /** Timestamps with seconds. */
+  seconds?: boolean;
+  /** Conversations with unread messages (Alt+1..9). */
+  activity?: Activity[];
+  /** Shown near the input's byte limit. */
+  inputBytes?: { used: number; limit: number } | null;
 }
 
 export function ChatScreen(
-  { state, layout, view, input, contactsShown, peerInfo, verifyFingerprints, time, helpOffset, typing }:
-    ChatScreenProps,
+  {
+    state,
+    layout,
+    view,
+    input,
+    contactsShown,
+    peerInfo,
+    verifyFingerprints,
+    time,
+    helpOffset,
+    typing,
+    seconds = false,
+    activity = [],
+    inputBytes = null,
+  }: ChatScreenProps,
 ) {
   const { columns, rows } = layout;
   const selected = state.selected;
@@ -41,7 +71,12 @@ export function ChatScreen(
   const inputLabel = state.closing
     ? "closing connections and withdrawing your address..."
     : state.notice?.text ??
-      (typing
+      (inputBytes
+        ? `${inputBytes.used.toLocaleString("en")}/${inputBytes.limit.toLocaleString("en")} bytes`
+        : state.search && state.search.peer === selected
+        ? `search "${state.search.query}": ${state.search.index + 1}/${state.search.matchIds.length} ` +
+          `(Ctrl+F older, Ctrl+G newer, Esc ends)`
+        : typing
         ? `${selected} is typing...`
         : state.scroll > 0
         ? `scrolled up ${view.scroll} lines (End: newest)`
@@ -55,13 +90,26 @@ export function ChatScreen(
     : "dim";
   const hints = state.focus === "contacts"
     ? "type to search  Up/Down  Enter open  Esc back"
-    : "F1 help  ^C quit  PgUp/PgDn scroll  Tab complete  ^N/^P next  /verify  /ttl";
+    : "F1 help  ^C quit  PgUp/PgDn scroll  Tab complete  ^N/^P next  Alt+1..9 activity  /log  /set";
 
   // Overlays take every row between the top bar and the status bar (the QR code needs them at 60x20).
   const overlayHeight = rows - 2;
   let main;
   if (state.overlay === "help") {
     main = <HelpScreen width={columns} height={overlayHeight} offset={helpOffset} />;
+  } else if (state.overlay === "log") {
+    const all = logLines(state.log, columns, seconds);
+    const body = overlayHeight - 1;
+    const end = Math.max(0, all.length - Math.min(state.logScroll, Math.max(0, all.length - body)));
+    main = (
+      <Box flexDirection="column" width={columns} height={overlayHeight}>
+        <Rule
+          label={`log: ${state.log.length} entries, Up/Down PgUp/PgDn scroll, End newest, Esc closes`}
+          width={columns}
+        />
+        <Lines lines={all.slice(Math.max(0, end - body), end)} width={columns} height={body} alignBottom />
+      </Box>
+    );
   } else if (state.overlay !== null) {
     main = (
       <VerifyScreen
@@ -131,7 +179,7 @@ export function ChatScreen(
   if (state.overlay !== null) {
     return (
       <Box flexDirection="column" width={columns} height={rows}>
-        <TopBar me={state.me} time={time} width={columns} />
+        <TopBar me={state.me} time={time} width={columns} activity={activity} />
         {main}
         {statusBar}
       </Box>
@@ -139,10 +187,10 @@ export function ChatScreen(
   }
   return (
     <Box flexDirection="column" width={columns} height={rows}>
-      <TopBar me={state.me} time={time} width={columns} />
+      <TopBar me={state.me} time={time} width={columns} activity={activity} />
       {main}
-      <Rule label="log" width={columns} />
-      <LogPane entries={state.log} width={columns} height={layout.logHeight} />
+      <Rule label="log (/log: all, in full)" width={columns} />
+      <LogPane entries={state.log} width={columns} height={layout.logHeight} seconds={seconds} />
       <Rule label={inputLabel} width={columns} tone={inputTone} />
       <InputBox
         text={input.text}

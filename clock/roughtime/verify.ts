@@ -20,7 +20,6 @@ import { verifyWithContext } from "./crypto.ts";
 import { delegationVerified } from "./delegation_cache.ts";
 import { fail } from "./errors.ts";
 import { hashSize, leafHash, verifyPath } from "./merkle.ts";
-import { toHex } from "./encoding.ts";
 import { parseRequest, type RoughtimeRequest, versionName } from "./request.ts";
 import {
   bytesEqual,

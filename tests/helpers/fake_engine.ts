@@ -12,6 +12,7 @@ import type {
   DeliveryState,
   EngineEvent,
   PeerInfo,
+  PhonebookStatus,
   SendOptions,
 } from "../../client/engine_types.ts";
 
@@ -71,8 +72,10 @@ export interface FakeEngineOptions {
   time?: TimeStatus;
   /** Trusted now for new messages and deadlines (defaults to Date.now() at each use). */
   now?: () => number;
-  /** When true, sends go sending -> sent -> delivered on later microtasks. */
+  /** When true, sends go sending -> sent -> delivered on later microtasks (to contacts that are online). */
   autoDeliver?: boolean;
+  /** What `phonebookStatus()` answers (reachable by default). */
+  phonebook?: PhonebookStatus;
 }
 
 export class FakeEngine implements ChatEngineApi {
@@ -93,6 +96,7 @@ export class FakeEngine implements ChatEngineApi {
   private seq = 0;
   private readonly clock: () => number;
   private readonly autoDeliver: boolean;
+  private readonly phonebook: PhonebookStatus;
 
   constructor(opts: FakeEngineOptions = {}) {
     this.name = opts.name ?? "me";
@@ -100,6 +104,7 @@ export class FakeEngine implements ChatEngineApi {
     this.clock = opts.now ?? (() => Date.now());
     this.time = opts.time ?? verifiedTime(this.clock());
     this.autoDeliver = opts.autoDeliver ?? false;
+    this.phonebook = opts.phonebook ?? { reachable: true, reason: null };
     for (const c of this.contactList) this.peers.set(c.name, fakePeerInfo(c.name, { pin: c.pin }));
   }
 
@@ -207,7 +212,9 @@ export class FakeEngine implements ChatEngineApi {
       state: "sending",
     };
     this.messages.set(m.id, m);
-    if (this.autoDeliver) {
+    // Like the engine's outbox: a message to a peer that is offline (or revoked) waits, still "sending".
+    const peer = this.contactList.find((c) => c.name === to);
+    if (this.autoDeliver && peer?.online !== false && peer?.revoked !== true) {
       queueMicrotask(() => {
         this.setState(m.id, "sent");
         queueMicrotask(() => this.setState(m.id, "delivered"));
@@ -272,6 +279,10 @@ export class FakeEngine implements ChatEngineApi {
     return FAKE_FINGERPRINT_ME;
   }
 
+  phonebookStatus(): PhonebookStatus {
+    return { ...this.phonebook };
+  }
+
   typing(peer: string): void {
     this.typingTo.push(peer);
   }
@@ -316,7 +327,9 @@ export function contact(name: string, over: Partial<Contact> = {}): Contact {
 /**
  * Run as a program, this opens the real UI on a scripted fake engine: an "assistant" that answers every
  * message and sends one self-destructing message. Used to try the UI by hand and by the tmux test when no
- * real engine is wanted. `--unverified` starts with time unverified (and verifies it after 3 s).
+ * real engine is wanted. `--unverified` starts with time unverified (and verifies it after 3 s); `--home DIR`
+ * keeps settings.json there (needs --allow-read/--allow-write on it); `--script NAME` adds a scripted scene
+ * (see SCRIPTS).
  */
 async function fakeMain(args: string[]): Promise<void> {
   const { runTui } = await import("../../client/tui/mod.ts");
@@ -359,6 +372,16 @@ async function fakeMain(args: string[]): Promise<void> {
       }));
   }
   later(500, () => engine.receive("assistant", "Hello! I answer every message. Try /msg hi --ttl 10s"));
+  const script = args.includes("--script") ? args[args.indexOf("--script") + 1] : "";
+  if (script === "wrap") {
+    // Numbered words: a test reads how many fit on one row.
+    const words = Array.from({ length: 80 }, (_, i) => `w${String(i).padStart(2, "0")}`).join(" ");
+    later(700, () => engine.receive("assistant", `WRAP ${words}`));
+  }
+  if (script === "other") {
+    // A message in a conversation that is not open: the bell, the title, the activity list.
+    later(2500, () => engine.receive("carol", "a word from carol"));
+  }
   later(1000, () => {
     const m = engine.receive("assistant", "This message destroys itself in 20 seconds.", {
       ttlMs: 20_000,
@@ -383,7 +406,8 @@ async function fakeMain(args: string[]): Promise<void> {
     return m;
   };
   try {
-    await runTui(engine, { home: "." });
+    const homeAt = args.indexOf("--home");
+    await runTui(engine, { home: homeAt >= 0 ? args[homeAt + 1] : null });
   } finally {
     for (const t of timers) clearTimeout(t);
   }
