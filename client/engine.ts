@@ -9,7 +9,7 @@
 import crypto from "node:crypto";
 import type { ServerSpec, TimeProof, TimeStatus, TrustedTime } from "../clock/types.ts";
 import { join } from "node:path";
-import { TrustedClock, verifyTimeProof } from "../clock/mod.ts";
+import { TrustedClock } from "../clock/mod.ts";
 import { DirectoryClient } from "./directory_client.ts";
 import type { HomeState } from "./home.ts";
 import {
@@ -35,10 +35,9 @@ import {
   MAX_UNREAD_MS,
   parseTtl,
   parseTtlMode,
-  provedSentAt,
-  receiverDeadline,
   unreadDeadline,
 } from "./expiry.ts";
+import { Inbox } from "./inbox.ts";
 import { MAX_TEXT_BYTES } from "./protocol/constants.ts";
 import { ProtocolError } from "./protocol/errors.ts";
 import type { Frame, HelloRole, MsgFrame } from "./protocol/frames.ts";
@@ -48,7 +47,7 @@ import type { CloseInfo, LocalIdentity, PeerSession } from "./session/peer_sessi
 import { SessionError } from "./session/errors.ts";
 import { compareCrl, isCrlStale, type RevocationList, RevocationUnknownError } from "./session/revocation.ts";
 import type { SessionLimits } from "./session/limits.ts";
-import { ChatStore, type StoredMessage, StoreError } from "./store/store.ts";
+import { ChatStore, type OutgoingMessage, type StateChange, type StoredMessage } from "./store/store.ts";
 
 /** What the engine needs of the phonebook (DirectoryClient satisfies it). */
 export interface DirectoryLike {
@@ -144,8 +143,11 @@ const CRL_RETRY_AFTER_FAILURE_MS = 2000;
 const CRL_FETCH_TIMEOUT_MS = 5000;
 /** Bound on the withdrawal at shutdown: a dead phonebook must not hold up quitting. */
 const WITHDRAW_TIMEOUT_MS = 2000;
+/** Outbox messages written to a connection per write (then one wait for drain): a flush after a
+ * reconnection with thousands queued costs a few writes, not one per message. */
+const FLUSH_BATCH = 256;
 
-function toChatMessage(m: StoredMessage, maxUnreadMs: number): ChatMessage {
+function toChatMessage(m: Omit<StoredMessage, "seq">, maxUnreadMs: number): ChatMessage {
   const c: ChatMessage = {
     id: m.id,
     peer: m.peer,
@@ -179,6 +181,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #maxUnreadMs: number;
   readonly #listeners = new Set<(e: EngineEvent) => void>();
   readonly #identity: LocalIdentity;
+  readonly #inbox: Inbox;
   /** message id -> session id it was written to, until acknowledged. */
   readonly #inflight = new Map<string, number>();
   readonly #connecting = new Map<string, Promise<PeerSession | null>>();
@@ -228,6 +231,16 @@ export class ChatEngine implements ChatEngineApi {
       privateKey: crypto.createPrivateKey(opts.keyPem),
     };
     this.store = new ChatStore(opts.dbPath);
+    this.#inbox = new Inbox({
+      name: opts.name,
+      timeKeys: opts.timeKeys,
+      maxUnreadMs: maxUnread,
+      clock: opts.clock,
+      store: this.store,
+      emit: (e) => this.#emit(e),
+      announce: (m) => this.#emit({ event: "message", message: toChatMessage(m, this.#maxUnreadMs) }),
+      hide: (peer, id) => this.#hidden.add(`${peer}\n${id}`),
+    });
     this.sessions = new SessionManager(
       this.#identity,
       (der, expected, role) => this.#authenticate(der, expected, role),
@@ -531,11 +544,11 @@ export class ChatEngine implements ChatEngineApi {
     for (const [id, sid] of [...this.#inflight]) {
       if (sid !== s.id || !name) continue;
       this.#inflight.delete(id);
-      const m = this.store.get(name, id);
-      if (m && m.state === "sent") {
-        this.store.setState(name, id, "failed");
-        this.#emit({ event: "failed", id, to: name, reason: "not delivered" });
-      }
+      // Queued behind the "sent" of its write, so it applies after it.
+      this.#queueState(
+        { peer: name, id, state: "failed" },
+        () => this.#emit({ event: "failed", id, to: name, reason: "not delivered" }),
+      );
     }
     if (!name || this.#closed) return;
     if (wasActive && !this.sessions.active(name) && this.#online.delete(name)) {
@@ -576,7 +589,7 @@ export class ChatEngine implements ChatEngineApi {
 
   #retryOutbox(): void {
     if (this.#closed) return;
-    const peers = new Set(this.store.outbox().map((m) => m.peer));
+    const peers = new Set(this.store.outboxPeers());
     for (const r of this.store.pendingReads()) peers.add(r.peer);
     for (const peer of peers) {
       if (this.sessions.active(peer)) void this.#flush(peer);
@@ -615,31 +628,45 @@ export class ChatEngine implements ChatEngineApi {
   async #flushOnce(peer: string): Promise<void> {
     const s = this.sessions.active(peer);
     if (!s) return;
-    for (const r of this.store.pendingReads(peer)) {
+    const reads = this.store.pendingReads(peer);
+    if (reads.length) {
       try {
-        await s.send({ t: "read", id: r.id, readAt: r.readAt });
+        await s.sendBatch(reads.map((r) => ({ t: "read", id: r.id, readAt: r.readAt })));
       } catch {
         return;
       }
-      this.store.removePendingRead(peer, r.id);
+      this.store.removePendingReads(peer, reads.map((r) => r.id));
     }
-    for (const m of this.store.outbox(peer)) {
-      if (this.#inflight.has(m.id) || s.state !== "open") continue;
+    const due = this.store.outbox(peer, this.#inflight).filter((m) => {
       const deadline = effectiveDeadline(m, this.#maxUnreadMs);
-      if (deadline !== null && this.#opts.clock.deadlinePassed(deadline) === true) continue;
-      this.#inflight.set(m.id, s.id);
+      return deadline === null || this.#opts.clock.deadlinePassed(deadline) !== true;
+    });
+    for (let i = 0; i < due.length; i += FLUSH_BATCH) {
+      if (s.state !== "open") return;
+      // A message may have been written by a flush of a newer session meanwhile (its ack may be back).
+      const batch = due.slice(i, i + FLUSH_BATCH).filter((m) => !this.#inflight.has(m.id));
+      for (const m of batch) this.#inflight.set(m.id, s.id);
+      const written = s.sendBatch(batch.map((m) => this.#frameOf(m)));
+      for (const m of batch) {
+        this.#queueState(
+          { peer, id: m.id, state: "sent" },
+          () => this.#emit({ event: "sent", id: m.id, to: peer }),
+        );
+      }
       try {
-        await s.send(this.#frameOf(m));
+        await written;
       } catch {
-        this.#inflight.delete(m.id);
+        for (const m of batch) this.#inflight.delete(m.id);
         return;
       }
-      const cur = this.store.get(peer, m.id);
-      if (cur && (cur.state === "sending" || cur.state === "failed")) {
-        this.store.setState(peer, m.id, "sent");
-        this.#emit({ event: "sent", id: m.id, to: peer });
-      }
     }
+  }
+
+  /** A delivery state change through the group committer; `then` runs when it changed the message. */
+  #queueState(change: StateChange, then: () => void): void {
+    this.store.queueState(change).then((changed) => {
+      if (changed) then();
+    }, (e: Error) => this.#emit({ event: "error", code: "STORE_FAILED", message: e.message }));
   }
 
   async #onFrame(s: PeerSession, f: Frame): Promise<void> {
@@ -649,11 +676,10 @@ export class ChatEngine implements ChatEngineApi {
         return await this.#onMessage(s, f);
       case "ack": {
         this.#inflight.delete(f.id);
-        const m = this.store.get(peer, f.id);
-        if (m && m.direction === "out" && m.state !== "delivered" && m.state !== "read") {
-          this.store.setState(peer, f.id, "delivered");
-          this.#emit({ event: "delivered", id: f.id, to: peer });
-        }
+        this.#queueState(
+          { peer, id: f.id, state: "delivered" },
+          () => this.#emit({ event: "delivered", id: f.id, to: peer }),
+        );
         return;
       }
       case "read": {
@@ -670,10 +696,10 @@ export class ChatEngine implements ChatEngineApi {
             maxUnreadMs: this.#maxUnreadMs,
           })
           : null;
-        this.store.markRead(peer, f.id, readAt, deadline);
-        this.store.setState(peer, f.id, "read");
         this.#inflight.delete(f.id);
-        this.#emit({ event: "read", id: f.id, by: peer });
+        this.store.queueReadReceipt({ peer, id: f.id, readAt, expiresAt: deadline }).then((changed) => {
+          if (changed) this.#emit({ event: "read", id: f.id, by: peer });
+        }, (e: Error) => this.#emit({ event: "error", code: "STORE_FAILED", message: e.message }));
         return;
       }
       case "typing":
@@ -684,74 +710,9 @@ export class ChatEngine implements ChatEngineApi {
     }
   }
 
-  async #onMessage(s: PeerSession, f: MsgFrame): Promise<void> {
-    const peer = s.peer!.name;
-    if (f.from !== peer) {
-      throw new ProtocolError("SENDER_MISMATCH", `message from "${f.from}" over ${peer}'s session`);
-    }
-    if (f.to !== this.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
-    let sentAt = f.sentAt;
-    let expiresAt: number | null = null;
-    if (f.ttlMs !== undefined) {
-      let proved: { midpointMs: number; radiusMs: number };
-      try {
-        proved = verifyTimeProof(f.proof!, timeProofData(f), this.#opts.timeKeys);
-      } catch (e) {
-        throw new ProtocolError("BAD_TIME_PROOF", `time proof refused: ${(e as Error).message}`);
-      }
-      sentAt = provedSentAt(f.sentAt, proved.midpointMs, proved.radiusMs);
-      if (f.ttlMode !== "read") {
-        expiresAt = receiverDeadline({
-          claimedSentAt: f.sentAt,
-          proofMidpointMs: proved.midpointMs,
-          proofRadiusMs: proved.radiusMs,
-          ttlMs: f.ttlMs,
-        });
-      }
-    }
-    let result: "stored" | "duplicate";
-    try {
-      result = this.store.addIncoming({
-        id: f.id,
-        peer,
-        from: peer,
-        text: f.text,
-        sentAt,
-        expiresAt,
-        ttlMs: f.ttlMs ?? null,
-        ttlMode: f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null,
-        proof: f.proof ?? null,
-      });
-    } catch (e) {
-      // No receipt: the sender keeps the message and tries again; the user learns why.
-      this.#emit({
-        event: "error",
-        code: "STORE_FAILED",
-        message: `cannot store a message: ${(e as Error).message}`,
-      });
-      throw new ProtocolError("STORE_FAILED", (e as StoreError).message);
-    }
-    // Already dead on arrival (it waited too long in the sender's outbox): keep only its id. For an "after
-    // read" message the deadline is its unread bound, from the proof-bounded send time.
-    const deadline = effectiveDeadline(
-      {
-        sentAt,
-        expiresAt,
-        ttlMs: f.ttlMs ?? null,
-        ttlMode: f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null,
-      },
-      this.#maxUnreadMs,
-    );
-    const dead = deadline !== null && this.#opts.clock.deadlinePassed(deadline) === true;
-    if (result === "stored" && dead) this.store.deleteMessages([{ peer, id: f.id }]);
-    // The receipt goes out only now, after the message (or its id) is committed.
-    await s.send({ t: "ack", id: f.id }).catch(() => {});
-    if (result !== "stored" || dead) return;
-    const m = this.store.get(peer, f.id);
-    if (!m) return;
-    if (isVisible(m, this.#opts.clock.now(), this.#maxUnreadMs)) {
-      this.#emit({ event: "message", message: toChatMessage(m, this.#maxUnreadMs) });
-    } else this.#hidden.add(`${peer}\n${f.id}`);
+  /** Checks, group commit and the receipt after it: client/inbox.ts. */
+  #onMessage(s: PeerSession, f: MsgFrame): Promise<void> {
+    return this.#inbox.receive(s, f);
   }
 
   // ---- expiry ----
@@ -837,7 +798,7 @@ export class ChatEngine implements ChatEngineApi {
       }
     }
     const expiresAt = ttlMs !== null && ttlMode === "send" ? sentAt + ttlMs : null;
-    const m: Omit<StoredMessage, "seq" | "direction" | "readAt"> = {
+    const m: OutgoingMessage = {
       id,
       peer,
       from: this.name,
@@ -850,13 +811,14 @@ export class ChatEngine implements ChatEngineApi {
       proof,
     };
     try {
-      this.store.addOutgoing(m);
+      // Group commit: sends issued together share one transaction (one fsync).
+      await this.store.queueOutgoing(m);
     } catch (e) {
       throw new EngineError("STORE_FAILED", (e as Error).message);
     }
     if (this.sessions.active(peer)) void this.#flush(peer);
     else void this.#connect(peer);
-    return toChatMessage({ ...m, direction: "out", readAt: null, seq: 0 }, this.#maxUnreadMs);
+    return toChatMessage({ ...m, direction: "out", readAt: null }, this.#maxUnreadMs);
   }
 
   #pinState(name: string): PinState {
