@@ -662,11 +662,16 @@ export class ChatEngine implements ChatEngineApi {
     }
   }
 
-  /** A delivery state change through the group committer; `then` runs when it changed the message. */
-  #queueState(change: StateChange, then: () => void): void {
+  /** A delivery state change through the group committer; `then` runs when it changed the message,
+   * `always` once it is settled. */
+  #queueState(change: StateChange, then: () => void, always?: () => void): void {
     this.store.queueState(change).then((changed) => {
+      always?.();
       if (changed) then();
-    }, (e: Error) => this.#emit({ event: "error", code: "STORE_FAILED", message: e.message }));
+    }, (e: Error) => {
+      always?.();
+      this.#emit({ event: "error", code: "STORE_FAILED", message: e.message });
+    });
   }
 
   async #onFrame(s: PeerSession, f: Frame): Promise<void> {
@@ -675,10 +680,11 @@ export class ChatEngine implements ChatEngineApi {
       case "msg":
         return await this.#onMessage(s, f);
       case "ack": {
-        this.#inflight.delete(f.id);
+        // Still "in flight" until "delivered" is committed, so no flush in between writes it again.
         this.#queueState(
           { peer, id: f.id, state: "delivered" },
           () => this.#emit({ event: "delivered", id: f.id, to: peer }),
+          () => this.#inflight.delete(f.id),
         );
         return;
       }
@@ -696,10 +702,13 @@ export class ChatEngine implements ChatEngineApi {
             maxUnreadMs: this.#maxUnreadMs,
           })
           : null;
-        this.#inflight.delete(f.id);
         this.store.queueReadReceipt({ peer, id: f.id, readAt, expiresAt: deadline }).then((changed) => {
+          this.#inflight.delete(f.id);
           if (changed) this.#emit({ event: "read", id: f.id, by: peer });
-        }, (e: Error) => this.#emit({ event: "error", code: "STORE_FAILED", message: e.message }));
+        }, (e: Error) => {
+          this.#inflight.delete(f.id);
+          this.#emit({ event: "error", code: "STORE_FAILED", message: e.message });
+        });
         return;
       }
       case "typing":

@@ -83,16 +83,20 @@ export interface ReadReceipt {
 }
 
 const STATE_CHANGE_SQL: Record<StateChange["state"], string> = {
-  sent: "UPDATE messages SET state = 'sent' WHERE peer = ? AND id = ? AND direction = 'out' AND " +
+  sent: "UPDATE messages SET state = 'sent' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
     "state IN ('sending','failed')",
-  delivered: "UPDATE messages SET state = 'delivered' WHERE peer = ? AND id = ? AND direction = 'out' AND " +
-    "state NOT IN ('delivered','read')",
-  failed: "UPDATE messages SET state = 'failed' WHERE peer = ? AND id = ? AND direction = 'out' AND " +
+  delivered: "UPDATE messages SET state = 'delivered', unacked = 0 WHERE id = ? AND peer = ? AND " +
+    "direction = 'out' AND state NOT IN ('delivered','read')",
+  failed: "UPDATE messages SET state = 'failed' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
     "state = 'sent'",
 };
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS messages (
+/** Messages in insertion order (seq is the rowid): new rows are appended and the state changes of recent
+ * messages touch the same few pages, so a batch writes few pages to the WAL. (Version 1 was keyed on
+ * (peer, id), which scattered every write over the whole table; it is migrated at open.) */
+const MESSAGES_TABLE = (name: string) => `
+CREATE TABLE IF NOT EXISTS ${name} (
+  seq INTEGER PRIMARY KEY,
   peer TEXT NOT NULL,
   id TEXT NOT NULL,
   sender TEXT NOT NULL,
@@ -107,11 +111,24 @@ CREATE TABLE IF NOT EXISTS messages (
   state TEXT NOT NULL,
   read_at INTEGER,
   proof TEXT,
-  seq INTEGER NOT NULL,
-  PRIMARY KEY (peer, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_by_id ON messages (id);
+  -- 1 while one of ours waits for its receipt (sending, sent, failed): the outbox index keys on this, not on
+  -- state, so "sending" -> "sent" leaves the index alone.
+  unacked INTEGER NOT NULL DEFAULT 0
+);`;
+
+const MESSAGE_COLUMNS =
+  "seq, peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms, ttl_mode, state, " +
+  "read_at, proof";
+const UNACKED = "direction = 'out' AND state IN ('sending','sent','failed')";
+
+const SCHEMA = `${MESSAGES_TABLE("messages")}
+-- Ids are unique per peer; (id, peer) also finds a message by id alone.
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages (id, peer);
 CREATE INDEX IF NOT EXISTS messages_by_seq ON messages (peer, seq);
+-- The outbox (unacknowledged messages of ours) without scanning the whole history at every flush.
+CREATE INDEX IF NOT EXISTS messages_outbox ON messages (peer, seq) WHERE unacked = 1;
+-- The sweeper reads only the messages with a lifetime.
+CREATE INDEX IF NOT EXISTS messages_expiring ON messages (seq) WHERE ttl_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS message_keys (
   peer TEXT NOT NULL,
   id TEXT NOT NULL,
@@ -140,6 +157,9 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 `;
 
 type Row = Record<string, unknown>;
+
+/** Up to this many outbox rows are read one by one (see outbox). */
+const OUTBOX_FEW = 16;
 
 /** The meta key under which the last verified revocation list is kept (see saveRevocationList). */
 const META_CRL = "crl.v1";
@@ -199,6 +219,7 @@ export class ChatStore {
       // secure_delete must be set on every connection; it is not stored in the file.
       this.#db.exec("PRAGMA secure_delete=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
       this.#db.exec("PRAGMA busy_timeout=5000;");
+      this.#migrateMessages();
       this.#db.exec(SCHEMA);
     } catch (e) {
       this.#db.close();
@@ -216,6 +237,29 @@ export class ChatStore {
     this.#outgoingKind = { name: "outgoing messages", durable: true, apply: (v) => this.#applyOutgoing(v) };
     this.#stateKind = { name: "state changes", durable: false, apply: (v) => this.#applyStates(v) };
     this.#readKind = { name: "read receipts", durable: false, apply: (v) => this.#applyReads(v) };
+  }
+
+  /** Rewrites a version 1 messages table (keyed on peer, id) into the current layout, in one transaction;
+   * with secure_delete the old pages are zeroed, and the WAL is truncated after. */
+  #migrateMessages(): void {
+    const t = this.#db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'")
+      .get() as Row | undefined;
+    if (!t || !/WITHOUT\s+ROWID/i.test(String(t.sql))) return;
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      this.#db.exec(MESSAGES_TABLE("messages_v2"));
+      this.#db.exec(
+        `INSERT INTO messages_v2 (${MESSAGE_COLUMNS}, unacked) SELECT ${MESSAGE_COLUMNS}, ${UNACKED} FROM messages
+          ORDER BY seq`,
+      );
+      this.#db.exec("DROP TABLE messages");
+      this.#db.exec("ALTER TABLE messages_v2 RENAME TO messages");
+      this.#db.exec("COMMIT");
+    } catch (e) {
+      this.#db.exec("ROLLBACK");
+      throw e;
+    }
+    this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE);");
   }
 
   #stmt(sql: string): StatementSync {
@@ -284,7 +328,7 @@ export class ChatStore {
     }
     this.#stmt(
       `INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms,
-        ttl_mode, state, read_at, proof, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+        ttl_mode, state, read_at, proof, seq, unacked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
     ).run(
       m.peer,
       m.id,
@@ -301,6 +345,7 @@ export class ChatStore {
       m.readAt,
       m.proof ? JSON.stringify(m.proof) : null,
       seq,
+      m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed") ? 1 : 0,
     );
   }
 
@@ -367,13 +412,13 @@ export class ChatStore {
   }
 
   #applyStates(changes: readonly StateChange[]): boolean[] {
-    return changes.map((c) => this.#stmt(STATE_CHANGE_SQL[c.state]).run(c.peer, c.id).changes > 0);
+    return changes.map((c) => this.#stmt(STATE_CHANGE_SQL[c.state]).run(c.id, c.peer).changes > 0);
   }
 
   #applyReads(reads: readonly ReadReceipt[]): boolean[] {
     const setRead = this.#stmt(
-      "UPDATE messages SET state = 'read', read_at = COALESCE(read_at, ?) WHERE peer = ? AND id = ? AND " +
-        "direction = 'out' AND read_at IS NULL",
+      "UPDATE messages SET state = 'read', unacked = 0, read_at = COALESCE(read_at, ?) WHERE peer = ? AND " +
+        "id = ? AND direction = 'out' AND read_at IS NULL",
     );
     const earlier = this.#stmt(
       "UPDATE messages SET expires_at = MIN(COALESCE(expires_at, ?), ?) WHERE peer = ? AND id = ?",
@@ -386,7 +431,10 @@ export class ChatStore {
   }
 
   setState(peer: string, id: string, state: DeliveryState): void {
-    this.#stmt("UPDATE messages SET state = ? WHERE peer = ? AND id = ?").run(state, peer, id);
+    this.#stmt(
+      `UPDATE messages SET state = ?1, unacked = (direction = 'out' AND ?1 IN ('sending','sent','failed'))
+       WHERE peer = ?2 AND id = ?3`,
+    ).run(state, peer, id);
   }
 
   /** Records the first display (or the read receipt) and, for "after read" messages, the deadline. Only the
@@ -466,18 +514,38 @@ export class ChatStore {
    * connection) are left out before their text is decoded: a flush with thousands in flight reads only the
    * ones it will write. */
   outbox(peer?: string, skip?: { has(id: string): boolean }): StoredMessage[] {
-    const sql = "SELECT * FROM messages WHERE direction = 'out' AND state IN ('sending','sent','failed')" +
+    const where = "FROM messages WHERE unacked = 1" +
       (peer === undefined ? "" : " AND peer = ?") + " ORDER BY seq";
-    const stmt = this.#stmt(sql);
-    let rows = (peer === undefined ? stmt.all() : stmt.all(peer)) as Row[];
-    if (skip) rows = rows.filter((r) => !skip.has(String(r.id)));
+    if (skip) {
+      // The ids alone come from the outbox index; the rows to write are read whole, one by one when they
+      // are few, else in one query from the first of them on.
+      const st = this.#stmt(`SELECT peer, id, seq ${where}`);
+      const keys = ((peer === undefined ? st.all() : st.all(peer)) as Row[]).filter((k) =>
+        !skip.has(String(k.id))
+      );
+      if (keys.length <= OUTBOX_FEW) {
+        return keys.map((k) => this.get(String(k.peer), String(k.id))).filter((m): m is StoredMessage =>
+          m !== null
+        );
+      }
+      const from = this.#stmt(`SELECT * ${where.replace("WHERE", "WHERE seq >= ? AND")}`);
+      const rows = (peer === undefined
+        ? from.all(keys[0].seq as number)
+        : from.all(keys[0].seq as number, peer)) as Row[];
+      return rows.filter((r) =>
+        !skip.has(String(r.id))
+      ).map((r) => this.#rowToMessage(r))
+        .filter((m): m is StoredMessage => m !== null);
+    }
+    const stmt = this.#stmt(`SELECT * ${where}`);
+    const rows = (peer === undefined ? stmt.all() : stmt.all(peer)) as Row[];
     return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
   }
 
   /** The peers with unacknowledged outgoing messages. */
   outboxPeers(): string[] {
     const rows = this.#stmt(
-      "SELECT DISTINCT peer FROM messages WHERE direction = 'out' AND state IN ('sending','sent','failed')",
+      "SELECT DISTINCT peer FROM messages WHERE unacked = 1",
     ).all() as Row[];
     return rows.map((r) => String(r.peer));
   }
