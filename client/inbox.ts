@@ -6,7 +6,8 @@
  * Speed without losing a message: `receive` returns before the commit, so the session keeps decoding and the
  * messages of one socket read share one transaction (one fsync). Receipts go out in arrival order, several in
  * one write. Memory stays bounded under a flood: once `maxPending` messages of a session wait for their
- * commit or their receipt, `receive` waits too, and the session stops reading (TCP then slows the sender).
+ * commit or their receipt (or their texts add up to `maxPendingChars`), `receive` waits too, and the session
+ * stops reading (TCP then slows the sender).
  * When a commit fails, the session is failed with STORE_FAILED and the messages not acknowledged yet stay
  * with the sender, which tries again.
  */
@@ -20,8 +21,10 @@ import { timeProofData } from "./protocol/binding.ts";
 import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
 
 /** Messages of one session received and not yet acknowledged (committing, or their receipt not yet handed
- * to the socket) before `receive` starts to wait. */
-export const DEFAULT_MAX_PENDING = 256;
+ * to the socket) before `receive` starts to wait: enough that a burst of small messages shares one fsync... */
+export const DEFAULT_MAX_PENDING = 1024;
+/** ...and the bound on their text (UTF-16 code units, about bytes), so big messages cannot pile up memory. */
+export const DEFAULT_MAX_PENDING_CHARS = 1 << 20;
 
 /** What the inbox needs of a peer session (PeerSession satisfies it). */
 export interface InboxSession {
@@ -49,10 +52,12 @@ export interface InboxDeps {
   /** A newly stored expiring message that may not be shown yet (time unknown): the sweeper shows it later. */
   hide(peer: string, id: string): void;
   maxPending?: number;
+  maxPendingChars?: number;
 }
 
 interface Entry {
   id: string;
+  chars: number;
   status: "committing" | "committed" | "failed";
   error: Error | null;
 }
@@ -60,6 +65,8 @@ interface Entry {
 interface SessionQueue {
   /** In arrival order; the head's receipt goes out first. */
   entries: Entry[];
+  /** Sum of the entries' text lengths. */
+  chars: number;
   writing: boolean;
   scheduled: boolean;
   waiter: (() => void) | null;
@@ -68,13 +75,19 @@ interface SessionQueue {
 export class Inbox {
   readonly #deps: InboxDeps;
   readonly #maxPending: number;
+  readonly #maxPendingChars: number;
   readonly #queues = new WeakMap<InboxSession, SessionQueue>();
 
   constructor(deps: InboxDeps) {
     const max = deps.maxPending ?? DEFAULT_MAX_PENDING;
+    const chars = deps.maxPendingChars ?? DEFAULT_MAX_PENDING_CHARS;
     if (!Number.isSafeInteger(max) || max < 1) throw new RangeError("maxPending must be a positive integer");
+    if (!Number.isSafeInteger(chars) || chars < 1) {
+      throw new RangeError("maxPendingChars must be a positive integer");
+    }
     this.#deps = deps;
     this.#maxPending = max;
+    this.#maxPendingChars = chars;
   }
 
   /** Messages of `s` received and not yet acknowledged. */
@@ -88,8 +101,9 @@ export class Inbox {
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
     const item = this.#check(s, f);
     const q = this.#queue(s);
-    const entry: Entry = { id: f.id, status: "committing", error: null };
+    const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
     q.entries.push(entry);
+    q.chars += entry.chars;
     this.#deps.store.queueIncoming(item).then(
       (result) => {
         entry.status = "committed";
@@ -102,14 +116,14 @@ export class Inbox {
         this.#schedule(s, q);
       },
     );
-    if (q.entries.length < this.#maxPending) return Promise.resolve();
+    if (!this.#full(q)) return Promise.resolve();
     return new Promise<void>((resolve) => q.waiter = resolve);
   }
 
   #queue(s: InboxSession): SessionQueue {
     let q = this.#queues.get(s);
     if (!q) {
-      q = { entries: [], writing: false, scheduled: false, waiter: null };
+      q = { entries: [], chars: 0, writing: false, scheduled: false, waiter: null };
       this.#queues.set(s, q);
     }
     return q;
@@ -198,7 +212,7 @@ export class Inbox {
         if (failure) {
           // The messages before it are on disk and acknowledged; it and the rest are not (the session ends,
           // so the sender keeps them and tries again).
-          q.entries.length = 0;
+          this.#drop(q, q.entries.length);
           if (acks.length && s.state === "open") void s.sendBatch(acks).catch(() => {});
           this.#deps.emit({
             event: "error",
@@ -209,9 +223,9 @@ export class Inbox {
           this.#release(q);
           return;
         }
-        q.entries.splice(0, n);
+        this.#drop(q, n);
         if (s.state === "open") await s.sendBatch(acks).catch(() => {});
-        else q.entries.length = 0; // nobody to acknowledge to: the sender resends, the id check absorbs it
+        else this.#drop(q, q.entries.length); // nobody to acknowledge to: the sender resends, the id check absorbs it
         this.#release(q);
       }
     } finally {
@@ -219,8 +233,17 @@ export class Inbox {
     }
   }
 
+  #full(q: SessionQueue): boolean {
+    return q.entries.length >= this.#maxPending || q.chars >= this.#maxPendingChars;
+  }
+
+  /** Forgets the first n entries (acknowledged, or never to be). */
+  #drop(q: SessionQueue, n: number): void {
+    for (const e of q.entries.splice(0, n)) q.chars -= e.chars;
+  }
+
   #release(q: SessionQueue): void {
-    if (q.waiter && q.entries.length < this.#maxPending) {
+    if (q.waiter && !this.#full(q)) {
       const w = q.waiter;
       q.waiter = null;
       w();

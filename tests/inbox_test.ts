@@ -178,6 +178,21 @@ Deno.test("inbox: beyond maxPending un-acknowledged messages, receive waits (the
   assert.throws(() => new Inbox(deps(store, { maxPending: 0 })), RangeError);
 });
 
+Deno.test("inbox: big messages are bounded by their total text, not only by count", async () => {
+  const store = new HandStore();
+  const inbox = new Inbox(deps(store, { maxPendingChars: 100 }));
+  const s = new RecordingSession();
+  await inbox.receive(s, msg(1, { text: "a".repeat(60) }));
+  let released = false;
+  const second = inbox.receive(s, msg(2, { text: "b".repeat(60) })).then(() => released = true);
+  await settle();
+  assert.equal(released, false, "120 characters waiting: over the bound of 100");
+  store.queued[0].resolve("stored");
+  await second;
+  assert.deepEqual(s.acked, [hex(1)]);
+  assert.throws(() => new Inbox(deps(store, { maxPendingChars: 0 })), RangeError);
+});
+
 Deno.test("inbox: a failed commit fails the session with STORE_FAILED and no receipt; the ones committed before are acknowledged", async () => {
   const store = new HandStore();
   const d = deps(store);

@@ -38,7 +38,7 @@ export interface GroupCommitOptions {
 
 /** Big enough that an fsync (milliseconds) is shared by hundreds of messages, small enough that one batch
  * does not hold the event loop for long (a row costs a few microseconds). */
-export const DEFAULT_MAX_BATCH = 512;
+export const DEFAULT_MAX_BATCH = 1024;
 
 interface Pending {
   kind: BatchKind<unknown, unknown>;
