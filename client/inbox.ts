@@ -96,8 +96,8 @@ export class Inbox {
   }
 
   /** Takes a message frame of an open session. Throws ProtocolError (nothing stored, no receipt) when the
-   * frame is refused. Resolves at once while the session has fewer than maxPending messages waiting, else
-   * when one of them is acknowledged (or the session closed). */
+   * frame is refused. Resolves at once while the session's waiting messages are under maxPending (and their
+   * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
     const item = this.#check(s, f);
     const q = this.#queue(s);
