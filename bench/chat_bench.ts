@@ -24,7 +24,7 @@ import { encodeFrame } from "../client/protocol/mod.ts";
 const THROUGHPUT_MESSAGES = 1000;
 const IN_FLIGHT = [1000, 10_000];
 const IN_FLIGHT_ROUNDS = 3;
-const LATENCY_MESSAGES = 300;
+const LATENCY_MESSAGES = 1000;
 const HANDSHAKES = 30;
 const SESSIONS = 100;
 const TEXT = "x".repeat(100);
