@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { type BatchKind, GroupCommitter } from "../client/store/group_commit.ts";
 import { ChatStore, type IncomingMessage, type OutgoingMessage, StoreError } from "../client/store/store.ts";
+import { FakeDirectory, startTestEngine, until } from "./helpers/chat.ts";
+import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 
 async function tempDir(): Promise<string> {
   return await Deno.makeTempDir({ prefix: "securechat-groupcommit-" });
@@ -334,5 +336,42 @@ Deno.test("store: a database of the first layout (keyed on peer, id) is migrated
     again.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---- through two engines over a real mutual-TLS session ----
+
+Deno.test("engines: thousands queued while the peer is away go out in batches on its return; each arrives once, in order, in few commits", async () => {
+  const ca = await makeTestCa();
+  const aliceLeaf = await makeTestLeaf(ca, "alice");
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const shared = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
+  const alice = await startTestEngine(ca, aliceLeaf, {
+    directory: new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint }, shared.entries),
+  });
+  let bob: Awaited<ReturnType<typeof startTestEngine>> | null = null;
+  const N = 3000;
+  try {
+    const before = alice.engine.store.committer.commits;
+    const sent = await Promise.all(
+      Array.from({ length: N }, (_, i) => alice.engine.send("bob", `queued ${i}`)),
+    );
+    assert.ok(
+      alice.engine.store.committer.commits - before <= Math.ceil(N / 1024) + 2,
+      `sends issued together share commits (${alice.engine.store.committer.commits - before} for ${N})`,
+    );
+    assert.equal(alice.engine.store.outbox("bob").length, N);
+    bob = await startTestEngine(ca, bobLeaf, { directory: shared });
+    await until(() => alice.log.of("delivered").length >= N, 60_000, "all delivered");
+    const ids = bob.engine.store.history("alice").map((m) => m.id);
+    assert.deepEqual(ids, sent.map((m) => m.id), "each message once, in the order sent");
+    assert.equal(new Set(alice.log.of("delivered").map((d) => d.id)).size, N);
+    assert.equal(bob.log.of("message").length, N);
+    // Received in batches: far fewer transactions than messages.
+    assert.ok(bob.engine.store.committer.commits < N / 4, `${bob.engine.store.committer.commits} commits`);
+    await until(() => alice.engine.store.outbox("bob").length === 0, 10_000, "outbox empty");
+  } finally {
+    await bob?.stop();
+    await alice.stop();
   }
 });
