@@ -29,7 +29,7 @@ export class ApiError extends Error {
 
 /** Errors of the server's own setup (data folder, CA key). */
 export class ServerSetupError extends Error {
-  constructor(readonly code: "BAD_DATA_DIR" | "CA_KEY" | "NO_SUCH_USER", message: string) {
+  constructor(readonly code: "BAD_DATA_DIR" | "CA_KEY" | "NO_SUCH_USER" | "DATABASE", message: string) {
     super(message);
     this.name = "ServerSetupError";
   }

@@ -149,7 +149,8 @@ export async function startHttpServer(opts: {
 }): Promise<HttpServerHandle> {
   const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...opts.limits };
   const limiter = new RateLimiter(limits.ratePerSecond, limits.rateBurst);
-  const issuance = new RateLimiter(limits.enrollPerHour / 3600, limits.enrollBurst);
+  // Issuance buckets live in the store, shared by every node over one database.
+  const issuance = { perSecond: limits.enrollPerHour / 3600, burst: limits.enrollBurst };
   const sockets = new Set<Socket>();
   /** Deadline for the next request's headers on each connection (armed on connect and after each response). */
   const headerTimers = new Map<Socket, ReturnType<typeof setTimeout>>();
@@ -179,7 +180,9 @@ export async function startHttpServer(opts: {
       const now = Date.now();
       let wait = limiter.take(remote, issues ? ENROLL_COST : 1, now);
       // A request refused by the first bucket does not draw on the second.
-      if (wait === 0 && issues) wait = issuance.take(remote, 1, now);
+      if (wait === 0 && issues) {
+        wait = await opts.service.store.takeBucket(`issue:${remote}`, 1, now, issuance);
+      }
       if (wait > 0) {
         close = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
         res.setHeader("retry-after", String(wait));
