@@ -77,30 +77,31 @@ export interface RunningDirectory {
 
 export async function startDirectoryServer(opts: DirectoryServerOptions): Promise<RunningDirectory> {
   await ensureDataDir(opts.dataDir);
-  const { ca, fingerprint, created } = await loadOrCreateCa(opts.dataDir, {
-    passphrase: opts.caPassphrase,
-    algorithm: opts.caAlgorithm,
-    keyFile: opts.caKeyFile,
-    certFile: opts.caCertFile,
-  });
-  const hostnames = opts.hostnames && opts.hostnames.length > 0 ? opts.hostnames : DEFAULT_HOSTNAMES;
-  const identity = await loadServerIdentity(opts.dataDir, ca, hostnames);
-
+  // The store first: a database this code cannot use (unreachable, newer schema) stops the start before
+  // anything is created on disk.
+  const store = await openStore(opts.dataDir, opts);
+  let ca, fingerprint, created, identity;
   let rt: RunningRoughtimeServer | null = null;
-  const rtOpt = opts.roughtime === undefined ? DEFAULT_ROUGHTIME : opts.roughtime;
-  if (rtOpt !== false) {
-    const key = await loadOrCreateLongTermKey(join(opts.dataDir, FILES.roughtimeKey));
-    rt = await startRoughtimeServer({ hostname: rtOpt.hostname, port: rtOpt.port, longTermSeed: key.seed });
+  try {
+    ({ ca, fingerprint, created } = await loadOrCreateCa(opts.dataDir, {
+      passphrase: opts.caPassphrase,
+      algorithm: opts.caAlgorithm,
+      keyFile: opts.caKeyFile,
+      certFile: opts.caCertFile,
+    }));
+    const hostnames = opts.hostnames && opts.hostnames.length > 0 ? opts.hostnames : DEFAULT_HOSTNAMES;
+    identity = await loadServerIdentity(opts.dataDir, ca, hostnames);
+    const rtOpt = opts.roughtime === undefined ? DEFAULT_ROUGHTIME : opts.roughtime;
+    if (rtOpt !== false) {
+      const key = await loadOrCreateLongTermKey(join(opts.dataDir, FILES.roughtimeKey));
+      rt = await startRoughtimeServer({ hostname: rtOpt.hostname, port: rtOpt.port, longTermSeed: key.seed });
+    }
+  } catch (e) {
+    await store.close();
+    throw e;
   }
   const roughtime = rt ? { host: rt.hostname, port: rt.port, publicKey: toBase64(rt.publicKey) } : null;
 
-  let store: DirectoryStore;
-  try {
-    store = await openStore(opts.dataDir, opts);
-  } catch (e) {
-    await rt?.close();
-    throw e;
-  }
   let announcer: ReturnType<typeof setInterval> | undefined;
   try {
     // A node with another CA than the one the database was started with must not issue into it.

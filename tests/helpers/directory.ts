@@ -143,8 +143,11 @@ export interface CallResult {
 }
 
 /** One HTTP call over a fresh client (closed afterwards), optionally presenting a client certificate. */
+/** What a test needs to reach a directory: an in-process one or a `serve` child process. */
+export type Reachable = Pick<RunningDirectory, "url" | "caCertPem">;
+
 export async function call(
-  d: RunningDirectory,
+  d: Reachable,
   method: string,
   path: string,
   opts: { body?: unknown; rawBody?: string; contentType?: string; as?: Identity } = {},
@@ -180,7 +183,7 @@ export function codeOf(r: CallResult): string | undefined {
 
 /** Enrolls `name` directly over the API; returns its identity and key pair. */
 export async function enrollRaw(
-  d: RunningDirectory,
+  d: Reachable,
   name: string,
   token?: string,
 ): Promise<Identity & { keys: KeyPair; serial: string }> {
