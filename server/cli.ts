@@ -123,6 +123,7 @@ interface ServeFlags {
   caKeyFile?: string;
   caCertFile?: string;
   roughtimePublic?: string;
+  proxyProtocol?: boolean;
   database?: string;
   databasePasswordFile?: string;
 }
@@ -161,6 +162,10 @@ export function registerServeCommands(program: Command): void {
       "--roughtime-public <host:port>",
       "where clients reach this node's Roughtime server, as listed in /v1/info (default: the phonebook's host)",
     )
+    .option(
+      "--proxy-protocol",
+      "connections come through a TCP load balancer sending the PROXY protocol v1 line (HAProxy send-proxy)",
+    )
     .action(async (flags: ServeFlags) => {
       const dataDir = resolveDataDir(flags.data);
       const listen = parseHostPort(flags.listen ?? String(DEFAULT_PORT), DEFAULT_LISTEN_HOST);
@@ -193,6 +198,7 @@ export function registerServeCommands(program: Command): void {
         caKeyFile: flags.caKeyFile ?? env("SECURECHAT_CA_KEY_FILE"),
         caCertFile: flags.caCertFile ?? env("SECURECHAT_CA_CERT_FILE"),
         roughtimePublic,
+        proxyProtocol: flags.proxyProtocol ?? false,
         dataDir,
         hostname: listen.hostname,
         port: listen.port,

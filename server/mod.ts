@@ -55,6 +55,9 @@ export interface DirectoryServerOptions extends StoreConfig {
   /** The address clients reach this node's Roughtime server at, as listed in /v1/info for every node; default:
    * the directory's own host name with the listening port. */
   roughtimePublic?: { host: string | null; port: number };
+  /** Connections come through a TCP load balancer that sends the PROXY protocol v1 line (HAProxy
+   * `send-proxy`); connections without it are closed. */
+  proxyProtocol?: boolean;
   /** Overrides of the HTTP limits (tests make them small). */
   limits?: Partial<HttpLimits>;
   /** Where unexpected internal errors are reported; default console.error. */
@@ -140,6 +143,7 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       hostname: listenHost,
       port: opts.port ?? DEFAULT_PORT,
       limits: opts.limits,
+      proxyProtocol: opts.proxyProtocol,
       onError: opts.onError ?? ((e) => console.error("securechat serve: internal error:", e)),
     });
   } catch (e) {
