@@ -134,7 +134,12 @@ CREATE TABLE crl_state (
   made_at BIGINT NOT NULL,
   der BYTEA NOT NULL
 );
-CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, last_ms BIGINT NOT NULL);
+CREATE TABLE rate_buckets (
+  key TEXT PRIMARY KEY,
+  tokens DOUBLE PRECISION NOT NULL,
+  last_ms BIGINT NOT NULL,
+  granted BOOLEAN NOT NULL DEFAULT TRUE
+);
 CREATE TABLE time_servers (
   public_key TEXT PRIMARY KEY,
   host TEXT,

@@ -31,7 +31,6 @@ import {
   type UserRow,
 } from "./store.ts";
 import { type Migration, pendingMigrations, POSTGRES_MIGRATIONS, SchemaError } from "./migrations.ts";
-import { takeFromBucket } from "./rate_limit.ts";
 import { ServerSetupError } from "./errors.ts";
 import { type PostgresTarget, scrubSecrets, urlPassword } from "./database_url.ts";
 
@@ -44,9 +43,19 @@ const MAX_TX_ATTEMPTS = 20;
 const DEFAULT_POOL = 10;
 /** Stale rate buckets are swept on about one take in this many. */
 const BUCKET_SWEEP_EVERY = 256;
+/** Enrollments committed together at most (group commit). */
+const ENROLL_BATCH_MAX = 64;
 
 function sqlState(e: unknown): string | undefined {
   return e instanceof postgres.PostgresError ? e.code : undefined;
+}
+
+interface PendingEnroll {
+  issued: IssuedCert;
+  nowMs: number;
+  token: string | null;
+  resolve(o: EnrollOutcome): void;
+  reject(e: unknown): void;
 }
 
 /** Thrown inside a transaction to roll it back with a business outcome (nothing is changed). */
@@ -65,6 +74,9 @@ export class PostgresDirectoryStore implements DirectoryStore {
   readonly #sql: Sql;
   readonly #secrets: (string | undefined)[];
   #bucketTakes = 0;
+  /** Enrollments waiting for the next group commit, and whether one is running. */
+  #enrollQueue: PendingEnroll[] = [];
+  #enrollRunning = false;
 
   private constructor(target: PostgresTarget, sql: Sql) {
     this.location = target.redacted;
@@ -211,25 +223,72 @@ export class PostgresDirectoryStore implements DirectoryStore {
       WHERE name = ${name}`;
   }
 
+  /** Enrollments arriving while a commit is under way are committed together, each inside its own
+   * savepoint (so one refused enrollment rolls back only itself): one WAL flush for the group instead of one
+   * each, as concurrent enrollments would otherwise queue behind each other's commits. */
   enroll(issued: IssuedCert, nowMs: number, token: string | null): Promise<EnrollOutcome> {
-    return this.#tx(async (t): Promise<EnrollOutcome> => {
-      const c = issued;
-      // The primary key decides between two nodes enrolling the same name: the second waits, then inserts
-      // nothing.
-      const ins =
-        await t`INSERT INTO users (name, key_id, serial, cert_pem, fingerprint, not_after, created_at)
-        VALUES (${c.name}, ${c.keyId}, ${c.serial}, ${c.certPem}, ${c.fingerprint}, ${c.notAfter}, ${nowMs})
-        ON CONFLICT (name) DO NOTHING RETURNING name`;
-      if (ins.length === 0) throw new Outcome<EnrollOutcome>("name_taken");
-      if (token !== null) {
-        const used = await t`UPDATE tokens SET used_at = ${nowMs}, used_by = ${c.name}
-          WHERE hash = ${hashToken(token)} AND used_at IS NULL AND expires_at > ${nowMs} RETURNING hash`;
-        // Rolls back the user row too.
-        if (used.length !== 1) throw new Outcome<EnrollOutcome>("bad_token");
-      }
-      await this.#insertCert(t, c, nowMs);
-      return "ok";
+    return new Promise((resolve, reject) => {
+      this.#enrollQueue.push({ issued, nowMs, token, resolve, reject });
+      if (!this.#enrollRunning) this.#drainEnrolls();
     });
+  }
+
+  async #drainEnrolls(): Promise<void> {
+    this.#enrollRunning = true;
+    try {
+      while (this.#enrollQueue.length > 0) {
+        const batch = this.#enrollQueue.splice(0, ENROLL_BATCH_MAX);
+        if (batch.length === 1) {
+          // Alone: no savepoint round trips.
+          const [p] = batch;
+          await this.#tx((t) => this.#enrollIn(t, p.issued, p.nowMs, p.token)).then(p.resolve, p.reject);
+          continue;
+        }
+        let outcomes: EnrollOutcome[] | null = null;
+        try {
+          outcomes = await this.#tx(async (t) => {
+            const out: EnrollOutcome[] = [];
+            for (const p of batch) {
+              try {
+                out.push(await t.savepoint((sp) => this.#enrollIn(sp, p.issued, p.nowMs, p.token)));
+              } catch (e) {
+                if (e instanceof Outcome) out.push(e.value as EnrollOutcome);
+                else throw e;
+              }
+            }
+            return out;
+          });
+        } catch {
+          // The group failed as a whole (an unexpected error in one of them, a lost connection): each runs
+          // again on its own, so one bad enrollment cannot fail the others.
+          for (const p of batch) {
+            this.#tx((t) => this.#enrollIn(t, p.issued, p.nowMs, p.token)).then(p.resolve, p.reject);
+          }
+          continue;
+        }
+        batch.forEach((p, i) => p.resolve(outcomes![i]));
+      }
+    } finally {
+      this.#enrollRunning = false;
+    }
+  }
+
+  /** One enrollment inside a transaction or savepoint; a refusal throws Outcome so that it rolls back. */
+  async #enrollIn(t: Tx, c: IssuedCert, nowMs: number, token: string | null): Promise<EnrollOutcome> {
+    // The primary key decides between two nodes enrolling the same name: the second waits, then inserts
+    // nothing.
+    const ins = await t`INSERT INTO users (name, key_id, serial, cert_pem, fingerprint, not_after, created_at)
+      VALUES (${c.name}, ${c.keyId}, ${c.serial}, ${c.certPem}, ${c.fingerprint}, ${c.notAfter}, ${nowMs})
+      ON CONFLICT (name) DO NOTHING RETURNING name`;
+    if (ins.length === 0) throw new Outcome<EnrollOutcome>("name_taken");
+    if (token !== null) {
+      const used = await t`UPDATE tokens SET used_at = ${nowMs}, used_by = ${c.name}
+        WHERE hash = ${hashToken(token)} AND used_at IS NULL AND expires_at > ${nowMs} RETURNING hash`;
+      // Rolls back the user row too.
+      if (used.length !== 1) throw new Outcome<EnrollOutcome>("bad_token");
+    }
+    await this.#insertCert(t, c, nowMs);
+    return "ok";
   }
 
   renew(
@@ -355,19 +414,27 @@ export class PostgresDirectoryStore implements DirectoryStore {
     return "valid";
   }
 
-  takeBucket(key: string, cost: number, nowMs: number, spec: BucketSpec): Promise<number> {
-    const sweep = ++this.#bucketTakes % BUCKET_SWEEP_EVERY === 0;
-    return this.#tx(async (t) => {
-      // Insert-then-lock, so two nodes creating the same bucket both end up taking from one row.
-      await t`INSERT INTO rate_buckets (key, tokens, last_ms) VALUES (${key}, ${spec.burst}, ${nowMs})
-        ON CONFLICT (key) DO NOTHING`;
-      const [r] = await t`SELECT tokens, last_ms FROM rate_buckets WHERE key = ${key} FOR UPDATE`;
-      const step = takeFromBucket({ tokens: Number(r.tokens), lastMs: Number(r.last_ms) }, cost, nowMs, spec);
-      await t`UPDATE rate_buckets SET tokens = ${step.bucket.tokens}, last_ms = ${step.bucket.lastMs}
-        WHERE key = ${key}`;
-      if (sweep) await t`DELETE FROM rate_buckets WHERE last_ms < ${nowMs - 86400_000}`;
-      return step.wait;
-    });
+  /** One statement, so one round trip and one commit: the upsert's row lock serializes concurrent takes,
+   * and `granted` records whether this take was paid (the same arithmetic as rate_limit.ts). */
+  async takeBucket(key: string, costIn: number, nowMs: number, spec: BucketSpec): Promise<number> {
+    const cost = Math.min(costIn, spec.burst);
+    const [r] = await this.#sql`INSERT INTO rate_buckets AS b (key, tokens, last_ms, granted)
+      VALUES (${key}, ${spec.burst - cost}, ${nowMs}, TRUE)
+      ON CONFLICT (key) DO UPDATE SET
+        granted = LEAST(${spec.burst}::DOUBLE PRECISION,
+          b.tokens + GREATEST(0, ${nowMs}::BIGINT - b.last_ms) / 1000.0 * ${spec.perSecond}) >= ${cost},
+        tokens = LEAST(${spec.burst}::DOUBLE PRECISION,
+            b.tokens + GREATEST(0, ${nowMs}::BIGINT - b.last_ms) / 1000.0 * ${spec.perSecond})
+          - CASE WHEN LEAST(${spec.burst}::DOUBLE PRECISION,
+              b.tokens + GREATEST(0, ${nowMs}::BIGINT - b.last_ms) / 1000.0 * ${spec.perSecond}) >= ${cost}
+            THEN ${cost} ELSE 0 END,
+        last_ms = ${nowMs}
+      RETURNING granted, tokens`;
+    if (++this.#bucketTakes % BUCKET_SWEEP_EVERY === 0) {
+      await this.#sql`DELETE FROM rate_buckets WHERE last_ms < ${nowMs - 86400_000}`;
+    }
+    if (r.granted === true) return 0;
+    return Math.max(1, Math.ceil((cost - Number(r.tokens)) / spec.perSecond));
   }
 
   async announceTimeServer(

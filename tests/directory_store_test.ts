@@ -15,6 +15,7 @@ import { openDirectoryStore } from "../server/store_open.ts";
 import { parseDatabaseTarget, redactDatabaseUrl, scrubSecrets } from "../server/database_url.ts";
 import { SCHEMA_VERSION, SchemaError, SQLITE_MIGRATIONS } from "../server/migrations.ts";
 import { ServerSetupError } from "../server/errors.ts";
+import { type Bucket, takeFromBucket } from "../server/rate_limit.ts";
 import { backendTest, freshPostgresDatabase, testPostgresUrl } from "./helpers/directory.ts";
 import { runCli } from "./helpers/cli.ts";
 
@@ -202,6 +203,84 @@ backendTest(
         for (const s of stores) await s.close();
       }
     } finally {
+      await pg?.drop();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+);
+
+backendTest(
+  "enrollments committed together: each is judged alone, a refused one leaves nothing behind",
+  async (backend) => {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-group-" });
+    const pg = backend === "postgres" ? await freshPostgresDatabase() : null;
+    const store = await openDirectoryStore(tmp, { database: pg?.url });
+    try {
+      const now = Date.now();
+      for (const t of ["t1", "t2", "t3"]) await store.addToken(t, now, 60_000);
+      let serial = 0x100;
+      const cert = (name: string) => ({
+        serial: (serial++).toString(16),
+        name,
+        keyId: "k",
+        certPem: "pem",
+        fingerprint: "f".repeat(64),
+        notAfter: now + 86400_000,
+      });
+      // Issued at once, so the PostgreSQL store commits them as one group.
+      const outcomes = await Promise.all([
+        store.enroll(cert("alice"), now, "t1"),
+        store.enroll(cert("alice"), now, "t2"),
+        store.enroll(cert("bob"), now, "nope"),
+        store.enroll(cert("carol"), now, "t1"),
+        store.enroll(cert("dave"), now, "t3"),
+      ]);
+      assert.deepEqual(outcomes, ["ok", "name_taken", "bad_token", "bad_token", "ok"]);
+      assert.equal(await store.tokenState("t2", now), "valid", "a refused enrollment did not use its token");
+      assert.equal(await store.tokenState("t3", now), "used");
+      assert.equal(await store.countUsers(), 2);
+      assert.equal(await store.getUser("bob"), null);
+      assert.equal(await store.certsIssuedSince("alice", 0), 1);
+      assert.equal(await store.certsIssuedSince("carol", 0), 0);
+    } finally {
+      await store.close();
+      await pg?.drop();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+);
+
+backendTest(
+  "the shared bucket follows the same arithmetic as the in-memory token bucket",
+  async (backend) => {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-bucket-" });
+    const pg = backend === "postgres" ? await freshPostgresDatabase() : null;
+    const store = await openDirectoryStore(tmp, { database: pg?.url });
+    try {
+      const spec = { perSecond: 2, burst: 5 };
+      let mem: Bucket | null = null;
+      let t = 1_000_000;
+      // Costs and pauses that exercise refill, the burst cap, refusals and a cost above the burst.
+      const steps: [number, number][] = [
+        [1, 0],
+        [3, 0],
+        [2, 0],
+        [1, 250],
+        [1, 500],
+        [4, 1000],
+        [9, 0],
+        [1, 10_000],
+        [5, 0],
+        [1, 499],
+      ];
+      for (const [cost, pause] of steps) {
+        t += pause;
+        const step = takeFromBucket(mem, cost, t, spec);
+        mem = step.bucket;
+        assert.equal(await store.takeBucket("k", cost, t, spec), step.wait, `cost ${cost} at +${pause} ms`);
+      }
+    } finally {
+      await store.close();
       await pg?.drop();
       await Deno.remove(tmp, { recursive: true });
     }
