@@ -19,7 +19,14 @@ import type { BenchFigure } from "./harness.ts";
 import { PostgresDirectoryStore } from "../server/store_postgres.ts";
 import { parseDatabaseTarget } from "../server/database_url.ts";
 import type { IssuedCert } from "../server/store.ts";
-import { createCsr, exportPrivateKeyPem, generateKeyPair } from "../pki/mod.ts";
+import {
+  checkCsr,
+  createCaCertificate,
+  createCsr,
+  exportPrivateKeyPem,
+  generateKeyPair,
+  issueUserCertificate,
+} from "../pki/mod.ts";
 
 type Init = RequestInit & { client: Deno.HttpClient };
 
@@ -189,6 +196,23 @@ async function ecdsaCeiling(): Promise<number> {
   return n / (await cpuSeconds(Deno.pid) - c0);
 }
 
+/** checkCsr + issueUserCertificate (the CA's part of an enrollment) per CPU-second of this process. */
+async function pkiIssuePath(): Promise<number> {
+  const keys = await generateKeyPair("p256");
+  const caKeys = await generateKeyPair("p256");
+  const cert = await createCaCertificate(caKeys);
+  const ca = { cert, certPem: cert.toString("pem"), keys: caKeys };
+  const n = 200;
+  const csrs: string[] = [];
+  for (let i = 0; i < n; i++) csrs.push(await createCsr(`p${i}`, keys));
+  const c0 = await cpuSeconds(Deno.pid);
+  for (let i = 0; i < n; i++) {
+    const checked = await checkCsr(csrs[i], `p${i}`);
+    await issueUserCertificate(ca, `p${i}`, checked.publicKey);
+  }
+  return n / (await cpuSeconds(Deno.pid) - c0);
+}
+
 export async function run(): Promise<BenchFigure[]> {
   const o = options();
   const tmp = await Deno.makeTempDir({ prefix: "securechat-scale-" });
@@ -349,6 +373,14 @@ export async function run(): Promise<BenchFigure[]> {
 
     // Enrollment against the crypto ceiling, on PostgreSQL (node a) and on SQLite (a node of its own).
     const ceiling = await ecdsaCeiling();
+    const pkiPath = await pkiIssuePath();
+    figures.push({
+      name: "CSR check + certificate issue (pki/, no HTTP, no store) per CPU-second",
+      value: pkiPath,
+      unit: "enroll/CPU-s",
+      baseline: { name: "ECDSA P-256 verify+sign per CPU-second", value: ceiling },
+      notes: "what the node's enrollment path can reach at most with today's pki/",
+    });
     await Deno.mkdir(join(tmp, "ca-sqlite"), { mode: 0o700 });
     const sqliteNode = await startNode(
       script,
