@@ -8,7 +8,9 @@
  * tables present) passes migration 1 unchanged, because migration 1 is exactly the schema of that time.
  * PostgreSQL keeps it in schema_migrations, one row per applied migration; nodes starting together claim a
  * migration by inserting its row first, so the loser waits on the row and then sees it applied. The SQL stays
- * within what CockroachDB and YugabyteDB accept (no advisory locks, no LOCK TABLE).
+ * within what CockroachDB and YugabyteDB accept (no advisory locks, no LOCK TABLE). User names are
+ * COLLATE "C" in PostgreSQL: listings compare and sort them byte by byte, as SQLite does, whatever the
+ * database's default collation (a linguistic one ignores "-" and "_"), and the primary key index serves them.
  */
 
 export interface Migration {
@@ -92,7 +94,7 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     sql: `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE users (
-  name TEXT PRIMARY KEY,
+  name TEXT COLLATE "C" PRIMARY KEY,
   key_id TEXT NOT NULL,
   serial TEXT NOT NULL,
   cert_pem TEXT NOT NULL,

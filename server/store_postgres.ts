@@ -190,12 +190,10 @@ export class PostgresDirectoryStore implements DirectoryStore {
 
   async listUsers(prefix: string, after: string | null, limit: number): Promise<UserRow[]> {
     const b = listBounds(prefix, after);
-    // COLLATE "C": names compare byte by byte, as in SQLite, whatever the database's default collation.
+    // users.name is COLLATE "C" (migrations.ts): byte order, as in SQLite, straight from the primary key.
     const rows = b.loInclusive
-      ? await this.#sql`SELECT * FROM users WHERE name >= ${b.lo} AND name < ${b.hi}
-          ORDER BY name COLLATE "C" LIMIT ${limit}`
-      : await this.#sql`SELECT * FROM users WHERE name > ${b.lo} AND name < ${b.hi}
-          ORDER BY name COLLATE "C" LIMIT ${limit}`;
+      ? await this.#sql`SELECT * FROM users WHERE name >= ${b.lo} AND name < ${b.hi} ORDER BY name LIMIT ${limit}`
+      : await this.#sql`SELECT * FROM users WHERE name > ${b.lo} AND name < ${b.hi} ORDER BY name LIMIT ${limit}`;
     return rows.map(toUserRow);
   }
 

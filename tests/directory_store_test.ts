@@ -286,3 +286,46 @@ backendTest(
     }
   },
 );
+
+pgTest(
+  "PostgreSQL: listings are in byte order even in a database with a linguistic (ICU) collation",
+  async (base) => {
+    const name = `securechat_t_icu_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+    const admin = postgres(base, { max: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe(
+        `CREATE DATABASE ${name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C'`,
+      );
+      const u = new URL(base);
+      u.pathname = `/${name}`;
+      const store = await PostgresDirectoryStore.open(parseDatabaseTarget(u.toString()));
+      try {
+        const names = ["ab_c", "a-bc", "abc", "a_bc", "a-b", "abd", "b-a", "a9z"];
+        let serial = 0x500;
+        for (const n of names) {
+          const c = {
+            serial: (serial++).toString(16),
+            name: n,
+            keyId: "k",
+            certPem: "p",
+            fingerprint: "f",
+            notAfter: 1e13,
+          };
+          assert.equal(await store.enroll(c, Date.now(), null), "ok");
+        }
+        const byteOrder = [...names].sort();
+        assert.deepEqual((await store.listUsers("", null, 100)).map((r) => r.name), byteOrder);
+        assert.deepEqual((await store.listUsers("a-", null, 100)).map((r) => r.name), ["a-b", "a-bc"]);
+        assert.deepEqual(
+          (await store.listUsers("a", "a9z", 100)).map((r) => r.name),
+          byteOrder.filter((n) => n.startsWith("a") && n > "a9z"),
+        );
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+  },
+);
