@@ -204,11 +204,11 @@ async function pkiIssuePath(): Promise<number> {
   const ca = { cert, certPem: cert.toString("pem"), keys: caKeys };
   const n = 200;
   const csrs: string[] = [];
-  for (let i = 0; i < n; i++) csrs.push(await createCsr(`p${i}`, keys));
+  for (let i = 0; i < n; i++) csrs.push(await createCsr(`pkiuser${i}`, keys));
   const c0 = await cpuSeconds(Deno.pid);
   for (let i = 0; i < n; i++) {
-    const checked = await checkCsr(csrs[i], `p${i}`);
-    await issueUserCertificate(ca, `p${i}`, checked.publicKey);
+    const checked = await checkCsr(csrs[i], `pkiuser${i}`);
+    await issueUserCertificate(ca, `pkiuser${i}`, checked.publicKey);
   }
   return n / (await cpuSeconds(Deno.pid) - c0);
 }

@@ -192,8 +192,10 @@ export class PostgresDirectoryStore implements DirectoryStore {
     const b = listBounds(prefix, after);
     // users.name is COLLATE "C" (migrations.ts): byte order, as in SQLite, straight from the primary key.
     const rows = b.loInclusive
-      ? await this.#sql`SELECT * FROM users WHERE name >= ${b.lo} AND name < ${b.hi} ORDER BY name LIMIT ${limit}`
-      : await this.#sql`SELECT * FROM users WHERE name > ${b.lo} AND name < ${b.hi} ORDER BY name LIMIT ${limit}`;
+      ? await this.#sql`SELECT * FROM users WHERE name >= ${b.lo} AND name < ${b.hi}
+          ORDER BY name LIMIT ${limit}`
+      : await this.#sql`SELECT * FROM users WHERE name > ${b.lo} AND name < ${b.hi}
+          ORDER BY name LIMIT ${limit}`;
     return rows.map(toUserRow);
   }
 
