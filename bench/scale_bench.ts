@@ -151,11 +151,31 @@ async function drive(workers: number, ms: number, op: (w: number) => Promise<boo
 }
 
 /** Work done per CPU-second of `nodes` while `run` executes. */
-async function perCpu(nodes: Node[], run: () => Promise<number>): Promise<{ ops: number; cpu: number }> {
+async function perCpu(
+  nodes: Node[],
+  run: () => Promise<number>,
+  db?: () => Promise<Map<number, number>>,
+): Promise<{ ops: number; cpu: number; dbCpu: number }> {
+  const dbBefore = db ? await db() : new Map<number, number>();
   const before = await Promise.all(nodes.map((n) => cpuSeconds(n.pid)));
   const ops = await run();
   const after = await Promise.all(nodes.map((n) => cpuSeconds(n.pid)));
-  return { ops, cpu: after.reduce((a, x, i) => a + x - before[i], 0) };
+  const dbAfter = db ? await db() : new Map<number, number>();
+  let dbCpu = 0;
+  for (const [pid, c] of dbAfter) dbCpu += c - (dbBefore.get(pid) ?? c);
+  return { ops, cpu: after.reduce((a, x, i) => a + x - before[i], 0), dbCpu };
+}
+
+/** CPU seconds of each PostgreSQL backend serving `dbName` (the nodes' pooled connections). */
+async function backendCpu(admin: postgres.Sql, dbName: string): Promise<Map<number, number>> {
+  const rows = await admin`SELECT pid FROM pg_stat_activity WHERE datname = ${dbName}`;
+  const out = new Map<number, number>();
+  for (const r of rows) {
+    try {
+      out.set(Number(r.pid), await cpuSeconds(Number(r.pid)));
+    } catch { /* the backend ended meanwhile */ }
+  }
+  return out;
 }
 
 async function pgBase(tmp: string): Promise<{ url: string; stop(): Promise<void> }> {
@@ -326,25 +346,27 @@ export async function run(): Promise<BenchFigure[]> {
     await drive(WORKERS, 500, presence(nodes));
 
     // Alternating slices, so that load from other processes on the shared machine falls on both alike.
+    const dbCpu = () => backendCpu(admin, dbName);
     const acc = {
-      l1: { ops: 0, cpu: 0, s: 0 },
-      l2: { ops: 0, cpu: 0, s: 0 },
-      p1: { ops: 0, cpu: 0, s: 0 },
-      p2: { ops: 0, cpu: 0, s: 0 },
+      l1: { ops: 0, cpu: 0, s: 0, db: 0 },
+      l2: { ops: 0, cpu: 0, s: 0, db: 0 },
+      p1: { ops: 0, cpu: 0, s: 0, db: 0 },
+      p2: { ops: 0, cpu: 0, s: 0, db: 0 },
     };
-    const add = (k: keyof typeof acc, r: { ops: number; cpu: number }) => {
+    const add = (k: keyof typeof acc, r: { ops: number; cpu: number; dbCpu: number }) => {
       acc[k].ops += r.ops;
       acc[k].cpu += r.cpu;
+      acc[k].db += r.dbCpu;
       acc[k].s += ms / 2000;
     };
     // Each node gets the same number of concurrent requests in both set-ups (WORKERS per node): how much
     // CPU a request costs depends on how busy the node is, and the question is what a second node costs in
     // coordination, not what a half-idle node costs.
     for (let slice = 0; slice < 2; slice++) {
-      add("l1", await perCpu([a], () => drive(WORKERS, ms / 2, lookup([a]))));
-      add("l2", await perCpu([a, b], () => drive(2 * WORKERS, ms / 2, lookup([a, b]))));
-      add("p1", await perCpu([a], () => drive(WORKERS, ms / 2, presence([a]))));
-      add("p2", await perCpu([a, b], () => drive(2 * WORKERS, ms / 2, presence([a, b]))));
+      add("l1", await perCpu([a], () => drive(WORKERS, ms / 2, lookup([a])), dbCpu));
+      add("l2", await perCpu([a, b], () => drive(2 * WORKERS, ms / 2, lookup([a, b])), dbCpu));
+      add("p1", await perCpu([a], () => drive(WORKERS, ms / 2, presence([a])), dbCpu));
+      add("p2", await perCpu([a, b], () => drive(2 * WORKERS, ms / 2, presence([a, b])), dbCpu));
     }
     const per = (k: keyof typeof acc) => acc[k].ops / acc[k].cpu;
     figures.push({
@@ -362,6 +384,24 @@ export async function run(): Promise<BenchFigure[]> {
       unit: "req/CPU-s",
       baseline: { name: "one node", value: per("p1") },
       notes: `wall clock ${(acc.p2.ops / acc.p2.s).toFixed(0)}/s vs ${(acc.p1.ops / acc.p1.s).toFixed(0)}/s`,
+    });
+    // What a bigger machine needs per node and for the database: the database's share decides how many
+    // nodes one PostgreSQL can feed.
+    figures.push({
+      name: "PostgreSQL CPU per look-up (its backends serving the nodes)",
+      value: (acc.l1.db + acc.l2.db) / (acc.l1.ops + acc.l2.ops) * 1e6,
+      unit: "µs",
+      notes: `node CPU per look-up ${
+        ((acc.l1.cpu + acc.l2.cpu) / (acc.l1.ops + acc.l2.ops) * 1e6).toFixed(0)
+      } µs`,
+    });
+    figures.push({
+      name: "PostgreSQL CPU per presence update",
+      value: (acc.p1.db + acc.p2.db) / (acc.p1.ops + acc.p2.ops) * 1e6,
+      unit: "µs",
+      notes: `node CPU per update ${
+        ((acc.p1.cpu + acc.p2.cpu) / (acc.p1.ops + acc.p2.ops) * 1e6).toFixed(0)
+      } µs`,
     });
     for (const [i, n] of nodes.entries()) {
       figures.push({
