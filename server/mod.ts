@@ -174,9 +174,9 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
 }
 
 /** Opens the configured store, turning a schema or connection problem into a ServerSetupError. */
-async function openStore(dataDir: string, cfg: StoreConfig): Promise<DirectoryStore> {
+async function openStore(dataDir: string, cfg: StoreConfig, mustExist = false): Promise<DirectoryStore> {
   try {
-    return await openDirectoryStore(dataDir, cfg);
+    return await openDirectoryStore(dataDir, cfg, { mustExist });
   } catch (e) {
     if (e instanceof SchemaError) throw new ServerSetupError("DATABASE", e.message);
     throw e;
@@ -186,7 +186,7 @@ async function openStore(dataDir: string, cfg: StoreConfig): Promise<DirectorySt
 /** The store of a directory that has been started at least once (admin commands). */
 async function openExistingStore(dataDir: string, cfg: StoreConfig): Promise<DirectoryStore> {
   if (cfg.database) {
-    const store = await openStore(dataDir, cfg);
+    const store = await openStore(dataDir, cfg, true);
     if (await store.boundCa() === null) {
       await store.close();
       throw new ServerSetupError(

@@ -16,10 +16,20 @@ export interface StoreConfig {
   poolSize?: number;
 }
 
-export async function openDirectoryStore(dataDir: string, cfg: StoreConfig = {}): Promise<DirectoryStore> {
+export interface OpenOptions {
+  /** Refuse a PostgreSQL database that holds no directory yet (admin commands). */
+  mustExist?: boolean;
+}
+
+export async function openDirectoryStore(
+  dataDir: string,
+  cfg: StoreConfig = {},
+  opts: OpenOptions = {},
+): Promise<DirectoryStore> {
   if (cfg.database) {
     return await PostgresDirectoryStore.open(parseDatabaseTarget(cfg.database, cfg.databasePassword), {
       poolSize: cfg.poolSize,
+      mustExist: opts.mustExist,
     });
   }
   return new SqliteDirectoryStore(join(dataDir, FILES.db));

@@ -66,6 +66,9 @@ class Outcome<T> {
 export interface PostgresStoreOptions {
   /** Connections this node keeps open at most (default 10). */
   poolSize?: number;
+  /** Refuse (ServerSetupError BAD_DATA_DIR) a database that holds no directory yet, instead of creating the
+   * schema: admin commands must not set up a database by mistake. */
+  mustExist?: boolean;
 }
 
 export class PostgresDirectoryStore implements DirectoryStore {
@@ -109,10 +112,16 @@ export class PostgresDirectoryStore implements DirectoryStore {
       );
     }
     try {
+      if (opts.mustExist && !(await store.#hasSchema())) {
+        throw new ServerSetupError(
+          "BAD_DATA_DIR",
+          `${target.redacted} holds no directory (start \`securechat serve\` on it first)`,
+        );
+      }
       await store.#migrate();
     } catch (e) {
       await sql.end({ timeout: 1 }).catch(() => {});
-      if (e instanceof SchemaError) throw e;
+      if (e instanceof SchemaError || e instanceof ServerSetupError) throw e;
       throw new SchemaError(
         "MIGRATION_FAILED",
         `cannot migrate ${target.redacted}: ${store.#scrub(e instanceof Error ? e.message : String(e))}`,
@@ -123,6 +132,12 @@ export class PostgresDirectoryStore implements DirectoryStore {
 
   #scrub(text: string): string {
     return scrubSecrets(text, this.#secrets);
+  }
+
+  async #hasSchema(): Promise<boolean> {
+    const rows = await this.#sql`SELECT 1 FROM information_schema.tables
+      WHERE table_name = 'schema_migrations' AND table_schema = current_schema()`;
+    return rows.length > 0;
   }
 
   async #version(): Promise<number> {

@@ -329,3 +329,29 @@ pgTest(
     }
   },
 );
+
+pgTest(
+  "PostgreSQL: an admin command on a database no node has used refuses, and creates nothing",
+  async () => {
+    const pg = await freshPostgresDatabase();
+    try {
+      for (const args of [["serve", "invite"], ["serve", "revoke", "alice"]]) {
+        const r = await runCli([...args, "--data", "/nonexistent-securechat"], {
+          env: { SECURECHAT_DATABASE: pg.url },
+        });
+        assert.equal(r.code, 1);
+        assert.match(r.stderr, /holds no directory/);
+      }
+      const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+      try {
+        const [r] =
+          await sql`SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = current_schema()`;
+        assert.equal(Number(r.n), 0);
+      } finally {
+        await sql.end();
+      }
+    } finally {
+      await pg.drop();
+    }
+  },
+);
