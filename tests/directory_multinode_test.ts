@@ -37,7 +37,11 @@ interface Cluster {
 }
 
 /** `count` nodes on one fresh database; the first creates the shared CA, the others load it. */
-async function startCluster(count: number, extra: string[] = []): Promise<Cluster> {
+async function startCluster(
+  count: number,
+  extra: string[] = [],
+  extraEnv: Record<string, string> = {},
+): Promise<Cluster> {
   const tmp = await Deno.makeTempDir({ prefix: "securechat-nodes-" });
   const pg = await freshPostgresDatabase();
   const caDir = join(tmp, "ca");
@@ -57,7 +61,7 @@ async function startCluster(count: number, extra: string[] = []): Promise<Cluste
           {
             caCertFile: join(caDir, "ca.pem"),
             // The URL and the CA key come from the environment, as in the compose file.
-            env: { SECURECHAT_DATABASE: pg.url, SECURECHAT_CA_KEY_FILE: caKey },
+            env: { SECURECHAT_DATABASE: pg.url, SECURECHAT_CA_KEY_FILE: caKey, ...extraEnv },
           },
         ),
       );
@@ -295,6 +299,30 @@ pgTest(
       await ok.stop();
       assert.match(ok.output(), /Directory data: postgres:\/\/postgres:\*\*\*@/);
       assert.ok(!ok.output().includes("pw-never-printed-7731"), ok.output());
+    } finally {
+      await c.close();
+    }
+  },
+);
+
+pgTest(
+  "an encrypted shared CA key: every node needs the passphrase, and one without it does not start",
+  async () => {
+    const c = await startCluster(2, [], { SECURECHAT_CA_PASSPHRASE: "shared-ca-passphrase" });
+    try {
+      assert.match(await Deno.readTextFile(c.caKey), /BEGIN ENCRYPTED PRIVATE KEY/);
+      assert.equal(c.nodes[0].caFingerprint, c.nodes[1].caFingerprint);
+      const alice = await enrollRaw(c.nodes[1], "alice");
+      assert.equal((await lookup(c.nodes[0], "alice")).json!.certPem, alice.certPem);
+      await assert.rejects(
+        startServeProcess(["--data", join(c.tmp, "no-pass"), "--no-roughtime"], {
+          caCertFile: join(c.tmp, "ca", "ca.pem"),
+          env: { SECURECHAT_DATABASE: c.database, SECURECHAT_CA_KEY_FILE: c.caKey },
+        }),
+        (e: unknown) =>
+          e instanceof ServeStartError && /CA key/i.test(e.output) &&
+          !e.output.includes("shared-ca-passphrase"),
+      );
     } finally {
       await c.close();
     }
