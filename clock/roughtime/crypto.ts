@@ -6,6 +6,7 @@ import {
   createHash,
   createPrivateKey,
   createPublicKey,
+  hash as oneShotHash,
   type KeyObject,
   randomBytes as nodeRandomBytes,
   sign as nodeSign,
@@ -20,6 +21,21 @@ export function sha512(...parts: Uint8Array[]): Uint8Array {
   const h = createHash("sha512");
   for (const p of parts) h.update(p);
   return new Uint8Array(h.digest());
+}
+
+/** Scratch input for sha512Prefixed: reused so hashing a Merkle node or leaf allocates only its digest. */
+let scratch = new Uint8Array(2048);
+
+/** SHA-512(prefix || a || b) in one native call (the Merkle tree's leaf and node hashes, which a busy
+ * server computes about twice per request: an incremental hash costs three calls into the runtime). */
+export function sha512Prefixed(prefix: number, a: Uint8Array, b?: Uint8Array): Uint8Array {
+  const n = 1 + a.length + (b ? b.length : 0);
+  if (scratch.length < n) scratch = new Uint8Array(Math.max(n, 2 * scratch.length));
+  scratch[0] = prefix;
+  scratch.set(a, 1);
+  if (b) scratch.set(b, 1 + a.length);
+  const d = oneShotHash("sha512", scratch.subarray(0, n), "buffer") as unknown as Uint8Array;
+  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
 }
 
 export function randomBytes(n: number): Uint8Array {
