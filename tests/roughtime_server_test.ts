@@ -315,3 +315,26 @@ Deno.test("server: with the net unstable flag (deno.json) the default datagram A
   assert.equal(typeof Deno.listenDatagram, "function");
   assert.equal(defaultUdpApi(), "deno");
 });
+
+Deno.test("server over UDP: datagrams already queued on the socket are answered as one batch", async () => {
+  const server = await startRoughtimeServer({ longTermSeed: randomBytes(32), port: 0 });
+  const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  try {
+    const to: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: server.port };
+    const reqs = Array.from({ length: 20 }, () => buildRequest({ serverPublicKey: server.publicKey }));
+    // All sent before this test yields to the event loop, so the server finds all 20 waiting at once.
+    const sent = reqs.map((r) => client.send(r.packet, to));
+    await Promise.all(sent);
+    const byNonce = new Map(reqs.map((r) => [Buffer.from(r.nonce).toString("hex"), r]));
+    for (let i = 0; i < reqs.length; i++) {
+      const [reply] = await client.receive();
+      const nonce = decodeMessage(unwrapPacket(reply)).get(TAG.NONC)!;
+      const req = byNonce.get(Buffer.from(nonce).toString("hex"))!;
+      assert.equal(verifyReply(req.packet, reply, server.publicKey).pathLength, 5, "a path in a tree of 20");
+    }
+    assert.deepEqual(server.stats().batchSizes, { 20: 1 });
+  } finally {
+    client.close();
+    await server.close();
+  }
+});

@@ -15,7 +15,8 @@ export interface RoughtimeServerOptions extends ResponderOptions {
   hostname?: string;
   /** Default 2002; 0 = any free port. */
   port?: number;
-  /** How long the first request of a batch waits for others. Default 0 (one event-loop turn). */
+  /** How long the first request of a batch waits for others. Default 0: only until the datagrams already
+   * queued on the socket have been read. */
   batchWindowMs?: number;
   /** Also accept RFC 10049 framing over TCP on the same port number (IETF versions). Default false. */
   tcp?: boolean;
@@ -48,9 +49,10 @@ export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promis
   let closed = false;
   let socket: UdpEndpoint | null = null;
 
-  // Requests that arrive together are answered together: the first one of a burst arms a timer of
-  // `windowMs` (0 = the next turn of the event loop, after the datagrams already queued are read), and a
-  // full batch goes at once. Under load that fills batches without delaying a lone request.
+  // Requests that arrive together are answered together: the first one of a burst arms a flush, either
+  // after `windowMs` or (0, the default) by setImmediate, which runs once every datagram already queued
+  // on the socket has been read; a full batch goes at once. Under load the socket fills while a batch is
+  // signed, so batches grow with the load; a lone request is not delayed.
   const flush = () => {
     if (timer) clearTimeout(timer);
     if (immediate) clearImmediate(immediate);
