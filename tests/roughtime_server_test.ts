@@ -338,3 +338,13 @@ Deno.test("server over UDP: datagrams already queued on the socket are answered 
     await server.close();
   }
 });
+
+Deno.test("server over UDP: listens on IPv6 loopback and answers there", async () => {
+  const server = await startRoughtimeServer({ longTermSeed: randomBytes(32), hostname: "::1", port: 0 });
+  try {
+    const spec: ServerSpec = { name: "v6", host: "::1", port: server.port, publicKey: server.publicKey };
+    assert.equal((await queryServer(spec, { timeoutMs: 2000 })).reply.version, "rfc");
+  } finally {
+    await server.close();
+  }
+});

@@ -1,6 +1,6 @@
 /**
- * The UDP Roughtime server: a datagram socket (udp.ts) whose loop collects the requests arriving together and has the
- * Responder (responder.ts) sign them as one batch, plus the optional TCP listener (tcp.ts).
+ * The UDP Roughtime server: a datagram socket (udp.ts) whose loop collects the requests arriving together
+ * and has the Responder (responder.ts) sign them as one batch, plus the optional TCP listener (tcp.ts).
  */
 import { clearImmediate, setImmediate } from "node:timers";
 import { DEFAULT_PORT, MAX_BATCH_SIZE, MAX_PENDING_REQUESTS, MAX_REQUEST_SIZE } from "./constants.ts";
