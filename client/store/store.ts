@@ -513,8 +513,11 @@ export class ChatStore {
   /** Outgoing messages not yet acknowledged, oldest first. Ids in `skip` (messages already written to a
    * connection) are left out before their text is decoded: a flush with thousands in flight reads only the
    * ones it will write. */
-  outbox(peer?: string, skip?: { has(id: string): boolean }): StoredMessage[] {
+  outbox(peer?: string, skip?: { has(id: string): boolean }, afterSeq = 0): StoredMessage[] {
+    // `afterSeq` (a cursor of the caller's: everything up to it was seen already) keeps a flush during a
+    // long burst from rereading every message still waiting for its receipt.
     const where = "FROM messages WHERE unacked = 1" +
+      (afterSeq > 0 ? ` AND seq > ${Math.floor(afterSeq)}` : "") +
       (peer === undefined ? "" : " AND peer = ?") + " ORDER BY seq";
     if (skip) {
       // The ids alone come from the outbox index; the rows to write are read whole, one by one when they
