@@ -232,7 +232,15 @@ export class PeerSession {
   /** Sends one frame; waits when the socket's buffer is above the high-water mark. */
   async send(f: Frame): Promise<void> {
     if (this.state !== "open") throw new SessionError("CLOSED", "session is not open");
+    this.#grantReceipts(f.t === "msg" ? 1 : 0);
     if (!this.#write(f)) await this.#drain();
+  }
+
+  /** Each message we write entitles the peer to its receipts (an ack, later a read), outside the rates. */
+  #grantReceipts(messages: number): void {
+    if (messages === 0) return;
+    this.#rates.grant("ack", messages);
+    this.#rates.grant("read", messages);
   }
 
   /** Sends frames in one socket write (one TLS record run instead of one per frame: a batch of receipts or
@@ -240,6 +248,7 @@ export class PeerSession {
   async sendBatch(frames: readonly Frame[]): Promise<void> {
     if (this.state !== "open") throw new SessionError("CLOSED", "session is not open");
     if (frames.length === 0) return;
+    this.#grantReceipts(frames.reduce((n, f) => n + (f.t === "msg" ? 1 : 0), 0));
     const parts = frames.map(encodeFrame);
     let size = 0;
     for (const p of parts) size += p.length;
