@@ -61,6 +61,7 @@ import { Outbox } from "./outbox.ts";
 import { ExpirySweeper } from "./expiry_sweeper.ts";
 import { Presence } from "./presence.ts";
 import { Inbox } from "./inbox.ts";
+import { Blocklist } from "./blocklist.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
@@ -188,6 +189,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #sweeper: ExpirySweeper;
   readonly #presence: Presence;
   readonly #inbox: Inbox;
+  readonly #blocklist: Blocklist;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
   #address: { host: string; port: number } | null = null;
@@ -220,6 +222,7 @@ export class ChatEngine implements ChatEngineApi {
     const log = (level: "info" | "warn" | "error", text: string) => emit({ event: "log", level, text });
     const store = this.#store = new ChatStore(opts.dbPath);
     const clock = opts.clock;
+    const blocklist = this.#blocklist = new Blocklist(store);
     this.#revocation = new RevocationCache({
       fetch: () => opts.directory.crl(),
       load: () => store.revocationList(),
@@ -236,6 +239,7 @@ export class ChatEngine implements ChatEngineApi {
       revokedSerials: () => this.#revocation.revokedSerials(),
       pins: store,
       emit,
+      isBlocked: (name) => blocklist.has(name),
     });
     this.#sessions = new SessionManager(
       this.#identity,
@@ -266,7 +270,8 @@ export class ChatEngine implements ChatEngineApi {
       ownName: opts.name,
       store,
       session: (peer) => this.#sessions.active(peer),
-      connect: (peer) => void this.#dialer.connect(peer),
+      // Messages queued before a block wait (they go out if the peer is unblocked); we never dial a blocked peer.
+      connect: (peer) => void (blocklist.has(peer) ? null : this.#dialer.connect(peer)),
       deadlinePassed: (d) => clock.deadlinePassed(d),
       latestNowMs: () => clock.now()?.latestMs ?? null,
       maxUnreadMs: maxUnread,
@@ -289,6 +294,7 @@ export class ChatEngine implements ChatEngineApi {
       clock,
       store,
       emit,
+      isBlocked: (peer) => blocklist.has(peer),
       announce: (m) => {
         emit({ event: "message", message: toChatMessage(m, maxUnread) });
         // A new deadline may come before the one the sweeper sleeps until.
@@ -470,6 +476,9 @@ export class ChatEngine implements ChatEngineApi {
       throw new EngineError("BAD_NAME", `bad contact name: ${messageOf(e)}`);
     }
     if (peer === this.name) throw new EngineError("SELF", "cannot send to yourself");
+    if (this.#blocklist.has(peer)) {
+      throw new EngineError("BLOCKED", `${peer} is blocked: unblock them first (nothing queued)`);
+    }
     if (typeof text !== "string" || text.length === 0) throw new EngineError("BAD_TEXT", "empty message");
     if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       throw new EngineError("BAD_TEXT", `message longer than ${MAX_TEXT_BYTES} bytes`);
@@ -556,8 +565,34 @@ export class ChatEngine implements ChatEngineApi {
     }
   }
 
+  /** Blocks `name` (blocklist.ts): its sessions end now, later ones are refused at the hello (BLOCKED),
+   * nothing it sends is stored, sends to it are refused. Persists in chat.db. Returns the canonical name.
+   * Throws EngineError BAD_NAME or SELF. */
+  block(name: string): string {
+    const peer = this.#blocklist.block(name, this.name);
+    const s = this.#sessions.active(peer);
+    if (s) s.fail("BLOCKED", `${this.name} blocked you`);
+    this.#emit({ event: "log", level: "info", text: `${peer} is blocked` });
+    return peer;
+  }
+
+  /** Unblocks `name`; messages queued before the block go out again. Throws EngineError BAD_NAME or
+   * NOT_FOUND (not blocked). */
+  unblock(name: string): string {
+    const peer = this.#blocklist.unblock(name);
+    this.#emit({ event: "log", level: "info", text: `${peer} is no longer blocked` });
+    this.#outbox.retryAll();
+    return peer;
+  }
+
+  /** The names blocked, sorted. */
+  blocked(): string[] {
+    return this.#blocklist.names();
+  }
+
   async contacts(): Promise<Contact[]> {
     const names = new Set(this.#store.contacts().map((c) => c.name));
+    for (const b of this.#blocklist.names()) names.add(b);
     const listedOnline = new Map<string, boolean>();
     // A user the phonebook lists as revoked is never shown online.
     const listedRevoked = new Set<string>();
@@ -576,7 +611,9 @@ export class ChatEngine implements ChatEngineApi {
     return [...names].sort().map((name) => ({
       name,
       ...(listedRevoked.has(name) ? { revoked: true } : {}),
-      online: !listedRevoked.has(name) &&
+      ...(this.#blocklist.has(name) ? { blocked: true } : {}),
+      // A blocked peer is never shown online: we refuse every connection with it.
+      online: !listedRevoked.has(name) && !this.#blocklist.has(name) &&
         (this.#sessions.active(name) !== null || listedOnline.get(name) === true),
       unread: this.#store.unreadCount(name),
       pin: this.#trust.pinState(name),

@@ -11,6 +11,7 @@ export type EngineErrorCode =
   | "NO_PENDING_KEY"
   | "SELF"
   | "CLOSED"
-  | "STORE_FAILED";
+  | "STORE_FAILED"
+  | "BLOCKED";
 
 export class EngineError extends CodedError<EngineErrorCode> {}

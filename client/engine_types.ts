@@ -38,6 +38,8 @@ export interface Contact {
   defaultTtlMs: number | null;
   /** True when the contact's certificate is revoked (never shown online). Optional: added after the first version of this contract. */
   revoked?: boolean;
+  /** True when the user blocked this contact (`/block`): never shown online. Optional: added later. */
+  blocked?: boolean;
 }
 
 export interface PeerInfo {
@@ -102,6 +104,12 @@ export interface ChatEngineApi {
   // Added after the first version of this contract: optional, so other implementations need not have them.
   /** Whether the phonebook answered our last address publication, and why not. */
   phonebookStatus?(): PhonebookStatus;
+  /** Blocks a peer (persisted); returns the canonical name. Throws EngineError BAD_NAME or SELF. */
+  block?(name: string): string;
+  /** Unblocks a peer; returns the canonical name. Throws EngineError BAD_NAME or NOT_FOUND. */
+  unblock?(name: string): string;
+  /** The blocked names, sorted. */
+  blocked?(): string[];
 }
 
 /** Whether a name can be written to (`ChatEngine.recipientStatus`): "unknown" is refused. */

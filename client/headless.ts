@@ -184,6 +184,12 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<v
           case "typing":
             engine.typing(field(cmd, "to"));
             break;
+          case "block":
+            out(withRef({ event: "blocked", name: engine.block(field(cmd, "name")) }));
+            break;
+          case "unblock":
+            out(withRef({ event: "unblocked", name: engine.unblock(field(cmd, "name")) }));
+            break;
           case "info":
             out(
               withRef({ event: "info", name: field(cmd, "name"), peer: engine.peerInfo(field(cmd, "name")) }),

@@ -53,6 +53,8 @@ export interface InboxDeps {
   hide(peer: string, id: string): void;
   maxPending?: number;
   maxPendingChars?: number;
+  /** Peers the user blocked: a message from one is refused (BLOCKED), nothing stored. */
+  isBlocked?(peer: string): boolean;
 }
 
 interface Entry {
@@ -138,6 +140,8 @@ export class Inbox {
       throw new ProtocolError("SENDER_MISMATCH", `message from "${f.from}" over ${peer}'s session`);
     }
     if (f.to !== d.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
+    // A session open when the user blocked its peer is ended at once; this covers frames already read.
+    if (d.isBlocked?.(peer)) throw new ProtocolError("BLOCKED", `${peer} is blocked`);
     let sentAt = f.sentAt;
     let expiresAt: number | null = null;
     if (f.ttlMs !== undefined) {

@@ -3,7 +3,8 @@
  * certificate verifies against our CA on trusted time, is not on the revocation list, names the user we
  * dialled (or, as listener, any user but us), and matches what we know of that user: the pinned fingerprint
  * once we have one (a different one is a key change: we warn and refuse until the user accepts it), else,
- * when dialling, the fingerprint the phonebook lists (first use is pinned then).
+ * when dialling, the fingerprint the phonebook lists (first use is pinned then). A peer the user blocked is
+ * refused (BLOCKED) whatever its certificate.
  */
 import { type VerifiedPeer, verifyPeerCertificate } from "../pki/mod.ts";
 import type { HelloRole } from "./protocol/frames.ts";
@@ -29,6 +30,8 @@ export interface PeerTrustDeps {
   revokedSerials(): Promise<ReadonlySet<string>>;
   pins: PinStore;
   emit(e: EngineEvent): void;
+  /** Names the user blocked (blocklist.ts): refused with SessionError BLOCKED before any pin is taken. */
+  isBlocked?(name: string): boolean;
 }
 
 export class PeerTrust {
@@ -64,6 +67,7 @@ export class PeerTrust {
       revokedSerials: await d.revokedSerials(),
     });
     if (peer.name === d.ownName) throw new SessionError("CERTIFICATE", "peer presents our own name");
+    if (d.isBlocked?.(peer.name)) throw new SessionError("BLOCKED", `${peer.name} is blocked`);
     const c = d.pins.contact(peer.name);
     if (c?.pinnedFingerprint && c.pinnedFingerprint !== peer.fingerprint) {
       if (c.pendingFingerprint !== peer.fingerprint) {

@@ -154,6 +154,8 @@ CREATE TABLE IF NOT EXISTS pending_reads (
   PRIMARY KEY (peer, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+-- Peers the user blocked (client/blocklist.ts): refused at the hello, nothing of theirs stored.
+CREATE TABLE IF NOT EXISTS blocked (name TEXT PRIMARY KEY, since_ms INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
 type Row = Record<string, unknown>;
@@ -673,6 +675,21 @@ export class ChatStore {
       "SELECT COUNT(*) AS n FROM messages WHERE peer = ? AND direction = 'in' AND read_at IS NULL",
     ).get(peer) as Row;
     return Number(r.n);
+  }
+
+  /** Names the user blocked, sorted. */
+  blockedNames(): string[] {
+    const rows = this.#stmt("SELECT name FROM blocked ORDER BY name").all() as Row[];
+    return rows.map((r) => String(r.name));
+  }
+
+  /** Blocks or unblocks `name` (on disk when it returns: a restart must not let a blocked peer back in). */
+  setBlocked(name: string, blocked: boolean, nowMs = Date.now()): void {
+    this.#durableTx(() => {
+      if (blocked) {
+        this.#stmt("INSERT OR IGNORE INTO blocked (name, since_ms) VALUES (?, ?)").run(name, nowMs);
+      } else this.#stmt("DELETE FROM blocked WHERE name = ?").run(name);
+    });
   }
 
   /** The last verified revocation list, or null when none was ever stored (or the stored one is unreadable). */

@@ -540,6 +540,33 @@ export function App(
         openPeer(c.name);
         return;
       }
+      case "block":
+      case "unblock": {
+        const who = cmd.name ?? stateRef.current.selected;
+        if (who === null) {
+          notice(`usage: /${cmd.kind} NAME (or open the conversation first)`, "warn");
+          return;
+        }
+        const act = cmd.kind === "block" ? engine.block : engine.unblock;
+        if (!act) {
+          notice(`/${cmd.kind} is not supported by this engine`, "error");
+          return;
+        }
+        try {
+          const n = act.call(engine, who);
+          log("info", cmd.kind === "block" ? `blocked ${n}` : `unblocked ${n}`);
+          notice(
+            cmd.kind === "block"
+              ? `${n} is blocked: their connections are refused and nothing of theirs is stored`
+              : `${n} is no longer blocked`,
+          );
+        } catch (e) {
+          notice(`/${cmd.kind} failed: ${errorText(e)}`, "error");
+          return;
+        }
+        refreshContacts();
+        return;
+      }
       case "peer": {
         const shown = peerVisible(stateRef.current.peerPane, columns);
         const mode = shown ? "hidden" : "shown";
