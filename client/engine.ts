@@ -62,6 +62,7 @@ import { ExpirySweeper } from "./expiry_sweeper.ts";
 import { Presence } from "./presence.ts";
 import { Inbox } from "./inbox.ts";
 import { Blocklist } from "./blocklist.ts";
+import { PeerQuota, type PeerQuotaLimits } from "./peer_quota.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
@@ -105,6 +106,8 @@ export interface ChatEngineOptions {
   /** What we publish, when it differs from the bound address. */
   advertise?: { host: string; port: number };
   limits?: Partial<SessionLimits>;
+  /** Per-peer inbox limits (client/peer_quota.ts); default the constants of client/protocol/constants.ts. */
+  inboxLimits?: Partial<PeerQuotaLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
   /** How long an "after read" message may stay unread, from its send time, before both copies die.
@@ -190,6 +193,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #presence: Presence;
   readonly #inbox: Inbox;
   readonly #blocklist: Blocklist;
+  readonly #quota: PeerQuota;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
   #address: { host: string; port: number } | null = null;
@@ -223,6 +227,7 @@ export class ChatEngine implements ChatEngineApi {
     const store = this.#store = new ChatStore(opts.dbPath);
     const clock = opts.clock;
     const blocklist = this.#blocklist = new Blocklist(store);
+    const quota = this.#quota = new PeerQuota(store, opts.inboxLimits);
     this.#revocation = new RevocationCache({
       fetch: () => opts.directory.crl(),
       load: () => store.revocationList(),
@@ -284,7 +289,10 @@ export class ChatEngine implements ChatEngineApi {
       maxUnreadMs: maxUnread,
       scheduler: this.#scheduler,
       emit,
-      onDeleted: (_peer, id) => this.#outbox.forget(id),
+      onDeleted: (peer, id) => {
+        this.#outbox.forget(id);
+        quota.invalidate(peer);
+      },
       toChatMessage: (m) => toChatMessage(m, maxUnread),
     });
     this.#inbox = new Inbox({
@@ -295,6 +303,7 @@ export class ChatEngine implements ChatEngineApi {
       store,
       emit,
       isBlocked: (peer) => blocklist.has(peer),
+      quota,
       announce: (m) => {
         emit({ event: "message", message: toChatMessage(m, maxUnread) });
         // A new deadline may come before the one the sweeper sleeps until.
@@ -436,10 +445,18 @@ export class ChatEngine implements ChatEngineApi {
     void this.#outbox.flush(name);
   }
 
-  #onClose(s: PeerSession, _info: CloseInfo, wasActive: boolean): void {
+  #onClose(s: PeerSession, info: CloseInfo, wasActive: boolean): void {
     const name = s.peer?.name ?? s.expectedName;
     if (!name) return;
-    this.#outbox.onSessionClosed(name, s.id);
+    // The peer's inbox limits: our messages wait and are sent again at the next retry.
+    const limited = info.by === "peer" && (info.code === "QUOTA_EXCEEDED" || info.code === "RATE_LIMITED");
+    this.#outbox.onSessionClosed(
+      name,
+      s.id,
+      limited
+        ? `${name} refused more for now (${info.code}: ${info.message}); kept, retried later`
+        : undefined,
+    );
     if (this.#closed) return;
     if (wasActive && !this.#sessions.active(name) && this.#online.delete(name)) {
       this.#emit({ event: "peer-offline", name });
@@ -646,6 +663,7 @@ export class ChatEngine implements ChatEngineApi {
       })
       : null;
     this.#store.markRead(m.peer, m.id, readAt, deadline);
+    this.#quota.invalidate(m.peer);
     if (deadline !== null) this.#sweeper.sweep();
     // Kept until written to the sender's connection (across restarts), so the receipt is not lost offline.
     this.#outbox.queueReadReceipt(m.peer, m.id, readAt);
@@ -775,6 +793,7 @@ export interface HomeEngineOptions extends
     | "listen"
     | "advertise"
     | "limits"
+    | "inboxLimits"
     | "outboxRetryMs"
     | "maxUnreadMs"
     | "publishTtlSeconds"
@@ -820,6 +839,7 @@ export async function startEngineFromHome(
       listen: opts.listen,
       advertise: opts.advertise,
       limits: opts.limits,
+      inboxLimits: opts.inboxLimits,
       outboxRetryMs: opts.outboxRetryMs,
       maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,

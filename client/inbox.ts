@@ -19,6 +19,7 @@ import { ProtocolError } from "./protocol/errors.ts";
 import type { AckFrame, MsgFrame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
+import type { PeerQuota } from "./peer_quota.ts";
 
 /** Messages of one session received and not yet acknowledged (committing, or their receipt not yet handed
  * to the socket) before `receive` starts to wait: enough that a burst of small messages shares one fsync... */
@@ -55,6 +56,8 @@ export interface InboxDeps {
   maxPendingChars?: number;
   /** Peers the user blocked: a message from one is refused (BLOCKED), nothing stored. */
   isBlocked?(peer: string): boolean;
+  /** Per-peer unread bytes and message rate (peer_quota.ts): a refused message ends the session. */
+  quota?: PeerQuota;
 }
 
 interface Entry {
@@ -72,6 +75,14 @@ interface SessionQueue {
   writing: boolean;
   scheduled: boolean;
   waiter: (() => void) | null;
+}
+
+const utf8 = new TextEncoder();
+
+/** UTF-8 bytes of a string without allocating for plain ASCII. */
+function utf8Length(text: string): number {
+  // deno-lint-ignore no-control-regex
+  return /^[\x00-\x7f]*$/.test(text) ? text.length : utf8.encode(text).length;
 }
 
 export class Inbox {
@@ -102,17 +113,23 @@ export class Inbox {
    * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
     const item = this.#check(s, f);
+    // After the checks (a refused frame costs no quota), before the store: over the quota nothing is stored.
+    const quota = this.#deps.quota;
+    const bytes = item.idOnly ? 0 : utf8Length(f.text);
+    quota?.admit(item.message.peer, bytes);
     const q = this.#queue(s);
     const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
     q.entries.push(entry);
     q.chars += entry.chars;
     this.#deps.store.queueIncoming(item).then(
       (result) => {
+        quota?.settle(item.message.peer, bytes, result === "stored");
         entry.status = "committed";
         if (result === "stored" && !item.idOnly) this.#reveal(item.message);
         this.#schedule(s, q);
       },
       (e: Error) => {
+        quota?.settle(item.message.peer, bytes, false);
         entry.status = "failed";
         entry.error = e;
         this.#schedule(s, q);

@@ -68,3 +68,15 @@ export const TIME_PROOF_CONTEXT = "securechat message time v1";
 
 export const FRAME_TYPES = ["hello", "msg", "ack", "read", "typing", "ping", "pong", "error", "bye"] as const;
 export type FrameType = typeof FRAME_TYPES[number];
+
+/** Per-peer inbox limits (client/peer_quota.ts), enforced before a message is stored; past one the session
+ * ends with `error QUOTA_EXCEEDED` or `error RATE_LIMITED`, nothing past the last receipt is acknowledged, and
+ * the sender keeps those messages and tries again later. Bytes of message bodies from one peer stored unread:
+ * a flood piles up unread, so reading (or expiry) makes room again. 4 MiB is thousands of ordinary messages
+ * and 256 of the largest (16 KiB). */
+export const PEER_UNREAD_BYTES = 4 * 1024 * 1024;
+/** Messages one peer may send at once (a token bucket per peer name, across its sessions)... A client back
+ * online after a long absence flushes its whole outbox at once; 6,000 covers a day of a busy bot. */
+export const PEER_MESSAGE_BURST = 6_000;
+/** ...refilled at this many messages a minute (10 a second, far above any person typing). */
+export const PEER_MESSAGES_PER_MINUTE = 600;

@@ -677,6 +677,15 @@ export class ChatStore {
     return Number(r.n);
   }
 
+  /** Bytes of the stored bodies of messages from `peer` not read yet (the inbox quota, peer_quota.ts). */
+  unreadBytes(peer: string): number {
+    const r = this.#stmt(
+      "SELECT COALESCE(SUM(length(body)), 0) AS n FROM messages WHERE peer = ? AND direction = 'in' AND " +
+        "read_at IS NULL",
+    ).get(peer) as Row;
+    return Number(r.n);
+  }
+
   /** Names the user blocked, sorted. */
   blockedNames(): string[] {
     const rows = this.#stmt("SELECT name FROM blocked ORDER BY name").all() as Row[];

@@ -2,6 +2,7 @@
  * Chat test rig: a real phonebook (directory + CA + Roughtime on loopback, port 0), users enrolled through
  * the real enrollment, engines started from their home folders, and an event recorder with bounded waits.
  */
+import type { PeerQuotaLimits } from "../../client/peer_quota.ts";
 import { join } from "node:path";
 import dgram from "node:dgram";
 import { startDirectoryServer } from "../../server/mod.ts";
@@ -312,6 +313,7 @@ export async function startTestEngine(
   opts: {
     directory?: FakeDirectory;
     limits?: Partial<SessionLimits>;
+    inboxLimits?: Partial<PeerQuotaLimits>;
     crlMaxAgeMs?: number;
     /** Reuse this folder (a restart of the same client); `stop` then leaves it for the caller to remove. */
     dir?: string;
@@ -332,6 +334,7 @@ export async function startTestEngine(
     clock: opts.clock ?? localClock(),
     timeKeys: [],
     limits: opts.limits,
+    inboxLimits: opts.inboxLimits,
     crlMaxAgeMs: opts.crlMaxAgeMs,
     outboxRetryMs: 100,
     onEvent: log.push,
