@@ -266,7 +266,7 @@ export class DirectoryService {
   }
 
   async #issue(name: string, csr: CheckedCsr): Promise<IssuedCert> {
-    const cert = await issueUserCertificate(this.ca, name, csr.publicKey, {
+    const cert = await issueUserCertificate(this.ca, name, csr.spki, {
       nowMs: this.#now(),
       validityDays: this.#validityDays,
     });
