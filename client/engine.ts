@@ -63,6 +63,7 @@ import { Presence } from "./presence.ts";
 import { Inbox } from "./inbox.ts";
 import { Blocklist } from "./blocklist.ts";
 import { PeerQuota, type PeerQuotaLimits } from "./peer_quota.ts";
+import { MessageRequests, type RequestLimits } from "./requests.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
@@ -108,6 +109,8 @@ export interface ChatEngineOptions {
   limits?: Partial<SessionLimits>;
   /** Per-peer inbox limits (client/peer_quota.ts); default the constants of client/protocol/constants.ts. */
   inboxLimits?: Partial<PeerQuotaLimits>;
+  /** Message request limits (client/requests.ts); default REQUEST_MAX_MESSAGES and REQUEST_MAX_STRANGERS. */
+  requestLimits?: Partial<RequestLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
   /** How long an "after read" message may stay unread, from its send time, before both copies die.
@@ -194,6 +197,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #inbox: Inbox;
   readonly #blocklist: Blocklist;
   readonly #quota: PeerQuota;
+  readonly #requests: MessageRequests;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
   #address: { host: string; port: number } | null = null;
@@ -228,6 +232,7 @@ export class ChatEngine implements ChatEngineApi {
     const clock = opts.clock;
     const blocklist = this.#blocklist = new Blocklist(store);
     const quota = this.#quota = new PeerQuota(store, opts.inboxLimits);
+    const requests = this.#requests = new MessageRequests(store, emit, opts.requestLimits);
     this.#revocation = new RevocationCache({
       fetch: () => opts.directory.crl(),
       load: () => store.revocationList(),
@@ -304,6 +309,7 @@ export class ChatEngine implements ChatEngineApi {
       emit,
       isBlocked: (peer) => blocklist.has(peer),
       quota,
+      requests,
       announce: (m) => {
         emit({ event: "message", message: toChatMessage(m, maxUnread) });
         // A new deadline may come before the one the sweeper sleeps until.
@@ -501,6 +507,8 @@ export class ChatEngine implements ChatEngineApi {
       throw new EngineError("BAD_TEXT", `message longer than ${MAX_TEXT_BYTES} bytes`);
     }
     const contact = this.#store.ensureContact(peer);
+    // Writing to someone is talking to them: a message request of theirs becomes a conversation.
+    this.#requests.accept(peer);
     let ttlMs: number | null;
     try {
       ttlMs = opts.ttlMs === undefined
@@ -602,6 +610,39 @@ export class ChatEngine implements ChatEngineApi {
     return peer;
   }
 
+  /** Accepts `name`'s message request (a stranger's messages become a conversation). Returns the name. */
+  acceptRequest(name: string): string {
+    const peer = this.#canonical(name);
+    this.#store.ensureContact(peer);
+    this.#requests.accept(peer);
+    return peer;
+  }
+
+  /** Declines `name`'s message request: its messages are deleted. Throws EngineError NOT_FOUND when there
+   * was no request (an accepted conversation is never deleted this way). */
+  declineRequest(name: string): string {
+    const peer = this.#canonical(name);
+    if (this.#requests.isAccepted(peer) || !this.#requests.pending().some((r) => r.name === peer)) {
+      throw new EngineError("NOT_FOUND", `no message request from ${peer}`);
+    }
+    this.#requests.decline(peer);
+    this.#quota.invalidate(peer);
+    return peer;
+  }
+
+  /** Strangers with a pending message request, and how many messages each. */
+  messageRequests(): { name: string; messages: number }[] {
+    return this.#requests.pending();
+  }
+
+  #canonical(name: string): string {
+    try {
+      return canonicalUsername(name.replace(/^@/, "").toLowerCase());
+    } catch (e) {
+      throw new EngineError("BAD_NAME", `bad contact name: ${messageOf(e)}`);
+    }
+  }
+
   /** The names blocked, sorted. */
   blocked(): string[] {
     return this.#blocklist.names();
@@ -610,6 +651,7 @@ export class ChatEngine implements ChatEngineApi {
   async contacts(): Promise<Contact[]> {
     const names = new Set(this.#store.contacts().map((c) => c.name));
     for (const b of this.#blocklist.names()) names.add(b);
+    const requests = new Set(this.#requests.pending().map((r) => r.name));
     const listedOnline = new Map<string, boolean>();
     // A user the phonebook lists as revoked is never shown online.
     const listedRevoked = new Set<string>();
@@ -629,6 +671,7 @@ export class ChatEngine implements ChatEngineApi {
       name,
       ...(listedRevoked.has(name) ? { revoked: true } : {}),
       ...(this.#blocklist.has(name) ? { blocked: true } : {}),
+      ...(requests.has(name) ? { request: true } : {}),
       // A blocked peer is never shown online: we refuse every connection with it.
       online: !listedRevoked.has(name) && !this.#blocklist.has(name) &&
         (this.#sessions.active(name) !== null || listedOnline.get(name) === true),
@@ -794,6 +837,7 @@ export interface HomeEngineOptions extends
     | "advertise"
     | "limits"
     | "inboxLimits"
+    | "requestLimits"
     | "outboxRetryMs"
     | "maxUnreadMs"
     | "publishTtlSeconds"
@@ -840,6 +884,7 @@ export async function startEngineFromHome(
       advertise: opts.advertise,
       limits: opts.limits,
       inboxLimits: opts.inboxLimits,
+      requestLimits: opts.requestLimits,
       outboxRetryMs: opts.outboxRetryMs,
       maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,

@@ -187,6 +187,12 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<v
           case "block":
             out(withRef({ event: "blocked", name: engine.block(field(cmd, "name")) }));
             break;
+          case "accept":
+            out(withRef({ event: "accepted", name: engine.acceptRequest(field(cmd, "name")) }));
+            break;
+          case "decline":
+            out(withRef({ event: "declined", name: engine.declineRequest(field(cmd, "name")) }));
+            break;
           case "unblock":
             out(withRef({ event: "unblocked", name: engine.unblock(field(cmd, "name")) }));
             break;

@@ -20,6 +20,7 @@ import type { AckFrame, MsgFrame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
 import type { PeerQuota } from "./peer_quota.ts";
+import type { MessageRequests } from "./requests.ts";
 
 /** Messages of one session received and not yet acknowledged (committing, or their receipt not yet handed
  * to the socket) before `receive` starts to wait: enough that a burst of small messages shares one fsync... */
@@ -58,6 +59,8 @@ export interface InboxDeps {
   isBlocked?(peer: string): boolean;
   /** Per-peer unread bytes and message rate (peer_quota.ts): a refused message ends the session. */
   quota?: PeerQuota;
+  /** A stranger's messages are a bounded message request (requests.ts). */
+  requests?: MessageRequests;
 }
 
 interface Entry {
@@ -117,6 +120,13 @@ export class Inbox {
     const quota = this.#deps.quota;
     const bytes = item.idOnly ? 0 : utf8Length(f.text);
     quota?.admit(item.message.peer, bytes);
+    const requests = this.#deps.requests;
+    try {
+      requests?.admit(item.message.peer);
+    } catch (e) {
+      quota?.settle(item.message.peer, bytes, false);
+      throw e;
+    }
     const q = this.#queue(s);
     const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
     q.entries.push(entry);
@@ -124,12 +134,14 @@ export class Inbox {
     this.#deps.store.queueIncoming(item).then(
       (result) => {
         quota?.settle(item.message.peer, bytes, result === "stored");
+        requests?.settle(item.message.peer, result === "stored");
         entry.status = "committed";
         if (result === "stored" && !item.idOnly) this.#reveal(item.message);
         this.#schedule(s, q);
       },
       (e: Error) => {
         quota?.settle(item.message.peer, bytes, false);
+        requests?.settle(item.message.peer, false);
         entry.status = "failed";
         entry.error = e;
         this.#schedule(s, q);

@@ -80,3 +80,9 @@ export const PEER_UNREAD_BYTES = 4 * 1024 * 1024;
 export const PEER_MESSAGE_BURST = 6_000;
 /** ...refilled at this many messages a minute (10 a second, far above any person typing). */
 export const PEER_MESSAGES_PER_MINUTE = 600;
+
+/** Message requests (client/requests.ts): messages from a peer we never wrote to nor accepted are held as a
+ * request, at most this many per such stranger (more are refused with `error QUOTA_EXCEEDED`)... */
+export const REQUEST_MAX_MESSAGES = 5;
+/** ...and from at most this many strangers at once (a new stranger beyond it is refused the same way). */
+export const REQUEST_MAX_STRANGERS = 50;

@@ -156,6 +156,9 @@ CREATE TABLE IF NOT EXISTS pending_reads (
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 -- Peers the user blocked (client/blocklist.ts): refused at the hello, nothing of theirs stored.
 CREATE TABLE IF NOT EXISTS blocked (name TEXT PRIMARY KEY, since_ms INTEGER NOT NULL) WITHOUT ROWID;
+-- Peers the user talks to (wrote to, or accepted a message request of: client/requests.ts); any other peer's
+-- messages are held as a bounded message request.
+CREATE TABLE IF NOT EXISTS accepted (name TEXT PRIMARY KEY) WITHOUT ROWID;
 `;
 
 type Row = Record<string, unknown>;
@@ -165,6 +168,8 @@ const OUTBOX_FEW = 16;
 
 /** The meta key under which the last verified revocation list is kept (see saveRevocationList). */
 const META_CRL = "crl.v1";
+/** Set once the contacts of a store from before message requests were accepted (see the constructor). */
+const META_ACCEPTED = "accepted.v1";
 const HEX_SERIAL = /^[0-9a-f]{1,64}$/;
 
 /** Parses the stored list; anything malformed counts as no list (the engine then fails closed). */
@@ -223,6 +228,12 @@ export class ChatStore {
       this.#db.exec("PRAGMA busy_timeout=5000;");
       this.#migrateMessages();
       this.#db.exec(SCHEMA);
+      // Before message requests existed every contact was one we talked to: accept them all, once.
+      this.#db.exec(
+        `INSERT OR IGNORE INTO accepted (name) SELECT name FROM contacts
+           WHERE NOT EXISTS (SELECT 1 FROM meta WHERE k = '${META_ACCEPTED}');
+         INSERT OR IGNORE INTO meta (k, v) VALUES ('${META_ACCEPTED}', '1');`,
+      );
     } catch (e) {
       this.#db.close();
       throw new StoreError("STORE_FAILED", `cannot open ${path}: ${(e as Error).message}`);
@@ -684,6 +695,31 @@ export class ChatStore {
         "read_at IS NULL",
     ).get(peer) as Row;
     return Number(r.n);
+  }
+
+  /** Peers we talk to (client/requests.ts). */
+  acceptedNames(): string[] {
+    return (this.#stmt("SELECT name FROM accepted").all() as Row[]).map((r) => String(r.name));
+  }
+
+  setAccepted(name: string): void {
+    this.#stmt("INSERT OR IGNORE INTO accepted (name) VALUES (?)").run(name);
+  }
+
+  /** Incoming messages stored per peer not accepted (the pending message requests). */
+  requestCounts(): Map<string, number> {
+    const rows = this.#stmt(
+      `SELECT peer, COUNT(*) AS n FROM messages WHERE direction = 'in' AND
+         peer NOT IN (SELECT name FROM accepted) GROUP BY peer`,
+    ).all() as Row[];
+    return new Map(rows.map((r) => [String(r.peer), Number(r.n)]));
+  }
+
+  /** The ids of the messages received from `peer` (to delete a declined request). */
+  incomingIds(peer: string): string[] {
+    return (this.#stmt("SELECT id FROM messages WHERE peer = ? AND direction = 'in'").all(peer) as Row[]).map(
+      (r) => String(r.id),
+    );
   }
 
   /** Names the user blocked, sorted. */

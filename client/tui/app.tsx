@@ -541,25 +541,35 @@ export function App(
         return;
       }
       case "block":
-      case "unblock": {
+      case "unblock":
+      case "accept":
+      case "decline": {
         const who = cmd.name ?? stateRef.current.selected;
         if (who === null) {
           notice(`usage: /${cmd.kind} NAME (or open the conversation first)`, "warn");
           return;
         }
-        const act = cmd.kind === "block" ? engine.block : engine.unblock;
+        const act = {
+          block: engine.block,
+          unblock: engine.unblock,
+          accept: engine.acceptRequest,
+          decline: engine.declineRequest,
+        }[cmd.kind];
         if (!act) {
           notice(`/${cmd.kind} is not supported by this engine`, "error");
           return;
         }
         try {
           const n = act.call(engine, who);
-          log("info", cmd.kind === "block" ? `blocked ${n}` : `unblocked ${n}`);
-          notice(
-            cmd.kind === "block"
-              ? `${n} is blocked: their connections are refused and nothing of theirs is stored`
-              : `${n} is no longer blocked`,
-          );
+          const said = {
+            block: `${n} is blocked: their connections are refused and nothing of theirs is stored`,
+            unblock: `${n} is no longer blocked`,
+            accept: `${n}'s message request accepted: this is a conversation now`,
+            decline: `${n}'s message request declined: its messages are deleted`,
+          }[cmd.kind];
+          log("info", said);
+          notice(said);
+          if (cmd.kind === "decline") loadHistory(n);
         } catch (e) {
           notice(`/${cmd.kind} failed: ${errorText(e)}`, "error");
           return;

@@ -16,6 +16,8 @@ export type UiCommand =
   /** name undefined: the open conversation. */
   | { kind: "block"; name?: string }
   | { kind: "unblock"; name?: string }
+  | { kind: "accept"; name?: string }
+  | { kind: "decline"; name?: string }
   | { kind: "peer" }
   | { kind: "log" }
   /** key undefined: list the settings. */
@@ -51,6 +53,8 @@ export const COMMANDS: readonly CommandSpec[] = [
     help: "block NAME (default: this conversation): refused at connect, nothing of theirs stored; remembered",
   },
   { name: "/unblock", args: "[NAME]", help: "unblock NAME (default: this conversation)" },
+  { name: "/accept", args: "[NAME]", help: "accept a message request (replying does too)" },
+  { name: "/decline", args: "[NAME]", help: "decline a message request: its messages are deleted" },
   { name: "/peer", args: "", help: "show or hide the peer pane (certificate, TLS, pin); remembered" },
   {
     name: "/search",
@@ -99,10 +103,12 @@ export function parseInput(raw: string): UiCommand {
         ? { kind: "open", name: rest.trim() }
         : { kind: "error", message: "usage: /open NAME" };
     case "/block":
-    case "/unblock": {
+    case "/unblock":
+    case "/accept":
+    case "/decline": {
       const who = rest.trim().replace(/^@/, "");
       if (/\s/.test(who)) return { kind: "error", message: `usage: ${name} [NAME]` };
-      const kind = name === "/block" ? "block" : "unblock";
+      const kind = name.slice(1) as "block" | "unblock" | "accept" | "decline";
       return who ? { kind, name: who } : { kind };
     }
     case "/peer":

@@ -193,6 +193,8 @@ export function ContactList(
       // Blocked: a barred circle (never online); revoked: a cross.
       c.blocked
         ? seg("\u2298", "warn")
+        : c.request
+        ? seg("\u2709", "warn")
         : c.revoked
         ? seg("\u00d7", "error")
         : seg(c.online ? "\u25cf" : "\u25cb", c.online ? "good" : "dim"),
