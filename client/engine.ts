@@ -24,7 +24,7 @@ import {
   type TrustedTime,
   verifyTimeProof,
 } from "../clock/mod.ts";
-import { canonicalUsername, fingerprintOf, type ParsedCrl } from "../pki/mod.ts";
+import { canonicalUsername, fingerprintOf, keyFingerprintOf, type ParsedCrl } from "../pki/mod.ts";
 import { messageOf } from "../coded_error.ts";
 import { DirectoryClient } from "./directory_client.ts";
 import type { HomeState } from "./home.ts";
@@ -259,7 +259,7 @@ export class ChatEngine implements ChatEngineApi {
       lookup: (name) => opts.directory.lookup(name),
       active: (name) => this.#sessions.active(name),
       dial: (name, host, port) => this.#sessions.dial(name, host, port),
-      noteListed: (name, fp) => this.#trust.noteListed(name, fp),
+      noteListed: (name, fp, certPem) => this.#trust.noteListed(name, fp, certPem),
       emit,
     });
     this.#outbox = new Outbox({
@@ -321,6 +321,22 @@ export class ChatEngine implements ChatEngineApi {
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
     this.#outbox.retryAll();
+    void this.#convertLegacyPins();
+  }
+
+  /** Old certificate pins become key pins where the phonebook still lists the pinned certificate (one
+   * look-up per such contact, once per start; failures leave the pin for the next chance). */
+  async #convertLegacyPins(): Promise<void> {
+    const names = this.#trust.legacyPins(this.#store.contacts().map((c) => c.name));
+    for (const name of names) {
+      if (this.#closed) return;
+      try {
+        const entry = await this.#opts.directory.lookup(name);
+        if (entry?.certPem !== undefined) this.#trust.convertFromListing(name, entry.certPem);
+      } catch {
+        // the phonebook is away: the pin converts when the peer shows the pinned certificate again
+      }
+    }
   }
 
   #every(ms: number, fn: () => unknown): void {
@@ -696,7 +712,8 @@ export class ChatEngine implements ChatEngineApi {
       notBefore: v.notBefore,
       notAfter: v.notAfter,
       validNow: t ? v.notBefore <= t.earliestMs && t.latestMs <= v.notAfter : null,
-      fingerprint: v.fingerprint,
+      fingerprint: v.keyFingerprint,
+      certificateFingerprint: v.fingerprint,
       pinnedFingerprint: this.#trust.pinnedFingerprint(peer),
       revoked: this.#revocation.isRevoked(v.serial),
       revocationStale: this.#revocation.isStale(),
@@ -707,8 +724,9 @@ export class ChatEngine implements ChatEngineApi {
     };
   }
 
+  /** Our key's fingerprint (SHA-256 of the SPKI): what a contact compares, the same across renewals. */
   ownFingerprint(): string {
-    return this.#identity.fingerprint;
+    return keyFingerprintOf(this.#identity.certPem);
   }
 
   typing(peer: string): void {

@@ -49,8 +49,13 @@ export interface PeerInfo {
   notAfter: number;
   /** Judged on trusted time; null when time is unverified. */
   validNow: boolean | null;
+  /** SHA-256 of the peer's public key (SPKI): the identity compared out of band, the same across renewals. */
   fingerprint: string;
+  /** The key fingerprint pinned (or, for a pin from an older version not converted yet, the SHA-256 of the
+   * certificate seen then). */
   pinnedFingerprint: string | null;
+  /** SHA-256 of the certificate's DER (changes at each renewal). Optional: added after the first version. */
+  certificateFingerprint?: string;
   revoked: boolean;
   /** True when `revoked` was judged on a revocation list past its nextUpdate (no newer one could be fetched):
    * a recent revocation may be missing. Optional: added after the first version of this contract. */

@@ -258,11 +258,11 @@ export function peerLines(info: PeerInfo | null, contact: Contact | undefined, w
     ),
     // On a row of its own: TLS_AES_256_GCM_SHA384 is 22 cells and must never be cut.
     ...(info.cipher ? [line("cipher", seg("cipher   "), seg(displayText(info.cipher)))] : []),
-    line("fph", seg("SHA-256 fingerprint", "dim")),
+    line("fph", seg("key SHA-256 fingerprint", "dim")),
     ...fingerprintLines("fp", info.fingerprint, width, pin === "changed" ? "error" : "normal"),
   );
   if (info.pinnedFingerprint && info.pinnedFingerprint !== info.fingerprint) {
-    out.push(line("pfh", seg("pinned (old) fingerprint", "warn")));
+    out.push(line("pfh", seg("pinned (old) key fingerprint", "warn")));
     out.push(...fingerprintLines("pfp", info.pinnedFingerprint, width, "warn"));
   }
   out.push(

@@ -360,7 +360,15 @@ export class MemoryPins implements PinStore {
   #ensure(name: string): StoredContact {
     let c = this.rows.get(name);
     if (!c) {
-      c = { name, pinnedFingerprint: null, pendingFingerprint: null, verified: false, defaultTtlMs: null };
+      c = {
+        name,
+        pinnedFingerprint: null,
+        pinKind: null,
+        pendingFingerprint: null,
+        certificateDer: null,
+        verified: false,
+        defaultTtlMs: null,
+      };
       this.rows.set(name, c);
     }
     return c;
@@ -369,7 +377,25 @@ export class MemoryPins implements PinStore {
     const c = this.#ensure(name);
     if (c.pinnedFingerprint !== fp) c.verified = false;
     c.pinnedFingerprint = fp;
+    c.pinKind = "key";
     c.pendingFingerprint = null;
+  }
+  /** A pin as an older version stored it: the certificate's fingerprint. */
+  legacyPin(name: string, certificateFingerprint: string, verified = false): void {
+    const c = this.#ensure(name);
+    c.pinnedFingerprint = certificateFingerprint;
+    c.pinKind = "certificate";
+    c.verified = verified;
+  }
+  convertPin(name: string, certFp: string, keyFp: string): void {
+    const c = this.rows.get(name);
+    if (c && c.pinKind === "certificate" && c.pinnedFingerprint === certFp) {
+      c.pinnedFingerprint = keyFp;
+      c.pinKind = "key";
+    }
+  }
+  saveCertificate(name: string, der: Uint8Array): void {
+    this.#ensure(name).certificateDer = der;
   }
   setPending(name: string, fp: string | null): void {
     this.#ensure(name).pendingFingerprint = fp;
