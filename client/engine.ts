@@ -68,6 +68,16 @@ import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
 
+/** The interval every certificate (peers', the phonebook's, our own) is judged on: the trusted clock's when
+ * it is verified. Before the first verified answer, the local clock: refusing everyone would stop all chat
+ * while a time server is blocked, and expiring messages fail closed on their own (docs/protocol.md "Time"). */
+export function certTimeOf(clock: Pick<ClockLike, "now">): { earliestMs: number; latestMs: number } {
+  const t = clock.now();
+  if (t) return { earliestMs: t.earliestMs, latestMs: t.latestMs };
+  const now = Date.now();
+  return { earliestMs: now, latestMs: now };
+}
+
 /** What the engine needs of the phonebook (DirectoryClient satisfies it). */
 export interface DirectoryLike {
   publish(host: string, port: number, ttlSeconds: number): Promise<void>;
@@ -311,9 +321,11 @@ export class ChatEngine implements ChatEngineApi {
       this.#sweeper.sweep();
     });
     o.clock.start();
-    // The CRL is fetched with the first time sync: enrollment gives none, and until one was obtained
-    // (now or persisted by an earlier run) every peer session is refused.
-    await Promise.all([o.clock.sync().catch(() => {}), this.#revocation.refresh()]);
+    // The CRL is fetched after the first time sync (bounded by its timeout): the phonebook's certificate is
+    // judged on trusted time, which a wall clock a year off would otherwise fail. Enrollment gives no CRL,
+    // and until one was obtained (now or persisted by an earlier run) every peer session is refused.
+    await o.clock.sync().catch(() => {});
+    await this.#revocation.refresh();
     this.#sweeper.sweep();
     const listen = o.listen ?? { host: "127.0.0.1", port: 0 };
     this.#address = await this.#sessions.listen(listen.host, listen.port);
@@ -378,12 +390,7 @@ export class ChatEngine implements ChatEngineApi {
   // ---- time ----
 
   #certTime(): { earliestMs: number; latestMs: number } {
-    const t = this.#opts.clock.now();
-    if (t) return { earliestMs: t.earliestMs, latestMs: t.latestMs };
-    // Without any verified time we judge validity on the local clock rather than refuse everyone (a blocked
-    // time server would otherwise stop all chat). Expiring messages still fail closed.
-    const now = Date.now();
-    return { earliestMs: now, latestMs: now };
+    return certTimeOf(this.#opts.clock);
   }
 
   /** The latest time it may be: trusted when we have it, else the local clock (as for certificates). */
@@ -821,17 +828,20 @@ export async function startEngineFromHome(
   home: HomeState,
   opts: HomeEngineOptions = {},
 ): Promise<ChatEngine> {
-  const directory = new DirectoryClient({
-    url: home.server,
-    caPem: home.caPem,
-    certPem: home.certPem,
-    keyPem: home.keyPem,
-  });
   const clock = new TrustedClock({
     servers: [...home.roughtime, ...(opts.extraTimeServers ?? [])],
     proofServers: home.roughtime,
     queryTimeoutMs: opts.timeQueryTimeoutMs,
     refreshIntervalMs: opts.timeRefreshIntervalMs,
+  });
+  const directory = new DirectoryClient({
+    url: home.server,
+    caPem: home.caPem,
+    certPem: home.certPem,
+    keyPem: home.keyPem,
+    // The phonebook's certificate on the same time as peers' (certTimeOf): a wall clock a year off must not
+    // stop us publishing or looking anyone up.
+    certTime: () => certTimeOf(clock),
   });
   try {
     return await ChatEngine.start({

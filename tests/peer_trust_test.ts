@@ -53,7 +53,11 @@ Deno.test("peer trust: first use pins; a changed key is said once and refused un
   const v = await r.trust.authenticate(bob1.certDer, "bob", "dialer");
   assert.equal(v.fingerprint, bob1.fingerprint);
   assert.equal(v.keyFingerprint, bob1.keyFingerprint);
-  assert.equal(r.trust.pinnedFingerprint("bob"), bob1.keyFingerprint, "the key is pinned, not the certificate");
+  assert.equal(
+    r.trust.pinnedFingerprint("bob"),
+    bob1.keyFingerprint,
+    "the key is pinned, not the certificate",
+  );
   assert.equal(r.trust.pinState("bob"), "pinned");
   assert.equal(await refusal(r.trust.authenticate(bob2.certDer, "bob", "dialer")), "KEY_CHANGED");
   assert.equal(await refusal(r.trust.authenticate(bob2.certDer, null, "listener")), "KEY_CHANGED");

@@ -23,7 +23,10 @@ Deno.test("store pins: an old chat.db's pins are certificate pins, convert to ke
     const path = join(dir, "chat.db");
     const old = new DatabaseSync(path);
     old.exec(OLD_CONTACTS);
-    old.prepare("INSERT INTO contacts (name, pinned_fp, verified) VALUES (?, ?, 1)").run("bob", "a".repeat(64));
+    old.prepare("INSERT INTO contacts (name, pinned_fp, verified) VALUES (?, ?, 1)").run(
+      "bob",
+      "a".repeat(64),
+    );
     old.prepare("INSERT INTO contacts (name) VALUES (?)").run("carol");
     old.close();
 
