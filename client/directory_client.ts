@@ -141,7 +141,9 @@ class CheckedAgent extends https.Agent {
 
 export class DirectoryClient {
   readonly url: string;
-  readonly #agent: https.Agent;
+  #agent: https.Agent;
+  /** Agents replaced by setClientCertificate: requests in flight on them finish; destroyed at close. */
+  readonly #retired: https.Agent[] = [];
   readonly #caPem: string;
   readonly #caKey: KeyObject;
   readonly #caCert: x509.X509Certificate;
@@ -157,7 +159,11 @@ export class DirectoryClient {
     this.#certTime = opts.certTime ?? (() => ({ earliestMs: Date.now(), latestMs: Date.now() }));
     // node:https rather than fetch: fetch adds its built-in public roots to any CA it is given, while the
     // directory must be reached only through a certificate from OUR CA (checked in #verify).
-    this.#agent = new CheckedAgent(
+    this.#agent = this.#makeAgent(opts.certPem, opts.keyPem);
+  }
+
+  #makeAgent(certPem?: string, keyPem?: string): https.Agent {
+    return new CheckedAgent(
       {
         keepAlive: true,
         maxSockets: MAX_SOCKETS,
@@ -167,10 +173,17 @@ export class DirectoryClient {
       {
         ca: [this.#caPem],
         rejectUnauthorized: false,
-        ...(opts.certPem && opts.keyPem ? { cert: opts.certPem, key: opts.keyPem } : {}),
+        ...(certPem && keyPem ? { cert: certPem, key: keyPem } : {}),
       },
       (host, s) => this.#verify(host, s),
     );
+  }
+
+  /** Presents another client certificate from the next request on (after a renewal): pooled connections
+   * authenticated with the old one are not reused. */
+  setClientCertificate(certPem: string, keyPem: string): void {
+    this.#retired.push(this.#agent);
+    this.#agent = this.#makeAgent(certPem, keyPem);
   }
 
   /** Judges the server certificate on another clock from now on (the engine's, once it runs). */
@@ -381,5 +394,6 @@ export class DirectoryClient {
 
   close(): void {
     this.#agent.destroy();
+    for (const a of this.#retired.splice(0)) a.destroy();
   }
 }

@@ -24,7 +24,18 @@ import {
   type TrustedTime,
   verifyTimeProof,
 } from "../clock/mod.ts";
-import { canonicalUsername, fingerprintOf, keyFingerprintOf, type ParsedCrl } from "../pki/mod.ts";
+import {
+  canonicalUsername,
+  createCsr,
+  fingerprintOf,
+  importPrivateKeyPem,
+  keyFingerprintOf,
+  normalizeSerial,
+  type ParsedCrl,
+  pemToDer,
+  verifyPeerCertificate,
+  x509,
+} from "../pki/mod.ts";
 import { messageOf } from "../coded_error.ts";
 import { DirectoryClient } from "./directory_client.ts";
 import type { HomeState } from "./home.ts";
@@ -33,6 +44,7 @@ import type {
   ChatMessage,
   Contact,
   EngineEvent,
+  OwnCertificateStatus,
   PeerInfo,
   PhonebookStatus,
   RecipientStatus,
@@ -64,9 +76,21 @@ import { type DialEntry, Dialer } from "./dialer.ts";
 import { Outbox } from "./outbox.ts";
 import { ExpirySweeper } from "./expiry_sweeper.ts";
 import { Presence } from "./presence.ts";
+import { type OwnCertificate, Renewal } from "./renewal.ts";
+import { writeCertificate } from "./home.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
+
+/** Serial and validity of a certificate in PEM. */
+function ownCertificateOf(certPem: string): OwnCertificate {
+  const c = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
+  return {
+    serial: normalizeSerial(c.serialNumber),
+    notBefore: c.notBefore.getTime(),
+    notAfter: c.notAfter.getTime(),
+  };
+}
 
 /** The interval every certificate (peers', the phonebook's, our own) is judged on: the trusted clock's when
  * it is verified. Before the first verified answer, the local clock: refusing everyone would stop all chat
@@ -86,6 +110,10 @@ export interface DirectoryLike {
   /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
   crl(): Promise<ParsedCrl>;
   list?(): Promise<{ users: { name: string; online: boolean; revoked?: boolean }[] }>;
+  /** A new certificate for our key (authenticated with the current one); without it nothing renews. */
+  renew?(csrPem: string): Promise<{ certPem: string }>;
+  /** Presents another client certificate from now on (after a renewal). */
+  setClientCertificate?(certPem: string, keyPem: string): void;
   close?(): void;
 }
 
@@ -131,6 +159,10 @@ export interface ChatEngineOptions {
   scheduler?: Scheduler;
   /** Subscribed before start, so events emitted while starting (expiries found at startup) are seen. */
   onEvent?: (e: EngineEvent) => void;
+  /** Keeps a renewed certificate (home/cert.pem); called before it is put to use. */
+  saveCertificate?: (certPem: string) => Promise<void>;
+  /** How often our certificate's state is judged again. Default RENEW_CHECK_MS (client/renewal.ts). */
+  renewalCheckMs?: number;
 }
 
 /** A snapshot of the session with one peer, for diagnostics and tests. */
@@ -189,7 +221,8 @@ export class ChatEngine implements ChatEngineApi {
   readonly #scheduler: Scheduler;
   readonly #maxUnreadMs: number;
   readonly #listeners = new Set<(e: EngineEvent) => void>();
-  readonly #identity: LocalIdentity;
+  #identity: LocalIdentity;
+  #ownCert: OwnCertificate;
   readonly #store: ChatStore;
   readonly #sessions: SessionManager;
   readonly #revocation: RevocationCache;
@@ -198,6 +231,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #outbox: Outbox;
   readonly #sweeper: ExpirySweeper;
   readonly #presence: Presence;
+  readonly #renewal: Renewal;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
   #address: { host: string; port: number } | null = null;
@@ -226,6 +260,7 @@ export class ChatEngine implements ChatEngineApi {
       fingerprint: fingerprintOf(opts.certPem),
       privateKey: crypto.createPrivateKey(opts.keyPem),
     };
+    this.#ownCert = ownCertificateOf(opts.certPem);
     const emit = (e: EngineEvent) => this.#emit(e);
     const log = (level: "info" | "warn" | "error", text: string) => emit({ event: "log", level, text });
     const store = this.#store = new ChatStore(opts.dbPath);
@@ -299,6 +334,16 @@ export class ChatEngine implements ChatEngineApi {
       scheduler: this.#scheduler,
       ttlSeconds: opts.publishTtlSeconds,
     });
+    this.#renewal = new Renewal({
+      current: () => this.#ownCert,
+      now: () => clock.now(),
+      isRevoked: (serial) => this.#revocation.isRevoked(serial),
+      renew: () => this.#renewCertificate(),
+      emit: (status) => emit({ event: "certificate", status }),
+      log,
+      scheduler: this.#scheduler,
+      checkMs: opts.renewalCheckMs,
+    });
   }
 
   /** Opens the store, starts the clock (waiting for one sync, bounded by its timeout), listens, publishes our
@@ -329,6 +374,10 @@ export class ChatEngine implements ChatEngineApi {
     this.#sweeper.sweep();
     const listen = o.listen ?? { host: "127.0.0.1", port: 0 };
     this.#address = await this.#sessions.listen(listen.host, listen.port);
+    // Before publishing: a certificate that lapsed while we were away is renewed first (within the
+    // phonebook's grace), or publishing would be refused.
+    await this.#renewal.check();
+    this.#renewal.start();
     await this.#presence.start();
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
@@ -396,6 +445,61 @@ export class ChatEngine implements ChatEngineApi {
   /** The latest time it may be: trusted when we have it, else the local clock (as for certificates). */
   #latestNow(): number {
     return this.#opts.clock.now()?.latestMs ?? Date.now();
+  }
+
+  // ---- our certificate ----
+
+  /** Our certificate's state (valid until, renewing, expired, revoked). */
+  certificateStatus(): OwnCertificateStatus {
+    return this.#renewal.status();
+  }
+
+  /** Renews our certificate now, whatever its age (front ends' command, tests); rejects with the failure. */
+  renewCertificate(): Promise<void> {
+    return this.#renewal.renewNow();
+  }
+
+  /** A new certificate for the same key from the phonebook, checked (our CA, our name, our key, valid on
+   * trusted time), kept (home/cert.pem) and put to use: new sessions, the listener's TLS context and the
+   * phonebook client present it; open sessions carry on. Throws when any step before use fails. */
+  async #renewCertificate(): Promise<void> {
+    const o = this.#opts;
+    if (!o.directory.renew) throw new EngineError("RENEW_UNSUPPORTED", "this phonebook client cannot renew");
+    const keys = await importPrivateKeyPem(o.keyPem);
+    const issued = await o.directory.renew(await createCsr(o.name, keys));
+    let der: Uint8Array;
+    try {
+      der = pemToDer(issued.certPem, "CERTIFICATE");
+    } catch {
+      throw new EngineError("BAD_CERTIFICATE", "the phonebook sent something that is not a certificate");
+    }
+    const checked = await verifyPeerCertificate({
+      certDer: der,
+      caCertPem: o.caPem,
+      expectedName: o.name,
+      time: this.#certTime(),
+    }).catch((e) => {
+      throw new EngineError("BAD_CERTIFICATE", `the renewed certificate does not check out: ${messageOf(e)}`);
+    });
+    if (checked.keyFingerprint !== keyFingerprintOf(this.#identity.certPem)) {
+      throw new EngineError("BAD_CERTIFICATE", "the renewed certificate is not for our key");
+    }
+    const certPem = issued.certPem;
+    // The phonebook has already superseded the old certificate: a failure to keep the new one must not stop
+    // us using it (the next start would renew again within the grace).
+    try {
+      await o.saveCertificate?.(certPem);
+    } catch (e) {
+      this.#emit({
+        event: "log",
+        level: "error",
+        text: `cannot keep the renewed certificate: ${messageOf(e)}`,
+      });
+    }
+    this.#identity = { ...this.#identity, certPem, fingerprint: fingerprintOf(der) };
+    this.#ownCert = ownCertificateOf(certPem);
+    this.#sessions.setIdentity(this.#identity);
+    o.directory.setClientCertificate?.(certPem, o.keyPem);
   }
 
   // ---- revocation ----
@@ -790,6 +894,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#sweeper.close();
     this.#outbox.close();
     this.#revocation.close();
+    this.#renewal.close();
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
     if (this.#address) await this.#presence.withdraw();
@@ -812,6 +917,7 @@ export interface HomeEngineOptions extends
     | "maxUnreadMs"
     | "publishTtlSeconds"
     | "onEvent"
+    | "renewalCheckMs"
   > {
   /** Bound on one Roughtime sync. Default 1500 ms. */
   timeQueryTimeoutMs?: number;
@@ -860,6 +966,9 @@ export async function startEngineFromHome(
       maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,
       onEvent: opts.onEvent,
+      renewalCheckMs: opts.renewalCheckMs,
+      // enroll's file: `enroll` and the next start see the renewed certificate.
+      saveCertificate: (certPem) => writeCertificate(home.dir, certPem),
     });
   } catch (e) {
     directory.close();

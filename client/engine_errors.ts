@@ -11,6 +11,8 @@ export type EngineErrorCode =
   | "NO_PENDING_KEY"
   | "SELF"
   | "CLOSED"
-  | "STORE_FAILED";
+  | "STORE_FAILED"
+  | "RENEW_UNSUPPORTED"
+  | "BAD_CERTIFICATE";
 
 export class EngineError extends CodedError<EngineErrorCode> {}

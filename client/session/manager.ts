@@ -76,12 +76,21 @@ export class SessionManager {
   };
 
   constructor(
-    private readonly identity: LocalIdentity,
+    private identity: LocalIdentity,
     private readonly authenticate: Authenticate,
     private readonly handlers: ManagerHandlers,
     limits: Partial<SessionLimits> = {},
   ) {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
+  }
+
+  /** Presents `next` (a renewed certificate) in every session opened from now on, dialled or accepted; open
+   * sessions carry on with the certificate they proved. The listener's TLS context is swapped in place
+   * (setSecureContext), so the port and the connections being accepted stay. */
+  setIdentity(next: LocalIdentity): void {
+    this.identity = next;
+    const ctx = { cert: next.certPem, key: next.keyPem, ca: next.caPem };
+    this.#server?.setSecureContext(ctx);
   }
 
   /** Starts the TLS listener; resolves with the bound address. */

@@ -149,7 +149,11 @@ export function App(
   const [state, dispatch] = useReducer(
     reduce,
     undefined,
-    () => ({ ...initialState(engine.name, engine.timeStatus()), peerPane: initialSettings.peerPane }),
+    () => ({
+      ...initialState(engine.name, engine.timeStatus()),
+      peerPane: initialSettings.peerPane,
+      certificate: engine.certificateStatus?.() ?? null,
+    }),
   );
   const [settings, setSettingsState] = useState<Settings>(initialSettings);
   const settingsRef = useRef(settings);
