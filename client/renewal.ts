@@ -25,6 +25,10 @@ export const RENEW_CHECK_MS = 60_000;
 /** Retry after a failed renewal: doubling from the first to the last. */
 export const RENEW_BACKOFF_FIRST_MS = 5_000;
 export const RENEW_BACKOFF_MAX_MS = 15 * 60_000;
+/** After a renewal the next automatic one waits at least this long (monotonic): a phonebook whose clock is
+ * behind ours issues certificates that already look due, and must not be asked again in a loop (it would
+ * also spend its RENEWALS_PER_DAY allowance). */
+export const RENEW_MIN_INTERVAL_MS = 3600_000;
 /** The command that gives a certificate when renewal cannot (revoked, or lapsed past the grace). */
 export const FIX_COMMAND =
   "securechat enroll --renew (or, if refused, ask the phonebook's admin and enroll again)";
@@ -98,6 +102,8 @@ export class Renewal {
   #inFlight: Promise<void> | null = null;
   #failures = 0;
   #nextTryAt = 0;
+  /** Scheduler time of the last successful renewal, or null. */
+  #renewedAt: number | null = null;
   #lastError: string | null = null;
   #last: string | null = null;
   #status: OwnCertificateStatus;
@@ -125,8 +131,9 @@ export class Renewal {
     if (this.#inFlight) return this.#inFlight;
     const st = this.#update(false);
     const t = this.#d.now();
+    const sinceRenewal = this.#renewedAt === null ? Infinity : this.#d.scheduler.now() - this.#renewedAt;
     const due = t !== null && st.state !== "revoked" && t.latestMs >= st.renewAt &&
-      this.#d.scheduler.now() >= this.#nextTryAt;
+      this.#d.scheduler.now() >= this.#nextTryAt && sinceRenewal >= RENEW_MIN_INTERVAL_MS;
     if (!due) return Promise.resolve();
     this.#inFlight = this.#attempt().finally(() => {
       this.#inFlight = null;
@@ -156,6 +163,7 @@ export class Renewal {
       this.#failures = 0;
       this.#nextTryAt = 0;
       this.#lastError = null;
+      this.#renewedAt = this.#d.scheduler.now();
       const now = this.#d.current();
       this.#d.log(
         "info",
@@ -163,6 +171,15 @@ export class Renewal {
           new Date(before.notAfter).toISOString()
         }`,
       );
+      const t = this.#d.now();
+      if (t && t.latestMs >= renewAt(now)) {
+        this.#d.log(
+          "warn",
+          `the renewed certificate is already due by our trusted time (the phonebook's clock may be behind ours); next try in ${
+            RENEW_MIN_INTERVAL_MS / 60_000
+          } min`,
+        );
+      }
     } catch (e) {
       this.#failures++;
       const wait = backoffMs(this.#failures);
