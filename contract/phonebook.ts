@@ -53,13 +53,26 @@ export interface RoughtimeEndpoint {
   version: "rfc";
 }
 
+/** One Roughtime server of the phonebook (each node of a multi-node phonebook runs its own). */
+export interface RoughtimeServer {
+  /** null: the directory's own host name. */
+  host: string | null;
+  port: number;
+  /** Base64 of the 32-byte Ed25519 long-term public key. */
+  publicKey: string;
+  version: "rfc";
+}
+
 /** GET /v1/info */
 export interface DirectoryInfo {
   apiVersion: number;
   caCertPem: string;
   caFingerprint: string;
   inviteOnly: boolean;
+  /** The server of the node that answered (what older clients read). */
   roughtime: RoughtimeEndpoint | null;
+  /** Every node's server; [] from a server that does not send the list. */
+  roughtimeServers: RoughtimeServer[];
 }
 
 /** POST /v1/enroll and /v1/renew */
@@ -146,6 +159,7 @@ export function decodeDirectoryInfo(v: unknown): DirectoryInfo {
     throw new ContractError("directory info is malformed");
   }
   const rt = v.roughtime;
+  const servers = Array.isArray(v.roughtimeServers) ? v.roughtimeServers : [];
   return {
     apiVersion: v.apiVersion,
     caCertPem: v.caCertPem,
@@ -154,6 +168,15 @@ export function decodeDirectoryInfo(v: unknown): DirectoryInfo {
     roughtime: isObject(rt) && isPort(rt.port) && typeof rt.publicKey === "string"
       ? { port: rt.port, publicKey: rt.publicKey, version: "rfc" }
       : null,
+    roughtimeServers: servers.filter((s): s is Record<string, unknown> =>
+      isObject(s) && isPort(s.port) && typeof s.publicKey === "string" &&
+      (s.host === null || (typeof s.host === "string" && s.host.length > 0))
+    ).map((s) => ({
+      host: s.host as string | null,
+      port: s.port as number,
+      publicKey: s.publicKey as string,
+      version: "rfc" as const,
+    })),
   };
 }
 

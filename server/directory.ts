@@ -23,13 +23,14 @@ import {
 } from "../pki/mod.ts";
 import { ApiError } from "./errors.ts";
 import { canonicalPresenceHost } from "./address.ts";
-import { type DirectoryStore, type IssuedCert, type UserRow } from "./store.ts";
+import type { DirectoryStore, IssuedCert, UserRow } from "./store.ts";
 import {
   type DirectoryInfo,
   type IssuedCertificate,
   PHONEBOOK_API_VERSION,
   type PresenceAnswer,
   type RevokeAnswer,
+  type RoughtimeServer,
   type UserEntry,
   type UserList,
 } from "../contract/mod.ts";
@@ -41,6 +42,8 @@ import {
   PRESENCE_MIN_TTL_S,
   RENEW_GRACE_MS,
   RENEWALS_PER_DAY,
+  TIME_SERVER_CACHE_MS,
+  TIME_SERVER_STALE_MS,
 } from "./limits.ts";
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -111,11 +114,17 @@ export class DirectoryService {
   readonly roughtime: RoughtimeInfo | null;
   readonly #validityDays: number | undefined;
   readonly #now: () => number;
-  #crl: { revision: number; madeAt: number; der: Uint8Array } | null = null;
-  #crlPending: Promise<Uint8Array> | null = null;
+  /** The last CRL this process served, by number (saves reading the DER again while it is current). */
+  #crl: { number: number; der: Uint8Array } | null = null;
+  #crlPending: { revision: number; der: Promise<Uint8Array> } | null = null;
   /** Signature checks of client certificates, by fingerprint: a certificate's signature never changes, while
    * its validity and whether it is still the user's current one are re-checked on every request. */
   #verified = new Map<string, VerifiedPeer>();
+  /** Every node's Roughtime servers, read from the store at most every TIME_SERVER_CACHE_MS. */
+  #timeServers: { at: number; list: RoughtimeServer[] } | null = null;
+  /** The first CRL request of a process signs a fresh list (a restart is a new signing run), later ones
+   * serve the stored list while it is current. */
+  #signedOnce = false;
 
   constructor(opts: DirectoryServiceOptions) {
     this.store = opts.store;
@@ -140,7 +149,7 @@ export class DirectoryService {
       case "/":
       case "/v1/info":
         allow("GET", "HEAD");
-        return { status: 200, json: this.info() };
+        return { status: 200, json: await this.info() };
       case "/v1/ca.pem":
         allow("GET", "HEAD");
         return { status: 200, text: this.ca.certPem, contentType: "application/x-pem-file" };
@@ -161,17 +170,23 @@ export class DirectoryService {
         };
       case "/v1/revoke":
         allow("POST");
-        return { status: 200, json: this.revoke(await this.authenticate(req.peerCertDer()), req.body) };
+        return {
+          status: 200,
+          json: await this.revoke(await this.authenticate(req.peerCertDer()), req.body),
+        };
       case "/v1/presence":
         allow("PUT", "DELETE");
         if (method === "PUT") {
-          return { status: 200, json: this.publish(await this.authenticate(req.peerCertDer()), req.body) };
+          return {
+            status: 200,
+            json: await this.publish(await this.authenticate(req.peerCertDer()), req.body),
+          };
         }
-        return { status: 200, json: this.withdraw(await this.authenticate(req.peerCertDer())) };
+        return { status: 200, json: await this.withdraw(await this.authenticate(req.peerCertDer())) };
       case "/v1/me": {
         allow("GET");
         const me = await this.authenticate(req.peerCertDer());
-        const user = this.store.getUser(me.name);
+        const user = await this.store.getUser(me.name);
         // Freed by an admin between the two reads: the certificate is no longer anyone's.
         if (!user) throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
         return { status: 200, json: this.entry(user) };
@@ -179,7 +194,7 @@ export class DirectoryService {
       case "/v1/users":
         allow("GET");
         if (this.inviteOnly) await this.authenticate(req.peerCertDer());
-        return { status: 200, json: this.list(req.query) };
+        return { status: 200, json: await this.list(req.query) };
       case "/v1/users/:name": {
         allow("GET");
         if (this.inviteOnly) await this.authenticate(req.peerCertDer());
@@ -189,7 +204,7 @@ export class DirectoryService {
         } catch {
           throw new ApiError(400, "BAD_USERNAME", "name is not valid percent-encoding");
         }
-        const user = this.store.getUser(requireName(raw));
+        const user = await this.store.getUser(requireName(raw));
         if (!user) throw new ApiError(404, "NOT_FOUND", "no such user");
         return { status: 200, json: this.entry(user) };
       }
@@ -198,7 +213,7 @@ export class DirectoryService {
     }
   }
 
-  info(): DirectoryInfo {
+  async info(): Promise<DirectoryInfo> {
     return {
       apiVersion: PHONEBOOK_API_VERSION,
       caCertPem: this.ca.certPem,
@@ -208,7 +223,26 @@ export class DirectoryService {
       roughtime: this.roughtime
         ? { port: this.roughtime.port, publicKey: this.roughtime.publicKey, version: "rfc" }
         : null,
+      // Every node of a multi-node phonebook runs its own Roughtime server (they are independent by
+      // design); a client may ask several of them.
+      roughtimeServers: await this.timeServers(),
     };
+  }
+
+  /** The Roughtime servers announced by the phonebook's nodes recently (this one included). */
+  async timeServers(): Promise<RoughtimeServer[]> {
+    const now = this.#now();
+    const c = this.#timeServers;
+    if (c && now - c.at >= 0 && now - c.at < TIME_SERVER_CACHE_MS) return c.list;
+    const rows = await this.store.timeServers(now - TIME_SERVER_STALE_MS);
+    const list = rows.map((r) => ({
+      host: r.host,
+      port: r.port,
+      publicKey: r.publicKey,
+      version: "rfc" as const,
+    }));
+    this.#timeServers = { at: now, list };
+    return list;
   }
 
   /** Resolves the client certificate to the user it currently belongs to; 401 for anything else (no cert,
@@ -244,13 +278,13 @@ export class DirectoryService {
       this.#verified.set(fp, peer);
     }
     if (!(peer.notBefore <= now && now <= peer.notAfter + grace)) throw deny();
-    const user = this.store.getUser(peer.name);
+    const user = await this.store.getUser(peer.name);
     if (!user || user.revoked || user.serial !== peer.serial) throw deny();
     return { ...peer, lapsed: now > peer.notAfter };
   }
 
   async #issue(name: string, csr: CheckedCsr): Promise<IssuedCert> {
-    const cert = await issueUserCertificate(this.ca, name, csr.publicKey, {
+    const cert = await issueUserCertificate(this.ca, name, csr.spki, {
       nowMs: this.#now(),
       validityDays: this.#validityDays,
     });
@@ -285,24 +319,21 @@ export class DirectoryService {
     if (this.inviteOnly) {
       if (
         typeof token !== "string" || token.length > 200 ||
-        this.store.tokenState(token, this.#now()) !== "valid"
+        await this.store.tokenState(token, this.#now()) !== "valid"
       ) {
         throw new ApiError(403, "BAD_TOKEN", "invitation token is unknown, used or expired");
       }
     }
     const csr = await checkCsr(body.csr, name).catch(csrToApiError);
-    if (this.store.getUser(name)) throw nameTaken();
+    if (await this.store.getUser(name)) throw nameTaken();
     const issued = await this.#issue(name, csr);
-    const now = this.#now();
-    this.store.tx(() => {
-      // Checked again inside the transaction: another enrollment may have won the name while we signed.
-      if (this.store.getUser(name)) throw nameTaken();
-      if (this.inviteOnly && !this.store.consumeToken(token as string, name, now)) {
-        throw new ApiError(403, "BAD_TOKEN", "invitation token is unknown, used or expired");
-      }
-      this.store.insertCert(issued, now);
-      this.store.insertUser(issued, now);
-    });
+    // Checked again inside the store's transaction: another enrollment (on any node) may have won the name
+    // or used the token while we signed.
+    const outcome = await this.store.enroll(issued, this.#now(), this.inviteOnly ? token as string : null);
+    if (outcome === "name_taken") throw nameTaken();
+    if (outcome === "bad_token") {
+      throw new ApiError(403, "BAD_TOKEN", "invitation token is unknown, used or expired");
+    }
     return this.#issuedJson(issued);
   }
 
@@ -313,7 +344,7 @@ export class DirectoryService {
     }
     const csr = await checkCsr(body.csr, peer.name).catch(csrToApiError);
     // A lapsed certificate only prolongs its own key: a new key needs a certificate valid now.
-    if (peer.lapsed && this.store.getUser(peer.name)?.keyId !== keyIdOf(csr.spki)) {
+    if (peer.lapsed && (await this.store.getUser(peer.name))?.keyId !== keyIdOf(csr.spki)) {
       throw new ApiError(
         403,
         "LAPSED_NEW_KEY",
@@ -322,25 +353,22 @@ export class DirectoryService {
     }
     const tooMany = () =>
       new ApiError(429, "RATE_LIMITED", `at most ${RENEWALS_PER_DAY} certificates a day per user; try later`);
-    if (this.store.certsIssuedSince(peer.name, this.#now() - DAY_MS) >= RENEWALS_PER_DAY) throw tooMany();
+    if (await this.store.certsIssuedSince(peer.name, this.#now() - DAY_MS) >= RENEWALS_PER_DAY) {
+      throw tooMany();
+    }
     const issued = await this.#issue(peer.name, csr);
     const now = this.#now();
-    this.store.tx(() => {
-      const user = this.store.getUser(peer.name);
-      if (!user || user.revoked || user.serial !== peer.serial) {
-        throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
-      }
-      // Counted again inside the transaction: parallel renewals must not slip past the limit together.
-      if (this.store.certsIssuedSince(peer.name, now - DAY_MS) >= RENEWALS_PER_DAY) throw tooMany();
-      this.store.insertCert(issued, now);
-      this.store.replaceUserCert(issued);
-      // One live certificate per user: the old one goes on the CRL as superseded.
-      this.store.revokeCert(user.serial, now, "superseded");
-    });
+    // Counted again inside the transaction: parallel renewals must not slip past the limit together. One
+    // live certificate per user: the old one goes on the CRL as superseded.
+    const outcome = await this.store.renew(issued, peer.serial, now, now - DAY_MS, RENEWALS_PER_DAY);
+    if (outcome === "stale") {
+      throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
+    }
+    if (outcome === "rate_limited") throw tooMany();
     return this.#issuedJson(issued);
   }
 
-  revoke(peer: VerifiedPeer, body: unknown): RevokeAnswer {
+  async revoke(peer: VerifiedPeer, body: unknown): Promise<RevokeAnswer> {
     if (body !== undefined && !isObject(body)) {
       throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     }
@@ -352,15 +380,11 @@ export class DirectoryService {
     if ((b.name !== undefined && b.name !== peer.name) || !serialOk) {
       throw new ApiError(403, "FORBIDDEN", "a certificate can only revoke itself");
     }
-    const now = this.#now();
-    this.store.tx(() => {
-      this.store.revokeCert(peer.serial, now, "unspecified");
-      this.store.markUserRevoked(peer.name);
-    });
+    await this.store.revokeOwn(peer.name, peer.serial, this.#now());
     return { revoked: peer.serial, name: peer.name };
   }
 
-  publish(peer: VerifiedPeer, body: unknown): PresenceAnswer {
+  async publish(peer: VerifiedPeer, body: unknown): Promise<PresenceAnswer> {
     if (!isObject(body)) throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     if (body.name !== undefined && body.name !== peer.name) {
       throw new ApiError(403, "FORBIDDEN", "a user can only publish their own address");
@@ -381,16 +405,17 @@ export class DirectoryService {
       );
     }
     const expires = this.#now() + ttlSeconds * 1000;
-    this.store.setPresence(peer.name, host, port, expires);
+    // The expiry is an instant in the store, so every node judges it the same way.
+    await this.store.setPresence(peer.name, host, port, expires);
     return { name: peer.name, address: { host, port }, expiresAt: expires };
   }
 
-  withdraw(peer: VerifiedPeer): PresenceAnswer {
-    this.store.clearPresence(peer.name);
+  async withdraw(peer: VerifiedPeer): Promise<PresenceAnswer> {
+    await this.store.clearPresence(peer.name);
     return { name: peer.name, address: null };
   }
 
-  list(query: URLSearchParams): UserList {
+  async list(query: URLSearchParams): Promise<UserList> {
     const prefix = query.get("prefix") ?? "";
     if (!/^[a-z0-9_-]{0,32}$/.test(prefix)) {
       throw new ApiError(400, "BAD_REQUEST", "prefix may contain only a-z, 0-9, '-' and '_'");
@@ -407,7 +432,7 @@ export class DirectoryService {
       after = cursor;
     }
     // One extra row tells whether there is a next page without a second query.
-    const rows = this.store.listUsers(prefix, after, limit + 1);
+    const rows = await this.store.listUsers(prefix, after, limit + 1);
     const page = rows.slice(0, limit);
     return {
       users: page.map((u) => this.entry(u)),
@@ -428,30 +453,54 @@ export class DirectoryService {
     };
   }
 
-  /** The signed CRL, re-made when a revocation happened (in this process or an admin command) or when the
-   * last one is an hour old. */
+  /** The signed CRL. All nodes share the last one signed (in the store), so a client switching nodes never
+   * sees a lower CRL Number; it is re-made when a revocation happened (on any node, or by an admin command),
+   * when it is an hour old, or at the first request of this process. */
   async crlDer(): Promise<Uint8Array> {
-    const revision = this.store.revocationRevision();
     const now = this.#now();
+    const state = await this.store.crlState();
     const c = this.#crl;
-    if (c && c.revision === revision && now - c.madeAt < CRL_REFRESH_MS) return c.der;
-    if (!this.#crlPending) {
-      this.#crlPending = (async () => {
-        try {
-          const entries = this.store.revokedCerts(now).map((r) => ({
-            serial: r.serial,
-            revokedAtMs: r.revokedAt,
-          }));
-          const crl = await createCrl(this.ca, entries, now, { crlNumber: this.store.nextCrlNumber() });
-          const der = new Uint8Array(crl.rawData);
-          this.#crl = { revision, madeAt: now, der };
-          return der;
-        } finally {
-          this.#crlPending = null;
-        }
-      })();
+    const current = (s: { revision: number; madeAt: number }) =>
+      s.revision === state.revision && now - s.madeAt >= 0 && now - s.madeAt < CRL_REFRESH_MS;
+    if (this.#signedOnce && state.crl && current(state.crl)) {
+      if (c && c.number === state.crl.number) return c.der;
+      const stored = await this.store.storedCrl();
+      if (stored && current(stored)) {
+        this.#crl = { number: stored.number, der: stored.der };
+        return stored.der;
+      }
     }
-    return await this.#crlPending;
+    // A signing run already under way for an older revision would miss the newest revocation: wait for it,
+    // then sign again.
+    if (this.#crlPending && this.#crlPending.revision !== state.revision) {
+      await this.#crlPending.der.catch(() => {});
+      return await this.crlDer();
+    }
+    if (!this.#crlPending) {
+      this.#crlPending = {
+        revision: state.revision,
+        der: (async () => {
+          try {
+            const entries = (await this.store.revokedCerts(now)).map((r) => ({
+              serial: r.serial,
+              revokedAtMs: r.revokedAt,
+            }));
+            const number = await this.store.nextCrlNumber();
+            const crl = await createCrl(this.ca, entries, now, { crlNumber: number });
+            const der = new Uint8Array(crl.rawData);
+            // Another node may have stored a higher-numbered list meanwhile; ours still is a valid, current
+            // list, and the next request serves the stored one.
+            await this.store.saveCrl({ number, revision: state.revision, madeAt: now, der });
+            this.#signedOnce = true;
+            this.#crl = { number, der };
+            return der;
+          } finally {
+            this.#crlPending = null;
+          }
+        })(),
+      };
+    }
+    return await this.#crlPending.der;
   }
 }
 
@@ -464,15 +513,9 @@ function nameTaken(): ApiError {
 }
 
 /** Admin: revokes the user's current certificate; with `release`, also frees the name for a new key. */
-export function adminRevoke(store: DirectoryStore, name: string, release: boolean, nowMs = Date.now()) {
-  return store.tx(() => {
-    const user = store.getUser(name);
-    if (!user) return null;
-    store.revokeCert(user.serial, nowMs, "admin");
-    store.markUserRevoked(name);
-    if (release) store.deleteUser(name);
-    return { name, serial: user.serial, released: release };
-  });
+export async function adminRevoke(store: DirectoryStore, name: string, release: boolean, nowMs = Date.now()) {
+  const r = await store.adminRevoke(name, release, nowMs);
+  return r ? { name, serial: r.serial, released: release } : null;
 }
 
 /** The notAfter of a certificate (Unix ms), or null when it does not parse. */
