@@ -32,6 +32,7 @@ import {
   normalizeSerial,
   type ParsedCrl,
   pemToDer,
+  verifyCrl,
   verifyPeerCertificate,
   x509,
 } from "../pki/mod.ts";
@@ -267,7 +268,7 @@ export class ChatEngine implements ChatEngineApi {
     const clock = opts.clock;
     this.#revocation = new RevocationCache({
       fetch: () => opts.directory.crl(),
-      load: () => store.revocationList(),
+      load: () => this.#loadStoredCrl(),
       save: (l) => store.saveRevocationList(l),
       latestNowMs: () => this.#latestNow(),
       log,
@@ -388,6 +389,7 @@ export class ChatEngine implements ChatEngineApi {
     // judged on trusted time, which a wall clock a year off would otherwise fail. Enrollment gives no CRL,
     // and until one was obtained (now or persisted by an earlier run) every peer session is refused.
     await o.clock.sync().catch(() => {});
+    await this.#revocation.loaded;
     await this.#revocation.refresh();
     this.#sweeper.sweep();
     const listen = o.listen ?? { host: "127.0.0.1", port: 0 };
@@ -521,6 +523,41 @@ export class ChatEngine implements ChatEngineApi {
   }
 
   // ---- revocation ----
+
+  /** The revocation list kept by an earlier run, its signature verified again against our CA: a list
+   * changed on disk (a revocation removed) is refused, loudly, and peers wait for a fresh one (fail closed).
+   * A list stored by an older version without its DER is not used either. */
+  async #loadStoredCrl() {
+    const held = this.#store.revocationList();
+    if (!held) return null;
+    if (!held.der) {
+      this.#emit({
+        event: "log",
+        level: "warn",
+        text: "the stored revocation list has no signature kept (older version): fetching a new one",
+      });
+      return null;
+    }
+    try {
+      const v = await verifyCrl(held.der, this.#opts.caPem);
+      return {
+        serials: v.revokedSerials,
+        crlNumber: v.crlNumber ?? null,
+        thisUpdateMs: v.thisUpdateMs,
+        nextUpdateMs: v.nextUpdateMs,
+        der: held.der,
+      };
+    } catch (e) {
+      this.#emit({
+        event: "error",
+        code: "STORED_CRL_REFUSED",
+        message: `the revocation list stored in chat.db does not verify (${
+          messageOf(e)
+        }): not used; peers are refused until a fresh one is fetched`,
+      });
+      return null;
+    }
+  }
 
   /** Fetches the CRL now and keeps it when it is not older than the one we hold; never throws. For tests and
    * front ends that want a revocation to take effect at once. */

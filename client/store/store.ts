@@ -12,6 +12,7 @@
  * secure_delete=ON SQLite overwrites freed content with zeros, and after deleting expired rows we checkpoint
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
+import { Buffer } from "node:buffer";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { ChatMessage, DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
@@ -195,11 +196,17 @@ function decodeRevocationList(text: string): RevocationList | null {
   if (o.crlNumber !== null && (typeof o.crlNumber !== "string" || !/^[0-9]{1,60}$/.test(o.crlNumber))) {
     return null;
   }
+  let der: Uint8Array | undefined;
+  if (o.der !== undefined) {
+    if (typeof o.der !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(o.der)) return null;
+    der = new Uint8Array(Buffer.from(o.der, "base64"));
+  }
   return {
     serials: new Set(o.serials as string[]),
     crlNumber: o.crlNumber === null ? null : BigInt(o.crlNumber as string),
     thisUpdateMs: o.thisUpdateMs as number,
     nextUpdateMs: o.nextUpdateMs as number | null,
+    ...(der ? { der } : {}),
   };
 }
 
@@ -722,13 +729,15 @@ export class ChatStore {
   }
 
   /** Replaces the stored revocation list (on disk when it returns: a restart must not forget a revocation).
-   * Only the verified contents are kept: the directory client hands over the parsed list, not its DER. */
+   * The signed DER is kept with the contents: the engine verifies it again at every start and uses only what
+   * verifies (the contents beside it are for reading; a list stored without DER is not used again). */
   saveRevocationList(crl: RevocationList): void {
     const text = JSON.stringify({
       serials: [...crl.serials].sort(),
       crlNumber: crl.crlNumber === null ? null : crl.crlNumber.toString(),
       thisUpdateMs: crl.thisUpdateMs,
       nextUpdateMs: crl.nextUpdateMs,
+      ...(crl.der ? { der: Buffer.from(crl.der).toString("base64") } : {}),
     });
     this.#durableTx(() => {
       this.#db.prepare("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)").run(META_CRL, text);

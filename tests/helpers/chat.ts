@@ -20,7 +20,7 @@ import {
 } from "../../client/engine.ts";
 import type { EngineEvent } from "../../client/engine_types.ts";
 import { deadlinePassed, type TimeStatus, type TrustedTime } from "../../clock/mod.ts";
-import { fingerprintOf, type ParsedCrl } from "../../pki/mod.ts";
+import { type CaMaterial, createCrl, fingerprintOf, type ParsedCrl } from "../../pki/mod.ts";
 import {
   encodeFrame,
   type Frame,
@@ -212,6 +212,9 @@ export class FakeDirectory implements DirectoryLike {
   crlLifetimeMs: number | null = 60_000;
   /** When set, served instead of the current list (a replayed or cached older CRL). */
   replay: ParsedCrl | null = null;
+  /** The CA that signs the lists served (set by startTestEngine): the engine keeps the signed DER and
+   * verifies it again at its next start. */
+  ca: CaMaterial | null = null;
   #issued: ParsedCrl | null = null;
   #issuedKey = "";
   /** Pass another directory's `entries` to share one phonebook between engines. */
@@ -247,7 +250,9 @@ export class FakeDirectory implements DirectoryLike {
     const key = [...this.revoked].sort().join(",");
     const expired = this.#issued?.nextUpdateMs != null && Date.now() > this.#issued.nextUpdateMs;
     if (!this.#issued || key !== this.#issuedKey || expired) {
-      const thisUpdateMs = Math.max(Date.now(), (this.#issued?.thisUpdateMs ?? 0) + 1);
+      // At least a second after the previous one: a signed CRL carries whole seconds, and their order must
+      // survive that (the engine verifies the stored DER again at start and uses its times).
+      const thisUpdateMs = Math.max(Date.now(), (this.#issued?.thisUpdateMs ?? 0) + 1000);
       this.#issued = {
         revokedSerials: new Set(this.revoked),
         thisUpdateMs,
@@ -263,7 +268,18 @@ export class FakeDirectory implements DirectoryLike {
       return Promise.reject(new Error("cannot reach the directory (test: down)"));
     }
     const c = this.replay ?? this.current();
-    return Promise.resolve({ ...c, revokedSerials: new Set(c.revokedSerials) });
+    return this.#signed(c).then((der) => ({ ...c, revokedSerials: new Set(c.revokedSerials), ...der }));
+  }
+  /** A real signed CRL with exactly the contents of `c`. */
+  async #signed(c: ParsedCrl): Promise<{ der?: Uint8Array }> {
+    if (!this.ca) return {};
+    const crl = await createCrl(
+      this.ca,
+      [...c.revokedSerials].map((serial) => ({ serial, revokedAtMs: c.thisUpdateMs })),
+      c.thisUpdateMs,
+      { crlNumber: c.crlNumber, thisUpdateMs: c.thisUpdateMs, nextUpdateMs: c.nextUpdateMs },
+    );
+    return { der: new Uint8Array(crl.rawData) };
   }
 }
 
@@ -321,6 +337,7 @@ export async function startTestEngine(
 ): Promise<TestEngine> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
   const directory = opts.directory ?? new FakeDirectory({ name: leaf.name, fingerprint: leaf.fingerprint });
+  directory.ca ??= ca.material;
   const log = new EventLog();
   const engine = await ChatEngine.start({
     name: leaf.name,
