@@ -3,6 +3,7 @@ import { CliError } from "../cli_error.ts";
 import { HomeError, isEnrolled, loadHome, lockHome, resolveHomeDir } from "./home.ts";
 import { type ChatEngine, startEngineFromHome } from "./engine.ts";
 import { linesOf, runHeadless } from "./headless.ts";
+import { EarlyEvents } from "./early_events.ts";
 import { parseServerSpec, PUBLIC_SERVERS, type ServerSpec } from "../clock/mod.ts";
 
 /** HOST:PORT or [IPv6]:PORT; port 0 means any free port. Throws CliError. */
@@ -83,16 +84,19 @@ export function registerChatCommand(program: Command): void {
         throw e;
       }
       try {
+        // Subscribed before start: what the engine says while starting reaches the front end.
+        const early = new EarlyEvents();
         const engine: ChatEngine = await startEngineFromHome(home, {
           listen,
           advertise,
           timeRefreshIntervalMs,
           extraTimeServers: extra,
+          onEvent: early.push,
         });
         try {
-          if (flags.headless) await headless(engine);
+          if (flags.headless) await headless(engine, early);
           // The terminal UI handles its own signals and closes the engine when the user quits.
-          else await (await loadTui()).runTui(engine, { home: dir });
+          else await (await loadTui()).runTui(engine, { home: dir, early });
         } finally {
           await engine.close();
         }
@@ -103,7 +107,7 @@ export function registerChatCommand(program: Command): void {
 }
 
 /** JSON lines until quit, end of input, or SIGINT/SIGTERM (each of which withdraws our address first). */
-async function headless(engine: ChatEngine): Promise<void> {
+async function headless(engine: ChatEngine, early: EarlyEvents): Promise<void> {
   const stop = () => void engine.close();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const s of signals) Deno.addSignalListener(s, stop);
@@ -113,7 +117,7 @@ async function headless(engine: ChatEngine): Promise<void> {
       runHeadless(engine, {
         lines: linesOf(Deno.stdin.readable),
         write: (line) => Deno.stdout.writeSync(enc.encode(line + "\n")),
-      }),
+      }, early),
       engine.closed,
     ]);
     // Still under our signal handlers: a signal during shutdown must not cut the withdrawal short.

@@ -14,6 +14,8 @@ export interface DialEntry {
   address: { host: string; port: number } | null;
   fingerprint: string;
   revoked: boolean;
+  /** The listed certificate (lets peer trust convert an old certificate pin to a key pin). */
+  certPem?: string;
 }
 
 export interface DialerDeps {
@@ -21,8 +23,8 @@ export interface DialerDeps {
   /** The peer's active session, or null. */
   active(name: string): PeerSession | null;
   dial(name: string, host: string, port: number): Promise<PeerSession>;
-  /** Before dialling: the fingerprint the phonebook lists (checked on first contact). */
-  noteListed(name: string, fingerprint: string): void;
+  /** Before dialling: the fingerprint (and certificate) the phonebook lists (checked on first contact). */
+  noteListed(name: string, fingerprint: string, certPem?: string): void;
   emit(e: EngineEvent): void;
 }
 
@@ -65,7 +67,7 @@ export class Dialer {
       return null;
     }
     if (!entry || entry.revoked || !entry.online || !entry.address) return null;
-    this.#d.noteListed(name, entry.fingerprint);
+    this.#d.noteListed(name, entry.fingerprint, entry.certPem);
     try {
       return await this.#d.dial(name, entry.address.host, entry.address.port);
     } catch (e) {

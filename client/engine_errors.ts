@@ -12,6 +12,8 @@ export type EngineErrorCode =
   | "SELF"
   | "CLOSED"
   | "STORE_FAILED"
-  | "BLOCKED";
+  | "BLOCKED"
+  | "RENEW_UNSUPPORTED"
+  | "BAD_CERTIFICATE";
 
 export class EngineError extends CodedError<EngineErrorCode> {}

@@ -237,13 +237,19 @@ export async function createCrl(
   ca: CaMaterial,
   entries: RevokedEntry[],
   nowMs = Date.now(),
-  opts: { crlNumber?: number | bigint } = {},
+  opts: {
+    crlNumber?: number | bigint;
+    /** Exact times (tests that need a list of a given age); default from nowMs. null: no nextUpdate. */
+    thisUpdateMs?: number;
+    nextUpdateMs?: number | null;
+  } = {},
 ): Promise<x509.X509Crl> {
   const number = BigInt(opts.crlNumber ?? Math.floor(nowMs));
+  const next = opts.nextUpdateMs === undefined ? nowMs + CRL_VALIDITY_MS : opts.nextUpdateMs;
   return await x509.X509CrlGenerator.create({
     issuer: ca.cert.subjectName,
-    thisUpdate: new Date(nowMs - BACKDATE_MS),
-    nextUpdate: new Date(nowMs + CRL_VALIDITY_MS),
+    thisUpdate: new Date(opts.thisUpdateMs ?? nowMs - BACKDATE_MS),
+    ...(next === null ? {} : { nextUpdate: new Date(next) }),
     signingKey: ca.keys.privateKey,
     signingAlgorithm: signingAlgorithm(ca.keys.algorithm),
     extensions: [
