@@ -455,9 +455,6 @@ export class PeerSession {
       ),
     );
     this.socket.end();
-    // Nothing more is read from a closed session: a flooder's bytes would otherwise still be decrypted (and
-    // thrown away) until the socket is destroyed, growing our heap for nothing.
-    this.socket.pause();
     // A peer that never closes its side must not keep the socket (and the process) alive.
     this.#killTimer = setTimeout(() => this.socket.destroy(), 1000);
     if (this.socket.destroyed) this.#onSocketClose();
