@@ -12,6 +12,7 @@ import { makeTestLeaf, type TestCa, type TestLeaf } from "./pki.ts";
 import { rawDial, type RawPeer, startTestEngine } from "./chat.ts";
 import { encodeFrame, type Frame } from "../../client/protocol/mod.ts";
 import { MAX_TEXT_BYTES } from "../../client/protocol/constants.ts";
+import { importPrivateKeyPem, x509 } from "../../pki/mod.ts";
 
 export interface VictimProcess {
   port: number;
@@ -98,6 +99,13 @@ async function victimMain(): Promise<void> {
     ca: TestCa;
     leaf: TestLeaf;
     accept: string[];
+  };
+  // The CA's keys and certificate object do not survive JSON: rebuilt from the PEMs (the fake phonebook
+  // signs its CRLs with them).
+  ca.material = {
+    cert: new x509.X509Certificate(ca.certPem),
+    certPem: ca.certPem,
+    keys: await importPrivateKeyPem(ca.keyPem),
   };
   // The real limits: an empty requestLimits is the defaults (the helper lifts them otherwise).
   const e = await startTestEngine(ca, leaf, { requestLimits: {} });
