@@ -79,7 +79,12 @@ async function serve(data: string, ports: { tcp: number; udp: number }, faketime
     // program (the wrapper's own child, found by pid) is told first.
     if (faketime) {
       try {
-        const kids = (await Deno.readTextFile(`/proc/${child.pid}/task/${child.pid}/children`)).trim();
+        // Through `cat`: Deno itself wants --allow-all to read /proc, which the test task does not grant.
+        const out = await new Deno.Command("cat", {
+          args: [`/proc/${child.pid}/task/${child.pid}/children`],
+          stderr: "null",
+        }).output();
+        const kids = new TextDecoder().decode(out.stdout).trim();
         for (const pid of kids.split(/\s+/).filter(Boolean)) Deno.kill(Number(pid), "SIGTERM");
       } catch { /* gone already */ }
     }
