@@ -613,6 +613,8 @@ export class ChatEngine implements ChatEngineApi {
         return await this.#inbox.receive(s, f);
       case "ack":
         return this.#outbox.onAck(peer, f.id);
+      case "refuse":
+        return this.#outbox.onRefused(peer, f.id, f.code);
       case "read":
         return this.#outbox.onReadReceipt(peer, f);
       case "typing":

@@ -16,7 +16,7 @@ import { verifyTimeProof } from "../clock/mod.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import { effectiveDeadline, isVisible, provedSentAt, receiverDeadline } from "./expiry.ts";
 import { ProtocolError } from "./protocol/errors.ts";
-import type { AckFrame, MsgFrame } from "./protocol/frames.ts";
+import type { AckFrame, MsgFrame, RefuseFrame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
 
@@ -30,7 +30,7 @@ export const DEFAULT_MAX_PENDING_CHARS = 1 << 20;
 export interface InboxSession {
   readonly state: string;
   readonly peer: { readonly name: string } | null;
-  sendBatch(frames: readonly AckFrame[]): Promise<void>;
+  sendBatch(frames: readonly (AckFrame | RefuseFrame)[]): Promise<void>;
   fail(code: string, message: string): void;
 }
 
@@ -60,6 +60,8 @@ interface Entry {
   chars: number;
   status: "committing" | "committed" | "failed";
   error: Error | null;
+  /** Not stored: answered with this refusal instead of an ack, in its place in the receipt order. */
+  refuse?: RefuseFrame["code"];
 }
 
 interface SessionQueue {
@@ -77,6 +79,8 @@ export class Inbox {
   readonly #maxPending: number;
   readonly #maxPendingChars: number;
   readonly #queues = new WeakMap<InboxSession, SessionQueue>();
+  /** Refusals already said in the log (a sender retries every few seconds). */
+  readonly #refusedSaid = new Set<string>();
 
   constructor(deps: InboxDeps) {
     const max = deps.maxPending ?? DEFAULT_MAX_PENDING;
@@ -101,6 +105,25 @@ export class Inbox {
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
     const item = this.#check(s, f);
     const q = this.#queue(s);
+    // No keeping a message by blocking time: without verified time we could not delete an expiring message
+    // at its deadline (its text and key would sit in chat.db past it), so it is not taken; the sender keeps
+    // it queued, sends it again later, and its own copy dies on time if it never gets through.
+    if (item.message.ttlMs !== null && !item.idOnly && this.#deps.clock.now() === null) {
+      q.entries.push({ id: f.id, chars: 0, status: "committed", error: null, refuse: "TIME_UNVERIFIED" });
+      const key = `${item.message.peer}|${f.id}`;
+      if (!this.#refusedSaid.has(key)) {
+        if (this.#refusedSaid.size > 1000) this.#refusedSaid.clear();
+        this.#refusedSaid.add(key);
+        this.#deps.emit({
+          event: "log",
+          level: "warn",
+          text: `refused an expiring message from ${item.message.peer}: our time is not verified (it stays with ` +
+            `the sender, who sends it again later)`,
+        });
+      }
+      this.#schedule(s, q);
+      return Promise.resolve();
+    }
     const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
     q.entries.push(entry);
     q.chars += entry.chars;
@@ -197,7 +220,7 @@ export class Inbox {
     q.writing = true;
     try {
       for (;;) {
-        const acks: AckFrame[] = [];
+        const acks: (AckFrame | RefuseFrame)[] = [];
         let failure: Error | null = null;
         let n = 0;
         while (n < q.entries.length && q.entries[n].status !== "committing") {
@@ -206,7 +229,7 @@ export class Inbox {
             failure = e.error;
             break;
           }
-          acks.push({ t: "ack", id: e.id });
+          acks.push(e.refuse ? { t: "refuse", id: e.id, code: e.refuse } : { t: "ack", id: e.id });
         }
         if (n === 0) break;
         if (failure) {

@@ -10,7 +10,7 @@ import { TrustedClock } from "../clock/mod.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
 import { Inbox, type InboxDeps, type InboxSession } from "../client/inbox.ts";
 import { ProtocolError } from "../client/protocol/errors.ts";
-import type { AckFrame, MsgFrame } from "../client/protocol/frames.ts";
+import type { AckFrame, MsgFrame, RefuseFrame } from "../client/protocol/frames.ts";
 import { timeProofData } from "../client/protocol/binding.ts";
 import { ChatStore, type IncomingItem, type IncomingResult, StoreError } from "../client/store/store.ts";
 import { startLocalServers } from "./helpers/roughtime.ts";
@@ -20,10 +20,13 @@ class RecordingSession implements InboxSession {
   readonly peer = { name: "bob" };
   /** Each sendBatch call: the ids it acknowledged. */
   readonly writes: string[][] = [];
+  /** Ids answered with a refusal instead of an ack, with its code. */
+  readonly refused: string[] = [];
   failed: { code: string; message: string } | null = null;
-  sendBatch(frames: readonly AckFrame[]): Promise<void> {
+  sendBatch(frames: readonly (AckFrame | RefuseFrame)[]): Promise<void> {
     if (this.state !== "open") return Promise.reject(new Error("closed"));
-    this.writes.push(frames.map((f) => f.id));
+    this.writes.push(frames.filter((f) => f.t === "ack").map((f) => f.id));
+    for (const f of frames) if (f.t === "refuse") this.refused.push(`${f.id}:${f.code}`);
     return Promise.resolve();
   }
   fail(code: string, message: string): void {
@@ -249,7 +252,7 @@ Deno.test("inbox: refused frames throw ProtocolError and queue nothing", () => {
   assert.equal(inbox.pending(s), 0);
 });
 
-Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the id (acknowledged, not shown); unknown time hides", async () => {
+Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the id (acknowledged, not shown); unknown time refuses", async () => {
   const local = await startLocalServers([{}]);
   try {
     const clock = new TrustedClock({ servers: local.specs });
@@ -282,12 +285,16 @@ Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the
       await settle();
       assert.deepEqual(s.acked, [hex(1), hex(2), hex(2)]);
       assert.equal(store.get("bob", hex(2)), null);
-      // Without trusted time an expiring message is stored but hidden (the sweeper shows it later).
+      // Without trusted time an expiring message is refused (not stored, no ack: the sender keeps it), in its
+      // place among the receipts; one that does not expire is still taken.
       timeKnown = false;
       await inbox.receive(s, await proved(msg(3, { ttlMs: 60_000, ttlMode: "send" })));
+      await inbox.receive(s, msg(4));
       await settle();
-      assert.deepEqual(d.hidden, [hex(3)]);
-      assert.ok(store.get("bob", hex(3)));
+      assert.deepEqual(s.refused, [`${hex(3)}:TIME_UNVERIFIED`]);
+      assert.equal(store.get("bob", hex(3)), null, "nothing of it stored");
+      assert.deepEqual(d.hidden, []);
+      assert.deepEqual(s.acked, [hex(1), hex(2), hex(2), hex(4)]);
     });
   } finally {
     await local.close();
