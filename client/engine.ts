@@ -344,6 +344,7 @@ export class ChatEngine implements ChatEngineApi {
         this.#sweeper.hide(peer, id);
         this.#sweeper.sweep();
       },
+      cap: (peer, id, afterMs) => this.#sweeper.cap(peer, id, afterMs),
     });
     this.#presence = new Presence({
       publish: (host, port, ttl) => opts.directory.publish(host, port, ttl),

@@ -51,6 +51,8 @@ export interface InboxDeps {
   announce(m: Omit<StoredMessage, "seq">): void;
   /** A newly stored expiring message that may not be shown yet (time unknown): the sweeper shows it later. */
   hide(peer: string, id: string): void;
+  /** Caps a stored expiring message's life at `afterMs` from now on the monotonic clock (the sweeper). */
+  cap?(peer: string, id: string, afterMs: number): void;
   maxPending?: number;
   maxPendingChars?: number;
 }
@@ -117,7 +119,8 @@ export class Inbox {
         this.#deps.emit({
           event: "log",
           level: "warn",
-          text: `refused an expiring message from ${item.message.peer}: our time is not verified (it stays with ` +
+          text:
+            `refused an expiring message from ${item.message.peer}: our time is not verified (it stays with ` +
             `the sender, who sends it again later)`,
         });
       }
@@ -127,9 +130,13 @@ export class Inbox {
     const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
     q.entries.push(entry);
     q.chars += entry.chars;
+    const cap = item.capMs;
     this.#deps.store.queueIncoming(item).then(
       (result) => {
         entry.status = "committed";
+        if (result === "stored" && !item.idOnly && cap !== null) {
+          this.#deps.cap?.(item.message.peer, f.id, cap);
+        }
         if (result === "stored" && !item.idOnly) this.#reveal(item.message);
         this.#schedule(s, q);
       },
@@ -153,7 +160,7 @@ export class Inbox {
   }
 
   /** The checks of a message frame, and what to store: the proof-bounded send time and deadline. */
-  #check(s: InboxSession, f: MsgFrame): IncomingItem {
+  #check(s: InboxSession, f: MsgFrame): IncomingItem & { capMs: number | null } {
     const d = this.#deps;
     const peer = s.peer?.name;
     if (peer === undefined) throw new ProtocolError("UNEXPECTED_FRAME", "message before the peer is known");
@@ -163,6 +170,9 @@ export class Inbox {
     if (f.to !== d.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
     let sentAt = f.sentAt;
     let expiresAt: number | null = null;
+    // The monotonic cap from arrival: the lifetime plus the proof's whole uncertainty (for "after read", the
+    // unread bound on top), so losing or moving trusted time later cannot stretch the message's life.
+    let capMs: number | null = null;
     if (f.ttlMs !== undefined) {
       let proved: { midpointMs: number; radiusMs: number };
       try {
@@ -171,6 +181,7 @@ export class Inbox {
         throw new ProtocolError("BAD_TIME_PROOF", `time proof refused: ${(e as Error).message}`);
       }
       sentAt = provedSentAt(f.sentAt, proved.midpointMs, proved.radiusMs);
+      capMs = (f.ttlMode === "read" ? d.maxUnreadMs + f.ttlMs : f.ttlMs) + 2 * Math.max(0, proved.radiusMs);
       if (f.ttlMode !== "read") {
         expiresAt = receiverDeadline({
           claimedSentAt: f.sentAt,
@@ -196,7 +207,7 @@ export class Inbox {
     // proof-bounded send time.
     const deadline = effectiveDeadline(message, d.maxUnreadMs);
     const idOnly = deadline !== null && d.clock.deadlinePassed(deadline) === true;
-    return { message, idOnly };
+    return { message, idOnly, capMs };
   }
 
   #reveal(m: IncomingMessage): void {

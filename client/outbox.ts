@@ -148,7 +148,7 @@ export class Outbox {
     );
   }
 
-    /** The peer displayed message `id`: starts an "after read" lifetime on our copy. */
+  /** The peer displayed message `id`: starts an "after read" lifetime on our copy. */
   onReadReceipt(peer: string, f: ReadFrame): void {
     const m = this.#d.store.get(peer, f.id);
     if (!m || m.direction !== "out" || m.readAt !== null) return;

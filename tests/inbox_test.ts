@@ -272,11 +272,18 @@ Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the
       const late = await proved(msg(1, { ttlMs: 60_000, ttlMode: "send", sentAt: Date.now() + 3600_000 }));
       // Sent ten minutes ago with a lifetime of 5 s: already dead.
       const dead = await proved(msg(2, { ttlMs: 5000, ttlMode: "send", sentAt: Date.now() - 600_000 }));
+      const caps: [string, number][] = [];
+      d.cap = (_peer, id, afterMs) => caps.push([id, afterMs]);
       await inbox.receive(s, late);
       await inbox.receive(s, dead);
       await settle();
       assert.deepEqual(s.acked, [hex(1), hex(2)]);
       assert.deepEqual(d.shown, [hex(1)]);
+      // The stored one gets a monotonic cap: its lifetime plus the proof's whole uncertainty, from arrival
+      // (the dead one stored only its id: nothing to cap).
+      assert.equal(caps.length, 1);
+      assert.equal(caps[0][0], hex(1));
+      assert.ok(caps[0][1] >= 60_000 && caps[0][1] <= 60_000 + 2 * 10_000, `cap ${caps[0][1]}`);
       const kept = store.get("bob", hex(1))!;
       assert.ok(kept.expiresAt! <= Date.now() + 60_000 + 15_000, `deadline ${kept.expiresAt} not capped`);
       assert.equal(store.get("bob", hex(2)), null, "a dead message's text is not stored");
