@@ -344,6 +344,7 @@ export class ChatEngine implements ChatEngineApi {
         this.#sweeper.hide(peer, id);
         this.#sweeper.sweep();
       },
+      cap: (peer, id, afterMs) => this.#sweeper.cap(peer, id, afterMs),
     });
     this.#presence = new Presence({
       publish: (host, port, ttl) => opts.directory.publish(host, port, ttl),
@@ -613,6 +614,8 @@ export class ChatEngine implements ChatEngineApi {
         return await this.#inbox.receive(s, f);
       case "ack":
         return this.#outbox.onAck(peer, f.id);
+      case "refuse":
+        return this.#outbox.onRefused(peer, f.id, f.code);
       case "read":
         return this.#outbox.onReadReceipt(peer, f);
       case "typing":

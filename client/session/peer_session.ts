@@ -358,7 +358,9 @@ export class PeerSession {
       this.#open();
       return;
     }
-    if (isRated(f.t) && !this.#rates.take(f.t, performance.now())) {
+    // A refusal answers one of our messages like an ack, and draws on the same bucket.
+    const rated = f.t === "refuse" ? "ack" : f.t;
+    if (isRated(rated) && !this.#rates.take(rated, performance.now())) {
       this.fail("RATE_LIMITED", `too many "${f.t}" frames`);
       return;
     }

@@ -152,7 +152,7 @@ export function StatusBar(
     ? "error"
     : "warn";
   const room = Math.max(0, width - displayWidth(left));
-  const certShown = fit(cert, room);
+  const certShown = truncate(cert, room);
   const rest = Math.max(0, room - displayWidth(certShown));
   return (
     <Row
