@@ -203,10 +203,33 @@ export class DirectoryClient {
     return decoded(decodeDirectoryInfo, await this.#json("GET", "/v1/info"));
   }
 
-  /** Publishes our address (authenticated: the name comes from our certificate). */
-  async publish(host: string, port: number, ttlSeconds: number): Promise<void> {
+  /** Publishes our address (authenticated: the name comes from our certificate); with `reach`, every
+   * candidate and the relay too (or, relay-only, no address of ours at all). */
+  async publish(
+    host: string,
+    port: number,
+    ttlSeconds: number,
+    reach?: {
+      candidates: { host: string; port: number }[];
+      relay: { host: string; port: number } | null;
+      relayOnly: boolean;
+    },
+  ): Promise<void> {
     const body: PublishRequest = { host, port, ttlSeconds };
+    if (reach) {
+      body.candidates = reach.candidates;
+      body.relay = reach.relay;
+      if (reach.relayOnly) body.relayOnly = true;
+    }
     await this.#json("PUT", "/v1/presence", body);
+  }
+
+  /** The phonebook's relay (on the phonebook's host), or null when it runs none. */
+  async relayAddress(): Promise<{ host: string; port: number } | null> {
+    const info = await this.info();
+    if (!info.relay) return null;
+    const host = new URL(this.url).hostname.replace(/^\[|\]$/g, "");
+    return { host, port: info.relay.port };
   }
 
   async withdraw(): Promise<void> {

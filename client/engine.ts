@@ -8,6 +8,8 @@
  * - outbox.ts: our messages from "sending" to a receipt, and the read receipts we owe;
  * - expiry_sweeper.ts: deletes expiring messages at their deadline, shows hidden ones when time allows;
  * - presence.ts: our address in the phonebook;
+ * - candidates.ts: what we publish (every address we can be dialled at) and how a session runs (its path);
+ * - relay_client.ts: our control connection to the relay, and relayed circuits both ways;
  * - session/: the TLS listener and peer sessions; store/: chat.db.
  *
  * Time: everything that matters (certificate validity, send times, deadlines) comes from the trusted clock.
@@ -64,13 +66,25 @@ import { type DialEntry, Dialer } from "./dialer.ts";
 import { Outbox } from "./outbox.ts";
 import { ExpirySweeper } from "./expiry_sweeper.ts";
 import { Presence } from "./presence.ts";
+import net from "node:net";
+import { MAX_CANDIDATES } from "../contract/mod.ts";
+import {
+  type Address,
+  describePath,
+  localAddresses,
+  type Publication,
+  publicationFor,
+} from "./candidates.ts";
+import { RelayClient } from "./relay_client.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
 
 /** What the engine needs of the phonebook (DirectoryClient satisfies it). */
 export interface DirectoryLike {
-  publish(host: string, port: number, ttlSeconds: number): Promise<void>;
+  publish(host: string, port: number, ttlSeconds: number, reach?: Publication): Promise<void>;
+  /** The phonebook's relay, or null when it runs none (DirectoryClient asks /v1/info). */
+  relayAddress?(): Promise<Address | null>;
   withdraw(): Promise<void>;
   lookup(name: string): Promise<(DialEntry & { name: string }) | null>;
   /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
@@ -104,8 +118,13 @@ export interface ChatEngineOptions {
   timeKeys: Uint8Array[];
   /** Default 127.0.0.1:0 (any free port on loopback). */
   listen?: { host: string; port: number };
-  /** What we publish, when it differs from the bound address. */
-  advertise?: { host: string; port: number };
+  /** What we publish, when it differs from the bound address (a list: every one of them, best first). A
+   * listener on all interfaces without it publishes each interface address with the bound port. */
+  advertise?: Address | Address[];
+  /** The relay to hold a control connection to: default the phonebook's (if it runs one); null for none. */
+  relay?: Address | null;
+  /** Publish no address of ours and dial peers only through the relay (which then must be there). */
+  relayOnly?: boolean;
   limits?: Partial<SessionLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
@@ -188,6 +207,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #outbox: Outbox;
   readonly #sweeper: ExpirySweeper;
   readonly #presence: Presence;
+  #relay: RelayClient | null = null;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
   #address: { host: string; port: number } | null = null;
@@ -256,11 +276,24 @@ export class ChatEngine implements ChatEngineApi {
       opts.limits,
     );
     this.#dialer = new Dialer({
-      lookup: (name) => opts.directory.lookup(name),
+      // Relay-only: dialling a listed address would show the peer ours, so none is tried.
+      lookup: async (name) => {
+        const e = await opts.directory.lookup(name);
+        return e && opts.relayOnly ? { ...e, candidates: [] } : e;
+      },
       active: (name) => this.#sessions.active(name),
       dial: (name, host, port) => this.#sessions.dial(name, host, port),
       noteListed: (name, fp) => this.#trust.noteListed(name, fp),
       emit,
+    }, {
+      connect: connectTcp,
+      relayCircuit: async (name) => {
+        const r = this.#relay;
+        if (!r) throw new EngineError("CLOSED", "no relay");
+        return { socket: await r.dial(name), relay: r.relay };
+      },
+      haveRelay: () => this.#relay?.connected === true,
+      dialOver: (name, socket, path) => this.#sessions.dialOver(name, socket, path),
     });
     this.#outbox = new Outbox({
       ownName: opts.name,
@@ -282,9 +315,10 @@ export class ChatEngine implements ChatEngineApi {
       toChatMessage: (m) => toChatMessage(m, maxUnread),
     });
     this.#presence = new Presence({
-      publish: (host, port, ttl) => opts.directory.publish(host, port, ttl),
+      publish: (host, port, ttl, reach) => opts.directory.publish(host, port, ttl, reach),
       withdraw: () => opts.directory.withdraw(),
       address: () => this.advertisedAddress,
+      publication: () => this.publication(),
       log,
       scheduler: this.#scheduler,
       ttlSeconds: opts.publishTtlSeconds,
@@ -317,10 +351,55 @@ export class ChatEngine implements ChatEngineApi {
     this.#sweeper.sweep();
     const listen = o.listen ?? { host: "127.0.0.1", port: 0 };
     this.#address = await this.#sessions.listen(listen.host, listen.port);
+    await this.#startRelay();
     await this.#presence.start();
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
     this.#outbox.retryAll();
+  }
+
+  /** The control connection to the relay (the phonebook's unless told otherwise). A relay that cannot be
+   * reached is retried in the background: direct paths work without it. */
+  async #startRelay(): Promise<void> {
+    const o = this.#opts;
+    let relay: Address | null = null;
+    if (o.relay !== undefined) relay = o.relay;
+    else {
+      relay = await (o.directory.relayAddress?.() ?? Promise.resolve(null)).catch(() => null);
+    }
+    if (!relay) {
+      if (o.relayOnly) {
+        throw new EngineError("NO_RELAY", "relay-only needs a relay, and the phonebook runs none");
+      }
+      return;
+    }
+    const log = (level: "info" | "warn", text: string) => this.#emit({ event: "log", level, text });
+    const r = new RelayClient({
+      relay,
+      certPem: o.certPem,
+      keyPem: o.keyPem,
+      caPem: o.caPem,
+      onIncoming: (socket) => this.#sessions.acceptSocket(socket, { kind: "relayed", address: relay }),
+      // Back on the relay: peers waiting in the outbox may now be reachable through it.
+      onState: (up) => up && !this.#closed && this.#outbox.retryAll(),
+      log,
+    });
+    this.#relay = r;
+    await r.start();
+    if (!r.connected) log("warn", `relay ${relay.host}:${relay.port} not reachable yet; retrying`);
+  }
+
+  /** What we publish now: our candidates (or none, relay-only) and the relay we hold a connection to. */
+  publication(): Publication {
+    const adv = this.#opts.advertise;
+    return publicationFor({
+      bound: this.address,
+      advertise: adv === undefined ? [] : Array.isArray(adv) ? adv : [adv],
+      relay: this.#relay?.relay ?? null,
+      relayOnly: this.#opts.relayOnly === true,
+      ifaces: localAddresses(),
+      max: MAX_CANDIDATES,
+    });
   }
 
   #every(ms: number, fn: () => unknown): void {
@@ -341,7 +420,7 @@ export class ChatEngine implements ChatEngineApi {
 
   /** The address published to the phonebook. */
   get advertisedAddress(): { host: string; port: number } {
-    return this.#opts.advertise ?? this.address;
+    return this.publication().candidates[0] ?? this.#relay?.relay ?? this.address;
   }
 
   subscribe(listener: (e: EngineEvent) => void): () => void {
@@ -630,6 +709,9 @@ export class ChatEngine implements ChatEngineApi {
       unread: this.#store.unreadCount(name),
       pin: this.#trust.pinState(name),
       defaultTtlMs: this.#store.contact(name)?.defaultTtlMs ?? null,
+      ...(this.#sessions.active(name)?.path
+        ? { path: describePath(this.#sessions.active(name)!.path!) }
+        : {}),
     }));
   }
 
@@ -704,6 +786,13 @@ export class ChatEngine implements ChatEngineApi {
       tlsVersion: s?.tlsVersion ?? null,
       cipher: s?.cipher ?? null,
       connected: s !== null,
+      ...(s?.path
+        ? {
+          path: describePath(s.path),
+          pathKind: s.path.kind,
+          pathAddress: `${s.path.address.host}:${s.path.address.port}`,
+        }
+        : {}),
     };
   }
 
@@ -768,6 +857,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
     if (this.#address) await this.#presence.withdraw();
+    this.#relay?.close();
     await this.#sessions.close();
     await Promise.all([this.#dialer.settle(), this.#outbox.settle()]);
     this.#store.close();
@@ -782,6 +872,8 @@ export interface HomeEngineOptions extends
     ChatEngineOptions,
     | "listen"
     | "advertise"
+    | "relay"
+    | "relayOnly"
     | "limits"
     | "outboxRetryMs"
     | "maxUnreadMs"
@@ -827,6 +919,8 @@ export async function startEngineFromHome(
       timeKeys: home.roughtime.map((r) => r.publicKey),
       listen: opts.listen,
       advertise: opts.advertise,
+      relay: opts.relay,
+      relayOnly: opts.relayOnly,
       limits: opts.limits,
       outboxRetryMs: opts.outboxRetryMs,
       maxUnreadMs: opts.maxUnreadMs,
@@ -840,3 +934,24 @@ export async function startEngineFromHome(
 }
 
 export const CHAT_DB_FILE = "chat.db";
+
+/** A TCP connection for the dialer's race, bounded by `timeoutMs`. */
+function connectTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port });
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new EngineError("CONNECT_FAILED", `no answer from ${host}:${port} in time`));
+    }, timeoutMs);
+    s.once("connect", () => {
+      clearTimeout(t);
+      s.removeAllListeners("error");
+      resolve(s);
+    });
+    s.once("error", (e) => {
+      clearTimeout(t);
+      s.destroy();
+      reject(e);
+    });
+  });
+}

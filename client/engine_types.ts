@@ -38,6 +38,9 @@ export interface Contact {
   defaultTtlMs: number | null;
   /** True when the contact's certificate is revoked (never shown online). Optional: added after the first version of this contract. */
   revoked?: boolean;
+  /** How the open session runs ("direct (lan ...)", "relayed via ..."); absent without one. Optional: added
+   * with reachability. */
+  path?: string;
 }
 
 export interface PeerInfo {
@@ -59,6 +62,13 @@ export interface PeerInfo {
   tlsVersion: string | null;
   cipher: string | null;
   connected: boolean;
+  /** Added with reachability: how the session runs, e.g. "direct (lan 192.168.1.10:4000)" or "relayed via
+   * 198.18.0.1:10041"; absent without a session. */
+  path?: string;
+  /** "local", "lan", "ipv6", "public" (direct) or "relayed". */
+  pathKind?: "local" | "lan" | "ipv6" | "public" | "relayed";
+  /** The peer's address (direct) or the relay's (relayed), HOST:PORT. */
+  pathAddress?: string;
 }
 
 export type EngineEvent =

@@ -28,8 +28,14 @@ export interface UserEntry {
   name: string;
   /** Listed as reachable now: has a published address that has not expired, and is not revoked. */
   online: boolean;
-  /** Where to dial; null when offline. */
+  /** Where to dial; null when offline. The best of `candidates` (what clients before candidates read). */
   address: Address | null;
+  /** Every address the user published, plus the one the phonebook saw it connect from, best first; empty
+   * when offline or relay-only. From an older server: `[address]` (or empty). */
+  candidates: Address[];
+  /** The relay the user keeps its control connection on (reach it through there when no candidate
+   * answers); null when none was published. */
+  relay: Address | null;
   certPem: string;
   /** SHA-256 of the certificate's DER, 64 lowercase hex. */
   fingerprint: string;
@@ -60,6 +66,8 @@ export interface DirectoryInfo {
   caFingerprint: string;
   inviteOnly: boolean;
   roughtime: RoughtimeEndpoint | null;
+  /** The phonebook's own relay, on the phonebook's host; null when it runs none (or is older). */
+  relay: { port: number } | null;
 }
 
 /** POST /v1/enroll and /v1/renew */
@@ -74,10 +82,21 @@ export interface IssuedCertificate {
 
 /** PUT /v1/presence (request) */
 export interface PublishRequest {
+  /** The best candidate (an older server reads only this). */
   host: string;
   port: number;
   ttlSeconds: number;
+  /** Every address we can be dialled at, best first (at most MAX_CANDIDATES); optional. */
+  candidates?: Address[];
+  /** The relay we hold a control connection to; optional. */
+  relay?: Address | null;
+  /** No addresses at all: reachable only through `relay` (privacy mode); then host/port are ignored and the
+   * phonebook adds no observed address. */
+  relayOnly?: boolean;
 }
+
+/** The most candidate addresses one user may publish. */
+export const MAX_CANDIDATES = 8;
 
 /** PUT /v1/presence (answer) and DELETE /v1/presence (address null, no expiresAt). */
 export interface PresenceAnswer {
@@ -122,15 +141,30 @@ export function decodeUserEntry(v: unknown): UserEntry {
     throw new ContractError("directory sent a malformed user entry");
   }
   const address = decodeAddress(v.address);
+  const relay = decodeAddress(v.relay);
+  const listed = Array.isArray(v.candidates)
+    ? v.candidates.slice(0, MAX_CANDIDATES).map(decodeAddress).filter((a): a is Address => a !== null)
+    : null;
+  const candidates = listed ?? (address ? [address] : []);
   return {
     name: v.name,
-    online: v.online === true && address !== null,
-    address,
+    // Online: dialable at an address, or through the relay it keeps a connection to.
+    online: v.online === true && (address !== null || candidates.length > 0 || relay !== null),
+    address: address ?? candidates[0] ?? null,
+    candidates,
+    relay,
     certPem: v.certPem,
     fingerprint: v.fingerprint,
     revoked: v.revoked === true,
     notAfter: typeof v.notAfter === "number" && Number.isFinite(v.notAfter) ? v.notAfter : null,
   };
+}
+
+/** Decodes a list of addresses (a publication's candidates): null when it is not an array of addresses. */
+export function decodeAddressList(v: unknown): Address[] | null {
+  if (!Array.isArray(v)) return null;
+  const out = v.map(decodeAddress);
+  return out.every((a) => a !== null) ? out as Address[] : null;
 }
 
 export function decodeUserList(v: unknown): UserList {
@@ -154,6 +188,7 @@ export function decodeDirectoryInfo(v: unknown): DirectoryInfo {
     roughtime: isObject(rt) && isPort(rt.port) && typeof rt.publicKey === "string"
       ? { port: rt.port, publicKey: rt.publicKey, version: "rfc" }
       : null,
+    relay: isObject(v.relay) && isPort(v.relay.port) ? { port: v.relay.port } : null,
   };
 }
 

@@ -6,7 +6,13 @@ import type { Command } from "commander";
 import { join } from "node:path";
 import dgram from "node:dgram";
 import { CliError } from "../cli_error.ts";
-import { createInviteToken, revokeUser, ServerSetupError, startDirectoryServer } from "./mod.ts";
+import {
+  createInviteToken,
+  DEFAULT_RELAY_PORT,
+  revokeUser,
+  ServerSetupError,
+  startDirectoryServer,
+} from "./mod.ts";
 import { DEFAULT_HOSTNAMES, DEFAULT_LISTEN_HOST, DEFAULT_PORT, DEFAULT_ROUGHTIME } from "./limits.ts";
 import { canonicalUsername, UsernameError } from "../pki/mod.ts";
 
@@ -69,15 +75,21 @@ function groupHex(hex: string): string {
 async function checkPortsFree(
   listen: { hostname: string; port: number },
   roughtime: { hostname: string; port: number } | null,
+  relay: { hostname: string; port: number } | null = null,
 ): Promise<void> {
-  if (listen.port !== 0) {
+  const tcp: [{ hostname: string; port: number } | null, string][] = [[listen, "--listen"], [
+    relay,
+    "--relay-listen (or --no-relay)",
+  ]];
+  for (const [a, flag] of tcp) {
+    if (!a || a.port === 0) continue;
     try {
-      Deno.listen({ hostname: listen.hostname, port: listen.port }).close();
+      Deno.listen({ hostname: a.hostname, port: a.port }).close();
     } catch (e) {
       if (!(e instanceof Deno.errors.AddrInUse)) throw e;
       throw new CliError(
-        `port ${listen.port} on ${listen.hostname} is in use (another securechat serve?): stop it, or pick ` +
-          `another with --listen HOST:PORT; nothing was written`,
+        `port ${a.port} on ${a.hostname} is in use (another securechat serve?): stop it, or pick ` +
+          `another with ${flag} HOST:PORT; nothing was written`,
       );
     }
   }
@@ -97,6 +109,19 @@ async function checkPortsFree(
   }
 }
 
+/** SECURECHAT_RELAY_CAPTURE=FILE appends every byte the relay forwards to FILE: the tests search it for
+ * message texts to show that a relay handles only ciphertext (it holds what any relay operator could
+ * record anyway). */
+function relayCapture(): ((chunk: Uint8Array) => void) | undefined {
+  const file = env("SECURECHAT_RELAY_CAPTURE");
+  if (!file) return undefined;
+  const f = Deno.openSync(file, { append: true, create: true, mode: 0o600 });
+  return (chunk) => {
+    let off = 0;
+    while (off < chunk.length) off += f.writeSync(chunk.subarray(off));
+  };
+}
+
 function setupError(e: unknown): never {
   if (e instanceof ServerSetupError) throw new CliError(e.message);
   throw e;
@@ -112,6 +137,8 @@ interface ServeFlags {
   certDays?: string;
   caAlgorithm: string;
   caPassphraseFile?: string;
+  relay: boolean;
+  relayListen?: string;
 }
 
 export function registerServeCommands(program: Command): void {
@@ -125,6 +152,11 @@ export function registerServeCommands(program: Command): void {
       `Roughtime UDP address (default ${DEFAULT_ROUGHTIME.hostname}:${DEFAULT_ROUGHTIME.port})`,
     )
     .option("--no-roughtime", "do not run the Roughtime server")
+    .option(
+      "--relay-listen <host:port>",
+      `relay TCP address for users who cannot reach each other directly (default the --listen host, port ${DEFAULT_RELAY_PORT})`,
+    )
+    .option("--no-relay", "do not relay (users behind NAT on both sides then cannot reach each other)")
     .option("--invite-only", "enrollment needs a token from `securechat serve invite`")
     .option("--cert-days <n>", "validity of user certificates in days (default 30)")
     .option("--ca-algorithm <alg>", "key type of a new CA: p256 or ed25519", "p256")
@@ -156,7 +188,12 @@ export function registerServeCommands(program: Command): void {
         throw new CliError("--ca-algorithm must be p256 or ed25519");
       }
       // Before the CA files are written: a busy port is said with what to do, not as a bind error afterwards.
-      await checkPortsFree(listen, roughtime || null);
+      const relay = flags.relay === false
+        ? false as const
+        : flags.relayListen
+        ? parseHostPort(flags.relayListen, listen.hostname)
+        : { hostname: listen.hostname, port: listen.port === 0 ? 0 : DEFAULT_RELAY_PORT };
+      await checkPortsFree(listen, roughtime || null, relay || null);
       const dir = await startDirectoryServer({
         dataDir,
         hostname: listen.hostname,
@@ -167,6 +204,8 @@ export function registerServeCommands(program: Command): void {
         certValidityDays,
         caPassphrase: await readPassphrase(flags.caPassphraseFile),
         caAlgorithm: flags.caAlgorithm,
+        relay,
+        onRelayForward: relayCapture(),
       }).catch(setupError);
       const publicName = hostnames[0];
       const publicUrl = `https://${publicName.includes(":") ? `[${publicName}]` : publicName}:${dir.port}`;
@@ -180,6 +219,9 @@ export function registerServeCommands(program: Command): void {
       } else {
         console.log("Roughtime server: off");
       }
+      console.log(
+        dir.relay ? `Relay on tcp ${dir.relay.hostname}:${dir.relay.port}` : "Relay: off",
+      );
       console.log(
         `Enrollment is ${flags.inviteOnly ? "by invitation only (securechat serve invite)" : "open"}.`,
       );

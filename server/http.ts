@@ -280,6 +280,7 @@ export async function startHttpServer(opts: {
         query: url.searchParams,
         body,
         peerCertDer,
+        remoteAddress: sock.remoteAddress ?? undefined,
       });
       send(res, r, head, close);
     } catch (e) {

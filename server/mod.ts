@@ -19,10 +19,14 @@ import {
   INVITE_TOKEN_TTL_MS,
 } from "./limits.ts";
 import { DirectoryStore } from "./store.ts";
+import { type RelayLimits, type RunningRelay, startRelay } from "./relay.ts";
+import { DEFAULT_RELAY_PORT } from "../contract/mod.ts";
 
 export { ApiError, type ApiErrorCode, ServerSetupError } from "./errors.ts";
 export { type HttpLimits } from "./http.ts";
 export { API_VERSION, DEFAULT_PORT } from "./limits.ts";
+export { DEFAULT_RELAY_LIMITS, type RelayLimits, type RelayStats, type RunningRelay } from "./relay.ts";
+export { DEFAULT_RELAY_PORT };
 
 export interface DirectoryServerOptions {
   dataDir: string;
@@ -44,6 +48,11 @@ export interface DirectoryServerOptions {
   limits?: Partial<HttpLimits>;
   /** Where unexpected internal errors are reported; default console.error. */
   onError?: (e: unknown) => void;
+  /** The relay beside the phonebook (same host): default on, port DEFAULT_RELAY_PORT (any free port when
+   * `port` is 0); false for none. */
+  relay?: { hostname?: string; port: number; limits?: Partial<RelayLimits> } | false;
+  /** Test hook: every chunk the relay forwards (tests search it for plaintext). */
+  onRelayForward?: (chunk: Uint8Array) => void;
 }
 
 export interface RunningDirectory {
@@ -53,6 +62,8 @@ export interface RunningDirectory {
   caCertPem: string;
   caFingerprint: string;
   roughtime: { host: string; port: number; publicKey: string } | null;
+  /** The relay beside the phonebook, or null. */
+  relay: RunningRelay | null;
   /** True when this start created the CA. */
   createdCa: boolean;
   close(): Promise<void>;
@@ -76,6 +87,30 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
   const roughtime = rt ? { host: rt.hostname, port: rt.port, publicKey: toBase64(rt.publicKey) } : null;
 
   const store = new DirectoryStore(join(opts.dataDir, FILES.db));
+  const listenHost = opts.hostname ?? DEFAULT_LISTEN_HOST;
+  let relay: RunningRelay | null = null;
+  // Built before the service (which lists who is connected to it); it judges certificates through the
+  // service, set right after.
+  const judge: { service: DirectoryService | null } = { service: null };
+  if (opts.relay !== false) {
+    try {
+      relay = await startRelay({
+        certPem: identity.certPem,
+        keyPem: identity.keyPem,
+        caPem: ca.certPem,
+        authenticate: (der) => judge.service!.authenticate(der),
+        hostname: opts.relay?.hostname ?? listenHost,
+        // A phonebook on any free port (tests, the demo) gets a relay on any free port too.
+        port: opts.relay?.port ?? (opts.port === 0 ? 0 : DEFAULT_RELAY_PORT),
+        limits: opts.relay ? opts.relay.limits : undefined,
+        onForward: opts.onRelayForward,
+      });
+    } catch (e) {
+      store.close();
+      await rt?.close();
+      throw e;
+    }
+  }
   const service = new DirectoryService({
     store,
     ca,
@@ -83,8 +118,9 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     inviteOnly: opts.inviteOnly ?? false,
     certValidityDays: opts.certValidityDays,
     roughtime,
+    relay: relay ? { port: relay.port, isConnected: (n) => relay.isConnected(n) } : null,
   });
-  const listenHost = opts.hostname ?? DEFAULT_LISTEN_HOST;
+  judge.service = service;
   let http;
   try {
     http = await startHttpServer({
@@ -97,6 +133,7 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       onError: opts.onError ?? ((e) => console.error("securechat serve: internal error:", e)),
     });
   } catch (e) {
+    await relay?.close();
     store.close();
     await rt?.close();
     throw e;
@@ -109,10 +146,12 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     caCertPem: ca.certPem,
     caFingerprint: fingerprint,
     roughtime,
+    relay,
     createdCa: created,
     close: async () => {
       if (closed) return;
       closed = true;
+      await relay?.close();
       await http.close();
       await rt?.close();
       store.close();

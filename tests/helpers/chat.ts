@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import dgram from "node:dgram";
 import { startDirectoryServer } from "../../server/mod.ts";
-import type { RunningDirectory } from "../../server/mod.ts";
+import type { DirectoryServerOptions, RelayLimits, RunningDirectory } from "../../server/mod.ts";
 import { enroll } from "../../client/enroll.ts";
 import type { HomeState } from "../../client/home.ts";
 import crypto from "node:crypto";
@@ -45,13 +45,17 @@ export interface Phonebook {
   close(): Promise<void>;
 }
 
-export async function startPhonebook(): Promise<Phonebook> {
+export async function startPhonebook(
+  opts: Pick<DirectoryServerOptions, "onRelayForward"> & { relayLimits?: Partial<RelayLimits> } = {},
+): Promise<Phonebook> {
   const dir = await Deno.makeTempDir({ prefix: "securechat-pb-" });
-  const start = (port: number, rtPort: number) =>
+  const start = (port: number, rtPort: number, relayPort = 0) =>
     startDirectoryServer({
       dataDir: join(dir, "data"),
       port,
       roughtime: { hostname: "127.0.0.1", port: rtPort },
+      relay: { port: relayPort, limits: opts.relayLimits },
+      onRelayForward: opts.onRelayForward,
       onError: () => {},
     });
   const pb: Phonebook = {
@@ -60,9 +64,10 @@ export async function startPhonebook(): Promise<Phonebook> {
     restart: async (opts = {}) => {
       const port = pb.server.port;
       const rtPort = pb.server.roughtime!.port;
+      const relayPort = pb.server.relay?.port ?? 0;
       await pb.server.close();
       await new Promise((r) => setTimeout(r, opts.downMs ?? 0));
-      pb.server = await start(port, rtPort);
+      pb.server = await start(port, rtPort, relayPort);
     },
     close: async () => {
       await pb.server.close();

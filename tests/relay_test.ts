@@ -1,0 +1,125 @@
+/**
+ * The relay on loopback, with real engines: relay-only users reach each other through it, the session runs
+ * end to end inside the circuit (the relay forwards bytes that never contain the messages), the path is
+ * shown as relayed, per-user limits refuse with a clear error, and a revoked certificate cannot hold a
+ * control connection.
+ */
+import assert from "node:assert/strict";
+import tls from "node:tls";
+import { enrollUser, startClient, startPhonebook, until } from "./helpers/chat.ts";
+import { decodeRelayNotice } from "../contract/mod.ts";
+import { DirectoryClient } from "../client/directory_client.ts";
+import { revokeUser } from "../server/mod.ts";
+
+function contains(hay: Uint8Array[], needle: string): boolean {
+  const all = new Uint8Array(hay.reduce((n, c) => n + c.length, 0));
+  let o = 0;
+  for (const c of hay) {
+    all.set(c, o);
+    o += c.length;
+  }
+  return Buffer.from(all).includes(Buffer.from(needle));
+}
+
+Deno.test("relay: relay-only users chat through the relay, which forwards only ciphertext", async () => {
+  const forwarded: Uint8Array[] = [];
+  const pb = await startPhonebook({ onRelayForward: (c) => forwarded.push(new Uint8Array(c)) });
+  const aliceHome = await enrollUser(pb, "alice");
+  const bobHome = await enrollUser(pb, "bob");
+  const alice = await startClient(aliceHome, { relayOnly: true });
+  const bob = await startClient(bobHome, { relayOnly: true });
+  try {
+    // The phonebook lists bob online with no address of his: only the relay.
+    const entry = await new DirectoryClient({ url: pb.server.url, caPem: aliceHome.caPem }).lookup("bob");
+    assert.equal(entry?.online, true);
+    assert.equal(entry?.address, null);
+    assert.deepEqual(entry?.candidates, []);
+    assert.equal(entry?.relay?.port, pb.server.relay!.port);
+
+    const secret1 = "the eagle lands at noon " + crypto.randomUUID();
+    const m1 = await alice.engine.send("bob", secret1);
+    const got = await bob.log.waitFor("message", (e) => e.message.id === m1.id);
+    assert.equal(got.message.text, secret1);
+    await alice.log.waitFor("delivered", (e) => e.id === m1.id);
+    const secret2 = "reply with the second code " + crypto.randomUUID();
+    const m2 = await bob.engine.send("alice", secret2);
+    await alice.log.waitFor("message", (e) => e.message.id === m2.id);
+
+    const info = alice.engine.peerInfo("bob")!;
+    assert.equal(info.pathKind, "relayed");
+    assert.equal(info.pathAddress, `127.0.0.1:${pb.server.relay!.port}`);
+    assert.match(info.path!, /^relayed via 127\.0\.0\.1:/);
+    assert.equal(info.tlsVersion, "TLSv1.3");
+    assert.equal(bob.engine.peerInfo("alice")!.pathKind, "relayed");
+    assert.match((await alice.engine.contacts()).find((c) => c.name === "bob")!.path!, /^relayed/);
+
+    // The relay carried the session (TLS records) and never the texts, nor the names inside the session.
+    const stats = pb.server.relay!.stats();
+    assert.ok(stats.bytesForwarded > 1000, `relay forwarded ${stats.bytesForwarded} bytes`);
+    assert.equal(forwarded.reduce((n, c) => n + c.length, 0), stats.bytesForwarded);
+    assert.ok(forwarded.some((c) => c[0] === 0x16 || c[0] === 0x17), "TLS records pass the relay");
+    for (const s of [secret1, secret2, "the eagle", '"t":"msg"']) assert.ok(!contains(forwarded, s), s);
+  } finally {
+    await alice.stop();
+    await bob.stop();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
+
+Deno.test("relay: a user over its circuit limit gets a clear error and the message waits", async () => {
+  const pb = await startPhonebook({ relayLimits: { maxCircuitsPerUser: 0 } });
+  const aliceHome = await enrollUser(pb, "alice");
+  const bobHome = await enrollUser(pb, "bob");
+  const alice = await startClient(aliceHome, { relayOnly: true });
+  const bob = await startClient(bobHome, { relayOnly: true });
+  try {
+    const m = await alice.engine.send("bob", "over the limit");
+    const err = await alice.log.waitFor("error", (e) => e.code === "PEER_LIMIT_CIRCUITS");
+    assert.match(err.message, /relayed circuits \(the relay's limit per user\)/);
+    assert.equal(alice.engine.history("bob").find((x) => x.id === m.id)?.state, "sending");
+    assert.equal(pb.server.relay!.stats().refused.LIMIT_CIRCUITS >= 1, true);
+  } finally {
+    await alice.stop();
+    await bob.stop();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
+
+Deno.test("relay: a control connection needs a current certificate (revoked ones are refused)", async () => {
+  const pb = await startPhonebook();
+  const home = await enrollUser(pb, "carol");
+  const connect = () =>
+    new Promise<string>((resolve, reject) => {
+      const s = tls.connect({
+        host: "127.0.0.1",
+        port: pb.server.relay!.port,
+        cert: home.certPem,
+        key: home.keyPem,
+        ca: [home.caPem],
+      });
+      let buf = "";
+      s.on("data", (d: Uint8Array) => {
+        buf += new TextDecoder().decode(d);
+        if (buf.includes("\n")) {
+          s.destroy();
+          resolve(buf.slice(0, buf.indexOf("\n")));
+        }
+      });
+      s.on("error", reject);
+    });
+  try {
+    assert.deepEqual(decodeRelayNotice(JSON.parse(await connect())), { t: "ready", name: "carol" });
+    await until(() => pb.server.relay!.stats().controls === 0, 5000, "control closed");
+    await revokeUser(`${pb.dir}/data`, "carol");
+    const n = decodeRelayNotice(JSON.parse(await connect()));
+    assert.equal(n.t, "error");
+    assert.equal(n.t === "error" && n.code, "UNAUTHENTICATED");
+  } finally {
+    await pb.close();
+    await Deno.remove(home.dir, { recursive: true });
+  }
+});
