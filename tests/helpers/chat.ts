@@ -625,6 +625,8 @@ export function spawnHeadless(
     args?: string[];
     /** Run under `ulimit -n` of this many file descriptors (through bash). */
     maxOpenFiles?: number;
+    /** Run inside this network namespace (`ip netns exec`, which execs the program: the pid is ours). */
+    netns?: string;
   } = {},
 ): HeadlessProc {
   const denoArgs = [
@@ -652,6 +654,10 @@ export function spawnHeadless(
   if (opts.maxOpenFiles !== undefined) {
     args = ["-c", `ulimit -n ${opts.maxOpenFiles} && exec "$0" "$@"`, cmd, ...args];
     cmd = "bash";
+  }
+  if (opts.netns !== undefined) {
+    args = ["netns", "exec", opts.netns, cmd, ...args];
+    cmd = "ip";
   }
   const child = new Deno.Command(cmd, { args, env, stdin: "piped", stdout: "piped", stderr: "piped" })
     .spawn();
