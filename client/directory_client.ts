@@ -6,7 +6,7 @@
 import https from "node:https";
 import tls, { type PeerCertificate } from "node:tls";
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { derToPem, type ParsedCrl, pemToDer, verifyCrl, x509 } from "../pki/mod.ts";
+import { derToPem, type ParsedCrl, pemToDer, RELAY_CN, verifyCrl, x509 } from "../pki/mod.ts";
 import { CodedError, codeOf } from "../coded_error.ts";
 import {
   ContractError,
@@ -51,8 +51,10 @@ function isDirectoryCertificate(der: Uint8Array): boolean {
     const cert = new x509.X509Certificate(new Uint8Array(der));
     const usages = (cert.getExtension(x509.ExtendedKeyUsageExtension)?.usages ?? []).map(String);
     const bc = cert.getExtension(x509.BasicConstraintsExtension);
+    // A standalone relay's certificate is a server certificate too, but never the directory's.
+    const relay = cert.subjectName.getField("CN").includes(RELAY_CN);
     return usages.includes(x509.ExtendedKeyUsage.serverAuth) &&
-      !usages.includes(x509.ExtendedKeyUsage.clientAuth) && !bc?.ca;
+      !usages.includes(x509.ExtendedKeyUsage.clientAuth) && !bc?.ca && !relay;
   } catch {
     return false;
   }
@@ -228,7 +230,7 @@ export class DirectoryClient {
   async relayAddress(): Promise<{ host: string; port: number } | null> {
     const info = await this.info();
     if (!info.relay) return null;
-    const host = new URL(this.url).hostname.replace(/^\[|\]$/g, "");
+    const host = info.relay.host ?? new URL(this.url).hostname.replace(/^\[|\]$/g, "");
     return { host, port: info.relay.port };
   }
 

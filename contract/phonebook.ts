@@ -66,8 +66,9 @@ export interface DirectoryInfo {
   caFingerprint: string;
   inviteOnly: boolean;
   roughtime: RoughtimeEndpoint | null;
-  /** The phonebook's own relay, on the phonebook's host; null when it runs none (or is older). */
-  relay: { port: number } | null;
+  /** The relay users keep a connection to: on the phonebook's host unless `host` names another machine (a
+   * standalone `securechat relay`); null when there is none (or the server is older). */
+  relay: { host?: string; port: number } | null;
 }
 
 /** POST /v1/enroll and /v1/renew */
@@ -188,7 +189,12 @@ export function decodeDirectoryInfo(v: unknown): DirectoryInfo {
     roughtime: isObject(rt) && isPort(rt.port) && typeof rt.publicKey === "string"
       ? { port: rt.port, publicKey: rt.publicKey, version: "rfc" }
       : null,
-    relay: isObject(v.relay) && isPort(v.relay.port) ? { port: v.relay.port } : null,
+    relay: isObject(v.relay) && isPort(v.relay.port)
+      ? {
+        ...(typeof v.relay.host === "string" && v.relay.host.length > 0 ? { host: v.relay.host } : {}),
+        port: v.relay.port,
+      }
+      : null,
   };
 }
 

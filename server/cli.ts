@@ -9,9 +9,11 @@ import { CliError } from "../cli_error.ts";
 import {
   createInviteToken,
   DEFAULT_RELAY_PORT,
+  issueRelayCertificate,
   revokeUser,
   ServerSetupError,
   startDirectoryServer,
+  startStandaloneRelay,
 } from "./mod.ts";
 import { DEFAULT_HOSTNAMES, DEFAULT_LISTEN_HOST, DEFAULT_PORT, DEFAULT_ROUGHTIME } from "./limits.ts";
 import { canonicalUsername, UsernameError } from "../pki/mod.ts";
@@ -139,6 +141,7 @@ interface ServeFlags {
   caPassphraseFile?: string;
   relay: boolean;
   relayListen?: string;
+  relayAt?: string;
 }
 
 export function registerServeCommands(program: Command): void {
@@ -157,6 +160,10 @@ export function registerServeCommands(program: Command): void {
       `relay TCP address for users who cannot reach each other directly (default the --listen host, port ${DEFAULT_RELAY_PORT})`,
     )
     .option("--no-relay", "do not relay (users behind NAT on both sides then cannot reach each other)")
+    .option(
+      "--relay-at <host:port>",
+      "point users to a standalone `securechat relay` on another machine (instead of relaying here)",
+    )
     .option("--invite-only", "enrollment needs a token from `securechat serve invite`")
     .option("--cert-days <n>", "validity of user certificates in days (default 30)")
     .option("--ca-algorithm <alg>", "key type of a new CA: p256 or ed25519", "p256")
@@ -188,7 +195,9 @@ export function registerServeCommands(program: Command): void {
         throw new CliError("--ca-algorithm must be p256 or ed25519");
       }
       // Before the CA files are written: a busy port is said with what to do, not as a bind error afterwards.
-      const relay = flags.relay === false
+      const relayAt = flags.relayAt ? parseHostPort(flags.relayAt, "") : undefined;
+      if (relayAt && !relayAt.hostname) throw new CliError("--relay-at needs HOST:PORT");
+      const relay = flags.relay === false || relayAt
         ? false as const
         : flags.relayListen
         ? parseHostPort(flags.relayListen, listen.hostname)
@@ -205,6 +214,7 @@ export function registerServeCommands(program: Command): void {
         caPassphrase: await readPassphrase(flags.caPassphraseFile),
         caAlgorithm: flags.caAlgorithm,
         relay,
+        relayAt: relayAt ? { host: relayAt.hostname, port: relayAt.port } : undefined,
         onRelayForward: relayCapture(),
       }).catch(setupError);
       const publicName = hostnames[0];
@@ -220,7 +230,11 @@ export function registerServeCommands(program: Command): void {
         console.log("Roughtime server: off");
       }
       console.log(
-        dir.relay ? `Relay on tcp ${dir.relay.hostname}:${dir.relay.port}` : "Relay: off",
+        dir.relay
+          ? `Relay on tcp ${dir.relay.hostname}:${dir.relay.port}`
+          : relayAt
+          ? `Relay: users are pointed to ${flags.relayAt}`
+          : "Relay: off",
       );
       console.log(
         `Enrollment is ${flags.inviteOnly ? "by invitation only (securechat serve invite)" : "open"}.`,
@@ -256,6 +270,23 @@ export function registerServeCommands(program: Command): void {
       console.log(await createInviteToken(dataDir, ttlMs).catch(setupError));
     });
 
+  serve.command("relay-cert")
+    .description("issue the certificate of a standalone relay (`securechat relay` on another machine)")
+    .option("--data <dir>", "data folder of the directory")
+    .option("--hostname <name>", "name or IP the relay is reached at (repeatable)", collect, [])
+    .requiredOption("--out <dir>", "folder to write relay.pem, relay-key.pem (0600) and ca.pem into")
+    .option("--ca-passphrase-file <file>", "file holding the CA key passphrase (when it is encrypted)")
+    .action(async (flags: { data?: string; hostname: string[]; out: string; caPassphraseFile?: string }) => {
+      if (flags.hostname.length === 0) {
+        throw new CliError("--hostname: the name or IP the relay is reached at");
+      }
+      const dataDir = resolveDataDir(flags.data ?? serve.opts<ServeFlags>().data);
+      const r = await issueRelayCertificate(dataDir, flags.hostname, flags.out, {
+        caPassphrase: await readPassphrase(flags.caPassphraseFile),
+      }).catch(setupError);
+      console.log(`wrote ${r.certPath}, ${r.keyPath} and ${r.caPath}: copy them to the relay's machine`);
+    });
+
   serve.command("revoke")
     .description("revoke a user's current certificate (admin)")
     .argument("<name>", "the user")
@@ -273,5 +304,65 @@ export function registerServeCommands(program: Command): void {
       console.log(
         `revoked ${r.name}'s certificate ${r.serial}${r.released ? "; the name is free again" : ""}`,
       );
+    });
+}
+
+interface RelayFlags {
+  dir: string;
+  phonebook: string;
+  listen?: string;
+  maxCircuits?: string;
+}
+
+/** `securechat relay`: a relay on a machine of its own (the folder written by `serve relay-cert`). */
+export function registerRelayCommand(program: Command): void {
+  program.command("relay")
+    .description("relay for users who cannot reach each other directly (sees only ciphertext)")
+    .requiredOption("--dir <dir>", "the folder written by `securechat serve relay-cert`")
+    .requiredOption("--phonebook <url>", "the phonebook whose revocation list is followed, https://HOST:PORT")
+    .option("--listen <host:port>", `TCP address (default 0.0.0.0:${DEFAULT_RELAY_PORT})`)
+    .option("--max-circuits <n>", "relayed circuits one user may hold at once (default 16)")
+    .action(async (flags: RelayFlags) => {
+      const listen = parseHostPort(flags.listen ?? String(DEFAULT_RELAY_PORT), "0.0.0.0");
+      let maxCircuitsPerUser: number | undefined;
+      if (flags.maxCircuits !== undefined) {
+        maxCircuitsPerUser = Number(flags.maxCircuits);
+        if (!Number.isInteger(maxCircuitsPerUser) || maxCircuitsPerUser < 1 || maxCircuitsPerUser > 1000) {
+          throw new CliError("--max-circuits must be an integer 1-1000");
+        }
+      }
+      const read = async (f: string) => {
+        try {
+          return await Deno.readTextFile(join(flags.dir, f));
+        } catch (e) {
+          throw new CliError(`cannot read ${join(flags.dir, f)}: ${e instanceof Error ? e.message : e}`);
+        }
+      };
+      const relay = await startStandaloneRelay({
+        certPem: await read("relay.pem"),
+        keyPem: await read("relay-key.pem"),
+        caPem: await read("ca.pem"),
+        phonebook: flags.phonebook,
+        hostname: listen.hostname,
+        port: listen.port,
+        limits: maxCircuitsPerUser ? { maxCircuitsPerUser } : undefined,
+        onForward: relayCapture(),
+        log: (t) => console.error(`securechat relay: ${t}`),
+      }).catch((e) => {
+        if (e?.code === "EADDRINUSE") {
+          throw new CliError(`port ${listen.port} is in use: pick another with --listen`);
+        }
+        throw e;
+      });
+      console.log(`securechat relay listening on tcp ${listen.hostname}:${relay.port}`);
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(sig, done);
+          resolve();
+        };
+        for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, done);
+      });
+      await relay.close();
+      console.log("securechat relay stopped");
     });
 }

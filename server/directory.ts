@@ -83,7 +83,7 @@ export interface DirectoryServiceOptions {
   now?: () => number;
   /** The relay running beside the phonebook: its port (in /v1/info) and who holds a control connection to
    * it now (listed online at once, reachable through it). */
-  relay?: { port: number; isConnected(name: string): boolean } | null;
+  relay?: { host?: string; port: number; isConnected(name: string): boolean } | null;
 }
 
 /** A publication's candidates, kept in memory beside the store's best address (they live for a TTL of
@@ -131,7 +131,7 @@ export class DirectoryService {
   /** Signature checks of client certificates, by fingerprint: a certificate's signature never changes, while
    * its validity and whether it is still the user's current one are re-checked on every request. */
   #verified = new Map<string, VerifiedPeer>();
-  readonly #relay: { port: number; isConnected(name: string): boolean } | null;
+  readonly #relay: { host?: string; port: number; isConnected(name: string): boolean } | null;
   readonly #reach = new Map<string, Reach>();
 
   constructor(opts: DirectoryServiceOptions) {
@@ -223,7 +223,9 @@ export class DirectoryService {
       roughtime: this.roughtime
         ? { port: this.roughtime.port, publicKey: this.roughtime.publicKey, version: "rfc" }
         : null,
-      relay: this.#relay ? { port: this.#relay.port } : null,
+      relay: this.#relay
+        ? { ...(this.#relay.host ? { host: this.#relay.host } : {}), port: this.#relay.port }
+        : null,
     };
   }
 

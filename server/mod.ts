@@ -4,7 +4,15 @@
  */
 import { join } from "node:path";
 import { loadOrCreateLongTermKey, type RunningRoughtimeServer, startRoughtimeServer } from "../clock/mod.ts";
-import { type KeyAlgorithm, toBase64 } from "../pki/mod.ts";
+import {
+  exportPrivateKeyPem,
+  generateKeyPair,
+  issueServerCertificate,
+  type KeyAlgorithm,
+  RELAY_CN,
+  toBase64,
+  writeSecretFile,
+} from "../pki/mod.ts";
 import { ensureDataDir, loadOrCreateCa, loadServerIdentity } from "./ca_state.ts";
 import { adminRevoke, DirectoryService } from "./directory.ts";
 import { ServerSetupError } from "./errors.ts";
@@ -27,6 +35,37 @@ export { type HttpLimits } from "./http.ts";
 export { API_VERSION, DEFAULT_PORT } from "./limits.ts";
 export { DEFAULT_RELAY_LIMITS, type RelayLimits, type RelayStats, type RunningRelay } from "./relay.ts";
 export { DEFAULT_RELAY_PORT };
+export { type StandaloneRelayOptions, startStandaloneRelay } from "./relay_standalone.ts";
+
+/** Issues a standalone relay's certificate (server authentication for `hostnames`, marked as a relay's so
+ * clients never take it for the directory's) and writes it, its key (0600) and the CA certificate to
+ * `outDir`. Needs the CA key (and its passphrase when it is encrypted). */
+export async function issueRelayCertificate(
+  dataDir: string,
+  hostnames: string[],
+  outDir: string,
+  opts: { caPassphrase?: string } = {},
+): Promise<{ certPath: string; keyPath: string; caPath: string }> {
+  try {
+    await Deno.stat(join(dataDir, FILES.caCert));
+  } catch {
+    throw new ServerSetupError(
+      "BAD_DATA_DIR",
+      `${dataDir} holds no directory (start \`securechat serve\` first)`,
+    );
+  }
+  const { ca } = await loadOrCreateCa(dataDir, { passphrase: opts.caPassphrase });
+  const keys = await generateKeyPair("p256");
+  const cert = await issueServerCertificate(ca, hostnames, keys, Date.now(), RELAY_CN);
+  await Deno.mkdir(outDir, { recursive: true, mode: 0o700 });
+  const certPath = join(outDir, "relay.pem");
+  const keyPath = join(outDir, "relay-key.pem");
+  const caPath = join(outDir, "ca.pem");
+  await writeSecretFile(keyPath, await exportPrivateKeyPem(keys));
+  await Deno.writeTextFile(certPath, cert.toString("pem") + "\n");
+  await Deno.writeTextFile(caPath, ca.certPem);
+  return { certPath, keyPath, caPath };
+}
 
 export interface DirectoryServerOptions {
   dataDir: string;
@@ -51,6 +90,8 @@ export interface DirectoryServerOptions {
   /** The relay beside the phonebook (same host): default on, port DEFAULT_RELAY_PORT (any free port when
    * `port` is 0); false for none. */
   relay?: { hostname?: string; port: number; limits?: Partial<RelayLimits> } | false;
+  /** A standalone relay (`securechat relay` on another machine) to point users to, instead of our own. */
+  relayAt?: { host: string; port: number };
   /** Test hook: every chunk the relay forwards (tests search it for plaintext). */
   onRelayForward?: (chunk: Uint8Array) => void;
 }
@@ -92,7 +133,7 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
   // Built before the service (which lists who is connected to it); it judges certificates through the
   // service, set right after.
   const judge: { service: DirectoryService | null } = { service: null };
-  if (opts.relay !== false) {
+  if (opts.relay !== false && !opts.relayAt) {
     try {
       relay = await startRelay({
         certPem: identity.certPem,
@@ -118,7 +159,11 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     inviteOnly: opts.inviteOnly ?? false,
     certValidityDays: opts.certValidityDays,
     roughtime,
-    relay: relay ? { port: relay.port, isConnected: (n) => relay.isConnected(n) } : null,
+    relay: relay
+      ? { port: relay.port, isConnected: (n) => relay.isConnected(n) }
+      : opts.relayAt
+      ? { host: opts.relayAt.host, port: opts.relayAt.port, isConnected: () => false }
+      : null,
   });
   judge.service = service;
   let http;
