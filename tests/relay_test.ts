@@ -123,3 +123,30 @@ Deno.test("relay: a control connection needs a current certificate (revoked ones
     await Deno.remove(home.dir, { recursive: true });
   }
 });
+
+Deno.test("relay: circuits cut at the byte and duration limits are said clearly; no message is lost or doubled", async () => {
+  const pb = await startPhonebook({ relayLimits: { maxCircuitBytes: 24_000, maxCircuitMs: 1500 } });
+  const aliceHome = await enrollUser(pb, "alice");
+  const bobHome = await enrollUser(pb, "bob");
+  const alice = await startClient(aliceHome, { relayOnly: true });
+  const bob = await startClient(bobHome, { relayOnly: true });
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await alice.engine.send("bob", `${i} `.padEnd(1500, "x"))).id);
+    for (const id of ids) await alice.log.waitFor("delivered", (e) => e.id === id, 30_000);
+    await alice.log.waitFor("log", (e) => /relay ended a circuit: .*\(LIMIT_BYTES\)/.test(e.text));
+    assert.ok(pb.server.relay!.stats().refused.LIMIT_BYTES >= 1);
+    // Idle past the duration limit: the circuit is ended, and the next message goes over a new one.
+    await alice.log.waitFor("log", (e) => /\(LIMIT_DURATION\)/.test(e.text), 10_000);
+    const late = await alice.engine.send("bob", "after the duration limit");
+    await bob.log.waitFor("message", (e) => e.message.id === late.id, 30_000);
+    const got = bob.engine.history("alice").map((m) => m.id);
+    assert.deepEqual(got, [...ids, late.id], "each once, in order");
+  } finally {
+    await alice.stop();
+    await bob.stop();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
