@@ -63,7 +63,11 @@ async function scenario(
   try {
     const ready = await bob.waitEvent((e) => e.event === "ready", 60_000, "bob ready");
     assert.equal(ready.time, "verified", "the receiver's trusted clock must be verified by Roughtime");
-    await publishFor(bobHome, String(ready.address));
+    // bob listens on every interface ([::]:PORT): this machine reaches him on loopback.
+    await publishFor(
+      bobHome,
+      `127.0.0.1:${String(ready.address).slice(String(ready.address).lastIndexOf(":") + 1)}`,
+    );
     const sentPerf = performance.now();
     const m = await alice.engine.send("bob", "tick tock", { ttlMs: TTL });
     const got = await bob.waitEvent((e) => e.event === "message" && e.id === m.id, 30_000, "message at bob");
