@@ -24,7 +24,6 @@ import {
   type TimeStatus,
   TrustedClock,
   type TrustedTime,
-  verifyTimeProof,
 } from "../clock/mod.ts";
 import { canonicalUsername, fingerprintOf, type ParsedCrl } from "../pki/mod.ts";
 import { messageOf } from "../coded_error.ts";
@@ -43,23 +42,20 @@ import type {
 import { EngineError } from "./engine_errors.ts";
 import {
   boundedReadDeadline,
-  effectiveDeadline,
   isVisible,
   MAX_UNREAD_MS,
   parseTtl,
   parseTtlMode,
-  provedSentAt,
-  receiverDeadline,
   unreadDeadline,
 } from "./expiry.ts";
 import { MAX_TEXT_BYTES } from "./protocol/constants.ts";
 import { ProtocolError } from "./protocol/errors.ts";
-import type { Frame, MsgFrame } from "./protocol/frames.ts";
+import type { Frame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import { SessionManager } from "./session/manager.ts";
 import type { CloseInfo, LocalIdentity, PeerSession } from "./session/peer_session.ts";
 import type { SessionLimits } from "./session/limits.ts";
-import { ChatStore, type StoredMessage, StoreError } from "./store/store.ts";
+import { ChatStore, type OutgoingMessage, type StoredMessage } from "./store/store.ts";
 import { RevocationCache } from "./revocation/mod.ts";
 import { PeerTrust } from "./peer_trust.ts";
 import { type DialEntry, Dialer } from "./dialer.ts";
@@ -76,6 +72,7 @@ import {
   publicationFor,
 } from "./candidates.ts";
 import { RelayClient } from "./relay_client.ts";
+import { Inbox } from "./inbox.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
@@ -163,11 +160,13 @@ export interface EngineStats {
   sessions: number;
   /** Received expiring messages waiting for verified time to be shown. */
   hidden: number;
+  /** Transactions the store's group committer has made (each one fsync at most). */
+  commits: number;
 }
 
 const DEFAULT_OUTBOX_RETRY_MS = 5000;
 
-function toChatMessage(m: StoredMessage, maxUnreadMs: number): ChatMessage {
+function toChatMessage(m: Omit<StoredMessage, "seq">, maxUnreadMs: number): ChatMessage {
   const c: ChatMessage = {
     id: m.id,
     peer: m.peer,
@@ -208,6 +207,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #sweeper: ExpirySweeper;
   readonly #presence: Presence;
   #relay: RelayClient | null = null;
+  readonly #inbox: Inbox;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
   #address: { host: string; port: number } | null = null;
@@ -304,6 +304,7 @@ export class ChatEngine implements ChatEngineApi {
       latestNowMs: () => clock.now()?.latestMs ?? null,
       maxUnreadMs: maxUnread,
       emit,
+      onDeadline: () => this.#sweeper.sweep(),
     });
     this.#sweeper = new ExpirySweeper({
       store,
@@ -313,6 +314,23 @@ export class ChatEngine implements ChatEngineApi {
       emit,
       onDeleted: (_peer, id) => this.#outbox.forget(id),
       toChatMessage: (m) => toChatMessage(m, maxUnread),
+    });
+    this.#inbox = new Inbox({
+      name: opts.name,
+      timeKeys: opts.timeKeys,
+      maxUnreadMs: maxUnread,
+      clock,
+      store,
+      emit,
+      announce: (m) => {
+        emit({ event: "message", message: toChatMessage(m, maxUnread) });
+        // A new deadline may come before the one the sweeper sleeps until.
+        if (m.ttlMs !== null) this.#sweeper.sweep();
+      },
+      hide: (peer, id) => {
+        this.#sweeper.hide(peer, id);
+        this.#sweeper.sweep();
+      },
     });
     this.#presence = new Presence({
       publish: (host, port, ttl, reach) => opts.directory.publish(host, port, ttl, reach),
@@ -506,86 +524,18 @@ export class ChatEngine implements ChatEngineApi {
     const peer = s.peer!.name;
     switch (f.t) {
       case "msg":
-        return await this.#onMessage(s, f);
+        // Checks, group commit and the receipt after it: client/inbox.ts.
+        return await this.#inbox.receive(s, f);
       case "ack":
         return this.#outbox.onAck(peer, f.id);
       case "read":
-        this.#outbox.onReadReceipt(peer, f);
-        // An "after read" lifetime may have started: its deadline can be the next one.
-        this.#sweeper.sweep();
-        return;
+        return this.#outbox.onReadReceipt(peer, f);
       case "typing":
         this.#emit({ event: "typing", from: peer });
         return;
       default:
         throw new ProtocolError("UNEXPECTED_FRAME", `"${f.t}" is not expected here`);
     }
-  }
-
-  async #onMessage(s: PeerSession, f: MsgFrame): Promise<void> {
-    const peer = s.peer!.name;
-    if (f.from !== peer) {
-      throw new ProtocolError("SENDER_MISMATCH", `message from "${f.from}" over ${peer}'s session`);
-    }
-    if (f.to !== this.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
-    let sentAt = f.sentAt;
-    let expiresAt: number | null = null;
-    if (f.ttlMs !== undefined) {
-      let proved: { midpointMs: number; radiusMs: number };
-      try {
-        proved = verifyTimeProof(f.proof!, timeProofData(f), this.#opts.timeKeys);
-      } catch (e) {
-        throw new ProtocolError("BAD_TIME_PROOF", `time proof refused: ${messageOf(e)}`);
-      }
-      sentAt = provedSentAt(f.sentAt, proved.midpointMs, proved.radiusMs);
-      if (f.ttlMode !== "read") {
-        expiresAt = receiverDeadline({
-          claimedSentAt: f.sentAt,
-          proofMidpointMs: proved.midpointMs,
-          proofRadiusMs: proved.radiusMs,
-          ttlMs: f.ttlMs,
-        });
-      }
-    }
-    const ttlMs = f.ttlMs ?? null;
-    const ttlMode = f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null;
-    let result: "stored" | "duplicate";
-    try {
-      result = this.#store.addIncoming({
-        id: f.id,
-        peer,
-        from: peer,
-        text: f.text,
-        sentAt,
-        expiresAt,
-        ttlMs,
-        ttlMode,
-        proof: f.proof ?? null,
-      });
-    } catch (e) {
-      // No receipt: the sender keeps the message and tries again; the user learns why.
-      this.#emit({
-        event: "error",
-        code: "STORE_FAILED",
-        message: `cannot store a message: ${messageOf(e)}`,
-      });
-      throw new ProtocolError("STORE_FAILED", (e as StoreError).message);
-    }
-    // Already dead on arrival (it waited too long in the sender's outbox): keep only its id. For an "after
-    // read" message the deadline is its unread bound, from the proof-bounded send time.
-    const deadline = effectiveDeadline({ sentAt, expiresAt, ttlMs, ttlMode }, this.#maxUnreadMs);
-    const dead = deadline !== null && this.#opts.clock.deadlinePassed(deadline) === true;
-    if (result === "stored" && dead) this.#store.deleteMessages([{ peer, id: f.id }]);
-    // The receipt goes out only now, after the message (or its id) is committed.
-    await s.send({ t: "ack", id: f.id }).catch(() => {});
-    if (result !== "stored" || dead) return;
-    const m = this.#store.get(peer, f.id);
-    if (!m) return;
-    if (isVisible(m, this.#opts.clock.now(), this.#maxUnreadMs)) {
-      this.#emit({ event: "message", message: toChatMessage(m, this.#maxUnreadMs) });
-    } else this.#sweeper.hide(peer, f.id);
-    // A new deadline may come before the one the sweeper sleeps until.
-    if (m.ttlMs !== null) this.#sweeper.sweep();
   }
 
   // ---- the API ----
@@ -635,7 +585,7 @@ export class ChatEngine implements ChatEngineApi {
       }
     }
     const expiresAt = ttlMs !== null && ttlMode === "send" ? sentAt + ttlMs : null;
-    const m: Omit<StoredMessage, "seq" | "direction" | "readAt"> = {
+    const m: OutgoingMessage = {
       id,
       peer,
       from: this.name,
@@ -648,12 +598,13 @@ export class ChatEngine implements ChatEngineApi {
       proof,
     };
     try {
-      this.#outbox.queue(m);
+      // Group commit: sends issued together share one transaction (one fsync).
+      await this.#outbox.queue(m);
     } catch (e) {
       throw new EngineError("STORE_FAILED", messageOf(e));
     }
     if (ttlMs !== null) this.#sweeper.sweep();
-    return toChatMessage({ ...m, direction: "out", readAt: null, seq: 0 }, this.#maxUnreadMs);
+    return toChatMessage({ ...m, direction: "out", readAt: null }, this.#maxUnreadMs);
   }
 
   /** Whether the phonebook took our last address publication (a front end says so at start). */
@@ -833,7 +784,11 @@ export class ChatEngine implements ChatEngineApi {
 
   /** Counters for diagnostics and tests. */
   stats(): EngineStats {
-    return { sessions: this.#sessions.sessionCount(), hidden: this.#sweeper.hiddenCount };
+    return {
+      sessions: this.#sessions.sessionCount(),
+      hidden: this.#sweeper.hiddenCount,
+      commits: this.#store.committer.commits,
+    };
   }
 
   /** Resolves once close() has finished (a signal handler may close the engine under a front end). */

@@ -6,27 +6,34 @@
  * restarts. Messages whose deadline passed while queued are never sent (the sweeper deletes them).
  */
 import type { Frame, MsgFrame, ReadFrame } from "./protocol/frames.ts";
-import type { DeliveryState, EngineEvent } from "./engine_types.ts";
+import type { EngineEvent } from "./engine_types.ts";
 import { boundedReadDeadline, effectiveDeadline } from "./expiry.ts";
-import type { StoredMessage } from "./store/store.ts";
+import type { OutgoingMessage, ReadReceipt, StateChange, StoredMessage } from "./store/store.ts";
+
+/** Outbox messages written to a connection per write (then one wait for drain): a flush after a reconnection
+ * with thousands queued costs a few writes, not one per message. */
+export const FLUSH_BATCH = 256;
 
 /** What the outbox needs of the store (ChatStore satisfies it). */
 export interface OutboxStore {
-  addOutgoing(m: Omit<StoredMessage, "seq" | "direction" | "readAt">): void;
-  outbox(peer?: string): StoredMessage[];
+  queueOutgoing(m: OutgoingMessage): Promise<void>;
+  queueState(change: StateChange): Promise<boolean>;
+  queueReadReceipt(r: ReadReceipt): Promise<boolean>;
+  /** Unacknowledged messages, oldest first, leaving out ids in `skip`. */
+  outbox(peer?: string, skip?: { has(id: string): boolean }): StoredMessage[];
+  outboxPeers(): string[];
   get(peer: string, id: string): StoredMessage | null;
-  setState(peer: string, id: string, state: DeliveryState): void;
-  markRead(peer: string, id: string, readAt: number, expiresAt: number | null): void;
   addPendingRead(peer: string, id: string, readAt: number): void;
   pendingReads(peer?: string): { peer: string; id: string; readAt: number }[];
-  removePendingRead(peer: string, id: string): void;
+  removePendingReads(peer: string, ids: readonly string[]): void;
 }
 
 /** The part of a peer session the outbox writes to. */
 export interface OutboxSession {
   readonly id: number;
   readonly state: string;
-  send(f: Frame): Promise<void>;
+  /** Writes the frames in one socket write; rejects when the session is gone. */
+  sendBatch(frames: readonly Frame[]): Promise<void>;
 }
 
 export interface OutboxDeps {
@@ -42,6 +49,8 @@ export interface OutboxDeps {
   latestNowMs(): number | null;
   maxUnreadMs: number;
   emit(e: EngineEvent): void;
+  /** Called when a read receipt gave one of our messages a deadline (the sweeper re-arms). */
+  onDeadline?(): void;
 }
 
 export class Outbox {
@@ -57,9 +66,10 @@ export class Outbox {
     this.#d = deps;
   }
 
-  /** Stores a new message of ours ("sending") and starts delivering it. Throws what the store throws. */
-  queue(m: Omit<StoredMessage, "seq" | "direction" | "readAt">): void {
-    this.#d.store.addOutgoing(m);
+  /** Stores a new message of ours ("sending"; sends issued together share one commit) and starts delivering
+   * it. Rejects with what the store throws (nothing is then stored). */
+  async queue(m: OutgoingMessage): Promise<void> {
+    await this.#d.store.queueOutgoing(m);
     this.#deliver(m.peer);
   }
 
@@ -72,7 +82,7 @@ export class Outbox {
   /** Flushes every peer with something waiting, dialling those without a session. */
   retryAll(): void {
     if (this.#closed) return;
-    const peers = new Set(this.#d.store.outbox().map((m) => m.peer));
+    const peers = new Set(this.#d.store.outboxPeers());
     for (const r of this.#d.store.pendingReads()) peers.add(r.peer);
     for (const peer of peers) this.#deliver(peer);
   }
@@ -105,14 +115,14 @@ export class Outbox {
     while (this.#flushing.size) await Promise.allSettled([...this.#flushing.values()]);
   }
 
-  /** The peer acknowledged message `id` (it is stored on their side). */
+  /** The peer acknowledged message `id` (it is stored on their side). It stays "in flight" until
+   * "delivered" is committed, so no flush in between writes it again. */
   onAck(peer: string, id: string): void {
-    this.#inflight.delete(id);
-    const m = this.#d.store.get(peer, id);
-    if (m && m.direction === "out" && m.state !== "delivered" && m.state !== "read") {
-      this.#d.store.setState(peer, id, "delivered");
-      this.#d.emit({ event: "delivered", id, to: peer });
-    }
+    this.#queueState(
+      { peer, id, state: "delivered" },
+      () => this.#d.emit({ event: "delivered", id, to: peer }),
+      () => this.#inflight.delete(id),
+    );
   }
 
   /** The peer displayed message `id`: starts an "after read" lifetime on our copy. */
@@ -129,10 +139,14 @@ export class Outbox {
         maxUnreadMs: this.#d.maxUnreadMs,
       })
       : null;
-    this.#d.store.markRead(peer, f.id, readAt, deadline);
-    this.#d.store.setState(peer, f.id, "read");
-    this.#inflight.delete(f.id);
-    this.#d.emit({ event: "read", id: f.id, by: peer });
+    this.#d.store.queueReadReceipt({ peer, id: f.id, readAt, expiresAt: deadline }).then((changed) => {
+      this.#inflight.delete(f.id);
+      if (changed) this.#d.emit({ event: "read", id: f.id, by: peer });
+      if (changed && deadline !== null) this.#d.onDeadline?.();
+    }, (e: Error) => {
+      this.#inflight.delete(f.id);
+      this.#d.emit({ event: "error", code: "STORE_FAILED", message: e.message });
+    });
   }
 
   /** A session to `peer` closed: what it carried without an ack is "failed" (sent again on the next one). */
@@ -140,11 +154,11 @@ export class Outbox {
     for (const [id, sid] of [...this.#inflight]) {
       if (sid !== sessionId) continue;
       this.#inflight.delete(id);
-      const m = this.#d.store.get(peer, id);
-      if (m && m.state === "sent") {
-        this.#d.store.setState(peer, id, "failed");
-        this.#d.emit({ event: "failed", id, to: peer, reason: "not delivered" });
-      }
+      // Queued behind the "sent" of its write, so it applies after it (state changes only move forward).
+      this.#queueState(
+        { peer, id, state: "failed" },
+        () => this.#d.emit({ event: "failed", id, to: peer, reason: "not delivered" }),
+      );
     }
   }
 
@@ -184,30 +198,49 @@ export class Outbox {
     const s = this.#d.session(peer);
     if (!s) return;
     const store = this.#d.store;
-    for (const r of store.pendingReads(peer)) {
+    const reads = store.pendingReads(peer);
+    if (reads.length) {
       try {
-        await s.send({ t: "read", id: r.id, readAt: r.readAt });
+        await s.sendBatch(reads.map((r) => ({ t: "read", id: r.id, readAt: r.readAt })));
       } catch {
         return;
       }
-      store.removePendingRead(peer, r.id);
+      store.removePendingReads(peer, reads.map((r) => r.id));
     }
-    for (const m of store.outbox(peer)) {
-      if (this.#inflight.has(m.id) || s.state !== "open") continue;
+    const due = store.outbox(peer, this.#inflight).filter((m) => {
       const deadline = effectiveDeadline(m, this.#d.maxUnreadMs);
-      if (deadline !== null && this.#d.deadlinePassed(deadline) === true) continue;
-      this.#inflight.set(m.id, s.id);
+      return deadline === null || this.#d.deadlinePassed(deadline) !== true;
+    });
+    for (let i = 0; i < due.length; i += FLUSH_BATCH) {
+      if (s.state !== "open") return;
+      // A message may have been written by a flush of a newer session meanwhile (its ack may be back).
+      const batch = due.slice(i, i + FLUSH_BATCH).filter((m) => !this.#inflight.has(m.id));
+      for (const m of batch) this.#inflight.set(m.id, s.id);
+      const written = s.sendBatch(batch.map((m) => this.#frameOf(m)));
+      for (const m of batch) {
+        this.#queueState(
+          { peer, id: m.id, state: "sent" },
+          () => this.#d.emit({ event: "sent", id: m.id, to: peer }),
+        );
+      }
       try {
-        await s.send(this.#frameOf(m));
+        await written;
       } catch {
-        this.#inflight.delete(m.id);
+        for (const m of batch) this.#inflight.delete(m.id);
         return;
       }
-      const cur = store.get(peer, m.id);
-      if (cur && (cur.state === "sending" || cur.state === "failed")) {
-        store.setState(peer, m.id, "sent");
-        this.#d.emit({ event: "sent", id: m.id, to: peer });
-      }
     }
+  }
+
+  /** A delivery state change through the group committer; `then` runs when it changed the message, `always`
+   * once it is settled. */
+  #queueState(change: StateChange, then: () => void, always?: () => void): void {
+    this.#d.store.queueState(change).then((changed) => {
+      always?.();
+      if (changed) then();
+    }, (e: Error) => {
+      always?.();
+      this.#d.emit({ event: "error", code: "STORE_FAILED", message: e.message });
+    });
   }
 }

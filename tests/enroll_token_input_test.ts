@@ -36,7 +36,10 @@ async function enrollRun(args: string[], input: string): Promise<Run> {
   const watch = (async () => {
     while (running) {
       try {
-        const argv = Deno.readTextFileSync(`/proc/${child.pid}/cmdline`).replaceAll("\0", " ");
+        // Through `cat`, as any other user's process would read it (Deno itself wants --allow-all for /proc).
+        const out = await new Deno.Command("cat", { args: [`/proc/${child.pid}/cmdline`], stderr: "null" })
+          .output();
+        const argv = new TextDecoder().decode(out.stdout).replaceAll("\0", " ");
         if (argv !== "") argvSeen.push(argv);
       } catch (e) {
         readErrors.push(String(e));

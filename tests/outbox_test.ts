@@ -1,6 +1,6 @@
 /**
- * The outbox against a real chat.db and a hand-held session: written once per session, "sent" then
- * "delivered" on the ack, "failed" when the session closes first and sent again on the next, nothing sent
+ * The outbox against a real chat.db (with its group committer) and a hand-held session: written once per
+ * session, "sent" then "delivered" on the ack (each event after its commit), "failed" when the session closes first and sent again on the next, nothing sent
  * after its deadline, read receipts kept until written, and a reader's read time bounded by ours.
  */
 import assert from "node:assert/strict";
@@ -9,15 +9,16 @@ import { Outbox, type OutboxSession } from "../client/outbox.ts";
 import { ChatStore, type StoredMessage } from "../client/store/store.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
 import type { Frame } from "../client/protocol/frames.ts";
+import { settle } from "./helpers/fake_scheduler.ts";
 
 class HeldSession implements OutboxSession {
   static next = 1;
   readonly id = HeldSession.next++;
   state = "open";
   readonly frames: Frame[] = [];
-  send(f: Frame): Promise<void> {
+  sendBatch(frames: readonly Frame[]): Promise<void> {
     if (this.state !== "open") return Promise.reject(new Error("closed"));
-    this.frames.push(f);
+    this.frames.push(...frames);
     return Promise.resolve();
   }
 }
@@ -54,6 +55,7 @@ async function rig() {
     setLatest: (ms: number) => latest = ms,
     kinds: () => events.map((e) => e.event),
     done: async () => {
+      await settle();
       store.close();
       await Deno.remove(dir, { recursive: true });
     },
@@ -82,16 +84,18 @@ function msg(
 Deno.test("outbox: no session -> stored and dialled; on a session: written once, sent, then delivered on the ack", async () => {
   const r = await rig();
   try {
-    r.outbox.queue(msg("m1"));
+    await r.outbox.queue(msg("m1"));
     assert.deepEqual(r.dialled, ["bob"]);
     assert.equal(r.store.outbox("bob").length, 1);
     const s = r.open();
     await r.outbox.flush("bob");
     await r.outbox.flush("bob");
+    await settle();
     assert.equal(s.frames.filter((f) => f.t === "msg").length, 1, "in flight: not written twice");
     assert.deepEqual(r.kinds(), ["sent"]);
     r.outbox.onAck("bob", "m1");
     r.outbox.onAck("bob", "m1");
+    await settle();
     assert.deepEqual(r.kinds(), ["sent", "delivered"]);
     assert.equal(r.store.get("bob", "m1")?.state, "delivered");
     assert.equal(r.store.outbox("bob").length, 0);
@@ -104,14 +108,17 @@ Deno.test("outbox: a session that closes before the ack marks 'failed'; the next
   const r = await rig();
   try {
     r.open();
-    r.outbox.queue(msg("m1"));
+    await r.outbox.queue(msg("m1"));
     await r.outbox.flush("bob");
+    await settle();
     r.drop();
+    await settle();
     assert.equal(r.store.get("bob", "m1")?.state, "failed");
     const failed = r.events.find((e) => e.event === "failed");
     assert.deepEqual(failed, { event: "failed", id: "m1", to: "bob", reason: "not delivered" });
     const s2 = r.open();
     await r.outbox.flush("bob");
+    await settle();
     assert.equal(s2.frames.filter((f) => f.t === "msg" && f.id === "m1").length, 1);
     assert.equal(r.store.get("bob", "m1")?.state, "sent");
   } finally {
@@ -122,8 +129,8 @@ Deno.test("outbox: a session that closes before the ack marks 'failed'; the next
 Deno.test("outbox: a message whose deadline passed while queued is never sent", async () => {
   const r = await rig();
   try {
-    r.outbox.queue(msg("dead", { ttlMs: 1000, ttlMode: "send", expiresAt: 9000 }));
-    r.outbox.queue(msg("alive", { ttlMs: 60_000, ttlMode: "send", expiresAt: 70_000 }));
+    await r.outbox.queue(msg("dead", { ttlMs: 1000, ttlMode: "send", expiresAt: 9000 }));
+    await r.outbox.queue(msg("alive", { ttlMs: 60_000, ttlMode: "send", expiresAt: 70_000 }));
     const s = r.open();
     await r.outbox.flush("bob");
     assert.deepEqual(s.frames.map((f) => f.t === "msg" ? f.id : f.t), ["alive"]);
@@ -138,7 +145,7 @@ Deno.test("outbox: read receipts wait in the store while offline and go out firs
   try {
     r.outbox.queueReadReceipt("bob", "in1", 7000);
     assert.equal(r.store.pendingReads("bob").length, 1);
-    r.outbox.queue(msg("m1"));
+    await r.outbox.queue(msg("m1"));
     const s = r.open();
     r.outbox.retryAll();
     await r.outbox.flush("bob");
@@ -153,11 +160,13 @@ Deno.test("outbox: a read receipt starts an 'after read' lifetime, its read time
   const r = await rig();
   try {
     r.open();
-    r.outbox.queue(msg("m1", { ttlMs: 5000, ttlMode: "read" }));
+    await r.outbox.queue(msg("m1", { ttlMs: 5000, ttlMode: "read" }));
     await r.outbox.flush("bob");
+    await settle();
     r.setLatest(20_000);
     // The reader claims it read it an hour from now: our deadline counts from our latest now instead.
     r.outbox.onReadReceipt("bob", { t: "read", id: "m1", readAt: 3_620_000 });
+    await settle();
     const m = r.store.get("bob", "m1")!;
     assert.equal(m.state, "read");
     assert.equal(m.readAt, 20_000);

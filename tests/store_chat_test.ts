@@ -90,6 +90,10 @@ Deno.test("store: outbox, states, read marks (first one wins, deadlines only mov
     assert.deepEqual(s.outbox("bob").map((m) => m.id), [id]);
     s.setState("bob", id, "delivered");
     assert.deepEqual(s.outbox(), []);
+    s.setState("bob", id, "failed");
+    assert.deepEqual(s.outbox().map((m) => m.id), [id], "back in the outbox");
+    s.setState("bob", id, "delivered");
+    assert.deepEqual(s.outboxPeers(), []);
     s.markRead("bob", id, 100, 5100);
     s.markRead("bob", id, 50, 9000);
     const m = s.get("bob", id)!;

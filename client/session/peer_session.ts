@@ -228,9 +228,30 @@ export class PeerSession {
     if (!this.#write(f)) await this.#drain();
   }
 
+  /** Sends frames in one socket write (one TLS record run instead of one per frame: a batch of receipts or
+   * an outbox flush); waits once when the socket's buffer is above the high-water mark. */
+  async sendBatch(frames: readonly Frame[]): Promise<void> {
+    if (this.state !== "open") throw new SessionError("CLOSED", "session is not open");
+    if (frames.length === 0) return;
+    const parts = frames.map(encodeFrame);
+    let size = 0;
+    for (const p of parts) size += p.length;
+    const bytes = new Uint8Array(size);
+    let at = 0;
+    for (const p of parts) {
+      bytes.set(p, at);
+      at += p.length;
+    }
+    if (!this.#writeBytes(bytes)) await this.#drain();
+  }
+
   #write(f: Frame): boolean {
+    return this.#writeBytes(encodeFrame(f));
+  }
+
+  #writeBytes(bytes: Uint8Array): boolean {
     if (this.socket.destroyed) return true;
-    const ok = this.socket.write(encodeFrame(f));
+    const ok = this.socket.write(bytes);
     this.maxWritable = Math.max(this.maxWritable, this.socket.writableLength);
     return ok || this.socket.writableLength < this.limits.writeHighWaterBytes;
   }

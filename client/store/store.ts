@@ -6,22 +6,21 @@
  * Durability: WAL. Storing a message (ours, or one we are about to acknowledge) commits with synchronous=FULL,
  * so it is on disk, not only in the OS cache, before a receipt goes out; state changes (sent, delivered,
  * read) commit with synchronous=NORMAL: a power cut may lose one, which only causes a resend that the
- * receiver's id check absorbs. Deletion: with
+ * receiver's id check absorbs. The engine's hot path goes through the group committer (`queue*` methods,
+ * group_commit.ts): messages that arrive or are sent together share one transaction and one fsync, and each
+ * caller learns of its write only once that transaction is committed. Deletion: with
  * secure_delete=ON SQLite overwrites freed content with zeros, and after deleting expired rows we checkpoint
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
-import { DatabaseSync } from "node:sqlite";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { ChatMessage, DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
 import { newMessageKey, open, seal } from "./crypto.ts";
 import type { RevocationList } from "../revocation/rules.ts";
+import { StoreError } from "./errors.ts";
+import { type BatchKind, type GroupCommitOptions, GroupCommitter } from "./group_commit.ts";
 
-export class StoreError extends Error {
-  constructor(readonly code: "STORE_FAILED" | "NOT_FOUND", message: string) {
-    super(message);
-    this.name = "StoreError";
-  }
-}
+export { StoreError };
 
 /** A message as stored: what the front ends see (ChatMessage), plus what only the engine needs. */
 export interface StoredMessage extends Omit<ChatMessage, "unreadExpiresAt"> {
@@ -51,8 +50,53 @@ export interface ExpiringRow {
   ttlMode: TtlMode;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS messages (
+/** A received message as the store takes it (state "delivered" on our side). */
+export type IncomingMessage = Omit<StoredMessage, "seq" | "direction" | "readAt" | "state">;
+/** One of our messages as the store takes it. */
+export type OutgoingMessage = Omit<StoredMessage, "seq" | "direction" | "readAt">;
+
+export interface IncomingItem {
+  message: IncomingMessage;
+  /** Already dead on arrival: remember the id (so a resend is refused) but store no text. */
+  idOnly?: boolean;
+}
+
+export type IncomingResult = "stored" | "duplicate";
+
+/** A delivery state change of one of our messages. Each applies only from the states that lead to it, so
+ * changes that arrive late or twice never move a message backwards: "sent" from sending/failed (written to a
+ * connection), "delivered" from anything but delivered/read (its ack), "failed" from sent (the connection
+ * closed before the ack). */
+export interface StateChange {
+  peer: string;
+  id: string;
+  state: "sent" | "delivered" | "failed";
+}
+
+/** A read receipt for one of our messages: records readAt (first only), moves an "after read" deadline
+ * earlier (never later) and sets the state "read". */
+export interface ReadReceipt {
+  peer: string;
+  id: string;
+  readAt: number;
+  expiresAt: number | null;
+}
+
+const STATE_CHANGE_SQL: Record<StateChange["state"], string> = {
+  sent: "UPDATE messages SET state = 'sent' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
+    "state IN ('sending','failed')",
+  delivered: "UPDATE messages SET state = 'delivered', unacked = 0 WHERE id = ? AND peer = ? AND " +
+    "direction = 'out' AND state NOT IN ('delivered','read')",
+  failed: "UPDATE messages SET state = 'failed' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
+    "state = 'sent'",
+};
+
+/** Messages in insertion order (seq is the rowid): new rows are appended and the state changes of recent
+ * messages touch the same few pages, so a batch writes few pages to the WAL. (Version 1 was keyed on
+ * (peer, id), which scattered every write over the whole table; it is migrated at open.) */
+const MESSAGES_TABLE = (name: string) => `
+CREATE TABLE IF NOT EXISTS ${name} (
+  seq INTEGER PRIMARY KEY,
   peer TEXT NOT NULL,
   id TEXT NOT NULL,
   sender TEXT NOT NULL,
@@ -67,11 +111,24 @@ CREATE TABLE IF NOT EXISTS messages (
   state TEXT NOT NULL,
   read_at INTEGER,
   proof TEXT,
-  seq INTEGER NOT NULL,
-  PRIMARY KEY (peer, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_by_id ON messages (id);
+  -- 1 while one of ours waits for its receipt (sending, sent, failed): the outbox index keys on this, not on
+  -- state, so "sending" -> "sent" leaves the index alone.
+  unacked INTEGER NOT NULL DEFAULT 0
+);`;
+
+const MESSAGE_COLUMNS =
+  "seq, peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms, ttl_mode, state, " +
+  "read_at, proof";
+const UNACKED = "direction = 'out' AND state IN ('sending','sent','failed')";
+
+const SCHEMA = `${MESSAGES_TABLE("messages")}
+-- Ids are unique per peer; (id, peer) also finds a message by id alone.
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages (id, peer);
 CREATE INDEX IF NOT EXISTS messages_by_seq ON messages (peer, seq);
+-- The outbox (unacknowledged messages of ours) without scanning the whole history at every flush.
+CREATE INDEX IF NOT EXISTS messages_outbox ON messages (peer, seq) WHERE unacked = 1;
+-- The sweeper reads only the messages with a lifetime.
+CREATE INDEX IF NOT EXISTS messages_expiring ON messages (seq) WHERE ttl_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS message_keys (
   peer TEXT NOT NULL,
   id TEXT NOT NULL,
@@ -100,6 +157,9 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 `;
 
 type Row = Record<string, unknown>;
+
+/** Up to this many outbox rows are read one by one (see outbox). */
+const OUTBOX_FEW = 16;
 
 /** The meta key under which the last verified revocation list is kept (see saveRevocationList). */
 const META_CRL = "crl.v1";
@@ -135,17 +195,31 @@ function num(v: unknown): number | null {
   return v === null || v === undefined ? null : Number(v);
 }
 
+export interface ChatStoreOptions {
+  /** Options of the group committer behind the `queue*` methods (tests count its transactions). */
+  groupCommit?: GroupCommitOptions;
+}
+
 export class ChatStore {
   readonly #db: DatabaseSync;
   #seq: number;
   #closed = false;
+  /** Prepared once per connection: the batch paths run the same few statements thousands of times. */
+  readonly #stmts = new Map<string, StatementSync>();
+  /** Shares one transaction (and one fsync) among the writes queued together. */
+  readonly committer: GroupCommitter;
+  readonly #incomingKind: BatchKind<IncomingItem, IncomingResult>;
+  readonly #outgoingKind: BatchKind<OutgoingMessage, void>;
+  readonly #stateKind: BatchKind<StateChange, boolean>;
+  readonly #readKind: BatchKind<ReadReceipt, boolean>;
 
-  constructor(readonly path: string) {
+  constructor(readonly path: string, opts: ChatStoreOptions = {}) {
     this.#db = new DatabaseSync(path);
     try {
       // secure_delete must be set on every connection; it is not stored in the file.
       this.#db.exec("PRAGMA secure_delete=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
       this.#db.exec("PRAGMA busy_timeout=5000;");
+      this.#migrateMessages();
       this.#db.exec(SCHEMA);
     } catch (e) {
       this.#db.close();
@@ -158,10 +232,49 @@ export class ChatStore {
     } catch {
       // Not fatal (e.g. a filesystem without modes); the home folder itself is 0700.
     }
+    this.committer = new GroupCommitter(this.#db, opts.groupCommit);
+    this.#incomingKind = { name: "incoming messages", durable: true, apply: (v) => this.#applyIncoming(v) };
+    this.#outgoingKind = { name: "outgoing messages", durable: true, apply: (v) => this.#applyOutgoing(v) };
+    this.#stateKind = { name: "state changes", durable: false, apply: (v) => this.#applyStates(v) };
+    this.#readKind = { name: "read receipts", durable: false, apply: (v) => this.#applyReads(v) };
   }
 
+  /** Rewrites a version 1 messages table (keyed on peer, id) into the current layout, in one transaction;
+   * with secure_delete the old pages are zeroed, and the WAL is truncated after. */
+  #migrateMessages(): void {
+    const t = this.#db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'")
+      .get() as Row | undefined;
+    if (!t || !/WITHOUT\s+ROWID/i.test(String(t.sql))) return;
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      this.#db.exec(MESSAGES_TABLE("messages_v2"));
+      this.#db.exec(
+        `INSERT INTO messages_v2 (${MESSAGE_COLUMNS}, unacked) SELECT ${MESSAGE_COLUMNS}, ${UNACKED} FROM messages
+          ORDER BY seq`,
+      );
+      this.#db.exec("DROP TABLE messages");
+      this.#db.exec("ALTER TABLE messages_v2 RENAME TO messages");
+      this.#db.exec("COMMIT");
+    } catch (e) {
+      this.#db.exec("ROLLBACK");
+      throw e;
+    }
+    this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE);");
+  }
+
+  #stmt(sql: string): StatementSync {
+    let st = this.#stmts.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#stmts.set(sql, st);
+    }
+    return st;
+  }
+
+  /** Commits what is queued, then closes the connection. */
   close(): void {
     if (this.#closed) return;
+    this.committer.close();
     this.#closed = true;
     try {
       this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE);");
@@ -208,14 +321,14 @@ export class ChatStore {
       const s = seal(key, m.text, `${m.peer}\n${m.id}`);
       iv = s.iv;
       body = s.body;
-      this.#db.prepare("INSERT INTO message_keys (peer, id, key) VALUES (?, ?, ?)").run(m.peer, m.id, key);
+      this.#stmt("INSERT INTO message_keys (peer, id, key) VALUES (?, ?, ?)").run(m.peer, m.id, key);
       key.fill(0);
     } else {
       body = new TextEncoder().encode(m.text);
     }
-    this.#db.prepare(
+    this.#stmt(
       `INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms,
-        ttl_mode, state, read_at, proof, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+        ttl_mode, state, read_at, proof, seq, unacked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
     ).run(
       m.peer,
       m.id,
@@ -232,28 +345,96 @@ export class ChatStore {
       m.readAt,
       m.proof ? JSON.stringify(m.proof) : null,
       seq,
+      m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed") ? 1 : 0,
     );
   }
 
   /** Stores a message we are sending (state "sending"). */
-  addOutgoing(m: Omit<StoredMessage, "seq" | "direction" | "readAt">): void {
-    this.#durableTx(() => this.#insert({ ...m, direction: "out", readAt: null }));
+  addOutgoing(m: OutgoingMessage): void {
+    this.addOutgoingBatch([m]);
+  }
+
+  /** Stores messages we are sending, in one transaction, on disk when it returns. */
+  addOutgoingBatch(ms: readonly OutgoingMessage[]): void {
+    this.#durableTx(() => this.#applyOutgoing(ms));
   }
 
   /** Stores a received message unless its id was already received from that peer (even if it has since
    * expired). Returns "duplicate" without writing in that case. Committed before it returns. */
-  addIncoming(m: Omit<StoredMessage, "seq" | "direction" | "readAt" | "state">): "stored" | "duplicate" {
-    return this.#durableTx(() => {
-      const seen = this.#db.prepare("SELECT 1 FROM received_ids WHERE peer = ? AND id = ?").get(m.peer, m.id);
-      if (seen) return "duplicate";
-      this.#db.prepare("INSERT INTO received_ids (peer, id) VALUES (?, ?)").run(m.peer, m.id);
-      this.#insert({ ...m, direction: "in", readAt: null, state: "delivered" });
+  addIncoming(m: IncomingMessage): IncomingResult {
+    return this.addIncomingBatch([{ message: m }])[0];
+  }
+
+  /** addIncoming for many in one transaction (on disk when it returns). An id that occurs twice in the batch
+   * is stored once: the second is a duplicate. */
+  addIncomingBatch(items: readonly IncomingItem[]): IncomingResult[] {
+    return this.#durableTx(() => this.#applyIncoming(items));
+  }
+
+  /** Applies state changes in one transaction; true for each that changed the message. */
+  setStates(changes: readonly StateChange[]): boolean[] {
+    return this.#tx(() => this.#applyStates(changes));
+  }
+
+  /** Queues an incoming message for the next group commit; resolves once it is on disk. */
+  queueIncoming(item: IncomingItem): Promise<IncomingResult> {
+    return this.committer.enqueue(this.#incomingKind, item);
+  }
+
+  /** Queues one of our messages for the next group commit; resolves once it is on disk. */
+  queueOutgoing(m: OutgoingMessage): Promise<void> {
+    return this.committer.enqueue(this.#outgoingKind, m);
+  }
+
+  /** Queues a state change (after the writes queued before it); resolves with whether it changed anything. */
+  queueState(change: StateChange): Promise<boolean> {
+    return this.committer.enqueue(this.#stateKind, change);
+  }
+
+  /** Queues a read receipt; resolves with whether the message was ours and not yet read. */
+  queueReadReceipt(r: ReadReceipt): Promise<boolean> {
+    return this.committer.enqueue(this.#readKind, r);
+  }
+
+  #applyOutgoing(ms: readonly OutgoingMessage[]): void[] {
+    for (const m of ms) this.#insert({ ...m, direction: "out", readAt: null });
+    return ms.map(() => undefined);
+  }
+
+  #applyIncoming(items: readonly IncomingItem[]): IncomingResult[] {
+    const remember = this.#stmt("INSERT OR IGNORE INTO received_ids (peer, id) VALUES (?, ?)");
+    return items.map(({ message: m, idOnly }) => {
+      // The id row is the dedup: it is in this transaction already when the same id comes twice in a batch.
+      if (remember.run(m.peer, m.id).changes === 0) return "duplicate";
+      if (!idOnly) this.#insert({ ...m, direction: "in", readAt: null, state: "delivered" });
       return "stored";
     });
   }
 
+  #applyStates(changes: readonly StateChange[]): boolean[] {
+    return changes.map((c) => this.#stmt(STATE_CHANGE_SQL[c.state]).run(c.id, c.peer).changes > 0);
+  }
+
+  #applyReads(reads: readonly ReadReceipt[]): boolean[] {
+    const setRead = this.#stmt(
+      "UPDATE messages SET state = 'read', unacked = 0, read_at = COALESCE(read_at, ?) WHERE peer = ? AND " +
+        "id = ? AND direction = 'out' AND read_at IS NULL",
+    );
+    const earlier = this.#stmt(
+      "UPDATE messages SET expires_at = MIN(COALESCE(expires_at, ?), ?) WHERE peer = ? AND id = ?",
+    );
+    return reads.map((r) => {
+      const changed = setRead.run(r.readAt, r.peer, r.id).changes > 0;
+      if (changed && r.expiresAt !== null) earlier.run(r.expiresAt, r.expiresAt, r.peer, r.id);
+      return changed;
+    });
+  }
+
   setState(peer: string, id: string, state: DeliveryState): void {
-    this.#db.prepare("UPDATE messages SET state = ? WHERE peer = ? AND id = ?").run(state, peer, id);
+    this.#stmt(
+      `UPDATE messages SET state = ?1, unacked = (direction = 'out' AND ?1 IN ('sending','sent','failed'))
+       WHERE peer = ?2 AND id = ?3`,
+    ).run(state, peer, id);
   }
 
   /** Records the first display (or the read receipt) and, for "after read" messages, the deadline. Only the
@@ -279,7 +460,7 @@ export class ChatStore {
     let text: string;
     try {
       if (Number(r.encrypted) === 1) {
-        const k = this.#db.prepare("SELECT key FROM message_keys WHERE peer = ? AND id = ?").get(peer, id) as
+        const k = this.#stmt("SELECT key FROM message_keys WHERE peer = ? AND id = ?").get(peer, id) as
           | Row
           | undefined;
         if (!k) return null;
@@ -312,7 +493,7 @@ export class ChatStore {
   }
 
   get(peer: string, id: string): StoredMessage | null {
-    const r = this.#db.prepare("SELECT * FROM messages WHERE peer = ? AND id = ?").get(peer, id) as
+    const r = this.#stmt("SELECT * FROM messages WHERE peer = ? AND id = ?").get(peer, id) as
       | Row
       | undefined;
     return r ? this.#rowToMessage(r) : null;
@@ -329,13 +510,44 @@ export class ChatStore {
     return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
   }
 
-  /** Outgoing messages not yet acknowledged, oldest first. */
-  outbox(peer?: string): StoredMessage[] {
-    const sql = "SELECT * FROM messages WHERE direction = 'out' AND state IN ('sending','sent','failed')" +
+  /** Outgoing messages not yet acknowledged, oldest first. Ids in `skip` (messages already written to a
+   * connection) are left out before their text is decoded: a flush with thousands in flight reads only the
+   * ones it will write. */
+  outbox(peer?: string, skip?: { has(id: string): boolean }): StoredMessage[] {
+    const where = "FROM messages WHERE unacked = 1" +
       (peer === undefined ? "" : " AND peer = ?") + " ORDER BY seq";
-    const stmt = this.#db.prepare(sql);
+    if (skip) {
+      // The ids alone come from the outbox index; the rows to write are read whole, one by one when they
+      // are few, else in one query from the first of them on.
+      const st = this.#stmt(`SELECT peer, id, seq ${where}`);
+      const keys = ((peer === undefined ? st.all() : st.all(peer)) as Row[]).filter((k) =>
+        !skip.has(String(k.id))
+      );
+      if (keys.length <= OUTBOX_FEW) {
+        return keys.map((k) => this.get(String(k.peer), String(k.id))).filter((m): m is StoredMessage =>
+          m !== null
+        );
+      }
+      const from = this.#stmt(`SELECT * ${where.replace("WHERE", "WHERE seq >= ? AND")}`);
+      const rows = (peer === undefined
+        ? from.all(keys[0].seq as number)
+        : from.all(keys[0].seq as number, peer)) as Row[];
+      return rows.filter((r) =>
+        !skip.has(String(r.id))
+      ).map((r) => this.#rowToMessage(r))
+        .filter((m): m is StoredMessage => m !== null);
+    }
+    const stmt = this.#stmt(`SELECT * ${where}`);
     const rows = (peer === undefined ? stmt.all() : stmt.all(peer)) as Row[];
     return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
+  }
+
+  /** The peers with unacknowledged outgoing messages. */
+  outboxPeers(): string[] {
+    const rows = this.#stmt(
+      "SELECT DISTINCT peer FROM messages WHERE unacked = 1",
+    ).all() as Row[];
+    return rows.map((r) => String(r.peer));
   }
 
   /** Every message with a lifetime (text not decrypted). */
@@ -378,7 +590,7 @@ export class ChatStore {
   }
 
   contact(name: string): StoredContact | null {
-    const r = this.#db.prepare("SELECT * FROM contacts WHERE name = ?").get(name) as Row | undefined;
+    const r = this.#stmt("SELECT * FROM contacts WHERE name = ?").get(name) as Row | undefined;
     return r
       ? {
         name: String(r.name),
@@ -396,6 +608,9 @@ export class ChatStore {
   }
 
   ensureContact(name: string): StoredContact {
+    // Read first: every send asks, and a write (even one that inserts nothing) takes the write lock.
+    const known = this.contact(name);
+    if (known) return known;
     this.#db.prepare("INSERT OR IGNORE INTO contacts (name) VALUES (?)").run(name);
     return this.contact(name)!;
   }
@@ -443,7 +658,16 @@ export class ChatStore {
   }
 
   removePendingRead(peer: string, id: string): void {
-    this.#db.prepare("DELETE FROM pending_reads WHERE peer = ? AND id = ?").run(peer, id);
+    this.removePendingReads(peer, [id]);
+  }
+
+  /** Forgets read receipts once written to the peer's connection (one transaction). */
+  removePendingReads(peer: string, ids: readonly string[]): void {
+    if (ids.length === 0) return;
+    this.#tx(() => {
+      const del = this.#stmt("DELETE FROM pending_reads WHERE peer = ? AND id = ?");
+      for (const id of ids) del.run(peer, id);
+    });
   }
 
   unreadCount(peer: string): number {

@@ -1,0 +1,252 @@
+/**
+ * The receiving side of the chat: checks a message frame from an open session (sender and recipient, time
+ * proof, deadline), hands it to the store's group committer, and sends its delivery receipt (`ack`) only once
+ * the message (or, dead on arrival, its id) is on disk. A duplicate is acknowledged again and stored nothing.
+ *
+ * Speed without losing a message: `receive` returns before the commit, so the session keeps decoding and the
+ * messages of one socket read share one transaction (one fsync). Receipts go out in arrival order, several in
+ * one write. Memory stays bounded under a flood: once `maxPending` messages of a session wait for their
+ * commit or their receipt (or their texts add up to `maxPendingChars`), `receive` waits too, and the session
+ * stops reading (TCP then slows the sender).
+ * When a commit fails, the session is failed with STORE_FAILED and the messages not acknowledged yet stay
+ * with the sender, which tries again.
+ */
+import type { TimeProof, TrustedTime } from "../clock/types.ts";
+import { verifyTimeProof } from "../clock/mod.ts";
+import type { EngineEvent } from "./engine_types.ts";
+import { effectiveDeadline, isVisible, provedSentAt, receiverDeadline } from "./expiry.ts";
+import { ProtocolError } from "./protocol/errors.ts";
+import type { AckFrame, MsgFrame } from "./protocol/frames.ts";
+import { timeProofData } from "./protocol/binding.ts";
+import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
+
+/** Messages of one session received and not yet acknowledged (committing, or their receipt not yet handed
+ * to the socket) before `receive` starts to wait: enough that a burst of small messages shares one fsync... */
+export const DEFAULT_MAX_PENDING = 1024;
+/** ...and the bound on their text (UTF-16 code units, about bytes), so big messages cannot pile up memory. */
+export const DEFAULT_MAX_PENDING_CHARS = 1 << 20;
+
+/** What the inbox needs of a peer session (PeerSession satisfies it). */
+export interface InboxSession {
+  readonly state: string;
+  readonly peer: { readonly name: string } | null;
+  sendBatch(frames: readonly AckFrame[]): Promise<void>;
+  fail(code: string, message: string): void;
+}
+
+export interface InboxDeps {
+  /** Our name: messages must be addressed to it. */
+  name: string;
+  /** Roughtime public keys whose time proofs we accept. */
+  timeKeys: Uint8Array[];
+  maxUnreadMs: number;
+  clock: {
+    now(): TrustedTime | null;
+    deadlinePassed(deadlineMs: number): boolean | null;
+  };
+  /** The group committer's entry for received messages (ChatStore.queueIncoming). */
+  store: { queueIncoming(item: IncomingItem): Promise<IncomingResult> };
+  emit(e: EngineEvent): void;
+  /** A newly stored message that may be shown now. */
+  announce(m: Omit<StoredMessage, "seq">): void;
+  /** A newly stored expiring message that may not be shown yet (time unknown): the sweeper shows it later. */
+  hide(peer: string, id: string): void;
+  maxPending?: number;
+  maxPendingChars?: number;
+}
+
+interface Entry {
+  id: string;
+  chars: number;
+  status: "committing" | "committed" | "failed";
+  error: Error | null;
+}
+
+interface SessionQueue {
+  /** In arrival order; the head's receipt goes out first. */
+  entries: Entry[];
+  /** Sum of the entries' text lengths. */
+  chars: number;
+  writing: boolean;
+  scheduled: boolean;
+  waiter: (() => void) | null;
+}
+
+export class Inbox {
+  readonly #deps: InboxDeps;
+  readonly #maxPending: number;
+  readonly #maxPendingChars: number;
+  readonly #queues = new WeakMap<InboxSession, SessionQueue>();
+
+  constructor(deps: InboxDeps) {
+    const max = deps.maxPending ?? DEFAULT_MAX_PENDING;
+    const chars = deps.maxPendingChars ?? DEFAULT_MAX_PENDING_CHARS;
+    if (!Number.isSafeInteger(max) || max < 1) throw new RangeError("maxPending must be a positive integer");
+    if (!Number.isSafeInteger(chars) || chars < 1) {
+      throw new RangeError("maxPendingChars must be a positive integer");
+    }
+    this.#deps = deps;
+    this.#maxPending = max;
+    this.#maxPendingChars = chars;
+  }
+
+  /** Messages of `s` received and not yet acknowledged. */
+  pending(s: InboxSession): number {
+    return this.#queues.get(s)?.entries.length ?? 0;
+  }
+
+  /** Takes a message frame of an open session. Throws ProtocolError (nothing stored, no receipt) when the
+   * frame is refused. Resolves at once while the session's waiting messages are under maxPending (and their
+   * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
+  receive(s: InboxSession, f: MsgFrame): Promise<void> {
+    const item = this.#check(s, f);
+    const q = this.#queue(s);
+    const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
+    q.entries.push(entry);
+    q.chars += entry.chars;
+    this.#deps.store.queueIncoming(item).then(
+      (result) => {
+        entry.status = "committed";
+        if (result === "stored" && !item.idOnly) this.#reveal(item.message);
+        this.#schedule(s, q);
+      },
+      (e: Error) => {
+        entry.status = "failed";
+        entry.error = e;
+        this.#schedule(s, q);
+      },
+    );
+    if (!this.#full(q)) return Promise.resolve();
+    return new Promise<void>((resolve) => q.waiter = resolve);
+  }
+
+  #queue(s: InboxSession): SessionQueue {
+    let q = this.#queues.get(s);
+    if (!q) {
+      q = { entries: [], chars: 0, writing: false, scheduled: false, waiter: null };
+      this.#queues.set(s, q);
+    }
+    return q;
+  }
+
+  /** The checks of a message frame, and what to store: the proof-bounded send time and deadline. */
+  #check(s: InboxSession, f: MsgFrame): IncomingItem {
+    const d = this.#deps;
+    const peer = s.peer?.name;
+    if (peer === undefined) throw new ProtocolError("UNEXPECTED_FRAME", "message before the peer is known");
+    if (f.from !== peer) {
+      throw new ProtocolError("SENDER_MISMATCH", `message from "${f.from}" over ${peer}'s session`);
+    }
+    if (f.to !== d.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
+    let sentAt = f.sentAt;
+    let expiresAt: number | null = null;
+    if (f.ttlMs !== undefined) {
+      let proved: { midpointMs: number; radiusMs: number };
+      try {
+        proved = verifyTimeProof(f.proof as TimeProof, timeProofData(f), d.timeKeys);
+      } catch (e) {
+        throw new ProtocolError("BAD_TIME_PROOF", `time proof refused: ${(e as Error).message}`);
+      }
+      sentAt = provedSentAt(f.sentAt, proved.midpointMs, proved.radiusMs);
+      if (f.ttlMode !== "read") {
+        expiresAt = receiverDeadline({
+          claimedSentAt: f.sentAt,
+          proofMidpointMs: proved.midpointMs,
+          proofRadiusMs: proved.radiusMs,
+          ttlMs: f.ttlMs,
+        });
+      }
+    }
+    const message: IncomingMessage = {
+      id: f.id,
+      peer,
+      from: peer,
+      text: f.text,
+      sentAt,
+      expiresAt,
+      ttlMs: f.ttlMs ?? null,
+      ttlMode: f.ttlMs !== undefined ? (f.ttlMode ?? "send") : null,
+      proof: f.proof ?? null,
+    };
+    // Already dead on arrival (it waited too long in the sender's outbox): keep only its id, so its text
+    // never reaches the disk. For an "after read" message the deadline is its unread bound, from the
+    // proof-bounded send time.
+    const deadline = effectiveDeadline(message, d.maxUnreadMs);
+    const idOnly = deadline !== null && d.clock.deadlinePassed(deadline) === true;
+    return { message, idOnly };
+  }
+
+  #reveal(m: IncomingMessage): void {
+    const stored: Omit<StoredMessage, "seq"> = { ...m, direction: "in", readAt: null, state: "delivered" };
+    if (isVisible(stored, this.#deps.clock.now(), this.#deps.maxUnreadMs)) this.#deps.announce(stored);
+    else this.#deps.hide(m.peer, m.id);
+  }
+
+  /** The receipts of one committed batch settle together: one microtask later they go out in one write. */
+  #schedule(s: InboxSession, q: SessionQueue): void {
+    if (q.scheduled) return;
+    q.scheduled = true;
+    queueMicrotask(() => {
+      q.scheduled = false;
+      void this.#writeReceipts(s, q);
+    });
+  }
+
+  async #writeReceipts(s: InboxSession, q: SessionQueue): Promise<void> {
+    if (q.writing) return; // the running loop picks up what was committed meanwhile
+    q.writing = true;
+    try {
+      for (;;) {
+        const acks: AckFrame[] = [];
+        let failure: Error | null = null;
+        let n = 0;
+        while (n < q.entries.length && q.entries[n].status !== "committing") {
+          const e = q.entries[n++];
+          if (e.status === "failed") {
+            failure = e.error;
+            break;
+          }
+          acks.push({ t: "ack", id: e.id });
+        }
+        if (n === 0) break;
+        if (failure) {
+          // The messages before it are on disk and acknowledged; it and the rest are not (the session ends,
+          // so the sender keeps them and tries again).
+          this.#drop(q, q.entries.length);
+          if (acks.length && s.state === "open") void s.sendBatch(acks).catch(() => {});
+          this.#deps.emit({
+            event: "error",
+            code: "STORE_FAILED",
+            message: `cannot store a message: ${failure.message}`,
+          });
+          s.fail("STORE_FAILED", failure.message);
+          this.#release(q);
+          return;
+        }
+        this.#drop(q, n);
+        if (s.state === "open") await s.sendBatch(acks).catch(() => {});
+        else this.#drop(q, q.entries.length); // nobody to acknowledge to: the sender resends, the id check absorbs it
+        this.#release(q);
+      }
+    } finally {
+      q.writing = false;
+    }
+  }
+
+  #full(q: SessionQueue): boolean {
+    return q.entries.length >= this.#maxPending || q.chars >= this.#maxPendingChars;
+  }
+
+  /** Forgets the first n entries (acknowledged, or never to be). */
+  #drop(q: SessionQueue, n: number): void {
+    for (const e of q.entries.splice(0, n)) q.chars -= e.chars;
+  }
+
+  #release(q: SessionQueue): void {
+    if (q.waiter && !this.#full(q)) {
+      const w = q.waiter;
+      q.waiter = null;
+      w();
+    }
+  }
+}

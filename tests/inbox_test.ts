@@ -1,0 +1,295 @@
+/**
+ * The receiving side (client/inbox.ts) without a network: a recording session, the real store (or a store
+ * whose commits the test settles by hand), a local clock. Receipts only after the commit, in arrival order,
+ * one write per committed batch; duplicates acknowledged; bounded pending per session; a failed commit fails
+ * the session without a receipt.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { TrustedClock } from "../clock/mod.ts";
+import type { EngineEvent } from "../client/engine_types.ts";
+import { Inbox, type InboxDeps, type InboxSession } from "../client/inbox.ts";
+import { ProtocolError } from "../client/protocol/errors.ts";
+import type { AckFrame, MsgFrame } from "../client/protocol/frames.ts";
+import { timeProofData } from "../client/protocol/binding.ts";
+import { ChatStore, type IncomingItem, type IncomingResult, StoreError } from "../client/store/store.ts";
+import { startLocalServers } from "./helpers/roughtime.ts";
+
+class RecordingSession implements InboxSession {
+  state = "open";
+  readonly peer = { name: "bob" };
+  /** Each sendBatch call: the ids it acknowledged. */
+  readonly writes: string[][] = [];
+  failed: { code: string; message: string } | null = null;
+  sendBatch(frames: readonly AckFrame[]): Promise<void> {
+    if (this.state !== "open") return Promise.reject(new Error("closed"));
+    this.writes.push(frames.map((f) => f.id));
+    return Promise.resolve();
+  }
+  fail(code: string, message: string): void {
+    this.failed = { code, message };
+    this.state = "closed";
+  }
+  get acked(): string[] {
+    return this.writes.flat();
+  }
+}
+
+/** A store whose commits settle only when the test says so. */
+class HandStore {
+  readonly queued: {
+    item: IncomingItem;
+    resolve: (r: IncomingResult) => void;
+    reject: (e: Error) => void;
+  }[] = [];
+  queueIncoming(item: IncomingItem): Promise<IncomingResult> {
+    return new Promise((resolve, reject) => this.queued.push({ item, resolve, reject }));
+  }
+}
+
+const localTime = () => {
+  const t = Date.now();
+  return { earliestMs: t - 10, latestMs: t + 10, nowMs: t };
+};
+
+function deps(
+  store: InboxDeps["store"],
+  extra: Partial<InboxDeps> = {},
+): InboxDeps & { events: EngineEvent[]; shown: string[]; hidden: string[] } {
+  const events: EngineEvent[] = [];
+  const shown: string[] = [];
+  const hidden: string[] = [];
+  return {
+    name: "alice",
+    timeKeys: [],
+    maxUnreadMs: 60_000,
+    clock: { now: localTime, deadlinePassed: (d) => localTime().latestMs >= d },
+    store,
+    emit: (e) => events.push(e),
+    announce: (m) => shown.push(m.id),
+    hide: (_peer, id) => hidden.push(id),
+    events,
+    shown,
+    hidden,
+    ...extra,
+  };
+}
+
+const hex = (n: number) => n.toString(16).padStart(32, "0");
+const msg = (n: number, extra: Partial<MsgFrame> = {}): MsgFrame => ({
+  t: "msg",
+  id: hex(n),
+  from: "bob",
+  to: "alice",
+  text: `hello ${n}`,
+  sentAt: Date.now(),
+  ...extra,
+});
+
+/** Lets queued commits (setImmediate) and the receipts after them (microtasks) run. */
+const settle = () => new Promise((r) => setTimeout(r, 5));
+
+async function withStore(fn: (store: ChatStore, commits: number[]) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-inbox-" });
+  const commits: number[] = [];
+  const store = new ChatStore(join(dir, "chat.db"), { groupCommit: { onCommit: (n) => commits.push(n) } });
+  try {
+    await fn(store, commits);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("inbox: messages of one read share one commit; receipts go out after it, in arrival order, in one write", async () => {
+  await withStore(async (store, commits) => {
+    const d = deps(store);
+    const inbox = new Inbox(d);
+    const s = new RecordingSession();
+    // As the session's pump does: each receive returns at once, so the next frame is decoded in the same turn.
+    for (let i = 0; i < 40; i++) await inbox.receive(s, msg(i));
+    assert.deepEqual(s.writes, [], "no receipt before the commit");
+    assert.equal(inbox.pending(s), 40);
+    await settle();
+    assert.deepEqual(commits, [40]);
+    assert.deepEqual(s.writes, [Array.from({ length: 40 }, (_, i) => hex(i))]);
+    assert.deepEqual(d.shown, Array.from({ length: 40 }, (_, i) => hex(i)));
+    assert.deepEqual(store.history("bob").map((m) => m.id), d.shown);
+    assert.equal(inbox.pending(s), 0);
+  });
+});
+
+Deno.test("inbox: a receipt waits for its own commit; acks keep arrival order when commits settle out of order", async () => {
+  const store = new HandStore();
+  const d = deps(store);
+  const inbox = new Inbox(d);
+  const s = new RecordingSession();
+  await inbox.receive(s, msg(1));
+  await inbox.receive(s, msg(2));
+  await inbox.receive(s, msg(3));
+  store.queued[1].resolve("stored");
+  await settle();
+  assert.deepEqual(s.acked, [], "2 is on disk but 1 is not: nothing yet");
+  store.queued[0].resolve("stored");
+  await settle();
+  assert.deepEqual(s.acked, [hex(1), hex(2)]);
+  store.queued[2].resolve("duplicate");
+  await settle();
+  assert.deepEqual(s.acked, [hex(1), hex(2), hex(3)], "a duplicate is acknowledged too");
+  assert.deepEqual(d.shown, [hex(2), hex(1)], "shown as each is stored; the duplicate not again");
+});
+
+Deno.test("inbox: a resent id is acknowledged again, stored and shown once", async () => {
+  await withStore(async (store) => {
+    const d = deps(store);
+    const inbox = new Inbox(d);
+    const s = new RecordingSession();
+    await inbox.receive(s, msg(7));
+    await inbox.receive(s, msg(7, { text: "changed on the way" }));
+    await settle();
+    await inbox.receive(s, msg(7));
+    await settle();
+    assert.deepEqual(s.acked, [hex(7), hex(7), hex(7)]);
+    assert.deepEqual(d.shown, [hex(7)]);
+    assert.deepEqual(store.history("bob").map((m) => m.text), ["hello 7"]);
+  });
+});
+
+Deno.test("inbox: beyond maxPending un-acknowledged messages, receive waits (the pump stops reading) until one is acknowledged", async () => {
+  const store = new HandStore();
+  const inbox = new Inbox(deps(store, { maxPending: 4 }));
+  const s = new RecordingSession();
+  for (let i = 0; i < 3; i++) await inbox.receive(s, msg(i));
+  let released = false;
+  const fourth = inbox.receive(s, msg(3)).then(() => released = true);
+  await settle();
+  assert.equal(released, false, "4 waiting: the fourth receive holds the pump");
+  assert.equal(inbox.pending(s), 4);
+  store.queued[0].resolve("stored");
+  await fourth;
+  assert.equal(released, true);
+  assert.deepEqual(s.acked, [hex(0)]);
+  assert.equal(inbox.pending(s), 3);
+  // Another session is not held up by this one's backlog.
+  const other = new RecordingSession();
+  let otherDone = false;
+  await inbox.receive(other, msg(10)).then(() => otherDone = true);
+  assert.equal(otherDone, true);
+  assert.throws(() => new Inbox(deps(store, { maxPending: 0 })), RangeError);
+});
+
+Deno.test("inbox: big messages are bounded by their total text, not only by count", async () => {
+  const store = new HandStore();
+  const inbox = new Inbox(deps(store, { maxPendingChars: 100 }));
+  const s = new RecordingSession();
+  await inbox.receive(s, msg(1, { text: "a".repeat(60) }));
+  let released = false;
+  const second = inbox.receive(s, msg(2, { text: "b".repeat(60) })).then(() => released = true);
+  await settle();
+  assert.equal(released, false, "120 characters waiting: over the bound of 100");
+  store.queued[0].resolve("stored");
+  await second;
+  assert.deepEqual(s.acked, [hex(1)]);
+  assert.throws(() => new Inbox(deps(store, { maxPendingChars: 0 })), RangeError);
+});
+
+Deno.test("inbox: a failed commit fails the session with STORE_FAILED and no receipt; the ones committed before are acknowledged", async () => {
+  const store = new HandStore();
+  const d = deps(store);
+  const inbox = new Inbox(d);
+  const s = new RecordingSession();
+  await inbox.receive(s, msg(1));
+  await inbox.receive(s, msg(2));
+  await inbox.receive(s, msg(3));
+  store.queued[0].resolve("stored");
+  const err = new StoreError("STORE_FAILED", "store write failed: database or disk is full");
+  store.queued[1].reject(err);
+  store.queued[2].reject(err);
+  await settle();
+  assert.deepEqual(s.acked, [hex(1)]);
+  assert.equal(s.failed?.code, "STORE_FAILED");
+  assert.match(s.failed!.message, /disk is full/);
+  const errors = d.events.filter((e) => e.event === "error");
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].event === "error" && errors[0].code, "STORE_FAILED");
+  assert.deepEqual(d.shown, [hex(1)]);
+  assert.equal(inbox.pending(s), 0);
+});
+
+Deno.test("inbox: a session closed before the commit gets no receipt (the sender resends) and releases its waiters", async () => {
+  const store = new HandStore();
+  const inbox = new Inbox(deps(store, { maxPending: 1 }));
+  const s = new RecordingSession();
+  const held = inbox.receive(s, msg(1));
+  s.state = "closed";
+  store.queued[0].resolve("stored");
+  await held;
+  await settle();
+  assert.deepEqual(s.writes, []);
+  assert.equal(inbox.pending(s), 0);
+});
+
+Deno.test("inbox: refused frames throw ProtocolError and queue nothing", () => {
+  const store = new HandStore();
+  const inbox = new Inbox(deps(store));
+  const s = new RecordingSession();
+  const code = (f: MsgFrame) => {
+    try {
+      void inbox.receive(s, f);
+    } catch (e) {
+      assert.ok(e instanceof ProtocolError);
+      return e.code;
+    }
+    return "accepted";
+  };
+  assert.equal(code(msg(1, { from: "mallory" })), "SENDER_MISMATCH");
+  assert.equal(code(msg(2, { to: "carol" })), "BAD_FIELD");
+  assert.equal(code(msg(3, { ttlMs: 5000, ttlMode: "send" })), "BAD_TIME_PROOF");
+  assert.equal(store.queued.length, 0);
+  assert.equal(inbox.pending(s), 0);
+});
+
+Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the id (acknowledged, not shown); unknown time hides", async () => {
+  const local = await startLocalServers([{}]);
+  try {
+    const clock = new TrustedClock({ servers: local.specs });
+    const proved = async (f: MsgFrame) => ({ ...f, proof: await clock.proveTime(timeProofData(f)) });
+    await withStore(async (store) => {
+      let timeKnown = true;
+      const d = deps(store, {
+        timeKeys: [local.specs[0].publicKey],
+        clock: {
+          now: () => timeKnown ? localTime() : null,
+          deadlinePassed: (dl) => timeKnown ? localTime().latestMs >= dl : null,
+        },
+      });
+      const inbox = new Inbox(d);
+      const s = new RecordingSession();
+      // Claims to be sent an hour from now: the proof caps the send time, so it dies within ~a minute.
+      const late = await proved(msg(1, { ttlMs: 60_000, ttlMode: "send", sentAt: Date.now() + 3600_000 }));
+      // Sent ten minutes ago with a lifetime of 5 s: already dead.
+      const dead = await proved(msg(2, { ttlMs: 5000, ttlMode: "send", sentAt: Date.now() - 600_000 }));
+      await inbox.receive(s, late);
+      await inbox.receive(s, dead);
+      await settle();
+      assert.deepEqual(s.acked, [hex(1), hex(2)]);
+      assert.deepEqual(d.shown, [hex(1)]);
+      const kept = store.get("bob", hex(1))!;
+      assert.ok(kept.expiresAt! <= Date.now() + 60_000 + 15_000, `deadline ${kept.expiresAt} not capped`);
+      assert.equal(store.get("bob", hex(2)), null, "a dead message's text is not stored");
+      // Its id is remembered: a resend is a duplicate (acknowledged, nothing stored).
+      await inbox.receive(s, dead);
+      await settle();
+      assert.deepEqual(s.acked, [hex(1), hex(2), hex(2)]);
+      assert.equal(store.get("bob", hex(2)), null);
+      // Without trusted time an expiring message is stored but hidden (the sweeper shows it later).
+      timeKnown = false;
+      await inbox.receive(s, await proved(msg(3, { ttlMs: 60_000, ttlMode: "send" })));
+      await settle();
+      assert.deepEqual(d.hidden, [hex(3)]);
+      assert.ok(store.get("bob", hex(3)));
+    });
+  } finally {
+    await local.close();
+  }
+});
