@@ -463,7 +463,9 @@ export class DirectoryService {
     // Through our own relay when it holds the user's control connection, else the relay the user named.
     const viaOurRelay = !u.revoked && this.#relay?.isConnected(u.name) === true;
     const relayOnly = reach?.relayOnly === true && !u.revoked;
-    const relay = u.revoked ? null : reach?.relay ?? null;
+    // The relay to reach the user through: the one it published, else ours while it holds a connection to it.
+    const relay = u.revoked ? null : reach?.relay ??
+      (viaOurRelay && this.#relay?.host ? { host: this.#relay.host, port: this.#relay.port } : null);
     const online = listed || viaOurRelay || (relayOnly && relay !== null);
     return {
       name: u.name,

@@ -160,7 +160,12 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     certValidityDays: opts.certValidityDays,
     roughtime,
     relay: relay
-      ? { port: relay.port, isConnected: (n) => relay.isConnected(n) }
+      ? {
+        // Where users reach it: its listen host, or the first name in our certificate when on all addresses.
+        host: ["0.0.0.0", "::"].includes(relay.hostname) ? hostnames[0] : relay.hostname,
+        port: relay.port,
+        isConnected: (n) => relay.isConnected(n),
+      }
       : opts.relayAt
       ? { host: opts.relayAt.host, port: opts.relayAt.port, isConnected: () => false }
       : null,

@@ -158,3 +158,31 @@ Deno.test("relay: circuits cut at the byte and duration limits are said clearly;
     await Deno.remove(bobHome.dir, { recursive: true });
   }
 });
+
+Deno.test("relay: a restarted relay is reconnected to, and the message sent while it was down gets through", async () => {
+  const pb = await startPhonebook();
+  const aliceHome = await enrollUser(pb, "alice");
+  const bobHome = await enrollUser(pb, "bob");
+  const alice = await startClient(aliceHome, { relayOnly: true });
+  const bob = await startClient(bobHome, { relayOnly: true });
+  try {
+    const m1 = await alice.engine.send("bob", "before the restart");
+    await alice.log.waitFor("delivered", (e) => e.id === m1.id);
+    await pb.restart({ downMs: 300 });
+    await alice.log.waitFor("peer-offline", (e) => e.name === "bob");
+    const m2 = await alice.engine.send("bob", "after the restart");
+    // The restarted phonebook lost bob's relay-only publication (it lives in memory): bob's control
+    // connection to the relay is what lists him online, reachable through it.
+    const got = await bob.log.waitFor("message", (e) => e.message.id === m2.id, 30_000);
+    assert.equal(got.message.text, "after the restart");
+    await alice.log.waitFor("delivered", (e) => e.id === m2.id);
+    assert.equal(alice.engine.peerInfo("bob")?.pathKind, "relayed");
+    assert.deepEqual(bob.engine.history("alice").map((m) => m.id), [m1.id, m2.id]);
+  } finally {
+    await alice.stop();
+    await bob.stop();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
