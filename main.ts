@@ -10,11 +10,19 @@ import { registerEnrollCommand } from "./client/enroll_cli.ts";
 import { registerChatCommand } from "./client/cli.ts";
 import { CliError } from "./cli_error.ts";
 
+/** The program's version (also in every release asset's name on the repository host). */
+export const VERSION = "0.1.0";
+
 export function buildProgram(): Command {
   const program = new Command()
     .name("securechat")
     .description("Private messenger with mutually authenticated TLS and self-destructing messages")
-    .version("0.1.0")
+    // The version line also names the runtime: a compiled binary carries its own Deno, and a bug report
+    // needs to know which.
+    .version(
+      `securechat ${VERSION} (Deno ${Deno.version.deno}, V8 ${Deno.version.v8}, TypeScript ${Deno.version.typescript})`,
+      "-V, --version",
+    )
     .exitOverride()
     .showHelpAfterError(false);
   registerServeCommands(program);

@@ -7,7 +7,8 @@ import https from "node:https";
 import { join } from "node:path";
 import type { BenchFigure } from "./harness.ts";
 import { startDirectoryServer } from "../server/mod.ts";
-import { DirectoryStore } from "../server/store.ts";
+import { SqliteDirectoryStore } from "../server/store_sqlite.ts";
+import type { IssuedCert } from "../server/store.ts";
 import { createCsr, generateKeyPair } from "../pki/mod.ts";
 
 const CONCURRENCY = 4;
@@ -95,26 +96,29 @@ async function serverRss(
   } finally {
     await dir.close();
   }
-  const store = new DirectoryStore(join(data, "directory.db"));
+  const store = new SqliteDirectoryStore(join(data, "directory.db"));
   const now = Date.now();
-  store.tx(() => {
-    if (users === 0) store.deleteUser("template");
-    for (let i = 0; i < users; i++) {
-      const serial = (0x4000000000n + BigInt(i)).toString(16);
-      const c = {
-        serial,
-        name: `m${String(i).padStart(6, "0")}`,
-        keyId: serial,
-        certPem,
-        fingerprint: serial.padStart(64, "0"),
-        notAfter: now + 86400_000,
-      };
-      store.insertCert(c, now);
-      store.insertUser(c, now);
-      if (i % 2 === 0) store.setPresence(c.name, "127.0.0.1", 20000 + (i % 1000), now + 600_000);
-    }
-  });
-  store.close();
+  if (users === 0) store.db.prepare("DELETE FROM users WHERE name = 'template'").run();
+  const rows: IssuedCert[] = [];
+  for (let i = 0; i < users; i++) {
+    const serial = (0x4000000000n + BigInt(i)).toString(16);
+    rows.push({
+      serial,
+      name: `m${String(i).padStart(6, "0")}`,
+      keyId: serial,
+      certPem,
+      fingerprint: serial.padStart(64, "0"),
+      notAfter: now + 86400_000,
+    });
+  }
+  let i = 0;
+  await store.importUsers(
+    rows,
+    now,
+    () =>
+      i++ % 2 === 0 ? { host: "127.0.0.1", port: 20000 + ((i - 1) % 1000), expiresMs: now + 600_000 } : null,
+  );
+  await store.close();
   const dbMb = (await Deno.stat(join(data, "directory.db"))).size / 1024 / 1024;
 
   const script = join(tmp, "serve_child.ts");

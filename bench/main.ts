@@ -18,7 +18,10 @@ for await (const e of Deno.readDir(dir)) {
   if (e.isFile && e.name.endsWith("_bench.ts")) names.push(e.name);
 }
 names.sort();
-const selected = args.length ? names.filter((n) => args.some((a) => n.startsWith(a))) : names;
+// The scale benchmark loads a million users: it runs only when named (`deno task bench scale`).
+const selected = args.length
+  ? names.filter((n) => args.some((a) => n.startsWith(a)))
+  : names.filter((n) => n !== "scale_bench.ts");
 
 const all: Record<string, (BenchFigure & { ratio: number | null })[]> = {};
 for (const name of selected) {

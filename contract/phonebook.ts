@@ -59,16 +59,29 @@ export interface RoughtimeEndpoint {
   version: "rfc";
 }
 
+/** One Roughtime server of the phonebook (each node of a multi-node phonebook runs its own). */
+export interface RoughtimeServer {
+  /** null: the directory's own host name. */
+  host: string | null;
+  port: number;
+  /** Base64 of the 32-byte Ed25519 long-term public key. */
+  publicKey: string;
+  version: "rfc";
+}
+
 /** GET /v1/info */
 export interface DirectoryInfo {
   apiVersion: number;
   caCertPem: string;
   caFingerprint: string;
   inviteOnly: boolean;
+  /** The server of the node that answered (what older clients read). */
   roughtime: RoughtimeEndpoint | null;
   /** The relay users keep a connection to: on the phonebook's host unless `host` names another machine (a
    * standalone `securechat relay`); null when there is none (or the server is older). */
   relay: { host?: string; port: number } | null;
+  /** Every node's server; [] from a server that does not send the list. */
+  roughtimeServers: RoughtimeServer[];
 }
 
 /** POST /v1/enroll and /v1/renew */
@@ -181,6 +194,7 @@ export function decodeDirectoryInfo(v: unknown): DirectoryInfo {
     throw new ContractError("directory info is malformed");
   }
   const rt = v.roughtime;
+  const servers = Array.isArray(v.roughtimeServers) ? v.roughtimeServers : [];
   return {
     apiVersion: v.apiVersion,
     caCertPem: v.caCertPem,
@@ -195,6 +209,15 @@ export function decodeDirectoryInfo(v: unknown): DirectoryInfo {
         port: v.relay.port,
       }
       : null,
+    roughtimeServers: servers.filter((s): s is Record<string, unknown> =>
+      isObject(s) && isPort(s.port) && typeof s.publicKey === "string" &&
+      (s.host === null || (typeof s.host === "string" && s.host.length > 0))
+    ).map((s) => ({
+      host: s.host as string | null,
+      port: s.port as number,
+      publicKey: s.publicKey as string,
+      version: "rfc" as const,
+    })),
   };
 }
 

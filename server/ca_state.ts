@@ -3,7 +3,7 @@
  * The CA key is written with mode 0600 (optionally encrypted with a passphrase) and refused if others can
  * read it.
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import {
   type CaMaterial,
   checkCaCertificate,
@@ -59,10 +59,18 @@ async function readSecret(path: string): Promise<string> {
 
 export async function loadOrCreateCa(
   dataDir: string,
-  opts: { passphrase?: string; algorithm?: KeyAlgorithm; name?: string } = {},
+  opts: {
+    passphrase?: string;
+    algorithm?: KeyAlgorithm;
+    name?: string;
+    /** Where the CA key is, when not in the data folder (a key shared by several nodes). */
+    keyFile?: string;
+    /** Where the CA certificate is; default: next to keyFile, else in the data folder. */
+    certFile?: string;
+  } = {},
 ): Promise<LoadedCa> {
-  const certPath = join(dataDir, FILES.caCert);
-  const keyPath = join(dataDir, FILES.caKey);
+  const keyPath = opts.keyFile ?? join(dataDir, FILES.caKey);
+  const certPath = opts.certFile ?? join(opts.keyFile ? dirname(opts.keyFile) : dataDir, FILES.caCert);
   const haveCert = await exists(certPath);
   const haveKey = await exists(keyPath);
   if (haveCert !== haveKey) {

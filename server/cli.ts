@@ -10,10 +10,12 @@ import {
   createInviteToken,
   DEFAULT_RELAY_PORT,
   issueRelayCertificate,
+  redactDatabaseUrl,
   revokeUser,
   ServerSetupError,
   startDirectoryServer,
   startStandaloneRelay,
+  type StoreConfig,
 } from "./mod.ts";
 import { DEFAULT_HOSTNAMES, DEFAULT_LISTEN_HOST, DEFAULT_PORT, DEFAULT_ROUGHTIME } from "./limits.ts";
 import { canonicalUsername, UsernameError } from "../pki/mod.ts";
@@ -124,6 +126,41 @@ function relayCapture(): ((chunk: Uint8Array) => void) | undefined {
   };
 }
 
+interface DatabaseFlags {
+  database?: string;
+  databasePasswordFile?: string;
+}
+
+/** --database (else $SECURECHAT_DATABASE) and the password file (else $SECURECHAT_DATABASE_PASSWORD_FILE). A
+ * password written into a --database URL on the command line is visible to every user of the machine (ps):
+ * it still works, with a warning that names the safer ways. */
+async function storeConfig(flags: DatabaseFlags, fromCommandLine: boolean): Promise<StoreConfig> {
+  const database = flags.database ?? env("SECURECHAT_DATABASE");
+  if (!database) return {};
+  if (fromCommandLine && flags.database) {
+    try {
+      if (new URL(flags.database).password) {
+        console.error(
+          `securechat: warning: the password in --database ${redactDatabaseUrl(flags.database)} is visible ` +
+            "to other users of this machine; set SECURECHAT_DATABASE or use --database-password-file",
+        );
+      }
+    } catch { /* parseDatabaseTarget reports a bad URL */ }
+  }
+  const file = flags.databasePasswordFile ?? env("SECURECHAT_DATABASE_PASSWORD_FILE");
+  let databasePassword: string | undefined;
+  if (file) {
+    try {
+      databasePassword = (await Deno.readTextFile(file)).replace(/\r?\n$/, "");
+    } catch (e) {
+      throw new CliError(
+        `cannot read the database password file ${file}: ${e instanceof Error ? e.message : e}`,
+      );
+    }
+  }
+  return { database, databasePassword };
+}
+
 function setupError(e: unknown): never {
   if (e instanceof ServerSetupError) throw new CliError(e.message);
   throw e;
@@ -142,7 +179,18 @@ interface ServeFlags {
   relay: boolean;
   relayListen?: string;
   relayAt?: string;
+  caKeyFile?: string;
+  caCertFile?: string;
+  roughtimePublic?: string;
+  proxyProtocol?: boolean;
+  database?: string;
+  databasePasswordFile?: string;
 }
+
+const DATABASE_HELP = "PostgreSQL URL postgres://USER@HOST:PORT/DB shared by several nodes " +
+  "(or set SECURECHAT_DATABASE; default: SQLite in the data folder)";
+const DATABASE_PASSWORD_HELP =
+  "file holding the database password (or set SECURECHAT_DATABASE_PASSWORD_FILE)";
 
 export function registerServeCommands(program: Command): void {
   const serve = program.command("serve")
@@ -170,6 +218,21 @@ export function registerServeCommands(program: Command): void {
     .option(
       "--ca-passphrase-file <file>",
       "file holding the CA key passphrase (or set SECURECHAT_CA_PASSPHRASE): encrypts a new CA key, unlocks an existing one",
+    )
+    .option("--database <url>", DATABASE_HELP)
+    .option("--database-password-file <file>", DATABASE_PASSWORD_HELP)
+    .option(
+      "--ca-key-file <file>",
+      "the CA key outside the data folder, shared by every node (or set SECURECHAT_CA_KEY_FILE)",
+    )
+    .option("--ca-cert-file <file>", "its certificate (default: ca.pem next to the key file)")
+    .option(
+      "--roughtime-public <host:port>",
+      "where clients reach this node's Roughtime server, as listed in /v1/info (default: the phonebook's host)",
+    )
+    .option(
+      "--proxy-protocol",
+      "connections come through a TCP load balancer sending the PROXY protocol v1 line (HAProxy send-proxy)",
     )
     .action(async (flags: ServeFlags) => {
       const dataDir = resolveDataDir(flags.data);
@@ -203,7 +266,17 @@ export function registerServeCommands(program: Command): void {
         ? parseHostPort(flags.relayListen, listen.hostname)
         : { hostname: listen.hostname, port: listen.port === 0 ? 0 : DEFAULT_RELAY_PORT };
       await checkPortsFree(listen, roughtime || null, relay || null);
+      let roughtimePublic: { host: string | null; port: number } | undefined;
+      if (flags.roughtimePublic) {
+        const p = parseHostPort(flags.roughtimePublic, "");
+        roughtimePublic = { host: p.hostname || null, port: p.port };
+      }
       const dir = await startDirectoryServer({
+        ...await storeConfig(flags, true),
+        caKeyFile: flags.caKeyFile ?? env("SECURECHAT_CA_KEY_FILE"),
+        caCertFile: flags.caCertFile ?? env("SECURECHAT_CA_CERT_FILE"),
+        roughtimePublic,
+        proxyProtocol: flags.proxyProtocol ?? false,
         dataDir,
         hostname: listen.hostname,
         port: listen.port,
@@ -221,6 +294,7 @@ export function registerServeCommands(program: Command): void {
       const publicUrl = `https://${publicName.includes(":") ? `[${publicName}]` : publicName}:${dir.port}`;
       if (dir.createdCa) console.log(`Created a new CA in ${dataDir}`);
       console.log(`securechat directory listening on https://${listen.hostname}:${dir.port}`);
+      console.log(`Directory data: ${dir.storeLocation}`);
       console.log(`CA fingerprint (SHA-256): ${groupHex(dir.caFingerprint)}`);
       if (dir.roughtime) {
         console.log(
@@ -259,7 +333,9 @@ export function registerServeCommands(program: Command): void {
     .description("print a one-time enrollment token (for --invite-only)")
     .option("--data <dir>", "data folder of the directory")
     .option("--ttl-hours <h>", "hours before the token expires (default 168)")
-    .action(async (flags: { data?: string; ttlHours?: string }) => {
+    .option("--database <url>", DATABASE_HELP)
+    .option("--database-password-file <file>", DATABASE_PASSWORD_HELP)
+    .action(async (flags: { data?: string; ttlHours?: string } & DatabaseFlags) => {
       let ttlMs: number | undefined;
       if (flags.ttlHours !== undefined) {
         const h = Number(flags.ttlHours);
@@ -267,7 +343,8 @@ export function registerServeCommands(program: Command): void {
         ttlMs = h * 3600_000;
       }
       const dataDir = resolveDataDir(flags.data ?? serve.opts<ServeFlags>().data);
-      console.log(await createInviteToken(dataDir, ttlMs).catch(setupError));
+      const cfg = await storeConfig({ ...serve.opts<ServeFlags>(), ...definedOnly(flags) }, true);
+      console.log(await createInviteToken(dataDir, ttlMs, cfg).catch(setupError));
     });
 
   serve.command("relay-cert")
@@ -292,7 +369,9 @@ export function registerServeCommands(program: Command): void {
     .argument("<name>", "the user")
     .option("--data <dir>", "data folder of the directory")
     .option("--release", "also free the name so that a new key can enroll it")
-    .action(async (name: string, flags: { data?: string; release?: boolean }) => {
+    .option("--database <url>", DATABASE_HELP)
+    .option("--database-password-file <file>", DATABASE_PASSWORD_HELP)
+    .action(async (name: string, flags: { data?: string; release?: boolean } & DatabaseFlags) => {
       try {
         canonicalUsername(name);
       } catch (e) {
@@ -300,7 +379,10 @@ export function registerServeCommands(program: Command): void {
         throw e;
       }
       const dataDir = resolveDataDir(flags.data ?? serve.opts<ServeFlags>().data);
-      const r = await revokeUser(dataDir, name, { release: flags.release ?? false }).catch(setupError);
+      const cfg = await storeConfig({ ...serve.opts<ServeFlags>(), ...definedOnly(flags) }, true);
+      const r = await revokeUser(dataDir, name, { ...cfg, release: flags.release ?? false }).catch(
+        setupError,
+      );
       console.log(
         `revoked ${r.name}'s certificate ${r.serial}${r.released ? "; the name is free again" : ""}`,
       );
@@ -365,4 +447,9 @@ export function registerRelayCommand(program: Command): void {
       await relay.close();
       console.log("securechat relay stopped");
     });
+}
+
+/** The entries of `o` that are set (a subcommand's unset flag must not hide the parent's). */
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

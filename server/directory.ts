@@ -4,6 +4,7 @@
  * tested and benchmarked directly.
  */
 import { createHash } from "node:crypto";
+import { isIP } from "node:net";
 import {
   type CaMaterial,
   canonicalUsername,
@@ -22,7 +23,7 @@ import {
 } from "../pki/mod.ts";
 import { ApiError } from "./errors.ts";
 import { canonicalPresenceHost } from "./address.ts";
-import { type DirectoryStore, type IssuedCert, type UserRow } from "./store.ts";
+import type { DirectoryStore, IssuedCert, UserRow } from "./store.ts";
 import {
   type Address,
   decodeAddressList,
@@ -32,6 +33,7 @@ import {
   PHONEBOOK_API_VERSION,
   type PresenceAnswer,
   type RevokeAnswer,
+  type RoughtimeServer,
   type UserEntry,
   type UserList,
 } from "../contract/mod.ts";
@@ -42,6 +44,8 @@ import {
   PRESENCE_MAX_TTL_S,
   PRESENCE_MIN_TTL_S,
   RENEWALS_PER_DAY,
+  TIME_SERVER_CACHE_MS,
+  TIME_SERVER_STALE_MS,
 } from "./limits.ts";
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -126,13 +130,19 @@ export class DirectoryService {
   readonly roughtime: RoughtimeInfo | null;
   readonly #validityDays: number | undefined;
   readonly #now: () => number;
-  #crl: { revision: number; madeAt: number; der: Uint8Array } | null = null;
-  #crlPending: Promise<Uint8Array> | null = null;
+  /** The last CRL this process served, by number (saves reading the DER again while it is current). */
+  #crl: { number: number; der: Uint8Array } | null = null;
+  #crlPending: { revision: number; der: Promise<Uint8Array> } | null = null;
   /** Signature checks of client certificates, by fingerprint: a certificate's signature never changes, while
    * its validity and whether it is still the user's current one are re-checked on every request. */
   #verified = new Map<string, VerifiedPeer>();
   readonly #relay: { host?: string; port: number; isConnected(name: string): boolean } | null;
   readonly #reach = new Map<string, Reach>();
+  /** Every node's Roughtime servers, read from the store at most every TIME_SERVER_CACHE_MS. */
+  #timeServers: { at: number; list: RoughtimeServer[] } | null = null;
+  /** The first CRL request of a process signs a fresh list (a restart is a new signing run), later ones
+   * serve the stored list while it is current. */
+  #signedOnce = false;
 
   constructor(opts: DirectoryServiceOptions) {
     this.store = opts.store;
@@ -158,7 +168,7 @@ export class DirectoryService {
       case "/":
       case "/v1/info":
         allow("GET", "HEAD");
-        return { status: 200, json: this.info() };
+        return { status: 200, json: await this.info() };
       case "/v1/ca.pem":
         allow("GET", "HEAD");
         return { status: 200, text: this.ca.certPem, contentType: "application/x-pem-file" };
@@ -173,20 +183,23 @@ export class DirectoryService {
         return { status: 201, json: await this.renew(await this.authenticate(req.peerCertDer()), req.body) };
       case "/v1/revoke":
         allow("POST");
-        return { status: 200, json: this.revoke(await this.authenticate(req.peerCertDer()), req.body) };
+        return {
+          status: 200,
+          json: await this.revoke(await this.authenticate(req.peerCertDer()), req.body),
+        };
       case "/v1/presence":
         allow("PUT", "DELETE");
         if (method === "PUT") {
           return {
             status: 200,
-            json: this.publish(await this.authenticate(req.peerCertDer()), req.body, req.remoteAddress),
+            json: await this.publish(await this.authenticate(req.peerCertDer()), req.body, req.remoteAddress),
           };
         }
-        return { status: 200, json: this.withdraw(await this.authenticate(req.peerCertDer())) };
+        return { status: 200, json: await this.withdraw(await this.authenticate(req.peerCertDer())) };
       case "/v1/me": {
         allow("GET");
         const me = await this.authenticate(req.peerCertDer());
-        const user = this.store.getUser(me.name);
+        const user = await this.store.getUser(me.name);
         // Freed by an admin between the two reads: the certificate is no longer anyone's.
         if (!user) throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
         return { status: 200, json: this.entry(user) };
@@ -194,7 +207,7 @@ export class DirectoryService {
       case "/v1/users":
         allow("GET");
         if (this.inviteOnly) await this.authenticate(req.peerCertDer());
-        return { status: 200, json: this.list(req.query) };
+        return { status: 200, json: await this.list(req.query) };
       case "/v1/users/:name": {
         allow("GET");
         if (this.inviteOnly) await this.authenticate(req.peerCertDer());
@@ -204,7 +217,7 @@ export class DirectoryService {
         } catch {
           throw new ApiError(400, "BAD_USERNAME", "name is not valid percent-encoding");
         }
-        const user = this.store.getUser(requireName(raw));
+        const user = await this.store.getUser(requireName(raw));
         if (!user) throw new ApiError(404, "NOT_FOUND", "no such user");
         return { status: 200, json: this.entry(user) };
       }
@@ -213,7 +226,7 @@ export class DirectoryService {
     }
   }
 
-  info(): DirectoryInfo {
+  async info(): Promise<DirectoryInfo> {
     return {
       apiVersion: PHONEBOOK_API_VERSION,
       caCertPem: this.ca.certPem,
@@ -226,7 +239,26 @@ export class DirectoryService {
       relay: this.#relay
         ? { ...(this.#relay.host ? { host: this.#relay.host } : {}), port: this.#relay.port }
         : null,
+      // Every node of a multi-node phonebook runs its own Roughtime server (they are independent by
+      // design); a client may ask several of them.
+      roughtimeServers: await this.timeServers(),
     };
+  }
+
+  /** The Roughtime servers announced by the phonebook's nodes recently (this one included). */
+  async timeServers(): Promise<RoughtimeServer[]> {
+    const now = this.#now();
+    const c = this.#timeServers;
+    if (c && now - c.at >= 0 && now - c.at < TIME_SERVER_CACHE_MS) return c.list;
+    const rows = await this.store.timeServers(now - TIME_SERVER_STALE_MS);
+    const list = rows.map((r) => ({
+      host: r.host,
+      port: r.port,
+      publicKey: r.publicKey,
+      version: "rfc" as const,
+    }));
+    this.#timeServers = { at: now, list };
+    return list;
   }
 
   /** Resolves the client certificate to the user it currently belongs to; 401 for anything else (no cert,
@@ -252,7 +284,7 @@ export class DirectoryService {
       this.#verified.set(fp, peer);
     }
     if (!(peer.notBefore <= now && now <= peer.notAfter)) throw deny();
-    const user = this.store.getUser(peer.name);
+    const user = await this.store.getUser(peer.name);
     if (!user || user.revoked || user.serial !== peer.serial) throw deny();
     return peer;
   }
@@ -293,24 +325,21 @@ export class DirectoryService {
     if (this.inviteOnly) {
       if (
         typeof token !== "string" || token.length > 200 ||
-        this.store.tokenState(token, this.#now()) !== "valid"
+        await this.store.tokenState(token, this.#now()) !== "valid"
       ) {
         throw new ApiError(403, "BAD_TOKEN", "invitation token is unknown, used or expired");
       }
     }
     const csr = await checkCsr(body.csr, name).catch(csrToApiError);
-    if (this.store.getUser(name)) throw nameTaken();
+    if (await this.store.getUser(name)) throw nameTaken();
     const issued = await this.#issue(name, csr);
-    const now = this.#now();
-    this.store.tx(() => {
-      // Checked again inside the transaction: another enrollment may have won the name while we signed.
-      if (this.store.getUser(name)) throw nameTaken();
-      if (this.inviteOnly && !this.store.consumeToken(token as string, name, now)) {
-        throw new ApiError(403, "BAD_TOKEN", "invitation token is unknown, used or expired");
-      }
-      this.store.insertCert(issued, now);
-      this.store.insertUser(issued, now);
-    });
+    // Checked again inside the store's transaction: another enrollment (on any node) may have won the name
+    // or used the token while we signed.
+    const outcome = await this.store.enroll(issued, this.#now(), this.inviteOnly ? token as string : null);
+    if (outcome === "name_taken") throw nameTaken();
+    if (outcome === "bad_token") {
+      throw new ApiError(403, "BAD_TOKEN", "invitation token is unknown, used or expired");
+    }
     return this.#issuedJson(issued);
   }
 
@@ -322,25 +351,22 @@ export class DirectoryService {
     const csr = await checkCsr(body.csr, peer.name).catch(csrToApiError);
     const tooMany = () =>
       new ApiError(429, "RATE_LIMITED", `at most ${RENEWALS_PER_DAY} certificates a day per user; try later`);
-    if (this.store.certsIssuedSince(peer.name, this.#now() - DAY_MS) >= RENEWALS_PER_DAY) throw tooMany();
+    if (await this.store.certsIssuedSince(peer.name, this.#now() - DAY_MS) >= RENEWALS_PER_DAY) {
+      throw tooMany();
+    }
     const issued = await this.#issue(peer.name, csr);
     const now = this.#now();
-    this.store.tx(() => {
-      const user = this.store.getUser(peer.name);
-      if (!user || user.revoked || user.serial !== peer.serial) {
-        throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
-      }
-      // Counted again inside the transaction: parallel renewals must not slip past the limit together.
-      if (this.store.certsIssuedSince(peer.name, now - DAY_MS) >= RENEWALS_PER_DAY) throw tooMany();
-      this.store.insertCert(issued, now);
-      this.store.replaceUserCert(issued);
-      // One live certificate per user: the old one goes on the CRL as superseded.
-      this.store.revokeCert(user.serial, now, "superseded");
-    });
+    // Counted again inside the transaction: parallel renewals must not slip past the limit together. One
+    // live certificate per user: the old one goes on the CRL as superseded.
+    const outcome = await this.store.renew(issued, peer.serial, now, now - DAY_MS, RENEWALS_PER_DAY);
+    if (outcome === "stale") {
+      throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
+    }
+    if (outcome === "rate_limited") throw tooMany();
     return this.#issuedJson(issued);
   }
 
-  revoke(peer: VerifiedPeer, body: unknown): RevokeAnswer {
+  async revoke(peer: VerifiedPeer, body: unknown): Promise<RevokeAnswer> {
     if (body !== undefined && !isObject(body)) {
       throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     }
@@ -352,15 +378,11 @@ export class DirectoryService {
     if ((b.name !== undefined && b.name !== peer.name) || !serialOk) {
       throw new ApiError(403, "FORBIDDEN", "a certificate can only revoke itself");
     }
-    const now = this.#now();
-    this.store.tx(() => {
-      this.store.revokeCert(peer.serial, now, "unspecified");
-      this.store.markUserRevoked(peer.name);
-    });
+    await this.store.revokeOwn(peer.name, peer.serial, this.#now());
     return { revoked: peer.serial, name: peer.name };
   }
 
-  publish(peer: VerifiedPeer, body: unknown, remoteAddress?: string): PresenceAnswer {
+  async publish(peer: VerifiedPeer, body: unknown, remoteAddress?: string): Promise<PresenceAnswer> {
     if (!isObject(body)) throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     if (body.name !== undefined && body.name !== peer.name) {
       throw new ApiError(403, "FORBIDDEN", "a user can only publish their own address");
@@ -410,8 +432,10 @@ export class DirectoryService {
       throw new ApiError(400, "BAD_ADDRESS", "relay-only needs a relay (this phonebook runs none)");
     }
     const expires = this.#now() + ttlSeconds * 1000;
-    if (relayOnly) this.store.clearPresence(peer.name);
-    else this.store.setPresence(peer.name, host, port as number, expires);
+    // The expiry is an instant in the store, so every node judges it the same way.
+    if (relayOnly) await this.store.clearPresence(peer.name);
+    else await this.store.setPresence(peer.name, host, port as number, expires);
+    // Candidates, relay and relay-only are this node's memory (see docs/protocol.md, Reachability).
     this.#reach.set(peer.name, { candidates, relay, relayOnly, expires });
     return {
       name: peer.name,
@@ -420,13 +444,13 @@ export class DirectoryService {
     };
   }
 
-  withdraw(peer: VerifiedPeer): PresenceAnswer {
+  async withdraw(peer: VerifiedPeer): Promise<PresenceAnswer> {
     this.#reach.delete(peer.name);
-    this.store.clearPresence(peer.name);
+    await this.store.clearPresence(peer.name);
     return { name: peer.name, address: null };
   }
 
-  list(query: URLSearchParams): UserList {
+  async list(query: URLSearchParams): Promise<UserList> {
     const prefix = query.get("prefix") ?? "";
     if (!/^[a-z0-9_-]{0,32}$/.test(prefix)) {
       throw new ApiError(400, "BAD_REQUEST", "prefix may contain only a-z, 0-9, '-' and '_'");
@@ -443,7 +467,7 @@ export class DirectoryService {
       after = cursor;
     }
     // One extra row tells whether there is a next page without a second query.
-    const rows = this.store.listUsers(prefix, after, limit + 1);
+    const rows = await this.store.listUsers(prefix, after, limit + 1);
     const page = rows.slice(0, limit);
     return {
       users: page.map((u) => this.entry(u)),
@@ -480,30 +504,54 @@ export class DirectoryService {
     };
   }
 
-  /** The signed CRL, re-made when a revocation happened (in this process or an admin command) or when the
-   * last one is an hour old. */
+  /** The signed CRL. All nodes share the last one signed (in the store), so a client switching nodes never
+   * sees a lower CRL Number; it is re-made when a revocation happened (on any node, or by an admin command),
+   * when it is an hour old, or at the first request of this process. */
   async crlDer(): Promise<Uint8Array> {
-    const revision = this.store.revocationRevision();
     const now = this.#now();
+    const state = await this.store.crlState();
     const c = this.#crl;
-    if (c && c.revision === revision && now - c.madeAt < CRL_REFRESH_MS) return c.der;
-    if (!this.#crlPending) {
-      this.#crlPending = (async () => {
-        try {
-          const entries = this.store.revokedCerts(now).map((r) => ({
-            serial: r.serial,
-            revokedAtMs: r.revokedAt,
-          }));
-          const crl = await createCrl(this.ca, entries, now, { crlNumber: this.store.nextCrlNumber() });
-          const der = new Uint8Array(crl.rawData);
-          this.#crl = { revision, madeAt: now, der };
-          return der;
-        } finally {
-          this.#crlPending = null;
-        }
-      })();
+    const current = (s: { revision: number; madeAt: number }) =>
+      s.revision === state.revision && now - s.madeAt >= 0 && now - s.madeAt < CRL_REFRESH_MS;
+    if (this.#signedOnce && state.crl && current(state.crl)) {
+      if (c && c.number === state.crl.number) return c.der;
+      const stored = await this.store.storedCrl();
+      if (stored && current(stored)) {
+        this.#crl = { number: stored.number, der: stored.der };
+        return stored.der;
+      }
     }
-    return await this.#crlPending;
+    // A signing run already under way for an older revision would miss the newest revocation: wait for it,
+    // then sign again.
+    if (this.#crlPending && this.#crlPending.revision !== state.revision) {
+      await this.#crlPending.der.catch(() => {});
+      return await this.crlDer();
+    }
+    if (!this.#crlPending) {
+      this.#crlPending = {
+        revision: state.revision,
+        der: (async () => {
+          try {
+            const entries = (await this.store.revokedCerts(now)).map((r) => ({
+              serial: r.serial,
+              revokedAtMs: r.revokedAt,
+            }));
+            const number = await this.store.nextCrlNumber();
+            const crl = await createCrl(this.ca, entries, now, { crlNumber: number });
+            const der = new Uint8Array(crl.rawData);
+            // Another node may have stored a higher-numbered list meanwhile; ours still is a valid, current
+            // list, and the next request serves the stored one.
+            await this.store.saveCrl({ number, revision: state.revision, madeAt: now, der });
+            this.#signedOnce = true;
+            this.#crl = { number, der };
+            return der;
+          } finally {
+            this.#crlPending = null;
+          }
+        })(),
+      };
+    }
+    return await this.#crlPending.der;
   }
 }
 
@@ -519,7 +567,7 @@ function dedupe(list: Address[]): Address[] {
 
 /** The request's source as a candidate; none when it is not one a peer could use. */
 function observedCandidate(remoteAddress: string | undefined, port: number): Address[] {
-  if (!remoteAddress) return [];
+  if (!remoteAddress || isIP(remoteAddress) === 0) return [];
   const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(remoteAddress);
   try {
     return [{ host: canonicalPresenceHost(v4 ? v4[1] : remoteAddress), port }];
@@ -537,13 +585,7 @@ function nameTaken(): ApiError {
 }
 
 /** Admin: revokes the user's current certificate; with `release`, also frees the name for a new key. */
-export function adminRevoke(store: DirectoryStore, name: string, release: boolean, nowMs = Date.now()) {
-  return store.tx(() => {
-    const user = store.getUser(name);
-    if (!user) return null;
-    store.revokeCert(user.serial, nowMs, "admin");
-    store.markUserRevoked(name);
-    if (release) store.deleteUser(name);
-    return { name, serial: user.serial, released: release };
-  });
+export async function adminRevoke(store: DirectoryStore, name: string, release: boolean, nowMs = Date.now()) {
+  const r = await store.adminRevoke(name, release, nowMs);
+  return r ? { name, serial: r.serial, released: release } : null;
 }

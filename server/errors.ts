@@ -28,4 +28,5 @@ export class ApiError extends CodedError<ApiErrorCode> {
 }
 
 /** Errors of the server's own setup (data folder, CA key). */
-export class ServerSetupError extends CodedError<"BAD_DATA_DIR" | "CA_KEY" | "CA_CERT" | "NO_SUCH_USER"> {}
+export class ServerSetupError
+  extends CodedError<"BAD_DATA_DIR" | "CA_KEY" | "CA_CERT" | "NO_SUCH_USER" | "DATABASE"> {}

@@ -7,12 +7,14 @@
  */
 import type { ErrorBody } from "../contract/mod.ts";
 import https from "node:https";
+import net from "node:net";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { ApiError } from "./errors.ts";
 import type { ApiResponse, DirectoryService } from "./directory.ts";
 import { RateLimiter, rateLimitKey } from "./rate_limit.ts";
+import { parseProxyV1, proxyLineEnd, ProxyProtocolError } from "./proxy_protocol.ts";
 import {
   BODY_TIMEOUT_MS,
   ENROLL_BURST,
@@ -181,11 +183,24 @@ export async function startHttpServer(opts: {
   port: number;
   limits?: Partial<HttpLimits>;
   onError?: (e: unknown) => void;
+  /** Every connection starts with a PROXY protocol v1 line from a trusted TCP load balancer, which names the
+   * client (per-source limits then count clients, not the balancer). */
+  proxyProtocol?: boolean;
 }): Promise<HttpServerHandle> {
   const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...opts.limits };
   const limiter = new RateLimiter(limits.ratePerSecond, limits.rateBurst);
-  const issuance = new RateLimiter(limits.enrollPerHour / 3600, limits.enrollBurst);
+  // Issuance buckets live in the store, shared by every node over one database.
+  const issuance = { perSecond: limits.enrollPerHour / 3600, burst: limits.enrollBurst };
   const sockets = new Set<Socket>();
+  /** Client addresses given by PROXY lines: by raw socket, and by the connection's own address and port (the
+   * TLS socket a request arrives on shares them with its raw socket). */
+  const proxiedByRaw = new WeakMap<Socket, string>();
+  const proxiedByPeer = new Map<string, string>();
+  /** Raw connections still sending their PROXY line (closed with the server). */
+  const awaitingLine = new Set<Socket>();
+  const peerKey = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
+  const sourceOf = (s: Socket) =>
+    proxiedByRaw.get(s) ?? proxiedByPeer.get(peerKey(s)) ?? s.remoteAddress ?? "unknown";
   /** Deadline for the next request's headers on each connection (armed on connect and after each response). */
   const headerTimers = new Map<Socket, ReturnType<typeof setTimeout>>();
 
@@ -229,12 +244,14 @@ export async function startHttpServer(opts: {
     try {
       const url = new URL(req.url ?? "/", "https://directory.invalid");
       const method = req.method ?? "GET";
-      const remote = rateLimitKey(sock.remoteAddress ?? "unknown");
+      const remote = rateLimitKey(sourceOf(sock));
       const issues = method === "POST" && (url.pathname === "/v1/enroll" || url.pathname === "/v1/renew");
       const now = Date.now();
       let wait = limiter.take(remote, issues ? ENROLL_COST : 1, now);
       // A request refused by the first bucket does not draw on the second.
-      if (wait === 0 && issues) wait = issuance.take(remote, 1, now);
+      if (wait === 0 && issues) {
+        wait = await opts.service.store.takeBucket(`issue:${remote}`, 1, now, issuance);
+      }
       if (wait > 0) {
         close = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
         res.setHeader("retry-after", String(wait));
@@ -280,7 +297,8 @@ export async function startHttpServer(opts: {
         query: url.searchParams,
         body,
         peerCertDer,
-        remoteAddress: sock.remoteAddress ?? undefined,
+        // Behind a load balancer: the address its PROXY line named, not the balancer's.
+        remoteAddress: sourceOf(sock),
       });
       send(res, r, head, close);
     } catch (e) {
@@ -328,7 +346,7 @@ export async function startHttpServer(opts: {
   let open = 0;
   const openBySource = new Map<string, number>();
   server.on("connection", (sock: Socket) => {
-    const source = rateLimitKey(sock.remoteAddress ?? "unknown");
+    const source = rateLimitKey(sourceOf(sock));
     const fromSource = openBySource.get(source) ?? 0;
     if (open >= limits.maxConnections || fromSource >= limits.maxConnectionsPerSource) {
       sock.destroy();
@@ -347,20 +365,72 @@ export async function startHttpServer(opts: {
   server.on("tlsClientError", () => {/* a failed handshake is the client's problem, not ours */});
   server.on("clientError", (_e: Error, sock: Socket) => sock.destroy());
 
+  // With the PROXY protocol, a plain TCP listener reads the line, then hands the socket to the HTTPS server.
+  const front: net.Server = opts.proxyProtocol
+    ? net.createServer((raw: Socket) => {
+      let buffered = new Uint8Array(0);
+      const deadline = setTimeout(() => raw.destroy(), limits.headersTimeoutMs);
+      awaitingLine.add(raw);
+      raw.once("close", () => {
+        clearTimeout(deadline);
+        awaitingLine.delete(raw);
+      });
+      raw.on("error", () => {/* the peer went away */});
+      const onReadable = () => {
+        let chunk: Uint8Array | null;
+        while ((chunk = raw.read() as Uint8Array | null) !== null) {
+          const joined = new Uint8Array(buffered.length + chunk.length);
+          joined.set(buffered);
+          joined.set(chunk, buffered.length);
+          buffered = joined;
+          let end: number;
+          let client: { address: string } | null;
+          try {
+            end = proxyLineEnd(buffered);
+            if (end < 0) continue;
+            client = parseProxyV1(new TextDecoder().decode(buffered.subarray(0, end)));
+          } catch (e) {
+            if (!(e instanceof ProxyProtocolError)) opts.onError?.(e);
+            clearTimeout(deadline);
+            raw.destroy();
+            return;
+          }
+          clearTimeout(deadline);
+          awaitingLine.delete(raw);
+          raw.off("readable", onReadable);
+          const rest = buffered.subarray(end + 2);
+          if (rest.length > 0) raw.unshift(rest);
+          if (client) {
+            proxiedByRaw.set(raw, client.address);
+            const key = peerKey(raw);
+            proxiedByPeer.set(key, client.address);
+            raw.once("close", () => proxiedByPeer.delete(key));
+          }
+          server.emit("connection", raw);
+          return;
+        }
+      };
+      raw.on("readable", onReadable);
+    })
+    : server;
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, opts.hostname, () => {
-      server.off("error", reject);
+    front.once("error", reject);
+    front.listen(opts.port, opts.hostname, () => {
+      front.off("error", reject);
       resolve();
     });
   });
-  const port = (server.address() as { port: number }).port;
+  const port = (front.address() as { port: number }).port;
   return {
     port,
     close: () =>
       new Promise<void>((resolve) => {
         for (const t of headerTimers.values()) clearTimeout(t);
         headerTimers.clear();
+        if (front !== server) {
+          front.close();
+          for (const s of awaitingLine) s.destroy();
+        }
         server.close(() => resolve());
         for (const s of sockets) s.destroy();
       }),

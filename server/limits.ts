@@ -59,3 +59,9 @@ export const FILES = {
   serverKey: "server-key.pem",
   roughtimeKey: "roughtime-key.json",
 } as const;
+
+/** A node announces its Roughtime server this often; /v1/info lists servers announced within the stale
+ * window (a node that stopped drops out), read from the store at most once per cache period per node. */
+export const TIME_SERVER_ANNOUNCE_MS = 60_000;
+export const TIME_SERVER_STALE_MS = 5 * 60_000;
+export const TIME_SERVER_CACHE_MS = 5_000;

@@ -25,8 +25,11 @@ import {
   FILES,
   INVITE_TOKEN_BYTES,
   INVITE_TOKEN_TTL_MS,
+  TIME_SERVER_ANNOUNCE_MS,
 } from "./limits.ts";
-import { DirectoryStore } from "./store.ts";
+import type { DirectoryStore } from "./store.ts";
+import { openDirectoryStore, type StoreConfig } from "./store_open.ts";
+import { SchemaError } from "./migrations.ts";
 import { type RelayLimits, type RunningRelay, startRelay } from "./relay.ts";
 import { DEFAULT_RELAY_PORT } from "../contract/mod.ts";
 
@@ -66,8 +69,13 @@ export async function issueRelayCertificate(
   await Deno.writeTextFile(caPath, ca.certPem);
   return { certPath, keyPath, caPath };
 }
+export { type StoreConfig } from "./store_open.ts";
+export { SCHEMA_VERSION, SchemaError } from "./migrations.ts";
+export { redactDatabaseUrl } from "./database_url.ts";
 
-export interface DirectoryServerOptions {
+export interface DirectoryServerOptions extends StoreConfig {
+  /** This node's own files: its TLS key, its Roughtime key, and (without `database`) the SQLite file and
+   * the CA. */
   dataDir: string;
   /** Listen host, default 127.0.0.1. */
   hostname?: string;
@@ -83,6 +91,16 @@ export interface DirectoryServerOptions {
   caPassphrase?: string;
   /** Key type of a CA created by this start (an existing CA keeps its own); default "p256". */
   caAlgorithm?: KeyAlgorithm;
+  /** The CA key outside the data folder, shared by every node of one phonebook. */
+  caKeyFile?: string;
+  /** Its certificate; default: ca.pem next to caKeyFile. */
+  caCertFile?: string;
+  /** The address clients reach this node's Roughtime server at, as listed in /v1/info for every node; default:
+   * the directory's own host name with the listening port. */
+  roughtimePublic?: { host: string | null; port: number };
+  /** Connections come through a TCP load balancer that sends the PROXY protocol v1 line (HAProxy
+   * `send-proxy`); connections without it are closed. */
+  proxyProtocol?: boolean;
   /** Overrides of the HTTP limits (tests make them small). */
   limits?: Partial<HttpLimits>;
   /** Where unexpected internal errors are reported; default console.error. */
@@ -105,6 +123,8 @@ export interface RunningDirectory {
   roughtime: { host: string; port: number; publicKey: string } | null;
   /** The relay beside the phonebook, or null. */
   relay: RunningRelay | null;
+  /** Where the directory's data is (file path or database URL without password). */
+  storeLocation: string;
   /** True when this start created the CA. */
   createdCa: boolean;
   close(): Promise<void>;
@@ -112,22 +132,51 @@ export interface RunningDirectory {
 
 export async function startDirectoryServer(opts: DirectoryServerOptions): Promise<RunningDirectory> {
   await ensureDataDir(opts.dataDir);
-  const { ca, fingerprint, created } = await loadOrCreateCa(opts.dataDir, {
-    passphrase: opts.caPassphrase,
-    algorithm: opts.caAlgorithm,
-  });
-  const hostnames = opts.hostnames && opts.hostnames.length > 0 ? opts.hostnames : DEFAULT_HOSTNAMES;
-  const identity = await loadServerIdentity(opts.dataDir, ca, hostnames);
-
+  // The store first: a database this code cannot use (unreachable, newer schema) stops the start before
+  // anything is created on disk.
+  const store = await openStore(opts.dataDir, opts);
+  let ca, fingerprint, created, identity;
   let rt: RunningRoughtimeServer | null = null;
-  const rtOpt = opts.roughtime === undefined ? DEFAULT_ROUGHTIME : opts.roughtime;
-  if (rtOpt !== false) {
-    const key = await loadOrCreateLongTermKey(join(opts.dataDir, FILES.roughtimeKey));
-    rt = await startRoughtimeServer({ hostname: rtOpt.hostname, port: rtOpt.port, longTermSeed: key.seed });
+  try {
+    ({ ca, fingerprint, created } = await loadOrCreateCa(opts.dataDir, {
+      passphrase: opts.caPassphrase,
+      algorithm: opts.caAlgorithm,
+      keyFile: opts.caKeyFile,
+      certFile: opts.caCertFile,
+    }));
+    const hostnames = opts.hostnames && opts.hostnames.length > 0 ? opts.hostnames : DEFAULT_HOSTNAMES;
+    identity = await loadServerIdentity(opts.dataDir, ca, hostnames);
+    const rtOpt = opts.roughtime === undefined ? DEFAULT_ROUGHTIME : opts.roughtime;
+    if (rtOpt !== false) {
+      const key = await loadOrCreateLongTermKey(join(opts.dataDir, FILES.roughtimeKey));
+      rt = await startRoughtimeServer({ hostname: rtOpt.hostname, port: rtOpt.port, longTermSeed: key.seed });
+    }
+  } catch (e) {
+    await store.close();
+    throw e;
   }
   const roughtime = rt ? { host: rt.hostname, port: rt.port, publicKey: toBase64(rt.publicKey) } : null;
 
-  const store = new DirectoryStore(join(opts.dataDir, FILES.db));
+  let announcer: ReturnType<typeof setInterval> | undefined;
+  try {
+    // A node with another CA than the one the database was started with must not issue into it.
+    await store.bindCa(fingerprint);
+    if (rt) {
+      const announced = {
+        host: opts.roughtimePublic?.host ?? null,
+        port: opts.roughtimePublic?.port ?? rt.port,
+        publicKey: toBase64(rt.publicKey),
+      };
+      await store.announceTimeServer(announced, Date.now());
+      announcer = setInterval(() => {
+        store.announceTimeServer(announced, Date.now()).catch((e) => (opts.onError ?? console.error)(e));
+      }, TIME_SERVER_ANNOUNCE_MS);
+    }
+  } catch (e) {
+    await store.close();
+    await rt?.close();
+    throw e;
+  }
   const listenHost = opts.hostname ?? DEFAULT_LISTEN_HOST;
   let relay: RunningRelay | null = null;
   // Built before the service (which lists who is connected to it); it judges certificates through the
@@ -147,7 +196,8 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
         onForward: opts.onRelayForward,
       });
     } catch (e) {
-      store.close();
+      clearInterval(announcer);
+      await store.close();
       await rt?.close();
       throw e;
     }
@@ -162,7 +212,9 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     relay: relay
       ? {
         // Where users reach it: its listen host, or the first name in our certificate when on all addresses.
-        host: ["0.0.0.0", "::"].includes(relay.hostname) ? hostnames[0] : relay.hostname,
+        host: ["0.0.0.0", "::"].includes(relay.hostname)
+          ? (opts.hostnames?.length ? opts.hostnames : DEFAULT_HOSTNAMES)[0]
+          : relay.hostname,
         port: relay.port,
         isConnected: (n) => relay.isConnected(n),
       }
@@ -180,11 +232,13 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       hostname: listenHost,
       port: opts.port ?? DEFAULT_PORT,
       limits: opts.limits,
+      proxyProtocol: opts.proxyProtocol,
       onError: opts.onError ?? ((e) => console.error("securechat serve: internal error:", e)),
     });
   } catch (e) {
     await relay?.close();
-    store.close();
+    clearInterval(announcer);
+    await store.close();
     await rt?.close();
     throw e;
   }
@@ -197,40 +251,68 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     caFingerprint: fingerprint,
     roughtime,
     relay,
+    storeLocation: store.location,
     createdCa: created,
     close: async () => {
       if (closed) return;
       closed = true;
       await relay?.close();
+      clearInterval(announcer);
       await http.close();
       await rt?.close();
-      store.close();
+      await store.close();
     },
   };
 }
 
-async function openExistingStore(dataDir: string): Promise<DirectoryStore> {
+/** Opens the configured store, turning a schema or connection problem into a ServerSetupError. */
+async function openStore(dataDir: string, cfg: StoreConfig, mustExist = false): Promise<DirectoryStore> {
   try {
-    await Deno.stat(join(dataDir, FILES.caCert));
+    return await openDirectoryStore(dataDir, cfg, { mustExist });
+  } catch (e) {
+    if (e instanceof SchemaError) throw new ServerSetupError("DATABASE", e.message);
+    throw e;
+  }
+}
+
+/** The store of a directory that has been started at least once (admin commands). */
+async function openExistingStore(dataDir: string, cfg: StoreConfig): Promise<DirectoryStore> {
+  if (cfg.database) {
+    const store = await openStore(dataDir, cfg, true);
+    if (await store.boundCa() === null) {
+      await store.close();
+      throw new ServerSetupError(
+        "BAD_DATA_DIR",
+        `${store.location} holds no directory (start \`securechat serve\` on it first)`,
+      );
+    }
+    return store;
+  }
+  try {
+    await Deno.stat(join(dataDir, FILES.db));
   } catch {
     throw new ServerSetupError(
       "BAD_DATA_DIR",
       `${dataDir} holds no directory (start \`securechat serve\` first)`,
     );
   }
-  return new DirectoryStore(join(dataDir, FILES.db));
+  return await openStore(dataDir, cfg);
 }
 
 /** A one-time enrollment token (base64url, 192 bits), valid for INVITE_TOKEN_TTL_MS. Only its hash is stored. */
-export async function createInviteToken(dataDir: string, ttlMs = INVITE_TOKEN_TTL_MS): Promise<string> {
-  const store = await openExistingStore(dataDir);
+export async function createInviteToken(
+  dataDir: string,
+  ttlMs = INVITE_TOKEN_TTL_MS,
+  cfg: StoreConfig = {},
+): Promise<string> {
+  const store = await openExistingStore(dataDir, cfg);
   try {
     const bytes = crypto.getRandomValues(new Uint8Array(INVITE_TOKEN_BYTES));
     const token = toBase64(bytes).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-    store.addToken(token, Date.now(), ttlMs);
+    await store.addToken(token, Date.now(), ttlMs);
     return token;
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -239,15 +321,15 @@ export async function createInviteToken(dataDir: string, ttlMs = INVITE_TOKEN_TT
 export async function revokeUser(
   dataDir: string,
   name: string,
-  opts: { release?: boolean } = {},
+  opts: { release?: boolean } & StoreConfig = {},
 ): Promise<{ name: string; serial: string; released: boolean }> {
-  const store = await openExistingStore(dataDir);
+  const store = await openExistingStore(dataDir, opts);
   try {
-    const r = adminRevoke(store, name, opts.release ?? false);
+    const r = await adminRevoke(store, name, opts.release ?? false);
     if (!r) throw new ServerSetupError("NO_SUCH_USER", `no user named "${name}"`);
     return r;
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

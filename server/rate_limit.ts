@@ -2,9 +2,31 @@
 import { isIP } from "node:net";
 import { RATE_BUCKET_IDLE_MS, RATE_MAX_BUCKETS } from "./limits.ts";
 
-interface Bucket {
+export interface Bucket {
   tokens: number;
   lastMs: number;
+}
+
+/** One token-bucket step: refills `b` (null = a new, full bucket) for the time since it was last touched,
+ * then takes `cost` if it is there. Returns the bucket afterwards and 0, or the seconds to wait. The stores
+ * run the same step on their shared buckets. */
+export function takeFromBucket(
+  b: Bucket | null,
+  costIn: number,
+  nowMs: number,
+  spec: { perSecond: number; burst: number },
+): { bucket: Bucket; wait: number } {
+  // A cost above the burst could never be paid: it empties a full bucket instead.
+  const cost = Math.min(costIn, spec.burst);
+  // A clock that went back refills nothing (and never drains).
+  const tokens = b === null
+    ? spec.burst
+    : Math.min(spec.burst, b.tokens + (Math.max(0, nowMs - b.lastMs) / 1000) * spec.perSecond);
+  if (tokens >= cost) return { bucket: { tokens: tokens - cost, lastMs: nowMs }, wait: 0 };
+  return {
+    bucket: { tokens, lastMs: nowMs },
+    wait: Math.max(1, Math.ceil((cost - tokens) / spec.perSecond)),
+  };
 }
 
 export class RateLimiter {
@@ -12,23 +34,12 @@ export class RateLimiter {
   constructor(readonly perSecond: number, readonly burst: number) {}
 
   /** Takes `cost` tokens for `key`; returns 0 when allowed, else the seconds to wait before retrying. */
-  take(key: string, costIn: number, nowMs: number): number {
-    // A cost above the burst could never be paid: it empties a full bucket instead.
-    const cost = Math.min(costIn, this.burst);
-    let b = this.#buckets.get(key);
-    if (!b) {
-      if (this.#buckets.size >= RATE_MAX_BUCKETS) this.#sweep(nowMs);
-      b = { tokens: this.burst, lastMs: nowMs };
-      this.#buckets.set(key, b);
-    } else {
-      b.tokens = Math.min(this.burst, b.tokens + ((nowMs - b.lastMs) / 1000) * this.perSecond);
-      b.lastMs = nowMs;
-    }
-    if (b.tokens >= cost) {
-      b.tokens -= cost;
-      return 0;
-    }
-    return Math.max(1, Math.ceil((cost - b.tokens) / this.perSecond));
+  take(key: string, cost: number, nowMs: number): number {
+    const b = this.#buckets.get(key) ?? null;
+    if (!b && this.#buckets.size >= RATE_MAX_BUCKETS) this.#sweep(nowMs);
+    const r = takeFromBucket(b, cost, nowMs, this);
+    this.#buckets.set(key, r.bucket);
+    return r.wait;
   }
 
   get size(): number {

@@ -2,7 +2,14 @@
 import assert from "node:assert/strict";
 import { canonicalPresenceHost } from "../server/address.ts";
 import { ApiError } from "../server/errors.ts";
-import { call, codeOf, dumpDatabase, enrollRaw, startTestDirectory } from "./helpers/directory.ts";
+import {
+  backendTest,
+  call,
+  codeOf,
+  dumpDatabase,
+  enrollRaw,
+  startTestDirectory,
+} from "./helpers/directory.ts";
 
 const REFUSED = [
   // IPv4 addresses in disguise: resolvers (inet_aton) read these as 127.0.0.1 or 1.2.3.4.
@@ -65,28 +72,31 @@ Deno.test("canonicalPresenceHost: disguised, unreachable and scoped addresses ar
   for (const [input, canonical] of ACCEPTED) assert.equal(canonicalPresenceHost(input), canonical, input);
 });
 
-Deno.test("PUT /v1/presence refuses a disguised IP with 400 and changes nothing; stores the canonical form", async () => {
-  const t = await startTestDirectory();
-  try {
-    const alice = await enrollRaw(t.dir, "alice");
-    const before = dumpDatabase(t.data);
-    for (const host of ["127.1", "0.0.0.0", "ff02::1", "fe80::1%eth0"]) {
-      const r = await call(t.dir, "PUT", "/v1/presence", {
-        body: { host, port: 4000, ttlSeconds: 60 },
+backendTest(
+  "PUT /v1/presence refuses a disguised IP with 400 and changes nothing; stores the canonical form",
+  async (backend) => {
+    const t = await startTestDirectory({ backend });
+    try {
+      const alice = await enrollRaw(t.dir, "alice");
+      const before = await dumpDatabase(t);
+      for (const host of ["127.1", "0.0.0.0", "ff02::1", "fe80::1%eth0"]) {
+        const r = await call(t.dir, "PUT", "/v1/presence", {
+          body: { host, port: 4000, ttlSeconds: 60 },
+          as: alice,
+        });
+        assert.equal(r.status, 400, host);
+        assert.equal(codeOf(r), "BAD_ADDRESS");
+      }
+      assert.equal(await dumpDatabase(t), before);
+      const ok = await call(t.dir, "PUT", "/v1/presence", {
+        body: { host: "Chat.Example.ORG", port: 4000, ttlSeconds: 60 },
         as: alice,
       });
-      assert.equal(r.status, 400, host);
-      assert.equal(codeOf(r), "BAD_ADDRESS");
+      assert.equal(ok.status, 200);
+      const me = await call(t.dir, "GET", "/v1/users/alice");
+      assert.deepEqual(me.json!.address, { host: "chat.example.org", port: 4000 });
+    } finally {
+      await t.close();
     }
-    assert.equal(dumpDatabase(t.data), before);
-    const ok = await call(t.dir, "PUT", "/v1/presence", {
-      body: { host: "Chat.Example.ORG", port: 4000, ttlSeconds: 60 },
-      as: alice,
-    });
-    assert.equal(ok.status, 200);
-    const me = await call(t.dir, "GET", "/v1/users/alice");
-    assert.deepEqual(me.json!.address, { host: "chat.example.org", port: 4000 });
-  } finally {
-    await t.close();
-  }
-});
+  },
+);

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createInviteToken, startDirectoryServer } from "../server/mod.ts";
+import { backendTest, freshPostgresDatabase } from "./helpers/directory.ts";
 import { enroll, renewEnrollment, revokeEnrollment } from "../client/enroll.ts";
 import { DirectoryClient, DirectoryError } from "../client/directory_client.ts";
 import { loadHome } from "../client/home.ts";
@@ -21,11 +22,13 @@ function serialOfPem(pem: string): string {
   return normalizeSerial(new x509.X509Certificate(pemToDer(pem, "CERTIFICATE")).serialNumber);
 }
 
-Deno.test("directory end to end: enroll, list, publish, revoke, restart", async () => {
+backendTest("directory end to end: enroll, list, publish, revoke, restart", async (backend) => {
   const tmp = await Deno.makeTempDir({ prefix: "securechat-e2e-" });
+  const pg = backend === "postgres" ? await freshPostgresDatabase() : null;
+  const database = pg?.url;
   const data = join(tmp, "data");
   const rt = { hostname: "127.0.0.1", port: 0 };
-  let dir = await startDirectoryServer({ dataDir: data, port: 0, roughtime: rt });
+  let dir = await startDirectoryServer({ dataDir: data, port: 0, roughtime: rt, database });
   const clients: DirectoryClient[] = [];
   try {
     assert.equal(dir.caFingerprint, fingerprintOf(dir.caCertPem));
@@ -188,10 +191,10 @@ Deno.test("directory end to end: enroll, list, publish, revoke, restart", async 
     for (const c of clients) c.close();
     clients.length = 0;
     // Restart: the same CA, users, certificates and revocations; an unused invitation survives too.
-    const token = await createInviteToken(data);
+    const token = await createInviteToken(data, undefined, { database });
     const caBefore = dir.caCertPem;
     await dir.close();
-    dir = await startDirectoryServer({ dataDir: data, port: 0, roughtime: rt, inviteOnly: true });
+    dir = await startDirectoryServer({ dataDir: data, port: 0, roughtime: rt, inviteOnly: true, database });
     assert.equal(dir.caCertPem, caBefore);
     assert.equal(dir.createdCa, false);
     const a2 = await loadHome(join(tmp, "alice"));
@@ -218,6 +221,7 @@ Deno.test("directory end to end: enroll, list, publish, revoke, restart", async 
   } finally {
     for (const c of clients) c.close();
     await dir.close();
+    await pg?.drop();
     await Deno.remove(tmp, { recursive: true });
   }
 });

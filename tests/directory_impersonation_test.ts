@@ -8,10 +8,10 @@
 import assert from "node:assert/strict";
 import https from "node:https";
 import { DirectoryClient, DirectoryError } from "../client/directory_client.ts";
-import { enrollRaw, startTestDirectory } from "./helpers/directory.ts";
+import { backendTest, enrollRaw, startTestDirectory } from "./helpers/directory.ts";
 
-Deno.test("a user named like the directory's host cannot pose as the directory", async () => {
-  const t = await startTestDirectory();
+backendTest("a user named like the directory's host cannot pose as the directory", async (backend) => {
+  const t = await startTestDirectory({ backend });
   const mallory = await enrollRaw(t.dir, "localhost");
   const fake = https.createServer({ cert: mallory.certPem, key: mallory.keyPem }, (_req, res) => {
     res.writeHead(200, { "content-type": "application/json", connection: "close" });

@@ -6,15 +6,18 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createInviteToken, revokeUser, startDirectoryServer } from "../server/mod.ts";
 import { RateLimiter } from "../server/rate_limit.ts";
-import { call, dumpDatabase, enrollRaw } from "./helpers/directory.ts";
+import { backendTest, call, dumpDatabase, enrollRaw, freshPostgresDatabase } from "./helpers/directory.ts";
 import { DirectoryClient } from "../client/directory_client.ts";
 import { pemToDer, x509 } from "../pki/mod.ts";
 
-Deno.test("restart keeps the CA key, users, certificates, tokens and revocations", async () => {
+backendTest("restart keeps the CA key, users, certificates, tokens and revocations", async (backend) => {
   const tmp = await Deno.makeTempDir({ prefix: "securechat-restart-" });
   const data = join(tmp, "data");
+  const pg = backend === "postgres" ? await freshPostgresDatabase() : null;
+  const database = pg?.url;
   const opts = {
     dataDir: data,
+    database,
     port: 0,
     roughtime: { hostname: "127.0.0.1", port: 0 },
     caPassphrase: "s3cret",
@@ -30,9 +33,9 @@ Deno.test("restart keeps the CA key, users, certificates, tokens and revocations
       body: { host: "127.0.0.1", port: 5000, ttlSeconds: 600 },
       as: alice,
     });
-    await revokeUser(data, "bob");
-    const token = await createInviteToken(data);
-    const before = dumpDatabase(data);
+    await revokeUser(data, "bob", { database });
+    const token = await createInviteToken(data, undefined, { database });
+    const before = await dumpDatabase({ data, database });
     const caPem = dir.caCertPem;
     await dir.close();
 
@@ -47,7 +50,7 @@ Deno.test("restart keeps the CA key, users, certificates, tokens and revocations
     assert.equal(dir.caCertPem, caPem);
     assert.equal(await Deno.readTextFile(join(data, "ca-key.pem")), keyPem);
     assert.equal(dir.roughtime!.publicKey, rtKey);
-    assert.equal(dumpDatabase(data), before);
+    assert.equal(await dumpDatabase({ data, database }), before);
     const c = new DirectoryClient({
       url: dir.url,
       caPem: dir.caCertPem,
@@ -69,6 +72,7 @@ Deno.test("restart keeps the CA key, users, certificates, tokens and revocations
     await assert.rejects(enrollRaw(dir, "dave", token), /403/);
   } finally {
     await dir.close();
+    await pg?.drop();
     await Deno.remove(tmp, { recursive: true });
   }
 });

@@ -16,6 +16,7 @@ import { createInviteToken } from "../server/mod.ts";
 import { DirectoryClient, DirectoryError } from "../client/directory_client.ts";
 import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 import {
+  backendTest,
   call,
   codeOf,
   dumpDatabase,
@@ -37,89 +38,95 @@ function csrPem(der: Uint8Array): string {
     "-----END CERTIFICATE REQUEST-----\n";
 }
 
-Deno.test("usernames: case, look-alikes, invisible characters and other normalisations are refused", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
-  try {
-    await enrollRaw(t.dir, "alice");
-    const before = dumpDatabase(t.data);
-    const keys = await generateKeyPair();
-    for (
-      const name of [
-        "Alice",
-        "ALICE",
-        "\u0430lice", // Cyrillic a
-        "alic\u0435", // Cyrillic e
-        "\uff41lice", // fullwidth
-        "ali\u200bce", // zero-width space
-        "alice\u200d",
-        "\u00e0lice", // precomposed
-        "a\u0300lice", // decomposed
-        " alice",
-        "alice\n",
-        "al",
-      ]
-    ) {
+backendTest(
+  "usernames: case, look-alikes, invisible characters and other normalisations are refused",
+  async (backend) => {
+    const t = await startTestDirectory({ backend, limits: LIMITS });
+    try {
+      await enrollRaw(t.dir, "alice");
+      const before = await dumpDatabase(t);
+      const keys = await generateKeyPair();
+      for (
+        const name of [
+          "Alice",
+          "ALICE",
+          "\u0430lice", // Cyrillic a
+          "alic\u0435", // Cyrillic e
+          "\uff41lice", // fullwidth
+          "ali\u200bce", // zero-width space
+          "alice\u200d",
+          "\u00e0lice", // precomposed
+          "a\u0300lice", // decomposed
+          " alice",
+          "alice\n",
+          "al",
+        ]
+      ) {
+        const r = await call(t.dir, "POST", "/v1/enroll", {
+          body: { name, csr: await createCsr("alice", keys) },
+        });
+        assert.equal(r.status, 400, JSON.stringify(name));
+        assert.equal(codeOf(r), "BAD_USERNAME", JSON.stringify(name));
+        const l = await call(t.dir, "GET", `/v1/users/${encodeURIComponent(name)}`);
+        assert.equal(l.status, 400);
+      }
+      // The canonical name itself with another key: taken.
       const r = await call(t.dir, "POST", "/v1/enroll", {
-        body: { name, csr: await createCsr("alice", keys) },
+        body: { name: "alice", csr: await createCsr("alice", keys) },
       });
-      assert.equal(r.status, 400, JSON.stringify(name));
-      assert.equal(codeOf(r), "BAD_USERNAME", JSON.stringify(name));
-      const l = await call(t.dir, "GET", `/v1/users/${encodeURIComponent(name)}`);
-      assert.equal(l.status, 400);
+      assert.equal(r.status, 409);
+      assert.equal(codeOf(r), "NAME_TAKEN");
+      assert.equal(await dumpDatabase(t), before);
+    } finally {
+      await t.close();
     }
-    // The canonical name itself with another key: taken.
-    const r = await call(t.dir, "POST", "/v1/enroll", {
-      body: { name: "alice", csr: await createCsr("alice", keys) },
-    });
-    assert.equal(r.status, 409);
-    assert.equal(codeOf(r), "NAME_TAKEN");
-    assert.equal(dumpDatabase(t.data), before);
-  } finally {
-    await t.close();
-  }
-});
+  },
+);
 
-Deno.test("oversized bodies are refused before they are read; chunked ones as soon as they cross the limit", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
-  try {
-    const before = dumpDatabase(t.data);
-    // Declared 50 MB, nothing sent: the answer comes from the header alone.
-    const c = await rawConnect(t.dir);
-    c.socket.write(
-      "POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
-        "Content-Length: 52428800\r\n\r\n",
-    );
-    await c.closed;
-    assert.match(c.received(), /^HTTP\/1\.1 413/);
-    assert.match(c.received(), /BODY_TOO_LARGE/);
-    // Chunked, no length: cut at the limit.
-    const c2 = await rawConnect(t.dir);
-    c2.socket.write(
-      "POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
-        "Transfer-Encoding: chunked\r\n\r\n",
-    );
-    const chunk = "x".repeat(4096);
-    for (let i = 0; i < 8 && !c2.socket.destroyed; i++) {
-      c2.socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+backendTest(
+  "oversized bodies are refused before they are read; chunked ones as soon as they cross the limit",
+  async (backend) => {
+    const t = await startTestDirectory({ backend, limits: LIMITS });
+    try {
+      const before = await dumpDatabase(t);
+      // Declared 50 MB, nothing sent: the answer comes from the header alone.
+      const c = await rawConnect(t.dir);
+      c.socket.write(
+        "POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+          "Content-Length: 52428800\r\n\r\n",
+      );
+      await c.closed;
+      assert.match(c.received(), /^HTTP\/1\.1 413/);
+      assert.match(c.received(), /BODY_TOO_LARGE/);
+      // Chunked, no length: cut at the limit.
+      const c2 = await rawConnect(t.dir);
+      c2.socket.write(
+        "POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+          "Transfer-Encoding: chunked\r\n\r\n",
+      );
+      const chunk = "x".repeat(4096);
+      for (let i = 0; i < 8 && !c2.socket.destroyed; i++) {
+        c2.socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+      }
+      await c2.closed;
+      assert.match(c2.received(), /^HTTP\/1\.1 413/);
+      // Just over the limit through fetch: 413 with the JSON error.
+      const big = await call(t.dir, "POST", "/v1/enroll", {
+        rawBody: JSON.stringify({ pad: "x".repeat(17_000) }),
+      });
+      assert.equal(big.status, 413);
+      assert.equal(codeOf(big), "BODY_TOO_LARGE");
+      assert.equal(await dumpDatabase(t), before);
+    } finally {
+      await t.close();
     }
-    await c2.closed;
-    assert.match(c2.received(), /^HTTP\/1\.1 413/);
-    // Just over the limit through fetch: 413 with the JSON error.
-    const big = await call(t.dir, "POST", "/v1/enroll", {
-      rawBody: JSON.stringify({ pad: "x".repeat(17_000) }),
-    });
-    assert.equal(big.status, 413);
-    assert.equal(codeOf(big), "BODY_TOO_LARGE");
-    assert.equal(dumpDatabase(t.data), before);
-  } finally {
-    await t.close();
-  }
-});
+  },
+);
 
-Deno.test("slow headers and slow bodies time out", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
+backendTest("slow headers and slow bodies time out", async (backend) => {
+  const t = await startTestDirectory({ backend, limits: LIMITS });
   try {
-    const before = dumpDatabase(t.data);
+    const before = await dumpDatabase(t);
     // Headers trickled one byte at a time never complete: the connection is closed.
     const c = await rawConnect(t.dir);
     const request = "GET /v1/info HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a".repeat(200);
@@ -145,16 +152,16 @@ Deno.test("slow headers and slow bodies time out", async () => {
     assert.ok(j < 400, "the server waited for the whole body");
     assert.match(c2.received(), /^HTTP\/1\.1 408/);
     assert.match(c2.received(), /TIMEOUT/);
-    assert.equal(dumpDatabase(t.data), before);
+    assert.equal(await dumpDatabase(t), before);
   } finally {
     await t.close();
   }
 });
 
-Deno.test("malformed, truncated, non-PEM CSRs and bad signatures are refused", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
+backendTest("malformed, truncated, non-PEM CSRs and bad signatures are refused", async (backend) => {
+  const t = await startTestDirectory({ backend, limits: LIMITS });
   try {
-    const before = dumpDatabase(t.data);
+    const before = await dumpDatabase(t);
     const keys = await generateKeyPair();
     const good = await createCsr("carol", keys);
     const der = pemToDer(good, "CERTIFICATE REQUEST");
@@ -183,48 +190,51 @@ Deno.test("malformed, truncated, non-PEM CSRs and bad signatures are refused", a
       assert.equal(r.status, 400, `${code} ${String(csr).slice(0, 40)}`);
       assert.equal(codeOf(r), code, String(csr).slice(0, 60));
     }
-    assert.equal(dumpDatabase(t.data), before);
+    assert.equal(await dumpDatabase(t), before);
   } finally {
     await t.close();
   }
 });
 
-Deno.test("a CSR naming someone else than the requested or authenticated user is refused", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
-  try {
-    const alice = await enrollRaw(t.dir, "alice");
-    await enrollRaw(t.dir, "bob");
-    const before = dumpDatabase(t.data);
-    const keys = await generateKeyPair();
-    const r1 = await call(t.dir, "POST", "/v1/enroll", {
-      body: { name: "carol", csr: await createCsr("dave", keys) },
-    });
-    assert.equal(r1.status, 400);
-    assert.equal(codeOf(r1), "CSR_NAME_MISMATCH");
-    // Alice, authenticated, asks to renew with a CSR for bob.
-    const r2 = await call(t.dir, "POST", "/v1/renew", {
-      body: { csr: await createCsr("bob", keys) },
-      as: alice,
-    });
-    assert.equal(r2.status, 400);
-    assert.equal(codeOf(r2), "CSR_NAME_MISMATCH");
-    const r3 = await call(t.dir, "POST", "/v1/renew", {
-      body: { name: "bob", csr: await createCsr("bob", keys) },
-      as: alice,
-    });
-    assert.equal(r3.status, 403);
-    assert.equal(codeOf(r3), "FORBIDDEN");
-    assert.equal(dumpDatabase(t.data), before);
-  } finally {
-    await t.close();
-  }
-});
+backendTest(
+  "a CSR naming someone else than the requested or authenticated user is refused",
+  async (backend) => {
+    const t = await startTestDirectory({ backend, limits: LIMITS });
+    try {
+      const alice = await enrollRaw(t.dir, "alice");
+      await enrollRaw(t.dir, "bob");
+      const before = await dumpDatabase(t);
+      const keys = await generateKeyPair();
+      const r1 = await call(t.dir, "POST", "/v1/enroll", {
+        body: { name: "carol", csr: await createCsr("dave", keys) },
+      });
+      assert.equal(r1.status, 400);
+      assert.equal(codeOf(r1), "CSR_NAME_MISMATCH");
+      // Alice, authenticated, asks to renew with a CSR for bob.
+      const r2 = await call(t.dir, "POST", "/v1/renew", {
+        body: { csr: await createCsr("bob", keys) },
+        as: alice,
+      });
+      assert.equal(r2.status, 400);
+      assert.equal(codeOf(r2), "CSR_NAME_MISMATCH");
+      const r3 = await call(t.dir, "POST", "/v1/renew", {
+        body: { name: "bob", csr: await createCsr("bob", keys) },
+        as: alice,
+      });
+      assert.equal(r3.status, 403);
+      assert.equal(codeOf(r3), "FORBIDDEN");
+      assert.equal(await dumpDatabase(t), before);
+    } finally {
+      await t.close();
+    }
+  },
+);
 
-Deno.test("a certificate for a taken name needs the current key", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
+backendTest("a certificate for a taken name needs the current key", async (backend) => {
+  const t = await startTestDirectory({ backend, limits: LIMITS });
   try {
     const alice = await enrollRaw(t.dir, "alice");
-    const before = dumpDatabase(t.data);
+    const before = await dumpDatabase(t);
     const keys = await generateKeyPair();
     const csr = await createCsr("alice", keys);
     // Unauthenticated enrollment of a taken name, even with the owner's own key in the CSR.
@@ -246,7 +256,7 @@ Deno.test("a certificate for a taken name needs the current key", async () => {
       assert.equal(r.status, 401);
       assert.equal(codeOf(r), "UNAUTHENTICATED");
     }
-    assert.equal(dumpDatabase(t.data), before);
+    assert.equal(await dumpDatabase(t), before);
     // With the current key it works (and is the only way).
     const ok = await call(t.dir, "POST", "/v1/renew", { body: { csr }, as: alice });
     assert.equal(ok.status, 201);
@@ -255,8 +265,8 @@ Deno.test("a certificate for a taken name needs the current key", async () => {
   }
 });
 
-Deno.test("whatever the CSR asks for, the issued certificate follows the template", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
+backendTest("whatever the CSR asks for, the issued certificate follows the template", async (backend) => {
+  const t = await startTestDirectory({ backend, limits: LIMITS });
   try {
     const keys = await generateKeyPair();
     const csr = await x509.Pkcs10CertificateRequestGenerator.create({
@@ -309,63 +319,66 @@ Deno.test("whatever the CSR asks for, the issued certificate follows the templat
   }
 });
 
-Deno.test("invite-only: tokens are one-time, expire, and do not reveal which names exist", async () => {
-  const t = await startTestDirectory({ limits: LIMITS, inviteOnly: true });
-  try {
-    const token = await createInviteToken(t.data);
-    await enrollRaw(t.dir, "alice", token);
-    const before = dumpDatabase(t.data);
-    const keys = await generateKeyPair();
-    // Replayed.
-    const replay = await call(t.dir, "POST", "/v1/enroll", {
-      body: { name: "bob", csr: await createCsr("bob", keys), token },
-    });
-    assert.equal(replay.status, 403);
-    assert.equal(codeOf(replay), "BAD_TOKEN");
-    assert.equal(dumpDatabase(t.data), before);
-    // Expired.
-    const shortLived = await createInviteToken(t.data, 1);
-    await new Promise((r) => setTimeout(r, 10));
-    const afterExpiredToken = dumpDatabase(t.data);
-    const expired = await call(t.dir, "POST", "/v1/enroll", {
-      body: { name: "bob", csr: await createCsr("bob", keys), token: shortLived },
-    });
-    assert.equal(expired.status, 403);
-    assert.equal(codeOf(expired), "BAD_TOKEN");
-    assert.equal(dumpDatabase(t.data), afterExpiredToken);
-    // No token / unknown token: same answer for a taken name and a free one.
-    const a = await call(t.dir, "POST", "/v1/enroll", {
-      body: { name: "alice", csr: await createCsr("alice", keys) },
-    });
-    const b = await call(t.dir, "POST", "/v1/enroll", {
-      body: { name: "zed", csr: await createCsr("zed", keys) },
-    });
-    assert.equal(a.status, 403);
-    assert.equal(a.text, b.text);
-    const a2 = await call(t.dir, "POST", "/v1/enroll", {
-      body: { name: "alice", csr: await createCsr("alice", keys), token: "nope" },
-    });
-    const b2 = await call(t.dir, "POST", "/v1/enroll", {
-      body: { name: "zed", csr: await createCsr("zed", keys), token: "nope" },
-    });
-    assert.equal(a2.status, 403);
-    assert.equal(a2.text, b2.text);
-    // Look-ups need a certificate in a closed directory: same 401 whether the user exists or not.
-    const l1 = await call(t.dir, "GET", "/v1/users/alice");
-    const l2 = await call(t.dir, "GET", "/v1/users/zed");
-    assert.equal(l1.status, 401);
-    assert.equal(l1.text, l2.text);
-    assert.equal((await call(t.dir, "GET", "/v1/users")).status, 401);
-    assert.equal(dumpDatabase(t.data), afterExpiredToken);
-  } finally {
-    await t.close();
-  }
-});
+backendTest(
+  "invite-only: tokens are one-time, expire, and do not reveal which names exist",
+  async (backend) => {
+    const t = await startTestDirectory({ backend, limits: LIMITS, inviteOnly: true });
+    try {
+      const token = await createInviteToken(t.data, undefined, { database: t.database });
+      await enrollRaw(t.dir, "alice", token);
+      const before = await dumpDatabase(t);
+      const keys = await generateKeyPair();
+      // Replayed.
+      const replay = await call(t.dir, "POST", "/v1/enroll", {
+        body: { name: "bob", csr: await createCsr("bob", keys), token },
+      });
+      assert.equal(replay.status, 403);
+      assert.equal(codeOf(replay), "BAD_TOKEN");
+      assert.equal(await dumpDatabase(t), before);
+      // Expired.
+      const shortLived = await createInviteToken(t.data, 1, { database: t.database });
+      await new Promise((r) => setTimeout(r, 10));
+      const afterExpiredToken = await dumpDatabase(t);
+      const expired = await call(t.dir, "POST", "/v1/enroll", {
+        body: { name: "bob", csr: await createCsr("bob", keys), token: shortLived },
+      });
+      assert.equal(expired.status, 403);
+      assert.equal(codeOf(expired), "BAD_TOKEN");
+      assert.equal(await dumpDatabase(t), afterExpiredToken);
+      // No token / unknown token: same answer for a taken name and a free one.
+      const a = await call(t.dir, "POST", "/v1/enroll", {
+        body: { name: "alice", csr: await createCsr("alice", keys) },
+      });
+      const b = await call(t.dir, "POST", "/v1/enroll", {
+        body: { name: "zed", csr: await createCsr("zed", keys) },
+      });
+      assert.equal(a.status, 403);
+      assert.equal(a.text, b.text);
+      const a2 = await call(t.dir, "POST", "/v1/enroll", {
+        body: { name: "alice", csr: await createCsr("alice", keys), token: "nope" },
+      });
+      const b2 = await call(t.dir, "POST", "/v1/enroll", {
+        body: { name: "zed", csr: await createCsr("zed", keys), token: "nope" },
+      });
+      assert.equal(a2.status, 403);
+      assert.equal(a2.text, b2.text);
+      // Look-ups need a certificate in a closed directory: same 401 whether the user exists or not.
+      const l1 = await call(t.dir, "GET", "/v1/users/alice");
+      const l2 = await call(t.dir, "GET", "/v1/users/zed");
+      assert.equal(l1.status, 401);
+      assert.equal(l1.text, l2.text);
+      assert.equal((await call(t.dir, "GET", "/v1/users")).status, 401);
+      assert.equal(await dumpDatabase(t), afterExpiredToken);
+    } finally {
+      await t.close();
+    }
+  },
+);
 
-Deno.test("floods from one address get 429 with Retry-After, and nothing changes", async () => {
-  const t = await startTestDirectory({ limits: { ...LIMITS, ratePerSecond: 0.05, rateBurst: 20 } });
+backendTest("floods from one address get 429 with Retry-After, and nothing changes", async (backend) => {
+  const t = await startTestDirectory({ backend, limits: { ...LIMITS, ratePerSecond: 0.05, rateBurst: 20 } });
   try {
-    const before = dumpDatabase(t.data);
+    const before = await dumpDatabase(t);
     const client = Deno.createHttpClient({ caCerts: [t.dir.caCertPem] });
     const statuses: number[] = [];
     let retryAfter: string | null = null;
@@ -391,74 +404,77 @@ Deno.test("floods from one address get 429 with Retry-After, and nothing changes
     });
     assert.equal(r.status, 429);
     assert.equal(codeOf(r), "RATE_LIMITED");
-    assert.equal(dumpDatabase(t.data), before);
+    assert.equal(await dumpDatabase(t), before);
   } finally {
     await t.close();
   }
 });
 
-Deno.test("nobody changes another user's address or revokes another user's certificate", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
-  try {
-    const alice = await enrollRaw(t.dir, "alice");
-    const bob = await enrollRaw(t.dir, "bob");
-    assert.equal(
-      (await call(t.dir, "PUT", "/v1/presence", {
-        body: { host: "192.0.2.1", port: 1000, ttlSeconds: 60 },
-        as: bob,
-      })).status,
-      200,
-    );
-    const before = dumpDatabase(t.data);
-    const cases: [string, string, unknown, typeof alice | undefined, number, string][] = [
-      [
-        "PUT",
-        "/v1/presence",
-        { name: "bob", host: "203.0.113.9", port: 666, ttlSeconds: 60 },
-        alice,
-        403,
-        "FORBIDDEN",
-      ],
-      [
-        "PUT",
-        "/v1/presence",
-        { host: "203.0.113.9", port: 666, ttlSeconds: 60 },
-        undefined,
-        401,
-        "UNAUTHENTICATED",
-      ],
-      ["DELETE", "/v1/presence", undefined, undefined, 401, "UNAUTHENTICATED"],
-      ["POST", "/v1/revoke", { name: "bob" }, alice, 403, "FORBIDDEN"],
-      ["POST", "/v1/revoke", { serial: bob.serial }, alice, 403, "FORBIDDEN"],
-      ["POST", "/v1/revoke", {}, undefined, 401, "UNAUTHENTICATED"],
-      ["PUT", "/v1/users/bob", { host: "203.0.113.9", port: 666 }, alice, 405, "METHOD_NOT_ALLOWED"],
-    ];
-    for (const [method, path, body, as, status, code] of cases) {
-      const r = await call(t.dir, method, path, { body, as });
-      assert.equal(r.status, status, `${method} ${path} ${JSON.stringify(body)}`);
-      assert.equal(codeOf(r), code);
+backendTest(
+  "nobody changes another user's address or revokes another user's certificate",
+  async (backend) => {
+    const t = await startTestDirectory({ backend, limits: LIMITS });
+    try {
+      const alice = await enrollRaw(t.dir, "alice");
+      const bob = await enrollRaw(t.dir, "bob");
+      assert.equal(
+        (await call(t.dir, "PUT", "/v1/presence", {
+          body: { host: "192.0.2.1", port: 1000, ttlSeconds: 60 },
+          as: bob,
+        })).status,
+        200,
+      );
+      const before = await dumpDatabase(t);
+      const cases: [string, string, unknown, typeof alice | undefined, number, string][] = [
+        [
+          "PUT",
+          "/v1/presence",
+          { name: "bob", host: "203.0.113.9", port: 666, ttlSeconds: 60 },
+          alice,
+          403,
+          "FORBIDDEN",
+        ],
+        [
+          "PUT",
+          "/v1/presence",
+          { host: "203.0.113.9", port: 666, ttlSeconds: 60 },
+          undefined,
+          401,
+          "UNAUTHENTICATED",
+        ],
+        ["DELETE", "/v1/presence", undefined, undefined, 401, "UNAUTHENTICATED"],
+        ["POST", "/v1/revoke", { name: "bob" }, alice, 403, "FORBIDDEN"],
+        ["POST", "/v1/revoke", { serial: bob.serial }, alice, 403, "FORBIDDEN"],
+        ["POST", "/v1/revoke", {}, undefined, 401, "UNAUTHENTICATED"],
+        ["PUT", "/v1/users/bob", { host: "203.0.113.9", port: 666 }, alice, 405, "METHOD_NOT_ALLOWED"],
+      ];
+      for (const [method, path, body, as, status, code] of cases) {
+        const r = await call(t.dir, method, path, { body, as });
+        assert.equal(r.status, status, `${method} ${path} ${JSON.stringify(body)}`);
+        assert.equal(codeOf(r), code);
+      }
+      // A certificate from another CA with the same CA name, carrying bob's name, is nobody.
+      const ca = await makeTestCa({ name: "securechat CA" });
+      const fake = await makeTestLeaf(ca, "bob");
+      for (const as of [fake, await makeTestLeaf(ca, "bob", { defect: "self-signed" })]) {
+        const r = await call(t.dir, "POST", "/v1/revoke", { body: {}, as });
+        assert.equal(r.status, 401);
+      }
+      assert.equal(await dumpDatabase(t), before);
+      const bobNow = await call(t.dir, "GET", "/v1/users/bob");
+      assert.deepEqual(bobNow.json!.address, { host: "192.0.2.1", port: 1000 });
+      assert.equal(bobNow.json!.revoked, false);
+    } finally {
+      await t.close();
     }
-    // A certificate from another CA with the same CA name, carrying bob's name, is nobody.
-    const ca = await makeTestCa({ name: "securechat CA" });
-    const fake = await makeTestLeaf(ca, "bob");
-    for (const as of [fake, await makeTestLeaf(ca, "bob", { defect: "self-signed" })]) {
-      const r = await call(t.dir, "POST", "/v1/revoke", { body: {}, as });
-      assert.equal(r.status, 401);
-    }
-    assert.equal(dumpDatabase(t.data), before);
-    const bobNow = await call(t.dir, "GET", "/v1/users/bob");
-    assert.deepEqual(bobNow.json!.address, { host: "192.0.2.1", port: 1000 });
-    assert.equal(bobNow.json!.revoked, false);
-  } finally {
-    await t.close();
-  }
-});
+  },
+);
 
-Deno.test("injection-shaped and malformed input is refused without effect", async () => {
-  const t = await startTestDirectory({ limits: LIMITS });
+backendTest("injection-shaped and malformed input is refused without effect", async (backend) => {
+  const t = await startTestDirectory({ backend, limits: LIMITS });
   try {
     const alice = await enrollRaw(t.dir, "alice");
-    const before = dumpDatabase(t.data);
+    const before = await dumpDatabase(t);
     const keys = await generateKeyPair();
     const csr = await createCsr("alice", keys);
     const checks: [
@@ -541,7 +557,7 @@ Deno.test("injection-shaped and malformed input is refused without effect", asyn
     });
     assert.equal(proto.status, 201);
     assert.equal(proto.json!.name, "zed");
-    const after = JSON.parse(dumpDatabase(t.data));
+    const after = JSON.parse(await dumpDatabase(t));
     const beforeJ = JSON.parse(before);
     assert.deepEqual(after.users.filter((u: { name: string }) => u.name !== "zed"), beforeJ.users);
   } finally {
@@ -549,72 +565,90 @@ Deno.test("injection-shaped and malformed input is refused without effect", asyn
   }
 });
 
-Deno.test("the directory client waits once for a short Retry-After and reports a long one", async () => {
-  const short = await startTestDirectory({ limits: { ...LIMITS, ratePerSecond: 1, rateBurst: 1 } });
-  const long = await startTestDirectory({ limits: { ...LIMITS, ratePerSecond: 0.05, rateBurst: 1 } });
-  const a = new DirectoryClient({ url: short.dir.url, caPem: short.dir.caCertPem });
-  const b = new DirectoryClient({ url: long.dir.url, caPem: long.dir.caCertPem });
-  try {
-    await a.info();
-    assert.equal((await a.info()).apiVersion, 1); // 429 with Retry-After: 1, then served
-    await b.info();
-    await assert.rejects(b.info(), (e: unknown) => e instanceof DirectoryError && e.code === "RATE_LIMITED");
-  } finally {
-    a.close();
-    b.close();
-    await short.close();
-    await long.close();
-  }
-});
-
-Deno.test("the directory client accepts only a server certificate from its pinned CA, for the dialled name", async () => {
-  const a = await startTestDirectory();
-  // Same CA name ("securechat CA"), another key: an impostor directory.
-  const b = await startTestDirectory();
-  const c = await startTestDirectory({ hostnames: ["phonebook.invalid"] });
-  const clients = [
-    new DirectoryClient({ url: b.dir.url, caPem: a.dir.caCertPem }),
-    new DirectoryClient({ url: c.dir.url, caPem: c.dir.caCertPem }),
-    new DirectoryClient({ url: a.dir.url, caPem: a.dir.caCertPem }),
-  ];
-  try {
-    assert.notEqual(a.dir.caFingerprint, b.dir.caFingerprint);
-    for (const client of clients.slice(0, 2)) {
+backendTest(
+  "the directory client waits once for a short Retry-After and reports a long one",
+  async (backend) => {
+    const short = await startTestDirectory({
+      backend,
+      limits: { ...LIMITS, ratePerSecond: 1, rateBurst: 1 },
+    });
+    const long = await startTestDirectory({
+      backend,
+      limits: { ...LIMITS, ratePerSecond: 0.05, rateBurst: 1 },
+    });
+    const a = new DirectoryClient({ url: short.dir.url, caPem: short.dir.caCertPem });
+    const b = new DirectoryClient({ url: long.dir.url, caPem: long.dir.caCertPem });
+    try {
+      await a.info();
+      assert.equal((await a.info()).apiVersion, 1); // 429 with Retry-After: 1, then served
+      await b.info();
       await assert.rejects(
-        client.info(),
-        (e: unknown) => e instanceof DirectoryError && e.code === "BAD_SERVER_CERTIFICATE",
+        b.info(),
+        (e: unknown) => e instanceof DirectoryError && e.code === "RATE_LIMITED",
       );
+    } finally {
+      a.close();
+      b.close();
+      await short.close();
+      await long.close();
     }
-    assert.equal((await clients[2].info()).caFingerprint, a.dir.caFingerprint);
-  } finally {
-    for (const client of clients) client.close();
-    await a.close();
-    await b.close();
-    await c.close();
-  }
-});
+  },
+);
 
-Deno.test("connections beyond the cap are closed on arrival; a freed slot is usable again", async () => {
-  const t = await startTestDirectory({ limits: { ...LIMITS, maxConnections: 2 } });
-  try {
-    const c1 = await rawConnect(t.dir);
-    const c2 = await rawConnect(t.dir);
-    await assert.rejects(rawConnect(t.dir));
-    c1.socket.destroy();
-    await c1.closed;
-    // The server sees the close a moment later; retry briefly rather than guess how long.
-    let c3: Awaited<ReturnType<typeof rawConnect>> | null = null;
-    for (let i = 0; i < 50 && !c3; i++) {
-      c3 = await rawConnect(t.dir).catch(() => null);
-      if (!c3) await new Promise((r) => setTimeout(r, 20));
+backendTest(
+  "the directory client accepts only a server certificate from its pinned CA, for the dialled name",
+  async (backend) => {
+    const a = await startTestDirectory({ backend });
+    // Same CA name ("securechat CA"), another key: an impostor directory.
+    const b = await startTestDirectory({ backend });
+    const c = await startTestDirectory({ backend, hostnames: ["phonebook.invalid"] });
+    const clients = [
+      new DirectoryClient({ url: b.dir.url, caPem: a.dir.caCertPem }),
+      new DirectoryClient({ url: c.dir.url, caPem: c.dir.caCertPem }),
+      new DirectoryClient({ url: a.dir.url, caPem: a.dir.caCertPem }),
+    ];
+    try {
+      assert.notEqual(a.dir.caFingerprint, b.dir.caFingerprint);
+      for (const client of clients.slice(0, 2)) {
+        await assert.rejects(
+          client.info(),
+          (e: unknown) => e instanceof DirectoryError && e.code === "BAD_SERVER_CERTIFICATE",
+        );
+      }
+      assert.equal((await clients[2].info()).caFingerprint, a.dir.caFingerprint);
+    } finally {
+      for (const client of clients) client.close();
+      await a.close();
+      await b.close();
+      await c.close();
     }
-    assert.ok(c3, "a slot freed by a closed connection is reused");
-    c3.socket.write("GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    await c3.closed;
-    assert.match(c3.received(), /^HTTP\/1\.1 200/);
-    c2.socket.destroy();
-    await c2.closed;
-  } finally {
-    await t.close();
-  }
-});
+  },
+);
+
+backendTest(
+  "connections beyond the cap are closed on arrival; a freed slot is usable again",
+  async (backend) => {
+    const t = await startTestDirectory({ backend, limits: { ...LIMITS, maxConnections: 2 } });
+    try {
+      const c1 = await rawConnect(t.dir);
+      const c2 = await rawConnect(t.dir);
+      await assert.rejects(rawConnect(t.dir));
+      c1.socket.destroy();
+      await c1.closed;
+      // The server sees the close a moment later; retry briefly rather than guess how long.
+      let c3: Awaited<ReturnType<typeof rawConnect>> | null = null;
+      for (let i = 0; i < 50 && !c3; i++) {
+        c3 = await rawConnect(t.dir).catch(() => null);
+        if (!c3) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(c3, "a slot freed by a closed connection is reused");
+      c3.socket.write("GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      await c3.closed;
+      assert.match(c3.received(), /^HTTP\/1\.1 200/);
+      c2.socket.destroy();
+      await c2.closed;
+    } finally {
+      await t.close();
+    }
+  },
+);

@@ -4,16 +4,18 @@
  * (so neither its answer nor its timing can depend on whether the name exists).
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { DirectoryService } from "../server/directory.ts";
-import { DirectoryStore } from "../server/store.ts";
+import type { DirectoryStore } from "../server/store.ts";
+import { openDirectoryStore } from "../server/store_open.ts";
 import { ApiError } from "../server/errors.ts";
 import { createCsr, generateKeyPair, pemToDer, verifyCrl } from "../pki/mod.ts";
 import { makeTestCa } from "./helpers/pki.ts";
+import { type Backend, backendTest, freshPostgresDatabase } from "./helpers/directory.ts";
 
-async function setup(inviteOnly: boolean) {
+async function setup(backend: Backend, inviteOnly: boolean) {
   const tmp = await Deno.makeTempDir({ prefix: "securechat-svc-" });
-  const store = new DirectoryStore(join(tmp, "d.db"));
+  const pg = backend === "postgres" ? await freshPostgresDatabase() : null;
+  const store: DirectoryStore = await openDirectoryStore(tmp, { database: pg?.url });
   const ca = await makeTestCa();
   let now = Date.now();
   const calls: string[] = [];
@@ -43,7 +45,8 @@ async function setup(inviteOnly: boolean) {
     advance: (ms: number) => (now += ms),
     now: () => now,
     close: async () => {
-      store.close();
+      await store.close();
+      await pg?.drop();
       await Deno.remove(tmp, { recursive: true });
     },
   };
@@ -54,10 +57,10 @@ async function enrollDirect(svc: DirectoryService, name: string, token?: string)
   return await svc.enroll({ name, csr, token });
 }
 
-Deno.test("a refused invite-only enrollment never consults the name", async () => {
-  const s = await setup(true);
+backendTest("a refused invite-only enrollment never consults the name", async (backend) => {
+  const s = await setup(backend, true);
   try {
-    s.store.addToken("good-token", s.now(), 60_000);
+    await s.store.addToken("good-token", s.now(), 60_000);
     await enrollDirect(s.svc, "alice", "good-token");
     const keys = await generateKeyPair();
     const results: { msg: string; calls: string[] }[] = [];
@@ -79,55 +82,61 @@ Deno.test("a refused invite-only enrollment never consults the name", async () =
   }
 });
 
-Deno.test("tokens expire on the directory's clock", async () => {
-  const s = await setup(true);
+backendTest("tokens expire on the directory's clock", async (backend) => {
+  const s = await setup(backend, true);
   try {
-    s.store.addToken("t1", s.now(), 1000);
+    await s.store.addToken("t1", s.now(), 1000);
     s.advance(1001);
     await assert.rejects(
       enrollDirect(s.svc, "alice", "t1"),
       (e: unknown) => (e as ApiError).code === "BAD_TOKEN",
     );
-    assert.equal(s.store.getUser("alice"), null);
-    assert.equal(s.store.tokenState("t1", s.now()), "expired");
+    assert.equal(await s.store.getUser("alice"), null);
+    assert.equal(await s.store.tokenState("t1", s.now()), "expired");
   } finally {
     await s.close();
   }
 });
 
-Deno.test("presence expires after its TTL; an expired certificate no longer authenticates", async () => {
-  const s = await setup(false);
-  try {
-    const issued = await enrollDirect(s.svc, "alice");
-    const der = pemToDer(issued.certPem, "CERTIFICATE");
-    const peer = await s.svc.authenticate(der);
-    assert.equal(peer.name, "alice");
-    s.svc.publish(peer, { host: "127.0.0.1", port: 7000, ttlSeconds: 30 });
-    assert.equal(s.svc.entry(s.store.getUser("alice")!).online, true);
-    s.advance(29_000);
-    assert.equal(s.svc.entry(s.store.getUser("alice")!).online, true);
-    s.advance(2_000);
-    const e = s.svc.entry(s.store.getUser("alice")!);
-    assert.equal(e.online, false);
-    assert.equal(e.address, null);
-    // 30 days later the certificate is dead, whatever is cached.
-    s.advance(31 * 86400_000);
-    await assert.rejects(s.svc.authenticate(der), (x: unknown) => (x as ApiError).code === "UNAUTHENTICATED");
-  } finally {
-    await s.close();
-  }
-});
+backendTest(
+  "presence expires after its TTL; an expired certificate no longer authenticates",
+  async (backend) => {
+    const s = await setup(backend, false);
+    try {
+      const issued = await enrollDirect(s.svc, "alice");
+      const der = pemToDer(issued.certPem, "CERTIFICATE");
+      const peer = await s.svc.authenticate(der);
+      assert.equal(peer.name, "alice");
+      await s.svc.publish(peer, { host: "127.0.0.1", port: 7000, ttlSeconds: 30 });
+      assert.equal(s.svc.entry((await s.store.getUser("alice"))!).online, true);
+      s.advance(29_000);
+      assert.equal(s.svc.entry((await s.store.getUser("alice"))!).online, true);
+      s.advance(2_000);
+      const e = s.svc.entry((await s.store.getUser("alice"))!);
+      assert.equal(e.online, false);
+      assert.equal(e.address, null);
+      // 30 days later the certificate is dead, whatever is cached.
+      s.advance(31 * 86400_000);
+      await assert.rejects(
+        s.svc.authenticate(der),
+        (x: unknown) => (x as ApiError).code === "UNAUTHENTICATED",
+      );
+    } finally {
+      await s.close();
+    }
+  },
+);
 
-Deno.test("listing: prefix, pagination and limits", async () => {
-  const s = await setup(false);
+backendTest("listing: prefix, pagination and limits", async (backend) => {
+  const s = await setup(backend, false);
   try {
     for (const n of ["ann", "anna", "annb", "bob", "anz"]) await enrollDirect(s.svc, n);
     const q = (o: Record<string, string>) => s.svc.list(new URLSearchParams(o));
-    assert.deepEqual(q({ prefix: "ann" }).users.map((u) => u.name), ["ann", "anna", "annb"]);
+    assert.deepEqual((await q({ prefix: "ann" })).users.map((u) => u.name), ["ann", "anna", "annb"]);
     const names: string[] = [];
     let cursor: string | null = "";
     while (cursor !== null) {
-      const page: { users: { name: string }[]; next: string | null } = q({
+      const page: { users: { name: string }[]; next: string | null } = await q({
         prefix: "an",
         limit: "2",
         cursor,
@@ -144,26 +153,29 @@ Deno.test("listing: prefix, pagination and limits", async () => {
       { cursor: "A b" },
     ];
     for (const bad of bads) {
-      assert.throws(() => q(bad), (e: unknown) => (e as ApiError).code === "BAD_REQUEST");
+      await assert.rejects(q(bad), (e: unknown) => (e as ApiError).code === "BAD_REQUEST");
     }
   } finally {
     await s.close();
   }
 });
 
-Deno.test("the CRL lists live revocations and drops them once the certificate has expired", async () => {
-  const s = await setup(false);
-  try {
-    const issued = await enrollDirect(s.svc, "alice");
-    const peer = await s.svc.authenticate(pemToDer(issued.certPem, "CERTIFICATE"));
-    s.svc.revoke(peer, {});
-    const ca = s.svc.ca.certPem;
-    assert.ok((await verifyCrl(await s.svc.crlDer(), ca)).revokedSerials.has(issued.serial));
-    s.advance(31 * 86400_000);
-    const later = await verifyCrl(await s.svc.crlDer(), ca);
-    assert.equal(later.revokedSerials.size, 0);
-    assert.ok(later.nextUpdateMs! > s.now());
-  } finally {
-    await s.close();
-  }
-});
+backendTest(
+  "the CRL lists live revocations and drops them once the certificate has expired",
+  async (backend) => {
+    const s = await setup(backend, false);
+    try {
+      const issued = await enrollDirect(s.svc, "alice");
+      const peer = await s.svc.authenticate(pemToDer(issued.certPem, "CERTIFICATE"));
+      await s.svc.revoke(peer, {});
+      const ca = s.svc.ca.certPem;
+      assert.ok((await verifyCrl(await s.svc.crlDer(), ca)).revokedSerials.has(issued.serial));
+      s.advance(31 * 86400_000);
+      const later = await verifyCrl(await s.svc.crlDer(), ca);
+      assert.equal(later.revokedSerials.size, 0);
+      assert.ok(later.nextUpdateMs! > s.now());
+    } finally {
+      await s.close();
+    }
+  },
+);

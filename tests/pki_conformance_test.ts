@@ -25,7 +25,7 @@ import {
 import { DirectoryService } from "../server/directory.ts";
 import { ApiError, ServerSetupError } from "../server/errors.ts";
 import { FILES } from "../server/limits.ts";
-import { DirectoryStore } from "../server/store.ts";
+import { SqliteDirectoryStore } from "../server/store_sqlite.ts";
 import { loadOrCreateCa } from "../server/ca_state.ts";
 
 const DAY = 24 * 3600 * 1000;
@@ -475,7 +475,7 @@ Deno.test("conformance: the CA template still makes a CA and leaves that pass ev
 
 Deno.test("conformance: a malformed client certificate gets the phonebook's 401, not a 500", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "securechat-conf-" });
-  const store = new DirectoryStore(join(tmp, "test.db"));
+  const store = new SqliteDirectoryStore(join(tmp, "test.db"));
   try {
     const { ca, fingerprint } = await loadOrCreateCa(tmp);
     const svc = new DirectoryService({

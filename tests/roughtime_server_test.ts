@@ -1,7 +1,7 @@
 /**
  * Our server: replies verify with our client for every version and batch sizes 1-17 and 64; SRV key
  * selection; delegation window and rotation; it drops what it cannot serve, never answers with more bytes
- * than it received, and keeps serving after any input (also over real UDP).
+ * than it received, and keeps serving after any input (also over real UDP, on either datagram API).
  */
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
@@ -11,6 +11,7 @@ import { TAG, VERSION_DRAFT, VERSION_RFC } from "../clock/roughtime/constants.ts
 import { publicKeyFromSeed, randomBytes } from "../clock/roughtime/crypto.ts";
 import { buildRequest } from "../clock/roughtime/request.ts";
 import { Responder } from "../clock/roughtime/responder.ts";
+import { defaultUdpApi } from "../clock/roughtime/udp.ts";
 import {
   decodeMessage,
   encodeMessage,
@@ -192,68 +193,77 @@ function nextMessage(s: dgram.Socket): Promise<Uint8Array> {
   return new Promise((resolve) => s.once("message", (m: Uint8Array) => resolve(new Uint8Array(m))));
 }
 
-Deno.test("server over UDP: garbage is dropped (the next reply on the socket is to the good request) and serving goes on", async () => {
-  const seed = randomBytes(32);
-  const server = await startRoughtimeServer({ longTermSeed: seed, port: 0 });
-  const client = await udpClient();
-  try {
-    const spec: ServerSpec = {
-      name: "local",
-      host: "127.0.0.1",
-      port: server.port,
-      publicKey: server.publicKey,
-    };
-    const junk = [
-      new Uint8Array(0),
-      new Uint8Array(1),
-      buildRequest({ serverPublicKey: server.publicKey, size: 1020 }).packet,
-      randomBytes(1024),
-      randomBytes(1472),
-      randomBytes(2000),
-      wrapPacket(new Uint8Array(1012).fill(0xff)),
-    ];
-    for (let round = 0; round < 3; round++) {
-      for (const j of junk) client.send(j, server.port, "127.0.0.1");
-      const good = buildRequest({ version: VERSIONS[round], serverPublicKey: server.publicKey });
-      const reply = nextMessage(client);
-      client.send(good.packet, server.port, "127.0.0.1");
-      const r = await reply;
-      assert.ok(r.length <= good.packet.length);
-      assert.equal(verifyReply(good.packet, r, server.publicKey).version, VERSIONS[round]);
+// Both datagram APIs the server can run on: Deno.listenDatagram (the default) and node:dgram (the fallback
+// for a runtime without the "net" unstable flag).
+for (const api of ["deno", "node"] as const) {
+  Deno.test(`server over UDP (${api}): garbage is dropped (the next reply on the socket is to the good request) and serving goes on`, async () => {
+    const seed = randomBytes(32);
+    const server = await startRoughtimeServer({ longTermSeed: seed, port: 0, udpApi: api });
+    const client = await udpClient();
+    try {
+      const spec: ServerSpec = {
+        name: "local",
+        host: "127.0.0.1",
+        port: server.port,
+        publicKey: server.publicKey,
+      };
+      const junk = [
+        new Uint8Array(0),
+        new Uint8Array(1),
+        buildRequest({ serverPublicKey: server.publicKey, size: 1020 }).packet,
+        randomBytes(1024),
+        randomBytes(1472),
+        randomBytes(2000),
+        wrapPacket(new Uint8Array(1012).fill(0xff)),
+      ];
+      for (let round = 0; round < 3; round++) {
+        for (const j of junk) client.send(j, server.port, "127.0.0.1");
+        const good = buildRequest({ version: VERSIONS[round], serverPublicKey: server.publicKey });
+        const reply = nextMessage(client);
+        client.send(good.packet, server.port, "127.0.0.1");
+        const r = await reply;
+        assert.ok(r.length <= good.packet.length);
+        assert.equal(verifyReply(good.packet, r, server.publicKey).version, VERSIONS[round]);
+      }
+      const res = await queryServer(spec, { timeoutMs: 2000 });
+      assert.equal(res.reply.version, "rfc");
+      const st = server.stats();
+      assert.equal(st.dropped, 3 * junk.length);
+      assert.equal(st.answered, 4);
+    } finally {
+      client.close();
+      await server.close();
     }
-    const res = await queryServer(spec, { timeoutMs: 2000 });
-    assert.equal(res.reply.version, "rfc");
-    const st = server.stats();
-    assert.equal(st.dropped, 3 * junk.length);
-    assert.equal(st.answered, 4);
-  } finally {
-    client.close();
-    await server.close();
-  }
-});
+  });
 
-Deno.test("server over UDP: concurrent queries of every version all verify; batch sizes add up", async () => {
-  const server = await startRoughtimeServer({ longTermSeed: randomBytes(32), port: 0, batchWindowMs: 5 });
-  try {
-    const specs = VERSIONS.map((version): ServerSpec => ({
-      name: version,
-      host: "127.0.0.1",
-      port: server.port,
-      publicKey: server.publicKey,
-      version,
-    }));
-    const results = await Promise.all(
-      Array.from({ length: 30 }, (_, i) => queryServer(specs[i % 3], { timeoutMs: 3000 })),
-    );
-    results.forEach((r, i) => assert.equal(r.reply.version, VERSIONS[i % 3]));
-    const st = server.stats();
-    const total = Object.entries(st.batchSizes).reduce((s, [size, count]) => s + Number(size) * count, 0);
-    assert.equal(total, st.answered);
-    assert.ok(st.answered >= 30);
-  } finally {
-    await server.close();
-  }
-});
+  Deno.test(`server over UDP (${api}): concurrent queries of every version all verify; batch sizes add up`, async () => {
+    const server = await startRoughtimeServer({
+      longTermSeed: randomBytes(32),
+      port: 0,
+      batchWindowMs: 5,
+      udpApi: api,
+    });
+    try {
+      const specs = VERSIONS.map((version): ServerSpec => ({
+        name: version,
+        host: "127.0.0.1",
+        port: server.port,
+        publicKey: server.publicKey,
+        version,
+      }));
+      const results = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => queryServer(specs[i % 3], { timeoutMs: 3000 })),
+      );
+      results.forEach((r, i) => assert.equal(r.reply.version, VERSIONS[i % 3]));
+      const st = server.stats();
+      const total = Object.entries(st.batchSizes).reduce((s, [size, count]) => s + Number(size) * count, 0);
+      assert.equal(total, st.answered);
+      assert.ok(st.answered >= 30);
+    } finally {
+      await server.close();
+    }
+  });
+}
 
 Deno.test("server: a clock returning nonsense (NaN, negative) makes the server drop, not sign garbage", () => {
   const seed = randomBytes(32);
@@ -262,5 +272,79 @@ Deno.test("server: a clock returning nonsense (NaN, negative) makes the server d
     const responder = new Responder({ longTermSeed: seed, now: () => bad });
     const req = buildRequest({ serverPublicKey: pub });
     assert.deepEqual(responder.respond([req.packet]), [null]);
+  }
+});
+
+Deno.test("server: a program run without the net unstable flag falls back to node:dgram, which serves", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `${dir}/serve.ts`;
+    const udp = JSON.stringify(new URL("../clock/roughtime/udp.ts", import.meta.url).href);
+    // The socket layer on its own (the server's other modules need deno.json's import map): it picks its
+    // API, binds, and answers one datagram through it.
+    await Deno.writeTextFile(
+      script,
+      `import dgram from "node:dgram";
+import { bindUdp, defaultUdpApi } from ${udp};
+const api = defaultUdpApi();
+const ep = await bindUdp(api, "127.0.0.1", 0, (packet, from) => ep.send(packet.subarray(0, 4), from));
+const c = dgram.createSocket("udp4");
+const got = new Promise<number>((r) => c.on("message", (m: Uint8Array) => r(m.length)));
+c.send(new Uint8Array(100), ep.port, "127.0.0.1");
+console.log(JSON.stringify({ api, replyBytes: await got }));
+c.close();
+await ep.close();
+`,
+    );
+    // --no-config: no deno.json, so no "unstable": ["net"] and no Deno.listenDatagram.
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-config", "--allow-net", "--allow-read", script],
+      env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    assert.ok(out.success, dec.decode(out.stderr));
+    assert.deepEqual(JSON.parse(dec.decode(out.stdout)), { api: "node", replyBytes: 4 });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server: with the net unstable flag (deno.json) the default datagram API is Deno.listenDatagram", () => {
+  assert.equal(typeof Deno.listenDatagram, "function");
+  assert.equal(defaultUdpApi(), "deno");
+});
+
+Deno.test("server over UDP: datagrams already queued on the socket are answered as one batch", async () => {
+  const server = await startRoughtimeServer({ longTermSeed: randomBytes(32), port: 0 });
+  const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  try {
+    const to: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: server.port };
+    const reqs = Array.from({ length: 20 }, () => buildRequest({ serverPublicKey: server.publicKey }));
+    // All sent before this test yields to the event loop, so the server finds all 20 waiting at once.
+    const sent = reqs.map((r) => client.send(r.packet, to));
+    await Promise.all(sent);
+    const byNonce = new Map(reqs.map((r) => [Buffer.from(r.nonce).toString("hex"), r]));
+    for (let i = 0; i < reqs.length; i++) {
+      const [reply] = await client.receive();
+      const nonce = decodeMessage(unwrapPacket(reply)).get(TAG.NONC)!;
+      const req = byNonce.get(Buffer.from(nonce).toString("hex"))!;
+      assert.equal(verifyReply(req.packet, reply, server.publicKey).pathLength, 5, "a path in a tree of 20");
+    }
+    assert.deepEqual(server.stats().batchSizes, { 20: 1 });
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
+Deno.test("server over UDP: listens on IPv6 loopback and answers there", async () => {
+  const server = await startRoughtimeServer({ longTermSeed: randomBytes(32), hostname: "::1", port: 0 });
+  try {
+    const spec: ServerSpec = { name: "v6", host: "::1", port: server.port, publicKey: server.publicKey };
+    assert.equal((await queryServer(spec, { timeoutMs: 2000 })).reply.version, "rfc");
+  } finally {
+    await server.close();
   }
 });

@@ -13,7 +13,7 @@ import { signWithContext } from "./crypto.ts";
 import { fail } from "./errors.ts";
 import { buildTree, type HashFamily, leafHash } from "./merkle.ts";
 import type { RoughtimeRequest } from "./request.ts";
-import { encodeMessage, u32, u32List, u64, wrapPacket } from "./wire.ts";
+import { decodeMessage, encodeMessage, u32, u32List, u64, wrapPacket } from "./wire.ts";
 
 export function delegationContext(family: HashFamily): Uint8Array {
   return family === "google" ? CONTEXT_DELEGATION_GOOGLE : CONTEXT_DELEGATION_IETF;
@@ -70,18 +70,38 @@ export function buildResponses(requests: RoughtimeRequest[], p: BatchParams): Si
   }
   const srep = encodeMessage(srepEntries);
   const sig = signWithContext(p.onlineSeed, CONTEXT_RESPONSE, srep);
+  // Every reply of a batch has the same layout and differs only in NONC, PATH and INDX (all the same size
+  // within a batch): encode the first one, then copy it and overwrite those three values for the others.
+  const entries: [number, Uint8Array][] = [
+    [TAG.SIG, sig],
+    [TAG.NONC, requests[0].nonce],
+    [TAG.PATH, tree.paths[0]],
+    [TAG.SREP, srep],
+    [TAG.CERT, p.cert],
+    [TAG.INDX, u32(0)],
+  ];
+  if (p.family === "ietf") entries.push([TAG.TYPE, u32(TYPE_RESPONSE)]);
+  const msg = encodeMessage(entries);
+  const first = p.family === "ietf" ? wrapPacket(msg) : msg;
+  const base = first.length - msg.length;
+  const fields = decodeMessage(msg);
+  const at = (tag: number) => base + (fields.get(tag) as Uint8Array).byteOffset - msg.byteOffset;
+  const nonceAt = at(TAG.NONC);
+  const pathAt = at(TAG.PATH);
+  const indexAt = at(TAG.INDX);
+  // All replies share one buffer (one allocation per batch), each a view of its own bytes.
+  const len = first.length;
+  const all = new Uint8Array(len * requests.length);
+  const view = new DataView(all.buffer);
   const replies = requests.map((r, i) => {
-    const entries: [number, Uint8Array][] = [
-      [TAG.SIG, sig],
-      [TAG.NONC, r.nonce],
-      [TAG.PATH, tree.paths[i]],
-      [TAG.SREP, srep],
-      [TAG.CERT, p.cert],
-      [TAG.INDX, u32(i)],
-    ];
-    if (p.family === "ietf") entries.push([TAG.TYPE, u32(TYPE_RESPONSE)]);
-    const msg = encodeMessage(entries);
-    return p.family === "ietf" ? wrapPacket(msg) : msg;
+    const at = i * len;
+    all.set(first, at);
+    if (i > 0) {
+      all.set(r.nonce, at + nonceAt);
+      all.set(tree.paths[i], at + pathAt);
+      view.setUint32(at + indexAt, i, true);
+    }
+    return all.subarray(at, at + len);
   });
   return { replies, srep };
 }

@@ -1,11 +1,12 @@
 /**
- * The UDP Roughtime server: a node:dgram socket that collects the requests arriving together and has the
- * Responder (responder.ts) sign them as one batch, plus the optional TCP listener (tcp.ts).
+ * The UDP Roughtime server: a datagram socket (udp.ts) whose loop collects the requests arriving together
+ * and has the Responder (responder.ts) sign them as one batch, plus the optional TCP listener (tcp.ts).
  */
-import dgram from "node:dgram";
+import { clearImmediate, setImmediate } from "node:timers";
 import { DEFAULT_PORT, MAX_BATCH_SIZE, MAX_PENDING_REQUESTS, MAX_REQUEST_SIZE } from "./constants.ts";
 import { Responder, type ResponderOptions, type RoughtimeServerStats } from "./responder.ts";
 import { listenTcp, type TcpListener } from "./tcp.ts";
+import { bindUdp, defaultUdpApi, type UdpApi, type UdpEndpoint, type UdpPeer } from "./udp.ts";
 
 export { Responder, type ResponderOptions, type RoughtimeServerStats, type Transport } from "./responder.ts";
 
@@ -14,10 +15,13 @@ export interface RoughtimeServerOptions extends ResponderOptions {
   hostname?: string;
   /** Default 2002; 0 = any free port. */
   port?: number;
-  /** How long the first request of a batch waits for others. Default 0 (one event-loop turn). */
+  /** How long the first request of a batch waits for others. Default 0: only until the datagrams already
+   * queued on the socket have been read. */
   batchWindowMs?: number;
   /** Also accept RFC 10049 framing over TCP on the same port number (IETF versions). Default false. */
   tcp?: boolean;
+  /** The datagram API: Deno.listenDatagram when the runtime offers it (faster), else node:dgram. */
+  udpApi?: UdpApi;
 }
 
 export interface RunningRoughtimeServer {
@@ -31,25 +35,32 @@ export interface RunningRoughtimeServer {
 
 interface Pending {
   packet: Uint8Array;
-  address: string;
-  port: number;
+  from: UdpPeer;
 }
 
 /** Starts a UDP Roughtime server answering RFC 10049, drafts 12-19 and Google-Roughtime. */
 export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promise<RunningRoughtimeServer> {
   const responder = new Responder(opts);
   const hostname = opts.hostname ?? "127.0.0.1";
-  const socket = dgram.createSocket(hostname.includes(":") ? "udp6" : "udp4");
   const windowMs = opts.batchWindowMs ?? 0;
   let pending: Pending[] = [];
   let timer: ReturnType<typeof setTimeout> | null = null;
+  let immediate: ReturnType<typeof setImmediate> | null = null;
   let closed = false;
+  let socket: UdpEndpoint | null = null;
 
+  // Requests that arrive together are answered together: the first one of a burst arms a flush, either
+  // after `windowMs` or (0, the default) by setImmediate, which runs once every datagram already queued
+  // on the socket has been read; a full batch goes at once. Under load the socket fills while a batch is
+  // signed, so batches grow with the load; a lone request is not delayed.
   const flush = () => {
+    if (timer) clearTimeout(timer);
+    if (immediate) clearImmediate(immediate);
     timer = null;
+    immediate = null;
     const batch = pending;
     pending = [];
-    if (closed || batch.length === 0) return;
+    if (closed || batch.length === 0 || !socket) return;
     let replies: (Uint8Array | null)[];
     try {
       replies = responder.respond(batch.map((p) => p.packet));
@@ -58,63 +69,52 @@ export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promis
       responder.stats.dropped += batch.length;
       return;
     }
-    batch.forEach((p, i) => {
+    for (let i = 0; i < batch.length; i++) {
       const r = replies[i];
-      if (r) socket.send(r, p.port, p.address, () => {});
-    });
+      if (r) socket.send(r, batch[i].from);
+    }
   };
 
-  socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => {
+  const onDatagram = (packet: Uint8Array, from: UdpPeer) => {
     if (closed) return;
-    if (pending.length >= MAX_PENDING_REQUESTS || msg.length > MAX_REQUEST_SIZE) {
+    if (pending.length >= MAX_PENDING_REQUESTS || packet.length > MAX_REQUEST_SIZE) {
       responder.stats.received++;
       responder.stats.dropped++;
       return;
     }
-    pending.push({ packet: new Uint8Array(msg), address: rinfo.address, port: rinfo.port });
-    if (pending.length >= MAX_BATCH_SIZE) {
-      if (timer) clearTimeout(timer);
-      flush();
-    } else if (!timer) {
-      timer = setTimeout(flush, windowMs);
+    pending.push({ packet, from });
+    if (pending.length >= MAX_BATCH_SIZE) flush();
+    else if (!timer && !immediate) {
+      if (windowMs > 0) timer = setTimeout(flush, windowMs);
+      else immediate = setImmediate(flush);
     }
-  });
-  socket.on("error", () => {
-    // Send errors (e.g. ICMP unreachable surfacing) concern one client only; keep serving.
-  });
+  };
 
-  await new Promise<void>((resolve, reject) => {
-    socket.once("error", reject);
-    socket.bind(opts.port ?? DEFAULT_PORT, hostname, () => {
-      socket.off("error", reject);
-      resolve();
-    });
-  });
-  const addr = socket.address();
+  socket = await bindUdp(opts.udpApi ?? defaultUdpApi(), hostname, opts.port ?? DEFAULT_PORT, onDatagram);
   let tcp: TcpListener | null = null;
   if (opts.tcp) {
     try {
-      tcp = await listenTcp(responder, hostname, addr.port);
+      tcp = await listenTcp(responder, hostname, socket.port);
     } catch (e) {
-      await new Promise<void>((resolve) => socket.close(() => resolve()));
+      await socket.close();
       throw e;
     }
   }
+  const udp = socket;
   return {
     hostname,
-    port: addr.port,
+    port: udp.port,
     publicKey: responder.keys[0].publicKey,
     stats: () => structuredClone(responder.stats),
     close: () => {
       if (closed) return Promise.resolve();
       closed = true;
       if (timer) clearTimeout(timer);
+      if (immediate) clearImmediate(immediate);
       timer = null;
+      immediate = null;
       pending = [];
-      return Promise.all([
-        new Promise<void>((resolve) => socket.close(() => resolve())),
-        tcp?.close(),
-      ]).then(() => {});
+      return Promise.all([udp.close(), tcp?.close()]).then(() => {});
     },
   };
 }
