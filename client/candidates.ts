@@ -118,6 +118,12 @@ export function publicationFor(opts: {
   return { candidates: candidates.slice(0, opts.max), relay: opts.relay, relayOnly: false };
 }
 
+/** An IPv4 address as a dual-stack socket reports it (`::ffff:198.51.100.7`) in its plain form. */
+export function plainAddress(host: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host);
+  return m ? m[1] : host;
+}
+
 /** "198.51.100.7:4000", "[2001:db8::1]:4000". */
 export function formatAddress(a: Address): string {
   return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;

@@ -8,6 +8,10 @@
  * when it failed), the relay last; the first connection made wins and the others are dropped. The session
  * (TLS, certificate, hello) then runs on the winner; if it fails there (someone else's machine answering
  * at a private address that is also in use on our LAN) the race goes on with the others.
+ *
+ * Connection reversal: when we believe peers can reach us (we publish a public or global IPv6 address), the
+ * race also asks the peer, through the relay, to dial us back, and waits REVERSAL_WAIT_MS for that session
+ * before it tries the relay; the peer dials only what the phonebook lists for us.
  */
 import type net from "node:net";
 import { codeOf, messageOf } from "../coded_error.ts";
@@ -33,6 +37,8 @@ export interface DialEntry {
 export const CONNECTION_ATTEMPT_DELAY_MS = 250;
 /** Bound on one TCP connection attempt. */
 export const CONNECT_TIMEOUT_MS = 5000;
+/** How long a reversal may take (the peer looks us up and dials) before the relay is tried. */
+export const REVERSAL_WAIT_MS = 2000;
 
 /** The race's own needs: a TCP connection, a relayed circuit, and a session over either. */
 export interface ReachDeps {
@@ -42,11 +48,18 @@ export interface ReachDeps {
   /** Whether a relay attempt is worth making (we hold a relay connection). */
   haveRelay(): boolean;
   dialOver(name: string, socket: net.Socket, path: SessionPath): Promise<PeerSession>;
+  /** Asks the peer through the relay to dial us back; absent or throwing: no reversal. */
+  reverse?(name: string): Promise<void>;
+  /** Whether peers can probably reach us directly (a public or global IPv6 address is published). */
+  reachable?(): boolean;
 }
 
 interface Attempt {
   path: SessionPath | null;
-  open(): Promise<{ socket: net.Socket; path: SessionPath }>;
+  /** A null socket: the session came another way (the peer dialled us back). */
+  open(): Promise<{ socket: net.Socket | null; path: SessionPath }>;
+  /** How long the next attempt waits for this one (default the race's delay). */
+  holdMs?: number;
 }
 
 /** Starts `attempts` staggered by `delayMs` (the next one at once when one fails); resolves with the first
@@ -54,7 +67,9 @@ interface Attempt {
 export function raceAttempts(
   attempts: Attempt[],
   delayMs: number,
-): Promise<{ index: number; socket: net.Socket; path: SessionPath } | { index: -1; errors: unknown[] }> {
+): Promise<
+  { index: number; socket: net.Socket | null; path: SessionPath } | { index: -1; errors: unknown[] }
+> {
   return new Promise((resolve) => {
     let started = 0;
     let failed = 0;
@@ -67,7 +82,7 @@ export function raceAttempts(
       if (won || started >= attempts.length) return;
       const i = started++;
       attempts[i].open().then(({ socket, path }) => {
-        if (won) return void socket.destroy();
+        if (won) return void socket?.destroy();
         won = true;
         if (timer) clearTimeout(timer);
         resolve({ index: i, socket, path });
@@ -76,7 +91,7 @@ export function raceAttempts(
         if (++failed === attempts.length && !won) resolve({ index: -1, errors });
         else next();
       });
-      if (started < attempts.length) timer = setTimeout(next, delayMs);
+      if (started < attempts.length) timer = setTimeout(next, attempts[i].holdMs ?? delayMs);
     };
     if (attempts.length === 0) resolve({ index: -1, errors });
     else next();
@@ -108,11 +123,21 @@ export class Dialer {
   /** The active session to `name`, or a new one dialled at the address the phonebook lists; null when the
    * peer is offline, unknown, revoked or cannot be reached (reported as an `error` event PEER_<code>). */
   connect(name: string): Promise<PeerSession | null> {
+    return this.#once(name, false);
+  }
+
+  /** The peer asked (through the relay) to be dialled back: its listed addresses only, no relay, no
+   * reversal, and a failure is not reported (the peer still reaches us through the relay). */
+  dialBack(name: string): Promise<PeerSession | null> {
+    return this.#once(name, true);
+  }
+
+  #once(name: string, directOnly: boolean): Promise<PeerSession | null> {
     const active = this.#d.active(name);
     if (active) return Promise.resolve(active);
     let p = this.#connecting.get(name);
     if (p) return p;
-    p = this.#attempt(name).finally(() => this.#connecting.delete(name));
+    p = this.#attempt(name, directOnly).finally(() => this.#connecting.delete(name));
     this.#connecting.set(name, p);
     return p;
   }
@@ -122,12 +147,23 @@ export class Dialer {
     this.#lastError.delete(name);
   }
 
+  /** The peer's active session once there is one, or null after `ms`. */
+  async #waitActive(name: string, ms: number): Promise<PeerSession | null> {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      const s = this.#d.active(name);
+      if (s) return s;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    return this.#d.active(name);
+  }
+
   /** Resolves when every attempt in progress has ended. */
   async settle(): Promise<void> {
     await Promise.allSettled([...this.#connecting.values()]);
   }
 
-  async #attempt(name: string): Promise<PeerSession | null> {
+  async #attempt(name: string, directOnly = false): Promise<PeerSession | null> {
     let entry: DialEntry | null;
     try {
       entry = await this.#d.lookup(name);
@@ -140,8 +176,9 @@ export class Dialer {
     this.#d.noteListed(name, entry.fingerprint);
     try {
       if (!reach) return await this.#d.dial(name, entry.address!.host, entry.address!.port);
-      return await this.#race(name, entry, reach);
+      return await this.#race(name, entry, reach, directOnly);
     } catch (e) {
+      if (directOnly) return null;
       const code = (e as SessionError).detail ?? codeOf(e) ?? "CONNECT_FAILED";
       if (this.#lastError.get(name) !== code) {
         this.#lastError.set(name, code);
@@ -151,7 +188,7 @@ export class Dialer {
     }
   }
 
-  async #race(name: string, entry: DialEntry, reach: ReachDeps): Promise<PeerSession> {
+  async #race(name: string, entry: DialEntry, reach: ReachDeps, directOnly: boolean): Promise<PeerSession> {
     const candidates = entry.candidates ?? (entry.address ? [entry.address] : []);
     let attempts: Attempt[] = candidates.map((a) => {
       const path: SessionPath = { kind: addressKind(a.host), address: a };
@@ -160,7 +197,23 @@ export class Dialer {
         open: async () => ({ socket: await reach.connect(a.host, a.port, CONNECT_TIMEOUT_MS), path }),
       };
     });
-    if (reach.haveRelay()) {
+    if (!directOnly && reach.haveRelay() && reach.reverse && reach.reachable?.()) {
+      const reverse = reach.reverse;
+      attempts.push({
+        path: null,
+        holdMs: REVERSAL_WAIT_MS,
+        open: async () => {
+          await reverse(name);
+          const s = await this.#waitActive(name, REVERSAL_WAIT_MS);
+          if (!s) throw new Error(`${name} did not dial back in time`);
+          return {
+            socket: null,
+            path: s.path ?? { kind: "public", address: { host: s.remoteAddress, port: 0 } },
+          };
+        },
+      });
+    }
+    if (!directOnly && reach.haveRelay()) {
       attempts.push({
         path: null,
         open: async () => {
@@ -177,6 +230,12 @@ export class Dialer {
         const errs = r.errors;
         lastError = errs[errs.length - 1] ?? errs.find((e) => e !== undefined) ?? lastError;
         break;
+      }
+      if (r.socket === null) {
+        const back = this.#d.active(name);
+        if (back) return back;
+        attempts = attempts.filter((_, i) => i !== r.index);
+        continue;
       }
       try {
         return await reach.dialOver(name, r.socket, r.path);

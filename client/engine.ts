@@ -66,6 +66,7 @@ import net from "node:net";
 import { MAX_CANDIDATES } from "../contract/mod.ts";
 import {
   type Address,
+  addressKind,
   describePath,
   localAddresses,
   type Publication,
@@ -294,6 +295,13 @@ export class ChatEngine implements ChatEngineApi {
       },
       haveRelay: () => this.#relay?.connected === true,
       dialOver: (name, socket, path) => this.#sessions.dialOver(name, socket, path),
+      reverse: async (name) => {
+        if (!this.#relay) throw new EngineError("NO_RELAY", "no relay");
+        await this.#relay.reverse(name);
+      },
+      // Dial-back is worth asking for when we publish an address peers on the internet can dial.
+      reachable: () =>
+        this.publication().candidates.some((c) => ["public", "ipv6"].includes(addressKind(c.host))),
     });
     this.#outbox = new Outbox({
       ownName: opts.name,
@@ -398,6 +406,9 @@ export class ChatEngine implements ChatEngineApi {
       keyPem: o.keyPem,
       caPem: o.caPem,
       onIncoming: (socket) => this.#sessions.acceptSocket(socket, { kind: "relayed", address: relay }),
+      onDialBack: (from) => {
+        if (!this.#closed) void this.#dialer.dialBack(from);
+      },
       // Back on the relay: peers waiting in the outbox may now be reachable through it.
       onState: (up) => up && !this.#closed && this.#outbox.retryAll(),
       log,

@@ -34,6 +34,8 @@ export interface RelayClientOptions {
   caPem: string;
   /** A circuit a peer asked for, joined and ready: give it to the session listener. */
   onIncoming(socket: net.Socket, from: string): void;
+  /** A peer asks us to dial it back directly (connection reversal). */
+  onDialBack?(from: string): void;
   /** The control connection came up (true) or was lost (false). */
   onState?(connected: boolean): void;
   log(level: "info" | "warn", text: string): void;
@@ -153,6 +155,13 @@ export class RelayClient {
         this.#waiting.get(n.id)?.resolve(n.token);
         this.#waiting.delete(n.id);
         return;
+      case "reversing":
+        this.#waiting.get(n.id)?.resolve("");
+        this.#waiting.delete(n.id);
+        return;
+      case "dial-back":
+        this.#o.onDialBack?.(n.from);
+        return;
       case "error":
         if (n.id !== undefined) {
           this.#waiting.get(n.id)?.reject(new RelayError(n.code, n.message));
@@ -173,9 +182,21 @@ export class RelayClient {
 
   /** A circuit to `name`, joined: the socket carries only what the peer sends, from its first byte. */
   async dial(name: string): Promise<net.Socket> {
-    if (!this.#ready) throw new RelayError("NOT_CONNECTED", `not connected to the relay ${this.#where()}`);
+    const token = await this.#ask((id) => ({ t: "dial", id, to: name }));
+    return await this.#join(token, "D");
+  }
+
+  /** Asks `name` (through the relay) to dial us back; resolves once the relay passed it on. */
+  async reverse(name: string): Promise<void> {
+    await this.#ask((id) => ({ t: "reverse", id, to: name }));
+  }
+
+  #ask(request: (id: number) => RelayRequest): Promise<string> {
+    if (!this.#ready) {
+      return Promise.reject(new RelayError("NOT_CONNECTED", `not connected to the relay ${this.#where()}`));
+    }
     const id = this.#nextId++;
-    const token = await new Promise<string>((resolve, reject) => {
+    return new Promise<string>((resolve, reject) => {
       const t = setTimeout(() => {
         this.#waiting.delete(id);
         reject(new RelayError("TIMEOUT", "the relay did not answer in time"));
@@ -184,9 +205,8 @@ export class RelayClient {
         resolve: (x) => (clearTimeout(t), resolve(x)),
         reject: (e) => (clearTimeout(t), reject(e)),
       });
-      this.#send({ t: "dial", id, to: name });
+      this.#send(request(id));
     });
-    return await this.#join(token, "D");
   }
 
   #where(): string {

@@ -34,12 +34,16 @@ export type RelayErrorCode =
   | "LIMIT_DURATION"
   | "JOIN_TIMEOUT"
   | "BAD_REQUEST"
+  | "LIMIT_REVERSALS"
   | "SELF";
 
 /** Client to relay, over the control connection. */
 export type RelayRequest =
   /** A circuit to `to`; answered by `circuit` or `error` with the same id. */
   | { t: "dial"; id: number; to: string }
+  /** Connection reversal: ask `to` to dial us back directly (we can be reached, it cannot); answered by
+   * `reversing` or `error` with the same id. The callee dials only what the phonebook lists for us. */
+  | { t: "reverse"; id: number; to: string }
   /** Keep-alive; answered by `pong`. */
   | { t: "ping" };
 
@@ -49,6 +53,9 @@ export type RelayNotice =
   | { t: "ready"; name: string }
   | { t: "circuit"; id: number; token: string }
   | { t: "incoming"; token: string; from: string }
+  /** The request was passed on (to the dialer), or: dial `from` back (to the callee). */
+  | { t: "reversing"; id: number }
+  | { t: "dial-back"; from: string }
   | { t: "error"; id?: number; code: RelayErrorCode | string; message: string }
   /** A circuit ended by the relay (a limit); `token` says which. */
   | { t: "closed"; token: string; code: RelayErrorCode | string; message: string }
@@ -62,6 +69,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
 export function decodeRelayRequest(v: unknown): RelayRequest {
   if (isObject(v) && v.t === "dial" && Number.isSafeInteger(v.id) && typeof v.to === "string") {
     return { t: "dial", id: v.id as number, to: v.to };
+  }
+  if (isObject(v) && v.t === "reverse" && Number.isSafeInteger(v.id) && typeof v.to === "string") {
+    return { t: "reverse", id: v.id as number, to: v.to };
   }
   if (isObject(v) && v.t === "ping") return { t: "ping" };
   throw new ContractError("not a relay request");
@@ -80,6 +90,12 @@ export function decodeRelayNotice(v: unknown): RelayNotice {
       break;
     case "incoming":
       if (token && typeof v.from === "string") return { t: "incoming", token, from: v.from };
+      break;
+    case "reversing":
+      if (Number.isSafeInteger(v.id)) return { t: "reversing", id: v.id as number };
+      break;
+    case "dial-back":
+      if (typeof v.from === "string") return { t: "dial-back", from: v.from };
       break;
     case "error":
       if (typeof v.code === "string" && typeof v.message === "string") {

@@ -36,6 +36,8 @@ export interface RelayLimits {
   handshakeTimeoutMs: number;
   /** Control connections at once (all users). */
   maxControls: number;
+  /** Reversal requests one user may make per minute. */
+  maxReversalsPerMinute: number;
 }
 
 export const DEFAULT_RELAY_LIMITS: RelayLimits = {
@@ -46,6 +48,7 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   controlIdleMs: 90_000,
   handshakeTimeoutMs: 10_000,
   maxControls: 10_000,
+  maxReversalsPerMinute: 30,
 };
 
 export interface RelayOptions {
@@ -105,6 +108,8 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
   const controls = new Map<string, Control>();
   const circuits = new Map<string, Circuit>();
   const perUser = new Map<string, number>();
+  /** Recent reversal requests per user (times, ms), for the per-minute limit. */
+  const reversals = new Map<string, number[]>();
   const raw = new Set<net.Socket>();
   const stats: RelayStats = { controls: 0, circuits: 0, circuitsOpened: 0, bytesForwarded: 0, refused: {} };
   const refuse = (code: string) => stats.refused[code] = (stats.refused[code] ?? 0) + 1;
@@ -298,6 +303,19 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     if (req.to === me.name) return fail("SELF", "a circuit to yourself");
     const peer = controls.get(req.to);
     if (!peer) return fail("OFFLINE", `${req.to} is not connected to this relay`);
+    if (req.t === "reverse") {
+      const now = Date.now();
+      const recent = (reversals.get(me.name) ?? []).filter((t) => now - t < 60_000);
+      if (recent.length >= limits.maxReversalsPerMinute) {
+        return fail("LIMIT_REVERSALS", `at most ${limits.maxReversalsPerMinute} dial-back requests a minute`);
+      }
+      recent.push(now);
+      reversals.set(me.name, recent);
+      // Only the name goes on: the callee dials what the phonebook lists for it, nothing the relay says.
+      peer.send({ t: "dial-back", from: me.name });
+      me.send({ t: "reversing", id: req.id });
+      return;
+    }
     for (const who of [me.name, req.to]) {
       if ((perUser.get(who) ?? 0) >= limits.maxCircuitsPerUser) {
         return fail(

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { join } from "node:path";
-import { addressKind, candidateHosts, publicationFor } from "../client/candidates.ts";
+import { addressKind, candidateHosts, plainAddress, publicationFor } from "../client/candidates.ts";
 import { raceAttempts } from "../client/dialer.ts";
 import { DirectoryClient } from "../client/directory_client.ts";
 import { enrollUser, spawnHeadless, startPhonebook } from "./helpers/chat.ts";
@@ -134,4 +134,10 @@ Deno.test("chat defaults: every interface, the port kept in the home folder acro
     await pb.close();
     await Deno.remove(home.dir, { recursive: true });
   }
+});
+
+Deno.test("candidates: an IPv4 address from a dual-stack socket is shown plain", () => {
+  assert.equal(plainAddress("::ffff:198.18.0.1"), "198.18.0.1");
+  assert.equal(plainAddress("2001:db8::1"), "2001:db8::1");
+  assert.equal(plainAddress("10.0.0.1"), "10.0.0.1");
 });

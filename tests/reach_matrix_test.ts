@@ -2,9 +2,11 @@
  * Reachability across machines and NATs, in network namespaces (tests/helpers/netlab.ts): a phonebook with
  * its relay on a public address; two users behind one home router, one behind another (cone NAT), one
  * behind a symmetric NAT, one behind carrier NAT (two layers), one on a public address behind a firewall
- * that drops inbound, one on a public address. Each runs the real `securechat chat --headless` with default
+ * that drops inbound, two on public addresses. Each runs the real `securechat chat --headless` with default
  * flags. Every pair sends both ways; each message is delivered, and the path each session took is the one
- * the topology allows: direct to the public user and within a LAN, relayed otherwise. The relay's capture of
+ * the topology allows: direct within a LAN and to the public user, direct from the public user too (it asks
+ * the callee through the relay to dial it back: connection reversal), relayed otherwise (the firewalled
+ * user's dial-back requests fail, and it falls back to the relay). The relay's capture of
  * every byte it forwarded holds none of the messages.
  */
 import assert from "node:assert/strict";
@@ -14,14 +16,17 @@ import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
 import { CHILD_ENV, securechatArgs } from "./helpers/cli.ts";
 
+// In pair order the first named sends first (and so dials): "public" dials everyone (reversal where the
+// callee is behind NAT), everyone dials "server" (its listed address answers).
 const USERS: { name: string; router?: string; firewall?: boolean }[] = [
+  { name: "public" },
+  { name: "walled", firewall: true },
   { name: "homea", router: "home1" },
   { name: "homeb", router: "home1" },
   { name: "cone", router: "home2" },
   { name: "symm", router: "sym" },
   { name: "mobile", router: "inner" },
-  { name: "walled", firewall: true },
-  { name: "public" },
+  { name: "server" },
 ];
 
 /** Which path a session dialled by `from` to `to` can take in this lab. */
@@ -30,6 +35,7 @@ function expectedKind(from: string, to: string): "direct" | "relayed" {
   const t = USERS.find((u) => u.name === to)!;
   if (f.router && f.router === t.router) return "direct"; // the same LAN
   if (!t.router && !t.firewall) return "direct"; // a public address that answers
+  if (!f.router && !f.firewall) return "direct"; // reversal: the callee dials the public caller back
   return "relayed";
 }
 
@@ -143,6 +149,7 @@ Deno.test({
             const info = await pathOf(a, b);
             const kind = info.pathKind === "relayed" ? "relayed" : "direct";
             seen.push(`${a}->${b}: ${info.path}`);
+            assert.equal(String(info.path).includes("::ffff:"), false, "IPv4 shown plain");
             assert.equal(kind, expectedKind(a, b), `${a} -> ${b} took ${info.path}`);
             if (kind === "direct") {
               const ra = USERS.find((u) => u.name === a)!.router;

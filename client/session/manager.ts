@@ -13,7 +13,7 @@ import type { Frame } from "../protocol/frames.ts";
 import { DEFAULT_LIMITS, type SessionLimits } from "./limits.ts";
 import { type Authenticate, type CloseInfo, type LocalIdentity, PeerSession } from "./peer_session.ts";
 import { SessionError } from "./errors.ts";
-import { addressKind, type SessionPath } from "../candidates.ts";
+import { addressKind, plainAddress, type SessionPath } from "../candidates.ts";
 
 export const TLS_MIN_VERSION = "TLSv1.3";
 
@@ -280,11 +280,9 @@ export class SessionManager {
     }
     const s = this.#makeSession(socket, "listener", null);
     const parent = (socket as unknown as { _parent?: net.Socket })._parent;
+    const from = plainAddress(s.remoteAddress);
     s.path = (parent && this.#arrivedVia.get(parent)) ??
-      {
-        kind: addressKind(s.remoteAddress),
-        address: { host: s.remoteAddress, port: socket.remotePort ?? 0 },
-      };
+      { kind: addressKind(from), address: { host: from, port: socket.remotePort ?? 0 } };
     if (p) {
       const release = () => this.#releasePending(p.raw);
       s.opened.then(release, release);
