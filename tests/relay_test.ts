@@ -186,3 +186,48 @@ Deno.test("relay: a restarted relay is reconnected to, and the message sent whil
     await Deno.remove(bobHome.dir, { recursive: true });
   }
 });
+
+/** A raw control connection: lines in, notices out. */
+async function control(port: number, home: { certPem: string; keyPem: string; caPem: string }) {
+  const s = tls.connect({ host: "127.0.0.1", port, cert: home.certPem, key: home.keyPem, ca: [home.caPem] });
+  const notices: Record<string, unknown>[] = [];
+  let buf = "";
+  s.on("data", (d: Uint8Array) => {
+    buf += new TextDecoder().decode(d);
+    let i;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      notices.push(JSON.parse(buf.slice(0, i)));
+      buf = buf.slice(i + 1);
+    }
+  });
+  await until(() => notices.some((n) => n.t === "ready"), 5000, "ready");
+  return { notices, send: (o: unknown) => s.write(JSON.stringify(o) + "\n"), close: () => s.destroy() };
+}
+
+Deno.test("relay: a dial-back request reaches the callee as a name only, and is limited per minute", async () => {
+  const pb = await startPhonebook({ relayLimits: { maxReversalsPerMinute: 3 } });
+  const aliceHome = await enrollUser(pb, "alice");
+  const bobHome = await enrollUser(pb, "bob");
+  const port = pb.server.relay!.port;
+  const alice = await control(port, aliceHome);
+  const bob = await control(port, bobHome);
+  try {
+    for (let id = 1; id <= 4; id++) alice.send({ t: "reverse", id, to: "bob" });
+    alice.send({ t: "reverse", id: 5, to: "nobody" });
+    await until(() => alice.notices.filter((n) => n.t !== "ready").length === 5, 5000, "answers");
+    const answers = alice.notices.filter((n) => n.t !== "ready");
+    assert.deepEqual(answers.slice(0, 3).map((n) => n.t), ["reversing", "reversing", "reversing"]);
+    assert.equal(answers[3].code, "LIMIT_REVERSALS");
+    assert.equal(answers[4].code, "OFFLINE");
+    await until(() => bob.notices.filter((n) => n.t === "dial-back").length === 3, 5000, "dial-backs");
+    for (const n of bob.notices.filter((x) => x.t === "dial-back")) {
+      assert.deepEqual(n, { t: "dial-back", from: "alice" });
+    }
+  } finally {
+    alice.close();
+    bob.close();
+    await pb.close();
+    await Deno.remove(aliceHome.dir, { recursive: true });
+    await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
