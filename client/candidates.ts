@@ -7,6 +7,7 @@
  * - "lan": private IPv4 (RFC 1918), carrier-grade shared space (RFC 6598), unique-local IPv6 (fc00::/7);
  * - "ipv6": a global IPv6 address;
  * - "public": any other IPv4 address (a public one, or as the phonebook saw us);
+ * - "punched": a direct connection made by hole punching (after a relayed start);
  * - "relayed": not an address of ours, a circuit through a relay.
  */
 import { isIP } from "node:net";
@@ -16,7 +17,7 @@ export interface Address {
   port: number;
 }
 
-export type PathKind = "local" | "lan" | "ipv6" | "public" | "relayed";
+export type PathKind = "local" | "lan" | "ipv6" | "public" | "punched" | "relayed";
 
 /** How a session runs: direct to an address of the peer's, or through a relay. */
 export interface SessionPath {
@@ -33,7 +34,7 @@ export interface Publication {
 }
 
 /** The kind of an address by its range alone. */
-export function addressKind(host: string): Exclude<PathKind, "relayed"> {
+export function addressKind(host: string): Exclude<PathKind, "relayed" | "punched"> {
   const h = host.toLowerCase().replace(/^\[|\]$/g, "");
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
   const v4 = mapped ? mapped[1] : isIP(h) === 4 ? h : null;

@@ -73,6 +73,7 @@ import {
   publicationFor,
 } from "./candidates.ts";
 import { RelayClient } from "./relay_client.ts";
+import { DirectUpgrade } from "./upgrade.ts";
 import { Inbox } from "./inbox.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
@@ -208,6 +209,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #sweeper: ExpirySweeper;
   readonly #presence: Presence;
   #relay: RelayClient | null = null;
+  readonly #upgrade: DirectUpgrade;
   readonly #inbox: Inbox;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
@@ -302,6 +304,17 @@ export class ChatEngine implements ChatEngineApi {
       // Dial-back is worth asking for when we publish an address peers on the internet can dial.
       reachable: () =>
         this.publication().candidates.some((c) => ["public", "ipv6"].includes(addressKind(c.host))),
+    });
+    this.#upgrade = new DirectUpgrade({
+      lookup: (name) => opts.directory.lookup(name),
+      punch: (name, port) => {
+        if (!this.#relay) return Promise.reject(new EngineError("NO_RELAY", "no relay"));
+        return this.#relay.punch(name, port);
+      },
+      punchReply: (to, port) => this.#relay?.punchReply(to, port),
+      dialOver: (name, socket, path) => this.#sessions.dialOver(name, socket, path, { replace: true }),
+      accept: (socket, path) => this.#sessions.acceptSocket(socket, path),
+      log,
     });
     this.#outbox = new Outbox({
       ownName: opts.name,
@@ -409,6 +422,9 @@ export class ChatEngine implements ChatEngineApi {
       onDialBack: (from) => {
         if (!this.#closed) void this.#dialer.dialBack(from);
       },
+      onPunch: (from, port) => {
+        if (!this.#closed && !o.relayOnly) void this.#upgrade.onPunch(from, port);
+      },
       // Back on the relay: peers waiting in the outbox may now be reachable through it.
       onState: (up) => up && !this.#closed && this.#outbox.retryAll(),
       log,
@@ -513,6 +529,10 @@ export class ChatEngine implements ChatEngineApi {
   #onActive(s: PeerSession): void {
     const name = s.peer!.name;
     this.#dialer.clearError(name);
+    // A relayed session we dialled: try to make it direct (never in relay-only mode: it would show our IP).
+    if (s.role === "dialer" && s.path?.kind === "relayed" && !this.#opts.relayOnly && !this.#closed) {
+      void this.#upgrade.upgrade(name);
+    }
     if (!this.#online.has(name)) {
       this.#online.add(name);
       this.#emit({ event: "peer-online", name });

@@ -36,6 +36,8 @@ export interface RelayClientOptions {
   onIncoming(socket: net.Socket, from: string): void;
   /** A peer asks us to dial it back directly (connection reversal). */
   onDialBack?(from: string): void;
+  /** A peer will connect to us from its port `port` now (hole punching); answer with punchReply. */
+  onPunch?(from: string, port: number): void;
   /** The control connection came up (true) or was lost (false). */
   onState?(connected: boolean): void;
   log(level: "info" | "warn", text: string): void;
@@ -58,6 +60,8 @@ export class RelayClient {
   #ping: ReturnType<typeof setInterval> | null = null;
   readonly #waiting = new Map<number, { resolve(token: string): void; reject(e: Error): void }>();
   readonly #legs = new Set<net.Socket>();
+  /** Punches we asked for, by peer: the peer's reply (its port) resolves them. */
+  readonly #punchReplies = new Map<string, (port: number) => void>();
   #readyWaiters: (() => void)[] = [];
 
   constructor(opts: RelayClientOptions) {
@@ -162,6 +166,18 @@ export class RelayClient {
       case "dial-back":
         this.#o.onDialBack?.(n.from);
         return;
+      case "punching":
+        this.#waiting.get(n.id)?.resolve("");
+        this.#waiting.delete(n.id);
+        return;
+      case "punch":
+        this.#o.onPunch?.(n.from, n.port);
+        return;
+      case "punch-reply":
+        // Only a reply we are waiting for counts.
+        this.#punchReplies.get(n.from)?.(n.port);
+        this.#punchReplies.delete(n.from);
+        return;
       case "error":
         if (n.id !== undefined) {
           this.#waiting.get(n.id)?.reject(new RelayError(n.code, n.message));
@@ -189,6 +205,24 @@ export class RelayClient {
   /** Asks `name` (through the relay) to dial us back; resolves once the relay passed it on. */
   async reverse(name: string): Promise<void> {
     await this.#ask((id) => ({ t: "reverse", id, to: name }));
+  }
+
+  /** Tells `name` we connect from `port` now; resolves with the port it connects from (its reply). */
+  async punch(name: string, port: number): Promise<number> {
+    const reply = new Promise<number>((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.#punchReplies.delete(name);
+        reject(new RelayError("TIMEOUT", `${name} did not answer the punch`));
+      }, this.#o.timeoutMs ?? 10_000);
+      this.#punchReplies.set(name, (p) => (clearTimeout(t), resolve(p)));
+    });
+    reply.catch(() => {});
+    await this.#ask((id) => ({ t: "punch", id, to: name, port }));
+    return await reply;
+  }
+
+  punchReply(to: string, port: number): void {
+    this.#send({ t: "punch-reply", to, port });
   }
 
   #ask(request: (id: number) => RelayRequest): Promise<string> {

@@ -44,6 +44,11 @@ export type RelayRequest =
   /** Connection reversal: ask `to` to dial us back directly (we can be reached, it cannot); answered by
    * `reversing` or `error` with the same id. The callee dials only what the phonebook lists for us. */
   | { t: "reverse"; id: number; to: string }
+  /** Hole punching: "I will connect from my port `port` to you; from which port will you connect to me?"
+   * Passed to `to` as `punch`; answered by `punching` or `error` with the same id. */
+  | { t: "punch"; id: number; to: string; port: number }
+  /** The callee's answer to a `punch`: it connects from `port` now. */
+  | { t: "punch-reply"; to: string; port: number }
   /** Keep-alive; answered by `pong`. */
   | { t: "ping" };
 
@@ -56,6 +61,10 @@ export type RelayNotice =
   /** The request was passed on (to the dialer), or: dial `from` back (to the callee). */
   | { t: "reversing"; id: number }
   | { t: "dial-back"; from: string }
+  /** A `punch` passed on (to the dialer), a peer's `punch` (to the callee), the callee's reply (to the dialer). */
+  | { t: "punching"; id: number }
+  | { t: "punch"; from: string; port: number }
+  | { t: "punch-reply"; from: string; port: number }
   | { t: "error"; id?: number; code: RelayErrorCode | string; message: string }
   /** A circuit ended by the relay (a limit); `token` says which. */
   | { t: "closed"; token: string; code: RelayErrorCode | string; message: string }
@@ -72,6 +81,16 @@ export function decodeRelayRequest(v: unknown): RelayRequest {
   }
   if (isObject(v) && v.t === "reverse" && Number.isSafeInteger(v.id) && typeof v.to === "string") {
     return { t: "reverse", id: v.id as number, to: v.to };
+  }
+  const port = (x: unknown): x is number =>
+    Number.isInteger(x) && (x as number) >= 1 && (x as number) <= 65535;
+  if (
+    isObject(v) && v.t === "punch" && Number.isSafeInteger(v.id) && typeof v.to === "string" && port(v.port)
+  ) {
+    return { t: "punch", id: v.id as number, to: v.to, port: v.port };
+  }
+  if (isObject(v) && v.t === "punch-reply" && typeof v.to === "string" && port(v.port)) {
+    return { t: "punch-reply", to: v.to, port: v.port };
   }
   if (isObject(v) && v.t === "ping") return { t: "ping" };
   throw new ContractError("not a relay request");
@@ -96,6 +115,18 @@ export function decodeRelayNotice(v: unknown): RelayNotice {
       break;
     case "dial-back":
       if (typeof v.from === "string") return { t: "dial-back", from: v.from };
+      break;
+    case "punching":
+      if (Number.isSafeInteger(v.id)) return { t: "punching", id: v.id as number };
+      break;
+    case "punch":
+    case "punch-reply":
+      if (
+        typeof v.from === "string" && Number.isInteger(v.port) && (v.port as number) >= 1 &&
+        (v.port as number) <= 65535
+      ) {
+        return { t: v.t, from: v.from, port: v.port as number };
+      }
       break;
     case "error":
       if (typeof v.code === "string" && typeof v.message === "string") {

@@ -298,12 +298,17 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     if (req.t === "ping") return me.send({ t: "pong" });
     const fail = (code: string, message: string) => {
       refuse(code);
-      me.send({ t: "error", id: req.id, code, message });
+      me.send({ t: "error", ...("id" in req ? { id: req.id } : {}), code, message });
     };
     if (req.to === me.name) return fail("SELF", "a circuit to yourself");
     const peer = controls.get(req.to);
     if (!peer) return fail("OFFLINE", `${req.to} is not connected to this relay`);
-    if (req.t === "reverse") {
+    if (req.t === "punch-reply") {
+      // The callee answers a punch: passed to the dialer as is (a port number; the dialer checks it asked).
+      peer.send({ t: "punch-reply", from: me.name, port: req.port });
+      return;
+    }
+    if (req.t === "reverse" || req.t === "punch") {
       const now = Date.now();
       const recent = (reversals.get(me.name) ?? []).filter((t) => now - t < 60_000);
       if (recent.length >= limits.maxReversalsPerMinute) {
@@ -311,6 +316,11 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
       }
       recent.push(now);
       reversals.set(me.name, recent);
+      if (req.t === "punch") {
+        peer.send({ t: "punch", from: me.name, port: req.port });
+        me.send({ t: "punching", id: req.id });
+        return;
+      }
       // Only the name goes on: the callee dials what the phonebook lists for it, nothing the relay says.
       peer.send({ t: "dial-back", from: me.name });
       me.send({ t: "reversing", id: req.id });

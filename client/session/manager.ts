@@ -309,16 +309,24 @@ export class SessionManager {
 
   /** Runs a session expecting `name` over a connection already made (a TCP connection of the dialer's race,
    * or a relayed circuit). */
-  dialOver(name: string, socket: net.Socket, path: SessionPath): Promise<PeerSession> {
-    return this.#dial(name, { socket }, path);
+  dialOver(
+    name: string,
+    socket: net.Socket,
+    path: SessionPath,
+    opts: { replace?: boolean } = {},
+  ): Promise<PeerSession> {
+    return this.#dial(name, { socket }, path, opts.replace === true);
   }
 
   async #dial(
     name: string,
     to: { host: string; port: number } | { socket: net.Socket },
     path: SessionPath,
+    replace = false,
   ): Promise<PeerSession> {
-    const existing = this.active(name);
+    // `replace`: a direct upgrade; the new session takes over from the open one (the same dialer's newer
+    // connection wins, #onOpen), so an open session is no reason to stop.
+    const existing = replace ? null : this.active(name);
     if (existing) {
       if ("socket" in to) to.socket.destroy();
       return existing;

@@ -22,6 +22,9 @@ export interface RouterSpec {
   nat: NatKind;
   /** A router behind another router's LAN (carrier NAT); its WAN is then on that router's LAN. */
   behind?: string;
+  /** Drop unsolicited inbound TCP on the WAN silently, as RFC 5382 REQ-4 asks of a NAT (for 6 s at least),
+   * instead of Linux's immediate reset: what lets TCP simultaneous open (hole punching) through. */
+  silentDrop?: boolean;
 }
 
 export interface HostSpec {
@@ -163,7 +166,14 @@ table inet labf {
   chain forward { type filter hook forward priority 0; policy accept;
     ct state established,related accept
     iifname "wan" drop
-  }
+  }${
+        r.silentDrop
+          ? `
+  chain input { type filter hook input priority 0; policy accept;
+    iifname "wan" ct state new tcp flags & (syn|ack) == syn drop
+  }`
+          : ""
+      }
 }`;
       await sh(["ip", "netns", "exec", rns, "nft", "-f", "-"], rules);
     }
