@@ -3,6 +3,7 @@
  * on stdin, one event object per line on stdout. A bad command gets an `error` event and changes nothing.
  */
 import { formatAddress } from "./candidates.ts";
+import { codeOf, messageOf } from "../coded_error.ts";
 import type { ChatEngine } from "./engine.ts";
 import type { ChatMessage, EngineEvent } from "./engine_types.ts";
 import { parseTtl, parseTtlMode } from "./expiry.ts";
@@ -196,11 +197,10 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<v
             throw new CommandError("UNKNOWN_COMMAND", `unknown command "${String(cmd.cmd).slice(0, 40)}"`);
         }
       } catch (e) {
-        const code = (e as { code?: unknown }).code;
         out({
           event: "error",
-          code: typeof code === "string" ? code : "INTERNAL",
-          message: (e as Error).message,
+          code: codeOf(e) ?? "INTERNAL",
+          message: messageOf(e),
           ...(ref === undefined ? {} : { ref }),
         });
       }

@@ -19,8 +19,8 @@ export interface OutboxStore {
   queueOutgoing(m: OutgoingMessage): Promise<void>;
   queueState(change: StateChange): Promise<boolean>;
   queueReadReceipt(r: ReadReceipt): Promise<boolean>;
-  /** Unacknowledged messages, oldest first, leaving out ids in `skip`. */
-  outbox(peer?: string, skip?: { has(id: string): boolean }): StoredMessage[];
+  /** Unacknowledged messages, oldest first, leaving out ids in `skip` and those with seq <= `afterSeq`. */
+  outbox(peer?: string, skip?: { has(id: string): boolean }, afterSeq?: number): StoredMessage[];
   outboxPeers(): string[];
   get(peer: string, id: string): StoredMessage | null;
   addPendingRead(peer: string, id: string, readAt: number): void;
@@ -60,6 +60,10 @@ export class Outbox {
   /** peer -> the flush running for it. */
   readonly #flushing = new Map<string, Promise<void>>();
   readonly #flushAgain = new Set<string>();
+  /** Per peer: the session a flush last wrote to and the highest seq it has looked at. Messages queued later
+   * have higher seqs, so a flush on the same session reads only those; a new session, or a closed one whose
+   * messages went back to "failed", starts from the beginning again. */
+  readonly #cursor = new Map<string, { sessionId: number; seq: number }>();
   #closed = false;
 
   constructor(deps: OutboxDeps) {
@@ -151,6 +155,7 @@ export class Outbox {
 
   /** A session to `peer` closed: what it carried without an ack is "failed" (sent again on the next one). */
   onSessionClosed(peer: string, sessionId: number): void {
+    this.#cursor.delete(peer);
     for (const [id, sid] of [...this.#inflight]) {
       if (sid !== sessionId) continue;
       this.#inflight.delete(id);
@@ -207,7 +212,13 @@ export class Outbox {
       }
       store.removePendingReads(peer, reads.map((r) => r.id));
     }
-    const due = store.outbox(peer, this.#inflight).filter((m) => {
+    const c = this.#cursor.get(peer);
+    const waiting = store.outbox(peer, this.#inflight, c?.sessionId === s.id ? c.seq : 0);
+    if (waiting.length) {
+      const seq = waiting[waiting.length - 1].seq;
+      this.#cursor.set(peer, { sessionId: s.id, seq: Math.max(seq, c?.sessionId === s.id ? c.seq : 0) });
+    }
+    const due = waiting.filter((m) => {
       const deadline = effectiveDeadline(m, this.#d.maxUnreadMs);
       return deadline === null || this.#d.deadlinePassed(deadline) !== true;
     });

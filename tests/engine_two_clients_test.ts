@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { enrollUser, startClient, startPhonebook } from "./helpers/chat.ts";
+import {
+  enrollUser,
+  FakeDirectory,
+  startClient,
+  startPhonebook,
+  startTestEngine,
+  until,
+} from "./helpers/chat.ts";
+import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 
 Deno.test("two clients and a phonebook: both ways, receipts, offline then delivered, restarts, no duplicates", async () => {
   const pb = await startPhonebook();
@@ -71,5 +79,35 @@ Deno.test("two clients and a phonebook: both ways, receipts, offline then delive
     await pb.close();
     await Deno.remove(aliceHome.dir, { recursive: true });
     await Deno.remove(bobHome.dir, { recursive: true });
+  }
+});
+
+Deno.test("a burst of 5,000 messages in flight is delivered over one session: receipts for our own messages are never rate-limited", async () => {
+  const ca = await makeTestCa();
+  const aliceLeaf = await makeTestLeaf(ca, "alice");
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const shared = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
+  const bob = await startTestEngine(ca, bobLeaf, { directory: shared });
+  const alice = await startTestEngine(ca, aliceLeaf, {
+    directory: new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint }, shared.entries),
+  });
+  try {
+    const first = await alice.engine.send("bob", "hello");
+    await alice.log.waitFor("delivered", (e) => e.id === first.id);
+    const session = alice.engine.connection("bob")!.sessionId;
+    const N = 5000;
+    await Promise.all(Array.from({ length: N }, (_, i) => alice.engine.send("bob", `burst ${i}`)));
+    await until(() => alice.log.of("delivered").length === N + 1, 60_000, "every receipt");
+    assert.equal(alice.engine.connection("bob")?.sessionId, session, "the same session throughout");
+    const refusals = [...alice.log.events, ...bob.log.events].filter((e) =>
+      (e.event === "log" && /RATE_LIMITED/.test(e.text)) ||
+      (e.event === "error" && /RATE_LIMITED/.test(e.code))
+    );
+    assert.deepEqual(refusals, []);
+    assert.equal(alice.log.of("failed").length, 0);
+    assert.equal(bob.log.of("message").length, N + 1);
+  } finally {
+    await alice.stop();
+    await bob.stop();
   }
 });

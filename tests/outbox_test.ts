@@ -52,6 +52,16 @@ async function rig() {
       session = null;
       outbox.onSessionClosed("bob", s.id);
     },
+    /** A new session replaces the current one before the old one has closed (simultaneous dials). */
+    replace: () => {
+      const old = session!;
+      session = new HeldSession();
+      return {
+        old,
+        fresh: session,
+        closeOld: () => (old.state = "closed", outbox.onSessionClosed("bob", old.id)),
+      };
+    },
     setLatest: (ms: number) => latest = ms,
     kinds: () => events.map((e) => e.event),
     done: async () => {
@@ -172,6 +182,32 @@ Deno.test("outbox: a read receipt starts an 'after read' lifetime, its read time
     assert.equal(m.readAt, 20_000);
     assert.equal(m.expiresAt, 25_000);
     assert.deepEqual(r.kinds(), ["sent", "read"]);
+  } finally {
+    await r.done();
+  }
+});
+
+Deno.test("outbox: later flushes on a session read only newer messages, yet nothing is lost when a replaced session closes", async () => {
+  const r = await rig();
+  try {
+    r.open();
+    await r.outbox.queue(msg("m1"));
+    await r.outbox.flush("bob");
+    // The replacing session's first flush skips m1 (still in flight on the old one) ...
+    const { old, fresh, closeOld } = r.replace();
+    await r.outbox.queue(msg("m2"));
+    await r.outbox.flush("bob");
+    assert.deepEqual(fresh.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m2"]);
+    await r.outbox.queue(msg("m3"));
+    await r.outbox.flush("bob");
+    assert.deepEqual(fresh.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m2", "m3"], "each written once");
+    // ... and when the old one closes without m1's receipt, m1 goes out on the new one.
+    await settle();
+    closeOld();
+    await settle();
+    await r.outbox.flush("bob");
+    assert.deepEqual(fresh.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m2", "m3", "m1"]);
+    assert.deepEqual(old.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m1"]);
   } finally {
     await r.done();
   }

@@ -10,7 +10,7 @@ import { makeTestCa, makeTestLeaf, type TestCa, type TestLeaf } from "./helpers/
 import { rawDial, type RawPeer, startTestListener, type TestListener, until } from "./helpers/chat.ts";
 import { encodeFrame, type Frame } from "../client/protocol/mod.ts";
 import type { SessionLimits } from "../client/session/limits.ts";
-import { FRAME_RATES } from "../client/session/rates.ts";
+import { FRAME_RATES, FrameRateLimiter } from "../client/session/rates.ts";
 
 async function setup(limits: Partial<SessionLimits> = {}) {
   const ca: TestCa = await makeTestCa();
@@ -201,4 +201,13 @@ Deno.test("rates: an honest pace of every frame type is never cut off", async ()
   } finally {
     await bob.stop();
   }
+});
+
+Deno.test("rates: receipts that answer our own messages are owed, not rated; unsolicited ones still are", () => {
+  const r = new FrameRateLimiter();
+  r.grant("ack", 10_000);
+  for (let i = 0; i < 10_000; i++) assert.ok(r.take("ack", 0), `ack ${i} for a message we sent`);
+  // Then the ordinary bucket (full), and no more.
+  for (let i = 0; i < FRAME_RATES.ack.burst; i++) assert.ok(r.take("ack", 0));
+  assert.equal(r.take("ack", 0), false);
 });

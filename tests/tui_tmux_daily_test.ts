@@ -8,117 +8,28 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { displayWidth } from "../client/tui/width.ts";
+import { withTools } from "./helpers/tools.ts";
+import { newSession, Screen, tmux } from "./helpers/tmux.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 
-function hasTmux(): boolean {
-  try {
-    return new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-const TMUX = hasTmux();
-if (!TMUX) console.log("tui_tmux_daily_test: tmux is not installed, skipping the real-terminal tests");
-
-async function tmux(...args: string[]): Promise<string> {
-  const out = await new Deno.Command("tmux", { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`tmux ${args[0]} failed: ${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
 const FAKE = "deno run --allow-env tests/helpers/fake_engine.ts";
 
-/** new-session, again when it meets the tmux server of the last test while that one is shutting down. */
-async function newSession(...args: string[]): Promise<void> {
-  for (let i = 0;; i++) {
-    try {
-      await tmux("new-session", ...args);
-      return;
-    } catch (e) {
-      if (i >= 4 || !/server exited unexpectedly/.test(String(e))) throw e;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-}
-
-class Screen {
-  constructor(readonly session: string) {}
-
-  static async start(cmd: string, columns: number, rows: number): Promise<Screen> {
-    const session = `scdaily-${crypto.randomUUID().slice(0, 8)}`;
-    const wrapped =
-      `cd '${REPO}' && export NO_COLOR=1 RUST_BACKTRACE=0 && ${cmd}; echo "EXIT-STATUS=$?"; sleep 60`;
-    await newSession("-d", "-s", session, "-x", String(columns), "-y", String(rows), wrapped);
-    const s = new Screen(session);
-    // Wait for the first drawn screen (and the assistant's greeting) before any key is sent.
-    await s.waitFor(
-      "the first screen",
-      (t) => t.includes("securechat · you") && t.includes("Hello!"),
-      60_000,
-    );
-    return s;
-  }
-
-  capture(): Promise<string> {
-    return tmux("capture-pane", "-p", "-t", this.session);
-  }
-
-  display(format: string): Promise<string> {
-    return tmux("display-message", "-p", "-t", this.session, format).then((s) => s.trim());
-  }
-
-  async waitFor(what: string, check: (s: string) => boolean, ms = 20_000): Promise<string> {
-    const end = performance.now() + ms;
-    let last = "";
-    while (performance.now() < end) {
-      last = await this.capture();
-      if (check(last)) return last;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`timed out waiting for ${what}; screen was:\n${last}`);
-  }
-
-  async type(text: string, ...keys: string[]): Promise<void> {
-    if (text) await tmux("send-keys", "-t", this.session, "-l", text);
-    if (keys.length) await tmux("send-keys", "-t", this.session, ...keys);
-  }
-
-  /** Pastes `text` the way a terminal does (bracketed paste). */
-  async paste(text: string): Promise<void> {
-    const file = await Deno.makeTempFile();
-    try {
-      await Deno.writeTextFile(file, text);
-      await tmux("load-buffer", "-b", this.session, file);
-      await tmux("paste-buffer", "-p", "-d", "-b", this.session, "-t", this.session);
-    } finally {
-      await Deno.remove(file);
-    }
-  }
-
-  async close(): Promise<void> {
-    try {
-      if (!(await this.capture()).includes("EXIT-STATUS=")) {
-        await this.type("", "C-c");
-        await this.waitFor("exit before closing", (t) => t.includes("EXIT-STATUS="), 15_000);
-      }
-    } catch {
-      // Already gone, or stuck: the session is killed below either way.
-    }
-    await tmux("kill-session", "-t", this.session).catch(() => "");
-  }
+/** The fake engine's screen, once it is drawn (with the assistant's greeting): no key is sent before. */
+async function startFake(cmd: string, columns: number, rows: number): Promise<Screen> {
+  const s = await Screen.start(cmd, columns, rows);
+  await s.waitFor("the first screen", (t) => t.includes("securechat · you") && t.includes("Hello!"), 60_000);
+  return s;
 }
 
 function rowsOf(screen: string): string[] {
   return screen.replace(/\n$/, "").split("\n");
 }
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux 80x24: messages with a skin-tone emoji, a flag and a ZWJ family leave the top bar on screen",
-  ignore: !TMUX,
   fn: async () => {
-    const s = await Screen.start(FAKE, 80, 24);
+    const s = await startFake(FAKE, 80, 24);
     try {
       for (let i = 0; i < 6; i++) {
         await s.type(`ok ${i} 👍🏽 🇫🇷 👨‍👩‍👧`, "Enter");
@@ -161,11 +72,11 @@ Deno.test({
       await s.close();
     }
   },
-});
+}));
 
 /** Cells of message text per row: the numbered words of the WRAP message on each of its rows. */
 async function wrapWidths(columns: number, rows: number): Promise<number[]> {
-  const s = await Screen.start(`${FAKE} --script wrap`, columns, rows);
+  const s = await startFake(`${FAKE} --script wrap`, columns, rows);
   try {
     const screen = await s.waitFor("the long message", (t) => t.includes("WRAP w00"));
     const lines = rowsOf(screen).filter((r) => /w\d\d/.test(r));
@@ -180,9 +91,8 @@ async function wrapWidths(columns: number, rows: number): Promise<number[]> {
   }
 }
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux: text wraps at the pane's width, not at a fraction of it (60x20 and 120x40)",
-  ignore: !TMUX,
   fn: async () => {
     // 60x20: 59 cells drawn, 14 contacts, 1 rule, "16:05 assistant " (16): 28 for text. Before: 16.
     const narrow = await wrapWidths(60, 20);
@@ -191,13 +101,12 @@ Deno.test({
     const wide = await wrapWidths(120, 40);
     for (const w of wide) assert.ok(w >= 75, `120x40: a row of ${w} cells`);
   },
-});
+}));
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux: a message to an offline contact is shown queued, with the reason, not as sending",
-  ignore: !TMUX,
   fn: async () => {
-    const s = await Screen.start(FAKE, 100, 30);
+    const s = await startFake(FAKE, 100, 30);
     try {
       await s.type("/open carol", "Enter");
       await s.waitFor("carol's conversation", (t) => /you → carol/.test(t));
@@ -209,14 +118,13 @@ Deno.test({
       await s.close();
     }
   },
-});
+}));
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name:
     "tmux: a message in another conversation rings the bell, and shows in the title and the activity list",
-  ignore: !TMUX,
   fn: async () => {
-    const s = await Screen.start(`${FAKE} --script other`, 100, 30);
+    const s = await startFake(`${FAKE} --script other`, 100, 30);
     try {
       await s.waitFor("the greeting read", (t) => t.includes("Hello!"));
       assert.equal(await s.display("#{window_bell_flag}"), "0", "no bell for the open conversation");
@@ -238,13 +146,12 @@ Deno.test({
       await s.close();
     }
   },
-});
+}));
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux: a 20,000-character paste is not cut without a word: y inserts what fits, n drops it",
-  ignore: !TMUX,
   fn: async () => {
-    const s = await Screen.start(FAKE, 100, 30);
+    const s = await startFake(FAKE, 100, 30);
     try {
       const big = "x".repeat(20_000);
       await s.paste(big);
@@ -265,17 +172,16 @@ Deno.test({
       await s.close();
     }
   },
-});
+}));
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux: /peer is remembered in settings.json for the next start",
-  ignore: !TMUX,
   fn: async () => {
     const home = await Deno.makeTempDir();
     try {
       const cmd = `deno run --allow-env --allow-read='${home}' --allow-write='${home}' ` +
         `tests/helpers/fake_engine.ts --home '${home}'`;
-      const s = await Screen.start(cmd, 120, 30);
+      const s = await startFake(cmd, 120, 30);
       try {
         assert.ok(!(await s.capture()).includes("SHA-256 fingerprint"), "closed by default at 120 columns");
         await s.type("/peer", "Enter");
@@ -285,7 +191,7 @@ Deno.test({
       }
       const saved = JSON.parse(await Deno.readTextFile(join(home, "settings.json")));
       assert.equal(saved.pane, "shown");
-      const again = await Screen.start(cmd, 120, 30);
+      const again = await startFake(cmd, 120, 30);
       try {
         await again.waitFor("the pane open at start", (t) => t.includes("SHA-256 fingerprint"));
       } finally {
@@ -295,7 +201,7 @@ Deno.test({
       await Deno.remove(home, { recursive: true });
     }
   },
-});
+}));
 
 /** The pane with its escape sequences: colours are SGR 30-37, 38;..., 90-97 (foreground). */
 async function colouredCells(cmdEnv: string): Promise<number> {
@@ -319,11 +225,10 @@ async function colouredCells(cmdEnv: string): Promise<number> {
   }
 }
 
-Deno.test({
+Deno.test(withTools("tmux", {
   name: "tmux: NO_COLOR is honoured (no colour at all), colours otherwise",
-  ignore: !TMUX,
   fn: async () => {
     assert.ok(await colouredCells("unset NO_COLOR; export FORCE_COLOR=1 &&") > 0, "colours without NO_COLOR");
     assert.equal(await colouredCells("export NO_COLOR=1 &&"), 0, "no colour with NO_COLOR");
   },
-});
+}));

@@ -9,66 +9,9 @@
 import assert from "node:assert/strict";
 import { displayWidth } from "../client/tui/width.ts";
 import { withTools } from "./helpers/tools.ts";
+import { Screen, tmux } from "./helpers/tmux.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
-
-async function tmux(...args: string[]): Promise<string> {
-  const out = await new Deno.Command("tmux", { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`tmux ${args[0]} failed: ${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
-class Screen {
-  constructor(readonly session: string) {}
-
-  static async start(cmd: string, columns: number, rows: number): Promise<Screen> {
-    const session = `sctest-${crypto.randomUUID().slice(0, 8)}`;
-    // The pane outlives the program (sleep) so its exit status can be read from the screen.
-    const wrapped =
-      `cd '${REPO}' && export NO_COLOR=1 RUST_BACKTRACE=0 && ${cmd}; echo "EXIT-STATUS=$?"; sleep 60`;
-    await tmux("new-session", "-d", "-s", session, "-x", String(columns), "-y", String(rows), wrapped);
-    return new Screen(session);
-  }
-
-  capture(): Promise<string> {
-    return tmux("capture-pane", "-p", "-t", this.session);
-  }
-
-  /** Polls the screen until `check` holds; returns that screen. */
-  async waitFor(what: string, check: (s: string) => boolean, ms = 20_000): Promise<string> {
-    const end = performance.now() + ms;
-    let last = "";
-    while (performance.now() < end) {
-      last = await this.capture();
-      if (check(last)) return last;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`timed out waiting for ${what}; screen was:\n${last}`);
-  }
-
-  /** Types text literally (no key names), then optional named keys. */
-  async type(text: string, ...keys: string[]): Promise<void> {
-    if (text) await tmux("send-keys", "-t", this.session, "-l", text);
-    if (keys.length) await tmux("send-keys", "-t", this.session, ...keys);
-  }
-
-  resize(columns: number, rows: number): Promise<string> {
-    return tmux("resize-window", "-t", this.session, "-x", String(columns), "-y", String(rows));
-  }
-
-  /** Quits the program with Ctrl+C (so a failed test still lets the demo clean up), then ends the session. */
-  async close(): Promise<void> {
-    try {
-      if (!(await this.capture()).includes("EXIT-STATUS=")) {
-        await this.type("", "C-c");
-        await this.waitFor("exit before closing", (t) => t.includes("EXIT-STATUS="), 15_000);
-      }
-    } catch {
-      // Already gone, or stuck: the session is killed below either way.
-    }
-    await tmux("kill-session", "-t", this.session).catch(() => "");
-  }
-}
 
 function fits(screen: string, columns: number, rows: number): boolean {
   try {

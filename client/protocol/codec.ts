@@ -24,7 +24,11 @@ export class FrameDecoder {
   #need: number | null = null;
   #failed: ProtocolError | null = null;
 
-  constructor(private readonly maxFrameBytes = MAX_FRAME_BYTES) {}
+  readonly #maxFrameBytes: number;
+
+  constructor(maxFrameBytes = MAX_FRAME_BYTES) {
+    this.#maxFrameBytes = maxFrameBytes;
+  }
 
   /** Bytes held that do not yet form a complete frame. */
   get buffered(): number {
@@ -57,8 +61,8 @@ export class FrameDecoder {
       const prefix = this.#take(LENGTH_PREFIX_BYTES);
       const n = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength).getUint32(0, false);
       if (n === 0) this.#fail(new ProtocolError("EMPTY_FRAME", "frame length 0"));
-      if (n > this.maxFrameBytes) {
-        this.#fail(new ProtocolError("FRAME_TOO_LARGE", `frame length ${n} exceeds ${this.maxFrameBytes}`));
+      if (n > this.#maxFrameBytes) {
+        this.#fail(new ProtocolError("FRAME_TOO_LARGE", `frame length ${n} exceeds ${this.#maxFrameBytes}`));
       }
       this.#need = n;
     }

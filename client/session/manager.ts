@@ -78,12 +78,19 @@ export class SessionManager {
     relistens: 0,
   };
 
+  readonly #identity: LocalIdentity;
+  readonly #authenticate: Authenticate;
+  readonly #handlers: ManagerHandlers;
+
   constructor(
-    private readonly identity: LocalIdentity,
-    private readonly authenticate: Authenticate,
-    private readonly handlers: ManagerHandlers,
+    identity: LocalIdentity,
+    authenticate: Authenticate,
+    handlers: ManagerHandlers,
     limits: Partial<SessionLimits> = {},
   ) {
+    this.#identity = identity;
+    this.#authenticate = authenticate;
+    this.#handlers = handlers;
     this.limits = { ...DEFAULT_LIMITS, ...limits };
   }
 
@@ -98,9 +105,9 @@ export class SessionManager {
 
   #createServer(): tls.Server {
     const server = tls.createServer({
-      cert: this.identity.certPem,
-      key: this.identity.keyPem,
-      ca: this.identity.caPem,
+      cert: this.#identity.certPem,
+      key: this.#identity.keyPem,
+      ca: this.#identity.caPem,
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: TLS_MIN_VERSION,
@@ -189,12 +196,12 @@ export class SessionManager {
   /** One summary per interval for connections dropped before TLS: a flood must not become a flood of logs. */
   #dropped(): void {
     this.#dropsSinceReport++;
-    if (this.#dropReportTimer || !this.handlers.onRefused) return;
+    if (this.#dropReportTimer || !this.#handlers.onRefused) return;
     this.#dropReportTimer = setTimeout(() => {
       this.#dropReportTimer = null;
       const n = this.#dropsSinceReport;
       this.#dropsSinceReport = 0;
-      this.handlers.onRefused?.({
+      this.#handlers.onRefused?.({
         name: null,
         role: "listener",
         code: "TOO_MANY_CONNECTIONS",
@@ -337,9 +344,9 @@ export class SessionManager {
     }
     const socket = tls.connect({
       ...to,
-      cert: this.identity.certPem,
-      key: this.identity.keyPem,
-      ca: this.identity.caPem,
+      cert: this.#identity.certPem,
+      key: this.#identity.keyPem,
+      ca: this.#identity.caPem,
       rejectUnauthorized: false,
       minVersion: TLS_MIN_VERSION,
       // The peer's name is checked against its certificate by `authenticate`, not by host name.
@@ -372,7 +379,7 @@ export class SessionManager {
     // The session does not exist yet when `auth` is made; it is set right after, before any call.
     const self: { session: PeerSession | null } = { session: null };
     const auth: Authenticate = async (der, expected, r) => {
-      const peer = await this.authenticate(der, expected, r);
+      const peer = await this.#authenticate(der, expected, r);
       // Counted and claimed in one step, right after the certificate named the peer: sessions still on their
       // way to `peer` being set (or to the hello) hold their place, so concurrent ones cannot all get in.
       const named = this.#named.get(peer.name) ?? new Set<PeerSession>();
@@ -387,9 +394,9 @@ export class SessionManager {
       }
       return peer;
     };
-    const s = new PeerSession(socket, role, this.identity, this.limits, auth, {
+    const s = new PeerSession(socket, role, this.#identity, this.limits, auth, {
       onOpen: (x) => this.#onOpen(x),
-      onFrame: (x, f) => this.handlers.onFrame(x, f),
+      onFrame: (x, f) => this.#handlers.onFrame(x, f),
       onClose: (x, info) => this.#onClose(x, info),
     }, expectedName);
     self.session = s;
@@ -398,7 +405,7 @@ export class SessionManager {
   }
 
   #dialerName(s: PeerSession): string {
-    return s.role === "dialer" ? this.identity.name : s.peer!.name;
+    return s.role === "dialer" ? this.#identity.name : s.peer!.name;
   }
 
   #onOpen(s: PeerSession): void {
@@ -406,7 +413,7 @@ export class SessionManager {
     const cur = this.#active.get(name);
     if (!cur || cur.state !== "open") {
       this.#active.set(name, s);
-      this.handlers.onActive(s);
+      this.#handlers.onActive(s);
       return;
     }
     const dn = this.#dialerName(s);
@@ -416,7 +423,7 @@ export class SessionManager {
     if (keepNew) {
       this.#active.set(name, s);
       cur.close("duplicate");
-      this.handlers.onActive(s);
+      this.#handlers.onActive(s);
     } else {
       s.close("duplicate");
     }
@@ -434,9 +441,9 @@ export class SessionManager {
       wasActive = true;
     }
     if (!s.everOpened && info.code) {
-      this.handlers.onRefused?.({ name, role: s.role, code: info.code, message: info.message });
+      this.#handlers.onRefused?.({ name, role: s.role, code: info.code, message: info.message });
     }
-    this.handlers.onClose(s, info, wasActive);
+    this.#handlers.onClose(s, info, wasActive);
   }
 
   active(name: string): PeerSession | null {

@@ -6,6 +6,7 @@
  * With TLS 1.3 a client's secureConnect fires before the server has judged the client's certificate, so a
  * session is "open" only after the other side's hello has been checked.
  */
+import { codeOf, messageOf } from "../../coded_error.ts";
 import type tls from "node:tls";
 import type { KeyObject } from "node:crypto";
 import type { VerifiedPeer } from "../../pki/mod.ts";
@@ -87,15 +88,24 @@ export class PeerSession {
   maxWritable = 0;
   readonly #rates = new FrameRateLimiter();
 
+  readonly #identity: LocalIdentity;
+  readonly #limits: SessionLimits;
+  readonly #authenticate: Authenticate;
+  readonly #handlers: SessionHandlers;
+
   constructor(
     readonly socket: tls.TLSSocket,
     readonly role: HelloRole,
-    private readonly identity: LocalIdentity,
-    private readonly limits: SessionLimits,
-    private readonly authenticate: Authenticate,
-    private readonly handlers: SessionHandlers,
+    identity: LocalIdentity,
+    limits: SessionLimits,
+    authenticate: Authenticate,
+    handlers: SessionHandlers,
     readonly expectedName: string | null,
   ) {
+    this.#identity = identity;
+    this.#limits = limits;
+    this.#authenticate = authenticate;
+    this.#handlers = handlers;
     this.remoteAddress = socket.remoteAddress ?? "?";
     this.#decoder = new FrameDecoder(limits.maxFrameBytes);
     this.opened = new Promise((res, rej) => {
@@ -136,12 +146,12 @@ export class PeerSession {
       return;
     }
     try {
-      this.peer = await this.authenticate(new Uint8Array(cert.raw), this.expectedName, this.role);
+      this.peer = await this.#authenticate(new Uint8Array(cert.raw), this.expectedName, this.role);
     } catch (e) {
-      const code = (e as { code?: string }).code ?? "CERTIFICATE";
+      const code = codeOf(e) ?? "CERTIFICATE";
       this.fail(
         code === "KEY_CHANGED" || code === "TOO_MANY_CONNECTIONS" ? code as ProtocolErrorCode : "CERTIFICATE",
-        (e as Error).message,
+        messageOf(e),
         code,
       );
       return;
@@ -170,9 +180,9 @@ export class PeerSession {
     }
     const binding = {
       role: this.role,
-      from: this.identity.name,
+      from: this.#identity.name,
       to: peer.name,
-      fromFp: this.identity.fingerprint,
+      fromFp: this.#identity.fingerprint,
       toFp: peer.fingerprint,
       ...fin,
     };
@@ -184,7 +194,7 @@ export class PeerSession {
       to: binding.to,
       fromFp: binding.fromFp,
       toFp: binding.toFp,
-      sig: signHello(this.identity.privateKey, helloSignedData(binding)),
+      sig: signHello(this.#identity.privateKey, helloSignedData(binding)),
     };
     this.#write(hello);
   }
@@ -199,8 +209,8 @@ export class PeerSession {
         `hello from "${h.from}" over a certificate for "${peer.name}"`,
       );
     }
-    if (h.to !== this.identity.name) throw new ProtocolError("BAD_HELLO", `hello meant for "${h.to}"`);
-    if (h.fromFp !== peer.fingerprint || h.toFp !== this.identity.fingerprint) {
+    if (h.to !== this.#identity.name) throw new ProtocolError("BAD_HELLO", `hello meant for "${h.to}"`);
+    if (h.fromFp !== peer.fingerprint || h.toFp !== this.#identity.fingerprint) {
       throw new ProtocolError(
         "BAD_HELLO",
         "hello fingerprints do not match the certificates of this connection",
@@ -225,7 +235,15 @@ export class PeerSession {
   /** Sends one frame; waits when the socket's buffer is above the high-water mark. */
   async send(f: Frame): Promise<void> {
     if (this.state !== "open") throw new SessionError("CLOSED", "session is not open");
+    this.#grantReceipts(f.t === "msg" ? 1 : 0);
     if (!this.#write(f)) await this.#drain();
+  }
+
+  /** Each message we write entitles the peer to its receipts (an ack, later a read), outside the rates. */
+  #grantReceipts(messages: number): void {
+    if (messages === 0) return;
+    this.#rates.grant("ack", messages);
+    this.#rates.grant("read", messages);
   }
 
   /** Sends frames in one socket write (one TLS record run instead of one per frame: a batch of receipts or
@@ -233,6 +251,7 @@ export class PeerSession {
   async sendBatch(frames: readonly Frame[]): Promise<void> {
     if (this.state !== "open") throw new SessionError("CLOSED", "session is not open");
     if (frames.length === 0) return;
+    this.#grantReceipts(frames.reduce((n, f) => n + (f.t === "msg" ? 1 : 0), 0));
     const parts = frames.map(encodeFrame);
     let size = 0;
     for (const p of parts) size += p.length;
@@ -253,7 +272,7 @@ export class PeerSession {
     if (this.socket.destroyed) return true;
     const ok = this.socket.write(bytes);
     this.maxWritable = Math.max(this.maxWritable, this.socket.writableLength);
-    return ok || this.socket.writableLength < this.limits.writeHighWaterBytes;
+    return ok || this.socket.writableLength < this.#limits.writeHighWaterBytes;
   }
 
   #drain(): Promise<void> {
@@ -280,7 +299,7 @@ export class PeerSession {
     this.maxBuffered = Math.max(this.maxBuffered, this.#decoder.buffered);
     this.maxChunk = Math.max(this.maxChunk, chunk.length);
     // Backpressure: stop reading while undecoded bytes pile up; TCP then slows the sender down.
-    if (this.#decoder.buffered >= this.limits.readHighWaterBytes && !this.#paused) {
+    if (this.#decoder.buffered >= this.#limits.readHighWaterBytes && !this.#paused) {
       this.#paused = true;
       this.pauses++;
       this.socket.pause();
@@ -308,7 +327,7 @@ export class PeerSession {
         this.#resetIdle();
         await this.#handle(f);
       }
-      if (this.#paused && this.#decoder.buffered < this.limits.readHighWaterBytes / 2) {
+      if (this.#paused && this.#decoder.buffered < this.#limits.readHighWaterBytes / 2) {
         this.#paused = false;
         this.socket.resume();
       }
@@ -353,19 +372,18 @@ export class PeerSession {
       case "ping":
         // A peer that does not read what we send needs no pong: queueing one per ping is how a flood of them
         // used to grow our memory without bound.
-        if (this.socket.writableLength < this.limits.writeHighWaterBytes) this.#write({ t: "pong" });
+        if (this.socket.writableLength < this.#limits.writeHighWaterBytes) this.#write({ t: "pong" });
         return;
       case "pong":
         this.pongs++;
         return;
       default:
         try {
-          await this.handlers.onFrame(this, f);
+          await this.#handlers.onFrame(this, f);
         } catch (e) {
-          const code = (e as { code?: string }).code;
           this.fail(
-            e instanceof ProtocolError ? e.code : code === "STORE_FAILED" ? "STORE_FAILED" : "BAD_FIELD",
-            (e as Error).message,
+            e instanceof ProtocolError ? e.code : codeOf(e) === "STORE_FAILED" ? "STORE_FAILED" : "BAD_FIELD",
+            messageOf(e),
           );
         }
     }
@@ -376,9 +394,9 @@ export class PeerSession {
     this.#helloTimer = null;
     this.state = "open";
     this.everOpened = true;
-    this.#keepalive = setInterval(() => this.#write({ t: "ping" }), this.limits.keepaliveIntervalMs);
+    this.#keepalive = setInterval(() => this.#write({ t: "ping" }), this.#limits.keepaliveIntervalMs);
     this.#resolveOpen(this);
-    this.handlers.onOpen(this);
+    this.#handlers.onOpen(this);
   }
 
   #resetIdle(): void {
@@ -386,7 +404,7 @@ export class PeerSession {
     if (this.state === "closed") return;
     this.#idleTimer = setTimeout(
       () => this.fail("IDLE_TIMEOUT", "no complete frame in time"),
-      this.limits.idleTimeoutMs,
+      this.#limits.idleTimeoutMs,
     );
   }
 
@@ -459,6 +477,6 @@ export class PeerSession {
     this.#clearTimers();
     if (this.#closeNotified) return;
     this.#closeNotified = true;
-    this.handlers.onClose(this, this.closeInfo!);
+    this.#handlers.onClose(this, this.closeInfo!);
   }
 }

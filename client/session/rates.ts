@@ -32,15 +32,35 @@ export function isRated(t: string): t is RatedFrameType {
   return Object.hasOwn(FRAME_RATES, t);
 }
 
-/** One token bucket per rated frame type, starting full. */
+/** Most receipts a session can be owed at once (far above any outbox flush). */
+const MAX_OWED = 1 << 20;
+
+/** One token bucket per rated frame type, starting full, plus receipts the peer is owed for messages we
+ * sent it: a receipt that answers one of our messages is never limited (a burst of 10,000 messages earns
+ * 10,000 acks), only unsolicited ones draw on the bucket. */
 export class FrameRateLimiter {
   readonly #tokens = new Map<RatedFrameType, { tokens: number; atMs: number }>();
+  readonly #owed = new Map<RatedFrameType, number>();
+  readonly #rates: Record<RatedFrameType, FrameRate>;
 
-  constructor(private readonly rates: Record<RatedFrameType, FrameRate> = FRAME_RATES) {}
+  constructor(rates: Record<RatedFrameType, FrameRate> = FRAME_RATES) {
+    this.#rates = rates;
+  }
 
-  /** Takes one token for a frame of type `t` at `nowMs`; false when the bucket is empty. */
+  /** We sent `n` frames that each entitle the peer to one frame of type `t` (a message: one ack, one read). */
+  grant(t: RatedFrameType, n: number): void {
+    this.#owed.set(t, Math.min(MAX_OWED, (this.#owed.get(t) ?? 0) + n));
+  }
+
+  /** Takes one token for a frame of type `t` at `nowMs`: what the peer is owed first, then the bucket;
+   * false when both are empty. */
   take(t: RatedFrameType, nowMs: number): boolean {
-    const rate = this.rates[t];
+    const owed = this.#owed.get(t) ?? 0;
+    if (owed > 0) {
+      this.#owed.set(t, owed - 1);
+      return true;
+    }
+    const rate = this.#rates[t];
     const b = this.#tokens.get(t) ?? { tokens: rate.burst, atMs: nowMs };
     const refilled = Math.min(rate.burst, b.tokens + Math.max(0, nowMs - b.atMs) * rate.perSecond / 1000);
     if (refilled < 1) {

@@ -513,14 +513,18 @@ export class ChatStore {
   /** Outgoing messages not yet acknowledged, oldest first. Ids in `skip` (messages already written to a
    * connection) are left out before their text is decoded: a flush with thousands in flight reads only the
    * ones it will write. */
-  outbox(peer?: string, skip?: { has(id: string): boolean }): StoredMessage[] {
-    const where = "FROM messages WHERE unacked = 1" +
-      (peer === undefined ? "" : " AND peer = ?") + " ORDER BY seq";
+  outbox(peer?: string, skip?: { has(id: string): boolean }, afterSeq = 0): StoredMessage[] {
+    // `afterSeq` (a cursor of the caller's: everything up to it was seen already) keeps a flush during a
+    // long burst from rereading every message still waiting for its receipt. Bound, not spliced into the
+    // SQL: each distinct text would be another prepared statement in the cache.
+    const where = "FROM messages WHERE unacked = 1 AND seq > ?" +
+      (peer === undefined ? "" : " AND peer = ?") +
+      " ORDER BY seq";
+    const args = (from: number): (number | string)[] => peer === undefined ? [from] : [from, peer];
     if (skip) {
       // The ids alone come from the outbox index; the rows to write are read whole, one by one when they
       // are few, else in one query from the first of them on.
-      const st = this.#stmt(`SELECT peer, id, seq ${where}`);
-      const keys = ((peer === undefined ? st.all() : st.all(peer)) as Row[]).filter((k) =>
+      const keys = (this.#stmt(`SELECT peer, id, seq ${where}`).all(...args(afterSeq)) as Row[]).filter((k) =>
         !skip.has(String(k.id))
       );
       if (keys.length <= OUTBOX_FEW) {
@@ -528,17 +532,11 @@ export class ChatStore {
           m !== null
         );
       }
-      const from = this.#stmt(`SELECT * ${where.replace("WHERE", "WHERE seq >= ? AND")}`);
-      const rows = (peer === undefined
-        ? from.all(keys[0].seq as number)
-        : from.all(keys[0].seq as number, peer)) as Row[];
-      return rows.filter((r) =>
-        !skip.has(String(r.id))
-      ).map((r) => this.#rowToMessage(r))
+      const rows = this.#stmt(`SELECT * ${where}`).all(...args((keys[0].seq as number) - 1)) as Row[];
+      return rows.filter((r) => !skip.has(String(r.id))).map((r) => this.#rowToMessage(r))
         .filter((m): m is StoredMessage => m !== null);
     }
-    const stmt = this.#stmt(`SELECT * ${where}`);
-    const rows = (peer === undefined ? stmt.all() : stmt.all(peer)) as Row[];
+    const rows = this.#stmt(`SELECT * ${where}`).all(...args(afterSeq)) as Row[];
     return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
   }
 

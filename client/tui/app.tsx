@@ -3,6 +3,7 @@
  * (input_state.ts) and commands (commands.ts), and draws the panes. Everything that decides something is in
  * those pure modules; this file only connects them.
  */
+import { codeOf, messageOf } from "../../coded_error.ts";
 import { Box, Text, useInput, usePaste, useWindowSize } from "ink";
 import type { Key } from "ink";
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
@@ -119,11 +120,8 @@ function isFunctionKey(input: string, key: Key): boolean {
 }
 
 function errorText(e: unknown): string {
-  if (e instanceof Error) {
-    const code = (e as Error & { code?: unknown }).code;
-    return typeof code === "string" ? `${code}: ${e.message}` : e.message;
-  }
-  return String(e);
+  const code = codeOf(e);
+  return code ? `${code}: ${messageOf(e)}` : messageOf(e);
 }
 
 const performanceNow = () => performance.now();

@@ -606,16 +606,6 @@ export interface HeadlessProc {
   pid: number;
 }
 
-/** True when the Debian `faketime` tool is installed. */
-export function faketimeAvailable(): boolean {
-  try {
-    return new Deno.Command("faketime", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
-
 /** Starts `securechat chat --headless --home DIR` (optionally under faketime: `spec` is faketime's -f value). */
 export function spawnHeadless(
   homeDir: string,
