@@ -7,6 +7,7 @@
  * - "lan": private IPv4 (RFC 1918), carrier-grade shared space (RFC 6598), unique-local IPv6 (fc00::/7);
  * - "ipv6": a global IPv6 address;
  * - "public": any other IPv4 address (a public one, or as the phonebook saw us);
+ * - "mapped": a port the peer's router forwards to it (NAT-PMP);
  * - "punched": a direct connection made by hole punching (after a relayed start);
  * - "relayed": not an address of ours, a circuit through a relay.
  */
@@ -15,9 +16,11 @@ import { isIP } from "node:net";
 export interface Address {
   host: string;
   port: number;
+  /** "mapping": forwarded to us by our router (port_mapping.ts). */
+  via?: "mapping";
 }
 
-export type PathKind = "local" | "lan" | "ipv6" | "public" | "punched" | "relayed";
+export type PathKind = "local" | "lan" | "ipv6" | "public" | "mapped" | "punched" | "relayed";
 
 /** How a session runs: direct to an address of the peer's, or through a relay. */
 export interface SessionPath {
@@ -34,7 +37,7 @@ export interface Publication {
 }
 
 /** The kind of an address by its range alone. */
-export function addressKind(host: string): Exclude<PathKind, "relayed" | "punched"> {
+export function addressKind(host: string): Exclude<PathKind, "relayed" | "punched" | "mapped"> {
   const h = host.toLowerCase().replace(/^\[|\]$/g, "");
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
   const v4 = mapped ? mapped[1] : isIP(h) === 4 ? h : null;
@@ -105,6 +108,8 @@ export function publicationFor(opts: {
   relayOnly: boolean;
   ifaces: InterfaceAddress[];
   max: number;
+  /** A port our router forwards to us: published first (the best a peer on the internet can try). */
+  mapped?: Address | null;
 }): Publication {
   if (opts.relayOnly) return { candidates: [], relay: opts.relay, relayOnly: true };
   let candidates: Address[];
@@ -116,6 +121,7 @@ export function publicationFor(opts: {
       .map((host) => ({ host, port: opts.bound.port }));
     if (candidates.length === 0) candidates = [{ host: "127.0.0.1", port: opts.bound.port }];
   } else candidates = [opts.bound];
+  if (opts.mapped && opts.advertise.length === 0) candidates = [opts.mapped, ...candidates];
   return { candidates: candidates.slice(0, opts.max), relay: opts.relay, relayOnly: false };
 }
 

@@ -21,6 +21,7 @@ interface ChatFlags {
   advertise?: string[];
   relay: boolean;
   relayOnly?: boolean;
+  portMapping: boolean;
   timeRefresh?: string;
   timeServer?: string[];
   publicTimeServers?: boolean;
@@ -55,6 +56,7 @@ export function registerChatCommand(program: Command): void {
       (v: string, prev: string[] = []) => [...prev, v],
     )
     .option("--no-relay", "do not use the phonebook's relay (peers behind NAT may then be unreachable)")
+    .option("--no-port-mapping", "do not ask the router to forward a port to us (NAT-PMP)")
     .option(
       "--relay-only",
       "publish no address of ours and reach peers only through the relay: they never learn our IP address",
@@ -116,6 +118,7 @@ export function registerChatCommand(program: Command): void {
           advertise: advertise.length > 0 ? advertise : undefined,
           relay: flags.relay === false ? null : undefined,
           relayOnly: flags.relayOnly === true,
+          portMapping: flags.portMapping !== false && !noPortMappingFromEnv(),
           timeRefreshIntervalMs,
           extraTimeServers: extra,
         });
@@ -139,6 +142,16 @@ export function registerChatCommand(program: Command): void {
         lock.release();
       }
     });
+}
+
+/** SECURECHAT_NO_PORT_MAPPING=1 is --no-port-mapping (the test suite sets it for every chat it runs outside
+ * the namespaces it makes: a test must not talk to the machine's real router). */
+function noPortMappingFromEnv(): boolean {
+  try {
+    return Deno.env.get("SECURECHAT_NO_PORT_MAPPING") === "1";
+  } catch {
+    return false;
+  }
 }
 
 /** JSON lines until quit, end of input, or SIGINT/SIGTERM (each of which withdraws our address first). */

@@ -189,9 +189,12 @@ export class Dialer {
   }
 
   async #race(name: string, entry: DialEntry, reach: ReachDeps, directOnly: boolean): Promise<PeerSession> {
-    const candidates = entry.candidates ?? (entry.address ? [entry.address] : []);
+    const candidates: Address[] = entry.candidates ?? (entry.address ? [entry.address] : []);
     let attempts: Attempt[] = candidates.map((a) => {
-      const path: SessionPath = { kind: addressKind(a.host), address: a };
+      const path: SessionPath = {
+        kind: a.via === "mapping" ? "mapped" : addressKind(a.host),
+        address: { host: a.host, port: a.port },
+      };
       return {
         path,
         open: async () => ({ socket: await reach.connect(a.host, a.port, CONNECT_TIMEOUT_MS), path }),

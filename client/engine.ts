@@ -74,6 +74,7 @@ import {
 } from "./candidates.ts";
 import { RelayClient } from "./relay_client.ts";
 import { DirectUpgrade } from "./upgrade.ts";
+import { type Mapping, mapPort } from "./port_mapping.ts";
 import { Inbox } from "./inbox.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
@@ -124,6 +125,9 @@ export interface ChatEngineOptions {
   relay?: Address | null;
   /** Publish no address of ours and dial peers only through the relay (which then must be there). */
   relayOnly?: boolean;
+  /** Ask the router for a port mapping (NAT-PMP) when listening on every interface. Default false here (the
+   * CLI turns it on unless --no-port-mapping). */
+  portMapping?: boolean;
   limits?: Partial<SessionLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
@@ -210,6 +214,8 @@ export class ChatEngine implements ChatEngineApi {
   readonly #presence: Presence;
   #relay: RelayClient | null = null;
   readonly #upgrade: DirectUpgrade;
+  #mapping: Promise<Mapping | null> | null = null;
+  #mapped: Mapping | null = null;
   readonly #inbox: Inbox;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
@@ -392,6 +398,16 @@ export class ChatEngine implements ChatEngineApi {
     this.#address = await this.#sessions.listen(listen.host, listen.port);
     await this.#startRelay();
     await this.#presence.start();
+    // In the background: a network without a mapping router costs its timeout, which must not hold up the
+    // start. Once mapped, we publish again with the mapping first.
+    if (o.portMapping && !o.relayOnly && !o.advertise && ["::", "0.0.0.0"].includes(this.#address.host)) {
+      this.#mapping = mapPort(this.#address.port, (text) => this.#emit({ event: "log", level: "info", text }))
+        .then((m) => {
+          this.#mapped = m;
+          if (m && !this.#closed) void this.#presence.publish();
+          return m;
+        });
+    }
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
     this.#outbox.retryAll();
@@ -444,6 +460,7 @@ export class ChatEngine implements ChatEngineApi {
       relayOnly: this.#opts.relayOnly === true,
       ifaces: localAddresses(),
       max: MAX_CANDIDATES,
+      mapped: this.#mapped?.external ?? null,
     });
   }
 
@@ -843,6 +860,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
     if (this.#address) await this.#presence.withdraw();
+    await (await this.#mapping)?.stop();
     this.#relay?.close();
     await this.#sessions.close();
     await Promise.all([this.#dialer.settle(), this.#outbox.settle()]);
@@ -860,6 +878,7 @@ export interface HomeEngineOptions extends
     | "advertise"
     | "relay"
     | "relayOnly"
+    | "portMapping"
     | "limits"
     | "outboxRetryMs"
     | "maxUnreadMs"
@@ -907,6 +926,7 @@ export async function startEngineFromHome(
       advertise: opts.advertise,
       relay: opts.relay,
       relayOnly: opts.relayOnly,
+      portMapping: opts.portMapping,
       limits: opts.limits,
       outboxRetryMs: opts.outboxRetryMs,
       maxUnreadMs: opts.maxUnreadMs,

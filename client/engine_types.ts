@@ -65,8 +65,8 @@ export interface PeerInfo {
   /** Added with reachability: how the session runs, e.g. "direct (lan 192.168.1.10:4000)" or "relayed via
    * 198.18.0.1:10041"; absent without a session. */
   path?: string;
-  /** "local", "lan", "ipv6", "public", "punched" (direct) or "relayed". */
-  pathKind?: "local" | "lan" | "ipv6" | "public" | "punched" | "relayed";
+  /** "local", "lan", "ipv6", "public", "mapped", "punched" (direct) or "relayed". */
+  pathKind?: "local" | "lan" | "ipv6" | "public" | "mapped" | "punched" | "relayed";
   /** The peer's address (direct) or the relay's (relayed), HOST:PORT. */
   pathAddress?: string;
 }

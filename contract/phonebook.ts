@@ -21,6 +21,8 @@ export class ContractError extends CodedError<"BAD_RESPONSE"> {
 export interface Address {
   host: string;
   port: number;
+  /** "mapping": a port the user's router forwards to it (NAT-PMP); absent for its own addresses. */
+  via?: "mapping";
 }
 
 /** GET /v1/users/NAME, /v1/me, and each element of GET /v1/users. */
@@ -142,7 +144,7 @@ function isPort(v: unknown): v is number {
 
 function decodeAddress(v: unknown): Address | null {
   return isObject(v) && typeof v.host === "string" && v.host.length > 0 && isPort(v.port)
-    ? { host: v.host, port: v.port }
+    ? { host: v.host, port: v.port, ...(v.via === "mapping" ? { via: "mapping" as const } : {}) }
     : null;
 }
 

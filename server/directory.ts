@@ -415,8 +415,10 @@ export class DirectoryService {
         );
       }
       candidates = dedupe([
+        // The user's own list first (its first entry is host/port, with what it says about it, e.g. a
+        // mapping); host/port itself for a client that sends no list.
+        ...listed.map((a) => ({ ...a, host: canonicalPresenceHost(a.host) })),
         { host, port: port as number },
-        ...listed.map((a) => ({ host: canonicalPresenceHost(a.host), port: a.port })),
         // Where the request came from, with the published port: a public address, or a NAT that keeps the
         // port (a mapping, a 1:1 NAT). Listed last: the user's own candidates are what it knows best.
         ...observedCandidate(remoteAddress, port as number),

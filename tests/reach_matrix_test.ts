@@ -12,10 +12,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { buildLab, type Lab, labAvailable } from "./helpers/netlab.ts";
+import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { CHILD_ENV, securechatArgs } from "./helpers/cli.ts";
+import { enrollIn, startServe } from "./helpers/reach.ts";
 
 // In pair order the first named sends first (and so dials): "public" dials everyone (reversal where the
 // callee is behind NAT), everyone dials "server" (its listed address answers).
@@ -40,30 +40,6 @@ function expectedPath(from: string, to: string): "lan" | "public" | "punched" | 
   // Relayed first; hole punching then makes it direct unless a symmetric NAT picks a new port per peer.
   if (f.router !== "sym" && t.router !== "sym") return "punched";
   return "relayed";
-}
-
-async function startServe(lab: Lab, data: string, capture: string) {
-  const ip = lab.host("pb").address;
-  const child = lab.command("pb", Deno.execPath(), [
-    ...securechatArgs("serve", "--data", data, "--listen", `${ip}:10040`, "--hostname", ip),
-  ], {
-    env: { ...CHILD_ENV, SECURECHAT_RELAY_CAPTURE: capture },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const reader = child.stdout.getReader();
-  const dec = new TextDecoder();
-  while (!/Users enroll with/.test(out)) {
-    const r = await reader.read();
-    if (r.done) throw new Error(`serve ended: ${out}`);
-    out += dec.decode(r.value);
-  }
-  reader.releaseLock();
-  void child.stdout.cancel().catch(() => {});
-  const fp = /CA fingerprint \(SHA-256\): ([0-9a-f ]+)/.exec(out)![1].replaceAll(" ", "");
-  assert.match(out, /Relay on tcp 198\.18\.0\.\d+:10041/);
-  return { child, url: `https://${ip}:10040`, fp };
 }
 
 Deno.test({
@@ -91,22 +67,7 @@ Deno.test({
       const s = await startServe(lab, join(root, "pb"), capture);
       serve = s.child;
       // Each user enrolls from its own machine, as a new user would.
-      await Promise.all(USERS.map(async (u) => {
-        const out = await lab.command(u.name, Deno.execPath(), [
-          ...securechatArgs(
-            "enroll",
-            "--server",
-            s.url,
-            "--ca-fingerprint",
-            s.fp,
-            "--name",
-            u.name,
-            "--home",
-            join(root, u.name),
-          ),
-        ], { env: CHILD_ENV, stdout: "piped", stderr: "piped", stdin: "null" }).output();
-        assert.equal(out.code, 0, `${u.name} enroll: ${new TextDecoder().decode(out.stderr)}`);
-      }));
+      await Promise.all(USERS.map((u) => enrollIn(lab, u.name, s, join(root, u.name))));
       for (const u of USERS) {
         procs.set(u.name, spawnHeadless(join(root, u.name), { netns: lab.host(u.name).ns }));
       }

@@ -633,7 +633,12 @@ export function spawnHeadless(
     homeDir,
     ...(opts.args ?? []),
   ];
-  const env: Record<string, string> = { NO_COLOR: "1", RUST_BACKTRACE: "0" };
+  // Outside a namespace of the test's own, no port mapping: the machine's real router is not ours to ask.
+  const env: Record<string, string> = {
+    NO_COLOR: "1",
+    RUST_BACKTRACE: "0",
+    ...(opts.netns === undefined ? { SECURECHAT_NO_PORT_MAPPING: "1" } : {}),
+  };
   let cmd = Deno.execPath();
   let args = denoArgs;
   if (opts.faketime !== undefined) {
