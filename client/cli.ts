@@ -4,6 +4,7 @@ import { HomeError, isEnrolled, loadHome, lockHome, resolveHomeDir } from "./hom
 import { type ChatEngine, startEngineFromHome } from "./engine.ts";
 import { linesOf, runHeadless } from "./headless.ts";
 import { defaultListen, saveListenPort } from "./listen_port.ts";
+import { EarlyEvents } from "./early_events.ts";
 import { parseServerSpec, PUBLIC_SERVERS, type ServerSpec } from "../clock/mod.ts";
 
 /** HOST:PORT or [IPv6]:PORT; port 0 means any free port. Throws CliError. */
@@ -113,6 +114,8 @@ export function registerChatCommand(program: Command): void {
         throw e;
       }
       try {
+        // Subscribed before start: what the engine says while starting reaches the front end.
+        const early = new EarlyEvents();
         const engine: ChatEngine = await startEngineFromHome(home, {
           listen,
           advertise: advertise.length > 0 ? advertise : undefined,
@@ -121,6 +124,7 @@ export function registerChatCommand(program: Command): void {
           portMapping: flags.portMapping !== false && !noPortMappingFromEnv(),
           timeRefreshIntervalMs,
           extraTimeServers: extra,
+          onEvent: early.push,
         });
         if (keepPort && engine.address.port !== listenAt.port) {
           await saveListenPort(dir, engine.address.port).catch(() => {});
@@ -132,9 +136,9 @@ export function registerChatCommand(program: Command): void {
           );
         }
         try {
-          if (flags.headless) await headless(engine);
+          if (flags.headless) await headless(engine, early);
           // The terminal UI handles its own signals and closes the engine when the user quits.
-          else await (await loadTui()).runTui(engine, { home: dir });
+          else await (await loadTui()).runTui(engine, { home: dir, early });
         } finally {
           await engine.close();
         }
@@ -155,7 +159,7 @@ function noPortMappingFromEnv(): boolean {
 }
 
 /** JSON lines until quit, end of input, or SIGINT/SIGTERM (each of which withdraws our address first). */
-async function headless(engine: ChatEngine): Promise<void> {
+async function headless(engine: ChatEngine, early: EarlyEvents): Promise<void> {
   const stop = () => void engine.close();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const s of signals) Deno.addSignalListener(s, stop);
@@ -165,7 +169,7 @@ async function headless(engine: ChatEngine): Promise<void> {
       runHeadless(engine, {
         lines: linesOf(Deno.stdin.readable),
         write: (line) => Deno.stdout.writeSync(enc.encode(line + "\n")),
-      }),
+      }, early),
       engine.closed,
     ]);
     // Still under our signal handlers: a signal during shutdown must not cut the withdrawal short.

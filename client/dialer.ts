@@ -27,6 +27,8 @@ export interface DialEntry {
   address: { host: string; port: number } | null;
   fingerprint: string;
   revoked: boolean;
+  /** The listed certificate (lets peer trust convert an old certificate pin to a key pin). */
+  certPem?: string;
   /** Every address to try, best first (default: `address`). */
   candidates?: Address[];
   /** The relay the peer holds a connection to (null: ours, if we have one). */
@@ -103,8 +105,8 @@ export interface DialerDeps {
   /** The peer's active session, or null. */
   active(name: string): PeerSession | null;
   dial(name: string, host: string, port: number): Promise<PeerSession>;
-  /** Before dialling: the fingerprint the phonebook lists (checked on first contact). */
-  noteListed(name: string, fingerprint: string): void;
+  /** Before dialling: the fingerprint (and certificate) the phonebook lists (checked on first contact). */
+  noteListed(name: string, fingerprint: string, certPem?: string): void;
   emit(e: EngineEvent): void;
 }
 
@@ -173,7 +175,7 @@ export class Dialer {
     if (!entry || entry.revoked || !entry.online) return null;
     const reach = this.#reach;
     if (!reach && !entry.address) return null;
-    this.#d.noteListed(name, entry.fingerprint);
+    this.#d.noteListed(name, entry.fingerprint, entry.certPem);
     try {
       if (!reach) return await this.#d.dial(name, entry.address!.host, entry.address!.port);
       return await this.#race(name, entry, reach, directOnly);

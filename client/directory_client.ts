@@ -2,11 +2,29 @@
  * Client of the directory's HTTPS JSON API. TLS trusts only the directory's CA (pinned at enrollment); when
  * a certificate and key are given they are presented as a client certificate, which is how the authenticated
  * calls (publish, withdraw, renew, revoke) prove who is asking.
+ *
+ * The server's certificate is judged here, not by the TLS stack: the stack would judge validity on the local
+ * clock, which the user (or an attacker) can move by a year, so it is told not to judge (`rejectUnauthorized:
+ * false`) and every connection is checked before the first byte of a request is written to it: signed by
+ * the pinned CA, the name we dialled, the directory's own certificate (not a user's), and valid, with the CA,
+ * over the whole interval of `certTime` (the trusted clock when it is verified). The TLS client still checks
+ * that the server holds the certificate's key (its CertificateVerify) in that mode: tests/
+ * directory_server_proof_test.ts proves it with a hand-made server that presents the certificate without it.
  */
 import https from "node:https";
+import net from "node:net";
 import tls, { type PeerCertificate } from "node:tls";
+import type { Duplex } from "node:stream";
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { derToPem, type ParsedCrl, pemToDer, RELAY_CN, verifyCrl, x509 } from "../pki/mod.ts";
+import {
+  checkCaCertificate,
+  derToPem,
+  type ParsedCrl,
+  pemToDer,
+  RELAY_CN,
+  verifyCrl,
+  x509,
+} from "../pki/mod.ts";
 import { CodedError, codeOf } from "../coded_error.ts";
 import {
   ContractError,
@@ -77,28 +95,146 @@ interface RawResponse {
   body: Uint8Array;
 }
 
+/** The interval the server certificate's validity is judged on (Unix ms). */
+export type CertTime = () => { earliestMs: number; latestMs: number };
+
+export interface DirectoryClientOptions {
+  url: string;
+  caPem: string;
+  certPem?: string;
+  keyPem?: string;
+  /** Default: the local clock. The chat engine passes its trusted clock (local clock until verified). */
+  certTime?: CertTime;
+}
+
+/** An agent whose every connection is checked (DirectoryClient #verify) before https writes to it: node's
+ * checkServerIdentity does not stop a request when `rejectUnauthorized` is false, so the check happens in
+ * the (asynchronous) createConnection, which hands the socket over only once it passed. */
+class CheckedAgent extends https.Agent {
+  constructor(
+    opts: https.AgentOptions,
+    readonly tlsOptions: tls.ConnectionOptions,
+    readonly verify: (host: string, s: tls.TLSSocket) => Promise<Error | undefined>,
+  ) {
+    super(opts);
+  }
+
+  /** Node's asynchronous form (the agent waits for `cb` when nothing is returned); its type declarations
+   * only know the synchronous one, hence the casts. */
+  override createConnection(
+    options: https.RequestOptions,
+    cb?: (err: Error | null, socket: Duplex) => void,
+  ): Duplex {
+    const host = options.host ?? "localhost";
+    const s = tls.connect({
+      ...this.tlsOptions,
+      host,
+      port: Number(options.port),
+      ...(net.isIP(host) ? {} : { servername: options.servername || host }),
+    });
+    let settled = false;
+    const done = (err: Error | null) => {
+      if (settled) return;
+      settled = true;
+      if (err) {
+        s.destroy();
+        cb?.(err, undefined as unknown as Duplex);
+      } else cb?.(null, s);
+    };
+    s.once("secureConnect", () => {
+      this.verify(host, s).then((err) => done(err ?? null), (e) => done(e as Error));
+    });
+    s.once("error", (e: Error) => done(e));
+    return undefined as unknown as Duplex;
+  }
+}
+
 export class DirectoryClient {
   readonly url: string;
-  readonly #agent: https.Agent;
+  #agent: https.Agent;
+  /** Agents replaced by setClientCertificate: requests in flight on them finish; destroyed at close. */
+  readonly #retired: https.Agent[] = [];
   readonly #caPem: string;
   readonly #caKey: KeyObject;
+  readonly #caCert: x509.X509Certificate;
+  #certTime: CertTime;
 
-  constructor(opts: { url: string; caPem: string; certPem?: string; keyPem?: string }) {
+  constructor(opts: DirectoryClientOptions) {
     this.url = opts.url.replace(/\/+$/, "");
     // Exactly one CA, re-encoded: TLS and node:crypto would also read a block our PEM reader (and so the
     // fingerprint check) skips, e.g. one whose lines end in spaces. Throws PkiError("BAD_PEM") otherwise.
     this.#caPem = derToPem(pemToDer(opts.caPem, "CERTIFICATE"), "CERTIFICATE");
     this.#caKey = new X509Certificate(this.#caPem).publicKey;
+    this.#caCert = new x509.X509Certificate(pemToDer(this.#caPem, "CERTIFICATE"));
+    this.#certTime = opts.certTime ?? (() => ({ earliestMs: Date.now(), latestMs: Date.now() }));
     // node:https rather than fetch: fetch adds its built-in public roots to any CA it is given, while the
-    // directory must be reached only through a certificate from OUR CA (checked in #checkServer).
-    this.#agent = new https.Agent({
-      keepAlive: true,
-      maxSockets: MAX_SOCKETS,
-      // Idle sockets are dropped before the server's idle timeout (30 s) would close them under a request.
-      timeout: CLIENT_POOL_IDLE_MS,
-      ca: [this.#caPem],
-      ...(opts.certPem && opts.keyPem ? { cert: opts.certPem, key: opts.keyPem } : {}),
-    });
+    // directory must be reached only through a certificate from OUR CA (checked in #verify).
+    this.#agent = this.#makeAgent(opts.certPem, opts.keyPem);
+  }
+
+  #makeAgent(certPem?: string, keyPem?: string): https.Agent {
+    return new CheckedAgent(
+      {
+        keepAlive: true,
+        maxSockets: MAX_SOCKETS,
+        // Idle sockets are dropped before the server's idle timeout (30 s) would close them under a request.
+        timeout: CLIENT_POOL_IDLE_MS,
+      },
+      {
+        ca: [this.#caPem],
+        rejectUnauthorized: false,
+        ...(certPem && keyPem ? { cert: certPem, key: keyPem } : {}),
+      },
+      (host, s) => this.#verify(host, s),
+    );
+  }
+
+  /** Presents another client certificate from the next request on (after a renewal): pooled connections
+   * authenticated with the old one are not reused. */
+  setClientCertificate(certPem: string, keyPem: string): void {
+    this.#retired.push(this.#agent);
+    this.#agent = this.#makeAgent(certPem, keyPem);
+  }
+
+  /** Judges the server certificate on another clock from now on (the engine's, once it runs). */
+  setCertTime(certTime: CertTime): void {
+    this.#certTime = certTime;
+  }
+
+  /** The whole check of a new connection: #checkServer, then validity of the certificate and of the CA over
+   * the trusted interval. */
+  async #verify(host: string, s: tls.TLSSocket): Promise<Error | undefined> {
+    const cert = s.getPeerCertificate(true);
+    if (!cert?.raw) return new ServerCertificateError("the directory presented no certificate");
+    const err = this.#checkServer(host, cert);
+    if (err) return err;
+    const t = this.#certTime();
+    let leaf: x509.X509Certificate;
+    try {
+      leaf = new x509.X509Certificate(new Uint8Array(cert.raw));
+    } catch {
+      return new ServerCertificateError("the directory's certificate cannot be parsed");
+    }
+    if (!(leaf.notBefore.getTime() <= t.earliestMs)) {
+      return new ServerCertificateError(
+        `the directory's certificate is not valid before ${leaf.notBefore.toISOString()} (judged at ${
+          new Date(t.earliestMs).toISOString()
+        })`,
+      );
+    }
+    if (!(t.latestMs <= leaf.notAfter.getTime())) {
+      return new ServerCertificateError(
+        `the directory's certificate expired at ${leaf.notAfter.toISOString()} (judged at ${
+          new Date(t.latestMs).toISOString()
+        })`,
+      );
+    }
+    try {
+      await checkCaCertificate(this.#caCert, t);
+    } catch (e) {
+      return new ServerCertificateError(`the pinned CA is not valid now: ${(e as Error).message}`);
+    }
+    return undefined;
   }
 
   /** The server's certificate must carry the host name we dialled, be signed by the pinned CA, AND be the
@@ -129,7 +265,6 @@ export class DirectoryClient {
         headers: payload
           ? { "content-type": "application/json", "content-length": String(payload.length) }
           : {},
-        checkServerIdentity: (host: string, cert: PeerCertificate) => this.#checkServer(host, cert),
       }, (res) => {
         const chunks: Uint8Array[] = [];
         let size = 0;
@@ -292,5 +427,6 @@ export class DirectoryClient {
 
   close(): void {
     this.#agent.destroy();
+    for (const a of this.#retired.splice(0)) a.destroy();
   }
 }

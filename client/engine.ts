@@ -25,7 +25,19 @@ import {
   TrustedClock,
   type TrustedTime,
 } from "../clock/mod.ts";
-import { canonicalUsername, fingerprintOf, type ParsedCrl } from "../pki/mod.ts";
+import {
+  canonicalUsername,
+  createCsr,
+  fingerprintOf,
+  importPrivateKeyPem,
+  keyFingerprintOf,
+  normalizeSerial,
+  type ParsedCrl,
+  pemToDer,
+  verifyCrl,
+  verifyPeerCertificate,
+  x509,
+} from "../pki/mod.ts";
 import { messageOf } from "../coded_error.ts";
 import { DirectoryClient } from "./directory_client.ts";
 import type { HomeState } from "./home.ts";
@@ -34,6 +46,7 @@ import type {
   ChatMessage,
   Contact,
   EngineEvent,
+  OwnCertificateStatus,
   PeerInfo,
   PhonebookStatus,
   RecipientStatus,
@@ -75,10 +88,32 @@ import {
 import { RelayClient } from "./relay_client.ts";
 import { DirectUpgrade } from "./upgrade.ts";
 import { type Mapping, mapPort } from "./port_mapping.ts";
+import { type OwnCertificate, Renewal } from "./renewal.ts";
+import { writeCertificate } from "./home.ts";
 import { Inbox } from "./inbox.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
+
+/** Serial and validity of a certificate in PEM. */
+function ownCertificateOf(certPem: string): OwnCertificate {
+  const c = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
+  return {
+    serial: normalizeSerial(c.serialNumber),
+    notBefore: c.notBefore.getTime(),
+    notAfter: c.notAfter.getTime(),
+  };
+}
+
+/** The interval every certificate (peers', the phonebook's, our own) is judged on: the trusted clock's when
+ * it is verified. Before the first verified answer, the local clock: refusing everyone would stop all chat
+ * while a time server is blocked, and expiring messages fail closed on their own (docs/protocol.md "Time"). */
+export function certTimeOf(clock: Pick<ClockLike, "now">): { earliestMs: number; latestMs: number } {
+  const t = clock.now();
+  if (t) return { earliestMs: t.earliestMs, latestMs: t.latestMs };
+  const now = Date.now();
+  return { earliestMs: now, latestMs: now };
+}
 
 /** What the engine needs of the phonebook (DirectoryClient satisfies it). */
 export interface DirectoryLike {
@@ -90,6 +125,10 @@ export interface DirectoryLike {
   /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
   crl(): Promise<ParsedCrl>;
   list?(): Promise<{ users: { name: string; online: boolean; revoked?: boolean }[] }>;
+  /** A new certificate for our key (authenticated with the current one); without it nothing renews. */
+  renew?(csrPem: string): Promise<{ certPem: string }>;
+  /** Presents another client certificate from now on (after a renewal). */
+  setClientCertificate?(certPem: string, keyPem: string): void;
   close?(): void;
 }
 
@@ -143,6 +182,10 @@ export interface ChatEngineOptions {
   scheduler?: Scheduler;
   /** Subscribed before start, so events emitted while starting (expiries found at startup) are seen. */
   onEvent?: (e: EngineEvent) => void;
+  /** Keeps a renewed certificate (home/cert.pem); called before it is put to use. */
+  saveCertificate?: (certPem: string) => Promise<void>;
+  /** How often our certificate's state is judged again. Default RENEW_CHECK_MS (client/renewal.ts). */
+  renewalCheckMs?: number;
 }
 
 /** A snapshot of the session with one peer, for diagnostics and tests. */
@@ -203,7 +246,8 @@ export class ChatEngine implements ChatEngineApi {
   readonly #scheduler: Scheduler;
   readonly #maxUnreadMs: number;
   readonly #listeners = new Set<(e: EngineEvent) => void>();
-  readonly #identity: LocalIdentity;
+  #identity: LocalIdentity;
+  #ownCert: OwnCertificate;
   readonly #store: ChatStore;
   readonly #sessions: SessionManager;
   readonly #revocation: RevocationCache;
@@ -216,6 +260,7 @@ export class ChatEngine implements ChatEngineApi {
   readonly #upgrade: DirectUpgrade;
   #mapping: Promise<Mapping | null> | null = null;
   #mapped: Mapping | null = null;
+  readonly #renewal: Renewal;
   readonly #inbox: Inbox;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
@@ -245,13 +290,14 @@ export class ChatEngine implements ChatEngineApi {
       fingerprint: fingerprintOf(opts.certPem),
       privateKey: crypto.createPrivateKey(opts.keyPem),
     };
+    this.#ownCert = ownCertificateOf(opts.certPem);
     const emit = (e: EngineEvent) => this.#emit(e);
     const log = (level: "info" | "warn" | "error", text: string) => emit({ event: "log", level, text });
     const store = this.#store = new ChatStore(opts.dbPath);
     const clock = opts.clock;
     this.#revocation = new RevocationCache({
       fetch: () => opts.directory.crl(),
-      load: () => store.revocationList(),
+      load: () => this.#loadStoredCrl(),
       save: (l) => store.saveRevocationList(l),
       latestNowMs: () => this.#latestNow(),
       log,
@@ -292,7 +338,7 @@ export class ChatEngine implements ChatEngineApi {
       },
       active: (name) => this.#sessions.active(name),
       dial: (name, host, port) => this.#sessions.dial(name, host, port),
-      noteListed: (name, fp) => this.#trust.noteListed(name, fp),
+      noteListed: (name, fp, certPem) => this.#trust.noteListed(name, fp, certPem),
       emit,
     }, {
       connect: connectTcp,
@@ -368,6 +414,16 @@ export class ChatEngine implements ChatEngineApi {
       scheduler: this.#scheduler,
       ttlSeconds: opts.publishTtlSeconds,
     });
+    this.#renewal = new Renewal({
+      current: () => this.#ownCert,
+      now: () => clock.now(),
+      isRevoked: (serial) => this.#revocation.isRevoked(serial),
+      renew: () => this.#renewCertificate(),
+      emit: (status) => emit({ event: "certificate", status }),
+      log,
+      scheduler: this.#scheduler,
+      checkMs: opts.renewalCheckMs,
+    });
   }
 
   /** Opens the store, starts the clock (waiting for one sync, bounded by its timeout), listens, publishes our
@@ -390,12 +446,19 @@ export class ChatEngine implements ChatEngineApi {
       this.#sweeper.sweep();
     });
     o.clock.start();
-    // The CRL is fetched with the first time sync: enrollment gives none, and until one was obtained
-    // (now or persisted by an earlier run) every peer session is refused.
-    await Promise.all([o.clock.sync().catch(() => {}), this.#revocation.refresh()]);
+    // The CRL is fetched after the first time sync (bounded by its timeout): the phonebook's certificate is
+    // judged on trusted time, which a wall clock a year off would otherwise fail. Enrollment gives no CRL,
+    // and until one was obtained (now or persisted by an earlier run) every peer session is refused.
+    await o.clock.sync().catch(() => {});
+    await this.#revocation.loaded;
+    await this.#revocation.refresh();
     this.#sweeper.sweep();
     const listen = o.listen ?? { host: "127.0.0.1", port: 0 };
     this.#address = await this.#sessions.listen(listen.host, listen.port);
+    // Before publishing: a certificate that lapsed while we were away is renewed first (within the
+    // phonebook's grace), or publishing would be refused.
+    await this.#renewal.check();
+    this.#renewal.start();
     await this.#startRelay();
     await this.#presence.start();
     // In the background: a network without a mapping router costs its timeout, which must not hold up the
@@ -411,6 +474,22 @@ export class ChatEngine implements ChatEngineApi {
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
     this.#outbox.retryAll();
+    void this.#convertLegacyPins();
+  }
+
+  /** Old certificate pins become key pins where the phonebook still lists the pinned certificate (one
+   * look-up per such contact, once per start; failures leave the pin for the next chance). */
+  async #convertLegacyPins(): Promise<void> {
+    const names = this.#trust.legacyPins(this.#store.contacts().map((c) => c.name));
+    for (const name of names) {
+      if (this.#closed) return;
+      try {
+        const entry = await this.#opts.directory.lookup(name);
+        if (entry?.certPem !== undefined) this.#trust.convertFromListing(name, entry.certPem);
+      } catch {
+        // the phonebook is away: the pin converts when the peer shows the pinned certificate again
+      }
+    }
   }
 
   /** The control connection to the relay (the phonebook's unless told otherwise). A relay that cannot be
@@ -431,7 +510,8 @@ export class ChatEngine implements ChatEngineApi {
     const log = (level: "info" | "warn", text: string) => this.#emit({ event: "log", level, text });
     const r = new RelayClient({
       relay,
-      certPem: o.certPem,
+      // Renewed at start perhaps: the current one, not the one we were started with.
+      certPem: this.#identity.certPem,
       keyPem: o.keyPem,
       caPem: o.caPem,
       onIncoming: (socket) => this.#sessions.acceptSocket(socket, { kind: "relayed", address: relay }),
@@ -503,12 +583,7 @@ export class ChatEngine implements ChatEngineApi {
   // ---- time ----
 
   #certTime(): { earliestMs: number; latestMs: number } {
-    const t = this.#opts.clock.now();
-    if (t) return { earliestMs: t.earliestMs, latestMs: t.latestMs };
-    // Without any verified time we judge validity on the local clock rather than refuse everyone (a blocked
-    // time server would otherwise stop all chat). Expiring messages still fail closed.
-    const now = Date.now();
-    return { earliestMs: now, latestMs: now };
+    return certTimeOf(this.#opts.clock);
   }
 
   /** The latest time it may be: trusted when we have it, else the local clock (as for certificates). */
@@ -516,7 +591,98 @@ export class ChatEngine implements ChatEngineApi {
     return this.#opts.clock.now()?.latestMs ?? Date.now();
   }
 
+  // ---- our certificate ----
+
+  /** Our certificate's state (valid until, renewing, expired, revoked). */
+  certificateStatus(): OwnCertificateStatus {
+    return this.#renewal.status();
+  }
+
+  /** Renews our certificate now, whatever its age (front ends' command, tests); rejects with the failure. */
+  renewCertificate(): Promise<void> {
+    return this.#renewal.renewNow();
+  }
+
+  /** A new certificate for the same key from the phonebook, checked (our CA, our name, our key, valid on
+   * trusted time), kept (home/cert.pem) and put to use: new sessions, the listener's TLS context and the
+   * phonebook client present it; open sessions carry on. Throws when any step before use fails. */
+  async #renewCertificate(): Promise<void> {
+    const o = this.#opts;
+    if (!o.directory.renew) throw new EngineError("RENEW_UNSUPPORTED", "this phonebook client cannot renew");
+    const keys = await importPrivateKeyPem(o.keyPem);
+    const issued = await o.directory.renew(await createCsr(o.name, keys));
+    let der: Uint8Array;
+    try {
+      der = pemToDer(issued.certPem, "CERTIFICATE");
+    } catch {
+      throw new EngineError("BAD_CERTIFICATE", "the phonebook sent something that is not a certificate");
+    }
+    const checked = await verifyPeerCertificate({
+      certDer: der,
+      caCertPem: o.caPem,
+      expectedName: o.name,
+      time: this.#certTime(),
+    }).catch((e) => {
+      throw new EngineError("BAD_CERTIFICATE", `the renewed certificate does not check out: ${messageOf(e)}`);
+    });
+    if (checked.keyFingerprint !== keyFingerprintOf(this.#identity.certPem)) {
+      throw new EngineError("BAD_CERTIFICATE", "the renewed certificate is not for our key");
+    }
+    const certPem = issued.certPem;
+    // The phonebook has already superseded the old certificate: a failure to keep the new one must not stop
+    // us using it (the next start would renew again within the grace).
+    try {
+      await o.saveCertificate?.(certPem);
+    } catch (e) {
+      this.#emit({
+        event: "log",
+        level: "error",
+        text: `cannot keep the renewed certificate: ${messageOf(e)}`,
+      });
+    }
+    this.#identity = { ...this.#identity, certPem, fingerprint: fingerprintOf(der) };
+    this.#ownCert = ownCertificateOf(certPem);
+    this.#sessions.setIdentity(this.#identity);
+    o.directory.setClientCertificate?.(certPem, o.keyPem);
+    this.#relay?.setCertificate(certPem);
+  }
+
   // ---- revocation ----
+
+  /** The revocation list kept by an earlier run, its signature verified again against our CA: a list
+   * changed on disk (a revocation removed) is refused, loudly, and peers wait for a fresh one (fail closed).
+   * A list stored by an older version without its DER is not used either. */
+  async #loadStoredCrl() {
+    const held = this.#store.revocationList();
+    if (!held) return null;
+    if (!held.der) {
+      this.#emit({
+        event: "log",
+        level: "warn",
+        text: "the stored revocation list has no signature kept (older version): fetching a new one",
+      });
+      return null;
+    }
+    try {
+      const v = await verifyCrl(held.der, this.#opts.caPem);
+      return {
+        serials: v.revokedSerials,
+        crlNumber: v.crlNumber ?? null,
+        thisUpdateMs: v.thisUpdateMs,
+        nextUpdateMs: v.nextUpdateMs,
+        der: held.der,
+      };
+    } catch (e) {
+      this.#emit({
+        event: "error",
+        code: "STORED_CRL_REFUSED",
+        message: `the revocation list stored in chat.db does not verify (${
+          messageOf(e)
+        }): not used; peers are refused until a fresh one is fetched`,
+      });
+      return null;
+    }
+  }
 
   /** Fetches the CRL now and keeps it when it is not older than the one we hold; never throws. For tests and
    * front ends that want a revocation to take effect at once. */
@@ -777,7 +943,8 @@ export class ChatEngine implements ChatEngineApi {
       notBefore: v.notBefore,
       notAfter: v.notAfter,
       validNow: t ? v.notBefore <= t.earliestMs && t.latestMs <= v.notAfter : null,
-      fingerprint: v.fingerprint,
+      fingerprint: v.keyFingerprint,
+      certificateFingerprint: v.fingerprint,
       pinnedFingerprint: this.#trust.pinnedFingerprint(peer),
       revoked: this.#revocation.isRevoked(v.serial),
       revocationStale: this.#revocation.isStale(),
@@ -795,8 +962,9 @@ export class ChatEngine implements ChatEngineApi {
     };
   }
 
+  /** Our key's fingerprint (SHA-256 of the SPKI): what a contact compares, the same across renewals. */
   ownFingerprint(): string {
-    return this.#identity.fingerprint;
+    return keyFingerprintOf(this.#identity.certPem);
   }
 
   typing(peer: string): void {
@@ -857,6 +1025,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#sweeper.close();
     this.#outbox.close();
     this.#revocation.close();
+    this.#renewal.close();
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
     if (this.#address) await this.#presence.withdraw();
@@ -884,6 +1053,7 @@ export interface HomeEngineOptions extends
     | "maxUnreadMs"
     | "publishTtlSeconds"
     | "onEvent"
+    | "renewalCheckMs"
   > {
   /** Bound on one Roughtime sync. Default 1500 ms. */
   timeQueryTimeoutMs?: number;
@@ -900,17 +1070,20 @@ export async function startEngineFromHome(
   home: HomeState,
   opts: HomeEngineOptions = {},
 ): Promise<ChatEngine> {
-  const directory = new DirectoryClient({
-    url: home.server,
-    caPem: home.caPem,
-    certPem: home.certPem,
-    keyPem: home.keyPem,
-  });
   const clock = new TrustedClock({
     servers: [...home.roughtime, ...(opts.extraTimeServers ?? [])],
     proofServers: home.roughtime,
     queryTimeoutMs: opts.timeQueryTimeoutMs,
     refreshIntervalMs: opts.timeRefreshIntervalMs,
+  });
+  const directory = new DirectoryClient({
+    url: home.server,
+    caPem: home.caPem,
+    certPem: home.certPem,
+    keyPem: home.keyPem,
+    // The phonebook's certificate on the same time as peers' (certTimeOf): a wall clock a year off must not
+    // stop us publishing or looking anyone up.
+    certTime: () => certTimeOf(clock),
   });
   try {
     return await ChatEngine.start({
@@ -932,6 +1105,9 @@ export async function startEngineFromHome(
       maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,
       onEvent: opts.onEvent,
+      renewalCheckMs: opts.renewalCheckMs,
+      // enroll's file: `enroll` and the next start see the renewed certificate.
+      saveCertificate: (certPem) => writeCertificate(home.dir, certPem),
     });
   } catch (e) {
     directory.close();

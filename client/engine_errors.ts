@@ -13,6 +13,8 @@ export type EngineErrorCode =
   | "NO_RELAY"
   | "CONNECT_FAILED"
   | "CLOSED"
-  | "STORE_FAILED";
+  | "STORE_FAILED"
+  | "RENEW_UNSUPPORTED"
+  | "BAD_CERTIFICATE";
 
 export class EngineError extends CodedError<EngineErrorCode> {}

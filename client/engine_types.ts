@@ -52,8 +52,13 @@ export interface PeerInfo {
   notAfter: number;
   /** Judged on trusted time; null when time is unverified. */
   validNow: boolean | null;
+  /** SHA-256 of the peer's public key (SPKI): the identity compared out of band, the same across renewals. */
   fingerprint: string;
+  /** The key fingerprint pinned (or, for a pin from an older version not converted yet, the SHA-256 of the
+   * certificate seen then). */
   pinnedFingerprint: string | null;
+  /** SHA-256 of the certificate's DER (changes at each renewal). Optional: added after the first version. */
+  certificateFingerprint?: string;
   revoked: boolean;
   /** True when `revoked` was judged on a revocation list past its nextUpdate (no newer one could be fetched):
    * a recent revocation may be missing. Optional: added after the first version of this contract. */
@@ -71,6 +76,26 @@ export interface PeerInfo {
   pathAddress?: string;
 }
 
+/** Our own certificate (client/renewal.ts): "renewing" from two thirds of its lifetime until a new one is in
+ * use; "expired" and "revoked" need `fix`. */
+export type OwnCertificateState = "valid" | "renewing" | "expired" | "revoked";
+
+export interface OwnCertificateStatus {
+  state: OwnCertificateState;
+  /** Unix ms the certificate in use expires. */
+  notAfter: number;
+  /** Unix ms renewal starts (two thirds of the lifetime). */
+  renewAt: number;
+  /** It lapses soon (the last sixth of its lifetime) and is not renewed yet: warn. */
+  expiringSoon: boolean;
+  /** Judged on the local clock: time is not verified yet (no renewal is attempted then). */
+  timeUnverified: boolean;
+  /** Why the last renewal attempt failed, or null. */
+  lastError: string | null;
+  /** The command that fixes an expired or revoked certificate, else null. */
+  fix: string | null;
+}
+
 export type EngineEvent =
   | { event: "ready"; name: string; address: string }
   | { event: "message"; message: ChatMessage }
@@ -84,6 +109,7 @@ export type EngineEvent =
   | { event: "peer-offline"; name: string }
   | { event: "key-changed"; name: string; oldFingerprint: string; newFingerprint: string }
   | { event: "time"; status: TimeStatus }
+  | { event: "certificate"; status: OwnCertificateStatus }
   | { event: "log"; level: "info" | "warn" | "error"; text: string }
   | { event: "error"; code: string; message: string };
 
@@ -112,6 +138,8 @@ export interface ChatEngineApi {
   // Added after the first version of this contract: optional, so other implementations need not have them.
   /** Whether the phonebook answered our last address publication, and why not. */
   phonebookStatus?(): PhonebookStatus;
+  /** Our own certificate's state (valid until, renewing, expired, revoked). */
+  certificateStatus?(): OwnCertificateStatus;
 }
 
 /** Whether a name can be written to (`ChatEngine.recipientStatus`): "unknown" is refused. */

@@ -4,7 +4,7 @@ import { CliError } from "../cli_error.ts";
 import { enroll, EnrollError, groupFingerprint, renewEnrollment, revokeEnrollment } from "./enroll.ts";
 import { HomeError, resolveHomeDir } from "./home.ts";
 import { DirectoryError } from "./directory_client.ts";
-import { fingerprintOf, type KeyAlgorithm, pemToDer, x509 } from "../pki/mod.ts";
+import { fingerprintOf, type KeyAlgorithm, keyFingerprintOf, pemToDer, x509 } from "../pki/mod.ts";
 
 interface EnrollFlags {
   server?: string;
@@ -116,7 +116,8 @@ function userError(e: unknown): never {
 
 function describe(certPem: string): string {
   const cert = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
-  return `certificate ${
+  // The key's fingerprint is what contacts compare (it survives renewals); the certificate's changes each time.
+  return `key ${groupFingerprint(keyFingerprintOf(certPem))}, certificate ${
     groupFingerprint(fingerprintOf(certPem))
   }, valid until ${cert.notAfter.toISOString()}`;
 }

@@ -7,6 +7,7 @@ import { codeOf, messageOf } from "../coded_error.ts";
 import type { ChatEngine } from "./engine.ts";
 import type { ChatMessage, EngineEvent } from "./engine_types.ts";
 import { parseTtl, parseTtlMode } from "./expiry.ts";
+import type { EarlyEvents } from "./early_events.ts";
 
 /** Longest command line accepted; a longer one is refused without being parsed. */
 export const MAX_COMMAND_LINE_BYTES = 256 * 1024;
@@ -50,6 +51,7 @@ export function messageJson(m: ChatMessage): Json {
 export function eventJson(e: EngineEvent): Json {
   if (e.event === "message") return { event: "message", ...messageJson(e.message) };
   if (e.event === "time") return { event: "time", ...e.status };
+  if (e.event === "certificate") return { event: "certificate", ...e.status };
   return { ...e };
 }
 
@@ -64,8 +66,9 @@ export interface HeadlessIo {
   write(line: string): void;
 }
 
-/** Runs until {"cmd":"quit"} or the end of input. Does not close the engine (the caller does). */
-export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<void> {
+/** Runs until {"cmd":"quit"} or the end of input. Does not close the engine (the caller does). With `early`
+ * (the engine's onEvent was `early.push`), the events emitted while the engine started follow `ready`. */
+export async function runHeadless(engine: ChatEngine, io: HeadlessIo, early?: EarlyEvents): Promise<void> {
   const out = (o: Json) => io.write(JSON.stringify(o));
   // While a send is being answered, events wait: the engine may report the message `sent` before `send`
   // returns, and a bot must get the `queued` answer (with its `ref` and the message id) first.
@@ -75,7 +78,10 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<v
     holding = false;
     for (const o of held.splice(0)) out(o);
   };
-  const unsubscribe = engine.subscribe((e) => (holding ? held.push(eventJson(e)) : out(eventJson(e))));
+  const listener = (e: EngineEvent) => (holding ? held.push(eventJson(e)) : out(eventJson(e)));
+  // Events after start but before `ready` is written wait with the early ones, so `ready` stays first.
+  holding = true;
+  const unsubscribe = early ? early.attach(listener) : engine.subscribe(listener);
   const a = engine.address;
   const adv = engine.advertisedAddress;
   out({
@@ -85,6 +91,7 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<v
     advertised: formatAddress(adv),
     fingerprint: engine.ownFingerprint(),
     time: engine.timeStatus().state,
+    certificate: engine.certificateStatus(),
   });
   // Said at once: the engine's own warning came before anyone listened, and the next try is a minute away.
   const pb = engine.phonebookStatus();
@@ -95,6 +102,19 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo): Promise<v
       text: `phonebook unreachable: ${pb.reason ?? "no answer"}; messages wait in the outbox, retrying`,
     });
   }
+  const cert = engine.certificateStatus();
+  if (cert.state === "expired" || cert.state === "revoked") {
+    out({ event: "log", level: "error", text: `your certificate is ${cert.state}: ${cert.fix}` });
+  } else if (cert.expiringSoon) {
+    out({
+      event: "log",
+      level: "warn",
+      text: `your certificate lapses ${new Date(cert.notAfter).toISOString()} and is not renewed yet${
+        cert.lastError ? ` (${cert.lastError})` : ""
+      }`,
+    });
+  }
+  release();
   try {
     for await (const line of io.lines) {
       if (line.trim() === "") continue;

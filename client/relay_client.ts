@@ -51,6 +51,8 @@ const MAX_BACKOFF_MS = 30_000;
 export class RelayClient {
   readonly relay: Address;
   readonly #o: RelayClientOptions;
+  /** Ours; replaced by a renewal (setCertificate). */
+  #certPem: string;
   #socket: tls.TLSSocket | null = null;
   #ready = false;
   #closed = false;
@@ -67,10 +69,19 @@ export class RelayClient {
   constructor(opts: RelayClientOptions) {
     this.#o = opts;
     this.relay = opts.relay;
+    this.#certPem = opts.certPem;
   }
 
   get connected(): boolean {
     return this.#ready;
+  }
+
+  /** After a renewal: the old certificate is superseded (the relay would refuse it at the next connect), so
+   * the control connection is made again with the new one. */
+  setCertificate(certPem: string): void {
+    this.#certPem = certPem;
+    this.#backoffMs = 1000;
+    this.#socket?.destroy();
   }
 
   /** Opens the control connection; resolves when the relay said ready or the first attempt failed. */
@@ -90,7 +101,7 @@ export class RelayClient {
     const socket = tls.connect({
       host: o.relay.host,
       port: o.relay.port,
-      cert: o.certPem,
+      cert: this.#certPem,
       key: o.keyPem,
       ca: [o.caPem],
       minVersion: "TLSv1.3",

@@ -33,7 +33,7 @@ export interface CertificateSpec {
   subjectCN: string;
   /** Issuer certificate and key; omit for a self-signed certificate (then `keys` signs). */
   issuer?: { cert: x509.X509Certificate; keys: KeyPair };
-  publicKey: CryptoKey;
+  publicKey: IssuableKey;
   /** Only needed for self-signed certificates. */
   selfKeys?: KeyPair;
   san: SanEntry[];
@@ -47,9 +47,18 @@ export interface CertificateSpec {
 }
 
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING. */
-async function keyIdentifier(publicKey: CryptoKey): Promise<string> {
-  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
-  return toHex(createHash("sha1").update(subjectPublicKeyBits(spki)).digest());
+/** A key as the CA takes it: a CryptoKey, or the DER SubjectPublicKeyInfo (what a checked CSR carries, which
+ * spares exporting the key again). */
+export type IssuableKey = CryptoKey | Uint8Array<ArrayBufferLike>;
+
+async function spkiOf(publicKey: IssuableKey): Promise<Uint8Array<ArrayBuffer>> {
+  return publicKey instanceof Uint8Array
+    ? new Uint8Array(publicKey)
+    : new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
+}
+
+async function keyIdentifier(publicKey: IssuableKey): Promise<string> {
+  return toHex(createHash("sha1").update(subjectPublicKeyBits(await spkiOf(publicKey))).digest());
 }
 
 /** The contents of the subjectPublicKey BIT STRING of a DER SubjectPublicKeyInfo (after the unused-bits
@@ -102,7 +111,9 @@ export async function issueCertificate(spec: CertificateSpec): Promise<x509.X509
   if (spec.san.length > 0) {
     extensions.push(new x509.SubjectAlternativeNameExtension(spec.san, false));
   }
-  extensions.push(new x509.SubjectKeyIdentifierExtension(await keyIdentifier(spec.publicKey)));
+  // One SPKI for both the key identifier and the certificate (exported once when given a CryptoKey).
+  const spki = await spkiOf(spec.publicKey);
+  extensions.push(new x509.SubjectKeyIdentifierExtension(await keyIdentifier(spki)));
   const serialNumber = spec.serial ?? randomSerial();
   if (spec.issuer) {
     extensions.push(await authorityKeyIdentifier(spec.issuer.keys.publicKey));
@@ -112,7 +123,7 @@ export async function issueCertificate(spec: CertificateSpec): Promise<x509.X509
       issuer: spec.issuer.cert.subjectName,
       notBefore: spec.notBefore,
       notAfter: spec.notAfter,
-      publicKey: spec.publicKey,
+      publicKey: spki,
       signingKey: spec.issuer.keys.privateKey,
       signingAlgorithm: signingAlgorithm(spec.issuer.keys.algorithm),
       extensions,
@@ -156,7 +167,7 @@ export async function createCaCertificate(
 export async function issueUserCertificate(
   ca: CaMaterial,
   name: string,
-  publicKey: CryptoKey,
+  publicKey: IssuableKey,
   opts: { nowMs?: number; validityDays?: number } = {},
 ): Promise<x509.X509Certificate> {
   // The template guards itself rather than trusting every caller: the CA signs only canonical usernames
@@ -232,13 +243,19 @@ export async function createCrl(
   ca: CaMaterial,
   entries: RevokedEntry[],
   nowMs = Date.now(),
-  opts: { crlNumber?: number | bigint } = {},
+  opts: {
+    crlNumber?: number | bigint;
+    /** Exact times (tests that need a list of a given age); default from nowMs. null: no nextUpdate. */
+    thisUpdateMs?: number;
+    nextUpdateMs?: number | null;
+  } = {},
 ): Promise<x509.X509Crl> {
   const number = BigInt(opts.crlNumber ?? Math.floor(nowMs));
+  const next = opts.nextUpdateMs === undefined ? nowMs + CRL_VALIDITY_MS : opts.nextUpdateMs;
   return await x509.X509CrlGenerator.create({
     issuer: ca.cert.subjectName,
-    thisUpdate: new Date(nowMs - BACKDATE_MS),
-    nextUpdate: new Date(nowMs + CRL_VALIDITY_MS),
+    thisUpdate: new Date(opts.thisUpdateMs ?? nowMs - BACKDATE_MS),
+    ...(next === null ? {} : { nextUpdate: new Date(next) }),
     signingKey: ca.keys.privateKey,
     signingAlgorithm: signingAlgorithm(ca.keys.algorithm),
     extensions: [

@@ -11,6 +11,8 @@ export interface ParsedCrl {
   /** The CRL Number (RFC 5280 5.2.3): a newer list has a larger one. verifyCrl refuses a list without one;
    * parseCrl (for lists already trusted) leaves it out when absent. */
   crlNumber?: bigint;
+  /** The signed list as verified (verifyCrl only): kept so it can be verified again later. */
+  der?: Uint8Array;
 }
 
 const OID_CRL_NUMBER = "2.5.29.20";
@@ -70,7 +72,7 @@ export async function verifyCrl(der: Uint8Array, caCertPem: string): Promise<Par
   }
   const parsed = parseCrl(crl);
   if (parsed.crlNumber === undefined) throw bad("has no valid CRL Number");
-  return parsed;
+  return { ...parsed, der: new Uint8Array(der) };
 }
 
 /** Reads the entries of an already verified CRL. */

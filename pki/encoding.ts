@@ -1,6 +1,7 @@
 /** PEM/DER conversion, fingerprints and serial numbers: small pure helpers shared by the CA and its users. */
 import { createHash } from "node:crypto";
 import { PkiError } from "./errors.ts";
+import { x509 } from "./x509.ts";
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\r\n]+?)-----END \1-----/g;
 
@@ -83,4 +84,14 @@ export function randomSerial(): string {
   const b = crypto.getRandomValues(new Uint8Array(16));
   b[0] = (b[0] & 0x3f) | 0x40;
   return toHex(b);
+}
+
+/** SHA-256 of the certificate's SubjectPublicKeyInfo DER (the key, not the certificate) as 64 lowercase hex:
+ * the identity a peer is pinned to, which stays the same when the certificate is renewed with the same key
+ * (RFC 7469 2.4 pins the same bytes). Accepts PEM text or DER bytes; throws PkiError("BAD_PEM") for PEM
+ * that is not one certificate block, and the parser's error for DER that is not a certificate. */
+export function keyFingerprintOf(cert: string | Uint8Array): string {
+  const der = typeof cert === "string" ? pemToDer(cert, "CERTIFICATE") : cert;
+  const spki = new x509.X509Certificate(new Uint8Array(der)).publicKey.rawData;
+  return createHash("sha256").update(new Uint8Array(spki)).digest("hex");
 }

@@ -22,6 +22,7 @@ export {
   derToPem,
   fingerprintOf,
   fromBase64,
+  keyFingerprintOf,
   normalizeFingerprint,
   normalizeSerial,
   pemBlocks,

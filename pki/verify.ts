@@ -6,7 +6,7 @@
 import { x509 } from "./x509.ts";
 import { CertificateError } from "./errors.ts";
 import { isCanonicalUsername } from "./username.ts";
-import { fingerprintOf, normalizeSerial, pemToDer } from "./encoding.ts";
+import { fingerprintOf, keyFingerprintOf, normalizeSerial, pemToDer } from "./encoding.ts";
 import {
   checkCaCertificate,
   checkExtensionSet,
@@ -25,7 +25,10 @@ import {
 
 export interface VerifiedPeer {
   name: string;
+  /** SHA-256 of the certificate's DER (changes at every renewal; TLS-level binding such as the hello). */
   fingerprint: string;
+  /** SHA-256 of the certificate's SubjectPublicKeyInfo: the identity pinned and shown to people. */
+  keyFingerprint: string;
   /** Normalised serial: lowercase hex without leading zeros. */
   serial: string;
   subject: string;
@@ -187,6 +190,7 @@ async function verify(opts: VerifyPeerOptions): Promise<VerifiedPeer> {
   return {
     name,
     fingerprint: fingerprintOf(opts.certDer),
+    keyFingerprint: keyFingerprintOf(opts.certDer),
     serial,
     subject: cert.subject,
     issuer: cert.issuer,

@@ -126,6 +126,7 @@ export async function loadServerIdentity(
   dataDir: string,
   ca: CaMaterial,
   hostnames: string[],
+  nowMs = Date.now(),
 ): Promise<{ certPem: string; keyPem: string }> {
   const keyPath = join(dataDir, FILES.serverKey);
   let keyPem: string;
@@ -136,7 +137,7 @@ export async function loadServerIdentity(
     await writeSecretFile(keyPath, keyPem);
   }
   const keys = await importPrivateKeyPem(keyPem);
-  const cert = await issueServerCertificate(ca, hostnames, keys);
+  const cert = await issueServerCertificate(ca, hostnames, keys, nowMs);
   const certPem = cert.toString("pem") + "\n";
   await Deno.writeTextFile(join(dataDir, FILES.serverCert), certPem);
   return { certPem, keyPem };

@@ -20,6 +20,7 @@ import {
   UsernameError,
   type VerifiedPeer,
   verifyPeerCertificate,
+  x509,
 } from "../pki/mod.ts";
 import { ApiError } from "./errors.ts";
 import { canonicalPresenceHost } from "./address.ts";
@@ -43,6 +44,7 @@ import {
   LIST_MAX_LIMIT,
   PRESENCE_MAX_TTL_S,
   PRESENCE_MIN_TTL_S,
+  RENEW_GRACE_MS,
   RENEWALS_PER_DAY,
   TIME_SERVER_CACHE_MS,
   TIME_SERVER_STALE_MS,
@@ -180,7 +182,13 @@ export class DirectoryService {
         return { status: 201, json: await this.enroll(req.body) };
       case "/v1/renew":
         allow("POST");
-        return { status: 201, json: await this.renew(await this.authenticate(req.peerCertDer()), req.body) };
+        return {
+          status: 201,
+          json: await this.renew(
+            await this.authenticate(req.peerCertDer(), { lapsedGraceMs: RENEW_GRACE_MS }),
+            req.body,
+          ),
+        };
       case "/v1/revoke":
         allow("POST");
         return {
@@ -262,35 +270,45 @@ export class DirectoryService {
   }
 
   /** Resolves the client certificate to the user it currently belongs to; 401 for anything else (no cert,
-   * another CA, expired, revoked, superseded by a renewal). The reason is not told apart on purpose. */
-  async authenticate(certDer: Uint8Array | null): Promise<VerifiedPeer> {
+   * another CA, expired, revoked, superseded by a renewal). The reason is not told apart on purpose. With
+   * `lapsedGraceMs` (renewal only, RENEW_GRACE_MS) a certificate that expired at most that long ago is
+   * accepted when everything else about it holds, judged at its last valid moment. */
+  async authenticate(
+    certDer: Uint8Array | null,
+    opts: { lapsedGraceMs?: number } = {},
+  ): Promise<VerifiedPeer & { lapsed: boolean }> {
     const deny = () => new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
     if (!certDer) throw deny();
+    const grace = opts.lapsedGraceMs ?? 0;
     const fp = fingerprintOf(certDer);
     let peer = this.#verified.get(fp);
     const now = this.#now();
     if (!peer) {
+      const verifyAt = (t: number) =>
+        verifyPeerCertificate({ certDer, caCertPem: this.ca.certPem, time: { earliestMs: t, latestMs: t } });
       try {
-        peer = await verifyPeerCertificate({
-          certDer,
-          caCertPem: this.ca.certPem,
-          time: { earliestMs: now, latestMs: now },
-        });
+        peer = await verifyAt(now);
       } catch (e) {
-        if (e instanceof CertificateError) throw deny();
-        throw e;
+        if (!(e instanceof CertificateError)) throw e;
+        if (e.code !== "EXPIRED" || grace <= 0) throw deny();
+        // Every other check as of its last valid moment; the grace is checked below.
+        const notAfter = lapsedNotAfter(certDer);
+        if (notAfter === null) throw deny();
+        peer = await verifyAt(notAfter).catch(() => {
+          throw deny();
+        });
       }
       if (this.#verified.size > 10_000) this.#verified.clear();
       this.#verified.set(fp, peer);
     }
-    if (!(peer.notBefore <= now && now <= peer.notAfter)) throw deny();
+    if (!(peer.notBefore <= now && now <= peer.notAfter + grace)) throw deny();
     const user = await this.store.getUser(peer.name);
     if (!user || user.revoked || user.serial !== peer.serial) throw deny();
-    return peer;
+    return { ...peer, lapsed: now > peer.notAfter };
   }
 
   async #issue(name: string, csr: CheckedCsr): Promise<IssuedCert> {
-    const cert = await issueUserCertificate(this.ca, name, csr.publicKey, {
+    const cert = await issueUserCertificate(this.ca, name, csr.spki, {
       nowMs: this.#now(),
       validityDays: this.#validityDays,
     });
@@ -343,12 +361,20 @@ export class DirectoryService {
     return this.#issuedJson(issued);
   }
 
-  async renew(peer: VerifiedPeer, body: unknown) {
+  async renew(peer: VerifiedPeer & { lapsed?: boolean }, body: unknown) {
     if (!isObject(body)) throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     if (body.name !== undefined && body.name !== peer.name) {
       throw new ApiError(403, "FORBIDDEN", "a certificate can only renew itself");
     }
     const csr = await checkCsr(body.csr, peer.name).catch(csrToApiError);
+    // A lapsed certificate only prolongs its own key: a new key needs a certificate valid now.
+    if (peer.lapsed && (await this.store.getUser(peer.name))?.keyId !== keyIdOf(csr.spki)) {
+      throw new ApiError(
+        403,
+        "LAPSED_NEW_KEY",
+        "an expired certificate can only be renewed for the same key; a new key needs a valid certificate",
+      );
+    }
     const tooMany = () =>
       new ApiError(429, "RATE_LIMITED", `at most ${RENEWALS_PER_DAY} certificates a day per user; try later`);
     if (await this.store.certsIssuedSince(peer.name, this.#now() - DAY_MS) >= RENEWALS_PER_DAY) {
@@ -590,4 +616,13 @@ function nameTaken(): ApiError {
 export async function adminRevoke(store: DirectoryStore, name: string, release: boolean, nowMs = Date.now()) {
   const r = await store.adminRevoke(name, release, nowMs);
   return r ? { name, serial: r.serial, released: release } : null;
+}
+
+/** The notAfter of a certificate (Unix ms), or null when it does not parse. */
+function lapsedNotAfter(der: Uint8Array): number | null {
+  try {
+    return new x509.X509Certificate(new Uint8Array(der)).notAfter.getTime();
+  } catch {
+    return null;
+  }
 }

@@ -11,6 +11,7 @@ export type ApiErrorCode =
   | "BAD_ADDRESS"
   | "UNAUTHENTICATED"
   | "FORBIDDEN"
+  | "LAPSED_NEW_KEY"
   | "BAD_TOKEN"
   | "NOT_FOUND"
   | "METHOD_NOT_ALLOWED"

@@ -172,6 +172,8 @@ function errorResponse(e: ApiError): ApiResponse {
 
 export interface HttpServerHandle {
   port: number;
+  /** Serves another certificate (a renewal) on connections from now on; open ones carry on. */
+  setCertificate(certPem: string, keyPem: string): void;
   close(): Promise<void>;
 }
 
@@ -423,6 +425,7 @@ export async function startHttpServer(opts: {
   const port = (front.address() as { port: number }).port;
   return {
     port,
+    setCertificate: (certPem, keyPem) => server.setSecureContext({ cert: certPem, key: keyPem }),
     close: () =>
       new Promise<void>((resolve) => {
         for (const t of headerTimers.values()) clearTimeout(t);

@@ -36,6 +36,14 @@ export const ENROLL_BURST = 40;
 /** Certificates one name may be issued in 24 hours (enrollment included): a user renewing in a loop would
  * otherwise add a superseded serial to the CRL with every call. */
 export const RENEWALS_PER_DAY = 10;
+/** How long after its notAfter a certificate may still renew itself (POST /v1/renew only, same key, not
+ * revoked, still the user's current one): 60 days, twice a user certificate's default lifetime. Clients
+ * renew at two thirds of the lifetime, so a certificate lapses only when its owner is away: one who leaves
+ * just before renewing (day 20 of 30) and stays away five weeks comes back 25 days after it lapsed, well
+ * inside. Longer would let a key nobody used for months come back without an admin; the key's holder could
+ * renew during validity anyway, so the grace gives a thief of the key nothing the owner's revocation does not
+ * take away again. Every other call still needs a certificate valid now. */
+export const RENEW_GRACE_MS = 60 * 24 * 3600 * 1000;
 /** Buckets of addresses not seen for this long are forgotten (bounded memory under address churn). */
 export const RATE_BUCKET_IDLE_MS = 60_000;
 export const RATE_MAX_BUCKETS = 50_000;

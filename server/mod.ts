@@ -9,9 +9,11 @@ import {
   generateKeyPair,
   issueServerCertificate,
   type KeyAlgorithm,
+  pemToDer,
   RELAY_CN,
   toBase64,
   writeSecretFile,
+  x509,
 } from "../pki/mod.ts";
 import { ensureDataDir, loadOrCreateCa, loadServerIdentity } from "./ca_state.ts";
 import { adminRevoke, DirectoryService } from "./directory.ts";
@@ -112,6 +114,22 @@ export interface DirectoryServerOptions extends StoreConfig {
   relayAt?: { host: string; port: number };
   /** Test hook: every chunk the relay forwards (tests search it for plaintext). */
   onRelayForward?: (chunk: Uint8Array) => void;
+  /** How often the server's own TLS certificate is checked for renewal. Default SERVER_CERT_CHECK_MS. */
+  serverCertCheckMs?: number;
+  /** The clock the server certificate's renewal is judged on and issued from (tests move it). */
+  now?: () => number;
+}
+
+/** The server's own certificate renews itself like a user's: at two thirds of its lifetime, same key. */
+export const SERVER_CERT_RENEW_FRACTION = 2 / 3;
+/** Checked hourly (the lifetime is SERVER_CERT_VALIDITY_DAYS; a timer that long would overflow). */
+export const SERVER_CERT_CHECK_MS = 3600_000;
+
+/** When the server certificate in `certPem` is due for renewal (Unix ms). */
+function serverCertRenewAt(certPem: string): number {
+  const c = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
+  const nb = c.notBefore.getTime();
+  return nb + Math.floor((c.notAfter.getTime() - nb) * SERVER_CERT_RENEW_FRACTION);
 }
 
 export interface RunningDirectory {
@@ -136,6 +154,7 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
   // anything is created on disk.
   const store = await openStore(opts.dataDir, opts);
   let ca, fingerprint, created, identity;
+  const hostnames = opts.hostnames && opts.hostnames.length > 0 ? opts.hostnames : DEFAULT_HOSTNAMES;
   let rt: RunningRoughtimeServer | null = null;
   try {
     ({ ca, fingerprint, created } = await loadOrCreateCa(opts.dataDir, {
@@ -144,7 +163,6 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       keyFile: opts.caKeyFile,
       certFile: opts.caCertFile,
     }));
-    const hostnames = opts.hostnames && opts.hostnames.length > 0 ? opts.hostnames : DEFAULT_HOSTNAMES;
     identity = await loadServerIdentity(opts.dataDir, ca, hostnames);
     const rtOpt = opts.roughtime === undefined ? DEFAULT_ROUGHTIME : opts.roughtime;
     if (rtOpt !== false) {
@@ -244,6 +262,26 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
   }
   const urlHost = listenHost === "0.0.0.0" || listenHost === "::" ? "127.0.0.1" : listenHost;
   let closed = false;
+  // The server certificate renews itself (re-issued by the CA for the kept key, written to server.pem, served
+  // on new connections); a failure is reported and tried again at the next check.
+  const now = opts.now ?? Date.now;
+  let serving = identity.certPem;
+  let renewing = false;
+  const certTimer = setInterval(async () => {
+    if (renewing || closed || now() < serverCertRenewAt(serving)) return;
+    renewing = true;
+    try {
+      const next = await loadServerIdentity(opts.dataDir, ca, hostnames, now());
+      if (closed) return;
+      http.setCertificate(next.certPem, next.keyPem);
+      relay?.setCertificate(next.certPem, next.keyPem);
+      serving = next.certPem;
+    } catch (e) {
+      (opts.onError ?? console.error)(e);
+    } finally {
+      renewing = false;
+    }
+  }, opts.serverCertCheckMs ?? SERVER_CERT_CHECK_MS);
   return {
     url: `https://${urlHost.includes(":") ? `[${urlHost}]` : urlHost}:${http.port}`,
     port: http.port,
@@ -257,6 +295,7 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       if (closed) return;
       closed = true;
       await relay?.close();
+      clearInterval(certTimer);
       clearInterval(announcer);
       await http.close();
       await rt?.close();

@@ -96,6 +96,8 @@ export interface RunningRelay {
   hostname: string;
   /** Whether `name` holds a control connection now (the phonebook lists such users online at once). */
   isConnected(name: string): boolean;
+  /** The phonebook renewed its certificate: new control connections get the new one. */
+  setCertificate(certPem: string, keyPem: string): void;
   stats(): RelayStats;
   close(): Promise<void>;
 }
@@ -387,6 +389,8 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     port: bound.port,
     hostname: opts.hostname,
     isConnected: (name) => controls.has(name),
+    setCertificate: (certPem, keyPem) =>
+      tlsServer.setSecureContext({ cert: certPem, key: keyPem, ca: opts.caPem }),
     stats: () => ({ ...stats, refused: { ...stats.refused } }),
     close: async () => {
       closing = true;

@@ -8,7 +8,8 @@ import { createInviteToken, revokeUser, startDirectoryServer } from "../server/m
 import { RateLimiter } from "../server/rate_limit.ts";
 import { backendTest, call, dumpDatabase, enrollRaw, freshPostgresDatabase } from "./helpers/directory.ts";
 import { DirectoryClient } from "../client/directory_client.ts";
-import { pemToDer, x509 } from "../pki/mod.ts";
+import { keyFingerprintOf, pemToDer, x509 } from "../pki/mod.ts";
+import tls from "node:tls";
 
 backendTest("restart keeps the CA key, users, certificates, tokens and revocations", async (backend) => {
   const tmp = await Deno.makeTempDir({ prefix: "securechat-restart-" });
@@ -134,6 +135,56 @@ Deno.test("an Ed25519 CA serves TLS, issues and authenticates, and stays Ed25519
     } finally {
       c.close();
     }
+  } finally {
+    await dir.close();
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("the phonebook's own certificate renews itself at two thirds of its lifetime, same key, on new connections", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "securechat-srvcert-" });
+  let offset = 0;
+  const dir = await startDirectoryServer({
+    dataDir: join(tmp, "data"),
+    port: 0,
+    roughtime: false,
+    serverCertCheckMs: 50,
+    now: () => Date.now() + offset,
+  });
+  const served = () =>
+    new Promise<{ serial: string; spki: string }>((resolve, reject) => {
+      const s = tls.connect({
+        host: "127.0.0.1",
+        port: dir.port,
+        servername: "localhost",
+        rejectUnauthorized: false,
+      });
+      s.once("secureConnect", () => {
+        const c = s.getPeerX509Certificate()!;
+        resolve({ serial: c.serialNumber, spki: keyFingerprintOf(new Uint8Array(c.raw)) });
+        s.destroy();
+      });
+      s.once("error", reject);
+    });
+  try {
+    const first = await served();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await served()).serial, first.serial, "not renewed before it is due");
+    offset = 300 * 86400_000; // past two thirds of 397 days
+    let now = first;
+    for (let i = 0; i < 100 && now.serial === first.serial; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      now = await served();
+    }
+    assert.notEqual(now.serial, first.serial, "a new server certificate is served");
+    assert.equal(now.spki, first.spki, "for the same key");
+    const onDisk = await Deno.readTextFile(join(tmp, "data", "server.pem"));
+    assert.equal(keyFingerprintOf(onDisk), first.spki);
+    assert.equal(
+      new x509.X509Certificate(pemToDer(onDisk, "CERTIFICATE")).serialNumber.toLowerCase(),
+      now.serial.toLowerCase(),
+      "server.pem holds the one served",
+    );
   } finally {
     await dir.close();
     await Deno.remove(tmp, { recursive: true });

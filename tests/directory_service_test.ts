@@ -8,7 +8,10 @@ import { DirectoryService } from "../server/directory.ts";
 import type { DirectoryStore } from "../server/store.ts";
 import { openDirectoryStore } from "../server/store_open.ts";
 import { ApiError } from "../server/errors.ts";
-import { createCsr, generateKeyPair, pemToDer, verifyCrl } from "../pki/mod.ts";
+import { createCsr, generateKeyPair, keyFingerprintOf, pemToDer, verifyCrl } from "../pki/mod.ts";
+import { RENEW_GRACE_MS } from "../server/limits.ts";
+
+const DAY = 86400_000;
 import { makeTestCa } from "./helpers/pki.ts";
 import { type Backend, backendTest, freshPostgresDatabase } from "./helpers/directory.ts";
 
@@ -179,3 +182,84 @@ backendTest(
     }
   },
 );
+
+backendTest(
+  "renewal grace: a lapsed, unrevoked, current certificate renews its own key within RENEW_GRACE_MS only",
+  async (backend) => {
+    const renewReq = (der: Uint8Array, csr: string) =>
+      ({
+        method: "POST",
+        path: "/v1/renew",
+        query: new URLSearchParams(),
+        body: { csr },
+        peerCertDer: () => der,
+      }) as const;
+    const code = async (p: Promise<unknown>) => {
+      try {
+        await p;
+        return "accepted";
+      } catch (e) {
+        return (e as ApiError).code;
+      }
+    };
+    const s = await setup(backend, false);
+    try {
+      const keys = await generateKeyPair();
+      const issued = await s.svc.enroll({ name: "alice", csr: await createCsr("alice", keys) });
+      const der = pemToDer(issued.certPem, "CERTIFICATE");
+      const bobKeys = await generateKeyPair();
+      const bob = await s.svc.enroll({ name: "bob", csr: await createCsr("bob", bobKeys) });
+      // Five weeks away, starting just before the renewal point: lapsed 25 days.
+      s.advance(issued.notAfter - s.now() + 25 * DAY);
+      assert.equal(await code(s.svc.authenticate(der)), "UNAUTHENTICATED", "no other call accepts it");
+      assert.equal(
+        await code(s.svc.handle(renewReq(der, await createCsr("alice", await generateKeyPair())))),
+        "LAPSED_NEW_KEY",
+        "a lapsed certificate cannot bring in a new key",
+      );
+      const r = await s.svc.handle(renewReq(der, await createCsr("alice", keys)));
+      assert.equal(r.status, 201);
+      const renewed = r.json as { certPem: string; notAfter: number };
+      assert.ok(renewed.notAfter > s.now(), "valid now");
+      assert.equal(keyFingerprintOf(renewed.certPem), keyFingerprintOf(issued.certPem), "the same key");
+      assert.equal((await s.svc.authenticate(pemToDer(renewed.certPem, "CERTIFICATE"))).name, "alice");
+      // The lapsed one is superseded now: it cannot renew twice.
+      assert.equal(
+        await code(s.svc.handle(renewReq(der, await createCsr("alice", keys)))),
+        "UNAUTHENTICATED",
+      );
+      // Past the grace, bob's (never renewed) certificate cannot renew any more.
+      s.advance(RENEW_GRACE_MS - 25 * DAY + DAY);
+      const bobDer = pemToDer(bob.certPem, "CERTIFICATE");
+      assert.equal(
+        await code(s.svc.handle(renewReq(bobDer, await createCsr("bob", bobKeys)))),
+        "UNAUTHENTICATED",
+      );
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+backendTest("renewal grace: a revoked certificate never renews, lapsed or not", async (backend) => {
+  const s = await setup(backend, false);
+  try {
+    const keys = await generateKeyPair();
+    const issued = await s.svc.enroll({ name: "carol", csr: await createCsr("carol", keys) });
+    const der = pemToDer(issued.certPem, "CERTIFICATE");
+    await s.svc.revoke(await s.svc.authenticate(der), {});
+    s.advance(issued.notAfter - s.now() + DAY);
+    await assert.rejects(
+      s.svc.handle({
+        method: "POST",
+        path: "/v1/renew",
+        query: new URLSearchParams(),
+        body: { csr: await createCsr("carol", keys) },
+        peerCertDer: () => der,
+      }),
+      (e: unknown) => (e as ApiError).code === "UNAUTHENTICATED",
+    );
+  } finally {
+    await s.close();
+  }
+});

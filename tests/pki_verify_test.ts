@@ -28,6 +28,7 @@ Deno.test("verifyPeerCertificate accepts a good leaf and reports its identity", 
     });
     assert.equal(peer.name, "alice");
     assert.equal(peer.fingerprint, leaf.fingerprint);
+    assert.equal(peer.keyFingerprint, leaf.keyFingerprint);
     assert.equal(peer.serial, leaf.serial);
     assert.equal(peer.notAfter, leaf.notAfter);
     // The key pair in the helper really belongs to the certificate.

@@ -5,8 +5,6 @@
  * preloads a library) it dies once a fresh Roughtime answer arrives.
  */
 import assert from "node:assert/strict";
-import { DirectoryClient } from "../client/directory_client.ts";
-import type { HomeState } from "../client/home.ts";
 import {
   enrollUser,
   type HeadlessEvent,
@@ -20,27 +18,6 @@ import { withTools } from "./helpers/tools.ts";
 
 const TTL = 8000;
 
-/** Under a moved wall clock the platform HTTPS client refuses the directory's certificate (it judges validity
- * on the local clock), so the receiver cannot publish its own address; the test publishes it, authenticated
- * with the receiver's certificate, from this (unfaked) process. */
-async function publishFor(home: HomeState, address: string): Promise<void> {
-  const [host, port] = [
-    address.slice(0, address.lastIndexOf(":")),
-    Number(address.slice(address.lastIndexOf(":") + 1)),
-  ];
-  const d = new DirectoryClient({
-    url: home.server,
-    caPem: home.caPem,
-    certPem: home.certPem,
-    keyPem: home.keyPem,
-  });
-  try {
-    await d.publish(host, port, 300);
-  } finally {
-    d.close();
-  }
-}
-
 async function scenario(
   fake: { spec: string; fakeMonotonic?: boolean; args?: string[] },
   check: (
@@ -50,10 +27,8 @@ async function scenario(
   const pb: Phonebook = await startPhonebook();
   const aliceHome = await enrollUser(pb, "alice");
   const bobHome = await enrollUser(pb, "bob");
-  // The receiver has run once on a correct clock, so it holds a verified revocation list in its store: under
-  // the moved clock it cannot fetch one (see publishFor), and a client that never obtained one refuses every
-  // peer (fail closed, tests/session_revocation_test.ts).
-  await (await startClient(bobHome)).stop();
+  // The receiver publishes itself and fetches its revocation list under the moved clock: the phonebook's
+  // certificate is judged on trusted time (tests/trusted_time_device_test.ts).
   const bob = spawnHeadless(bobHome.dir, {
     faketime: fake.spec,
     fakeMonotonic: fake.fakeMonotonic,
@@ -63,11 +38,6 @@ async function scenario(
   try {
     const ready = await bob.waitEvent((e) => e.event === "ready", 60_000, "bob ready");
     assert.equal(ready.time, "verified", "the receiver's trusted clock must be verified by Roughtime");
-    // bob listens on every interface ([::]:PORT): this machine reaches him on loopback.
-    await publishFor(
-      bobHome,
-      `127.0.0.1:${String(ready.address).slice(String(ready.address).lastIndexOf(":") + 1)}`,
-    );
     const sentPerf = performance.now();
     const m = await alice.engine.send("bob", "tick tock", { ttlMs: TTL });
     const got = await bob.waitEvent((e) => e.event === "message" && e.id === m.id, 30_000, "message at bob");

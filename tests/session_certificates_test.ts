@@ -261,7 +261,7 @@ Deno.test("a changed key is refused on both sides with a key-changed warning unt
     // First use pins alice's old certificate.
     const m1 = await alice.engine.send("bob", "first");
     await bob.log.waitFor("message", (e) => e.message.id === m1.id);
-    assert.equal(bob.engine.peerInfo("alice")?.pinnedFingerprint, aliceOld.fingerprint);
+    assert.equal(bob.engine.peerInfo("alice")?.pinnedFingerprint, aliceOld.keyFingerprint);
     await alice.stop();
     await bob.log.waitFor("peer-offline", (e) => e.name === "alice");
 
@@ -269,8 +269,8 @@ Deno.test("a changed key is refused on both sides with a key-changed warning unt
     alice = await startTestEngine(ca, aliceNew, { directory: aliceDir(aliceNew) });
     const m2 = await alice.engine.send("bob", "new key");
     const kc = await bob.log.waitFor("key-changed", (e) => e.name === "alice");
-    assert.equal(kc.oldFingerprint, aliceOld.fingerprint);
-    assert.equal(kc.newFingerprint, aliceNew.fingerprint);
+    assert.equal(kc.oldFingerprint, aliceOld.keyFingerprint);
+    assert.equal(kc.newFingerprint, aliceNew.keyFingerprint);
     assert.equal(bob.engine.peerInfo("alice")?.pin, "changed");
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(bob.log.of("message").some((e) => e.message.id === m2.id), false);
@@ -280,7 +280,7 @@ Deno.test("a changed key is refused on both sides with a key-changed warning unt
     const n = refusalCodes(bob.log).filter((c) => c === "KEY_CHANGED").length;
     await bob.engine.send("alice", "are you alice?");
     await until(() => refusalCodes(bob.log).filter((c) => c === "KEY_CHANGED").length > n, 5000, "dialer");
-    assert.equal(bob.engine.peerInfo("alice")?.pinnedFingerprint, aliceOld.fingerprint);
+    assert.equal(bob.engine.peerInfo("alice")?.pinnedFingerprint, aliceOld.keyFingerprint);
     assert.equal(bob.engine.connection("alice"), null);
     // The warning was given once, not once per retry.
     assert.equal(bob.log.of("key-changed").length, 1);
@@ -288,8 +288,46 @@ Deno.test("a changed key is refused on both sides with a key-changed warning unt
     // Explicit acceptance: the new key is pinned and messages flow both ways.
     bob.engine.acceptKey("alice");
     await bob.log.waitFor("message", (e) => e.message.id === m2.id);
-    assert.equal(bob.engine.peerInfo("alice")?.pinnedFingerprint, aliceNew.fingerprint);
+    assert.equal(bob.engine.peerInfo("alice")?.pinnedFingerprint, aliceNew.keyFingerprint);
     assert.throws(() => bob.engine.acceptKey("alice"), { code: "NO_PENDING_KEY" });
+  } finally {
+    await alice.stop();
+    await bob.stop();
+  }
+});
+
+Deno.test("a renewed certificate for the same key is accepted silently on both sides", async () => {
+  const ca = await makeTestCa();
+  const aliceOld = await makeTestLeaf(ca, "alice");
+  const aliceRenewed = await makeTestLeaf(ca, "alice", { keys: aliceOld.keys });
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const bobDir = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
+  const bob = await startTestEngine(ca, bobLeaf, { directory: bobDir });
+  const aliceDir = (leaf: typeof aliceOld) =>
+    new FakeDirectory({ name: "alice", fingerprint: leaf.fingerprint }, bobDir.entries);
+  let alice = await startTestEngine(ca, aliceOld, { directory: aliceDir(aliceOld) });
+  try {
+    const m1 = await alice.engine.send("bob", "first");
+    await bob.log.waitFor("message", (e) => e.message.id === m1.id);
+    const before = bob.engine.peerInfo("alice")!;
+    assert.equal(before.fingerprint, aliceOld.keyFingerprint);
+    await alice.stop();
+    await bob.log.waitFor("peer-offline", (e) => e.name === "alice");
+
+    alice = await startTestEngine(ca, aliceRenewed, { directory: aliceDir(aliceRenewed) });
+    assert.equal(alice.engine.ownFingerprint(), aliceOld.keyFingerprint, "our own fingerprint is the key's");
+    const m2 = await alice.engine.send("bob", "renewed");
+    await bob.log.waitFor("message", (e) => e.message.id === m2.id);
+    // And bob dials the renewed alice: the listed (new) certificate carries the pinned key.
+    const m3 = await bob.engine.send("alice", "welcome back");
+    await alice.log.waitFor("message", (e) => e.message.id === m3.id);
+    assert.equal(bob.log.of("key-changed").length, 0, "no alarm for a renewal");
+    assert.equal(alice.log.of("key-changed").length, 0);
+    const after = bob.engine.peerInfo("alice")!;
+    assert.equal(after.serial, aliceRenewed.serial, "the renewed certificate is the one proved");
+    assert.equal(after.fingerprint, before.fingerprint, "the fingerprint people compare did not change");
+    assert.equal(after.certificateFingerprint, aliceRenewed.fingerprint);
+    assert.equal(after.pin, "pinned");
   } finally {
     await alice.stop();
     await bob.stop();

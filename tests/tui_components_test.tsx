@@ -129,7 +129,7 @@ Deno.test("PeerPane: certificate, validity on trusted time, revocation, TLS and 
   assert.match(f, /cipher +TLS_AES_256_GCM_SHA384\b/, "the cipher name whole");
   assert.match(f, /path +relayed via 198\.18\.0\.1:10041/, "how the session runs");
   assert.match(f, /valid now \(trusted time\)/);
-  assert.match(f, /pinned \(old\) fingerprint/);
+  assert.match(f, /pinned \(old\) key fingerprint/);
   assert.match(f, new RegExp(info.fingerprint.slice(0, 4)));
   // On a 60x20 terminal the pane has 12 rows: what matters for trust comes first and stays visible.
   const small = render(<PeerPane info={info} contact={contact("bob")} width={43} height={12} />);

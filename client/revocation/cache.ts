@@ -21,8 +21,9 @@ export const DEFAULT_CRL_MAX_AGE_MS = 30_000;
 export interface RevocationCacheDeps {
   /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
   fetch(): Promise<ParsedCrl>;
-  /** The list persisted by an earlier run, or null. */
-  load(): RevocationList | null;
+  /** The list persisted by an earlier run, or null; may be asynchronous (the engine verifies the stored
+   * signed list again first). Every use of the cache waits for it. */
+  load(): RevocationList | null | Promise<RevocationList | null>;
   /** Persists a newer list; may throw (the list is then used in memory only). */
   save(list: RevocationList): void;
   /** The latest the time may be (trusted when known). */
@@ -48,11 +49,27 @@ export class RevocationCache {
   /** "No revocation list yet" is said once, not at every refused handshake. */
   #unknownWarned = false;
   #closed = false;
+  readonly #loaded: Promise<void>;
 
   constructor(deps: RevocationCacheDeps) {
     this.#d = deps;
     this.#maxAgeMs = deps.maxAgeMs ?? DEFAULT_CRL_MAX_AGE_MS;
-    this.#list = deps.load();
+    const held = deps.load();
+    if (held instanceof Promise) {
+      this.#list = null;
+      this.#loaded = held.then((l) => {
+        // A list fetched meanwhile is at least as new as the stored one.
+        if (!this.#list) this.#list = l;
+      }, () => {});
+    } else {
+      this.#list = held;
+      this.#loaded = Promise.resolve();
+    }
+  }
+
+  /** Resolves once the stored list was read (and verified, when load is asynchronous). */
+  get loaded(): Promise<void> {
+    return this.#loaded;
   }
 
   /** The list we hold, or null when none was ever obtained. */
@@ -88,6 +105,7 @@ export class RevocationCache {
   /** The serials to judge a peer on: refreshed first when older than maxAgeMs (failures retried after a
    * short pause). Throws RevocationUnknownError when no list was ever obtained. */
   async revokedSerials(): Promise<ReadonlySet<string>> {
+    await this.#loaded;
     const now = this.#d.scheduler.now();
     const current = this.#fetchedAt !== null && now - this.#fetchedAt < this.#maxAgeMs;
     const pausing = this.#failedAt !== null && now - this.#failedAt < CRL_RETRY_AFTER_FAILURE_MS &&
@@ -103,6 +121,7 @@ export class RevocationCache {
   }
 
   async #fetch(): Promise<void> {
+    await this.#loaded;
     let parsed: ParsedCrl;
     try {
       parsed = await withTimeout(
@@ -129,6 +148,7 @@ export class RevocationCache {
       crlNumber: parsed.crlNumber ?? null,
       thisUpdateMs: parsed.thisUpdateMs,
       nextUpdateMs: parsed.nextUpdateMs,
+      ...(parsed.der ? { der: parsed.der } : {}),
     };
     this.#fetchedAt = this.#d.scheduler.now();
     const held = this.#list;

@@ -15,6 +15,8 @@ export interface RevocationList {
   crlNumber: bigint | null;
   thisUpdateMs: number;
   nextUpdateMs: number | null;
+  /** The signed CRL these contents were verified from: what the store keeps and verifies again at start. */
+  der?: Uint8Array;
 }
 
 /** How a freshly fetched CRL relates to the one we hold. */

@@ -78,7 +78,7 @@ export class SessionManager {
     relistens: 0,
   };
 
-  readonly #identity: LocalIdentity;
+  #identity: LocalIdentity;
   readonly #authenticate: Authenticate;
   readonly #handlers: ManagerHandlers;
 
@@ -92,6 +92,15 @@ export class SessionManager {
     this.#authenticate = authenticate;
     this.#handlers = handlers;
     this.limits = { ...DEFAULT_LIMITS, ...limits };
+  }
+
+  /** Presents `next` (a renewed certificate) in every session opened from now on, dialled or accepted; open
+   * sessions carry on with the certificate they proved. The listener's TLS context is swapped in place
+   * (setSecureContext), so the port and the connections being accepted stay. */
+  setIdentity(next: LocalIdentity): void {
+    this.#identity = next;
+    const ctx = { cert: next.certPem, key: next.keyPem, ca: next.caPem };
+    this.#server?.setSecureContext(ctx);
   }
 
   /** Starts the TLS listener; resolves with the bound address. */

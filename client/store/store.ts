@@ -12,6 +12,7 @@
  * secure_delete=ON SQLite overwrites freed content with zeros, and after deleting expired rows we checkpoint
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
+import { Buffer } from "node:buffer";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { ChatMessage, DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
@@ -32,12 +33,22 @@ export interface StoredMessage extends Omit<ChatMessage, "unreadExpiresAt"> {
 
 export interface StoredContact {
   name: string;
+  /** The pinned key fingerprint (SHA-256 of the SPKI), or for a pin made before keys were pinned
+   * (pinKind "certificate") the SHA-256 of the certificate that was seen then. */
   pinnedFingerprint: string | null;
-  /** A fingerprint seen that differs from the pin, waiting for the user's acceptance. */
+  /** What pinnedFingerprint hashes: "key" (every pin made now), "certificate" (a pin stored by an older
+   * version, converted to a key pin when that certificate is seen again), null with no pin. */
+  pinKind: PinKind | null;
+  /** A key fingerprint seen that differs from the pin, waiting for the user's acceptance. */
   pendingFingerprint: string | null;
+  /** The last certificate the peer proved in a session (DER), kept so the pinned key can always be read
+   * back from it; null for contacts not met since this was stored. */
+  certificateDer: Uint8Array | null;
   verified: boolean;
   defaultTtlMs: number | null;
 }
+
+export type PinKind = "key" | "certificate";
 
 export interface ExpiringRow {
   peer: string;
@@ -145,7 +156,9 @@ CREATE TABLE IF NOT EXISTS contacts (
   pinned_fp TEXT,
   pending_fp TEXT,
   verified INTEGER NOT NULL DEFAULT 0,
-  default_ttl_ms INTEGER
+  default_ttl_ms INTEGER,
+  pin_kind TEXT,
+  peer_cert BLOB
 );
 CREATE TABLE IF NOT EXISTS pending_reads (
   peer TEXT NOT NULL,
@@ -183,11 +196,17 @@ function decodeRevocationList(text: string): RevocationList | null {
   if (o.crlNumber !== null && (typeof o.crlNumber !== "string" || !/^[0-9]{1,60}$/.test(o.crlNumber))) {
     return null;
   }
+  let der: Uint8Array | undefined;
+  if (o.der !== undefined) {
+    if (typeof o.der !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(o.der)) return null;
+    der = new Uint8Array(Buffer.from(o.der, "base64"));
+  }
   return {
     serials: new Set(o.serials as string[]),
     crlNumber: o.crlNumber === null ? null : BigInt(o.crlNumber as string),
     thisUpdateMs: o.thisUpdateMs as number,
     nextUpdateMs: o.nextUpdateMs as number | null,
+    ...(der ? { der } : {}),
   };
 }
 
@@ -221,6 +240,7 @@ export class ChatStore {
       this.#db.exec("PRAGMA busy_timeout=5000;");
       this.#migrateMessages();
       this.#db.exec(SCHEMA);
+      this.#migrate();
     } catch (e) {
       this.#db.close();
       throw new StoreError("STORE_FAILED", `cannot open ${path}: ${(e as Error).message}`);
@@ -237,6 +257,16 @@ export class ChatStore {
     this.#outgoingKind = { name: "outgoing messages", durable: true, apply: (v) => this.#applyOutgoing(v) };
     this.#stateKind = { name: "state changes", durable: false, apply: (v) => this.#applyStates(v) };
     this.#readKind = { name: "read receipts", durable: false, apply: (v) => this.#applyReads(v) };
+  }
+
+  /** Columns added after the first version: a chat.db written by an older version gets them, its pins keep
+   * pin_kind NULL, which reads as "certificate" (they hashed the whole certificate). */
+  #migrate(): void {
+    const cols = new Set(
+      (this.#db.prepare("PRAGMA table_info(contacts)").all() as Row[]).map((r) => String(r.name)),
+    );
+    if (!cols.has("pin_kind")) this.#db.exec("ALTER TABLE contacts ADD COLUMN pin_kind TEXT");
+    if (!cols.has("peer_cert")) this.#db.exec("ALTER TABLE contacts ADD COLUMN peer_cert BLOB");
   }
 
   /** Rewrites a version 1 messages table (keyed on peer, id) into the current layout, in one transaction;
@@ -593,7 +623,9 @@ export class ChatStore {
       ? {
         name: String(r.name),
         pinnedFingerprint: r.pinned_fp === null ? null : String(r.pinned_fp),
+        pinKind: r.pinned_fp === null ? null : r.pin_kind === "key" ? "key" : "certificate",
         pendingFingerprint: r.pending_fp === null ? null : String(r.pending_fp),
+        certificateDer: r.peer_cert instanceof Uint8Array ? new Uint8Array(r.peer_cert) : null,
         verified: Number(r.verified) === 1,
         defaultTtlMs: num(r.default_ttl_ms),
       }
@@ -613,14 +645,29 @@ export class ChatStore {
     return this.contact(name)!;
   }
 
-  /** Pins a fingerprint (first use, or an accepted change): clears any pending change and the verified mark
-   * when the key changed. */
+  /** Pins a key fingerprint (first use, or an accepted change): clears any pending change and the verified
+   * mark when the key changed. */
   pin(name: string, fingerprint: string): void {
     this.ensureContact(name);
     this.#db.prepare(
       `UPDATE contacts SET verified = CASE WHEN pinned_fp = ? THEN verified ELSE 0 END, pinned_fp = ?,
-       pending_fp = NULL WHERE name = ?`,
+       pin_kind = 'key', pending_fp = NULL WHERE name = ?`,
     ).run(fingerprint, fingerprint, name);
+  }
+
+  /** Replaces an old certificate pin by the key fingerprint of that same certificate: the same identity, so
+   * the verified mark stays. Does nothing unless the pin is still the certificate fingerprint given. */
+  convertPin(name: string, certificateFingerprint: string, keyFingerprint: string): void {
+    this.#db.prepare(
+      `UPDATE contacts SET pinned_fp = ?, pin_kind = 'key'
+       WHERE name = ? AND pinned_fp = ? AND (pin_kind IS NULL OR pin_kind <> 'key')`,
+    ).run(keyFingerprint, name, certificateFingerprint);
+  }
+
+  /** Keeps the certificate a peer last proved (a renewal of the same key replaces it silently). */
+  saveCertificate(name: string, der: Uint8Array): void {
+    this.ensureContact(name);
+    this.#db.prepare("UPDATE contacts SET peer_cert = ? WHERE name = ?").run(der, name);
   }
 
   setPending(name: string, fingerprint: string | null): void {
@@ -682,13 +729,15 @@ export class ChatStore {
   }
 
   /** Replaces the stored revocation list (on disk when it returns: a restart must not forget a revocation).
-   * Only the verified contents are kept: the directory client hands over the parsed list, not its DER. */
+   * The signed DER is kept with the contents: the engine verifies it again at every start and uses only what
+   * verifies (the contents beside it are for reading; a list stored without DER is not used again). */
   saveRevocationList(crl: RevocationList): void {
     const text = JSON.stringify({
       serials: [...crl.serials].sort(),
       crlNumber: crl.crlNumber === null ? null : crl.crlNumber.toString(),
       thisUpdateMs: crl.thisUpdateMs,
       nextUpdateMs: crl.nextUpdateMs,
+      ...(crl.der ? { der: Buffer.from(crl.der).toString("base64") } : {}),
     });
     this.#durableTx(() => {
       this.#db.prepare("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)").run(META_CRL, text);

@@ -8,7 +8,8 @@ import { Box, Text, useInput, usePaste, useWindowSize } from "ink";
 import type { Key } from "ink";
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import type { TimeStatus } from "../../clock/types.ts";
-import type { ChatEngineApi, Contact, SendOptions } from "../engine_types.ts";
+import type { ChatEngineApi, Contact, EngineEvent, SendOptions } from "../engine_types.ts";
+import type { EarlyEvents } from "../early_events.ts";
 import { complete, parseInput, type UiCommand } from "./commands.ts";
 import { layoutConversation, rowsAfter } from "./conversation_layout.ts";
 import { formatTtl } from "./format.ts";
@@ -66,6 +67,8 @@ export function inputLimitBytes(text: string): number {
 
 export interface AppProps {
   engine: ChatEngineApi;
+  /** Events emitted while the engine started, then every later one (instead of engine.subscribe). */
+  early?: EarlyEvents;
   /** Called once when the user asks to quit (Ctrl+C, /quit); the caller closes the engine. */
   onQuit: () => void;
   /** Settings read from the home folder (defaults otherwise). */
@@ -139,6 +142,7 @@ export function App(
     terminal,
     repaint,
     mouse,
+    early,
   }: AppProps,
 ) {
   const win = useWindowSize();
@@ -147,7 +151,11 @@ export function App(
   const [state, dispatch] = useReducer(
     reduce,
     undefined,
-    () => ({ ...initialState(engine.name, engine.timeStatus()), peerPane: initialSettings.peerPane }),
+    () => ({
+      ...initialState(engine.name, engine.timeStatus()),
+      peerPane: initialSettings.peerPane,
+      certificate: engine.certificateStatus?.() ?? null,
+    }),
   );
   const [settings, setSettingsState] = useState<Settings>(initialSettings);
   const settingsRef = useRef(settings);
@@ -226,7 +234,8 @@ export function App(
 
   // Engine events.
   useEffect(() => {
-    const off = engine.subscribe((event) => {
+    const listen = (fn: (e: EngineEvent) => void) => early ? early.attach(fn) : engine.subscribe(fn);
+    const off = listen((event) => {
       if (event.event === "message" && event.message.direction === "in" && terminal) {
         const m = event.message;
         const known = stateRef.current.conversations[m.peer]?.some((x) => x.id === m.id) ?? false;
@@ -256,7 +265,7 @@ export function App(
       off();
       clearInterval(every);
     };
-  }, [engine, refreshContacts, loadHistory, mono, terminal]);
+  }, [engine, early, refreshContacts, loadHistory, mono, terminal]);
 
   // Countdown and clock tick: a frame every TICK_MS while a countdown is on screen, else every
   // IDLE_TICKS ticks for the clock summary (a long conversation is not laid out twice a second for nothing).

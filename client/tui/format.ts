@@ -3,7 +3,7 @@
  * passed in (trusted Unix ms from the engine), none is read from the system clock here.
  */
 import type { TimeStatus } from "../../clock/types.ts";
-import type { DeliveryState, PinState } from "../engine_types.ts";
+import type { DeliveryState, OwnCertificateStatus, PinState } from "../engine_types.ts";
 import { MAX_TTL_MS, MIN_TTL_MS } from "../protocol/constants.ts";
 
 // The protocol's limits, so the UI refuses what the engine would refuse, with a friendlier message.
@@ -162,4 +162,20 @@ export function formatTimeStatus(t: TimeStatus): string {
 function formatUncertainty(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)}ms`;
   return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)}s`;
+}
+
+/** The status bar's word on our own certificate: nothing while it is valid and not lapsing soon. */
+export function formatOwnCertificate(st: OwnCertificateStatus | null | undefined): string {
+  if (!st) return "";
+  const day = new Date(st.notAfter).toISOString().slice(0, 10);
+  switch (st.state) {
+    case "revoked":
+      return "CERTIFICATE REVOKED: securechat enroll";
+    case "expired":
+      return "CERTIFICATE EXPIRED: securechat enroll --renew";
+    case "renewing":
+      return st.expiringSoon ? `certificate lapses ${day}, renewing` : "certificate renewing";
+    case "valid":
+      return st.expiringSoon ? `certificate lapses ${day}` : "";
+  }
 }

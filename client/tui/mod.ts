@@ -8,6 +8,7 @@ import process from "node:process";
 import { render, type RenderOptions } from "ink";
 import { createElement } from "react";
 import type { ChatEngineApi } from "../engine_types.ts";
+import type { EarlyEvents } from "../early_events.ts";
 import { CliError } from "../../cli_error.ts";
 import { App, type AppProps } from "./app.tsx";
 import { loadSettings, noColorEnv, saveSettings } from "./settings.ts";
@@ -16,6 +17,8 @@ import { MouseFilteringStdin } from "./mouse_stdin.ts";
 export interface TuiOptions {
   /** The home folder, where settings.json is kept; null: default settings, not saved. */
   home: string | null;
+  /** The events the engine emitted while starting (its onEvent was `early.push`): shown first. */
+  early?: EarlyEvents;
 }
 
 /** How long quitting waits for the engine to close before giving up on a clean goodbye. */
@@ -156,6 +159,7 @@ export async function runTui(engine: ChatEngineApi, opts: TuiOptions): Promise<v
       render: { ...TERMINAL_RENDER_OPTIONS, stdin: stdin as unknown as NodeJS.ReadStream },
       quit: signalled,
       app: {
+        early: opts.early,
         settings,
         settingsWarnings: warnings,
         saveSettings: home === null ? undefined : (s) => saveSettings(home, s),

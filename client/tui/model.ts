@@ -4,7 +4,7 @@
  * drops messages on the engine's `expired` event, and hides (never shows early) what the engine gave it.
  */
 import type { TimeStatus } from "../../clock/types.ts";
-import type { ChatMessage, Contact, EngineEvent, PinState } from "../engine_types.ts";
+import type { ChatMessage, Contact, EngineEvent, OwnCertificateStatus, PinState } from "../engine_types.ts";
 import { formatTtl, groupFingerprint } from "./format.ts";
 
 /** Log lines kept in memory (the log pane shows the newest). */
@@ -73,6 +73,8 @@ export interface UiState {
   logScroll: number;
   /** Why the last connection to a peer failed (the engine's PEER_ errors), until it comes online. */
   peerProblem: Record<string, string>;
+  /** Our own certificate's state (status bar), when the engine reports it. */
+  certificate?: OwnCertificateStatus | null;
 }
 
 export type UiAction =
@@ -275,6 +277,34 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
       const next = { ...s, time: e.status };
       if (before === e.status.state) return next;
       return addLog(next, e.status.state === "verified" ? "info" : "warn", `time is ${e.status.state}`, at);
+    }
+    case "certificate": {
+      const before = s.certificate ?? null;
+      const next = { ...s, certificate: e.status };
+      const st = e.status;
+      if (before && before.state === st.state && before.expiringSoon === st.expiringSoon) return next;
+      if (st.state === "expired" || st.state === "revoked") {
+        return addLog(next, "error", `your certificate is ${st.state}: ${st.fix ?? ""}`, at);
+      }
+      if (st.expiringSoon) {
+        return addLog(
+          next,
+          "warn",
+          `your certificate lapses ${new Date(st.notAfter).toISOString()} and is not renewed yet${
+            st.lastError ? ` (${st.lastError})` : ""
+          }`,
+          at,
+        );
+      }
+      if (before && before.state !== "valid" && st.state === "valid") {
+        return addLog(
+          next,
+          "info",
+          `certificate renewed: valid until ${new Date(st.notAfter).toISOString()}`,
+          at,
+        );
+      }
+      return next;
     }
     case "log":
       return addLog(s, e.level, e.text, at);

@@ -5,9 +5,17 @@
 import { Box, Text } from "ink";
 import { createContext, useContext } from "react";
 import type { TimeStatus } from "../../clock/types.ts";
-import type { Contact, PeerInfo } from "../engine_types.ts";
+import type { Contact, OwnCertificateStatus, PeerInfo } from "../engine_types.ts";
 import type { ScreenLine, Segment, Tone } from "./conversation_layout.ts";
-import { formatClock, formatTimeStatus, formatTtl, formatUtc, groupFingerprint, pinLabel } from "./format.ts";
+import {
+  formatClock,
+  formatOwnCertificate,
+  formatTimeStatus,
+  formatTtl,
+  formatUtc,
+  groupFingerprint,
+  pinLabel,
+} from "./format.ts";
 import type { LogEntry } from "./model.ts";
 import { displayText, displayWidth, fit, truncate, wrapText } from "./width.ts";
 
@@ -125,19 +133,33 @@ export function TopBar(
 }
 
 export function StatusBar(
-  { me, peer, ttlMs, width, hints }: {
+  { me, peer, ttlMs, width, hints, certificate }: {
     me: string;
     peer: string | null;
     ttlMs: number | null;
     width: number;
     hints: string;
+    /** Our certificate: said before the hints when it needs attention (renewing, lapsing, expired, revoked). */
+    certificate?: OwnCertificateStatus | null;
   },
 ) {
   const where = peer ? ` ${displayText(me)} \u2192 ${displayText(peer)}` : ` ${displayText(me)}`;
   const ttl = peer ? ` \u00b7 ttl ${ttlMs === null ? "off" : formatTtl(ttlMs)}` : "";
   const left = where + ttl + " ";
+  const certText = formatOwnCertificate(certificate);
+  const cert = certText ? `\u00b7 ${certText} ` : "";
+  const certTone: Tone = certificate?.state === "expired" || certificate?.state === "revoked"
+    ? "error"
+    : "warn";
   const room = Math.max(0, width - displayWidth(left));
-  return <Row width={width} segments={[seg(left, "me"), seg(fit(" " + hints, room), "dim")]} />;
+  const certShown = fit(cert, room);
+  const rest = Math.max(0, room - displayWidth(certShown));
+  return (
+    <Row
+      width={width}
+      segments={[seg(left, "me"), seg(certShown, certTone), seg(fit(" " + hints, rest), "dim")]}
+    />
+  );
 }
 
 /** Marker after a contact's name: key changed, verified, or not verified yet. */
@@ -267,11 +289,11 @@ export function peerLines(info: PeerInfo | null, contact: Contact | undefined, w
           ...wrapText(displayText(info.path), width).map((t, i) => line(`path:${i}`, seg(t))),
         ]
       : []),
-    line("fph", seg("SHA-256 fingerprint", "dim")),
+    line("fph", seg("key SHA-256 fingerprint", "dim")),
     ...fingerprintLines("fp", info.fingerprint, width, pin === "changed" ? "error" : "normal"),
   );
   if (info.pinnedFingerprint && info.pinnedFingerprint !== info.fingerprint) {
-    out.push(line("pfh", seg("pinned (old) fingerprint", "warn")));
+    out.push(line("pfh", seg("pinned (old) key fingerprint", "warn")));
     out.push(...fingerprintLines("pfp", info.pinnedFingerprint, width, "warn"));
   }
   out.push(

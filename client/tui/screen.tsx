@@ -174,6 +174,7 @@ export function ChatScreen(
       ttlMs={contact?.defaultTtlMs ?? null}
       width={columns}
       hints={state.overlay === null ? hints : "Esc close"}
+      certificate={state.certificate}
     />
   );
   if (state.overlay !== null) {

@@ -20,7 +20,7 @@ import {
 } from "../../client/engine.ts";
 import type { EngineEvent } from "../../client/engine_types.ts";
 import { deadlinePassed, type TimeStatus, type TrustedTime } from "../../clock/mod.ts";
-import { fingerprintOf, type ParsedCrl } from "../../pki/mod.ts";
+import { type CaMaterial, createCrl, fingerprintOf, type ParsedCrl } from "../../pki/mod.ts";
 import {
   encodeFrame,
   type Frame,
@@ -217,6 +217,9 @@ export class FakeDirectory implements DirectoryLike {
   crlLifetimeMs: number | null = 60_000;
   /** When set, served instead of the current list (a replayed or cached older CRL). */
   replay: ParsedCrl | null = null;
+  /** The CA that signs the lists served (set by startTestEngine): the engine keeps the signed DER and
+   * verifies it again at its next start. */
+  ca: CaMaterial | null = null;
   #issued: ParsedCrl | null = null;
   #issuedKey = "";
   /** Pass another directory's `entries` to share one phonebook between engines. */
@@ -252,7 +255,9 @@ export class FakeDirectory implements DirectoryLike {
     const key = [...this.revoked].sort().join(",");
     const expired = this.#issued?.nextUpdateMs != null && Date.now() > this.#issued.nextUpdateMs;
     if (!this.#issued || key !== this.#issuedKey || expired) {
-      const thisUpdateMs = Math.max(Date.now(), (this.#issued?.thisUpdateMs ?? 0) + 1);
+      // At least a second after the previous one: a signed CRL carries whole seconds, and their order must
+      // survive that (the engine verifies the stored DER again at start and uses its times).
+      const thisUpdateMs = Math.max(Date.now(), (this.#issued?.thisUpdateMs ?? 0) + 1000);
       this.#issued = {
         revokedSerials: new Set(this.revoked),
         thisUpdateMs,
@@ -268,7 +273,18 @@ export class FakeDirectory implements DirectoryLike {
       return Promise.reject(new Error("cannot reach the directory (test: down)"));
     }
     const c = this.replay ?? this.current();
-    return Promise.resolve({ ...c, revokedSerials: new Set(c.revokedSerials) });
+    return this.#signed(c).then((der) => ({ ...c, revokedSerials: new Set(c.revokedSerials), ...der }));
+  }
+  /** A real signed CRL with exactly the contents of `c`. */
+  async #signed(c: ParsedCrl): Promise<{ der?: Uint8Array }> {
+    if (!this.ca) return {};
+    const crl = await createCrl(
+      this.ca,
+      [...c.revokedSerials].map((serial) => ({ serial, revokedAtMs: c.thisUpdateMs })),
+      c.thisUpdateMs,
+      { crlNumber: c.crlNumber, thisUpdateMs: c.thisUpdateMs, nextUpdateMs: c.nextUpdateMs },
+    );
+    return { der: new Uint8Array(crl.rawData) };
   }
 }
 
@@ -326,6 +342,7 @@ export async function startTestEngine(
 ): Promise<TestEngine> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
   const directory = opts.directory ?? new FakeDirectory({ name: leaf.name, fingerprint: leaf.fingerprint });
+  directory.ca ??= ca.material;
   const log = new EventLog();
   const engine = await ChatEngine.start({
     name: leaf.name,
@@ -365,7 +382,15 @@ export class MemoryPins implements PinStore {
   #ensure(name: string): StoredContact {
     let c = this.rows.get(name);
     if (!c) {
-      c = { name, pinnedFingerprint: null, pendingFingerprint: null, verified: false, defaultTtlMs: null };
+      c = {
+        name,
+        pinnedFingerprint: null,
+        pinKind: null,
+        pendingFingerprint: null,
+        certificateDer: null,
+        verified: false,
+        defaultTtlMs: null,
+      };
       this.rows.set(name, c);
     }
     return c;
@@ -374,7 +399,25 @@ export class MemoryPins implements PinStore {
     const c = this.#ensure(name);
     if (c.pinnedFingerprint !== fp) c.verified = false;
     c.pinnedFingerprint = fp;
+    c.pinKind = "key";
     c.pendingFingerprint = null;
+  }
+  /** A pin as an older version stored it: the certificate's fingerprint. */
+  legacyPin(name: string, certificateFingerprint: string, verified = false): void {
+    const c = this.#ensure(name);
+    c.pinnedFingerprint = certificateFingerprint;
+    c.pinKind = "certificate";
+    c.verified = verified;
+  }
+  convertPin(name: string, certFp: string, keyFp: string): void {
+    const c = this.rows.get(name);
+    if (c && c.pinKind === "certificate" && c.pinnedFingerprint === certFp) {
+      c.pinnedFingerprint = keyFp;
+      c.pinKind = "key";
+    }
+  }
+  saveCertificate(name: string, der: Uint8Array): void {
+    this.#ensure(name).certificateDer = der;
   }
   setPending(name: string, fp: string | null): void {
     this.#ensure(name).pendingFingerprint = fp;

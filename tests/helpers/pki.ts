@@ -11,6 +11,8 @@ import {
   generateKeyPair,
   issueCertificate,
   type KeyAlgorithm,
+  keyFingerprintOf,
+  type KeyPair,
   normalizeSerial,
   pemToDer,
   type SanEntry,
@@ -74,6 +76,9 @@ export interface TestLeaf {
   certDer: Uint8Array;
   keyPem: string;
   fingerprint: string;
+  /** SHA-256 of the SPKI (the same for two leaves made with the same `keys`). */
+  keyFingerprint: string;
+  keys: KeyPair;
   serial: string;
   notBefore: number;
   notAfter: number;
@@ -101,11 +106,18 @@ export async function makeTestCa(
 export async function makeTestLeaf(
   ca: TestCa,
   name: string,
-  opts: { defect?: LeafDefect; algorithm?: KeyAlgorithm; nowMs?: number; validityDays?: number } = {},
+  opts: {
+    defect?: LeafDefect;
+    algorithm?: KeyAlgorithm;
+    nowMs?: number;
+    validityDays?: number;
+    /** Reuse a key pair (a renewal: a new certificate for the same key). */
+    keys?: KeyPair;
+  } = {},
 ): Promise<TestLeaf> {
   const defect = opts.defect ?? "none";
   const now = opts.nowMs ?? Date.now();
-  const keys = await generateKeyPair(opts.algorithm ?? "p256");
+  const keys = opts.keys ?? await generateKeyPair(opts.algorithm ?? "p256");
   let issuer: CaMaterial | undefined = ca.material;
   let cn = name;
   let san: SanEntry[] = [{ type: "dns", value: name }];
@@ -179,6 +191,8 @@ export async function makeTestLeaf(
     certDer: pemToDer(certPem, "CERTIFICATE"),
     keyPem: await exportPrivateKeyPem(keys),
     fingerprint: fingerprintOf(certPem),
+    keyFingerprint: keyFingerprintOf(certPem),
+    keys,
     serial: normalizeSerial(cert.serialNumber),
     notBefore: cert.notBefore.getTime(),
     notAfter: cert.notAfter.getTime(),

@@ -303,3 +303,187 @@ export async function tls13ClientWithAnyKey(opts: {
     sock.destroy();
   }
 }
+
+export interface LiarServerResult {
+  /** The client sent its Finished: it accepted our CertificateVerify. */
+  clientFinished: boolean;
+  /** A TLS alert the client sent (RFC 8446 6: description byte), if any. */
+  alert: number | null;
+  /** Application data the client sent after its Finished (an HTTP request), decrypted. */
+  request: string;
+}
+
+export interface LiarServer {
+  port: number;
+  /** What happened on the first connection (resolves once it has closed). */
+  result: Promise<LiarServerResult>;
+  close(): Promise<void>;
+}
+
+/** The SERVER role: a minimal TLS 1.3 server (TLS_AES_128_GCM_SHA256, X25519) presenting `certDer` and
+ * signing its CertificateVerify (RFC 8446 4.4.3, ecdsa_secp256r1_sha256) with `signingKeyPem`, which may be
+ * any P-256 key: a client that does not check that signature would take a public certificate, copied from
+ * anywhere, as proof that it reached the certificate's owner. With the certificate's own key it is an honest
+ * (if tiny) server, which is the control that shows a refusal comes from the signature check. It serves one
+ * connection and answers nothing; `result` says whether the client finished the handshake. */
+export async function tls13ServerWithAnyKey(opts: {
+  certDer: Uint8Array;
+  signingKeyPem: string;
+}): Promise<LiarServer> {
+  const signingKey: KeyObject = createPrivateKey(opts.signingKeyPem);
+  let resolveResult!: (r: LiarServerResult) => void;
+  const result = new Promise<LiarServerResult>((r) => resolveResult = r);
+  const sockets = new Set<net.Socket>();
+  let served = false;
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on("close", () => sockets.delete(sock));
+    if (served) {
+      sock.destroy();
+      return;
+    }
+    served = true;
+    serveOne(sock, opts.certDer, signingKey).then(
+      resolveResult,
+      () => resolveResult({ clientFinished: false, alert: null, request: "" }),
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    result,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+async function serveOne(
+  sock: net.Socket,
+  certDer: Uint8Array,
+  signingKey: KeyObject,
+): Promise<LiarServerResult> {
+  const reader = new RecordReader(sock);
+  const out: LiarServerResult = { clientFinished: false, alert: null, request: "" };
+  try {
+    // ClientHello (RFC 8446 4.1.2), possibly over several records.
+    let hello = Buffer.alloc(0);
+    for (;;) {
+      const rec = await reader.next();
+      if (!rec) return out;
+      if (rec.type !== 0x16) throw new Error("expected a handshake record");
+      hello = Buffer.concat([hello, rec.body]);
+      if (hello.length >= 4 && hello.length >= 4 + ((hello[1] << 16) | (hello[2] << 8) | hello[3])) break;
+    }
+    const ch = hello.subarray(0, 4 + ((hello[1] << 16) | (hello[2] << 8) | hello[3]));
+    let p = 4 + 2 + 32;
+    const sessionId = ch.subarray(p + 1, p + 1 + ch[p]);
+    p += 1 + ch[p];
+    p += 2 + ch.readUInt16BE(p);
+    p += 1 + ch[p];
+    const extEnd = p + 2 + ch.readUInt16BE(p);
+    p += 2;
+    let clientShare: Buffer | null = null;
+    while (p < extEnd) {
+      const t = ch.readUInt16BE(p);
+      const l = ch.readUInt16BE(p + 2);
+      if (t === 0x0033) {
+        let q = p + 6;
+        while (q < p + 4 + l) {
+          const group = ch.readUInt16BE(q);
+          const klen = ch.readUInt16BE(q + 2);
+          if (group === 0x001d) clientShare = ch.subarray(q + 4, q + 4 + klen);
+          q += 4 + klen;
+        }
+      }
+      p += 4 + l;
+    }
+    if (!clientShare) throw new Error("no X25519 key share in ClientHello");
+    const eph = generateKeyPairSync("x25519");
+    const ephPub = Buffer.from(eph.publicKey.export({ format: "jwk" }).x as string, "base64url");
+    const shared = diffieHellman({
+      privateKey: eph.privateKey,
+      publicKey: createPublicKey({
+        key: { kty: "OKP", crv: "X25519", x: Buffer.from(clientShare).toString("base64url") },
+        format: "jwk",
+      }),
+    });
+    const ext = (type: number, body: Buffer) => Buffer.concat([u16(type), vec16(body)]);
+    const shBody = Buffer.concat([
+      u16(0x0303),
+      randomBytes(32),
+      vec8(Buffer.from(sessionId)),
+      u16(0x1301),
+      u8(0),
+      vec16(Buffer.concat([
+        ext(0x002b, u16(0x0304)),
+        ext(0x0033, Buffer.concat([u16(0x001d), vec16(ephPub)])),
+      ])),
+    ]);
+    const sh = Buffer.concat([u8(2), vec24(shBody)]);
+    const transcript: Buffer[] = [Buffer.from(ch), sh];
+    const thash = () => sha256(Buffer.concat(transcript));
+
+    // Key schedule (RFC 8446 7.1), as in the client above.
+    const zeros = Buffer.alloc(32);
+    const early = hkdfExtract(zeros, zeros);
+    const hs = hkdfExtract(expandLabel(early, "derived", sha256(Buffer.alloc(0)), 32), shared);
+    const cHs = expandLabel(hs, "c hs traffic", thash(), 32);
+    const sHs = expandLabel(hs, "s hs traffic", thash(), 32);
+    const master = hkdfExtract(expandLabel(hs, "derived", sha256(Buffer.alloc(0)), 32), zeros);
+    const serverHsKeys = trafficKeys(sHs);
+    const clientHsKeys = trafficKeys(cHs);
+
+    const ee = Buffer.concat([u8(8), vec24(vec16(Buffer.alloc(0)))]);
+    transcript.push(ee);
+    const entry = Buffer.concat([vec24(Buffer.from(certDer)), vec16(Buffer.alloc(0))]);
+    const cert = Buffer.concat([u8(11), vec24(Buffer.concat([vec8(Buffer.alloc(0)), vec24(entry)]))]);
+    transcript.push(cert);
+    const toSign = Buffer.concat([
+      Buffer.alloc(64, 0x20),
+      Buffer.from("TLS 1.3, server CertificateVerify"),
+      u8(0),
+      thash(),
+    ]);
+    const sig = createSign("sha256").update(toSign).sign(signingKey);
+    const cv = Buffer.concat([u8(15), vec24(Buffer.concat([u16(0x0403), vec16(sig)]))]);
+    transcript.push(cv);
+    const fin = Buffer.concat([
+      u8(20),
+      vec24(hmac(expandLabel(sHs, "finished", Buffer.alloc(0), 32), thash())),
+    ]);
+    transcript.push(fin);
+    const cAp = expandLabel(master, "c ap traffic", thash(), 32);
+    sock.write(Buffer.concat([
+      Buffer.from([0x16, 0x03, 0x03]),
+      u16(sh.length),
+      sh,
+      Buffer.from([0x14, 0x03, 0x03, 0x00, 0x01, 0x01]),
+      seal(serverHsKeys, 0x16, Buffer.concat([ee, cert, cv, fin])),
+    ]));
+
+    // The client's answer: its Finished (it believed us), or an alert (it did not).
+    const clientAp = trafficKeys(cAp);
+    for (;;) {
+      const rec = await reader.next();
+      if (!rec) return out;
+      if (rec.type === 0x14) continue;
+      if (rec.type === 0x15) {
+        out.alert = rec.body[1];
+        return out;
+      }
+      if (rec.type !== 0x17) continue;
+      const inner = open(out.clientFinished ? clientAp : clientHsKeys, rec.header, rec.body);
+      if (inner.type === 0x15) {
+        out.alert = inner.data[1];
+        return out;
+      }
+      if (inner.type === 0x16 && inner.data[0] === 20) out.clientFinished = true;
+      else if (inner.type === 0x17) out.request += inner.data.toString("utf8");
+    }
+  } finally {
+    sock.destroy();
+  }
+}
