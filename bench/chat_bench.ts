@@ -94,8 +94,12 @@ async function pairOfEngines(ca: TestCa) {
   const aliceLeaf = await makeTestLeaf(ca, "alice");
   const bobLeaf = await makeTestLeaf(ca, "bob");
   const bobDir = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
-  const bob = await startTestEngine(ca, bobLeaf, { directory: bobDir });
+  // The per-peer inbox limits (PEER_MESSAGE_BURST, PEER_UNREAD_BYTES) would cut this run's 35,000 unread
+  // messages a minute short: this figure is the engine's throughput, `bench hostile` measures the limits.
+  const inboxLimits = { burst: 1e9, perMinute: 1e9, unreadBytes: 1e12 };
+  const bob = await startTestEngine(ca, bobLeaf, { directory: bobDir, inboxLimits });
   const alice = await startTestEngine(ca, aliceLeaf, {
+    inboxLimits,
     directory: new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint }, bobDir.entries),
   });
   return { alice, bob, aliceLeaf, bobLeaf };

@@ -91,6 +91,9 @@ import { type Mapping, mapPort } from "./port_mapping.ts";
 import { type OwnCertificate, Renewal } from "./renewal.ts";
 import { writeCertificate } from "./home.ts";
 import { Inbox } from "./inbox.ts";
+import { Blocklist } from "./blocklist.ts";
+import { PeerQuota, type PeerQuotaLimits } from "./peer_quota.ts";
+import { MessageRequests, type RequestLimits } from "./requests.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
@@ -168,6 +171,10 @@ export interface ChatEngineOptions {
    * CLI turns it on unless --no-port-mapping). */
   portMapping?: boolean;
   limits?: Partial<SessionLimits>;
+  /** Per-peer inbox limits (client/peer_quota.ts); default the constants of client/protocol/constants.ts. */
+  inboxLimits?: Partial<PeerQuotaLimits>;
+  /** Message request limits (client/requests.ts); default REQUEST_MAX_MESSAGES and REQUEST_MAX_STRANGERS. */
+  requestLimits?: Partial<RequestLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
   /** How long an "after read" message may stay unread, from its send time, before both copies die.
@@ -262,6 +269,9 @@ export class ChatEngine implements ChatEngineApi {
   #mapped: Mapping | null = null;
   readonly #renewal: Renewal;
   readonly #inbox: Inbox;
+  readonly #blocklist: Blocklist;
+  readonly #quota: PeerQuota;
+  readonly #requests: MessageRequests;
   /** Peers announced online (a replacing connection is not news). */
   readonly #online = new Set<string>();
   #address: { host: string; port: number } | null = null;
@@ -295,6 +305,9 @@ export class ChatEngine implements ChatEngineApi {
     const log = (level: "info" | "warn" | "error", text: string) => emit({ event: "log", level, text });
     const store = this.#store = new ChatStore(opts.dbPath);
     const clock = opts.clock;
+    const blocklist = this.#blocklist = new Blocklist(store);
+    const quota = this.#quota = new PeerQuota(store, opts.inboxLimits);
+    const requests = this.#requests = new MessageRequests(store, emit, opts.requestLimits);
     this.#revocation = new RevocationCache({
       fetch: () => opts.directory.crl(),
       load: () => this.#loadStoredCrl(),
@@ -311,6 +324,7 @@ export class ChatEngine implements ChatEngineApi {
       revokedSerials: () => this.#revocation.revokedSerials(),
       pins: store,
       emit,
+      isBlocked: (name) => blocklist.has(name),
     });
     this.#sessions = new SessionManager(
       this.#identity,
@@ -372,7 +386,8 @@ export class ChatEngine implements ChatEngineApi {
       ownName: opts.name,
       store,
       session: (peer) => this.#sessions.active(peer),
-      connect: (peer) => void this.#dialer.connect(peer),
+      // Messages queued before a block wait (they go out if the peer is unblocked); we never dial a blocked peer.
+      connect: (peer) => void (blocklist.has(peer) ? null : this.#dialer.connect(peer)),
       deadlinePassed: (d) => clock.deadlinePassed(d),
       latestNowMs: () => clock.now()?.latestMs ?? null,
       maxUnreadMs: maxUnread,
@@ -385,7 +400,10 @@ export class ChatEngine implements ChatEngineApi {
       maxUnreadMs: maxUnread,
       scheduler: this.#scheduler,
       emit,
-      onDeleted: (_peer, id) => this.#outbox.forget(id),
+      onDeleted: (peer, id) => {
+        this.#outbox.forget(id);
+        quota.invalidate(peer);
+      },
       toChatMessage: (m) => toChatMessage(m, maxUnread),
     });
     this.#inbox = new Inbox({
@@ -395,6 +413,9 @@ export class ChatEngine implements ChatEngineApi {
       clock,
       store,
       emit,
+      isBlocked: (peer) => blocklist.has(peer),
+      quota,
+      requests,
       announce: (m) => {
         emit({ event: "message", message: toChatMessage(m, maxUnread) });
         // A new deadline may come before the one the sweeper sleeps until.
@@ -724,10 +745,18 @@ export class ChatEngine implements ChatEngineApi {
     void this.#outbox.flush(name);
   }
 
-  #onClose(s: PeerSession, _info: CloseInfo, wasActive: boolean): void {
+  #onClose(s: PeerSession, info: CloseInfo, wasActive: boolean): void {
     const name = s.peer?.name ?? s.expectedName;
     if (!name) return;
-    this.#outbox.onSessionClosed(name, s.id);
+    // The peer's inbox limits: our messages wait and are sent again at the next retry.
+    const limited = info.by === "peer" && (info.code === "QUOTA_EXCEEDED" || info.code === "RATE_LIMITED");
+    this.#outbox.onSessionClosed(
+      name,
+      s.id,
+      limited
+        ? `${name} refused more for now (${info.code}: ${info.message}); kept, retried later`
+        : undefined,
+    );
     if (this.#closed) return;
     if (wasActive && !this.#sessions.active(name) && this.#online.delete(name)) {
       this.#emit({ event: "peer-offline", name });
@@ -766,11 +795,16 @@ export class ChatEngine implements ChatEngineApi {
       throw new EngineError("BAD_NAME", `bad contact name: ${messageOf(e)}`);
     }
     if (peer === this.name) throw new EngineError("SELF", "cannot send to yourself");
+    if (this.#blocklist.has(peer)) {
+      throw new EngineError("BLOCKED", `${peer} is blocked: unblock them first (nothing queued)`);
+    }
     if (typeof text !== "string" || text.length === 0) throw new EngineError("BAD_TEXT", "empty message");
     if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       throw new EngineError("BAD_TEXT", `message longer than ${MAX_TEXT_BYTES} bytes`);
     }
     const contact = this.#store.ensureContact(peer);
+    // Writing to someone is talking to them: a message request of theirs becomes a conversation.
+    this.#requests.accept(peer);
     let ttlMs: number | null;
     try {
       ttlMs = opts.ttlMs === undefined
@@ -852,8 +886,68 @@ export class ChatEngine implements ChatEngineApi {
     }
   }
 
+  /** Blocks `name` (blocklist.ts): its sessions end now, later ones are refused at the hello (BLOCKED),
+   * nothing it sends is stored, sends to it are refused. Persists in chat.db. Returns the canonical name.
+   * Throws EngineError BAD_NAME or SELF. */
+  block(name: string): string {
+    const peer = this.#blocklist.block(name, this.name);
+    const s = this.#sessions.active(peer);
+    if (s) s.fail("BLOCKED", `${this.name} blocked you`);
+    this.#emit({ event: "log", level: "info", text: `${peer} is blocked` });
+    return peer;
+  }
+
+  /** Unblocks `name`; messages queued before the block go out again. Throws EngineError BAD_NAME or
+   * NOT_FOUND (not blocked). */
+  unblock(name: string): string {
+    const peer = this.#blocklist.unblock(name);
+    this.#emit({ event: "log", level: "info", text: `${peer} is no longer blocked` });
+    this.#outbox.retryAll();
+    return peer;
+  }
+
+  /** Accepts `name`'s message request (a stranger's messages become a conversation). Returns the name. */
+  acceptRequest(name: string): string {
+    const peer = this.#canonical(name);
+    this.#store.ensureContact(peer);
+    this.#requests.accept(peer);
+    return peer;
+  }
+
+  /** Declines `name`'s message request: its messages are deleted. Throws EngineError NOT_FOUND when there
+   * was no request (an accepted conversation is never deleted this way). */
+  declineRequest(name: string): string {
+    const peer = this.#canonical(name);
+    if (this.#requests.isAccepted(peer) || !this.#requests.pending().some((r) => r.name === peer)) {
+      throw new EngineError("NOT_FOUND", `no message request from ${peer}`);
+    }
+    this.#requests.decline(peer);
+    this.#quota.invalidate(peer);
+    return peer;
+  }
+
+  /** Strangers with a pending message request, and how many messages each. */
+  messageRequests(): { name: string; messages: number }[] {
+    return this.#requests.pending();
+  }
+
+  #canonical(name: string): string {
+    try {
+      return canonicalUsername(name.replace(/^@/, "").toLowerCase());
+    } catch (e) {
+      throw new EngineError("BAD_NAME", `bad contact name: ${messageOf(e)}`);
+    }
+  }
+
+  /** The names blocked, sorted. */
+  blocked(): string[] {
+    return this.#blocklist.names();
+  }
+
   async contacts(): Promise<Contact[]> {
     const names = new Set(this.#store.contacts().map((c) => c.name));
+    for (const b of this.#blocklist.names()) names.add(b);
+    const requests = new Set(this.#requests.pending().map((r) => r.name));
     const listedOnline = new Map<string, boolean>();
     // A user the phonebook lists as revoked is never shown online.
     const listedRevoked = new Set<string>();
@@ -872,7 +966,10 @@ export class ChatEngine implements ChatEngineApi {
     return [...names].sort().map((name) => ({
       name,
       ...(listedRevoked.has(name) ? { revoked: true } : {}),
-      online: !listedRevoked.has(name) &&
+      ...(this.#blocklist.has(name) ? { blocked: true } : {}),
+      ...(requests.has(name) ? { request: true } : {}),
+      // A blocked peer is never shown online: we refuse every connection with it.
+      online: !listedRevoked.has(name) && !this.#blocklist.has(name) &&
         (this.#sessions.active(name) !== null || listedOnline.get(name) === true),
       unread: this.#store.unreadCount(name),
       pin: this.#trust.pinState(name),
@@ -908,6 +1005,7 @@ export class ChatEngine implements ChatEngineApi {
       })
       : null;
     this.#store.markRead(m.peer, m.id, readAt, deadline);
+    this.#quota.invalidate(m.peer);
     if (deadline !== null) this.#sweeper.sweep();
     // Kept until written to the sender's connection (across restarts), so the receipt is not lost offline.
     this.#outbox.queueReadReceipt(m.peer, m.id, readAt);
@@ -1052,6 +1150,8 @@ export interface HomeEngineOptions extends
     | "relayOnly"
     | "portMapping"
     | "limits"
+    | "inboxLimits"
+    | "requestLimits"
     | "outboxRetryMs"
     | "maxUnreadMs"
     | "publishTtlSeconds"
@@ -1104,6 +1204,8 @@ export async function startEngineFromHome(
       relayOnly: opts.relayOnly,
       portMapping: opts.portMapping,
       limits: opts.limits,
+      inboxLimits: opts.inboxLimits,
+      requestLimits: opts.requestLimits,
       outboxRetryMs: opts.outboxRetryMs,
       maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,

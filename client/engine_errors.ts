@@ -14,6 +14,7 @@ export type EngineErrorCode =
   | "CONNECT_FAILED"
   | "CLOSED"
   | "STORE_FAILED"
+  | "BLOCKED"
   | "RENEW_UNSUPPORTED"
   | "BAD_CERTIFICATE";
 

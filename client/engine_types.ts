@@ -41,6 +41,10 @@ export interface Contact {
   /** How the open session runs ("direct (lan ...)", "relayed via ..."); absent without one. Optional: added
    * with reachability. */
   path?: string;
+  /** True when the user blocked this contact (`/block`): never shown online. Optional: added later. */
+  blocked?: boolean;
+  /** True while this peer is a stranger with a pending message request (accept or decline it). Optional. */
+  request?: boolean;
 }
 
 export interface PeerInfo {
@@ -105,6 +109,8 @@ export type EngineEvent =
   | { event: "expired"; id: string; peer: string }
   | { event: "failed"; id: string; to: string; reason: string }
   | { event: "typing"; from: string }
+  /** The first message of a stranger (never written to nor accepted): held as a message request. */
+  | { event: "request"; from: string }
   | { event: "peer-online"; name: string }
   | { event: "peer-offline"; name: string }
   | { event: "key-changed"; name: string; oldFingerprint: string; newFingerprint: string }
@@ -140,6 +146,16 @@ export interface ChatEngineApi {
   phonebookStatus?(): PhonebookStatus;
   /** Our own certificate's state (valid until, renewing, expired, revoked). */
   certificateStatus?(): OwnCertificateStatus;
+  /** Blocks a peer (persisted); returns the canonical name. Throws EngineError BAD_NAME or SELF. */
+  block?(name: string): string;
+  /** Unblocks a peer; returns the canonical name. Throws EngineError BAD_NAME or NOT_FOUND. */
+  unblock?(name: string): string;
+  /** The blocked names, sorted. */
+  blocked?(): string[];
+  /** Accepts a stranger's message request (writing to them does too). Throws EngineError BAD_NAME. */
+  acceptRequest?(name: string): string;
+  /** Declines a message request: deletes its messages. Throws EngineError BAD_NAME or NOT_FOUND. */
+  declineRequest?(name: string): string;
 }
 
 /** Whether a name can be written to (`ChatEngine.recipientStatus`): "unknown" is refused. */

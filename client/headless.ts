@@ -205,6 +205,18 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo, early?: Ea
           case "typing":
             engine.typing(field(cmd, "to"));
             break;
+          case "block":
+            out(withRef({ event: "blocked", name: engine.block(field(cmd, "name")) }));
+            break;
+          case "accept":
+            out(withRef({ event: "accepted", name: engine.acceptRequest(field(cmd, "name")) }));
+            break;
+          case "decline":
+            out(withRef({ event: "declined", name: engine.declineRequest(field(cmd, "name")) }));
+            break;
+          case "unblock":
+            out(withRef({ event: "unblocked", name: engine.unblock(field(cmd, "name")) }));
+            break;
           case "info":
             out(
               withRef({ event: "info", name: field(cmd, "name"), peer: engine.peerInfo(field(cmd, "name")) }),

@@ -19,6 +19,8 @@ import { ProtocolError } from "./protocol/errors.ts";
 import type { AckFrame, MsgFrame, RefuseFrame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
+import type { PeerQuota } from "./peer_quota.ts";
+import type { MessageRequests } from "./requests.ts";
 
 /** Messages of one session received and not yet acknowledged (committing, or their receipt not yet handed
  * to the socket) before `receive` starts to wait: enough that a burst of small messages shares one fsync... */
@@ -55,6 +57,12 @@ export interface InboxDeps {
   cap?(peer: string, id: string, afterMs: number): void;
   maxPending?: number;
   maxPendingChars?: number;
+  /** Peers the user blocked: a message from one is refused (BLOCKED), nothing stored. */
+  isBlocked?(peer: string): boolean;
+  /** Per-peer unread bytes and message rate (peer_quota.ts): a refused message ends the session. */
+  quota?: PeerQuota;
+  /** A stranger's messages are a bounded message request (requests.ts). */
+  requests?: MessageRequests;
 }
 
 interface Entry {
@@ -74,6 +82,14 @@ interface SessionQueue {
   writing: boolean;
   scheduled: boolean;
   waiter: (() => void) | null;
+}
+
+const utf8 = new TextEncoder();
+
+/** UTF-8 bytes of a string without allocating for plain ASCII. */
+function utf8Length(text: string): number {
+  // deno-lint-ignore no-control-regex
+  return /^[\x00-\x7f]*$/.test(text) ? text.length : utf8.encode(text).length;
 }
 
 export class Inbox {
@@ -106,6 +122,17 @@ export class Inbox {
    * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
     const item = this.#check(s, f);
+    // After the checks (a refused frame costs no quota), before the store: over the quota nothing is stored.
+    const quota = this.#deps.quota;
+    const bytes = item.idOnly ? 0 : utf8Length(f.text);
+    quota?.admit(item.message.peer, bytes);
+    const requests = this.#deps.requests;
+    try {
+      requests?.admit(item.message.peer);
+    } catch (e) {
+      quota?.settle(item.message.peer, bytes, false);
+      throw e;
+    }
     const q = this.#queue(s);
     // No keeping a message by blocking time: without verified time we could not delete an expiring message
     // at its deadline (its text and key would sit in chat.db past it), so it is not taken; the sender keeps
@@ -133,6 +160,8 @@ export class Inbox {
     const cap = item.capMs;
     this.#deps.store.queueIncoming(item).then(
       (result) => {
+        quota?.settle(item.message.peer, bytes, result === "stored");
+        requests?.settle(item.message.peer, result === "stored");
         entry.status = "committed";
         if (result === "stored" && !item.idOnly && cap !== null) {
           this.#deps.cap?.(item.message.peer, f.id, cap);
@@ -141,6 +170,8 @@ export class Inbox {
         this.#schedule(s, q);
       },
       (e: Error) => {
+        quota?.settle(item.message.peer, bytes, false);
+        requests?.settle(item.message.peer, false);
         entry.status = "failed";
         entry.error = e;
         this.#schedule(s, q);
@@ -168,6 +199,8 @@ export class Inbox {
       throw new ProtocolError("SENDER_MISMATCH", `message from "${f.from}" over ${peer}'s session`);
     }
     if (f.to !== d.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
+    // A session open when the user blocked its peer is ended at once; this covers frames already read.
+    if (d.isBlocked?.(peer)) throw new ProtocolError("BLOCKED", `${peer} is blocked`);
     let sentAt = f.sentAt;
     let expiresAt: number | null = null;
     // The monotonic cap from arrival: the lifetime plus the proof's whole uncertainty (for "after read", the

@@ -173,7 +173,8 @@ export class Outbox {
   }
 
   /** A session to `peer` closed: what it carried without an ack is "failed" (sent again on the next one). */
-  onSessionClosed(peer: string, sessionId: number): void {
+  /** `reason`: why the peer ended it, when it said (e.g. its inbox quota), for the `failed` events. */
+  onSessionClosed(peer: string, sessionId: number, reason = "not delivered"): void {
     this.#cursor.delete(peer);
     for (const [id, sid] of [...this.#inflight]) {
       if (sid !== sessionId) continue;
@@ -181,7 +182,7 @@ export class Outbox {
       // Queued behind the "sent" of its write, so it applies after it (state changes only move forward).
       this.#queueState(
         { peer, id, state: "failed" },
-        () => this.#d.emit({ event: "failed", id, to: peer, reason: "not delivered" }),
+        () => this.#d.emit({ event: "failed", id, to: peer, reason }),
       );
     }
   }

@@ -3,7 +3,8 @@
  * certificate verifies against our CA on trusted time, is not on the revocation list, names the user we
  * dialled (or, as listener, any user but us), and matches what we know of that user: the pinned key
  * once we have one (a different one is a key change: we warn and refuse until the user accepts it), else,
- * when dialling, the certificate the phonebook lists (first use is pinned then).
+ * when dialling, the certificate the phonebook lists (first use is pinned then). A peer the user blocked is
+ * refused (BLOCKED) whatever its certificate.
  *
  * Identity is the key, not the certificate: the pin is the SHA-256 of the certificate's SubjectPublicKeyInfo,
  * so a renewed certificate for the same key is accepted silently (and kept, replacing the older one).
@@ -40,6 +41,8 @@ export interface PeerTrustDeps {
   revokedSerials(): Promise<ReadonlySet<string>>;
   pins: PinStore;
   emit(e: EngineEvent): void;
+  /** Names the user blocked (blocklist.ts): refused with SessionError BLOCKED before any pin is taken. */
+  isBlocked?(name: string): boolean;
 }
 
 export class PeerTrust {
@@ -77,6 +80,7 @@ export class PeerTrust {
       revokedSerials: await d.revokedSerials(),
     });
     if (peer.name === d.ownName) throw new SessionError("CERTIFICATE", "peer presents our own name");
+    if (d.isBlocked?.(peer.name)) throw new SessionError("BLOCKED", `${peer.name} is blocked`);
     this.#convertLegacy(peer.name, peer.fingerprint, peer.keyFingerprint);
     const c = d.pins.contact(peer.name);
     if (c?.pinnedFingerprint && c.pinnedFingerprint !== peer.keyFingerprint) {

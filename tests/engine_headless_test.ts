@@ -160,6 +160,10 @@ Deno.test("headless: every send's queued answer (with ref) comes before its sent
     await alice.cmd({ cmd: "send", to: "bob", text: "warm-up", ref: "w" });
     const w = await alice.waitEvent((e) => e.event === "queued" && e.ref === "w");
     await alice.waitEvent((e) => e.event === "delivered" && e.id === w.id);
+    // alice is a stranger to bob (he never wrote to her): he accepts her message request first.
+    await bob.waitEvent((e) => e.event === "request" && e.from === "alice");
+    await bob.cmd({ cmd: "accept", name: "alice", ref: "a" });
+    await bob.waitEvent((e) => e.event === "accepted" && e.ref === "a");
     const N = 20;
     for (let i = 0; i < N; i++) await alice.cmd({ cmd: "send", to: "bob", text: `burst ${i}`, ref: i });
     for (let i = 0; i < N; i++) {

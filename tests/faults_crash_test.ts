@@ -15,6 +15,7 @@ import {
   startClient,
   startPhonebook,
   until,
+  withStore,
 } from "./helpers/chat.ts";
 
 const KILLS = 6;
@@ -25,6 +26,8 @@ Deno.test("kill -9 during a write loop, many times: database intact, no acknowle
   const pb = await startPhonebook();
   const aliceHome = await enrollUser(pb, "alice");
   const bobHome = await enrollUser(pb, "bob");
+  // bob talks with alice already (else her messages would be a message request, held to 5).
+  withStore(join(bobHome.dir, "chat.db"), (s) => s.setAccepted("alice"));
   const alice = await startClient(aliceHome);
   const sent = new Map<string, { text: string; ttl: boolean }>();
   let sending = true;

@@ -79,3 +79,21 @@ export const FRAME_TYPES = [
   "bye",
 ] as const;
 export type FrameType = typeof FRAME_TYPES[number];
+
+/** Per-peer inbox limits (client/peer_quota.ts), enforced before a message is stored; past one the session
+ * ends with `error QUOTA_EXCEEDED` or `error RATE_LIMITED`, nothing past the last receipt is acknowledged, and
+ * the sender keeps those messages and tries again later. Bytes of message bodies from one peer stored unread:
+ * a flood piles up unread, so reading (or expiry) makes room again. 4 MiB is thousands of ordinary messages
+ * and 256 of the largest (16 KiB). */
+export const PEER_UNREAD_BYTES = 4 * 1024 * 1024;
+/** Messages one peer may send at once (a token bucket per peer name, across its sessions)... A client back
+ * online after a long absence flushes its whole outbox at once; 6,000 covers a day of a busy bot. */
+export const PEER_MESSAGE_BURST = 6_000;
+/** ...refilled at this many messages a minute (10 a second, far above any person typing). */
+export const PEER_MESSAGES_PER_MINUTE = 600;
+
+/** Message requests (client/requests.ts): messages from a peer we never wrote to nor accepted are held as a
+ * request, at most this many per such stranger (more are refused with `error QUOTA_EXCEEDED`)... */
+export const REQUEST_MAX_MESSAGES = 5;
+/** ...and from at most this many strangers at once (a new stranger beyond it is refused the same way). */
+export const REQUEST_MAX_STRANGERS = 50;

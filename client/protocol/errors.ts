@@ -23,6 +23,8 @@ export type ProtocolErrorCode =
   | "CERTIFICATE"
   | "KEY_CHANGED"
   | "STORE_FAILED"
-  | "RATE_LIMITED";
+  | "RATE_LIMITED"
+  | "BLOCKED"
+  | "QUOTA_EXCEEDED";
 
 export class ProtocolError extends CodedError<ProtocolErrorCode> {}

@@ -10,7 +10,8 @@ export type SessionErrorCode =
   | "HANDSHAKE"
   | "CLOSED"
   | "TOO_MANY_CONNECTIONS"
-  | "TIMEOUT";
+  | "TIMEOUT"
+  | "BLOCKED";
 
 export class SessionError extends CodedError<SessionErrorCode> {
   /** A finer cause, e.g. the CertificateError code behind CERTIFICATE (REVOKED, EXPIRED...). */

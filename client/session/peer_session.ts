@@ -150,7 +150,9 @@ export class PeerSession {
     } catch (e) {
       const code = codeOf(e) ?? "CERTIFICATE";
       this.fail(
-        code === "KEY_CHANGED" || code === "TOO_MANY_CONNECTIONS" ? code as ProtocolErrorCode : "CERTIFICATE",
+        ["KEY_CHANGED", "TOO_MANY_CONNECTIONS", "BLOCKED"].includes(code)
+          ? code as ProtocolErrorCode
+          : "CERTIFICATE",
         messageOf(e),
         code,
       );

@@ -167,6 +167,11 @@ CREATE TABLE IF NOT EXISTS pending_reads (
   PRIMARY KEY (peer, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+-- Peers the user blocked (client/blocklist.ts): refused at the hello, nothing of theirs stored.
+CREATE TABLE IF NOT EXISTS blocked (name TEXT PRIMARY KEY, since_ms INTEGER NOT NULL) WITHOUT ROWID;
+-- Peers the user talks to (wrote to, or accepted a message request of: client/requests.ts); any other peer's
+-- messages are held as a bounded message request.
+CREATE TABLE IF NOT EXISTS accepted (name TEXT PRIMARY KEY) WITHOUT ROWID;
 `;
 
 type Row = Record<string, unknown>;
@@ -176,6 +181,8 @@ const OUTBOX_FEW = 16;
 
 /** The meta key under which the last verified revocation list is kept (see saveRevocationList). */
 const META_CRL = "crl.v1";
+/** Set once the contacts of a store from before message requests were accepted (see the constructor). */
+const META_ACCEPTED = "accepted.v1";
 const HEX_SERIAL = /^[0-9a-f]{1,64}$/;
 
 /** Parses the stored list; anything malformed counts as no list (the engine then fails closed). */
@@ -241,6 +248,12 @@ export class ChatStore {
       this.#migrateMessages();
       this.#db.exec(SCHEMA);
       this.#migrate();
+      // Before message requests existed every contact was one we talked to: accept them all, once.
+      this.#db.exec(
+        `INSERT OR IGNORE INTO accepted (name) SELECT name FROM contacts
+           WHERE NOT EXISTS (SELECT 1 FROM meta WHERE k = '${META_ACCEPTED}');
+         INSERT OR IGNORE INTO meta (k, v) VALUES ('${META_ACCEPTED}', '1');`,
+      );
     } catch (e) {
       this.#db.close();
       throw new StoreError("STORE_FAILED", `cannot open ${path}: ${(e as Error).message}`);
@@ -720,6 +733,55 @@ export class ChatStore {
       "SELECT COUNT(*) AS n FROM messages WHERE peer = ? AND direction = 'in' AND read_at IS NULL",
     ).get(peer) as Row;
     return Number(r.n);
+  }
+
+  /** Bytes of the stored bodies of messages from `peer` not read yet (the inbox quota, peer_quota.ts). */
+  unreadBytes(peer: string): number {
+    const r = this.#stmt(
+      "SELECT COALESCE(SUM(length(body)), 0) AS n FROM messages WHERE peer = ? AND direction = 'in' AND " +
+        "read_at IS NULL",
+    ).get(peer) as Row;
+    return Number(r.n);
+  }
+
+  /** Peers we talk to (client/requests.ts). */
+  acceptedNames(): string[] {
+    return (this.#stmt("SELECT name FROM accepted").all() as Row[]).map((r) => String(r.name));
+  }
+
+  setAccepted(name: string): void {
+    this.#stmt("INSERT OR IGNORE INTO accepted (name) VALUES (?)").run(name);
+  }
+
+  /** Incoming messages stored per peer not accepted (the pending message requests). */
+  requestCounts(): Map<string, number> {
+    const rows = this.#stmt(
+      `SELECT peer, COUNT(*) AS n FROM messages WHERE direction = 'in' AND
+         peer NOT IN (SELECT name FROM accepted) GROUP BY peer`,
+    ).all() as Row[];
+    return new Map(rows.map((r) => [String(r.peer), Number(r.n)]));
+  }
+
+  /** The ids of the messages received from `peer` (to delete a declined request). */
+  incomingIds(peer: string): string[] {
+    return (this.#stmt("SELECT id FROM messages WHERE peer = ? AND direction = 'in'").all(peer) as Row[]).map(
+      (r) => String(r.id),
+    );
+  }
+
+  /** Names the user blocked, sorted. */
+  blockedNames(): string[] {
+    const rows = this.#stmt("SELECT name FROM blocked ORDER BY name").all() as Row[];
+    return rows.map((r) => String(r.name));
+  }
+
+  /** Blocks or unblocks `name` (on disk when it returns: a restart must not let a blocked peer back in). */
+  setBlocked(name: string, blocked: boolean, nowMs = Date.now()): void {
+    this.#durableTx(() => {
+      if (blocked) {
+        this.#stmt("INSERT OR IGNORE INTO blocked (name, since_ms) VALUES (?, ?)").run(name, nowMs);
+      } else this.#stmt("DELETE FROM blocked WHERE name = ?").run(name);
+    });
   }
 
   /** The last verified revocation list, or null when none was ever stored (or the stored one is unreadable). */

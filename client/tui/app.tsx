@@ -549,6 +549,43 @@ export function App(
         openPeer(c.name);
         return;
       }
+      case "block":
+      case "unblock":
+      case "accept":
+      case "decline": {
+        const who = cmd.name ?? stateRef.current.selected;
+        if (who === null) {
+          notice(`usage: /${cmd.kind} NAME (or open the conversation first)`, "warn");
+          return;
+        }
+        const act = {
+          block: engine.block,
+          unblock: engine.unblock,
+          accept: engine.acceptRequest,
+          decline: engine.declineRequest,
+        }[cmd.kind];
+        if (!act) {
+          notice(`/${cmd.kind} is not supported by this engine`, "error");
+          return;
+        }
+        try {
+          const n = act.call(engine, who);
+          const said = {
+            block: `${n} is blocked: their connections are refused and nothing of theirs is stored`,
+            unblock: `${n} is no longer blocked`,
+            accept: `${n}'s message request accepted: this is a conversation now`,
+            decline: `${n}'s message request declined: its messages are deleted`,
+          }[cmd.kind];
+          log("info", said);
+          notice(said);
+          if (cmd.kind === "decline") loadHistory(n);
+        } catch (e) {
+          notice(`/${cmd.kind} failed: ${errorText(e)}`, "error");
+          return;
+        }
+        refreshContacts();
+        return;
+      }
       case "peer": {
         const shown = peerVisible(stateRef.current.peerPane, columns);
         const mode = shown ? "hidden" : "shown";

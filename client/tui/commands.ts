@@ -13,6 +13,11 @@ export type UiCommand =
   | { kind: "accept-key" }
   | { kind: "contacts"; query: string }
   | { kind: "open"; name: string }
+  /** name undefined: the open conversation. */
+  | { kind: "block"; name?: string }
+  | { kind: "unblock"; name?: string }
+  | { kind: "accept"; name?: string }
+  | { kind: "decline"; name?: string }
   | { kind: "peer" }
   | { kind: "log" }
   /** key undefined: list the settings. */
@@ -42,6 +47,14 @@ export const COMMANDS: readonly CommandSpec[] = [
   { name: "/accept-key", args: "", help: "accept a contact's changed key after checking it out of band" },
   { name: "/contacts", args: "[SEARCH]", help: "focus the contact list (type to search, Enter to open)" },
   { name: "/open", args: "NAME", help: "open the conversation with NAME" },
+  {
+    name: "/block",
+    args: "[NAME]",
+    help: "block NAME (default: this conversation): refused at connect, nothing of theirs stored; remembered",
+  },
+  { name: "/unblock", args: "[NAME]", help: "unblock NAME (default: this conversation)" },
+  { name: "/accept", args: "[NAME]", help: "accept a message request (replying does too)" },
+  { name: "/decline", args: "[NAME]", help: "decline a message request: its messages are deleted" },
   { name: "/peer", args: "", help: "show or hide the peer pane (certificate, TLS, pin); remembered" },
   {
     name: "/search",
@@ -89,6 +102,15 @@ export function parseInput(raw: string): UiCommand {
       return rest.trim()
         ? { kind: "open", name: rest.trim() }
         : { kind: "error", message: "usage: /open NAME" };
+    case "/block":
+    case "/unblock":
+    case "/accept":
+    case "/decline": {
+      const who = rest.trim().replace(/^@/, "");
+      if (/\s/.test(who)) return { kind: "error", message: `usage: ${name} [NAME]` };
+      const kind = name.slice(1) as "block" | "unblock" | "accept" | "decline";
+      return who ? { kind, name: who } : { kind };
+    }
     case "/peer":
       return { kind: "peer" };
     case "/log":

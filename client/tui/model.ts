@@ -250,6 +250,13 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
       const who = gone ? (gone.direction === "out" ? `to ${e.peer}` : `from ${e.peer}`) : `with ${e.peer}`;
       return addLog(next, "info", `a message ${who} expired${expiryNote(gone)}`, at);
     }
+    case "request":
+      return addLog(
+        ensureContact(s, e.from, { request: true }),
+        "warn",
+        `message request from ${e.from}: /accept ${e.from} (or reply) to talk, /decline ${e.from} deletes it`,
+        at,
+      );
     case "typing":
       return { ...s, typingUntil: { ...s.typingUntil, [e.from]: mono + TYPING_SHOWN_MS } };
     case "peer-online": {

@@ -45,7 +45,8 @@ export const MARKS: readonly [string, string][] = [
   ["\u25c9 read", "shown on the peer's screen"],
   ["\u2717 not delivered", "the connection broke first: kept, and resent when they are reachable"],
   ["\u23f1 25s", "time left before the message is destroyed on both sides (r: counted from when it is read)"],
-  ["\u25cf \u25cb \u00d7", "contact online / offline / certificate revoked"],
+  ["\u25cf \u25cb \u00d7 \u2298", "contact online / offline / certificate revoked / blocked (/unblock)"],
+  ["\u2709 request", "a stranger's message request: /accept or reply to talk, /decline deletes it"],
   ["\u2713 ? !", "contact verified / not verified / KEY CHANGED; then the unread count"],
   ["act 1:bob(2)", "activity: conversations with unread messages (Alt+1..9)"],
 ];

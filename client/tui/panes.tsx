@@ -212,7 +212,14 @@ export function ContactList(
     const nameW = Math.max(1, width - 4 - displayWidth(badge));
     const segments: Segment[] = [
       seg(isOpen ? "\u25b8" : " ", "accent"),
-      c.revoked ? seg("\u00d7", "error") : seg(c.online ? "\u25cf" : "\u25cb", c.online ? "good" : "dim"),
+      // Blocked: a barred circle (never online); revoked: a cross.
+      c.blocked
+        ? seg("\u2298", "warn")
+        : c.request
+        ? seg("\u2709", "warn")
+        : c.revoked
+        ? seg("\u00d7", "error")
+        : seg(c.online ? "\u25cf" : "\u25cb", c.online ? "good" : "dim"),
       seg(" "),
       seg(fit(displayText(c.name), nameW), isCursor ? "accent" : isOpen ? "me" : "normal"),
       pinMark(c.pin),

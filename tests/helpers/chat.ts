@@ -2,6 +2,8 @@
  * Chat test rig: a real phonebook (directory + CA + Roughtime on loopback, port 0), users enrolled through
  * the real enrollment, engines started from their home folders, and an event recorder with bounded waits.
  */
+import type { PeerQuotaLimits } from "../../client/peer_quota.ts";
+import type { RequestLimits } from "../../client/requests.ts";
 import { join } from "node:path";
 import dgram from "node:dgram";
 import { startDirectoryServer } from "../../server/mod.ts";
@@ -84,9 +86,15 @@ export async function enrollUser(pb: Phonebook, name: string): Promise<HomeState
 }
 
 /** Fast timers for tests; everything else as in production. */
+/** Message requests (client/requests.ts) hold at most 5 messages of a peer the receiver never wrote to:
+ * tests about other things (throughput, restarts, expiry) have one side write many messages first, so the
+ * helpers lift that limit; tests/message_requests_test.ts (and any test passing its own) meets the real one. */
+export const TEST_REQUEST_LIMITS = { perStranger: 1_000_000 };
+
 export const TEST_ENGINE_OPTIONS: HomeEngineOptions = {
   outboxRetryMs: 200,
   timeQueryTimeoutMs: 1000,
+  requestLimits: TEST_REQUEST_LIMITS,
 };
 
 export class EventLog {
@@ -333,6 +341,9 @@ export async function startTestEngine(
   opts: {
     directory?: FakeDirectory;
     limits?: Partial<SessionLimits>;
+    inboxLimits?: Partial<PeerQuotaLimits>;
+    /** Default TEST_REQUEST_LIMITS. */
+    requestLimits?: Partial<RequestLimits>;
     crlMaxAgeMs?: number;
     /** Reuse this folder (a restart of the same client); `stop` then leaves it for the caller to remove. */
     dir?: string;
@@ -354,6 +365,8 @@ export async function startTestEngine(
     clock: opts.clock ?? localClock(),
     timeKeys: [],
     limits: opts.limits,
+    inboxLimits: opts.inboxLimits,
+    requestLimits: opts.requestLimits ?? TEST_REQUEST_LIMITS,
     crlMaxAgeMs: opts.crlMaxAgeMs,
     outboxRetryMs: 100,
     onEvent: log.push,

@@ -1,0 +1,151 @@
+/**
+ * Message requests (issue 11): a stranger's messages (a peer the user never wrote to nor accepted) are held as
+ * a bounded request, REQUEST_MAX_MESSAGES per stranger and REQUEST_MAX_STRANGERS strangers at once, with the
+ * real limits (not the helpers' lifted ones). Accepting or replying makes it a conversation; declining deletes
+ * it; both survive a restart.
+ */
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import { makeTestCa, makeTestLeaf, type TestLeaf } from "./helpers/pki.ts";
+import { rawDial, type RawPeer, startTestEngine, until } from "./helpers/chat.ts";
+import { encodeFrame, type MsgFrame } from "../client/protocol/frames.ts";
+import { MAX_TEXT_BYTES, REQUEST_MAX_MESSAGES } from "../client/protocol/constants.ts";
+import { EngineError } from "../client/engine.ts";
+import { runHeadless } from "../client/headless.ts";
+import { parseInput } from "../client/tui/commands.ts";
+
+/** The real limits: startTestEngine lifts them unless told. */
+const REAL = {};
+
+function msg(from: string, text: string): MsgFrame {
+  return { t: "msg", id: crypto.randomBytes(16).toString("hex"), from, to: "bob", text, sentAt: Date.now() };
+}
+
+async function connect(port: number, leaf: TestLeaf): Promise<RawPeer> {
+  const p = await rawDial(port, leaf);
+  p.send(p.hello({ from: leaf.name, to: "bob", signKeyPem: leaf.keyPem }));
+  await p.waitFrame((f) => f.t === "hello");
+  return p;
+}
+
+/** Sends `n` messages in one write; resolves with the ids acknowledged and the error code, if any. */
+async function burst(port: number, leaf: TestLeaf, n: number, text = "hello") {
+  const p = await connect(port, leaf);
+  const frames = Array.from({ length: n }, () => msg(leaf.name, text));
+  for (const f of frames) {
+    if (!p.socket.write(encodeFrame(f))) {
+      await Promise.race([new Promise((r) => p.socket.once("drain", r)), p.closed]);
+    }
+    if (p.isClosed()) break;
+  }
+  const last = frames[frames.length - 1].id;
+  const end = await p.waitFrame((f) => f.t === "error" || (f.t === "ack" && f.id === last), 30_000);
+  const acked = p.frames.filter((f) => f.t === "ack").map((f) => (f as { id: string }).id);
+  p.socket.destroy();
+  return { acked, code: end.t === "error" ? end.code : null };
+}
+
+Deno.test("requests: a stranger flooding 1,500 messages of 16 KiB gets 5 stored as a request, announced once", async () => {
+  const ca = await makeTestCa();
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const mallory = await makeTestLeaf(ca, "mallory");
+  const bob = await startTestEngine(ca, bobLeaf, { requestLimits: REAL });
+  try {
+    const r = await burst(bob.engine.address.port, mallory, 1500, "m".repeat(MAX_TEXT_BYTES));
+    assert.equal(r.code, "QUOTA_EXCEEDED");
+    const stored = bob.store((s) => s.history("mallory"));
+    assert.equal(stored.length, REQUEST_MAX_MESSAGES);
+    for (const id of r.acked) assert.ok(stored.some((m) => m.id === id), "every acknowledged one is stored");
+    assert.equal(bob.log.of("request").length, 1);
+    assert.equal(bob.log.of("request")[0].from, "mallory");
+    assert.deepEqual(bob.engine.messageRequests(), [{ name: "mallory", messages: REQUEST_MAX_MESSAGES }]);
+    const c = (await bob.engine.contacts()).find((x) => x.name === "mallory");
+    assert.equal(c?.request, true);
+    // Again, on a new session: nothing more until accepted.
+    const again = await burst(bob.engine.address.port, mallory, 1);
+    assert.equal(again.code, "QUOTA_EXCEEDED");
+    assert.equal(bob.store((s) => s.history("mallory")).length, REQUEST_MAX_MESSAGES);
+  } finally {
+    await bob.stop();
+  }
+});
+
+Deno.test("requests: accept, reply and decline; the total number of strangers is bounded; all kept across a restart", async () => {
+  const ca = await makeTestCa();
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const [alice, carol, dave, erin] = await Promise.all(
+    ["alice", "carol", "dave", "erin"].map((n) => makeTestLeaf(ca, n)),
+  );
+  const dir = await Deno.makeTempDir({ prefix: "securechat-requests-" });
+  let bob = await startTestEngine(ca, bobLeaf, { dir, requestLimits: { strangers: 3 } });
+  try {
+    const port = () => bob.engine.address.port;
+    assert.equal((await burst(port(), alice, 8)).code, "QUOTA_EXCEEDED");
+    assert.equal((await burst(port(), carol, 2)).code, null);
+    assert.equal((await burst(port(), dave, 1)).code, null);
+    // A fourth stranger while three requests are pending is refused, nothing stored.
+    assert.equal((await burst(port(), erin, 1)).code, "QUOTA_EXCEEDED");
+    assert.equal(bob.engine.history("erin").length, 0);
+
+    // Accept alice: she writes freely now.
+    assert.equal(bob.engine.acceptRequest("alice"), "alice");
+    assert.equal((await burst(port(), alice, 20)).code, null);
+    assert.equal(bob.engine.history("alice").length, 25);
+    // Replying to dave accepts him too.
+    await bob.engine.send("dave", "hi dave");
+    // Declining carol deletes her messages; she may ask again later.
+    assert.equal(bob.engine.declineRequest("carol"), "carol");
+    assert.equal(bob.engine.history("carol").length, 0);
+    assert.equal(bob.store((s) => s.history("carol")).length, 0);
+    assert.throws(
+      () => bob.engine.declineRequest("alice"),
+      (e: unknown) => e instanceof EngineError && e.code === "NOT_FOUND",
+      "an accepted conversation is never declined away",
+    );
+    // There is room again for erin.
+    assert.equal((await burst(port(), erin, 1)).code, null);
+    assert.deepEqual(bob.engine.messageRequests(), [{ name: "erin", messages: 1 }]);
+
+    await bob.stop();
+    bob = await startTestEngine(ca, bobLeaf, { dir, requestLimits: { strangers: 3 } });
+    assert.deepEqual(bob.engine.messageRequests(), [{ name: "erin", messages: 1 }]);
+    assert.equal((await burst(port(), dave, 10)).code, null, "dave stays accepted");
+    assert.equal((await burst(port(), erin, 10)).code, "QUOTA_EXCEEDED", "erin is still a stranger");
+    assert.equal(bob.engine.history("erin").length, REQUEST_MAX_MESSAGES);
+    const contacts = await bob.engine.contacts();
+    assert.equal(contacts.find((c) => c.name === "erin")?.request, true);
+    assert.equal(contacts.find((c) => c.name === "dave")?.request, undefined);
+  } finally {
+    await bob.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("requests: headless accept/decline and the TUI's /accept and /decline", async () => {
+  const ca = await makeTestCa();
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const carol = await makeTestLeaf(ca, "carol");
+  const bob = await startTestEngine(ca, bobLeaf, { requestLimits: REAL });
+  try {
+    await burst(bob.engine.address.port, carol, 2);
+    await until(() => bob.engine.history("carol").length === 2);
+    const out: Record<string, unknown>[] = [];
+    await runHeadless(bob.engine, {
+      lines: (async function* () {
+        yield JSON.stringify({ cmd: "decline", name: "carol", ref: 1 });
+        yield JSON.stringify({ cmd: "decline", name: "carol", ref: 2 });
+        yield JSON.stringify({ cmd: "accept", name: "carol", ref: 3 });
+      })(),
+      write: (l) => out.push(JSON.parse(l)),
+    });
+    assert.deepEqual(out.find((o) => o.ref === 1), { event: "declined", name: "carol", ref: 1 });
+    assert.equal(out.find((o) => o.ref === 2)?.code, "NOT_FOUND");
+    assert.deepEqual(out.find((o) => o.ref === 3), { event: "accepted", name: "carol", ref: 3 });
+    assert.equal(bob.engine.history("carol").length, 0);
+    assert.equal((await burst(bob.engine.address.port, carol, 10)).code, null);
+  } finally {
+    await bob.stop();
+  }
+  assert.deepEqual(parseInput("/accept carol"), { kind: "accept", name: "carol" });
+  assert.deepEqual(parseInput("/decline"), { kind: "decline" });
+});
