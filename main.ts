@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { registerTimeCommands } from "./clock/cli.ts";
-import { registerServeCommands } from "./server/cli.ts";
+import { registerRelayCommand, registerServeCommands } from "./server/cli.ts";
 import { registerEnrollCommand } from "./client/enroll_cli.ts";
 import { registerChatCommand } from "./client/cli.ts";
 import { CliError } from "./cli_error.ts";
@@ -26,6 +26,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .showHelpAfterError(false);
   registerServeCommands(program);
+  registerRelayCommand(program);
   registerEnrollCommand(program);
   registerChatCommand(program);
   registerTimeCommands(program);

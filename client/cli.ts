@@ -3,6 +3,7 @@ import { CliError } from "../cli_error.ts";
 import { HomeError, isEnrolled, loadHome, lockHome, resolveHomeDir } from "./home.ts";
 import { type ChatEngine, startEngineFromHome } from "./engine.ts";
 import { linesOf, runHeadless } from "./headless.ts";
+import { defaultListen, saveListenPort } from "./listen_port.ts";
 import { EarlyEvents } from "./early_events.ts";
 import { parseServerSpec, PUBLIC_SERVERS, type ServerSpec } from "../clock/mod.ts";
 
@@ -18,7 +19,10 @@ interface ChatFlags {
   headless?: boolean;
   home?: string;
   listen?: string;
-  advertise?: string;
+  advertise?: string[];
+  relay: boolean;
+  relayOnly?: boolean;
+  portMapping: boolean;
   timeRefresh?: string;
   timeServer?: string[];
   publicTimeServers?: boolean;
@@ -43,8 +47,21 @@ export function registerChatCommand(program: Command): void {
     .description("chat with a contact over mutually authenticated TLS 1.3")
     .option("--headless", "speak JSON lines on stdin/stdout instead of the terminal UI")
     .option("--home <dir>", "home folder (default $SECURECHAT_HOME or ~/.local/share/securechat)")
-    .option("--listen <host:port>", "where to accept peer connections (default 127.0.0.1:0, any free port)")
-    .option("--advertise <host:port>", "the address to publish when it differs from --listen")
+    .option(
+      "--listen <host:port>",
+      "where to accept peer connections (default every interface, IPv6 and IPv4, on a port kept in the home folder)",
+    )
+    .option(
+      "--advertise <host:port>",
+      "an address to publish instead of the interfaces' (repeatable, best first)",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option("--no-relay", "do not use the phonebook's relay (peers behind NAT may then be unreachable)")
+    .option("--no-port-mapping", "do not ask the router to forward a port to us (NAT-PMP)")
+    .option(
+      "--relay-only",
+      "publish no address of ours and reach peers only through the relay: they never learn our IP address",
+    )
     .option("--time-refresh <seconds>", "how often to ask the time servers again (default 600)")
     .option(
       "--time-server <host:port:pubkey[:version]>",
@@ -53,11 +70,14 @@ export function registerChatCommand(program: Command): void {
     )
     .option("--public-time-servers", "also cross-check against the public Roughtime servers")
     .action(async (flags: ChatFlags) => {
-      const listen = flags.listen ? parseHostPort(flags.listen, "--listen") : undefined;
-      const advertise = flags.advertise ? parseHostPort(flags.advertise, "--advertise") : undefined;
-      if (advertise && advertise.port === 0) throw new CliError("--advertise needs a real port");
-      if (listen && !advertise && (listen.host === "0.0.0.0" || listen.host === "::")) {
-        throw new CliError("listening on all addresses: say which one to publish with --advertise HOST:PORT");
+      let listen = flags.listen ? parseHostPort(flags.listen, "--listen") : undefined;
+      const advertise = (flags.advertise ?? []).map((a) => parseHostPort(a, "--advertise"));
+      if (advertise.some((a) => a.port === 0)) throw new CliError("--advertise needs a real port");
+      if (flags.relayOnly && flags.relay === false) {
+        throw new CliError("--relay-only needs the relay: drop --no-relay");
+      }
+      if (flags.relayOnly && advertise.length > 0) {
+        throw new CliError("--relay-only publishes no address: drop --advertise");
       }
       let timeRefreshIntervalMs: number | undefined;
       if (flags.timeRefresh !== undefined) {
@@ -76,6 +96,16 @@ export function registerChatCommand(program: Command): void {
         await (await loadTui()).runFirstRun(dir);
       }
       const home = await loadHome(dir);
+      let moved: number | null = null;
+      // Relay-only listens on loopback alone: a peer that learnt our address must not find us answering.
+      if (!listen && flags.relayOnly) listen = { host: "127.0.0.1", port: 0 };
+      const keepPort = !listen;
+      if (!listen) {
+        const d = await defaultListen(dir);
+        moved = d.moved;
+        listen = { host: d.host, port: d.port };
+      }
+      const listenAt = listen;
       let lock;
       try {
         lock = await lockHome(dir);
@@ -88,11 +118,23 @@ export function registerChatCommand(program: Command): void {
         const early = new EarlyEvents();
         const engine: ChatEngine = await startEngineFromHome(home, {
           listen,
-          advertise,
+          advertise: advertise.length > 0 ? advertise : undefined,
+          relay: flags.relay === false ? null : undefined,
+          relayOnly: flags.relayOnly === true,
+          portMapping: flags.portMapping !== false && !noPortMappingFromEnv(),
           timeRefreshIntervalMs,
           extraTimeServers: extra,
           onEvent: early.push,
         });
+        if (keepPort && engine.address.port !== listenAt.port) {
+          await saveListenPort(dir, engine.address.port).catch(() => {});
+        }
+        if (moved !== null && flags.headless) {
+          // Standard error: the JSON lines on standard output are for the program driving us.
+          console.error(
+            `port ${moved} (kept in the home folder) is in use; listening on ${engine.address.port}`,
+          );
+        }
         try {
           if (flags.headless) await headless(engine, early);
           // The terminal UI handles its own signals and closes the engine when the user quits.
@@ -104,6 +146,16 @@ export function registerChatCommand(program: Command): void {
         lock.release();
       }
     });
+}
+
+/** SECURECHAT_NO_PORT_MAPPING=1 is --no-port-mapping (the test suite sets it for every chat it runs outside
+ * the namespaces it makes: a test must not talk to the machine's real router). */
+function noPortMappingFromEnv(): boolean {
+  try {
+    return Deno.env.get("SECURECHAT_NO_PORT_MAPPING") === "1";
+  } catch {
+    return false;
+  }
 }
 
 /** JSON lines until quit, end of input, or SIGINT/SIGTERM (each of which withdraws our address first). */

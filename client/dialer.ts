@@ -2,8 +2,21 @@
  * The dialer: a session to a peer on demand. It asks the phonebook where the peer is, tells peer trust what
  * the phonebook lists for them, and dials; one attempt per peer at a time, and each new kind of failure is
  * reported once (not at every retry of the outbox).
+ *
+ * A peer lists several candidate addresses and maybe a relay. They are tried as Happy Eyeballs does
+ * (RFC 8305): in the listed order, each started CONNECTION_ATTEMPT_DELAY_MS after the one before (or at once
+ * when it failed), the relay last; the first connection made wins and the others are dropped. The session
+ * (TLS, certificate, hello) then runs on the winner; if it fails there (someone else's machine answering
+ * at a private address that is also in use on our LAN) the race goes on with the others.
+ *
+ * Connection reversal: when we believe peers can reach us (we publish a public or global IPv6 address), the
+ * race also asks the peer, through the relay, to dial us back, and waits REVERSAL_WAIT_MS for that session
+ * before it tries the relay; the peer dials only what the phonebook lists for us.
  */
+import type net from "node:net";
 import { codeOf, messageOf } from "../coded_error.ts";
+import type { Address, SessionPath } from "./candidates.ts";
+import { addressKind } from "./candidates.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import type { PeerSession } from "./session/peer_session.ts";
 import type { SessionError } from "./session/errors.ts";
@@ -16,6 +29,75 @@ export interface DialEntry {
   revoked: boolean;
   /** The listed certificate (lets peer trust convert an old certificate pin to a key pin). */
   certPem?: string;
+  /** Every address to try, best first (default: `address`). */
+  candidates?: Address[];
+  /** The relay the peer holds a connection to (null: ours, if we have one). */
+  relay?: Address | null;
+}
+
+/** RFC 8305's recommended "Connection Attempt Delay". */
+export const CONNECTION_ATTEMPT_DELAY_MS = 250;
+/** Bound on one TCP connection attempt. */
+export const CONNECT_TIMEOUT_MS = 5000;
+/** How long a reversal may take (the peer looks us up and dials) before the relay is tried. */
+export const REVERSAL_WAIT_MS = 2000;
+
+/** The race's own needs: a TCP connection, a relayed circuit, and a session over either. */
+export interface ReachDeps {
+  connect(host: string, port: number, timeoutMs: number): Promise<net.Socket>;
+  /** A joined circuit through our relay, with the relay's address; throws when there is none. */
+  relayCircuit(name: string): Promise<{ socket: net.Socket; relay: Address }>;
+  /** Whether a relay attempt is worth making (we hold a relay connection). */
+  haveRelay(): boolean;
+  dialOver(name: string, socket: net.Socket, path: SessionPath): Promise<PeerSession>;
+  /** Asks the peer through the relay to dial us back; absent or throwing: no reversal. */
+  reverse?(name: string): Promise<void>;
+  /** Whether peers can probably reach us directly (a public or global IPv6 address is published). */
+  reachable?(): boolean;
+}
+
+interface Attempt {
+  path: SessionPath | null;
+  /** A null socket: the session came another way (the peer dialled us back). */
+  open(): Promise<{ socket: net.Socket | null; path: SessionPath }>;
+  /** How long the next attempt waits for this one (default the race's delay). */
+  holdMs?: number;
+}
+
+/** Starts `attempts` staggered by `delayMs` (the next one at once when one fails); resolves with the first
+ * that connects (later ones are closed as they connect) or null with every error when none did. */
+export function raceAttempts(
+  attempts: Attempt[],
+  delayMs: number,
+): Promise<
+  { index: number; socket: net.Socket | null; path: SessionPath } | { index: -1; errors: unknown[] }
+> {
+  return new Promise((resolve) => {
+    let started = 0;
+    let failed = 0;
+    let won = false;
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const errors: unknown[] = [];
+    const next = () => {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      if (won || started >= attempts.length) return;
+      const i = started++;
+      attempts[i].open().then(({ socket, path }) => {
+        if (won) return void socket?.destroy();
+        won = true;
+        if (timer) clearTimeout(timer);
+        resolve({ index: i, socket, path });
+      }, (e) => {
+        errors[i] = e;
+        if (++failed === attempts.length && !won) resolve({ index: -1, errors });
+        else next();
+      });
+      if (started < attempts.length) timer = setTimeout(next, attempts[i].holdMs ?? delayMs);
+    };
+    if (attempts.length === 0) resolve({ index: -1, errors });
+    else next();
+  });
 }
 
 export interface DialerDeps {
@@ -32,19 +114,32 @@ export class Dialer {
   readonly #d: DialerDeps;
   readonly #connecting = new Map<string, Promise<PeerSession | null>>();
   readonly #lastError = new Map<string, string>();
+  readonly #reach: ReachDeps | null;
 
-  constructor(deps: DialerDeps) {
+  /** Without `reach`, the listed address alone is dialled (tests of the other parts, older set-ups). */
+  constructor(deps: DialerDeps, reach: ReachDeps | null = null) {
     this.#d = deps;
+    this.#reach = reach;
   }
 
   /** The active session to `name`, or a new one dialled at the address the phonebook lists; null when the
    * peer is offline, unknown, revoked or cannot be reached (reported as an `error` event PEER_<code>). */
   connect(name: string): Promise<PeerSession | null> {
+    return this.#once(name, false);
+  }
+
+  /** The peer asked (through the relay) to be dialled back: its listed addresses only, no relay, no
+   * reversal, and a failure is not reported (the peer still reaches us through the relay). */
+  dialBack(name: string): Promise<PeerSession | null> {
+    return this.#once(name, true);
+  }
+
+  #once(name: string, directOnly: boolean): Promise<PeerSession | null> {
     const active = this.#d.active(name);
     if (active) return Promise.resolve(active);
     let p = this.#connecting.get(name);
     if (p) return p;
-    p = this.#attempt(name).finally(() => this.#connecting.delete(name));
+    p = this.#attempt(name, directOnly).finally(() => this.#connecting.delete(name));
     this.#connecting.set(name, p);
     return p;
   }
@@ -54,23 +149,38 @@ export class Dialer {
     this.#lastError.delete(name);
   }
 
+  /** The peer's active session once there is one, or null after `ms`. */
+  async #waitActive(name: string, ms: number): Promise<PeerSession | null> {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      const s = this.#d.active(name);
+      if (s) return s;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    return this.#d.active(name);
+  }
+
   /** Resolves when every attempt in progress has ended. */
   async settle(): Promise<void> {
     await Promise.allSettled([...this.#connecting.values()]);
   }
 
-  async #attempt(name: string): Promise<PeerSession | null> {
+  async #attempt(name: string, directOnly = false): Promise<PeerSession | null> {
     let entry: DialEntry | null;
     try {
       entry = await this.#d.lookup(name);
     } catch {
       return null;
     }
-    if (!entry || entry.revoked || !entry.online || !entry.address) return null;
+    if (!entry || entry.revoked || !entry.online) return null;
+    const reach = this.#reach;
+    if (!reach && !entry.address) return null;
     this.#d.noteListed(name, entry.fingerprint, entry.certPem);
     try {
-      return await this.#d.dial(name, entry.address.host, entry.address.port);
+      if (!reach) return await this.#d.dial(name, entry.address!.host, entry.address!.port);
+      return await this.#race(name, entry, reach, directOnly);
     } catch (e) {
+      if (directOnly) return null;
       const code = (e as SessionError).detail ?? codeOf(e) ?? "CONNECT_FAILED";
       if (this.#lastError.get(name) !== code) {
         this.#lastError.set(name, code);
@@ -78,5 +188,71 @@ export class Dialer {
       }
       return null;
     }
+  }
+
+  async #race(name: string, entry: DialEntry, reach: ReachDeps, directOnly: boolean): Promise<PeerSession> {
+    const candidates: Address[] = entry.candidates ?? (entry.address ? [entry.address] : []);
+    let attempts: Attempt[] = candidates.map((a) => {
+      const path: SessionPath = {
+        kind: a.via === "mapping" ? "mapped" : addressKind(a.host),
+        address: { host: a.host, port: a.port },
+      };
+      return {
+        path,
+        open: async () => ({ socket: await reach.connect(a.host, a.port, CONNECT_TIMEOUT_MS), path }),
+      };
+    });
+    if (!directOnly && reach.haveRelay() && reach.reverse && reach.reachable?.()) {
+      const reverse = reach.reverse;
+      attempts.push({
+        path: null,
+        holdMs: REVERSAL_WAIT_MS,
+        open: async () => {
+          await reverse(name);
+          const s = await this.#waitActive(name, REVERSAL_WAIT_MS);
+          if (!s) throw new Error(`${name} did not dial back in time`);
+          return {
+            socket: null,
+            path: s.path ?? { kind: "public", address: { host: s.remoteAddress, port: 0 } },
+          };
+        },
+      });
+    }
+    if (!directOnly && reach.haveRelay()) {
+      attempts.push({
+        path: null,
+        open: async () => {
+          const { socket, relay } = await reach.relayCircuit(name);
+          return { socket, path: { kind: "relayed", address: relay } };
+        },
+      });
+    }
+    let lastError: unknown = new Error(`${name} lists no address we could try`);
+    while (attempts.length > 0) {
+      const r = await raceAttempts(attempts, CONNECTION_ATTEMPT_DELAY_MS);
+      if (!("socket" in r)) {
+        // The most telling failure: the relay's (it says why, e.g. a limit), else the first address's.
+        const errs = r.errors;
+        lastError = errs[errs.length - 1] ?? errs.find((e) => e !== undefined) ?? lastError;
+        break;
+      }
+      if (r.socket === null) {
+        const back = this.#d.active(name);
+        if (back) return back;
+        attempts = attempts.filter((_, i) => i !== r.index);
+        continue;
+      }
+      try {
+        return await reach.dialOver(name, r.socket, r.path);
+      } catch (e) {
+        lastError = e;
+        // The right peer refused us, or showed a key other than the one we know: no other path changes that.
+        if (this.#d.active(name) || ["KEY_CHANGED", "REVOKED"].includes(codeOf(e) ?? "")) throw e;
+        attempts = attempts.filter((_, i) => i !== r.index);
+      }
+    }
+    const winner = this.#d.active(name);
+    if (winner) return winner;
+    throw lastError;
   }
 }

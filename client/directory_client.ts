@@ -16,7 +16,15 @@ import net from "node:net";
 import tls, { type PeerCertificate } from "node:tls";
 import type { Duplex } from "node:stream";
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { checkCaCertificate, derToPem, type ParsedCrl, pemToDer, verifyCrl, x509 } from "../pki/mod.ts";
+import {
+  checkCaCertificate,
+  derToPem,
+  type ParsedCrl,
+  pemToDer,
+  RELAY_CN,
+  verifyCrl,
+  x509,
+} from "../pki/mod.ts";
 import { CodedError, codeOf } from "../coded_error.ts";
 import {
   ContractError,
@@ -61,8 +69,10 @@ function isDirectoryCertificate(der: Uint8Array): boolean {
     const cert = new x509.X509Certificate(new Uint8Array(der));
     const usages = (cert.getExtension(x509.ExtendedKeyUsageExtension)?.usages ?? []).map(String);
     const bc = cert.getExtension(x509.BasicConstraintsExtension);
+    // A standalone relay's certificate is a server certificate too, but never the directory's.
+    const relay = cert.subjectName.getField("CN").includes(RELAY_CN);
     return usages.includes(x509.ExtendedKeyUsage.serverAuth) &&
-      !usages.includes(x509.ExtendedKeyUsage.clientAuth) && !bc?.ca;
+      !usages.includes(x509.ExtendedKeyUsage.clientAuth) && !bc?.ca && !relay;
   } catch {
     return false;
   }
@@ -330,10 +340,33 @@ export class DirectoryClient {
     return decoded(decodeDirectoryInfo, await this.#json("GET", "/v1/info"));
   }
 
-  /** Publishes our address (authenticated: the name comes from our certificate). */
-  async publish(host: string, port: number, ttlSeconds: number): Promise<void> {
+  /** Publishes our address (authenticated: the name comes from our certificate); with `reach`, every
+   * candidate and the relay too (or, relay-only, no address of ours at all). */
+  async publish(
+    host: string,
+    port: number,
+    ttlSeconds: number,
+    reach?: {
+      candidates: { host: string; port: number }[];
+      relay: { host: string; port: number } | null;
+      relayOnly: boolean;
+    },
+  ): Promise<void> {
     const body: PublishRequest = { host, port, ttlSeconds };
+    if (reach) {
+      body.candidates = reach.candidates;
+      body.relay = reach.relay;
+      if (reach.relayOnly) body.relayOnly = true;
+    }
     await this.#json("PUT", "/v1/presence", body);
+  }
+
+  /** The phonebook's relay (on the phonebook's host), or null when it runs none. */
+  async relayAddress(): Promise<{ host: string; port: number } | null> {
+    const info = await this.info();
+    if (!info.relay) return null;
+    const host = info.relay.host ?? new URL(this.url).hostname.replace(/^\[|\]$/g, "");
+    return { host, port: info.relay.port };
   }
 
   async withdraw(): Promise<void> {

@@ -8,6 +8,8 @@
  * - outbox.ts: our messages from "sending" to a receipt, and the read receipts we owe;
  * - expiry_sweeper.ts: deletes expiring messages at their deadline, shows hidden ones when time allows;
  * - presence.ts: our address in the phonebook;
+ * - candidates.ts: what we publish (every address we can be dialled at) and how a session runs (its path);
+ * - relay_client.ts: our control connection to the relay, and relayed circuits both ways;
  * - session/: the TLS listener and peer sessions; store/: chat.db.
  *
  * Time: everything that matters (certificate validity, send times, deadlines) comes from the trusted clock.
@@ -73,6 +75,19 @@ import { type DialEntry, Dialer } from "./dialer.ts";
 import { Outbox } from "./outbox.ts";
 import { ExpirySweeper } from "./expiry_sweeper.ts";
 import { Presence } from "./presence.ts";
+import net from "node:net";
+import { MAX_CANDIDATES } from "../contract/mod.ts";
+import {
+  type Address,
+  addressKind,
+  describePath,
+  localAddresses,
+  type Publication,
+  publicationFor,
+} from "./candidates.ts";
+import { RelayClient } from "./relay_client.ts";
+import { DirectUpgrade } from "./upgrade.ts";
+import { type Mapping, mapPort } from "./port_mapping.ts";
 import { type OwnCertificate, Renewal } from "./renewal.ts";
 import { writeCertificate } from "./home.ts";
 import { Inbox } from "./inbox.ts";
@@ -105,7 +120,9 @@ export function certTimeOf(clock: Pick<ClockLike, "now">): { earliestMs: number;
 
 /** What the engine needs of the phonebook (DirectoryClient satisfies it). */
 export interface DirectoryLike {
-  publish(host: string, port: number, ttlSeconds: number): Promise<void>;
+  publish(host: string, port: number, ttlSeconds: number, reach?: Publication): Promise<void>;
+  /** The phonebook's relay, or null when it runs none (DirectoryClient asks /v1/info). */
+  relayAddress?(): Promise<Address | null>;
   withdraw(): Promise<void>;
   lookup(name: string): Promise<(DialEntry & { name: string }) | null>;
   /** The CRL, its signature already verified against our CA (DirectoryClient.crl). */
@@ -143,8 +160,16 @@ export interface ChatEngineOptions {
   timeKeys: Uint8Array[];
   /** Default 127.0.0.1:0 (any free port on loopback). */
   listen?: { host: string; port: number };
-  /** What we publish, when it differs from the bound address. */
-  advertise?: { host: string; port: number };
+  /** What we publish, when it differs from the bound address (a list: every one of them, best first). A
+   * listener on all interfaces without it publishes each interface address with the bound port. */
+  advertise?: Address | Address[];
+  /** The relay to hold a control connection to: default the phonebook's (if it runs one); null for none. */
+  relay?: Address | null;
+  /** Publish no address of ours and dial peers only through the relay (which then must be there). */
+  relayOnly?: boolean;
+  /** Ask the router for a port mapping (NAT-PMP) when listening on every interface. Default false here (the
+   * CLI turns it on unless --no-port-mapping). */
+  portMapping?: boolean;
   limits?: Partial<SessionLimits>;
   /** Per-peer inbox limits (client/peer_quota.ts); default the constants of client/protocol/constants.ts. */
   inboxLimits?: Partial<PeerQuotaLimits>;
@@ -238,6 +263,10 @@ export class ChatEngine implements ChatEngineApi {
   readonly #outbox: Outbox;
   readonly #sweeper: ExpirySweeper;
   readonly #presence: Presence;
+  #relay: RelayClient | null = null;
+  readonly #upgrade: DirectUpgrade;
+  #mapping: Promise<Mapping | null> | null = null;
+  #mapped: Mapping | null = null;
   readonly #renewal: Renewal;
   readonly #inbox: Inbox;
   readonly #blocklist: Blocklist;
@@ -316,11 +345,42 @@ export class ChatEngine implements ChatEngineApi {
       opts.limits,
     );
     this.#dialer = new Dialer({
-      lookup: (name) => opts.directory.lookup(name),
+      // Relay-only: dialling a listed address would show the peer ours, so none is tried.
+      lookup: async (name) => {
+        const e = await opts.directory.lookup(name);
+        return e && opts.relayOnly ? { ...e, candidates: [] } : e;
+      },
       active: (name) => this.#sessions.active(name),
       dial: (name, host, port) => this.#sessions.dial(name, host, port),
       noteListed: (name, fp, certPem) => this.#trust.noteListed(name, fp, certPem),
       emit,
+    }, {
+      connect: connectTcp,
+      relayCircuit: async (name) => {
+        const r = this.#relay;
+        if (!r) throw new EngineError("CLOSED", "no relay");
+        return { socket: await r.dial(name), relay: r.relay };
+      },
+      haveRelay: () => this.#relay?.connected === true,
+      dialOver: (name, socket, path) => this.#sessions.dialOver(name, socket, path),
+      reverse: async (name) => {
+        if (!this.#relay) throw new EngineError("NO_RELAY", "no relay");
+        await this.#relay.reverse(name);
+      },
+      // Dial-back is worth asking for when we publish an address peers on the internet can dial.
+      reachable: () =>
+        this.publication().candidates.some((c) => ["public", "ipv6"].includes(addressKind(c.host))),
+    });
+    this.#upgrade = new DirectUpgrade({
+      lookup: (name) => opts.directory.lookup(name),
+      punch: (name, port) => {
+        if (!this.#relay) return Promise.reject(new EngineError("NO_RELAY", "no relay"));
+        return this.#relay.punch(name, port);
+      },
+      punchReply: (to, port) => this.#relay?.punchReply(to, port),
+      dialOver: (name, socket, path) => this.#sessions.dialOver(name, socket, path, { replace: true }),
+      accept: (socket, path) => this.#sessions.acceptSocket(socket, path),
+      log,
     });
     this.#outbox = new Outbox({
       ownName: opts.name,
@@ -365,11 +425,13 @@ export class ChatEngine implements ChatEngineApi {
         this.#sweeper.hide(peer, id);
         this.#sweeper.sweep();
       },
+      cap: (peer, id, afterMs) => this.#sweeper.cap(peer, id, afterMs),
     });
     this.#presence = new Presence({
-      publish: (host, port, ttl) => opts.directory.publish(host, port, ttl),
+      publish: (host, port, ttl, reach) => opts.directory.publish(host, port, ttl, reach),
       withdraw: () => opts.directory.withdraw(),
       address: () => this.advertisedAddress,
+      publication: () => this.publication(),
       log,
       scheduler: this.#scheduler,
       ttlSeconds: opts.publishTtlSeconds,
@@ -419,7 +481,18 @@ export class ChatEngine implements ChatEngineApi {
     // phonebook's grace), or publishing would be refused.
     await this.#renewal.check();
     this.#renewal.start();
+    await this.#startRelay();
     await this.#presence.start();
+    // In the background: a network without a mapping router costs its timeout, which must not hold up the
+    // start. Once mapped, we publish again with the mapping first.
+    if (o.portMapping && !o.relayOnly && !o.advertise && ["::", "0.0.0.0"].includes(this.#address.host)) {
+      this.#mapping = mapPort(this.#address.port, (text) => this.#emit({ event: "log", level: "info", text }))
+        .then((m) => {
+          this.#mapped = m;
+          if (m && !this.#closed) void this.#presence.publish();
+          return m;
+        });
+    }
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
     this.#outbox.retryAll();
@@ -441,6 +514,58 @@ export class ChatEngine implements ChatEngineApi {
     }
   }
 
+  /** The control connection to the relay (the phonebook's unless told otherwise). A relay that cannot be
+   * reached is retried in the background: direct paths work without it. */
+  async #startRelay(): Promise<void> {
+    const o = this.#opts;
+    let relay: Address | null = null;
+    if (o.relay !== undefined) relay = o.relay;
+    else {
+      relay = await (o.directory.relayAddress?.() ?? Promise.resolve(null)).catch(() => null);
+    }
+    if (!relay) {
+      if (o.relayOnly) {
+        throw new EngineError("NO_RELAY", "relay-only needs a relay, and the phonebook runs none");
+      }
+      return;
+    }
+    const log = (level: "info" | "warn", text: string) => this.#emit({ event: "log", level, text });
+    const r = new RelayClient({
+      relay,
+      // Renewed at start perhaps: the current one, not the one we were started with.
+      certPem: this.#identity.certPem,
+      keyPem: o.keyPem,
+      caPem: o.caPem,
+      onIncoming: (socket) => this.#sessions.acceptSocket(socket, { kind: "relayed", address: relay }),
+      onDialBack: (from) => {
+        if (!this.#closed) void this.#dialer.dialBack(from);
+      },
+      onPunch: (from, port) => {
+        if (!this.#closed && !o.relayOnly) void this.#upgrade.onPunch(from, port);
+      },
+      // Back on the relay: peers waiting in the outbox may now be reachable through it.
+      onState: (up) => up && !this.#closed && this.#outbox.retryAll(),
+      log,
+    });
+    this.#relay = r;
+    await r.start();
+    if (!r.connected) log("warn", `relay ${relay.host}:${relay.port} not reachable yet; retrying`);
+  }
+
+  /** What we publish now: our candidates (or none, relay-only) and the relay we hold a connection to. */
+  publication(): Publication {
+    const adv = this.#opts.advertise;
+    return publicationFor({
+      bound: this.address,
+      advertise: adv === undefined ? [] : Array.isArray(adv) ? adv : [adv],
+      relay: this.#relay?.relay ?? null,
+      relayOnly: this.#opts.relayOnly === true,
+      ifaces: localAddresses(),
+      max: MAX_CANDIDATES,
+      mapped: this.#mapped?.external ?? null,
+    });
+  }
+
   #every(ms: number, fn: () => unknown): void {
     this.#timers.push(this.#scheduler.every(ms, () => {
       try {
@@ -459,7 +584,7 @@ export class ChatEngine implements ChatEngineApi {
 
   /** The address published to the phonebook. */
   get advertisedAddress(): { host: string; port: number } {
-    return this.#opts.advertise ?? this.address;
+    return this.publication().candidates[0] ?? this.#relay?.relay ?? this.address;
   }
 
   subscribe(listener: (e: EngineEvent) => void): () => void {
@@ -541,6 +666,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#ownCert = ownCertificateOf(certPem);
     this.#sessions.setIdentity(this.#identity);
     o.directory.setClientCertificate?.(certPem, o.keyPem);
+    this.#relay?.setCertificate(certPem);
   }
 
   // ---- revocation ----
@@ -608,6 +734,10 @@ export class ChatEngine implements ChatEngineApi {
   #onActive(s: PeerSession): void {
     const name = s.peer!.name;
     this.#dialer.clearError(name);
+    // A relayed session we dialled: try to make it direct (never in relay-only mode: it would show our IP).
+    if (s.role === "dialer" && s.path?.kind === "relayed" && !this.#opts.relayOnly && !this.#closed) {
+      void this.#upgrade.upgrade(name);
+    }
     if (!this.#online.has(name)) {
       this.#online.add(name);
       this.#emit({ event: "peer-online", name });
@@ -642,6 +772,8 @@ export class ChatEngine implements ChatEngineApi {
         return await this.#inbox.receive(s, f);
       case "ack":
         return this.#outbox.onAck(peer, f.id);
+      case "refuse":
+        return this.#outbox.onRefused(peer, f.id, f.code);
       case "read":
         return this.#outbox.onReadReceipt(peer, f);
       case "typing":
@@ -842,6 +974,9 @@ export class ChatEngine implements ChatEngineApi {
       unread: this.#store.unreadCount(name),
       pin: this.#trust.pinState(name),
       defaultTtlMs: this.#store.contact(name)?.defaultTtlMs ?? null,
+      ...(this.#sessions.active(name)?.path
+        ? { path: describePath(this.#sessions.active(name)!.path!) }
+        : {}),
     }));
   }
 
@@ -918,6 +1053,13 @@ export class ChatEngine implements ChatEngineApi {
       tlsVersion: s?.tlsVersion ?? null,
       cipher: s?.cipher ?? null,
       connected: s !== null,
+      ...(s?.path
+        ? {
+          path: describePath(s.path),
+          pathKind: s.path.kind,
+          pathAddress: `${s.path.address.host}:${s.path.address.port}`,
+        }
+        : {}),
     };
   }
 
@@ -988,6 +1130,8 @@ export class ChatEngine implements ChatEngineApi {
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
     if (this.#address) await this.#presence.withdraw();
+    await (await this.#mapping)?.stop();
+    this.#relay?.close();
     await this.#sessions.close();
     await Promise.all([this.#dialer.settle(), this.#outbox.settle()]);
     this.#store.close();
@@ -1002,6 +1146,9 @@ export interface HomeEngineOptions extends
     ChatEngineOptions,
     | "listen"
     | "advertise"
+    | "relay"
+    | "relayOnly"
+    | "portMapping"
     | "limits"
     | "inboxLimits"
     | "requestLimits"
@@ -1053,6 +1200,9 @@ export async function startEngineFromHome(
       timeKeys: home.roughtime.map((r) => r.publicKey),
       listen: opts.listen,
       advertise: opts.advertise,
+      relay: opts.relay,
+      relayOnly: opts.relayOnly,
+      portMapping: opts.portMapping,
       limits: opts.limits,
       inboxLimits: opts.inboxLimits,
       requestLimits: opts.requestLimits,
@@ -1071,3 +1221,24 @@ export async function startEngineFromHome(
 }
 
 export const CHAT_DB_FILE = "chat.db";
+
+/** A TCP connection for the dialer's race, bounded by `timeoutMs`. */
+function connectTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port });
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new EngineError("CONNECT_FAILED", `no answer from ${host}:${port} in time`));
+    }, timeoutMs);
+    s.once("connect", () => {
+      clearTimeout(t);
+      s.removeAllListeners("error");
+      resolve(s);
+    });
+    s.once("error", (e) => {
+      clearTimeout(t);
+      s.destroy();
+      reject(e);
+    });
+  });
+}

@@ -10,6 +10,8 @@ export type EngineErrorCode =
   | "NOT_FOUND"
   | "NO_PENDING_KEY"
   | "SELF"
+  | "NO_RELAY"
+  | "CONNECT_FAILED"
   | "CLOSED"
   | "STORE_FAILED"
   | "BLOCKED"

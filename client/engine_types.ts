@@ -38,6 +38,9 @@ export interface Contact {
   defaultTtlMs: number | null;
   /** True when the contact's certificate is revoked (never shown online). Optional: added after the first version of this contract. */
   revoked?: boolean;
+  /** How the open session runs ("direct (lan ...)", "relayed via ..."); absent without one. Optional: added
+   * with reachability. */
+  path?: string;
   /** True when the user blocked this contact (`/block`): never shown online. Optional: added later. */
   blocked?: boolean;
   /** True while this peer is a stranger with a pending message request (accept or decline it). Optional. */
@@ -68,6 +71,13 @@ export interface PeerInfo {
   tlsVersion: string | null;
   cipher: string | null;
   connected: boolean;
+  /** Added with reachability: how the session runs, e.g. "direct (lan 192.168.1.10:4000)" or "relayed via
+   * 198.18.0.1:10041"; absent without a session. */
+  path?: string;
+  /** "local", "lan", "ipv6", "public", "mapped", "punched" (direct) or "relayed". */
+  pathKind?: "local" | "lan" | "ipv6" | "public" | "mapped" | "punched" | "relayed";
+  /** The peer's address (direct) or the relay's (relayed), HOST:PORT. */
+  pathAddress?: string;
 }
 
 /** Our own certificate (client/renewal.ts): "renewing" from two thirds of its lifetime until a new one is in

@@ -42,6 +42,10 @@ export class ExpirySweeper {
   readonly #d: ExpirySweeperDeps;
   /** Received expiring messages not yet announced because time was unknown ("peer\nid"). */
   readonly #hidden = new Set<string>();
+  /** Monotonic caps ("peer\nid" -> scheduler time): a received expiring message dies by then whatever the
+   * trusted clock says later (lost, blocked, or moved by an attacker who preloads a library). */
+  readonly #caps = new Map<string, number>();
+  #capTimer: Timer | null = null;
   #timer: Timer | null = null;
   #closed = false;
 
@@ -52,6 +56,48 @@ export class ExpirySweeper {
   /** A received message that could not be shown yet: announced by a later sweep once it is visible. */
   hide(peer: string, id: string): void {
     this.#hidden.add(`${peer}\n${id}`);
+  }
+
+  /** Caps the life of a stored message at `afterMs` from now on the monotonic clock (taken at receipt: its
+   * lifetime plus the proof's uncertainty). Only ever shortens it: the trusted deadline still applies. */
+  cap(peer: string, id: string, afterMs: number): void {
+    if (this.#closed || !Number.isFinite(afterMs)) return;
+    this.#caps.set(`${peer}\n${id}`, this.#d.scheduler.now() + Math.max(0, afterMs));
+    this.#armCaps();
+  }
+
+  /** Deletes the messages whose monotonic cap has passed (with or without trusted time). */
+  #sweepCaps(): void {
+    const now = this.#d.scheduler.now();
+    const due: { peer: string; id: string }[] = [];
+    for (const [key, at] of this.#caps) {
+      if (at > now) continue;
+      const [peer, id] = key.split("\n");
+      due.push({ peer, id });
+    }
+    if (due.length) {
+      try {
+        const present = due.filter((k) => this.#d.store.get(k.peer, k.id) !== null);
+        if (present.length) this.#d.store.deleteMessages(present);
+        for (const k of due) this.#caps.delete(`${k.peer}\n${k.id}`);
+        for (const k of present) {
+          this.#hidden.delete(`${k.peer}\n${k.id}`);
+          this.#d.onDeleted(k.peer, k.id);
+          this.#d.emit({ event: "expired", id: k.id, peer: k.peer });
+        }
+      } catch (e) {
+        this.#d.emit({ event: "error", code: "STORE_FAILED", message: messageOf(e) });
+      }
+    }
+    this.#armCaps();
+  }
+
+  #armCaps(): void {
+    this.#capTimer?.cancel();
+    this.#capTimer = null;
+    if (this.#closed || this.#caps.size === 0) return;
+    const next = Math.min(...this.#caps.values()) - this.#d.scheduler.now();
+    this.#capTimer = this.#d.scheduler.after(Math.max(0, Math.ceil(next)) + 1, () => this.#sweepCaps());
   }
 
   /** The number of messages waiting to be shown. */
@@ -92,6 +138,7 @@ export class ExpirySweeper {
       for (const r of dead) {
         deadlines.delete(r);
         this.#hidden.delete(`${r.peer}\n${r.id}`);
+        this.#caps.delete(`${r.peer}\n${r.id}`);
         this.#d.onDeleted(r.peer, r.id);
         this.#d.emit({ event: "expired", id: r.id, peer: r.peer });
       }
@@ -117,6 +164,8 @@ export class ExpirySweeper {
     this.#closed = true;
     this.#timer?.cancel();
     this.#timer = null;
+    this.#capTimer?.cancel();
+    this.#capTimer = null;
   }
 
   #arm(ms: number): void {

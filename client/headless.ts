@@ -2,6 +2,7 @@
  * `securechat chat --headless`: the engine as JSON lines (docs/usage-chat.md). One command object per line
  * on stdin, one event object per line on stdout. A bad command gets an `error` event and changes nothing.
  */
+import { formatAddress } from "./candidates.ts";
 import { codeOf, messageOf } from "../coded_error.ts";
 import type { ChatEngine } from "./engine.ts";
 import type { ChatMessage, EngineEvent } from "./engine_types.ts";
@@ -86,8 +87,8 @@ export async function runHeadless(engine: ChatEngine, io: HeadlessIo, early?: Ea
   out({
     event: "ready",
     name: engine.name,
-    address: `${a.host}:${a.port}`,
-    advertised: `${adv.host}:${adv.port}`,
+    address: formatAddress(a),
+    advertised: formatAddress(adv),
     fingerprint: engine.ownFingerprint(),
     time: engine.timeStatus().state,
     certificate: engine.certificateStatus(),

@@ -16,7 +16,7 @@ import { verifyTimeProof } from "../clock/mod.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import { effectiveDeadline, isVisible, provedSentAt, receiverDeadline } from "./expiry.ts";
 import { ProtocolError } from "./protocol/errors.ts";
-import type { AckFrame, MsgFrame } from "./protocol/frames.ts";
+import type { AckFrame, MsgFrame, RefuseFrame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
 import type { PeerQuota } from "./peer_quota.ts";
@@ -32,7 +32,7 @@ export const DEFAULT_MAX_PENDING_CHARS = 1 << 20;
 export interface InboxSession {
   readonly state: string;
   readonly peer: { readonly name: string } | null;
-  sendBatch(frames: readonly AckFrame[]): Promise<void>;
+  sendBatch(frames: readonly (AckFrame | RefuseFrame)[]): Promise<void>;
   fail(code: string, message: string): void;
 }
 
@@ -53,6 +53,8 @@ export interface InboxDeps {
   announce(m: Omit<StoredMessage, "seq">): void;
   /** A newly stored expiring message that may not be shown yet (time unknown): the sweeper shows it later. */
   hide(peer: string, id: string): void;
+  /** Caps a stored expiring message's life at `afterMs` from now on the monotonic clock (the sweeper). */
+  cap?(peer: string, id: string, afterMs: number): void;
   maxPending?: number;
   maxPendingChars?: number;
   /** Peers the user blocked: a message from one is refused (BLOCKED), nothing stored. */
@@ -68,6 +70,8 @@ interface Entry {
   chars: number;
   status: "committing" | "committed" | "failed";
   error: Error | null;
+  /** Not stored: answered with this refusal instead of an ack, in its place in the receipt order. */
+  refuse?: RefuseFrame["code"];
 }
 
 interface SessionQueue {
@@ -93,6 +97,8 @@ export class Inbox {
   readonly #maxPending: number;
   readonly #maxPendingChars: number;
   readonly #queues = new WeakMap<InboxSession, SessionQueue>();
+  /** Refusals already said in the log (a sender retries every few seconds). */
+  readonly #refusedSaid = new Set<string>();
 
   constructor(deps: InboxDeps) {
     const max = deps.maxPending ?? DEFAULT_MAX_PENDING;
@@ -128,14 +134,38 @@ export class Inbox {
       throw e;
     }
     const q = this.#queue(s);
+    // No keeping a message by blocking time: without verified time we could not delete an expiring message
+    // at its deadline (its text and key would sit in chat.db past it), so it is not taken; the sender keeps
+    // it queued, sends it again later, and its own copy dies on time if it never gets through.
+    if (item.message.ttlMs !== null && !item.idOnly && this.#deps.clock.now() === null) {
+      q.entries.push({ id: f.id, chars: 0, status: "committed", error: null, refuse: "TIME_UNVERIFIED" });
+      const key = `${item.message.peer}|${f.id}`;
+      if (!this.#refusedSaid.has(key)) {
+        if (this.#refusedSaid.size > 1000) this.#refusedSaid.clear();
+        this.#refusedSaid.add(key);
+        this.#deps.emit({
+          event: "log",
+          level: "warn",
+          text:
+            `refused an expiring message from ${item.message.peer}: our time is not verified (it stays with ` +
+            `the sender, who sends it again later)`,
+        });
+      }
+      this.#schedule(s, q);
+      return Promise.resolve();
+    }
     const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
     q.entries.push(entry);
     q.chars += entry.chars;
+    const cap = item.capMs;
     this.#deps.store.queueIncoming(item).then(
       (result) => {
         quota?.settle(item.message.peer, bytes, result === "stored");
         requests?.settle(item.message.peer, result === "stored");
         entry.status = "committed";
+        if (result === "stored" && !item.idOnly && cap !== null) {
+          this.#deps.cap?.(item.message.peer, f.id, cap);
+        }
         if (result === "stored" && !item.idOnly) this.#reveal(item.message);
         this.#schedule(s, q);
       },
@@ -161,7 +191,7 @@ export class Inbox {
   }
 
   /** The checks of a message frame, and what to store: the proof-bounded send time and deadline. */
-  #check(s: InboxSession, f: MsgFrame): IncomingItem {
+  #check(s: InboxSession, f: MsgFrame): IncomingItem & { capMs: number | null } {
     const d = this.#deps;
     const peer = s.peer?.name;
     if (peer === undefined) throw new ProtocolError("UNEXPECTED_FRAME", "message before the peer is known");
@@ -173,6 +203,9 @@ export class Inbox {
     if (d.isBlocked?.(peer)) throw new ProtocolError("BLOCKED", `${peer} is blocked`);
     let sentAt = f.sentAt;
     let expiresAt: number | null = null;
+    // The monotonic cap from arrival: the lifetime plus the proof's whole uncertainty (for "after read", the
+    // unread bound on top), so losing or moving trusted time later cannot stretch the message's life.
+    let capMs: number | null = null;
     if (f.ttlMs !== undefined) {
       let proved: { midpointMs: number; radiusMs: number };
       try {
@@ -181,6 +214,7 @@ export class Inbox {
         throw new ProtocolError("BAD_TIME_PROOF", `time proof refused: ${(e as Error).message}`);
       }
       sentAt = provedSentAt(f.sentAt, proved.midpointMs, proved.radiusMs);
+      capMs = (f.ttlMode === "read" ? d.maxUnreadMs + f.ttlMs : f.ttlMs) + 2 * Math.max(0, proved.radiusMs);
       if (f.ttlMode !== "read") {
         expiresAt = receiverDeadline({
           claimedSentAt: f.sentAt,
@@ -206,7 +240,7 @@ export class Inbox {
     // proof-bounded send time.
     const deadline = effectiveDeadline(message, d.maxUnreadMs);
     const idOnly = deadline !== null && d.clock.deadlinePassed(deadline) === true;
-    return { message, idOnly };
+    return { message, idOnly, capMs };
   }
 
   #reveal(m: IncomingMessage): void {
@@ -230,7 +264,7 @@ export class Inbox {
     q.writing = true;
     try {
       for (;;) {
-        const acks: AckFrame[] = [];
+        const acks: (AckFrame | RefuseFrame)[] = [];
         let failure: Error | null = null;
         let n = 0;
         while (n < q.entries.length && q.entries[n].status !== "committing") {
@@ -239,7 +273,7 @@ export class Inbox {
             failure = e.error;
             break;
           }
-          acks.push({ t: "ack", id: e.id });
+          acks.push(e.refuse ? { t: "refuse", id: e.id, code: e.refuse } : { t: "ack", id: e.id });
         }
         if (n === 0) break;
         if (failure) {

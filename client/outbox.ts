@@ -129,6 +129,25 @@ export class Outbox {
     );
   }
 
+  /** The peer did not take message `id` (its time is not verified): it stays ours, "failed" until a later
+   * flush sends it again (the next retry), and dies here on time if it never gets through. */
+  onRefused(peer: string, id: string, code: string): void {
+    if (this.#inflight.get(id) === undefined) return;
+    this.#inflight.delete(id);
+    // The next flush on this session reads from the start again, so it is written once more.
+    this.#cursor.delete(peer);
+    this.#queueState(
+      { peer, id, state: "failed" },
+      () =>
+        this.#d.emit({
+          event: "failed",
+          id,
+          to: peer,
+          reason: code === "TIME_UNVERIFIED" ? `${peer} cannot verify the time yet (kept, sent again)` : code,
+        }),
+    );
+  }
+
   /** The peer displayed message `id`: starts an "after read" lifetime on our copy. */
   onReadReceipt(peer: string, f: ReadFrame): void {
     const m = this.#d.store.get(peer, f.id);

@@ -6,16 +6,21 @@
 import { messageOf } from "../coded_error.ts";
 import type { Scheduler, Timer } from "./scheduler.ts";
 import { withTimeout } from "./scheduler.ts";
+import type { Publication } from "./candidates.ts";
 
 export const DEFAULT_PUBLISH_TTL_S = 120;
 /** Bound on the withdrawal at shutdown. */
 export const WITHDRAW_TIMEOUT_MS = 2000;
 
 export interface PresenceDeps {
-  publish(host: string, port: number, ttlSeconds: number): Promise<void>;
+  /** `reach`: every candidate, the relay, relay-only (when `publication` is given). */
+  publish(host: string, port: number, ttlSeconds: number, reach?: Publication): Promise<void>;
   withdraw(): Promise<void>;
   /** The address to publish, read at each publication. */
   address(): { host: string; port: number };
+  /** Everything to publish, read at each publication (interfaces come and go); its first candidate is
+   * what an older phonebook lists. */
+  publication?(): Publication;
   log(level: "warn", text: string): void;
   scheduler: Scheduler;
   /** Lifetime of a publication. Default DEFAULT_PUBLISH_TTL_S. */
@@ -44,9 +49,10 @@ export class Presence {
 
   /** One publication; never throws. */
   async publish(): Promise<void> {
-    const a = this.#d.address();
+    const pub = this.#d.publication?.();
+    const a = pub?.candidates[0] ?? this.#d.address();
     try {
-      await this.#d.publish(a.host, a.port, this.#ttlSeconds);
+      await this.#d.publish(a.host, a.port, this.#ttlSeconds, pub);
       this.#published = true;
       this.#status = { reachable: true, reason: null };
     } catch (e) {

@@ -1,2 +1,3 @@
 /** Wire contracts shared by `server/` and `client/` (each defined once, with its runtime decoder). */
 export * from "./phonebook.ts";
+export * from "./relay.ts";

@@ -21,6 +21,8 @@ export class ContractError extends CodedError<"BAD_RESPONSE"> {
 export interface Address {
   host: string;
   port: number;
+  /** "mapping": a port the user's router forwards to it (NAT-PMP); absent for its own addresses. */
+  via?: "mapping";
 }
 
 /** GET /v1/users/NAME, /v1/me, and each element of GET /v1/users. */
@@ -28,8 +30,14 @@ export interface UserEntry {
   name: string;
   /** Listed as reachable now: has a published address that has not expired, and is not revoked. */
   online: boolean;
-  /** Where to dial; null when offline. */
+  /** Where to dial; null when offline. The best of `candidates` (what clients before candidates read). */
   address: Address | null;
+  /** Every address the user published, plus the one the phonebook saw it connect from, best first; empty
+   * when offline or relay-only. From an older server: `[address]` (or empty). */
+  candidates: Address[];
+  /** The relay the user keeps its control connection on (reach it through there when no candidate
+   * answers); null when none was published. */
+  relay: Address | null;
   certPem: string;
   /** SHA-256 of the certificate's DER, 64 lowercase hex. */
   fingerprint: string;
@@ -71,6 +79,9 @@ export interface DirectoryInfo {
   inviteOnly: boolean;
   /** The server of the node that answered (what older clients read). */
   roughtime: RoughtimeEndpoint | null;
+  /** The relay users keep a connection to: on the phonebook's host unless `host` names another machine (a
+   * standalone `securechat relay`); null when there is none (or the server is older). */
+  relay: { host?: string; port: number } | null;
   /** Every node's server; [] from a server that does not send the list. */
   roughtimeServers: RoughtimeServer[];
 }
@@ -87,10 +98,21 @@ export interface IssuedCertificate {
 
 /** PUT /v1/presence (request) */
 export interface PublishRequest {
+  /** The best candidate (an older server reads only this). */
   host: string;
   port: number;
   ttlSeconds: number;
+  /** Every address we can be dialled at, best first (at most MAX_CANDIDATES); optional. */
+  candidates?: Address[];
+  /** The relay we hold a control connection to; optional. */
+  relay?: Address | null;
+  /** No addresses at all: reachable only through `relay` (privacy mode); then host/port are ignored and the
+   * phonebook adds no observed address. */
+  relayOnly?: boolean;
 }
+
+/** The most candidate addresses one user may publish. */
+export const MAX_CANDIDATES = 8;
 
 /** PUT /v1/presence (answer) and DELETE /v1/presence (address null, no expiresAt). */
 export interface PresenceAnswer {
@@ -122,7 +144,7 @@ function isPort(v: unknown): v is number {
 
 function decodeAddress(v: unknown): Address | null {
   return isObject(v) && typeof v.host === "string" && v.host.length > 0 && isPort(v.port)
-    ? { host: v.host, port: v.port }
+    ? { host: v.host, port: v.port, ...(v.via === "mapping" ? { via: "mapping" as const } : {}) }
     : null;
 }
 
@@ -135,15 +157,30 @@ export function decodeUserEntry(v: unknown): UserEntry {
     throw new ContractError("directory sent a malformed user entry");
   }
   const address = decodeAddress(v.address);
+  const relay = decodeAddress(v.relay);
+  const listed = Array.isArray(v.candidates)
+    ? v.candidates.slice(0, MAX_CANDIDATES).map(decodeAddress).filter((a): a is Address => a !== null)
+    : null;
+  const candidates = listed ?? (address ? [address] : []);
   return {
     name: v.name,
-    online: v.online === true && address !== null,
-    address,
+    // Online: dialable at an address, or through the relay it keeps a connection to.
+    online: v.online === true && (address !== null || candidates.length > 0 || relay !== null),
+    address: address ?? candidates[0] ?? null,
+    candidates,
+    relay,
     certPem: v.certPem,
     fingerprint: v.fingerprint,
     revoked: v.revoked === true,
     notAfter: typeof v.notAfter === "number" && Number.isFinite(v.notAfter) ? v.notAfter : null,
   };
+}
+
+/** Decodes a list of addresses (a publication's candidates): null when it is not an array of addresses. */
+export function decodeAddressList(v: unknown): Address[] | null {
+  if (!Array.isArray(v)) return null;
+  const out = v.map(decodeAddress);
+  return out.every((a) => a !== null) ? out as Address[] : null;
 }
 
 export function decodeUserList(v: unknown): UserList {
@@ -167,6 +204,12 @@ export function decodeDirectoryInfo(v: unknown): DirectoryInfo {
     inviteOnly: v.inviteOnly === true,
     roughtime: isObject(rt) && isPort(rt.port) && typeof rt.publicKey === "string"
       ? { port: rt.port, publicKey: rt.publicKey, version: "rfc" }
+      : null,
+    relay: isObject(v.relay) && isPort(v.relay.port)
+      ? {
+        ...(typeof v.relay.host === "string" && v.relay.host.length > 0 ? { host: v.relay.host } : {}),
+        port: v.relay.port,
+      }
       : null,
     roughtimeServers: servers.filter((s): s is Record<string, unknown> =>
       isObject(s) && isPort(s.port) && typeof s.publicKey === "string" &&

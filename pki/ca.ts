@@ -192,15 +192,21 @@ export async function issueUserCertificate(
 }
 
 /** The directory's own TLS certificate, for the given DNS names and IP addresses. */
+/** The common name of a standalone relay's certificate: a server certificate that is not the directory's
+ * (clients refuse it as the phonebook). */
+export const RELAY_CN = "securechat-relay";
+
 export async function issueServerCertificate(
   ca: CaMaterial,
   hostnames: string[],
   keys: KeyPair,
   nowMs = Date.now(),
+  /** The subject's common name (default the first host name); a relay's says it is one (RELAY_CN). */
+  subjectCN?: string,
 ): Promise<x509.X509Certificate> {
   const san: SanEntry[] = hostnames.map((h) => ({ type: isIP(h) ? "ip" : "dns", value: h }));
   return await issueCertificate({
-    subjectCN: hostnames[0] ?? "localhost",
+    subjectCN: subjectCN ?? hostnames[0] ?? "localhost",
     issuer: { cert: ca.cert, keys: ca.keys },
     publicKey: keys.publicKey,
     san,

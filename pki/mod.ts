@@ -53,6 +53,7 @@ export {
   issueServerCertificate,
   issueUserCertificate,
   MAX_USER_CERT_VALIDITY_DAYS,
+  RELAY_CN,
   type RevokedEntry,
   type SanEntry,
   serialOf,

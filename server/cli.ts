@@ -8,10 +8,13 @@ import dgram from "node:dgram";
 import { CliError } from "../cli_error.ts";
 import {
   createInviteToken,
+  DEFAULT_RELAY_PORT,
+  issueRelayCertificate,
   redactDatabaseUrl,
   revokeUser,
   ServerSetupError,
   startDirectoryServer,
+  startStandaloneRelay,
   type StoreConfig,
 } from "./mod.ts";
 import { DEFAULT_HOSTNAMES, DEFAULT_LISTEN_HOST, DEFAULT_PORT, DEFAULT_ROUGHTIME } from "./limits.ts";
@@ -76,15 +79,21 @@ function groupHex(hex: string): string {
 async function checkPortsFree(
   listen: { hostname: string; port: number },
   roughtime: { hostname: string; port: number } | null,
+  relay: { hostname: string; port: number } | null = null,
 ): Promise<void> {
-  if (listen.port !== 0) {
+  const tcp: [{ hostname: string; port: number } | null, string][] = [[listen, "--listen"], [
+    relay,
+    "--relay-listen (or --no-relay)",
+  ]];
+  for (const [a, flag] of tcp) {
+    if (!a || a.port === 0) continue;
     try {
-      Deno.listen({ hostname: listen.hostname, port: listen.port }).close();
+      Deno.listen({ hostname: a.hostname, port: a.port }).close();
     } catch (e) {
       if (!(e instanceof Deno.errors.AddrInUse)) throw e;
       throw new CliError(
-        `port ${listen.port} on ${listen.hostname} is in use (another securechat serve?): stop it, or pick ` +
-          `another with --listen HOST:PORT; nothing was written`,
+        `port ${a.port} on ${a.hostname} is in use (another securechat serve?): stop it, or pick ` +
+          `another with ${flag} HOST:PORT; nothing was written`,
       );
     }
   }
@@ -102,6 +111,19 @@ async function checkPortsFree(
       );
     }
   }
+}
+
+/** SECURECHAT_RELAY_CAPTURE=FILE appends every byte the relay forwards to FILE: the tests search it for
+ * message texts to show that a relay handles only ciphertext (it holds what any relay operator could
+ * record anyway). */
+function relayCapture(): ((chunk: Uint8Array) => void) | undefined {
+  const file = env("SECURECHAT_RELAY_CAPTURE");
+  if (!file) return undefined;
+  const f = Deno.openSync(file, { append: true, create: true, mode: 0o600 });
+  return (chunk) => {
+    let off = 0;
+    while (off < chunk.length) off += f.writeSync(chunk.subarray(off));
+  };
 }
 
 interface DatabaseFlags {
@@ -154,6 +176,9 @@ interface ServeFlags {
   certDays?: string;
   caAlgorithm: string;
   caPassphraseFile?: string;
+  relay: boolean;
+  relayListen?: string;
+  relayAt?: string;
   caKeyFile?: string;
   caCertFile?: string;
   roughtimePublic?: string;
@@ -178,6 +203,15 @@ export function registerServeCommands(program: Command): void {
       `Roughtime UDP address (default ${DEFAULT_ROUGHTIME.hostname}:${DEFAULT_ROUGHTIME.port})`,
     )
     .option("--no-roughtime", "do not run the Roughtime server")
+    .option(
+      "--relay-listen <host:port>",
+      `relay TCP address for users who cannot reach each other directly (default the --listen host, port ${DEFAULT_RELAY_PORT})`,
+    )
+    .option("--no-relay", "do not relay (users behind NAT on both sides then cannot reach each other)")
+    .option(
+      "--relay-at <host:port>",
+      "point users to a standalone `securechat relay` on another machine (instead of relaying here)",
+    )
     .option("--invite-only", "enrollment needs a token from `securechat serve invite`")
     .option("--cert-days <n>", "validity of user certificates in days (default 30)")
     .option("--ca-algorithm <alg>", "key type of a new CA: p256 or ed25519", "p256")
@@ -224,7 +258,14 @@ export function registerServeCommands(program: Command): void {
         throw new CliError("--ca-algorithm must be p256 or ed25519");
       }
       // Before the CA files are written: a busy port is said with what to do, not as a bind error afterwards.
-      await checkPortsFree(listen, roughtime || null);
+      const relayAt = flags.relayAt ? parseHostPort(flags.relayAt, "") : undefined;
+      if (relayAt && !relayAt.hostname) throw new CliError("--relay-at needs HOST:PORT");
+      const relay = flags.relay === false || relayAt
+        ? false as const
+        : flags.relayListen
+        ? parseHostPort(flags.relayListen, listen.hostname)
+        : { hostname: listen.hostname, port: listen.port === 0 ? 0 : DEFAULT_RELAY_PORT };
+      await checkPortsFree(listen, roughtime || null, relay || null);
       let roughtimePublic: { host: string | null; port: number } | undefined;
       if (flags.roughtimePublic) {
         const p = parseHostPort(flags.roughtimePublic, "");
@@ -245,6 +286,9 @@ export function registerServeCommands(program: Command): void {
         certValidityDays,
         caPassphrase: await readPassphrase(flags.caPassphraseFile),
         caAlgorithm: flags.caAlgorithm,
+        relay,
+        relayAt: relayAt ? { host: relayAt.hostname, port: relayAt.port } : undefined,
+        onRelayForward: relayCapture(),
       }).catch(setupError);
       const publicName = hostnames[0];
       const publicUrl = `https://${publicName.includes(":") ? `[${publicName}]` : publicName}:${dir.port}`;
@@ -259,6 +303,13 @@ export function registerServeCommands(program: Command): void {
       } else {
         console.log("Roughtime server: off");
       }
+      console.log(
+        dir.relay
+          ? `Relay on tcp ${dir.relay.hostname}:${dir.relay.port}`
+          : relayAt
+          ? `Relay: users are pointed to ${flags.relayAt}`
+          : "Relay: off",
+      );
       console.log(
         `Enrollment is ${flags.inviteOnly ? "by invitation only (securechat serve invite)" : "open"}.`,
       );
@@ -296,6 +347,23 @@ export function registerServeCommands(program: Command): void {
       console.log(await createInviteToken(dataDir, ttlMs, cfg).catch(setupError));
     });
 
+  serve.command("relay-cert")
+    .description("issue the certificate of a standalone relay (`securechat relay` on another machine)")
+    .option("--data <dir>", "data folder of the directory")
+    .option("--hostname <name>", "name or IP the relay is reached at (repeatable)", collect, [])
+    .requiredOption("--out <dir>", "folder to write relay.pem, relay-key.pem (0600) and ca.pem into")
+    .option("--ca-passphrase-file <file>", "file holding the CA key passphrase (when it is encrypted)")
+    .action(async (flags: { data?: string; hostname: string[]; out: string; caPassphraseFile?: string }) => {
+      if (flags.hostname.length === 0) {
+        throw new CliError("--hostname: the name or IP the relay is reached at");
+      }
+      const dataDir = resolveDataDir(flags.data ?? serve.opts<ServeFlags>().data);
+      const r = await issueRelayCertificate(dataDir, flags.hostname, flags.out, {
+        caPassphrase: await readPassphrase(flags.caPassphraseFile),
+      }).catch(setupError);
+      console.log(`wrote ${r.certPath}, ${r.keyPath} and ${r.caPath}: copy them to the relay's machine`);
+    });
+
   serve.command("revoke")
     .description("revoke a user's current certificate (admin)")
     .argument("<name>", "the user")
@@ -318,6 +386,66 @@ export function registerServeCommands(program: Command): void {
       console.log(
         `revoked ${r.name}'s certificate ${r.serial}${r.released ? "; the name is free again" : ""}`,
       );
+    });
+}
+
+interface RelayFlags {
+  dir: string;
+  phonebook: string;
+  listen?: string;
+  maxCircuits?: string;
+}
+
+/** `securechat relay`: a relay on a machine of its own (the folder written by `serve relay-cert`). */
+export function registerRelayCommand(program: Command): void {
+  program.command("relay")
+    .description("relay for users who cannot reach each other directly (sees only ciphertext)")
+    .requiredOption("--dir <dir>", "the folder written by `securechat serve relay-cert`")
+    .requiredOption("--phonebook <url>", "the phonebook whose revocation list is followed, https://HOST:PORT")
+    .option("--listen <host:port>", `TCP address (default 0.0.0.0:${DEFAULT_RELAY_PORT})`)
+    .option("--max-circuits <n>", "relayed circuits one user may hold at once (default 16)")
+    .action(async (flags: RelayFlags) => {
+      const listen = parseHostPort(flags.listen ?? String(DEFAULT_RELAY_PORT), "0.0.0.0");
+      let maxCircuitsPerUser: number | undefined;
+      if (flags.maxCircuits !== undefined) {
+        maxCircuitsPerUser = Number(flags.maxCircuits);
+        if (!Number.isInteger(maxCircuitsPerUser) || maxCircuitsPerUser < 1 || maxCircuitsPerUser > 1000) {
+          throw new CliError("--max-circuits must be an integer 1-1000");
+        }
+      }
+      const read = async (f: string) => {
+        try {
+          return await Deno.readTextFile(join(flags.dir, f));
+        } catch (e) {
+          throw new CliError(`cannot read ${join(flags.dir, f)}: ${e instanceof Error ? e.message : e}`);
+        }
+      };
+      const relay = await startStandaloneRelay({
+        certPem: await read("relay.pem"),
+        keyPem: await read("relay-key.pem"),
+        caPem: await read("ca.pem"),
+        phonebook: flags.phonebook,
+        hostname: listen.hostname,
+        port: listen.port,
+        limits: maxCircuitsPerUser ? { maxCircuitsPerUser } : undefined,
+        onForward: relayCapture(),
+        log: (t) => console.error(`securechat relay: ${t}`),
+      }).catch((e) => {
+        if (e?.code === "EADDRINUSE") {
+          throw new CliError(`port ${listen.port} is in use: pick another with --listen`);
+        }
+        throw e;
+      });
+      console.log(`securechat relay listening on tcp ${listen.hostname}:${relay.port}`);
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(sig, done);
+          resolve();
+        };
+        for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, done);
+      });
+      await relay.close();
+      console.log("securechat relay stopped");
     });
 }
 

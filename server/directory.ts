@@ -4,6 +4,7 @@
  * tested and benchmarked directly.
  */
 import { createHash } from "node:crypto";
+import { isIP } from "node:net";
 import {
   type CaMaterial,
   canonicalUsername,
@@ -25,8 +26,11 @@ import { ApiError } from "./errors.ts";
 import { canonicalPresenceHost } from "./address.ts";
 import type { DirectoryStore, IssuedCert, UserRow } from "./store.ts";
 import {
+  type Address,
+  decodeAddressList,
   type DirectoryInfo,
   type IssuedCertificate,
+  MAX_CANDIDATES,
   PHONEBOOK_API_VERSION,
   type PresenceAnswer,
   type RevokeAnswer,
@@ -57,6 +61,8 @@ export interface ApiRequest {
   /** DER of the client certificate presented in the TLS handshake, if any (not yet judged). A function so
    * that routes which do not authenticate never pay for extracting it. */
   peerCertDer: () => Uint8Array | null;
+  /** The address the request came from (the phonebook lists it as a candidate of a publication). */
+  remoteAddress?: string;
 }
 
 export interface ApiResponse {
@@ -81,6 +87,18 @@ export interface DirectoryServiceOptions {
   certValidityDays?: number;
   roughtime: RoughtimeInfo | null;
   now?: () => number;
+  /** The relay running beside the phonebook: its port (in /v1/info) and who holds a control connection to
+   * it now (listed online at once, reachable through it). */
+  relay?: { host?: string; port: number; isConnected(name: string): boolean } | null;
+}
+
+/** A publication's candidates, kept in memory beside the store's best address (they live for a TTL of
+ * minutes; a restarted phonebook has them back at the next refresh, within a third of the TTL). */
+interface Reach {
+  candidates: Address[];
+  relay: Address | null;
+  relayOnly: boolean;
+  expires: number;
 }
 
 function keyIdOf(spki: Uint8Array): string {
@@ -120,6 +138,8 @@ export class DirectoryService {
   /** Signature checks of client certificates, by fingerprint: a certificate's signature never changes, while
    * its validity and whether it is still the user's current one are re-checked on every request. */
   #verified = new Map<string, VerifiedPeer>();
+  readonly #relay: { host?: string; port: number; isConnected(name: string): boolean } | null;
+  readonly #reach = new Map<string, Reach>();
   /** Every node's Roughtime servers, read from the store at most every TIME_SERVER_CACHE_MS. */
   #timeServers: { at: number; list: RoughtimeServer[] } | null = null;
   /** The first CRL request of a process signs a fresh list (a restart is a new signing run), later ones
@@ -134,6 +154,7 @@ export class DirectoryService {
     this.roughtime = opts.roughtime;
     this.#validityDays = opts.certValidityDays;
     this.#now = opts.now ?? Date.now;
+    this.#relay = opts.relay ?? null;
   }
 
   async handle(req: ApiRequest): Promise<ApiResponse> {
@@ -179,7 +200,7 @@ export class DirectoryService {
         if (method === "PUT") {
           return {
             status: 200,
-            json: await this.publish(await this.authenticate(req.peerCertDer()), req.body),
+            json: await this.publish(await this.authenticate(req.peerCertDer()), req.body, req.remoteAddress),
           };
         }
         return { status: 200, json: await this.withdraw(await this.authenticate(req.peerCertDer())) };
@@ -222,6 +243,9 @@ export class DirectoryService {
       // The Roughtime server runs on this same host: clients use the directory's host name with this port.
       roughtime: this.roughtime
         ? { port: this.roughtime.port, publicKey: this.roughtime.publicKey, version: "rfc" }
+        : null,
+      relay: this.#relay
+        ? { ...(this.#relay.host ? { host: this.#relay.host } : {}), port: this.#relay.port }
         : null,
       // Every node of a multi-node phonebook runs its own Roughtime server (they are independent by
       // design); a client may ask several of them.
@@ -384,14 +408,16 @@ export class DirectoryService {
     return { revoked: peer.serial, name: peer.name };
   }
 
-  async publish(peer: VerifiedPeer, body: unknown): Promise<PresenceAnswer> {
+  async publish(peer: VerifiedPeer, body: unknown, remoteAddress?: string): Promise<PresenceAnswer> {
     if (!isObject(body)) throw new ApiError(400, "BAD_REQUEST", "body must be a JSON object");
     if (body.name !== undefined && body.name !== peer.name) {
       throw new ApiError(403, "FORBIDDEN", "a user can only publish their own address");
     }
     const { port, ttlSeconds } = body;
-    const host = canonicalPresenceHost(body.host);
-    if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+    const relayOnly = body.relayOnly === true;
+    // Relay-only: no address of the user's is taken (nor the one the request came from).
+    const host = relayOnly ? "" : canonicalPresenceHost(body.host);
+    if (!relayOnly && (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535)) {
       throw new ApiError(400, "BAD_ADDRESS", "port must be an integer 1-65535");
     }
     if (
@@ -404,13 +430,50 @@ export class DirectoryService {
         `ttlSeconds must be an integer ${PRESENCE_MIN_TTL_S}-${PRESENCE_MAX_TTL_S}`,
       );
     }
+    let candidates: Address[] = [];
+    if (!relayOnly) {
+      const listed = body.candidates === undefined ? [] : decodeAddressList(body.candidates);
+      if (listed === null || listed.length > MAX_CANDIDATES) {
+        throw new ApiError(
+          400,
+          "BAD_ADDRESS",
+          `candidates must be a list of at most ${MAX_CANDIDATES} addresses`,
+        );
+      }
+      candidates = dedupe([
+        // The user's own list first (its first entry is host/port, with what it says about it, e.g. a
+        // mapping); host/port itself for a client that sends no list.
+        ...listed.map((a) => ({ ...a, host: canonicalPresenceHost(a.host) })),
+        { host, port: port as number },
+        // Where the request came from, with the published port: a public address, or a NAT that keeps the
+        // port (a mapping, a 1:1 NAT). Listed last: the user's own candidates are what it knows best.
+        ...observedCandidate(remoteAddress, port as number),
+      ]).slice(0, MAX_CANDIDATES + 1);
+    }
+    let relay: Address | null = null;
+    if (body.relay !== undefined && body.relay !== null) {
+      const r = decodeAddressList([body.relay]);
+      if (!r) throw new ApiError(400, "BAD_ADDRESS", "relay must be an address");
+      relay = { host: canonicalPresenceHost(r[0].host), port: r[0].port };
+    }
+    if (relayOnly && !relay && !this.#relay) {
+      throw new ApiError(400, "BAD_ADDRESS", "relay-only needs a relay (this phonebook runs none)");
+    }
     const expires = this.#now() + ttlSeconds * 1000;
     // The expiry is an instant in the store, so every node judges it the same way.
-    await this.store.setPresence(peer.name, host, port, expires);
-    return { name: peer.name, address: { host, port }, expiresAt: expires };
+    if (relayOnly) await this.store.clearPresence(peer.name);
+    else await this.store.setPresence(peer.name, host, port as number, expires);
+    // Candidates, relay and relay-only are this node's memory (see docs/protocol.md, Reachability).
+    this.#reach.set(peer.name, { candidates, relay, relayOnly, expires });
+    return {
+      name: peer.name,
+      address: relayOnly ? null : { host, port: port as number },
+      expiresAt: expires,
+    };
   }
 
   async withdraw(peer: VerifiedPeer): Promise<PresenceAnswer> {
+    this.#reach.delete(peer.name);
     await this.store.clearPresence(peer.name);
     return { name: peer.name, address: null };
   }
@@ -441,11 +504,27 @@ export class DirectoryService {
   }
 
   entry(u: UserRow): UserEntry {
-    const online = !u.revoked && u.addrExpires !== null && u.addrExpires > this.#now() && u.addrHost !== null;
+    const now = this.#now();
+    const listed = !u.revoked && u.addrExpires !== null && u.addrExpires > now && u.addrHost !== null;
+    let reach = this.#reach.get(u.name) ?? null;
+    if (reach && reach.expires <= now) {
+      this.#reach.delete(u.name);
+      reach = null;
+    }
+    const address = listed ? { host: u.addrHost!, port: u.addrPort! } : null;
+    // Through our own relay when it holds the user's control connection, else the relay the user named.
+    const viaOurRelay = !u.revoked && this.#relay?.isConnected(u.name) === true;
+    const relayOnly = reach?.relayOnly === true && !u.revoked;
+    // The relay to reach the user through: the one it published, else ours while it holds a connection to it.
+    const relay = u.revoked ? null : reach?.relay ??
+      (viaOurRelay && this.#relay?.host ? { host: this.#relay.host, port: this.#relay.port } : null);
+    const online = listed || viaOurRelay || (relayOnly && relay !== null);
     return {
       name: u.name,
       online,
-      address: online ? { host: u.addrHost!, port: u.addrPort! } : null,
+      address,
+      candidates: address ? (reach?.candidates ?? [address]) : [],
+      relay,
       certPem: u.certPem,
       fingerprint: u.fingerprint,
       revoked: u.revoked,
@@ -501,6 +580,27 @@ export class DirectoryService {
       };
     }
     return await this.#crlPending.der;
+  }
+}
+
+function dedupe(list: Address[]): Address[] {
+  const seen = new Set<string>();
+  return list.filter((a) => {
+    const k = `${a.host}|${a.port}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+/** The request's source as a candidate; none when it is not one a peer could use. */
+function observedCandidate(remoteAddress: string | undefined, port: number): Address[] {
+  if (!remoteAddress || isIP(remoteAddress) === 0) return [];
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(remoteAddress);
+  try {
+    return [{ host: canonicalPresenceHost(v4 ? v4[1] : remoteAddress), port }];
+  } catch {
+    return [];
   }
 }
 

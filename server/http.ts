@@ -299,6 +299,8 @@ export async function startHttpServer(opts: {
         query: url.searchParams,
         body,
         peerCertDer,
+        // Behind a load balancer: the address its PROXY line named, not the balancer's.
+        remoteAddress: sourceOf(sock),
       });
       send(res, r, head, close);
     } catch (e) {

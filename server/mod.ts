@@ -4,7 +4,17 @@
  */
 import { join } from "node:path";
 import { loadOrCreateLongTermKey, type RunningRoughtimeServer, startRoughtimeServer } from "../clock/mod.ts";
-import { type KeyAlgorithm, pemToDer, toBase64, x509 } from "../pki/mod.ts";
+import {
+  exportPrivateKeyPem,
+  generateKeyPair,
+  issueServerCertificate,
+  type KeyAlgorithm,
+  pemToDer,
+  RELAY_CN,
+  toBase64,
+  writeSecretFile,
+  x509,
+} from "../pki/mod.ts";
 import { ensureDataDir, loadOrCreateCa, loadServerIdentity } from "./ca_state.ts";
 import { adminRevoke, DirectoryService } from "./directory.ts";
 import { ServerSetupError } from "./errors.ts";
@@ -22,10 +32,45 @@ import {
 import type { DirectoryStore } from "./store.ts";
 import { openDirectoryStore, type StoreConfig } from "./store_open.ts";
 import { SchemaError } from "./migrations.ts";
+import { type RelayLimits, type RunningRelay, startRelay } from "./relay.ts";
+import { DEFAULT_RELAY_PORT } from "../contract/mod.ts";
 
 export { ApiError, type ApiErrorCode, ServerSetupError } from "./errors.ts";
 export { type HttpLimits } from "./http.ts";
 export { API_VERSION, DEFAULT_PORT } from "./limits.ts";
+export { DEFAULT_RELAY_LIMITS, type RelayLimits, type RelayStats, type RunningRelay } from "./relay.ts";
+export { DEFAULT_RELAY_PORT };
+export { type StandaloneRelayOptions, startStandaloneRelay } from "./relay_standalone.ts";
+
+/** Issues a standalone relay's certificate (server authentication for `hostnames`, marked as a relay's so
+ * clients never take it for the directory's) and writes it, its key (0600) and the CA certificate to
+ * `outDir`. Needs the CA key (and its passphrase when it is encrypted). */
+export async function issueRelayCertificate(
+  dataDir: string,
+  hostnames: string[],
+  outDir: string,
+  opts: { caPassphrase?: string } = {},
+): Promise<{ certPath: string; keyPath: string; caPath: string }> {
+  try {
+    await Deno.stat(join(dataDir, FILES.caCert));
+  } catch {
+    throw new ServerSetupError(
+      "BAD_DATA_DIR",
+      `${dataDir} holds no directory (start \`securechat serve\` first)`,
+    );
+  }
+  const { ca } = await loadOrCreateCa(dataDir, { passphrase: opts.caPassphrase });
+  const keys = await generateKeyPair("p256");
+  const cert = await issueServerCertificate(ca, hostnames, keys, Date.now(), RELAY_CN);
+  await Deno.mkdir(outDir, { recursive: true, mode: 0o700 });
+  const certPath = join(outDir, "relay.pem");
+  const keyPath = join(outDir, "relay-key.pem");
+  const caPath = join(outDir, "ca.pem");
+  await writeSecretFile(keyPath, await exportPrivateKeyPem(keys));
+  await Deno.writeTextFile(certPath, cert.toString("pem") + "\n");
+  await Deno.writeTextFile(caPath, ca.certPem);
+  return { certPath, keyPath, caPath };
+}
 export { type StoreConfig } from "./store_open.ts";
 export { SCHEMA_VERSION, SchemaError } from "./migrations.ts";
 export { redactDatabaseUrl } from "./database_url.ts";
@@ -62,6 +107,13 @@ export interface DirectoryServerOptions extends StoreConfig {
   limits?: Partial<HttpLimits>;
   /** Where unexpected internal errors are reported; default console.error. */
   onError?: (e: unknown) => void;
+  /** The relay beside the phonebook (same host): default on, port DEFAULT_RELAY_PORT (any free port when
+   * `port` is 0); false for none. */
+  relay?: { hostname?: string; port: number; limits?: Partial<RelayLimits> } | false;
+  /** A standalone relay (`securechat relay` on another machine) to point users to, instead of our own. */
+  relayAt?: { host: string; port: number };
+  /** Test hook: every chunk the relay forwards (tests search it for plaintext). */
+  onRelayForward?: (chunk: Uint8Array) => void;
   /** How often the server's own TLS certificate is checked for renewal. Default SERVER_CERT_CHECK_MS. */
   serverCertCheckMs?: number;
   /** The clock the server certificate's renewal is judged on and issued from (tests move it). */
@@ -87,6 +139,8 @@ export interface RunningDirectory {
   caCertPem: string;
   caFingerprint: string;
   roughtime: { host: string; port: number; publicKey: string } | null;
+  /** The relay beside the phonebook, or null. */
+  relay: RunningRelay | null;
   /** Where the directory's data is (file path or database URL without password). */
   storeLocation: string;
   /** True when this start created the CA. */
@@ -141,6 +195,31 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     await rt?.close();
     throw e;
   }
+  const listenHost = opts.hostname ?? DEFAULT_LISTEN_HOST;
+  let relay: RunningRelay | null = null;
+  // Built before the service (which lists who is connected to it); it judges certificates through the
+  // service, set right after.
+  const judge: { service: DirectoryService | null } = { service: null };
+  if (opts.relay !== false && !opts.relayAt) {
+    try {
+      relay = await startRelay({
+        certPem: identity.certPem,
+        keyPem: identity.keyPem,
+        caPem: ca.certPem,
+        authenticate: (der) => judge.service!.authenticate(der),
+        hostname: opts.relay?.hostname ?? listenHost,
+        // A phonebook on any free port (tests, the demo) gets a relay on any free port too.
+        port: opts.relay?.port ?? (opts.port === 0 ? 0 : DEFAULT_RELAY_PORT),
+        limits: opts.relay ? opts.relay.limits : undefined,
+        onForward: opts.onRelayForward,
+      });
+    } catch (e) {
+      clearInterval(announcer);
+      await store.close();
+      await rt?.close();
+      throw e;
+    }
+  }
   const service = new DirectoryService({
     store,
     ca,
@@ -148,8 +227,20 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     inviteOnly: opts.inviteOnly ?? false,
     certValidityDays: opts.certValidityDays,
     roughtime,
+    relay: relay
+      ? {
+        // Where users reach it: its listen host, or the first name in our certificate when on all addresses.
+        host: ["0.0.0.0", "::"].includes(relay.hostname)
+          ? (opts.hostnames?.length ? opts.hostnames : DEFAULT_HOSTNAMES)[0]
+          : relay.hostname,
+        port: relay.port,
+        isConnected: (n) => relay.isConnected(n),
+      }
+      : opts.relayAt
+      ? { host: opts.relayAt.host, port: opts.relayAt.port, isConnected: () => false }
+      : null,
   });
-  const listenHost = opts.hostname ?? DEFAULT_LISTEN_HOST;
+  judge.service = service;
   let http;
   try {
     http = await startHttpServer({
@@ -163,6 +254,7 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       onError: opts.onError ?? ((e) => console.error("securechat serve: internal error:", e)),
     });
   } catch (e) {
+    await relay?.close();
     clearInterval(announcer);
     await store.close();
     await rt?.close();
@@ -182,6 +274,7 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       const next = await loadServerIdentity(opts.dataDir, ca, hostnames, now());
       if (closed) return;
       http.setCertificate(next.certPem, next.keyPem);
+      relay?.setCertificate(next.certPem, next.keyPem);
       serving = next.certPem;
     } catch (e) {
       (opts.onError ?? console.error)(e);
@@ -195,11 +288,13 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     caCertPem: ca.certPem,
     caFingerprint: fingerprint,
     roughtime,
+    relay,
     storeLocation: store.location,
     createdCa: created,
     close: async () => {
       if (closed) return;
       closed = true;
+      await relay?.close();
       clearInterval(certTimer);
       clearInterval(announcer);
       await http.close();

@@ -25,14 +25,18 @@ function refused(f: () => unknown) {
   assert.throws(f, (e: unknown) => e instanceof ContractError && e.code === "BAD_RESPONSE");
 }
 
+/** What an entry from a server before candidates decodes to: its address is the one candidate, no relay. */
+const decoded = { ...entry, candidates: [entry.address], relay: null };
+
 Deno.test("contract: a user entry decodes, unknown fields are ignored, 'online' needs a usable address", () => {
-  assert.deepEqual(decodeUserEntry({ ...entry, futureField: [1] }), entry);
+  assert.deepEqual(decodeUserEntry({ ...entry, futureField: [1] }), decoded);
   for (
     const address of [null, { host: "", port: 4000 }, { host: "h", port: 0 }, { host: "h", port: 70000 }]
   ) {
     const d = decodeUserEntry({ ...entry, address });
     assert.equal(d.online, false);
     assert.equal(d.address, null);
+    assert.deepEqual(d.candidates, []);
   }
   assert.equal(decodeUserEntry({ ...entry, notAfter: undefined }).notAfter, null, "older server");
   assert.equal(decodeUserEntry({ ...entry, revoked: "yes" }).revoked, false);
@@ -49,13 +53,27 @@ Deno.test("contract: malformed answers are refused with BAD_RESPONSE", () => {
   }
   refused(() => decodeUserList({ users: "no" }));
   refused(() => decodeUserList({ users: [entry, { name: "x" }] }));
-  assert.deepEqual(decodeUserList({ users: [entry], next: 3 }), { users: [entry], next: null });
+  assert.deepEqual(decodeUserList({ users: [entry], next: 3 }), { users: [decoded], next: null });
   refused(() => decodeDirectoryInfo({ apiVersion: "1", caCertPem: "", caFingerprint: "" }));
   refused(() => decodeDirectoryInfo({ apiVersion: 1, caCertPem: "", caFingerprint: null }));
   refused(() =>
     decodeIssuedCertificate({ name: "a", certPem: "", caCertPem: "", fingerprint: "", serial: "" })
   );
   refused(() => decodeRevokeAnswer({ name: "a" }));
+});
+
+Deno.test("contract: candidates and relay decode; malformed candidates are skipped; relay alone is online", () => {
+  const v6 = { host: "2001:db8::7", port: 4000 };
+  const relay = { host: "198.51.100.1", port: 10041 };
+  const d = decodeUserEntry({ ...entry, candidates: [v6, { host: "", port: 1 }, "x", entry.address], relay });
+  assert.deepEqual(d.candidates, [v6, entry.address]);
+  assert.deepEqual(d.relay, relay);
+  // Relay-only: no address of the user's, yet online through the relay.
+  const ro = decodeUserEntry({ ...entry, address: null, candidates: [], relay });
+  assert.equal(ro.online, true);
+  assert.equal(ro.address, null);
+  assert.equal(decodeUserEntry({ ...entry, address: null, candidates: [], relay: null }).online, false);
+  assert.equal(decodeUserEntry({ ...entry, relay: { host: "r", port: 0 } }).relay, null);
 });
 
 Deno.test("contract: directory info, issued certificate and error bodies", () => {

@@ -157,3 +157,34 @@ Deno.test("sweeper: a NaN deadline counts as passed (deleted at once); stopped a
   await r.scheduler.tick(10_000);
   assert.deepEqual(r.expired(), ["bad"]);
 });
+
+Deno.test("sweeper: a monotonic cap taken at receipt deletes a message when trusted time is lost meanwhile", async () => {
+  const r = rig();
+  // Its trusted deadline is far away; the cap (lifetime + proof uncertainty from arrival) is 5 s.
+  r.store.add(message("a", r.base + 3600_000));
+  r.store.add(message("b", r.base + 3600_000));
+  r.sweeper.cap("bob", "a", 5000);
+  r.setVerified(false); // time lost (its server blocked): the trusted rule can judge nothing
+  r.sweeper.sweep();
+  await r.scheduler.tick(4999);
+  assert.ok(r.store.rows.has("a"), "not before its cap");
+  await r.scheduler.tick(2);
+  assert.equal(r.store.rows.has("a"), false, "deleted at its cap, without trusted time");
+  assert.ok(r.store.rows.has("b"), "an uncapped message waits for trusted time");
+  assert.deepEqual(r.events.filter((e) => e.event === "expired").map((e) => (e as { id: string }).id), ["a"]);
+  assert.deepEqual(r.forgotten, ["a"]);
+  r.sweeper.close();
+});
+
+Deno.test("sweeper: the trusted deadline still wins when it comes before the cap; a cap on a gone message does nothing", async () => {
+  const r = rig();
+  r.store.add(message("a", r.base + 1000));
+  r.sweeper.cap("bob", "a", 60_000);
+  r.sweeper.cap("bob", "gone", 10);
+  r.sweeper.sweep();
+  await r.scheduler.tick(1100);
+  assert.equal(r.store.rows.has("a"), false);
+  await r.scheduler.tick(60_000);
+  assert.deepEqual(r.events.filter((e) => e.event === "expired").map((e) => (e as { id: string }).id), ["a"]);
+  r.sweeper.close();
+});

@@ -10,7 +10,7 @@ import { TrustedClock } from "../clock/mod.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
 import { Inbox, type InboxDeps, type InboxSession } from "../client/inbox.ts";
 import { ProtocolError } from "../client/protocol/errors.ts";
-import type { AckFrame, MsgFrame } from "../client/protocol/frames.ts";
+import type { AckFrame, MsgFrame, RefuseFrame } from "../client/protocol/frames.ts";
 import { timeProofData } from "../client/protocol/binding.ts";
 import { ChatStore, type IncomingItem, type IncomingResult, StoreError } from "../client/store/store.ts";
 import { startLocalServers } from "./helpers/roughtime.ts";
@@ -20,10 +20,13 @@ class RecordingSession implements InboxSession {
   readonly peer = { name: "bob" };
   /** Each sendBatch call: the ids it acknowledged. */
   readonly writes: string[][] = [];
+  /** Ids answered with a refusal instead of an ack, with its code. */
+  readonly refused: string[] = [];
   failed: { code: string; message: string } | null = null;
-  sendBatch(frames: readonly AckFrame[]): Promise<void> {
+  sendBatch(frames: readonly (AckFrame | RefuseFrame)[]): Promise<void> {
     if (this.state !== "open") return Promise.reject(new Error("closed"));
-    this.writes.push(frames.map((f) => f.id));
+    this.writes.push(frames.filter((f) => f.t === "ack").map((f) => f.id));
+    for (const f of frames) if (f.t === "refuse") this.refused.push(`${f.id}:${f.code}`);
     return Promise.resolve();
   }
   fail(code: string, message: string): void {
@@ -249,7 +252,7 @@ Deno.test("inbox: refused frames throw ProtocolError and queue nothing", () => {
   assert.equal(inbox.pending(s), 0);
 });
 
-Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the id (acknowledged, not shown); unknown time hides", async () => {
+Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the id (acknowledged, not shown); unknown time refuses", async () => {
   const local = await startLocalServers([{}]);
   try {
     const clock = new TrustedClock({ servers: local.specs });
@@ -269,11 +272,18 @@ Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the
       const late = await proved(msg(1, { ttlMs: 60_000, ttlMode: "send", sentAt: Date.now() + 3600_000 }));
       // Sent ten minutes ago with a lifetime of 5 s: already dead.
       const dead = await proved(msg(2, { ttlMs: 5000, ttlMode: "send", sentAt: Date.now() - 600_000 }));
+      const caps: [string, number][] = [];
+      d.cap = (_peer, id, afterMs) => caps.push([id, afterMs]);
       await inbox.receive(s, late);
       await inbox.receive(s, dead);
       await settle();
       assert.deepEqual(s.acked, [hex(1), hex(2)]);
       assert.deepEqual(d.shown, [hex(1)]);
+      // The stored one gets a monotonic cap: its lifetime plus the proof's whole uncertainty, from arrival
+      // (the dead one stored only its id: nothing to cap).
+      assert.equal(caps.length, 1);
+      assert.equal(caps[0][0], hex(1));
+      assert.ok(caps[0][1] >= 60_000 && caps[0][1] <= 60_000 + 2 * 10_000, `cap ${caps[0][1]}`);
       const kept = store.get("bob", hex(1))!;
       assert.ok(kept.expiresAt! <= Date.now() + 60_000 + 15_000, `deadline ${kept.expiresAt} not capped`);
       assert.equal(store.get("bob", hex(2)), null, "a dead message's text is not stored");
@@ -282,12 +292,16 @@ Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the
       await settle();
       assert.deepEqual(s.acked, [hex(1), hex(2), hex(2)]);
       assert.equal(store.get("bob", hex(2)), null);
-      // Without trusted time an expiring message is stored but hidden (the sweeper shows it later).
+      // Without trusted time an expiring message is refused (not stored, no ack: the sender keeps it), in its
+      // place among the receipts; one that does not expire is still taken.
       timeKnown = false;
       await inbox.receive(s, await proved(msg(3, { ttlMs: 60_000, ttlMode: "send" })));
+      await inbox.receive(s, msg(4));
       await settle();
-      assert.deepEqual(d.hidden, [hex(3)]);
-      assert.ok(store.get("bob", hex(3)));
+      assert.deepEqual(s.refused, [`${hex(3)}:TIME_UNVERIFIED`]);
+      assert.equal(store.get("bob", hex(3)), null, "nothing of it stored");
+      assert.deepEqual(d.hidden, []);
+      assert.deepEqual(s.acked, [hex(1), hex(2), hex(2), hex(4)]);
     });
   } finally {
     await local.close();

@@ -32,6 +32,21 @@ async function freePorts(): Promise<{ tcp: number; udp: number }> {
   return { tcp, udp };
 }
 
+/** The pids of `pid`'s children (`ps`: reading /proc needs more permissions than the tests have). */
+async function childrenOf(pid: number): Promise<number[]> {
+  try {
+    const r = await new Deno.Command("ps", {
+      args: ["-o", "pid=", "--ppid", String(pid)],
+      stdout: "piped",
+      stderr: "null",
+    })
+      .output();
+    return new TextDecoder().decode(r.stdout).split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 interface Serve {
   url: string;
   fingerprint: string;
@@ -76,12 +91,13 @@ async function serve(data: string, ports: { tcp: number; udp: number }, faketime
   })();
   const stop = async () => {
     // Under faketime a signal reaches only the wrapper, which waits for the program it started: the
-    // program (the wrapper's own child, found by pid) is told first.
+    // program (the wrapper's own child, found by its parent's pid) is told first.
     if (faketime) {
-      try {
-        const kids = (await Deno.readTextFile(`/proc/${child.pid}/task/${child.pid}/children`)).trim();
-        for (const pid of kids.split(/\s+/).filter(Boolean)) Deno.kill(Number(pid), "SIGTERM");
-      } catch { /* gone already */ }
+      for (const pid of await childrenOf(child.pid)) {
+        try {
+          Deno.kill(pid, "SIGTERM");
+        } catch { /* gone already */ }
+      }
     }
     try {
       child.kill("SIGTERM");

@@ -80,7 +80,7 @@ Deno.test("self-destruct (read mode): the lifetime starts at first display, on b
   });
 });
 
-Deno.test("self-destruct: without verified time an expiring message is never shown; after a restart it stays hidden until time is verified, then it is deleted", async () => {
+Deno.test("self-destruct: without verified time an expiring message is refused; one stored earlier stays hidden after a restart until time is verified, then it is deleted", async () => {
   await withPair(async (_pb, aliceHome, bobHome) => {
     const port = await deadUdpPort();
     const blind: HomeState = { ...bobHome, roughtime: bobHome.roughtime.map((r) => ({ ...r, port })) };
@@ -89,30 +89,39 @@ Deno.test("self-destruct: without verified time an expiring message is never sho
     try {
       assert.equal(bob.engine.timeStatus().state, "unverified");
       const plain = await alice.engine.send("bob", "no lifetime");
-      const secret = await alice.engine.send("bob", "hidden without time", { ttlMs: TTL });
-      await alice.log.waitFor("delivered", (e) => e.id === secret.id);
+      const refused = await alice.engine.send("bob", "refused without time", { ttlMs: TTL });
+      await alice.log.waitFor(
+        "failed",
+        (e) => e.id === refused.id && /cannot verify the time/.test(e.reason),
+      );
       await bob.log.waitFor("message", (e) => e.message.id === plain.id);
-      // Stored (acknowledged), but never shown on local time alone.
-      assert.equal(bob.log.of("message").some((e) => e.message.id === secret.id), false);
+      // Not stored, not acknowledged: nothing of it on bob's side (docs/protocol.md "refuse").
+      assert.equal(bob.log.of("message").some((e) => e.message.id === refused.id), false);
       assert.deepEqual(bob.engine.history("alice").map((m) => m.id), [plain.id]);
-      assert.throws(() => bob.engine.markRead(secret.id), { code: "NOT_FOUND" });
-      assert.equal(bob.store((s) => s.expiring()).length, 1);
-
-      // Restart, still blind: still hidden.
+      assert.equal(bob.store((s) => s.expiring()).length, 0);
       await bob.stop();
+
+      // Stored while bob's time is verified...
+      bob = await startClient(bobHome);
+      const secret = await alice.engine.send("bob", "hidden without time", { ttlMs: TTL });
+      await bob.log.waitFor("message", (e) => e.message.id === secret.id);
+      await bob.stop();
+      // ...then a restart, blind: hidden (fail closed), not shown on local time alone.
       bob = await startClient(blind, { timeQueryTimeoutMs: 300 });
       assert.deepEqual(bob.engine.history("alice").map((m) => m.id), [plain.id]);
+      assert.throws(() => bob.engine.markRead(secret.id), { code: "NOT_FOUND" });
       await bob.stop();
       await until(async () => (await alice.engine.contacts()).every((c) => !c.online), 5000, "bob offline");
-      // Once the deadline may have passed on trusted time (alice's copy is gone), restart with time: bob's copy
-      // is deleted without ever being shown.
+      // Once the deadline may have passed on trusted time (alice's copies are gone), restart with time: bob's
+      // copy is deleted without being shown again.
       await alice.log.waitFor("expired", (e) => e.id === secret.id, TTL + 5000);
+      await alice.log.waitFor("expired", (e) => e.id === refused.id, TTL + 5000);
       await new Promise((r) => setTimeout(r, 500));
       bob = await startClient(bobHome);
       await bob.log.waitFor("expired", (e) => e.id === secret.id, 5000);
-      assert.equal(bob.log.of("message").some((e) => e.message.id === secret.id), false);
       assert.deepEqual(bob.engine.history("alice").map((m) => m.id), [plain.id]);
       assert.equal(await filesContain(dbFiles(bobHome), enc.encode("hidden without time")), false);
+      assert.equal(await filesContain(dbFiles(bobHome), enc.encode("refused without time")), false);
     } finally {
       await alice.stop();
       await bob.stop();

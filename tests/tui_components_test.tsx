@@ -104,8 +104,14 @@ Deno.test("ContactList: online, unread, verified, unverified and key-changed mar
 });
 
 Deno.test("PeerPane: certificate, validity on trusted time, revocation, TLS and pin state", () => {
-  const info = fakePeerInfo("bob", { pin: "changed", pinnedFingerprint: "00".repeat(32), revoked: true });
-  const r = render(<PeerPane info={info} contact={contact("bob")} width={40} height={24} />);
+  const info = fakePeerInfo("bob", {
+    pin: "changed",
+    pinnedFingerprint: "00".repeat(32),
+    revoked: true,
+    path: "relayed via 198.18.0.1:10041",
+    pathKind: "relayed",
+  });
+  const r = render(<PeerPane info={info} contact={contact("bob")} width={40} height={30} />);
   const f = plain(r.lastFrame());
   r.unmount();
   for (
@@ -121,6 +127,7 @@ Deno.test("PeerPane: certificate, validity on trusted time, revocation, TLS and 
   assert.match(f, /revoked +YES - REVOKED/);
   assert.match(f, /TLS +TLSv1\.3/);
   assert.match(f, /cipher +TLS_AES_256_GCM_SHA384\b/, "the cipher name whole");
+  assert.match(f, /path +relayed via 198\.18\.0\.1:10041/, "how the session runs");
   assert.match(f, /valid now \(trusted time\)/);
   assert.match(f, /pinned \(old\) key fingerprint/);
   assert.match(f, new RegExp(info.fingerprint.slice(0, 4)));

@@ -66,7 +66,18 @@ export const HELLO_SIGNATURE_CONTEXT = "securechat hello v1";
 /** Domain separation for the data a time proof is bound to. */
 export const TIME_PROOF_CONTEXT = "securechat message time v1";
 
-export const FRAME_TYPES = ["hello", "msg", "ack", "read", "typing", "ping", "pong", "error", "bye"] as const;
+export const FRAME_TYPES = [
+  "hello",
+  "msg",
+  "ack",
+  "refuse",
+  "read",
+  "typing",
+  "ping",
+  "pong",
+  "error",
+  "bye",
+] as const;
 export type FrameType = typeof FRAME_TYPES[number];
 
 /** Per-peer inbox limits (client/peer_quota.ts), enforced before a message is stored; past one the session

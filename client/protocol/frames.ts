@@ -49,6 +49,16 @@ export interface AckFrame {
   t: "ack";
   id: string;
 }
+/** The receiver did not store message `id` and will not until the reason is gone (the sender keeps it
+ * queued and sends it again later). TIME_UNVERIFIED: an expiring message reached a receiver without
+ * verified time, which could not keep it from outliving its deadline. */
+export type RefuseCode = "TIME_UNVERIFIED";
+export const REFUSE_CODES: readonly RefuseCode[] = ["TIME_UNVERIFIED"];
+export interface RefuseFrame {
+  t: "refuse";
+  id: string;
+  code: RefuseCode;
+}
 export interface ReadFrame {
   t: "read";
   id: string;
@@ -78,6 +88,7 @@ export type Frame =
   | HelloFrame
   | MsgFrame
   | AckFrame
+  | RefuseFrame
   | ReadFrame
   | TypingFrame
   | PingFrame
@@ -214,6 +225,13 @@ export function parseFrame(body: Uint8Array): Frame {
     }
     case "ack":
       return { t: "ack", id: str(o, "id", MESSAGE_ID_PATTERN) };
+    case "refuse": {
+      const code = o.code;
+      if (typeof code !== "string" || !(REFUSE_CODES as readonly string[]).includes(code)) {
+        throw new ProtocolError("BAD_FIELD", `"code" must be one of ${REFUSE_CODES.join(", ")}`);
+      }
+      return { t: "refuse", id: str(o, "id", MESSAGE_ID_PATTERN), code: code as RefuseCode };
+    }
     case "read":
       return { t: "read", id: str(o, "id", MESSAGE_ID_PATTERN), readAt: int(o, "readAt") };
     case "typing":

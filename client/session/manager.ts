@@ -13,6 +13,7 @@ import type { Frame } from "../protocol/frames.ts";
 import { DEFAULT_LIMITS, type SessionLimits } from "./limits.ts";
 import { type Authenticate, type CloseInfo, type LocalIdentity, PeerSession } from "./peer_session.ts";
 import { SessionError } from "./errors.ts";
+import { addressKind, plainAddress, type SessionPath } from "../candidates.ts";
 
 export const TLS_MIN_VERSION = "TLSv1.3";
 
@@ -61,6 +62,8 @@ export class SessionManager {
   readonly #pending = new Map<net.Socket, PendingConnection>();
   readonly #pendingByKey = new Map<string, PendingConnection>();
   readonly #raw = new Set<net.Socket>();
+  /** Connections handed to the listener that arrived some other way than on its port (a relay's circuit). */
+  readonly #arrivedVia = new WeakMap<net.Socket, SessionPath>();
   #closing = false;
   #checkTimer: ReturnType<typeof setInterval> | null = null;
   #probe: { socket: net.Socket; timer: ReturnType<typeof setTimeout> } | null = null;
@@ -292,6 +295,10 @@ export class SessionManager {
       p.timer = null;
     }
     const s = this.#makeSession(socket, "listener", null);
+    const parent = (socket as unknown as { _parent?: net.Socket })._parent;
+    const from = plainAddress(s.remoteAddress);
+    s.path = (parent && this.#arrivedVia.get(parent)) ??
+      { kind: addressKind(from), address: { host: from, port: socket.remotePort ?? 0 } };
     if (p) {
       const release = () => this.#releasePending(p.raw);
       s.opened.then(release, release);
@@ -299,14 +306,53 @@ export class SessionManager {
     s.begin();
   }
 
+  /** A connection that reached us another way than our port (a relayed circuit, already joined): it is
+   * accepted exactly like one on the listener (the same caps, TLS, certificate checks and hello). */
+  acceptSocket(raw: net.Socket, path: SessionPath): void {
+    const server = this.#server;
+    if (!server || this.#closing) {
+      raw.destroy();
+      return;
+    }
+    this.#arrivedVia.set(raw, path);
+    server.emit("connection", raw);
+  }
+
   /** Dials `host:port` expecting `name`; resolves with the peer's active session once a hello was checked. */
-  async dial(name: string, host: string, port: number): Promise<PeerSession> {
-    const existing = this.active(name);
-    if (existing) return existing;
-    if (this.#closing) throw new SessionError("CLOSED", "shutting down");
+  dial(name: string, host: string, port: number): Promise<PeerSession> {
+    return this.#dial(name, { host, port }, { kind: addressKind(host), address: { host, port } });
+  }
+
+  /** Runs a session expecting `name` over a connection already made (a TCP connection of the dialer's race,
+   * or a relayed circuit). */
+  dialOver(
+    name: string,
+    socket: net.Socket,
+    path: SessionPath,
+    opts: { replace?: boolean } = {},
+  ): Promise<PeerSession> {
+    return this.#dial(name, { socket }, path, opts.replace === true);
+  }
+
+  async #dial(
+    name: string,
+    to: { host: string; port: number } | { socket: net.Socket },
+    path: SessionPath,
+    replace = false,
+  ): Promise<PeerSession> {
+    // `replace`: a direct upgrade; the new session takes over from the open one (the same dialer's newer
+    // connection wins, #onOpen), so an open session is no reason to stop.
+    const existing = replace ? null : this.active(name);
+    if (existing) {
+      if ("socket" in to) to.socket.destroy();
+      return existing;
+    }
+    if (this.#closing) {
+      if ("socket" in to) to.socket.destroy();
+      throw new SessionError("CLOSED", "shutting down");
+    }
     const socket = tls.connect({
-      host,
-      port,
+      ...to,
       cert: this.#identity.certPem,
       key: this.#identity.keyPem,
       ca: this.#identity.caPem,
@@ -316,6 +362,7 @@ export class SessionManager {
       checkServerIdentity: () => undefined,
     });
     const s = this.#makeSession(socket, "dialer", name);
+    s.path = path;
     socket.once("secureConnect", () => s.begin());
     try {
       await s.opened;
@@ -326,7 +373,9 @@ export class SessionManager {
       if (e instanceof SessionError && s.closeInfo?.by === "network" && !s.peer) {
         throw new SessionError(
           "CONNECT_FAILED",
-          `cannot reach ${name} at ${host}:${port}`,
+          `cannot reach ${name} ${
+            path.kind === "relayed" ? "through the relay" : "at"
+          } ${path.address.host}:${path.address.port}`,
           s.closeInfo.message,
         );
       }

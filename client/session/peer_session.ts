@@ -18,6 +18,7 @@ import { helloSignedData, signHello, verifyHelloSignature } from "../protocol/bi
 import type { SessionLimits } from "./limits.ts";
 import { SessionError } from "./errors.ts";
 import { FrameRateLimiter, isRated } from "./rates.ts";
+import type { SessionPath } from "../candidates.ts";
 
 export interface LocalIdentity {
   name: string;
@@ -61,6 +62,8 @@ export class PeerSession {
   peer: VerifiedPeer | null = null;
   closeInfo: CloseInfo | null = null;
   readonly remoteAddress: string;
+  /** How the connection runs (direct to which address, or through which relay); null when unknown. */
+  path: SessionPath | null = null;
   /** Resolves when the session is open; rejects with SessionError when it closes before. */
   readonly opened: Promise<PeerSession>;
   #resolveOpen!: (s: PeerSession) => void;
@@ -360,7 +363,9 @@ export class PeerSession {
       this.#open();
       return;
     }
-    if (isRated(f.t) && !this.#rates.take(f.t, performance.now())) {
+    // A refusal answers one of our messages like an ack, and draws on the same bucket.
+    const rated = f.t === "refuse" ? "ack" : f.t;
+    if (isRated(rated) && !this.#rates.take(rated, performance.now())) {
       this.fail("RATE_LIMITED", `too many "${f.t}" frames`);
       return;
     }

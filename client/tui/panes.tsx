@@ -152,7 +152,7 @@ export function StatusBar(
     ? "error"
     : "warn";
   const room = Math.max(0, width - displayWidth(left));
-  const certShown = fit(cert, room);
+  const certShown = truncate(cert, room);
   const rest = Math.max(0, room - displayWidth(certShown));
   return (
     <Row
@@ -287,6 +287,15 @@ export function peerLines(info: PeerInfo | null, contact: Contact | undefined, w
     ),
     // On a row of its own: TLS_AES_256_GCM_SHA384 is 22 cells and must never be cut.
     ...(info.cipher ? [line("cipher", seg("cipher   "), seg(displayText(info.cipher)))] : []),
+    // How the session runs: direct (and over which kind of address) or through which relay.
+    ...(info.path
+      ? displayWidth(info.path) + 9 <= width
+        ? [line("path", seg("path     "), seg(displayText(info.path)))]
+        : [
+          line("path", seg("path")),
+          ...wrapText(displayText(info.path), width).map((t, i) => line(`path:${i}`, seg(t))),
+        ]
+      : []),
     line("fph", seg("key SHA-256 fingerprint", "dim")),
     ...fingerprintLines("fp", info.fingerprint, width, pin === "changed" ? "error" : "normal"),
   );

@@ -7,7 +7,7 @@ import type { RequestLimits } from "../../client/requests.ts";
 import { join } from "node:path";
 import dgram from "node:dgram";
 import { startDirectoryServer } from "../../server/mod.ts";
-import type { RunningDirectory } from "../../server/mod.ts";
+import type { DirectoryServerOptions, RelayLimits, RunningDirectory } from "../../server/mod.ts";
 import { enroll } from "../../client/enroll.ts";
 import type { HomeState } from "../../client/home.ts";
 import crypto from "node:crypto";
@@ -47,13 +47,17 @@ export interface Phonebook {
   close(): Promise<void>;
 }
 
-export async function startPhonebook(): Promise<Phonebook> {
+export async function startPhonebook(
+  opts: Pick<DirectoryServerOptions, "onRelayForward"> & { relayLimits?: Partial<RelayLimits> } = {},
+): Promise<Phonebook> {
   const dir = await Deno.makeTempDir({ prefix: "securechat-pb-" });
-  const start = (port: number, rtPort: number) =>
+  const start = (port: number, rtPort: number, relayPort = 0) =>
     startDirectoryServer({
       dataDir: join(dir, "data"),
       port,
       roughtime: { hostname: "127.0.0.1", port: rtPort },
+      relay: { port: relayPort, limits: opts.relayLimits },
+      onRelayForward: opts.onRelayForward,
       onError: () => {},
     });
   const pb: Phonebook = {
@@ -62,9 +66,10 @@ export async function startPhonebook(): Promise<Phonebook> {
     restart: async (opts = {}) => {
       const port = pb.server.port;
       const rtPort = pb.server.roughtime!.port;
+      const relayPort = pb.server.relay?.port ?? 0;
       await pb.server.close();
       await new Promise((r) => setTimeout(r, opts.downMs ?? 0));
-      pb.server = await start(port, rtPort);
+      pb.server = await start(port, rtPort, relayPort);
     },
     close: async () => {
       await pb.server.close();
@@ -666,6 +671,8 @@ export function spawnHeadless(
     args?: string[];
     /** Run under `ulimit -n` of this many file descriptors (through bash). */
     maxOpenFiles?: number;
+    /** Run inside this network namespace (`ip netns exec`, which execs the program: the pid is ours). */
+    netns?: string;
   } = {},
 ): HeadlessProc {
   const denoArgs = [
@@ -682,7 +689,12 @@ export function spawnHeadless(
     homeDir,
     ...(opts.args ?? []),
   ];
-  const env: Record<string, string> = { NO_COLOR: "1", RUST_BACKTRACE: "0" };
+  // Outside a namespace of the test's own, no port mapping: the machine's real router is not ours to ask.
+  const env: Record<string, string> = {
+    NO_COLOR: "1",
+    RUST_BACKTRACE: "0",
+    ...(opts.netns === undefined ? { SECURECHAT_NO_PORT_MAPPING: "1" } : {}),
+  };
   let cmd = Deno.execPath();
   let args = denoArgs;
   if (opts.faketime !== undefined) {
@@ -693,6 +705,10 @@ export function spawnHeadless(
   if (opts.maxOpenFiles !== undefined) {
     args = ["-c", `ulimit -n ${opts.maxOpenFiles} && exec "$0" "$@"`, cmd, ...args];
     cmd = "bash";
+  }
+  if (opts.netns !== undefined) {
+    args = ["netns", "exec", opts.netns, cmd, ...args];
+    cmd = "ip";
   }
   const child = new Deno.Command(cmd, { args, env, stdin: "piped", stdout: "piped", stderr: "piped" })
     .spawn();

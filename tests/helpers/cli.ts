@@ -17,7 +17,13 @@ export const PROGRAM_PERMISSIONS = [
 ];
 
 /** The environment a child gets: plain output, no Rust backtraces appended to errors. */
-export const CHILD_ENV: Record<string, string> = { NO_COLOR: "1", RUST_BACKTRACE: "0" };
+/** SECURECHAT_NO_PORT_MAPPING: a chat run by a test outside the namespaces it made must not ask the machine's
+ * real router for a port mapping. */
+export const CHILD_ENV: Record<string, string> = {
+  NO_COLOR: "1",
+  RUST_BACKTRACE: "0",
+  SECURECHAT_NO_PORT_MAPPING: "1",
+};
 
 /** Arguments for `deno` that run `securechat ARGS...` the way a user does. */
 export function securechatArgs(...args: string[]): string[] {

@@ -22,6 +22,9 @@ export interface RouterSpec {
   nat: NatKind;
   /** A router behind another router's LAN (carrier NAT); its WAN is then on that router's LAN. */
   behind?: string;
+  /** Drop unsolicited inbound TCP on the WAN silently, as RFC 5382 REQ-4 asks of a NAT (for 6 s at least),
+   * instead of Linux's immediate reset: what lets TCP simultaneous open (hole punching) through. */
+  silentDrop?: boolean;
 }
 
 export interface HostSpec {
@@ -51,7 +54,11 @@ export interface Lab {
   /** WAN address of each router (what peers on the public side see for hosts behind it). */
   readonly routerWan: Map<string, string>;
   host(name: string): LabHost;
-  /** A command that runs `cmd` inside the host's namespace. */
+  /** The namespace of a host or a router. */
+  nsOf(name: string): string;
+  /** The LAN address of a router (its hosts' gateway). */
+  routerLan: Map<string, string>;
+  /** A command that runs `cmd` inside the host's (or router's) namespace. */
   command(host: string, cmd: string, args: string[], opts?: Deno.CommandOptions): Deno.Command;
   /** Runs a command in a namespace (host or router) and returns its stdout; throws on failure. */
   run(ns: string, args: string[]): Promise<string>;
@@ -113,6 +120,7 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
   };
   const hosts = new Map<string, LabHost>();
   const routerWan = new Map<string, string>();
+  const routerLan = new Map<string, string>();
   try {
     const net = await ns("net");
     await sh(["ip", "-n", net, "link", "add", "br0", "type", "bridge"]);
@@ -154,7 +162,11 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
       await sh(["ip", "-n", rns, "link", "set", "lan", "up"]);
       await sh(["ip", "-n", rns, "addr", "add", `${lanSubnet}.1/24`, "dev", "lan"]);
       lanOf.set(r.name, { ns: rns, subnet: lanSubnet, next: 10 });
+      routerLan.set(r.name, `${lanSubnet}.1`);
+      // `pre` is empty: a port mapping (natpmp_responder.ts) adds its DNAT rules there.
       const rules = `table ip lab {
+  chain pre { type nat hook prerouting priority -100;
+  }
   chain post { type nat hook postrouting priority 100;
     oifname "wan" masquerade${r.nat === "symmetric" ? " random,fully-random" : ""}
   }
@@ -162,8 +174,16 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
 table inet labf {
   chain forward { type filter hook forward priority 0; policy accept;
     ct state established,related accept
+    ct status dnat accept
     iifname "wan" drop
-  }
+  }${
+        r.silentDrop
+          ? `
+  chain input { type filter hook input priority 0; policy accept;
+    iifname "wan" ct state new tcp flags & (syn|ack) == syn drop
+  }`
+          : ""
+      }
 }`;
       await sh(["ip", "netns", "exec", rns, "nft", "-f", "-"], rules);
     }
@@ -209,8 +229,11 @@ table inet labf {
     hosts,
     routerWan,
     host,
+    routerLan,
+    nsOf: (name) => hosts.get(name)?.ns ?? nsName(name),
     command(name, cmd, args, opts = {}) {
-      return new Deno.Command("ip", { ...opts, args: ["netns", "exec", host(name).ns, cmd, ...args] });
+      const ns = hosts.get(name)?.ns ?? (routerWan.has(name) ? nsName(name) : host(name).ns);
+      return new Deno.Command("ip", { ...opts, args: ["netns", "exec", ns, cmd, ...args] });
     },
     run(nsn, args) {
       const target = hosts.get(nsn)?.ns ?? nsName(nsn);
