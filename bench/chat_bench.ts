@@ -20,6 +20,7 @@ import {
   type TestEngine,
 } from "../tests/helpers/chat.ts";
 import { encodeFrame } from "../client/protocol/mod.ts";
+import { importPrivateKeyPem, x509 } from "../pki/mod.ts";
 
 const THROUGHPUT_MESSAGES = 1000;
 const IN_FLIGHT = [1000, 10_000];
@@ -335,6 +336,12 @@ async function hubMain(): Promise<void> {
     buf += new TextDecoder().decode(r.value);
   }
   const { ca, hub } = JSON.parse(buf) as { ca: TestCa; hub: TestLeaf };
+  // The CA's keys do not survive JSON; the fake phonebook signs its CRLs with them.
+  ca.material = {
+    cert: new x509.X509Certificate(ca.certPem),
+    certPem: ca.certPem,
+    keys: await importPrivateKeyPem(ca.keyPem),
+  };
   const e = await startTestEngine(ca, hub);
   console.log(e.engine.address.port);
   buf = buf.slice(buf.indexOf("\n") + 1);
