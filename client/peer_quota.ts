@@ -55,12 +55,16 @@ export class PeerQuota {
 
   /** Unread bytes from `peer`, stored and in flight. */
   used(peer: string): number {
+    const reserved = this.#reserved.get(peer) ?? 0;
     let s = this.#stored.get(peer);
     if (s === undefined) {
       s = this.#store.unreadBytes(peer);
-      this.#stored.set(peer, s);
+      // Only a reading taken with nothing in flight is kept: one taken while messages are committing may
+      // already include some of them, and their settle() would then count them twice, for good (the quota
+      // would stay full after everything was read).
+      if (reserved === 0) this.#stored.set(peer, s);
     }
-    return s + (this.#reserved.get(peer) ?? 0);
+    return s + reserved;
   }
 
   /** Admits one message of `bytes` from `peer` (reserving them) or throws ProtocolError. */

@@ -171,3 +171,17 @@ Deno.test("quota: the accounting reserves messages in flight and releases duplic
   q.admit("a", 0, 1000); // one token a second comes back
   assert.throws(() => q.admit("a", 0, 1000), (e: Error & { code?: string }) => e.code === "RATE_LIMITED");
 });
+
+Deno.test("quota: a reading of the disk taken while a message is committing does not count that message twice", () => {
+  let onDisk = 0;
+  const q = new PeerQuota({ unreadBytes: () => onDisk }, { unreadBytes: 1000, burst: 100, perMinute: 6000 });
+  q.admit("a", 400, 0); // in flight
+  onDisk = 400; // its commit is on disk, its settle() not run yet
+  q.invalidate("a"); // the user read something meanwhile: the next admission reads the disk again
+  assert.equal(q.used("a"), 800, "on disk and still reserved: counted twice for this one judgement only");
+  q.settle("a", 400, true);
+  assert.equal(q.used("a"), 400, "once settled, the message counts once");
+  onDisk = 0; // read
+  q.invalidate("a");
+  assert.equal(q.used("a"), 0, "after reading everything the quota is free again");
+});
