@@ -85,6 +85,15 @@ CREATE TABLE time_servers (
 );
 CREATE INDEX certs_name_issued ON certs (name, issued_at);`,
   },
+  {
+    version: 3,
+    name: "publications (candidates, relay) and their reachability check, shared by every node",
+    sql: `
+ALTER TABLE users ADD COLUMN reach TEXT;
+ALTER TABLE users ADD COLUMN reach_key TEXT;
+ALTER TABLE users ADD COLUMN reach_ok TEXT;
+ALTER TABLE users ADD COLUMN reach_checked_at INTEGER;`,
+  },
 ];
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -149,6 +158,15 @@ CREATE TABLE time_servers (
   seen_at BIGINT NOT NULL
 );
 CREATE INDEX certs_name_issued ON certs (name, issued_at);`,
+  },
+  {
+    version: 3,
+    name: "publications (candidates, relay) and their reachability check, shared by every node",
+    sql: `
+ALTER TABLE users ADD COLUMN reach TEXT;
+ALTER TABLE users ADD COLUMN reach_key TEXT;
+ALTER TABLE users ADD COLUMN reach_ok TEXT;
+ALTER TABLE users ADD COLUMN reach_checked_at BIGINT;`,
   },
 ];
 
