@@ -243,7 +243,7 @@ export interface ReachProberOptions extends Omit<ProbeIo, "signal"> {
   rounds?: { perSecond: number; burst: number };
   /** Probes per destination address, over all users (a reflector needs many users naming one victim). */
   perHost?: { perSecond: number; burst: number };
-  /** A probe as it ends (logs, tests). */
+  /** Each candidate's outcome as it is known, tried or not (logs, tests). */
   onProbe?: (r: ProbeResult & { name: string }) => void;
 }
 
@@ -292,15 +292,7 @@ export class ReachProber {
     };
     const work = Promise.all(
       round.candidates.slice(0, maxCandidates).map(async (address): Promise<ProbeResult> => {
-        const refused = probeRefusal(address, ctx);
-        if (refused) return { address, outcome: refused };
-        if (this.#hosts.take(normalHost(address.host), 1, now) > 0) {
-          return { address, outcome: "SKIPPED_HOST_RATE" };
-        }
-        const outcome = await this.#slot(() => {
-          this.started++;
-          return probeCandidate(address, round, { ...this.#o, signal: this.#abort.signal });
-        });
+        const outcome = await this.#one(address, round, ctx, now);
         this.#o.onProbe?.({ name: round.name, address, outcome });
         return { address, outcome };
       }),
@@ -312,6 +304,16 @@ export class ReachProber {
     this.#inFlight.add(work);
     work.finally(() => this.#inFlight.delete(work)).catch(() => {});
     return work;
+  }
+
+  #one(address: Address, round: ProbeRound, ctx: ProbeContext, now: number): Promise<ProbeOutcome> {
+    const refused = probeRefusal(address, ctx);
+    if (refused) return Promise.resolve(refused);
+    if (this.#hosts.take(normalHost(address.host), 1, now) > 0) return Promise.resolve("SKIPPED_HOST_RATE");
+    return this.#slot(() => {
+      this.started++;
+      return probeCandidate(address, round, { ...this.#o, signal: this.#abort.signal });
+    });
   }
 
   /** Runs `fn` under the concurrency cap; a full queue answers SKIPPED_BUSY at once. */

@@ -451,8 +451,8 @@ export interface TestListener {
 
 /** `leaf`'s peer listener on loopback: real TLS, real peer trust (test CA, local time, nothing revoked). */
 export async function startTestListener(
-  ca: TestCa,
-  leaf: TestLeaf,
+  ca: Pick<TestCa, "certPem">,
+  leaf: Pick<TestLeaf, "name" | "certPem" | "keyPem" | "fingerprint">,
   opts: { limits?: Partial<SessionLimits> } = {},
 ): Promise<TestListener> {
   const log = new EventLog();
