@@ -83,7 +83,7 @@ async function silentService(onAccept = () => {}): Promise<{ address: Address; c
 }
 
 /** A port nothing listens on (bound, then released). */
-async function closedPort(): Promise<number> {
+function closedPort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -116,7 +116,7 @@ backendTest(
     const bobs = await listenAs(t, "bob", bob);
     const plain = await plainService();
     try {
-      const closed = { host: "127.0.0.1", port: await closedPort() };
+      const closed = { host: "127.0.0.1", port: closedPort() };
       const own = { host: "127.0.0.1", port: t.dir.port };
       const candidates = [mine.address, bobs.address, closed, plain.address, own];
       const r = await publish(t, alice, candidates);
@@ -235,7 +235,7 @@ backendTest(
     const mine = await listenAs(t, "alice", alice);
     const tmp = await Deno.makeTempDir({ prefix: "securechat-node2-" });
     try {
-      const closed = { host: "127.0.0.1", port: await closedPort() };
+      const closed = { host: "127.0.0.1", port: closedPort() };
       assert.equal((await publish(t, alice, [closed, mine.address])).status, 200);
       await t.dir.reachChecksSettled();
       const want = await entryOf(t, "alice");
