@@ -96,8 +96,9 @@ export interface ProbeContext {
   observed: string | undefined;
   /** The phonebook's own TCP ports (directory, relay, Roughtime) on this host. */
   ownPorts: readonly number[];
-  /** This host's own addresses (interfaces); loopback and unspecified count as own anyway. */
-  ownHosts: readonly string[];
+  /** This host's own addresses (interfaces); loopback counts as own anyway. null when they cannot be read
+   * (no --allow-sys): then every address counts as possibly ours, and the own ports are refused everywhere. */
+  ownHosts: readonly string[] | null;
 }
 
 function normalHost(h: string): string {
@@ -121,7 +122,8 @@ export function probeRefusal(candidate: Address, ctx: ProbeContext): ProbeOutcom
   if (scope === "loopback" && from !== "loopback") return "SKIPPED_SCOPE";
   if (scope === "private" && from !== "private" && from !== "loopback") return "SKIPPED_SCOPE";
   const host = normalHost(candidate.host);
-  const own = scope === "loopback" || ctx.ownHosts.some((h) => normalHost(h) === host);
+  const own = scope === "loopback" || ctx.ownHosts === null ||
+    ctx.ownHosts.some((h) => normalHost(h) === host);
   if (own && ctx.ownPorts.includes(candidate.port)) return "SKIPPED_OWN_PORT";
   return null;
 }
@@ -235,8 +237,8 @@ export interface ProbeReport {
 export interface ReachProberOptions extends Omit<ProbeIo, "signal"> {
   /** The phonebook's own ports (read at each round: some are bound after the prober is made). */
   ownPorts: () => readonly number[];
-  /** Default: this host's interface addresses (none readable: loopback only). */
-  ownHosts?: () => readonly string[];
+  /** Default: this host's interface addresses (null when they cannot be read: see ProbeContext). */
+  ownHosts?: () => readonly string[] | null;
   concurrency?: number;
   queueMax?: number;
   /** Rounds per user (each publication whose candidate set changed, or whose check is stale). */
@@ -247,11 +249,11 @@ export interface ReachProberOptions extends Omit<ProbeIo, "signal"> {
   onProbe?: (r: ProbeResult & { name: string }) => void;
 }
 
-function interfaceHosts(): string[] {
+function interfaceHosts(): string[] | null {
   try {
     return Deno.networkInterfaces().map((i) => i.address);
   } catch {
-    return [];
+    return null;
   }
 }
 

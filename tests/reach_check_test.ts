@@ -385,4 +385,8 @@ Deno.test("reach check rules: names, scopes and the phonebook's own ports", () =
   assert.equal(probeRefusal({ host: "127.0.0.1", port: 10040 }, ctx("127.0.0.1")), "SKIPPED_OWN_PORT");
   assert.equal(probeRefusal({ host: "198.18.0.7", port: 10041 }, pub), null);
   assert.equal(probeRefusal({ host: "198.18.0.5", port: 4000 }, ctx("")), null);
+  // Interfaces unreadable: any address may be ours, so the own ports are refused on all of them.
+  const blind = { observed: "198.18.0.9", ownPorts: [10040], ownHosts: null };
+  assert.equal(probeRefusal({ host: "198.18.0.7", port: 10040 }, blind), "SKIPPED_OWN_PORT");
+  assert.equal(probeRefusal({ host: "198.18.0.7", port: 4000 }, blind), null);
 });
