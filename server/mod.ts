@@ -46,7 +46,7 @@ export { type ProbeOutcome, type ProbeResult, type ReachProberOptions } from "./
 
 /** The reachability check's settings a deployment (or a test) may change; the CA and the phonebook's own
  * ports come from the server itself. */
-export type ReachCheckOptions = Omit<ReachProberOptions, "caCertPem" | "ownPorts" | "now">;
+export type ReachCheckOptions = Omit<ReachProberOptions, "caCertPem" | "ownPorts" | "now" | "takeRound">;
 
 /** Issues a standalone relay's certificate (server authentication for `hostnames`, marked as a relay's so
  * clients never take it for the directory's) and writes it, its key (0600) and the CA certificate to
@@ -234,6 +234,9 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
   // The phonebook's own ports, never probed on its own addresses (set as each listener is bound).
   const own: { http: number | null } = { http: opts.port || null };
   const prober = opts.reachCheck === false ? null : new ReachProber({
+    // Each user's round budget is shared by every node (the per-destination one is per node: it is taken
+    // for every candidate, too often for a database write).
+    takeRound: async (name, nowMs, spec) => await store.takeBucket(`reach:${name}`, 1, nowMs, spec) === 0,
     ...opts.reachCheck,
     caCertPem: ca.certPem,
     ownPorts: () =>

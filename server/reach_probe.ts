@@ -243,6 +243,9 @@ export interface ReachProberOptions extends Omit<ProbeIo, "signal"> {
   queueMax?: number;
   /** Rounds per user (each publication whose candidate set changed, or whose check is stale). */
   rounds?: { perSecond: number; burst: number };
+  /** Takes one round from the user's budget `spec` (true: allowed); default: a bucket in this process. A
+   * phonebook passes its store's shared bucket, so the budget holds across nodes. */
+  takeRound?: (name: string, nowMs: number, spec: { perSecond: number; burst: number }) => Promise<boolean>;
   /** Probes per destination address, over all users (a reflector needs many users naming one victim). */
   perHost?: { perSecond: number; burst: number };
   /** Each candidate's outcome as it is known, tried or not (logs, tests). */
@@ -261,6 +264,7 @@ function interfaceHosts(): string[] | null {
 export class ReachProber {
   readonly #o: ReachProberOptions;
   readonly #rounds: RateLimiter;
+  readonly #roundSpec: { perSecond: number; burst: number };
   readonly #hosts: RateLimiter;
   readonly #abort = new AbortController();
   readonly #concurrency: number;
@@ -275,6 +279,7 @@ export class ReachProber {
     this.#o = opts;
     const r = opts.rounds ?? { perSecond: REACH_ROUND_PER_SECOND, burst: REACH_ROUND_BURST };
     const h = opts.perHost ?? { perSecond: REACH_HOST_PER_SECOND, burst: REACH_HOST_BURST };
+    this.#roundSpec = r;
     this.#rounds = new RateLimiter(r.perSecond, r.burst);
     this.#hosts = new RateLimiter(h.perSecond, h.burst);
     this.#concurrency = opts.concurrency ?? REACH_CONCURRENCY;
@@ -284,28 +289,37 @@ export class ReachProber {
   /** Probes the round's candidates (at most `maxCandidates`, the rest are not tried); null when the user's
    * round budget is spent (nothing tried: the next publication asks again). */
   check(round: ProbeRound, maxCandidates: number): Promise<ProbeReport | null> {
-    const now = (this.#o.now ?? Date.now)();
     if (this.#abort.signal.aborted) return Promise.resolve(null);
-    if (this.#rounds.take(round.name, 1, now) > 0) return Promise.resolve(null);
+    // Registered before its first await, so close() waits for a round still asking for its budget.
+    const work = this.#round(round, maxCandidates);
+    this.#inFlight.add(work);
+    work.finally(() => this.#inFlight.delete(work)).catch(() => {});
+    return work;
+  }
+
+  async #round(round: ProbeRound, maxCandidates: number): Promise<ProbeReport | null> {
+    const now = (this.#o.now ?? Date.now)();
+    const allowed = this.#o.takeRound
+      ? await this.#o.takeRound(round.name, now, this.#roundSpec)
+      : this.#rounds.take(round.name, 1, now) === 0;
+    if (!allowed || this.#abort.signal.aborted) return null;
     const ctx: ProbeContext = {
       observed: round.observed,
       ownPorts: this.#o.ownPorts(),
       ownHosts: (this.#o.ownHosts ?? interfaceHosts)(),
     };
-    const work = Promise.all(
+    const results = await Promise.all(
       round.candidates.slice(0, maxCandidates).map(async (address): Promise<ProbeResult> => {
         const outcome = await this.#one(address, round, ctx, now);
         this.#o.onProbe?.({ name: round.name, address, outcome });
         return { address, outcome };
       }),
-    ).then((results) => ({
+    );
+    return {
       reachable: results.filter((r) => r.outcome === "REACHABLE").map((r) => r.address),
       results,
       checkedAt: (this.#o.now ?? Date.now)(),
-    }));
-    this.#inFlight.add(work);
-    work.finally(() => this.#inFlight.delete(work)).catch(() => {});
-    return work;
+    };
   }
 
   #one(address: Address, round: ProbeRound, ctx: ProbeContext, now: number): Promise<ProbeOutcome> {

@@ -147,6 +147,9 @@ backendTest(
       assert.equal((await publish(t, alice, candidates)).status, 200);
       await t.dir.reachChecksSettled();
       assert.equal(seen.length, before, "a refresh of the same set is not probed");
+      assert.equal((await publish(t, alice, [...candidates].reverse())).status, 200);
+      await t.dir.reachChecksSettled();
+      assert.equal(seen.length, before, "nor the same set in another order");
       assert.deepEqual((await entryOf(t, "alice")).reachable, [mine.address]);
 
       // A changed set drops the old result at once and is checked again.
@@ -230,7 +233,9 @@ backendTest(
 backendTest(
   "reach check: candidates and results are in the store: a second node and a restarted node list them",
   async (backend) => {
-    const t = await startTestDirectory({ backend });
+    // One round per user: the second node must find it spent.
+    const rounds = { perSecond: 1e-6, burst: 1 };
+    const t = await startTestDirectory({ backend, reachCheck: { rounds } });
     const alice = await enrollRaw(t.dir, "alice");
     const mine = await listenAs(t, "alice", alice);
     const tmp = await Deno.makeTempDir({ prefix: "securechat-node2-" });
@@ -241,6 +246,7 @@ backendTest(
       const want = await entryOf(t, "alice");
       assert.deepEqual(want.reachable, [mine.address]);
       if (backend === "postgres") {
+        const probedThere: ProbeResult[] = [];
         // A second node on the same database and CA key: it took no publication, yet lists the same.
         const other = await startDirectoryServer({
           dataDir: join(tmp, "data"),
@@ -250,10 +256,21 @@ backendTest(
           caKeyFile: join(t.data, "ca-key.pem"),
           caCertFile: join(t.data, "ca.pem"),
           onError: () => {},
+          reachCheck: { rounds, onProbe: (r) => probedThere.push(r) },
         });
         try {
           const there = await entryOf({ dir: other }, "alice");
           assert.deepEqual(there, want);
+          // The user's round budget is in the database: spent on the first node, spent on this one.
+          const moved = [mine.address];
+          const r = await call(other, "PUT", "/v1/presence", {
+            body: { host: moved[0].host, port: moved[0].port, ttlSeconds: 60, candidates: moved },
+            as: alice,
+          });
+          assert.equal(r.status, 200, r.text);
+          await other.reachChecksSettled();
+          assert.deepEqual(probedThere, [], "no round left for alice on any node");
+          assert.equal((await entryOf(t, "alice")).reachCheckedAt, null, "the new set is unchecked");
         } finally {
           await other.close();
         }
