@@ -158,7 +158,12 @@ export class PostgresDirectoryStore implements DirectoryStore {
         );
         break;
       } catch (e) {
-        if (i < 5 && ["23505", "42P07", ...RETRYABLE].includes(sqlState(e) ?? "")) continue;
+        if (i < 5 && ["23505", "42P07", ...RETRYABLE].includes(sqlState(e) ?? "")) {
+          // The other creator may not have committed yet (IF NOT EXISTS does not see it): give it a moment,
+          // or every retry fails the same way (seen under load: "type schema_migrations already exists").
+          await new Promise((r) => setTimeout(r, 20 * (i + 1)));
+          continue;
+        }
         throw e;
       }
     }
