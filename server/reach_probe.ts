@@ -49,7 +49,9 @@ export type ProbeOutcome =
   /** The global queue was full. */
   | "SKIPPED_BUSY"
   /** The prober is closing. */
-  | "SKIPPED_CLOSED";
+  | "SKIPPED_CLOSED"
+  /** The preamble hook threw for this candidate. */
+  | "SKIPPED_PREAMBLE";
 
 export interface ProbeResult {
   address: Address;
@@ -138,7 +140,8 @@ export interface ProbeExpectation {
 export interface ProbeIo {
   caCertPem: string;
   timeoutMs?: number;
-  /** Bytes sent on the TCP connection before the TLS ClientHello (a listener's knock), or null for none. */
+  /** Bytes sent on the TCP connection before the TLS ClientHello (a listener's knock), or null for none.
+   * Called before connecting; if it throws, the candidate is not tried (SKIPPED_PREAMBLE). */
   preamble?: (candidate: Address, expect: ProbeExpectation) => Uint8Array | null;
   now?: () => number;
   signal?: AbortSignal;
@@ -158,6 +161,13 @@ export function probeCandidate(
     /** Set once the certificate is in hand: the close that follows is ours, not the peer's answer. */
     let judging = false;
     let secure: tls.TLSSocket | null = null;
+    let pre: Uint8Array | null;
+    try {
+      pre = io.preamble?.(candidate, expect) ?? null;
+    } catch {
+      // The hook could not say what to send (no secret for this user yet): nothing is tried.
+      return resolve("SKIPPED_PREAMBLE");
+    }
     const raw = net.connect({ host: candidate.host, port: candidate.port });
     const fail = (o: ProbeOutcome) => {
       if (!judging) finish(o);
@@ -178,7 +188,6 @@ export function probeCandidate(
     raw.on("error", () => fail(secure ? "NOT_TLS" : "CONNECT_FAILED"));
     raw.once("close", () => fail(secure ? "NOT_TLS" : "CONNECT_FAILED"));
     raw.once("connect", () => {
-      const pre = io.preamble?.(candidate, expect) ?? null;
       if (pre && pre.length > 0) raw.write(pre);
       secure = tls.connect({
         socket: raw,

@@ -21,7 +21,7 @@ import {
 import { startTestListener, type TestListener } from "./helpers/chat.ts";
 import { fingerprintOf } from "../pki/mod.ts";
 import { type ProbeResult, startDirectoryServer } from "../server/mod.ts";
-import { probeRefusal, probeScope, ReachProber } from "../server/reach_probe.ts";
+import { probeCandidate, probeRefusal, probeScope, ReachProber } from "../server/reach_probe.ts";
 import type { Address } from "../contract/mod.ts";
 
 /** `who`'s real peer listener (the chat engine's SessionManager) with the directory-issued certificate. */
@@ -353,6 +353,15 @@ Deno.test("reach check: the preamble hook's bytes go first, before the ClientHel
     const pre = new TextEncoder().encode(`knock:${plain.address.port};`);
     assert.deepEqual(got.slice(0, pre.length), pre);
     assert.equal(got[pre.length], 0x16, "then the TLS handshake");
+    // A hook that cannot say what to send: the candidate is not tried at all.
+    const none = await probeCandidate(plain.address, { name: "alice", fingerprint: "00" }, {
+      caCertPem: t.dir.caCertPem,
+      preamble: () => {
+        throw new Error("no knock secret for alice");
+      },
+    });
+    assert.equal(none, "SKIPPED_PREAMBLE");
+    assert.equal(plain.received().length, got.length, "nothing more reached the service");
   } finally {
     plain.close();
     await t.close();
