@@ -167,7 +167,7 @@ export interface ChatEngineOptions {
   relay?: Address | null;
   /** Publish no address of ours and dial peers only through the relay (which then must be there). */
   relayOnly?: boolean;
-  /** Ask the router for a port mapping (NAT-PMP) when listening on every interface. Default false here (the
+  /** Ask the router for a port mapping (PCP, NAT-PMP, UPnP-IGD) when listening on every interface. Default false here (the
    * CLI turns it on unless --no-port-mapping). */
   portMapping?: boolean;
   limits?: Partial<SessionLimits>;
