@@ -1,11 +1,13 @@
 /**
  * A small PCP client (Port Control Protocol, RFC 6887): MAP requests to the router's port 5351 over UDP,
- * retransmitted until answered, renewed at half the lease (§11.2.1 recommends that), deleted with a
+ * retransmitted until answered, renewed with the same nonce at a random point between 1/2 and 5/8 of the
+ * lease (§11.2.1 recommends that, the jitter keeps clients from renewing in step), deleted with a
  * lifetime of 0 on stop. Written here because `@achingbrain/nat-port-mapper` speaks only NAT-PMP and
  * UPnP-IGD and npm has no maintained PCP client. The packets are in pcp_wire.ts.
  *
  * Not done (not needed to map one TCP port of ours): PEER and ANNOUNCE opcodes, options (THIRD_PARTY,
- * PREFER_FAILURE, FILTER), listening for the router's unsolicited ANNOUNCE on 224.0.0.1:5350.
+ * PREFER_FAILURE, FILTER), listening for the router's unsolicited ANNOUNCE on 224.0.0.1:5350, watching the
+ * epoch for a router that restarted (§8.5): the next renewal, a MAP request like the first, maps again anyway.
  */
 import dgram from "node:dgram";
 import {
@@ -24,6 +26,11 @@ import {
 export const PCP_FIRST_RETRANSMIT_MS = 500;
 /** When a renewal fails, the next try comes after this share of the lease that is left. */
 const RETRY_SHARE = 0.25;
+
+/** When to renew a lease of `seconds` (§11.2.1: uniformly at random in 1/2 to 5/8 of it). */
+export function renewalDelayMs(seconds: number): number {
+  return seconds * 1000 * (0.5 + Math.random() / 8);
+}
 
 export interface PcpMapOptions {
   /** The PCP server: the default gateway. */
@@ -177,13 +184,13 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
       current = r;
       expires = Date.now() + r.lifetime * 1000;
       o.log?.(`PCP mapping renewed for ${r.lifetime} s`);
-      if (!closed) schedule((r.lifetime * 1000) / 2);
+      if (!closed) schedule(renewalDelayMs(r.lifetime));
     } catch (e) {
       o.log?.(`PCP renewal failed: ${e instanceof Error ? e.message : String(e)}`);
       if (!closed) schedule(Math.max(0, expires - Date.now()) * RETRY_SHARE);
     }
   };
-  schedule((first.lifetime * 1000) / 2);
+  schedule(renewalDelayMs(first.lifetime));
 
   return {
     externalHost: first.externalIp,

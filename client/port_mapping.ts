@@ -16,7 +16,7 @@ import { pcpMap } from "./pcp.ts";
 
 export const MAPPING_TIMEOUT_MS = 3000;
 /** Lease asked for (UPnP routers are asked for at least an hour: the library's floor). NAT-PMP is renewed by
- * the library a minute before it ends, PCP at half the lease, UPnP by us (RENEW_MARGIN_MS before). */
+ * the library a minute before it ends, PCP at 1/2 to 5/8 of the lease, UPnP by us (RENEW_MARGIN_MS before). */
 export const MAPPING_TTL_MS = 20 * 60_000;
 
 /** The default IPv4 gateway from Linux's routing table; else (Deno reads /proc only with --allow-all, which

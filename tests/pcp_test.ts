@@ -16,7 +16,7 @@ import {
   PcpError,
   resultName,
 } from "../client/pcp_wire.ts";
-import { pcpMap } from "../client/pcp.ts";
+import { pcpMap, renewalDelayMs } from "../client/pcp.ts";
 
 const hex = (s: string) => new Uint8Array(s.replace(/\s+/g, "").match(/../g)!.map((h) => parseInt(h, 16)));
 const toHex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
@@ -159,6 +159,13 @@ Deno.test("PCP: addresses round-trip through their 16 bytes", () => {
   ) assert.equal(ipText(ipBytes(text)), back, text);
 });
 
+Deno.test("PCP: renewals fall between 1/2 and 5/8 of the lease, spread at random (§11.2.1)", () => {
+  const d = Array.from({ length: 2000 }, () => renewalDelayMs(7200));
+  assert.ok(d.every((x) => x >= 3600_000 && x <= 4500_000), `${Math.min(...d)}..${Math.max(...d)}`);
+  // Spread over the window, not one point: both quarters of it are hit.
+  assert.ok(d.some((x) => x < 3800_000) && d.some((x) => x > 4300_000));
+});
+
 /** A PCP router on loopback of the test's own, reading requests by offset (RFC 6887 §7.1, §11.1). */
 interface SeenRequest {
   opcode: number;
@@ -203,7 +210,7 @@ function mapAnswer(nonce: string, result: number, lifetime: number, internal: nu
   );
 }
 
-Deno.test("PCP client: maps over UDP, renews with the same nonce at half the lease, deletes on stop", async () => {
+Deno.test("PCP client: maps over UDP, renews with the same nonce within the lease, deletes on stop", async () => {
   const router = await fakeRouter((q) =>
     mapAnswer(q.nonce, 0, q.lifetime === 0 ? 0 : 2, q.internalPort, q.lifetime === 0 ? 0 : 40001)
   );
@@ -224,7 +231,7 @@ Deno.test("PCP client: maps over UDP, renews with the same nonce at half the lea
     assert.equal(first.lifetime, 1200);
     assert.equal(first.externalPort, 10042, "asks for the internal port by default");
     assert.equal(toHex(first.clientIp), "00000000000000000000ffff7f000001");
-    // The router granted 2 s: a renewal comes about 1 s later, for the port it assigned.
+    // The router granted 2 s: a renewal comes 1 to 1.25 s later, for the port it assigned.
     while (router.seen.length < 2) await new Promise((r) => setTimeout(r, 50));
     assert.equal(router.seen[1].nonce, first.nonce);
     assert.equal(router.seen[1].externalPort, 40001);

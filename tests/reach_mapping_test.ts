@@ -30,7 +30,7 @@ interface Case {
 
 const CASES: Case[] = [
   { offers: "upnp", wins: /\(UPnP-IGD at /, tag: "upnp" },
-  // A 4-second lease: chat must renew it (at half the lease) while it runs.
+  // A 4-second lease: chat must renew it (at 1/2 to 5/8 of it) while it runs.
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
   { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp" },
   // A router speaking all three: whichever answers first wins, the others share its rule (same port), and
