@@ -23,8 +23,8 @@ import { buildLab, type Lab, labAvailable } from "../tests/helpers/netlab.ts";
 import { type HeadlessProc, spawnHeadless } from "../tests/helpers/chat.ts";
 import { enrollIn, startServe } from "../tests/helpers/reach.ts";
 
-const REPS = 3;
-const HANDSHAKES = 20;
+const REPS = 5;
+const HANDSHAKES = 30;
 const PROBE_PORT = 10099;
 const PROBE = new URL("./tls_probe.ts", import.meta.url).pathname;
 const RESPONDER = new URL("../tests/helpers/portmap_responder.ts", import.meta.url).pathname;
