@@ -10,7 +10,7 @@
  * or refuses, simply means no mapping: the other paths still work.
  */
 import { type Gateway, pmpNat, upnpNat } from "@achingbrain/nat-port-mapper";
-import { messageOf } from "../coded_error.ts";
+import { CodedError, messageOf } from "../coded_error.ts";
 import { type Address, addressKind } from "./candidates.ts";
 import { pcpMap } from "./pcp.ts";
 
@@ -119,14 +119,17 @@ interface Mapped {
 
 type Attempt = (port: number, signal: AbortSignal, log: (text: string) => void) => Promise<Mapped>;
 
-class NoRouter extends Error {}
+/** Why a protocol was not even asked: no router to ask, or no address of ours toward it. */
+export class PortMappingError extends CodedError<"NO_ROUTER" | "NO_LOCAL_ADDRESS"> {}
 
 /** The default gateway and our address toward it, for PCP and NAT-PMP. */
 async function gatewayAndLocal(): Promise<{ gateway: string; local: string }> {
   const gateway = await defaultGateway();
-  if (!gateway) throw new NoRouter("no default IPv4 gateway found");
+  if (!gateway) throw new PortMappingError("NO_ROUTER", "no default IPv4 gateway found");
   const local = addressToward(gateway);
-  if (!local) throw new NoRouter(`no address of ours on the subnet of ${gateway}`);
+  if (!local) {
+    throw new PortMappingError("NO_LOCAL_ADDRESS", `no address of ours on the subnet of ${gateway}`);
+  }
   return { gateway, local };
 }
 
@@ -211,9 +214,14 @@ const upnpAttempt: Attempt = async (port, signal, log) => {
     gateway = g;
     break;
   }
-  if (!gateway) throw new NoRouter("no UPnP-IGD v2 router answered the SSDP search");
+  if (!gateway) throw new PortMappingError("NO_ROUTER", "no UPnP-IGD v2 router answered the SSDP search");
   const local = addressToward(gateway.host);
-  if (!local) throw new NoRouter(`no address of ours on the subnet of UPnP router ${gateway.host}`);
+  if (!local) {
+    throw new PortMappingError(
+      "NO_LOCAL_ADDRESS",
+      `no address of ours on the subnet of UPnP router ${gateway.host}`,
+    );
+  }
   const g = gateway;
   const ask = (externalPort: number, s: AbortSignal) =>
     g.map(port, local, {
