@@ -3,11 +3,12 @@
  * (RFC 6887) and a minimal UPnP IGD v2 (SSDP answer on 239.255.255.250:1900, a device description, the
  * WANIPConnection:2 SOAP actions AddAnyPortMapping, AddPortMapping, DeletePortMapping and
  * GetExternalIPAddress). It exists because Debian's miniupnpd 2.3.1 refuses every mapping when the router's
- * outside address is a reserved one, which every lab range is (neither `ext_ip=` nor `ext_perform_stun=yes`
- * gets around that check in 2.3.1). Each mapping is a real nftables DNAT rule in the router's `lab` table,
+ * outside address is a reserved one, which every lab range is (it refuses `ext_ip=` with such an address, and
+ * checks what STUN reports against the same list: see docs/protocol.md "Port mapping"). Each mapping is a real nftables DNAT rule in the router's `lab` table,
  * shared by the three protocols as on a real router, so a peer's connection to the router's WAN port really
  * reaches the host. Runs inside the router's namespace:
  *   deno run --allow-net --allow-run portmap_responder.ts LAN WAN [--protocols=pmp,pcp,upnp] [--pcp-lifetime=S]
+ *     [--ports-taken]   (every port asked for is held by another host: the router assigns one from 20000)
  * and prints `ready`, then one line per request and change, which the tests read:
  *   ASK <pmp|pcp|ssdp|soap> <from> [detail]    every request that arrives, answered or not
  *   MAP <proto> <ext> -> <host>:<port>          a rule installed
@@ -23,6 +24,9 @@ const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))
 const protocols = new Set((flag("protocols") ?? "pmp").split(","));
 /** The longest PCP lease granted (s): short in a test that watches renewals. */
 const pcpLifetime = Number(flag("pcp-lifetime") ?? 7200);
+const portsTaken = Deno.args.includes("--ports-taken");
+/** Where a router picks ports when the one asked for is taken. */
+const FIRST_FREE = 20000;
 const started = Date.now();
 const epoch = () => Math.floor((Date.now() - started) / 1000);
 
@@ -57,9 +61,9 @@ function mapRule(proto: string, ext: number, host: string, port: number, any: bo
 async function mapRuleNow(proto: string, ext: number, host: string, port: number, any: boolean) {
   let e = ext || port;
   const same = (r: Rule | undefined) => r && r.host === host && r.port === port;
-  if (rules.has(e) && !same(rules.get(e))) {
+  if ((rules.has(e) || portsTaken) && !same(rules.get(e))) {
     if (!any) return null;
-    e = 20000;
+    e = FIRST_FREE;
     while (rules.has(e) && !same(rules.get(e))) e++;
   }
   if (rules.has(e)) {
