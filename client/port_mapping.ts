@@ -15,9 +15,26 @@ import { type Address, addressKind } from "./candidates.ts";
 import { pcpMap } from "./pcp.ts";
 
 export const MAPPING_TIMEOUT_MS = 3000;
-/** Lease asked for (UPnP routers are asked for at least an hour: the library's floor). NAT-PMP is renewed by
- * the library a minute before it ends, PCP at 1/2 to 5/8 of the lease, UPnP by us (RENEW_MARGIN_MS before). */
+/** Lease asked for (UPnP routers are asked for at least an hour: the library's floor). PCP is renewed at 1/2
+ * to 5/8 of the lease the router grants, NAT-PMP and UPnP RENEW_MARGIN_MS before the lease ends. */
 export const MAPPING_TTL_MS = 20 * 60_000;
+
+/** The lease: MAPPING_TTL_MS, or SECURECHAT_MAPPING_LEASE_S seconds (10..86400), a test hook: the lab tests
+ * watch renewals happen within seconds. */
+export function mappingLeaseMs(): number {
+  try {
+    const v = Number(Deno.env.get("SECURECHAT_MAPPING_LEASE_S") ?? "");
+    if (Number.isInteger(v) && v >= 10 && v <= 86400) return v * 1000;
+  } catch {
+    // no --allow-env: the default
+  }
+  return MAPPING_TTL_MS;
+}
+
+/** When to renew a lease we asked for (NAT-PMP, UPnP): a minute before it ends, or halfway for a short one. */
+export function renewAfterMs(leaseMs: number): number {
+  return leaseMs - Math.min(RENEW_MARGIN_MS, leaseMs / 2);
+}
 
 /** The default IPv4 gateway from Linux's routing table; else (Deno reads /proc only with --allow-all, which
  * chat does not have) the first address of the subnet of our first private IPv4 interface, where home
@@ -104,6 +121,8 @@ export interface MapPortOptions {
   protocols?: readonly MappingProtocol[];
   /** Bounds each protocol's first mapping. Default MAPPING_TIMEOUT_MS. */
   timeoutMs?: number;
+  /** The lease to ask for. Default mappingLeaseMs(). */
+  leaseMs?: number;
 }
 
 /** One protocol's mapping, before it is chosen. */
@@ -117,7 +136,12 @@ interface Mapped {
   stop(signal: AbortSignal): Promise<void>;
 }
 
-type Attempt = (port: number, signal: AbortSignal, log: (text: string) => void) => Promise<Mapped>;
+type Attempt = (
+  port: number,
+  signal: AbortSignal,
+  log: (text: string) => void,
+  leaseMs: number,
+) => Promise<Mapped>;
 
 /** Why a protocol was not even asked: no router to ask, or no address of ours toward it. */
 export class PortMappingError extends CodedError<"NO_ROUTER" | "NO_LOCAL_ADDRESS"> {}
@@ -133,14 +157,14 @@ async function gatewayAndLocal(): Promise<{ gateway: string; local: string }> {
   return { gateway, local };
 }
 
-const pcpAttempt: Attempt = async (port, signal, log) => {
+const pcpAttempt: Attempt = async (port, signal, log, leaseMs) => {
   const { gateway, local } = await gatewayAndLocal();
   const m = await pcpMap({
     gateway,
     clientIp: local,
     internalPort: port,
     externalPort: port,
-    lifetimeSeconds: MAPPING_TTL_MS / 1000,
+    lifetimeSeconds: Math.round(leaseMs / 1000),
     signal,
     log,
   });
@@ -154,16 +178,30 @@ const pcpAttempt: Attempt = async (port, signal, log) => {
   };
 };
 
-const pmpAttempt: Attempt = async (port, signal) => {
+const pmpAttempt: Attempt = async (port, signal, log, leaseMs) => {
   const { gateway, local } = await gatewayAndLocal();
   const nat = pmpNat(gateway);
-  try {
-    const m = await nat.map(port, local, {
+  // Renewing is ours too: the library writes its `ttl` option into the request as is, in seconds on the wire
+  // although it takes milliseconds everywhere else (20 minutes would ask for 1,200,000 s, two weeks), and its
+  // refresh timer takes the same number as milliseconds. So it is given seconds, and no timer of its own.
+  const ask = (externalPort: number, s: AbortSignal) =>
+    nat.map(port, local, {
       protocol: "tcp",
-      externalPort: port,
-      ttl: MAPPING_TTL_MS,
+      externalPort,
+      ttl: Math.round(leaseMs / 1000),
       description: DESCRIPTION,
-      signal,
+      autoRefresh: false,
+      signal: s,
+    });
+  try {
+    const m = await ask(port, signal);
+    const renewal = renewEvery(renewAfterMs(leaseMs), async () => {
+      try {
+        await ask(m.externalPort, AbortSignal.timeout(MAPPING_TIMEOUT_MS));
+        log("NAT-PMP mapping renewed");
+      } catch (e) {
+        log(`NAT-PMP renewal failed: ${messageOf(e)}`);
+      }
     });
     return {
       protocol: "nat-pmp",
@@ -172,9 +210,10 @@ const pmpAttempt: Attempt = async (port, signal) => {
       local,
       router: gateway,
       stop: async (signal) => {
-        // Unmapped first and explicitly (the library's stop() drops its queue before it sends the unmap
-        // requests, so they never leave). unmap() passes its options on to map() (ttl 0): without
-        // autoRefresh:false it would schedule a "refresh" of the removal. Its type declares only the signal.
+        await renewal.stop();
+        // Unmapped explicitly (lifetime 0): the library's stop() drops its queue before it sends the unmap
+        // requests, so they never leave. unmap() passes its options on to map(): without autoRefresh:false
+        // it would schedule a "refresh" of the removal. Its type declares only the signal.
         const opts = { signal, autoRefresh: false } as { signal: AbortSignal };
         await nat.unmap(port, opts).catch(() => {});
         await nat.stop({ signal: AbortSignal.timeout(500) }).catch(() => {});
@@ -185,6 +224,26 @@ const pmpAttempt: Attempt = async (port, signal) => {
     throw e;
   }
 };
+
+/** Runs `renew` every `ms` until stop(), which also waits for a renewal in flight (so none starts after). */
+function renewEvery(ms: number, renew: () => Promise<void>): { stop(): Promise<void> } {
+  let stopped = false;
+  let running: Promise<void> = Promise.resolve();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const tick = () => {
+    running = renew().finally(() => {
+      if (!stopped) timer = setTimeout(tick, ms);
+    });
+  };
+  timer = setTimeout(tick, ms);
+  return {
+    stop: async () => {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
 
 /** What the library's IGD gateway holds but does not declare: the device that runs SOAP actions. */
 interface IgdDevice {
@@ -203,7 +262,7 @@ function deviceOf(g: Gateway): IgdDevice | null {
   return d && typeof d.run === "function" ? d as IgdDevice : null;
 }
 
-const upnpAttempt: Attempt = async (port, signal, log) => {
+const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
   // Refreshing is ours: the library's unmap() sends DeletePortMapping for the internal port with an empty
   // protocol (wrong when the router reserved another port, and refused by routers that check the
   // arguments), and its refresh timers are only cleared by that unmap() or stop(), which calls it.
@@ -227,24 +286,21 @@ const upnpAttempt: Attempt = async (port, signal, log) => {
     g.map(port, local, {
       protocol: "TCP",
       externalPort,
-      ttl: MAPPING_TTL_MS,
+      ttl: leaseMs,
       description: DESCRIPTION,
       autoRefresh: false,
       signal: s,
     });
   const m = await ask(port, signal);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const renew = async () => {
+  // AddAnyPortMapping again for the port we hold, to the same client: the router extends the lease.
+  const renewal = renewEvery(renewAfterMs(leaseMs), async () => {
     try {
-      // AddAnyPortMapping for the port we hold, to the same client: the router extends the lease.
       await ask(m.externalPort, AbortSignal.timeout(MAPPING_TIMEOUT_MS));
-      log(`UPnP-IGD mapping renewed`);
+      log("UPnP-IGD mapping renewed");
     } catch (e) {
       log(`UPnP-IGD renewal failed: ${messageOf(e)}`);
     }
-    timer = setTimeout(renew, MAPPING_TTL_MS - RENEW_MARGIN_MS);
-  };
-  timer = setTimeout(renew, MAPPING_TTL_MS - RENEW_MARGIN_MS);
+  });
   return {
     protocol: "upnp-igd",
     host: m.externalHost,
@@ -252,7 +308,7 @@ const upnpAttempt: Attempt = async (port, signal, log) => {
     local,
     router: `${g.host}:${g.port}`,
     stop: async (signal) => {
-      clearTimeout(timer);
+      await renewal.stop();
       const device = deviceOf(g);
       const args: [string, string | number][] = [
         ["NewRemoteHost", ""],
@@ -289,6 +345,7 @@ export function mapPort(
   const signal = AbortSignal.timeout(timeoutMs);
   const held: Mapped[] = [];
   const settled: Promise<void>[] = [];
+  const leaseMs = opts.leaseMs ?? mappingLeaseMs();
   const stopOne = (m: Mapped) => m.stop(AbortSignal.timeout(timeoutMs)).catch(() => {});
   return new Promise((resolve) => {
     let winner: Mapped | null = null;
@@ -297,7 +354,7 @@ export function mapPort(
     if (left === 0) return resolve(null);
     for (const p of protocols) {
       settled.push(
-        ATTEMPTS[p](port, signal, log).then((m) => {
+        ATTEMPTS[p](port, signal, log, leaseMs).then((m) => {
           if (!winner) {
             winner = m;
             held.push(m);

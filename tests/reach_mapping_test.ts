@@ -24,6 +24,8 @@ interface Case {
   /** The responder's tag of the winner's rules. */
   tag: string;
   pcpLifetime?: number;
+  /** The lease chat asks for (SECURECHAT_MAPPING_LEASE_S): short, so its renewal is seen. */
+  leaseS?: number;
   /** The router holds every port asked for for someone else and assigns another (from 20000). */
   portsTaken?: boolean;
   /** Also run a user with --no-port-mapping on the same LAN. */
@@ -31,13 +33,14 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { offers: "upnp", wins: /\(UPnP-IGD at /, tag: "upnp" },
+  // 10-second leases asked: renewed (5 s in) while chat runs.
+  { offers: "upnp", wins: /\(UPnP-IGD at /, tag: "upnp", leaseS: 10 },
   // The router reserves another public port than the one asked for: that one is published, renewed and
   // removed (the library's own unmap() would name the internal port).
   { offers: "upnp", wins: /\(UPnP-IGD at /, tag: "upnp", portsTaken: true },
   // A 4-second lease: chat must renew it (at 1/2 to 5/8 of it) while it runs.
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
-  { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp" },
+  { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", leaseS: 10 },
   // A router speaking all three: whichever answers first wins, the others share its rule (same port), and
   // quitting leaves no rule behind. A LAN neighbour with --no-port-mapping sends nothing at all.
   {
@@ -52,7 +55,7 @@ for (const c of CASES) {
   Deno.test({
     name:
       `port mapping (router offers ${c.offers}): peers dial the mapping directly (path mapped), quitting unmaps it${
-        c.pcpLifetime ? ", the short lease is renewed" : ""
+        c.pcpLifetime || c.leaseS ? ", the short lease is renewed" : ""
       }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
         c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
       }`,
@@ -115,7 +118,10 @@ async function mappingCase(c: Case): Promise<void> {
       procs.push(nomap);
       await nomap.waitEvent((e) => e.event === "ready", 60_000, "nomap ready");
     }
-    const m = spawnHeadless(join(root, "mapped"), { netns: lab.nsOf("mapped") });
+    const m = spawnHeadless(join(root, "mapped"), {
+      netns: lab.nsOf("mapped"),
+      env: c.leaseS ? { SECURECHAT_MAPPING_LEASE_S: String(c.leaseS) } : {},
+    });
     const o = spawnHeadless(join(root, "other"), { netns: lab.nsOf("other") });
     procs.push(m, o);
     const ready = await m.waitEvent((e) => e.event === "ready", 60_000, "mapped ready");
@@ -153,9 +159,21 @@ async function mappingCase(c: Case): Promise<void> {
     assert.equal(info.pathAddress, `${wan}:${ext}`);
 
     if (c.pcpLifetime) {
-      // Granted 4 s, asked again (same nonce, same port) about every 2 s while chat runs.
+      // Granted 4 s, asked again (same nonce, same port) 2 to 2.5 s later, and again, while chat runs.
       await until("a PCP renewal", () => said.includes(`RENEW pcp ${port}`), 15_000);
       await m.waitEvent((e) => e.event === "log" && String(e.text).startsWith("PCP mapping renewed"), 15_000);
+    }
+    if (c.leaseS) {
+      // The lease is asked in seconds (NAT-PMP's field is seconds on the wire), renewed halfway for the port held.
+      if (c.tag === "pmp") {
+        assert.match(
+          said,
+          new RegExp(`^ASK pmp ${mappedAt.replaceAll(".", "\\.")} lifetime=${c.leaseS}$`, "m"),
+        );
+      }
+      await until(`a ${c.tag} renewal`, () => said.includes(`RENEW ${c.tag} ${ext}`), 20_000);
+      const name = c.tag === "pmp" ? "NAT-PMP" : "UPnP-IGD";
+      await m.waitEvent((e) => e.event === "log" && e.text === `${name} mapping renewed`, 20_000);
     }
 
     assert.equal(await m.kill("SIGTERM"), 0);

@@ -10,7 +10,8 @@
  *   deno run --allow-net --allow-run portmap_responder.ts LAN WAN [--protocols=pmp,pcp,upnp] [--pcp-lifetime=S]
  *     [--ports-taken]   (every port asked for is held by another host: the router assigns one from 20000)
  * and prints `ready`, then one line per request and change, which the tests read:
- *   ASK <pmp|pcp|ssdp|soap> <from> [detail]    every request that arrives, answered or not
+ *   ASK <pmp|pcp|ssdp|http|soap> <from> [detail]  every request that arrives, answered or not (for a NAT-PMP
+ *                                                or PCP mapping, the detail is `lifetime=S` as asked)
  *   MAP <proto> <ext> -> <host>:<port>          a rule installed
  *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
  *   UNMAP <proto> <ext>                         a rule removed
@@ -194,7 +195,14 @@ if (protocols.has("pmp") || protocols.has("pcp")) {
     const b = Buffer.from(msg);
     if (b.length < 2) return;
     const version = b[0];
-    console.log(`ASK ${version === 0 ? "pmp" : version === 2 ? "pcp" : `v${version}`} ${from.address}`);
+    const lifetime = version === 0 && b.length >= 12 && b[1] !== 0
+      ? ` lifetime=${b.readUInt32BE(8)}`
+      : version === 2 && b.length >= 8
+      ? ` lifetime=${b.readUInt32BE(4)}`
+      : "";
+    console.log(
+      `ASK ${version === 0 ? "pmp" : version === 2 ? "pcp" : `v${version}`} ${from.address}${lifetime}`,
+    );
     let answer: Buffer | null = null;
     if (version === 0 && protocols.has("pmp")) answer = await natPmp(b, from);
     else if (version === 2 && protocols.has("pcp")) answer = await pcp(b, from);
