@@ -68,6 +68,10 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
   const protocol = o.protocol ?? IPPROTO_TCP;
   const nonce = crypto.getRandomValues(new Uint8Array(PCP_NONCE_LENGTH));
   let closed = false;
+  /** Set by stop(): no renewal is started or rescheduled from then on. */
+  let stopping = false;
+  /** Ends each request still waiting for its answer (so no retransmission timer outlives stop()). */
+  const inflight = new Set<() => void>();
   const close = () => {
     if (closed) return;
     closed = true;
@@ -109,6 +113,11 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
         clearTimeout(timer);
         sock.off("message", onMessage);
         signal?.removeEventListener("abort", onAbort);
+        inflight.delete(cancel);
+      };
+      const cancel = () => {
+        done();
+        reject(new PcpError("PCP_STOPPED", "the PCP mapping was stopped"));
       };
       const onAbort = () => {
         done();
@@ -150,6 +159,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
       };
       if (signal?.aborted) return onAbort();
       signal?.addEventListener("abort", onAbort, { once: true });
+      inflight.add(cancel);
       sock.on("message", onMessage);
       send();
     });
@@ -168,7 +178,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
     renewTimer = setTimeout(renew, Math.max(1000, ms));
   };
   const renew = async () => {
-    if (closed) return;
+    if (stopping) return;
     const left = expires - Date.now();
     try {
       // The same nonce and the assigned endpoint: the router extends the mapping it has (§11.2.1).
@@ -178,16 +188,18 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
         current.externalIp,
         AbortSignal.timeout(Math.max(2000, left / 2)),
       );
+      if (stopping) return;
       if (r.externalPort !== current.externalPort || r.externalIp !== current.externalIp) {
         o.log?.(`PCP mapping moved to ${r.externalIp}:${r.externalPort}`);
       }
       current = r;
       expires = Date.now() + r.lifetime * 1000;
       o.log?.(`PCP mapping renewed for ${r.lifetime} s`);
-      if (!closed) schedule(renewalDelayMs(r.lifetime));
+      schedule(renewalDelayMs(r.lifetime));
     } catch (e) {
+      if (stopping) return;
       o.log?.(`PCP renewal failed: ${e instanceof Error ? e.message : String(e)}`);
-      if (!closed) schedule(Math.max(0, expires - Date.now()) * RETRY_SHARE);
+      schedule(Math.max(0, expires - Date.now()) * RETRY_SHARE);
     }
   };
   schedule(renewalDelayMs(first.lifetime));
@@ -197,8 +209,10 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
     externalPort: first.externalPort,
     lifetime: first.lifetime,
     stop: async (signal) => {
+      if (stopping) return;
+      stopping = true;
       clearTimeout(renewTimer);
-      if (closed) return;
+      for (const cancel of [...inflight]) cancel();
       await ask(0, current.externalPort, current.externalIp, signal).catch(() => {});
       close();
     },

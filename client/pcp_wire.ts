@@ -52,7 +52,8 @@ export type PcpErrorCode =
   | "PCP_NOT_A_RESPONSE"
   | "PCP_UNSUPPORTED_VERSION"
   | "PCP_REFUSED"
-  | "PCP_TIMEOUT";
+  | "PCP_TIMEOUT"
+  | "PCP_STOPPED";
 
 export class PcpError extends CodedError<PcpErrorCode> {
   /** The router's result code when it answered with one. */

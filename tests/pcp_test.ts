@@ -249,6 +249,41 @@ Deno.test("PCP client: maps over UDP, renews with the same nonce within the leas
   }
 });
 
+Deno.test("PCP client: stop() during an unanswered renewal cancels it (no timer of it outlives stop()) and still sends the delete", async () => {
+  // The op sanitizer of this test fails it if a retransmission timer of the renewal is still pending at its end.
+  let mapped = false;
+  const router = await fakeRouter((q) => {
+    if (mapped) return null; // renewals and the delete go unanswered
+    mapped = true;
+    return mapAnswer(q.nonce, 0, 2, q.internalPort, 40002);
+  });
+  try {
+    const m = await pcpMap({
+      gateway: "127.0.0.1",
+      clientIp: "127.0.0.1",
+      internalPort: 10043,
+      lifetimeSeconds: 60,
+      serverPort: router.port,
+      signal: AbortSignal.timeout(5000),
+    });
+    // The first request, the renewal (after 1 to 1.25 s) and its first retransmission (0.5 s later).
+    while (router.seen.filter((q) => q.lifetime !== 0).length < 3) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await m.stop(AbortSignal.timeout(1000));
+    const del = router.seen.findIndex((q) => q.lifetime === 0);
+    assert.ok(del > 0, "the delete was sent");
+    const after = router.seen.slice(del).map((q) => q.lifetime);
+    assert.deepEqual(
+      after,
+      after.map(() => 0),
+      "after stop() only the delete (and its retransmissions) went out",
+    );
+  } finally {
+    router.close();
+  }
+});
+
 Deno.test("PCP client: a refusal, a NAT-PMP-only router and silence each end the attempt with their code", async () => {
   const cases: [string, (nonce: string) => Uint8Array | null, string, number | undefined][] = [
     ["refused", (n) => mapAnswer(n, 2, 0, 10042, 0), "PCP_REFUSED", 2],
