@@ -218,9 +218,9 @@ async function setUp(
     await dialer.waitEvent((e) => e.event === "ready", 60_000, `${p.from} ready`);
     if (p.path === "mapped") {
       await callee.waitEvent(
-        (e) => e.event === "log" && String(e.text).startsWith("port mapping: "),
+        (e) => e.event === "log" && String(e.text).startsWith("published the port mapping "),
         20_000,
-        "the mapping",
+        "the mapping published",
       );
     }
     const t0 = performance.now();

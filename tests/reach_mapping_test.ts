@@ -147,6 +147,12 @@ async function mappingCase(c: Case): Promise<void> {
     }
     assert.match(said, new RegExp(`MAP ${c.tag} ${ext} -> ${mappedAt.replaceAll(".", "\\.")}:${port}\\n`));
     assert.match(await rulesNow(), new RegExp(`dport ${ext} dnat`));
+    // Until the phonebook has the new publication, a dialer would get the candidates without the mapping.
+    await m.waitEvent(
+      (e) => e.event === "log" && e.text === `published the port mapping ${wan}:${ext} first`,
+      20_000,
+      "the publication",
+    );
 
     // The phonebook lists the mapping first; the other user's first try reaches it.
     await o.cmd({ cmd: "send", to: "mapped", text: "through your router's mapping", ref: 1 });
