@@ -7,7 +7,7 @@
  * - "lan": private IPv4 (RFC 1918), carrier-grade shared space (RFC 6598), unique-local IPv6 (fc00::/7);
  * - "ipv6": a global IPv6 address;
  * - "public": any other IPv4 address (a public one, or as the phonebook saw us);
- * - "mapped": a port the peer's router forwards to it (NAT-PMP);
+ * - "mapped": a port the peer's router forwards to it (PCP, NAT-PMP or UPnP-IGD);
  * - "punched": a direct connection made by hole punching (after a relayed start);
  * - "relayed": not an address of ours, a circuit through a relay.
  */

@@ -673,6 +673,8 @@ export function spawnHeadless(
     maxOpenFiles?: number;
     /** Run inside this network namespace (`ip netns exec`, which execs the program: the pid is ours). */
     netns?: string;
+    /** More environment for the program (test hooks). */
+    env?: Record<string, string>;
   } = {},
 ): HeadlessProc {
   const denoArgs = [
@@ -694,6 +696,7 @@ export function spawnHeadless(
     NO_COLOR: "1",
     RUST_BACKTRACE: "0",
     ...(opts.netns === undefined ? { SECURECHAT_NO_PORT_MAPPING: "1" } : {}),
+    ...opts.env,
   };
   let cmd = Deno.execPath();
   let args = denoArgs;
