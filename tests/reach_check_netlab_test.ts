@@ -16,7 +16,7 @@ import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
 import { enrollIn, startServe } from "./helpers/reach.ts";
 
-const RESPONDER = new URL("./helpers/natpmp_responder.ts", import.meta.url).pathname;
+const RESPONDER = new URL("./helpers/portmap_responder.ts", import.meta.url).pathname;
 /** On the public segment, where no host is: a candidate nobody answers at. */
 const DEAD = "198.18.0.77";
 const PUB_PORT = 4100;
