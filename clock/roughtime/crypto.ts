@@ -44,6 +44,27 @@ export function sha512Prefixed(prefix: number, a: Uint8Array, b?: Uint8Array): U
   return merkleHasher.digest("binary");
 }
 
+/** Writes the first `size` bytes of SHA-512(prefix || src[from, to)) to `out` at `at` (`out` may be `src`:
+ * the input is copied first). The server's Merkle tree hashes leaves and nodes straight into place. */
+export function sha512PrefixedInto(
+  prefix: number,
+  src: Uint8Array,
+  from: number,
+  to: number,
+  out: Uint8Array,
+  at: number,
+  size: number,
+): void {
+  const n = 1 + to - from;
+  if (scratch.length < n) scratch = new Uint8Array(Math.max(n, 2 * scratch.length));
+  scratch[0] = prefix;
+  scratch.set(src.subarray(from, to), 1);
+  merkleHasher.init();
+  merkleHasher.update(scratch.subarray(0, n));
+  const d = merkleHasher.digest("binary");
+  for (let i = 0; i < size; i++) out[at + i] = d[i];
+}
+
 export function randomBytes(n: number): Uint8Array {
   return new Uint8Array(nodeRandomBytes(n));
 }
