@@ -3,7 +3,7 @@
  * the batch's template with only NONC, PATH and INDX changed, its PATH and ROOT equal a Merkle tree built here
  * with node:crypto, and it verifies with our client, also after batches of other sizes reused the same
  * buffers; the in-place request scanner agrees with a parser written here from the spec on valid, mutated
- * and random datagrams; the WebAssembly SHA-512 equals node:crypto's.
+ * and random datagrams; the WebAssembly SHA-512, one message or two at once, equals node:crypto's.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -14,11 +14,17 @@ import {
   randomBytes,
   sha512Prefixed,
   sha512PrefixedInto,
+  sha512PrefixedPairInto,
 } from "../clock/roughtime/crypto.ts";
 import { RoughtimeError } from "../clock/roughtime/errors.ts";
 import { buildRequest, parseRequest } from "../clock/roughtime/request.ts";
 import { Responder } from "../clock/roughtime/responder.ts";
-import { SHA512_MAX_INPUT, sha512PrefixedWasm } from "../clock/roughtime/sha512_wasm.ts";
+import {
+  SHA512_MAX_INPUT,
+  SHA512_PAIR_MAX_INPUT,
+  sha512PrefixedPairWasm,
+  sha512PrefixedWasm,
+} from "../clock/roughtime/sha512_wasm.ts";
 import {
   decodeMessage,
   encodeMessage,
@@ -250,5 +256,46 @@ Deno.test("sha512 (WebAssembly): hashes in place (out = src), truncates to `size
   assert.deepEqual(
     sha512Prefixed(1, buf.subarray(0, 10), buf.subarray(10, 30)),
     sha512(new Uint8Array([1]), buf.subarray(0, 30)),
+  );
+});
+
+Deno.test("sha512 pair (WebAssembly SIMD): both digests equal node:crypto's, for inputs that pad alike and inputs that do not", () => {
+  const lengths = [
+    0,
+    1,
+    63,
+    64,
+    110,
+    111,
+    112,
+    127,
+    128,
+    239,
+    240,
+    1023,
+    1024,
+    1471,
+    SHA512_PAIR_MAX_INPUT - 1,
+  ];
+  for (const la of lengths) {
+    for (const lb of lengths) {
+      const a = randomBytes(la + 5);
+      const b = randomBytes(lb + 3);
+      const out = new Uint8Array(128);
+      sha512PrefixedPairWasm(9, a, 5, 5 + la, b, 3, 3 + lb, out, 0, 64, 64);
+      assert.deepEqual(out.subarray(0, 64), sha512(new Uint8Array([9]), a.subarray(5)), `a ${la} (b ${lb})`);
+      assert.deepEqual(out.subarray(64), sha512(new Uint8Array([9]), b.subarray(3)), `b ${lb} (a ${la})`);
+    }
+  }
+  // Through crypto.ts: over the pair limit it falls back to single hashes.
+  const big = randomBytes(SHA512_PAIR_MAX_INPUT + 10);
+  const small = randomBytes(100);
+  const out = new Uint8Array(64);
+  sha512PrefixedPairInto(0, big, 0, big.length, small, 0, 100, out, 0, 32, 32);
+  assert.deepEqual(out.subarray(0, 32), sha512(new Uint8Array([0]), big).subarray(0, 32));
+  assert.deepEqual(out.subarray(32), sha512(new Uint8Array([0]), small).subarray(0, 32));
+  assert.throws(
+    () => sha512PrefixedPairWasm(0, big, 0, big.length, small, 0, 100, out, 0, 32, 32),
+    RangeError,
   );
 });
