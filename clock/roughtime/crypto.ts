@@ -1,6 +1,7 @@
 /**
- * Ed25519 and SHA-512 through node:crypto (2-5x faster than WebCrypto here). KeyObjects are cached because
- * importing a key costs about as much as a verification.
+ * Ed25519 and SHA-512 through node:crypto (2-5x faster than WebCrypto here); the Merkle tree's SHA-512 in
+ * WebAssembly (sha512_wasm.ts). KeyObjects are cached because importing a key costs about as much as a
+ * verification.
  */
 import {
   createHash,
@@ -12,9 +13,14 @@ import {
   verify as nodeVerify,
 } from "node:crypto";
 import { Buffer } from "node:buffer";
-import { createSHA512 } from "hash-wasm";
 import { ED25519_PUBLIC_KEY_SIZE, ED25519_SEED_SIZE, SIGNATURE_SIZE } from "./constants.ts";
 import { fail } from "./errors.ts";
+import {
+  SHA512_MAX_INPUT,
+  SHA512_PAIR_MAX_INPUT,
+  sha512PrefixedPairWasm,
+  sha512PrefixedWasm,
+} from "./sha512_wasm.ts";
 import { concat } from "./wire.ts";
 
 export function sha512(...parts: Uint8Array[]): Uint8Array {
@@ -23,25 +29,62 @@ export function sha512(...parts: Uint8Array[]): Uint8Array {
   return new Uint8Array(h.digest());
 }
 
-/** The Merkle tree's hasher: SHA-512 in WebAssembly (hash-wasm). A busy server hashes about twice per
- * request (its leaf over the whole packet, and one node); a node:crypto hash is three calls into the runtime
- * and a native object for the collector, which measured here at 2-3 times the CPU of the WebAssembly one
- * for a 65-byte node and 1.2 times for a 1 KiB leaf. node:crypto stays for everything else. */
-const merkleHasher = await createSHA512();
+/** Scratch input for sha512Prefixed's two-part form. */
+let scratch = new Uint8Array(256);
 
-/** Scratch input for sha512Prefixed: reused so hashing a Merkle node or leaf allocates only its digest. */
-let scratch = new Uint8Array(2048);
-
-/** SHA-512(prefix || a || b): the Merkle tree's leaf (prefix 0x00) and node (0x01) hashes. */
+/** SHA-512(prefix || a || b): the Merkle tree's leaf (prefix 0x00) and node (0x01) hashes, as a client
+ * verifying a path computes them. */
 export function sha512Prefixed(prefix: number, a: Uint8Array, b?: Uint8Array): Uint8Array {
-  const n = 1 + a.length + (b ? b.length : 0);
+  const n = a.length + (b ? b.length : 0);
+  if (n + 1 > SHA512_MAX_INPUT) return sha512(new Uint8Array([prefix]), a, b ?? new Uint8Array(0));
+  const out = new Uint8Array(64);
+  if (!b) {
+    sha512PrefixedWasm(prefix, a, 0, a.length, out, 0, 64);
+    return out;
+  }
   if (scratch.length < n) scratch = new Uint8Array(Math.max(n, 2 * scratch.length));
-  scratch[0] = prefix;
-  scratch.set(a, 1);
-  if (b) scratch.set(b, 1 + a.length);
-  merkleHasher.init();
-  merkleHasher.update(scratch.subarray(0, n));
-  return merkleHasher.digest("binary");
+  scratch.set(a, 0);
+  scratch.set(b, a.length);
+  sha512PrefixedWasm(prefix, scratch, 0, n, out, 0, 64);
+  return out;
+}
+
+/** Writes the first `size` bytes of SHA-512(prefix || src[from, to)) to `out` at `at` (`out` may be `src`).
+ * The server's Merkle tree hashes leaves and nodes straight into place with it: one call into WebAssembly
+ * and no allocation per hash (sha512_wasm.ts says why not node:crypto or a library). */
+export function sha512PrefixedInto(
+  prefix: number,
+  src: Uint8Array,
+  from: number,
+  to: number,
+  out: Uint8Array,
+  at: number,
+  size: number,
+): void {
+  if (to - from + 1 <= SHA512_MAX_INPUT) return sha512PrefixedWasm(prefix, src, from, to, out, at, size);
+  out.set(sha512(new Uint8Array([prefix]), src.subarray(from, to)).subarray(0, size), at);
+}
+
+/** sha512PrefixedInto for two inputs at once (one SIMD pass when they pad alike): the leaves of a batch. */
+export function sha512PrefixedPairInto(
+  prefix: number,
+  a: Uint8Array,
+  fromA: number,
+  toA: number,
+  b: Uint8Array,
+  fromB: number,
+  toB: number,
+  out: Uint8Array,
+  atA: number,
+  atB: number,
+  size: number,
+): void {
+  if (toA - fromA + 1 > SHA512_PAIR_MAX_INPUT || toB - fromB + 1 > SHA512_PAIR_MAX_INPUT) {
+    sha512PrefixedInto(prefix, a, fromA, toA, out, atA, size);
+    sha512PrefixedInto(prefix, b, fromB, toB, out, atB, size);
+    return;
+  }
+  sha512PrefixedPairWasm(prefix, a, fromA, toA, b, fromB, toB, out, atA, atB, size);
 }
 
 export function randomBytes(n: number): Uint8Array {
