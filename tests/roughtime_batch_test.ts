@@ -4,7 +4,7 @@
  * the batch's template with only NONC, PATH and INDX changed, its PATH and ROOT equal a Merkle tree built here
  * with node:crypto, and it verifies with our client, also after batches of other sizes reused the same
  * buffers; the in-place request scanner agrees with a parser written here from the spec on valid, mutated
- * and random datagrams; the WebAssembly SHA-512, one message or two at once, equals node:crypto's.
+ * and random datagrams; the in-place SHA-512 helpers of the tree equal a plain SHA-512 of prefix || input.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -21,12 +21,6 @@ import { RoughtimeError } from "../clock/roughtime/errors.ts";
 import { buildRequest, parseRequest } from "../clock/roughtime/request.ts";
 import { Responder } from "../clock/roughtime/responder.ts";
 import { buildResponses } from "../clock/roughtime/response.ts";
-import {
-  SHA512_MAX_INPUT,
-  SHA512_PAIR_MAX_INPUT,
-  sha512PrefixedPairWasm,
-  sha512PrefixedWasm,
-} from "../clock/roughtime/sha512_wasm.ts";
 import {
   decodeMessage,
   encodeMessage,
@@ -224,85 +218,36 @@ Deno.test("request scanner: agrees with a parser written from the spec on valid,
   assert.ok(accepted > 1000 && refused > 1000, `accepted ${accepted}, refused ${refused}`);
 });
 
-Deno.test("sha512 (WebAssembly): equals node:crypto for every length up to 700 bytes, block edges and the largest input", () => {
-  const lengths = [
-    ...Array.from({ length: 701 }, (_, i) => i),
-    1023,
-    1024,
-    1471,
-    1472,
-    4095,
-    SHA512_MAX_INPUT - 1,
-  ];
+Deno.test("sha512 in place: equals SHA-512(prefix || input) for lengths across block edges, writes only [at, at + size)", () => {
+  const lengths = [...Array.from({ length: 260 }, (_, i) => i), 1023, 1024, 1471, 1472, 4095];
   for (const len of lengths) {
     const src = randomBytes(len + 8);
     const out = new Uint8Array(70);
-    sha512PrefixedWasm(len & 0xff, src, 3, 3 + len, out, 6, 64);
+    sha512PrefixedInto(len & 0xff, src, 3, 3 + len, out, 6, 32);
     const want = sha512(new Uint8Array([len & 0xff]), src.subarray(3, 3 + len));
-    assert.deepEqual(out.subarray(6, 70), want, `length ${len}`);
+    assert.deepEqual(out.subarray(6, 38), want.subarray(0, 32), `length ${len}`);
     assert.deepEqual(out.subarray(0, 6), new Uint8Array(6), "nothing written before `at`");
+    assert.deepEqual(out.subarray(38), new Uint8Array(32), "nothing written after `at + size`");
   }
 });
 
-Deno.test("sha512 (WebAssembly): hashes in place (out = src), truncates to `size`, refuses what does not fit; crypto.ts falls back to node:crypto beyond it", () => {
+Deno.test("sha512 in place: hashes in place (out = src), two-part form, a pair, and refuses ranges outside the buffers", () => {
   const buf = randomBytes(200);
   const want = sha512(new Uint8Array([1]), buf.subarray(0, 64)).subarray(0, 32);
   sha512PrefixedInto(1, buf, 0, 64, buf, 32, 32);
   assert.deepEqual(buf.subarray(32, 64), want);
-  assert.throws(
-    () => sha512PrefixedWasm(0, new Uint8Array(SHA512_MAX_INPUT), 0, SHA512_MAX_INPUT, buf, 0, 64),
-    RangeError,
-  );
-  const big = randomBytes(SHA512_MAX_INPUT + 100);
-  assert.deepEqual(sha512Prefixed(0, big), sha512(new Uint8Array([0]), big));
-  const out = new Uint8Array(32);
-  sha512PrefixedInto(0, big, 0, big.length, out, 0, 32);
-  assert.deepEqual(out, sha512(new Uint8Array([0]), big).subarray(0, 32));
+  assert.throws(() => sha512PrefixedInto(0, buf, 0, 201, buf, 0, 64), RangeError);
+  assert.throws(() => sha512PrefixedInto(0, buf, 0, 10, buf, 190, 64), RangeError);
   assert.deepEqual(
     sha512Prefixed(1, buf.subarray(0, 10), buf.subarray(10, 30)),
     sha512(new Uint8Array([1]), buf.subarray(0, 30)),
   );
-});
-
-Deno.test("sha512 pair (WebAssembly SIMD): both digests equal node:crypto's, for inputs that pad alike and inputs that do not", () => {
-  const lengths = [
-    0,
-    1,
-    63,
-    64,
-    110,
-    111,
-    112,
-    127,
-    128,
-    239,
-    240,
-    1023,
-    1024,
-    1471,
-    SHA512_PAIR_MAX_INPUT - 1,
-  ];
-  for (const la of lengths) {
-    for (const lb of lengths) {
-      const a = randomBytes(la + 5);
-      const b = randomBytes(lb + 3);
-      const out = new Uint8Array(128);
-      sha512PrefixedPairWasm(9, a, 5, 5 + la, b, 3, 3 + lb, out, 0, 64, 64);
-      assert.deepEqual(out.subarray(0, 64), sha512(new Uint8Array([9]), a.subarray(5)), `a ${la} (b ${lb})`);
-      assert.deepEqual(out.subarray(64), sha512(new Uint8Array([9]), b.subarray(3)), `b ${lb} (a ${la})`);
-    }
-  }
-  // Through crypto.ts: over the pair limit it falls back to single hashes.
-  const big = randomBytes(SHA512_PAIR_MAX_INPUT + 10);
-  const small = randomBytes(100);
+  const a = randomBytes(1030);
+  const b = randomBytes(100);
   const out = new Uint8Array(64);
-  sha512PrefixedPairInto(0, big, 0, big.length, small, 0, 100, out, 0, 32, 32);
-  assert.deepEqual(out.subarray(0, 32), sha512(new Uint8Array([0]), big).subarray(0, 32));
-  assert.deepEqual(out.subarray(32), sha512(new Uint8Array([0]), small).subarray(0, 32));
-  assert.throws(
-    () => sha512PrefixedPairWasm(0, big, 0, big.length, small, 0, 100, out, 0, 32, 32),
-    RangeError,
-  );
+  sha512PrefixedPairInto(0, a, 5, 1029, b, 3, 100, out, 0, 32, 32);
+  assert.deepEqual(out.subarray(0, 32), sha512(new Uint8Array([0]), a.subarray(5, 1029)).subarray(0, 32));
+  assert.deepEqual(out.subarray(32), sha512(new Uint8Array([0]), b.subarray(3)).subarray(0, 32));
 });
 
 Deno.test("batch path: cloudflare's Google-Roughtime batch of 1 is reproduced byte for byte; in its batches of 10 and 100 every PATH hash over real requests equals ours", () => {
