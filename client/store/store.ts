@@ -658,6 +658,17 @@ export class ChatStore {
     return this.contact(name)!;
   }
 
+  /** The contact's default lifetime (null: none), the contact added when new. Every send asks, so it reads
+   * that one column, not the whole row with its certificate. */
+  ensureContactTtl(name: string): number | null {
+    const r = this.#stmt("SELECT default_ttl_ms AS t FROM contacts WHERE name = ?").get(name) as
+      | Row
+      | undefined;
+    if (r) return num(r.t);
+    this.#stmt("INSERT OR IGNORE INTO contacts (name) VALUES (?)").run(name);
+    return null;
+  }
+
   /** Pins a key fingerprint (first use, or an accepted change): clears any pending change and the verified
    * mark when the key changed. */
   pin(name: string, fingerprint: string): void {
