@@ -13,14 +13,23 @@ import type { OutgoingMessage, ReadReceipt, StateChange, StoredMessage } from ".
 /** Outbox messages written to a connection per write (then one wait for drain): a flush after a reconnection
  * with thousands queued costs a few writes, not one per message. */
 export const FLUSH_BATCH = 256;
+/** Messages stored and not yet written kept in memory (see Outbox.#fresh); beyond it a flush reads them back. */
+export const FRESH_MAX = 16_384;
 
 /** What the outbox needs of the store (ChatStore satisfies it). */
 export interface OutboxStore {
-  queueOutgoing(m: OutgoingMessage): Promise<void>;
+  /** Resolves with the message's seq once it is on disk. */
+  queueOutgoing(m: OutgoingMessage): Promise<number>;
   queueState(change: StateChange): Promise<boolean>;
   queueReadReceipt(r: ReadReceipt): Promise<boolean>;
-  /** Unacknowledged messages, oldest first, leaving out ids in `skip` and those with seq <= `afterSeq`. */
-  outbox(peer?: string, skip?: { has(id: string): boolean }, afterSeq?: number): StoredMessage[];
+  /** Unacknowledged messages, oldest first, leaving out ids in `skip` and those with seq <= `afterSeq`; the
+   * ones `known` holds (by seq) are taken from it instead of being read. */
+  outbox(
+    peer?: string,
+    skip?: { has(id: string): boolean },
+    afterSeq?: number,
+    known?: { get(seq: number): StoredMessage | undefined },
+  ): StoredMessage[];
   outboxPeers(): string[];
   get(peer: string, id: string): StoredMessage | null;
   addPendingRead(peer: string, id: string, readAt: number): void;
@@ -64,6 +73,11 @@ export class Outbox {
    * have higher seqs, so a flush on the same session reads only those; a new session, or a closed one whose
    * messages went back to "failed", starts from the beginning again. */
   readonly #cursor = new Map<string, { sessionId: number; seq: number }>();
+  /** Our messages stored by `queue` and not written yet, by seq (and their seqs by id): a flush writes them
+   * from here instead of reading back rows it has just stored. The store still decides which messages wait
+   * (a deleted one is not written); the text of a stored message never changes, so a copy cannot be stale. */
+  readonly #fresh = new Map<number, StoredMessage>();
+  readonly #freshSeq = new Map<string, number>();
   #closed = false;
 
   constructor(deps: OutboxDeps) {
@@ -73,7 +87,11 @@ export class Outbox {
   /** Stores a new message of ours ("sending"; sends issued together share one commit) and starts delivering
    * it. Rejects with what the store throws (nothing is then stored). */
   async queue(m: OutgoingMessage): Promise<void> {
-    await this.#d.store.queueOutgoing(m);
+    const seq = await this.#d.store.queueOutgoing(m);
+    if (this.#fresh.size < FRESH_MAX) {
+      this.#fresh.set(seq, { ...m, direction: "out", readAt: null, seq });
+      this.#freshSeq.set(m.id, seq);
+    }
     this.#deliver(m.peer);
   }
 
@@ -190,6 +208,14 @@ export class Outbox {
   /** A message was deleted (expired): nothing more to wait for. */
   forget(id: string): void {
     this.#inflight.delete(id);
+    this.#unfresh(id);
+  }
+
+  #unfresh(id: string): void {
+    const seq = this.#freshSeq.get(id);
+    if (seq === undefined) return;
+    this.#freshSeq.delete(id);
+    this.#fresh.delete(seq);
   }
 
   close(): void {
@@ -233,7 +259,7 @@ export class Outbox {
       store.removePendingReads(peer, reads.map((r) => r.id));
     }
     const c = this.#cursor.get(peer);
-    const waiting = store.outbox(peer, this.#inflight, c?.sessionId === s.id ? c.seq : 0);
+    const waiting = store.outbox(peer, this.#inflight, c?.sessionId === s.id ? c.seq : 0, this.#fresh);
     if (waiting.length) {
       const seq = waiting[waiting.length - 1].seq;
       this.#cursor.set(peer, { sessionId: s.id, seq: Math.max(seq, c?.sessionId === s.id ? c.seq : 0) });
@@ -246,7 +272,10 @@ export class Outbox {
       if (s.state !== "open") return;
       // A message may have been written by a flush of a newer session meanwhile (its ack may be back).
       const batch = due.slice(i, i + FLUSH_BATCH).filter((m) => !this.#inflight.has(m.id));
-      for (const m of batch) this.#inflight.set(m.id, s.id);
+      for (const m of batch) {
+        this.#inflight.set(m.id, s.id);
+        this.#unfresh(m.id);
+      }
       const written = s.sendBatch(batch.map((m) => this.#frameOf(m)));
       for (const m of batch) {
         this.#queueState(

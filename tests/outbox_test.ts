@@ -212,3 +212,21 @@ Deno.test("outbox: later flushes on a session read only newer messages, yet noth
     await r.done();
   }
 });
+
+Deno.test("outbox: a flush writes what the store says waits; a message deleted after it was queued is not written", async () => {
+  const r = await rig();
+  try {
+    // Queued while offline: the outbox keeps copies of m1..m3 to write them without reading them back.
+    for (const id of ["m1", "m2", "m3"]) await r.outbox.queue(msg(id));
+    // m2 dies before a session opens (deleted as the sweeper does, without telling the outbox).
+    r.store.deleteMessages([{ peer: "bob", id: "m2" }]);
+    const s = r.open();
+    await r.outbox.flush("bob");
+    await settle();
+    assert.deepEqual(s.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m1", "m3"]);
+    const m3 = s.frames.find((f) => f.t === "msg" && f.id === "m3");
+    assert.deepEqual(m3, { t: "msg", id: "m3", from: "alice", to: "bob", text: "hello m3", sentAt: 5000 });
+  } finally {
+    await r.done();
+  }
+});

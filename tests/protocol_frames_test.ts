@@ -4,6 +4,7 @@ import { Buffer } from "node:buffer";
 import fc from "fast-check";
 import {
   encodeFrame,
+  encodeFrames,
   type Frame,
   frameBytes,
   FrameDecoder,
@@ -68,6 +69,22 @@ Deno.test("every frame type survives encode -> decode -> parse unchanged", () =>
     assert.deepEqual(parseFrame(out[0]), f);
     assert.equal(d.buffered, 0);
   }
+});
+
+Deno.test("encodeFrames gives the bytes of encodeFrame of each, concatenated, multi-byte text included", () => {
+  const frames: Frame[] = [...SAMPLES, {
+    t: "msg",
+    id: ID,
+    from: "alice",
+    to: "bob",
+    text: "é€😀 ok",
+    sentAt: 1,
+  }];
+  const each = new Uint8Array(frames.flatMap((f) => [...encodeFrame(f)]));
+  assert.deepEqual(encodeFrames(frames), each);
+  assert.deepEqual(encodeFrames([]), new Uint8Array(0));
+  const big: Frame = { t: "error", code: "X", message: "y".repeat(100) };
+  assert.equal(codeOf(() => encodeFrames([big], 50)), "FRAME_TOO_LARGE");
 });
 
 Deno.test("decoder: frames split at any byte boundaries come out whole and in order", () => {

@@ -288,6 +288,30 @@ Deno.test("store batch: outgoing messages and their state changes; a change neve
   });
 });
 
+Deno.test("store batch: queueOutgoing resolves with the seq; an outbox read takes the rows the caller holds from it", async () => {
+  await withStore(async (s) => {
+    const ids = [hex(1), hex(2), hex(3), hex(4)];
+    const seqs = await Promise.all(ids.map((id) => s.queueOutgoing(outgoing(id))));
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+    assert.equal(new Set(seqs).size, 4);
+    const stored = s.outbox("bob");
+    assert.deepEqual(stored.map((m) => m.seq), seqs);
+    // The caller holds copies of the 1st and 3rd; the 4th is deleted although the caller still holds it.
+    const held = new Map([stored[0], stored[2], stored[3]].map((m) => [m.seq, { ...m }]));
+    s.deleteMessages([{ peer: "bob", id: ids[3] }]);
+    const got = s.outbox("bob", new Set<string>(), 0, held);
+    assert.deepEqual(got.map((m) => m.id), ids.slice(0, 3), "in seq order, the deleted one left out");
+    assert.equal(got[0], held.get(seqs[0]), "a held copy is used as is");
+    assert.deepEqual(got[1], stored[1], "a missing one is read");
+    assert.deepEqual(s.outbox("bob", new Set([ids[0]]), seqs[0] - 1, held).map((m) => m.id), ids.slice(1, 3));
+    assert.deepEqual(
+      s.outbox("bob", undefined, seqs[1], held).map((m) => m.id),
+      [ids[2]],
+      "after the cursor",
+    );
+  });
+});
+
 Deno.test("store batch: an incoming message never takes a state change meant for ours", async () => {
   await withStore(async (s) => {
     await s.queueIncoming({ message: incoming(hex(4)) });

@@ -13,7 +13,14 @@ import type { VerifiedPeer } from "../../pki/mod.ts";
 import { FrameDecoder } from "../protocol/codec.ts";
 import { PROTOCOL_VERSION } from "../protocol/constants.ts";
 import { ProtocolError, type ProtocolErrorCode } from "../protocol/errors.ts";
-import { encodeFrame, type Frame, type HelloFrame, type HelloRole, parseFrame } from "../protocol/frames.ts";
+import {
+  encodeFrame,
+  encodeFrames,
+  type Frame,
+  type HelloFrame,
+  type HelloRole,
+  parseFrame,
+} from "../protocol/frames.ts";
 import { helloSignedData, signHello, verifyHelloSignature } from "../protocol/binding.ts";
 import type { SessionLimits } from "./limits.ts";
 import { SessionError } from "./errors.ts";
@@ -257,16 +264,7 @@ export class PeerSession {
     if (this.state !== "open") throw new SessionError("CLOSED", "session is not open");
     if (frames.length === 0) return;
     this.#grantReceipts(frames.reduce((n, f) => n + (f.t === "msg" ? 1 : 0), 0));
-    const parts = frames.map(encodeFrame);
-    let size = 0;
-    for (const p of parts) size += p.length;
-    const bytes = new Uint8Array(size);
-    let at = 0;
-    for (const p of parts) {
-      bytes.set(p, at);
-      at += p.length;
-    }
-    if (!this.#writeBytes(bytes)) await this.#drain();
+    if (!this.#writeBytes(encodeFrames(frames))) await this.#drain();
   }
 
   #write(f: Frame): boolean {

@@ -176,6 +176,9 @@ CREATE TABLE IF NOT EXISTS accepted (name TEXT PRIMARY KEY) WITHOUT ROWID;
 
 type Row = Record<string, unknown>;
 
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
 /** Up to this many outbox rows are read one by one (see outbox). */
 const OUTBOX_FEW = 16;
 
@@ -232,10 +235,12 @@ export class ChatStore {
   #closed = false;
   /** Prepared once per connection: the batch paths run the same few statements thousands of times. */
   readonly #stmts = new Map<string, StatementSync>();
+  /** Contacts' default lifetimes read by ensureContactTtl. */
+  readonly #contactTtl = new Map<string, number | null>();
   /** Shares one transaction (and one fsync) among the writes queued together. */
   readonly committer: GroupCommitter;
   readonly #incomingKind: BatchKind<IncomingItem, IncomingResult>;
-  readonly #outgoingKind: BatchKind<OutgoingMessage, void>;
+  readonly #outgoingKind: BatchKind<OutgoingMessage, number>;
   readonly #stateKind: BatchKind<StateChange, boolean>;
   readonly #readKind: BatchKind<ReadReceipt, boolean>;
 
@@ -354,7 +359,8 @@ export class ChatStore {
     }
   }
 
-  #insert(m: Omit<StoredMessage, "seq">): void {
+  /** Returns the row's seq. */
+  #insert(m: Omit<StoredMessage, "seq">): number {
     const seq = ++this.#seq;
     let iv: Uint8Array | null = null;
     let body: Uint8Array;
@@ -367,7 +373,7 @@ export class ChatStore {
       this.#stmt("INSERT INTO message_keys (peer, id, key) VALUES (?, ?, ?)").run(m.peer, m.id, key);
       key.fill(0);
     } else {
-      body = new TextEncoder().encode(m.text);
+      body = utf8Encoder.encode(m.text);
     }
     this.#stmt(
       `INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms,
@@ -390,6 +396,7 @@ export class ChatStore {
       seq,
       m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed") ? 1 : 0,
     );
+    return seq;
   }
 
   /** Stores a message we are sending (state "sending"). */
@@ -424,8 +431,8 @@ export class ChatStore {
     return this.committer.enqueue(this.#incomingKind, item);
   }
 
-  /** Queues one of our messages for the next group commit; resolves once it is on disk. */
-  queueOutgoing(m: OutgoingMessage): Promise<void> {
+  /** Queues one of our messages for the next group commit; resolves with its seq once it is on disk. */
+  queueOutgoing(m: OutgoingMessage): Promise<number> {
     return this.committer.enqueue(this.#outgoingKind, m);
   }
 
@@ -439,9 +446,8 @@ export class ChatStore {
     return this.committer.enqueue(this.#readKind, r);
   }
 
-  #applyOutgoing(ms: readonly OutgoingMessage[]): void[] {
-    for (const m of ms) this.#insert({ ...m, direction: "out", readAt: null });
-    return ms.map(() => undefined);
+  #applyOutgoing(ms: readonly OutgoingMessage[]): number[] {
+    return ms.map((m) => this.#insert({ ...m, direction: "out", readAt: null }));
   }
 
   #applyIncoming(items: readonly IncomingItem[]): IncomingResult[] {
@@ -513,7 +519,7 @@ export class ChatStore {
           `${peer}\n${id}`,
         );
       } else {
-        text = new TextDecoder().decode(r.body as Uint8Array);
+        text = utf8Decoder.decode(r.body as Uint8Array);
       }
     } catch {
       return null;
@@ -556,7 +562,13 @@ export class ChatStore {
   /** Outgoing messages not yet acknowledged, oldest first. Ids in `skip` (messages already written to a
    * connection) are left out before their text is decoded: a flush with thousands in flight reads only the
    * ones it will write. */
-  outbox(peer?: string, skip?: { has(id: string): boolean }, afterSeq = 0): StoredMessage[] {
+  outbox(
+    peer?: string,
+    skip?: { has(id: string): boolean },
+    afterSeq = 0,
+    known?: { get(seq: number): StoredMessage | undefined },
+  ): StoredMessage[] {
+    if (known && peer !== undefined) return this.#outboxKnown(peer, skip, afterSeq, known);
     // `afterSeq` (a cursor of the caller's: everything up to it was seen already) keeps a flush during a
     // long burst from rereading every message still waiting for its receipt. Bound, not spliced into the
     // SQL: each distinct text would be another prepared statement in the cache.
@@ -581,6 +593,40 @@ export class ChatStore {
     }
     const rows = this.#stmt(`SELECT * ${where}`).all(...args(afterSeq)) as Row[];
     return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
+  }
+
+  /** The outbox of `peer` when the caller holds most of its messages (those it stored and has not written
+   * yet): the store still says which messages wait (their seqs, from the outbox index alone, in one row),
+   * and only the rows the caller lacks are read. */
+  #outboxKnown(
+    peer: string,
+    skip: { has(id: string): boolean } | undefined,
+    afterSeq: number,
+    known: { get(seq: number): StoredMessage | undefined },
+  ): StoredMessage[] {
+    const r = this.#stmt(
+      "SELECT json_group_array(seq) AS s FROM (SELECT seq FROM messages WHERE unacked = 1 AND peer = ? AND " +
+        "seq > ? ORDER BY seq)",
+    ).get(peer, afterSeq) as Row;
+    const seqs = JSON.parse(String(r.s)) as number[];
+    const missing = seqs.filter((q) => known.get(q) === undefined);
+    const read = new Map<number, StoredMessage>();
+    if (missing.length) {
+      const rows = this.#stmt("SELECT * FROM messages WHERE seq IN (SELECT value FROM json_each(?))").all(
+        JSON.stringify(missing),
+      ) as Row[];
+      for (const row of rows) {
+        if (skip?.has(String(row.id))) continue;
+        const m = this.#rowToMessage(row);
+        if (m) read.set(m.seq, m);
+      }
+    }
+    const out: StoredMessage[] = [];
+    for (const q of seqs) {
+      const m = known.get(q) ?? read.get(q);
+      if (m && !skip?.has(m.id)) out.push(m);
+    }
+    return out;
   }
 
   /** The peers with unacknowledged outgoing messages. */
@@ -661,12 +707,17 @@ export class ChatStore {
   /** The contact's default lifetime (null: none), the contact added when new. Every send asks, so it reads
    * that one column, not the whole row with its certificate. */
   ensureContactTtl(name: string): number | null {
+    // Remembered per connection: only setDefaultTtl changes it (contacts are never deleted), and a statement
+    // outside a transaction costs microseconds of locking (the WAL's shared memory) even for one indexed row.
+    const cached = this.#contactTtl.get(name);
+    if (cached !== undefined) return cached;
     const r = this.#stmt("SELECT default_ttl_ms AS t FROM contacts WHERE name = ?").get(name) as
       | Row
       | undefined;
-    if (r) return num(r.t);
-    this.#stmt("INSERT OR IGNORE INTO contacts (name) VALUES (?)").run(name);
-    return null;
+    if (!r) this.#stmt("INSERT OR IGNORE INTO contacts (name) VALUES (?)").run(name);
+    const ttl = r ? num(r.t) : null;
+    this.#contactTtl.set(name, ttl);
+    return ttl;
   }
 
   /** Pins a key fingerprint (first use, or an accepted change): clears any pending change and the verified
@@ -707,6 +758,7 @@ export class ChatStore {
   setDefaultTtl(name: string, ttlMs: number | null): void {
     this.ensureContact(name);
     this.#db.prepare("UPDATE contacts SET default_ttl_ms = ? WHERE name = ?").run(ttlMs, name);
+    this.#contactTtl.set(name, ttlMs);
   }
 
   /** A read receipt to send when the peer is connected (kept across restarts). */
@@ -719,7 +771,7 @@ export class ChatStore {
   }
 
   pendingReads(peer?: string): { peer: string; id: string; readAt: number }[] {
-    const stmt = this.#db.prepare(
+    const stmt = this.#stmt(
       "SELECT peer, id, read_at FROM pending_reads" + (peer === undefined ? "" : " WHERE peer = ?"),
     );
     const rows = (peer === undefined ? stmt.all() : stmt.all(peer)) as Row[];
