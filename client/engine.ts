@@ -779,6 +779,9 @@ export class ChatEngine implements ChatEngineApi {
         return this.#inbox.receive(s, f);
       case "ack":
         return this.#outbox.onAck(peer, f.id);
+      case "acks":
+        for (const id of f.ids) this.#outbox.onAck(peer, id);
+        return;
       case "refuse":
         return this.#outbox.onRefused(peer, f.id, f.code);
       case "read":

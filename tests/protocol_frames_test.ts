@@ -8,7 +8,10 @@ import {
   type Frame,
   frameBytes,
   FrameDecoder,
+  type HelloFrame,
   helloSignedData,
+  MAX_ACK_IDS,
+  MAX_CAPS,
   MAX_FRAME_BYTES,
   MAX_TTL_MS,
   parseFrame,
@@ -53,6 +56,18 @@ const SAMPLES: Frame[] = [
     proof: { ...PROOF },
   },
   { t: "ack", id: ID },
+  { t: "acks", ids: [ID, "f".repeat(32)] },
+  {
+    t: "hello",
+    v: 1,
+    role: "listener",
+    from: "bob",
+    to: "alice",
+    fromFp: FP,
+    toFp: FP,
+    sig: "",
+    caps: ["acks"],
+  },
   { t: "read", id: ID, readAt: 5 },
   { t: "typing" },
   { t: "ping" },
@@ -165,7 +180,27 @@ Deno.test("parser refuses hostile bodies with the documented codes", () => {
       body({ t: "hello", v: 1, role: "boss", from: "a1", to: "b1", fromFp: FP, toFp: FP, sig: "" }),
       "BAD_FIELD",
     ],
+    [body({ t: "acks", ids: [] }), "BAD_FIELD"],
+    [body({ t: "acks", ids: ID }), "BAD_FIELD"],
+    [body({ t: "acks", ids: [ID, "../etc"] }), "BAD_FIELD"],
+    [body({ t: "acks", ids: [ID, 5] }), "BAD_FIELD"],
+    [body({ t: "acks", ids: new Array(MAX_ACK_IDS + 1).fill(ID) }), "BAD_FIELD"],
+    [body({ t: "acks" }), "BAD_FIELD"],
+    [body({ ...SAMPLES[0], caps: "acks" }), "BAD_FIELD"],
+    [body({ ...SAMPLES[0], caps: ["ACKS"] }), "BAD_FIELD"],
+    [body({ ...SAMPLES[0], caps: [{}] }), "BAD_FIELD"],
+    [body({ ...SAMPLES[0], caps: new Array(MAX_CAPS + 1).fill("x") }), "BAD_FIELD"],
   ];
+  // Unknown capabilities are kept (and ignored by the session): a newer peer may list more.
+  assert.deepEqual((parseFrame(body({ ...SAMPLES[0], caps: ["acks", "later-thing"] })) as HelloFrame).caps, [
+    "acks",
+    "later-thing",
+  ]);
+  assert.equal(
+    "caps" in parseFrame(body(SAMPLES[0])),
+    false,
+    "a hello without caps (an older peer) has none",
+  );
   for (const [b, code] of cases) assert.equal(codeOf(() => parseFrame(b)), code, new TextDecoder().decode(b));
   // NaN cannot travel in JSON at all: JSON.stringify turns it into null, which is refused above.
   assert.equal(JSON.stringify({ ttlMs: NaN }), '{"ttlMs":null}');

@@ -11,7 +11,7 @@ import type tls from "node:tls";
 import type { KeyObject } from "node:crypto";
 import type { VerifiedPeer } from "../../pki/mod.ts";
 import { FrameDecoder } from "../protocol/codec.ts";
-import { PROTOCOL_VERSION } from "../protocol/constants.ts";
+import { OUR_CAPS, PROTOCOL_VERSION } from "../protocol/constants.ts";
 import { ProtocolError, type ProtocolErrorCode } from "../protocol/errors.ts";
 import {
   encodeFrame,
@@ -69,6 +69,8 @@ export class PeerSession {
   everOpened = false;
   peer: VerifiedPeer | null = null;
   closeInfo: CloseInfo | null = null;
+  /** What the peer's hello listed in `caps` (empty for a peer of an older version). */
+  peerCaps: ReadonlySet<string> = new Set();
   readonly remoteAddress: string;
   /** How the connection runs (direct to which address, or through which relay); null when unknown. */
   path: SessionPath | null = null;
@@ -207,6 +209,7 @@ export class PeerSession {
       fromFp: binding.fromFp,
       toFp: binding.toFp,
       sig: signHello(this.#identity.privateKey, helloSignedData(binding)),
+      caps: [...OUR_CAPS],
     };
     this.#write(hello);
   }
@@ -361,13 +364,15 @@ export class PeerSession {
         this.fail(pe.code, pe.message);
         return;
       }
+      this.peerCaps = new Set(f.caps ?? []);
       if (this.role === "listener") this.#sendHello();
       this.#open();
       return;
     }
-    // A refusal answers one of our messages like an ack, and draws on the same bucket.
-    const rated = f.t === "refuse" ? "ack" : f.t;
-    if (isRated(rated) && !this.#rates.take(rated, performance.now())) {
+    // A refusal answers one of our messages like an ack, and draws on the same bucket; so does each receipt
+    // of an `acks` frame.
+    const rated = f.t === "refuse" || f.t === "acks" ? "ack" : f.t;
+    if (isRated(rated) && !this.#rates.take(rated, performance.now(), f.t === "acks" ? f.ids.length : 1)) {
       this.fail("RATE_LIMITED", `too many "${f.t}" frames`);
       return;
     }
