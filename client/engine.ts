@@ -249,8 +249,25 @@ function toChatMessage(m: Omit<StoredMessage, "seq">, maxUnreadMs: number): Chat
  * carries anyway, so the id tells the peer nothing more. 80 random bits keep ids of the same millisecond
  * apart. */
 function newMessageId(sentAtMs: number): string {
-  return Math.max(0, Math.min(sentAtMs, 0xffffffffffff)).toString(16).padStart(12, "0") +
-    crypto.randomBytes(10).toString("hex");
+  return Math.max(0, Math.min(sentAtMs, 0xffffffffffff)).toString(16).padStart(12, "0") + randomHex(10);
+}
+
+/** Random bytes for ids, drawn from the CSPRNG a pool at a time (one call per message was a visible share
+ * of a send); each byte is handed out once. */
+const idPool = new Uint8Array(4096);
+let idPoolAt = idPool.length;
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+function randomHex(bytes: number): string {
+  if (idPoolAt + bytes > idPool.length) {
+    crypto.getRandomValues(idPool);
+    idPoolAt = 0;
+  }
+  let out = "";
+  for (let i = 0; i < bytes; i++) out += HEX[idPool[idPoolAt + i]];
+  idPool.fill(0, idPoolAt, idPoolAt + bytes);
+  idPoolAt += bytes;
+  return out;
 }
 
 export class ChatEngine implements ChatEngineApi {
