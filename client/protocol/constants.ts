@@ -11,7 +11,7 @@ export const LENGTH_PREFIX_BYTES = 4;
 export const MAX_FRAME_BYTES = 64 * 1024;
 /** Largest message text, in UTF-8 bytes. */
 export const MAX_TEXT_BYTES = 16 * 1024;
-/** Message ids: 32 lowercase hex characters (128 random bits). */
+/** Message ids: 32 lowercase hex characters, the sender's choice (ours: send time, then 80 random bits). */
 export const MESSAGE_ID_PATTERN = /^[0-9a-f]{32}$/;
 /** Shortest and longest lifetime of a self-destructing message. */
 export const MIN_TTL_MS = 1_000;
