@@ -78,6 +78,7 @@ export class Outbox {
    * (a deleted one is not written); the text of a stored message never changes, so a copy cannot be stale. */
   readonly #fresh = new Map<number, StoredMessage>();
   readonly #freshSeq = new Map<string, number>();
+  readonly #deliverQueued = new Set<string>();
   #closed = false;
 
   constructor(deps: OutboxDeps) {
@@ -92,7 +93,19 @@ export class Outbox {
       this.#fresh.set(seq, { ...m, direction: "out", readAt: null, seq });
       this.#freshSeq.set(m.id, seq);
     }
-    this.#deliver(m.peer);
+    this.#deliverSoon(m.peer);
+  }
+
+  /** #deliver once the other sends of the same commit have had their turn: the commit settles them one
+   * microtask each, so a flush started at the first would find the rest stored but not yet in #fresh, and
+   * read them back. */
+  #deliverSoon(peer: string): void {
+    if (this.#deliverQueued.has(peer)) return;
+    this.#deliverQueued.add(peer);
+    queueMicrotask(() => {
+      this.#deliverQueued.delete(peer);
+      if (!this.#closed) this.#deliver(peer);
+    });
   }
 
   /** Owes `peer` a read receipt for message `id` (kept until written). */

@@ -228,7 +228,10 @@ export function parseFrame(body: Uint8Array): Frame {
     }
     case "msg": {
       const text = str(o, "text", undefined, MAX_TEXT_BYTES);
-      if (enc.encode(text).length > MAX_TEXT_BYTES) bad("text", "too long");
+      // A UTF-16 unit is at most 3 UTF-8 bytes: only a long text needs encoding to know its size.
+      if (text.length * 3 > MAX_TEXT_BYTES && enc.encode(text).length > MAX_TEXT_BYTES) {
+        bad("text", "too long");
+      }
       const f: MsgFrame = {
         t: "msg",
         id: str(o, "id", MESSAGE_ID_PATTERN),
