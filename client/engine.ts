@@ -793,7 +793,7 @@ export class ChatEngine implements ChatEngineApi {
     switch (f.t) {
       case "msg":
         // Checks, group commit and the receipt after it: client/inbox.ts.
-        return this.#inbox.receive(s, f);
+        return this.#inbox.take(s, f);
       case "ack":
         return this.#outbox.onAck(peer, f.id);
       case "acks":

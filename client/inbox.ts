@@ -127,6 +127,12 @@ export class Inbox {
    * frame is refused. Resolves at once while the session's waiting messages are under maxPending (and their
    * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
+    return this.take(s, f) ?? Promise.resolve();
+  }
+
+  /** receive() for the session's pump: nothing (no promise to allocate and await) when the session may go
+   * on reading at once, else the promise that resolves when it may. Throws like receive(). */
+  take(s: InboxSession, f: MsgFrame): Promise<void> | undefined {
     const item = this.#check(s, f);
     // After the checks (a refused frame costs no quota), before the store: over the quota nothing is stored.
     const quota = this.#deps.quota;
@@ -158,7 +164,7 @@ export class Inbox {
         });
       }
       this.#schedule(s, q);
-      return Promise.resolve();
+      return undefined;
     }
     const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
     q.entries.push(entry);
@@ -183,7 +189,7 @@ export class Inbox {
         this.#schedule(s, q);
       },
     );
-    if (!this.#full(q)) return Promise.resolve();
+    if (!this.#full(q)) return undefined;
     return new Promise<void>((resolve) => q.waiter = resolve);
   }
 
