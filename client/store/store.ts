@@ -13,7 +13,7 @@
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
 import { Buffer } from "node:buffer";
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import type { ChatMessage, DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
 import { newMessageKey, open, seal } from "./crypto.ts";
@@ -101,6 +101,29 @@ const STATE_CHANGE_SQL: Record<StateChange["state"], string> = {
   failed: "UPDATE messages SET state = 'failed' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
     "state = 'sent'",
 };
+
+/** Rows per multi-row INSERT, largest first: a batch of n rows takes a few statements of these sizes (one
+ * prepared statement each); 64 rows of 16 columns stay far below SQLite's limit on parameters. */
+const INSERT_CHUNKS = [64, 16, 4, 1];
+
+interface ChunkedSql {
+  /** Values per row. */
+  width: number;
+  /** The statement for INSERT_CHUNKS[i] rows. */
+  text: string[];
+}
+
+function chunked(head: string, width: number): ChunkedSql {
+  const row = `(${new Array(width).fill("?").join(",")})`;
+  return { width, text: INSERT_CHUNKS.map((n) => head + new Array(n).fill(row).join(",")) };
+}
+
+const MESSAGE_INSERT = chunked(
+  "INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms, " +
+    "ttl_mode, state, read_at, proof, seq, unacked) VALUES ",
+  16,
+);
+const KEY_INSERT = chunked("INSERT INTO message_keys (peer, id, key) VALUES ", 3);
 
 /** Messages in insertion order (seq is the rowid): new rows are appended and the state changes of recent
  * messages touch the same few pages, so a batch writes few pages to the WAL. (Version 1 was keyed on
@@ -359,44 +382,73 @@ export class ChatStore {
     }
   }
 
-  /** Returns the row's seq. */
-  #insert(m: Omit<StoredMessage, "seq">): number {
-    const seq = ++this.#seq;
-    let iv: Uint8Array | null = null;
-    let body: Uint8Array;
-    const encrypted = m.ttlMs !== null;
-    if (encrypted) {
-      const key = newMessageKey();
-      const s = seal(key, m.text, `${m.peer}\n${m.id}`);
-      iv = s.iv;
-      body = s.body;
-      this.#stmt("INSERT INTO message_keys (peer, id, key) VALUES (?, ?, ?)").run(m.peer, m.id, key);
-      key.fill(0);
-    } else {
-      body = utf8Encoder.encode(m.text);
+  /** Inserts messages (and the keys of the expiring ones) with multi-row INSERTs, and returns their seqs: a
+   * statement call costs about as much as the row it writes, so a batch pays it once per chunk of rows. */
+  #insertMany(ms: readonly Omit<StoredMessage, "seq">[]): number[] {
+    const rows: SQLInputValue[] = [];
+    const keys: SQLInputValue[] = [];
+    const secrets: Uint8Array[] = [];
+    const seqs: number[] = [];
+    try {
+      for (const m of ms) {
+        let iv: Uint8Array | null = null;
+        let body: Uint8Array;
+        const encrypted = m.ttlMs !== null;
+        if (encrypted) {
+          const key = newMessageKey();
+          secrets.push(key);
+          const s = seal(key, m.text, `${m.peer}\n${m.id}`);
+          iv = s.iv;
+          body = s.body;
+          keys.push(m.peer, m.id, key);
+        } else {
+          body = utf8Encoder.encode(m.text);
+        }
+        const seq = ++this.#seq;
+        seqs.push(seq);
+        rows.push(
+          m.peer,
+          m.id,
+          m.from,
+          m.direction,
+          encrypted ? 1 : 0,
+          iv,
+          body,
+          m.sentAt,
+          m.expiresAt,
+          m.ttlMs,
+          m.ttlMode,
+          m.state,
+          m.readAt,
+          m.proof ? JSON.stringify(m.proof) : null,
+          seq,
+          m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed")
+            ? 1
+            : 0,
+        );
+      }
+      this.#runChunked(KEY_INSERT, keys);
+      this.#runChunked(MESSAGE_INSERT, rows);
+    } finally {
+      // The keys are in the statement's bindings until the next run; our copies go now.
+      for (const k of secrets) k.fill(0);
     }
-    this.#stmt(
-      `INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms,
-        ttl_mode, state, read_at, proof, seq, unacked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-    ).run(
-      m.peer,
-      m.id,
-      m.from,
-      m.direction,
-      encrypted ? 1 : 0,
-      iv,
-      body,
-      m.sentAt,
-      m.expiresAt,
-      m.ttlMs,
-      m.ttlMode,
-      m.state,
-      m.readAt,
-      m.proof ? JSON.stringify(m.proof) : null,
-      seq,
-      m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed") ? 1 : 0,
-    );
-    return seq;
+    return seqs;
+  }
+
+  /** Runs a multi-row statement over `values` (rows of `sql.width` values each), in chunks of
+   * INSERT_CHUNKS rows. */
+  #runChunked(sql: ChunkedSql, values: SQLInputValue[]): void {
+    let at = 0;
+    let left = values.length / sql.width;
+    for (let c = 0; c < INSERT_CHUNKS.length; c++) {
+      const n = INSERT_CHUNKS[c];
+      while (left >= n) {
+        this.#stmt(sql.text[c]).run(...values.slice(at, at + n * sql.width));
+        at += n * sql.width;
+        left -= n;
+      }
+    }
   }
 
   /** Stores a message we are sending (state "sending"). */
@@ -447,17 +499,20 @@ export class ChatStore {
   }
 
   #applyOutgoing(ms: readonly OutgoingMessage[]): number[] {
-    return ms.map((m) => this.#insert({ ...m, direction: "out", readAt: null }));
+    return this.#insertMany(ms.map((m) => ({ ...m, direction: "out", readAt: null })));
   }
 
   #applyIncoming(items: readonly IncomingItem[]): IncomingResult[] {
     const remember = this.#stmt("INSERT OR IGNORE INTO received_ids (peer, id) VALUES (?, ?)");
-    return items.map(({ message: m, idOnly }) => {
+    const stored: Omit<StoredMessage, "seq">[] = [];
+    const results = items.map(({ message: m, idOnly }): IncomingResult => {
       // The id row is the dedup: it is in this transaction already when the same id comes twice in a batch.
       if (remember.run(m.peer, m.id).changes === 0) return "duplicate";
-      if (!idOnly) this.#insert({ ...m, direction: "in", readAt: null, state: "delivered" });
+      if (!idOnly) stored.push({ ...m, direction: "in", readAt: null, state: "delivered" });
       return "stored";
     });
+    this.#insertMany(stored);
+    return results;
   }
 
   #applyStates(changes: readonly StateChange[]): boolean[] {
