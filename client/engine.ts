@@ -416,6 +416,7 @@ export class ChatEngine implements ChatEngineApi {
       maxUnreadMs: maxUnread,
       emit,
       onDeadline: () => this.#sweeper.sweep(),
+      scheduler: this.#scheduler,
     });
     this.#sweeper = new ExpirySweeper({
       store,

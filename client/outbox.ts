@@ -9,12 +9,18 @@ import type { Frame, MsgFrame, ReadFrame } from "./protocol/frames.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import { boundedReadDeadline, effectiveDeadline } from "./expiry.ts";
 import type { OutgoingMessage, ReadReceipt, StateChange, StoredMessage } from "./store/store.ts";
+import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 /** Outbox messages written to a connection per write (then one wait for drain): a flush after a reconnection
  * with thousands queued costs a few writes, not one per message. */
 export const FLUSH_BATCH = 256;
 /** Messages stored and not yet written kept in memory (see Outbox.#fresh); beyond it a flush reads them back. */
 export const FRESH_MAX = 16_384;
+/** A message written to a connection is stored as "sent" only once it has waited this long for its ack: an
+ * ack that comes sooner takes it from "sending" to "delivered" in one write instead of two (the "sent" event
+ * goes out at the write either way). The stored state may lag like that because it is only informational: a
+ * message is resent until "delivered" whether it says sending, sent or failed. */
+export const SENT_STATE_DELAY_MS = 1000;
 
 /** What the outbox needs of the store (ChatStore satisfies it). */
 export interface OutboxStore {
@@ -60,6 +66,10 @@ export interface OutboxDeps {
   emit(e: EngineEvent): void;
   /** Called when a read receipt gave one of our messages a deadline (the sweeper re-arms). */
   onDeadline?(): void;
+  /** Default SENT_STATE_DELAY_MS. */
+  sentStateDelayMs?: number;
+  /** Default realScheduler. */
+  scheduler?: Scheduler;
 }
 
 export class Outbox {
@@ -78,11 +88,17 @@ export class Outbox {
    * (a deleted one is not written); the text of a stored message never changes, so a copy cannot be stale. */
   readonly #fresh = new Map<number, StoredMessage>();
   readonly #freshSeq = new Map<string, number>();
+  /** Messages written and not acknowledged whose "sent" is not stored yet: id -> peer and when written
+   * (the scheduler's now), oldest first. */
+  readonly #unsent = new Map<string, { peer: string; at: number }>();
+  #unsentTimer: Timer | null = null;
+  readonly #scheduler: Scheduler;
   readonly #deliverQueued = new Set<string>();
   #closed = false;
 
   constructor(deps: OutboxDeps) {
     this.#d = deps;
+    this.#scheduler = deps.scheduler ?? realScheduler;
   }
 
   /** Stores a new message of ours ("sending"; sends issued together share one commit) and starts delivering
@@ -153,6 +169,7 @@ export class Outbox {
   /** The peer acknowledged message `id` (it is stored on their side). It stays "in flight" until
    * "delivered" is committed, so no flush in between writes it again. */
   onAck(peer: string, id: string): void {
+    this.#unsent.delete(id);
     this.#queueState(
       { peer, id, state: "delivered" },
       () => this.#d.emit({ event: "delivered", id, to: peer }),
@@ -165,6 +182,7 @@ export class Outbox {
   onRefused(peer: string, id: string, code: string): void {
     if (this.#inflight.get(id) === undefined) return;
     this.#inflight.delete(id);
+    this.#unsent.delete(id);
     // The next flush on this session reads from the start again, so it is written once more.
     this.#cursor.delete(peer);
     this.#queueState(
@@ -210,7 +228,9 @@ export class Outbox {
     for (const [id, sid] of [...this.#inflight]) {
       if (sid !== sessionId) continue;
       this.#inflight.delete(id);
-      // Queued behind the "sent" of its write, so it applies after it (state changes only move forward).
+      this.#unsent.delete(id);
+      // "failed" applies from sending or sent; a "sent" already queued applies before it (state changes
+      // only move forward, and this one is queued after).
       this.#queueState(
         { peer, id, state: "failed" },
         () => this.#d.emit({ event: "failed", id, to: peer, reason }),
@@ -221,6 +241,7 @@ export class Outbox {
   /** A message was deleted (expired): nothing more to wait for. */
   forget(id: string): void {
     this.#inflight.delete(id);
+    this.#unsent.delete(id);
     this.#unfresh(id);
   }
 
@@ -233,6 +254,31 @@ export class Outbox {
 
   close(): void {
     this.#closed = true;
+    this.#unsentTimer?.cancel();
+    this.#unsentTimer = null;
+  }
+
+  /** Notes that `id` was written; its "sent" is stored if its ack has not come within the delay. */
+  #noteWritten(peer: string, id: string): void {
+    this.#unsent.set(id, { peer, at: this.#scheduler.now() });
+    if (!this.#unsentTimer && !this.#closed) this.#armUnsent(this.#d.sentStateDelayMs ?? SENT_STATE_DELAY_MS);
+  }
+
+  #armUnsent(ms: number): void {
+    this.#unsentTimer = this.#scheduler.after(Math.max(0, ms), () => {
+      this.#unsentTimer = null;
+      const delay = this.#d.sentStateDelayMs ?? SENT_STATE_DELAY_MS;
+      const now = this.#scheduler.now();
+      for (const [id, w] of this.#unsent) {
+        if (now - w.at < delay) {
+          // The rest were written later still.
+          if (!this.#closed) this.#armUnsent(delay - (now - w.at));
+          return;
+        }
+        this.#unsent.delete(id);
+        this.#queueState({ peer: w.peer, id, state: "sent" }, () => {});
+      }
+    });
   }
 
   #deliver(peer: string): void {
@@ -291,10 +337,8 @@ export class Outbox {
       }
       const written = s.sendBatch(batch.map((m) => this.#frameOf(m)));
       for (const m of batch) {
-        this.#queueState(
-          { peer, id: m.id, state: "sent" },
-          () => this.#d.emit({ event: "sent", id: m.id, to: peer }),
-        );
+        this.#noteWritten(peer, m.id);
+        this.#d.emit({ event: "sent", id: m.id, to: peer });
       }
       try {
         await written;

@@ -76,8 +76,9 @@ export type IncomingResult = "stored" | "duplicate";
 
 /** A delivery state change of one of our messages. Each applies only from the states that lead to it, so
  * changes that arrive late or twice never move a message backwards: "sent" from sending/failed (written to a
- * connection), "delivered" from anything but delivered/read (its ack), "failed" from sent (the connection
- * closed before the ack). */
+ * connection; the outbox stores it only for a message still waiting for its ack a moment later), "delivered"
+ * from anything but delivered/read (its ack), "failed" from sending/sent (the connection it was written to
+ * closed before the ack; the outbox asks it only for a message it wrote). */
 export interface StateChange {
   peer: string;
   id: string;
@@ -99,7 +100,7 @@ const STATE_CHANGE_SQL: Record<StateChange["state"], string> = {
   delivered: "UPDATE messages SET state = 'delivered', unacked = 0 WHERE id = ? AND peer = ? AND " +
     "direction = 'out' AND state NOT IN ('delivered','read')",
   failed: "UPDATE messages SET state = 'failed' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
-    "state = 'sent'",
+    "state IN ('sending','sent')",
 };
 
 /** Rows per multi-row INSERT, largest first: a batch of n rows takes a few statements of these sizes (one
