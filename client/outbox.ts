@@ -343,7 +343,10 @@ export class Outbox {
       try {
         await written;
       } catch {
-        for (const m of batch) this.#inflight.delete(m.id);
+        for (const m of batch) {
+          this.#inflight.delete(m.id);
+          this.#unsent.delete(m.id);
+        }
         return;
       }
     }
