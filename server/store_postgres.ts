@@ -238,9 +238,9 @@ export class PostgresDirectoryStore implements DirectoryStore {
       WHERE name = ${name}`;
   }
 
-  /** Enrollments arriving while a commit is under way are committed together, each inside its own
-   * savepoint (so one refused enrollment rolls back only itself): one WAL flush for the group instead of one
-   * each, as concurrent enrollments would otherwise queue behind each other's commits. */
+  /** Enrollments arriving while a commit is under way are committed together: one WAL flush for the group
+   * instead of one each, as concurrent enrollments would otherwise queue behind each other's commits. A
+   * refused enrollment (name taken, token used) changes nothing and does not fail the others. */
   enroll(issued: IssuedCert, nowMs: number, token: string | null): Promise<EnrollOutcome> {
     return new Promise((resolve, reject) => {
       this.#enrollQueue.push({ issued, nowMs, token, resolve, reject });
@@ -253,39 +253,81 @@ export class PostgresDirectoryStore implements DirectoryStore {
     try {
       while (this.#enrollQueue.length > 0) {
         const batch = this.#enrollQueue.splice(0, ENROLL_BATCH_MAX);
-        if (batch.length === 1) {
-          // Alone: no savepoint round trips.
-          const [p] = batch;
-          await this.#tx((t) => this.#enrollIn(t, p.issued, p.nowMs, p.token)).then(p.resolve, p.reject);
-          continue;
-        }
-        let outcomes: EnrollOutcome[] | null = null;
-        try {
-          outcomes = await this.#tx(async (t) => {
-            const out: EnrollOutcome[] = [];
-            for (const p of batch) {
-              try {
-                out.push(await t.savepoint((sp) => this.#enrollIn(sp, p.issued, p.nowMs, p.token)));
-              } catch (e) {
-                if (e instanceof Outcome) out.push(e.value as EnrollOutcome);
-                else throw e;
-              }
-            }
-            return out;
-          });
-        } catch {
-          // The group failed as a whole (an unexpected error in one of them, a lost connection): each runs
-          // again on its own, so one bad enrollment cannot fail the others.
-          for (const p of batch) {
-            this.#tx((t) => this.#enrollIn(t, p.issued, p.nowMs, p.token)).then(p.resolve, p.reject);
-          }
-          continue;
-        }
-        batch.forEach((p, i) => p.resolve(outcomes![i]));
+        // Open enrollments (no token) of the group go in one statement; those with a token each need their
+        // own savepoint (a used token must roll its user row back).
+        const open = batch.filter((p) => p.token === null);
+        const invited = batch.filter((p) => p.token !== null);
+        await Promise.all([this.#enrollOpen(open), this.#enrollInvited(invited)]);
       }
     } finally {
       this.#enrollRunning = false;
     }
+  }
+
+  /** Open enrollments in one statement (one round trip, one commit, for the whole group): every user row
+   * that does not exist yet is inserted, and the certificate rows of exactly those; a name already taken (by
+   * another node, or twice in the group) inserts nothing. The user rows that went in are told apart by
+   * serial (each request's certificate has its own). */
+  async #enrollOpen(batch: PendingEnroll[]): Promise<void> {
+    if (batch.length === 0) return;
+    const col = <K extends keyof IssuedCert>(k: K) => batch.map((p) => String(p.issued[k]));
+    let inserted: Set<string>;
+    try {
+      const rows = await this.#sql`WITH input AS (
+          SELECT * FROM unnest(${col("name")}::TEXT[], ${col("keyId")}::TEXT[], ${col("serial")}::TEXT[],
+            ${col("certPem")}::TEXT[], ${col("fingerprint")}::TEXT[], ${col("notAfter")}::BIGINT[],
+            ${batch.map((p) => String(p.nowMs))}::BIGINT[])
+            AS i (name, key_id, serial, cert_pem, fingerprint, not_after, created_at)
+        ), u AS (
+          INSERT INTO users (name, key_id, serial, cert_pem, fingerprint, not_after, created_at)
+          SELECT name, key_id, serial, cert_pem, fingerprint, not_after, created_at FROM input
+          ON CONFLICT (name) DO NOTHING RETURNING serial
+        ), c AS (
+          INSERT INTO certs (serial, name, fingerprint, cert_pem, issued_at, not_after)
+          SELECT i.serial, i.name, i.fingerprint, i.cert_pem, i.created_at, i.not_after
+          FROM input i JOIN u ON u.serial = i.serial
+          RETURNING serial
+        )
+        SELECT serial FROM c`;
+      inserted = new Set(rows.map((r) => String(r.serial)));
+    } catch {
+      // The group failed as a whole (a serial already used, a lost connection...): each runs again on its
+      // own, so one bad enrollment cannot fail the others.
+      await Promise.all(batch.map((p) => this.#enrollAlone(p)));
+      return;
+    }
+    for (const p of batch) p.resolve(inserted.has(p.issued.serial) ? "ok" : "name_taken");
+  }
+
+  #enrollAlone(p: PendingEnroll): Promise<void> {
+    return this.#tx((t) => this.#enrollIn(t, p.issued, p.nowMs, p.token)).then(p.resolve, p.reject);
+  }
+
+  /** Enrollments with a token, in one transaction, each inside its own savepoint. */
+  async #enrollInvited(batch: PendingEnroll[]): Promise<void> {
+    if (batch.length === 0) return;
+    // Alone: no savepoint round trips.
+    if (batch.length === 1) return await this.#enrollAlone(batch[0]);
+    let outcomes: EnrollOutcome[] | null = null;
+    try {
+      outcomes = await this.#tx(async (t) => {
+        const out: EnrollOutcome[] = [];
+        for (const p of batch) {
+          try {
+            out.push(await t.savepoint((sp) => this.#enrollIn(sp, p.issued, p.nowMs, p.token)));
+          } catch (e) {
+            if (e instanceof Outcome) out.push(e.value as EnrollOutcome);
+            else throw e;
+          }
+        }
+        return out;
+      });
+    } catch {
+      // As above: each on its own.
+      await Promise.all(batch.map((p) => this.#enrollAlone(p)));
+      return;
+    }
+    batch.forEach((p, i) => p.resolve(outcomes![i]));
   }
 
   /** One enrollment inside a transaction or savepoint; a refusal throws Outcome so that it rolls back. */
