@@ -58,6 +58,24 @@ interface PendingEnroll {
   reject(e: unknown): void;
 }
 
+interface PendingTake {
+  key: string;
+  cost: number;
+  nowMs: number;
+  spec: BucketSpec;
+  resolve(wait: number): void;
+  reject(e: unknown): void;
+}
+
+interface PendingRead {
+  name: string;
+  resolve(row: UserRow | null): void;
+  reject(e: unknown): void;
+}
+
+/** User reads answered by one query at most (a round of coalesced getUser calls). */
+const READ_BATCH_MAX = 256;
+
 /** Thrown inside a transaction to roll it back with a business outcome (nothing is changed). */
 class Outcome<T> {
   constructor(readonly value: T) {}
@@ -80,6 +98,12 @@ export class PostgresDirectoryStore implements DirectoryStore {
   /** Enrollments waiting for the next group commit, and whether one is running. */
   #enrollQueue: PendingEnroll[] = [];
   #enrollRunning = false;
+  /** Bucket takes waiting for the next round, and whether one is running (see takeBucket). */
+  #takeQueue: PendingTake[] = [];
+  #takeRunning = false;
+  /** User reads waiting for the next round, and whether one is running (see getUser). */
+  #readQueue: PendingRead[] = [];
+  #readRunning = false;
 
   private constructor(target: PostgresTarget, sql: Sql) {
     this.location = target.redacted;
@@ -198,9 +222,40 @@ export class PostgresDirectoryStore implements DirectoryStore {
     await this.#sql.end({ timeout: 5 });
   }
 
-  async getUser(name: string): Promise<UserRow | null> {
-    const rows = await this.#sql`SELECT * FROM users WHERE name = ${name}`;
-    return rows.length ? toUserRow(rows[0]) : null;
+  /** Reads arriving while others are under way are answered by one query for all their names: a busy node
+   * (look-ups, authentication, the enrollment pre-check) then pays one round trip per round instead of one
+   * per request, and an idle one answers at once as before. Each read still sees a committed state at least
+   * as new as when it was asked. */
+  getUser(name: string): Promise<UserRow | null> {
+    return new Promise((resolve, reject) => {
+      this.#readQueue.push({ name, resolve, reject });
+      if (!this.#readRunning) this.#drainReads();
+    });
+  }
+
+  async #drainReads(): Promise<void> {
+    this.#readRunning = true;
+    try {
+      while (this.#readQueue.length > 0) {
+        const batch = this.#readQueue.splice(0, READ_BATCH_MAX);
+        try {
+          const rows = batch.length === 1
+            ? await this.#sql`SELECT * FROM users WHERE name = ${batch[0].name}`
+            : await this.#sql`SELECT * FROM users WHERE name = ANY(${[
+              ...new Set(batch.map((r) => r.name)),
+            ]}::TEXT[])`;
+          const byName = new Map(rows.map((r) => [String(r.name), r]));
+          for (const r of batch) {
+            const row = byName.get(r.name);
+            r.resolve(row ? toUserRow(row) : null);
+          }
+        } catch (e) {
+          for (const r of batch) r.reject(e);
+        }
+      }
+    } finally {
+      this.#readRunning = false;
+    }
   }
 
   async listUsers(prefix: string, after: string | null, limit: number): Promise<UserRow[]> {
@@ -473,8 +528,57 @@ export class PostgresDirectoryStore implements DirectoryStore {
 
   /** One statement, so one round trip and one commit: the upsert's row lock serializes concurrent takes,
    * and `granted` records whether this take was paid (the same arithmetic as rate_limit.ts). */
-  async takeBucket(key: string, costIn: number, nowMs: number, spec: BucketSpec): Promise<number> {
-    const cost = Math.min(costIn, spec.burst);
+  /** Takes arriving while others are under way are answered together: the takes of one key (same cost and
+   * bucket) first try as one take of their summed cost, which, when it is granted, is exactly what taking them
+   * one after another would have done (each would have found enough). When it is refused, nothing was
+   * taken, and they are taken one by one as before. So a busy source costs one statement per group, and the
+   * arithmetic and its exactness across nodes stay those of takeOne. */
+  takeBucket(key: string, costIn: number, nowMs: number, spec: BucketSpec): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#takeQueue.push({ key, cost: Math.min(costIn, spec.burst), nowMs, spec, resolve, reject });
+      if (!this.#takeRunning) this.#drainTakes();
+    });
+  }
+
+  async #drainTakes(): Promise<void> {
+    this.#takeRunning = true;
+    try {
+      while (this.#takeQueue.length > 0) {
+        const groups = new Map<string, PendingTake[]>();
+        for (const t of this.#takeQueue.splice(0)) {
+          const g = JSON.stringify([t.key, t.cost, t.spec.perSecond, t.spec.burst]);
+          groups.set(g, [...(groups.get(g) ?? []), t]);
+        }
+        await Promise.all([...groups.values()].map((g) => this.#takeGroup(g)));
+      }
+    } finally {
+      this.#takeRunning = false;
+    }
+  }
+
+  async #takeGroup(group: PendingTake[]): Promise<void> {
+    const [first] = group;
+    const total = first.cost * group.length;
+    if (group.length > 1 && total <= first.spec.burst) {
+      // The earliest time of the group: refill counted up to it only, so the sum is never granted where one
+      // of them, taken at its own time, would not have been.
+      const nowMs = Math.min(...group.map((t) => t.nowMs));
+      try {
+        if (await this.#takeOne(first.key, total, nowMs, first.spec, group.length) === 0) {
+          for (const t of group) t.resolve(0);
+          return;
+        }
+      } catch {
+        // Taken one by one below, each with its own error if any.
+      }
+    }
+    for (const t of group) {
+      await this.#takeOne(t.key, t.cost, t.nowMs, t.spec, 1).then(t.resolve, t.reject);
+    }
+  }
+
+  /** One take of `cost` (at most the burst) from the shared bucket: 0 when granted, else seconds to wait. */
+  async #takeOne(key: string, cost: number, nowMs: number, spec: BucketSpec, takes: number): Promise<number> {
     const [r] = await this.#sql`INSERT INTO rate_buckets AS b (key, tokens, last_ms, granted)
       VALUES (${key}, ${spec.burst - cost}, ${nowMs}, TRUE)
       ON CONFLICT (key) DO UPDATE SET
@@ -487,7 +591,9 @@ export class PostgresDirectoryStore implements DirectoryStore {
             THEN ${cost} ELSE 0 END,
         last_ms = ${nowMs}
       RETURNING granted, tokens`;
-    if (++this.#bucketTakes % BUCKET_SWEEP_EVERY === 0) {
+    const swept = Math.floor(this.#bucketTakes / BUCKET_SWEEP_EVERY);
+    this.#bucketTakes += takes;
+    if (Math.floor(this.#bucketTakes / BUCKET_SWEEP_EVERY) !== swept) {
       await this.#sql`DELETE FROM rate_buckets WHERE last_ms < ${nowMs - 86400_000}`;
     }
     if (r.granted === true) return 0;
