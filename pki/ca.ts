@@ -151,8 +151,10 @@ export async function issueUserCertificateDer(
     throw new RangeError(`validityDays must be an integer 1-${MAX_USER_CERT_VALIDITY_DAYS}`);
   }
   const serial = opts.serial ?? randomSerial();
-  if (!/^([0-9a-f]{2}){1,20}$/.test(serial) || /^(00)+$/.test(serial)) {
-    throw new RangeError("serial must be 1-20 octets of lowercase hex, not zero");
+  // RFC 5280 4.1.2.2: positive, at most 20 octets as encoded (a set top bit costs a 00 octet).
+  const octets = serial.length / 2 + (/^[89a-f]/.test(serial) ? 1 : 0);
+  if (!/^([0-9a-f]{2})+$/.test(serial) || /^(00)+$/.test(serial) || octets > 20) {
+    throw new RangeError("serial must be lowercase hex octets, not zero, at most 20 octets as encoded");
   }
   const now = opts.nowMs ?? Date.now();
   return await issueFromTemplate(

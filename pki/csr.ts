@@ -9,7 +9,7 @@ import { type KeyAlgorithm, type KeyPair, signingAlgorithm } from "./keys.ts";
 import { pemBlocks } from "./encoding.ts";
 import type { Buffer } from "node:buffer";
 import { createPublicKey, verify as nodeVerify } from "node:crypto";
-import { isIssuableKey } from "./profile.ts";
+import { issuableKeyAlgorithm } from "./profile.ts";
 import {
   bytesEqual,
   checkWellFormed,
@@ -76,8 +76,8 @@ const IMPORT_PARAMS: Record<KeyAlgorithm, EcKeyImportParams | Algorithm> = {
  * with node:crypto over the CertificationRequestInfo octets as they arrived. The general parser of
  * @peculiar/x509 costs half a signature check per CSR. Returns null, never an error, for anything that is not
  * a plainly good CSR for `expectedName` (odd encodings, other algorithms, a bad signature, the wrong name):
- * the library path then gives the verdict and its error, so the fast path can only accept what the library
- * path accepts too, never refuse what it would take. */
+ * the library path then gives the verdict and its error. So the fast path refuses nothing itself, and accepts
+ * only what the library path accepts too (tests/pki_csr_fast_test.ts). */
 export async function checkCommonCsr(der: Uint8Array, expectedName: string): Promise<CheckedCsr | null> {
   let cri: Uint8Array;
   let spki: Uint8Array;
@@ -108,8 +108,9 @@ export async function checkCommonCsr(der: Uint8Array, expectedName: string): Pro
       }
     }
     spki = info[2].whole;
-    if (!isIssuableKey(spki)) return null;
-    algorithm = spki.length === 91 ? "p256" : "ed25519";
+    const kind = issuableKeyAlgorithm(spki);
+    if (kind === null) return null;
+    algorithm = kind;
     if (!bytesEqual(top[1].whole, SIGNATURE_ALGORITHM_DER[algorithm])) return null;
     if (top[2].value.length < 1 || top[2].value[0] !== 0) return null;
     cri = top[0].whole;

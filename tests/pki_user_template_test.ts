@@ -114,15 +114,20 @@ Deno.test("user template: GeneralizedTime past 2049 and the CA's end clamp match
   assert.equal(clipped.notAfterMs, shortCa.cert.notAfter.getTime());
 });
 
-Deno.test("user template: a key that is not a SubjectPublicKeyInfo is refused, nothing signed", async () => {
+Deno.test("user template: a key that is not a SubjectPublicKeyInfo or a bad serial is refused", async () => {
   const ca = await makeCa("p256");
   for (const bad of [new Uint8Array(0), new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x00]), new Uint8Array(91)]) {
     await assert.rejects(issueUserCertificateDer(ca, "alice", bad), TypeError);
   }
-  await assert.rejects(
-    issueUserCertificateDer(ca, "alice", new Uint8Array(91), { serial: "00" }),
-    RangeError,
-  );
+  const keys = await generateKeyPair("p256");
+  const spki = (await checkCsr(await createCsr("alice", keys), "alice")).spki;
+  // Zero, not hex, or 21 octets as encoded (20 with the top bit set need a 00 before them) are refused;
+  // 20 octets with the top bit clear are taken.
+  for (const serial of ["00", "0000", "xyz0", "8" + "0".repeat(39), "ab".repeat(21)]) {
+    await assert.rejects(issueUserCertificateDer(ca, "alice", spki, { serial }), RangeError, serial);
+  }
+  const longest = await issueUserCertificateDer(ca, "alice", spki, { serial: "7f" + "ff".repeat(19) });
+  assert.equal(new x509.X509Certificate(longest.der).serialNumber, "7f" + "ff".repeat(19));
 });
 
 Deno.test("user template: openssl reads the certificate and verifies it against the CA", async () => {
