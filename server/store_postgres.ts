@@ -526,8 +526,6 @@ export class PostgresDirectoryStore implements DirectoryStore {
     return "valid";
   }
 
-  /** One statement, so one round trip and one commit: the upsert's row lock serializes concurrent takes,
-   * and `granted` records whether this take was paid (the same arithmetic as rate_limit.ts). */
   /** Takes arriving while others are under way are answered together: the takes of one key (same cost and
    * bucket) first try as one take of their summed cost, which, when it is granted, is exactly what taking them
    * one after another would have done (each would have found enough). When it is refused, nothing was
@@ -547,7 +545,9 @@ export class PostgresDirectoryStore implements DirectoryStore {
         const groups = new Map<string, PendingTake[]>();
         for (const t of this.#takeQueue.splice(0)) {
           const g = JSON.stringify([t.key, t.cost, t.spec.perSecond, t.spec.burst]);
-          groups.set(g, [...(groups.get(g) ?? []), t]);
+          const list = groups.get(g);
+          if (list) list.push(t);
+          else groups.set(g, [t]);
         }
         await Promise.all([...groups.values()].map((g) => this.#takeGroup(g)));
       }
@@ -561,8 +561,9 @@ export class PostgresDirectoryStore implements DirectoryStore {
     const total = first.cost * group.length;
     if (group.length > 1 && total <= first.spec.burst) {
       // The earliest time of the group: refill counted up to it only, so the sum is never granted where one
-      // of them, taken at its own time, would not have been.
-      const nowMs = Math.min(...group.map((t) => t.nowMs));
+      // of them, taken at its own time, would not have been. (Like any take that reaches the database after
+      // a later one, it sets the bucket's time back by those milliseconds, as the one-by-one takes could.)
+      const nowMs = group.reduce((m, t) => Math.min(m, t.nowMs), Infinity);
       try {
         if (await this.#takeOne(first.key, total, nowMs, first.spec, group.length) === 0) {
           for (const t of group) t.resolve(0);
@@ -577,7 +578,10 @@ export class PostgresDirectoryStore implements DirectoryStore {
     }
   }
 
-  /** One take of `cost` (at most the burst) from the shared bucket: 0 when granted, else seconds to wait. */
+  /** One take of `cost` (at most the burst) from the shared bucket: 0 when granted, else seconds to wait.
+   * One statement, so one round trip and one commit: the upsert's row lock serializes concurrent takes, and
+   * `granted` records whether this take was paid (the same arithmetic as rate_limit.ts). `takes` is how many
+   * requests it stands for (the periodic sweep counts requests). */
   async #takeOne(key: string, cost: number, nowMs: number, spec: BucketSpec, takes: number): Promise<number> {
     const [r] = await this.#sql`INSERT INTO rate_buckets AS b (key, tokens, last_ms, granted)
       VALUES (${key}, ${spec.burst - cost}, ${nowMs}, TRUE)
