@@ -250,7 +250,18 @@ export class PostgresDirectoryStore implements DirectoryStore {
             r.resolve(row ? toUserRow(row) : null);
           }
         } catch (e) {
-          for (const r of batch) r.reject(e);
+          if (batch.length === 1) {
+            batch[0].reject(e);
+            continue;
+          }
+          // The round failed as a whole (a lost connection...): each read again on its own, so a failure
+          // reaches only the reads it really hits, as before the rounds.
+          await Promise.all(batch.map((r) =>
+            this.#sql`SELECT * FROM users WHERE name = ${r.name}`.then(
+              (rows) => r.resolve(rows.length ? toUserRow(rows[0]) : null),
+              r.reject,
+            )
+          ));
         }
       }
     } finally {
