@@ -60,7 +60,12 @@ export class SqliteDirectoryStore implements DirectoryStore {
     prepareFile(path);
     this.db = new DatabaseSync(path);
     this.db.exec("PRAGMA journal_mode=WAL");
-    this.db.exec("PRAGMA synchronous=NORMAL");
+    // FULL: what the phonebook acknowledges (an enrollment, a renewal, a revocation, a used invitation, a CRL
+    // Number) survives a power loss; under NORMAL the last commits before one may vanish, and the CA would
+    // then forget a certificate it issued, or a revocation it announced. Soft state (presence, reachability,
+    // rate buckets) is written under NORMAL (#soft): losing the last second of it is harmless, and the next
+    // FULL commit syncs the log with it anyway.
+    this.db.exec("PRAGMA synchronous=FULL");
     this.db.exec("PRAGMA busy_timeout=5000");
     this.db.exec("PRAGMA foreign_keys=ON");
     try {
@@ -107,6 +112,16 @@ export class SqliteDirectoryStore implements DirectoryStore {
     } catch (e) {
       this.db.exec("ROLLBACK");
       throw e;
+    }
+  }
+
+  /** Runs `fn` (synchronous) with commits that need not reach the disk before they return. */
+  #soft<T>(fn: () => T): T {
+    this.db.exec("PRAGMA synchronous=NORMAL");
+    try {
+      return fn();
+    } finally {
+      this.db.exec("PRAGMA synchronous=FULL");
     }
   }
 
@@ -241,31 +256,37 @@ export class SqliteDirectoryStore implements DirectoryStore {
   ): Promise<void> {
     const r = reachColumns(reach);
     // SET expressions read the row as it was, so the result survives only a publication of the same key.
-    this.#q(
-      `UPDATE users SET addr_host = ?, addr_port = ?, addr_expires = ?,
-         reach_ok = CASE WHEN reach_key IS ? THEN reach_ok ELSE NULL END,
-         reach_checked_at = CASE WHEN reach_key IS ? THEN reach_checked_at ELSE NULL END,
-         reach = ?, reach_key = ?
-       WHERE name = ?`,
-    ).run(host, port, expiresMs, r.key, r.key, r.json, r.key, name);
+    this.#soft(() =>
+      this.#q(
+        `UPDATE users SET addr_host = ?, addr_port = ?, addr_expires = ?,
+           reach_ok = CASE WHEN reach_key IS ? THEN reach_ok ELSE NULL END,
+           reach_checked_at = CASE WHEN reach_key IS ? THEN reach_checked_at ELSE NULL END,
+           reach = ?, reach_key = ?
+         WHERE name = ?`,
+      ).run(host, port, expiresMs, r.key, r.key, r.json, r.key, name)
+    );
     return Promise.resolve();
   }
 
   clearPresence(name: string, reach?: PublishedReach): Promise<void> {
     const r = reachColumns(reach);
-    this.#q(
-      `UPDATE users SET addr_host = NULL, addr_port = NULL, addr_expires = NULL,
-         reach_ok = CASE WHEN reach_key IS ? THEN reach_ok ELSE NULL END,
-         reach_checked_at = CASE WHEN reach_key IS ? THEN reach_checked_at ELSE NULL END,
-         reach = ?, reach_key = ?
-       WHERE name = ?`,
-    ).run(r.key, r.key, r.json, r.key, name);
+    this.#soft(() =>
+      this.#q(
+        `UPDATE users SET addr_host = NULL, addr_port = NULL, addr_expires = NULL,
+           reach_ok = CASE WHEN reach_key IS ? THEN reach_ok ELSE NULL END,
+           reach_checked_at = CASE WHEN reach_key IS ? THEN reach_checked_at ELSE NULL END,
+           reach = ?, reach_key = ?
+         WHERE name = ?`,
+      ).run(r.key, r.key, r.json, r.key, name)
+    );
     return Promise.resolve();
   }
 
   setReachResult(name: string, key: string, reachable: Address[], checkedAt: number): Promise<boolean> {
-    const r = this.#q("UPDATE users SET reach_ok = ?, reach_checked_at = ? WHERE name = ? AND reach_key = ?")
-      .run(JSON.stringify(reachable), checkedAt, name, key);
+    const r = this.#soft(() =>
+      this.#q("UPDATE users SET reach_ok = ?, reach_checked_at = ? WHERE name = ? AND reach_key = ?")
+        .run(JSON.stringify(reachable), checkedAt, name, key)
+    );
     return Promise.resolve(Number(r.changes) > 0);
   }
 
@@ -356,34 +377,40 @@ export class SqliteDirectoryStore implements DirectoryStore {
   }
 
   takeBucket(key: string, cost: number, nowMs: number, spec: BucketSpec): Promise<number> {
-    return Promise.resolve(this.#tx(() => {
-      const r = this.#q("SELECT tokens, last_ms FROM rate_buckets WHERE key = ?").get(key) as Row | undefined;
-      const step = takeFromBucket(
-        r ? { tokens: Number(r.tokens), lastMs: Number(r.last_ms) } : null,
-        cost,
-        nowMs,
-        spec,
-      );
-      this.#q(
-        `INSERT INTO rate_buckets (key, tokens, last_ms) VALUES (?, ?, ?)
+    return Promise.resolve(this.#soft(() =>
+      this.#tx(() => {
+        const r = this.#q("SELECT tokens, last_ms FROM rate_buckets WHERE key = ?").get(key) as
+          | Row
+          | undefined;
+        const step = takeFromBucket(
+          r ? { tokens: Number(r.tokens), lastMs: Number(r.last_ms) } : null,
+          cost,
+          nowMs,
+          spec,
+        );
+        this.#q(
+          `INSERT INTO rate_buckets (key, tokens, last_ms) VALUES (?, ?, ?)
          ON CONFLICT(key) DO UPDATE SET tokens = excluded.tokens, last_ms = excluded.last_ms`,
-      ).run(key, step.bucket.tokens, step.bucket.lastMs);
-      // A full, idle bucket says nothing a new one would not: forget those, so address churn cannot grow
-      // the table without bound.
-      this.#q("DELETE FROM rate_buckets WHERE last_ms < ?").run(nowMs - 86400_000);
-      return step.wait;
-    }));
+        ).run(key, step.bucket.tokens, step.bucket.lastMs);
+        // A full, idle bucket says nothing a new one would not: forget those, so address churn cannot grow
+        // the table without bound.
+        this.#q("DELETE FROM rate_buckets WHERE last_ms < ?").run(nowMs - 86400_000);
+        return step.wait;
+      })
+    ));
   }
 
   announceTimeServer(
     s: { host: string | null; port: number; publicKey: string },
     nowMs: number,
   ): Promise<void> {
-    this.#q(
-      `INSERT INTO time_servers (public_key, host, port, seen_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT(public_key) DO UPDATE SET host = excluded.host, port = excluded.port,
-         seen_at = excluded.seen_at`,
-    ).run(s.publicKey, s.host, s.port, nowMs);
+    this.#soft(() =>
+      this.#q(
+        `INSERT INTO time_servers (public_key, host, port, seen_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT(public_key) DO UPDATE SET host = excluded.host, port = excluded.port,
+           seen_at = excluded.seen_at`,
+      ).run(s.publicKey, s.host, s.port, nowMs)
+    );
     return Promise.resolve();
   }
 
