@@ -12,6 +12,10 @@
  * Connection reversal: when we believe peers can reach us (we publish a public or global IPv6 address), the
  * race also asks the peer, through the relay, to dial us back, and waits REVERSAL_WAIT_MS for that session
  * before it tries the relay; the peer dials only what the phonebook lists for us.
+ *
+ * Every path knocks with the secret the phonebook lists for the peer (contract/knock.ts). A peer that
+ * restarted has a new one: when a dial fails, the peer is looked up again, and if the phonebook now lists
+ * another secret the dial is made once more with it.
  */
 import type net from "node:net";
 import { codeOf, messageOf } from "../coded_error.ts";
@@ -33,6 +37,8 @@ export interface DialEntry {
   candidates?: Address[];
   /** The relay the peer holds a connection to (null: ours, if we have one). */
   relay?: Address | null;
+  /** The secret the peer's listener wants knocked with (base64url), null when none was listed. */
+  knock?: string | null;
 }
 
 /** RFC 8305's recommended "Connection Attempt Delay". */
@@ -107,6 +113,8 @@ export interface DialerDeps {
   dial(name: string, host: string, port: number): Promise<PeerSession>;
   /** Before dialling: the fingerprint (and certificate) the phonebook lists (checked on first contact). */
   noteListed(name: string, fingerprint: string, certPem?: string): void;
+  /** Before dialling: the knock secret the phonebook lists (every dial to `name` knocks with it). */
+  noteKnock?(name: string, knock: string | null): void;
   emit(e: EngineEvent): void;
 }
 
@@ -176,9 +184,26 @@ export class Dialer {
     const reach = this.#reach;
     if (!reach && !entry.address) return null;
     this.#d.noteListed(name, entry.fingerprint, entry.certPem);
+    this.#d.noteKnock?.(name, entry.knock ?? null);
+    const once = (e: DialEntry) => {
+      if (!reach) return this.#d.dial(name, e.address!.host, e.address!.port);
+      return this.#race(name, e, reach, directOnly);
+    };
     try {
-      if (!reach) return await this.#d.dial(name, entry.address!.host, entry.address!.port);
-      return await this.#race(name, entry, reach, directOnly);
+      try {
+        return await once(entry);
+      } catch (e) {
+        // The peer may have restarted with a new knock secret since we looked it up: look again, once.
+        if (["KEY_CHANGED", "REVOKED", "BLOCKED"].includes(codeOf(e) ?? "")) throw e;
+        const fresh = await this.#d.lookup(name).catch(() => null);
+        if (
+          !fresh || fresh.revoked || !fresh.online || (fresh.knock ?? null) === (entry.knock ?? null) ||
+          (!reach && !fresh.address)
+        ) throw e;
+        this.#d.noteListed(name, fresh.fingerprint, fresh.certPem);
+        this.#d.noteKnock?.(name, fresh.knock ?? null);
+        return await once(fresh);
+      }
     } catch (e) {
       if (directOnly) return null;
       const code = (e as SessionError).detail ?? codeOf(e) ?? "CONNECT_FAILED";

@@ -28,6 +28,7 @@ import type { DirectoryStore, IssuedCert, UserRow } from "./store.ts";
 import {
   type Address,
   decodeAddressList,
+  decodeKnockSecret,
   type DirectoryInfo,
   type IssuedCertificate,
   MAX_CANDIDATES,
@@ -210,7 +211,7 @@ export class DirectoryService {
         const user = await this.store.getUser(me.name);
         // Freed by an admin between the two reads: the certificate is no longer anyone's.
         if (!user) throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
-        return { status: 200, json: this.entry(user) };
+        return { status: 200, json: this.entry(user, { withKnock: true }) };
       }
       case "/v1/users":
         allow("GET");
@@ -218,7 +219,11 @@ export class DirectoryService {
         return { status: 200, json: await this.list(req.query) };
       case "/v1/users/:name": {
         allow("GET");
-        if (this.inviteOnly) await this.authenticate(req.peerCertDer());
+        // The knock secret goes only to an enrolled caller whose certificate is current (docs/protocol.md
+        // "What a scanner learns"); an open phonebook answers anyone else the entry without it.
+        const enrolled = this.inviteOnly
+          ? await this.authenticate(req.peerCertDer())
+          : await this.#authenticatedOrNull(req.peerCertDer());
         let raw: string;
         try {
           raw = decodeURIComponent(m![1]);
@@ -227,7 +232,7 @@ export class DirectoryService {
         }
         const user = await this.store.getUser(requireName(raw));
         if (!user) throw new ApiError(404, "NOT_FOUND", "no such user");
-        return { status: 200, json: this.entry(user) };
+        return { status: 200, json: this.entry(user, { withKnock: enrolled !== null }) };
       }
       default:
         throw new ApiError(404, "NOT_FOUND", "no such endpoint");
@@ -273,6 +278,17 @@ export class DirectoryService {
    * another CA, expired, revoked, superseded by a renewal). The reason is not told apart on purpose. With
    * `lapsedGraceMs` (renewal only, RENEW_GRACE_MS) a certificate that expired at most that long ago is
    * accepted when everything else about it holds, judged at its last valid moment. */
+  /** The caller when it presented a current enrolled certificate, null when it presented none or another. */
+  async #authenticatedOrNull(certDer: Uint8Array | null): Promise<VerifiedPeer | null> {
+    if (!certDer) return null;
+    try {
+      return await this.authenticate(certDer);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return null;
+      throw e;
+    }
+  }
+
   async authenticate(
     certDer: Uint8Array | null,
     opts: { lapsedGraceMs?: number } = {},
@@ -459,10 +475,19 @@ export class DirectoryService {
     if (relayOnly && !relay && !this.#relay) {
       throw new ApiError(400, "BAD_ADDRESS", "relay-only needs a relay (this phonebook runs none)");
     }
+    let knock: string | null = null;
+    if (body.knock !== undefined) {
+      if (!decodeKnockSecret(body.knock)) {
+        throw new ApiError(400, "BAD_REQUEST", "knock must be base64url of 32 bytes");
+      }
+      knock = body.knock as string;
+    }
     const expires = this.#now() + ttlSeconds * 1000;
     // The expiry is an instant in the store, so every node judges it the same way.
     if (relayOnly) await this.store.clearPresence(peer.name);
     else await this.store.setPresence(peer.name, host, port as number, expires);
+    // A publication without a secret (an older client) clears an earlier one: its listener takes no knock.
+    await this.store.setKnock(peer.name, knock);
     // Candidates, relay and relay-only are this node's memory (see docs/protocol.md, Reachability).
     this.#reach.set(peer.name, { candidates, relay, relayOnly, expires });
     return {
@@ -475,6 +500,7 @@ export class DirectoryService {
   async withdraw(peer: VerifiedPeer): Promise<PresenceAnswer> {
     this.#reach.delete(peer.name);
     await this.store.clearPresence(peer.name);
+    await this.store.setKnock(peer.name, null);
     return { name: peer.name, address: null };
   }
 
@@ -503,7 +529,9 @@ export class DirectoryService {
     };
   }
 
-  entry(u: UserRow): UserEntry {
+  /** The user's entry; the knock secret only with `withKnock` (an authenticated enrolled caller), and only
+   * while the user is online (a secret of a run that ended opens nothing). */
+  entry(u: UserRow, opts: { withKnock?: boolean } = {}): UserEntry {
     const now = this.#now();
     const listed = !u.revoked && u.addrExpires !== null && u.addrExpires > now && u.addrHost !== null;
     let reach = this.#reach.get(u.name) ?? null;
@@ -529,6 +557,7 @@ export class DirectoryService {
       fingerprint: u.fingerprint,
       revoked: u.revoked,
       notAfter: u.notAfter,
+      knock: opts.withKnock === true && online ? u.knock : null,
     };
   }
 

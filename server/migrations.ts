@@ -85,6 +85,13 @@ CREATE TABLE time_servers (
 );
 CREATE INDEX certs_name_issued ON certs (name, issued_at);`,
   },
+  {
+    version: 3,
+    name: "knock secrets",
+    // The secret each user's listener wants knocked with (contract/knock.ts), published with its presence:
+    // kept in the database so that every node hands out the same one.
+    sql: `ALTER TABLE users ADD COLUMN knock_secret TEXT;`,
+  },
 ];
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -149,6 +156,13 @@ CREATE TABLE time_servers (
   seen_at BIGINT NOT NULL
 );
 CREATE INDEX certs_name_issued ON certs (name, issued_at);`,
+  },
+  {
+    version: 3,
+    name: "knock secrets",
+    // The secret each user's listener wants knocked with (contract/knock.ts), published with its presence:
+    // kept in the database so that every node hands out the same one.
+    sql: `ALTER TABLE users ADD COLUMN knock_secret TEXT;`,
   },
 ];
 

@@ -22,6 +22,8 @@ export interface UserRow {
   addrHost: string | null;
   addrPort: number | null;
   addrExpires: number | null;
+  /** The listener's knock secret as published (base64url), or null. */
+  knock: string | null;
 }
 
 export interface IssuedCert {
@@ -99,6 +101,8 @@ export interface DirectoryStore {
 
   setPresence(name: string, host: string, port: number, expiresMs: number): Promise<void>;
   clearPresence(name: string): Promise<void>;
+  /** Sets (or, null, clears) the knock secret the user's listener published. */
+  setKnock(name: string, knock: string | null): Promise<void>;
 
   /** Certificates issued for `name` at or after `sinceMs` (renewal limit). */
   certsIssuedSince(name: string, sinceMs: number): Promise<number>;
@@ -174,6 +178,7 @@ export function toUserRow(r: Record<string, unknown>): UserRow {
     addrHost: r.addr_host === null ? null : String(r.addr_host),
     addrPort: r.addr_port === null ? null : Number(r.addr_port),
     addrExpires: r.addr_expires === null ? null : Number(r.addr_expires),
+    knock: typeof r.knock_secret === "string" ? r.knock_secret : null,
   };
 }
 

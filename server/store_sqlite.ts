@@ -232,6 +232,11 @@ export class SqliteDirectoryStore implements DirectoryStore {
     return Promise.resolve();
   }
 
+  setKnock(name: string, knock: string | null): Promise<void> {
+    this.#q("UPDATE users SET knock_secret = ? WHERE name = ?").run(knock, name);
+    return Promise.resolve();
+  }
+
   clearPresence(name: string): Promise<void> {
     this.#q("UPDATE users SET addr_host = NULL, addr_port = NULL, addr_expires = NULL WHERE name = ?")
       .run(name);

@@ -12,6 +12,10 @@ import { enroll } from "../../client/enroll.ts";
 import type { HomeState } from "../../client/home.ts";
 import crypto from "node:crypto";
 import tls from "node:tls";
+import net from "node:net";
+import { decodeKnockSecret, makeKnock, newKnockSecret } from "../../contract/mod.ts";
+import { DirectoryClient } from "../../client/directory_client.ts";
+import type { Publication } from "../../client/candidates.ts";
 import {
   CHAT_DB_FILE,
   ChatEngine,
@@ -209,6 +213,27 @@ export interface FakeEntry {
   address: { host: string; port: number } | null;
   fingerprint: string;
   revoked: boolean;
+  /** The listener's knock secret as published (base64url). */
+  knock?: string | null;
+}
+
+/** Knock secrets of the listeners tests started in this process, by port: rawDial knocks with them. */
+const knockByPort = new Map<number, Uint8Array>();
+
+/** The knock secret the phonebook lists for `name`, looked up as the enrolled user of `as` (what any peer
+ * who dials `name` does); null when none is listed. */
+export async function listedKnock(as: HomeState, name: string): Promise<Uint8Array | null> {
+  const d = new DirectoryClient({ url: as.server, caPem: as.caPem, certPem: as.certPem, keyPem: as.keyPem });
+  try {
+    return decodeKnockSecret((await d.lookup(name))?.knock ?? null);
+  } finally {
+    d.close();
+  }
+}
+
+/** Lets rawDial knock on `port` with `secret` (a listener started by hand). */
+export function registerKnock(port: number, secret: Uint8Array): void {
+  knockByPort.set(port, secret);
 }
 
 /** An in-memory phonebook: entries set by the test, a revocation list the test controls. Like the real CA, it
@@ -235,7 +260,7 @@ export class FakeDirectory implements DirectoryLike {
     private readonly self?: { name: string; fingerprint: string },
     readonly entries = new Map<string, FakeEntry>(),
   ) {}
-  publish(host: string, port: number): Promise<void> {
+  publish(host: string, port: number, _ttlSeconds?: number, reach?: Publication): Promise<void> {
     if (this.self) {
       this.entries.set(this.self.name, {
         name: this.self.name,
@@ -243,6 +268,7 @@ export class FakeDirectory implements DirectoryLike {
         address: { host, port },
         fingerprint: this.self.fingerprint,
         revoked: false,
+        knock: reach?.knock ?? null,
       });
     }
     return Promise.resolve();
@@ -326,6 +352,8 @@ export function localClock(): ClockLike {
 
 export interface TestEngine {
   engine: ChatEngine;
+  /** The knock secret its listener wants (registered for rawDial). */
+  knockSecret: Uint8Array;
   log: EventLog;
   directory: FakeDirectory;
   dir: string;
@@ -355,7 +383,9 @@ export async function startTestEngine(
   const directory = opts.directory ?? new FakeDirectory({ name: leaf.name, fingerprint: leaf.fingerprint });
   directory.ca ??= ca.material;
   const log = new EventLog();
+  const knockSecret = newKnockSecret();
   const engine = await ChatEngine.start({
+    knockSecret,
     name: leaf.name,
     certPem: leaf.certPem,
     keyPem: leaf.keyPem,
@@ -371,8 +401,10 @@ export async function startTestEngine(
     outboxRetryMs: 100,
     onEvent: log.push,
   });
+  registerKnock(engine.address.port, knockSecret);
   return {
     engine,
+    knockSecret,
     log,
     directory,
     dir,
@@ -485,6 +517,7 @@ export async function startTestListener(
     opts.limits,
   );
   const address = await sessions.listen("127.0.0.1", 0);
+  registerKnock(address.port, sessions.knockSecret);
   return { sessions, log, address, stop: () => sessions.close() };
 }
 
@@ -590,16 +623,23 @@ function wrapRaw(socket: tls.TLSSocket, role: "dialer" | "listener", certPem: st
   return peer;
 }
 
-/** Dials `port` with a client certificate (or none) over TLS; resolves after the TLS handshake. */
+/** Dials `port` with a client certificate (or none) over TLS; resolves after the TLS handshake. It knocks
+ * first with the secret registered for `port` (registerKnock), or with the secret `opts.knock` (null: no
+ * knock), or sends `opts.knockBytes` as they are (a wrong or replayed knock). */
 export function rawDial(
   port: number,
   cred: { certPem: string; keyPem: string } | null,
   tlsOpts: tls.ConnectionOptions = {},
+  opts: { knock?: Uint8Array | null; knockBytes?: Uint8Array } = {},
 ): Promise<RawPeer> {
   return new Promise((resolve, reject) => {
+    const raw = net.connect({ host: "127.0.0.1", port });
+    raw.on("error", () => {});
+    const knock = opts.knock === undefined ? knockByPort.get(port) : opts.knock;
+    if (opts.knockBytes) raw.write(opts.knockBytes);
+    else if (knock) raw.write(makeKnock(knock));
     const socket = tls.connect({
-      host: "127.0.0.1",
-      port,
+      socket: raw,
       ...(cred ? { cert: cred.certPem, key: cred.keyPem } : {}),
       rejectUnauthorized: false,
       minVersion: "TLSv1.3",
