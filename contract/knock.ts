@@ -117,10 +117,13 @@ export class KnockGuard {
   /** Accepted nonces (hex) by slot; slots leave when they fall out of the window. */
   readonly #seen = new Map<number, Set<string>>();
   #remembered = 0;
+  readonly #max: number;
 
-  constructor(secret: Uint8Array) {
+  /** `maxRemembered`: default KNOCK_MAX_REMEMBERED (tests shrink it). */
+  constructor(secret: Uint8Array, opts: { maxRemembered?: number } = {}) {
     checkSecret(secret);
     this.#secret = secret;
+    this.#max = opts.maxRemembered ?? KNOCK_MAX_REMEMBERED;
   }
 
   /** Checks the first KNOCK_BYTES of a connection at `nowMs`; an accepted knock is remembered. */
@@ -139,7 +142,7 @@ export class KnockGuard {
     const key = Buffer.from(nonce).toString("hex");
     const set = this.#seen.get(slot);
     if (set?.has(key)) return { ok: false, reason: "REPLAY" };
-    if (this.#remembered >= KNOCK_MAX_REMEMBERED) return { ok: false, reason: "FULL" };
+    if (this.#remembered >= this.#max) return { ok: false, reason: "FULL" };
     if (set) set.add(key);
     else this.#seen.set(slot, new Set([key]));
     this.#remembered++;
