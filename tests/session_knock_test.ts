@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { rawDial, startTestListener } from "./helpers/chat.ts";
+import { FakeDirectory, rawDial, startTestEngine, startTestListener, until } from "./helpers/chat.ts";
 import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 import { useTool } from "./helpers/tools.ts";
 import { KNOCK_SLOT_MS, KNOCK_SLOT_SKEW, makeKnock, newKnockSecret } from "../contract/mod.ts";
@@ -119,5 +119,51 @@ Deno.test("scan: no knock, another secret, an old knock and a replayed one are c
   } finally {
     await relay.close();
     await l.stop();
+  }
+});
+
+Deno.test("restart: a callee with a new secret is looked up again by the dialer, and the message arrives once", async () => {
+  const ca = await makeTestCa();
+  const aliceLeaf = await makeTestLeaf(ca, "alice");
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const limits = { dropReportIntervalMs: 50 };
+  const shared = new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint });
+  const bobDirectory = () =>
+    new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint }, shared.entries);
+  const alice = await startTestEngine(ca, aliceLeaf, { directory: shared, limits });
+  let bob = await startTestEngine(ca, bobLeaf, { directory: bobDirectory(), limits });
+  const bobDir = bob.dir;
+  try {
+    const m1 = await alice.engine.send("bob", "before the restart");
+    await alice.log.waitFor("delivered", (e) => e.id === m1.id);
+    const oldKnock = shared.entries.get("bob")!.knock!;
+
+    // bob restarts (same folder): a new listener, a new secret, published again.
+    await bob.engine.close();
+    await until(() => alice.engine.connection("bob") === null, 5000, "alice sees bob gone");
+    bob = await startTestEngine(ca, bobLeaf, { directory: bobDirectory(), limits, dir: bobDir });
+    const current = shared.entries.get("bob")!;
+    assert.notEqual(current.knock, oldKnock, "a new run, a new secret");
+    // alice's next look-up is answered as just before bob published: his address, his old secret.
+    shared.staleOnce.set("bob", { ...current, knock: oldKnock });
+    const looked = shared.lookups.get("bob") ?? 0;
+
+    const m2 = await alice.engine.send("bob", "after the restart");
+    const got = await bob.log.waitFor("message", (e) => e.message.id === m2.id, 15_000);
+    assert.equal(got.message.text, "after the restart");
+    await alice.log.waitFor("delivered", (e) => e.id === m2.id);
+    assert.equal(shared.staleOnce.size, 0, "the stale answer was used");
+    assert.ok((shared.lookups.get("bob") ?? 0) >= looked + 2, "alice looked bob up again after the refusal");
+    // Within the same attempt: alice never reported bob unreachable (the outbox's later retry would have
+    // delivered too, after a PEER_UNANSWERED error shown to the user).
+    assert.deepEqual(alice.log.of("error").filter((e) => e.code.startsWith("PEER_")).map((e) => e.code), []);
+    // bob's listener refused the old knock silently, and said so once, as a summary.
+    const summary = await bob.log.waitFor("log", (e) => e.text.includes("KNOCK_REFUSED"), 5000);
+    assert.match(summary.text, /closed unanswered/);
+    assert.equal(bob.store((s) => s.history("alice").filter((m) => m.id === m2.id).length), 1, "once");
+  } finally {
+    await alice.stop();
+    await bob.engine.close();
+    await Deno.remove(bobDir, { recursive: true }).catch(() => {});
   }
 });

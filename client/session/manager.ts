@@ -471,17 +471,21 @@ export class SessionManager {
       // Lost a simultaneous-dial race: the peer's own connection may be the one kept.
       const winner = this.active(name);
       if (winner) return winner;
+      // Connected, then closed (or reset) before any TLS answer: what a listener does to a knock it refuses
+      // (a secret from an earlier run of the peer, or none). The dialer then looks the peer up again.
+      const ci = s.closeInfo;
+      if (
+        e instanceof SessionError && !s.peer && connected && !secured && ci &&
+        (ci.by === "peer" || /ECONNRESET|EPIPE/.test(ci.message))
+      ) {
+        throw new SessionError(
+          "UNANSWERED",
+          `${name} ${
+            path.kind === "relayed" ? "(through the relay)" : `at ${path.address.host}:${path.address.port}`
+          } closed the connection unanswered${secret ? "" : " (the phonebook listed no knock secret)"}`,
+        );
+      }
       if (e instanceof SessionError && s.closeInfo?.by === "network" && !s.peer) {
-        // Connected, and closed before any TLS answer: what a listener does to a knock it refuses (a secret
-        // from an earlier run of the peer, or none). The dialer then looks the peer up again.
-        if (connected && !secured) {
-          throw new SessionError(
-            "UNANSWERED",
-            `${name} ${
-              path.kind === "relayed" ? "(through the relay)" : `at ${path.address.host}:${path.address.port}`
-            } closed the connection unanswered${secret ? "" : " (the phonebook listed no knock secret)"}`,
-          );
-        }
         throw new SessionError(
           "CONNECT_FAILED",
           `cannot reach ${name} ${

@@ -277,8 +277,19 @@ export class FakeDirectory implements DirectoryLike {
     if (this.self) this.entries.delete(this.self.name);
     return Promise.resolve();
   }
+  /** Answered once, instead of the current entry, to the next look-up of its name (an answer read just
+   * before the user published again, e.g. between a restarted listener binding and its publication). */
+  readonly staleOnce = new Map<string, FakeEntry>();
+  /** Look-ups answered, by name. */
+  readonly lookups = new Map<string, number>();
   lookup(name: string): Promise<FakeEntry | null> {
     if (this.down) return Promise.reject(new Error("cannot reach the directory (test: down)"));
+    this.lookups.set(name, (this.lookups.get(name) ?? 0) + 1);
+    const stale = this.staleOnce.get(name);
+    if (stale) {
+      this.staleOnce.delete(name);
+      return Promise.resolve(stale);
+    }
     return Promise.resolve(this.entries.get(name) ?? null);
   }
   revokedSerials(): Promise<Set<string>> {
