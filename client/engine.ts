@@ -346,7 +346,14 @@ export class ChatEngine implements ChatEngineApi {
           ),
       },
       opts.limits,
-      { knockSecret: opts.knockSecret },
+      {
+        knockSecret: opts.knockSecret,
+        // Knock slots on trusted time when there is some: two users' wall clocks may be far apart.
+        now: () => {
+          const t = clock.now();
+          return t ? (t.earliestMs + t.latestMs) / 2 : Date.now();
+        },
+      },
     );
     const noteKnock = (name: string, knock: string | null | undefined) =>
       this.#sessions.setPeerKnock(name, decodeKnockSecret(knock ?? null));
@@ -1107,10 +1114,13 @@ export class ChatEngine implements ChatEngineApi {
   }
 
   /** Dials `name` at a known address, without asking the phonebook where it is; resolves once the session is
-   * authenticated, rejects with the SessionError that refused it. */
-  async connectTo(name: string, host: string, port: number): Promise<void> {
+   * authenticated, rejects with the SessionError that refused it. It knocks with `knock` when given (the
+   * secret the peer's listener wants), else with the one the phonebook last listed for the peer. */
+  async connectTo(name: string, host: string, port: number, knock?: Uint8Array): Promise<void> {
     if (this.#closed) throw new EngineError("CLOSED", "engine is closed");
-    await this.#sessions.dial(canonicalUsername(name), host, port);
+    const peer = canonicalUsername(name);
+    if (knock) this.#sessions.setPeerKnock(peer, knock);
+    await this.#sessions.dial(peer, host, port);
   }
 
   /** Counters for diagnostics and tests. */
@@ -1164,6 +1174,7 @@ export interface HomeEngineOptions extends
     | "relayOnly"
     | "portMapping"
     | "limits"
+    | "knockSecret"
     | "inboxLimits"
     | "requestLimits"
     | "outboxRetryMs"
@@ -1218,6 +1229,7 @@ export async function startEngineFromHome(
       relayOnly: opts.relayOnly,
       portMapping: opts.portMapping,
       limits: opts.limits,
+      knockSecret: opts.knockSecret,
       inboxLimits: opts.inboxLimits,
       requestLimits: opts.requestLimits,
       outboxRetryMs: opts.outboxRetryMs,

@@ -61,6 +61,8 @@ export interface ListenerStats {
 export interface ManagerOptions {
   /** The secret our listener wants knocked with (default: a fresh random one, for this run). */
   knockSecret?: Uint8Array;
+  /** The time knocks are made and checked on (the engine gives its trusted time; default the local clock). */
+  now?: () => number;
 }
 
 export class SessionManager {
@@ -76,6 +78,7 @@ export class SessionManager {
   readonly #guard: KnockGuard;
   /** The secret each peer's listener wants, as the phonebook last listed it. */
   readonly #peerKnocks = new Map<string, Uint8Array>();
+  readonly #now: () => number;
   #bound: { host: string; port: number } | null = null;
   readonly #sessions = new Set<PeerSession>();
   readonly #active = new Map<string, PeerSession>();
@@ -119,6 +122,7 @@ export class SessionManager {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     this.knockSecret = opts.knockSecret ?? newKnockSecret();
     this.#guard = new KnockGuard(this.knockSecret);
+    this.#now = opts.now ?? Date.now;
     this.#tls = this.#createTlsServer();
   }
 
@@ -249,7 +253,7 @@ export class SessionManager {
       if (got.length < KNOCK_BYTES) return;
       raw.off("data", onData);
       raw.pause();
-      if (!this.#guard.check(got.subarray(0, KNOCK_BYTES)).ok) return refuse();
+      if (!this.#guard.check(got.subarray(0, KNOCK_BYTES), this.#now()).ok) return refuse();
       if (this.#closing || raw.destroyed) return void raw.destroy();
       if (got.length > KNOCK_BYTES) raw.unshift(got.subarray(KNOCK_BYTES));
       this.#tls.emit("connection", raw);
@@ -447,7 +451,7 @@ export class SessionManager {
     let connected = "socket" in to;
     if (!connected) raw.once("connect", () => connected = true);
     const secret = this.#peerKnocks.get(name);
-    if (secret) raw.write(makeKnock(secret));
+    if (secret) raw.write(makeKnock(secret, this.#now()));
     let secured = false;
     const socket = tls.connect({
       socket: raw,
