@@ -506,7 +506,7 @@ export interface TestListener {
 export async function startTestListener(
   ca: TestCa,
   leaf: TestLeaf,
-  opts: { limits?: Partial<SessionLimits> } = {},
+  opts: { limits?: Partial<SessionLimits>; host?: string } = {},
 ): Promise<TestListener> {
   const log = new EventLog();
   const trust = new PeerTrust({
@@ -537,7 +537,7 @@ export async function startTestListener(
     },
     opts.limits,
   );
-  const address = await sessions.listen("127.0.0.1", 0);
+  const address = await sessions.listen(opts.host ?? "127.0.0.1", 0);
   registerKnock(address.port, sessions.knockSecret);
   return { sessions, log, address, stop: () => sessions.close() };
 }
