@@ -14,8 +14,8 @@
  * before it tries the relay; the peer dials only what the phonebook lists for us.
  *
  * Every path knocks with the secret the phonebook lists for the peer (contract/knock.ts). A peer that
- * restarted has a new one: when a dial fails, the peer is looked up again, and if the phonebook now lists
- * another secret the dial is made once more with it.
+ * restarted has a new one: when a dial is closed unanswered (UNANSWERED, what a refused knock looks like),
+ * the peer is looked up again, and if the phonebook now lists another secret the dial is made once more.
  */
 import type net from "node:net";
 import { codeOf, messageOf } from "../coded_error.ts";
@@ -193,8 +193,9 @@ export class Dialer {
       try {
         return await once(entry);
       } catch (e) {
-        // The peer may have restarted with a new knock secret since we looked it up: look again, once.
-        if (["KEY_CHANGED", "REVOKED", "BLOCKED"].includes(codeOf(e) ?? "")) throw e;
+        // Closed unanswered: the peer may have restarted with a new knock secret since we looked it up.
+        // Look again, once.
+        if (codeOf(e) !== "UNANSWERED") throw e;
         const fresh = await this.#d.lookup(name).catch(() => null);
         if (
           !fresh || fresh.revoked || !fresh.online || (fresh.knock ?? null) === (entry.knock ?? null) ||
@@ -253,6 +254,9 @@ export class Dialer {
       });
     }
     let lastError: unknown = new Error(`${name} lists no address we could try`);
+    // A path that connected and was closed before any TLS answer (our knock refused) says more than the
+    // others' failures: it is reported, and makes the caller look the peer up again.
+    let unanswered: unknown = null;
     while (attempts.length > 0) {
       const r = await raceAttempts(attempts, CONNECTION_ATTEMPT_DELAY_MS);
       if (!("socket" in r)) {
@@ -271,6 +275,7 @@ export class Dialer {
         return await reach.dialOver(name, r.socket, r.path);
       } catch (e) {
         lastError = e;
+        if (codeOf(e) === "UNANSWERED") unanswered ??= e;
         // The right peer refused us, or showed a key other than the one we know: no other path changes that.
         if (this.#d.active(name) || ["KEY_CHANGED", "REVOKED"].includes(codeOf(e) ?? "")) throw e;
         attempts = attempts.filter((_, i) => i !== r.index);
@@ -278,6 +283,6 @@ export class Dialer {
     }
     const winner = this.#d.active(name);
     if (winner) return winner;
-    throw lastError;
+    throw unanswered ?? lastError;
   }
 }
