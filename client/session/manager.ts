@@ -147,7 +147,7 @@ export class SessionManager {
     this.#tls.setSecureContext(ctx);
   }
 
-  /** Starts the TLS listener; resolves with the bound address. */
+  /** Starts the listener (TCP, knock, then TLS); resolves with the bound address. */
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
     const server = this.#createServer();
     this.#server = server;
@@ -157,7 +157,7 @@ export class SessionManager {
   }
 
   #createServer(): net.Server {
-    const server = net.createServer({ pauseOnConnect: false }, (raw) => this.#onConnection(raw));
+    const server = net.createServer((raw) => this.#onConnection(raw));
     // Accept errors must not end the process; a dead accept loop is found by #checkListener.
     server.on("error", () => {});
     return server;
