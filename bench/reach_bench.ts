@@ -10,6 +10,9 @@
  *   difference is the relay's share);
  * - memory per open idle circuit vs per direct connection (resident set growth over 200 of each; both ends
  *   live in this process, so it counts the endpoints too).
+ * As root, it also builds a small internet in network namespaces and measures session set-up per path
+ * (direct, mapped, reversed, relayed, punched) with the real chat processes, each against a bare TLS
+ * handshake between the same namespaces (bench/reach_paths.ts); elsewhere it says those rows were skipped.
  */
 import net from "node:net";
 import tls from "node:tls";
@@ -17,6 +20,7 @@ import { type BenchFigure, percentile } from "./harness.ts";
 import { enrollUser, type Phonebook, startClient, startPhonebook } from "../tests/helpers/chat.ts";
 import type { HomeState } from "../client/home.ts";
 import { RelayClient } from "../client/relay_client.ts";
+import { labPathFigures } from "./reach_paths.ts";
 
 const HANDSHAKES = 30;
 const ECHOES = 2000;
@@ -203,6 +207,8 @@ async function firstContact(pb: Phonebook, p: Pair, relayOnly: boolean): Promise
 }
 
 export async function run(): Promise<BenchFigure[]> {
+  // First, alone: the lab's processes would otherwise share the two cores with the loopback figures.
+  const lab = await labPathFigures();
   // The per-user circuit limit (16) would stop the memory figure at 16 circuits.
   const pb = await startPhonebook({ relayLimits: { maxCircuitsPerUser: CIRCUITS + HANDSHAKES + 10 } });
   const p: Pair = { a: await enrollUser(pb, "alice"), b: await enrollUser(pb, "bob") };
@@ -221,6 +227,7 @@ export async function run(): Promise<BenchFigure[]> {
     const memDirect = await memoryPer(direct.raw);
     const memRelay = await memoryPer(relayed.raw);
     return [
+      ...lab,
       {
         name: "session set-up over a relayed circuit (median)",
         value: hsRelay,

@@ -7,7 +7,7 @@
  * - "lan": private IPv4 (RFC 1918), carrier-grade shared space (RFC 6598), unique-local IPv6 (fc00::/7);
  * - "ipv6": a global IPv6 address;
  * - "public": any other IPv4 address (a public one, or as the phonebook saw us);
- * - "mapped": a port the peer's router forwards to it (NAT-PMP);
+ * - "mapped": a port the peer's router forwards to it (PCP, NAT-PMP or UPnP-IGD);
  * - "punched": a direct connection made by hole punching (after a relayed start);
  * - "relayed": not an address of ours, a circuit through a relay.
  */
@@ -125,6 +125,20 @@ export function publicationFor(opts: {
   } else candidates = [opts.bound];
   if (opts.mapped && opts.advertise.length === 0) candidates = [opts.mapped, ...candidates];
   return { candidates: candidates.slice(0, opts.max), relay: opts.relay, relayOnly: false };
+}
+
+/** The order a dialer tries a peer's candidates in: those the phonebook's reachability check reached
+ * (`reachable`) first, then every other one, each group in the listed order. Nothing is dropped: the
+ * phonebook cannot reach a LAN address, which a peer on that LAN still can. Duplicates are tried once. */
+export function dialOrder(candidates: readonly Address[], reachable: readonly Address[] = []): Address[] {
+  const key = (a: Address) => `${plainAddress(a.host).toLowerCase()}|${a.port}`;
+  const verified = new Set(reachable.map(key));
+  const seen = new Set<string>();
+  const once = (a: Address) => !seen.has(key(a)) && (seen.add(key(a)), true);
+  return [
+    ...candidates.filter((a) => verified.has(key(a))),
+    ...candidates.filter((a) => !verified.has(key(a))),
+  ].filter(once);
 }
 
 /** An IPv4 address as a dual-stack socket reports it (`::ffff:198.51.100.7`) in its plain form. */

@@ -4,7 +4,8 @@
  * reported once (not at every retry of the outbox).
  *
  * A peer lists several candidate addresses and maybe a relay. They are tried as Happy Eyeballs does
- * (RFC 8305): in the listed order, each started CONNECTION_ATTEMPT_DELAY_MS after the one before (or at once
+ * (RFC 8305): those the phonebook's reachability check reached first, then the others, each in the listed
+ * order (dialOrder), each started CONNECTION_ATTEMPT_DELAY_MS after the one before (or at once
  * when it failed), the relay last; the first connection made wins and the others are dropped. The session
  * (TLS, certificate, hello) then runs on the winner; if it fails there (someone else's machine answering
  * at a private address that is also in use on our LAN) the race goes on with the others.
@@ -20,7 +21,7 @@
 import type net from "node:net";
 import { codeOf, messageOf } from "../coded_error.ts";
 import type { Address, SessionPath } from "./candidates.ts";
-import { addressKind } from "./candidates.ts";
+import { addressKind, dialOrder } from "./candidates.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import type { PeerSession } from "./session/peer_session.ts";
 import type { SessionError } from "./session/errors.ts";
@@ -35,6 +36,8 @@ export interface DialEntry {
   certPem?: string;
   /** Every address to try, best first (default: `address`). */
   candidates?: Address[];
+  /** The candidates the phonebook checked and reached as this peer: tried before the others. */
+  reachable?: Address[];
   /** The relay the peer holds a connection to (null: ours, if we have one). */
   relay?: Address | null;
   /** The secret the peer's listener wants knocked with (base64url), null when none was listed. */
@@ -217,7 +220,10 @@ export class Dialer {
   }
 
   async #race(name: string, entry: DialEntry, reach: ReachDeps, directOnly: boolean): Promise<PeerSession> {
-    const candidates: Address[] = entry.candidates ?? (entry.address ? [entry.address] : []);
+    const candidates = dialOrder(
+      entry.candidates ?? (entry.address ? [entry.address] : []),
+      entry.reachable ?? [],
+    );
     let attempts: Attempt[] = candidates.map((a) => {
       const path: SessionPath = {
         kind: a.via === "mapping" ? "mapped" : addressKind(a.host),

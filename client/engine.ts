@@ -167,7 +167,7 @@ export interface ChatEngineOptions {
   relay?: Address | null;
   /** Publish no address of ours and dial peers only through the relay (which then must be there). */
   relayOnly?: boolean;
-  /** Ask the router for a port mapping (NAT-PMP) when listening on every interface. Default false here (the
+  /** Ask the router for a port mapping (PCP, NAT-PMP, UPnP-IGD) when listening on every interface. Default false here (the
    * CLI turns it on unless --no-port-mapping). */
   portMapping?: boolean;
   limits?: Partial<SessionLimits>;
@@ -508,7 +508,7 @@ export class ChatEngine implements ChatEngineApi {
       this.#mapping = mapPort(this.#address.port, (text) => this.#emit({ event: "log", level: "info", text }))
         .then((m) => {
           this.#mapped = m;
-          if (m && !this.#closed) void this.#presence.publish();
+          if (m && !this.#closed) void this.#publishMapping(m);
           return m;
         });
     }
@@ -516,6 +516,15 @@ export class ChatEngine implements ChatEngineApi {
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
     this.#outbox.retryAll();
     void this.#convertLegacyPins();
+  }
+
+  /** Publishes again with the mapping first, and says so once the phonebook has it (until then a dialer
+   * still gets the candidates without it). */
+  async #publishMapping(m: Mapping): Promise<void> {
+    await this.#presence.publish();
+    if (this.#closed || !this.#presence.status().reachable) return;
+    const { host, port } = m.external;
+    this.#emit({ event: "log", level: "info", text: `published the port mapping ${host}:${port} first` });
   }
 
   /** Old certificate pins become key pins where the phonebook still lists the pinned certificate (one

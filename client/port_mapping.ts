@@ -1,18 +1,40 @@
 /**
- * Port mapping: asks the home router (NAT-PMP, RFC 6886, through `@achingbrain/nat-port-mapper`) to forward
- * a public TCP port to our listener, so that peers on the internet can dial us directly. The mapping is
- * published as the first candidate (`via: "mapping"`, shown as the path `mapped`), renewed by the library
- * before its lease ends, and removed when chat quits. The router is the default IPv4 gateway (see
- * defaultGateway). A router that does not answer within
- * MAPPING_TIMEOUT_MS, or refuses, simply means no mapping: the other paths still work.
+ * Port mapping: asks the home router to forward a public TCP port to our listener, so that peers on the
+ * internet can dial us directly. Three protocols are asked at once, and the first that maps wins:
+ * - PCP (RFC 6887, pcp.ts: our own client, no maintained npm one exists) to the default gateway's port 5351;
+ * - NAT-PMP (RFC 6886, `@achingbrain/nat-port-mapper`) to the same gateway and port;
+ * - UPnP-IGD v2 (the same library: SSDP search on 239.255.255.250:1900, then SOAP AddAnyPortMapping to the
+ *   WANIPConnection:2 service the router describes).
+ * The mapping is published as the first candidate (`via: "mapping"`, shown as the path `mapped`), renewed
+ * before its lease ends, and removed when chat quits. A router that answers none within MAPPING_TIMEOUT_MS,
+ * or refuses, simply means no mapping: the other paths still work.
  */
-import { pmpNat } from "@achingbrain/nat-port-mapper";
-import { messageOf } from "../coded_error.ts";
+import { type Gateway, pmpNat, upnpNat } from "@achingbrain/nat-port-mapper";
+import { CodedError, messageOf } from "../coded_error.ts";
 import { type Address, addressKind } from "./candidates.ts";
+import { pcpMap } from "./pcp.ts";
 
 export const MAPPING_TIMEOUT_MS = 3000;
-/** Lease asked for; the library renews it a minute before it ends. */
+/** Lease asked for (UPnP routers are asked for at least an hour: the library's floor). PCP is renewed at 1/2
+ * to 5/8 of the lease the router grants, NAT-PMP and UPnP RENEW_MARGIN_MS before the lease ends. */
 export const MAPPING_TTL_MS = 20 * 60_000;
+
+/** The lease: MAPPING_TTL_MS, or SECURECHAT_MAPPING_LEASE_S seconds (10..86400), a test hook: the lab tests
+ * watch renewals happen within seconds. */
+export function mappingLeaseMs(): number {
+  try {
+    const v = Number(Deno.env.get("SECURECHAT_MAPPING_LEASE_S") ?? "");
+    if (Number.isInteger(v) && v >= 10 && v <= 86400) return v * 1000;
+  } catch {
+    // no --allow-env: the default
+  }
+  return MAPPING_TTL_MS;
+}
+
+/** When to renew a lease we asked for (NAT-PMP, UPnP): a minute before it ends, or halfway for a short one. */
+export function renewAfterMs(leaseMs: number): number {
+  return leaseMs - Math.min(RENEW_MARGIN_MS, leaseMs / 2);
+}
 
 /** The default IPv4 gateway from Linux's routing table; else (Deno reads /proc only with --allow-all, which
  * chat does not have) the first address of the subnet of our first private IPv4 interface, where home
@@ -71,50 +93,303 @@ export function addressToward(gateway: string): string | null {
   return null;
 }
 
+export type MappingProtocol = "pcp" | "nat-pmp" | "upnp-igd";
+/** Asked in parallel; the order only says how a log lists them. */
+export const MAPPING_PROTOCOLS: readonly MappingProtocol[] = ["pcp", "nat-pmp", "upnp-igd"];
+/** A UPnP mapping is renewed this long before the lease we asked for ends. */
+export const RENEW_MARGIN_MS = 60_000;
+const DESCRIPTION = "securechat";
+/** The IGD v2 service the library talks to (it finds only InternetGatewayDevice:2 routers). */
+const WAN_IP_CONNECTION_2 = "urn:schemas-upnp-org:service:WANIPConnection:2";
+
+const PROTOCOL_NAMES: Record<MappingProtocol, string> = {
+  "pcp": "PCP",
+  "nat-pmp": "NAT-PMP",
+  "upnp-igd": "UPnP-IGD",
+};
+
 export interface Mapping {
   external: Address & { via: "mapping" };
+  /** Which protocol won. */
+  protocol: MappingProtocol;
+  /** Removes the mapping (and any other protocol's that also mapped), bounded; never throws. */
   stop(): Promise<void>;
 }
 
-/** Maps public TCP `port` (or another the router picks) to our `port`; null when there is no router that
- * maps, with the reason logged at info level. */
-export async function mapPort(port: number, log: (text: string) => void): Promise<Mapping | null> {
+export interface MapPortOptions {
+  /** Default all (MAPPING_PROTOCOLS). */
+  protocols?: readonly MappingProtocol[];
+  /** Bounds each protocol's first mapping. Default MAPPING_TIMEOUT_MS. */
+  timeoutMs?: number;
+  /** The lease to ask for. Default mappingLeaseMs(). */
+  leaseMs?: number;
+}
+
+/** One protocol's mapping, before it is chosen. */
+interface Mapped {
+  protocol: MappingProtocol;
+  host: string;
+  port: number;
+  local: string;
+  /** The router, as the log names it. */
+  router: string;
+  stop(signal: AbortSignal): Promise<void>;
+}
+
+type Attempt = (
+  port: number,
+  signal: AbortSignal,
+  log: (text: string) => void,
+  leaseMs: number,
+) => Promise<Mapped>;
+
+/** Why a protocol was not even asked: no router to ask, or no address of ours toward it. */
+export class PortMappingError extends CodedError<"NO_ROUTER" | "NO_LOCAL_ADDRESS"> {}
+
+/** The default gateway and our address toward it, for PCP and NAT-PMP. */
+async function gatewayAndLocal(): Promise<{ gateway: string; local: string }> {
   const gateway = await defaultGateway();
-  if (!gateway) {
-    log("no port mapping: no default IPv4 gateway found");
-    return null;
-  }
+  if (!gateway) throw new PortMappingError("NO_ROUTER", "no default IPv4 gateway found");
   const local = addressToward(gateway);
   if (!local) {
-    log(`no port mapping: no address of ours on the subnet of ${gateway}`);
-    return null;
+    throw new PortMappingError("NO_LOCAL_ADDRESS", `no address of ours on the subnet of ${gateway}`);
   }
+  return { gateway, local };
+}
+
+const pcpAttempt: Attempt = async (port, signal, log, leaseMs) => {
+  const { gateway, local } = await gatewayAndLocal();
+  const m = await pcpMap({
+    gateway,
+    clientIp: local,
+    internalPort: port,
+    externalPort: port,
+    lifetimeSeconds: Math.round(leaseMs / 1000),
+    signal,
+    log,
+  });
+  return {
+    protocol: "pcp",
+    host: m.externalHost,
+    port: m.externalPort,
+    local,
+    router: gateway,
+    stop: m.stop,
+  };
+};
+
+const pmpAttempt: Attempt = async (port, signal, log, leaseMs) => {
+  const { gateway, local } = await gatewayAndLocal();
   const nat = pmpNat(gateway);
-  try {
-    const m = await nat.map(port, local, {
+  // Renewing is ours too: the library writes its `ttl` option into the request as is, in seconds on the wire
+  // although it takes milliseconds everywhere else (20 minutes would ask for 1,200,000 s, two weeks), and its
+  // refresh timer takes the same number as milliseconds. So it is given seconds, and no timer of its own.
+  const ask = (externalPort: number, s: AbortSignal) =>
+    nat.map(port, local, {
       protocol: "tcp",
-      externalPort: port,
-      ttl: MAPPING_TTL_MS,
-      description: "securechat",
-      signal: AbortSignal.timeout(MAPPING_TIMEOUT_MS),
+      externalPort,
+      ttl: Math.round(leaseMs / 1000),
+      description: DESCRIPTION,
+      autoRefresh: false,
+      signal: s,
     });
-    log(`port mapping: ${m.externalHost}:${m.externalPort} -> ${local}:${port} (NAT-PMP at ${gateway})`);
+  try {
+    const m = await ask(port, signal);
+    const renewal = renewEvery(renewAfterMs(leaseMs), async () => {
+      try {
+        await ask(m.externalPort, AbortSignal.timeout(MAPPING_TIMEOUT_MS));
+        log("NAT-PMP mapping renewed");
+      } catch (e) {
+        log(`NAT-PMP renewal failed: ${messageOf(e)}`);
+      }
+    });
     return {
-      external: { host: m.externalHost, port: m.externalPort, via: "mapping" },
-      stop: async () => {
-        // Unmapped first and explicitly (the library's stop() drops its queue before it sends the unmap
-        // requests, so they never leave), bounded: a router gone away must not hold up quitting.
-        const signal = AbortSignal.timeout(MAPPING_TIMEOUT_MS);
-        // unmap() passes its options on to map() (ttl 0): without autoRefresh:false it would schedule a
-        // "refresh" of the removal. Its type declares only the signal.
+      protocol: "nat-pmp",
+      host: m.externalHost,
+      port: m.externalPort,
+      local,
+      router: gateway,
+      stop: async (signal) => {
+        await renewal.stop();
+        // Unmapped explicitly (lifetime 0): the library's stop() drops its queue before it sends the unmap
+        // requests, so they never leave. unmap() passes its options on to map(): without autoRefresh:false
+        // it would schedule a "refresh" of the removal. Its type declares only the signal.
         const opts = { signal, autoRefresh: false } as { signal: AbortSignal };
         await nat.unmap(port, opts).catch(() => {});
         await nat.stop({ signal: AbortSignal.timeout(500) }).catch(() => {});
       },
     };
   } catch (e) {
-    log(`no port mapping from ${gateway}: ${messageOf(e)}`);
     await nat.stop({ signal: AbortSignal.timeout(500) }).catch(() => {});
-    return null;
+    throw e;
   }
+};
+
+/** Runs `renew` every `ms` until stop(), which also waits for a renewal in flight (so none starts after). */
+function renewEvery(ms: number, renew: () => Promise<void>): { stop(): Promise<void> } {
+  let stopped = false;
+  let running: Promise<void> = Promise.resolve();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const tick = () => {
+    running = renew().finally(() => {
+      if (!stopped) timer = setTimeout(tick, ms);
+    });
+  };
+  timer = setTimeout(tick, ms);
+  return {
+    stop: async () => {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+/** What the library's IGD gateway holds but does not declare: the device that runs SOAP actions. */
+interface IgdDevice {
+  run(
+    service: string,
+    action: string,
+    args: [string, string | number][],
+    o: { signal?: AbortSignal },
+  ): Promise<
+    unknown
+  >;
+}
+
+function deviceOf(g: Gateway): IgdDevice | null {
+  const d = (g as unknown as { gateway?: { run?: unknown } }).gateway;
+  return d && typeof d.run === "function" ? d as IgdDevice : null;
+}
+
+const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
+  // Refreshing is ours: the library's unmap() sends DeletePortMapping for the internal port with an empty
+  // protocol (wrong when the router reserved another port, and refused by routers that check the
+  // arguments), and its refresh timers are only cleared by that unmap() or stop(), which calls it.
+  const client = upnpNat({ autoRefresh: false, description: DESCRIPTION });
+  let gateway: Gateway | null = null;
+  for await (const g of client.findGateways({ signal })) {
+    if (g.family !== "IPv4") continue;
+    gateway = g;
+    break;
+  }
+  if (!gateway) throw new PortMappingError("NO_ROUTER", "no UPnP-IGD v2 router answered the SSDP search");
+  const local = addressToward(gateway.host);
+  if (!local) {
+    throw new PortMappingError(
+      "NO_LOCAL_ADDRESS",
+      `no address of ours on the subnet of UPnP router ${gateway.host}`,
+    );
+  }
+  const g = gateway;
+  const ask = (externalPort: number, s: AbortSignal) =>
+    g.map(port, local, {
+      protocol: "TCP",
+      externalPort,
+      ttl: leaseMs,
+      description: DESCRIPTION,
+      autoRefresh: false,
+      signal: s,
+    });
+  const m = await ask(port, signal);
+  // AddAnyPortMapping again for the port we hold, to the same client: the router extends the lease.
+  const renewal = renewEvery(renewAfterMs(leaseMs), async () => {
+    try {
+      await ask(m.externalPort, AbortSignal.timeout(MAPPING_TIMEOUT_MS));
+      log("UPnP-IGD mapping renewed");
+    } catch (e) {
+      log(`UPnP-IGD renewal failed: ${messageOf(e)}`);
+    }
+  });
+  return {
+    protocol: "upnp-igd",
+    host: m.externalHost,
+    port: m.externalPort,
+    local,
+    router: `${g.host}:${g.port}`,
+    stop: async (signal) => {
+      await renewal.stop();
+      const device = deviceOf(g);
+      const args: [string, string | number][] = [
+        ["NewRemoteHost", ""],
+        ["NewExternalPort", m.externalPort],
+        ["NewProtocol", "TCP"],
+      ];
+      if (device) {
+        await device.run(WAN_IP_CONNECTION_2, "DeletePortMapping", args, { signal }).catch(() => {});
+      } else await g.unmap(port, { signal }).catch(() => {});
+    },
+  };
+};
+
+const ATTEMPTS: Record<MappingProtocol, Attempt> = {
+  "pcp": pcpAttempt,
+  "nat-pmp": pmpAttempt,
+  "upnp-igd": upnpAttempt,
+};
+
+/**
+ * Maps public TCP `port` (or another the router picks) to our `port`, asking every protocol at once; the
+ * first that maps wins, and null comes when none did (the reasons logged). A protocol that also maps later
+ * is removed again, unless it reports the same public address and port (one router speaking several
+ * protocols shares one forwarding rule among them: removing that one would remove the winner's); such a one
+ * is kept and removed with the winner on stop().
+ */
+export function mapPort(
+  port: number,
+  log: (text: string) => void,
+  opts: MapPortOptions = {},
+): Promise<Mapping | null> {
+  const protocols = opts.protocols ?? MAPPING_PROTOCOLS;
+  const timeoutMs = opts.timeoutMs ?? MAPPING_TIMEOUT_MS;
+  const signal = AbortSignal.timeout(timeoutMs);
+  const held: Mapped[] = [];
+  const settled: Promise<void>[] = [];
+  const leaseMs = opts.leaseMs ?? mappingLeaseMs();
+  const stopOne = (m: Mapped) => m.stop(AbortSignal.timeout(timeoutMs)).catch(() => {});
+  return new Promise((resolve) => {
+    let winner: Mapped | null = null;
+    let left = protocols.length;
+    const reasons: string[] = [];
+    if (left === 0) return resolve(null);
+    for (const p of protocols) {
+      settled.push(
+        ATTEMPTS[p](port, signal, log, leaseMs).then((m) => {
+          if (!winner) {
+            winner = m;
+            held.push(m);
+            log(
+              `port mapping: ${m.host}:${m.port} -> ${m.local}:${port} (${PROTOCOL_NAMES[p]} at ${m.router})`,
+            );
+            resolve({
+              external: { host: m.host, port: m.port, via: "mapping" },
+              protocol: p,
+              stop: async () => {
+                // The attempts still running are bounded by their signal; what they map is removed too.
+                await Promise.all(settled);
+                await Promise.all(held.map(stopOne));
+              },
+            });
+          } else if (m.host === winner.host && m.port === winner.port) {
+            held.push(m);
+          } else {
+            log(
+              `${PROTOCOL_NAMES[p]} also mapped ${m.host}:${m.port}; removed (${
+                PROTOCOL_NAMES[winner.protocol]
+              } won)`,
+            );
+            return stopOne(m);
+          }
+        }, (e) => {
+          const why = e instanceof DOMException && e.name === "TimeoutError" ? "no answer" : messageOf(e);
+          reasons.push(`${PROTOCOL_NAMES[p]}: ${why}`);
+        }).finally(() => {
+          if (--left === 0 && !winner) {
+            log(`no port mapping (${reasons.join("; ")})`);
+            resolve(null);
+          }
+        }),
+      );
+    }
+  });
 }

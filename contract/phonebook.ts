@@ -36,6 +36,13 @@ export interface UserEntry {
   /** Every address the user published, plus the one the phonebook saw it connect from, best first; empty
    * when offline or relay-only. From an older server: `[address]` (or empty). */
   candidates: Address[];
+  /** The candidates the phonebook's reachability check reached as this user (a TLS handshake showing the
+   * user's current certificate), in `candidates` order; always a subset of `candidates`. Empty when none
+   * answered, the check has not run yet (or is off), or from an older server: dialers try these first and
+   * the others after, never dropping one (a LAN address cannot be checked from the phonebook). */
+  reachable: Address[];
+  /** Unix ms of the check behind `reachable`; null when the current candidates were not checked (yet). */
+  reachCheckedAt: number | null;
   /** The relay the user keeps its control connection on (reach it through there when no candidate
    * answers); null when none was published. */
   relay: Address | null;
@@ -165,16 +172,31 @@ export function decodeUserEntry(v: unknown): UserEntry {
   }
   const address = decodeAddress(v.address);
   const relay = decodeAddress(v.relay);
+  // The user's own (at most MAX_CANDIDATES) plus the one the phonebook saw it connect from.
   const listed = Array.isArray(v.candidates)
-    ? v.candidates.slice(0, MAX_CANDIDATES).map(decodeAddress).filter((a): a is Address => a !== null)
+    ? v.candidates.slice(0, MAX_CANDIDATES + 1).map(decodeAddress).filter((a): a is Address => a !== null)
     : null;
   const candidates = listed ?? (address ? [address] : []);
+  const same = (a: Address, b: Address) => a.host === b.host && a.port === b.port;
+  // Only candidates count: an address listed here alone would be one nobody published.
+  const reachable = Array.isArray(v.reachable)
+    ? candidates.filter((c) =>
+      (v.reachable as unknown[]).slice(0, MAX_CANDIDATES + 1).some((r) => {
+        const a = decodeAddress(r);
+        return a !== null && same(a, c);
+      })
+    )
+    : [];
   return {
     name: v.name,
     // Online: dialable at an address, or through the relay it keeps a connection to.
     online: v.online === true && (address !== null || candidates.length > 0 || relay !== null),
     address: address ?? candidates[0] ?? null,
     candidates,
+    reachable,
+    reachCheckedAt: typeof v.reachCheckedAt === "number" && Number.isFinite(v.reachCheckedAt)
+      ? v.reachCheckedAt
+      : null,
     relay,
     certPem: v.certPem,
     fingerprint: v.fingerprint,

@@ -183,6 +183,7 @@ interface ServeFlags {
   caCertFile?: string;
   roughtimePublic?: string;
   proxyProtocol?: boolean;
+  reachCheck: boolean;
   database?: string;
   databasePasswordFile?: string;
 }
@@ -211,6 +212,10 @@ export function registerServeCommands(program: Command): void {
     .option(
       "--relay-at <host:port>",
       "point users to a standalone `securechat relay` on another machine (instead of relaying here)",
+    )
+    .option(
+      "--no-reach-check",
+      "do not try users' published addresses back (peers then get every candidate unchecked)",
     )
     .option("--invite-only", "enrollment needs a token from `securechat serve invite`")
     .option("--cert-days <n>", "validity of user certificates in days (default 30)")
@@ -289,6 +294,7 @@ export function registerServeCommands(program: Command): void {
         relay,
         relayAt: relayAt ? { host: relayAt.hostname, port: relayAt.port } : undefined,
         onRelayForward: relayCapture(),
+        reachCheck: flags.reachCheck === false ? false : undefined,
       }).catch(setupError);
       const publicName = hostnames[0];
       const publicUrl = `https://${publicName.includes(":") ? `[${publicName}]` : publicName}:${dir.port}`;
@@ -310,6 +316,7 @@ export function registerServeCommands(program: Command): void {
           ? `Relay: users are pointed to ${flags.relayAt}`
           : "Relay: off",
       );
+      console.log(`Reachability check: ${flags.reachCheck === false ? "off" : "on"}`);
       console.log(
         `Enrollment is ${flags.inviteOnly ? "by invitation only (securechat serve invite)" : "open"}.`,
       );

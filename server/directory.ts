@@ -24,7 +24,14 @@ import {
 } from "../pki/mod.ts";
 import { ApiError } from "./errors.ts";
 import { canonicalPresenceHost } from "./address.ts";
-import type { DirectoryStore, IssuedCert, UserRow } from "./store.ts";
+import {
+  type DirectoryStore,
+  type IssuedCert,
+  type PublishedReach,
+  reachKey,
+  type UserRow,
+} from "./store.ts";
+import type { ReachProber } from "./reach_probe.ts";
 import {
   type Address,
   decodeAddressList,
@@ -45,6 +52,7 @@ import {
   LIST_MAX_LIMIT,
   PRESENCE_MAX_TTL_S,
   PRESENCE_MIN_TTL_S,
+  REACH_RECHECK_MS,
   RENEW_GRACE_MS,
   RENEWALS_PER_DAY,
   TIME_SERVER_CACHE_MS,
@@ -91,15 +99,10 @@ export interface DirectoryServiceOptions {
   /** The relay running beside the phonebook: its port (in /v1/info) and who holds a control connection to
    * it now (listed online at once, reachable through it). */
   relay?: { host?: string; port: number; isConnected(name: string): boolean } | null;
-}
-
-/** A publication's candidates, kept in memory beside the store's best address (they live for a TTL of
- * minutes; a restarted phonebook has them back at the next refresh, within a third of the TTL). */
-interface Reach {
-  candidates: Address[];
-  relay: Address | null;
-  relayOnly: boolean;
-  expires: number;
+  /** The reachability check (reach_probe.ts); null or absent: candidates are listed unchecked. */
+  prober?: ReachProber | null;
+  /** Where a failed background check is reported (a store error); default console.error. */
+  onError?: (e: unknown) => void;
 }
 
 function keyIdOf(spki: Uint8Array): string {
@@ -140,7 +143,10 @@ export class DirectoryService {
    * its validity and whether it is still the user's current one are re-checked on every request. */
   #verified = new Map<string, VerifiedPeer>();
   readonly #relay: { host?: string; port: number; isConnected(name: string): boolean } | null;
-  readonly #reach = new Map<string, Reach>();
+  readonly #prober: ReachProber | null;
+  readonly #onError: (e: unknown) => void;
+  /** Checks under way on this node, by user and key (a refresh during a check does not start another). */
+  readonly #checking = new Map<string, Promise<void>>();
   /** Every node's Roughtime servers, read from the store at most every TIME_SERVER_CACHE_MS. */
   #timeServers: { at: number; list: RoughtimeServer[] } | null = null;
   /** The first CRL request of a process signs a fresh list (a restart is a new signing run), later ones
@@ -156,6 +162,49 @@ export class DirectoryService {
     this.#validityDays = opts.certValidityDays;
     this.#now = opts.now ?? Date.now;
     this.#relay = opts.relay ?? null;
+    this.#prober = opts.prober ?? null;
+    this.#onError = opts.onError ?? console.error;
+  }
+
+  /** Stops the checks under way (their results are dropped) and waits for them. */
+  async close(): Promise<void> {
+    await this.#prober?.close();
+    await Promise.allSettled([...this.#checking.values()]);
+  }
+
+  /** Resolves when every check under way on this node has stored its result (tests). */
+  async checksSettled(): Promise<void> {
+    while (this.#checking.size > 0) await Promise.allSettled([...this.#checking.values()]);
+  }
+
+  /** Starts the reachability check of a publication in the background, unless the same candidates were
+   * checked recently (on any node: the result is in the store) or are being checked here. */
+  #maybeCheck(
+    peer: VerifiedPeer,
+    reach: PublishedReach,
+    previous: UserRow | null,
+    remoteAddress: string | undefined,
+    knock: Uint8Array | null,
+  ): void {
+    const prober = this.#prober;
+    if (!prober || reach.relayOnly || reach.candidates.length === 0) return;
+    const prev = previous?.reach;
+    const fresh = prev && prev.key === reach.key && prev.checkedAt !== null &&
+      this.#now() - prev.checkedAt < REACH_RECHECK_MS;
+    const id = `${peer.name}|${reach.key}`;
+    if (fresh || this.#checking.has(id)) return;
+    const run = prober.check({
+      name: peer.name,
+      fingerprint: peer.fingerprint,
+      // The probe knocks like any peer, with the secret of this publication (ours to know: we store it).
+      knock,
+      candidates: reach.candidates,
+      observed: remoteAddress,
+    }, MAX_CANDIDATES + 1).then(async (report) => {
+      // null: the user's budget is spent (nothing was tried); the next refresh asks again.
+      if (report) await this.store.setReachResult(peer.name, reach.key, report.reachable, report.checkedAt);
+    }).catch(this.#onError).finally(() => this.#checking.delete(id));
+    this.#checking.set(id, run);
   }
 
   async handle(req: ApiRequest): Promise<ApiResponse> {
@@ -483,13 +532,22 @@ export class DirectoryService {
       knock = body.knock as string;
     }
     const expires = this.#now() + ttlSeconds * 1000;
-    // The expiry is an instant in the store, so every node judges it the same way.
-    if (relayOnly) await this.store.clearPresence(peer.name);
-    else await this.store.setPresence(peer.name, host, port as number, expires);
+    const reach: PublishedReach = {
+      candidates,
+      relay,
+      relayOnly,
+      expires,
+      key: reachKey(peer.fingerprint, candidates),
+    };
+    // Whether the same candidates were checked lately (read only when there is a check to run).
+    const previous = this.#prober && !relayOnly ? await this.store.getUser(peer.name) : null;
+    // The expiry is an instant in the store, so every node judges it the same way; the candidates, relay
+    // and check result are stored with it, so every node lists the same (docs/protocol.md, Reachability).
+    if (relayOnly) await this.store.clearPresence(peer.name, reach);
+    else await this.store.setPresence(peer.name, host, port as number, expires, reach);
     // A publication without a secret (an older client) clears an earlier one: its listener takes no knock.
     await this.store.setKnock(peer.name, knock);
-    // Candidates, relay and relay-only are this node's memory (see docs/protocol.md, Reachability).
-    this.#reach.set(peer.name, { candidates, relay, relayOnly, expires });
+    this.#maybeCheck(peer, reach, previous, remoteAddress, knock ? decodeKnockSecret(knock) : null);
     return {
       name: peer.name,
       address: relayOnly ? null : { host, port: port as number },
@@ -498,7 +556,6 @@ export class DirectoryService {
   }
 
   async withdraw(peer: VerifiedPeer): Promise<PresenceAnswer> {
-    this.#reach.delete(peer.name);
     await this.store.clearPresence(peer.name);
     await this.store.setKnock(peer.name, null);
     return { name: peer.name, address: null };
@@ -534,11 +591,7 @@ export class DirectoryService {
   entry(u: UserRow, opts: { withKnock?: boolean } = {}): UserEntry {
     const now = this.#now();
     const listed = !u.revoked && u.addrExpires !== null && u.addrExpires > now && u.addrHost !== null;
-    let reach = this.#reach.get(u.name) ?? null;
-    if (reach && reach.expires <= now) {
-      this.#reach.delete(u.name);
-      reach = null;
-    }
+    const reach = u.reach && u.reach.expires > now ? u.reach : null;
     const address = listed ? { host: u.addrHost!, port: u.addrPort! } : null;
     // Through our own relay when it holds the user's control connection, else the relay the user named.
     const viaOurRelay = !u.revoked && this.#relay?.isConnected(u.name) === true;
@@ -552,6 +605,8 @@ export class DirectoryService {
       online,
       address,
       candidates: address ? (reach?.candidates ?? [address]) : [],
+      reachable: address ? (reach?.reachable ?? []) : [],
+      reachCheckedAt: address ? (reach?.checkedAt ?? null) : null,
       relay,
       certPem: u.certPem,
       fingerprint: u.fingerprint,

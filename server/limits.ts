@@ -73,3 +73,21 @@ export const FILES = {
 export const TIME_SERVER_ANNOUNCE_MS = 60_000;
 export const TIME_SERVER_STALE_MS = 5 * 60_000;
 export const TIME_SERVER_CACHE_MS = 5_000;
+
+/** The reachability check (reach_probe.ts, docs/protocol.md "The check"). One probe: TCP connect plus TLS
+ * handshake within this time. */
+export const REACH_TIMEOUT_MS = 2_000;
+/** Probes running at once on one node, and probes waiting for a slot (beyond: not tried this round). */
+export const REACH_CONCURRENCY = 16;
+export const REACH_QUEUE_MAX = 256;
+/** Check rounds one user may cause: 4 at once, then one a minute. A round is asked for only when the
+ * candidate set changed or its last check is older than REACH_RECHECK_MS, so a user who stays put uses none;
+ * a spent budget just leaves the candidates unchecked until the next refresh asks again. */
+export const REACH_ROUND_BURST = 4;
+export const REACH_ROUND_PER_SECOND = 1 / 60;
+/** Probes to one destination address over all users (each carries only a ClientHello): a crowd of
+ * enrolled users naming one victim gets 32 connections to it, then one every 2 s. */
+export const REACH_HOST_BURST = 32;
+export const REACH_HOST_PER_SECOND = 0.5;
+/** A check result stays good this long; then the next refresh of the same candidates checks again. */
+export const REACH_RECHECK_MS = 10 * 60_000;

@@ -87,6 +87,15 @@ CREATE INDEX certs_name_issued ON certs (name, issued_at);`,
   },
   {
     version: 3,
+    name: "publications (candidates, relay) and their reachability check, shared by every node",
+    sql: `
+ALTER TABLE users ADD COLUMN reach TEXT;
+ALTER TABLE users ADD COLUMN reach_key TEXT;
+ALTER TABLE users ADD COLUMN reach_ok TEXT;
+ALTER TABLE users ADD COLUMN reach_checked_at INTEGER;`,
+  },
+  {
+    version: 4,
     name: "knock secrets",
     // The secret each user's listener wants knocked with (contract/knock.ts), published with its presence:
     // kept in the database so that every node hands out the same one.
@@ -159,6 +168,15 @@ CREATE INDEX certs_name_issued ON certs (name, issued_at);`,
   },
   {
     version: 3,
+    name: "publications (candidates, relay) and their reachability check, shared by every node",
+    sql: `
+ALTER TABLE users ADD COLUMN reach TEXT;
+ALTER TABLE users ADD COLUMN reach_key TEXT;
+ALTER TABLE users ADD COLUMN reach_ok TEXT;
+ALTER TABLE users ADD COLUMN reach_checked_at BIGINT;`,
+  },
+  {
+    version: 4,
     name: "knock secrets",
     // The secret each user's listener wants knocked with (contract/knock.ts), published with its presence:
     // kept in the database so that every node hands out the same one.

@@ -33,6 +33,7 @@ import type { DirectoryStore } from "./store.ts";
 import { openDirectoryStore, type StoreConfig } from "./store_open.ts";
 import { SchemaError } from "./migrations.ts";
 import { type RelayLimits, type RunningRelay, startRelay } from "./relay.ts";
+import { ReachProber, type ReachProberOptions } from "./reach_probe.ts";
 import { DEFAULT_RELAY_PORT } from "../contract/mod.ts";
 
 export { ApiError, type ApiErrorCode, ServerSetupError } from "./errors.ts";
@@ -41,6 +42,11 @@ export { API_VERSION, DEFAULT_PORT } from "./limits.ts";
 export { DEFAULT_RELAY_LIMITS, type RelayLimits, type RelayStats, type RunningRelay } from "./relay.ts";
 export { DEFAULT_RELAY_PORT };
 export { type StandaloneRelayOptions, startStandaloneRelay } from "./relay_standalone.ts";
+export { type ProbeOutcome, type ProbeResult, type ReachProberOptions } from "./reach_probe.ts";
+
+/** The reachability check's settings a deployment (or a test) may change; the CA and the phonebook's own
+ * ports come from the server itself. */
+export type ReachCheckOptions = Omit<ReachProberOptions, "caCertPem" | "ownPorts" | "now" | "takeRound">;
 
 /** Issues a standalone relay's certificate (server authentication for `hostnames`, marked as a relay's so
  * clients never take it for the directory's) and writes it, its key (0600) and the CA certificate to
@@ -112,6 +118,9 @@ export interface DirectoryServerOptions extends StoreConfig {
   relay?: { hostname?: string; port: number; limits?: Partial<RelayLimits> } | false;
   /** A standalone relay (`securechat relay` on another machine) to point users to, instead of our own. */
   relayAt?: { host: string; port: number };
+  /** The phonebook tries each published candidate back and lists those that answer as the user
+   * (docs/protocol.md "The check"); default on, false for off (`serve --no-reach-check`). */
+  reachCheck?: ReachCheckOptions | false;
   /** Test hook: every chunk the relay forwards (tests search it for plaintext). */
   onRelayForward?: (chunk: Uint8Array) => void;
   /** How often the server's own TLS certificate is checked for renewal. Default SERVER_CERT_CHECK_MS. */
@@ -145,6 +154,8 @@ export interface RunningDirectory {
   storeLocation: string;
   /** True when this start created the CA. */
   createdCa: boolean;
+  /** Resolves when every reachability check under way on this node has stored its result (tests). */
+  reachChecksSettled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -220,7 +231,22 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       throw e;
     }
   }
+  // The phonebook's own ports, never probed on its own addresses (set as each listener is bound).
+  const own: { http: number | null } = { http: opts.port || null };
+  const prober = opts.reachCheck === false ? null : new ReachProber({
+    // Each user's round budget is shared by every node (the per-destination one is per node: it is taken
+    // for every candidate, too often for a database write).
+    takeRound: async (name, nowMs, spec) => await store.takeBucket(`reach:${name}`, 1, nowMs, spec) === 0,
+    ...opts.reachCheck,
+    caCertPem: ca.certPem,
+    ownPorts: () =>
+      [own.http, relay?.port, rt?.port, opts.roughtimePublic?.port].filter((p): p is number =>
+        typeof p === "number" && p > 0
+      ),
+  });
   const service = new DirectoryService({
+    prober,
+    onError: opts.onError,
     store,
     ca,
     caFingerprint: fingerprint,
@@ -254,12 +280,14 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       onError: opts.onError ?? ((e) => console.error("securechat serve: internal error:", e)),
     });
   } catch (e) {
+    await service.close();
     await relay?.close();
     clearInterval(announcer);
     await store.close();
     await rt?.close();
     throw e;
   }
+  own.http = http.port;
   const urlHost = listenHost === "0.0.0.0" || listenHost === "::" ? "127.0.0.1" : listenHost;
   let closed = false;
   // The server certificate renews itself (re-issued by the CA for the kept key, written to server.pem, served
@@ -291,6 +319,7 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
     relay,
     storeLocation: store.location,
     createdCa: created,
+    reachChecksSettled: () => service.checksSettled(),
     close: async () => {
       if (closed) return;
       closed = true;
@@ -298,6 +327,8 @@ export async function startDirectoryServer(opts: DirectoryServerOptions): Promis
       clearInterval(certTimer);
       clearInterval(announcer);
       await http.close();
+      // Checks under way end before the store they write to closes.
+      await service.close();
       await rt?.close();
       await store.close();
     },

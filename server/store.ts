@@ -9,6 +9,7 @@
  * revoke...), each one transaction in the backend, so callers never hold a transaction open across an await.
  */
 import { createHash } from "node:crypto";
+import { type Address, decodeAddressList } from "../contract/mod.ts";
 
 export interface UserRow {
   name: string;
@@ -24,6 +25,28 @@ export interface UserRow {
   addrExpires: number | null;
   /** The listener's knock secret as published (base64url), or null. */
   knock: string | null;
+  /** The current publication beyond its best address, with its check; null when there is none. */
+  reach: StoredReach | null;
+}
+
+/** What a publication says besides its best address (docs/protocol.md "Reachability"). Stored with the
+ * user, so every node lists the same candidates and a restarted phonebook still has them. */
+export interface PublishedReach {
+  /** Every candidate, the observed one included, best first. */
+  candidates: Address[];
+  relay: Address | null;
+  relayOnly: boolean;
+  /** Unix ms the publication lapses (also for relay-only ones, which have no stored address). */
+  expires: number;
+  /** Names what a check result is about (the user's certificate and the candidate set, see reachKey): a
+   * result is stored only while the key is still the user's, and kept across refreshes with the same key. */
+  key: string;
+}
+
+export interface StoredReach extends PublishedReach {
+  /** The candidates the last check of `key` reached; null when `key` was not checked yet. */
+  reachable: Address[] | null;
+  checkedAt: number | null;
 }
 
 export interface IssuedCert {
@@ -99,8 +122,21 @@ export interface DirectoryStore {
    * no such user. */
   adminRevoke(name: string, release: boolean, nowMs: number): Promise<{ serial: string } | null>;
 
-  setPresence(name: string, host: string, port: number, expiresMs: number): Promise<void>;
-  clearPresence(name: string): Promise<void>;
+  /** Sets the best address and, with `reach`, the rest of the publication; a check result is kept when
+   * `reach.key` is the stored key, and dropped otherwise (or without `reach`). */
+  setPresence(
+    name: string,
+    host: string,
+    port: number,
+    expiresMs: number,
+    reach?: PublishedReach,
+  ): Promise<void>;
+  /** Clears the best address; `reach` (a relay-only publication) is stored as setPresence does, without it
+   * the whole publication is cleared. */
+  clearPresence(name: string, reach?: PublishedReach): Promise<void>;
+  /** Stores a check result for `key`; false (nothing changed) when the user's stored key is another one by
+   * now (a newer publication, from any node, or a withdrawal). */
+  setReachResult(name: string, key: string, reachable: Address[], checkedAt: number): Promise<boolean>;
   /** Sets (or, null, clears) the knock secret the user's listener published. */
   setKnock(name: string, knock: string | null): Promise<void>;
 
@@ -179,7 +215,46 @@ export function toUserRow(r: Record<string, unknown>): UserRow {
     addrPort: r.addr_port === null ? null : Number(r.addr_port),
     addrExpires: r.addr_expires === null ? null : Number(r.addr_expires),
     knock: typeof r.knock_secret === "string" ? r.knock_secret : null,
+    reach: decodeStoredReach(r),
   };
+}
+
+/** The columns of a publication (reach JSON, its key, the check result) as the stores write them. */
+export function reachColumns(reach: PublishedReach | undefined): { json: string | null; key: string | null } {
+  if (!reach) return { json: null, key: null };
+  const { candidates, relay, relayOnly, expires } = reach;
+  return { json: JSON.stringify({ candidates, relay, relayOnly, expires }), key: reach.key };
+}
+
+/** The stored publication of a users row; null when absent or unreadable (a damaged row lists no
+ * candidates rather than failing the listing). */
+function decodeStoredReach(r: Record<string, unknown>): StoredReach | null {
+  if (typeof r.reach !== "string" || typeof r.reach_key !== "string") return null;
+  try {
+    const v = JSON.parse(r.reach) as Record<string, unknown>;
+    const candidates = decodeAddressList(v.candidates);
+    const relay = v.relay === null ? null : decodeAddressList([v.relay])?.[0] ?? null;
+    if (!candidates || typeof v.expires !== "number") return null;
+    const ok = typeof r.reach_ok === "string" ? decodeAddressList(JSON.parse(r.reach_ok)) : null;
+    return {
+      candidates,
+      relay,
+      relayOnly: v.relayOnly === true,
+      expires: v.expires,
+      key: r.reach_key,
+      reachable: ok,
+      checkedAt: ok && r.reach_checked_at !== null ? Number(r.reach_checked_at) : null,
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** The key of a check: the certificate the publication was made with and the candidate set (order does not
+ * matter to what a check finds). */
+export function reachKey(fingerprint: string, candidates: Address[]): string {
+  const set = candidates.map((a) => `${a.host}|${a.port}`).sort().join(",");
+  return createHash("sha256").update(`${fingerprint};${set}`).digest("hex").slice(0, 32);
 }
 
 /** Names are ASCII below 0x7f, so [prefix, prefix + "\x7f") is exactly "starts with prefix", with no LIKE

@@ -11,6 +11,7 @@
  * - counts that must not be exceeded together (renewals a day) are taken under the user's row lock
  *   (SELECT ... FOR UPDATE).
  */
+import type { Address } from "../contract/mod.ts";
 import postgres from "postgres";
 import { Buffer } from "node:buffer";
 import {
@@ -22,6 +23,8 @@ import {
   type IssuedCert,
   listBounds,
   type PresenceImport,
+  type PublishedReach,
+  reachColumns,
   type RenewOutcome,
   type RevokeReason,
   type StoredCrl,
@@ -155,7 +158,12 @@ export class PostgresDirectoryStore implements DirectoryStore {
         );
         break;
       } catch (e) {
-        if (i < 5 && ["23505", "42P07", ...RETRYABLE].includes(sqlState(e) ?? "")) continue;
+        if (i < 5 && ["23505", "42P07", ...RETRYABLE].includes(sqlState(e) ?? "")) {
+          // The other creator may not have committed yet (IF NOT EXISTS does not see it): give it a moment,
+          // or every retry fails the same way (seen under load: "type schema_migrations already exists").
+          await new Promise((r) => setTimeout(r, 20 * (i + 1)));
+          continue;
+        }
         throw e;
       }
     }
@@ -234,8 +242,8 @@ export class PostgresDirectoryStore implements DirectoryStore {
   }
 
   async #markRevoked(t: Tx, name: string): Promise<void> {
-    await t`UPDATE users SET revoked = TRUE, addr_host = NULL, addr_port = NULL, addr_expires = NULL
-      WHERE name = ${name}`;
+    await t`UPDATE users SET revoked = TRUE, addr_host = NULL, addr_port = NULL, addr_expires = NULL,
+      reach = NULL, reach_key = NULL, reach_ok = NULL, reach_checked_at = NULL WHERE name = ${name}`;
   }
 
   /** Enrollments arriving while a commit is under way are committed together, each inside its own
@@ -346,8 +354,19 @@ export class PostgresDirectoryStore implements DirectoryStore {
     });
   }
 
-  async setPresence(name: string, host: string, port: number, expiresMs: number): Promise<void> {
-    await this.#sql`UPDATE users SET addr_host = ${host}, addr_port = ${port}, addr_expires = ${expiresMs}
+  async setPresence(
+    name: string,
+    host: string,
+    port: number,
+    expiresMs: number,
+    reach?: PublishedReach,
+  ): Promise<void> {
+    const r = reachColumns(reach);
+    // SET expressions read the row as it was, so the result survives only a publication of the same key.
+    await this.#sql`UPDATE users SET addr_host = ${host}, addr_port = ${port}, addr_expires = ${expiresMs},
+      reach_ok = CASE WHEN reach_key IS NOT DISTINCT FROM ${r.key}::TEXT THEN reach_ok ELSE NULL END,
+      reach_checked_at = CASE WHEN reach_key IS NOT DISTINCT FROM ${r.key}::TEXT THEN reach_checked_at END,
+      reach = ${r.json}, reach_key = ${r.key}
       WHERE name = ${name}`;
   }
 
@@ -355,9 +374,19 @@ export class PostgresDirectoryStore implements DirectoryStore {
     await this.#sql`UPDATE users SET knock_secret = ${knock} WHERE name = ${name}`;
   }
 
-  async clearPresence(name: string): Promise<void> {
-    await this
-      .#sql`UPDATE users SET addr_host = NULL, addr_port = NULL, addr_expires = NULL WHERE name = ${name}`;
+  async clearPresence(name: string, reach?: PublishedReach): Promise<void> {
+    const r = reachColumns(reach);
+    await this.#sql`UPDATE users SET addr_host = NULL, addr_port = NULL, addr_expires = NULL,
+      reach_ok = CASE WHEN reach_key IS NOT DISTINCT FROM ${r.key}::TEXT THEN reach_ok ELSE NULL END,
+      reach_checked_at = CASE WHEN reach_key IS NOT DISTINCT FROM ${r.key}::TEXT THEN reach_checked_at END,
+      reach = ${r.json}, reach_key = ${r.key}
+      WHERE name = ${name}`;
+  }
+
+  async setReachResult(name: string, key: string, reachable: Address[], checkedAt: number): Promise<boolean> {
+    const r = await this.#sql`UPDATE users SET reach_ok = ${JSON.stringify(reachable)},
+      reach_checked_at = ${checkedAt} WHERE name = ${name} AND reach_key = ${key} RETURNING name`;
+    return r.length > 0;
   }
 
   async certsIssuedSince(name: string, sinceMs: number): Promise<number> {

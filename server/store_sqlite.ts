@@ -4,6 +4,7 @@
  * so other requests (same process) and admin commands (other processes) never see half a change; the async
  * methods only wrap synchronous work, so no transaction is ever open across an await.
  */
+import type { Address } from "../contract/mod.ts";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import {
   type BucketSpec,
@@ -14,6 +15,8 @@ import {
   type IssuedCert,
   listBounds,
   type PresenceImport,
+  type PublishedReach,
+  reachColumns,
   type RenewOutcome,
   type RevokeReason,
   type StoredCrl,
@@ -160,7 +163,8 @@ export class SqliteDirectoryStore implements DirectoryStore {
 
   #markRevoked(name: string): void {
     this.#q(
-      "UPDATE users SET revoked = 1, addr_host = NULL, addr_port = NULL, addr_expires = NULL WHERE name = ?",
+      `UPDATE users SET revoked = 1, addr_host = NULL, addr_port = NULL, addr_expires = NULL, reach = NULL,
+       reach_key = NULL, reach_ok = NULL, reach_checked_at = NULL WHERE name = ?`,
     ).run(name);
   }
 
@@ -226,9 +230,22 @@ export class SqliteDirectoryStore implements DirectoryStore {
     }));
   }
 
-  setPresence(name: string, host: string, port: number, expiresMs: number): Promise<void> {
-    this.#q("UPDATE users SET addr_host = ?, addr_port = ?, addr_expires = ? WHERE name = ?")
-      .run(host, port, expiresMs, name);
+  setPresence(
+    name: string,
+    host: string,
+    port: number,
+    expiresMs: number,
+    reach?: PublishedReach,
+  ): Promise<void> {
+    const r = reachColumns(reach);
+    // SET expressions read the row as it was, so the result survives only a publication of the same key.
+    this.#q(
+      `UPDATE users SET addr_host = ?, addr_port = ?, addr_expires = ?,
+         reach_ok = CASE WHEN reach_key IS ? THEN reach_ok ELSE NULL END,
+         reach_checked_at = CASE WHEN reach_key IS ? THEN reach_checked_at ELSE NULL END,
+         reach = ?, reach_key = ?
+       WHERE name = ?`,
+    ).run(host, port, expiresMs, r.key, r.key, r.json, r.key, name);
     return Promise.resolve();
   }
 
@@ -237,10 +254,22 @@ export class SqliteDirectoryStore implements DirectoryStore {
     return Promise.resolve();
   }
 
-  clearPresence(name: string): Promise<void> {
-    this.#q("UPDATE users SET addr_host = NULL, addr_port = NULL, addr_expires = NULL WHERE name = ?")
-      .run(name);
+  clearPresence(name: string, reach?: PublishedReach): Promise<void> {
+    const r = reachColumns(reach);
+    this.#q(
+      `UPDATE users SET addr_host = NULL, addr_port = NULL, addr_expires = NULL,
+         reach_ok = CASE WHEN reach_key IS ? THEN reach_ok ELSE NULL END,
+         reach_checked_at = CASE WHEN reach_key IS ? THEN reach_checked_at ELSE NULL END,
+         reach = ?, reach_key = ?
+       WHERE name = ?`,
+    ).run(r.key, r.key, r.json, r.key, name);
     return Promise.resolve();
+  }
+
+  setReachResult(name: string, key: string, reachable: Address[], checkedAt: number): Promise<boolean> {
+    const r = this.#q("UPDATE users SET reach_ok = ?, reach_checked_at = ? WHERE name = ? AND reach_key = ?")
+      .run(JSON.stringify(reachable), checkedAt, name, key);
+    return Promise.resolve(Number(r.changes) > 0);
   }
 
   certsIssuedSince(name: string, sinceMs: number): Promise<number> {

@@ -25,8 +25,16 @@ function refused(f: () => unknown) {
   assert.throws(f, (e: unknown) => e instanceof ContractError && e.code === "BAD_RESPONSE");
 }
 
-/** What an entry from a server before candidates decodes to: its address is the one candidate, no relay. */
-const decoded = { ...entry, candidates: [entry.address], relay: null, knock: null };
+/** What an entry from a server before candidates decodes to: its address is the one candidate, no relay,
+ * nothing checked. */
+const decoded = {
+  ...entry,
+  candidates: [entry.address],
+  reachable: [],
+  reachCheckedAt: null,
+  relay: null,
+  knock: null,
+};
 
 Deno.test("contract: a user entry decodes, unknown fields are ignored, 'online' needs a usable address", () => {
   assert.deepEqual(decodeUserEntry({ ...entry, futureField: [1] }), decoded);
@@ -92,6 +100,22 @@ Deno.test("contract: candidates and relay decode; malformed candidates are skipp
   assert.equal(ro.address, null);
   assert.equal(decodeUserEntry({ ...entry, address: null, candidates: [], relay: null }).online, false);
   assert.equal(decodeUserEntry({ ...entry, relay: { host: "r", port: 0 } }).relay, null);
+});
+
+Deno.test("contract: reachable is the checked subset of candidates, in their order; anything else is dropped", () => {
+  const lan = { host: "192.168.1.10", port: 4000 };
+  const pub = { host: "198.18.0.5", port: 4000 };
+  const full = { ...entry, address: lan, candidates: [lan, pub], reachCheckedAt: 1_700_000_000_000 };
+  const d = decodeUserEntry({ ...full, reachable: [pub, { host: "203.0.113.9", port: 1 }, "x", lan] });
+  assert.deepEqual(d.reachable, [lan, pub], "candidates order; an address nobody published is not listed");
+  assert.equal(d.reachCheckedAt, 1_700_000_000_000);
+  assert.deepEqual(decodeUserEntry({ ...full, reachable: "all" }).reachable, []);
+  assert.equal(decodeUserEntry({ ...full, reachCheckedAt: "now" }).reachCheckedAt, null);
+  // The phonebook lists the user's eight plus the address it saw: all nine are kept.
+  const nine = [...Array(9).keys()].map((i) => ({ host: `198.18.0.${i + 1}`, port: 4000 }));
+  const n = decodeUserEntry({ ...entry, address: nine[0], candidates: nine, reachable: [nine[8]] });
+  assert.equal(n.candidates.length, 9);
+  assert.deepEqual(n.reachable, [nine[8]]);
 });
 
 Deno.test("contract: directory info, issued certificate and error bodies", () => {

@@ -1,6 +1,8 @@
 /** The dialer with fake look-ups and dials: one attempt per peer at a time, offline/revoked/unknown peers
  * are not dialled, the listed fingerprint is handed to peer trust first, and a failure is said once per code. */
 import assert from "node:assert/strict";
+import net from "node:net";
+import { dialOrder } from "../client/candidates.ts";
 import { type DialEntry, Dialer } from "../client/dialer.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
 import type { PeerSession } from "../client/session/peer_session.ts";
@@ -107,4 +109,68 @@ Deno.test("dialer: a refused dial looks the peer up again; a new knock secret is
   assert.equal(await dialer.connect("bob"), null);
   assert.equal(dials, 1);
   assert.deepEqual(events.map((e) => (e as { code: string }).code), ["PEER_UNANSWERED"]);
+});
+
+Deno.test("dial order: candidates the phonebook reached first, then every other one, each in listed order", () => {
+  const lan = { host: "192.168.1.10", port: 4000 };
+  const v6 = { host: "2001:db8::5", port: 4000 };
+  const pub = { host: "198.18.0.5", port: 4000 };
+  const mapped = { host: "198.18.0.5", port: 41000, via: "mapping" as const };
+  assert.deepEqual(dialOrder([lan, v6, pub, mapped], [mapped, pub]), [pub, mapped, lan, v6]);
+  assert.deepEqual(dialOrder([lan, v6, pub], []), [lan, v6, pub], "nothing checked: the listed order");
+  assert.deepEqual(
+    dialOrder([lan, pub], [{ host: "203.0.113.1", port: 1 }]),
+    [lan, pub],
+    "an address that is not a candidate adds nothing",
+  );
+  assert.deepEqual(dialOrder([pub, { host: "::ffff:198.18.0.5", port: 4000 }, lan], [pub]), [pub, lan]);
+});
+
+Deno.test("dialer: the first attempt goes to the reached candidate, the unreached ones follow, none dropped", async () => {
+  const lan = { host: "192.168.1.10", port: 4000 };
+  const pub = { host: "198.18.0.5", port: 4000 };
+  const lan2 = { host: "10.0.0.7", port: 4000 };
+  const tried: string[] = [];
+  const over: string[] = [];
+  const session = { path: null } as unknown as PeerSession;
+  const entry: DialEntry = {
+    online: true,
+    address: lan,
+    candidates: [lan, lan2, pub],
+    reachable: [pub],
+    fingerprint: "ab",
+    revoked: false,
+  };
+  let failFirst = true;
+  const dialer = new Dialer({
+    lookup: () => Promise.resolve(entry),
+    active: () => null,
+    dial: () => Promise.reject(new Error("not used with reach")),
+    noteListed: () => {},
+    emit: () => {},
+  }, {
+    connect: (host, port) => {
+      tried.push(`${host}:${port}`);
+      // The reached one refuses this time (the peer moved); the others are still tried, in order.
+      if (failFirst && host === pub.host) return Promise.reject(new Error("ECONNREFUSED"));
+      return Promise.resolve(new net.Socket());
+    },
+    relayCircuit: () => Promise.reject(new Error("no relay")),
+    haveRelay: () => false,
+    dialOver: (_n, socket, path) => {
+      socket.destroy();
+      over.push(`${path.kind} ${path.address.host}`);
+      return Promise.resolve(session);
+    },
+  });
+  assert.equal(await dialer.connect("bob"), session);
+  assert.equal(tried[0], "198.18.0.5:4000", "the first attempt is the reached candidate");
+  assert.deepEqual(tried.slice(0, 2), ["198.18.0.5:4000", "192.168.1.10:4000"]);
+  assert.deepEqual(over, ["lan 192.168.1.10"], "an unreached LAN candidate still gets the session");
+  failFirst = false;
+  tried.length = 0;
+  over.length = 0;
+  assert.equal(await dialer.connect("bob"), session);
+  assert.deepEqual(over, ["public 198.18.0.5"]);
+  assert.equal(tried[0], "198.18.0.5:4000");
 });

@@ -1,9 +1,11 @@
 /**
- * Port mapping in network namespaces: a home router that maps ports over NAT-PMP (the tests' own responder,
- * tests/helpers/natpmp_responder.ts, installing real nftables DNAT rules; the client side is the real
- * `@achingbrain/nat-port-mapper`). A user behind it running `securechat chat --headless` with default flags
- * gets a mapping, publishes it first, and a user behind another router reaches it directly through the
- * mapping (path `mapped`), before any relay or punching. When the mapped user quits, the mapping is removed.
+ * Port mapping in network namespaces: a home router that maps ports over UPnP-IGD, PCP or NAT-PMP (the
+ * tests' own responder, tests/helpers/portmap_responder.ts, installing real nftables DNAT rules; the client
+ * side is the real program: `@achingbrain/nat-port-mapper` for UPnP-IGD and NAT-PMP, client/pcp.ts for PCP).
+ * A user behind it running `securechat chat --headless` with default flags gets a mapping, publishes it
+ * first, and a user behind another router reaches it directly through the mapping (path `mapped`). A PCP
+ * lease the router keeps short is renewed while chat runs. When the mapped user quits, the mapping is
+ * removed (the rule is gone). A user of the same LAN with `--no-port-mapping` asks the router nothing.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -12,100 +14,197 @@ import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
 import { enrollIn, startServe } from "./helpers/reach.ts";
 
-const RESPONDER = new URL("./helpers/natpmp_responder.ts", import.meta.url).pathname;
+const RESPONDER = new URL("./helpers/portmap_responder.ts", import.meta.url).pathname;
 
-Deno.test({
-  name: "port mapping: NAT-PMP maps our port, peers dial it directly (path mapped), quitting unmaps it",
-  ignore: !labAvailable() && !toolsRequired(),
-  fn: async () => {
-    assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
-    const lab = await buildLab({
-      routers: [{ name: "pmp", nat: "cone", silentDrop: true }, {
-        name: "home",
-        nat: "cone",
-        silentDrop: true,
-      }],
-      hosts: [{ name: "pb" }, { name: "mapped", router: "pmp" }, { name: "other", router: "home" }],
-    });
-    const root = await Deno.makeTempDir({ prefix: "securechat-pmp-" });
-    const procs: HeadlessProc[] = [];
-    let serve: Deno.ChildProcess | null = null;
-    const responder = lab.command("pmp", Deno.execPath(), [
-      "run",
-      "--allow-net",
-      "--allow-run",
-      RESPONDER,
-      lab.routerLan.get("pmp")!,
-      lab.routerWan.get("pmp")!,
-    ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
-    let said = "";
-    const reading = (async () => {
-      for await (const c of responder.stdout) said += new TextDecoder().decode(c);
-    })();
-    const until = async (what: string, f: () => boolean, ms = 20_000) => {
-      const end = Date.now() + ms;
-      while (!f()) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${what}; responder said: ${said}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
-    try {
-      await until("the responder", () => said.includes("ready"));
-      const s = await startServe(lab, join(root, "pb"), join(root, "capture.bin"));
-      serve = s.child;
-      for (const u of ["mapped", "other"]) await enrollIn(lab, u, s, join(root, u));
-      const m = spawnHeadless(join(root, "mapped"), { netns: lab.nsOf("mapped") });
-      const o = spawnHeadless(join(root, "other"), { netns: lab.nsOf("other") });
-      procs.push(m, o);
-      const ready = await m.waitEvent((e) => e.event === "ready", 60_000, "mapped ready");
-      await o.waitEvent((e) => e.event === "ready", 60_000, "other ready");
-      const port = Number(String(ready.address).split(":").pop());
-      const wan = lab.routerWan.get("pmp")!;
-      await m.waitEvent(
-        (e) => e.event === "log" && String(e.text).startsWith(`port mapping: ${wan}:${port} -> `),
-        20_000,
-        "the mapping",
-      ).catch((e) => {
-        throw new Error(
-          `${e.message}; responder: ${said}; stderr: ${m.stderr().replaceAll("\n", " ").slice(-1500)}`,
-        );
-      });
-      assert.match(said, new RegExp(`MAP ${port} -> ${lab.host("mapped").address}:${port}`));
-      assert.match(
-        await lab.run("pmp", ["nft", "list", "chain", "ip", "lab", "pre"]),
-        new RegExp(`dport ${port} dnat`),
-      );
+interface Case {
+  /** What the router speaks (the responder's --protocols). */
+  offers: string;
+  /** The protocol that must win, as chat logs it. */
+  wins: RegExp;
+  /** The responder's tag of the winner's rules. */
+  tag: string;
+  pcpLifetime?: number;
+  /** The lease chat asks for (SECURECHAT_MAPPING_LEASE_S): short, so its renewal is seen. */
+  leaseS?: number;
+  /** The router holds every port asked for for someone else and assigns another (from 20000). */
+  portsTaken?: boolean;
+  /** Also run a user with --no-port-mapping on the same LAN. */
+  withNoMapping?: boolean;
+}
 
-      // The phonebook lists the mapping first; the other user's first try reaches it.
-      await o.cmd({ cmd: "send", to: "mapped", text: "through your router's mapping", ref: 1 });
-      const q = await o.waitEvent((e) => e.event === "queued" && e.ref === 1);
-      await m.waitEvent((e) => e.event === "message" && e.text === "through your router's mapping", 30_000);
-      await o.waitEvent((e) => e.event === "delivered" && e.id === q.id, 30_000);
-      await o.cmd({ cmd: "info", name: "mapped", ref: 2 });
-      const info = (await o.waitEvent((e) => e.event === "info" && e.ref === 2)).peer as Record<
-        string,
-        string
-      >;
-      assert.equal(info.pathKind, "mapped", info.path);
-      assert.equal(info.pathAddress, `${wan}:${port}`);
-
-      assert.equal(await m.kill("SIGTERM"), 0);
-      await until("the unmapping", () => said.includes(`UNMAP ${port}`));
-      assert.doesNotMatch(await lab.run("pmp", ["nft", "list", "chain", "ip", "lab", "pre"]), /dnat/);
-    } finally {
-      await Promise.all(procs.map((p) => p.kill("SIGTERM").catch(() => -1)));
-      for (const c of [serve, responder]) {
-        if (!c) continue;
-        try {
-          c.kill("SIGTERM");
-        } catch { /* gone */ }
-        await c.status;
-      }
-      await reading.catch(() => {});
-      await serve?.stderr.cancel().catch(() => {});
-      await responder.stderr.cancel().catch(() => {});
-      await lab.close();
-      await Deno.remove(root, { recursive: true }).catch(() => {});
-    }
+const CASES: Case[] = [
+  // 10-second leases asked: renewed (5 s in) while chat runs.
+  { offers: "upnp", wins: /\(UPnP-IGD at /, tag: "upnp", leaseS: 10 },
+  // The router reserves another public port than the one asked for: that one is published, renewed and
+  // removed (the library's own unmap() would name the internal port).
+  { offers: "upnp", wins: /\(UPnP-IGD at /, tag: "upnp", portsTaken: true },
+  // A 4-second lease: chat must renew it (at 1/2 to 5/8 of it) while it runs.
+  { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
+  { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", leaseS: 10 },
+  // A router speaking all three: whichever answers first wins, the others share its rule (same port), and
+  // quitting leaves no rule behind. A LAN neighbour with --no-port-mapping sends nothing at all.
+  {
+    offers: "pmp,pcp,upnp",
+    wins: /\((PCP|NAT-PMP|UPnP-IGD) at /,
+    tag: "(pmp|pcp|upnp)",
+    withNoMapping: true,
   },
-});
+];
+
+for (const c of CASES) {
+  Deno.test({
+    name:
+      `port mapping (router offers ${c.offers}): peers dial the mapping directly (path mapped), quitting unmaps it${
+        c.pcpLifetime || c.leaseS ? ", the short lease is renewed" : ""
+      }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
+        c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
+      }`,
+    ignore: !labAvailable() && !toolsRequired(),
+    fn: () => mappingCase(c),
+  });
+}
+
+async function mappingCase(c: Case): Promise<void> {
+  assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
+  const lab = await buildLab({
+    routers: [{ name: "map", nat: "cone", silentDrop: true }, {
+      name: "home",
+      nat: "cone",
+      silentDrop: true,
+    }],
+    hosts: [
+      { name: "pb" },
+      { name: "mapped", router: "map" },
+      { name: "other", router: "home" },
+      ...(c.withNoMapping ? [{ name: "nomap", router: "map" }] : []),
+    ],
+  });
+  const root = await Deno.makeTempDir({ prefix: "securechat-map-" });
+  const procs: HeadlessProc[] = [];
+  let serve: Deno.ChildProcess | null = null;
+  const responder = lab.command("map", Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-run",
+    RESPONDER,
+    lab.routerLan.get("map")!,
+    lab.routerWan.get("map")!,
+    `--protocols=${c.offers}`,
+    ...(c.pcpLifetime ? [`--pcp-lifetime=${c.pcpLifetime}`] : []),
+    ...(c.portsTaken ? ["--ports-taken"] : []),
+  ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
+  let said = "";
+  const reading = (async () => {
+    for await (const chunk of responder.stdout) said += new TextDecoder().decode(chunk);
+  })();
+  const until = async (what: string, f: () => boolean, ms = 20_000) => {
+    const end = Date.now() + ms;
+    while (!f()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; responder said: ${said}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const rulesNow = () => lab.run("map", ["nft", "list", "chain", "ip", "lab", "pre"]);
+  try {
+    await until("the responder", () => said.includes("ready"));
+    const s = await startServe(lab, join(root, "pb"), join(root, "capture.bin"));
+    serve = s.child;
+    const users = ["mapped", "other", ...(c.withNoMapping ? ["nomap"] : [])];
+    for (const u of users) await enrollIn(lab, u, s, join(root, u));
+    const nomap = c.withNoMapping
+      ? spawnHeadless(join(root, "nomap"), { netns: lab.nsOf("nomap"), args: ["--no-port-mapping"] })
+      : null;
+    if (nomap) {
+      procs.push(nomap);
+      await nomap.waitEvent((e) => e.event === "ready", 60_000, "nomap ready");
+    }
+    const m = spawnHeadless(join(root, "mapped"), {
+      netns: lab.nsOf("mapped"),
+      env: c.leaseS ? { SECURECHAT_MAPPING_LEASE_S: String(c.leaseS) } : {},
+    });
+    const o = spawnHeadless(join(root, "other"), { netns: lab.nsOf("other") });
+    procs.push(m, o);
+    const ready = await m.waitEvent((e) => e.event === "ready", 60_000, "mapped ready");
+    await o.waitEvent((e) => e.event === "ready", 60_000, "other ready");
+    const port = Number(String(ready.address).split(":").pop());
+    const ext = c.portsTaken ? 20000 : port;
+    const wan = lab.routerWan.get("map")!;
+    const mappedAt = lab.host("mapped").address;
+    const log = await m.waitEvent(
+      (e) => e.event === "log" && String(e.text).startsWith(`port mapping: ${wan}:${ext} -> `),
+      20_000,
+      "the mapping",
+    ).catch((e) => {
+      throw new Error(
+        `${e.message}; responder: ${said}; stderr: ${m.stderr().replaceAll("\n", " ").slice(-1500)}`,
+      );
+    });
+    assert.match(String(log.text), c.wins);
+    // Every protocol the router speaks is asked (all at once, at start; the losers may still be on the way).
+    for (const p of c.offers.split(",")) {
+      const asked = p === "upnp" ? ["ssdp", "http", "soap"] : [p];
+      for (const a of asked) await until(`${a} asked`, () => said.includes(`ASK ${a} ${mappedAt}`));
+    }
+    assert.match(said, new RegExp(`MAP ${c.tag} ${ext} -> ${mappedAt.replaceAll(".", "\\.")}:${port}\\n`));
+    assert.match(await rulesNow(), new RegExp(`dport ${ext} dnat`));
+    // Until the phonebook has the new publication, a dialer would get the candidates without the mapping.
+    await m.waitEvent(
+      (e) => e.event === "log" && e.text === `published the port mapping ${wan}:${ext} first`,
+      20_000,
+      "the publication",
+    );
+
+    // The phonebook lists the mapping first; the other user's first try reaches it.
+    await o.cmd({ cmd: "send", to: "mapped", text: "through your router's mapping", ref: 1 });
+    const q = await o.waitEvent((e) => e.event === "queued" && e.ref === 1);
+    await m.waitEvent((e) => e.event === "message" && e.text === "through your router's mapping", 30_000);
+    await o.waitEvent((e) => e.event === "delivered" && e.id === q.id, 30_000);
+    await o.cmd({ cmd: "info", name: "mapped", ref: 2 });
+    const info = (await o.waitEvent((e) => e.event === "info" && e.ref === 2)).peer as Record<string, string>;
+    assert.equal(info.pathKind, "mapped", info.path);
+    assert.equal(info.pathAddress, `${wan}:${ext}`);
+
+    if (c.pcpLifetime) {
+      // Granted 4 s, asked again (same nonce, same port) 2 to 2.5 s later, and again, while chat runs.
+      await until("a PCP renewal", () => said.includes(`RENEW pcp ${port}`), 15_000);
+      await m.waitEvent((e) => e.event === "log" && String(e.text).startsWith("PCP mapping renewed"), 15_000);
+    }
+    if (c.leaseS) {
+      // The lease is asked in seconds (NAT-PMP's field is seconds on the wire), renewed halfway for the port held.
+      if (c.tag === "pmp") {
+        assert.match(
+          said,
+          new RegExp(`^ASK pmp ${mappedAt.replaceAll(".", "\\.")} lifetime=${c.leaseS}$`, "m"),
+        );
+      }
+      await until(`a ${c.tag} renewal`, () => said.includes(`RENEW ${c.tag} ${ext}`), 20_000);
+      const name = c.tag === "pmp" ? "NAT-PMP" : "UPnP-IGD";
+      await m.waitEvent((e) => e.event === "log" && e.text === `${name} mapping renewed`, 20_000);
+    }
+
+    assert.equal(await m.kill("SIGTERM"), 0);
+    await until("the unmapping", () => new RegExp(`UNMAP ${c.tag} ${ext}\\n`).test(said));
+    assert.doesNotMatch(await rulesNow(), /dnat/, "quitting leaves no forwarding rule");
+
+    if (nomap) {
+      const nomapAt = lab.host("nomap").address;
+      // It ran all along (ready before the mapped user started), next to a user whose requests were seen.
+      const asked = new RegExp(`^ASK \\w+ ${nomapAt.replaceAll(".", "\\.")}( |$)`, "m");
+      assert.doesNotMatch(said, asked, "--no-port-mapping asked the router");
+    }
+  } finally {
+    await Promise.all(procs.map((p) => p.kill("SIGTERM").catch(() => -1)));
+    for (const child of [serve, responder]) {
+      if (!child) continue;
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await child.status;
+    }
+    await reading.catch(() => {});
+    await serve?.stderr.cancel().catch(() => {});
+    await responder.stderr.cancel().catch(() => {});
+    await lab.close();
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+}

@@ -504,8 +504,8 @@ export interface TestListener {
 
 /** `leaf`'s peer listener on loopback: real TLS, real peer trust (test CA, local time, nothing revoked). */
 export async function startTestListener(
-  ca: TestCa,
-  leaf: TestLeaf,
+  ca: Pick<TestCa, "certPem">,
+  leaf: Pick<TestLeaf, "name" | "certPem" | "keyPem" | "fingerprint">,
   opts: { limits?: Partial<SessionLimits>; host?: string } = {},
 ): Promise<TestListener> {
   const log = new EventLog();
@@ -764,6 +764,8 @@ export function spawnHeadless(
     maxOpenFiles?: number;
     /** Run inside this network namespace (`ip netns exec`, which execs the program: the pid is ours). */
     netns?: string;
+    /** More environment for the program (test hooks). */
+    env?: Record<string, string>;
   } = {},
 ): HeadlessProc {
   const denoArgs = [
@@ -785,6 +787,7 @@ export function spawnHeadless(
     NO_COLOR: "1",
     RUST_BACKTRACE: "0",
     ...(opts.netns === undefined ? { SECURECHAT_NO_PORT_MAPPING: "1" } : {}),
+    ...opts.env,
   };
   let cmd = Deno.execPath();
   let args = denoArgs;

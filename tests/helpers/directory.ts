@@ -202,9 +202,13 @@ const DUMPED: Record<string, string> = { users: "name", certs: "serial", tokens:
 
 /** Every row of the directory's tables (users, certificates, tokens, meta), as JSON: equal before and after
  * means a refused request changed nothing. Rate buckets, the stored CRL and the Roughtime list are left out:
- * they are bookkeeping that a refused request may legitimately move. */
+ * they are bookkeeping that a refused request may legitimately move. So is a reachability check's result
+ * (users.reach_ok, reach_checked_at): the phonebook writes it in the background, after an earlier accepted
+ * publication, whenever its probes end. */
 export async function dumpDatabase(t: { data: string; database?: string }): Promise<string> {
   const out: Record<string, unknown[]> = {};
+  const json = () =>
+    JSON.stringify(out, (k, v) => (k === "reach_ok" || k === "reach_checked_at") ? undefined : v);
   if (t.database) {
     const sql = postgres(t.database, { max: 1, onnotice: () => {} });
     try {
@@ -214,14 +218,14 @@ export async function dumpDatabase(t: { data: string; database?: string }): Prom
     } finally {
       await sql.end();
     }
-    return JSON.stringify(out);
+    return json();
   }
   const db = new DatabaseSync(join(t.data, "directory.db"), { readOnly: true });
   try {
     for (const [table, key] of Object.entries(DUMPED)) {
       out[table] = db.prepare(`SELECT * FROM ${table} ORDER BY ${key}`).all();
     }
-    return JSON.stringify(out);
+    return json();
   } finally {
     db.close();
   }

@@ -163,7 +163,7 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
       await sh(["ip", "-n", rns, "addr", "add", `${lanSubnet}.1/24`, "dev", "lan"]);
       lanOf.set(r.name, { ns: rns, subnet: lanSubnet, next: 10 });
       routerLan.set(r.name, `${lanSubnet}.1`);
-      // `pre` is empty: a port mapping (natpmp_responder.ts) adds its DNAT rules there.
+      // `pre` is empty: a port mapping (portmap_responder.ts) adds its DNAT rules there.
       const rules = `table ip lab {
   chain pre { type nat hook prerouting priority -100;
   }

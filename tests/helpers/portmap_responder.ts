@@ -1,0 +1,332 @@
+/**
+ * A lab router's port-mapping service (tests/helpers/netlab.ts) speaking NAT-PMP (RFC 6886), PCP MAP
+ * (RFC 6887) and a minimal UPnP IGD v2 (SSDP answer on 239.255.255.250:1900, a device description, the
+ * WANIPConnection:2 SOAP actions AddAnyPortMapping, AddPortMapping, DeletePortMapping and
+ * GetExternalIPAddress). It exists because Debian's miniupnpd 2.3.1 refuses every mapping when the router's
+ * outside address is a reserved one, which every lab range is (it refuses `ext_ip=` with such an address, and
+ * checks what STUN reports against the same list: see docs/protocol.md "Port mapping"). Each mapping is a real nftables DNAT rule in the router's `lab` table,
+ * shared by the three protocols as on a real router, so a peer's connection to the router's WAN port really
+ * reaches the host. Runs inside the router's namespace:
+ *   deno run --allow-net --allow-run portmap_responder.ts LAN WAN [--protocols=pmp,pcp,upnp] [--pcp-lifetime=S]
+ *     [--ports-taken]   (every port asked for is held by another host: the router assigns one from 20000)
+ * and prints `ready`, then one line per request and change, which the tests read:
+ *   ASK <pmp|pcp|ssdp|http|soap> <from> [detail]  every request that arrives, answered or not (for a NAT-PMP
+ *                                                or PCP mapping, the detail is `lifetime=S` as asked)
+ *   MAP <proto> <ext> -> <host>:<port>          a rule installed
+ *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
+ *   UNMAP <proto> <ext>                         a rule removed
+ * Only the protocols named are answered; a NAT-PMP-only router answers PCP with "unsupported version" as
+ * RFC 6886 §3.5 says, a PCP-only one ignores NAT-PMP.
+ */
+import dgram from "node:dgram";
+
+const [lan, wan] = Deno.args;
+const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+const protocols = new Set((flag("protocols") ?? "pmp").split(","));
+/** The longest PCP lease granted (s): short in a test that watches renewals. */
+const pcpLifetime = Number(flag("pcp-lifetime") ?? 7200);
+const portsTaken = Deno.args.includes("--ports-taken");
+/** Where a router picks ports when the one asked for is taken. */
+const FIRST_FREE = 20000;
+const started = Date.now();
+const epoch = () => Math.floor((Date.now() - started) / 1000);
+
+interface Rule {
+  handle: number;
+  host: string;
+  port: number;
+}
+/** External port -> its DNAT rule. */
+const rules = new Map<number, Rule>();
+
+async function nft(args: string[]): Promise<string> {
+  const out = await new Deno.Command("nft", { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** One change of the rule table at a time (the three protocols' requests arrive together). */
+let queue: Promise<unknown> = Promise.resolve();
+function serial<T>(f: () => Promise<T>): Promise<T> {
+  const next = queue.then(f, f);
+  queue = next.catch(() => {});
+  return next;
+}
+
+/** Installs ext -> host:port, or keeps the same one (a renewal); picks another external port when `any`
+ * and ext forwards elsewhere; null when taken and not `any`. */
+function mapRule(proto: string, ext: number, host: string, port: number, any: boolean) {
+  return serial(() => mapRuleNow(proto, ext, host, port, any));
+}
+
+async function mapRuleNow(proto: string, ext: number, host: string, port: number, any: boolean) {
+  let e = ext || port;
+  const same = (r: Rule | undefined) => r && r.host === host && r.port === port;
+  if ((rules.has(e) || portsTaken) && !same(rules.get(e))) {
+    if (!any) return null;
+    e = FIRST_FREE;
+    while (rules.has(e) && !same(rules.get(e))) e++;
+  }
+  if (rules.has(e)) {
+    console.log(`RENEW ${proto} ${e}`);
+    return e;
+  }
+  const out = await nft([
+    "--echo",
+    "--handle",
+    "add",
+    "rule",
+    "ip",
+    "lab",
+    "pre",
+    "iifname",
+    "wan",
+    "tcp",
+    "dport",
+    String(e),
+    "dnat",
+    "to",
+    `${host}:${port}`,
+  ]);
+  rules.set(e, { handle: Number(/# handle (\d+)/.exec(out)![1]), host, port });
+  console.log(`MAP ${proto} ${e} -> ${host}:${port}`);
+  return e;
+}
+
+/** Removes the rules of `host` (for external port `ext`, or all its rules to internal `port` when ext is
+ * 0); true when one was there. */
+function unmapRules(proto: string, host: string, ext: number, port: number): Promise<boolean> {
+  return serial(() => unmapRulesNow(proto, host, ext, port));
+}
+
+async function unmapRulesNow(proto: string, host: string, ext: number, port: number): Promise<boolean> {
+  let found = false;
+  for (const [e, r] of [...rules]) {
+    if (r.host !== host || (ext !== 0 ? e !== ext : r.port !== port)) continue;
+    await nft(["delete", "rule", "ip", "lab", "pre", "handle", String(r.handle)]);
+    rules.delete(e);
+    console.log(`UNMAP ${proto} ${e}`);
+    found = true;
+  }
+  return found;
+}
+
+// --- NAT-PMP and PCP, both on UDP 5351 (told apart by the version byte) ---
+
+const v4Mapped = (ip: string) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, ...ip.split(".").map(Number)];
+
+async function natPmp(b: Buffer, from: dgram.RemoteInfo): Promise<Buffer | null> {
+  const op = b[1];
+  if (op === 0) {
+    const r = Buffer.alloc(12);
+    r.writeUInt8(128, 1);
+    r.writeUInt32BE(epoch(), 4);
+    wan.split(".").forEach((o, i) => r.writeUInt8(Number(o), 8 + i));
+    return r;
+  }
+  if (b.length < 12) return null;
+  const internal = b.readUInt16BE(4);
+  let external = b.readUInt16BE(6) || internal;
+  const lifetime = b.readUInt32BE(8);
+  let result = 0;
+  try {
+    if (op !== 2) result = 5; // only TCP here
+    else if (lifetime === 0) await unmapRules("pmp", from.address, 0, internal);
+    else external = (await mapRule("pmp", external, from.address, internal, true))!;
+  } catch (e) {
+    console.error(String(e));
+    result = 3; // network failure
+    external = 0;
+  }
+  const r = Buffer.alloc(16);
+  r.writeUInt8(128 + op, 1);
+  r.writeUInt16BE(result, 2);
+  r.writeUInt32BE(epoch(), 4);
+  r.writeUInt16BE(internal, 8);
+  r.writeUInt16BE(lifetime === 0 ? 0 : external, 10);
+  r.writeUInt32BE(lifetime, 12);
+  return r;
+}
+
+/** RFC 6887 §7.2 + §11.1: a MAP response echoing the request's nonce, protocol and internal port. */
+function pcpAnswer(req: Buffer, result: number, lifetime: number, external: number): Buffer {
+  const r = Buffer.alloc(60);
+  r[0] = 2;
+  r[1] = 0x80 | (req[1] & 0x7f);
+  r[3] = result;
+  r.writeUInt32BE(lifetime, 4);
+  r.writeUInt32BE(epoch(), 8);
+  req.copy(r, 24, 24, 44); // nonce, protocol, reserved, internal port
+  r.writeUInt16BE(external, 42);
+  Buffer.from(v4Mapped(result === 0 ? wan : "0.0.0.0")).copy(r, 44);
+  return r;
+}
+
+async function pcp(b: Buffer, from: dgram.RemoteInfo): Promise<Buffer | null> {
+  if (b.length < 24 || b.length % 4 !== 0 || (b[1] & 0x80) !== 0) return null;
+  if ((b[1] & 0x7f) !== 1 || b.length < 60) {
+    const padded = Buffer.alloc(60);
+    b.copy(padded, 0, 0, Math.min(60, b.length));
+    return pcpAnswer(padded, 4, 0, 0); // UNSUPP_OPCODE: MAP only here
+  }
+  const lifetime = b.readUInt32BE(4);
+  const internal = b.readUInt16BE(40);
+  const suggested = b.readUInt16BE(42);
+  // The client's address in the packet must be where it came from (§8.1: no NAT between us).
+  if (!Buffer.from(v4Mapped(from.address)).equals(b.subarray(8, 24))) return pcpAnswer(b, 12, 0, 0);
+  if (b[36] !== 6) return pcpAnswer(b, 9, 0, 0); // UNSUPP_PROTOCOL: TCP only here
+  try {
+    if (lifetime === 0) {
+      await unmapRules("pcp", from.address, 0, internal);
+      return pcpAnswer(b, 0, 0, 0);
+    }
+    const ext = (await mapRule("pcp", suggested, from.address, internal, true))!;
+    return pcpAnswer(b, 0, Math.min(lifetime, pcpLifetime), ext);
+  } catch (e) {
+    console.error(String(e));
+    return pcpAnswer(b, 7, 0, 0); // NETWORK_FAILURE
+  }
+}
+
+if (protocols.has("pmp") || protocols.has("pcp")) {
+  const sock = dgram.createSocket("udp4");
+  await new Promise<void>((r) => sock.bind(5351, lan, () => r()));
+  sock.on("message", async (msg: Uint8Array, from: dgram.RemoteInfo) => {
+    const b = Buffer.from(msg);
+    if (b.length < 2) return;
+    const version = b[0];
+    const lifetime = version === 0 && b.length >= 12 && b[1] !== 0
+      ? ` lifetime=${b.readUInt32BE(8)}`
+      : version === 2 && b.length >= 8
+      ? ` lifetime=${b.readUInt32BE(4)}`
+      : "";
+    console.log(
+      `ASK ${version === 0 ? "pmp" : version === 2 ? "pcp" : `v${version}`} ${from.address}${lifetime}`,
+    );
+    let answer: Buffer | null = null;
+    if (version === 0 && protocols.has("pmp")) answer = await natPmp(b, from);
+    else if (version === 2 && protocols.has("pcp")) answer = await pcp(b, from);
+    else if (version !== 0 && protocols.has("pmp") && !protocols.has("pcp")) {
+      // RFC 6886 §3.5: "unsupported version", in NAT-PMP's own format.
+      answer = Buffer.alloc(8);
+      answer.writeUInt8(128 + (b[1] & 0x7f), 1);
+      answer.writeUInt16BE(1, 2);
+      answer.writeUInt32BE(epoch(), 4);
+    }
+    if (answer) sock.send(answer, from.port, from.address);
+  });
+}
+
+// --- UPnP IGD v2 ---
+
+const IGD = "urn:schemas-upnp-org:device:InternetGatewayDevice:2";
+const WAN_IP = "urn:schemas-upnp-org:service:WANIPConnection:2";
+const UUID = "uuid:5ecc4a70-0000-4000-8000-00000000ab1e";
+const HTTP_PORT = 5000;
+
+const description = `<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0">
+  <specVersion><major>1</major><minor>0</minor></specVersion>
+  <device>
+    <deviceType>${IGD}</deviceType>
+    <friendlyName>lab router</friendlyName>
+    <UDN>${UUID}</UDN>
+    <deviceList><device>
+      <deviceType>urn:schemas-upnp-org:device:WANDevice:2</deviceType>
+      <UDN>${UUID}-wan</UDN>
+      <deviceList><device>
+        <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:2</deviceType>
+        <UDN>${UUID}-conn</UDN>
+        <serviceList><service>
+          <serviceType>${WAN_IP}</serviceType>
+          <serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>
+          <controlURL>/ctl/IPConn</controlURL>
+          <eventSubURL>/evt/IPConn</eventSubURL>
+          <SCPDURL>/WANIPCn.xml</SCPDURL>
+        </service></serviceList>
+      </device></deviceList>
+    </device></deviceList>
+  </device>
+</root>`;
+
+const envelope = (body: string) =>
+  `<?xml version="1.0"?>
+<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>${body}</s:Body></s:Envelope>`;
+const xmlResponse = (status: number, body: string) =>
+  new Response(body, { status, headers: { "content-type": 'text/xml; charset="utf-8"' } });
+const fault = (code: number, text: string) =>
+  xmlResponse(
+    500,
+    envelope(
+      `<s:Fault><faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail><UPnPError xmlns="urn:schemas-upnp-org:control-1-0"><errorCode>${code}</errorCode><errorDescription>${text}</errorDescription></UPnPError></detail></s:Fault>`,
+    ),
+  );
+const ok = (action: string, inner = "") =>
+  xmlResponse(200, envelope(`<u:${action}Response xmlns:u="${WAN_IP}">${inner}</u:${action}Response>`));
+
+async function soap(req: Request, from: string): Promise<Response> {
+  const action = /#(\w+)"?$/.exec(req.headers.get("soapaction") ?? "")?.[1] ?? "";
+  const body = await req.text();
+  const arg = (name: string) => new RegExp(`<${name}>([^<]*)</${name}>`).exec(body)?.[1] ?? null;
+  console.log(`ASK soap ${from} ${action}`);
+  if (action === "GetExternalIPAddress") {
+    return ok(action, `<NewExternalIPAddress>${wan}</NewExternalIPAddress>`);
+  }
+  if (action === "AddAnyPortMapping" || action === "AddPortMapping") {
+    const ext = Number(arg("NewExternalPort"));
+    const internal = Number(arg("NewInternalPort"));
+    const client = arg("NewInternalClient");
+    if (arg("NewProtocol") !== "TCP" || !(internal > 0 && internal < 65536) || !(ext >= 0 && ext < 65536)) {
+      return fault(402, "Invalid Args");
+    }
+    // As miniupnpd's secure mode: a host maps only to itself.
+    if (client !== from) return fault(606, "Action not authorized");
+    const got = await mapRule("upnp", ext, from, internal, action === "AddAnyPortMapping");
+    if (got === null) return fault(718, "ConflictInMappingEntry");
+    return ok(action, action === "AddAnyPortMapping" ? `<NewReservedPort>${got}</NewReservedPort>` : "");
+  }
+  if (action === "DeletePortMapping") {
+    const ext = Number(arg("NewExternalPort"));
+    if (arg("NewProtocol") !== "TCP" || !(ext > 0 && ext < 65536)) return fault(402, "Invalid Args");
+    if (!await unmapRules("upnp", from, ext, 0)) return fault(714, "NoSuchEntryInArray");
+    return ok(action);
+  }
+  return fault(401, "Invalid Action");
+}
+
+if (protocols.has("upnp")) {
+  Deno.serve({ hostname: lan, port: HTTP_PORT, onListen: () => {} }, (req, info) => {
+    const from = (info.remoteAddr as Deno.NetAddr).hostname;
+    const path = new URL(req.url).pathname;
+    if (req.method === "GET" && path === "/rootDesc.xml") {
+      console.log(`ASK http ${from} ${path}`);
+      return xmlResponse(200, description);
+    }
+    if (req.method === "POST" && path === "/ctl/IPConn") return soap(req, from);
+    return new Response("not found", { status: 404 });
+  });
+  const ssdp = dgram.createSocket({ type: "udp4", reuseAddr: true });
+  await new Promise<void>((r) => ssdp.bind(1900, "0.0.0.0", () => r()));
+  ssdp.addMembership("239.255.255.250", lan);
+  ssdp.on("message", (msg: Uint8Array, from: dgram.RemoteInfo) => {
+    const text = new TextDecoder().decode(msg);
+    if (!text.startsWith("M-SEARCH * HTTP/1.1")) return;
+    const st = /^ST:\s*(.+?)\s*$/im.exec(text)?.[1] ?? "";
+    console.log(`ASK ssdp ${from.address} ${st}`);
+    if (![IGD, "ssdp:all", "upnp:rootdevice"].includes(st)) return;
+    const answer = [
+      "HTTP/1.1 200 OK",
+      "CACHE-CONTROL: max-age=1800",
+      `ST: ${st === "ssdp:all" ? IGD : st}`,
+      `USN: ${UUID}::${IGD}`,
+      "EXT:",
+      "SERVER: Linux UPnP/2.0 securechat-lab/1",
+      `LOCATION: http://${lan}:${HTTP_PORT}/rootDesc.xml`,
+      "",
+      "",
+    ].join("\r\n");
+    ssdp.send(new TextEncoder().encode(answer), from.port, from.address);
+  });
+}
+
+console.log("ready");
