@@ -246,8 +246,31 @@ function toChatMessage(m: Omit<StoredMessage, "seq">, maxUnreadMs: number): Chat
   return c;
 }
 
-function newMessageId(): string {
-  return crypto.randomBytes(16).toString("hex");
+/** 32 hex digits: the send time (ms, 12 digits) then 80 random bits. Ids in time order are appended to the
+ * id indexes of both sides' chat.db instead of landing on a random page each (with random ids a long history
+ * made every insert touch a page not in the cache); the time is the message's own `sentAt`, which the frame
+ * carries anyway, so the id tells the peer nothing more. 80 random bits keep ids of the same millisecond
+ * apart. */
+function newMessageId(sentAtMs: number): string {
+  return Math.max(0, Math.min(sentAtMs, 0xffffffffffff)).toString(16).padStart(12, "0") + randomHex(10);
+}
+
+/** Random bytes for ids, drawn from the CSPRNG a pool at a time (one call per message was a visible share
+ * of a send); each byte is handed out once. */
+const idPool = new Uint8Array(4096);
+let idPoolAt = idPool.length;
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+function randomHex(bytes: number): string {
+  if (idPoolAt + bytes > idPool.length) {
+    crypto.getRandomValues(idPool);
+    idPoolAt = 0;
+  }
+  let out = "";
+  for (let i = 0; i < bytes; i++) out += HEX[idPool[idPoolAt + i]];
+  idPool.fill(0, idPoolAt, idPoolAt + bytes);
+  idPoolAt += bytes;
+  return out;
 }
 
 export class ChatEngine implements ChatEngineApi {
@@ -412,6 +435,7 @@ export class ChatEngine implements ChatEngineApi {
       maxUnreadMs: maxUnread,
       emit,
       onDeadline: () => this.#sweeper.sweep(),
+      scheduler: this.#scheduler,
     });
     this.#sweeper = new ExpirySweeper({
       store,
@@ -794,14 +818,18 @@ export class ChatEngine implements ChatEngineApi {
     if (this.#sessions.active(name)) void this.#outbox.flush(name);
   }
 
-  async #onFrame(s: PeerSession, f: Frame): Promise<void> {
+  /** Not async: only a message may make the session wait (its inbox is full); receipts are handled at once. */
+  #onFrame(s: PeerSession, f: Frame): Promise<void> | void {
     const peer = s.peer!.name;
     switch (f.t) {
       case "msg":
         // Checks, group commit and the receipt after it: client/inbox.ts.
-        return await this.#inbox.receive(s, f);
+        return this.#inbox.take(s, f);
       case "ack":
         return this.#outbox.onAck(peer, f.id);
+      case "acks":
+        for (const id of f.ids) this.#outbox.onAck(peer, id);
+        return;
       case "refuse":
         return this.#outbox.onRefused(peer, f.id, f.code);
       case "read":
@@ -829,19 +857,16 @@ export class ChatEngine implements ChatEngineApi {
       throw new EngineError("BLOCKED", `${peer} is blocked: unblock them first (nothing queued)`);
     }
     if (typeof text !== "string" || text.length === 0) throw new EngineError("BAD_TEXT", "empty message");
-    if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
+    // A UTF-16 unit is at most 3 UTF-8 bytes: a short text needs no encoding to know it fits.
+    if (text.length * 3 > MAX_TEXT_BYTES && new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       throw new EngineError("BAD_TEXT", `message longer than ${MAX_TEXT_BYTES} bytes`);
     }
-    const contact = this.#store.ensureContact(peer);
+    const defaultTtlMs = this.#store.ensureContactTtl(peer);
     // Writing to someone is talking to them: a message request of theirs becomes a conversation.
     this.#requests.accept(peer);
     let ttlMs: number | null;
     try {
-      ttlMs = opts.ttlMs === undefined
-        ? contact.defaultTtlMs
-        : opts.ttlMs === null
-        ? null
-        : parseTtl(opts.ttlMs);
+      ttlMs = opts.ttlMs === undefined ? defaultTtlMs : opts.ttlMs === null ? null : parseTtl(opts.ttlMs);
       if (opts.ttlMode !== undefined) parseTtlMode(opts.ttlMode);
     } catch (e) {
       throw new EngineError("BAD_TTL", messageOf(e));
@@ -851,10 +876,10 @@ export class ChatEngine implements ChatEngineApi {
     if (ttlMs !== null && !time) {
       throw new EngineError("TIME_UNVERIFIED", "an expiring message needs verified time; try again shortly");
     }
-    const id = newMessageId();
     // The upper end of the trusted interval: the deadline (sentAt + ttl) is then reached exactly ttl after
     // sending as measured by our clock, and a receiver can only cut it shorter (expiry.ts).
     const sentAt = Math.ceil(time ? time.latestMs : Date.now());
+    const id = newMessageId(sentAt);
     let proof: TimeProof | null = null;
     if (ttlMs !== null) {
       try {

@@ -5,7 +5,7 @@
  *
  * Speed without losing a message: `receive` returns before the commit, so the session keeps decoding and the
  * messages of one socket read share one transaction (one fsync). Receipts go out in arrival order, several in
- * one write. Memory stays bounded under a flood: once `maxPending` messages of a session wait for their
+ * one write, and to a peer that takes them (CAP_ACKS) a run of them as one `acks` frame. Memory stays bounded under a flood: once `maxPending` messages of a session wait for their
  * commit or their receipt (or their texts add up to `maxPendingChars`), `receive` waits too, and the session
  * stops reading (TCP then slows the sender).
  * When a commit fails, the session is failed with STORE_FAILED and the messages not acknowledged yet stay
@@ -16,7 +16,8 @@ import { verifyTimeProof } from "../clock/mod.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import { effectiveDeadline, isVisible, provedSentAt, receiverDeadline } from "./expiry.ts";
 import { ProtocolError } from "./protocol/errors.ts";
-import type { AckFrame, MsgFrame, RefuseFrame } from "./protocol/frames.ts";
+import type { AckFrame, AcksFrame, MsgFrame, RefuseFrame } from "./protocol/frames.ts";
+import { CAP_ACKS, MAX_ACK_IDS } from "./protocol/constants.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
 import type { PeerQuota } from "./peer_quota.ts";
@@ -28,11 +29,16 @@ export const DEFAULT_MAX_PENDING = 1024;
 /** ...and the bound on their text (UTF-16 code units, about bytes), so big messages cannot pile up memory. */
 export const DEFAULT_MAX_PENDING_CHARS = 1 << 20;
 
+/** What the inbox answers a message with. */
+export type Receipt = AckFrame | AcksFrame | RefuseFrame;
+
 /** What the inbox needs of a peer session (PeerSession satisfies it). */
 export interface InboxSession {
   readonly state: string;
   readonly peer: { readonly name: string } | null;
-  sendBatch(frames: readonly (AckFrame | RefuseFrame)[]): Promise<void>;
+  /** What the peer's hello listed (CAP_ACKS: it takes `acks` frames); absent or empty: one `ack` each. */
+  readonly peerCaps?: ReadonlySet<string>;
+  sendBatch(frames: readonly Receipt[]): Promise<void>;
   fail(code: string, message: string): void;
 }
 
@@ -121,6 +127,12 @@ export class Inbox {
    * frame is refused. Resolves at once while the session's waiting messages are under maxPending (and their
    * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
+    return this.take(s, f) ?? Promise.resolve();
+  }
+
+  /** receive() for the session's pump: nothing (no promise to allocate and await) when the session may go
+   * on reading at once, else the promise that resolves when it may. Throws like receive(). */
+  take(s: InboxSession, f: MsgFrame): Promise<void> | undefined {
     const item = this.#check(s, f);
     // After the checks (a refused frame costs no quota), before the store: over the quota nothing is stored.
     const quota = this.#deps.quota;
@@ -152,7 +164,7 @@ export class Inbox {
         });
       }
       this.#schedule(s, q);
-      return Promise.resolve();
+      return undefined;
     }
     const entry: Entry = { id: f.id, chars: f.text.length, status: "committing", error: null };
     q.entries.push(entry);
@@ -177,7 +189,7 @@ export class Inbox {
         this.#schedule(s, q);
       },
     );
-    if (!this.#full(q)) return Promise.resolve();
+    if (!this.#full(q)) return undefined;
     return new Promise<void>((resolve) => q.waiter = resolve);
   }
 
@@ -264,7 +276,10 @@ export class Inbox {
     q.writing = true;
     try {
       for (;;) {
-        const acks: (AckFrame | RefuseFrame)[] = [];
+        const acks: Receipt[] = [];
+        // A peer that takes `acks` gets the receipts of a run in one frame (one to encode, one to parse).
+        const many = s.peerCaps?.has(CAP_ACKS) === true;
+        let run: string[] | null = null;
         let failure: Error | null = null;
         let n = 0;
         while (n < q.entries.length && q.entries[n].status !== "committing") {
@@ -273,7 +288,17 @@ export class Inbox {
             failure = e.error;
             break;
           }
-          acks.push(e.refuse ? { t: "refuse", id: e.id, code: e.refuse } : { t: "ack", id: e.id });
+          if (e.refuse) {
+            acks.push({ t: "refuse", id: e.id, code: e.refuse });
+            run = null;
+          } else if (!many) {
+            acks.push({ t: "ack", id: e.id });
+          } else if (run && run.length < MAX_ACK_IDS) {
+            run.push(e.id);
+          } else {
+            run = [e.id];
+            acks.push({ t: "acks", ids: run });
+          }
         }
         if (n === 0) break;
         if (failure) {

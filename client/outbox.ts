@@ -9,18 +9,33 @@ import type { Frame, MsgFrame, ReadFrame } from "./protocol/frames.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import { boundedReadDeadline, effectiveDeadline } from "./expiry.ts";
 import type { OutgoingMessage, ReadReceipt, StateChange, StoredMessage } from "./store/store.ts";
+import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 /** Outbox messages written to a connection per write (then one wait for drain): a flush after a reconnection
  * with thousands queued costs a few writes, not one per message. */
 export const FLUSH_BATCH = 256;
+/** Messages stored and not yet written kept in memory (see Outbox.#fresh); beyond it a flush reads them back. */
+export const FRESH_MAX = 16_384;
+/** A message written to a connection is stored as "sent" only once it has waited this long for its ack: an
+ * ack that comes sooner takes it from "sending" to "delivered" in one write instead of two (the "sent" event
+ * goes out at the write either way). The stored state may lag like that because it is only informational: a
+ * message is resent until "delivered" whether it says sending, sent or failed. */
+export const SENT_STATE_DELAY_MS = 1000;
 
 /** What the outbox needs of the store (ChatStore satisfies it). */
 export interface OutboxStore {
-  queueOutgoing(m: OutgoingMessage): Promise<void>;
+  /** Resolves with the message's seq once it is on disk. */
+  queueOutgoing(m: OutgoingMessage): Promise<number>;
   queueState(change: StateChange): Promise<boolean>;
   queueReadReceipt(r: ReadReceipt): Promise<boolean>;
-  /** Unacknowledged messages, oldest first, leaving out ids in `skip` and those with seq <= `afterSeq`. */
-  outbox(peer?: string, skip?: { has(id: string): boolean }, afterSeq?: number): StoredMessage[];
+  /** Unacknowledged messages, oldest first, leaving out ids in `skip` and those with seq <= `afterSeq`; the
+   * ones `known` holds (by seq) are taken from it instead of being read. */
+  outbox(
+    peer?: string,
+    skip?: { has(id: string): boolean },
+    afterSeq?: number,
+    known?: { get(seq: number): StoredMessage | undefined },
+  ): StoredMessage[];
   outboxPeers(): string[];
   get(peer: string, id: string): StoredMessage | null;
   addPendingRead(peer: string, id: string, readAt: number): void;
@@ -51,6 +66,10 @@ export interface OutboxDeps {
   emit(e: EngineEvent): void;
   /** Called when a read receipt gave one of our messages a deadline (the sweeper re-arms). */
   onDeadline?(): void;
+  /** Default SENT_STATE_DELAY_MS. */
+  sentStateDelayMs?: number;
+  /** Default realScheduler. */
+  scheduler?: Scheduler;
 }
 
 export class Outbox {
@@ -64,17 +83,45 @@ export class Outbox {
    * have higher seqs, so a flush on the same session reads only those; a new session, or a closed one whose
    * messages went back to "failed", starts from the beginning again. */
   readonly #cursor = new Map<string, { sessionId: number; seq: number }>();
+  /** Our messages stored by `queue` and not written yet, by seq (and their seqs by id): a flush writes them
+   * from here instead of reading back rows it has just stored. The store still decides which messages wait
+   * (a deleted one is not written); the text of a stored message never changes, so a copy cannot be stale. */
+  readonly #fresh = new Map<number, StoredMessage>();
+  readonly #freshSeq = new Map<string, number>();
+  /** Messages written and not acknowledged whose "sent" is not stored yet: id -> peer and when written
+   * (the scheduler's now), oldest first. */
+  readonly #unsent = new Map<string, { peer: string; at: number }>();
+  #unsentTimer: Timer | null = null;
+  readonly #scheduler: Scheduler;
+  readonly #deliverQueued = new Set<string>();
   #closed = false;
 
   constructor(deps: OutboxDeps) {
     this.#d = deps;
+    this.#scheduler = deps.scheduler ?? realScheduler;
   }
 
   /** Stores a new message of ours ("sending"; sends issued together share one commit) and starts delivering
    * it. Rejects with what the store throws (nothing is then stored). */
   async queue(m: OutgoingMessage): Promise<void> {
-    await this.#d.store.queueOutgoing(m);
-    this.#deliver(m.peer);
+    const seq = await this.#d.store.queueOutgoing(m);
+    if (this.#fresh.size < FRESH_MAX) {
+      this.#fresh.set(seq, { ...m, direction: "out", readAt: null, seq });
+      this.#freshSeq.set(m.id, seq);
+    }
+    this.#deliverSoon(m.peer);
+  }
+
+  /** #deliver once the other sends of the same commit have had their turn: the commit settles them one
+   * microtask each, so a flush started at the first would find the rest stored but not yet in #fresh, and
+   * read them back. */
+  #deliverSoon(peer: string): void {
+    if (this.#deliverQueued.has(peer)) return;
+    this.#deliverQueued.add(peer);
+    queueMicrotask(() => {
+      this.#deliverQueued.delete(peer);
+      if (!this.#closed) this.#deliver(peer);
+    });
   }
 
   /** Owes `peer` a read receipt for message `id` (kept until written). */
@@ -122,6 +169,7 @@ export class Outbox {
   /** The peer acknowledged message `id` (it is stored on their side). It stays "in flight" until
    * "delivered" is committed, so no flush in between writes it again. */
   onAck(peer: string, id: string): void {
+    this.#unsent.delete(id);
     this.#queueState(
       { peer, id, state: "delivered" },
       () => this.#d.emit({ event: "delivered", id, to: peer }),
@@ -134,6 +182,7 @@ export class Outbox {
   onRefused(peer: string, id: string, code: string): void {
     if (this.#inflight.get(id) === undefined) return;
     this.#inflight.delete(id);
+    this.#unsent.delete(id);
     // The next flush on this session reads from the start again, so it is written once more.
     this.#cursor.delete(peer);
     this.#queueState(
@@ -179,7 +228,9 @@ export class Outbox {
     for (const [id, sid] of [...this.#inflight]) {
       if (sid !== sessionId) continue;
       this.#inflight.delete(id);
-      // Queued behind the "sent" of its write, so it applies after it (state changes only move forward).
+      this.#unsent.delete(id);
+      // "failed" applies from sending or sent; a "sent" already queued applies before it (state changes
+      // only move forward, and this one is queued after).
       this.#queueState(
         { peer, id, state: "failed" },
         () => this.#d.emit({ event: "failed", id, to: peer, reason }),
@@ -190,10 +241,44 @@ export class Outbox {
   /** A message was deleted (expired): nothing more to wait for. */
   forget(id: string): void {
     this.#inflight.delete(id);
+    this.#unsent.delete(id);
+    this.#unfresh(id);
+  }
+
+  #unfresh(id: string): void {
+    const seq = this.#freshSeq.get(id);
+    if (seq === undefined) return;
+    this.#freshSeq.delete(id);
+    this.#fresh.delete(seq);
   }
 
   close(): void {
     this.#closed = true;
+    this.#unsentTimer?.cancel();
+    this.#unsentTimer = null;
+  }
+
+  /** Notes that `id` was written; its "sent" is stored if its ack has not come within the delay. */
+  #noteWritten(peer: string, id: string): void {
+    this.#unsent.set(id, { peer, at: this.#scheduler.now() });
+    if (!this.#unsentTimer && !this.#closed) this.#armUnsent(this.#d.sentStateDelayMs ?? SENT_STATE_DELAY_MS);
+  }
+
+  #armUnsent(ms: number): void {
+    this.#unsentTimer = this.#scheduler.after(Math.max(0, ms), () => {
+      this.#unsentTimer = null;
+      const delay = this.#d.sentStateDelayMs ?? SENT_STATE_DELAY_MS;
+      const now = this.#scheduler.now();
+      for (const [id, w] of this.#unsent) {
+        if (now - w.at < delay) {
+          // The rest were written later still.
+          if (!this.#closed) this.#armUnsent(delay - (now - w.at));
+          return;
+        }
+        this.#unsent.delete(id);
+        this.#queueState({ peer: w.peer, id, state: "sent" }, () => {});
+      }
+    });
   }
 
   #deliver(peer: string): void {
@@ -233,7 +318,7 @@ export class Outbox {
       store.removePendingReads(peer, reads.map((r) => r.id));
     }
     const c = this.#cursor.get(peer);
-    const waiting = store.outbox(peer, this.#inflight, c?.sessionId === s.id ? c.seq : 0);
+    const waiting = store.outbox(peer, this.#inflight, c?.sessionId === s.id ? c.seq : 0, this.#fresh);
     if (waiting.length) {
       const seq = waiting[waiting.length - 1].seq;
       this.#cursor.set(peer, { sessionId: s.id, seq: Math.max(seq, c?.sessionId === s.id ? c.seq : 0) });
@@ -246,18 +331,22 @@ export class Outbox {
       if (s.state !== "open") return;
       // A message may have been written by a flush of a newer session meanwhile (its ack may be back).
       const batch = due.slice(i, i + FLUSH_BATCH).filter((m) => !this.#inflight.has(m.id));
-      for (const m of batch) this.#inflight.set(m.id, s.id);
+      for (const m of batch) {
+        this.#inflight.set(m.id, s.id);
+        this.#unfresh(m.id);
+      }
       const written = s.sendBatch(batch.map((m) => this.#frameOf(m)));
       for (const m of batch) {
-        this.#queueState(
-          { peer, id: m.id, state: "sent" },
-          () => this.#d.emit({ event: "sent", id: m.id, to: peer }),
-        );
+        this.#noteWritten(peer, m.id);
+        this.#d.emit({ event: "sent", id: m.id, to: peer });
       }
       try {
         await written;
       } catch {
-        for (const m of batch) this.#inflight.delete(m.id);
+        for (const m of batch) {
+          this.#inflight.delete(m.id);
+          this.#unsent.delete(m.id);
+        }
         return;
       }
     }

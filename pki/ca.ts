@@ -5,9 +5,12 @@
 import { isIP } from "node:net";
 import { x509 } from "./x509.ts";
 import { type KeyAlgorithm, type KeyPair, signingAlgorithm } from "./keys.ts";
-import { createHash } from "node:crypto";
 import { normalizeSerial, randomSerial, toHex } from "./encoding.ts";
 import { canonicalUsername } from "./username.ts";
+import { type IssuableKey, keyIdentifierBytes, spkiBytes } from "./_key_id.ts";
+import { issueFromTemplate, type TemplateCertificate } from "./_user_template.ts";
+
+export type { IssuableKey };
 
 /** Template constants: what every user certificate says, whatever its CSR asked for. */
 export const USER_CERT_VALIDITY_DAYS = 30;
@@ -46,41 +49,8 @@ export interface CertificateSpec {
   serial?: string;
 }
 
-/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING. */
-/** A key as the CA takes it: a CryptoKey, or the DER SubjectPublicKeyInfo (what a checked CSR carries, which
- * spares exporting the key again). */
-export type IssuableKey = CryptoKey | Uint8Array<ArrayBufferLike>;
-
-async function spkiOf(publicKey: IssuableKey): Promise<Uint8Array<ArrayBuffer>> {
-  return publicKey instanceof Uint8Array
-    ? new Uint8Array(publicKey)
-    : new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
-}
-
 async function keyIdentifier(publicKey: IssuableKey): Promise<string> {
-  return toHex(createHash("sha1").update(subjectPublicKeyBits(await spkiOf(publicKey))).digest());
-}
-
-/** The contents of the subjectPublicKey BIT STRING of a DER SubjectPublicKeyInfo (after the unused-bits
- * octet): SEQUENCE { AlgorithmIdentifier, BIT STRING }. */
-function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
-  let p = 0;
-  const header = (): { tag: number; len: number } => {
-    const tag = spki[p++];
-    let len = spki[p++];
-    if (len & 0x80) {
-      const n = len & 0x7f;
-      len = 0;
-      for (let i = 0; i < n; i++) len = (len << 8) | spki[p++];
-    }
-    return { tag, len };
-  };
-  if (header().tag !== 0x30) throw new TypeError("SPKI is not a SEQUENCE");
-  const alg = header();
-  p += alg.len;
-  const bits = header();
-  if (bits.tag !== 0x03 || p + bits.len > spki.length) throw new TypeError("SPKI has no BIT STRING");
-  return spki.subarray(p + 1, p + bits.len);
+  return toHex(keyIdentifierBytes(await spkiBytes(publicKey)));
 }
 
 /** The CA's AuthorityKeyIdentifier is the same for every certificate it signs: computed once per key. */
@@ -112,7 +82,7 @@ export async function issueCertificate(spec: CertificateSpec): Promise<x509.X509
     extensions.push(new x509.SubjectAlternativeNameExtension(spec.san, false));
   }
   // One SPKI for both the key identifier and the certificate (exported once when given a CryptoKey).
-  const spki = await spkiOf(spec.publicKey);
+  const spki = await spkiBytes(spec.publicKey);
   extensions.push(new x509.SubjectKeyIdentifierExtension(await keyIdentifier(spki)));
   const serialNumber = spec.serial ?? randomSerial();
   if (spec.issuer) {
@@ -163,13 +133,16 @@ export async function createCaCertificate(
 
 /** The user certificate template: CN and SAN carry the name; CA:FALSE; digitalSignature only; EKU clientAuth
  * + serverAuth (every user both dials and listens); short validity; random serial. Nothing from the CSR
- * except its public key is copied. */
-export async function issueUserCertificate(
+ * except its public key is copied. Returns the DER with what the directory stores about it; the certificate
+ * is the one issueCertificate would make from the same inputs, written by the template (_user_template.ts)
+ * because the enrollment path cannot afford the general encoder. Throws UsernameError or RangeError for an
+ * input the template refuses, TypeError for a key that is not a SubjectPublicKeyInfo. */
+export async function issueUserCertificateDer(
   ca: CaMaterial,
   name: string,
   publicKey: IssuableKey,
-  opts: { nowMs?: number; validityDays?: number } = {},
-): Promise<x509.X509Certificate> {
+  opts: { nowMs?: number; validityDays?: number; serial?: string } = {},
+): Promise<TemplateCertificate> {
   // The template guards itself rather than trusting every caller: the CA signs only canonical usernames
   // (never a look-alike, a wildcard or a host name) and short, whole-day validities.
   canonicalUsername(name);
@@ -177,18 +150,31 @@ export async function issueUserCertificate(
   if (!Number.isInteger(days) || days < 1 || days > MAX_USER_CERT_VALIDITY_DAYS) {
     throw new RangeError(`validityDays must be an integer 1-${MAX_USER_CERT_VALIDITY_DAYS}`);
   }
+  const serial = opts.serial ?? randomSerial();
+  // RFC 5280 4.1.2.2: positive, at most 20 octets as encoded (a set top bit costs a 00 octet).
+  const octets = serial.length / 2 + (/^[89a-f]/.test(serial) ? 1 : 0);
+  if (!/^([0-9a-f]{2})+$/.test(serial) || /^(00)+$/.test(serial) || octets > 20) {
+    throw new RangeError("serial must be lowercase hex octets, not zero, at most 20 octets as encoded");
+  }
   const now = opts.nowMs ?? Date.now();
-  return await issueCertificate({
-    subjectCN: name,
-    issuer: { cert: ca.cert, keys: ca.keys },
-    publicKey,
-    san: [{ type: "dns", value: name }],
-    isCa: false,
-    keyUsage: x509.KeyUsageFlags.digitalSignature,
-    eku: [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth],
-    notBefore: new Date(now - BACKDATE_MS),
-    notAfter: clampToCa(ca, now + days * DAY_MS),
-  });
+  return await issueFromTemplate(
+    ca,
+    name,
+    await spkiBytes(publicKey),
+    now - BACKDATE_MS,
+    clampToCa(ca, now + days * DAY_MS).getTime(),
+    serial,
+  );
+}
+
+/** issueUserCertificateDer, parsed (for callers that go on to read the certificate). */
+export async function issueUserCertificate(
+  ca: CaMaterial,
+  name: string,
+  publicKey: IssuableKey,
+  opts: { nowMs?: number; validityDays?: number } = {},
+): Promise<x509.X509Certificate> {
+  return new x509.X509Certificate((await issueUserCertificateDer(ca, name, publicKey, opts)).der);
 }
 
 /** The directory's own TLS certificate, for the given DNS names and IP addresses. */

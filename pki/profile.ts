@@ -72,8 +72,14 @@ function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
 
 /** True when `spki` (DER) is a P-256 or Ed25519 public key in the one encoding the CA's keys have. */
 export function isIssuableKey(spki: Uint8Array): boolean {
-  return (spki.length === SPKI_P256_LENGTH && startsWith(spki, SPKI_P256_PREFIX)) ||
-    (spki.length === SPKI_ED25519_LENGTH && startsWith(spki, SPKI_ED25519_PREFIX));
+  return issuableKeyAlgorithm(spki) !== null;
+}
+
+/** Which of the two issuable kinds `spki` (DER) is, or null for any other key or encoding. */
+export function issuableKeyAlgorithm(spki: Uint8Array): "p256" | "ed25519" | null {
+  if (spki.length === SPKI_P256_LENGTH && startsWith(spki, SPKI_P256_PREFIX)) return "p256";
+  if (spki.length === SPKI_ED25519_LENGTH && startsWith(spki, SPKI_ED25519_PREFIX)) return "ed25519";
+  return null;
 }
 
 /** The raw octets of the serial, as @peculiar/x509 reports them (the DER INTEGER contents). */

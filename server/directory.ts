@@ -13,10 +13,10 @@ import {
   type CheckedCsr,
   createCrl,
   CsrError,
+  derToPem,
   fingerprintOf,
-  issueUserCertificate,
+  issueUserCertificateDer,
   normalizeSerial,
-  serialOf,
   UsernameError,
   type VerifiedPeer,
   verifyPeerCertificate,
@@ -373,18 +373,18 @@ export class DirectoryService {
   }
 
   async #issue(name: string, csr: CheckedCsr): Promise<IssuedCert> {
-    const cert = await issueUserCertificate(this.ca, name, csr.spki, {
+    const cert = await issueUserCertificateDer(this.ca, name, csr.spki, {
       nowMs: this.#now(),
       validityDays: this.#validityDays,
     });
-    const certPem = cert.toString("pem") + "\n";
     return {
-      serial: serialOf(cert),
+      serial: cert.serial,
       name,
       keyId: keyIdOf(csr.spki),
-      certPem,
-      fingerprint: fingerprintOf(certPem),
-      notAfter: cert.notAfter.getTime(),
+      // The same text as the library's PEM plus the newline the stored certificates always ended with.
+      certPem: derToPem(cert.der, "CERTIFICATE"),
+      fingerprint: fingerprintOf(cert.der),
+      notAfter: cert.notAfterMs,
     };
   }
 

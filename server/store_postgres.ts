@@ -61,6 +61,24 @@ interface PendingEnroll {
   reject(e: unknown): void;
 }
 
+interface PendingTake {
+  key: string;
+  cost: number;
+  nowMs: number;
+  spec: BucketSpec;
+  resolve(wait: number): void;
+  reject(e: unknown): void;
+}
+
+interface PendingRead {
+  name: string;
+  resolve(row: UserRow | null): void;
+  reject(e: unknown): void;
+}
+
+/** User reads answered by one query at most (a round of coalesced getUser calls). */
+const READ_BATCH_MAX = 256;
+
 /** Thrown inside a transaction to roll it back with a business outcome (nothing is changed). */
 class Outcome<T> {
   constructor(readonly value: T) {}
@@ -83,6 +101,12 @@ export class PostgresDirectoryStore implements DirectoryStore {
   /** Enrollments waiting for the next group commit, and whether one is running. */
   #enrollQueue: PendingEnroll[] = [];
   #enrollRunning = false;
+  /** Bucket takes waiting for the next round, and whether one is running (see takeBucket). */
+  #takeQueue: PendingTake[] = [];
+  #takeRunning = false;
+  /** User reads waiting for the next round, and whether one is running (see getUser). */
+  #readQueue: PendingRead[] = [];
+  #readRunning = false;
 
   private constructor(target: PostgresTarget, sql: Sql) {
     this.location = target.redacted;
@@ -206,9 +230,51 @@ export class PostgresDirectoryStore implements DirectoryStore {
     await this.#sql.end({ timeout: 5 });
   }
 
-  async getUser(name: string): Promise<UserRow | null> {
-    const rows = await this.#sql`SELECT * FROM users WHERE name = ${name}`;
-    return rows.length ? toUserRow(rows[0]) : null;
+  /** Reads arriving while others are under way are answered by one query for all their names: a busy node
+   * (look-ups, authentication, the enrollment pre-check) then pays one round trip per round instead of one
+   * per request, and an idle one answers at once as before. Each read still sees a committed state at least
+   * as new as when it was asked. */
+  getUser(name: string): Promise<UserRow | null> {
+    return new Promise((resolve, reject) => {
+      this.#readQueue.push({ name, resolve, reject });
+      if (!this.#readRunning) this.#drainReads();
+    });
+  }
+
+  async #drainReads(): Promise<void> {
+    this.#readRunning = true;
+    try {
+      while (this.#readQueue.length > 0) {
+        const batch = this.#readQueue.splice(0, READ_BATCH_MAX);
+        try {
+          const rows = batch.length === 1
+            ? await this.#sql`SELECT * FROM users WHERE name = ${batch[0].name}`
+            : await this.#sql`SELECT * FROM users WHERE name = ANY(${[
+              ...new Set(batch.map((r) => r.name)),
+            ]}::TEXT[])`;
+          const byName = new Map(rows.map((r) => [String(r.name), r]));
+          for (const r of batch) {
+            const row = byName.get(r.name);
+            r.resolve(row ? toUserRow(row) : null);
+          }
+        } catch (e) {
+          if (batch.length === 1) {
+            batch[0].reject(e);
+            continue;
+          }
+          // The round failed as a whole (a lost connection...): each read again on its own, so a failure
+          // reaches only the reads it really hits, as before the rounds.
+          await Promise.all(batch.map((r) =>
+            this.#sql`SELECT * FROM users WHERE name = ${r.name}`.then(
+              (rows) => r.resolve(rows.length ? toUserRow(rows[0]) : null),
+              r.reject,
+            )
+          ));
+        }
+      }
+    } finally {
+      this.#readRunning = false;
+    }
   }
 
   async listUsers(prefix: string, after: string | null, limit: number): Promise<UserRow[]> {
@@ -246,9 +312,9 @@ export class PostgresDirectoryStore implements DirectoryStore {
       reach = NULL, reach_key = NULL, reach_ok = NULL, reach_checked_at = NULL WHERE name = ${name}`;
   }
 
-  /** Enrollments arriving while a commit is under way are committed together, each inside its own
-   * savepoint (so one refused enrollment rolls back only itself): one WAL flush for the group instead of one
-   * each, as concurrent enrollments would otherwise queue behind each other's commits. */
+  /** Enrollments arriving while a commit is under way are committed together: one WAL flush for the group
+   * instead of one each, as concurrent enrollments would otherwise queue behind each other's commits. A
+   * refused enrollment (name taken, token used) changes nothing and does not fail the others. */
   enroll(issued: IssuedCert, nowMs: number, token: string | null): Promise<EnrollOutcome> {
     return new Promise((resolve, reject) => {
       this.#enrollQueue.push({ issued, nowMs, token, resolve, reject });
@@ -261,39 +327,81 @@ export class PostgresDirectoryStore implements DirectoryStore {
     try {
       while (this.#enrollQueue.length > 0) {
         const batch = this.#enrollQueue.splice(0, ENROLL_BATCH_MAX);
-        if (batch.length === 1) {
-          // Alone: no savepoint round trips.
-          const [p] = batch;
-          await this.#tx((t) => this.#enrollIn(t, p.issued, p.nowMs, p.token)).then(p.resolve, p.reject);
-          continue;
-        }
-        let outcomes: EnrollOutcome[] | null = null;
-        try {
-          outcomes = await this.#tx(async (t) => {
-            const out: EnrollOutcome[] = [];
-            for (const p of batch) {
-              try {
-                out.push(await t.savepoint((sp) => this.#enrollIn(sp, p.issued, p.nowMs, p.token)));
-              } catch (e) {
-                if (e instanceof Outcome) out.push(e.value as EnrollOutcome);
-                else throw e;
-              }
-            }
-            return out;
-          });
-        } catch {
-          // The group failed as a whole (an unexpected error in one of them, a lost connection): each runs
-          // again on its own, so one bad enrollment cannot fail the others.
-          for (const p of batch) {
-            this.#tx((t) => this.#enrollIn(t, p.issued, p.nowMs, p.token)).then(p.resolve, p.reject);
-          }
-          continue;
-        }
-        batch.forEach((p, i) => p.resolve(outcomes![i]));
+        // Open enrollments (no token) of the group go in one statement; those with a token each need their
+        // own savepoint (a used token must roll its user row back).
+        const open = batch.filter((p) => p.token === null);
+        const invited = batch.filter((p) => p.token !== null);
+        await Promise.all([this.#enrollOpen(open), this.#enrollInvited(invited)]);
       }
     } finally {
       this.#enrollRunning = false;
     }
+  }
+
+  /** Open enrollments in one statement (one round trip, one commit, for the whole group): every user row
+   * that does not exist yet is inserted, and the certificate rows of exactly those; a name already taken (by
+   * another node, or twice in the group) inserts nothing. The user rows that went in are told apart by
+   * serial (each request's certificate has its own). */
+  async #enrollOpen(batch: PendingEnroll[]): Promise<void> {
+    if (batch.length === 0) return;
+    const col = <K extends keyof IssuedCert>(k: K) => batch.map((p) => String(p.issued[k]));
+    let inserted: Set<string>;
+    try {
+      const rows = await this.#sql`WITH input AS (
+          SELECT * FROM unnest(${col("name")}::TEXT[], ${col("keyId")}::TEXT[], ${col("serial")}::TEXT[],
+            ${col("certPem")}::TEXT[], ${col("fingerprint")}::TEXT[], ${col("notAfter")}::BIGINT[],
+            ${batch.map((p) => String(p.nowMs))}::BIGINT[])
+            AS i (name, key_id, serial, cert_pem, fingerprint, not_after, created_at)
+        ), u AS (
+          INSERT INTO users (name, key_id, serial, cert_pem, fingerprint, not_after, created_at)
+          SELECT name, key_id, serial, cert_pem, fingerprint, not_after, created_at FROM input
+          ON CONFLICT (name) DO NOTHING RETURNING serial
+        ), c AS (
+          INSERT INTO certs (serial, name, fingerprint, cert_pem, issued_at, not_after)
+          SELECT i.serial, i.name, i.fingerprint, i.cert_pem, i.created_at, i.not_after
+          FROM input i JOIN u ON u.serial = i.serial
+          RETURNING serial
+        )
+        SELECT serial FROM c`;
+      inserted = new Set(rows.map((r) => String(r.serial)));
+    } catch {
+      // The group failed as a whole (a serial already used, a lost connection...): each runs again on its
+      // own, so one bad enrollment cannot fail the others.
+      await Promise.all(batch.map((p) => this.#enrollAlone(p)));
+      return;
+    }
+    for (const p of batch) p.resolve(inserted.has(p.issued.serial) ? "ok" : "name_taken");
+  }
+
+  #enrollAlone(p: PendingEnroll): Promise<void> {
+    return this.#tx((t) => this.#enrollIn(t, p.issued, p.nowMs, p.token)).then(p.resolve, p.reject);
+  }
+
+  /** Enrollments with a token, in one transaction, each inside its own savepoint. */
+  async #enrollInvited(batch: PendingEnroll[]): Promise<void> {
+    if (batch.length === 0) return;
+    // Alone: no savepoint round trips.
+    if (batch.length === 1) return await this.#enrollAlone(batch[0]);
+    let outcomes: EnrollOutcome[] | null = null;
+    try {
+      outcomes = await this.#tx(async (t) => {
+        const out: EnrollOutcome[] = [];
+        for (const p of batch) {
+          try {
+            out.push(await t.savepoint((sp) => this.#enrollIn(sp, p.issued, p.nowMs, p.token)));
+          } catch (e) {
+            if (e instanceof Outcome) out.push(e.value as EnrollOutcome);
+            else throw e;
+          }
+        }
+        return out;
+      });
+    } catch {
+      // As above: each on its own.
+      await Promise.all(batch.map((p) => this.#enrollAlone(p)));
+      return;
+    }
+    batch.forEach((p, i) => p.resolve(outcomes![i]));
   }
 
   /** One enrollment inside a transaction or savepoint; a refusal throws Outcome so that it rolls back. */
@@ -462,10 +570,63 @@ export class PostgresDirectoryStore implements DirectoryStore {
     return "valid";
   }
 
-  /** One statement, so one round trip and one commit: the upsert's row lock serializes concurrent takes,
-   * and `granted` records whether this take was paid (the same arithmetic as rate_limit.ts). */
-  async takeBucket(key: string, costIn: number, nowMs: number, spec: BucketSpec): Promise<number> {
-    const cost = Math.min(costIn, spec.burst);
+  /** Takes arriving while others are under way are answered together: the takes of one key (same cost and
+   * bucket) first try as one take of their summed cost, which, when it is granted, is exactly what taking them
+   * one after another would have done (each would have found enough). When it is refused, nothing was
+   * taken, and they are taken one by one as before. So a busy source costs one statement per group, and the
+   * arithmetic and its exactness across nodes stay those of takeOne. */
+  takeBucket(key: string, costIn: number, nowMs: number, spec: BucketSpec): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#takeQueue.push({ key, cost: Math.min(costIn, spec.burst), nowMs, spec, resolve, reject });
+      if (!this.#takeRunning) this.#drainTakes();
+    });
+  }
+
+  async #drainTakes(): Promise<void> {
+    this.#takeRunning = true;
+    try {
+      while (this.#takeQueue.length > 0) {
+        const groups = new Map<string, PendingTake[]>();
+        for (const t of this.#takeQueue.splice(0)) {
+          const g = JSON.stringify([t.key, t.cost, t.spec.perSecond, t.spec.burst]);
+          const list = groups.get(g);
+          if (list) list.push(t);
+          else groups.set(g, [t]);
+        }
+        await Promise.all([...groups.values()].map((g) => this.#takeGroup(g)));
+      }
+    } finally {
+      this.#takeRunning = false;
+    }
+  }
+
+  async #takeGroup(group: PendingTake[]): Promise<void> {
+    const [first] = group;
+    const total = first.cost * group.length;
+    if (group.length > 1 && total <= first.spec.burst) {
+      // The earliest time of the group: refill counted up to it only, so the sum is never granted where one
+      // of them, taken at its own time, would not have been. (Like any take that reaches the database after
+      // a later one, it sets the bucket's time back by those milliseconds, as the one-by-one takes could.)
+      const nowMs = group.reduce((m, t) => Math.min(m, t.nowMs), Infinity);
+      try {
+        if (await this.#takeOne(first.key, total, nowMs, first.spec, group.length) === 0) {
+          for (const t of group) t.resolve(0);
+          return;
+        }
+      } catch {
+        // Taken one by one below, each with its own error if any.
+      }
+    }
+    for (const t of group) {
+      await this.#takeOne(t.key, t.cost, t.nowMs, t.spec, 1).then(t.resolve, t.reject);
+    }
+  }
+
+  /** One take of `cost` (at most the burst) from the shared bucket: 0 when granted, else seconds to wait.
+   * One statement, so one round trip and one commit: the upsert's row lock serializes concurrent takes, and
+   * `granted` records whether this take was paid (the same arithmetic as rate_limit.ts). `takes` is how many
+   * requests it stands for (the periodic sweep counts requests). */
+  async #takeOne(key: string, cost: number, nowMs: number, spec: BucketSpec, takes: number): Promise<number> {
     const [r] = await this.#sql`INSERT INTO rate_buckets AS b (key, tokens, last_ms, granted)
       VALUES (${key}, ${spec.burst - cost}, ${nowMs}, TRUE)
       ON CONFLICT (key) DO UPDATE SET
@@ -478,7 +639,9 @@ export class PostgresDirectoryStore implements DirectoryStore {
             THEN ${cost} ELSE 0 END,
         last_ms = ${nowMs}
       RETURNING granted, tokens`;
-    if (++this.#bucketTakes % BUCKET_SWEEP_EVERY === 0) {
+    const swept = Math.floor(this.#bucketTakes / BUCKET_SWEEP_EVERY);
+    this.#bucketTakes += takes;
+    if (Math.floor(this.#bucketTakes / BUCKET_SWEEP_EVERY) !== swept) {
       await this.#sql`DELETE FROM rate_buckets WHERE last_ms < ${nowMs - 86400_000}`;
     }
     if (r.granted === true) return 0;

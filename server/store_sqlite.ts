@@ -176,8 +176,10 @@ export class SqliteDirectoryStore implements DirectoryStore {
     return Number(r.n);
   }
 
-  enroll(issued: IssuedCert, nowMs: number, token: string | null): Promise<EnrollOutcome> {
-    return Promise.resolve(this.#tx((): EnrollOutcome => {
+  // async, so that a failure (a serial already used) is a rejected promise, not a throw at the call.
+  // deno-lint-ignore require-await
+  async enroll(issued: IssuedCert, nowMs: number, token: string | null): Promise<EnrollOutcome> {
+    return this.#tx((): EnrollOutcome => {
       if (this.#getUser(issued.name)) return "name_taken";
       if (token !== null) {
         const r = this.#q(
@@ -188,7 +190,7 @@ export class SqliteDirectoryStore implements DirectoryStore {
       this.#insertCert(issued, nowMs);
       this.#insertUser(issued, nowMs);
       return "ok";
-    }));
+    });
   }
 
   renew(

@@ -261,6 +261,99 @@ backendTest(
 );
 
 backendTest(
+  "open enrollments committed together: a name taken before or twice in the group goes to one of them",
+  async (backend) => {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-group-open-" });
+    const pg = backend === "postgres" ? await freshPostgresDatabase() : null;
+    const store = await openDirectoryStore(tmp, { database: pg?.url });
+    try {
+      const now = Date.now();
+      let serial = 0x200;
+      const cert = (name: string) => ({
+        serial: (serial++).toString(16),
+        name,
+        keyId: `k${serial}`,
+        certPem: "pem",
+        fingerprint: "f".repeat(64),
+        notAfter: now + 86400_000,
+      });
+      assert.equal(await store.enroll(cert("erin"), now, null), "ok");
+      // Issued at once, so the PostgreSQL store commits them as one group (one statement).
+      const batch = ["frank", "erin", "grace", "frank", "heidi"].map(cert);
+      const outcomes = await Promise.all(batch.map((c) => store.enroll(c, now, null)));
+      assert.deepEqual(outcomes, ["ok", "name_taken", "ok", "name_taken", "ok"]);
+      assert.equal(await store.countUsers(), 4);
+      assert.equal((await store.getUser("frank"))?.serial, batch[0].serial, "the first frank holds the name");
+      assert.equal((await store.getUser("erin"))?.serial, "200", "erin keeps her first certificate");
+      for (const [i, c] of batch.entries()) {
+        const row = await store.getCert(c.serial);
+        assert.equal(row === null, outcomes[i] !== "ok", `certificate row of ${c.name} (${c.serial})`);
+      }
+      // A serial used twice in one group: one enrollment fails, the others of the group still commit.
+      const dup = cert("ivan");
+      const outcomes2 = await Promise.allSettled([
+        store.enroll(cert("judy"), now, null),
+        store.enroll(dup, now, null),
+        store.enroll({ ...dup, name: "karl" }, now, null),
+      ]);
+      assert.deepEqual(outcomes2.map((o) => o.status), ["fulfilled", "fulfilled", "rejected"]);
+      assert.equal(await store.getUser("karl"), null, "nothing of the failed one is left");
+      assert.ok(await store.getUser("judy"));
+      assert.ok(await store.getUser("ivan"));
+    } finally {
+      await store.close();
+      await pg?.drop();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+);
+
+backendTest(
+  "concurrent takes and reads answered together: each gets exactly its own answer",
+  async (backend) => {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-rounds-" });
+    const pg = backend === "postgres" ? await freshPostgresDatabase() : null;
+    const store = await openDirectoryStore(tmp, { database: pg?.url });
+    try {
+      const now = Date.now();
+      const spec = { perSecond: 0, burst: 20 };
+      // 8 at once fit (the PostgreSQL store takes them as one of 8), then 12 more one by one, then none.
+      const first = await Promise.all(Array.from({ length: 8 }, () => store.takeBucket("k", 1, now, spec)));
+      assert.deepEqual(first, Array(8).fill(0));
+      for (let i = 0; i < 12; i++) {
+        assert.equal(await store.takeBucket("k", 1, now, spec), 0, `take ${9 + i}`);
+      }
+      assert.ok(await store.takeBucket("k", 1, now, spec) > 0, "the 21st is refused");
+      // 6 at once where 3 are left: exactly 3 granted, whichever.
+      const other = await Promise.all(
+        Array.from({ length: 6 }, () => store.takeBucket("j", 1, now, { ...spec, burst: 3 })),
+      );
+      assert.equal(other.filter((w) => w === 0).length, 3);
+      // Reads of several names at once, some twice, some missing.
+      const cert = (name: string, serial: string) => ({
+        serial,
+        name,
+        keyId: `k${serial}`,
+        certPem: "pem",
+        fingerprint: "f".repeat(64),
+        notAfter: now + 86400_000,
+      });
+      for (const [n, sr] of [["amy", "a1"], ["ben", "b2"], ["cat", "c3"]]) {
+        assert.equal(await store.enroll(cert(n, sr), now, null), "ok");
+      }
+      const names = ["amy", "nobody", "ben", "amy", "cat", "zed"];
+      const rows = await Promise.all(names.map((n) => store.getUser(n)));
+      assert.deepEqual(rows.map((r) => r?.serial ?? null), ["a1", null, "b2", "a1", "c3", null]);
+      assert.deepEqual(rows.map((r) => r?.name ?? null), ["amy", null, "ben", "amy", "cat", null]);
+    } finally {
+      await store.close();
+      await pg?.drop();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+);
+
+backendTest(
   "the shared bucket follows the same arithmetic as the in-memory token bucket",
   async (backend) => {
     const tmp = await Deno.makeTempDir({ prefix: "securechat-bucket-" });

@@ -101,6 +101,42 @@ Deno.test("protocol faults: a frame before the hello, and a second hello, are re
   }
 });
 
+Deno.test("protocol: receipts are one `acks` frame per run for a peer whose hello lists caps acks, `ack` each for one without", async () => {
+  const { bob, alice, connect } = await setup();
+  try {
+    // A peer of an older version: no caps in its hello.
+    const old = await connect();
+    const first = [msg(), msg(), msg()];
+    for (const m of first) old.send(m as unknown as Frame);
+    await until(() => old.frames.filter((f) => f.t === "ack").length === 3, 5000, "three acks");
+    assert.deepEqual(old.frames.filter((f) => f.t === "acks"), []);
+    assert.deepEqual(
+      old.frames.filter((f) => f.t === "ack").map((f) => f.t === "ack" && f.id),
+      first.map((m) => m.id),
+    );
+    old.socket.end();
+    // A peer that takes `acks` (what our hello says too).
+    const p = await rawDial(bob.engine.address.port, { certPem: alice.certPem, keyPem: alice.keyPem });
+    p.send({
+      ...p.hello({ from: "alice", to: "bob", signKeyPem: alice.keyPem }),
+      caps: ["acks", "unknown-later"],
+    });
+    const hello = await p.waitFrame((f) => f.t === "hello");
+    assert.deepEqual(hello.t === "hello" && hello.caps, ["acks"], "the engine lists its capabilities");
+    const batch = Array.from({ length: 50 }, () => msg());
+    p.raw(new Uint8Array(batch.flatMap((m) => [...encodeFrame(m as unknown as Frame)])));
+    const ids = () =>
+      p.frames.flatMap((f) => f.t === "acks" ? f.ids : f.t === "ack" ? ["single " + f.id] : []);
+    await until(() => ids().length === 50, 5000, "fifty receipts");
+    assert.deepEqual(ids(), batch.map((m) => m.id), "in arrival order, none as a single ack");
+    assert.ok(p.frames.filter((f) => f.t === "acks").length < 50, "several ids per frame");
+    assert.equal(bob.engine.history("alice").length, 53);
+    p.socket.end();
+  } finally {
+    await bob.stop();
+  }
+});
+
 Deno.test("protocol faults: a truncated frame then close stores nothing; the next message is whole", async () => {
   const { bob, connect } = await setup();
   try {

@@ -8,9 +8,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TrustedClock } from "../clock/mod.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
-import { Inbox, type InboxDeps, type InboxSession } from "../client/inbox.ts";
+import { Inbox, type InboxDeps, type InboxSession, type Receipt } from "../client/inbox.ts";
+import { CAP_ACKS, MAX_ACK_IDS } from "../client/protocol/constants.ts";
 import { ProtocolError } from "../client/protocol/errors.ts";
-import type { AckFrame, MsgFrame, RefuseFrame } from "../client/protocol/frames.ts";
+import type { MsgFrame } from "../client/protocol/frames.ts";
 import { timeProofData } from "../client/protocol/binding.ts";
 import { ChatStore, type IncomingItem, type IncomingResult, StoreError } from "../client/store/store.ts";
 import { startLocalServers } from "./helpers/roughtime.ts";
@@ -23,9 +24,9 @@ class RecordingSession implements InboxSession {
   /** Ids answered with a refusal instead of an ack, with its code. */
   readonly refused: string[] = [];
   failed: { code: string; message: string } | null = null;
-  sendBatch(frames: readonly (AckFrame | RefuseFrame)[]): Promise<void> {
+  sendBatch(frames: readonly Receipt[]): Promise<void> {
     if (this.state !== "open") return Promise.reject(new Error("closed"));
-    this.writes.push(frames.filter((f) => f.t === "ack").map((f) => f.id));
+    this.writes.push(frames.flatMap((f) => f.t === "ack" ? [f.id] : f.t === "acks" ? f.ids : []));
     for (const f of frames) if (f.t === "refuse") this.refused.push(`${f.id}:${f.code}`);
     return Promise.resolve();
   }
@@ -35,6 +36,16 @@ class RecordingSession implements InboxSession {
   }
   get acked(): string[] {
     return this.writes.flat();
+  }
+}
+
+/** A session of a peer whose hello listed CAP_ACKS: records the frames of each write. */
+class BatchingSession extends RecordingSession {
+  readonly peerCaps = new Set([CAP_ACKS]);
+  readonly frames: Receipt[][] = [];
+  override sendBatch(frames: readonly Receipt[]): Promise<void> {
+    this.frames.push([...frames]);
+    return super.sendBatch(frames);
   }
 }
 
@@ -119,6 +130,28 @@ Deno.test("inbox: messages of one read share one commit; receipts go out after i
     assert.deepEqual(d.shown, Array.from({ length: 40 }, (_, i) => hex(i)));
     assert.deepEqual(store.history("bob").map((m) => m.id), d.shown);
     assert.equal(inbox.pending(s), 0);
+  });
+});
+
+Deno.test("inbox: a peer that takes `acks` gets a committed run in one frame, at most MAX_ACK_IDS ids each", async () => {
+  await withStore(async (store) => {
+    const inbox = new Inbox(deps(store, { maxPending: 4 * MAX_ACK_IDS }));
+    const s = new BatchingSession();
+    const n = MAX_ACK_IDS + 5;
+    for (let i = 0; i < n; i++) await inbox.receive(s, msg(i));
+    await inbox.receive(s, msg(0)); // a resend: acknowledged again, in its place
+    for (let i = 0; i < 400 && s.acked.length < n + 1; i++) await settle();
+    const ids = Array.from({ length: n }, (_, i) => hex(i));
+    // (The store commits at most 1,024 operations at once: here that is one write per commit.)
+    assert.deepEqual(s.frames.flat(), [
+      { t: "acks", ids: ids.slice(0, MAX_ACK_IDS) },
+      { t: "acks", ids: [...ids.slice(MAX_ACK_IDS), hex(0)] },
+    ]);
+    // A peer of an older version (no caps) gets one `ack` per message.
+    const old = new RecordingSession();
+    await inbox.receive(old, msg(n));
+    await settle();
+    assert.deepEqual(old.writes, [[hex(n)]]);
   });
 });
 

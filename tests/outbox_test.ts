@@ -23,7 +23,7 @@ class HeldSession implements OutboxSession {
   }
 }
 
-async function rig() {
+async function rig(opts: { sentStateDelayMs?: number } = {}) {
   const dir = await Deno.makeTempDir({ prefix: "securechat-outbox-" });
   const store = new ChatStore(join(dir, "chat.db"));
   const events: EngineEvent[] = [];
@@ -39,6 +39,8 @@ async function rig() {
     latestNowMs: () => latest,
     maxUnreadMs: 7 * 24 * 3600_000,
     emit: (e) => events.push(e),
+    // At once unless a test says otherwise (the "sent" of a write is then stored within a settle()).
+    sentStateDelayMs: opts.sentStateDelayMs ?? 0,
   });
   return {
     store,
@@ -209,6 +211,58 @@ Deno.test("outbox: later flushes on a session read only newer messages, yet noth
     assert.deepEqual(fresh.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m2", "m3", "m1"]);
     assert.deepEqual(old.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m1"]);
   } finally {
+    await r.done();
+  }
+});
+
+Deno.test("outbox: a flush writes what the store says waits; a message deleted after it was queued is not written", async () => {
+  const r = await rig();
+  try {
+    // Queued while offline: the outbox keeps copies of m1..m3 to write them without reading them back.
+    for (const id of ["m1", "m2", "m3"]) await r.outbox.queue(msg(id));
+    // m2 dies before a session opens (deleted as the sweeper does, without telling the outbox).
+    r.store.deleteMessages([{ peer: "bob", id: "m2" }]);
+    const s = r.open();
+    await r.outbox.flush("bob");
+    await settle();
+    assert.deepEqual(s.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m1", "m3"]);
+    const m3 = s.frames.find((f) => f.t === "msg" && f.id === "m3");
+    assert.deepEqual(m3, { t: "msg", id: "m3", from: "alice", to: "bob", text: "hello m3", sentAt: 5000 });
+  } finally {
+    await r.done();
+  }
+});
+
+Deno.test("outbox: an ack within the delay stores 'delivered' with no 'sent' before it; a message still waiting is stored 'sent'", async () => {
+  const r = await rig({ sentStateDelayMs: 150 });
+  try {
+    const s = r.open();
+    await r.outbox.queue(msg("m1"));
+    await r.outbox.queue(msg("m2"));
+    await r.outbox.flush("bob");
+    await settle();
+    assert.deepEqual(s.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m1", "m2"]);
+    assert.deepEqual(r.kinds(), ["sent", "sent"], "the events come at the write");
+    assert.deepEqual(["m1", "m2"].map((id) => r.store.get("bob", id)?.state), ["sending", "sending"]);
+    r.outbox.onAck("bob", "m1");
+    await settle();
+    assert.equal(r.store.get("bob", "m1")?.state, "delivered");
+    // m2's ack does not come: after the delay its state says it was written.
+    await new Promise((ok) => setTimeout(ok, 250));
+    await settle();
+    assert.equal(r.store.get("bob", "m2")?.state, "sent");
+    assert.deepEqual(r.kinds(), ["sent", "sent", "delivered"]);
+    // A close before the ack: "failed", whether or not "sent" was stored.
+    await r.outbox.queue(msg("m3"));
+    await r.outbox.flush("bob");
+    r.drop();
+    await settle();
+    assert.deepEqual(["m2", "m3"].map((id) => r.store.get("bob", id)?.state), ["failed", "failed"]);
+    await new Promise((ok) => setTimeout(ok, 250));
+    await settle();
+    assert.equal(r.store.get("bob", "m3")?.state, "failed", "no late 'sent' after the close");
+  } finally {
+    r.outbox.close();
     await r.done();
   }
 });

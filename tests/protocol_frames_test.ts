@@ -4,10 +4,14 @@ import { Buffer } from "node:buffer";
 import fc from "fast-check";
 import {
   encodeFrame,
+  encodeFrames,
   type Frame,
   frameBytes,
   FrameDecoder,
+  type HelloFrame,
   helloSignedData,
+  MAX_ACK_IDS,
+  MAX_CAPS,
   MAX_FRAME_BYTES,
   MAX_TTL_MS,
   parseFrame,
@@ -52,6 +56,18 @@ const SAMPLES: Frame[] = [
     proof: { ...PROOF },
   },
   { t: "ack", id: ID },
+  { t: "acks", ids: [ID, "f".repeat(32)] },
+  {
+    t: "hello",
+    v: 1,
+    role: "listener",
+    from: "bob",
+    to: "alice",
+    fromFp: FP,
+    toFp: FP,
+    sig: "",
+    caps: ["acks"],
+  },
   { t: "read", id: ID, readAt: 5 },
   { t: "typing" },
   { t: "ping" },
@@ -68,6 +84,22 @@ Deno.test("every frame type survives encode -> decode -> parse unchanged", () =>
     assert.deepEqual(parseFrame(out[0]), f);
     assert.equal(d.buffered, 0);
   }
+});
+
+Deno.test("encodeFrames gives the bytes of encodeFrame of each, concatenated, multi-byte text included", () => {
+  const frames: Frame[] = [...SAMPLES, {
+    t: "msg",
+    id: ID,
+    from: "alice",
+    to: "bob",
+    text: "é€😀 ok",
+    sentAt: 1,
+  }];
+  const each = new Uint8Array(frames.flatMap((f) => [...encodeFrame(f)]));
+  assert.deepEqual(encodeFrames(frames), each);
+  assert.deepEqual(encodeFrames([]), new Uint8Array(0));
+  const big: Frame = { t: "error", code: "X", message: "y".repeat(100) };
+  assert.equal(codeOf(() => encodeFrames([big], 50)), "FRAME_TOO_LARGE");
 });
 
 Deno.test("decoder: frames split at any byte boundaries come out whole and in order", () => {
@@ -148,7 +180,27 @@ Deno.test("parser refuses hostile bodies with the documented codes", () => {
       body({ t: "hello", v: 1, role: "boss", from: "a1", to: "b1", fromFp: FP, toFp: FP, sig: "" }),
       "BAD_FIELD",
     ],
+    [body({ t: "acks", ids: [] }), "BAD_FIELD"],
+    [body({ t: "acks", ids: ID }), "BAD_FIELD"],
+    [body({ t: "acks", ids: [ID, "../etc"] }), "BAD_FIELD"],
+    [body({ t: "acks", ids: [ID, 5] }), "BAD_FIELD"],
+    [body({ t: "acks", ids: new Array(MAX_ACK_IDS + 1).fill(ID) }), "BAD_FIELD"],
+    [body({ t: "acks" }), "BAD_FIELD"],
+    [body({ ...SAMPLES[0], caps: "acks" }), "BAD_FIELD"],
+    [body({ ...SAMPLES[0], caps: ["ACKS"] }), "BAD_FIELD"],
+    [body({ ...SAMPLES[0], caps: [{}] }), "BAD_FIELD"],
+    [body({ ...SAMPLES[0], caps: new Array(MAX_CAPS + 1).fill("x") }), "BAD_FIELD"],
   ];
+  // Unknown capabilities are kept (and ignored by the session): a newer peer may list more.
+  assert.deepEqual((parseFrame(body({ ...SAMPLES[0], caps: ["acks", "later-thing"] })) as HelloFrame).caps, [
+    "acks",
+    "later-thing",
+  ]);
+  assert.equal(
+    "caps" in parseFrame(body(SAMPLES[0])),
+    false,
+    "a hello without caps (an older peer) has none",
+  );
   for (const [b, code] of cases) assert.equal(codeOf(() => parseFrame(b)), code, new TextDecoder().decode(b));
   // NaN cannot travel in JSON at all: JSON.stringify turns it into null, which is refused above.
   assert.equal(JSON.stringify({ ttlMs: NaN }), '{"ttlMs":null}');

@@ -211,3 +211,14 @@ Deno.test("rates: receipts that answer our own messages are owed, not rated; uns
   for (let i = 0; i < FRAME_RATES.ack.burst; i++) assert.ok(r.take("ack", 0));
   assert.equal(r.take("ack", 0), false);
 });
+
+Deno.test("rates: an `acks` frame takes one token per receipt, owed ones first, all or nothing", () => {
+  const r = new FrameRateLimiter();
+  r.grant("ack", 1000);
+  assert.ok(r.take("ack", 0, 1000), "1,000 receipts for 1,000 messages we sent");
+  // Owed 10, bucket full: 10 + burst fit, one more does not (and takes nothing).
+  r.grant("ack", 10);
+  assert.equal(r.take("ack", 0, 10 + FRAME_RATES.ack.burst + 1), false);
+  assert.ok(r.take("ack", 0, 10 + FRAME_RATES.ack.burst));
+  assert.equal(r.take("ack", 0), false);
+});

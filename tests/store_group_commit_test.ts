@@ -288,6 +288,52 @@ Deno.test("store batch: outgoing messages and their state changes; a change neve
   });
 });
 
+Deno.test("store batch: 70 messages of one batch (rows written several at a time), expiring ones with their keys, read back whole", async () => {
+  await withStore(async (s, commits) => {
+    // 70 = 64 + 4 + 1 + 1 rows: every statement size is used; every third message expires (own key).
+    const ours = Array.from({ length: 70 }, (_, i) => ({
+      ...outgoing(hex(100 + i)),
+      text: `ours ${i} é`,
+      ...(i % 3 === 0 ? { ttlMs: 60_000, ttlMode: "send" as const, expiresAt: 62_000 } : {}),
+    }));
+    const seqs = await Promise.all(ours.map((m) => s.queueOutgoing(m)));
+    const theirs = Array.from({ length: 70 }, (_, i) => incoming(hex(300 + i), `theirs ${i}`));
+    const got = await Promise.all(theirs.map((m) => s.queueIncoming({ message: m })));
+    assert.deepEqual(commits, [70, 70]);
+    assert.deepEqual(got, new Array(70).fill("stored"));
+    assert.deepEqual(seqs, Array.from({ length: 70 }, (_, i) => seqs[0] + i), "seqs in queue order");
+    const history = s.history("bob");
+    assert.deepEqual(history.map((m) => m.text), [...ours.map((m) => m.text), ...theirs.map((m) => m.text)]);
+    assert.deepEqual(history.slice(0, 70).map((m) => m.ttlMs), ours.map((m) => m.ttlMs));
+    assert.deepEqual(history.map((m) => m.seq), [...seqs, ...history.slice(70).map((m) => m.seq)]);
+    assert.equal(s.expiring().length, 24);
+  });
+});
+
+Deno.test("store batch: queueOutgoing resolves with the seq; an outbox read takes the rows the caller holds from it", async () => {
+  await withStore(async (s) => {
+    const ids = [hex(1), hex(2), hex(3), hex(4)];
+    const seqs = await Promise.all(ids.map((id) => s.queueOutgoing(outgoing(id))));
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+    assert.equal(new Set(seqs).size, 4);
+    const stored = s.outbox("bob");
+    assert.deepEqual(stored.map((m) => m.seq), seqs);
+    // The caller holds copies of the 1st and 3rd; the 4th is deleted although the caller still holds it.
+    const held = new Map([stored[0], stored[2], stored[3]].map((m) => [m.seq, { ...m }]));
+    s.deleteMessages([{ peer: "bob", id: ids[3] }]);
+    const got = s.outbox("bob", new Set<string>(), 0, held);
+    assert.deepEqual(got.map((m) => m.id), ids.slice(0, 3), "in seq order, the deleted one left out");
+    assert.equal(got[0], held.get(seqs[0]), "a held copy is used as is");
+    assert.deepEqual(got[1], stored[1], "a missing one is read");
+    assert.deepEqual(s.outbox("bob", new Set([ids[0]]), seqs[0] - 1, held).map((m) => m.id), ids.slice(1, 3));
+    assert.deepEqual(
+      s.outbox("bob", undefined, seqs[1], held).map((m) => m.id),
+      [ids[2]],
+      "after the cursor",
+    );
+  });
+});
+
 Deno.test("store batch: an incoming message never takes a state change meant for ours", async () => {
   await withStore(async (s) => {
     await s.queueIncoming({ message: incoming(hex(4)) });

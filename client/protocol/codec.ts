@@ -44,7 +44,8 @@ export class FrameDecoder {
     return out;
   }
 
-  /** Buffers bytes without decoding them (a reader that pulls frames one at a time with next()). */
+  /** Buffers bytes without decoding them (a reader that pulls frames one at a time with next()). The chunk
+   * is kept, not copied: the caller must not change it afterwards (a socket hands out a new one per read). */
   append(chunk: Uint8Array): void {
     if (this.#failed) throw this.#failed;
     if (chunk.length) {
@@ -59,7 +60,7 @@ export class FrameDecoder {
     if (this.#need === null) {
       if (this.#buffered < LENGTH_PREFIX_BYTES) return null;
       const prefix = this.#take(LENGTH_PREFIX_BYTES);
-      const n = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength).getUint32(0, false);
+      const n = ((prefix[0] << 24) | (prefix[1] << 16) | (prefix[2] << 8) | prefix[3]) >>> 0;
       if (n === 0) this.#fail(new ProtocolError("EMPTY_FRAME", "frame length 0"));
       if (n > this.#maxFrameBytes) {
         this.#fail(new ProtocolError("FRAME_TOO_LARGE", `frame length ${n} exceeds ${this.#maxFrameBytes}`));
@@ -89,7 +90,16 @@ export class FrameDecoder {
     throw e;
   }
 
+  /** The next n buffered bytes. When they lie in one chunk (the usual case: a socket read holds many whole
+   * frames) they are a view of it, not a copy: chunks appended must not be changed afterwards. */
   #take(n: number): Uint8Array {
+    const first = this.#chunks[0];
+    if (first.length >= n) {
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+      this.#buffered -= n;
+      return first.subarray(0, n);
+    }
     const out = new Uint8Array(n);
     let off = 0;
     while (off < n) {

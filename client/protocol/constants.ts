@@ -11,7 +11,7 @@ export const LENGTH_PREFIX_BYTES = 4;
 export const MAX_FRAME_BYTES = 64 * 1024;
 /** Largest message text, in UTF-8 bytes. */
 export const MAX_TEXT_BYTES = 16 * 1024;
-/** Message ids: 32 lowercase hex characters (128 random bits). */
+/** Message ids: 32 lowercase hex characters, the sender's choice (ours: send time, then 80 random bits). */
 export const MESSAGE_ID_PATTERN = /^[0-9a-f]{32}$/;
 /** Shortest and longest lifetime of a self-destructing message. */
 export const MIN_TTL_MS = 1_000;
@@ -70,6 +70,7 @@ export const FRAME_TYPES = [
   "hello",
   "msg",
   "ack",
+  "acks",
   "refuse",
   "read",
   "typing",
@@ -97,3 +98,15 @@ export const PEER_MESSAGES_PER_MINUTE = 600;
 export const REQUEST_MAX_MESSAGES = 5;
 /** ...and from at most this many strangers at once (a new stranger beyond it is refused the same way). */
 export const REQUEST_MAX_STRANGERS = 50;
+
+/** Optional features a hello may list in `caps` (docs/protocol.md, "Capabilities"): a frame a peer of an
+ * older version would not understand is sent only to a peer whose hello listed its capability. "acks": the
+ * peer takes `acks` frames (many delivery receipts in one frame). */
+export const CAP_ACKS = "acks";
+/** What this version lists in its hello. */
+export const OUR_CAPS: readonly string[] = [CAP_ACKS];
+/** Most capabilities a hello may list, and the form of one (unknown ones are ignored). */
+export const MAX_CAPS = 16;
+export const CAP_PATTERN = /^[a-z0-9-]{1,32}$/;
+/** Most ids in one `acks` frame (1,024 ids of 32 hex digits: about 35 KiB, under MAX_FRAME_BYTES). */
+export const MAX_ACK_IDS = 1024;

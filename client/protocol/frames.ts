@@ -6,8 +6,13 @@ import type { TimeProof } from "../../clock/types.ts";
 import type { TtlMode } from "../engine_types.ts";
 import { frameBytes } from "./codec.ts";
 import {
+  CAP_PATTERN,
   FRAME_TYPES,
   type FrameType,
+  LENGTH_PREFIX_BYTES,
+  MAX_ACK_IDS,
+  MAX_CAPS,
+  MAX_FRAME_BYTES,
   MAX_JSON_DEPTH,
   MAX_TEXT_BYTES,
   MAX_TTL_MS,
@@ -29,6 +34,9 @@ export interface HelloFrame {
   toFp: string;
   /** base64 signature with the sender's certificate key over helloSignedData(...). */
   sig: string;
+  /** Optional features the sender takes (constants.ts, OUR_CAPS); absent from a peer of an older version.
+   * Not covered by the signature: the TLS channel the hello travels in protects it. */
+  caps?: string[];
 }
 
 export interface MsgFrame {
@@ -48,6 +56,12 @@ export interface MsgFrame {
 export interface AckFrame {
   t: "ack";
   id: string;
+}
+/** Delivery receipts for several messages at once, in order: the same as one `ack` per id. Sent only to a
+ * peer whose hello listed CAP_ACKS. */
+export interface AcksFrame {
+  t: "acks";
+  ids: string[];
 }
 /** The receiver did not store message `id` and will not until the reason is gone (the sender keeps it
  * queued and sends it again later). TIME_UNVERIFIED: an expiring message reached a receiver without
@@ -88,6 +102,7 @@ export type Frame =
   | HelloFrame
   | MsgFrame
   | AckFrame
+  | AcksFrame
   | RefuseFrame
   | ReadFrame
   | TypingFrame
@@ -189,7 +204,7 @@ export function parseFrame(body: Uint8Array): Frame {
     case "hello": {
       const role = o.role;
       if (role !== "dialer" && role !== "listener") bad("role", "must be dialer or listener");
-      return {
+      const h: HelloFrame = {
         t: "hello",
         v: int(o, "v"),
         role,
@@ -199,10 +214,24 @@ export function parseFrame(body: Uint8Array): Frame {
         toFp: str(o, "toFp", FINGERPRINT),
         sig: str(o, "sig", BASE64, 1024),
       };
+      if ("caps" in o) {
+        const caps = o.caps;
+        if (!Array.isArray(caps) || caps.length > MAX_CAPS) {
+          bad("caps", `must be a list of at most ${MAX_CAPS}`);
+        }
+        h.caps = caps.map((c, i) => {
+          if (typeof c !== "string" || !CAP_PATTERN.test(c)) bad(`caps[${i}]`, "has the wrong form");
+          return c;
+        });
+      }
+      return h;
     }
     case "msg": {
       const text = str(o, "text", undefined, MAX_TEXT_BYTES);
-      if (enc.encode(text).length > MAX_TEXT_BYTES) bad("text", "too long");
+      // A UTF-16 unit is at most 3 UTF-8 bytes: only a long text needs encoding to know its size.
+      if (text.length * 3 > MAX_TEXT_BYTES && enc.encode(text).length > MAX_TEXT_BYTES) {
+        bad("text", "too long");
+      }
       const f: MsgFrame = {
         t: "msg",
         id: str(o, "id", MESSAGE_ID_PATTERN),
@@ -225,6 +254,19 @@ export function parseFrame(body: Uint8Array): Frame {
     }
     case "ack":
       return { t: "ack", id: str(o, "id", MESSAGE_ID_PATTERN) };
+    case "acks": {
+      const ids = o.ids;
+      if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_ACK_IDS) {
+        bad("ids", `must be a list of 1 to ${MAX_ACK_IDS} ids`);
+      }
+      return {
+        t: "acks",
+        ids: ids.map((id, i) => {
+          if (typeof id !== "string" || !MESSAGE_ID_PATTERN.test(id)) bad(`ids[${i}]`, "has the wrong form");
+          return id;
+        }),
+      };
+    }
     case "refuse": {
       const code = o.code;
       if (typeof code !== "string" || !(REFUSE_CODES as readonly string[]).includes(code)) {
@@ -250,4 +292,26 @@ export function parseFrame(body: Uint8Array): Frame {
 /** Serialises and frames one frame. */
 export function encodeFrame(f: Frame): Uint8Array {
   return frameBytes(enc.encode(JSON.stringify(f)));
+}
+
+/** Serialises and frames several frames into one buffer (what `encodeFrame` of each, concatenated, gives),
+ * each JSON text encoded straight into its place: a batch of receipts or an outbox flush costs one buffer,
+ * not three copies per frame. Throws ProtocolError FRAME_TOO_LARGE like frameBytes. */
+export function encodeFrames(frames: readonly Frame[], maxFrameBytes = MAX_FRAME_BYTES): Uint8Array {
+  const texts = frames.map((f) => JSON.stringify(f));
+  // A UTF-16 code unit takes at most 3 UTF-8 bytes.
+  let bound = 0;
+  for (const t of texts) bound += LENGTH_PREFIX_BYTES + 3 * t.length;
+  const out = new Uint8Array(bound);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const t of texts) {
+    const { written } = enc.encodeInto(t, out.subarray(at + LENGTH_PREFIX_BYTES));
+    if (written > maxFrameBytes) {
+      throw new ProtocolError("FRAME_TOO_LARGE", `frame of ${written} bytes exceeds ${maxFrameBytes}`);
+    }
+    view.setUint32(at, written, false);
+    at += LENGTH_PREFIX_BYTES + written;
+  }
+  return out.subarray(0, at);
 }

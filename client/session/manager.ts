@@ -27,7 +27,7 @@ export const TLS_MIN_VERSION = "TLSv1.3";
 export interface ManagerHandlers {
   /** A session became the active one for its peer. */
   onActive(s: PeerSession): void;
-  onFrame(s: PeerSession, f: Frame): Promise<void>;
+  onFrame(s: PeerSession, f: Frame): Promise<void> | void;
   /** A session closed; `wasActive` when it was the peer's active one (and no other replaced it). */
   onClose(s: PeerSession, info: CloseInfo, wasActive: boolean): void;
   /** A connection refused before it became a session (certificate, pin, caps, hello). */

@@ -52,22 +52,25 @@ export class FrameRateLimiter {
     this.#owed.set(t, Math.min(MAX_OWED, (this.#owed.get(t) ?? 0) + n));
   }
 
-  /** Takes one token for a frame of type `t` at `nowMs`: what the peer is owed first, then the bucket;
-   * false when both are empty. */
-  take(t: RatedFrameType, nowMs: number): boolean {
+  /** Takes `n` tokens (default one: a frame; an `acks` frame takes one per receipt) of type `t` at `nowMs`:
+   * what the peer is owed first, then the bucket for the rest; false (nothing taken) when they do not add
+   * up to `n`. */
+  take(t: RatedFrameType, nowMs: number, n = 1): boolean {
     const owed = this.#owed.get(t) ?? 0;
-    if (owed > 0) {
-      this.#owed.set(t, owed - 1);
+    if (owed >= n) {
+      this.#owed.set(t, owed - n);
       return true;
     }
+    const rest = n - owed;
     const rate = this.#rates[t];
     const b = this.#tokens.get(t) ?? { tokens: rate.burst, atMs: nowMs };
     const refilled = Math.min(rate.burst, b.tokens + Math.max(0, nowMs - b.atMs) * rate.perSecond / 1000);
-    if (refilled < 1) {
+    if (refilled < rest) {
       this.#tokens.set(t, { tokens: refilled, atMs: nowMs });
       return false;
     }
-    this.#tokens.set(t, { tokens: refilled - 1, atMs: nowMs });
+    this.#owed.set(t, 0);
+    this.#tokens.set(t, { tokens: refilled - rest, atMs: nowMs });
     return true;
   }
 }

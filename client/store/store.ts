@@ -13,7 +13,7 @@
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
 import { Buffer } from "node:buffer";
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import type { ChatMessage, DeliveryState, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";
 import { newMessageKey, open, seal } from "./crypto.ts";
@@ -76,8 +76,9 @@ export type IncomingResult = "stored" | "duplicate";
 
 /** A delivery state change of one of our messages. Each applies only from the states that lead to it, so
  * changes that arrive late or twice never move a message backwards: "sent" from sending/failed (written to a
- * connection), "delivered" from anything but delivered/read (its ack), "failed" from sent (the connection
- * closed before the ack). */
+ * connection; the outbox stores it only for a message still waiting for its ack a moment later), "delivered"
+ * from anything but delivered/read (its ack), "failed" from sending/sent (the connection it was written to
+ * closed before the ack; the outbox asks it only for a message it wrote). */
 export interface StateChange {
   peer: string;
   id: string;
@@ -99,8 +100,31 @@ const STATE_CHANGE_SQL: Record<StateChange["state"], string> = {
   delivered: "UPDATE messages SET state = 'delivered', unacked = 0 WHERE id = ? AND peer = ? AND " +
     "direction = 'out' AND state NOT IN ('delivered','read')",
   failed: "UPDATE messages SET state = 'failed' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
-    "state = 'sent'",
+    "state IN ('sending','sent')",
 };
+
+/** Rows per multi-row INSERT, largest first: a batch of n rows takes a few statements of these sizes (one
+ * prepared statement each); 64 rows of 16 columns stay far below SQLite's limit on parameters. */
+const INSERT_CHUNKS = [64, 16, 4, 1];
+
+interface ChunkedSql {
+  /** Values per row. */
+  width: number;
+  /** The statement for INSERT_CHUNKS[i] rows. */
+  text: string[];
+}
+
+function chunked(head: string, width: number): ChunkedSql {
+  const row = `(${new Array(width).fill("?").join(",")})`;
+  return { width, text: INSERT_CHUNKS.map((n) => head + new Array(n).fill(row).join(",")) };
+}
+
+const MESSAGE_INSERT = chunked(
+  "INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms, " +
+    "ttl_mode, state, read_at, proof, seq, unacked) VALUES ",
+  16,
+);
+const KEY_INSERT = chunked("INSERT INTO message_keys (peer, id, key) VALUES ", 3);
 
 /** Messages in insertion order (seq is the rowid): new rows are appended and the state changes of recent
  * messages touch the same few pages, so a batch writes few pages to the WAL. (Version 1 was keyed on
@@ -176,6 +200,9 @@ CREATE TABLE IF NOT EXISTS accepted (name TEXT PRIMARY KEY) WITHOUT ROWID;
 
 type Row = Record<string, unknown>;
 
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
 /** Up to this many outbox rows are read one by one (see outbox). */
 const OUTBOX_FEW = 16;
 
@@ -232,10 +259,12 @@ export class ChatStore {
   #closed = false;
   /** Prepared once per connection: the batch paths run the same few statements thousands of times. */
   readonly #stmts = new Map<string, StatementSync>();
+  /** Contacts' default lifetimes read by ensureContactTtl. */
+  readonly #contactTtl = new Map<string, number | null>();
   /** Shares one transaction (and one fsync) among the writes queued together. */
   readonly committer: GroupCommitter;
   readonly #incomingKind: BatchKind<IncomingItem, IncomingResult>;
-  readonly #outgoingKind: BatchKind<OutgoingMessage, void>;
+  readonly #outgoingKind: BatchKind<OutgoingMessage, number>;
   readonly #stateKind: BatchKind<StateChange, boolean>;
   readonly #readKind: BatchKind<ReadReceipt, boolean>;
 
@@ -354,42 +383,73 @@ export class ChatStore {
     }
   }
 
-  #insert(m: Omit<StoredMessage, "seq">): void {
-    const seq = ++this.#seq;
-    let iv: Uint8Array | null = null;
-    let body: Uint8Array;
-    const encrypted = m.ttlMs !== null;
-    if (encrypted) {
-      const key = newMessageKey();
-      const s = seal(key, m.text, `${m.peer}\n${m.id}`);
-      iv = s.iv;
-      body = s.body;
-      this.#stmt("INSERT INTO message_keys (peer, id, key) VALUES (?, ?, ?)").run(m.peer, m.id, key);
-      key.fill(0);
-    } else {
-      body = new TextEncoder().encode(m.text);
+  /** Inserts messages (and the keys of the expiring ones) with multi-row INSERTs, and returns their seqs: a
+   * statement call costs about as much as the row it writes, so a batch pays it once per chunk of rows. */
+  #insertMany(ms: readonly Omit<StoredMessage, "seq">[]): number[] {
+    const rows: SQLInputValue[] = [];
+    const keys: SQLInputValue[] = [];
+    const secrets: Uint8Array[] = [];
+    const seqs: number[] = [];
+    try {
+      for (const m of ms) {
+        let iv: Uint8Array | null = null;
+        let body: Uint8Array;
+        const encrypted = m.ttlMs !== null;
+        if (encrypted) {
+          const key = newMessageKey();
+          secrets.push(key);
+          const s = seal(key, m.text, `${m.peer}\n${m.id}`);
+          iv = s.iv;
+          body = s.body;
+          keys.push(m.peer, m.id, key);
+        } else {
+          body = utf8Encoder.encode(m.text);
+        }
+        const seq = ++this.#seq;
+        seqs.push(seq);
+        rows.push(
+          m.peer,
+          m.id,
+          m.from,
+          m.direction,
+          encrypted ? 1 : 0,
+          iv,
+          body,
+          m.sentAt,
+          m.expiresAt,
+          m.ttlMs,
+          m.ttlMode,
+          m.state,
+          m.readAt,
+          m.proof ? JSON.stringify(m.proof) : null,
+          seq,
+          m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed")
+            ? 1
+            : 0,
+        );
+      }
+      this.#runChunked(KEY_INSERT, keys);
+      this.#runChunked(MESSAGE_INSERT, rows);
+    } finally {
+      // The keys are in the statement's bindings until the next run; our copies go now.
+      for (const k of secrets) k.fill(0);
     }
-    this.#stmt(
-      `INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms,
-        ttl_mode, state, read_at, proof, seq, unacked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-    ).run(
-      m.peer,
-      m.id,
-      m.from,
-      m.direction,
-      encrypted ? 1 : 0,
-      iv,
-      body,
-      m.sentAt,
-      m.expiresAt,
-      m.ttlMs,
-      m.ttlMode,
-      m.state,
-      m.readAt,
-      m.proof ? JSON.stringify(m.proof) : null,
-      seq,
-      m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed") ? 1 : 0,
-    );
+    return seqs;
+  }
+
+  /** Runs a multi-row statement over `values` (rows of `sql.width` values each), in chunks of
+   * INSERT_CHUNKS rows. */
+  #runChunked(sql: ChunkedSql, values: SQLInputValue[]): void {
+    let at = 0;
+    let left = values.length / sql.width;
+    for (let c = 0; c < INSERT_CHUNKS.length; c++) {
+      const n = INSERT_CHUNKS[c];
+      while (left >= n) {
+        this.#stmt(sql.text[c]).run(...values.slice(at, at + n * sql.width));
+        at += n * sql.width;
+        left -= n;
+      }
+    }
   }
 
   /** Stores a message we are sending (state "sending"). */
@@ -424,8 +484,8 @@ export class ChatStore {
     return this.committer.enqueue(this.#incomingKind, item);
   }
 
-  /** Queues one of our messages for the next group commit; resolves once it is on disk. */
-  queueOutgoing(m: OutgoingMessage): Promise<void> {
+  /** Queues one of our messages for the next group commit; resolves with its seq once it is on disk. */
+  queueOutgoing(m: OutgoingMessage): Promise<number> {
     return this.committer.enqueue(this.#outgoingKind, m);
   }
 
@@ -439,19 +499,21 @@ export class ChatStore {
     return this.committer.enqueue(this.#readKind, r);
   }
 
-  #applyOutgoing(ms: readonly OutgoingMessage[]): void[] {
-    for (const m of ms) this.#insert({ ...m, direction: "out", readAt: null });
-    return ms.map(() => undefined);
+  #applyOutgoing(ms: readonly OutgoingMessage[]): number[] {
+    return this.#insertMany(ms.map((m) => ({ ...m, direction: "out", readAt: null })));
   }
 
   #applyIncoming(items: readonly IncomingItem[]): IncomingResult[] {
     const remember = this.#stmt("INSERT OR IGNORE INTO received_ids (peer, id) VALUES (?, ?)");
-    return items.map(({ message: m, idOnly }) => {
+    const stored: Omit<StoredMessage, "seq">[] = [];
+    const results = items.map(({ message: m, idOnly }): IncomingResult => {
       // The id row is the dedup: it is in this transaction already when the same id comes twice in a batch.
       if (remember.run(m.peer, m.id).changes === 0) return "duplicate";
-      if (!idOnly) this.#insert({ ...m, direction: "in", readAt: null, state: "delivered" });
+      if (!idOnly) stored.push({ ...m, direction: "in", readAt: null, state: "delivered" });
       return "stored";
     });
+    this.#insertMany(stored);
+    return results;
   }
 
   #applyStates(changes: readonly StateChange[]): boolean[] {
@@ -513,7 +575,7 @@ export class ChatStore {
           `${peer}\n${id}`,
         );
       } else {
-        text = new TextDecoder().decode(r.body as Uint8Array);
+        text = utf8Decoder.decode(r.body as Uint8Array);
       }
     } catch {
       return null;
@@ -556,7 +618,13 @@ export class ChatStore {
   /** Outgoing messages not yet acknowledged, oldest first. Ids in `skip` (messages already written to a
    * connection) are left out before their text is decoded: a flush with thousands in flight reads only the
    * ones it will write. */
-  outbox(peer?: string, skip?: { has(id: string): boolean }, afterSeq = 0): StoredMessage[] {
+  outbox(
+    peer?: string,
+    skip?: { has(id: string): boolean },
+    afterSeq = 0,
+    known?: { get(seq: number): StoredMessage | undefined },
+  ): StoredMessage[] {
+    if (known && peer !== undefined) return this.#outboxKnown(peer, skip, afterSeq, known);
     // `afterSeq` (a cursor of the caller's: everything up to it was seen already) keeps a flush during a
     // long burst from rereading every message still waiting for its receipt. Bound, not spliced into the
     // SQL: each distinct text would be another prepared statement in the cache.
@@ -581,6 +649,40 @@ export class ChatStore {
     }
     const rows = this.#stmt(`SELECT * ${where}`).all(...args(afterSeq)) as Row[];
     return rows.map((r) => this.#rowToMessage(r)).filter((m): m is StoredMessage => m !== null);
+  }
+
+  /** The outbox of `peer` when the caller holds most of its messages (those it stored and has not written
+   * yet): the store still says which messages wait (their seqs, from the outbox index alone, in one row),
+   * and only the rows the caller lacks are read. */
+  #outboxKnown(
+    peer: string,
+    skip: { has(id: string): boolean } | undefined,
+    afterSeq: number,
+    known: { get(seq: number): StoredMessage | undefined },
+  ): StoredMessage[] {
+    const r = this.#stmt(
+      "SELECT json_group_array(seq) AS s FROM (SELECT seq FROM messages WHERE unacked = 1 AND peer = ? AND " +
+        "seq > ? ORDER BY seq)",
+    ).get(peer, afterSeq) as Row;
+    const seqs = JSON.parse(String(r.s)) as number[];
+    const missing = seqs.filter((q) => known.get(q) === undefined);
+    const read = new Map<number, StoredMessage>();
+    if (missing.length) {
+      const rows = this.#stmt("SELECT * FROM messages WHERE seq IN (SELECT value FROM json_each(?))").all(
+        JSON.stringify(missing),
+      ) as Row[];
+      for (const row of rows) {
+        if (skip?.has(String(row.id))) continue;
+        const m = this.#rowToMessage(row);
+        if (m) read.set(m.seq, m);
+      }
+    }
+    const out: StoredMessage[] = [];
+    for (const q of seqs) {
+      const m = known.get(q) ?? read.get(q);
+      if (m && !skip?.has(m.id)) out.push(m);
+    }
+    return out;
   }
 
   /** The peers with unacknowledged outgoing messages. */
@@ -658,6 +760,22 @@ export class ChatStore {
     return this.contact(name)!;
   }
 
+  /** The contact's default lifetime (null: none), the contact added when new. Every send asks, so it reads
+   * that one column, not the whole row with its certificate. */
+  ensureContactTtl(name: string): number | null {
+    // Remembered per connection: only setDefaultTtl changes it (contacts are never deleted), and a statement
+    // outside a transaction costs microseconds of locking (the WAL's shared memory) even for one indexed row.
+    const cached = this.#contactTtl.get(name);
+    if (cached !== undefined) return cached;
+    const r = this.#stmt("SELECT default_ttl_ms AS t FROM contacts WHERE name = ?").get(name) as
+      | Row
+      | undefined;
+    if (!r) this.#stmt("INSERT OR IGNORE INTO contacts (name) VALUES (?)").run(name);
+    const ttl = r ? num(r.t) : null;
+    this.#contactTtl.set(name, ttl);
+    return ttl;
+  }
+
   /** Pins a key fingerprint (first use, or an accepted change): clears any pending change and the verified
    * mark when the key changed. */
   pin(name: string, fingerprint: string): void {
@@ -696,6 +814,7 @@ export class ChatStore {
   setDefaultTtl(name: string, ttlMs: number | null): void {
     this.ensureContact(name);
     this.#db.prepare("UPDATE contacts SET default_ttl_ms = ? WHERE name = ?").run(ttlMs, name);
+    this.#contactTtl.set(name, ttlMs);
   }
 
   /** A read receipt to send when the peer is connected (kept across restarts). */
@@ -708,7 +827,7 @@ export class ChatStore {
   }
 
   pendingReads(peer?: string): { peer: string; id: string; readAt: number }[] {
-    const stmt = this.#db.prepare(
+    const stmt = this.#stmt(
       "SELECT peer, id, read_at FROM pending_reads" + (peer === undefined ? "" : " WHERE peer = ?"),
     );
     const rows = (peer === undefined ? stmt.all() : stmt.all(peer)) as Row[];

@@ -12,7 +12,7 @@ import {
   MERKLE_LEAF_PREFIX,
   MERKLE_NODE_PREFIX,
 } from "./constants.ts";
-import { sha512Prefixed } from "./crypto.ts";
+import { sha512Prefixed, sha512PrefixedInto, sha512PrefixedPairInto } from "./crypto.ts";
 import { fail } from "./errors.ts";
 import { bytesEqual } from "./wire.ts";
 
@@ -54,56 +54,124 @@ function paddingHash(family: HashFamily, d: number): Uint8Array {
   return known[d];
 }
 
-/** Builds a tree over `leaves` (already leaf-hashed), padded to a power of two with zero hashes. Each level
- * lives in one flat buffer and the paths in another (a server builds one tree per batch, under load many a
- * second: few allocations). */
+/** A Merkle tree kept as its levels in one buffer, reused from batch to batch: the server hashes each leaf
+ * straight into its slot, builds the levels above, and copies each PATH from them into its reply, with no
+ * allocation per request. Level d holds `width >> d` nodes; nodes over padding only hold that level's
+ * padding hash and are not hashed (a batch of 40 takes 41 hashes, not 63). */
+export class MerkleLevels {
+  readonly family: HashFamily;
+  readonly size: number;
+  buf: Uint8Array = new Uint8Array(0);
+  /** Leaves in the current tree, its padded width and depth (= hashes per PATH). */
+  count = 0;
+  width = 1;
+  depth = 0;
+  /** levelAt[d] = where level d starts in `buf`. */
+  private levelAt: number[] = [0];
+
+  constructor(family: HashFamily) {
+    this.family = family;
+    this.size = hashSize(family);
+  }
+
+  /** Starts a tree of `n` leaves (1 to 2^MAX_PATH_HASHES); the caller then fills each slot at leafAt(i). */
+  reset(n: number): void {
+    if (!(n >= 1)) fail("BAD_ARGUMENT", "a Merkle tree needs at least one leaf");
+    let width = 1;
+    let depth = 0;
+    while (width < n) {
+      width *= 2;
+      depth++;
+    }
+    if (depth > MAX_PATH_HASHES) fail("BAD_ARGUMENT", "batch too large for a Merkle path");
+    if (this.buf.length < 2 * width * this.size) this.buf = new Uint8Array(2 * width * this.size);
+    this.count = n;
+    this.width = width;
+    this.depth = depth;
+    this.levelAt.length = 0;
+    for (let d = 0, at = 0, w = width; d <= depth; d++, w /= 2) {
+      this.levelAt.push(at);
+      at += w * this.size;
+    }
+  }
+
+  leafAt(i: number): number {
+    return i * this.size;
+  }
+
+  /** Hashes the levels above the leaves put in place since reset. */
+  build(): void {
+    const size = this.size;
+    const buf = this.buf;
+    let real = this.count;
+    const zero = paddingHash(this.family, 0);
+    for (let k = real; k < this.width; k++) buf.set(zero, this.leafAt(k));
+    for (let d = 0, w = this.width; d < this.depth; d++, w /= 2) {
+      const below = this.levelAt[d];
+      const here = this.levelAt[d + 1];
+      const nextReal = Math.ceil(real / 2);
+      // The two children are adjacent in the level below: hash 0x01 || left || right straight from it,
+      // two nodes per SIMD pass.
+      let k = 0;
+      for (; k + 1 < nextReal; k += 2) {
+        const from = below + 2 * k * size;
+        const next = from + 2 * size;
+        sha512PrefixedPairInto(
+          MERKLE_NODE_PREFIX,
+          buf,
+          from,
+          next,
+          buf,
+          next,
+          next + 2 * size,
+          buf,
+          here + k * size,
+          here + (k + 1) * size,
+          size,
+        );
+      }
+      if (k < nextReal) {
+        const from = below + 2 * k * size;
+        sha512PrefixedInto(MERKLE_NODE_PREFIX, buf, from, from + 2 * size, buf, here + k * size, size);
+      }
+      const pad = paddingHash(this.family, d + 1);
+      for (let k = nextReal; k < w / 2; k++) buf.set(pad, here + k * size);
+      real = nextReal;
+    }
+  }
+
+  rootAt(): number {
+    return this.levelAt[this.depth];
+  }
+
+  /** Writes leaf i's PATH (its siblings from the bottom up, depth * size bytes) to `out` at `at`. */
+  writePath(i: number, out: Uint8Array, at: number): void {
+    const size = this.size;
+    const buf = this.buf;
+    for (let d = 0; d < this.depth; d++) {
+      const from = this.levelAt[d] + ((i >>> d) ^ 1) * size;
+      const to = at + d * size;
+      for (let j = 0; j < size; j++) out[to + j] = buf[from + j];
+    }
+  }
+}
+
+/** Builds a tree over `leaves` (already leaf-hashed), padded to a power of two with zero hashes. */
 export function buildTree(family: HashFamily, leaves: Uint8Array[]): MerkleTree {
-  if (leaves.length === 0) fail("BAD_ARGUMENT", "a Merkle tree needs at least one leaf");
-  const size = hashSize(family);
-  let width = 1;
-  let depth = 0;
-  while (width < leaves.length) {
-    width *= 2;
-    depth++;
-  }
-  if (depth > MAX_PATH_HASHES) fail("BAD_ARGUMENT", "batch too large for a Merkle path");
-  let level = new Uint8Array(width * size);
+  const tree = new MerkleLevels(family);
+  tree.reset(leaves.length);
   leaves.forEach((leaf, i) => {
-    if (leaf.length !== size) fail("BAD_ARGUMENT", `a ${family} leaf hash is ${size} bytes`);
-    level.set(leaf, i * size);
+    if (leaf.length !== tree.size) fail("BAD_ARGUMENT", `a ${family} leaf hash is ${tree.size} bytes`);
+    tree.buf.set(leaf, tree.leafAt(i));
   });
-  const n = leaves.length;
-  const pathBytes = depth * size;
-  const flat = new Uint8Array(n * pathBytes);
-  // Nodes at or past `real` on a level cover padding only; they all equal that level's padding hash, so
-  // only the nodes over real leaves are hashed (a batch of 40 takes 41 hashes, not 63).
-  let real = n;
-  // Siblings are copied word by word (every offset is a multiple of 32 bytes): cheaper than a subarray and
-  // a set per hash, six per request in a full batch.
-  const words = size / 4;
-  const pathWords = pathBytes / 4;
-  const flat32 = new Uint32Array(flat.buffer);
-  for (let d = 0, w = width; d < depth; d++, w /= 2) {
-    const level32 = new Uint32Array(level.buffer);
-    for (let i = 0; i < n; i++) {
-      const from = ((i >>> d) ^ 1) * words;
-      const to = i * pathWords + d * words;
-      for (let j = 0; j < words; j++) flat32[to + j] = level32[from + j];
-    }
-    const next = new Uint8Array((w / 2) * size);
-    const nextReal = Math.ceil(real / 2);
-    for (let k = 0; k < nextReal; k++) {
-      // The two children are adjacent in the level: hash 0x01 || left || right straight from it.
-      const digest = sha512Prefixed(MERKLE_NODE_PREFIX, level.subarray(2 * k * size, (2 * k + 2) * size));
-      next.set(digest.subarray(0, size), k * size);
-    }
-    const pad = paddingHash(family, d + 1);
-    for (let k = nextReal; k < w / 2; k++) next.set(pad, k * size);
-    level = next;
-    real = nextReal;
-  }
-  const paths = Array.from({ length: n }, (_, i) => flat.subarray(i * pathBytes, (i + 1) * pathBytes));
-  return { root: level, paths };
+  tree.build();
+  const root = tree.buf.slice(tree.rootAt(), tree.rootAt() + tree.size);
+  const paths = leaves.map((_, i) => {
+    const path = new Uint8Array(tree.depth * tree.size);
+    tree.writePath(i, path, 0);
+    return path;
+  });
+  return { root, paths };
 }
 
 /** Checks that `leaf` at `index` with sibling list `path` hashes up to `root`.

@@ -18,15 +18,14 @@ import { randomBytes, sha512 } from "./crypto.ts";
 import { fail } from "./errors.ts";
 import type { HashFamily } from "./merkle.ts";
 import {
-  decodeMessage,
+  checkPacket,
   encodeMessage,
   hasPacketHeader,
-  readU32,
-  readU32List,
-  requireTag,
+  MessageLayout,
+  scanMessage,
+  tagName,
   u32,
   u32List,
-  unwrapPacket,
   wrapPacket,
 } from "./wire.ts";
 
@@ -118,21 +117,113 @@ export function buildRequest(opts: BuildRequestOptions = {}): RoughtimeRequest {
   return { family, packet, nonce, offered, srv, type: TYPE_REQUEST };
 }
 
+/** A request's fields as positions in its datagram, filled by scanRequest without allocating: the server
+ * scans every request this way, and parseRequest builds its RoughtimeRequest from the same scan, so both
+ * apply one set of rules. */
+export class RequestScan {
+  family: HashFamily = "ietf";
+  nonceStart = 0;
+  /** The VER list: `verCount` uint32 values from `verStart` (IETF; none for Google). */
+  verStart = 0;
+  verCount = 0;
+  /** Where the 32-byte SRV value starts, or -1 when the request has none. */
+  srvStart = -1;
+  /** TYPE value, or -1 when the tag is absent (drafts 12-13 clients). */
+  type = -1;
+  readonly layout: MessageLayout = new MessageLayout();
+}
+
+function le32(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+}
+
+/** The value of `tag` in the scanned request, as an index into its layout; MISSING_TAG when absent, and
+ * BAD_FIELD_LENGTH unless it has `size` bytes (when given). */
+function requireScanned(layout: MessageLayout, tag: number, size?: number): number {
+  const i = layout.find(tag);
+  if (i < 0) fail("MISSING_TAG", `request has no ${tagName(tag)}`);
+  const len = layout.ends[i] - layout.starts[i];
+  if (size !== undefined && len !== size) {
+    fail("BAD_FIELD_LENGTH", `request ${tagName(tag)} is ${len} bytes, expected ${size}`);
+  }
+  return i;
+}
+
+/** Checks a request datagram (either family) and records where its fields lie in `scan`. Throws the
+ * codec's RoughtimeErrors on malformed input, as parseRequest does. */
+export function scanRequest(packet: Uint8Array, scan: RequestScan): void {
+  const layout = scan.layout;
+  if (!hasPacketHeader(packet)) {
+    scanMessage(packet, 0, packet.length, layout);
+    scan.family = "google";
+    scan.nonceStart = layout.starts[requireScanned(layout, TAG.NONC, NONCE_SIZE_GOOGLE)];
+    scan.verStart = 0;
+    scan.verCount = 0;
+    scan.srvStart = -1;
+    scan.type = -1;
+    return;
+  }
+  checkPacket(packet);
+  scanMessage(packet, PACKET_HEADER_SIZE, packet.length, layout);
+  scan.family = "ietf";
+  // VER: a non-empty, strictly ascending list of at most MAX_VERSIONS uint32 (the rules of readU32List).
+  const ver = requireScanned(layout, TAG.VER);
+  const verStart = layout.starts[ver];
+  const verLen = layout.ends[ver] - verStart;
+  if (verLen === 0 || verLen % 4 !== 0) {
+    fail("BAD_FIELD_LENGTH", `${tagName(TAG.VER)} of ${verLen} bytes is not a non-empty list of uint32`);
+  }
+  if (verLen / 4 > MAX_VERSIONS) {
+    fail("BAD_VALUE", `${tagName(TAG.VER)} lists more than ${MAX_VERSIONS} versions`);
+  }
+  for (let at = verStart + 4; at < verStart + verLen; at += 4) {
+    if (le32(packet, at) <= le32(packet, at - 4)) {
+      fail("BAD_VALUE", `${tagName(TAG.VER)} is not strictly ascending`);
+    }
+  }
+  scan.verStart = verStart;
+  scan.verCount = verLen / 4;
+  scan.nonceStart = layout.starts[requireScanned(layout, TAG.NONC, NONCE_SIZE_IETF)];
+  const srv = layout.find(TAG.SRV);
+  if (srv >= 0 && layout.ends[srv] - layout.starts[srv] !== 32) {
+    fail("BAD_FIELD_LENGTH", "request SRV is not 32 bytes");
+  }
+  scan.srvStart = srv >= 0 ? layout.starts[srv] : -1;
+  const type = layout.find(TAG.TYPE);
+  if (type >= 0) {
+    const len = layout.ends[type] - layout.starts[type];
+    if (len !== 4) fail("BAD_FIELD_LENGTH", `${tagName(TAG.TYPE)} is ${len} bytes, expected 4`);
+    scan.type = le32(packet, layout.starts[type]);
+  } else {
+    scan.type = -1;
+  }
+}
+
+/** Whether the scanned request lists version `v` in VER. */
+export function offers(packet: Uint8Array, scan: RequestScan, v: number): boolean {
+  for (let i = 0; i < scan.verCount; i++) if (le32(packet, scan.verStart + 4 * i) === v) return true;
+  return false;
+}
+
+/** Reused by parseRequest, which copies what it needs out of it before returning. */
+const parseScan = new RequestScan();
+
 /** Parses a request datagram (either family). Throws the codec's RoughtimeErrors on malformed input. */
 export function parseRequest(packet: Uint8Array): RoughtimeRequest {
-  if (hasPacketHeader(packet)) {
-    const msg = decodeMessage(unwrapPacket(packet));
-    const offered = readU32List(requireTag(msg, TAG.VER, undefined, "request"), TAG.VER, MAX_VERSIONS);
-    const nonce = requireTag(msg, TAG.NONC, NONCE_SIZE_IETF, "request");
-    const srvBytes = msg.get(TAG.SRV);
-    if (srvBytes !== undefined && srvBytes.length !== 32) {
-      fail("BAD_FIELD_LENGTH", "request SRV is not 32 bytes");
-    }
-    const typeBytes = msg.get(TAG.TYPE);
-    const type = typeBytes === undefined ? null : readU32(typeBytes, TAG.TYPE);
-    return { family: "ietf", packet, nonce, offered, srv: srvBytes ?? null, type };
+  const scan = parseScan;
+  scanRequest(packet, scan);
+  if (scan.family === "google") {
+    const nonce = packet.subarray(scan.nonceStart, scan.nonceStart + NONCE_SIZE_GOOGLE);
+    return { family: "google", packet, nonce, offered: [], srv: null, type: null };
   }
-  const msg = decodeMessage(packet);
-  const nonce = requireTag(msg, TAG.NONC, NONCE_SIZE_GOOGLE, "request");
-  return { family: "google", packet, nonce, offered: [], srv: null, type: null };
+  const offered: number[] = [];
+  for (let i = 0; i < scan.verCount; i++) offered.push(le32(packet, scan.verStart + 4 * i));
+  return {
+    family: "ietf",
+    packet,
+    nonce: packet.subarray(scan.nonceStart, scan.nonceStart + NONCE_SIZE_IETF),
+    offered,
+    srv: scan.srvStart >= 0 ? packet.subarray(scan.srvStart, scan.srvStart + 32) : null,
+    type: scan.type >= 0 ? scan.type : null,
+  };
 }

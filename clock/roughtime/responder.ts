@@ -11,6 +11,7 @@ import {
   MAX_BATCH_SIZE,
   MAX_REQUEST_SIZE,
   MIN_REQUEST_SIZE,
+  NONCE_SIZE_GOOGLE,
   SERVER_VERSIONS,
   TYPE_REQUEST,
   VERSION_PREFERENCE,
@@ -18,10 +19,8 @@ import {
 } from "./constants.ts";
 import { publicKeyFromSeed, randomBytes } from "./crypto.ts";
 import { fail } from "./errors.ts";
-import type { HashFamily } from "./merkle.ts";
-import { parseRequest, type RoughtimeRequest, srvValue } from "./request.ts";
-import { buildCert, buildResponses } from "./response.ts";
-import { bytesEqual } from "./wire.ts";
+import { offers, RequestScan, scanRequest, srvValue } from "./request.ts";
+import { BatchRequests, buildCert, signBatch } from "./response.ts";
 
 /** What the pure responder needs: keys, clock, radius, delegation lifetime, batch bound. */
 export interface ResponderOptions {
@@ -68,12 +67,10 @@ interface LongTermKey {
 /** How a request arrived: the size rules differ (see Responder.accept). */
 export type Transport = "udp" | "tcp";
 
-interface Accepted {
-  index: number;
-  request: RoughtimeRequest;
-  key: LongTermKey;
-  version: number | null;
-}
+/** The IETF versions we answer, most preferred first; a request's group is (key, version or Google). */
+const ANSWERED_VERSIONS: readonly number[] = VERSION_PREFERENCE.filter((v) => SERVER_VERSIONS.includes(v));
+const GOOGLE_VARIANT = ANSWERED_VERSIONS.length;
+const VARIANTS = ANSWERED_VERSIONS.length + 1;
 
 /** The pure server: turns request datagrams into reply datagrams (null = drop). */
 export class Responder {
@@ -91,6 +88,12 @@ export class Responder {
   private readonly radiusSeconds: number;
   private readonly validityMs: number;
   private readonly maxBatch: number;
+  /** Reused from call to call (respond is synchronous): the scan of one request, each request's nonce
+   * position, the requests of each group, and the batch handed to signBatch. */
+  private readonly scan = new RequestScan();
+  private nonceAt = new Int32Array(64);
+  private readonly groups: number[][];
+  private readonly batch = new BatchRequests();
 
   constructor(opts: ResponderOptions) {
     const seeds = [opts.longTermSeed, ...(opts.extraLongTermSeeds ?? [])];
@@ -98,6 +101,7 @@ export class Responder {
       const publicKey = publicKeyFromSeed(seed);
       return { seed, publicKey, srv: srvValue(publicKey), delegation: null };
     });
+    this.groups = Array.from({ length: this.keys.length * VARIANTS }, () => []);
     this.now = opts.now ?? Date.now;
     this.radiusSeconds = opts.radiusSeconds ?? DEFAULT_RADIUS_SECONDS;
     if (!(this.radiusSeconds >= 1 && this.radiusSeconds <= 10 && Number.isInteger(this.radiusSeconds))) {
@@ -143,90 +147,118 @@ export class Responder {
     return fresh;
   }
 
-  /** Key selection (RFC 10049 section 5.2): SRV names the key; without SRV only a single-key server answers. */
-  private selectKey(req: RoughtimeRequest): LongTermKey | null {
-    if (req.srv) return this.keys.find((k) => bytesEqual(k.srv, req.srv as Uint8Array)) ?? null;
-    return this.keys.length === 1 ? this.keys[0] : null;
+  /** Key selection (RFC 10049 section 5.2): SRV names the key; without SRV only a single-key server
+   * answers. Returns the key's index, or -1. */
+  private selectKey(packet: Uint8Array, scan: RequestScan): number {
+    if (scan.srvStart < 0) return this.keys.length === 1 ? 0 : -1;
+    const at = scan.srvStart;
+    for (let k = 0; k < this.keys.length; k++) {
+      const srv = this.keys[k].srv;
+      let d = 0;
+      for (let j = 0; j < 32; j++) d |= srv[j] ^ packet[at + j];
+      if (d === 0) return k;
+    }
+    return -1;
   }
 
-  private accept(packet: Uint8Array, index: number, transport: Transport): Accepted | null {
+  /** Checks one request and returns the group it is answered in (key * VARIANTS + version choice), or -1
+   * to drop it; its nonce's position goes to this.nonceAt[index]. */
+  private accept(packet: Uint8Array, index: number, transport: Transport): number {
     // The 1,024-byte minimum is a UDP rule (RFC 10049 section 5.1: "at least 1024 bytes when the UDP
     // transport mode is used"; section 9.7: it keeps a spoofed datagram from being amplified). A TCP peer has
     // completed a handshake from its own address, so nothing is reflected and unpadded requests are fine.
-    if (packet.length > MAX_REQUEST_SIZE) return null;
-    if (transport === "udp" && packet.length < MIN_REQUEST_SIZE) return null;
-    let request: RoughtimeRequest;
+    if (packet.length > MAX_REQUEST_SIZE) return -1;
+    if (transport === "udp" && packet.length < MIN_REQUEST_SIZE) return -1;
+    const scan = this.scan;
     try {
-      request = parseRequest(packet);
+      scanRequest(packet, scan);
     } catch {
-      return null;
+      return -1;
     }
-    const key = this.selectKey(request);
-    if (!key) return null;
-    if (request.family === "google") return { index, request, key, version: null };
-    const version = VERSION_PREFERENCE.find((v) =>
-      request.offered.includes(v) && SERVER_VERSIONS.includes(v)
-    );
-    if (version === undefined) return null;
+    const key = this.selectKey(packet, scan);
+    if (key < 0) return -1;
+    this.nonceAt[index] = scan.nonceStart;
+    if (scan.family === "google") return key * VARIANTS + GOOGLE_VARIANT;
+    let variant = 0;
+    while (variant < ANSWERED_VERSIONS.length && !offers(packet, scan, ANSWERED_VERSIONS[variant])) variant++;
+    if (variant === ANSWERED_VERSIONS.length) return -1;
     // The RFC requires TYPE = 0; drafts 12-13 clients sent no TYPE, so only its presence is optional there.
-    if (request.type !== null ? request.type !== TYPE_REQUEST : version === VERSION_RFC) return null;
-    return { index, request, key, version };
+    if (scan.type >= 0 ? scan.type !== TYPE_REQUEST : ANSWERED_VERSIONS[variant] === VERSION_RFC) return -1;
+    return key * VARIANTS + variant;
   }
 
   /** Answers a set of requests that arrived together; result[i] is the reply to packets[i] or null. Over
    * UDP (the default) requests under 1,024 bytes are dropped and no reply is larger than its request. */
   respond(packets: Uint8Array[], transport: Transport = "udp"): (Uint8Array | null)[] {
-    this.stats.received += packets.length;
-    const out: (Uint8Array | null)[] = packets.map(() => null);
-    const groups = new Map<string, Accepted[]>();
-    packets.forEach((p, i) => {
-      const a = this.accept(p, i, transport);
-      if (!a) return;
-      const g = `${this.keys.indexOf(a.key)}/${a.request.family}/${a.version}`;
-      const list = groups.get(g);
-      if (list) list.push(a);
-      else groups.set(g, [a]);
-    });
+    const count = packets.length;
+    this.stats.received += count;
+    const out: (Uint8Array | null)[] = new Array(count).fill(null);
+    if (this.nonceAt.length < count) this.nonceAt = new Int32Array(Math.max(count, 2 * this.nonceAt.length));
+    const groups = this.groups;
+    for (const g of groups) g.length = 0;
+    for (let i = 0; i < count; i++) {
+      const g = this.accept(packets[i], i, transport);
+      if (g >= 0) groups[g].push(i);
+    }
     const nowMs = this.now();
     // A clock that returns nonsense (NaN, before 1970) cannot be signed: answer nothing rather than garbage.
-    if (!Number.isFinite(nowMs) || nowMs < 0) groups.clear();
-    for (const group of groups.values()) {
-      for (let s = 0; s < group.length; s += this.maxBatch) {
-        this.signBatch(group.slice(s, s + this.maxBatch), nowMs, packets, out, transport);
+    if (Number.isFinite(nowMs) && nowMs >= 0) {
+      for (let g = 0; g < groups.length; g++) {
+        const members = groups[g];
+        for (let s = 0; s < members.length; s += this.maxBatch) {
+          const e = Math.min(members.length, s + this.maxBatch);
+          this.signGroup(g, members, s, e, nowMs, packets, out, transport);
+        }
       }
     }
-    for (const r of out) {
-      if (r) this.stats.answered++;
-      else this.stats.dropped++;
-    }
+    let answered = 0;
+    for (let i = 0; i < count; i++) if (out[i]) answered++;
+    this.stats.answered += answered;
+    this.stats.dropped += count - answered;
     return out;
   }
 
-  private signBatch(
-    batch: Accepted[],
+  /** Signs members[s, e) of group `g` as one batch and puts each reply in `out`. */
+  private signGroup(
+    g: number,
+    members: number[],
+    s: number,
+    e: number,
     nowMs: number,
     packets: Uint8Array[],
     out: (Uint8Array | null)[],
     transport: Transport,
   ): void {
-    const family: HashFamily = batch[0].request.family;
-    const d = this.delegation(batch[0].key, nowMs);
-    const ietf = family === "ietf";
-    const { replies } = buildResponses(batch.map((a) => a.request), {
-      family,
-      version: batch[0].version,
+    const key = this.keys[Math.floor(g / VARIANTS)];
+    const variant = g % VARIANTS;
+    const ietf = variant !== GOOGLE_VARIANT;
+    const d = this.delegation(key, nowMs);
+    const batch = this.batch;
+    batch.reset(e - s);
+    for (let k = s; k < e; k++) {
+      const packet = packets[members[k]];
+      const nonceAt = this.nonceAt[members[k]];
+      // IETF leaves hash the whole request packet, Google leaves its nonce (RFC 10049 section 5.3).
+      if (ietf) batch.add(packet, 0, packet.length, packet, nonceAt);
+      else batch.add(packet, nonceAt, nonceAt + NONCE_SIZE_GOOGLE, packet, nonceAt);
+    }
+    const { replies } = signBatch(batch, {
+      family: ietf ? "ietf" : "google",
+      version: ietf ? ANSWERED_VERSIONS[variant] : null,
       supported: SERVER_VERSIONS,
       midp: ietf ? BigInt(Math.round(nowMs / 1000)) : BigInt(Math.round(nowMs * 1000)),
       radi: ietf ? this.radiusSeconds : this.radiusSeconds * 1_000_000,
       onlineSeed: d.onlineSeed,
       cert: ietf ? d.certIetf : d.certGoogle,
     });
+    const n = e - s;
     this.stats.batches++;
-    this.stats.largestBatch = Math.max(this.stats.largestBatch, batch.length);
-    this.stats.batchSizes[batch.length] = (this.stats.batchSizes[batch.length] ?? 0) + 1;
-    batch.forEach((a, i) => {
+    this.stats.largestBatch = Math.max(this.stats.largestBatch, n);
+    this.stats.batchSizes[n] = (this.stats.batchSizes[n] ?? 0) + 1;
+    for (let k = 0; k < n; k++) {
+      const index = members[s + k];
       // Anti-amplification (RFC 10049 section 9.7): over UDP never more bytes out than came in.
-      if (transport === "tcp" || replies[i].length <= packets[a.index].length) out[a.index] = replies[i];
-    });
+      if (transport === "tcp" || replies[k].length <= packets[index].length) out[index] = replies[k];
+    }
   }
 }

@@ -33,17 +33,15 @@ export interface RunningRoughtimeServer {
   stats(): RoughtimeServerStats;
 }
 
-interface Pending {
-  packet: Uint8Array;
-  from: UdpPeer;
-}
-
 /** Starts a UDP Roughtime server answering RFC 10049, drafts 12-19 and Google-Roughtime. */
 export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promise<RunningRoughtimeServer> {
   const responder = new Responder(opts);
   const hostname = opts.hostname ?? "127.0.0.1";
   const windowMs = opts.batchWindowMs ?? 0;
-  let pending: Pending[] = [];
+  // The batch being collected: request i is packets[i], from froms[i]. Both arrays are reused: respond()
+  // keeps no reference to them, and the replies are queued on the socket before they are cleared.
+  const packets: Uint8Array[] = [];
+  const froms: UdpPeer[] = [];
   let timer: ReturnType<typeof setTimeout> | null = null;
   let immediate: ReturnType<typeof setImmediate> | null = null;
   let closed = false;
@@ -58,32 +56,37 @@ export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promis
     if (immediate) clearImmediate(immediate);
     timer = null;
     immediate = null;
-    const batch = pending;
-    pending = [];
-    if (closed || batch.length === 0 || !socket) return;
-    let replies: (Uint8Array | null)[];
-    try {
-      replies = responder.respond(batch.map((p) => p.packet));
-    } catch {
-      // A bug must not take the server down; the batch is dropped.
-      responder.stats.dropped += batch.length;
+    const n = packets.length;
+    if (closed || n === 0 || !socket) {
+      packets.length = froms.length = 0;
       return;
     }
-    for (let i = 0; i < batch.length; i++) {
-      const r = replies[i];
-      if (r) socket.send(r, batch[i].from);
+    let replies: (Uint8Array | null)[] | null = null;
+    try {
+      replies = responder.respond(packets);
+    } catch {
+      // A bug must not take the server down; the batch is dropped.
+      responder.stats.dropped += n;
     }
+    if (replies) {
+      for (let i = 0; i < n; i++) {
+        const r = replies[i];
+        if (r) socket.send(r, froms[i]);
+      }
+    }
+    packets.length = froms.length = 0;
   };
 
   const onDatagram = (packet: Uint8Array, from: UdpPeer) => {
     if (closed) return;
-    if (pending.length >= MAX_PENDING_REQUESTS || packet.length > MAX_REQUEST_SIZE) {
+    if (packets.length >= MAX_PENDING_REQUESTS || packet.length > MAX_REQUEST_SIZE) {
       responder.stats.received++;
       responder.stats.dropped++;
       return;
     }
-    pending.push({ packet, from });
-    if (pending.length >= MAX_BATCH_SIZE) flush();
+    packets.push(packet);
+    froms.push(from);
+    if (packets.length >= MAX_BATCH_SIZE) flush();
     else if (!timer && !immediate) {
       if (windowMs > 0) timer = setTimeout(flush, windowMs);
       else immediate = setImmediate(flush);
@@ -113,7 +116,7 @@ export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promis
       if (immediate) clearImmediate(immediate);
       timer = null;
       immediate = null;
-      pending = [];
+      packets.length = froms.length = 0;
       return Promise.all([udp.close(), tcp?.close()]).then(() => {});
     },
   };

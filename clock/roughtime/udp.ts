@@ -47,20 +47,22 @@ function bindDeno(hostname: string, port: number, onDatagram: OnDatagram): UdpEn
   let closed = false;
   // One send in flight at a time, in order: awaiting each send measured faster here than many concurrent
   // ones, and it bounds what a burst of replies holds.
-  const queue: { data: Uint8Array; to: Deno.Addr }[] = [];
+  // The queue is two parallel arrays (no object per reply).
+  const queueData: Uint8Array[] = [];
+  const queueTo: Deno.Addr[] = [];
   let head = 0;
   let sending = false;
   const pump = async () => {
     sending = true;
-    while (head < queue.length && !closed) {
-      const { data, to } = queue[head++];
+    while (head < queueData.length && !closed) {
+      const i = head++;
       try {
-        await conn.send(data, to);
+        await conn.send(queueData[i], queueTo[i]);
       } catch {
         // Unreachable client, full buffer: that reply is lost, like any datagram.
       }
     }
-    queue.length = 0;
+    queueData.length = queueTo.length = 0;
     head = 0;
     sending = false;
   };
@@ -92,7 +94,8 @@ function bindDeno(hostname: string, port: number, onDatagram: OnDatagram): UdpEn
     port: (conn.addr as Deno.NetAddr).port,
     send(data: Uint8Array, to: UdpPeer) {
       if (closed) return;
-      queue.push({ data, to: to as Deno.Addr });
+      queueData.push(data);
+      queueTo.push(to as Deno.Addr);
       if (!sending) void pump();
     },
     close: async () => {

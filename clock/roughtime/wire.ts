@@ -52,39 +52,88 @@ export function encodeMessage(entries: Iterable<readonly [number, Uint8Array]>):
   return out;
 }
 
-/** Decodes one message. Throws TRUNCATED, BAD_OFFSETS or BAD_TAG_ORDER on malformed input. */
-export function decodeMessage(buf: Uint8Array): RtMessage {
-  if (buf.length < 4) fail("TRUNCATED", `message of ${buf.length} bytes is shorter than its tag count`);
-  if (buf.length > MAX_MESSAGE_SIZE) fail("BAD_HEADER", `message of ${buf.length} bytes is too large`);
-  if (buf.length % 4 !== 0) fail("BAD_OFFSETS", `message length ${buf.length} is not a multiple of 4`);
-  const view = dv(buf);
-  const n = view.getUint32(0, true);
-  const msg: RtMessage = new Map();
+/** Where the values of a scanned message lie: value i has tag `tags[i]` and spans `starts[i]` to `ends[i]`
+ * of the scanned buffer. One layout is reused for scan after scan, so a server reads requests without
+ * allocating; `decodeMessage` builds its Map from one. */
+export class MessageLayout {
+  count = 0;
+  tags: Uint32Array;
+  starts: Int32Array;
+  ends: Int32Array;
+
+  constructor(capacity = 16) {
+    this.tags = new Uint32Array(capacity);
+    this.starts = new Int32Array(capacity);
+    this.ends = new Int32Array(capacity);
+  }
+
+  /** Index of `tag` among the scanned values, or -1. */
+  find(tag: number): number {
+    for (let i = 0; i < this.count; i++) if (this.tags[i] === tag) return i;
+    return -1;
+  }
+
+  reserve(n: number): void {
+    if (this.tags.length >= n) return;
+    this.tags = new Uint32Array(n);
+    this.starts = new Int32Array(n);
+    this.ends = new Int32Array(n);
+  }
+}
+
+function le32(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+}
+
+/** Checks the message in `buf[from, to)` and records where its values lie (positions in `buf`), the one
+ * implementation of the encoding's rules. Throws TRUNCATED, BAD_HEADER, BAD_OFFSETS or BAD_TAG_ORDER. */
+export function scanMessage(buf: Uint8Array, from: number, to: number, layout: MessageLayout): void {
+  const length = to - from;
+  if (length < 4) fail("TRUNCATED", `message of ${length} bytes is shorter than its tag count`);
+  if (length > MAX_MESSAGE_SIZE) fail("BAD_HEADER", `message of ${length} bytes is too large`);
+  if (length % 4 !== 0) fail("BAD_OFFSETS", `message length ${length} is not a multiple of 4`);
+  const n = le32(buf, from);
+  layout.count = 0;
   if (n === 0) {
-    if (buf.length !== 4) fail("BAD_OFFSETS", "message with no tags has trailing bytes");
-    return msg;
+    if (length !== 4) fail("BAD_OFFSETS", "message with no tags has trailing bytes");
+    return;
   }
   // Check the header fits before reading it: 4 + 4(N-1) offsets + 4N tags = 8N bytes.
-  if (n > Math.floor(buf.length / 8)) fail("TRUNCATED", `${n} tags do not fit in ${buf.length} bytes`);
+  if (n > Math.floor(length / 8)) fail("TRUNCATED", `${n} tags do not fit in ${length} bytes`);
+  layout.reserve(n);
   const headerSize = 8 * n;
-  const valuesSize = buf.length - headerSize;
-  const offsets: number[] = [0];
-  for (let i = 1; i < n; i++) {
-    const o = view.getUint32(4 * i, true);
+  const valuesSize = length - headerSize;
+  const values = from + headerSize;
+  let prevOffset = 0;
+  for (let i = 0; i < n; i++) {
+    const o = i === 0 ? 0 : le32(buf, from + 4 * i);
     if (o % 4 !== 0) fail("BAD_OFFSETS", `offset ${o} is not a multiple of 4`);
-    if (o < offsets[i - 1]) fail("BAD_OFFSETS", "offsets out of order");
+    if (o < prevOffset) fail("BAD_OFFSETS", "offsets out of order");
     if (o > valuesSize) fail("TRUNCATED", `offset ${o} beyond the ${valuesSize} bytes of values`);
-    offsets.push(o);
+    prevOffset = o;
+    layout.starts[i] = values + o;
+    if (i > 0) layout.ends[i - 1] = values + o;
   }
   let prevTag = -1;
   for (let i = 0; i < n; i++) {
-    const tag = view.getUint32(4 + 4 * (n - 1) + 4 * i, true);
+    const tag = le32(buf, from + 4 * n + 4 * i);
     if (tag <= prevTag) fail("BAD_TAG_ORDER", `tag ${tagName(tag)} is not strictly ascending`);
     prevTag = tag;
-    const start = headerSize + offsets[i];
-    const end = i + 1 < n ? headerSize + offsets[i + 1] : buf.length;
-    msg.set(tag, buf.subarray(start, end));
+    layout.tags[i] = tag;
   }
+  layout.ends[n - 1] = to;
+  layout.count = n;
+}
+
+/** Reused by decodeMessage, which copies what it needs out of it before returning. */
+const decodeLayout = new MessageLayout();
+
+/** Decodes one message. Throws TRUNCATED, BAD_OFFSETS or BAD_TAG_ORDER on malformed input. */
+export function decodeMessage(buf: Uint8Array): RtMessage {
+  scanMessage(buf, 0, buf.length, decodeLayout);
+  const msg: RtMessage = new Map();
+  const { count, tags, starts, ends } = decodeLayout;
+  for (let i = 0; i < count; i++) msg.set(tags[i], buf.subarray(starts[i], ends[i]));
   return msg;
 }
 
@@ -103,20 +152,26 @@ export function hasPacketHeader(packet: Uint8Array): boolean {
   return true;
 }
 
-/** Returns the message inside an IETF packet. The length field must match the datagram exactly. */
-export function unwrapPacket(packet: Uint8Array): Uint8Array {
+/** Checks an IETF packet's header: "ROUGHTIM", and a length field that matches the datagram exactly.
+ * Throws BAD_HEADER or TRUNCATED. */
+export function checkPacket(packet: Uint8Array): void {
   if (packet.length > MAX_PACKET_SIZE) {
     fail("BAD_HEADER", `packet of ${packet.length} bytes is too large`);
   }
   if (packet.length < PACKET_HEADER_SIZE) fail("TRUNCATED", "packet shorter than its 12-byte header");
   if (!hasPacketHeader(packet)) fail("BAD_HEADER", "packet does not start with ROUGHTIM");
-  const len = dv(packet).getUint32(8, true);
+  const len = le32(packet, 8);
   if (len !== packet.length - PACKET_HEADER_SIZE) {
     fail(
       len > packet.length - PACKET_HEADER_SIZE ? "TRUNCATED" : "BAD_HEADER",
       `packet length field ${len} does not match the ${packet.length - PACKET_HEADER_SIZE} bytes that follow`,
     );
   }
+}
+
+/** Returns the message inside an IETF packet (see checkPacket). */
+export function unwrapPacket(packet: Uint8Array): Uint8Array {
+  checkPacket(packet);
   return packet.subarray(PACKET_HEADER_SIZE);
 }
 
