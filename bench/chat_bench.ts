@@ -16,11 +16,13 @@
 import tls from "node:tls";
 import process from "node:process";
 import { type BenchFigure, percentile } from "./harness.ts";
+import { decodeKnockSecret, encodeKnockSecret } from "../contract/mod.ts";
 import { makeTestCa, makeTestLeaf, type TestCa, type TestLeaf } from "../tests/helpers/pki.ts";
 import {
   FakeDirectory,
   rawDial,
   type RawPeer,
+  registerKnock,
   startTestEngine,
   type TestEngine,
 } from "../tests/helpers/chat.ts";
@@ -189,7 +191,8 @@ async function hubMemory(ca: TestCa): Promise<BenchFigure> {
     await w.write(new TextEncoder().encode("rss\n"));
     return Number(await line());
   };
-  const port = Number(await line());
+  const { port, knock } = JSON.parse(await line()) as { port: number; knock: string };
+  registerKnock(port, decodeKnockSecret(knock)!);
   await new Promise((r) => setTimeout(r, 500));
   const idle = await rss();
   const peers: RawPeer[] = [];
@@ -368,7 +371,8 @@ async function hubMain(): Promise<void> {
     keys: await importPrivateKeyPem(ca.keyPem),
   };
   const e = await startTestEngine(ca, hub);
-  console.log(e.engine.address.port);
+  // The port and the listener's knock secret, over the pipe (never a command line).
+  console.log(JSON.stringify({ port: e.engine.address.port, knock: encodeKnockSecret(e.knockSecret) }));
   buf = buf.slice(buf.indexOf("\n") + 1);
   for (;;) {
     const r = await reader.read();

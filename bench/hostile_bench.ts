@@ -50,6 +50,7 @@ export async function run(): Promise<BenchFigure[]> {
     address: { host: "127.0.0.1", port: victim.port },
     fingerprint: bobLeaf.fingerprint,
     revoked: false,
+    knock: victim.knock,
   });
   const alice = await startTestEngine(ca, aliceLeaf, { directory });
   try {

@@ -1,11 +1,13 @@
 /**
  * `deno task bench probe`: what the phonebook's reachability check costs (server/reach_probe.ts), on loopback
  * against a real chat listener (the engine's SessionManager):
- * - one probe (TCP, TLS 1.3 without a client certificate, the certificate check) vs a bare TLS handshake to
- *   the same listener in the same run (the difference is the check of the certificate);
+ * - one probe (TCP, the knock, TLS 1.3 without a client certificate, the certificate check) vs a bare TLS
+ *   handshake after a knock to the same listener in the same run (the difference is the certificate check);
  * - a round of nine candidates through the prober's limits (one listener, eight closed ports) vs one probe.
  */
+import net from "node:net";
 import tls from "node:tls";
+import { makeKnock } from "../contract/mod.ts";
 import type { BenchFigure } from "./harness.ts";
 import { percentile } from "./harness.ts";
 import { makeTestCa, makeTestLeaf } from "../tests/helpers/pki.ts";
@@ -14,9 +16,13 @@ import { probeCandidate, ReachProber } from "../server/reach_probe.ts";
 
 const RUNS = 30;
 
-function bareHandshake(host: string, port: number): Promise<void> {
+/** A bare TLS 1.3 handshake after the listener's knock (it answers nothing else). */
+function bareHandshake(host: string, port: number, secret: Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => {
-    const c = tls.connect({ host, port, rejectUnauthorized: false, minVersion: "TLSv1.3" }, () => {
+    const raw = net.connect({ host, port });
+    raw.once("error", reject);
+    raw.write(makeKnock(secret));
+    const c = tls.connect({ socket: raw, rejectUnauthorized: false, minVersion: "TLSv1.3" }, () => {
       c.destroy();
       resolve();
     });
@@ -38,7 +44,8 @@ export async function run(): Promise<BenchFigure[]> {
   const ca = await makeTestCa();
   const leaf = await makeTestLeaf(ca, "alice");
   const l = await startTestListener(ca, leaf, { limits: { maxPendingPerAddress: 1000 } });
-  const expect = { name: "alice", fingerprint: leaf.fingerprint };
+  // The probe knocks with the secret of the publication it checks, as the phonebook's does.
+  const expect = { name: "alice", fingerprint: leaf.fingerprint, knock: l.sessions.knockSecret };
   const closed: number[] = [];
   for (let i = 0; i < 8; i++) {
     const s = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -52,7 +59,7 @@ export async function run(): Promise<BenchFigure[]> {
     perHost: { perSecond: 1000, burst: 100_000 },
   });
   try {
-    const bare = await median(() => bareHandshake(l.address.host, l.address.port));
+    const bare = await median(() => bareHandshake(l.address.host, l.address.port, l.sessions.knockSecret));
     const probe = await median(async () => {
       const o = await probeCandidate(l.address, expect, { caCertPem: ca.certPem });
       if (o !== "REACHABLE") throw new Error(`probe said ${o}`);

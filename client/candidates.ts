@@ -34,6 +34,8 @@ export interface Publication {
   candidates: Address[];
   relay: Address | null;
   relayOnly: boolean;
+  /** Our listener's knock secret (base64url), handed by the phonebook to enrolled callers only. */
+  knock?: string;
 }
 
 /** The kind of an address by its range alone. */

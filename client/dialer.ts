@@ -13,6 +13,10 @@
  * Connection reversal: when we believe peers can reach us (we publish a public or global IPv6 address), the
  * race also asks the peer, through the relay, to dial us back, and waits REVERSAL_WAIT_MS for that session
  * before it tries the relay; the peer dials only what the phonebook lists for us.
+ *
+ * Every path knocks with the secret the phonebook lists for the peer (contract/knock.ts). A peer that
+ * restarted has a new one: when a dial is closed unanswered (UNANSWERED, what a refused knock looks like),
+ * the peer is looked up again, and if the phonebook now lists another secret the dial is made once more.
  */
 import type net from "node:net";
 import { codeOf, messageOf } from "../coded_error.ts";
@@ -36,6 +40,8 @@ export interface DialEntry {
   reachable?: Address[];
   /** The relay the peer holds a connection to (null: ours, if we have one). */
   relay?: Address | null;
+  /** The secret the peer's listener wants knocked with (base64url), null when none was listed. */
+  knock?: string | null;
 }
 
 /** RFC 8305's recommended "Connection Attempt Delay". */
@@ -110,6 +116,8 @@ export interface DialerDeps {
   dial(name: string, host: string, port: number): Promise<PeerSession>;
   /** Before dialling: the fingerprint (and certificate) the phonebook lists (checked on first contact). */
   noteListed(name: string, fingerprint: string, certPem?: string): void;
+  /** Before dialling: the knock secret the phonebook lists (every dial to `name` knocks with it). */
+  noteKnock?(name: string, knock: string | null): void;
   emit(e: EngineEvent): void;
 }
 
@@ -179,9 +187,27 @@ export class Dialer {
     const reach = this.#reach;
     if (!reach && !entry.address) return null;
     this.#d.noteListed(name, entry.fingerprint, entry.certPem);
+    this.#d.noteKnock?.(name, entry.knock ?? null);
+    const once = (e: DialEntry) => {
+      if (!reach) return this.#d.dial(name, e.address!.host, e.address!.port);
+      return this.#race(name, e, reach, directOnly);
+    };
     try {
-      if (!reach) return await this.#d.dial(name, entry.address!.host, entry.address!.port);
-      return await this.#race(name, entry, reach, directOnly);
+      try {
+        return await once(entry);
+      } catch (e) {
+        // Closed unanswered: the peer may have restarted with a new knock secret since we looked it up.
+        // Look again, once.
+        if (codeOf(e) !== "UNANSWERED") throw e;
+        const fresh = await this.#d.lookup(name).catch(() => null);
+        if (
+          !fresh || fresh.revoked || !fresh.online || (fresh.knock ?? null) === (entry.knock ?? null) ||
+          (!reach && !fresh.address)
+        ) throw e;
+        this.#d.noteListed(name, fresh.fingerprint, fresh.certPem);
+        this.#d.noteKnock?.(name, fresh.knock ?? null);
+        return await once(fresh);
+      }
     } catch (e) {
       if (directOnly) return null;
       const code = (e as SessionError).detail ?? codeOf(e) ?? "CONNECT_FAILED";
@@ -234,6 +260,9 @@ export class Dialer {
       });
     }
     let lastError: unknown = new Error(`${name} lists no address we could try`);
+    // A path that connected and was closed before any TLS answer (our knock refused) says more than the
+    // others' failures: it is reported, and makes the caller look the peer up again.
+    let unanswered: unknown = null;
     while (attempts.length > 0) {
       const r = await raceAttempts(attempts, CONNECTION_ATTEMPT_DELAY_MS);
       if (!("socket" in r)) {
@@ -252,6 +281,7 @@ export class Dialer {
         return await reach.dialOver(name, r.socket, r.path);
       } catch (e) {
         lastError = e;
+        if (codeOf(e) === "UNANSWERED") unanswered ??= e;
         // The right peer refused us, or showed a key other than the one we know: no other path changes that.
         if (this.#d.active(name) || ["KEY_CHANGED", "REVOKED"].includes(codeOf(e) ?? "")) throw e;
         attempts = attempts.filter((_, i) => i !== r.index);
@@ -259,6 +289,6 @@ export class Dialer {
     }
     const winner = this.#d.active(name);
     if (winner) return winner;
-    throw lastError;
+    throw unanswered ?? lastError;
   }
 }

@@ -350,6 +350,7 @@ export class DirectoryClient {
       candidates: { host: string; port: number }[];
       relay: { host: string; port: number } | null;
       relayOnly: boolean;
+      knock?: string;
     },
   ): Promise<void> {
     const body: PublishRequest = { host, port, ttlSeconds };
@@ -357,6 +358,7 @@ export class DirectoryClient {
       body.candidates = reach.candidates;
       body.relay = reach.relay;
       if (reach.relayOnly) body.relayOnly = true;
+      if (reach.knock) body.knock = reach.knock;
     }
     await this.#json("PUT", "/v1/presence", body);
   }

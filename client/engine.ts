@@ -76,7 +76,7 @@ import { Outbox } from "./outbox.ts";
 import { ExpirySweeper } from "./expiry_sweeper.ts";
 import { Presence } from "./presence.ts";
 import net from "node:net";
-import { MAX_CANDIDATES } from "../contract/mod.ts";
+import { decodeKnockSecret, encodeKnockSecret, MAX_CANDIDATES } from "../contract/mod.ts";
 import {
   type Address,
   addressKind,
@@ -171,6 +171,9 @@ export interface ChatEngineOptions {
    * CLI turns it on unless --no-port-mapping). */
   portMapping?: boolean;
   limits?: Partial<SessionLimits>;
+  /** Our listener's knock secret (contract/knock.ts); default a fresh random one per run. Tests that dial
+   * the listener by hand give one. Never logged. */
+  knockSecret?: Uint8Array;
   /** Per-peer inbox limits (client/peer_quota.ts); default the constants of client/protocol/constants.ts. */
   inboxLimits?: Partial<PeerQuotaLimits>;
   /** Message request limits (client/requests.ts); default REQUEST_MAX_MESSAGES and REQUEST_MAX_STRANGERS. */
@@ -366,7 +369,17 @@ export class ChatEngine implements ChatEngineApi {
           ),
       },
       opts.limits,
+      {
+        knockSecret: opts.knockSecret,
+        // Knock slots on trusted time when there is some: two users' wall clocks may be far apart.
+        now: () => {
+          const t = clock.now();
+          return t ? (t.earliestMs + t.latestMs) / 2 : Date.now();
+        },
+      },
     );
+    const noteKnock = (name: string, knock: string | null | undefined) =>
+      this.#sessions.setPeerKnock(name, decodeKnockSecret(knock ?? null));
     this.#dialer = new Dialer({
       // Relay-only: dialling a listed address would show the peer ours, so none is tried.
       lookup: async (name) => {
@@ -376,6 +389,7 @@ export class ChatEngine implements ChatEngineApi {
       active: (name) => this.#sessions.active(name),
       dial: (name, host, port) => this.#sessions.dial(name, host, port),
       noteListed: (name, fp, certPem) => this.#trust.noteListed(name, fp, certPem),
+      noteKnock,
       emit,
     }, {
       connect: connectTcp,
@@ -395,7 +409,12 @@ export class ChatEngine implements ChatEngineApi {
         this.publication().candidates.some((c) => ["public", "ipv6"].includes(addressKind(c.host))),
     });
     this.#upgrade = new DirectUpgrade({
-      lookup: (name) => opts.directory.lookup(name),
+      // The punched connection knocks like any dial: with the secret the phonebook lists now.
+      lookup: async (name) => {
+        const e = await opts.directory.lookup(name);
+        if (e) noteKnock(name, e.knock);
+        return e;
+      },
       punch: (name, port) => {
         if (!this.#relay) return Promise.reject(new EngineError("NO_RELAY", "no relay"));
         return this.#relay.punch(name, port);
@@ -588,7 +607,7 @@ export class ChatEngine implements ChatEngineApi {
   /** What we publish now: our candidates (or none, relay-only) and the relay we hold a connection to. */
   publication(): Publication {
     const adv = this.#opts.advertise;
-    return publicationFor({
+    const pub = publicationFor({
       bound: this.address,
       advertise: adv === undefined ? [] : Array.isArray(adv) ? adv : [adv],
       relay: this.#relay?.relay ?? null,
@@ -597,6 +616,8 @@ export class ChatEngine implements ChatEngineApi {
       max: MAX_CANDIDATES,
       mapped: this.#mapped?.external ?? null,
     });
+    // Relay-only too: a relayed circuit knocks inside the circuit.
+    return { ...pub, knock: encodeKnockSecret(this.#sessions.knockSecret) };
   }
 
   #every(ms: number, fn: () => unknown): void {
@@ -1127,10 +1148,13 @@ export class ChatEngine implements ChatEngineApi {
   }
 
   /** Dials `name` at a known address, without asking the phonebook where it is; resolves once the session is
-   * authenticated, rejects with the SessionError that refused it. */
-  async connectTo(name: string, host: string, port: number): Promise<void> {
+   * authenticated, rejects with the SessionError that refused it. It knocks with `knock` when given (the
+   * secret the peer's listener wants), else with the one the phonebook last listed for the peer. */
+  async connectTo(name: string, host: string, port: number, knock?: Uint8Array): Promise<void> {
     if (this.#closed) throw new EngineError("CLOSED", "engine is closed");
-    await this.#sessions.dial(canonicalUsername(name), host, port);
+    const peer = canonicalUsername(name);
+    if (knock) this.#sessions.setPeerKnock(peer, knock);
+    await this.#sessions.dial(peer, host, port);
   }
 
   /** Counters for diagnostics and tests. */
@@ -1184,6 +1208,7 @@ export interface HomeEngineOptions extends
     | "relayOnly"
     | "portMapping"
     | "limits"
+    | "knockSecret"
     | "inboxLimits"
     | "requestLimits"
     | "outboxRetryMs"
@@ -1238,6 +1263,7 @@ export async function startEngineFromHome(
       relayOnly: opts.relayOnly,
       portMapping: opts.portMapping,
       limits: opts.limits,
+      knockSecret: opts.knockSecret,
       inboxLimits: opts.inboxLimits,
       requestLimits: opts.requestLimits,
       outboxRetryMs: opts.outboxRetryMs,

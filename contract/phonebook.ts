@@ -7,6 +7,7 @@
  * documented default for optional fields an older server does not send.
  */
 import { CodedError } from "../coded_error.ts";
+import { decodeKnockSecret } from "./knock.ts";
 
 /** Bumped only for changes an older client cannot read. */
 export const PHONEBOOK_API_VERSION = 1;
@@ -51,6 +52,10 @@ export interface UserEntry {
   revoked: boolean;
   /** Unix ms the current certificate expires; null from a server that does not send it. */
   notAfter: number | null;
+  /** The secret the user's listener wants knocked with (contract/knock.ts, base64url of 32 bytes): only in
+   * GET /v1/users/NAME and /v1/me answered to an authenticated enrolled caller; null otherwise (and when the
+   * user published none). */
+  knock: string | null;
 }
 
 /** GET /v1/users?prefix=&cursor=&limit= */
@@ -116,6 +121,8 @@ export interface PublishRequest {
   /** No addresses at all: reachable only through `relay` (privacy mode); then host/port are ignored and the
    * phonebook adds no observed address. */
   relayOnly?: boolean;
+  /** Our listener's knock secret (contract/knock.ts, base64url of 32 bytes); optional. */
+  knock?: string;
 }
 
 /** The most candidate addresses one user may publish. */
@@ -195,6 +202,8 @@ export function decodeUserEntry(v: unknown): UserEntry {
     fingerprint: v.fingerprint,
     revoked: v.revoked === true,
     notAfter: typeof v.notAfter === "number" && Number.isFinite(v.notAfter) ? v.notAfter : null,
+    // A malformed secret is as good as none: the dialer then cannot knock, and says so.
+    knock: decodeKnockSecret(v.knock) ? v.knock as string : null,
   };
 }
 

@@ -35,6 +35,7 @@ import type { ReachProber } from "./reach_probe.ts";
 import {
   type Address,
   decodeAddressList,
+  decodeKnockSecret,
   type DirectoryInfo,
   type IssuedCertificate,
   MAX_CANDIDATES,
@@ -183,6 +184,7 @@ export class DirectoryService {
     reach: PublishedReach,
     previous: UserRow | null,
     remoteAddress: string | undefined,
+    knock: Uint8Array | null,
   ): void {
     const prober = this.#prober;
     if (!prober || reach.relayOnly || reach.candidates.length === 0) return;
@@ -194,6 +196,8 @@ export class DirectoryService {
     const run = prober.check({
       name: peer.name,
       fingerprint: peer.fingerprint,
+      // The probe knocks like any peer, with the secret of this publication (ours to know: we store it).
+      knock,
       candidates: reach.candidates,
       observed: remoteAddress,
     }, MAX_CANDIDATES + 1).then(async (report) => {
@@ -256,7 +260,7 @@ export class DirectoryService {
         const user = await this.store.getUser(me.name);
         // Freed by an admin between the two reads: the certificate is no longer anyone's.
         if (!user) throw new ApiError(401, "UNAUTHENTICATED", "a current client certificate is required");
-        return { status: 200, json: this.entry(user) };
+        return { status: 200, json: this.entry(user, { withKnock: true }) };
       }
       case "/v1/users":
         allow("GET");
@@ -264,7 +268,11 @@ export class DirectoryService {
         return { status: 200, json: await this.list(req.query) };
       case "/v1/users/:name": {
         allow("GET");
-        if (this.inviteOnly) await this.authenticate(req.peerCertDer());
+        // The knock secret goes only to an enrolled caller whose certificate is current (docs/protocol.md
+        // "What a scanner learns"); an open phonebook answers anyone else the entry without it.
+        const enrolled = this.inviteOnly
+          ? await this.authenticate(req.peerCertDer())
+          : await this.#authenticatedOrNull(req.peerCertDer());
         let raw: string;
         try {
           raw = decodeURIComponent(m![1]);
@@ -273,7 +281,7 @@ export class DirectoryService {
         }
         const user = await this.store.getUser(requireName(raw));
         if (!user) throw new ApiError(404, "NOT_FOUND", "no such user");
-        return { status: 200, json: this.entry(user) };
+        return { status: 200, json: this.entry(user, { withKnock: enrolled !== null }) };
       }
       default:
         throw new ApiError(404, "NOT_FOUND", "no such endpoint");
@@ -319,6 +327,17 @@ export class DirectoryService {
    * another CA, expired, revoked, superseded by a renewal). The reason is not told apart on purpose. With
    * `lapsedGraceMs` (renewal only, RENEW_GRACE_MS) a certificate that expired at most that long ago is
    * accepted when everything else about it holds, judged at its last valid moment. */
+  /** The caller when it presented a current enrolled certificate, null when it presented none or another. */
+  async #authenticatedOrNull(certDer: Uint8Array | null): Promise<VerifiedPeer | null> {
+    if (!certDer) return null;
+    try {
+      return await this.authenticate(certDer);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return null;
+      throw e;
+    }
+  }
+
   async authenticate(
     certDer: Uint8Array | null,
     opts: { lapsedGraceMs?: number } = {},
@@ -505,6 +524,13 @@ export class DirectoryService {
     if (relayOnly && !relay && !this.#relay) {
       throw new ApiError(400, "BAD_ADDRESS", "relay-only needs a relay (this phonebook runs none)");
     }
+    let knock: string | null = null;
+    if (body.knock !== undefined) {
+      if (!decodeKnockSecret(body.knock)) {
+        throw new ApiError(400, "BAD_REQUEST", "knock must be base64url of 32 bytes");
+      }
+      knock = body.knock as string;
+    }
     const expires = this.#now() + ttlSeconds * 1000;
     const reach: PublishedReach = {
       candidates,
@@ -519,7 +545,9 @@ export class DirectoryService {
     // and check result are stored with it, so every node lists the same (docs/protocol.md, Reachability).
     if (relayOnly) await this.store.clearPresence(peer.name, reach);
     else await this.store.setPresence(peer.name, host, port as number, expires, reach);
-    this.#maybeCheck(peer, reach, previous, remoteAddress);
+    // A publication without a secret (an older client) clears an earlier one: its listener takes no knock.
+    await this.store.setKnock(peer.name, knock);
+    this.#maybeCheck(peer, reach, previous, remoteAddress, knock ? decodeKnockSecret(knock) : null);
     return {
       name: peer.name,
       address: relayOnly ? null : { host, port: port as number },
@@ -529,6 +557,7 @@ export class DirectoryService {
 
   async withdraw(peer: VerifiedPeer): Promise<PresenceAnswer> {
     await this.store.clearPresence(peer.name);
+    await this.store.setKnock(peer.name, null);
     return { name: peer.name, address: null };
   }
 
@@ -557,7 +586,9 @@ export class DirectoryService {
     };
   }
 
-  entry(u: UserRow): UserEntry {
+  /** The user's entry; the knock secret only with `withKnock` (an authenticated enrolled caller), and only
+   * while the user is online (a secret of a run that ended opens nothing). */
+  entry(u: UserRow, opts: { withKnock?: boolean } = {}): UserEntry {
     const now = this.#now();
     const listed = !u.revoked && u.addrExpires !== null && u.addrExpires > now && u.addrHost !== null;
     const reach = u.reach && u.reach.expires > now ? u.reach : null;
@@ -581,6 +612,7 @@ export class DirectoryService {
       fingerprint: u.fingerprint,
       revoked: u.revoked,
       notAfter: u.notAfter,
+      knock: opts.withKnock === true && online ? u.knock : null,
     };
   }
 

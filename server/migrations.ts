@@ -94,6 +94,13 @@ ALTER TABLE users ADD COLUMN reach_key TEXT;
 ALTER TABLE users ADD COLUMN reach_ok TEXT;
 ALTER TABLE users ADD COLUMN reach_checked_at INTEGER;`,
   },
+  {
+    version: 4,
+    name: "knock secrets",
+    // The secret each user's listener wants knocked with (contract/knock.ts), published with its presence:
+    // kept in the database so that every node hands out the same one.
+    sql: `ALTER TABLE users ADD COLUMN knock_secret TEXT;`,
+  },
 ];
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -167,6 +174,13 @@ ALTER TABLE users ADD COLUMN reach TEXT;
 ALTER TABLE users ADD COLUMN reach_key TEXT;
 ALTER TABLE users ADD COLUMN reach_ok TEXT;
 ALTER TABLE users ADD COLUMN reach_checked_at BIGINT;`,
+  },
+  {
+    version: 4,
+    name: "knock secrets",
+    // The secret each user's listener wants knocked with (contract/knock.ts), published with its presence:
+    // kept in the database so that every node hands out the same one.
+    sql: `ALTER TABLE users ADD COLUMN knock_secret TEXT;`,
   },
 ];
 

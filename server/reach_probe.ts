@@ -11,11 +11,14 @@
  * TLS 1.3 puts the server's Certificate in its first flight, so the probe has what it needs once the
  * handshake completes on its side; it never presents a client certificate and never sends application
  * data (the listener then drops the connection as a stranger's).
+ *
+ * A chat listener answers only a connection that knocks first (contract/knock.ts): the probe sends the knock
+ * made with the secret the user published with this very publication, as any peer would.
  */
 import net from "node:net";
 import tls from "node:tls";
 import { CertificateError, fingerprintOf, verifyPeerCertificate } from "../pki/mod.ts";
-import type { Address } from "../contract/mod.ts";
+import { type Address, makeKnock } from "../contract/mod.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import {
   REACH_CONCURRENCY,
@@ -135,13 +138,16 @@ export interface ProbeExpectation {
   name: string;
   /** SHA-256 of the certificate the publication was authenticated with. */
   fingerprint: string;
+  /** The knock secret the publication carried (its listener answers nothing else); absent: no knock. */
+  knock?: Uint8Array | null;
 }
 
 export interface ProbeIo {
   caCertPem: string;
   timeoutMs?: number;
-  /** Bytes sent on the TCP connection before the TLS ClientHello (a listener's knock), or null for none.
-   * Called before connecting; if it throws, the candidate is not tried (SKIPPED_PREAMBLE). */
+  /** Bytes sent on the TCP connection before the TLS ClientHello, or null for none; default the knock made
+   * with `expect.knock` (none without one). Called before connecting; if it throws, the candidate is not
+   * tried (SKIPPED_PREAMBLE). */
   preamble?: (candidate: Address, expect: ProbeExpectation) => Uint8Array | null;
   now?: () => number;
   signal?: AbortSignal;
@@ -163,7 +169,11 @@ export function probeCandidate(
     let secure: tls.TLSSocket | null = null;
     let pre: Uint8Array | null;
     try {
-      pre = io.preamble?.(candidate, expect) ?? null;
+      pre = io.preamble
+        ? io.preamble(candidate, expect)
+        : expect.knock
+        ? makeKnock(expect.knock, now())
+        : null;
     } catch {
       // The hook could not say what to send (no secret for this user yet): nothing is tried.
       return resolve("SKIPPED_PREAMBLE");

@@ -23,6 +23,8 @@ export interface UserRow {
   addrHost: string | null;
   addrPort: number | null;
   addrExpires: number | null;
+  /** The listener's knock secret as published (base64url), or null. */
+  knock: string | null;
   /** The current publication beyond its best address, with its check; null when there is none. */
   reach: StoredReach | null;
 }
@@ -135,6 +137,8 @@ export interface DirectoryStore {
   /** Stores a check result for `key`; false (nothing changed) when the user's stored key is another one by
    * now (a newer publication, from any node, or a withdrawal). */
   setReachResult(name: string, key: string, reachable: Address[], checkedAt: number): Promise<boolean>;
+  /** Sets (or, null, clears) the knock secret the user's listener published. */
+  setKnock(name: string, knock: string | null): Promise<void>;
 
   /** Certificates issued for `name` at or after `sinceMs` (renewal limit). */
   certsIssuedSince(name: string, sinceMs: number): Promise<number>;
@@ -210,6 +214,7 @@ export function toUserRow(r: Record<string, unknown>): UserRow {
     addrHost: r.addr_host === null ? null : String(r.addr_host),
     addrPort: r.addr_port === null ? null : Number(r.addr_port),
     addrExpires: r.addr_expires === null ? null : Number(r.addr_expires),
+    knock: typeof r.knock_secret === "string" ? r.knock_secret : null,
     reach: decodeStoredReach(r),
   };
 }

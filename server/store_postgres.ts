@@ -478,6 +478,10 @@ export class PostgresDirectoryStore implements DirectoryStore {
       WHERE name = ${name}`;
   }
 
+  async setKnock(name: string, knock: string | null): Promise<void> {
+    await this.#sql`UPDATE users SET knock_secret = ${knock} WHERE name = ${name}`;
+  }
+
   async clearPresence(name: string, reach?: PublishedReach): Promise<void> {
     const r = reachColumns(reach);
     await this.#sql`UPDATE users SET addr_host = NULL, addr_port = NULL, addr_expires = NULL,

@@ -268,6 +268,11 @@ export class SqliteDirectoryStore implements DirectoryStore {
     return Promise.resolve();
   }
 
+  setKnock(name: string, knock: string | null): Promise<void> {
+    this.#q("UPDATE users SET knock_secret = ? WHERE name = ?").run(knock, name);
+    return Promise.resolve();
+  }
+
   clearPresence(name: string, reach?: PublishedReach): Promise<void> {
     const r = reachColumns(reach);
     this.#soft(() =>

@@ -117,7 +117,7 @@ Deno.test("block: as dialer, a blocked peer is refused too, and its queued messa
     );
     // bob dialling alice himself is refused at the hello, by bob's side.
     const a = alice.engine.address;
-    await assert.rejects(bob.engine.connectTo("alice", a.host, a.port), /BLOCKED/);
+    await assert.rejects(bob.engine.connectTo("alice", a.host, a.port, alice.knockSecret), /BLOCKED/);
     // alice dialling bob (her message) is refused by bob; nothing reaches his store.
     await alice.engine.send("bob", "let me in");
     await until(() => alice.log.of("log").some((e) => /bob.*BLOCKED/.test(e.text)), 10_000, "alice refused");

@@ -27,7 +27,14 @@ function refused(f: () => unknown) {
 
 /** What an entry from a server before candidates decodes to: its address is the one candidate, no relay,
  * nothing checked. */
-const decoded = { ...entry, candidates: [entry.address], reachable: [], reachCheckedAt: null, relay: null };
+const decoded = {
+  ...entry,
+  candidates: [entry.address],
+  reachable: [],
+  reachCheckedAt: null,
+  relay: null,
+  knock: null,
+};
 
 Deno.test("contract: a user entry decodes, unknown fields are ignored, 'online' needs a usable address", () => {
   assert.deepEqual(decodeUserEntry({ ...entry, futureField: [1] }), decoded);
@@ -41,6 +48,24 @@ Deno.test("contract: a user entry decodes, unknown fields are ignored, 'online' 
   }
   assert.equal(decodeUserEntry({ ...entry, notAfter: undefined }).notAfter, null, "older server");
   assert.equal(decodeUserEntry({ ...entry, revoked: "yes" }).revoked, false);
+});
+
+Deno.test("contract: a knock secret decodes only as base64url of exactly 32 bytes", () => {
+  const good = "A".repeat(42) + "E"; // 32 bytes, canonical (the last character's low bits zero)
+  assert.equal(decodeUserEntry({ ...entry, knock: good }).knock, good);
+  for (
+    const bad of [
+      "A".repeat(42) + "B",
+      "A".repeat(43) + "=",
+      "A".repeat(44),
+      "A".repeat(42),
+      5,
+      null,
+      "+".repeat(43),
+    ]
+  ) {
+    assert.equal(decodeUserEntry({ ...entry, knock: bad }).knock, null, `knock ${bad}`);
+  }
 });
 
 Deno.test("contract: malformed answers are refused with BAD_RESPONSE", () => {

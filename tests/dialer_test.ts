@@ -71,6 +71,46 @@ Deno.test("dialer: a failure is reported once per code, again after clearError o
   ]);
 });
 
+Deno.test("dialer: a refused dial looks the peer up again; a new knock secret is used at once, an unchanged one is not retried", async () => {
+  const session = { id: 2 } as unknown as PeerSession;
+  const knocks: (string | null)[] = [];
+  let entry: DialEntry = { ...online("f1"), knock: "old" };
+  let lookups = 0;
+  let dials = 0;
+  const events: EngineEvent[] = [];
+  const dialer = new Dialer({
+    // The first answer was read just before bob published again after his restart.
+    lookup: () => {
+      const e = entry;
+      if (++lookups === 1) entry = { ...online("f1"), knock: "new" };
+      return Promise.resolve(e);
+    },
+    active: () => null,
+    dial: () => {
+      dials++;
+      return knocks[knocks.length - 1] === "new"
+        ? Promise.resolve(session)
+        : Promise.reject(new SessionError("UNANSWERED", "closed unanswered"));
+    },
+    noteListed: () => {},
+    noteKnock: (_name, k) => knocks.push(k),
+    emit: (e) => events.push(e),
+  });
+  assert.equal(await dialer.connect("bob"), session);
+  assert.deepEqual(knocks, ["old", "new"]);
+  assert.equal(dials, 2);
+  assert.equal(events.length, 0, "recovered within the attempt: nothing to report");
+
+  // The phonebook still lists the secret that was refused: no second dial, the failure is reported.
+  entry = { ...online("f1"), knock: "old" };
+  lookups = 1;
+  knocks.length = 0;
+  dials = 0;
+  assert.equal(await dialer.connect("bob"), null);
+  assert.equal(dials, 1);
+  assert.deepEqual(events.map((e) => (e as { code: string }).code), ["PEER_UNANSWERED"]);
+});
+
 Deno.test("dial order: candidates the phonebook reached first, then every other one, each in listed order", () => {
   const lan = { host: "192.168.1.10", port: 4000 };
   const v6 = { host: "2001:db8::5", port: 4000 };

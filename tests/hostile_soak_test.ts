@@ -40,6 +40,7 @@ Deno.test({
       address: { host: "127.0.0.1", port: victim.port },
       fingerprint: bobLeaf.fingerprint,
       revoked: false,
+      knock: victim.knock,
     });
     const alice = await startTestEngine(ca, aliceLeaf, { directory });
     let f: ReturnType<typeof flood> | null = null;

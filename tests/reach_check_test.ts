@@ -22,7 +22,7 @@ import { startTestListener, type TestListener } from "./helpers/chat.ts";
 import { fingerprintOf } from "../pki/mod.ts";
 import { type ProbeResult, startDirectoryServer } from "../server/mod.ts";
 import { probeCandidate, probeRefusal, probeScope, ReachProber } from "../server/reach_probe.ts";
-import type { Address } from "../contract/mod.ts";
+import { type Address, encodeKnockSecret, KNOCK_BYTES } from "../contract/mod.ts";
 
 /** `who`'s real peer listener (the chat engine's SessionManager) with the directory-issued certificate. */
 function listenAs(t: TestDirectory, name: string, who: Identity): Promise<TestListener> {
@@ -90,9 +90,11 @@ function closedPort(): number {
   return port;
 }
 
-function publish(t: TestDirectory, who: Identity, candidates: Address[]) {
+/** Publishes `candidates` as `who`, with the knock secret of `listener` (as chat publishes its own). */
+function publish(t: TestDirectory, who: Identity, candidates: Address[], listener?: TestListener) {
+  const knock = listener ? { knock: encodeKnockSecret(listener.sessions.knockSecret) } : {};
   return call(t.dir, "PUT", "/v1/presence", {
-    body: { host: candidates[0].host, port: candidates[0].port, ttlSeconds: 60, candidates },
+    body: { host: candidates[0].host, port: candidates[0].port, ttlSeconds: 60, candidates, ...knock },
     as: who,
   });
 }
@@ -119,7 +121,7 @@ backendTest(
       const closed = { host: "127.0.0.1", port: closedPort() };
       const own = { host: "127.0.0.1", port: t.dir.port };
       const candidates = [mine.address, bobs.address, closed, plain.address, own];
-      const r = await publish(t, alice, candidates);
+      const r = await publish(t, alice, candidates, mine);
       assert.equal(r.status, 200, r.text);
       await t.dir.reachChecksSettled();
       const e = await entryOf(t, "alice");
@@ -128,15 +130,19 @@ backendTest(
       assert.equal(typeof e.reachCheckedAt, "number");
       const outcome = new Map(seen.map((s) => [key(s.address), s.outcome]));
       assert.equal(outcome.get(key(mine.address)), "REACHABLE");
-      assert.equal(outcome.get(key(bobs.address)), "WRONG_PEER", "bob's certificate is not alice's");
+      // Knocked with alice's secret, bob's listener does not answer at all (closed before TLS).
+      assert.equal(outcome.get(key(bobs.address)), "NOT_TLS", "bob's listener refuses alice's knock");
+      assert.equal(bobs.sessions.stats.knockRefused, 1);
       assert.equal(outcome.get(key(closed)), "CONNECT_FAILED");
       assert.equal(outcome.get(key(plain.address)), "NOT_TLS");
       assert.equal(outcome.get(key(own)), "SKIPPED_OWN_PORT");
-      // What the probe sent the foreign service: one TLS handshake record (0x16), TLS 1.x framing, nothing
-      // of an application protocol.
+      // What the probe sent the foreign service: the knock of alice's publication (any peer dialling alice
+      // there would send it too), then one TLS handshake record (0x16), TLS 1.x framing, nothing of an
+      // application protocol.
       const got = plain.received();
-      assert.equal(got[0], 0x16, "a TLS handshake record first");
-      assert.equal(got[1], 0x03);
+      assert.equal(new TextDecoder().decode(got.subarray(0, 4)), "SCK1", "the knock first");
+      assert.equal(got[KNOCK_BYTES], 0x16, "then a TLS handshake record");
+      assert.equal(got[KNOCK_BYTES + 1], 0x03);
       assert.equal(new TextDecoder().decode(got).includes("GET "), false);
       assert.equal(seen.every((s) => s.name === "alice"), true);
       // Bob's listener never opened a session for the probe: it was a stranger without a certificate.
@@ -144,20 +150,28 @@ backendTest(
 
       // Another publication of the same candidates (a refresh) is not probed again, and keeps the result.
       const before = seen.length;
-      assert.equal((await publish(t, alice, candidates)).status, 200);
+      assert.equal((await publish(t, alice, candidates, mine)).status, 200);
       await t.dir.reachChecksSettled();
       assert.equal(seen.length, before, "a refresh of the same set is not probed");
-      assert.equal((await publish(t, alice, [...candidates].reverse())).status, 200);
+      assert.equal((await publish(t, alice, [...candidates].reverse(), mine)).status, 200);
       await t.dir.reachChecksSettled();
       assert.equal(seen.length, before, "nor the same set in another order");
       assert.deepEqual((await entryOf(t, "alice")).reachable, [mine.address]);
 
       // A changed set drops the old result at once and is checked again.
       const next = [closed, mine.address];
-      assert.equal((await publish(t, alice, next)).status, 200);
+      assert.equal((await publish(t, alice, next, mine)).status, 200);
       await t.dir.reachChecksSettled();
       assert.ok(seen.length > before, "a changed set is probed");
       assert.deepEqual((await entryOf(t, "alice")).reachable, [mine.address]);
+
+      // A publication without the listener's secret: the probe cannot knock, alice's own listener answers
+      // nothing, and the candidate is not listed as reachable.
+      const refusedBefore = mine.sessions.stats.knockRefused;
+      assert.equal((await publish(t, alice, [mine.address])).status, 200);
+      await t.dir.reachChecksSettled();
+      assert.deepEqual((await entryOf(t, "alice")).reachable, []);
+      assert.equal(mine.sessions.stats.knockRefused, refusedBefore + 1);
 
       // Withdrawn: nothing listed, no result left behind.
       await call(t.dir, "DELETE", "/v1/presence", { as: alice });
@@ -241,7 +255,7 @@ backendTest(
     const tmp = await Deno.makeTempDir({ prefix: "securechat-node2-" });
     try {
       const closed = { host: "127.0.0.1", port: closedPort() };
-      assert.equal((await publish(t, alice, [closed, mine.address])).status, 200);
+      assert.equal((await publish(t, alice, [closed, mine.address], mine)).status, 200);
       await t.dir.reachChecksSettled();
       const want = await entryOf(t, "alice");
       assert.deepEqual(want.reachable, [mine.address]);

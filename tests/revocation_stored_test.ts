@@ -41,7 +41,7 @@ Deno.test("stored CRL: verified again at start; intact it serves while the phone
     let bob = await startClient(bobHome);
     try {
       assert.equal(bob.log.of("error").some((e) => e.code === "STORED_CRL_REFUSED"), false);
-      await alice.engine.connectTo("bob", bob.engine.address.host, bob.engine.address.port);
+      await alice.engine.connectTo("bob", bob.engine.address.host, bob.engine.address.port, bob.knockSecret);
     } finally {
       await bob.stop();
     }
@@ -51,7 +51,9 @@ Deno.test("stored CRL: verified again at start; intact it serves while the phone
       const refused = bob.log.of("error").find((e) => e.code === "STORED_CRL_REFUSED");
       assert.ok(refused, "the tampered list is refused at start, and said");
       assert.match(refused.message, /does not verify/);
-      await assert.rejects(alice.engine.connectTo("bob", bob.engine.address.host, bob.engine.address.port));
+      await assert.rejects(
+        alice.engine.connectTo("bob", bob.engine.address.host, bob.engine.address.port, bob.knockSecret),
+      );
       await until(
         () => bob.log.of("log").some((e) => /REVOCATION_UNKNOWN/.test(e.text)),
         10_000,

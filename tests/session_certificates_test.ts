@@ -3,6 +3,7 @@
  * attacker dials us) and by the dialer (we dial the attacker), with the specific reason.
  */
 import assert from "node:assert/strict";
+import { makeKnock } from "../contract/mod.ts";
 import { ALL_DEFECTS, type LeafDefect, makeTestCa, makeTestLeaf, type TestLeaf } from "./helpers/pki.ts";
 import { tls13ClientWithAnyKey } from "./helpers/tls13_liar.ts";
 import { FakeDirectory, rawDial, rawListen, type RawPeer, startTestEngine, until } from "./helpers/chat.ts";
@@ -407,6 +408,7 @@ Deno.test("TLS level: a stolen certificate with a CertificateVerify by another k
         certDer: alice.certDer,
         signingKeyPem,
         request: "",
+        knock: makeKnock(bob.knockSecret),
       });
     // The hand-made client works with the right key: the handshake completes (and, with no hello, our
     // session ends it with HELLO_TIMEOUT).

@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { type HeadlessProc, spawnHeadless, until, withPair } from "./helpers/chat.ts";
+import { type HeadlessProc, listedKnock, spawnHeadless, until, withPair } from "./helpers/chat.ts";
+import { makeKnock } from "../contract/mod.ts";
 
 /** Opens up to `attempts` raw TCP connections (never starting TLS), `parallel` at a time, and holds them. */
 async function flood(port: number, attempts: number, parallel = 64) {
@@ -55,10 +56,14 @@ async function flood(port: number, attempts: number, parallel = 64) {
   };
 }
 
-/** True when a TLS handshake with the listener completes (it answers, whatever it thinks of us next). */
-function answersTls(port: number): Promise<boolean> {
+/** True when a TLS handshake with the listener completes after the knock (it answers, whatever it thinks of
+ * us next). */
+function answersTls(port: number, knock: Uint8Array): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false, minVersion: "TLSv1.3" });
+    const raw = net.connect({ host: "127.0.0.1", port });
+    raw.on("error", () => {});
+    raw.write(makeKnock(knock));
+    const s = tls.connect({ socket: raw, rejectUnauthorized: false, minVersion: "TLSv1.3" });
     const timer = setTimeout(() => done(false), 2_000);
     const done = (ok: boolean) => {
       clearTimeout(timer);
@@ -120,7 +125,10 @@ for (const limit of [256, 96]) {
           assert.ok(f.closedByVictim() > 0, "the victim closed connections it could not hold");
 
           // It accepts again (after a re-listen if the accept loop died), and real chat goes through.
-          await until(() => answersTls(port), 30_000, "listener accepting again");
+          // Knocking as any enrolled peer would, with the secret the phonebook lists for bob.
+          const knock = await listedKnock(aliceHome, "bob");
+          assert.ok(knock, "the phonebook lists bob's knock secret to an enrolled user");
+          await until(() => answersTls(port, knock), 30_000, "listener accepting again");
           await alice.cmd({ cmd: "send", to: "bob", text: "after the flood", ref: 7 });
           const got = await bob.waitEvent(
             (e) => e.event === "message" && e.text === "after the flood",

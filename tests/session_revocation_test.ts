@@ -137,7 +137,7 @@ Deno.test("fresh client, phonebook down: peer sessions refused both ways with RE
     );
     // Alice dials: she refuses bob's certificate before saying hello.
     await assert.rejects(
-      alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port),
+      alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port, bob.knockSecret),
       (e: Error & { detail?: string }) => e.detail === "REVOCATION_UNKNOWN",
     );
     // Through the outbox (lookups work, only the CRL is unreachable): the engine error names the cause.
@@ -171,7 +171,7 @@ Deno.test("real phonebook down before the first start: both fresh clients refuse
   const bob = await startClient(bobHome);
   try {
     await assert.rejects(
-      bob.engine.connectTo("alice", "127.0.0.1", alice.engine.address.port),
+      bob.engine.connectTo("alice", "127.0.0.1", alice.engine.address.port, alice.knockSecret),
       (e: Error & { detail?: string }) => e.detail === "REVOCATION_UNKNOWN",
     );
     await until(() => refusalCodes(bob.log).includes("REVOCATION_UNKNOWN"), 5000, "bob refuses as dialer");
@@ -215,7 +215,9 @@ Deno.test("a revoked peer stays refused while the phonebook is down, and after o
   const revokedRefusals = () => refusalCodes(bob.log).filter((c) => c === "REVOKED").length;
   const dialBob = async () => {
     const before = revokedRefusals();
-    await assert.rejects(alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port));
+    await assert.rejects(
+      alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port, bob.knockSecret),
+    );
     await until(() => revokedRefusals() > before, 5000, "bob refuses alice as REVOKED");
   };
   try {
@@ -261,7 +263,9 @@ Deno.test("an older CRL (replayed or cached) never replaces a newer one, also ac
     assert.equal(warning.level, "warn");
     assert.match(warning.text, /CRL Number 1.*CRL Number 2/);
     assert.equal(bob.store((s) => s.revocationList())?.crlNumber, 2n);
-    await assert.rejects(alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port));
+    await assert.rejects(
+      alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port, bob.knockSecret),
+    );
     await until(() => refusalCodes(bob.log).includes("REVOKED"), 5000, "alice still refused");
     // Same list, but with a later number claimed and an older thisUpdate: also refused.
     bobDir.replay = { ...before, crlNumber: 99n };
@@ -273,7 +277,9 @@ Deno.test("an older CRL (replayed or cached) never replaces a newer one, also ac
     assert.equal(logTexts(bob.log, /older revocation list/).length, 1);
     assert.equal(bob.store((s) => s.revocationList())?.crlNumber, 2n);
     const n = refusalCodes(bob.log).filter((c) => c === "REVOKED").length;
-    await assert.rejects(alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port));
+    await assert.rejects(
+      alice.engine.connectTo("bob", "127.0.0.1", bob.engine.address.port, bob.knockSecret),
+    );
     await until(
       () => refusalCodes(bob.log).filter((c) => c === "REVOKED").length > n,
       5000,

@@ -6,6 +6,8 @@ export type SessionErrorCode =
   | "KEY_CHANGED"
   | "TLS"
   | "CONNECT_FAILED"
+  /** Connected, then closed before any TLS answer (a refused knock: docs/protocol.md "What a scanner learns"). */
+  | "UNANSWERED"
   | "PEER_OFFLINE"
   | "HANDSHAKE"
   | "CLOSED"

@@ -6,6 +6,11 @@
  * The TLS layer runs with rejectUnauthorized:false on both sides and TLS 1.3 only: certificate validity is
  * judged by `authenticate` on trusted time (the TLS stack would use the local clock), and possession of the
  * certificate's key is proved by the hello signature over both Finished messages (peer_session.ts).
+ *
+ * The port is a plain TCP listener: a connection must first knock (contract/knock.ts, with the secret we
+ * publish to the phonebook) before it is handed to the TLS server, which never listens itself. Without a
+ * valid knock the connection is closed before we send a byte, so a scanner never sees our certificate.
+ * Every dial knocks with the secret the phonebook listed for the peer (setPeerKnock).
  */
 import net from "node:net";
 import tls from "node:tls";
@@ -14,6 +19,8 @@ import { DEFAULT_LIMITS, type SessionLimits } from "./limits.ts";
 import { type Authenticate, type CloseInfo, type LocalIdentity, PeerSession } from "./peer_session.ts";
 import { SessionError } from "./errors.ts";
 import { addressKind, plainAddress, type SessionPath } from "../candidates.ts";
+import { couldBeKnock, KNOCK_BYTES, KnockGuard, makeKnock, newKnockSecret } from "../../contract/mod.ts";
+import { addressGroup } from "./address_group.ts";
 
 export const TLS_MIN_VERSION = "TLSv1.3";
 
@@ -46,13 +53,32 @@ export interface ListenerStats {
   handshakeTimeouts: number;
   /** Times the accept loop was found dead and the port listened on again. */
   relistens: number;
+  /** Closed unanswered: the first bytes were not a valid knock (wrong secret, old, replayed, not one). */
+  knockRefused: number;
+}
+
+/** Options of the listener beyond the limits. */
+export interface ManagerOptions {
+  /** The secret our listener wants knocked with (default: a fresh random one, for this run). */
+  knockSecret?: Uint8Array;
+  /** The time knocks are made and checked on (the engine gives its trusted time; default the local clock). */
+  now?: () => number;
 }
 
 export class SessionManager {
   readonly limits: SessionLimits;
-  #server: tls.Server | null = null;
+  /** The TCP listener on our port (replaced by a re-listen). */
+  #server: net.Server | null = null;
   /** Servers replaced by a re-listen: they hold no port, only connections they accepted earlier. */
-  readonly #oldServers = new Set<tls.Server>();
+  readonly #oldServers = new Set<net.Server>();
+  /** The TLS server connections are handed to once they knocked; it never listens on a port. */
+  readonly #tls: tls.Server;
+  /** Our listener's secret (published with our presence) and the check of knocks made with it. */
+  readonly knockSecret: Uint8Array;
+  readonly #guard: KnockGuard;
+  /** The secret each peer's listener wants, as the phonebook last listed it. */
+  readonly #peerKnocks = new Map<string, Uint8Array>();
+  readonly #now: () => number;
   #bound: { host: string; port: number } | null = null;
   readonly #sessions = new Set<PeerSession>();
   readonly #active = new Map<string, PeerSession>();
@@ -68,7 +94,7 @@ export class SessionManager {
   #checkTimer: ReturnType<typeof setInterval> | null = null;
   #probe: { socket: net.Socket; timer: ReturnType<typeof setTimeout> } | null = null;
   #lastAcceptMs = 0;
-  #dropsSinceReport = 0;
+  #dropsSinceReport = { limits: 0, knock: 0 };
   #dropReportTimer: ReturnType<typeof setTimeout> | null = null;
   readonly stats: ListenerStats = {
     accepted: 0,
@@ -76,6 +102,7 @@ export class SessionManager {
     evicted: 0,
     handshakeTimeouts: 0,
     relistens: 0,
+    knockRefused: 0,
   };
 
   #identity: LocalIdentity;
@@ -87,11 +114,28 @@ export class SessionManager {
     authenticate: Authenticate,
     handlers: ManagerHandlers,
     limits: Partial<SessionLimits> = {},
+    opts: ManagerOptions = {},
   ) {
     this.#identity = identity;
     this.#authenticate = authenticate;
     this.#handlers = handlers;
     this.limits = { ...DEFAULT_LIMITS, ...limits };
+    this.knockSecret = opts.knockSecret ?? newKnockSecret();
+    this.#guard = new KnockGuard(this.knockSecret);
+    this.#now = opts.now ?? Date.now;
+    this.#tls = this.#createTlsServer();
+  }
+
+  /** The secret `name`'s listener wants (from its phonebook entry), or null to forget it: dials to `name`
+   * knock with it from now on. */
+  setPeerKnock(name: string, secret: Uint8Array | null): void {
+    if (secret) this.#peerKnocks.set(name, secret);
+    else this.#peerKnocks.delete(name);
+  }
+
+  /** The secret dials to `name` knock with now, or null. */
+  peerKnock(name: string): Uint8Array | null {
+    return this.#peerKnocks.get(name) ?? null;
   }
 
   /** Presents `next` (a renewed certificate) in every session opened from now on, dialled or accepted; open
@@ -100,10 +144,10 @@ export class SessionManager {
   setIdentity(next: LocalIdentity): void {
     this.#identity = next;
     const ctx = { cert: next.certPem, key: next.keyPem, ca: next.caPem };
-    this.#server?.setSecureContext(ctx);
+    this.#tls.setSecureContext(ctx);
   }
 
-  /** Starts the TLS listener; resolves with the bound address. */
+  /** Starts the listener (TCP, knock, then TLS); resolves with the bound address. */
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
     const server = this.#createServer();
     this.#server = server;
@@ -112,7 +156,14 @@ export class SessionManager {
     return this.#bound;
   }
 
-  #createServer(): tls.Server {
+  #createServer(): net.Server {
+    const server = net.createServer((raw) => this.#onConnection(raw));
+    // Accept errors must not end the process; a dead accept loop is found by #checkListener.
+    server.on("error", () => {});
+    return server;
+  }
+
+  #createTlsServer(): tls.Server {
     const server = tls.createServer({
       cert: this.#identity.certPem,
       key: this.#identity.keyPem,
@@ -125,13 +176,11 @@ export class SessionManager {
       // A failed TLS handshake (old version, no shared cipher...) never became a session: drop the socket.
       socket.destroy();
     });
-    server.on("connection", (raw: net.Socket) => this.#onConnection(raw));
-    // Accept errors must not end the process; a dead accept loop is found by #checkListener.
     server.on("error", () => {});
     return server;
   }
 
-  #bind(server: tls.Server, host: string, port: number): Promise<{ host: string; port: number }> {
+  #bind(server: net.Server, host: string, port: number): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       server.once("error", reject);
       server.listen(port, host, () => {
@@ -160,11 +209,12 @@ export class SessionManager {
     });
     if (this.#raw.size > this.limits.maxConnections) {
       this.stats.overCapacity++;
-      this.#dropped();
+      this.#dropped("limits");
       raw.destroy();
       return;
     }
-    const addr = raw.remoteAddress ?? "?";
+    // Counted by IPv4 address or IPv6 /64 (address_group.ts); the exact address still keys #pendingByKey.
+    const addr = addressGroup(raw.remoteAddress ?? "?");
     let fromAddr = 0;
     let oldestFromAddr: PendingConnection | null = null;
     for (const p of this.#pending.values()) {
@@ -178,16 +228,50 @@ export class SessionManager {
     p.timer = setTimeout(() => {
       p.timer = null;
       this.stats.handshakeTimeouts++;
-      this.#dropped();
+      this.#dropped("limits");
       raw.destroy();
     }, this.limits.handshakeTimeoutMs);
     this.#pending.set(raw, p);
-    this.#pendingByKey.set(`${addr}|${raw.remotePort}`, p);
+    this.#pendingByKey.set(this.#socketKey(raw.remoteAddress, raw.remotePort), p);
+    this.#readKnock(raw);
+  }
+
+  #socketKey(address: string | undefined, port: number | undefined): string {
+    return `${address ?? "?"}|${port}`;
+  }
+
+  /** Reads the knock (within the handshake deadline, which runs from accept); only a valid one hands the
+   * connection, with whatever followed the knock, to the TLS server. Anything else is closed unanswered. */
+  #readKnock(raw: net.Socket): void {
+    let got = new Uint8Array(0);
+    const onData = (chunk: Uint8Array) => {
+      const next = new Uint8Array(got.length + chunk.length);
+      next.set(got);
+      next.set(chunk, got.length);
+      got = next;
+      if (!couldBeKnock(got)) return refuse();
+      if (got.length < KNOCK_BYTES) return;
+      raw.off("data", onData);
+      raw.pause();
+      if (!this.#guard.check(got.subarray(0, KNOCK_BYTES), this.#now()).ok) return refuse();
+      if (this.#closing || raw.destroyed) return void raw.destroy();
+      if (got.length > KNOCK_BYTES) raw.unshift(got.subarray(KNOCK_BYTES));
+      this.#tls.emit("connection", raw);
+    };
+    const refuse = () => {
+      raw.off("data", onData);
+      this.stats.knockRefused++;
+      this.#dropped("knock");
+      raw.destroy();
+    };
+    raw.on("data", onData);
+    // A relayed circuit's leg arrives paused (relay_client.ts): explicitly paused streams stay so.
+    raw.resume();
   }
 
   #evict(p: PendingConnection): void {
     this.stats.evicted++;
-    this.#dropped();
+    this.#dropped("limits");
     this.#releasePending(p.raw);
     p.raw.destroy();
   }
@@ -198,24 +282,35 @@ export class SessionManager {
     if (p.timer) clearTimeout(p.timer);
     p.timer = null;
     this.#pending.delete(raw);
-    const key = `${p.addr}|${raw.remotePort}`;
+    const key = this.#socketKey(raw.remoteAddress, raw.remotePort);
     if (this.#pendingByKey.get(key) === p) this.#pendingByKey.delete(key);
   }
 
-  /** One summary per interval for connections dropped before TLS: a flood must not become a flood of logs. */
-  #dropped(): void {
-    this.#dropsSinceReport++;
+  /** One summary per interval for connections dropped before TLS (by the limits, or for want of a valid
+   * knock): a flood or a scan must not become a flood of logs. */
+  #dropped(why: "limits" | "knock"): void {
+    this.#dropsSinceReport[why]++;
     if (this.#dropReportTimer || !this.#handlers.onRefused) return;
     this.#dropReportTimer = setTimeout(() => {
       this.#dropReportTimer = null;
-      const n = this.#dropsSinceReport;
-      this.#dropsSinceReport = 0;
-      this.#handlers.onRefused?.({
-        name: null,
-        role: "listener",
-        code: "TOO_MANY_CONNECTIONS",
-        message: `${n} connection(s) dropped before authentication (listener limits)`,
-      });
+      const { limits, knock } = this.#dropsSinceReport;
+      this.#dropsSinceReport = { limits: 0, knock: 0 };
+      if (limits > 0) {
+        this.#handlers.onRefused?.({
+          name: null,
+          role: "listener",
+          code: "TOO_MANY_CONNECTIONS",
+          message: `${limits} connection(s) dropped before authentication (listener limits)`,
+        });
+      }
+      if (knock > 0) {
+        this.#handlers.onRefused?.({
+          name: null,
+          role: "listener",
+          code: "KNOCK_REFUSED",
+          message: `${knock} connection(s) closed unanswered (no valid knock: a scan, or an old secret)`,
+        });
+      }
     }, this.limits.dropReportIntervalMs);
   }
 
@@ -260,7 +355,7 @@ export class SessionManager {
     p.socket.destroy();
   }
 
-  async #relisten(old: tls.Server | null, bound: { host: string; port: number }): Promise<void> {
+  async #relisten(old: net.Server | null, bound: { host: string; port: number }): Promise<void> {
     if (old) {
       this.stats.relistens++;
       this.#oldServers.add(old);
@@ -287,7 +382,7 @@ export class SessionManager {
       socket.destroy();
       return;
     }
-    const p = this.#pendingByKey.get(`${socket.remoteAddress ?? "?"}|${socket.remotePort}`);
+    const p = this.#pendingByKey.get(this.#socketKey(socket.remoteAddress, socket.remotePort));
     // TLS is done: the hello deadline of the session takes over from the handshake deadline. The connection
     // stays pending (it still counts against its address) until the session opens or closes.
     if (p?.timer) {
@@ -306,16 +401,16 @@ export class SessionManager {
     s.begin();
   }
 
-  /** A connection that reached us another way than our port (a relayed circuit, already joined): it is
-   * accepted exactly like one on the listener (the same caps, TLS, certificate checks and hello). */
+  /** A connection that reached us another way than our port (a relayed circuit, already joined; a punched
+   * one): it is accepted exactly like one on the listener (the same caps, knock, TLS, certificate checks
+   * and hello). */
   acceptSocket(raw: net.Socket, path: SessionPath): void {
-    const server = this.#server;
-    if (!server || this.#closing) {
+    if (this.#closing) {
       raw.destroy();
       return;
     }
     this.#arrivedVia.set(raw, path);
-    server.emit("connection", raw);
+    this.#onConnection(raw);
   }
 
   /** Dials `host:port` expecting `name`; resolves with the peer's active session once a hello was checked. */
@@ -351,8 +446,15 @@ export class SessionManager {
       if ("socket" in to) to.socket.destroy();
       throw new SessionError("CLOSED", "shutting down");
     }
+    // The knock goes first on the TCP stream (or inside the circuit), before the ClientHello.
+    const raw = "socket" in to ? to.socket : net.connect({ host: to.host, port: to.port });
+    let connected = "socket" in to;
+    if (!connected) raw.once("connect", () => connected = true);
+    const secret = this.#peerKnocks.get(name);
+    if (secret) raw.write(makeKnock(secret, this.#now()));
+    let secured = false;
     const socket = tls.connect({
-      ...to,
+      socket: raw,
       cert: this.#identity.certPem,
       key: this.#identity.keyPem,
       ca: this.#identity.caPem,
@@ -363,13 +465,30 @@ export class SessionManager {
     });
     const s = this.#makeSession(socket, "dialer", name);
     s.path = path;
-    socket.once("secureConnect", () => s.begin());
+    socket.once("secureConnect", () => {
+      secured = true;
+      s.begin();
+    });
     try {
       await s.opened;
     } catch (e) {
       // Lost a simultaneous-dial race: the peer's own connection may be the one kept.
       const winner = this.active(name);
       if (winner) return winner;
+      // Connected, then closed (or reset) before any TLS answer: what a listener does to a knock it refuses
+      // (a secret from an earlier run of the peer, or none). The dialer then looks the peer up again.
+      const ci = s.closeInfo;
+      if (
+        e instanceof SessionError && !s.peer && connected && !secured && ci &&
+        (ci.by === "peer" || /ECONNRESET|EPIPE/.test(ci.message))
+      ) {
+        throw new SessionError(
+          "UNANSWERED",
+          `${name} ${
+            path.kind === "relayed" ? "(through the relay)" : `at ${path.address.host}:${path.address.port}`
+          } closed the connection unanswered${secret ? "" : " (the phonebook listed no knock secret)"}`,
+        );
+      }
       if (e instanceof SessionError && s.closeInfo?.by === "network" && !s.peer) {
         throw new SessionError(
           "CONNECT_FAILED",

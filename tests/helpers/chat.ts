@@ -12,6 +12,10 @@ import { enroll } from "../../client/enroll.ts";
 import type { HomeState } from "../../client/home.ts";
 import crypto from "node:crypto";
 import tls from "node:tls";
+import net from "node:net";
+import { decodeKnockSecret, makeKnock, newKnockSecret } from "../../contract/mod.ts";
+import { DirectoryClient } from "../../client/directory_client.ts";
+import type { Publication } from "../../client/candidates.ts";
 import {
   CHAT_DB_FILE,
   ChatEngine,
@@ -147,6 +151,8 @@ export class EventLog {
 export interface RunningClient {
   home: HomeState;
   engine: ChatEngine;
+  /** Its listener's knock secret (registered for rawDial). */
+  knockSecret: Uint8Array;
   log: EventLog;
   /** Runs `fn` on a second connection to the client's chat.db (what is on disk, not the engine's state). */
   store<T>(fn: (s: ChatStore) => T): T;
@@ -165,10 +171,18 @@ export function withStore<T>(dbPath: string, fn: (s: ChatStore) => T): T {
 
 export async function startClient(home: HomeState, opts: HomeEngineOptions = {}): Promise<RunningClient> {
   const log = new EventLog();
-  const engine = await startEngineFromHome(home, { ...TEST_ENGINE_OPTIONS, ...opts, onEvent: log.push });
+  const knockSecret = opts.knockSecret ?? newKnockSecret();
+  const engine = await startEngineFromHome(home, {
+    ...TEST_ENGINE_OPTIONS,
+    ...opts,
+    knockSecret,
+    onEvent: log.push,
+  });
+  registerKnock(engine.address.port, knockSecret);
   return {
     home,
     engine,
+    knockSecret,
     log,
     store: (fn) => withStore(join(home.dir, CHAT_DB_FILE), fn),
     stop: () => engine.close(),
@@ -209,6 +223,27 @@ export interface FakeEntry {
   address: { host: string; port: number } | null;
   fingerprint: string;
   revoked: boolean;
+  /** The listener's knock secret as published (base64url). */
+  knock?: string | null;
+}
+
+/** Knock secrets of the listeners tests started in this process, by port: rawDial knocks with them. */
+const knockByPort = new Map<number, Uint8Array>();
+
+/** The knock secret the phonebook lists for `name`, looked up as the enrolled user of `as` (what any peer
+ * who dials `name` does); null when none is listed. */
+export async function listedKnock(as: HomeState, name: string): Promise<Uint8Array | null> {
+  const d = new DirectoryClient({ url: as.server, caPem: as.caPem, certPem: as.certPem, keyPem: as.keyPem });
+  try {
+    return decodeKnockSecret((await d.lookup(name))?.knock ?? null);
+  } finally {
+    d.close();
+  }
+}
+
+/** Lets rawDial knock on `port` with `secret` (a listener started by hand). */
+export function registerKnock(port: number, secret: Uint8Array): void {
+  knockByPort.set(port, secret);
 }
 
 /** An in-memory phonebook: entries set by the test, a revocation list the test controls. Like the real CA, it
@@ -235,7 +270,7 @@ export class FakeDirectory implements DirectoryLike {
     private readonly self?: { name: string; fingerprint: string },
     readonly entries = new Map<string, FakeEntry>(),
   ) {}
-  publish(host: string, port: number): Promise<void> {
+  publish(host: string, port: number, _ttlSeconds?: number, reach?: Publication): Promise<void> {
     if (this.self) {
       this.entries.set(this.self.name, {
         name: this.self.name,
@@ -243,6 +278,7 @@ export class FakeDirectory implements DirectoryLike {
         address: { host, port },
         fingerprint: this.self.fingerprint,
         revoked: false,
+        knock: reach?.knock ?? null,
       });
     }
     return Promise.resolve();
@@ -251,8 +287,19 @@ export class FakeDirectory implements DirectoryLike {
     if (this.self) this.entries.delete(this.self.name);
     return Promise.resolve();
   }
+  /** Answered once, instead of the current entry, to the next look-up of its name (an answer read just
+   * before the user published again, e.g. between a restarted listener binding and its publication). */
+  readonly staleOnce = new Map<string, FakeEntry>();
+  /** Look-ups answered, by name. */
+  readonly lookups = new Map<string, number>();
   lookup(name: string): Promise<FakeEntry | null> {
     if (this.down) return Promise.reject(new Error("cannot reach the directory (test: down)"));
+    this.lookups.set(name, (this.lookups.get(name) ?? 0) + 1);
+    const stale = this.staleOnce.get(name);
+    if (stale) {
+      this.staleOnce.delete(name);
+      return Promise.resolve(stale);
+    }
     return Promise.resolve(this.entries.get(name) ?? null);
   }
   revokedSerials(): Promise<Set<string>> {
@@ -326,6 +373,8 @@ export function localClock(): ClockLike {
 
 export interface TestEngine {
   engine: ChatEngine;
+  /** The knock secret its listener wants (registered for rawDial). */
+  knockSecret: Uint8Array;
   log: EventLog;
   directory: FakeDirectory;
   dir: string;
@@ -355,7 +404,9 @@ export async function startTestEngine(
   const directory = opts.directory ?? new FakeDirectory({ name: leaf.name, fingerprint: leaf.fingerprint });
   directory.ca ??= ca.material;
   const log = new EventLog();
+  const knockSecret = newKnockSecret();
   const engine = await ChatEngine.start({
+    knockSecret,
     name: leaf.name,
     certPem: leaf.certPem,
     keyPem: leaf.keyPem,
@@ -371,8 +422,10 @@ export async function startTestEngine(
     outboxRetryMs: 100,
     onEvent: log.push,
   });
+  registerKnock(engine.address.port, knockSecret);
   return {
     engine,
+    knockSecret,
     log,
     directory,
     dir,
@@ -453,7 +506,7 @@ export interface TestListener {
 export async function startTestListener(
   ca: Pick<TestCa, "certPem">,
   leaf: Pick<TestLeaf, "name" | "certPem" | "keyPem" | "fingerprint">,
-  opts: { limits?: Partial<SessionLimits> } = {},
+  opts: { limits?: Partial<SessionLimits>; host?: string } = {},
 ): Promise<TestListener> {
   const log = new EventLog();
   const trust = new PeerTrust({
@@ -484,7 +537,8 @@ export async function startTestListener(
     },
     opts.limits,
   );
-  const address = await sessions.listen("127.0.0.1", 0);
+  const address = await sessions.listen(opts.host ?? "127.0.0.1", 0);
+  registerKnock(address.port, sessions.knockSecret);
   return { sessions, log, address, stop: () => sessions.close() };
 }
 
@@ -590,16 +644,53 @@ function wrapRaw(socket: tls.TLSSocket, role: "dialer" | "listener", certPem: st
   return peer;
 }
 
-/** Dials `port` with a client certificate (or none) over TLS; resolves after the TLS handshake. */
+/** Dials `port` with a client certificate (or none) over TLS; resolves after the TLS handshake. It knocks
+ * first with the secret registered for `port` (registerKnock), or with the secret `opts.knock` (null: no
+ * knock), or sends `opts.knockBytes` as they are (a wrong or replayed knock). */
 export function rawDial(
   port: number,
   cred: { certPem: string; keyPem: string } | null,
   tlsOpts: tls.ConnectionOptions = {},
+  opts: { knock?: Uint8Array | null; knockBytes?: Uint8Array } = {},
 ): Promise<RawPeer> {
+  // A certificate configured with a key that is not its own: Deno's node:tls over a given socket then throws
+  // an uncaught TypeError and never settles, while over its own connection it fails locally, before any
+  // byte is sent (what the test of that case checks). Nothing is knocked then: nothing leaves this machine.
+  if (
+    cred && !new crypto.X509Certificate(cred.certPem).checkPrivateKey(crypto.createPrivateKey(cred.keyPem))
+  ) {
+    return new Promise((resolve, reject) => {
+      const socket = tls.connect({
+        host: "127.0.0.1",
+        port,
+        cert: cred.certPem,
+        key: cred.keyPem,
+        rejectUnauthorized: false,
+        minVersion: "TLSv1.3",
+        checkServerIdentity: () => undefined,
+        ...tlsOpts,
+      });
+      socket.once("secureConnect", () => resolve(wrapRaw(socket, "dialer", cred.certPem)));
+      socket.once("error", (e) => {
+        socket.destroy();
+        reject(e);
+      });
+    });
+  }
   return new Promise((resolve, reject) => {
+    const raw = net.connect({ host: "127.0.0.1", port });
+    // Whatever fails first (TCP, the listener closing unanswered, TLS) ends the attempt; a TLS error may be
+    // raised on the TCP socket it runs over.
+    raw.on("error", (e) => {
+      raw.destroy();
+      reject(e);
+    });
+    raw.once("close", () => reject(new Error("connection closed before the TLS handshake completed")));
+    const knock = opts.knock === undefined ? knockByPort.get(port) : opts.knock;
+    if (opts.knockBytes) raw.write(opts.knockBytes);
+    else if (knock) raw.write(makeKnock(knock));
     const socket = tls.connect({
-      host: "127.0.0.1",
-      port,
+      socket: raw,
       ...(cred ? { cert: cred.certPem, key: cred.keyPem } : {}),
       rejectUnauthorized: false,
       minVersion: "TLSv1.3",

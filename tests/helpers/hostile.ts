@@ -9,13 +9,16 @@
 import net from "node:net";
 import crypto from "node:crypto";
 import { makeTestLeaf, type TestCa, type TestLeaf } from "./pki.ts";
-import { rawDial, type RawPeer, startTestEngine } from "./chat.ts";
+import { rawDial, type RawPeer, registerKnock, startTestEngine } from "./chat.ts";
+import { decodeKnockSecret, encodeKnockSecret } from "../../contract/mod.ts";
 import { encodeFrame, type Frame } from "../../client/protocol/mod.ts";
 import { MAX_TEXT_BYTES } from "../../client/protocol/constants.ts";
 import { importPrivateKeyPem, x509 } from "../../pki/mod.ts";
 
 export interface VictimProcess {
   port: number;
+  /** Its listener's knock secret (base64url), as the phonebook would list it. */
+  knock: string;
   rss(): Promise<number>;
   /** Live JavaScript heap after a full collection, bytes. */
   heap(): Promise<number>;
@@ -72,9 +75,12 @@ export async function startVictimProcess(
     chain = p.catch(() => {});
     return p;
   };
-  const { port } = JSON.parse(await line()) as { port: number };
+  // The victim's knock secret comes over the pipe (never a command line), so the hostile peers can knock.
+  const { port, knock } = JSON.parse(await line()) as { port: number; knock: string };
+  registerKnock(port, decodeKnockSecret(knock)!);
   return {
     port,
+    knock,
     rss: () => ask<number>("rss"),
     heap: () => ask<number>("heap"),
     count: (name) => ask<{ rows: number; distinct: number }>(`count ${name}`),
@@ -110,7 +116,7 @@ async function victimMain(): Promise<void> {
   // The real limits: an empty requestLimits is the defaults (the helper lifts them otherwise).
   const e = await startTestEngine(ca, leaf, { requestLimits: {} });
   for (const n of accept) e.engine.acceptRequest(n);
-  console.log(JSON.stringify({ port: e.engine.address.port }));
+  console.log(JSON.stringify({ port: e.engine.address.port, knock: encodeKnockSecret(e.knockSecret) }));
   buf = buf.slice(buf.indexOf("\n") + 1);
   for (;;) {
     let i: number;

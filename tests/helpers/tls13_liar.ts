@@ -141,12 +141,15 @@ export async function tls13ClientWithAnyKey(opts: {
   certDer: Uint8Array;
   signingKeyPem: string;
   request: string;
+  /** Bytes sent before the ClientHello (a securechat listener's knock, contract/knock.ts). */
+  knock?: Uint8Array;
 }): Promise<LiarResult> {
   const sock = net.connect({ host: opts.host, port: opts.port });
   await new Promise<void>((resolve, reject) => {
     sock.once("connect", resolve);
     sock.once("error", reject);
   });
+  if (opts.knock) sock.write(opts.knock);
   const reader = new RecordReader(sock);
   const signingKey: KeyObject = createPrivateKey(opts.signingKeyPem);
   const eph = generateKeyPairSync("x25519");
