@@ -412,6 +412,7 @@ export class ChatEngine implements ChatEngineApi {
       maxUnreadMs: maxUnread,
       clock,
       store,
+      received: (peer, id) => store.hasReceived(peer, id),
       emit,
       isBlocked: (peer) => blocklist.has(peer),
       quota,

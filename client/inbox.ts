@@ -48,6 +48,9 @@ export interface InboxDeps {
   };
   /** The group committer's entry for received messages (ChatStore.queueIncoming). */
   store: { queueIncoming(item: IncomingItem): Promise<IncomingResult> };
+  /** Whether the message `id` of `peer` was received before (ChatStore.hasReceived): it then takes no room in
+   * the quota or a request. */
+  received?(peer: string, id: string): boolean;
   emit(e: EngineEvent): void;
   /** A newly stored message that may be shown now. */
   announce(m: Omit<StoredMessage, "seq">): void;
@@ -82,6 +85,8 @@ interface SessionQueue {
   writing: boolean;
   scheduled: boolean;
   waiter: (() => void) | null;
+  /** Called once no message is left waiting (every receipt handed to the socket, or dropped). */
+  idle: (() => void)[];
 }
 
 const utf8 = new TextEncoder();
@@ -118,36 +123,51 @@ export class Inbox {
   }
 
   /** Takes a message frame of an open session. Throws ProtocolError (nothing stored, no receipt) when the
-   * frame is refused. Resolves at once while the session's waiting messages are under maxPending (and their
+   * frame is refused by its checks; a refusal by the limits (quota, rate, requests) rejects with it once the
+   * receipts of the messages before it are written. Resolves at once while the session's waiting messages are under maxPending (and their
    * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
     const item = this.#check(s, f);
+    const peer = item.message.peer;
     // After the checks (a refused frame costs no quota), before the store: over the quota nothing is stored.
     const quota = this.#deps.quota;
-    const bytes = item.idOnly ? 0 : utf8Length(f.text);
-    quota?.admit(item.message.peer, bytes);
     const requests = this.#deps.requests;
-    try {
-      requests?.admit(item.message.peer);
-    } catch (e) {
-      quota?.settle(item.message.peer, bytes, false);
-      throw e;
-    }
     const q = this.#queue(s);
+    // A message we already hold (its receipt was lost) takes no room: it is acknowledged again and never
+    // refused for want of room. Counting it as new made a sender whose receipts were lost resend its whole
+    // outbox into a full quota at every retry, be refused before the duplicates' receipts went out, and never
+    // get through (the issue-11 "delivers once there is room" hang). The rate still applies.
+    const known = this.#deps.received?.(peer, f.id) === true;
+    const bytes = item.idOnly || known ? 0 : utf8Length(f.text);
+    try {
+      quota?.admit(peer, bytes);
+    } catch (e) {
+      return this.#refuseAfterReceipts(q, e);
+    }
+    // A known message is no new request either.
+    const counted = known ? undefined : requests;
+    try {
+      counted?.admit(peer);
+    } catch (e) {
+      quota?.settle(peer, bytes, false);
+      return this.#refuseAfterReceipts(q, e);
+    }
     // No keeping a message by blocking time: without verified time we could not delete an expiring message
     // at its deadline (its text and key would sit in chat.db past it), so it is not taken; the sender keeps
     // it queued, sends it again later, and its own copy dies on time if it never gets through.
-    if (item.message.ttlMs !== null && !item.idOnly && this.#deps.clock.now() === null) {
+    if (item.message.ttlMs !== null && !item.idOnly && !known && this.#deps.clock.now() === null) {
+      // Nothing is stored: what was admitted above is given back at once.
+      quota?.settle(peer, bytes, false);
+      counted?.settle(peer, false);
       q.entries.push({ id: f.id, chars: 0, status: "committed", error: null, refuse: "TIME_UNVERIFIED" });
-      const key = `${item.message.peer}|${f.id}`;
+      const key = `${peer}|${f.id}`;
       if (!this.#refusedSaid.has(key)) {
         if (this.#refusedSaid.size > 1000) this.#refusedSaid.clear();
         this.#refusedSaid.add(key);
         this.#deps.emit({
           event: "log",
           level: "warn",
-          text:
-            `refused an expiring message from ${item.message.peer}: our time is not verified (it stays with ` +
+          text: `refused an expiring message from ${peer}: our time is not verified (it stays with ` +
             `the sender, who sends it again later)`,
         });
       }
@@ -160,8 +180,8 @@ export class Inbox {
     const cap = item.capMs;
     this.#deps.store.queueIncoming(item).then(
       (result) => {
-        quota?.settle(item.message.peer, bytes, result === "stored");
-        requests?.settle(item.message.peer, result === "stored");
+        quota?.settle(peer, bytes, result === "stored");
+        counted?.settle(peer, result === "stored");
         entry.status = "committed";
         if (result === "stored" && !item.idOnly && cap !== null) {
           this.#deps.cap?.(item.message.peer, f.id, cap);
@@ -170,8 +190,8 @@ export class Inbox {
         this.#schedule(s, q);
       },
       (e: Error) => {
-        quota?.settle(item.message.peer, bytes, false);
-        requests?.settle(item.message.peer, false);
+        quota?.settle(peer, bytes, false);
+        counted?.settle(peer, false);
         entry.status = "failed";
         entry.error = e;
         this.#schedule(s, q);
@@ -181,10 +201,20 @@ export class Inbox {
     return new Promise<void>((resolve) => q.waiter = resolve);
   }
 
+  /** A refusal (quota, rate, request limit) ends the session, but only once every message taken before it is
+   * committed and its receipt written: the sender then knows those are delivered and resends only the rest.
+   * Ending at once dropped those receipts, so the sender resent them too, and a full quota refused it again
+   * before their receipts could go out. Rejects with `e` (the session turns it into the error frame). */
+  #refuseAfterReceipts(q: SessionQueue, e: unknown): Promise<void> {
+    const fail = () => Promise.reject(e);
+    if (q.entries.length === 0) return fail();
+    return new Promise<void>((resolve) => q.idle.push(resolve)).then(fail);
+  }
+
   #queue(s: InboxSession): SessionQueue {
     let q = this.#queues.get(s);
     if (!q) {
-      q = { entries: [], chars: 0, writing: false, scheduled: false, waiter: null };
+      q = { entries: [], chars: 0, writing: false, scheduled: false, waiter: null, idle: [] };
       this.#queues.set(s, q);
     }
     return q;
@@ -288,16 +318,27 @@ export class Inbox {
           });
           s.fail("STORE_FAILED", failure.message);
           this.#release(q);
+          this.#idle(q);
           return;
         }
         this.#drop(q, n);
-        if (s.state === "open") await s.sendBatch(acks).catch(() => {});
-        else this.#drop(q, q.entries.length); // nobody to acknowledge to: the sender resends, the id check absorbs it
+        // sendBatch writes to the socket before it first waits: a refusal waiting for these receipts may go
+        // out right after them.
+        const sent = s.state === "open" ? s.sendBatch(acks).catch(() => {}) : null;
+        // Nobody to acknowledge to: the sender resends, the id check absorbs it.
+        if (!sent) this.#drop(q, q.entries.length);
+        this.#idle(q);
+        await sent;
         this.#release(q);
       }
     } finally {
       q.writing = false;
     }
+  }
+
+  #idle(q: SessionQueue): void {
+    if (q.entries.length > 0 || q.idle.length === 0) return;
+    for (const w of q.idle.splice(0)) w();
   }
 
   #full(q: SessionQueue): boolean {

@@ -419,6 +419,11 @@ export class ChatStore {
     return this.#tx(() => this.#applyStates(changes));
   }
 
+  /** Whether message `id` from `peer` was received before (even if it has since expired or was deleted). */
+  hasReceived(peer: string, id: string): boolean {
+    return this.#stmt("SELECT 1 FROM received_ids WHERE peer = ? AND id = ?").get(peer, id) !== undefined;
+  }
+
   /** Queues an incoming message for the next group commit; resolves once it is on disk. */
   queueIncoming(item: IncomingItem): Promise<IncomingResult> {
     return this.committer.enqueue(this.#incomingKind, item);
