@@ -72,7 +72,7 @@ import { ChatStore, type OutgoingMessage, type StoredMessage } from "./store/sto
 import { RevocationCache } from "./revocation/mod.ts";
 import { PeerTrust } from "./peer_trust.ts";
 import { type DialEntry, Dialer } from "./dialer.ts";
-import { Outbox } from "./outbox.ts";
+import { Outbox, type RefusalBackoff } from "./outbox.ts";
 import { ExpirySweeper } from "./expiry_sweeper.ts";
 import { Presence } from "./presence.ts";
 import net from "node:net";
@@ -177,6 +177,8 @@ export interface ChatEngineOptions {
   requestLimits?: Partial<RequestLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
+  /** The backoff after a peer's inbox limits refused us (client/outbox.ts): default 5 s doubling to 5 min. */
+  refusalBackoff?: Partial<RefusalBackoff>;
   /** How long an "after read" message may stay unread, from its send time, before both copies die.
    * Default MAX_UNREAD_MS (client/protocol/constants.ts); tests shorten it. */
   maxUnreadMs?: number;
@@ -393,6 +395,8 @@ export class ChatEngine implements ChatEngineApi {
       maxUnreadMs: maxUnread,
       emit,
       onDeadline: () => this.#sweeper.sweep(),
+      now: () => this.#scheduler.now(),
+      refusalBackoff: opts.refusalBackoff,
     });
     this.#sweeper = new ExpirySweeper({
       store,
@@ -757,6 +761,7 @@ export class ChatEngine implements ChatEngineApi {
       limited
         ? `${name} refused more for now (${info.code}: ${info.message}); kept, retried later`
         : undefined,
+      limited ? info.code ?? undefined : undefined,
     );
     if (this.#closed) return;
     if (wasActive && !this.#sessions.active(name) && this.#online.delete(name)) {
@@ -1154,6 +1159,7 @@ export interface HomeEngineOptions extends
     | "inboxLimits"
     | "requestLimits"
     | "outboxRetryMs"
+    | "refusalBackoff"
     | "maxUnreadMs"
     | "publishTtlSeconds"
     | "onEvent"
@@ -1208,6 +1214,7 @@ export async function startEngineFromHome(
       inboxLimits: opts.inboxLimits,
       requestLimits: opts.requestLimits,
       outboxRetryMs: opts.outboxRetryMs,
+      refusalBackoff: opts.refusalBackoff,
       maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,
       onEvent: opts.onEvent,
