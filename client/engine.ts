@@ -61,7 +61,7 @@ import {
   parseTtlMode,
   unreadDeadline,
 } from "./expiry.ts";
-import { MAX_TEXT_BYTES } from "./protocol/constants.ts";
+import { MAX_TEXT_BYTES, REQUEST_SWEEP_INTERVAL_MS } from "./protocol/constants.ts";
 import { ProtocolError } from "./protocol/errors.ts";
 import type { Frame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
@@ -177,6 +177,8 @@ export interface ChatEngineOptions {
   requestLimits?: Partial<RequestLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
+  /** How often requests are checked for expiry (REQUEST_SWEEP_INTERVAL_MS; tests shorten it). */
+  requestSweepMs?: number;
   /** The backoff after a peer's inbox limits refused us (client/outbox.ts): default 5 s doubling to 5 min. */
   refusalBackoff?: Partial<RefusalBackoff>;
   /** How long an "after read" message may stay unread, from its send time, before both copies die.
@@ -309,7 +311,16 @@ export class ChatEngine implements ChatEngineApi {
     const clock = opts.clock;
     const blocklist = this.#blocklist = new Blocklist(store);
     const quota = this.#quota = new PeerQuota(store, opts.inboxLimits);
-    const requests = this.#requests = new MessageRequests(store, emit, opts.requestLimits);
+    // Requests age on the latest trusted time (the local clock before any): a clock set back cannot keep a
+    // stranger's slot.
+    const requests = this.#requests = new MessageRequests(
+      store,
+      emit,
+      opts.requestLimits,
+      () => this.#latestNow(),
+    );
+    // A peer blocked by an older version kept its request (and its slot): freed now.
+    for (const name of blocklist.names()) requests.blocked(name);
     this.#revocation = new RevocationCache({
       fetch: () => opts.directory.crl(),
       load: () => this.#loadStoredCrl(),
@@ -500,6 +511,8 @@ export class ChatEngine implements ChatEngineApi {
     }
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
+    this.#every(o.requestSweepMs ?? REQUEST_SWEEP_INTERVAL_MS, () => this.#expireRequests());
+    this.#expireRequests();
     this.#outbox.retryAll();
     void this.#convertLegacyPins();
   }
@@ -754,7 +767,8 @@ export class ChatEngine implements ChatEngineApi {
     const name = s.peer?.name ?? s.expectedName;
     if (!name) return;
     // The peer's inbox limits: our messages wait and are sent again at the next retry.
-    const limited = info.by === "peer" && (info.code === "QUOTA_EXCEEDED" || info.code === "RATE_LIMITED");
+    const limited = info.by === "peer" &&
+      (info.code === "QUOTA_EXCEEDED" || info.code === "RATE_LIMITED" || info.code === "REQUESTS_FULL");
     this.#outbox.onSessionClosed(
       name,
       s.id,
@@ -899,7 +913,14 @@ export class ChatEngine implements ChatEngineApi {
     const peer = this.#blocklist.block(name, this.name);
     const s = this.#sessions.active(peer);
     if (s) s.fail("BLOCKED", `${this.name} blocked you`);
-    this.#emit({ event: "log", level: "info", text: `${peer} is blocked` });
+    // A stranger's request ends with the block: its messages are deleted and its slot is free for others.
+    const dropped = this.#requests.blocked(peer);
+    if (dropped > 0) this.#quota.invalidate(peer);
+    this.#emit({
+      event: "log",
+      level: "info",
+      text: `${peer} is blocked${dropped > 0 ? ` (its message request of ${dropped} deleted)` : ""}`,
+    });
     return peer;
   }
 
@@ -930,6 +951,11 @@ export class ChatEngine implements ChatEngineApi {
     this.#requests.decline(peer);
     this.#quota.invalidate(peer);
     return peer;
+  }
+
+  /** Requests not accepted in time end (client/requests.ts); their messages are gone, so is their quota. */
+  #expireRequests(): void {
+    for (const peer of this.#requests.expire()) this.#quota.invalidate(peer);
   }
 
   /** Strangers with a pending message request, and how many messages each. */

@@ -158,7 +158,7 @@ export class Inbox {
     if (item.message.ttlMs !== null && !item.idOnly && !known && this.#deps.clock.now() === null) {
       // Nothing is stored: what was admitted above is given back at once.
       quota?.settle(peer, bytes, false);
-      counted?.settle(peer, false);
+      counted?.settle(peer, f.id, false);
       q.entries.push({ id: f.id, chars: 0, status: "committed", error: null, refuse: "TIME_UNVERIFIED" });
       const key = `${peer}|${f.id}`;
       if (!this.#refusedSaid.has(key)) {
@@ -180,18 +180,17 @@ export class Inbox {
     const cap = item.capMs;
     this.#deps.store.queueIncoming(item).then(
       (result) => {
-        quota?.settle(peer, bytes, result === "stored");
-        counted?.settle(peer, result === "stored");
+        // A request ended (declined, blocked, expired) while this was committing deletes it as it lands.
+        const kept = counted ? counted.settle(peer, f.id, result === "stored") : result === "stored";
+        quota?.settle(peer, bytes, kept);
         entry.status = "committed";
-        if (result === "stored" && !item.idOnly && cap !== null) {
-          this.#deps.cap?.(item.message.peer, f.id, cap);
-        }
-        if (result === "stored" && !item.idOnly) this.#reveal(item.message);
+        if (kept && !item.idOnly && cap !== null) this.#deps.cap?.(peer, f.id, cap);
+        if (kept && !item.idOnly) this.#reveal(item.message);
         this.#schedule(s, q);
       },
       (e: Error) => {
         quota?.settle(peer, bytes, false);
-        counted?.settle(peer, false);
+        counted?.settle(peer, f.id, false);
         entry.status = "failed";
         entry.error = e;
         this.#schedule(s, q);

@@ -40,6 +40,8 @@ Deno.test("block: a blocked peer is refused at the hello, nothing it sends is st
     const m0 = msg("alice", "bob", "before the block");
     first.p.send(m0);
     await first.p.waitFrame((f) => f.t === "ack");
+    // A conversation, not a stranger's request (blocking a stranger deletes its request: message_requests_test).
+    bob.engine.acceptRequest("alice");
 
     assert.equal(bob.engine.block("Alice"), "alice");
     // Her open session is ended with BLOCKED.

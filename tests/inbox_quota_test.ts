@@ -173,7 +173,9 @@ Deno.test({
         alice.engine.history("bob").every((m) => m.state === "delivered" || m.state === "read")
       );
       // Each refusal is reported once per message, not at every retry.
-      const failedIds = alice.log.of("failed").filter((e) => /QUOTA_EXCEEDED/.test(e.reason)).map((e) => e.id);
+      const failedIds = alice.log.of("failed").filter((e) => /QUOTA_EXCEEDED/.test(e.reason)).map((e) =>
+        e.id
+      );
       assert.equal(new Set(failedIds).size, failedIds.length, `one failed event per message: ${failedIds}`);
       assert.equal(
         alice.log.of("log").filter((e) => /bob refuses more of our messages/.test(e.text)).length,

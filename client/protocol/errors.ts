@@ -25,6 +25,7 @@ export type ProtocolErrorCode =
   | "STORE_FAILED"
   | "RATE_LIMITED"
   | "BLOCKED"
-  | "QUOTA_EXCEEDED";
+  | "QUOTA_EXCEEDED"
+  | "REQUESTS_FULL";
 
 export class ProtocolError extends CodedError<ProtocolErrorCode> {}
