@@ -62,7 +62,7 @@ import {
   unreadDeadline,
 } from "./expiry.ts";
 import { MAX_TEXT_BYTES, REQUEST_SWEEP_INTERVAL_MS } from "./protocol/constants.ts";
-import { ProtocolError } from "./protocol/errors.ts";
+import { ProtocolError, REFUSED_MESSAGE } from "./protocol/errors.ts";
 import type { Frame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import { SessionManager } from "./session/manager.ts";
@@ -768,7 +768,7 @@ export class ChatEngine implements ChatEngineApi {
     if (!name) return;
     // The peer's inbox limits: our messages wait and are sent again at the next retry.
     const limited = info.by === "peer" &&
-      (info.code === "QUOTA_EXCEEDED" || info.code === "RATE_LIMITED" || info.code === "REQUESTS_FULL");
+      ["QUOTA_EXCEEDED", "RATE_LIMITED", "REQUESTS_FULL", "REFUSED"].includes(info.code ?? "");
     this.#outbox.onSessionClosed(
       name,
       s.id,
@@ -912,7 +912,8 @@ export class ChatEngine implements ChatEngineApi {
   block(name: string): string {
     const peer = this.#blocklist.block(name, this.name);
     const s = this.#sessions.active(peer);
-    if (s) s.fail("BLOCKED", `${this.name} blocked you`);
+    // The peer hears only the generic refusal (it cannot tell a block from a declined request); we log why.
+    if (s) s.fail("REFUSED", REFUSED_MESSAGE, "BLOCKED", `${peer} is blocked`);
     // A stranger's request ends with the block: its messages are deleted and its slot is free for others.
     const dropped = this.#requests.blocked(peer);
     if (dropped > 0) this.#quota.invalidate(peer);

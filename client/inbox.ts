@@ -15,7 +15,7 @@ import type { TimeProof, TrustedTime } from "../clock/types.ts";
 import { verifyTimeProof } from "../clock/mod.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import { effectiveDeadline, isVisible, provedSentAt, receiverDeadline } from "./expiry.ts";
-import { ProtocolError } from "./protocol/errors.ts";
+import { ProtocolError, REFUSED_MESSAGE } from "./protocol/errors.ts";
 import type { AckFrame, MsgFrame, RefuseFrame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import type { IncomingItem, IncomingMessage, IncomingResult, StoredMessage } from "./store/store.ts";
@@ -229,7 +229,7 @@ export class Inbox {
     }
     if (f.to !== d.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
     // A session open when the user blocked its peer is ended at once; this covers frames already read.
-    if (d.isBlocked?.(peer)) throw new ProtocolError("BLOCKED", `${peer} is blocked`);
+    if (d.isBlocked?.(peer)) throw new ProtocolError("REFUSED", REFUSED_MESSAGE);
     let sentAt = f.sentAt;
     let expiresAt: number | null = null;
     // The monotonic cap from arrival: the lifetime plus the proof's whole uncertainty (for "after read", the

@@ -9,8 +9,8 @@
  * Slots are not a permanent denial: a request not accepted within REQUEST_EXPIRY_MS (7 days) of its first
  * message expires (`expire`, run by the engine's timer), and declining or blocking ends one at once; each
  * deletes the request's messages (securely, as expiry does). A declined or expired stranger cannot open a new
- * request for REQUEST_COOLDOWN_MS (7 days), so the same sock-puppets cannot take the freed slots back at once;
- * a blocked one is refused anyway.
+ * request for REQUEST_COOLDOWN_MS (7 days; ProtocolError REFUSED, the words a blocked peer gets too), so the
+ * same sock-puppets cannot take the freed slots back at once; a blocked one is refused anyway.
  *
  * The accepted names live in chat.db (table `accepted`), the start of each request and the cooldowns in
  * `request_state`; the counts of pending requests are read from the store at start and kept in memory (a
@@ -23,7 +23,7 @@ import {
   REQUEST_MAX_MESSAGES,
   REQUEST_MAX_STRANGERS,
 } from "./protocol/constants.ts";
-import { ProtocolError } from "./protocol/errors.ts";
+import { ProtocolError, REFUSED_MESSAGE } from "./protocol/errors.ts";
 import type { EngineEvent } from "./engine_types.ts";
 
 export interface RequestLimits {
@@ -112,7 +112,7 @@ export class MessageRequests {
   }
 
   /** Counts one message from `peer` before it is stored, or throws ProtocolError QUOTA_EXCEEDED (this
-   * stranger's request is full, or in its cooldown) or REQUESTS_FULL (no room for a new stranger). */
+   * stranger's request is full), REFUSED (in its cooldown) or REQUESTS_FULL (no room for a new stranger). */
   admit(peer: string): void {
     if (this.#accepted.has(peer)) return;
     const n = this.#pending.get(peer) ?? 0;
@@ -125,7 +125,8 @@ export class MessageRequests {
     if (n === 0) {
       const until = this.#cooldown.get(peer);
       if (until !== undefined && until > this.#now()) {
-        throw new ProtocolError("QUOTA_EXCEEDED", "no new message request for now: try again later");
+        // The same words a blocked peer gets: a declined stranger learns no more than that.
+        throw new ProtocolError("REFUSED", REFUSED_MESSAGE);
       }
       if (this.#pending.size >= this.limits.strangers) {
         if (!this.#fullSaid) {

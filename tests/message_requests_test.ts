@@ -14,6 +14,7 @@ import { MAX_TEXT_BYTES, REQUEST_MAX_MESSAGES } from "../client/protocol/constan
 import { EngineError } from "../client/engine.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
 import { MessageRequests } from "../client/requests.ts";
+import { REFUSED_MESSAGE } from "../client/protocol/errors.ts";
 import { ChatStore } from "../client/store/store.ts";
 import { runHeadless } from "../client/headless.ts";
 import { parseInput } from "../client/tui/commands.ts";
@@ -46,7 +47,11 @@ async function burst(port: number, leaf: TestLeaf, n: number, text = "hello") {
   const end = await p.waitFrame((f) => f.t === "error" || (f.t === "ack" && f.id === last), 30_000);
   const acked = p.frames.filter((f) => f.t === "ack").map((f) => (f as { id: string }).id);
   p.socket.destroy();
-  return { acked, code: end.t === "error" ? end.code : null };
+  return {
+    acked,
+    code: end.t === "error" ? end.code : null,
+    message: end.t === "error" ? end.message : null,
+  };
 }
 
 Deno.test("requests: a stranger flooding 1,500 messages of 16 KiB gets 5 stored as a request, announced once", async () => {
@@ -103,6 +108,9 @@ Deno.test("requests: accept, reply and decline; the total number of strangers is
     assert.equal(bob.engine.declineRequest("carol"), "carol");
     assert.equal(bob.engine.history("carol").length, 0);
     assert.equal(bob.store((s) => s.history("carol")).length, 0);
+    // Asking again at once is refused with the very words a blocked peer gets: she cannot tell which.
+    const back = await burst(port(), carol, 1);
+    assert.deepEqual([back.code, back.message], ["REFUSED", REFUSED_MESSAGE]);
     assert.throws(
       () => bob.engine.declineRequest("alice"),
       (e: unknown) => e instanceof EngineError && e.code === "NOT_FOUND",
@@ -255,7 +263,7 @@ Deno.test("requests: a request expires a week after its first message, a decline
     assert.equal(store.history("alice").length, 0, "its messages are deleted");
     assert.deepEqual(r.pending(), [{ name: "carol", messages: 1 }]);
     assert.ok(events.some((e) => e.event === "log" && /alice \(2 messages\) was not accepted/.test(e.text)));
-    assert.equal(refusal("alice"), "QUOTA_EXCEEDED", "no new request during the cooldown");
+    assert.equal(refusal("alice"), "REFUSED", "no new request during the cooldown");
     assert.ok(receive("dave"), "the slot is free for another stranger");
 
     // Across a restart: the start of each request and the cooldowns are kept.
@@ -263,7 +271,7 @@ Deno.test("requests: a request expires a week after its first message, a decline
     store = new ChatStore(db);
     r = new MessageRequests(store, (e) => events.push(e), { strangers: 3 }, () => now);
     assert.deepEqual(r.pending().map((p) => p.name), ["carol", "dave"]);
-    assert.equal(refusal("alice"), "QUOTA_EXCEEDED");
+    assert.equal(refusal("alice"), "REFUSED");
     now = t0 + 10 * DAY;
     assert.deepEqual(r.expire(), ["carol"], "carol's week began at day 3, not at the restart");
     now = t0 + 14 * DAY;
@@ -272,7 +280,7 @@ Deno.test("requests: a request expires a week after its first message, a decline
 
     // Declining starts the cooldown too; accepting lifts every limit.
     assert.equal(r.decline("dave"), 1);
-    assert.equal(refusal("dave"), "QUOTA_EXCEEDED");
+    assert.equal(refusal("dave"), "REFUSED");
     r.accept("dave");
     for (let i = 0; i < 10; i++) assert.ok(receive("dave"));
 
