@@ -124,8 +124,9 @@ export class Inbox {
 
   /** Takes a message frame of an open session. Throws ProtocolError (nothing stored, no receipt) when the
    * frame is refused by its checks; a refusal by the limits (quota, rate, requests) rejects with it once the
-   * receipts of the messages before it are written. Resolves at once while the session's waiting messages are under maxPending (and their
-   * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
+   * receipts of the messages before it are written. Resolves at once while the session's waiting messages are
+   * under maxPending (and their text under maxPendingChars), else once enough of them are acknowledged (or
+   * the session closed). */
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
     const item = this.#check(s, f);
     const peer = item.message.peer;

@@ -99,8 +99,9 @@ export class Outbox {
   readonly #cursor = new Map<string, { sessionId: number; seq: number }>();
   /** Peers whose inbox limits refused us (see REFUSAL_BACKOFF_BASE_MS); gone once nothing waits for them. */
   readonly #held = new Map<string, HeldBack>();
-  /** message id -> the refusal its `failed` event named: the same refusal at a later retry says nothing
-   * again, and writing it again says no `sent` (it stays "failed, kept" for the user until delivered). */
+  /** message id -> the refusal its `failed` event named: the same refusal (or a plain connection drop) at a
+   * later retry says nothing again, and writing it again says no `sent` (it stays "failed, kept" for the user
+   * until delivered); another refusal code is said. */
   readonly #told = new Map<string, string>();
   readonly #backoff: RefusalBackoff;
   #closed = false;
@@ -249,9 +250,11 @@ export class Outbox {
     for (const [id, sid] of [...this.#inflight]) {
       if (sid !== sessionId) continue;
       this.#inflight.delete(id);
-      const told = refusal !== undefined && this.#told.get(id) === refusal;
+      // Said already: the same refusal again, or a plain drop of a message the peer's limit holds back (the
+      // user still sees it "failed, kept"; a drop of a duplicate session under load is no news).
+      const prev = this.#told.get(id);
+      const told = prev !== undefined && (refusal === undefined || refusal === prev);
       if (refusal !== undefined) this.#told.set(id, refusal);
-      else this.#told.delete(id);
       // Queued behind the "sent" of its write, so it applies after it (state changes only move forward).
       this.#queueState(
         { peer, id, state: "failed" },

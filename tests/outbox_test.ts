@@ -267,6 +267,15 @@ Deno.test("outbox: a peer's limit refusal holds it back (no dial, no write) with
     await settle();
     assert.equal(msgs(s), 2);
     assert.equal(count("sent"), 2, "only the first write said sent");
+    // A plain connection drop of those held-back messages is no news either.
+    r.drop();
+    await settle();
+    assert.equal(count("failed"), 2);
+    s = r.open();
+    await r.outbox.flush("bob");
+    await settle();
+    assert.equal(msgs(s), 2);
+    assert.equal(count("sent"), 2);
     r.drop("QUOTA_EXCEEDED");
     await settle();
     assert.equal(count("failed"), 2);
