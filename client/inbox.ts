@@ -27,6 +27,9 @@ import type { MessageRequests } from "./requests.ts";
 export const DEFAULT_MAX_PENDING = 1024;
 /** ...and the bound on their text (UTF-16 code units, about bytes), so big messages cannot pile up memory. */
 export const DEFAULT_MAX_PENDING_CHARS = 1 << 20;
+/** How long a limit's refusal waits for the receipts of the messages before it (their commits; a peer that
+ * reads nothing holds them in our socket buffer) before the session ends anyway. */
+export const REFUSAL_RECEIPTS_WAIT_MS = 5000;
 
 /** What the inbox needs of a peer session (PeerSession satisfies it). */
 export interface InboxSession {
@@ -208,7 +211,17 @@ export class Inbox {
   #refuseAfterReceipts(q: SessionQueue, e: unknown): Promise<void> {
     const fail = () => Promise.reject(e);
     if (q.entries.length === 0) return fail();
-    return new Promise<void>((resolve) => q.idle.push(resolve)).then(fail);
+    return new Promise<void>((resolve) => {
+      // A peer that does not read its receipts (they wait for drain) is refused anyway after a while.
+      const timer = setTimeout(done, REFUSAL_RECEIPTS_WAIT_MS);
+      function done() {
+        clearTimeout(timer);
+        const i = q.idle.indexOf(done);
+        if (i >= 0) q.idle.splice(i, 1);
+        resolve();
+      }
+      q.idle.push(done);
+    }).then(fail);
   }
 
   #queue(s: InboxSession): SessionQueue {
