@@ -760,6 +760,7 @@ export class ChatEngine implements ChatEngineApi {
       this.#online.add(name);
       this.#emit({ event: "peer-online", name });
     }
+    if (s.role === "listener") this.#outbox.onPeerDialled(name);
     void this.#outbox.flush(name);
   }
 

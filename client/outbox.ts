@@ -121,6 +121,13 @@ export class Outbox {
     return this.#d.now?.() ?? performance.now();
   }
 
+  /** `peer` dialled us: it wants to talk (it read our messages and owes receipts, or unblocked us), so the
+   * delay ends now; a refusal on this session holds it back again, one step further. */
+  onPeerDialled(peer: string): void {
+    const h = this.#held.get(peer);
+    if (h) h.untilMs = 0;
+  }
+
   /** When `peer`'s limits let us write to it again (monotonic ms), or null when they do not hold us back. */
   heldUntil(peer: string): number | null {
     const h = this.#held.get(peer);

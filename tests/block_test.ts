@@ -134,6 +134,7 @@ Deno.test("block: as dialer, a blocked peer is refused too, and its queued messa
       !alice.log.events.some((e) => JSON.stringify(e).includes("BLOCKED")),
       "alice never reads BLOCKED",
     );
+    await until(() => alice.log.of("error").some((e) => e.code === "PEER_REFUSED"), 5_000, "PEER_REFUSED");
     assert.equal(bob.engine.history("alice").filter((m) => m.direction === "in").length, 0);
     assert.equal(bob.engine.history("alice").find((m) => m.id === queued.id)?.state, "sending");
 

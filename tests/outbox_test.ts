@@ -299,8 +299,12 @@ Deno.test("outbox: a peer's limit refusal holds it back (no dial, no write) with
     assert.deepEqual(delays, [3000, 6000, 6000, 6000, 6000]);
     assert.equal(count("failed"), 2, "never reported again for the same refusal");
 
+    // The peer dialling us ends the delay at once (it read, or unblocked us).
+    assert.notEqual(r.outbox.heldUntil("bob"), null);
+    r.outbox.onPeerDialled("bob");
+    assert.equal(r.outbox.heldUntil("bob"), null);
+
     // A receipt is progress: the next refusal waits the shortest delay again.
-    r.clock.now = r.outbox.heldUntil("bob")!;
     s = r.open();
     r.outbox.retryAll();
     await r.outbox.settle();
