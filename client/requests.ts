@@ -58,10 +58,10 @@ export class MessageRequests {
   readonly #since = new Map<string, number>();
   /** Strangers who may not open a new request before then. */
   readonly #cooldown = new Map<string, number>();
-  /** Admitted messages of strangers not settled yet, and the strangers whose request ended meanwhile (those
-   * messages are deleted as they land). */
+  /** Admitted messages of strangers not settled yet, and how many of them belong to a request that ended
+   * meanwhile (deleted as they land: commits settle in admission order, so those come first). */
   readonly #inflight = new Map<string, number>();
-  readonly #ended = new Set<string>();
+  readonly #discard = new Map<string, number>();
   /** Whether the `requests-full` event was said since the requests last had room. */
   #fullSaid = false;
 
@@ -147,8 +147,10 @@ export class MessageRequests {
     const f = (this.#inflight.get(peer) ?? 1) - 1;
     if (f > 0) this.#inflight.set(peer, f);
     else this.#inflight.delete(peer);
-    if (this.#ended.has(peer)) {
-      if (f <= 0) this.#ended.delete(peer);
+    const d = this.#discard.get(peer);
+    if (d !== undefined) {
+      if (d > 1) this.#discard.set(peer, d - 1);
+      else this.#discard.delete(peer);
       if (stored) this.#store.deleteMessages([{ peer, id }]);
       return false;
     }
@@ -175,7 +177,7 @@ export class MessageRequests {
     this.#forget(peer);
     // Its messages still committing are a conversation's now: kept.
     this.#inflight.delete(peer);
-    this.#ended.delete(peer);
+    this.#discard.delete(peer);
     this.#cooldown.delete(peer);
     this.#store.setRequestState(peer, null, null);
   }
@@ -215,7 +217,8 @@ export class MessageRequests {
     if (this.#accepted.has(peer)) return 0;
     const ids = this.#store.incomingIds(peer);
     this.#store.deleteMessages(ids.map((id) => ({ peer, id })));
-    if ((this.#inflight.get(peer) ?? 0) > 0) this.#ended.add(peer);
+    const inflight = this.#inflight.get(peer) ?? 0;
+    if (inflight > 0) this.#discard.set(peer, inflight);
     this.#forget(peer);
     if (cooldown) {
       const until = this.#now() + this.limits.cooldownMs;

@@ -303,6 +303,31 @@ Deno.test("requests: a request expires a week after its first message, a decline
     assert.equal(r.settle("erin", late, true), false);
     assert.equal(store.history("erin").length, 0);
     assert.deepEqual(r.pending().map((p) => p.name), []);
+
+    // Blocked with a message in flight, unblocked, and asking again before that message lands: the old one is
+    // deleted as it lands, the new one is kept (commits settle in admission order).
+    r.admit("frank");
+    assert.equal(r.blocked("frank"), 0);
+    const stale = "e".repeat(32);
+    const fresh = "d".repeat(32);
+    r.admit("frank");
+    for (const id of [stale, fresh]) {
+      store.addIncoming({
+        id,
+        peer: "frank",
+        from: "frank",
+        text: id,
+        sentAt: now,
+        expiresAt: null,
+        ttlMs: null,
+        ttlMode: null,
+        proof: null,
+      });
+    }
+    assert.equal(r.settle("frank", stale, true), false);
+    assert.equal(r.settle("frank", fresh, true), true);
+    assert.deepEqual(store.history("frank").map((m) => m.id), [fresh]);
+    assert.deepEqual(r.pending(), [{ name: "frank", messages: 1 }]);
   } finally {
     store.close();
     await Deno.remove(dir, { recursive: true });
