@@ -61,8 +61,8 @@ import {
   parseTtlMode,
   unreadDeadline,
 } from "./expiry.ts";
-import { MAX_TEXT_BYTES } from "./protocol/constants.ts";
-import { ProtocolError } from "./protocol/errors.ts";
+import { MAX_TEXT_BYTES, REQUEST_SWEEP_INTERVAL_MS } from "./protocol/constants.ts";
+import { ProtocolError, REFUSED_MESSAGE } from "./protocol/errors.ts";
 import type { Frame } from "./protocol/frames.ts";
 import { timeProofData } from "./protocol/binding.ts";
 import { SessionManager } from "./session/manager.ts";
@@ -72,7 +72,7 @@ import { ChatStore, type OutgoingMessage, type StoredMessage } from "./store/sto
 import { RevocationCache } from "./revocation/mod.ts";
 import { PeerTrust } from "./peer_trust.ts";
 import { type DialEntry, Dialer } from "./dialer.ts";
-import { Outbox } from "./outbox.ts";
+import { Outbox, type RefusalBackoff } from "./outbox.ts";
 import { ExpirySweeper } from "./expiry_sweeper.ts";
 import { Presence } from "./presence.ts";
 import net from "node:net";
@@ -180,6 +180,10 @@ export interface ChatEngineOptions {
   requestLimits?: Partial<RequestLimits>;
   /** How often the outbox asks the phonebook whether waiting peers came back. Default 5 s. */
   outboxRetryMs?: number;
+  /** How often requests are checked for expiry (REQUEST_SWEEP_INTERVAL_MS; tests shorten it). */
+  requestSweepMs?: number;
+  /** The backoff after a peer's inbox limits refused us (client/outbox.ts): default 5 s doubling to 5 min. */
+  refusalBackoff?: Partial<RefusalBackoff>;
   /** How long an "after read" message may stay unread, from its send time, before both copies die.
    * Default MAX_UNREAD_MS (client/protocol/constants.ts); tests shorten it. */
   maxUnreadMs?: number;
@@ -333,7 +337,16 @@ export class ChatEngine implements ChatEngineApi {
     const clock = opts.clock;
     const blocklist = this.#blocklist = new Blocklist(store);
     const quota = this.#quota = new PeerQuota(store, opts.inboxLimits);
-    const requests = this.#requests = new MessageRequests(store, emit, opts.requestLimits);
+    // Requests age on the latest trusted time (the local clock before any): a clock set back cannot keep a
+    // stranger's slot.
+    const requests = this.#requests = new MessageRequests(
+      store,
+      emit,
+      opts.requestLimits,
+      () => this.#latestNow(),
+    );
+    // A peer blocked by an older version kept its request (and its slot): freed now.
+    for (const name of blocklist.names()) requests.blocked(name);
     this.#revocation = new RevocationCache({
       fetch: () => opts.directory.crl(),
       load: () => this.#loadStoredCrl(),
@@ -436,6 +449,7 @@ export class ChatEngine implements ChatEngineApi {
       emit,
       onDeadline: () => this.#sweeper.sweep(),
       scheduler: this.#scheduler,
+      refusalBackoff: opts.refusalBackoff,
     });
     this.#sweeper = new ExpirySweeper({
       store,
@@ -455,6 +469,7 @@ export class ChatEngine implements ChatEngineApi {
       maxUnreadMs: maxUnread,
       clock,
       store,
+      received: (peer, id) => store.hasReceived(peer, id),
       emit,
       isBlocked: (peer) => blocklist.has(peer),
       quota,
@@ -538,6 +553,8 @@ export class ChatEngine implements ChatEngineApi {
     }
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
+    this.#every(o.requestSweepMs ?? REQUEST_SWEEP_INTERVAL_MS, () => this.#expireRequests());
+    this.#expireRequests();
     this.#outbox.retryAll();
     void this.#convertLegacyPins();
   }
@@ -796,6 +813,7 @@ export class ChatEngine implements ChatEngineApi {
       this.#online.add(name);
       this.#emit({ event: "peer-online", name });
     }
+    if (s.role === "listener") this.#outbox.onPeerDialled(name);
     void this.#outbox.flush(name);
   }
 
@@ -803,13 +821,15 @@ export class ChatEngine implements ChatEngineApi {
     const name = s.peer?.name ?? s.expectedName;
     if (!name) return;
     // The peer's inbox limits: our messages wait and are sent again at the next retry.
-    const limited = info.by === "peer" && (info.code === "QUOTA_EXCEEDED" || info.code === "RATE_LIMITED");
+    const limited = info.by === "peer" &&
+      ["QUOTA_EXCEEDED", "RATE_LIMITED", "REQUESTS_FULL", "REFUSED"].includes(info.code ?? "");
     this.#outbox.onSessionClosed(
       name,
       s.id,
       limited
         ? `${name} refused more for now (${info.code}: ${info.message}); kept, retried later`
         : undefined,
+      limited ? info.code ?? undefined : undefined,
     );
     if (this.#closed) return;
     if (wasActive && !this.#sessions.active(name) && this.#online.delete(name)) {
@@ -947,8 +967,16 @@ export class ChatEngine implements ChatEngineApi {
   block(name: string): string {
     const peer = this.#blocklist.block(name, this.name);
     const s = this.#sessions.active(peer);
-    if (s) s.fail("BLOCKED", `${this.name} blocked you`);
-    this.#emit({ event: "log", level: "info", text: `${peer} is blocked` });
+    // The peer hears only the generic refusal (it cannot tell a block from a declined request); we log why.
+    if (s) s.fail("REFUSED", REFUSED_MESSAGE, "BLOCKED", `${peer} is blocked`);
+    // A stranger's request ends with the block: its messages are deleted and its slot is free for others.
+    const dropped = this.#requests.blocked(peer);
+    if (dropped > 0) this.#quota.invalidate(peer);
+    this.#emit({
+      event: "log",
+      level: "info",
+      text: `${peer} is blocked${dropped > 0 ? ` (its message request of ${dropped} deleted)` : ""}`,
+    });
     return peer;
   }
 
@@ -979,6 +1007,11 @@ export class ChatEngine implements ChatEngineApi {
     this.#requests.decline(peer);
     this.#quota.invalidate(peer);
     return peer;
+  }
+
+  /** Requests not accepted in time end (client/requests.ts); their messages are gone, so is their quota. */
+  #expireRequests(): void {
+    for (const peer of this.#requests.expire()) this.#quota.invalidate(peer);
   }
 
   /** Strangers with a pending message request, and how many messages each. */
@@ -1212,6 +1245,7 @@ export interface HomeEngineOptions extends
     | "inboxLimits"
     | "requestLimits"
     | "outboxRetryMs"
+    | "refusalBackoff"
     | "maxUnreadMs"
     | "publishTtlSeconds"
     | "onEvent"
@@ -1267,6 +1301,7 @@ export async function startEngineFromHome(
       inboxLimits: opts.inboxLimits,
       requestLimits: opts.requestLimits,
       outboxRetryMs: opts.outboxRetryMs,
+      refusalBackoff: opts.refusalBackoff,
       maxUnreadMs: opts.maxUnreadMs,
       publishTtlSeconds: opts.publishTtlSeconds,
       onEvent: opts.onEvent,

@@ -111,6 +111,9 @@ export type EngineEvent =
   | { event: "typing"; from: string }
   /** The first message of a stranger (never written to nor accepted): held as a message request. */
   | { event: "request"; from: string }
+  /** A new stranger was turned away because message requests from REQUEST_MAX_STRANGERS strangers are
+   * pending; said once until there is room again (decline some, or wait for them to expire). */
+  | { event: "requests-full"; strangers: number }
   | { event: "peer-online"; name: string }
   | { event: "peer-offline"; name: string }
   | { event: "key-changed"; name: string; oldFingerprint: string; newFingerprint: string }

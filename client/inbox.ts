@@ -15,7 +15,7 @@ import type { TimeProof, TrustedTime } from "../clock/types.ts";
 import { verifyTimeProof } from "../clock/mod.ts";
 import type { EngineEvent } from "./engine_types.ts";
 import { effectiveDeadline, isVisible, provedSentAt, receiverDeadline } from "./expiry.ts";
-import { ProtocolError } from "./protocol/errors.ts";
+import { ProtocolError, REFUSED_MESSAGE } from "./protocol/errors.ts";
 import type { AckFrame, AcksFrame, MsgFrame, RefuseFrame } from "./protocol/frames.ts";
 import { CAP_ACKS, MAX_ACK_IDS } from "./protocol/constants.ts";
 import { timeProofData } from "./protocol/binding.ts";
@@ -28,6 +28,9 @@ import type { MessageRequests } from "./requests.ts";
 export const DEFAULT_MAX_PENDING = 1024;
 /** ...and the bound on their text (UTF-16 code units, about bytes), so big messages cannot pile up memory. */
 export const DEFAULT_MAX_PENDING_CHARS = 1 << 20;
+/** How long a limit's refusal waits for the receipts of the messages before it (their commits; a peer that
+ * reads nothing holds them in our socket buffer) before the session ends anyway. */
+export const REFUSAL_RECEIPTS_WAIT_MS = 5000;
 
 /** What the inbox answers a message with. */
 export type Receipt = AckFrame | AcksFrame | RefuseFrame;
@@ -54,6 +57,9 @@ export interface InboxDeps {
   };
   /** The group committer's entry for received messages (ChatStore.queueIncoming). */
   store: { queueIncoming(item: IncomingItem): Promise<IncomingResult> };
+  /** Whether the message `id` of `peer` was received before (ChatStore.hasReceived): it then takes no room in
+   * the quota or a request. */
+  received?(peer: string, id: string): boolean;
   emit(e: EngineEvent): void;
   /** A newly stored message that may be shown now. */
   announce(m: Omit<StoredMessage, "seq">): void;
@@ -88,6 +94,8 @@ interface SessionQueue {
   writing: boolean;
   scheduled: boolean;
   waiter: (() => void) | null;
+  /** Called once no message is left waiting (every receipt handed to the socket, or dropped). */
+  idle: (() => void)[];
 }
 
 const utf8 = new TextEncoder();
@@ -124,8 +132,10 @@ export class Inbox {
   }
 
   /** Takes a message frame of an open session. Throws ProtocolError (nothing stored, no receipt) when the
-   * frame is refused. Resolves at once while the session's waiting messages are under maxPending (and their
-   * text under maxPendingChars), else once enough of them are acknowledged (or the session closed). */
+   * frame is refused by its checks; a refusal by the limits (quota, rate, requests) rejects with it once the
+   * receipts of the messages before it are written. Resolves at once while the session's waiting messages are
+   * under maxPending (and their text under maxPendingChars), else once enough of them are acknowledged (or
+   * the session closed). */
   receive(s: InboxSession, f: MsgFrame): Promise<void> {
     return this.take(s, f) ?? Promise.resolve();
   }
@@ -134,32 +144,46 @@ export class Inbox {
    * on reading at once, else the promise that resolves when it may. Throws like receive(). */
   take(s: InboxSession, f: MsgFrame): Promise<void> | undefined {
     const item = this.#check(s, f);
+    const peer = item.message.peer;
     // After the checks (a refused frame costs no quota), before the store: over the quota nothing is stored.
     const quota = this.#deps.quota;
-    const bytes = item.idOnly ? 0 : utf8Length(f.text);
-    quota?.admit(item.message.peer, bytes);
     const requests = this.#deps.requests;
-    try {
-      requests?.admit(item.message.peer);
-    } catch (e) {
-      quota?.settle(item.message.peer, bytes, false);
-      throw e;
-    }
     const q = this.#queue(s);
+    // A message we already hold (its receipt was lost) takes no room: it is acknowledged again and never
+    // refused for want of room. Counting it as new made a sender whose receipts were lost resend its whole
+    // outbox into a full quota at every retry, be refused before the duplicates' receipts went out, and never
+    // get through (the issue-11 "delivers once there is room" hang). The rate still applies.
+    const known = this.#deps.received?.(peer, f.id) === true;
+    const bytes = item.idOnly || known ? 0 : utf8Length(f.text);
+    try {
+      quota?.admit(peer, bytes);
+    } catch (e) {
+      return this.#refuseAfterReceipts(q, e);
+    }
+    // A known message is no new request either.
+    const counted = known ? undefined : requests;
+    try {
+      counted?.admit(peer);
+    } catch (e) {
+      quota?.settle(peer, bytes, false);
+      return this.#refuseAfterReceipts(q, e);
+    }
     // No keeping a message by blocking time: without verified time we could not delete an expiring message
     // at its deadline (its text and key would sit in chat.db past it), so it is not taken; the sender keeps
     // it queued, sends it again later, and its own copy dies on time if it never gets through.
-    if (item.message.ttlMs !== null && !item.idOnly && this.#deps.clock.now() === null) {
+    if (item.message.ttlMs !== null && !item.idOnly && !known && this.#deps.clock.now() === null) {
+      // Nothing is stored: what was admitted above is given back at once.
+      quota?.settle(peer, bytes, false);
+      counted?.settle(peer, f.id, false);
       q.entries.push({ id: f.id, chars: 0, status: "committed", error: null, refuse: "TIME_UNVERIFIED" });
-      const key = `${item.message.peer}|${f.id}`;
+      const key = `${peer}|${f.id}`;
       if (!this.#refusedSaid.has(key)) {
         if (this.#refusedSaid.size > 1000) this.#refusedSaid.clear();
         this.#refusedSaid.add(key);
         this.#deps.emit({
           event: "log",
           level: "warn",
-          text:
-            `refused an expiring message from ${item.message.peer}: our time is not verified (it stays with ` +
+          text: `refused an expiring message from ${peer}: our time is not verified (it stays with ` +
             `the sender, who sends it again later)`,
         });
       }
@@ -172,18 +196,17 @@ export class Inbox {
     const cap = item.capMs;
     this.#deps.store.queueIncoming(item).then(
       (result) => {
-        quota?.settle(item.message.peer, bytes, result === "stored");
-        requests?.settle(item.message.peer, result === "stored");
+        // A request ended (declined, blocked, expired) while this was committing deletes it as it lands.
+        const kept = counted ? counted.settle(peer, f.id, result === "stored") : result === "stored";
+        quota?.settle(peer, bytes, kept);
         entry.status = "committed";
-        if (result === "stored" && !item.idOnly && cap !== null) {
-          this.#deps.cap?.(item.message.peer, f.id, cap);
-        }
-        if (result === "stored" && !item.idOnly) this.#reveal(item.message);
+        if (kept && !item.idOnly && cap !== null) this.#deps.cap?.(peer, f.id, cap);
+        if (kept && !item.idOnly) this.#reveal(item.message);
         this.#schedule(s, q);
       },
       (e: Error) => {
-        quota?.settle(item.message.peer, bytes, false);
-        requests?.settle(item.message.peer, false);
+        quota?.settle(peer, bytes, false);
+        counted?.settle(peer, f.id, false);
         entry.status = "failed";
         entry.error = e;
         this.#schedule(s, q);
@@ -193,10 +216,30 @@ export class Inbox {
     return new Promise<void>((resolve) => q.waiter = resolve);
   }
 
+  /** A refusal (quota, rate, request limit) ends the session, but only once every message taken before it is
+   * committed and its receipt written: the sender then knows those are delivered and resends only the rest.
+   * Ending at once dropped those receipts, so the sender resent them too, and a full quota refused it again
+   * before their receipts could go out. Rejects with `e` (the session turns it into the error frame). */
+  #refuseAfterReceipts(q: SessionQueue, e: unknown): Promise<void> {
+    const fail = () => Promise.reject(e);
+    if (q.entries.length === 0) return fail();
+    return new Promise<void>((resolve) => {
+      // A peer that does not read its receipts (they wait for drain) is refused anyway after a while.
+      const timer = setTimeout(done, REFUSAL_RECEIPTS_WAIT_MS);
+      function done() {
+        clearTimeout(timer);
+        const i = q.idle.indexOf(done);
+        if (i >= 0) q.idle.splice(i, 1);
+        resolve();
+      }
+      q.idle.push(done);
+    }).then(fail);
+  }
+
   #queue(s: InboxSession): SessionQueue {
     let q = this.#queues.get(s);
     if (!q) {
-      q = { entries: [], chars: 0, writing: false, scheduled: false, waiter: null };
+      q = { entries: [], chars: 0, writing: false, scheduled: false, waiter: null, idle: [] };
       this.#queues.set(s, q);
     }
     return q;
@@ -212,7 +255,7 @@ export class Inbox {
     }
     if (f.to !== d.name) throw new ProtocolError("BAD_FIELD", `message addressed to "${f.to}"`);
     // A session open when the user blocked its peer is ended at once; this covers frames already read.
-    if (d.isBlocked?.(peer)) throw new ProtocolError("BLOCKED", `${peer} is blocked`);
+    if (d.isBlocked?.(peer)) throw new ProtocolError("REFUSED", REFUSED_MESSAGE);
     let sentAt = f.sentAt;
     let expiresAt: number | null = null;
     // The monotonic cap from arrival: the lifetime plus the proof's whole uncertainty (for "after read", the
@@ -313,16 +356,27 @@ export class Inbox {
           });
           s.fail("STORE_FAILED", failure.message);
           this.#release(q);
+          this.#idle(q);
           return;
         }
         this.#drop(q, n);
-        if (s.state === "open") await s.sendBatch(acks).catch(() => {});
-        else this.#drop(q, q.entries.length); // nobody to acknowledge to: the sender resends, the id check absorbs it
+        // sendBatch writes to the socket before it first waits: a refusal waiting for these receipts may go
+        // out right after them.
+        const sent = s.state === "open" ? s.sendBatch(acks).catch(() => {}) : null;
+        // Nobody to acknowledge to: the sender resends, the id check absorbs it.
+        if (!sent) this.#drop(q, q.entries.length);
+        this.#idle(q);
+        await sent;
         this.#release(q);
       }
     } finally {
       q.writing = false;
     }
+  }
+
+  #idle(q: SessionQueue): void {
+    if (q.entries.length > 0 || q.idle.length === 0) return;
+    for (const w of q.idle.splice(0)) w();
   }
 
   #full(q: SessionQueue): boolean {

@@ -11,6 +11,25 @@ import { boundedReadDeadline, effectiveDeadline } from "./expiry.ts";
 import type { OutgoingMessage, ReadReceipt, StateChange, StoredMessage } from "./store/store.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
+/** A peer whose inbox limits refused us (QUOTA_EXCEEDED, RATE_LIMITED) is tried again after a delay that
+ * starts here and doubles at each refusal with nothing delivered in between, up to the maximum; each delay is
+ * drawn from its upper half at random, so that many senders held back by one peer do not come back together.
+ * A receipt from the peer starts the count again. The engine's retry tick (every 5 s) is the granularity. */
+export const REFUSAL_BACKOFF_BASE_MS = 5_000;
+export const REFUSAL_BACKOFF_MAX_MS = 5 * 60_000;
+
+export interface RefusalBackoff {
+  baseMs: number;
+  maxMs: number;
+}
+
+/** The delay before attempt `attempts` (1 for the first refusal) of a bounded exponential backoff with
+ * "equal jitter": uniformly in [d/2, d], d = min(max, base * 2^(attempts-1)). `random` is in [0, 1). */
+export function refusalDelayMs(attempts: number, b: RefusalBackoff, random: number): number {
+  const d = Math.min(b.maxMs, b.baseMs * 2 ** Math.max(0, Math.min(attempts - 1, 30)));
+  return d / 2 + (d / 2) * random;
+}
+
 /** Outbox messages written to a connection per write (then one wait for drain): a flush after a reconnection
  * with thousands queued costs a few writes, not one per message. */
 export const FLUSH_BATCH = 256;
@@ -70,6 +89,20 @@ export interface OutboxDeps {
   sentStateDelayMs?: number;
   /** Default realScheduler. */
   scheduler?: Scheduler;
+  /** Monotonic milliseconds; default the scheduler's. */
+  now?(): number;
+  /** In [0, 1): the backoff's jitter; default Math.random. */
+  random?(): number;
+  /** Default REFUSAL_BACKOFF_BASE_MS and REFUSAL_BACKOFF_MAX_MS. */
+  refusalBackoff?: Partial<RefusalBackoff>;
+}
+
+/** A peer that refused more of our messages for now: which code, how many refusals in a row without a
+ * receipt, and until when nothing more is written to it. */
+interface HeldBack {
+  code: string;
+  attempts: number;
+  untilMs: number;
 }
 
 export class Outbox {
@@ -94,11 +127,42 @@ export class Outbox {
   #unsentTimer: Timer | null = null;
   readonly #scheduler: Scheduler;
   readonly #deliverQueued = new Set<string>();
+  /** Peers whose inbox limits refused us (see REFUSAL_BACKOFF_BASE_MS); gone once nothing waits for them. */
+  readonly #held = new Map<string, HeldBack>();
+  /** message id -> the refusal its `failed` event named: the same refusal (or a plain connection drop) at a
+   * later retry says nothing again, and writing it again says no `sent` (it stays "failed, kept" for the user
+   * until delivered); another refusal code is said. */
+  readonly #told = new Map<string, string>();
+  readonly #backoff: RefusalBackoff;
   #closed = false;
 
   constructor(deps: OutboxDeps) {
     this.#d = deps;
     this.#scheduler = deps.scheduler ?? realScheduler;
+    this.#backoff = {
+      baseMs: deps.refusalBackoff?.baseMs ?? REFUSAL_BACKOFF_BASE_MS,
+      maxMs: deps.refusalBackoff?.maxMs ?? REFUSAL_BACKOFF_MAX_MS,
+    };
+    if (!(this.#backoff.baseMs > 0) || !(this.#backoff.maxMs >= this.#backoff.baseMs)) {
+      throw new RangeError("refusalBackoff: baseMs must be positive and maxMs at least baseMs");
+    }
+  }
+
+  #now(): number {
+    return this.#d.now?.() ?? this.#scheduler.now();
+  }
+
+  /** `peer` dialled us: it wants to talk (it read our messages and owes receipts, or unblocked us), so the
+   * delay ends now; a refusal on this session holds it back again, one step further. */
+  onPeerDialled(peer: string): void {
+    const h = this.#held.get(peer);
+    if (h) h.untilMs = 0;
+  }
+
+  /** When `peer`'s limits let us write to it again (monotonic ms), or null when they do not hold us back. */
+  heldUntil(peer: string): number | null {
+    const h = this.#held.get(peer);
+    return h && h.untilMs > this.#now() ? h.untilMs : null;
   }
 
   /** Stores a new message of ours ("sending"; sends issued together share one commit) and starts delivering
@@ -133,7 +197,10 @@ export class Outbox {
   /** Flushes every peer with something waiting, dialling those without a session. */
   retryAll(): void {
     if (this.#closed) return;
-    const peers = new Set(this.#d.store.outboxPeers());
+    const waiting = new Set(this.#d.store.outboxPeers());
+    // Everything for a held-back peer was delivered (or expired): its next refusal is news again.
+    for (const peer of [...this.#held.keys()]) if (!waiting.has(peer)) this.#held.delete(peer);
+    const peers = new Set(waiting);
     for (const r of this.#d.store.pendingReads()) peers.add(r.peer);
     for (const peer of peers) this.#deliver(peer);
   }
@@ -170,10 +237,16 @@ export class Outbox {
    * "delivered" is committed, so no flush in between writes it again. */
   onAck(peer: string, id: string): void {
     this.#unsent.delete(id);
+    // Progress: a later refusal waits the shortest delay again.
+    const h = this.#held.get(peer);
+    if (h) h.attempts = 0;
     this.#queueState(
       { peer, id, state: "delivered" },
       () => this.#d.emit({ event: "delivered", id, to: peer }),
-      () => this.#inflight.delete(id),
+      () => {
+        this.#inflight.delete(id);
+        this.#told.delete(id);
+      },
     );
   }
 
@@ -185,10 +258,12 @@ export class Outbox {
     this.#unsent.delete(id);
     // The next flush on this session reads from the start again, so it is written once more.
     this.#cursor.delete(peer);
+    const told = this.#told.get(id) === code;
+    this.#told.set(id, code);
     this.#queueState(
       { peer, id, state: "failed" },
       () =>
-        this.#d.emit({
+        told ? undefined : this.#d.emit({
           event: "failed",
           id,
           to: peer,
@@ -221,20 +296,43 @@ export class Outbox {
     });
   }
 
-  /** A session to `peer` closed: what it carried without an ack is "failed" (sent again on the next one). */
-  /** `reason`: why the peer ended it, when it said (e.g. its inbox quota), for the `failed` events. */
-  onSessionClosed(peer: string, sessionId: number, reason = "not delivered"): void {
+  /** A session to `peer` closed: what it carried without an ack is "failed" (sent again on the next one).
+   * `reason`: why the peer ended it, when it said (e.g. its inbox quota), for the `failed` events.
+   * `refusal`: the code of the peer's limit that ended it (QUOTA_EXCEEDED, RATE_LIMITED): the peer is held
+   * back (backoff), and a message already reported failed for that code is not reported again. */
+  onSessionClosed(peer: string, sessionId: number, reason = "not delivered", refusal?: string): void {
     this.#cursor.delete(peer);
+    if (refusal !== undefined) this.#holdBack(peer, refusal);
     for (const [id, sid] of [...this.#inflight]) {
       if (sid !== sessionId) continue;
       this.#inflight.delete(id);
       this.#unsent.delete(id);
-      // "failed" applies from sending or sent; a "sent" already queued applies before it (state changes
-      // only move forward, and this one is queued after).
+      // Said already: the same refusal again, or a plain drop of a message the peer's limit holds back (the
+      // user still sees it "failed, kept"; a drop of a duplicate session under load is no news).
+      const prev = this.#told.get(id);
+      const told = prev !== undefined && (refusal === undefined || refusal === prev);
+      if (refusal !== undefined) this.#told.set(id, refusal);
+      // Queued behind the "sent" of its write, so it applies after it (state changes only move forward).
       this.#queueState(
         { peer, id, state: "failed" },
-        () => this.#d.emit({ event: "failed", id, to: peer, reason }),
+        () => told ? undefined : this.#d.emit({ event: "failed", id, to: peer, reason }),
       );
+    }
+  }
+
+  #holdBack(peer: string, code: string): void {
+    const prev = this.#held.get(peer);
+    const attempts = (prev?.attempts ?? 0) + 1;
+    const delay = refusalDelayMs(attempts, this.#backoff, this.#d.random?.() ?? Math.random());
+    this.#held.set(peer, { code, attempts, untilMs: this.#now() + delay });
+    // Once per change of the peer's state, not at every retry.
+    if (prev?.code !== code) {
+      this.#d.emit({
+        event: "log",
+        level: "warn",
+        text: `${peer} refuses more of our messages for now (${code}): they wait, and are sent again later ` +
+          `(backing off up to ${Math.round(this.#backoff.maxMs / 1000)} s between tries)`,
+      });
     }
   }
 
@@ -242,6 +340,7 @@ export class Outbox {
   forget(id: string): void {
     this.#inflight.delete(id);
     this.#unsent.delete(id);
+    this.#told.delete(id);
     this.#unfresh(id);
   }
 
@@ -283,7 +382,8 @@ export class Outbox {
 
   #deliver(peer: string): void {
     if (this.#d.session(peer)) void this.flush(peer);
-    else this.#d.connect(peer);
+    // A peer that refused us is not dialled again before its delay is over (read receipts wait with it).
+    else if (this.heldUntil(peer) === null) this.#d.connect(peer);
   }
 
   #frameOf(m: StoredMessage): MsgFrame {
@@ -317,6 +417,9 @@ export class Outbox {
       }
       store.removePendingReads(peer, reads.map((r) => r.id));
     }
+    // Held back by the peer's limits (a session it opened meanwhile): no messages before the delay is over;
+    // the retry tick flushes again then (the cursor is untouched, so nothing is skipped).
+    if (this.heldUntil(peer) !== null) return;
     const c = this.#cursor.get(peer);
     const waiting = store.outbox(peer, this.#inflight, c?.sessionId === s.id ? c.seq : 0, this.#fresh);
     if (waiting.length) {
@@ -338,7 +441,8 @@ export class Outbox {
       const written = s.sendBatch(batch.map((m) => this.#frameOf(m)));
       for (const m of batch) {
         this.#noteWritten(peer, m.id);
-        this.#d.emit({ event: "sent", id: m.id, to: peer });
+        // A message reported failed for a refusal stays so for the user until it is delivered.
+        if (!this.#told.has(m.id)) this.#d.emit({ event: "sent", id: m.id, to: peer });
       }
       try {
         await written;

@@ -1,5 +1,6 @@
 /**
- * Blocking (issue 11): a blocked peer is refused at the hello with BLOCKED, as listener and as dialer; nothing
+ * Blocking (issue 11): a blocked peer is refused at the hello (the generic REFUSED on the wire, BLOCKED in our
+ * log), as listener and as dialer; nothing
  * it sends is stored; the block survives a restart; sends to it are refused; the contact list shows it; and
  * the headless `block`/`unblock` commands and the TUI's `/block`/`/unblock` parse and act.
  */
@@ -8,6 +9,7 @@ import crypto from "node:crypto";
 import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 import { FakeDirectory, rawDial, type RawPeer, startTestEngine, until } from "./helpers/chat.ts";
 import { EngineError } from "../client/engine.ts";
+import { REFUSED_MESSAGE } from "../client/protocol/errors.ts";
 import { runHeadless } from "../client/headless.ts";
 import { parseInput } from "../client/tui/commands.ts";
 import { type Frame, MsgFrame } from "../client/protocol/frames.ts";
@@ -40,16 +42,18 @@ Deno.test("block: a blocked peer is refused at the hello, nothing it sends is st
     const m0 = msg("alice", "bob", "before the block");
     first.p.send(m0);
     await first.p.waitFrame((f) => f.t === "ack");
+    // A conversation, not a stranger's request (blocking a stranger deletes its request: message_requests_test).
+    bob.engine.acceptRequest("alice");
 
     assert.equal(bob.engine.block("Alice"), "alice");
-    // Her open session is ended with BLOCKED.
+    // Her open session is ended, with the generic refusal: nothing says she was blocked.
     const ended = await first.p.waitFrame((f) => f.t === "error");
-    assert.equal(ended.t === "error" && ended.code, "BLOCKED");
+    assert.deepEqual(ended, { t: "error", code: "REFUSED", message: REFUSED_MESSAGE });
 
     // A new connection is refused at the hello; frames sent anyway are not stored.
     const { p, answer } = await helloAs(bob.engine.address.port, alice);
     assert.equal(answer.t, "error");
-    assert.equal(answer.t === "error" && answer.code, "BLOCKED");
+    assert.deepEqual(answer, { t: "error", code: "REFUSED", message: REFUSED_MESSAGE });
     const sneaky = msg("alice", "bob", "after the block");
     p.send(sneaky);
     await p.closed;
@@ -71,7 +75,7 @@ Deno.test("block: a blocked peer is refused at the hello, nothing it sends is st
     bob = await startTestEngine(ca, bobLeaf, { dir });
     assert.deepEqual(bob.engine.blocked(), ["alice"]);
     const again = await helloAs(bob.engine.address.port, alice);
-    assert.equal(again.answer.t === "error" && again.answer.code, "BLOCKED");
+    assert.equal(again.answer.t === "error" && again.answer.code, "REFUSED");
     await again.p.closed;
 
     // Unblock: alice gets in again. Unblocking twice is a clear error.
@@ -120,7 +124,17 @@ Deno.test("block: as dialer, a blocked peer is refused too, and its queued messa
     await assert.rejects(bob.engine.connectTo("alice", a.host, a.port, alice.knockSecret), /BLOCKED/);
     // alice dialling bob (her message) is refused by bob; nothing reaches his store.
     await alice.engine.send("bob", "let me in");
-    await until(() => alice.log.of("log").some((e) => /bob.*BLOCKED/.test(e.text)), 10_000, "alice refused");
+    // alice hears the generic refusal only.
+    await until(
+      () => alice.log.of("log").some((e) => /bob.*refused: REFUSED/.test(e.text)),
+      10_000,
+      "refused",
+    );
+    assert.ok(
+      !alice.log.events.some((e) => JSON.stringify(e).includes("BLOCKED")),
+      "alice never reads BLOCKED",
+    );
+    await until(() => alice.log.of("error").some((e) => e.code === "PEER_REFUSED"), 5_000, "PEER_REFUSED");
     assert.equal(bob.engine.history("alice").filter((m) => m.direction === "in").length, 0);
     assert.equal(bob.engine.history("alice").find((m) => m.id === queued.id)?.state, "sending");
 

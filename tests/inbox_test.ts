@@ -11,6 +11,8 @@ import type { EngineEvent } from "../client/engine_types.ts";
 import { Inbox, type InboxDeps, type InboxSession, type Receipt } from "../client/inbox.ts";
 import { CAP_ACKS, MAX_ACK_IDS } from "../client/protocol/constants.ts";
 import { ProtocolError } from "../client/protocol/errors.ts";
+import { PeerQuota } from "../client/peer_quota.ts";
+import { MessageRequests } from "../client/requests.ts";
 import type { MsgFrame } from "../client/protocol/frames.ts";
 import { timeProofData } from "../client/protocol/binding.ts";
 import { ChatStore, type IncomingItem, type IncomingResult, StoreError } from "../client/store/store.ts";
@@ -292,7 +294,11 @@ Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the
     const proved = async (f: MsgFrame) => ({ ...f, proof: await clock.proveTime(timeProofData(f)) });
     await withStore(async (store) => {
       let timeKnown = true;
+      const quota = new PeerQuota(store, { unreadBytes: 1_000_000, burst: 1000, perMinute: 60_000 });
+      const requests = new MessageRequests(store, () => {});
       const d = deps(store, {
+        quota,
+        requests,
         timeKeys: [local.specs[0].publicKey],
         clock: {
           now: () => timeKnown ? localTime() : null,
@@ -335,6 +341,9 @@ Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the
       assert.equal(store.get("bob", hex(3)), null, "nothing of it stored");
       assert.deepEqual(d.hidden, []);
       assert.deepEqual(s.acked, [hex(1), hex(2), hex(2), hex(4)]);
+      // The refused one holds no room: neither quota bytes nor a place in bob's message request.
+      assert.equal(quota.used("bob"), "hello 1".length + "hello 4".length, "the texts of 1 and 4 only");
+      assert.deepEqual(requests.pending(), [{ name: "bob", messages: 3 }], "1, 2 (its id) and 4; not 3");
     });
   } finally {
     await local.close();

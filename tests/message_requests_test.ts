@@ -7,10 +7,15 @@
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { makeTestCa, makeTestLeaf, type TestLeaf } from "./helpers/pki.ts";
-import { rawDial, type RawPeer, startTestEngine, until } from "./helpers/chat.ts";
+import { join } from "node:path";
+import { filesContain, rawDial, type RawPeer, startTestEngine, until } from "./helpers/chat.ts";
 import { encodeFrame, type MsgFrame } from "../client/protocol/frames.ts";
 import { MAX_TEXT_BYTES, REQUEST_MAX_MESSAGES } from "../client/protocol/constants.ts";
 import { EngineError } from "../client/engine.ts";
+import type { EngineEvent } from "../client/engine_types.ts";
+import { MessageRequests } from "../client/requests.ts";
+import { REFUSED_MESSAGE } from "../client/protocol/errors.ts";
+import { ChatStore } from "../client/store/store.ts";
 import { runHeadless } from "../client/headless.ts";
 import { parseInput } from "../client/tui/commands.ts";
 
@@ -42,7 +47,11 @@ async function burst(port: number, leaf: TestLeaf, n: number, text = "hello") {
   const end = await p.waitFrame((f) => f.t === "error" || (f.t === "ack" && f.id === last), 30_000);
   const acked = p.frames.filter((f) => f.t === "ack").map((f) => (f as { id: string }).id);
   p.socket.destroy();
-  return { acked, code: end.t === "error" ? end.code : null };
+  return {
+    acked,
+    code: end.t === "error" ? end.code : null,
+    message: end.t === "error" ? end.message : null,
+  };
 }
 
 Deno.test("requests: a stranger flooding 1,500 messages of 16 KiB gets 5 stored as a request, announced once", async () => {
@@ -83,8 +92,10 @@ Deno.test("requests: accept, reply and decline; the total number of strangers is
     assert.equal((await burst(port(), alice, 8)).code, "QUOTA_EXCEEDED");
     assert.equal((await burst(port(), carol, 2)).code, null);
     assert.equal((await burst(port(), dave, 1)).code, null);
-    // A fourth stranger while three requests are pending is refused, nothing stored.
-    assert.equal((await burst(port(), erin, 1)).code, "QUOTA_EXCEEDED");
+    // A fourth stranger while three requests are pending is refused, nothing stored; bob is told once.
+    assert.equal((await burst(port(), erin, 1)).code, "REQUESTS_FULL");
+    assert.equal((await burst(port(), erin, 1)).code, "REQUESTS_FULL");
+    assert.deepEqual(bob.log.of("requests-full"), [{ event: "requests-full", strangers: 3 }]);
     assert.equal(bob.engine.history("erin").length, 0);
 
     // Accept alice: she writes freely now.
@@ -93,10 +104,13 @@ Deno.test("requests: accept, reply and decline; the total number of strangers is
     assert.equal(bob.engine.history("alice").length, 25);
     // Replying to dave accepts him too.
     await bob.engine.send("dave", "hi dave");
-    // Declining carol deletes her messages; she may ask again later.
+    // Declining carol deletes her messages; she may ask again after the cooldown (see the test below).
     assert.equal(bob.engine.declineRequest("carol"), "carol");
     assert.equal(bob.engine.history("carol").length, 0);
     assert.equal(bob.store((s) => s.history("carol")).length, 0);
+    // Asking again at once is refused with the very words a blocked peer gets: she cannot tell which.
+    const back = await burst(port(), carol, 1);
+    assert.deepEqual([back.code, back.message], ["REFUSED", REFUSED_MESSAGE]);
     assert.throws(
       () => bob.engine.declineRequest("alice"),
       (e: unknown) => e instanceof EngineError && e.code === "NOT_FOUND",
@@ -148,4 +162,174 @@ Deno.test("requests: headless accept/decline and the TUI's /accept and /decline"
   }
   assert.deepEqual(parseInput("/accept carol"), { kind: "accept", name: "carol" });
   assert.deepEqual(parseInput("/decline"), { kind: "decline" });
+});
+
+Deno.test("requests: blocking a stranger frees its slot and deletes its request (from the file too); a full house is said once each time it fills", async () => {
+  const ca = await makeTestCa();
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const [alice, carol, dave, erin] = await Promise.all(
+    ["alice", "carol", "dave", "erin"].map((n) => makeTestLeaf(ca, n)),
+  );
+  const dir = await Deno.makeTempDir({ prefix: "securechat-requests-block-" });
+  const db = join(dir, "chat.db");
+  const limits = { strangers: 2 };
+  let bob = await startTestEngine(ca, bobLeaf, { dir, requestLimits: limits });
+  try {
+    const port = () => bob.engine.address.port;
+    const secret = `alice-${crypto.randomBytes(8).toString("hex")}`;
+    assert.equal((await burst(port(), alice, 2, secret)).code, null);
+    assert.equal((await burst(port(), carol, 1)).code, null);
+    assert.equal((await burst(port(), dave, 1)).code, "REQUESTS_FULL");
+    assert.equal((await burst(port(), dave, 1)).code, "REQUESTS_FULL");
+    assert.equal(bob.log.of("requests-full").length, 1, "said once while full");
+    assert.ok(await filesContain([db, `${db}-wal`], new TextEncoder().encode(secret)), "the probe works");
+
+    bob.engine.block("alice");
+    assert.deepEqual(bob.engine.messageRequests(), [{ name: "carol", messages: 1 }]);
+    assert.equal(bob.store((s) => s.history("alice")).length, 0, "her held messages are deleted");
+    assert.equal(await filesContain([db, `${db}-wal`], new TextEncoder().encode(secret)), false);
+    // Her slot is free for someone else.
+    assert.equal((await burst(port(), dave, 1)).code, null);
+    assert.deepEqual(bob.engine.messageRequests().map((r) => r.name), ["carol", "dave"]);
+    // Full again after having had room: said again, once.
+    assert.equal((await burst(port(), erin, 1)).code, "REQUESTS_FULL");
+    assert.equal(bob.log.of("requests-full").length, 2);
+
+    // A chat.db from before this fix: a blocked stranger whose request is still stored. The next start frees it.
+    await bob.stop();
+    const eve = await makeTestLeaf(ca, "eve");
+    bob = await startTestEngine(ca, bobLeaf, { dir, requestLimits: { strangers: 3 } });
+    assert.equal((await burst(port(), eve, 1)).code, null);
+    await bob.stop();
+    const ids = new ChatStore(db);
+    ids.setBlocked("eve", true); // as an older version would have left it: blocked, request kept
+    assert.equal(ids.requestCounts().get("eve"), 1);
+    ids.close();
+    bob = await startTestEngine(ca, bobLeaf, { dir, requestLimits: limits });
+    assert.deepEqual(bob.engine.messageRequests().map((r) => r.name), ["carol", "dave"]);
+    assert.equal(bob.store((s) => s.history("eve")).length, 0);
+  } finally {
+    await bob.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("requests: a request expires a week after its first message, a declined or expired stranger waits a week to ask again, and a request ended mid-commit leaves nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-requests-expiry-" });
+  const db = join(dir, "chat.db");
+  const DAY = 24 * 3600_000;
+  const t0 = 1_800_000_000_000;
+  let now = t0;
+  const events: EngineEvent[] = [];
+  let store = new ChatStore(db);
+  let r = new MessageRequests(store, (e) => events.push(e), { strangers: 2 }, () => now);
+  let n = 0;
+  /** One message from `peer`, through the limits into the store, as the inbox does. */
+  const receive = (peer: string) => {
+    const id = (n++).toString(16).padStart(32, "0");
+    r.admit(peer);
+    store.addIncoming({
+      id,
+      peer,
+      from: peer,
+      text: `${peer} ${id}`,
+      sentAt: now,
+      expiresAt: null,
+      ttlMs: null,
+      ttlMode: null,
+      proof: null,
+    });
+    return r.settle(peer, id, true);
+  };
+  const refusal = (peer: string) => {
+    try {
+      r.admit(peer);
+      return null;
+    } catch (e) {
+      return (e as { code?: string }).code ?? "?";
+    }
+  };
+  try {
+    receive("alice");
+    receive("alice");
+    now = t0 + 3 * DAY;
+    receive("carol");
+    assert.equal(refusal("dave"), "REQUESTS_FULL");
+
+    now = t0 + 7 * DAY - 1;
+    assert.deepEqual(r.expire(), []);
+    now = t0 + 7 * DAY;
+    assert.deepEqual(r.expire(), ["alice"], "a week after her first message");
+    assert.equal(store.history("alice").length, 0, "its messages are deleted");
+    assert.deepEqual(r.pending(), [{ name: "carol", messages: 1 }]);
+    assert.ok(events.some((e) => e.event === "log" && /alice \(2 messages\) was not accepted/.test(e.text)));
+    assert.equal(refusal("alice"), "REFUSED", "no new request during the cooldown");
+    assert.ok(receive("dave"), "the slot is free for another stranger");
+
+    // Across a restart: the start of each request and the cooldowns are kept.
+    store.close();
+    store = new ChatStore(db);
+    r = new MessageRequests(store, (e) => events.push(e), { strangers: 3 }, () => now);
+    assert.deepEqual(r.pending().map((p) => p.name), ["carol", "dave"]);
+    assert.equal(refusal("alice"), "REFUSED");
+    now = t0 + 10 * DAY;
+    assert.deepEqual(r.expire(), ["carol"], "carol's week began at day 3, not at the restart");
+    now = t0 + 14 * DAY;
+    assert.equal(refusal("alice"), null, "after the cooldown she may ask again");
+    r.settle("alice", "released", false);
+
+    // Declining starts the cooldown too; accepting lifts every limit.
+    assert.equal(r.decline("dave"), 1);
+    assert.equal(refusal("dave"), "REFUSED");
+    r.accept("dave");
+    for (let i = 0; i < 10; i++) assert.ok(receive("dave"));
+
+    // A request declined while one of its messages is still committing: that message is deleted as it lands.
+    receive("erin");
+    r.admit("erin");
+    assert.equal(r.decline("erin"), 1);
+    const late = "f".repeat(32);
+    store.addIncoming({
+      id: late,
+      peer: "erin",
+      from: "erin",
+      text: "late",
+      sentAt: now,
+      expiresAt: null,
+      ttlMs: null,
+      ttlMode: null,
+      proof: null,
+    });
+    assert.equal(r.settle("erin", late, true), false);
+    assert.equal(store.history("erin").length, 0);
+    assert.deepEqual(r.pending().map((p) => p.name), []);
+
+    // Blocked with a message in flight, unblocked, and asking again before that message lands: the old one is
+    // deleted as it lands, the new one is kept (commits settle in admission order).
+    r.admit("frank");
+    assert.equal(r.blocked("frank"), 0);
+    const stale = "e".repeat(32);
+    const fresh = "d".repeat(32);
+    r.admit("frank");
+    for (const id of [stale, fresh]) {
+      store.addIncoming({
+        id,
+        peer: "frank",
+        from: "frank",
+        text: id,
+        sentAt: now,
+        expiresAt: null,
+        ttlMs: null,
+        ttlMode: null,
+        proof: null,
+      });
+    }
+    assert.equal(r.settle("frank", stale, true), false);
+    assert.equal(r.settle("frank", fresh, true), true);
+    assert.deepEqual(store.history("frank").map((m) => m.id), [fresh]);
+    assert.deepEqual(r.pending(), [{ name: "frank", messages: 1 }]);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

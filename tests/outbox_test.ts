@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Outbox, type OutboxSession } from "../client/outbox.ts";
+import { Outbox, type OutboxSession, refusalDelayMs } from "../client/outbox.ts";
 import { ChatStore, type StoredMessage } from "../client/store/store.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
 import type { Frame } from "../client/protocol/frames.ts";
@@ -23,6 +23,8 @@ class HeldSession implements OutboxSession {
   }
 }
 
+const BACKOFF = { baseMs: 1000, maxMs: 8000 };
+
 async function rig(opts: { sentStateDelayMs?: number } = {}) {
   const dir = await Deno.makeTempDir({ prefix: "securechat-outbox-" });
   const store = new ChatStore(join(dir, "chat.db"));
@@ -30,6 +32,7 @@ async function rig(opts: { sentStateDelayMs?: number } = {}) {
   const dialled: string[] = [];
   let session: HeldSession | null = null;
   let latest = 10_000;
+  const clock = { now: 0, random: 0.5 };
   const outbox = new Outbox({
     ownName: "alice",
     store,
@@ -41,18 +44,22 @@ async function rig(opts: { sentStateDelayMs?: number } = {}) {
     emit: (e) => events.push(e),
     // At once unless a test says otherwise (the "sent" of a write is then stored within a settle()).
     sentStateDelayMs: opts.sentStateDelayMs ?? 0,
+    now: () => clock.now,
+    random: () => clock.random,
+    refusalBackoff: BACKOFF,
   });
   return {
     store,
     outbox,
+    clock,
     events,
     dialled,
     open: () => session = new HeldSession(),
-    drop: () => {
+    drop: (refusal?: string) => {
       const s = session!;
       s.state = "closed";
       session = null;
-      outbox.onSessionClosed("bob", s.id);
+      outbox.onSessionClosed("bob", s.id, refusal ? `refused (${refusal})` : undefined, refusal);
     },
     /** A new session replaces the current one before the old one has closed (simultaneous dials). */
     replace: () => {
@@ -263,6 +270,136 @@ Deno.test("outbox: an ack within the delay stores 'delivered' with no 'sent' bef
     assert.equal(r.store.get("bob", "m3")?.state, "failed", "no late 'sent' after the close");
   } finally {
     r.outbox.close();
+    await r.done();
+  }
+});
+
+Deno.test("outbox: the backoff delay doubles from the base to the bound, drawn from the upper half of each step", () => {
+  const want = [1000, 2000, 4000, 8000, 8000, 8000];
+  for (let a = 1; a <= want.length; a++) {
+    assert.equal(refusalDelayMs(a, BACKOFF, 0), want[a - 1] / 2, `attempt ${a}, lowest draw`);
+    assert.equal(refusalDelayMs(a, BACKOFF, 0.999999), want[a - 1] * 0.9999995, `attempt ${a}, highest draw`);
+  }
+  assert.equal(refusalDelayMs(1_000_000, BACKOFF, 0.5), 6000, "bounded for any count");
+});
+
+Deno.test("outbox: a peer's limit refusal holds it back (no dial, no write) with a growing delay, reported once per change; a receipt starts the delay over", async () => {
+  const r = await rig();
+  const count = (kind: string) => r.events.filter((e) => e.event === kind).length;
+  const msgs = (s: { frames: Frame[] }) => s.frames.filter((f) => f.t === "msg").length;
+  try {
+    await r.outbox.queue(msg("m1"));
+    await r.outbox.queue(msg("m2"));
+    let s = r.open();
+    await r.outbox.flush("bob");
+    await settle();
+    assert.equal(msgs(s), 2);
+    r.drop("QUOTA_EXCEEDED");
+    await settle();
+    assert.equal(count("failed"), 2, "each message reported failed once");
+    assert.match((r.events.find((e) => e.event === "failed") as { reason: string }).reason, /QUOTA_EXCEEDED/);
+    assert.equal(count("log"), 1, "one line for the peer's change of state");
+    // random 0.5: the first delay is 750 ms (in [500, 1000]).
+    assert.equal(r.outbox.heldUntil("bob"), 750);
+
+    // Before the delay is over: the retry tick does not dial, and a session the peer opens gets no message.
+    const dials = r.dialled.length;
+    r.clock.now = 700;
+    r.outbox.retryAll();
+    assert.equal(r.dialled.length, dials, "not dialled while held back");
+    s = r.open();
+    r.store.addPendingRead("bob", "x1", 5);
+    await r.outbox.flush("bob");
+    await settle();
+    assert.equal(msgs(s), 0, "no message written while held back");
+    assert.equal(s.frames.filter((f) => f.t === "read").length, 1, "read receipts still go out");
+
+    // After it, the tick writes them again: no new `sent`, and the same refusal is not reported again.
+    r.clock.now = 800;
+    r.outbox.retryAll();
+    await r.outbox.settle();
+    await settle();
+    assert.equal(msgs(s), 2);
+    assert.equal(count("sent"), 2, "only the first write said sent");
+    // A plain connection drop of those held-back messages is no news either.
+    r.drop();
+    await settle();
+    assert.equal(count("failed"), 2);
+    s = r.open();
+    await r.outbox.flush("bob");
+    await settle();
+    assert.equal(msgs(s), 2);
+    assert.equal(count("sent"), 2);
+    r.drop("QUOTA_EXCEEDED");
+    await settle();
+    assert.equal(count("failed"), 2);
+    assert.equal(count("log"), 1);
+    assert.equal(r.outbox.heldUntil("bob"), 800 + 1500, "second refusal in a row: 2 s step, 1.5 s drawn");
+
+    // Refusals in a row grow to the bound and stay there.
+    let at = 800;
+    const delays: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      at = r.outbox.heldUntil("bob")!;
+      r.clock.now = at;
+      s = r.open();
+      r.outbox.retryAll();
+      await r.outbox.settle();
+      await settle();
+      r.drop("QUOTA_EXCEEDED");
+      await settle();
+      delays.push(r.outbox.heldUntil("bob")! - at);
+    }
+    assert.deepEqual(delays, [3000, 6000, 6000, 6000, 6000]);
+    assert.equal(count("failed"), 2, "never reported again for the same refusal");
+
+    // The peer dialling us ends the delay at once (it read, or unblocked us).
+    assert.notEqual(r.outbox.heldUntil("bob"), null);
+    r.outbox.onPeerDialled("bob");
+    assert.equal(r.outbox.heldUntil("bob"), null);
+
+    // A receipt is progress: the next refusal waits the shortest delay again.
+    s = r.open();
+    r.outbox.retryAll();
+    await r.outbox.settle();
+    await settle();
+    r.outbox.onAck("bob", "m1");
+    await settle();
+    assert.equal(count("delivered"), 1);
+    const t = r.clock.now;
+    r.drop("QUOTA_EXCEEDED");
+    await settle();
+    assert.equal(r.outbox.heldUntil("bob"), t + 750, "back to the first step");
+    assert.equal(count("failed"), 2);
+
+    // Another refusal code is a change of state: said once more, and m2's failure with it.
+    r.clock.now = r.outbox.heldUntil("bob")!;
+    s = r.open();
+    r.outbox.retryAll();
+    await r.outbox.settle();
+    await settle();
+    r.drop("RATE_LIMITED");
+    await settle();
+    assert.equal(count("log"), 2);
+    assert.equal(count("failed"), 3);
+
+    // Everything delivered: the peer is no longer held back, and a later refusal is news again.
+    r.clock.now = r.outbox.heldUntil("bob")!;
+    s = r.open();
+    r.outbox.retryAll();
+    await r.outbox.settle();
+    await settle();
+    r.outbox.onAck("bob", "m2");
+    await settle();
+    r.outbox.retryAll();
+    assert.equal(r.outbox.heldUntil("bob"), null);
+    await r.outbox.queue(msg("m3"));
+    await r.outbox.flush("bob");
+    await settle();
+    r.drop("RATE_LIMITED");
+    await settle();
+    assert.equal(count("log"), 3, "said again after a time without refusals");
+  } finally {
     await r.done();
   }
 });

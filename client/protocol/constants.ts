@@ -96,8 +96,18 @@ export const PEER_MESSAGES_PER_MINUTE = 600;
 /** Message requests (client/requests.ts): messages from a peer we never wrote to nor accepted are held as a
  * request, at most this many per such stranger (more are refused with `error QUOTA_EXCEEDED`)... */
 export const REQUEST_MAX_MESSAGES = 5;
-/** ...and from at most this many strangers at once (a new stranger beyond it is refused the same way). */
+/** ...and from at most this many strangers at once (a new stranger beyond it is refused with `error
+ * REQUESTS_FULL`, and the user is told once per time the requests are full)... */
 export const REQUEST_MAX_STRANGERS = 50;
+/** ...each for at most this long: a request not accepted within 7 days of its first message is deleted (as
+ * an "after read" message never displayed dies after MAX_UNREAD_MS), so strangers that fill every slot (50
+ * enrolled sock-puppets) deny others for a bounded time, not until the user declines them... */
+export const REQUEST_EXPIRY_MS = 7 * 24 * 3600_000;
+/** ...and a stranger whose request was declined or expired cannot open a new one for this long (refused with
+ * `error QUOTA_EXCEEDED`): without it the same puppets would fill the freed slots again within seconds. */
+export const REQUEST_COOLDOWN_MS = 7 * 24 * 3600_000;
+/** How often the engine looks for expired requests (and once at start). */
+export const REQUEST_SWEEP_INTERVAL_MS = 3600_000;
 
 /** Optional features a hello may list in `caps` (docs/protocol.md, "Capabilities"): a frame a peer of an
  * older version would not understand is sent only to a peer whose hello listed its capability. "acks": the

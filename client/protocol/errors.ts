@@ -25,6 +25,13 @@ export type ProtocolErrorCode =
   | "STORE_FAILED"
   | "RATE_LIMITED"
   | "BLOCKED"
-  | "QUOTA_EXCEEDED";
+  | "QUOTA_EXCEEDED"
+  | "REQUESTS_FULL"
+  | "REFUSED";
 
 export class ProtocolError extends CodedError<ProtocolErrorCode> {}
+
+/** The one refusal a peer gets when the user blocked it, or declined (or let expire) its message request and
+ * it asks again too soon: the same code and words for all of them, so the peer cannot tell which (the local
+ * side still logs the reason, e.g. BLOCKED). */
+export const REFUSED_MESSAGE = "not accepted";

@@ -12,7 +12,7 @@ import type { KeyObject } from "node:crypto";
 import type { VerifiedPeer } from "../../pki/mod.ts";
 import { FrameDecoder } from "../protocol/codec.ts";
 import { OUR_CAPS, PROTOCOL_VERSION } from "../protocol/constants.ts";
-import { ProtocolError, type ProtocolErrorCode } from "../protocol/errors.ts";
+import { ProtocolError, type ProtocolErrorCode, REFUSED_MESSAGE } from "../protocol/errors.ts";
 import {
   encodeFrame,
   encodeFrames,
@@ -161,13 +161,15 @@ export class PeerSession {
       this.peer = await this.#authenticate(new Uint8Array(cert.raw), this.expectedName, this.role);
     } catch (e) {
       const code = codeOf(e) ?? "CERTIFICATE";
-      this.fail(
-        ["KEY_CHANGED", "TOO_MANY_CONNECTIONS", "BLOCKED"].includes(code)
-          ? code as ProtocolErrorCode
-          : "CERTIFICATE",
-        messageOf(e),
-        code,
-      );
+      // A blocked peer is told only the generic refusal (protocol.md, "Errors"); we log why.
+      if (code === "BLOCKED") this.fail("REFUSED", REFUSED_MESSAGE, code, messageOf(e));
+      else {
+        this.fail(
+          ["KEY_CHANGED", "TOO_MANY_CONNECTIONS"].includes(code) ? code as ProtocolErrorCode : "CERTIFICATE",
+          messageOf(e),
+          code,
+        );
+      }
       return;
     }
     if (this.state === "closed") return;
@@ -445,8 +447,9 @@ export class PeerSession {
     this.#end({ code: null, message: "peer closed the connection", by: "peer" });
   }
 
-  /** Ends the session with an error frame carrying `code` (and SessionError detail for local callers). */
-  fail(code: ProtocolErrorCode | string, message: string, detail?: string): void {
+  /** Ends the session with an error frame carrying `code` and `message` (and SessionError detail, and a
+   * message of our own when the peer is told less than we log, for local callers). */
+  fail(code: ProtocolErrorCode | string, message: string, detail?: string, localMessage?: string): void {
     if (this.state === "closed") return;
     if (!this.socket.destroyed) {
       try {
@@ -455,7 +458,7 @@ export class PeerSession {
         // the socket may already be unwritable
       }
     }
-    this.#end({ code: detail ?? code, message, by: "us" });
+    this.#end({ code: detail ?? code, message: localMessage ?? message, by: "us" });
   }
 
   /** Polite close (bye) — used for duplicate sessions and shutdown. */

@@ -196,6 +196,13 @@ CREATE TABLE IF NOT EXISTS blocked (name TEXT PRIMARY KEY, since_ms INTEGER NOT 
 -- Peers the user talks to (wrote to, or accepted a message request of: client/requests.ts); any other peer's
 -- messages are held as a bounded message request.
 CREATE TABLE IF NOT EXISTS accepted (name TEXT PRIMARY KEY) WITHOUT ROWID;
+-- Message requests over time (client/requests.ts): when a stranger's pending request began (it expires), and
+-- until when a stranger whose request was declined or expired may not open a new one.
+CREATE TABLE IF NOT EXISTS request_state (
+  name TEXT PRIMARY KEY,
+  since_ms INTEGER,
+  cooldown_until_ms INTEGER
+) WITHOUT ROWID;
 `;
 
 type Row = Record<string, unknown>;
@@ -477,6 +484,11 @@ export class ChatStore {
   /** Applies state changes in one transaction; true for each that changed the message. */
   setStates(changes: readonly StateChange[]): boolean[] {
     return this.#tx(() => this.#applyStates(changes));
+  }
+
+  /** Whether message `id` from `peer` was received before (even if it has since expired or was deleted). */
+  hasReceived(peer: string, id: string): boolean {
+    return this.#stmt("SELECT 1 FROM received_ids WHERE peer = ? AND id = ?").get(peer, id) !== undefined;
   }
 
   /** Queues an incoming message for the next group commit; resolves once it is on disk. */
@@ -879,6 +891,24 @@ export class ChatStore {
          peer NOT IN (SELECT name FROM accepted) GROUP BY peer`,
     ).all() as Row[];
     return new Map(rows.map((r) => [String(r.peer), Number(r.n)]));
+  }
+
+  /** What client/requests.ts keeps of each stranger's request: its start and a cooldown after it ended. */
+  requestStates(): { name: string; sinceMs: number | null; cooldownUntilMs: number | null }[] {
+    const num = (v: unknown) => v === null || v === undefined ? null : Number(v);
+    return (this.#stmt("SELECT name, since_ms, cooldown_until_ms FROM request_state").all() as Row[]).map((
+      r,
+    ) => ({ name: String(r.name), sinceMs: num(r.since_ms), cooldownUntilMs: num(r.cooldown_until_ms) }));
+  }
+
+  /** Sets (both null: forgets) a stranger's request state. */
+  setRequestState(name: string, sinceMs: number | null, cooldownUntilMs: number | null): void {
+    if (sinceMs === null && cooldownUntilMs === null) {
+      this.#stmt("DELETE FROM request_state WHERE name = ?").run(name);
+    } else {
+      this.#stmt("INSERT OR REPLACE INTO request_state (name, since_ms, cooldown_until_ms) VALUES (?, ?, ?)")
+        .run(name, sinceMs, cooldownUntilMs);
+    }
   }
 
   /** The ids of the messages received from `peer` (to delete a declined request). */

@@ -257,6 +257,14 @@ function reduceEngine(s: UiState, e: EngineEvent, at: number, mono: number): UiS
         `message request from ${e.from}: /accept ${e.from} (or reply) to talk, /decline ${e.from} deletes it`,
         at,
       );
+    case "requests-full":
+      return addLog(
+        s,
+        "warn",
+        `message requests from ${e.strangers} strangers are pending: new strangers are turned away until you ` +
+          `/accept or /decline some (or they expire after 7 days)`,
+        at,
+      );
     case "typing":
       return { ...s, typingUntil: { ...s.typingUntil, [e.from]: mono + TYPING_SHOWN_MS } };
     case "peer-online": {

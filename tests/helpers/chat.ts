@@ -95,8 +95,12 @@ export async function enrollUser(pb: Phonebook, name: string): Promise<HomeState
  * helpers lift that limit; tests/message_requests_test.ts (and any test passing its own) meets the real one. */
 export const TEST_REQUEST_LIMITS = { perStranger: 1_000_000 };
 
+/** Refusal backoff (client/outbox.ts) at test speed: the retry tick, doubling to a second. */
+export const TEST_REFUSAL_BACKOFF = { baseMs: 100, maxMs: 1000 };
+
 export const TEST_ENGINE_OPTIONS: HomeEngineOptions = {
   outboxRetryMs: 200,
+  refusalBackoff: TEST_REFUSAL_BACKOFF,
   timeQueryTimeoutMs: 1000,
   requestLimits: TEST_REQUEST_LIMITS,
 };
@@ -398,6 +402,8 @@ export async function startTestEngine(
     dir?: string;
     /** Default localClock(). */
     clock?: ClockLike;
+    /** Default TEST_REFUSAL_BACKOFF. */
+    refusalBackoff?: { baseMs?: number; maxMs?: number };
   } = {},
 ): Promise<TestEngine> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
@@ -420,6 +426,7 @@ export async function startTestEngine(
     requestLimits: opts.requestLimits ?? TEST_REQUEST_LIMITS,
     crlMaxAgeMs: opts.crlMaxAgeMs,
     outboxRetryMs: 100,
+    refusalBackoff: opts.refusalBackoff ?? TEST_REFUSAL_BACKOFF,
     onEvent: log.push,
   });
   registerKnock(engine.address.port, knockSecret);
