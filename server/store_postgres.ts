@@ -182,10 +182,12 @@ export class PostgresDirectoryStore implements DirectoryStore {
         );
         break;
       } catch (e) {
-        if (i < 5 && ["23505", "42P07", ...RETRYABLE].includes(sqlState(e) ?? "")) {
-          // The other creator may not have committed yet (IF NOT EXISTS does not see it): give it a moment,
-          // or every retry fails the same way (seen under load: "type schema_migrations already exists").
-          await new Promise((r) => setTimeout(r, 20 * (i + 1)));
+        if (i < 40 && ["23505", "42P07", "42710", ...RETRYABLE].includes(sqlState(e) ?? "")) {
+          // Another node created it at the same moment: the loser gets 42P07, 23505 (the catalog's unique
+          // index) or 42710 ("type schema_migrations already exists", seen in CI). Once the table is
+          // visible it is there for us too; until the other creator commits, wait (growing, about 8 s in all).
+          if (await this.#hasSchema().catch(() => false)) break;
+          await new Promise((r) => setTimeout(r, Math.min(400, 20 * (i + 1))));
           continue;
         }
         throw e;
