@@ -11,6 +11,7 @@
  * When a commit fails, the session is failed with STORE_FAILED and the messages not acknowledged yet stay
  * with the sender, which tries again.
  */
+import { codeOf } from "../coded_error.ts";
 import type { TimeProof, TrustedTime } from "../clock/types.ts";
 import { verifyTimeProof } from "../clock/mod.ts";
 import type { EngineEvent } from "./engine_types.ts";
@@ -152,26 +153,39 @@ export class Inbox {
     // A message we already hold (its receipt was lost) takes no room: it is acknowledged again and never
     // refused for want of room. Counting it as new made a sender whose receipts were lost resend its whole
     // outbox into a full quota at every retry, be refused before the duplicates' receipts went out, and never
-    // get through (the issue-11 "delivers once there is room" hang). The rate still applies.
-    const known = this.#deps.received?.(peer, f.id) === true;
-    const bytes = item.idOnly || known ? 0 : utf8Length(f.text);
+    // get through (the issue-11 "delivers once there is room" hang). The rate still applies. Whether we hold
+    // it is asked only when a limit would refuse it (one look-up in chat.db per message was a tenth of the
+    // receiver's time in `bench chat`); a duplicate that fits is admitted, and released when the store finds
+    // it is one.
+    let known: boolean | null = null;
+    const isKnown = () => known ??= this.#deps.received?.(peer, f.id) === true;
+    let bytes = item.idOnly ? 0 : utf8Length(f.text);
     try {
       quota?.admit(peer, bytes);
     } catch (e) {
-      return this.#refuseAfterReceipts(q, e);
+      if (bytes === 0 || codeOf(e) !== "QUOTA_EXCEEDED" || !isKnown()) return this.#refuseAfterReceipts(q, e);
+      bytes = 0;
+      try {
+        quota?.admit(peer, 0);
+      } catch (e2) {
+        return this.#refuseAfterReceipts(q, e2);
+      }
     }
     // A known message is no new request either.
-    const counted = known ? undefined : requests;
+    let counted = requests;
     try {
       counted?.admit(peer);
     } catch (e) {
-      quota?.settle(peer, bytes, false);
-      return this.#refuseAfterReceipts(q, e);
+      if (!isKnown()) {
+        quota?.settle(peer, bytes, false);
+        return this.#refuseAfterReceipts(q, e);
+      }
+      counted = undefined;
     }
     // No keeping a message by blocking time: without verified time we could not delete an expiring message
     // at its deadline (its text and key would sit in chat.db past it), so it is not taken; the sender keeps
     // it queued, sends it again later, and its own copy dies on time if it never gets through.
-    if (item.message.ttlMs !== null && !item.idOnly && !known && this.#deps.clock.now() === null) {
+    if (item.message.ttlMs !== null && !item.idOnly && this.#deps.clock.now() === null && !isKnown()) {
       // Nothing is stored: what was admitted above is given back at once.
       quota?.settle(peer, bytes, false);
       counted?.settle(peer, f.id, false);
