@@ -20,16 +20,24 @@ import { spawnHeadless, startClient } from "./helpers/chat.ts";
 import { withTools } from "./helpers/tools.ts";
 
 /** A TCP and a UDP port free now on loopback (the phonebook must come back on the same ones). */
-async function freePorts(): Promise<{ tcp: number; udp: number }> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const tcp = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
+async function freePorts(): Promise<{ tcp: number; udp: number; relay: number }> {
+  const freeTcp = async () => {
+    const srv = net.createServer();
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const port = (srv.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    return port;
+  };
+  const tcp = await freeTcp();
+  // The relay too: with a fixed --listen port it would default to the fixed DEFAULT_RELAY_PORT, which any
+  // other phonebook on this machine may hold.
+  let relay = await freeTcp();
+  while (relay === tcp) relay = await freeTcp();
   const sock = dgram.createSocket("udp4");
   await new Promise<void>((r) => sock.bind(0, "127.0.0.1", r));
   const udp = sock.address().port;
   await new Promise<void>((r) => sock.close(() => r()));
-  return { tcp, udp };
+  return { tcp, udp, relay };
 }
 
 /** The pids of `pid`'s children (`ps`: reading /proc needs more permissions than the tests have). */
@@ -54,7 +62,11 @@ interface Serve {
 }
 
 /** `securechat serve` as its own process, optionally under faketime (wall clock only). */
-async function serve(data: string, ports: { tcp: number; udp: number }, faketime?: string): Promise<Serve> {
+async function serve(
+  data: string,
+  ports: { tcp: number; udp: number; relay: number },
+  faketime?: string,
+): Promise<Serve> {
   const args = securechatArgs(
     "serve",
     "--data",
@@ -63,6 +75,8 @@ async function serve(data: string, ports: { tcp: number; udp: number }, faketime
     `127.0.0.1:${ports.tcp}`,
     "--roughtime-listen",
     `127.0.0.1:${ports.udp}`,
+    "--relay-listen",
+    `127.0.0.1:${ports.relay}`,
   );
   const env: Record<string, string> = { ...CHILD_ENV };
   let cmd = Deno.execPath();
@@ -89,7 +103,7 @@ async function serve(data: string, ports: { tcp: number; udp: number }, faketime
   const drain = (async () => {
     for (;;) if ((await reader.read()).done) break;
   })();
-  const stop = async () => {
+  const signal = async () => {
     // Under faketime a signal reaches only the wrapper, which waits for the program it started: the
     // program (the wrapper's own child, found by its parent's pid) is told first.
     if (faketime) {
@@ -102,14 +116,21 @@ async function serve(data: string, ports: { tcp: number; udp: number }, faketime
     try {
       child.kill("SIGTERM");
     } catch { /* already gone */ }
+  };
+  if (!url || !fingerprint) {
+    // What it said on stderr is the reason (a port in use, a refused data folder...): read once it is gone.
+    await signal();
+    const said = await new Response(child.stderr).text().catch(() => "");
+    await drain;
+    await child.status;
+    throw new Error(`serve did not start:\n${output}\n${said}`);
+  }
+  const stop = async () => {
+    await signal();
     await drain;
     await child.stderr.cancel();
     await child.status;
   };
-  if (!url || !fingerprint) {
-    await stop();
-    throw new Error(`serve did not start:\n${output}`);
-  }
   return { url, fingerprint, stop };
 }
 
