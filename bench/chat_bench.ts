@@ -18,6 +18,7 @@ import process from "node:process";
 import { type BenchFigure, percentile } from "./harness.ts";
 import { decodeKnockSecret, encodeKnockSecret } from "../contract/mod.ts";
 import { makeTestCa, makeTestLeaf, type TestCa, type TestLeaf } from "../tests/helpers/pki.ts";
+import { lineReader } from "../tests/helpers/cli.ts";
 import {
   FakeDirectory,
   rawDial,
@@ -173,20 +174,8 @@ async function hubMemory(ca: TestCa): Promise<BenchFigure> {
   }).spawn();
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode(JSON.stringify({ ca, hub: hubLeaf }) + "\n"));
-  const reader = child.stdout.getReader();
-  let out = "";
   /** The next line the hub prints. */
-  const line = async (): Promise<string> => {
-    while (!out.includes("\n")) {
-      const r = await reader.read();
-      if (r.done) throw new Error("hub exited");
-      out += new TextDecoder().decode(r.value);
-    }
-    const i = out.indexOf("\n");
-    const l = out.slice(0, i);
-    out = out.slice(i + 1);
-    return l;
-  };
+  const { next: line, close: closeLines } = lineReader(child.stdout, "hub");
   const rss = async (): Promise<number> => {
     await w.write(new TextEncoder().encode("rss\n"));
     return Number(await line());
@@ -207,8 +196,7 @@ async function hubMemory(ca: TestCa): Promise<BenchFigure> {
   const busy = await rss();
   for (const p of peers) p.socket.destroy();
   await w.close();
-  reader.releaseLock();
-  await child.stdout.cancel();
+  await closeLines();
   await child.status;
   return {
     name: `client RSS with ${SESSIONS} open sessions`,

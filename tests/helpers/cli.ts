@@ -60,3 +60,28 @@ export async function assertCliRun(args: string[], expected = 0): Promise<CliRes
   }
   return r;
 }
+
+/** Reads a child's stdout one line at a time (the question-and-answer children of the hostile tests and the
+ * chat bench): `next` throws `${who} exited` when the stream ends first; `close` cancels the stream. */
+export function lineReader(
+  stdout: ReadableStream<Uint8Array>,
+  who: string,
+): { next(): Promise<string>; close(): Promise<void> } {
+  const reader = stdout.getReader();
+  const decoder = new TextDecoder();
+  let out = "";
+  return {
+    async next() {
+      while (!out.includes("\n")) {
+        const r = await reader.read();
+        if (r.done) throw new Error(`${who} exited`);
+        out += decoder.decode(r.value, { stream: true });
+      }
+      const i = out.indexOf("\n");
+      const l = out.slice(0, i);
+      out = out.slice(i + 1);
+      return l;
+    },
+    close: () => reader.cancel().catch(() => {}),
+  };
+}

@@ -10,6 +10,7 @@ import net from "node:net";
 import crypto from "node:crypto";
 import { makeTestLeaf, type TestCa, type TestLeaf } from "./pki.ts";
 import { rawDial, type RawPeer, registerKnock, startTestEngine } from "./chat.ts";
+import { lineReader } from "./cli.ts";
 import { decodeKnockSecret, encodeKnockSecret } from "../../contract/mod.ts";
 import { encodeFrame, type Frame } from "../../client/protocol/mod.ts";
 import { MAX_TEXT_BYTES } from "../../client/protocol/constants.ts";
@@ -52,19 +53,7 @@ export async function startVictimProcess(
   const w = child.stdin.getWriter();
   const enc = new TextEncoder();
   await w.write(enc.encode(JSON.stringify({ ca, leaf, accept }) + "\n"));
-  const reader = child.stdout.getReader();
-  let out = "";
-  const line = async (): Promise<string> => {
-    while (!out.includes("\n")) {
-      const r = await reader.read();
-      if (r.done) throw new Error("victim exited");
-      out += new TextDecoder().decode(r.value);
-    }
-    const i = out.indexOf("\n");
-    const l = out.slice(0, i);
-    out = out.slice(i + 1);
-    return l;
-  };
+  const { next: line, close: closeLines } = lineReader(child.stdout, "victim");
   // One question at a time: answers come back in order.
   let chain: Promise<unknown> = Promise.resolve();
   const ask = <T>(q: string): Promise<T> => {
@@ -86,8 +75,7 @@ export async function startVictimProcess(
     count: (name) => ask<{ rows: number; distinct: number }>(`count ${name}`),
     stop: async () => {
       await w.close().catch(() => {});
-      reader.releaseLock();
-      await child.stdout.cancel().catch(() => {});
+      await closeLines();
       await child.status;
     },
   };
