@@ -161,6 +161,9 @@ export async function startDemo(
     const bot = attachAssistant(assistant, USER_NAME, opts.selfDestructMs);
     undo.push(() => Promise.resolve(bot.stop()));
     const user = await openEngine(userHome);
+    // The assistant is the demo's own contact, not a stranger: its greeting is a conversation, not a message
+    // request the newcomer must accept first.
+    user.acceptRequest?.(ASSISTANT_NAME);
     // The user is online now (its engine published its address): the assistant says hello first.
     void bot.greet();
     let closed = false;

@@ -100,6 +100,10 @@ Deno.test({
         isMessage((m) => m.from === "assistant" && m.ttlMs === null),
       );
       assert.match(hello.message.text, /demo assistant/);
+      // The demo's own contact, accepted up front: no message request to accept before chatting.
+      assert.equal(rec.events.some((e) => e.event === "request"), false);
+      const contact = (await demo.user.contacts()).find((c) => c.name === "assistant");
+      assert.equal(contact?.request ?? false, false, JSON.stringify(contact));
       const burning = await rec.waitFor("self-destructing", isMessage((m) => m.ttlMs === 3000));
       assert.ok(burning.message.expiresAt !== null);
       await rec.waitFor(
