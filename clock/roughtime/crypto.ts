@@ -54,25 +54,6 @@ export function sha512PrefixedInto(
   out.set(d.subarray(0, size), at);
 }
 
-/** sha512PrefixedInto for two inputs: the leaves of a batch. (Kept as one call so the tree's code does not
- * depend on how the hashes are computed.) */
-export function sha512PrefixedPairInto(
-  prefix: number,
-  a: Uint8Array,
-  fromA: number,
-  toA: number,
-  b: Uint8Array,
-  fromB: number,
-  toB: number,
-  out: Uint8Array,
-  atA: number,
-  atB: number,
-  size: number,
-): void {
-  sha512PrefixedInto(prefix, a, fromA, toA, out, atA, size);
-  sha512PrefixedInto(prefix, b, fromB, toB, out, atB, size);
-}
-
 export function randomBytes(n: number): Uint8Array {
   return new Uint8Array(nodeRandomBytes(n));
 }

@@ -12,7 +12,7 @@ import {
   MERKLE_LEAF_PREFIX,
   MERKLE_NODE_PREFIX,
 } from "./constants.ts";
-import { sha512Prefixed, sha512PrefixedInto, sha512PrefixedPairInto } from "./crypto.ts";
+import { sha512Prefixed, sha512PrefixedInto } from "./crypto.ts";
 import { fail } from "./errors.ts";
 import { bytesEqual } from "./wire.ts";
 
@@ -110,27 +110,8 @@ export class MerkleLevels {
       const below = this.levelAt[d];
       const here = this.levelAt[d + 1];
       const nextReal = Math.ceil(real / 2);
-      // The two children are adjacent in the level below: hash 0x01 || left || right straight from it,
-      // two nodes per SIMD pass.
-      let k = 0;
-      for (; k + 1 < nextReal; k += 2) {
-        const from = below + 2 * k * size;
-        const next = from + 2 * size;
-        sha512PrefixedPairInto(
-          MERKLE_NODE_PREFIX,
-          buf,
-          from,
-          next,
-          buf,
-          next,
-          next + 2 * size,
-          buf,
-          here + k * size,
-          here + (k + 1) * size,
-          size,
-        );
-      }
-      if (k < nextReal) {
+      // The two children are adjacent in the level below: hash 0x01 || left || right straight from it.
+      for (let k = 0; k < nextReal; k++) {
         const from = below + 2 * k * size;
         sha512PrefixedInto(MERKLE_NODE_PREFIX, buf, from, from + 2 * size, buf, here + k * size, size);
       }

@@ -12,7 +12,7 @@ import {
   TAG,
   TYPE_RESPONSE,
 } from "./constants.ts";
-import { sha512PrefixedInto, sha512PrefixedPairInto, signWithContext } from "./crypto.ts";
+import { sha512PrefixedInto, signWithContext } from "./crypto.ts";
 import { fail } from "./errors.ts";
 import { type HashFamily, MerkleLevels } from "./merkle.ts";
 import type { RoughtimeRequest } from "./request.ts";
@@ -115,24 +115,7 @@ export function signBatch(batch: BatchRequests, p: BatchParams): SignedBatch {
   const tree = trees[p.family];
   const size = tree.size;
   tree.reset(n);
-  // Leaves two at a time: one SIMD pass hashes a pair of requests of the same padded length.
-  let i = 0;
-  for (; i + 1 < n; i += 2) {
-    sha512PrefixedPairInto(
-      MERKLE_LEAF_PREFIX,
-      batch.leafBuf[i],
-      batch.leafStart[i],
-      batch.leafEnd[i],
-      batch.leafBuf[i + 1],
-      batch.leafStart[i + 1],
-      batch.leafEnd[i + 1],
-      tree.buf,
-      tree.leafAt(i),
-      tree.leafAt(i + 1),
-      size,
-    );
-  }
-  if (i < n) {
+  for (let i = 0; i < n; i++) {
     sha512PrefixedInto(
       MERKLE_LEAF_PREFIX,
       batch.leafBuf[i],
