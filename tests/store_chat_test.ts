@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { ChatStore } from "../client/store/store.ts";
 import { open, seal } from "../client/store/crypto.ts";
 import { filesContain } from "./helpers/chat.ts";
@@ -80,6 +81,89 @@ Deno.test("store: a received id is stored once, and remembered after the message
     assert.deepEqual(s.history("bob"), []);
     // The same id from another peer is another message.
     assert.equal(s.addIncoming({ ...base, peer: "carol", from: "carol", id, text: "carol's" }), "stored");
+  });
+});
+
+Deno.test("store: a received message is one row; its id is remembered only once it is deleted, and survives a reopen", async () => {
+  await withStore((s, path) => {
+    const kept = "e".repeat(32);
+    const gone = "f".repeat(32);
+    assert.deepEqual(
+      s.addIncomingBatch([{ message: { ...base, id: kept, text: "kept" } }, {
+        message: { ...base, id: gone, text: "gone" },
+      }]),
+      ["stored", "stored"],
+    );
+    const raw = () => new DatabaseSync(path, { readOnly: true });
+    const remembered = () => {
+      const db = raw();
+      try {
+        return (db.prepare("SELECT id FROM received_ids ORDER BY id").all() as { id: string }[]).map((r) =>
+          r.id
+        );
+      } finally {
+        db.close();
+      }
+    };
+    assert.deepEqual(remembered(), [], "no second row while the message exists");
+    assert.ok(s.hasReceived("bob", kept) && s.hasReceived("bob", gone));
+    s.deleteMessages([{ peer: "bob", id: gone }]);
+    assert.deepEqual(remembered(), [gone]);
+    s.close();
+    const again = new ChatStore(path);
+    try {
+      assert.deepEqual(
+        again.addIncomingBatch([
+          { message: { ...base, id: kept, text: "resent" } },
+          { message: { ...base, id: gone, text: "resent" } },
+          { message: { ...base, id: "0".repeat(32), text: "new" } },
+        ]),
+        ["duplicate", "duplicate", "stored"],
+      );
+      assert.deepEqual(again.history("bob").map((m) => m.text), ["kept", "new"]);
+    } finally {
+      again.close();
+    }
+  });
+});
+
+Deno.test("store: a message whose id is one of ours to that peer is a duplicate, and the rest of its batch is stored", async () => {
+  await withStore((s) => {
+    const ours = "a".repeat(32);
+    s.addOutgoing({ ...base, from: "alice", id: ours, text: "mine", state: "sending" });
+    assert.equal(s.hasReceived("bob", ours), true, "counts as known, so it takes no room in the inbox");
+    const other = "b".repeat(32);
+    // Before, the unique index refused the whole batch (and every resend of it): one hostile id stalled all.
+    assert.deepEqual(
+      s.addIncomingBatch([{ message: { ...base, id: ours, text: "echo" } }, {
+        message: { ...base, id: other, text: "real" },
+      }]),
+      ["duplicate", "stored"],
+    );
+    assert.deepEqual(s.history("bob").map((m) => [m.direction, m.text]), [["out", "mine"], ["in", "real"]]);
+  });
+});
+
+Deno.test("store: a run of receipts is one update; an id twice changes once, and runs keep their order", async () => {
+  await withStore((s) => {
+    const ids = ["1", "2", "3"].map((c) => c.repeat(32));
+    for (const id of ids) s.addOutgoing({ ...base, from: "alice", id, text: id, state: "sending" });
+    assert.deepEqual(
+      s.setStates([
+        { peer: "bob", id: ids[0], state: "sent" },
+        { peer: "bob", id: ids[1], state: "sent" },
+        // failed, then sent again, in this order: ids[0] ends "sent" (the reverse order would leave "failed").
+        { peer: "bob", id: ids[0], state: "failed" },
+        { peer: "bob", id: ids[0], state: "sent" },
+        { peer: "bob", id: ids[1], state: "delivered" },
+        { peer: "bob", id: ids[2], state: "delivered" },
+        { peer: "bob", id: ids[1], state: "delivered" },
+        { peer: "carol", id: ids[2], state: "failed" },
+      ]),
+      [true, true, true, true, true, true, false, false],
+    );
+    assert.deepEqual(ids.map((id) => s.get("bob", id)!.state), ["sent", "delivered", "delivered"]);
+    assert.deepEqual(s.outbox("bob").map((m) => m.id), [ids[0]]);
   });
 });
 

@@ -1,7 +1,7 @@
 /**
  * The chat engine's SQLite store (`chat.db` in the home folder): messages, their per-message keys, the ids
- * already received from each peer (at-most-once delivery outlives the message), and contacts with their
- * pinned certificate fingerprints.
+ * of received messages that were since deleted (at-most-once delivery outlives the message: while it exists
+ * its own row is the record), and contacts with their pinned certificate fingerprints.
  *
  * Durability: WAL. Storing a message (ours, or one we are about to acknowledge) commits with synchronous=FULL,
  * so it is on disk, not only in the OS cache, before a receipt goes out; state changes (sent, delivered,
@@ -103,6 +103,26 @@ const STATE_CHANGE_SQL: Record<StateChange["state"], string> = {
     "state IN ('sending','sent')",
 };
 
+/** STATE_CHANGE_SQL for many ids of one peer at once (?1 the peer, ?2 a JSON array of ids): returns the ids
+ * it changed. */
+const STATE_CHANGE_MANY_SQL: Record<StateChange["state"], string> = {
+  sent:
+    "UPDATE messages SET state = 'sent' WHERE id IN (SELECT value FROM json_each(?2)) AND peer = ?1 AND " +
+    "direction = 'out' AND state IN ('sending','failed') RETURNING id",
+  delivered: "UPDATE messages SET state = 'delivered', unacked = 0 WHERE id IN (SELECT value FROM " +
+    "json_each(?2)) AND peer = ?1 AND direction = 'out' AND state NOT IN ('delivered','read') RETURNING id",
+  failed:
+    "UPDATE messages SET state = 'failed' WHERE id IN (SELECT value FROM json_each(?2)) AND peer = ?1 " +
+    "AND direction = 'out' AND state IN ('sending','sent') RETURNING id",
+};
+
+/** Which of the ids in the JSON array ?2 were received from peer ?1 before: held as a message, or
+ * remembered after its deletion. (An id of one of our own messages to that peer is "known" too: the unique
+ * index would refuse it.) */
+const KNOWN_IDS_SQL = "SELECT value AS id FROM json_each(?2) WHERE " +
+  "EXISTS (SELECT 1 FROM messages WHERE id = value AND peer = ?1) OR " +
+  "EXISTS (SELECT 1 FROM received_ids WHERE peer = ?1 AND id = value)";
+
 /** Rows per multi-row INSERT, largest first: a batch of n rows takes a few statements of these sizes (one
  * prepared statement each); 64 rows of 16 columns stay far below SQLite's limit on parameters. */
 const INSERT_CHUNKS = [64, 16, 4, 1];
@@ -170,6 +190,8 @@ CREATE TABLE IF NOT EXISTS message_keys (
   key BLOB NOT NULL,
   PRIMARY KEY (peer, id)
 ) WITHOUT ROWID;
+-- Ids of received messages since deleted (deleteMessages writes them; earlier versions wrote one for every
+-- message received): with the messages' own (id, peer) index, what makes delivery at-most-once.
 CREATE TABLE IF NOT EXISTS received_ids (
   peer TEXT NOT NULL,
   id TEXT NOT NULL,
@@ -486,9 +508,13 @@ export class ChatStore {
     return this.#tx(() => this.#applyStates(changes));
   }
 
-  /** Whether message `id` from `peer` was received before (even if it has since expired or was deleted). */
+  /** Whether message `id` from `peer` was received before (even if it has since expired or was deleted), or
+   * would be refused as one: an id one of our own messages to that peer has. */
   hasReceived(peer: string, id: string): boolean {
-    return this.#stmt("SELECT 1 FROM received_ids WHERE peer = ? AND id = ?").get(peer, id) !== undefined;
+    return this.#stmt(
+      "SELECT 1 WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?2 AND peer = ?1) OR " +
+        "EXISTS (SELECT 1 FROM received_ids WHERE peer = ?1 AND id = ?2)",
+    ).get(peer, id) !== undefined;
   }
 
   /** Queues an incoming message for the next group commit; resolves once it is on disk. */
@@ -515,21 +541,73 @@ export class ChatStore {
     return this.#insertMany(ms.map((m) => ({ ...m, direction: "out", readAt: null })));
   }
 
+  /** Stores what is new of `items`. A message counts as received while its row exists (the unique (id, peer)
+   * index) and, once it is deleted, by its received_ids row (written by deleteMessages): so storing a message
+   * writes one row, not two, and the batch's duplicates are found by one look-up per peer. An id that one of
+   * our own messages to that peer already has cannot be stored either and counts as a duplicate. */
   #applyIncoming(items: readonly IncomingItem[]): IncomingResult[] {
-    const remember = this.#stmt("INSERT OR IGNORE INTO received_ids (peer, id) VALUES (?, ?)");
+    const results: IncomingResult[] = new Array(items.length);
+    const first = new Set<string>();
+    const idsByPeer = new Map<string, string[]>();
+    for (let i = 0; i < items.length; i++) {
+      const { peer, id } = items[i].message;
+      const key = `${peer}\n${id}`;
+      if (first.has(key)) {
+        results[i] = "duplicate";
+        continue;
+      }
+      first.add(key);
+      let ids = idsByPeer.get(peer);
+      if (!ids) idsByPeer.set(peer, ids = []);
+      ids.push(id);
+    }
+    const known = new Set<string>();
+    for (const [peer, ids] of idsByPeer) {
+      for (const r of this.#stmt(KNOWN_IDS_SQL).all(peer, JSON.stringify(ids)) as Row[]) {
+        known.add(`${peer}\n${String(r.id)}`);
+      }
+    }
     const stored: Omit<StoredMessage, "seq">[] = [];
-    const results = items.map(({ message: m, idOnly }): IncomingResult => {
-      // The id row is the dedup: it is in this transaction already when the same id comes twice in a batch.
-      if (remember.run(m.peer, m.id).changes === 0) return "duplicate";
-      if (!idOnly) stored.push({ ...m, direction: "in", readAt: null, state: "delivered" });
-      return "stored";
-    });
+    for (let i = 0; i < items.length; i++) {
+      if (results[i] !== undefined) continue;
+      const { message: m, idOnly } = items[i];
+      if (known.has(`${m.peer}\n${m.id}`)) {
+        results[i] = "duplicate";
+        continue;
+      }
+      results[i] = "stored";
+      // Dead on arrival: only the id is kept, so a resend is refused.
+      if (idOnly) this.#stmt("INSERT OR IGNORE INTO received_ids (peer, id) VALUES (?, ?)").run(m.peer, m.id);
+      else stored.push({ ...m, direction: "in", readAt: null, state: "delivered" });
+    }
     this.#insertMany(stored);
     return results;
   }
 
+  /** Runs of changes to the same state for the same peer (a batch of receipts is one run) take one UPDATE
+   * over the run's ids; the order of the runs is kept, so a change never overtakes one queued before it. */
   #applyStates(changes: readonly StateChange[]): boolean[] {
-    return changes.map((c) => this.#stmt(STATE_CHANGE_SQL[c.state]).run(c.id, c.peer).changes > 0);
+    const out: boolean[] = new Array(changes.length);
+    let i = 0;
+    while (i < changes.length) {
+      const { state, peer } = changes[i];
+      let j = i + 1;
+      while (j < changes.length && changes[j].state === state && changes[j].peer === peer) j++;
+      if (j - i === 1) {
+        out[i] = this.#stmt(STATE_CHANGE_SQL[state]).run(changes[i].id, peer).changes > 0;
+      } else {
+        const ids = changes.slice(i, j).map((c) => c.id);
+        const changed = new Set(
+          (this.#stmt(STATE_CHANGE_MANY_SQL[state]).all(peer, JSON.stringify(ids)) as Row[]).map((r) =>
+            String(r.id)
+          ),
+        );
+        // An id twice in the run changes once: its first occurrence.
+        for (let k = i; k < j; k++) out[k] = changed.delete(changes[k].id);
+      }
+      i = j;
+    }
+    return out;
   }
 
   #applyReads(reads: readonly ReadReceipt[]): boolean[] {
@@ -726,9 +804,15 @@ export class ChatStore {
     if (keys.length === 0) return;
     this.#tx(() => {
       const dk = this.#db.prepare("DELETE FROM message_keys WHERE peer = ? AND id = ?");
+      // A received message's id outlives it: a resend after its deletion is still refused.
+      const remember = this.#db.prepare(
+        "INSERT OR IGNORE INTO received_ids (peer, id) SELECT peer, id FROM messages WHERE id = ?2 AND " +
+          "peer = ?1 AND direction = 'in'",
+      );
       const dm = this.#db.prepare("DELETE FROM messages WHERE peer = ? AND id = ?");
       for (const k of keys) {
         dk.run(k.peer, k.id);
+        remember.run(k.peer, k.id);
         dm.run(k.peer, k.id);
       }
     });
