@@ -183,3 +183,24 @@ function verifiesFor(request: Uint8Array, reply: Uint8Array, key: Uint8Array): b
     return false;
   }
 }
+
+Deno.test("tcp: a fixed port whose TCP number is taken fails with EADDRINUSE and releases its UDP socket", async () => {
+  const holder = net.createServer();
+  await new Promise<void>((r) => holder.listen(0, "127.0.0.1", () => r()));
+  const port = (holder.address() as net.AddressInfo).port;
+  try {
+    await assert.rejects(
+      startRoughtimeServer({ longTermSeed: randomBytes(32), port, tcp: true }),
+      (e: unknown) => (e as { code?: string }).code === "EADDRINUSE",
+    );
+    // The UDP socket it had bound is closed again: the same port can be taken now.
+    const udp = dgram.createSocket("udp4");
+    await new Promise<void>((resolve, reject) => {
+      udp.once("error", reject);
+      udp.bind(port, "127.0.0.1", () => resolve());
+    });
+    await new Promise<void>((r) => udp.close(() => r()));
+  } finally {
+    await new Promise<void>((r) => holder.close(() => r()));
+  }
+});

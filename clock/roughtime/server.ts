@@ -3,12 +3,16 @@
  * and has the Responder (responder.ts) sign them as one batch, plus the optional TCP listener (tcp.ts).
  */
 import { clearImmediate, setImmediate } from "node:timers";
+import { codeOf } from "../../coded_error.ts";
 import { DEFAULT_PORT, MAX_BATCH_SIZE, MAX_PENDING_REQUESTS, MAX_REQUEST_SIZE } from "./constants.ts";
 import { Responder, type ResponderOptions, type RoughtimeServerStats } from "./responder.ts";
 import { listenTcp, type TcpListener } from "./tcp.ts";
 import { bindUdp, defaultUdpApi, type UdpApi, type UdpEndpoint, type UdpPeer } from "./udp.ts";
 
 export { Responder, type ResponderOptions, type RoughtimeServerStats, type Transport } from "./responder.ts";
+
+/** Fresh UDP ports tried for `port: 0` with `tcp` when the TCP port of that number is taken. */
+const TCP_PORT_ATTEMPTS = 8;
 
 export interface RoughtimeServerOptions extends ResponderOptions {
   /** Default "127.0.0.1". */
@@ -93,14 +97,21 @@ export async function startRoughtimeServer(opts: RoughtimeServerOptions): Promis
     }
   };
 
-  socket = await bindUdp(opts.udpApi ?? defaultUdpApi(), hostname, opts.port ?? DEFAULT_PORT, onDatagram);
+  const api = opts.udpApi ?? defaultUdpApi();
+  const wanted = opts.port ?? DEFAULT_PORT;
   let tcp: TcpListener | null = null;
-  if (opts.tcp) {
+  // With port 0 the system picks a free UDP port, and TCP then needs the same number, which another program
+  // may hold: a few fresh picks before giving up (a fixed port fails at once).
+  for (let attempt = 1;; attempt++) {
+    socket = await bindUdp(api, hostname, wanted, onDatagram);
+    if (!opts.tcp) break;
     try {
       tcp = await listenTcp(responder, hostname, socket.port);
+      break;
     } catch (e) {
       await socket.close();
-      throw e;
+      socket = null;
+      if (wanted !== 0 || attempt >= TCP_PORT_ATTEMPTS || codeOf(e) !== "EADDRINUSE") throw e;
     }
   }
   const udp = socket;
