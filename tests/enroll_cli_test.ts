@@ -5,66 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { CHILD_ENV, runCli, securechatArgs } from "./helpers/cli.ts";
+import { runCli } from "./helpers/cli.ts";
+import { startServeProcess } from "./helpers/serve_process.ts";
 import { fingerprintOf } from "../pki/mod.ts";
 
-interface ServeProcess {
-  url: string;
-  fingerprint: string;
-  output: string;
-  stop(): Promise<{ code: number; output: string }>;
-}
-
-async function serve(args: string[]): Promise<ServeProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: securechatArgs(
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-      "--roughtime-listen",
-      "127.0.0.1:0",
-      ...args,
-    ),
-    env: CHILD_ENV,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let output = "";
-  const deadline = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  while (!output.includes("Users enroll with")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    output += value;
-  }
-  clearTimeout(deadline);
-  const url = /listening on (https:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1];
-  // Shown in groups of four, like every other fingerprint securechat shows.
-  const fingerprint = /CA fingerprint \(SHA-256\): ((?:[0-9a-f]{4} ){15}[0-9a-f]{4})\n/.exec(output)?.[1]
-    .replace(/ /g, "");
-  if (!url || !fingerprint) {
-    child.kill("SIGKILL");
-    await child.status;
-    throw new Error(`serve did not start:\n${output}\n${await new Response(child.stderr).text()}`);
-  }
-  return {
-    url,
-    fingerprint,
-    output,
-    stop: async () => {
-      child.kill("SIGTERM");
-      let rest = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        rest += value;
-      }
-      await child.stderr.cancel();
-      const st = await child.status;
-      return { code: st.code, output: rest };
-    },
-  };
+/** `securechat serve` with its phonebook and Roughtime ports picked by the system. */
+async function serve(
+  args: string[],
+): Promise<{ url: string; fingerprint: string; output: string; stop(): Promise<number> }> {
+  const node = await startServeProcess(["--roughtime-listen", "127.0.0.1:0", ...args], { timeoutMs: 30_000 });
+  return { url: node.url, fingerprint: node.caFingerprint, output: node.output(), stop: () => node.stop() };
 }
 
 Deno.test("securechat serve + enroll: happy paths, every refusal, admin commands, restart", async () => {
@@ -154,8 +104,7 @@ Deno.test("securechat serve + enroll: happy paths, every refusal, admin commands
     assert.equal(again.code, 0, again.stderr);
 
     // Restart in invite-only mode: same CA; tokens work once.
-    const stopped = await srv.stop();
-    assert.equal(stopped.code, 0);
+    assert.equal(await srv.stop(), 0, "SIGTERM is a clean exit");
     srv = await serve(["--data", data, "--invite-only"]);
     assert.doesNotMatch(srv.output, /Created a new CA/);
     assert.equal(srv.fingerprint, fingerprintOf(await Deno.readTextFile(join(data, "ca.pem"))));

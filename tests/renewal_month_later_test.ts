@@ -15,7 +15,7 @@ import { enroll } from "../client/enroll.ts";
 import { loadHome } from "../client/home.ts";
 import { CHAT_DB_FILE } from "../client/engine.ts";
 import { keyFingerprintOf, normalizeSerial, pemToDer, x509 } from "../pki/mod.ts";
-import { CHILD_ENV, securechatArgs } from "./helpers/cli.ts";
+import { type ServeNode, startServeProcess } from "./helpers/serve_process.ts";
 import { spawnHeadless, startClient } from "./helpers/chat.ts";
 import { withTools } from "./helpers/tools.ts";
 
@@ -40,35 +40,13 @@ async function freePorts(): Promise<{ tcp: number; udp: number; relay: number }>
   return { tcp, udp, relay };
 }
 
-/** The pids of `pid`'s children (`ps`: reading /proc needs more permissions than the tests have). */
-async function childrenOf(pid: number): Promise<number[]> {
-  try {
-    const r = await new Deno.Command("ps", {
-      args: ["-o", "pid=", "--ppid", String(pid)],
-      stdout: "piped",
-      stderr: "null",
-    })
-      .output();
-    return new TextDecoder().decode(r.stdout).split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-interface Serve {
-  url: string;
-  fingerprint: string;
-  stop(): Promise<void>;
-}
-
 /** `securechat serve` as its own process, optionally under faketime (wall clock only). */
-async function serve(
+function serve(
   data: string,
   ports: { tcp: number; udp: number; relay: number },
   faketime?: string,
-): Promise<Serve> {
-  const args = securechatArgs(
-    "serve",
+): Promise<ServeNode> {
+  return startServeProcess([
     "--data",
     data,
     "--listen",
@@ -77,61 +55,7 @@ async function serve(
     `127.0.0.1:${ports.udp}`,
     "--relay-listen",
     `127.0.0.1:${ports.relay}`,
-  );
-  const env: Record<string, string> = { ...CHILD_ENV };
-  let cmd = Deno.execPath();
-  let argv = args;
-  if (faketime) {
-    cmd = "faketime";
-    argv = ["-f", faketime, Deno.execPath(), ...args];
-    env.FAKETIME_DONT_FAKE_MONOTONIC = "1";
-  }
-  const child = new Deno.Command(cmd, { args: argv, env, stdin: "null", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let output = "";
-  const deadline = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  while (!output.includes("Users enroll with")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    output += value;
-  }
-  clearTimeout(deadline);
-  const url = /listening on (https:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1];
-  const fingerprint = /CA fingerprint \(SHA-256\): ((?:[0-9a-f]{4} ){15}[0-9a-f]{4})\n/.exec(output)?.[1]
-    .replace(/ /g, "");
-  const drain = (async () => {
-    for (;;) if ((await reader.read()).done) break;
-  })();
-  const signal = async () => {
-    // Under faketime a signal reaches only the wrapper, which waits for the program it started: the
-    // program (the wrapper's own child, found by its parent's pid) is told first.
-    if (faketime) {
-      for (const pid of await childrenOf(child.pid)) {
-        try {
-          Deno.kill(pid, "SIGTERM");
-        } catch { /* gone already */ }
-      }
-    }
-    try {
-      child.kill("SIGTERM");
-    } catch { /* already gone */ }
-  };
-  if (!url || !fingerprint) {
-    // What it said on stderr is the reason (a port in use, a refused data folder...): read once it is gone.
-    await signal();
-    const said = await new Response(child.stderr).text().catch(() => "");
-    await drain;
-    await child.status;
-    throw new Error(`serve did not start:\n${output}\n${said}`);
-  }
-  const stop = async () => {
-    await signal();
-    await drain;
-    await child.stderr.cancel();
-    await child.status;
-  };
-  return { url, fingerprint, stop };
+  ], { faketime, timeoutMs: 30_000 });
 }
 
 const serialOf = (pem: string) =>
@@ -149,13 +73,13 @@ Deno.test(withTools("faketime", {
     try {
       const aliceHome = await enroll({
         server: pb.url,
-        caFingerprint: pb.fingerprint,
+        caFingerprint: pb.caFingerprint,
         name: "alice",
         home: join(tmp, "alice"),
       });
       const bobHome = await enroll({
         server: pb.url,
-        caFingerprint: pb.fingerprint,
+        caFingerprint: pb.caFingerprint,
         name: "bob",
         home: join(tmp, "bob"),
       });

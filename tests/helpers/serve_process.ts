@@ -23,23 +23,60 @@ export class ServeStartError extends Error {
   }
 }
 
+/** The pids of `pid`'s children (`ps`: reading /proc needs more permissions than the tests have). */
+async function childrenOf(pid: number): Promise<number[]> {
+  try {
+    const r = await new Deno.Command("ps", { args: ["-o", "pid=", "--ppid", String(pid)], stdout: "piped" })
+      .output();
+    return new TextDecoder().decode(r.stdout).split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /** Starts `securechat serve ARGS` (listening on 127.0.0.1:0 unless ARGS say otherwise) and resolves once
- * its banner is complete; rejects with ServeStartError when it exits first or within `timeoutMs`. */
+ * its banner is complete; rejects with ServeStartError when it exits first or within `timeoutMs`.
+ * `caCertFile` defaults to `ca.pem` in the `--data` folder. With `faketime` (a libfaketime spec such as
+ * "+31d") the process runs under faketime with its wall clock moved and its monotonic clock left alone. */
 export async function startServeProcess(
   args: string[],
-  opts: { env?: Record<string, string>; caCertFile: string; timeoutMs?: number; denoArgs?: string[] },
+  opts: {
+    env?: Record<string, string>;
+    caCertFile?: string;
+    timeoutMs?: number;
+    denoArgs?: string[];
+    faketime?: string;
+  } = {},
 ): Promise<ServeNode> {
   const hasListen = args.includes("--listen");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      ...(opts.denoArgs ?? []),
-      ...securechatArgs("serve", ...(hasListen ? [] : ["--listen", "127.0.0.1:0"]), ...args),
-    ],
-    env: { ...CHILD_ENV, ...opts.env },
+  const data = args.indexOf("--data");
+  const caCertFile = opts.caCertFile ?? (data >= 0 ? `${args[data + 1]}/ca.pem` : undefined);
+  if (caCertFile === undefined) {
+    throw new Error("startServeProcess: no --data folder, so caCertFile is needed");
+  }
+  const argv = [
+    ...(opts.denoArgs ?? []),
+    ...securechatArgs("serve", ...(hasListen ? [] : ["--listen", "127.0.0.1:0"]), ...args),
+  ];
+  const env: Record<string, string> = { ...CHILD_ENV, ...opts.env };
+  if (opts.faketime) env.FAKETIME_DONT_FAKE_MONOTONIC = "1";
+  const child = new Deno.Command(opts.faketime ? "faketime" : Deno.execPath(), {
+    args: opts.faketime ? ["-f", opts.faketime, Deno.execPath(), ...argv] : argv,
+    env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  // Under faketime a signal reaches only the wrapper, which waits for the program it started: the program
+  // (the wrapper's own child) is told first.
+  const kill = async (signal: Deno.Signal) => {
+    const pids = opts.faketime ? [...await childrenOf(child.pid), child.pid] : [child.pid];
+    for (const pid of pids) {
+      try {
+        Deno.kill(pid, signal);
+      } catch { /* already gone */ }
+    }
+  };
   let out = "";
   const pump = async (s: ReadableStream<Uint8Array>) => {
     const dec = new TextDecoder();
@@ -51,7 +88,7 @@ export async function startServeProcess(
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   while (!/Users enroll with:.*\n/.test(out)) {
     if (exited !== null || Date.now() > deadline) {
-      if (exited === null) child.kill("SIGKILL");
+      if (exited === null) await kill("SIGKILL");
       await status;
       await pumps;
       throw new ServeStartError(exited, out);
@@ -65,16 +102,12 @@ export async function startServeProcess(
     pid: child.pid,
     url: `https://127.0.0.1:${port}`,
     port,
-    caCertPem: await Deno.readTextFile(opts.caCertFile),
+    caCertPem: await Deno.readTextFile(caCertFile),
     caFingerprint: fp,
     roughtime: rt ? { port: Number(rt[1]), publicKey: rt[2] } : null,
     output: () => out,
     stop: async () => {
-      if (exited === null) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* already gone */ }
-      }
+      if (exited === null) await kill("SIGTERM");
       await status;
       await pumps;
       return exited!;
