@@ -16,6 +16,7 @@ import {
   verifyReply,
 } from "../clock/mod.ts";
 import { randomBytes } from "../clock/roughtime/crypto.ts";
+import { codeOf } from "../coded_error.ts";
 import { buildRequest } from "../clock/roughtime/request.ts";
 import { takePackets } from "../clock/roughtime/tcp.ts";
 import { concat } from "../clock/roughtime/wire.ts";
@@ -191,7 +192,7 @@ Deno.test("tcp: a fixed port whose TCP number is taken fails with EADDRINUSE and
   try {
     await assert.rejects(
       startRoughtimeServer({ longTermSeed: randomBytes(32), port, tcp: true }),
-      (e: unknown) => (e as { code?: string }).code === "EADDRINUSE",
+      (e: unknown) => codeOf(e) === "EADDRINUSE",
     );
     // The UDP socket it had bound is closed again: the same port can be taken now.
     const udp = dgram.createSocket("udp4");

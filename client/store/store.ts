@@ -94,27 +94,30 @@ export interface ReadReceipt {
   expiresAt: number | null;
 }
 
-const STATE_CHANGE_SQL: Record<StateChange["state"], string> = {
-  sent: "UPDATE messages SET state = 'sent' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
-    "state IN ('sending','failed')",
-  delivered: "UPDATE messages SET state = 'delivered', unacked = 0 WHERE id = ? AND peer = ? AND " +
-    "direction = 'out' AND state NOT IN ('delivered','read')",
-  failed: "UPDATE messages SET state = 'failed' WHERE id = ? AND peer = ? AND direction = 'out' AND " +
-    "state IN ('sending','sent')",
+/** What each state change sets, and the states it applies from (see StateChange). */
+const STATE_RULES: Record<StateChange["state"], { set: string; from: string }> = {
+  sent: { set: "state = 'sent'", from: "state IN ('sending','failed')" },
+  delivered: { set: "state = 'delivered', unacked = 0", from: "state NOT IN ('delivered','read')" },
+  failed: { set: "state = 'failed'", from: "state IN ('sending','sent')" },
 };
 
-/** STATE_CHANGE_SQL for many ids of one peer at once (?1 the peer, ?2 a JSON array of ids): returns the ids
+const stateSql = (which: (rule: { set: string; from: string }) => string) =>
+  Object.fromEntries(Object.entries(STATE_RULES).map(([k, r]) => [k, which(r)])) as Record<
+    StateChange["state"],
+    string
+  >;
+
+/** One change: ?1 the id, ?2 the peer. */
+const STATE_CHANGE_SQL = stateSql((r) =>
+  `UPDATE messages SET ${r.set} WHERE id = ?1 AND peer = ?2 AND direction = 'out' AND ${r.from}`
+);
+
+/** The same change for many ids of one peer at once (?1 the peer, ?2 a JSON array of ids): returns the ids
  * it changed. */
-const STATE_CHANGE_MANY_SQL: Record<StateChange["state"], string> = {
-  sent:
-    "UPDATE messages SET state = 'sent' WHERE id IN (SELECT value FROM json_each(?2)) AND peer = ?1 AND " +
-    "direction = 'out' AND state IN ('sending','failed') RETURNING id",
-  delivered: "UPDATE messages SET state = 'delivered', unacked = 0 WHERE id IN (SELECT value FROM " +
-    "json_each(?2)) AND peer = ?1 AND direction = 'out' AND state NOT IN ('delivered','read') RETURNING id",
-  failed:
-    "UPDATE messages SET state = 'failed' WHERE id IN (SELECT value FROM json_each(?2)) AND peer = ?1 " +
-    "AND direction = 'out' AND state IN ('sending','sent') RETURNING id",
-};
+const STATE_CHANGE_MANY_SQL = stateSql((r) =>
+  `UPDATE messages SET ${r.set} WHERE id IN (SELECT value FROM json_each(?2)) AND peer = ?1 AND ` +
+  `direction = 'out' AND ${r.from} RETURNING id`
+);
 
 /** Which of the ids in the JSON array ?2 were received from peer ?1 before: held as a message, or
  * remembered after its deletion. (An id of one of our own messages to that peer is "known" too: the unique
