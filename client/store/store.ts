@@ -13,141 +13,29 @@
  * the WAL and truncate it, so the text and its key are gone from both files.
  */
 import { Buffer } from "node:buffer";
-import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
-import type { ChatMessage, DeliveryState, TtlMode } from "../engine_types.ts";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { DeliveryState, TtlMode } from "../engine_types.ts";
+import { open } from "./crypto.ts";
 import type { TimeProof } from "../../clock/types.ts";
-import { newMessageKey, open, seal } from "./crypto.ts";
 import type { RevocationList } from "../revocation/rules.ts";
 import { StoreError } from "./errors.ts";
 import { type BatchKind, type GroupCommitOptions, GroupCommitter } from "./group_commit.ts";
 
+import type {
+  ExpiringRow,
+  IncomingItem,
+  IncomingMessage,
+  IncomingResult,
+  OutgoingMessage,
+  ReadReceipt,
+  StateChange,
+  StoredContact,
+  StoredMessage,
+} from "./types.ts";
+import { MessageWriter } from "./writer.ts";
+
 export { StoreError };
-
-/** A message as stored: what the front ends see (ChatMessage), plus what only the engine needs. */
-export interface StoredMessage extends Omit<ChatMessage, "unreadExpiresAt"> {
-  readAt: number | null;
-  proof: TimeProof | null;
-  /** Insertion order (stable history order). */
-  seq: number;
-}
-
-export interface StoredContact {
-  name: string;
-  /** The pinned key fingerprint (SHA-256 of the SPKI), or for a pin made before keys were pinned
-   * (pinKind "certificate") the SHA-256 of the certificate that was seen then. */
-  pinnedFingerprint: string | null;
-  /** What pinnedFingerprint hashes: "key" (every pin made now), "certificate" (a pin stored by an older
-   * version, converted to a key pin when that certificate is seen again), null with no pin. */
-  pinKind: PinKind | null;
-  /** A key fingerprint seen that differs from the pin, waiting for the user's acceptance. */
-  pendingFingerprint: string | null;
-  /** The last certificate the peer proved in a session (DER), kept so the pinned key can always be read
-   * back from it; null for contacts not met since this was stored. */
-  certificateDer: Uint8Array | null;
-  verified: boolean;
-  defaultTtlMs: number | null;
-}
-
-export type PinKind = "key" | "certificate";
-
-export interface ExpiringRow {
-  peer: string;
-  id: string;
-  /** The recorded send time (the receiver's is proof-bounded): an unread "after read" message dies at
-   * sentAt + MAX_UNREAD_MS (client/expiry.ts, effectiveDeadline). */
-  sentAt: number;
-  expiresAt: number | null;
-  ttlMs: number;
-  ttlMode: TtlMode;
-}
-
-/** A received message as the store takes it (state "delivered" on our side). */
-export type IncomingMessage = Omit<StoredMessage, "seq" | "direction" | "readAt" | "state">;
-/** One of our messages as the store takes it. */
-export type OutgoingMessage = Omit<StoredMessage, "seq" | "direction" | "readAt">;
-
-export interface IncomingItem {
-  message: IncomingMessage;
-  /** Already dead on arrival: remember the id (so a resend is refused) but store no text. */
-  idOnly?: boolean;
-}
-
-export type IncomingResult = "stored" | "duplicate";
-
-/** A delivery state change of one of our messages. Each applies only from the states that lead to it, so
- * changes that arrive late or twice never move a message backwards: "sent" from sending/failed (written to a
- * connection; the outbox stores it only for a message still waiting for its ack a moment later), "delivered"
- * from anything but delivered/read (its ack), "failed" from sending/sent (the connection it was written to
- * closed before the ack; the outbox asks it only for a message it wrote). */
-export interface StateChange {
-  peer: string;
-  id: string;
-  state: "sent" | "delivered" | "failed";
-}
-
-/** A read receipt for one of our messages: records readAt (first only), moves an "after read" deadline
- * earlier (never later) and sets the state "read". */
-export interface ReadReceipt {
-  peer: string;
-  id: string;
-  readAt: number;
-  expiresAt: number | null;
-}
-
-/** What each state change sets, and the states it applies from (see StateChange). */
-const STATE_RULES: Record<StateChange["state"], { set: string; from: string }> = {
-  sent: { set: "state = 'sent'", from: "state IN ('sending','failed')" },
-  delivered: { set: "state = 'delivered', unacked = 0", from: "state NOT IN ('delivered','read')" },
-  failed: { set: "state = 'failed'", from: "state IN ('sending','sent')" },
-};
-
-const stateSql = (which: (rule: { set: string; from: string }) => string) =>
-  Object.fromEntries(Object.entries(STATE_RULES).map(([k, r]) => [k, which(r)])) as Record<
-    StateChange["state"],
-    string
-  >;
-
-/** One change: ?1 the id, ?2 the peer. */
-const STATE_CHANGE_SQL = stateSql((r) =>
-  `UPDATE messages SET ${r.set} WHERE id = ?1 AND peer = ?2 AND direction = 'out' AND ${r.from}`
-);
-
-/** The same change for many ids of one peer at once (?1 the peer, ?2 a JSON array of ids): returns the ids
- * it changed. */
-const STATE_CHANGE_MANY_SQL = stateSql((r) =>
-  `UPDATE messages SET ${r.set} WHERE id IN (SELECT value FROM json_each(?2)) AND peer = ?1 AND ` +
-  `direction = 'out' AND ${r.from} RETURNING id`
-);
-
-/** Which of the ids in the JSON array ?2 were received from peer ?1 before: held as a message, or
- * remembered after its deletion. (An id of one of our own messages to that peer is "known" too: the unique
- * index would refuse it.) */
-const KNOWN_IDS_SQL = "SELECT value AS id FROM json_each(?2) WHERE " +
-  "EXISTS (SELECT 1 FROM messages WHERE id = value AND peer = ?1) OR " +
-  "EXISTS (SELECT 1 FROM received_ids WHERE peer = ?1 AND id = value)";
-
-/** Rows per multi-row INSERT, largest first: a batch of n rows takes a few statements of these sizes (one
- * prepared statement each); 64 rows of 16 columns stay far below SQLite's limit on parameters. */
-const INSERT_CHUNKS = [64, 16, 4, 1];
-
-interface ChunkedSql {
-  /** Values per row. */
-  width: number;
-  /** The statement for INSERT_CHUNKS[i] rows. */
-  text: string[];
-}
-
-function chunked(head: string, width: number): ChunkedSql {
-  const row = `(${new Array(width).fill("?").join(",")})`;
-  return { width, text: INSERT_CHUNKS.map((n) => head + new Array(n).fill(row).join(",")) };
-}
-
-const MESSAGE_INSERT = chunked(
-  "INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms, " +
-    "ttl_mode, state, read_at, proof, seq, unacked) VALUES ",
-  16,
-);
-const KEY_INSERT = chunked("INSERT INTO message_keys (peer, id, key) VALUES ", 3);
+export type * from "./types.ts";
 
 /** Messages in insertion order (seq is the rowid): new rows are appended and the state changes of recent
  * messages touch the same few pages, so a batch writes few pages to the WAL. (Version 1 was keyed on
@@ -232,7 +120,6 @@ CREATE TABLE IF NOT EXISTS request_state (
 
 type Row = Record<string, unknown>;
 
-const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
 /** Up to this many outbox rows are read one by one (see outbox). */
@@ -287,7 +174,9 @@ export interface ChatStoreOptions {
 
 export class ChatStore {
   readonly #db: DatabaseSync;
-  #seq: number;
+  /** The message writes of this connection (the one-off ones; the group commit's, too, without a writer
+   * thread). */
+  readonly #writer: MessageWriter;
   #closed = false;
   /** Prepared once per connection: the batch paths run the same few statements thousands of times. */
   readonly #stmts = new Map<string, StatementSync>();
@@ -319,18 +208,25 @@ export class ChatStore {
       this.#db.close();
       throw new StoreError("STORE_FAILED", `cannot open ${path}: ${(e as Error).message}`);
     }
-    const r = this.#db.prepare("SELECT COALESCE(MAX(seq), 0) AS s FROM messages").get() as Row;
-    this.#seq = Number(r.s);
+    this.#writer = new MessageWriter(this.#db);
     try {
       Deno.chmodSync(path, 0o600);
     } catch {
       // Not fatal (e.g. a filesystem without modes); the home folder itself is 0700.
     }
     this.committer = new GroupCommitter(this.#db, opts.groupCommit);
-    this.#incomingKind = { name: "incoming messages", durable: true, apply: (v) => this.#applyIncoming(v) };
-    this.#outgoingKind = { name: "outgoing messages", durable: true, apply: (v) => this.#applyOutgoing(v) };
-    this.#stateKind = { name: "state changes", durable: false, apply: (v) => this.#applyStates(v) };
-    this.#readKind = { name: "read receipts", durable: false, apply: (v) => this.#applyReads(v) };
+    this.#incomingKind = {
+      name: "incoming messages",
+      durable: true,
+      apply: (v) => this.#writer.applyIncoming(v),
+    };
+    this.#outgoingKind = {
+      name: "outgoing messages",
+      durable: true,
+      apply: (v) => this.#writer.applyOutgoing(v),
+    };
+    this.#stateKind = { name: "state changes", durable: false, apply: (v) => this.#writer.applyStates(v) };
+    this.#readKind = { name: "read receipts", durable: false, apply: (v) => this.#writer.applyReads(v) };
   }
 
   /** Columns added after the first version: a chat.db written by an older version gets them, its pins keep
@@ -415,75 +311,6 @@ export class ChatStore {
     }
   }
 
-  /** Inserts messages (and the keys of the expiring ones) with multi-row INSERTs, and returns their seqs: a
-   * statement call costs about as much as the row it writes, so a batch pays it once per chunk of rows. */
-  #insertMany(ms: readonly Omit<StoredMessage, "seq">[]): number[] {
-    const rows: SQLInputValue[] = [];
-    const keys: SQLInputValue[] = [];
-    const secrets: Uint8Array[] = [];
-    const seqs: number[] = [];
-    try {
-      for (const m of ms) {
-        let iv: Uint8Array | null = null;
-        let body: Uint8Array;
-        const encrypted = m.ttlMs !== null;
-        if (encrypted) {
-          const key = newMessageKey();
-          secrets.push(key);
-          const s = seal(key, m.text, `${m.peer}\n${m.id}`);
-          iv = s.iv;
-          body = s.body;
-          keys.push(m.peer, m.id, key);
-        } else {
-          body = utf8Encoder.encode(m.text);
-        }
-        const seq = ++this.#seq;
-        seqs.push(seq);
-        rows.push(
-          m.peer,
-          m.id,
-          m.from,
-          m.direction,
-          encrypted ? 1 : 0,
-          iv,
-          body,
-          m.sentAt,
-          m.expiresAt,
-          m.ttlMs,
-          m.ttlMode,
-          m.state,
-          m.readAt,
-          m.proof ? JSON.stringify(m.proof) : null,
-          seq,
-          m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed")
-            ? 1
-            : 0,
-        );
-      }
-      this.#runChunked(KEY_INSERT, keys);
-      this.#runChunked(MESSAGE_INSERT, rows);
-    } finally {
-      // The keys are in the statement's bindings until the next run; our copies go now.
-      for (const k of secrets) k.fill(0);
-    }
-    return seqs;
-  }
-
-  /** Runs a multi-row statement over `values` (rows of `sql.width` values each), in chunks of
-   * INSERT_CHUNKS rows. */
-  #runChunked(sql: ChunkedSql, values: SQLInputValue[]): void {
-    let at = 0;
-    let left = values.length / sql.width;
-    for (let c = 0; c < INSERT_CHUNKS.length; c++) {
-      const n = INSERT_CHUNKS[c];
-      while (left >= n) {
-        this.#stmt(sql.text[c]).run(...values.slice(at, at + n * sql.width));
-        at += n * sql.width;
-        left -= n;
-      }
-    }
-  }
-
   /** Stores a message we are sending (state "sending"). */
   addOutgoing(m: OutgoingMessage): void {
     this.addOutgoingBatch([m]);
@@ -491,7 +318,7 @@ export class ChatStore {
 
   /** Stores messages we are sending, in one transaction, on disk when it returns. */
   addOutgoingBatch(ms: readonly OutgoingMessage[]): void {
-    this.#durableTx(() => this.#applyOutgoing(ms));
+    this.#durableTx(() => this.#writer.applyOutgoing(ms));
   }
 
   /** Stores a received message unless its id was already received from that peer (even if it has since
@@ -503,12 +330,12 @@ export class ChatStore {
   /** addIncoming for many in one transaction (on disk when it returns). An id that occurs twice in the batch
    * is stored once: the second is a duplicate. */
   addIncomingBatch(items: readonly IncomingItem[]): IncomingResult[] {
-    return this.#durableTx(() => this.#applyIncoming(items));
+    return this.#durableTx(() => this.#writer.applyIncoming(items));
   }
 
   /** Applies state changes in one transaction; true for each that changed the message. */
   setStates(changes: readonly StateChange[]): boolean[] {
-    return this.#tx(() => this.#applyStates(changes));
+    return this.#tx(() => this.#writer.applyStates(changes));
   }
 
   /** Whether message `id` from `peer` was received before (even if it has since expired or was deleted), or
@@ -538,94 +365,6 @@ export class ChatStore {
   /** Queues a read receipt; resolves with whether the message was ours and not yet read. */
   queueReadReceipt(r: ReadReceipt): Promise<boolean> {
     return this.committer.enqueue(this.#readKind, r);
-  }
-
-  #applyOutgoing(ms: readonly OutgoingMessage[]): number[] {
-    return this.#insertMany(ms.map((m) => ({ ...m, direction: "out", readAt: null })));
-  }
-
-  /** Stores what is new of `items`. A message counts as received while its row exists (the unique (id, peer)
-   * index) and, once it is deleted, by its received_ids row (written by deleteMessages): so storing a message
-   * writes one row, not two, and the batch's duplicates are found by one look-up per peer. An id that one of
-   * our own messages to that peer already has cannot be stored either and counts as a duplicate. */
-  #applyIncoming(items: readonly IncomingItem[]): IncomingResult[] {
-    const results: IncomingResult[] = new Array(items.length);
-    const first = new Set<string>();
-    const idsByPeer = new Map<string, string[]>();
-    for (let i = 0; i < items.length; i++) {
-      const { peer, id } = items[i].message;
-      const key = `${peer}\n${id}`;
-      if (first.has(key)) {
-        results[i] = "duplicate";
-        continue;
-      }
-      first.add(key);
-      let ids = idsByPeer.get(peer);
-      if (!ids) idsByPeer.set(peer, ids = []);
-      ids.push(id);
-    }
-    const known = new Set<string>();
-    for (const [peer, ids] of idsByPeer) {
-      for (const r of this.#stmt(KNOWN_IDS_SQL).all(peer, JSON.stringify(ids)) as Row[]) {
-        known.add(`${peer}\n${String(r.id)}`);
-      }
-    }
-    const stored: Omit<StoredMessage, "seq">[] = [];
-    for (let i = 0; i < items.length; i++) {
-      if (results[i] !== undefined) continue;
-      const { message: m, idOnly } = items[i];
-      if (known.has(`${m.peer}\n${m.id}`)) {
-        results[i] = "duplicate";
-        continue;
-      }
-      results[i] = "stored";
-      // Dead on arrival: only the id is kept, so a resend is refused.
-      if (idOnly) this.#stmt("INSERT OR IGNORE INTO received_ids (peer, id) VALUES (?, ?)").run(m.peer, m.id);
-      else stored.push({ ...m, direction: "in", readAt: null, state: "delivered" });
-    }
-    this.#insertMany(stored);
-    return results;
-  }
-
-  /** Runs of changes to the same state for the same peer (a batch of receipts is one run) take one UPDATE
-   * over the run's ids; the order of the runs is kept, so a change never overtakes one queued before it. */
-  #applyStates(changes: readonly StateChange[]): boolean[] {
-    const out: boolean[] = new Array(changes.length);
-    let i = 0;
-    while (i < changes.length) {
-      const { state, peer } = changes[i];
-      let j = i + 1;
-      while (j < changes.length && changes[j].state === state && changes[j].peer === peer) j++;
-      if (j - i === 1) {
-        out[i] = this.#stmt(STATE_CHANGE_SQL[state]).run(changes[i].id, peer).changes > 0;
-      } else {
-        const ids = changes.slice(i, j).map((c) => c.id);
-        const changed = new Set(
-          (this.#stmt(STATE_CHANGE_MANY_SQL[state]).all(peer, JSON.stringify(ids)) as Row[]).map((r) =>
-            String(r.id)
-          ),
-        );
-        // An id twice in the run changes once: its first occurrence.
-        for (let k = i; k < j; k++) out[k] = changed.delete(changes[k].id);
-      }
-      i = j;
-    }
-    return out;
-  }
-
-  #applyReads(reads: readonly ReadReceipt[]): boolean[] {
-    const setRead = this.#stmt(
-      "UPDATE messages SET state = 'read', unacked = 0, read_at = COALESCE(read_at, ?) WHERE peer = ? AND " +
-        "id = ? AND direction = 'out' AND read_at IS NULL",
-    );
-    const earlier = this.#stmt(
-      "UPDATE messages SET expires_at = MIN(COALESCE(expires_at, ?), ?) WHERE peer = ? AND id = ?",
-    );
-    return reads.map((r) => {
-      const changed = setRead.run(r.readAt, r.peer, r.id).changes > 0;
-      if (changed && r.expiresAt !== null) earlier.run(r.expiresAt, r.expiresAt, r.peer, r.id);
-      return changed;
-    });
   }
 
   setState(peer: string, id: string, state: DeliveryState): void {

@@ -1,0 +1,279 @@
+/**
+ * The write side of chat.db's messages: storing ours and received ones (with the keys of the expiring ones),
+ * delivery state changes and read receipts, as batches inside a transaction the caller holds. The store uses
+ * it on its own connection for its one-off writes, and the writer thread (writer_thread.ts) on a connection of
+ * its own for the group commit; both see the same rules because both run this code.
+ */
+import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
+import { newMessageKey, seal } from "./crypto.ts";
+import type {
+  IncomingItem,
+  IncomingResult,
+  OutgoingMessage,
+  ReadReceipt,
+  StateChange,
+  StoredMessage,
+} from "./types.ts";
+
+type Row = Record<string, unknown>;
+
+const utf8Encoder = new TextEncoder();
+
+const MAX_SEQ_SQL = "SELECT COALESCE(MAX(seq), 0) AS s FROM messages";
+
+/** What each state change sets, and the states it applies from (see StateChange). */
+const STATE_RULES: Record<StateChange["state"], { set: string; from: string }> = {
+  sent: { set: "state = 'sent'", from: "state IN ('sending','failed')" },
+  delivered: { set: "state = 'delivered', unacked = 0", from: "state NOT IN ('delivered','read')" },
+  failed: { set: "state = 'failed'", from: "state IN ('sending','sent')" },
+};
+
+const stateSql = (which: (rule: { set: string; from: string }) => string) =>
+  Object.fromEntries(Object.entries(STATE_RULES).map(([k, r]) => [k, which(r)])) as Record<
+    StateChange["state"],
+    string
+  >;
+
+/** One change: ?1 the id, ?2 the peer. */
+const STATE_CHANGE_SQL = stateSql((r) =>
+  `UPDATE messages SET ${r.set} WHERE id = ?1 AND peer = ?2 AND direction = 'out' AND ${r.from}`
+);
+
+/** The same change for many ids of one peer at once (?1 the peer, ?2 a JSON array of ids): returns the ids
+ * it changed. */
+const STATE_CHANGE_MANY_SQL = stateSql((r) =>
+  `UPDATE messages SET ${r.set} WHERE id IN (SELECT value FROM json_each(?2)) AND peer = ?1 AND ` +
+  `direction = 'out' AND ${r.from} RETURNING id`
+);
+
+/** Which of the ids in the JSON array ?2 were received from peer ?1 before: held as a message, or
+ * remembered after its deletion. (An id of one of our own messages to that peer is "known" too: the unique
+ * index would refuse it.) */
+const KNOWN_IDS_SQL = "SELECT value AS id FROM json_each(?2) WHERE " +
+  "EXISTS (SELECT 1 FROM messages WHERE id = value AND peer = ?1) OR " +
+  "EXISTS (SELECT 1 FROM received_ids WHERE peer = ?1 AND id = value)";
+
+/** Rows per multi-row INSERT, largest first: a batch of n rows takes a few statements of these sizes (one
+ * prepared statement each); 64 rows of 16 columns stay far below SQLite's limit on parameters. */
+const INSERT_CHUNKS = [64, 16, 4, 1];
+
+interface ChunkedSql {
+  /** Values per row. */
+  width: number;
+  /** The statement for INSERT_CHUNKS[i] rows. */
+  text: string[];
+}
+
+function chunked(head: string, width: number): ChunkedSql {
+  const row = `(${new Array(width).fill("?").join(",")})`;
+  return { width, text: INSERT_CHUNKS.map((n) => head + new Array(n).fill(row).join(",")) };
+}
+
+const MESSAGE_INSERT = chunked(
+  "INSERT INTO messages (peer, id, sender, direction, encrypted, iv, body, sent_at, expires_at, ttl_ms, " +
+    "ttl_mode, state, read_at, proof, seq, unacked) VALUES ",
+  16,
+);
+const KEY_INSERT = chunked("INSERT INTO message_keys (peer, id, key) VALUES ", 3);
+
+/** The kinds of write a batch holds, by the name they cross a thread boundary with. */
+export type WriteKind = "incoming" | "outgoing" | "state" | "read";
+
+/** A run of writes of one kind, applied in order. */
+export interface WriteRun {
+  kind: WriteKind;
+  items: unknown[];
+}
+
+export class MessageWriter {
+  readonly #db: DatabaseSync;
+  /** Prepared once per connection: the batch paths run the same few statements thousands of times. */
+  readonly #stmts = new Map<string, StatementSync>();
+
+  constructor(db: DatabaseSync) {
+    this.#db = db;
+  }
+
+  #stmt(sql: string): StatementSync {
+    let st = this.#stmts.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#stmts.set(sql, st);
+    }
+    return st;
+  }
+
+  /** Applies one run (inside the caller's transaction); one result per item. */
+  apply(run: WriteRun): unknown[] {
+    switch (run.kind) {
+      case "incoming":
+        return this.applyIncoming(run.items as IncomingItem[]);
+      case "outgoing":
+        return this.applyOutgoing(run.items as OutgoingMessage[]);
+      case "state":
+        return this.applyStates(run.items as StateChange[]);
+      case "read":
+        return this.applyReads(run.items as ReadReceipt[]);
+    }
+  }
+
+  /** Inserts messages (and the keys of the expiring ones) with multi-row INSERTs, and returns their seqs: a
+   * statement call costs about as much as the row it writes, so a batch pays it once per chunk of rows. */
+  #insertMany(ms: readonly Omit<StoredMessage, "seq">[]): number[] {
+    const rows: SQLInputValue[] = [];
+    const keys: SQLInputValue[] = [];
+    const secrets: Uint8Array[] = [];
+    const seqs: number[] = [];
+    // Read in the transaction (this connection holds the write lock): another connection may have added
+    // messages since this one last did.
+    let last = ms.length ? Number((this.#stmt(MAX_SEQ_SQL).get() as Row).s) : 0;
+    try {
+      for (const m of ms) {
+        let iv: Uint8Array | null = null;
+        let body: Uint8Array;
+        const encrypted = m.ttlMs !== null;
+        if (encrypted) {
+          const key = newMessageKey();
+          secrets.push(key);
+          const s = seal(key, m.text, `${m.peer}\n${m.id}`);
+          iv = s.iv;
+          body = s.body;
+          keys.push(m.peer, m.id, key);
+        } else {
+          body = utf8Encoder.encode(m.text);
+        }
+        const seq = ++last;
+        seqs.push(seq);
+        rows.push(
+          m.peer,
+          m.id,
+          m.from,
+          m.direction,
+          encrypted ? 1 : 0,
+          iv,
+          body,
+          m.sentAt,
+          m.expiresAt,
+          m.ttlMs,
+          m.ttlMode,
+          m.state,
+          m.readAt,
+          m.proof ? JSON.stringify(m.proof) : null,
+          seq,
+          m.direction === "out" && (m.state === "sending" || m.state === "sent" || m.state === "failed")
+            ? 1
+            : 0,
+        );
+      }
+      this.#runChunked(KEY_INSERT, keys);
+      this.#runChunked(MESSAGE_INSERT, rows);
+    } finally {
+      // The keys are in the statement's bindings until the next run; our copies go now.
+      for (const k of secrets) k.fill(0);
+    }
+    return seqs;
+  }
+
+  /** Runs a multi-row statement over `values` (rows of `sql.width` values each), in chunks of
+   * INSERT_CHUNKS rows. */
+  #runChunked(sql: ChunkedSql, values: SQLInputValue[]): void {
+    let at = 0;
+    let left = values.length / sql.width;
+    for (let c = 0; c < INSERT_CHUNKS.length; c++) {
+      const n = INSERT_CHUNKS[c];
+      while (left >= n) {
+        this.#stmt(sql.text[c]).run(...values.slice(at, at + n * sql.width));
+        at += n * sql.width;
+        left -= n;
+      }
+    }
+  }
+
+  applyOutgoing(ms: readonly OutgoingMessage[]): number[] {
+    return this.#insertMany(ms.map((m) => ({ ...m, direction: "out", readAt: null })));
+  }
+
+  /** Stores what is new of `items`. A message counts as received while its row exists (the unique (id, peer)
+   * index) and, once it is deleted, by its received_ids row (written by deleteMessages): so storing a message
+   * writes one row, not two, and the batch's duplicates are found by one look-up per peer. An id that one of
+   * our own messages to that peer already has cannot be stored either and counts as a duplicate. */
+  applyIncoming(items: readonly IncomingItem[]): IncomingResult[] {
+    const results: IncomingResult[] = new Array(items.length);
+    const first = new Set<string>();
+    const idsByPeer = new Map<string, string[]>();
+    for (let i = 0; i < items.length; i++) {
+      const { peer, id } = items[i].message;
+      const key = `${peer}\n${id}`;
+      if (first.has(key)) {
+        results[i] = "duplicate";
+        continue;
+      }
+      first.add(key);
+      let ids = idsByPeer.get(peer);
+      if (!ids) idsByPeer.set(peer, ids = []);
+      ids.push(id);
+    }
+    const known = new Set<string>();
+    for (const [peer, ids] of idsByPeer) {
+      for (const r of this.#stmt(KNOWN_IDS_SQL).all(peer, JSON.stringify(ids)) as Row[]) {
+        known.add(`${peer}\n${String(r.id)}`);
+      }
+    }
+    const stored: Omit<StoredMessage, "seq">[] = [];
+    for (let i = 0; i < items.length; i++) {
+      if (results[i] !== undefined) continue;
+      const { message: m, idOnly } = items[i];
+      if (known.has(`${m.peer}\n${m.id}`)) {
+        results[i] = "duplicate";
+        continue;
+      }
+      results[i] = "stored";
+      // Dead on arrival: only the id is kept, so a resend is refused.
+      if (idOnly) this.#stmt("INSERT OR IGNORE INTO received_ids (peer, id) VALUES (?, ?)").run(m.peer, m.id);
+      else stored.push({ ...m, direction: "in", readAt: null, state: "delivered" });
+    }
+    this.#insertMany(stored);
+    return results;
+  }
+
+  /** Runs of changes to the same state for the same peer (a batch of receipts is one run) take one UPDATE
+   * over the run's ids; the order of the runs is kept, so a change never overtakes one queued before it. */
+  applyStates(changes: readonly StateChange[]): boolean[] {
+    const out: boolean[] = new Array(changes.length);
+    let i = 0;
+    while (i < changes.length) {
+      const { state, peer } = changes[i];
+      let j = i + 1;
+      while (j < changes.length && changes[j].state === state && changes[j].peer === peer) j++;
+      if (j - i === 1) {
+        out[i] = this.#stmt(STATE_CHANGE_SQL[state]).run(changes[i].id, peer).changes > 0;
+      } else {
+        const ids = changes.slice(i, j).map((c) => c.id);
+        const changed = new Set(
+          (this.#stmt(STATE_CHANGE_MANY_SQL[state]).all(peer, JSON.stringify(ids)) as Row[]).map((r) =>
+            String(r.id)
+          ),
+        );
+        // An id twice in the run changes once: its first occurrence.
+        for (let k = i; k < j; k++) out[k] = changed.delete(changes[k].id);
+      }
+      i = j;
+    }
+    return out;
+  }
+
+  applyReads(reads: readonly ReadReceipt[]): boolean[] {
+    const setRead = this.#stmt(
+      "UPDATE messages SET state = 'read', unacked = 0, read_at = COALESCE(read_at, ?) WHERE peer = ? AND " +
+        "id = ? AND direction = 'out' AND read_at IS NULL",
+    );
+    const earlier = this.#stmt(
+      "UPDATE messages SET expires_at = MIN(COALESCE(expires_at, ?), ?) WHERE peer = ? AND id = ?",
+    );
+    return reads.map((r) => {
+      const changed = setRead.run(r.readAt, r.peer, r.id).changes > 0;
+      if (changed && r.expiresAt !== null) earlier.run(r.expiresAt, r.expiresAt, r.peer, r.id);
+      return changed;
+    });
+  }
+}
