@@ -213,3 +213,30 @@ Deno.test("store crypto: a sealed text opens only with its key and its row's bin
   tampered.body[0] ^= 1;
   assert.throws(() => open(key, tampered, "bob\nid1"));
 });
+
+Deno.test("store: two connections to one chat.db take turns writing; each batch numbers its messages after the other's", async () => {
+  await withStore(async (s, path) => {
+    // A second connection (a tool, a test's look at the file) adds messages between this one's writes. With
+    // a counter cached by each connection the second batch here reused a seq and failed (UNIQUE).
+    const other = new ChatStore(path);
+    try {
+      s.addIncoming({ ...base, id: "1".repeat(32), text: "first" });
+      other.addIncomingBatch([
+        { message: { ...base, id: "2".repeat(32), text: "second" } },
+        { message: { ...base, id: "3".repeat(32), text: "third" } },
+      ]);
+      assert.equal(
+        await s.queueIncoming({ message: { ...base, id: "4".repeat(32), text: "fourth" } }),
+        "stored",
+      );
+      other.addOutgoing({ ...base, id: "5".repeat(32), from: "alice", text: "fifth", state: "sending" });
+      const history = s.history("bob");
+      assert.deepEqual(history.map((m) => m.text), ["first", "second", "third", "fourth", "fifth"]);
+      const seqs = history.map((m) => m.seq);
+      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+      assert.equal(new Set(seqs).size, 5);
+    } finally {
+      other.close();
+    }
+  });
+});
