@@ -5,6 +5,10 @@
  * the trusted clock changes state; it never sleeps longer than MAX_SLEEP_MS, so a deadline is re-judged
  * even if the clock's interval moved without telling.
  *
+ * A deletion is complete only once the WAL is truncated. When another program holds chat.db open for reading
+ * the checkpoint cannot finish (the deleted rows' old pages stay in the files): the sweeper says so once and
+ * tries again, from WAL_RETRY_MS doubling up to MAX_SLEEP_MS, until it works, and says that too.
+ *
  * Trusted time is carried forward by the monotonic clock, so a timer set for (deadline - latest now) fires no
  * earlier than the deadline on the same clock; if it fires early all the same, the sweep finds nothing and
  * sleeps again.
@@ -19,10 +23,18 @@ import type { ExpiringRow, StoredMessage } from "./store/store.ts";
 /** Longest sleep between two judgements of the next deadline. */
 export const MAX_SLEEP_MS = 30_000;
 
+/** First wait before the WAL is checkpointed again after a checkpoint could not finish. */
+export const WAL_RETRY_MS = 1000;
+
 /** What the sweeper needs of the store (ChatStore satisfies it). */
 export interface SweepStore {
   expiring(): ExpiringRow[];
-  deleteMessages(keys: { peer: string; id: string }[]): void;
+  /** False when the rows are deleted but the WAL could not be truncated. */
+  deleteMessages(keys: { peer: string; id: string }[]): boolean;
+  /** Truncates the WAL; false when another connection kept it from finishing. */
+  checkpoint(): boolean;
+  /** The last checkpoint did not finish (a deletion elsewhere, e.g. a declined request, may have left it). */
+  readonly walResidue: boolean;
   get(peer: string, id: string): StoredMessage | null;
 }
 
@@ -47,6 +59,9 @@ export class ExpirySweeper {
   readonly #caps = new Map<string, number>();
   #capTimer: Timer | null = null;
   #timer: Timer | null = null;
+  /** Retrying the checkpoint: the next try and the wait after it. */
+  #walTimer: Timer | null = null;
+  #walWaitMs = WAL_RETRY_MS;
   #closed = false;
 
   constructor(deps: ExpirySweeperDeps) {
@@ -78,7 +93,7 @@ export class ExpirySweeper {
     if (due.length) {
       try {
         const present = due.filter((k) => this.#d.store.get(k.peer, k.id) !== null);
-        if (present.length) this.#d.store.deleteMessages(present);
+        if (present.length && !this.#d.store.deleteMessages(present)) this.#walHeld();
         for (const k of due) this.#caps.delete(`${k.peer}\n${k.id}`);
         for (const k of present) {
           this.#hidden.delete(`${k.peer}\n${k.id}`);
@@ -111,6 +126,7 @@ export class ExpirySweeper {
     if (this.#closed) return;
     this.#timer?.cancel();
     this.#timer = null;
+    if (this.#d.store.walResidue) this.#walHeld();
     const time = this.#d.now();
     if (!time) return; // nothing can be judged; the clock's next state change calls sweep() again
     let rows: ExpiringRow[];
@@ -129,7 +145,7 @@ export class ExpirySweeper {
     const dead = [...deadlines].filter(([, d]) => msUntilNextDeadline([d], time) === 0).map(([r]) => r);
     if (dead.length) {
       try {
-        this.#d.store.deleteMessages(dead);
+        if (!this.#d.store.deleteMessages(dead)) this.#walHeld();
       } catch (e) {
         this.#d.emit({ event: "error", code: "STORE_FAILED", message: messageOf(e) });
         this.#arm(MAX_SLEEP_MS);
@@ -166,6 +182,41 @@ export class ExpirySweeper {
     this.#timer = null;
     this.#capTimer?.cancel();
     this.#capTimer = null;
+    this.#walTimer?.cancel();
+    this.#walTimer = null;
+  }
+
+  /** The WAL still holds deleted rows: say so (once per episode) and checkpoint again later. */
+  #walHeld(): void {
+    if (this.#closed || this.#walTimer) return;
+    if (this.#walWaitMs === WAL_RETRY_MS) {
+      this.#d.emit({
+        event: "log",
+        level: "warn",
+        text: "expired messages are deleted, but another program has chat.db open and their old pages stay " +
+          "in chat.db-wal until it lets go; trying again",
+      });
+    }
+    this.#walTimer = this.#d.scheduler.after(this.#walWaitMs, () => {
+      this.#walTimer = null;
+      let done = false;
+      try {
+        done = this.#d.store.checkpoint();
+      } catch {
+        // counts as not done: tried again
+      }
+      if (done) {
+        this.#walWaitMs = WAL_RETRY_MS;
+        this.#d.emit({
+          event: "log",
+          level: "info",
+          text: "the deleted messages are gone from chat.db-wal too",
+        });
+        return;
+      }
+      this.#walWaitMs = Math.min(MAX_SLEEP_MS, this.#walWaitMs * 2);
+      this.#walHeld();
+    });
   }
 
   #arm(ms: number): void {

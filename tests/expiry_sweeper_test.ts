@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type { TrustedTime } from "../clock/mod.ts";
 import type { EngineEvent } from "../client/engine_types.ts";
-import { ExpirySweeper, MAX_SLEEP_MS, type SweepStore } from "../client/expiry_sweeper.ts";
+import { ExpirySweeper, MAX_SLEEP_MS, type SweepStore, WAL_RETRY_MS } from "../client/expiry_sweeper.ts";
 import type { ExpiringRow, StoredMessage } from "../client/store/store.ts";
 import { FakeScheduler } from "./helpers/fake_scheduler.ts";
 
@@ -31,6 +31,10 @@ function message(id: string, expiresAt: number | null, ttlMs: number | null = 50
 class MemoryStore implements SweepStore {
   readonly rows = new Map<string, StoredMessage>();
   deletions = 0;
+  /** Checkpoints that will not finish (another program holding chat.db), and the ones tried. */
+  heldCheckpoints = 0;
+  checkpoints = 0;
+  walResidue = false;
   add(m: StoredMessage) {
     this.rows.set(m.id, m);
   }
@@ -47,6 +51,13 @@ class MemoryStore implements SweepStore {
   deleteMessages(keys: { peer: string; id: string }[]) {
     this.deletions++;
     for (const k of keys) this.rows.delete(k.id);
+    return this.checkpoint();
+  }
+  checkpoint() {
+    this.checkpoints++;
+    this.walResidue = this.heldCheckpoints > 0;
+    if (this.heldCheckpoints > 0) this.heldCheckpoints--;
+    return !this.walResidue;
   }
   get(_peer: string, id: string) {
     return this.rows.get(id) ?? null;
@@ -187,4 +198,40 @@ Deno.test("sweeper: the trusted deadline still wins when it comes before the cap
   await r.scheduler.tick(60_000);
   assert.deepEqual(r.events.filter((e) => e.event === "expired").map((e) => (e as { id: string }).id), ["a"]);
   r.sweeper.close();
+});
+
+Deno.test("sweeper: a checkpoint held off by another program is said once and tried again, doubling, until it works", async () => {
+  const r = rig();
+  const logs = () => r.events.filter((e) => e.event === "log") as { level: string; text: string }[];
+  r.store.add(message("a", r.base - 100));
+  r.store.heldCheckpoints = 3; // the deletion's own and the next two tries
+  r.sweeper.sweep(); // at scheduler time 0: "a" is past its deadline
+  assert.deepEqual(r.expired(), ["a"], "deleted (and announced) all the same");
+  assert.equal(r.store.checkpoints, 1);
+  assert.deepEqual(logs().map((l) => l.level), ["warn"]);
+  assert.match(logs()[0].text, /chat\.db-wal/);
+  await r.scheduler.tick(WAL_RETRY_MS - 1);
+  assert.equal(r.store.checkpoints, 1, "not before the wait");
+  await r.scheduler.tick(1);
+  assert.equal(r.store.checkpoints, 2);
+  await r.scheduler.tick(2 * WAL_RETRY_MS);
+  assert.equal(r.store.checkpoints, 3, "the wait doubles");
+  assert.equal(logs().length, 1, "said once, not at every try");
+  await r.scheduler.tick(4 * WAL_RETRY_MS);
+  assert.equal(r.store.checkpoints, 4);
+  assert.deepEqual(logs().map((l) => l.level), ["warn", "info"]);
+  assert.equal(r.store.walResidue, false);
+  assert.equal(r.scheduler.pending, 0, "nothing left to retry");
+});
+
+Deno.test("sweeper: a checkpoint left unfinished by another deletion (a declined request) is retried at the next sweep", async () => {
+  const r = rig();
+  r.store.walResidue = true;
+  r.sweeper.sweep();
+  assert.equal(r.scheduler.pending, 1);
+  await r.scheduler.tick(WAL_RETRY_MS);
+  assert.equal(r.store.checkpoints, 1);
+  assert.equal(r.store.walResidue, false);
+  r.sweeper.close();
+  assert.equal(r.scheduler.pending, 0);
 });

@@ -144,3 +144,47 @@ Deno.test("self-destruct: a sender without verified time refuses to send an expi
     }
   });
 });
+
+Deno.test("self-destruct: while another program reads chat.db the expired message's key stays in the files; the engine says so, and removes it once the program lets go", async () => {
+  await withPair(async (_pb, aliceHome, bobHome) => {
+    const alice = await startClient(aliceHome);
+    const bob = await startClient(bobHome);
+    const { DatabaseSync } = await import("node:sqlite");
+    const reader = new DatabaseSync(join(bobHome.dir, "chat.db"), { readOnly: true });
+    let reading = false;
+    try {
+      const m = await alice.engine.send("bob", `held-${crypto.randomUUID()}`, { ttlMs: TTL });
+      await bob.log.waitFor("message", (e) => e.message.id === m.id);
+      bob.store((s) => s.checkpoint());
+      const key =
+        (reader.prepare("SELECT key FROM message_keys WHERE id = ?").get(m.id) as { key: Uint8Array })
+          .key;
+      // A backup tool or an sqlite3 shell in the middle of a read: SQLite may not overwrite its pages.
+      reader.exec("BEGIN");
+      reader.prepare("SELECT count(*) FROM messages").get();
+      reading = true;
+      await bob.log.waitFor("expired", (e) => e.id === m.id, TTL + 5000);
+      const warn = await bob.log.waitFor("log", (e) => e.level === "warn" && /chat\.db-wal/.test(e.text));
+      assert.match(warn.text, /another program has chat\.db open/);
+      assert.deepEqual(bob.engine.history("alice"), [], "deleted and not shown all the same");
+      assert.equal(
+        await filesContain(dbFiles(bobHome), key),
+        true,
+        "held in the files while the program reads",
+      );
+      reader.exec("COMMIT");
+      reading = false;
+      await bob.log.waitFor("log", (e) => e.level === "info" && /gone from chat\.db-wal/.test(e.text), 5000);
+      assert.equal(
+        await filesContain(dbFiles(bobHome), key),
+        false,
+        "the key is gone once the program let go",
+      );
+    } finally {
+      if (reading) reader.exec("COMMIT");
+      reader.close();
+      await alice.stop();
+      await bob.stop();
+    }
+  });
+});

@@ -240,3 +240,37 @@ Deno.test("store: two connections to one chat.db take turns writing; each batch 
     }
   });
 });
+
+Deno.test("store: while another program reads chat.db the WAL cannot be truncated: deleteMessages says so, and a later checkpoint removes the text", async () => {
+  await withStore(async (s, path) => {
+    const secret = `expiring-${crypto.randomUUID()}`;
+    s.addIncoming({
+      ...base,
+      id: "d".repeat(32),
+      text: secret,
+      ttlMs: 60_000,
+      ttlMode: "send",
+      expiresAt: 9e12,
+    });
+    assert.equal(s.checkpoint(), true);
+    const peek = new DatabaseSync(path, { readOnly: true });
+    const key = (peek.prepare("SELECT key FROM message_keys").get() as { key: Uint8Array }).key;
+    // A reader in the middle of a transaction (a backup, an sqlite3 shell) holds its snapshot.
+    peek.exec("BEGIN");
+    peek.prepare("SELECT count(*) FROM messages").get();
+    try {
+      assert.equal(s.deleteMessages([{ peer: "bob", id: "d".repeat(32) }]), false);
+      assert.equal(s.walResidue, true);
+      assert.deepEqual(s.history("bob"), [], "the row is deleted all the same");
+      assert.equal(await filesContain(files(path), key), true, "the old pages are still on disk");
+      assert.equal(s.checkpoint(), false, "still held");
+    } finally {
+      peek.exec("COMMIT");
+      peek.close();
+    }
+    assert.equal(s.checkpoint(), true);
+    assert.equal(s.walResidue, false);
+    assert.equal(await filesContain(files(path), key), false, "message key still in the files");
+    assert.equal(s.integrityCheck(), "ok");
+  });
+});

@@ -120,6 +120,12 @@ CREATE TABLE IF NOT EXISTS request_state (
 
 type Row = Record<string, unknown>;
 
+/** How long a statement waits for another connection's lock before it fails (SQLITE_BUSY). */
+const BUSY_TIMEOUT_MS = 5000;
+/** How long the checkpoint after a deletion waits for another connection's read or write to end before it
+ * gives up for now (it runs on the engine's thread: a long wait would freeze the chat). */
+export const CHECKPOINT_WAIT_MS = 100;
+
 const utf8Decoder = new TextDecoder();
 
 /** Up to this many outbox rows are read one by one (see outbox). */
@@ -178,6 +184,7 @@ export class ChatStore {
    * thread). */
   readonly #writer: MessageWriter;
   #closed = false;
+  #walResidue = false;
   /** Prepared once per connection: the batch paths run the same few statements thousands of times. */
   readonly #stmts = new Map<string, StatementSync>();
   /** Contacts' default lifetimes read by ensureContactTtl. */
@@ -194,7 +201,7 @@ export class ChatStore {
     try {
       // secure_delete must be set on every connection; it is not stored in the file.
       this.#db.exec("PRAGMA secure_delete=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
-      this.#db.exec("PRAGMA busy_timeout=5000;");
+      this.#db.exec(`PRAGMA busy_timeout=${BUSY_TIMEOUT_MS};`);
       this.#migrateMessages();
       this.#db.exec(SCHEMA);
       this.#migrate();
@@ -541,9 +548,10 @@ export class ChatStore {
   }
 
   /** Deletes messages and their keys in one transaction, then checkpoints and truncates the WAL so no copy of
-   * the rows remains in either file. */
-  deleteMessages(keys: { peer: string; id: string }[]): void {
-    if (keys.length === 0) return;
+   * the rows remains in either file. Returns false when the WAL could not be truncated (see checkpoint): the
+   * rows are deleted, but old copies of their pages are still in the files until a later checkpoint works. */
+  deleteMessages(keys: { peer: string; id: string }[]): boolean {
+    if (keys.length === 0) return true;
     this.#tx(() => {
       const dk = this.#db.prepare("DELETE FROM message_keys WHERE peer = ? AND id = ?");
       // A received message's id outlives it: a resend after its deletion is still refused.
@@ -558,11 +566,31 @@ export class ChatStore {
         dm.run(k.peer, k.id);
       }
     });
-    this.checkpoint();
+    return this.checkpoint();
   }
 
-  checkpoint(): void {
-    this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE);");
+  /** Copies the WAL into the database file (where secure_delete has zeroed what was deleted) and truncates
+   * it to nothing. Returns false, without throwing, when another connection kept it from completing within
+   * CHECKPOINT_WAIT_MS: a program holding chat.db open in a read transaction (SQLite may not overwrite the
+   * pages it is reading), or one writing. What the WAL holds then stays on disk, and `walResidue` is true,
+   * until a later call succeeds. */
+  checkpoint(): boolean {
+    this.#db.exec(`PRAGMA busy_timeout=${CHECKPOINT_WAIT_MS}`);
+    try {
+      // busy = 1: SQLITE_BUSY, the checkpoint did not complete (the row says so; it does not throw).
+      const r = (this.#stmt("PRAGMA wal_checkpoint(TRUNCATE)").all() as Row[])[0];
+      this.#walResidue = Number(r.busy) !== 0;
+    } catch {
+      this.#walResidue = true;
+    } finally {
+      this.#db.exec(`PRAGMA busy_timeout=${BUSY_TIMEOUT_MS}`);
+    }
+    return !this.#walResidue;
+  }
+
+  /** Whether the last checkpoint did not complete (what was deleted before it may still be in the files). */
+  get walResidue(): boolean {
+    return this.#walResidue;
   }
 
   integrityCheck(): string {
