@@ -274,3 +274,45 @@ Deno.test("store: while another program reads chat.db the WAL cannot be truncate
     assert.equal(s.integrityCheck(), "ok");
   });
 });
+
+Deno.test("store: opening chat.db finishes the checkpoint of a run killed between a deletion and its checkpoint", async () => {
+  await withStore(async (s, path) => {
+    s.addIncoming({
+      ...base,
+      id: "e".repeat(32),
+      text: "dies",
+      ttlMs: 60_000,
+      ttlMode: "send",
+      expiresAt: 9e12,
+    });
+    s.checkpoint();
+    const peek = new DatabaseSync(path, { readOnly: true });
+    const key = (peek.prepare("SELECT key FROM message_keys").get() as { key: Uint8Array }).key;
+    peek.close();
+    s.close();
+    // Another process deletes the message (secure_delete on, no automatic checkpoint) and is killed before
+    // it checkpoints: the zeroed pages are only in the WAL, the key still in chat.db.
+    const script = `
+      import { DatabaseSync } from "node:sqlite";
+      const db = new DatabaseSync(${JSON.stringify(path)});
+      db.exec("PRAGMA secure_delete=ON; PRAGMA wal_autocheckpoint=0;");
+      db.exec("DELETE FROM message_keys; DELETE FROM messages;");
+      Deno.kill(Deno.pid, "SIGKILL");`;
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--quiet", script],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(r.signal, "SIGKILL", new TextDecoder().decode(r.stderr));
+    assert.ok(Deno.statSync(`${path}-wal`).size > 0, "the killed run left its WAL");
+    assert.equal(await filesContain(files(path), key), true, "the key is still in chat.db");
+    const again = new ChatStore(path);
+    try {
+      assert.equal(again.walResidue, false);
+      assert.equal(await filesContain(files(path), key), false, "the key is gone once the store is open");
+      assert.deepEqual(again.history("bob"), []);
+    } finally {
+      again.close();
+    }
+  });
+});

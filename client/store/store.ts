@@ -216,6 +216,9 @@ export class ChatStore {
       throw new StoreError("STORE_FAILED", `cannot open ${path}: ${(e as Error).message}`);
     }
     this.#writer = new MessageWriter(this.#db);
+    // A run that ended without closing (killed, power cut) may have deleted expired messages and died before
+    // the checkpoint: their old pages would stay in the files until some later checkpoint. Not any more.
+    this.checkpoint();
     try {
       Deno.chmodSync(path, 0o600);
     } catch {
