@@ -32,7 +32,7 @@ import type {
   StoredContact,
   StoredMessage,
 } from "./types.ts";
-import { MessageWriter } from "./writer.ts";
+import { MessageWriter, StatementCache } from "./writer.ts";
 
 export { StoreError };
 export type * from "./types.ts";
@@ -185,8 +185,7 @@ export class ChatStore {
   readonly #writer: MessageWriter;
   #closed = false;
   #walResidue = false;
-  /** Prepared once per connection: the batch paths run the same few statements thousands of times. */
-  readonly #stmts = new Map<string, StatementSync>();
+  readonly #stmts: StatementCache;
   /** Contacts' default lifetimes read by ensureContactTtl. */
   readonly #contactTtl = new Map<string, number | null>();
   /** Shares one transaction (and one fsync) among the writes queued together. */
@@ -215,7 +214,8 @@ export class ChatStore {
       this.#db.close();
       throw new StoreError("STORE_FAILED", `cannot open ${path}: ${(e as Error).message}`);
     }
-    this.#writer = new MessageWriter(this.#db);
+    this.#stmts = new StatementCache(this.#db);
+    this.#writer = new MessageWriter(this.#stmts);
     // A run that ended without closing (killed, power cut) may have deleted expired messages and died before
     // the checkpoint: their old pages would stay in the files until some later checkpoint. Not any more.
     this.checkpoint();
@@ -273,12 +273,7 @@ export class ChatStore {
   }
 
   #stmt(sql: string): StatementSync {
-    let st = this.#stmts.get(sql);
-    if (!st) {
-      st = this.#db.prepare(sql);
-      this.#stmts.set(sql, st);
-    }
-    return st;
+    return this.#stmts.get(sql);
   }
 
   /** Commits what is queued, then closes the connection. */

@@ -85,22 +85,35 @@ export interface WriteRun {
   items: unknown[];
 }
 
-export class MessageWriter {
+/** A connection's prepared statements, by their SQL: the batch paths run the same few thousands of times.
+ * The store and its writer share one per connection. */
+export class StatementCache {
   readonly #db: DatabaseSync;
-  /** Prepared once per connection: the batch paths run the same few statements thousands of times. */
   readonly #stmts = new Map<string, StatementSync>();
 
   constructor(db: DatabaseSync) {
     this.#db = db;
   }
 
-  #stmt(sql: string): StatementSync {
+  get(sql: string): StatementSync {
     let st = this.#stmts.get(sql);
     if (!st) {
       st = this.#db.prepare(sql);
       this.#stmts.set(sql, st);
     }
     return st;
+  }
+}
+
+export class MessageWriter {
+  readonly #stmts: StatementCache;
+
+  constructor(stmts: StatementCache) {
+    this.#stmts = stmts;
+  }
+
+  #stmt(sql: string): StatementSync {
+    return this.#stmts.get(sql);
   }
 
   /** Applies one run (inside the caller's transaction); one result per item. */
