@@ -180,8 +180,7 @@ export interface ChatStoreOptions {
 
 export class ChatStore {
   readonly #db: DatabaseSync;
-  /** The message writes of this connection (the one-off ones; the group commit's, too, without a writer
-   * thread). */
+  /** The message writes on this connection (the one-off ones and the group commit's batches). */
   readonly #writer: MessageWriter;
   #closed = false;
   #walResidue = false;

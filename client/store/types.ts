@@ -1,6 +1,6 @@
 /**
- * The types chat.db's store takes and gives (its own module, so that the store and its writer, which may run
- * on a thread of its own, share them without importing each other).
+ * The types chat.db's store takes and gives (its own module, so that the store and its writer share them
+ * without importing each other).
  */
 import type { ChatMessage, TtlMode } from "../engine_types.ts";
 import type { TimeProof } from "../../clock/types.ts";

@@ -1,8 +1,7 @@
 /**
  * The write side of chat.db's messages: storing ours and received ones (with the keys of the expiring ones),
- * delivery state changes and read receipts, as batches inside a transaction the caller holds. The store uses
- * it on its own connection for its one-off writes, and the writer thread (writer_thread.ts) on a connection of
- * its own for the group commit; both see the same rules because both run this code.
+ * delivery state changes and read receipts, as batches inside a transaction the caller holds (the store's
+ * one-off writes, and the group commit's batches).
  */
 import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
 import { newMessageKey, seal } from "./crypto.ts";
@@ -76,15 +75,6 @@ const MESSAGE_INSERT = chunked(
 );
 const KEY_INSERT = chunked("INSERT INTO message_keys (peer, id, key) VALUES ", 3);
 
-/** The kinds of write a batch holds, by the name they cross a thread boundary with. */
-export type WriteKind = "incoming" | "outgoing" | "state" | "read";
-
-/** A run of writes of one kind, applied in order. */
-export interface WriteRun {
-  kind: WriteKind;
-  items: unknown[];
-}
-
 /** A connection's prepared statements, by their SQL: the batch paths run the same few thousands of times.
  * The store and its writer share one per connection. */
 export class StatementCache {
@@ -114,20 +104,6 @@ export class MessageWriter {
 
   #stmt(sql: string): StatementSync {
     return this.#stmts.get(sql);
-  }
-
-  /** Applies one run (inside the caller's transaction); one result per item. */
-  apply(run: WriteRun): unknown[] {
-    switch (run.kind) {
-      case "incoming":
-        return this.applyIncoming(run.items as IncomingItem[]);
-      case "outgoing":
-        return this.applyOutgoing(run.items as OutgoingMessage[]);
-      case "state":
-        return this.applyStates(run.items as StateChange[]);
-      case "read":
-        return this.applyReads(run.items as ReadReceipt[]);
-    }
   }
 
   /** Inserts messages (and the keys of the expiring ones) with multi-row INSERTs, and returns their seqs: a
