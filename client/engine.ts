@@ -344,6 +344,8 @@ export class ChatEngine implements ChatEngineApi {
       emit,
       opts.requestLimits,
       () => this.#latestNow(),
+      // Not there yet for the blocked peers freed just below; its first sweep sees the store's walResidue.
+      () => this.#sweeper?.checkpointLater(),
     );
     // A peer blocked by an older version kept its request (and its slot): freed now.
     for (const name of blocklist.names()) requests.blocked(name);

@@ -186,6 +186,11 @@ export class ExpirySweeper {
     this.#walTimer = null;
   }
 
+  /** A deletion made elsewhere (a declined request) could not truncate the WAL: checkpoint again later. */
+  checkpointLater(): void {
+    this.#walHeld();
+  }
+
   /** The WAL still holds deleted rows: say so (once per episode) and checkpoint again later. */
   #walHeld(): void {
     if (this.#closed || this.#walTimer) return;

@@ -41,7 +41,8 @@ export interface RequestStore {
   requestStates(): { name: string; sinceMs: number | null; cooldownUntilMs: number | null }[];
   setRequestState(name: string, sinceMs: number | null, cooldownUntilMs: number | null): void;
   incomingIds(peer: string): string[];
-  deleteMessages(keys: { peer: string; id: string }[]): void;
+  /** False when the rows are deleted but the WAL could not be truncated yet (another program reads). */
+  deleteMessages(keys: { peer: string; id: string }[]): boolean;
 }
 
 export class MessageRequests {
@@ -66,12 +67,17 @@ export class MessageRequests {
   #fullSaid = false;
 
   /** `now`: ms on the clock requests age on (the engine's latest trusted time, else the local clock). */
+  readonly #onWalHeld: () => void;
+
+  /** `onWalHeld`: a deletion's WAL could not be truncated (the sweeper checkpoints again later). */
   constructor(
     store: RequestStore,
     emit: (e: EngineEvent) => void,
     limits: Partial<RequestLimits> = {},
     now: () => number = Date.now,
+    onWalHeld: () => void = () => {},
   ) {
+    this.#onWalHeld = onWalHeld;
     this.limits = {
       perStranger: REQUEST_MAX_MESSAGES,
       strangers: REQUEST_MAX_STRANGERS,
@@ -151,7 +157,7 @@ export class MessageRequests {
     if (d !== undefined) {
       if (d > 1) this.#discard.set(peer, d - 1);
       else this.#discard.delete(peer);
-      if (stored) this.#store.deleteMessages([{ peer, id }]);
+      if (stored) this.#delete([{ peer, id }]);
       return false;
     }
     const n = this.#pending.get(peer);
@@ -213,10 +219,14 @@ export class MessageRequests {
     return gone;
   }
 
+  #delete(keys: { peer: string; id: string }[]): void {
+    if (keys.length && !this.#store.deleteMessages(keys)) this.#onWalHeld();
+  }
+
   #end(peer: string, cooldown: boolean): number {
     if (this.#accepted.has(peer)) return 0;
     const ids = this.#store.incomingIds(peer);
-    this.#store.deleteMessages(ids.map((id) => ({ peer, id })));
+    this.#delete(ids.map((id) => ({ peer, id })));
     const inflight = this.#inflight.get(peer) ?? 0;
     if (inflight > 0) this.#discard.set(peer, inflight);
     this.#forget(peer);

@@ -235,3 +235,17 @@ Deno.test("sweeper: a checkpoint left unfinished by another deletion (a declined
   r.sweeper.close();
   assert.equal(r.scheduler.pending, 0);
 });
+
+Deno.test("sweeper: checkpointLater (a deletion elsewhere left the WAL held) retries without waiting for a sweep", async () => {
+  const r = rig();
+  r.store.heldCheckpoints = 1;
+  r.sweeper.checkpointLater();
+  assert.equal(r.scheduler.pending, 1);
+  await r.scheduler.tick(WAL_RETRY_MS);
+  assert.equal(r.store.checkpoints, 1, "tried, still held");
+  assert.equal(r.store.walResidue, true);
+  await r.scheduler.tick(2 * WAL_RETRY_MS);
+  assert.equal(r.store.checkpoints, 2);
+  assert.equal(r.store.walResidue, false);
+  assert.equal(r.scheduler.pending, 0);
+});

@@ -333,3 +333,38 @@ Deno.test("requests: a request expires a week after its first message, a decline
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("requests: a declined request whose deletion another program's read holds in the WAL asks for a later checkpoint; a free one does not", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-requests-wal-" });
+  const db = join(dir, "chat.db");
+  const store = new ChatStore(db);
+  let held = 0;
+  const r = new MessageRequests(store, () => {}, {}, Date.now, () => held++);
+  let n = 0;
+  const receive = (peer: string) => {
+    const id = (n++).toString(16).padStart(32, "0");
+    r.admit(peer);
+    const base = { id, peer, from: peer, text: `${peer} ${id}`, sentAt: Date.now() };
+    store.addIncoming({ ...base, expiresAt: null, ttlMs: null, ttlMode: null, proof: null });
+    r.settle(peer, id, true);
+  };
+  const { DatabaseSync } = await import("node:sqlite");
+  const reader = new DatabaseSync(db, { readOnly: true });
+  try {
+    receive("mallory");
+    assert.equal(r.decline("mallory"), 1);
+    assert.equal(held, 0, "nothing held: nothing asked");
+    receive("trent");
+    reader.exec("BEGIN");
+    reader.prepare("SELECT count(*) FROM messages").get();
+    assert.equal(r.decline("trent"), 1);
+    assert.equal(held, 1, "the held checkpoint is handed on (the engine's sweeper retries it)");
+    assert.equal(store.walResidue, true);
+    assert.deepEqual(store.history("trent"), [], "deleted all the same");
+    reader.exec("COMMIT");
+  } finally {
+    reader.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
