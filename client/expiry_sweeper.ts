@@ -198,8 +198,8 @@ export class ExpirySweeper {
       this.#d.emit({
         event: "log",
         level: "warn",
-        text: "expired messages are deleted, but another program has chat.db open and their old pages stay " +
-          "in chat.db-wal until it lets go; trying again",
+        text: "messages are deleted, but another program has chat.db open and their old pages stay in " +
+          "chat.db-wal until it lets go; trying again",
       });
     }
     this.#walTimer = this.#d.scheduler.after(this.#walWaitMs, () => {

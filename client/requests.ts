@@ -66,10 +66,10 @@ export class MessageRequests {
   /** Whether the `requests-full` event was said since the requests last had room. */
   #fullSaid = false;
 
-  /** `now`: ms on the clock requests age on (the engine's latest trusted time, else the local clock). */
   readonly #onWalHeld: () => void;
 
-  /** `onWalHeld`: a deletion's WAL could not be truncated (the sweeper checkpoints again later). */
+  /** `now`: ms on the clock requests age on (the engine's latest trusted time, else the local clock).
+   * `onWalHeld`: a deletion could not truncate the WAL (the engine's sweeper checkpoints again later). */
   constructor(
     store: RequestStore,
     emit: (e: EngineEvent) => void,
