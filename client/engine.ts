@@ -1227,7 +1227,14 @@ export class ChatEngine implements ChatEngineApi {
     this.#relay?.close();
     await this.#sessions.close();
     await Promise.all([this.#dialer.settle(), this.#outbox.settle()]);
-    this.#store.close();
+    if (!this.#store.close()) {
+      this.#emit({
+        event: "log",
+        level: "warn",
+        text: "another program has chat.db open: old pages of deleted messages stay in chat.db-wal until " +
+          "securechat next opens it",
+      });
+    }
     this.#opts.directory.close?.();
     this.#markClosed();
   }

@@ -180,6 +180,19 @@ Deno.test("self-destruct: while another program reads chat.db the expired messag
         false,
         "the key is gone once the program let go",
       );
+
+      // Held again, and still held when bob quits after another deletion: the engine says what stays behind.
+      const m2 = await alice.engine.send("bob", `held-${crypto.randomUUID()}`, { ttlMs: TTL });
+      await bob.log.waitFor("message", (e) => e.message.id === m2.id);
+      reader.exec("BEGIN");
+      reader.prepare("SELECT count(*) FROM messages").get();
+      reading = true;
+      await bob.log.waitFor("expired", (e) => e.id === m2.id, TTL + 5000);
+      await bob.stop();
+      assert.ok(
+        bob.log.of("log").some((e) => e.level === "warn" && /until securechat next opens it/.test(e.text)),
+        "the quit says deleted pages stay until the next start",
+      );
     } finally {
       if (reading) reader.exec("COMMIT");
       reader.close();

@@ -316,3 +316,37 @@ Deno.test("store: opening chat.db finishes the checkpoint of a run killed betwee
     }
   });
 });
+
+Deno.test("store: close says whether deleted messages may be left in the files (a reader held the last checkpoint off); the next open clears them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-store-close-" });
+  const path = join(dir, "chat.db");
+  const reader = new DatabaseSync(path);
+  try {
+    // A reader alone does not make close complain: nothing was deleted.
+    let s = new ChatStore(path);
+    s.addIncoming({
+      ...base,
+      id: "f".repeat(32),
+      text: "dies",
+      ttlMs: 60_000,
+      ttlMode: "send",
+      expiresAt: 9e12,
+    });
+    s.checkpoint();
+    const key = (reader.prepare("SELECT key FROM message_keys").get() as { key: Uint8Array }).key;
+    reader.exec("BEGIN");
+    reader.prepare("SELECT count(*) FROM messages").get();
+    assert.equal(s.close(), true, "no deletion: nothing to say");
+    s = new ChatStore(path);
+    assert.equal(s.deleteMessages([{ peer: "bob", id: "f".repeat(32) }]), false);
+    assert.equal(s.close(), false, "deleted and held: said");
+    reader.exec("COMMIT");
+    assert.equal(await filesContain(files(path), key), true, "left in the files by the held close");
+    s = new ChatStore(path);
+    assert.equal(await filesContain(files(path), key), false, "cleared when chat.db is opened again");
+    assert.equal(s.close(), true);
+  } finally {
+    reader.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

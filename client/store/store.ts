@@ -184,6 +184,8 @@ export class ChatStore {
   readonly #writer: MessageWriter;
   #closed = false;
   #walResidue = false;
+  /** Messages were deleted since the last checkpoint that finished. */
+  #deletedSinceCheckpoint = false;
   readonly #stmts: StatementCache;
   /** Contacts' default lifetimes read by ensureContactTtl. */
   readonly #contactTtl = new Map<string, number | null>();
@@ -275,17 +277,16 @@ export class ChatStore {
     return this.#stmts.get(sql);
   }
 
-  /** Commits what is queued, then closes the connection. */
-  close(): void {
-    if (this.#closed) return;
+  /** Commits what is queued, checkpoints, then closes the connection. Returns false when messages deleted in
+   * this run may still be in the files: the checkpoint was held off (another program has chat.db open), and
+   * the next open finishes it. */
+  close(): boolean {
+    if (this.#closed) return true;
     this.committer.close();
     this.#closed = true;
-    try {
-      this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE);");
-    } catch {
-      // best effort
-    }
+    const clean = this.checkpoint() || !this.#deletedSinceCheckpoint;
     this.#db.close();
+    return clean;
   }
 
   /** A transaction that is on disk when it returns (synchronous=FULL for its commit). */
@@ -563,6 +564,7 @@ export class ChatStore {
         dm.run(k.peer, k.id);
       }
     });
+    this.#deletedSinceCheckpoint = true;
     return this.checkpoint();
   }
 
@@ -577,6 +579,7 @@ export class ChatStore {
       // busy = 1: SQLITE_BUSY, the checkpoint did not complete (the row says so; it does not throw).
       const r = (this.#stmt("PRAGMA wal_checkpoint(TRUNCATE)").all() as Row[])[0];
       this.#walResidue = Number(r.busy) !== 0;
+      if (!this.#walResidue) this.#deletedSinceCheckpoint = false;
     } catch {
       this.#walResidue = true;
     } finally {
