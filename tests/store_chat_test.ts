@@ -350,3 +350,16 @@ Deno.test("store: close says whether deleted messages may be left in the files (
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("store: a seq is never given twice, even after the message that had the highest was deleted", async () => {
+  await withStore(async (s) => {
+    const out = { ...base, from: "alice", state: "sending" as const };
+    const first = await s.queueOutgoing({ ...out, id: "7".repeat(32), text: "first" });
+    s.deleteMessages([{ peer: "bob", id: "7".repeat(32) }]);
+    // The outbox's cursor has seen `first`: a new message with that seq again would be skipped, never sent.
+    const second = await s.queueOutgoing({ ...out, id: "8".repeat(32), text: "second" });
+    assert.ok(second > first, `seq ${second} after ${first}`);
+    s.addOutgoing({ ...out, id: "9".repeat(32), text: "third" });
+    assert.ok(s.get("bob", "9".repeat(32))!.seq > second);
+  });
+});

@@ -97,6 +97,8 @@ export class StatementCache {
 
 export class MessageWriter {
   readonly #stmts: StatementCache;
+  /** The highest seq this connection has given (see #insertMany). */
+  #lastSeq = 0;
 
   constructor(stmts: StatementCache) {
     this.#stmts = stmts;
@@ -113,9 +115,11 @@ export class MessageWriter {
     const keys: SQLInputValue[] = [];
     const secrets: Uint8Array[] = [];
     const seqs: number[] = [];
-    // Read in the transaction (this connection holds the write lock): another connection may have added
-    // messages since this one last did.
-    let last = ms.length ? Number((this.#stmt(MAX_SEQ_SQL).get() as Row).s) : 0;
+    // A seq is never given twice by this connection, even when the message that had the highest was deleted
+    // since (expired): the outbox's cursor takes a seq it has seen as already looked at, and would skip a new
+    // message that got it again. The table's highest, read in the transaction (this connection holds the
+    // write lock), covers what another connection added meanwhile.
+    let last = ms.length ? Math.max(this.#lastSeq, Number((this.#stmt(MAX_SEQ_SQL).get() as Row).s)) : 0;
     try {
       for (const m of ms) {
         let iv: Uint8Array | null = null;
@@ -160,6 +164,7 @@ export class MessageWriter {
       // The keys are in the statement's bindings until the next run; our copies go now.
       for (const k of secrets) k.fill(0);
     }
+    if (ms.length) this.#lastSeq = last;
     return seqs;
   }
 
