@@ -240,6 +240,27 @@ Deno.test("outbox: a flush writes what the store says waits; a message deleted a
   }
 });
 
+Deno.test("outbox: after the newest message expired and was deleted, the next one on the same session is still written", async () => {
+  const r = await rig();
+  try {
+    const s = r.open();
+    await r.outbox.queue(msg("m1", { ttlMs: 60_000, ttlMode: "send", expiresAt: 70_000 }));
+    await r.outbox.flush("bob");
+    r.outbox.onAck("bob", "m1");
+    await settle();
+    // m1 dies (the sweeper deletes it and tells the outbox); the session goes on.
+    r.store.deleteMessages([{ peer: "bob", id: "m1" }]);
+    r.outbox.forget("m1");
+    // The flush cursor has seen m1's seq: m2 must not get it again, or this flush would skip m2.
+    await r.outbox.queue(msg("m2"));
+    await r.outbox.flush("bob");
+    await settle();
+    assert.deepEqual(s.frames.map((f) => f.t === "msg" ? f.id : f.t), ["m1", "m2"]);
+  } finally {
+    await r.done();
+  }
+});
+
 Deno.test("outbox: an ack within the delay stores 'delivered' with no 'sent' before it; a message still waiting is stored 'sent'", async () => {
   const r = await rig({ sentStateDelayMs: 150 });
   try {
