@@ -5,6 +5,10 @@ import { dbFiles, deadUdpPort, filesContain, startClient, until, withPair } from
 
 const enc = new TextEncoder();
 const TTL = 8000;
+/** The read-mode test's lifetimes: the margin a message has on arrival, and alice's copy after the read
+ * receipt, is about this long (both sides' intervals are the same 3 s wide), so it must dwarf a delivery on a
+ * loaded machine (1.5 s was too short: a marker arrived already dead, hence without an event, in CI). */
+const READ_TTL = 3000;
 
 Deno.test("self-destruct (send mode): both copies die at the deadline and the text is gone from the files", async () => {
   await withPair(async (_pb, aliceHome, bobHome) => {
@@ -52,25 +56,32 @@ Deno.test("self-destruct (read mode): the lifetime starts at first display, on b
     const alice = await startClient(aliceHome);
     const bob = await startClient(bobHome);
     try {
-      const m = await alice.engine.send("bob", "read me then forget me", { ttlMs: 1500, ttlMode: "read" });
+      const m = await alice.engine.send("bob", "read me then forget me", {
+        ttlMs: READ_TTL,
+        ttlMode: "read",
+      });
       assert.equal(m.expiresAt, null);
       const got = await bob.log.waitFor("message", (e) => e.message.id === m.id);
       assert.equal(got.message.expiresAt, null);
       assert.equal(got.message.ttlMode, "read");
-      // Not read yet: it stays, well past its lifetime. A "send" message of the same lifetime sent after it
-      // marks the time: once bob's copy of that one has died, the lifetime has certainly run out.
-      const marker = await alice.engine.send("bob", "marker", { ttlMs: 1500 });
+      // Not read yet: it stays past its lifetime. A "send" message of the same lifetime sent after it marks
+      // the time: once bob's copy of that one has died, m's lifetime counted from sending has certainly run
+      // out on bob's trusted time (its deadline would be earlier than the marker's).
+      const marker = await alice.engine.send("bob", "marker", { ttlMs: READ_TTL });
+      await bob.log.waitFor("message", (e) => e.message.id === marker.id, 10_000);
       await bob.log.waitFor("expired", (e) => e.id === marker.id, 10_000);
       assert.deepEqual(bob.engine.history("alice").map((x) => x.id), [m.id]);
       bob.engine.markRead(m.id);
       const shown = bob.engine.history("alice")[0];
       assert.ok(shown.expiresAt !== null);
       await alice.log.waitFor("read", (e) => e.id === m.id);
-      await alice.log.waitFor("expired", (e) => e.id === marker.id, 10_000);
-      const mine = alice.engine.history("bob")[0];
+      // By id: alice's marker may still be there (her own interval, hence its deadline, may be later).
+      const mine = alice.engine.history("bob").find((x) => x.id === m.id);
+      assert.ok(mine, "alice's copy is there right after the read receipt");
       assert.ok(mine.expiresAt !== null && mine.expiresAt <= shown.expiresAt! + 1000);
-      await bob.log.waitFor("expired", (e) => e.id === m.id, 5000);
-      await alice.log.waitFor("expired", (e) => e.id === m.id, 5000);
+      await bob.log.waitFor("expired", (e) => e.id === m.id, READ_TTL + 5000);
+      await alice.log.waitFor("expired", (e) => e.id === m.id, READ_TTL + 5000);
+      await alice.log.waitFor("expired", (e) => e.id === marker.id, READ_TTL + 5000);
       assert.deepEqual(bob.engine.history("alice"), []);
       assert.deepEqual(alice.engine.history("bob"), []);
     } finally {
