@@ -114,6 +114,8 @@ export class Inbox {
   readonly #queues = new WeakMap<InboxSession, SessionQueue>();
   /** Refusals already said in the log (a sender retries every few seconds). */
   readonly #refusedSaid = new Set<string>();
+  /** Messages that arrived already dead, per peer, said in one log line per committed batch. */
+  readonly #deadOnArrival = new Map<string, number>();
 
   constructor(deps: InboxDeps) {
     const max = deps.maxPending ?? DEFAULT_MAX_PENDING;
@@ -216,6 +218,7 @@ export class Inbox {
         entry.status = "committed";
         if (kept && !item.idOnly && cap !== null) this.#deps.cap?.(peer, f.id, cap);
         if (kept && !item.idOnly) this.#reveal(item.message);
+        if (kept && item.idOnly) this.#noteDeadOnArrival(peer);
         this.#schedule(s, q);
       },
       (e: Error) => {
@@ -310,6 +313,32 @@ export class Inbox {
     const deadline = effectiveDeadline(message, d.maxUnreadMs);
     const idOnly = deadline !== null && d.clock.deadlinePassed(deadline) === true;
     return { message, idOnly, capMs };
+  }
+
+  /** Says that a message arrived after its lifetime: the receiver would otherwise never know one came (the
+   * sender sees it delivered). The messages of one committed batch settle one after another in the same
+   * turn, so they make one line per peer. */
+  #noteDeadOnArrival(peer: string): void {
+    const n = this.#deadOnArrival.get(peer);
+    this.#deadOnArrival.set(peer, (n ?? 0) + 1);
+    if (this.#deadOnArrival.size !== 1 || n !== undefined) return;
+    queueMicrotask(() => {
+      for (const [name, count] of this.#deadOnArrival) {
+        const one = count === 1;
+        this.#deps.emit({
+          event: "log",
+          level: "info",
+          text:
+            `${one ? "a message" : `${count} messages`} from ${name} arrived after ${
+              one ? "its" : "their"
+            } ` +
+            `lifetime had run out on our trusted time: not shown, and ${
+              one ? "its" : "their"
+            } text was never stored`,
+        });
+      }
+      this.#deadOnArrival.clear();
+    });
   }
 
   #reveal(m: IncomingMessage): void {
