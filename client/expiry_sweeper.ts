@@ -62,6 +62,8 @@ export class ExpirySweeper {
   /** Retrying the checkpoint: the next try and the wait after it. */
   #walTimer: Timer | null = null;
   #walWaitMs = WAL_RETRY_MS;
+  /** The held WAL was said in this episode (cleared when a checkpoint works). */
+  #walWarned = false;
   #closed = false;
 
   constructor(deps: ExpirySweeperDeps) {
@@ -194,7 +196,8 @@ export class ExpirySweeper {
   /** The WAL still holds deleted rows: say so (once per episode) and checkpoint again later. */
   #walHeld(): void {
     if (this.#closed || this.#walTimer) return;
-    if (this.#walWaitMs === WAL_RETRY_MS) {
+    if (!this.#walWarned) {
+      this.#walWarned = true;
       this.#d.emit({
         event: "log",
         level: "warn",
@@ -212,6 +215,7 @@ export class ExpirySweeper {
       }
       if (done) {
         this.#walWaitMs = WAL_RETRY_MS;
+        this.#walWarned = false;
         this.#d.emit({
           event: "log",
           level: "info",

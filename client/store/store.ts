@@ -124,7 +124,7 @@ type Row = Record<string, unknown>;
 const BUSY_TIMEOUT_MS = 5000;
 /** How long the checkpoint after a deletion waits for another connection's read or write to end before it
  * gives up for now (it runs on the engine's thread: a long wait would freeze the chat). */
-export const CHECKPOINT_WAIT_MS = 100;
+const CHECKPOINT_WAIT_MS = 100;
 
 const utf8Decoder = new TextDecoder();
 
