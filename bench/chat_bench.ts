@@ -32,7 +32,7 @@ import { importPrivateKeyPem, x509 } from "../pki/mod.ts";
 
 const THROUGHPUT_MESSAGES = 1000;
 const IN_FLIGHT = [1000, 10_000];
-const IN_FLIGHT_ROUNDS = 3;
+const IN_FLIGHT_ROUNDS = 5;
 const LATENCY_MESSAGES = 1000;
 const HANDSHAKES = 30;
 const SESSIONS = 100;
