@@ -287,105 +287,105 @@ Deno.test("inbox: refused frames throw ProtocolError and queue nothing", () => {
   assert.equal(inbox.pending(s), 0);
 });
 
-Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the id (acknowledged, not shown); unknown time refuses", async () => {
+/** A store and a real local Roughtime server whose key signs the time proofs `proved` adds to a frame. */
+async function withProofs(
+  fn: (store: ChatStore, proved: (f: MsgFrame) => Promise<MsgFrame>, timeKey: Uint8Array) => Promise<void>,
+) {
   const local = await startLocalServers([{}]);
   try {
     const clock = new TrustedClock({ servers: local.specs });
     const proved = async (f: MsgFrame) => ({ ...f, proof: await clock.proveTime(timeProofData(f)) });
-    await withStore(async (store) => {
-      let timeKnown = true;
-      const quota = new PeerQuota(store, { unreadBytes: 1_000_000, burst: 1000, perMinute: 60_000 });
-      const requests = new MessageRequests(store, () => {});
-      const d = deps(store, {
-        quota,
-        requests,
-        timeKeys: [local.specs[0].publicKey],
-        clock: {
-          now: () => timeKnown ? localTime() : null,
-          deadlinePassed: (dl) => timeKnown ? localTime().latestMs >= dl : null,
-        },
-      });
-      const inbox = new Inbox(d);
-      const s = new RecordingSession();
-      // Claims to be sent an hour from now: the proof caps the send time, so it dies within ~a minute.
-      const late = await proved(msg(1, { ttlMs: 60_000, ttlMode: "send", sentAt: Date.now() + 3600_000 }));
-      // Sent ten minutes ago with a lifetime of 5 s: already dead.
-      const dead = await proved(msg(2, { ttlMs: 5000, ttlMode: "send", sentAt: Date.now() - 600_000 }));
-      const caps: [string, number][] = [];
-      d.cap = (_peer, id, afterMs) => caps.push([id, afterMs]);
-      await inbox.receive(s, late);
-      await inbox.receive(s, dead);
-      await settle();
-      assert.deepEqual(s.acked, [hex(1), hex(2)]);
-      assert.deepEqual(d.shown, [hex(1)]);
-      // The stored one gets a monotonic cap: its lifetime plus the proof's whole uncertainty, from arrival
-      // (the dead one stored only its id: nothing to cap).
-      assert.equal(caps.length, 1);
-      assert.equal(caps[0][0], hex(1));
-      assert.ok(caps[0][1] >= 60_000 && caps[0][1] <= 60_000 + 2 * 10_000, `cap ${caps[0][1]}`);
-      const kept = store.get("bob", hex(1))!;
-      assert.ok(kept.expiresAt! <= Date.now() + 60_000 + 15_000, `deadline ${kept.expiresAt} not capped`);
-      assert.equal(store.get("bob", hex(2)), null, "a dead message's text is not stored");
-      // The user is told one came (the sender sees it delivered), without its text.
-      const said = () => d.events.filter((e) => e.event === "log" && /arrived after/.test(e.text));
-      assert.deepEqual(said().map((e) => e.event === "log" && e.text), [
-        "a message from bob arrived after its lifetime had run out on our trusted time: not shown, and its " +
-        "text was never stored",
-      ]);
-      // Its id is remembered: a resend is a duplicate (acknowledged, nothing stored).
-      await inbox.receive(s, dead);
-      await settle();
-      assert.deepEqual(s.acked, [hex(1), hex(2), hex(2)]);
-      assert.equal(store.get("bob", hex(2)), null);
-      assert.equal(said().length, 1, "a resent dead message is not said again");
-      // Without trusted time an expiring message is refused (not stored, no ack: the sender keeps it), in its
-      // place among the receipts; one that does not expire is still taken.
-      timeKnown = false;
-      await inbox.receive(s, await proved(msg(3, { ttlMs: 60_000, ttlMode: "send" })));
-      await inbox.receive(s, msg(4));
-      await settle();
-      assert.deepEqual(s.refused, [`${hex(3)}:TIME_UNVERIFIED`]);
-      assert.equal(store.get("bob", hex(3)), null, "nothing of it stored");
-      assert.deepEqual(d.hidden, []);
-      assert.deepEqual(s.acked, [hex(1), hex(2), hex(2), hex(4)]);
-      // The refused one holds no room: neither quota bytes nor a place in bob's message request.
-      assert.equal(quota.used("bob"), "hello 1".length + "hello 4".length, "the texts of 1 and 4 only");
-      assert.deepEqual(requests.pending(), [{ name: "bob", messages: 3 }], "1, 2 (its id) and 4; not 3");
-    });
+    await withStore((store) => fn(store, proved, local.specs[0].publicKey));
   } finally {
     await local.close();
   }
+}
+
+Deno.test("inbox: time proofs bound the deadline; dead on arrival keeps only the id (acknowledged, not shown); unknown time refuses", async () => {
+  await withProofs(async (store, proved, timeKey) => {
+    let timeKnown = true;
+    const quota = new PeerQuota(store, { unreadBytes: 1_000_000, burst: 1000, perMinute: 60_000 });
+    const requests = new MessageRequests(store, () => {});
+    const d = deps(store, {
+      quota,
+      requests,
+      timeKeys: [timeKey],
+      clock: {
+        now: () => timeKnown ? localTime() : null,
+        deadlinePassed: (dl) => timeKnown ? localTime().latestMs >= dl : null,
+      },
+    });
+    const inbox = new Inbox(d);
+    const s = new RecordingSession();
+    // Claims to be sent an hour from now: the proof caps the send time, so it dies within ~a minute.
+    const late = await proved(msg(1, { ttlMs: 60_000, ttlMode: "send", sentAt: Date.now() + 3600_000 }));
+    // Sent ten minutes ago with a lifetime of 5 s: already dead.
+    const dead = await proved(msg(2, { ttlMs: 5000, ttlMode: "send", sentAt: Date.now() - 600_000 }));
+    const caps: [string, number][] = [];
+    d.cap = (_peer, id, afterMs) => caps.push([id, afterMs]);
+    await inbox.receive(s, late);
+    await inbox.receive(s, dead);
+    await settle();
+    assert.deepEqual(s.acked, [hex(1), hex(2)]);
+    assert.deepEqual(d.shown, [hex(1)]);
+    // The stored one gets a monotonic cap: its lifetime plus the proof's whole uncertainty, from arrival
+    // (the dead one stored only its id: nothing to cap).
+    assert.equal(caps.length, 1);
+    assert.equal(caps[0][0], hex(1));
+    assert.ok(caps[0][1] >= 60_000 && caps[0][1] <= 60_000 + 2 * 10_000, `cap ${caps[0][1]}`);
+    const kept = store.get("bob", hex(1))!;
+    assert.ok(kept.expiresAt! <= Date.now() + 60_000 + 15_000, `deadline ${kept.expiresAt} not capped`);
+    assert.equal(store.get("bob", hex(2)), null, "a dead message's text is not stored");
+    // The user is told one came (the sender sees it delivered), without its text.
+    const said = () => d.events.filter((e) => e.event === "log" && /arrived after/.test(e.text));
+    assert.deepEqual(said().map((e) => e.event === "log" && e.text), [
+      "a message from bob arrived after its lifetime had run out on our trusted time: not shown, and its " +
+      "text was never stored",
+    ]);
+    // Its id is remembered: a resend is a duplicate (acknowledged, nothing stored).
+    await inbox.receive(s, dead);
+    await settle();
+    assert.deepEqual(s.acked, [hex(1), hex(2), hex(2)]);
+    assert.equal(store.get("bob", hex(2)), null);
+    assert.equal(said().length, 1, "a resent dead message is not said again");
+    // Without trusted time an expiring message is refused (not stored, no ack: the sender keeps it), in its
+    // place among the receipts; one that does not expire is still taken.
+    timeKnown = false;
+    await inbox.receive(s, await proved(msg(3, { ttlMs: 60_000, ttlMode: "send" })));
+    await inbox.receive(s, msg(4));
+    await settle();
+    assert.deepEqual(s.refused, [`${hex(3)}:TIME_UNVERIFIED`]);
+    assert.equal(store.get("bob", hex(3)), null, "nothing of it stored");
+    assert.deepEqual(d.hidden, []);
+    assert.deepEqual(s.acked, [hex(1), hex(2), hex(2), hex(4)]);
+    // The refused one holds no room: neither quota bytes nor a place in bob's message request.
+    assert.equal(quota.used("bob"), "hello 1".length + "hello 4".length, "the texts of 1 and 4 only");
+    assert.deepEqual(requests.pending(), [{ name: "bob", messages: 3 }], "1, 2 (its id) and 4; not 3");
+  });
 });
 
 Deno.test("inbox: messages that arrive dead together are said in one log line, without their text", async () => {
-  const local = await startLocalServers([{}]);
-  try {
-    const clock = new TrustedClock({ servers: local.specs });
-    const proved = async (f: MsgFrame) => ({ ...f, proof: await clock.proveTime(timeProofData(f)) });
-    await withStore(async (store) => {
-      const d = deps(store, { timeKeys: [local.specs[0].publicKey] });
-      const inbox = new Inbox(d);
-      const s = new RecordingSession();
-      const dead = (n: number) =>
-        proved(msg(n, { text: `secret ${n}`, ttlMs: 5000, ttlMode: "send", sentAt: Date.now() - 600_000 }));
-      const together = await Promise.all([1, 2, 3].map(dead));
-      for (const f of together) void inbox.receive(s, f);
-      await settle();
-      assert.deepEqual(s.acked, [hex(1), hex(2), hex(3)]);
-      const logs = () => d.events.flatMap((e) => e.event === "log" ? [e.text] : []);
-      assert.deepEqual(logs(), [
-        "3 messages from bob arrived after their lifetime had run out on our trusted time: not shown, and " +
-        "their text was never stored",
-      ]);
-      // A later batch is a line of its own; a live message says nothing.
-      await inbox.receive(s, await dead(4));
-      await inbox.receive(s, msg(5));
-      await settle();
-      assert.equal(logs().length, 2);
-      assert.match(logs()[1], /^a message from bob arrived after its lifetime/);
-      assert.ok(logs().every((t) => !t.includes("secret")));
-    });
-  } finally {
-    await local.close();
-  }
+  await withProofs(async (store, proved, timeKey) => {
+    const d = deps(store, { timeKeys: [timeKey] });
+    const inbox = new Inbox(d);
+    const s = new RecordingSession();
+    const dead = (n: number) =>
+      proved(msg(n, { text: `secret ${n}`, ttlMs: 5000, ttlMode: "send", sentAt: Date.now() - 600_000 }));
+    const together = await Promise.all([1, 2, 3].map(dead));
+    for (const f of together) void inbox.receive(s, f);
+    await settle();
+    assert.deepEqual(s.acked, [hex(1), hex(2), hex(3)]);
+    const logs = () => d.events.flatMap((e) => e.event === "log" ? [e.text] : []);
+    assert.deepEqual(logs(), [
+      "3 messages from bob arrived after their lifetime had run out on our trusted time: not shown, and " +
+      "their text was never stored",
+    ]);
+    // A later batch is a line of its own; a live message says nothing.
+    await inbox.receive(s, await dead(4));
+    await inbox.receive(s, msg(5));
+    await settle();
+    assert.equal(logs().length, 2);
+    assert.match(logs()[1], /^a message from bob arrived after its lifetime/);
+    assert.ok(logs().every((t) => !t.includes("secret")));
+  });
 });
