@@ -319,22 +319,18 @@ export class Inbox {
    * sender sees it delivered). The messages of one committed batch settle one after another in the same
    * turn, so they make one line per peer. */
   #noteDeadOnArrival(peer: string): void {
-    const n = this.#deadOnArrival.get(peer);
-    this.#deadOnArrival.set(peer, (n ?? 0) + 1);
-    if (this.#deadOnArrival.size !== 1 || n !== undefined) return;
+    const first = this.#deadOnArrival.size === 0;
+    this.#deadOnArrival.set(peer, (this.#deadOnArrival.get(peer) ?? 0) + 1);
+    if (!first) return;
     queueMicrotask(() => {
       for (const [name, count] of this.#deadOnArrival) {
-        const one = count === 1;
+        const [what, its] = count === 1 ? ["a message", "its"] : [`${count} messages`, "their"];
         this.#deps.emit({
           event: "log",
           level: "info",
           text:
-            `${one ? "a message" : `${count} messages`} from ${name} arrived after ${
-              one ? "its" : "their"
-            } ` +
-            `lifetime had run out on our trusted time: not shown, and ${
-              one ? "its" : "their"
-            } text was never stored`,
+            `${what} from ${name} arrived after ${its} lifetime had run out on our trusted time: not shown, ` +
+            `and ${its} text was never stored`,
         });
       }
       this.#deadOnArrival.clear();
