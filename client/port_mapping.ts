@@ -1,10 +1,12 @@
 /**
  * Port mapping: asks the home router to forward a public TCP port to our listener, so that peers on the
- * internet can dial us directly. Three protocols are asked at once, and the first that maps wins:
+ * internet can dial us directly. Four protocols are asked at once, and the first that maps wins:
  * - PCP (RFC 6887, pcp.ts: our own client, no maintained npm one exists) to the default gateway's port 5351;
  * - NAT-PMP (RFC 6886, `@achingbrain/nat-port-mapper`) to the same gateway and port;
  * - UPnP-IGD v2 (the same library: SSDP search on 239.255.255.250:1900, then SOAP AddAnyPortMapping to the
- *   WANIPConnection:2 service the router describes).
+ *   WANIPConnection:2 service the router describes);
+ * - UPnP-IGD v1 (upnp_igd1.ts: the same search for InternetGatewayDevice:1 from an ephemeral port, then
+ *   AddPortMapping on WANIPConnection:1 or WANPPPConnection:1).
  * The mapping is published as the first candidate (`via: "mapping"`, shown as the path `mapped`), renewed
  * before its lease ends, and removed when chat quits. A router that answers none within MAPPING_TIMEOUT_MS,
  * or refuses, simply means no mapping: the other paths still work.
@@ -13,6 +15,7 @@ import { type Gateway, pmpNat, upnpNat } from "@achingbrain/nat-port-mapper";
 import { CodedError, messageOf } from "../coded_error.ts";
 import { type Address, addressKind } from "./candidates.ts";
 import { pcpMap } from "./pcp.ts";
+import { addMapping, deleteMapping, findIgd1, type Igd1Service } from "./upnp_igd1.ts";
 
 export const MAPPING_TIMEOUT_MS = 3000;
 /** Lease asked for (UPnP routers are asked for at least an hour: the library's floor). PCP is renewed at 1/2
@@ -93,9 +96,9 @@ export function addressToward(gateway: string): string | null {
   return null;
 }
 
-export type MappingProtocol = "pcp" | "nat-pmp" | "upnp-igd";
+export type MappingProtocol = "pcp" | "nat-pmp" | "upnp-igd" | "upnp-igd1";
 /** Asked in parallel; the order only says how a log lists them. */
-export const MAPPING_PROTOCOLS: readonly MappingProtocol[] = ["pcp", "nat-pmp", "upnp-igd"];
+export const MAPPING_PROTOCOLS: readonly MappingProtocol[] = ["pcp", "nat-pmp", "upnp-igd", "upnp-igd1"];
 /** A UPnP mapping is renewed this long before the lease we asked for ends. */
 export const RENEW_MARGIN_MS = 60_000;
 const DESCRIPTION = "securechat";
@@ -106,6 +109,7 @@ const PROTOCOL_NAMES: Record<MappingProtocol, string> = {
   "pcp": "PCP",
   "nat-pmp": "NAT-PMP",
   "upnp-igd": "UPnP-IGD",
+  "upnp-igd1": "UPnP-IGD v1",
 };
 
 export interface Mapping {
@@ -322,10 +326,66 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
   };
 };
 
+/** Version 1 routers (upnp_igd1.ts): the same renewal and removal as version 2, on the port the router took;
+ * a router that grants only permanent mappings gets one (lease 0), removed at exit, and the log says so. */
+const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
+  let svc: Igd1Service | null = null;
+  for await (const s of findIgd1(signal)) {
+    svc = s;
+    break;
+  }
+  if (!svc) throw new PortMappingError("NO_ROUTER", "no UPnP-IGD v1 router answered the SSDP search");
+  const local = addressToward(svc.host);
+  if (!local) {
+    throw new PortMappingError(
+      "NO_LOCAL_ADDRESS",
+      `no address of ours on the subnet of UPnP router ${svc.host}`,
+    );
+  }
+  const s = svc;
+  const leaseS = Math.ceil(leaseMs / 1000);
+  const m = await addMapping(
+    s,
+    { port, local, externalPort: port, leaseS, description: DESCRIPTION },
+    signal,
+  );
+  if (m.leaseS === 0) {
+    log(
+      `UPnP-IGD v1 router ${s.host} grants only permanent mappings: ours is removed when chat quits ` +
+        `(a crash would leave public port ${m.externalPort} forwarded to us until the router restarts)`,
+    );
+  }
+  // AddPortMapping again for the same public port and client: the router extends the lease.
+  const renewal = m.leaseS === 0 ? null : renewEvery(renewAfterMs(leaseMs), async () => {
+    try {
+      await addMapping(
+        s,
+        { port, local, externalPort: m.externalPort, leaseS: m.leaseS, description: DESCRIPTION },
+        AbortSignal.timeout(MAPPING_TIMEOUT_MS),
+      );
+      log("UPnP-IGD v1 mapping renewed");
+    } catch (e) {
+      log(`UPnP-IGD v1 renewal failed: ${messageOf(e)}`);
+    }
+  });
+  return {
+    protocol: "upnp-igd1",
+    host: m.externalHost,
+    port: m.externalPort,
+    local,
+    router: `${s.host}:${s.port}`,
+    stop: async (signal) => {
+      await renewal?.stop();
+      await deleteMapping(s, m.externalPort, signal).catch(() => {});
+    },
+  };
+};
+
 const ATTEMPTS: Record<MappingProtocol, Attempt> = {
   "pcp": pcpAttempt,
   "nat-pmp": pmpAttempt,
   "upnp-igd": upnpAttempt,
+  "upnp-igd1": upnp1Attempt,
 };
 
 /**

@@ -30,6 +30,8 @@ interface Case {
   portsTaken?: boolean;
   /** Also run a user with --no-port-mapping on the same LAN. */
   withNoMapping?: boolean;
+  /** UPnP as an InternetGatewayDevice:1 (the responder's --igd=1), with these of its variants. */
+  igd1?: { ppp?: boolean; permanentOnly?: boolean };
 }
 
 const CASES: Case[] = [
@@ -38,6 +40,18 @@ const CASES: Case[] = [
   // The router reserves another public port than the one asked for: that one is published, renewed and
   // removed (the library's own unmap() would name the internal port).
   { offers: "upnp", wins: /\(UPnP-IGD at /, tag: "upnp", portsTaken: true },
+  // A version 1 router (no AddAnyPortMapping; the version 2 library finds nothing): mapped with
+  // AddPortMapping on WANIPConnection:1, and the 10-second lease renewed.
+  { offers: "upnp", igd1: {}, wins: /\(UPnP-IGD v1 at /, tag: "upnp", leaseS: 10 },
+  // A version 1 PPPoE router that grants only permanent mappings (725) and on which another host holds our
+  // port (718): asked again with lease 0 on another public port, which is published and removed at exit.
+  {
+    offers: "upnp",
+    igd1: { ppp: true, permanentOnly: true },
+    wins: /\(UPnP-IGD v1 at /,
+    tag: "upnp",
+    portsTaken: true,
+  },
   // A 4-second lease: chat must renew it (at 1/2 to 5/8 of it) while it runs.
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
   { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", leaseS: 10 },
@@ -58,6 +72,10 @@ for (const c of CASES) {
         c.pcpLifetime || c.leaseS ? ", the short lease is renewed" : ""
       }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
         c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
+      }${
+        c.igd1
+          ? `, IGD v1${c.igd1.ppp ? " PPP" : ""}${c.igd1.permanentOnly ? " permanent leases only" : ""}`
+          : ""
       }`,
     ignore: !labAvailable() && !toolsRequired(),
     fn: () => mappingCase(c),
@@ -92,6 +110,9 @@ async function mappingCase(c: Case): Promise<void> {
     `--protocols=${c.offers}`,
     ...(c.pcpLifetime ? [`--pcp-lifetime=${c.pcpLifetime}`] : []),
     ...(c.portsTaken ? ["--ports-taken"] : []),
+    ...(c.igd1 ? ["--igd=1"] : []),
+    ...(c.igd1?.ppp ? ["--ppp"] : []),
+    ...(c.igd1?.permanentOnly ? ["--permanent-only"] : []),
   ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
   let said = "";
   const reading = (async () => {
@@ -127,11 +148,10 @@ async function mappingCase(c: Case): Promise<void> {
     const ready = await m.waitEvent((e) => e.event === "ready", 60_000, "mapped ready");
     await o.waitEvent((e) => e.event === "ready", 60_000, "other ready");
     const port = Number(String(ready.address).split(":").pop());
-    const ext = c.portsTaken ? 20000 : port;
     const wan = lab.routerWan.get("map")!;
     const mappedAt = lab.host("mapped").address;
     const log = await m.waitEvent(
-      (e) => e.event === "log" && String(e.text).startsWith(`port mapping: ${wan}:${ext} -> `),
+      (e) => e.event === "log" && String(e.text).startsWith(`port mapping: ${wan}:`),
       20_000,
       "the mapping",
     ).catch((e) => {
@@ -140,6 +160,23 @@ async function mappingCase(c: Case): Promise<void> {
       );
     });
     assert.match(String(log.text), c.wins);
+    const ext = Number(/^port mapping: [\d.]+:(\d+) -> /.exec(String(log.text))![1]);
+    if (!c.portsTaken) assert.equal(ext, port, "the port asked for is the one mapped");
+    // A v2 router reserves one from 20000; a v1 router refuses (718) and chat asks for another.
+    else if (!c.igd1) assert.equal(ext, 20000);
+    else {
+      assert.notEqual(ext, port);
+      assert.match(said, /ASK soap \S+ AddPortMapping lease=0\n(.|\n)*ASK soap \S+ AddPortMapping lease=0\n/);
+    }
+    if (c.igd1?.permanentOnly) {
+      // 725 to the lease asked for, then lease 0; the user is told a crash would leave it.
+      assert.match(said, /ASK soap \S+ AddPortMapping lease=(?!0\n)\d+\n/);
+      await m.waitEvent(
+        (e) => e.event === "log" && String(e.text).includes("grants only permanent mappings"),
+        5_000,
+        "the permanent-lease notice",
+      );
+    }
     // Every protocol the router speaks is asked (all at once, at start; the losers may still be on the way).
     for (const p of c.offers.split(",")) {
       const asked = p === "upnp" ? ["ssdp", "http", "soap"] : [p];
@@ -178,7 +215,7 @@ async function mappingCase(c: Case): Promise<void> {
         );
       }
       await until(`a ${c.tag} renewal`, () => said.includes(`RENEW ${c.tag} ${ext}`), 20_000);
-      const name = c.tag === "pmp" ? "NAT-PMP" : "UPnP-IGD";
+      const name = c.tag === "pmp" ? "NAT-PMP" : c.igd1 ? "UPnP-IGD v1" : "UPnP-IGD";
       await m.waitEvent((e) => e.event === "log" && e.text === `${name} mapping renewed`, 20_000);
     }
 

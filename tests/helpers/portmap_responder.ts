@@ -8,10 +8,15 @@
  * shared by the three protocols as on a real router, so a peer's connection to the router's WAN port really
  * reaches the host. Runs inside the router's namespace:
  *   deno run --allow-net --allow-run portmap_responder.ts LAN WAN [--protocols=pmp,pcp,upnp] [--pcp-lifetime=S]
- *     [--ports-taken]   (every port asked for is held by another host: the router assigns one from 20000)
+ *     [--ports-taken]   (every port asked for is held by another host: the router assigns one from 20000;
+ *                        with --igd=1 only the port first asked for is, and the client must pick another)
+ *     [--igd=1]         (UPnP as an InternetGatewayDevice:1 with WANIPConnection:1: no AddAnyPortMapping)
+ *     [--ppp]           (with --igd=1: the service is WANPPPConnection:1, as on routers that dial PPPoE)
+ *     [--permanent-only] (with --igd=1: a lease other than 0 is refused with 725, as many v1 routers do)
  * and prints `ready`, then one line per request and change, which the tests read:
  *   ASK <pmp|pcp|ssdp|http|soap> <from> [detail]  every request that arrives, answered or not (for a NAT-PMP
- *                                                or PCP mapping, the detail is `lifetime=S` as asked)
+ *                                                or PCP mapping, the detail is `lifetime=S` as asked; for a
+ *                                                SOAP action its name, and `lease=S` for AddPortMapping)
  *   MAP <proto> <ext> -> <host>:<port>          a rule installed
  *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
  *   UNMAP <proto> <ext>                         a rule removed
@@ -26,6 +31,9 @@ const protocols = new Set((flag("protocols") ?? "pmp").split(","));
 /** The longest PCP lease granted (s): short in a test that watches renewals. */
 const pcpLifetime = Number(flag("pcp-lifetime") ?? 7200);
 const portsTaken = Deno.args.includes("--ports-taken");
+const igdVersion = flag("igd") === "1" ? 1 : 2;
+const ppp = Deno.args.includes("--ppp");
+const permanentOnly = Deno.args.includes("--permanent-only");
 /** Where a router picks ports when the one asked for is taken. */
 const FIRST_FREE = 20000;
 const started = Date.now();
@@ -55,14 +63,21 @@ function serial<T>(f: () => Promise<T>): Promise<T> {
 
 /** Installs ext -> host:port, or keeps the same one (a renewal); picks another external port when `any`
  * and ext forwards elsewhere; null when taken and not `any`. */
-function mapRule(proto: string, ext: number, host: string, port: number, any: boolean) {
-  return serial(() => mapRuleNow(proto, ext, host, port, any));
+function mapRule(proto: string, ext: number, host: string, port: number, any: boolean, taken = portsTaken) {
+  return serial(() => mapRuleNow(proto, ext, host, port, any, taken));
 }
 
-async function mapRuleNow(proto: string, ext: number, host: string, port: number, any: boolean) {
+async function mapRuleNow(
+  proto: string,
+  ext: number,
+  host: string,
+  port: number,
+  any: boolean,
+  taken: boolean,
+) {
   let e = ext || port;
   const same = (r: Rule | undefined) => r && r.host === host && r.port === port;
-  if ((rules.has(e) || portsTaken) && !same(rules.get(e))) {
+  if ((rules.has(e) || taken) && !same(rules.get(e))) {
     if (!any) return null;
     e = FIRST_FREE;
     while (rules.has(e) && !same(rules.get(e))) e++;
@@ -217,10 +232,13 @@ if (protocols.has("pmp") || protocols.has("pcp")) {
   });
 }
 
-// --- UPnP IGD v2 ---
+// --- UPnP IGD v2 (or v1 with --igd=1) ---
 
-const IGD = "urn:schemas-upnp-org:device:InternetGatewayDevice:2";
-const WAN_IP = "urn:schemas-upnp-org:service:WANIPConnection:2";
+const IGD = `urn:schemas-upnp-org:device:InternetGatewayDevice:${igdVersion}`;
+const IGD_1 = "urn:schemas-upnp-org:device:InternetGatewayDevice:1";
+const WAN_IP = igdVersion === 1 && ppp
+  ? "urn:schemas-upnp-org:service:WANPPPConnection:1"
+  : `urn:schemas-upnp-org:service:WANIPConnection:${igdVersion}`;
 const UUID = "uuid:5ecc4a70-0000-4000-8000-00000000ab1e";
 const HTTP_PORT = 5000;
 
@@ -232,10 +250,10 @@ const description = `<?xml version="1.0"?>
     <friendlyName>lab router</friendlyName>
     <UDN>${UUID}</UDN>
     <deviceList><device>
-      <deviceType>urn:schemas-upnp-org:device:WANDevice:2</deviceType>
+      <deviceType>urn:schemas-upnp-org:device:WANDevice:${igdVersion}</deviceType>
       <UDN>${UUID}-wan</UDN>
       <deviceList><device>
-        <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:2</deviceType>
+        <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:${igdVersion}</deviceType>
         <UDN>${UUID}-conn</UDN>
         <serviceList><service>
           <serviceType>${WAN_IP}</serviceType>
@@ -268,10 +286,13 @@ async function soap(req: Request, from: string): Promise<Response> {
   const action = /#(\w+)"?$/.exec(req.headers.get("soapaction") ?? "")?.[1] ?? "";
   const body = await req.text();
   const arg = (name: string) => new RegExp(`<${name}>([^<]*)</${name}>`).exec(body)?.[1] ?? null;
-  console.log(`ASK soap ${from} ${action}`);
+  const lease = action === "AddPortMapping" ? ` lease=${arg("NewLeaseDuration")}` : "";
+  console.log(`ASK soap ${from} ${action}${lease}`);
   if (action === "GetExternalIPAddress") {
     return ok(action, `<NewExternalIPAddress>${wan}</NewExternalIPAddress>`);
   }
+  // Version 1 has no AddAnyPortMapping.
+  if (action === "AddAnyPortMapping" && igdVersion === 1) return fault(401, "Invalid Action");
   if (action === "AddAnyPortMapping" || action === "AddPortMapping") {
     const ext = Number(arg("NewExternalPort"));
     const internal = Number(arg("NewInternalPort"));
@@ -281,7 +302,12 @@ async function soap(req: Request, from: string): Promise<Response> {
     }
     // As miniupnpd's secure mode: a host maps only to itself.
     if (client !== from) return fault(606, "Action not authorized");
-    const got = await mapRule("upnp", ext, from, internal, action === "AddAnyPortMapping");
+    if (igdVersion === 1 && permanentOnly && arg("NewLeaseDuration") !== "0") {
+      return fault(725, "OnlyPermanentLeasesSupported");
+    }
+    // A v1 router with --ports-taken: another host holds the port first asked for (the internal one).
+    const taken = igdVersion === 1 ? portsTaken && ext === internal : portsTaken;
+    const got = await mapRule("upnp", ext, from, internal, action === "AddAnyPortMapping", taken);
     if (got === null) return fault(718, "ConflictInMappingEntry");
     return ok(action, action === "AddAnyPortMapping" ? `<NewReservedPort>${got}</NewReservedPort>` : "");
   }
@@ -313,12 +339,13 @@ if (protocols.has("upnp")) {
     if (!text.startsWith("M-SEARCH * HTTP/1.1")) return;
     const st = /^ST:\s*(.+?)\s*$/im.exec(text)?.[1] ?? "";
     console.log(`ASK ssdp ${from.address} ${st}`);
-    if (![IGD, "ssdp:all", "upnp:rootdevice"].includes(st)) return;
+    // A version 2 device answers version 1 searches too (its description then says version 2).
+    if (![IGD, IGD_1, "ssdp:all", "upnp:rootdevice"].includes(st)) return;
     const answer = [
       "HTTP/1.1 200 OK",
       "CACHE-CONTROL: max-age=1800",
       `ST: ${st === "ssdp:all" ? IGD : st}`,
-      `USN: ${UUID}::${IGD}`,
+      `USN: ${UUID}::${st === "ssdp:all" ? IGD : st}`,
       "EXT:",
       "SERVER: Linux UPnP/2.0 securechat-lab/1",
       `LOCATION: http://${lan}:${HTTP_PORT}/rootDesc.xml`,
