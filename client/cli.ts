@@ -57,7 +57,10 @@ export function registerChatCommand(program: Command): void {
       (v: string, prev: string[] = []) => [...prev, v],
     )
     .option("--no-relay", "do not use the phonebook's relay (peers behind NAT may then be unreachable)")
-    .option("--no-port-mapping", "do not ask the router to forward a port to us (PCP, NAT-PMP, UPnP-IGD)")
+    .option(
+      "--no-port-mapping",
+      "do not ask the router to forward a port to us (PCP, NAT-PMP, UPnP-IGD v1 and v2)",
+    )
     .option(
       "--relay-only",
       "publish no address of ours and reach peers only through the relay: they never learn our IP address",

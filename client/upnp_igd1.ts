@@ -180,11 +180,41 @@ export async function soap(
     },
     body: soapRequest(svc.serviceType, action, args),
     signal,
+    // A redirect from a LAN device would send our request (our address and port) to a host it chose.
+    redirect: "manual",
   });
-  // A router's answer is small; a larger one is not a router's.
-  const text = await res.text();
-  if (text.length > 64 * 1024) throw new UpnpError("UPNP_BAD_ANSWER", `${action}: an oversized answer`);
-  return parseSoapAnswer(action, res.status, text);
+  if (res.status >= 300 && res.status < 400) {
+    await res.body?.cancel();
+    throw new UpnpError(
+      "UPNP_BAD_ANSWER",
+      `${action}: the router redirected (HTTP ${res.status}); not followed`,
+    );
+  }
+  return parseSoapAnswer(action, res.status, await boundedText(res, MAX_ANSWER_BYTES, action));
+}
+
+/** A router's SOAP answer is a few hundred bytes; more than this is not read. */
+export const MAX_ANSWER_BYTES = 64 * 1024;
+
+async function boundedText(res: Response, max: number, action: string): Promise<string> {
+  if (!res.body) return "";
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  for await (const c of res.body) {
+    n += c.length;
+    if (n > max) {
+      // Leaving the loop cancels the body.
+      throw new UpnpError("UPNP_BAD_ANSWER", `${action}: the answer is over ${max} bytes; not read`);
+    }
+    chunks.push(c);
+  }
+  const all = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return new TextDecoder().decode(all);
 }
 
 export interface Igd1Mapping {

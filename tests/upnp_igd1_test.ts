@@ -12,6 +12,7 @@ import {
   type Igd1Service,
   IGD_1,
   IGD_2,
+  MAX_ANSWER_BYTES,
   nextPortToTry,
   parseSoapAnswer,
   serviceOf,
@@ -251,5 +252,41 @@ Deno.test("UPnP-IGD v1: another refusal is not retried; DeletePortMapping names 
     assert.deepEqual(r.asked[1], { action: "DeletePortMapping", ext: 20001, lease: NaN });
   } finally {
     await r.close();
+  }
+});
+
+Deno.test("UPnP-IGD v1: a redirect is not followed and an oversized answer is not read", async () => {
+  let elsewhere = 0;
+  const other = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
+    elsewhere++;
+    return new Response("", { status: 200 });
+  });
+  const big = "x".repeat(MAX_ANSWER_BYTES + 1);
+  const r = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    if (new URL(req.url).pathname === "/redirect") {
+      return Response.redirect(`http://127.0.0.1:${(other.addr as Deno.NetAddr).port}/ctl`, 307);
+    }
+    return new Response(big, { status: 200, headers: { "content-type": "text/xml" } });
+  });
+  const port = (r.addr as Deno.NetAddr).port;
+  const svc = (path: string): Igd1Service => ({
+    host: "127.0.0.1",
+    port,
+    serviceType: WAN_IP_1,
+    controlUrl: new URL(`http://127.0.0.1:${port}${path}`),
+  });
+  try {
+    await assert.rejects(
+      addMapping(svc("/redirect"), ASK, AbortSignal.timeout(5000)),
+      (e: unknown) => e instanceof UpnpError && e.code === "UPNP_BAD_ANSWER" && /redirected/.test(e.message),
+    );
+    assert.equal(elsewhere, 0, "the request never reached the host the redirect named");
+    await assert.rejects(
+      addMapping(svc("/big"), ASK, AbortSignal.timeout(5000)),
+      (e: unknown) => e instanceof UpnpError && /over 65536 bytes/.test(e.message),
+    );
+  } finally {
+    await r.shutdown();
+    await other.shutdown();
   }
 });
