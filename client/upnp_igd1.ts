@@ -26,6 +26,8 @@ export const WAN_SERVICES_1 = [
 /** UPnP error codes of the WANIPConnection:1 spec that change what we ask next. */
 export const CONFLICT_IN_MAPPING = 718;
 export const ONLY_PERMANENT_LEASES = 725;
+/** The M-SEARCH is sent again this often while no router has answered. */
+export const SEARCH_INTERVAL_MS = 1000;
 /** Public ports asked for after the first one conflicts, before giving up. */
 export const CONFLICT_RETRIES = 4;
 
@@ -103,7 +105,9 @@ export async function* findIgd1(signal: AbortSignal): AsyncGenerator<Igd1Service
   bus.on("error", () => {});
   const seen = new Set<string>();
   try {
-    for await (const s of bus.discover({ serviceType: IGD_1, signal }) as AsyncIterable<Service>) {
+    // Multicast may be lost: asked again every SEARCH_INTERVAL_MS until an answer or the end of the signal.
+    const found = bus.discover({ serviceType: IGD_1, signal, searchInterval: SEARCH_INTERVAL_MS });
+    for await (const s of found as AsyncIterable<Service>) {
       const key = s.location.href;
       if (seen.has(key)) continue;
       seen.add(key);

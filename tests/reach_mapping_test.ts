@@ -31,7 +31,7 @@ interface Case {
   /** Also run a user with --no-port-mapping on the same LAN. */
   withNoMapping?: boolean;
   /** UPnP as an InternetGatewayDevice:1 (the responder's --igd=1), with these of its variants. */
-  igd1?: { ppp?: boolean; permanentOnly?: boolean };
+  igd1?: { ppp?: boolean; permanentOnly?: boolean; dropSearches?: number };
 }
 
 const CASES: Case[] = [
@@ -42,7 +42,8 @@ const CASES: Case[] = [
   { offers: "upnp", wins: /\(UPnP-IGD at /, tag: "upnp", portsTaken: true },
   // A version 1 router (no AddAnyPortMapping; the version 2 library finds nothing): mapped with
   // AddPortMapping on WANIPConnection:1, and the 10-second lease renewed.
-  { offers: "upnp", igd1: {}, wins: /\(UPnP-IGD v1 at /, tag: "upnp", leaseS: 10 },
+  // Its first answer to a search is lost: the search is sent again.
+  { offers: "upnp", igd1: { dropSearches: 1 }, wins: /\(UPnP-IGD v1 at /, tag: "upnp", leaseS: 10 },
   // A version 1 PPPoE router that grants only permanent mappings (725) and on which another host holds our
   // port (718): asked again with lease 0 on another public port, which is published and removed at exit.
   {
@@ -74,7 +75,9 @@ for (const c of CASES) {
         c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
       }${
         c.igd1
-          ? `, IGD v1${c.igd1.ppp ? " PPP" : ""}${c.igd1.permanentOnly ? " permanent leases only" : ""}`
+          ? `, IGD v1${c.igd1.ppp ? " PPP" : ""}${c.igd1.permanentOnly ? " permanent leases only" : ""}${
+            c.igd1.dropSearches ? " (first search lost)" : ""
+          }`
           : ""
       }`,
     ignore: !labAvailable() && !toolsRequired(),
@@ -113,6 +116,7 @@ async function mappingCase(c: Case): Promise<void> {
     ...(c.igd1 ? ["--igd=1"] : []),
     ...(c.igd1?.ppp ? ["--ppp"] : []),
     ...(c.igd1?.permanentOnly ? ["--permanent-only"] : []),
+    ...(c.igd1?.dropSearches ? [`--drop-searches=${c.igd1.dropSearches}`] : []),
   ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
   let said = "";
   const reading = (async () => {
@@ -167,6 +171,13 @@ async function mappingCase(c: Case): Promise<void> {
     else {
       assert.notEqual(ext, port);
       assert.match(said, /ASK soap \S+ AddPortMapping lease=0\n(.|\n)*ASK soap \S+ AddPortMapping lease=0\n/);
+    }
+    if (c.igd1?.dropSearches) {
+      // The lost search was a version 1 one, and another came after it.
+      assert.match(said, /^DROP ssdp \S+ urn:schemas-upnp-org:device:InternetGatewayDevice:1$/m);
+      const v1Searches = said.match(/^ASK ssdp \S+ urn:schemas-upnp-org:device:InternetGatewayDevice:1$/gm) ??
+        [];
+      assert.ok(v1Searches.length >= 2, said);
     }
     if (c.igd1?.permanentOnly) {
       // 725 to the lease asked for, then lease 0; the user is told a crash would leave it.
