@@ -15,7 +15,7 @@ import { type Gateway, pmpNat, upnpNat } from "@achingbrain/nat-port-mapper";
 import { CodedError, messageOf } from "../coded_error.ts";
 import { type Address, addressKind } from "./candidates.ts";
 import { pcpMap } from "./pcp.ts";
-import { addMapping, deleteMapping, findIgd1, type Igd1Service } from "./upnp_igd1.ts";
+import { addMapping, deleteMapping, findIgd1, type Igd1Service, SEARCH_INTERVAL_MS } from "./upnp_igd1.ts";
 
 export const MAPPING_TIMEOUT_MS = 3000;
 /** Lease asked for (UPnP routers are asked for at least an hour: the library's floor). PCP is renewed at 1/2
@@ -272,7 +272,8 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
   // arguments), and its refresh timers are only cleared by that unmap() or stop(), which calls it.
   const client = upnpNat({ autoRefresh: false, description: DESCRIPTION });
   let gateway: Gateway | null = null;
-  for await (const g of client.findGateways({ signal })) {
+  // Sent again every second while no router answered (multicast can be lost): the library searches once.
+  for await (const g of client.findGateways({ signal, searchInterval: SEARCH_INTERVAL_MS })) {
     if (g.family !== "IPv4") continue;
     gateway = g;
     break;

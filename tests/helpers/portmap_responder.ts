@@ -13,7 +13,8 @@
  *     [--igd=1]         (UPnP as an InternetGatewayDevice:1 with WANIPConnection:1: no AddAnyPortMapping)
  *     [--ppp]           (with --igd=1: the service is WANPPPConnection:1, as on routers that dial PPPoE)
  *     [--permanent-only] (with --igd=1: a lease other than 0 is refused with 725, as many v1 routers do)
- *     [--drop-searches=N] (the first N M-SEARCHes are not answered, as when multicast is lost)
+ *     [--drop-searches=N] (the first N M-SEARCHes for this router's IGD version are not answered, as when
+ *                        multicast is lost)
  * and prints `ready`, then one line per request and change, which the tests read:
  *   ASK <pmp|pcp|ssdp|http|soap> <from> [detail]  every request that arrives, answered or not (for a NAT-PMP
  *                                                or PCP mapping, the detail is `lifetime=S` as asked; for a
@@ -343,7 +344,7 @@ if (protocols.has("upnp")) {
     console.log(`ASK ssdp ${from.address} ${st}`);
     // A version 2 device answers version 1 searches too (its description then says version 2).
     if (![IGD, IGD_1, "ssdp:all", "upnp:rootdevice"].includes(st)) return;
-    if (dropSearches > 0) {
+    if (dropSearches > 0 && st === IGD) {
       dropSearches--;
       console.log(`DROP ssdp ${from.address} ${st}`);
       return;
