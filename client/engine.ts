@@ -87,7 +87,7 @@ import {
 } from "./candidates.ts";
 import { RelayClient } from "./relay_client.ts";
 import { DirectUpgrade } from "./upgrade.ts";
-import { type Mapping, mapPort } from "./port_mapping.ts";
+import { type Mapping, mappingRetryMs, mapPort } from "./port_mapping.ts";
 import { type OwnCertificate, Renewal } from "./renewal.ts";
 import { writeCertificate } from "./home.ts";
 import { Inbox } from "./inbox.ts";
@@ -297,6 +297,8 @@ export class ChatEngine implements ChatEngineApi {
   readonly #upgrade: DirectUpgrade;
   #mapping: Promise<Mapping | null> | null = null;
   #mapped: Mapping | null = null;
+  /** The next mapping attempt while none is held. */
+  #mappingRetry: Timer | null = null;
   readonly #renewal: Renewal;
   readonly #inbox: Inbox;
   readonly #blocklist: Blocklist;
@@ -546,12 +548,7 @@ export class ChatEngine implements ChatEngineApi {
     // In the background: a network without a mapping router costs its timeout, which must not hold up the
     // start. Once mapped, we publish again with the mapping first.
     if (o.portMapping && !o.relayOnly && !o.advertise && ["::", "0.0.0.0"].includes(this.#address.host)) {
-      this.#mapping = mapPort(this.#address.port, (text) => this.#emit({ event: "log", level: "info", text }))
-        .then((m) => {
-          this.#mapped = m;
-          if (m && !this.#closed) void this.#publishMapping(m);
-          return m;
-        });
+      this.#startMapping(this.#address.port);
     }
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
@@ -559,6 +556,35 @@ export class ChatEngine implements ChatEngineApi {
     this.#expireRequests();
     this.#outbox.retryAll();
     void this.#convertLegacyPins();
+  }
+
+  /** Asks for a port mapping, and while none is held asks again every mappingRetryMs() (no router answered:
+   * a laptop that started before its network came up, a router that was rebooting). A failure that says
+   * the same as the last one is not logged again. */
+  #startMapping(port: number): void {
+    let lastNone = "";
+    const log = (text: string) => {
+      if (text.startsWith("no port mapping")) {
+        if (text === lastNone) return;
+        lastNone = text;
+      }
+      this.#emit({ event: "log", level: "info", text });
+    };
+    const attempt = (): Promise<Mapping | null> =>
+      mapPort(port, log).then((m) => {
+        // After close, #close awaits this promise and removes what it mapped.
+        if (this.#closed) return m;
+        this.#mapped = m;
+        if (m) void this.#publishMapping(m);
+        else {
+          this.#mappingRetry = this.#scheduler.after(mappingRetryMs(), () => {
+            this.#mappingRetry = null;
+            if (!this.#closed) this.#mapping = attempt();
+          });
+        }
+        return m;
+      });
+    this.#mapping = attempt();
   }
 
   /** Publishes again with the mapping first, and says so once the phonebook has it (until then a dialer
@@ -1223,6 +1249,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
     if (this.#address) await this.#presence.withdraw();
+    this.#mappingRetry?.cancel();
     await (await this.#mapping)?.stop();
     this.#relay?.close();
     await this.#sessions.close();

@@ -34,6 +34,21 @@ export function mappingLeaseMs(): number {
   return MAPPING_TTL_MS;
 }
 
+/** While no mapping is held, one is asked for again this often. */
+export const MAPPING_RETRY_MS = 5 * 60_000;
+
+/** MAPPING_RETRY_MS, or SECURECHAT_MAPPING_RETRY_S seconds (2..86400), a test hook: the lab test starts the
+ * router after chat and watches the mapping come. */
+export function mappingRetryMs(): number {
+  try {
+    const v = Number(Deno.env.get("SECURECHAT_MAPPING_RETRY_S") ?? "");
+    if (Number.isInteger(v) && v >= 2 && v <= 86400) return v * 1000;
+  } catch {
+    // no --allow-env: the default
+  }
+  return MAPPING_RETRY_MS;
+}
+
 /** When to renew a lease we asked for (NAT-PMP, UPnP): a minute before it ends, or halfway for a short one. */
 export function renewAfterMs(leaseMs: number): number {
   return leaseMs - Math.min(RENEW_MARGIN_MS, leaseMs / 2);

@@ -5,8 +5,10 @@
  */
 import assert from "node:assert/strict";
 import {
+  MAPPING_RETRY_MS,
   MAPPING_TTL_MS,
   mappingLeaseMs,
+  mappingRetryMs,
   mapPort,
   RENEW_MARGIN_MS,
   renewAfterMs,
@@ -42,4 +44,24 @@ Deno.test("port mapping: no protocol asked, no mapping, and nothing logged as tr
   const logs: string[] = [];
   assert.equal(await mapPort(10042, (t) => logs.push(t), { protocols: [] }), null);
   assert.deepEqual(logs, []);
+});
+
+Deno.test("port mapping: SECURECHAT_MAPPING_RETRY_S sets the retry while none is held in whole seconds, 2..86400", () => {
+  const before = Deno.env.get("SECURECHAT_MAPPING_RETRY_S");
+  try {
+    Deno.env.delete("SECURECHAT_MAPPING_RETRY_S");
+    assert.equal(mappingRetryMs(), MAPPING_RETRY_MS);
+    assert.equal(MAPPING_RETRY_MS, 5 * 60_000);
+    for (const [v, want] of [["2", 2_000], ["86400", 86_400_000]] as const) {
+      Deno.env.set("SECURECHAT_MAPPING_RETRY_S", v);
+      assert.equal(mappingRetryMs(), want, v);
+    }
+    for (const v of ["1", "0", "86401", "2.5", "soon", ""]) {
+      Deno.env.set("SECURECHAT_MAPPING_RETRY_S", v);
+      assert.equal(mappingRetryMs(), MAPPING_RETRY_MS, `"${v}" is ignored`);
+    }
+  } finally {
+    if (before === undefined) Deno.env.delete("SECURECHAT_MAPPING_RETRY_S");
+    else Deno.env.set("SECURECHAT_MAPPING_RETRY_S", before);
+  }
 });

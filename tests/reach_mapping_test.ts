@@ -32,6 +32,8 @@ interface Case {
   withNoMapping?: boolean;
   /** UPnP as an InternetGatewayDevice:1 (the responder's --igd=1), with these of its variants. */
   igd1?: { ppp?: boolean; permanentOnly?: boolean };
+  /** The router's mapping service starts only after chat found none (chat asks again every 2 s). */
+  routerLate?: boolean;
   /** The router does not answer the first UPnP search (of its IGD version): lost, as multicast can be. */
   dropSearches?: number;
 }
@@ -57,7 +59,9 @@ const CASES: Case[] = [
   },
   // A 4-second lease: chat must renew it (at 1/2 to 5/8 of it) while it runs.
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
-  { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", leaseS: 10 },
+  // The router's mapping service comes up after chat started (a laptop that was faster than its network):
+  // chat asks again while it holds none, says the failure once, and publishes the mapping when it comes.
+  { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", leaseS: 10, routerLate: true },
   // A router speaking all three: whichever answers first wins, the others share its rule (same port), and
   // quitting leaves no rule behind. A LAN neighbour with --no-port-mapping sends nothing at all.
   {
@@ -74,8 +78,10 @@ for (const c of CASES) {
       `port mapping (router offers ${c.offers}): peers dial the mapping directly (path mapped), quitting unmaps it${
         c.pcpLifetime || c.leaseS ? ", the short lease is renewed" : ""
       }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
-        c.dropSearches ? ", the first search lost" : ""
-      }${c.portsTaken ? ", on the port the router reserved when ours is taken" : ""}${
+        c.routerLate ? ", a router that comes up later is asked again" : ""
+      }${c.dropSearches ? ", the first search lost" : ""}${
+        c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
+      }${
         c.igd1
           ? `, IGD v1${c.igd1.ppp ? " PPP" : ""}${c.igd1.permanentOnly ? " permanent leases only" : ""}`
           : ""
@@ -103,25 +109,30 @@ async function mappingCase(c: Case): Promise<void> {
   const root = await Deno.makeTempDir({ prefix: "securechat-map-" });
   const procs: HeadlessProc[] = [];
   let serve: Deno.ChildProcess | null = null;
-  const responder = lab.command("map", Deno.execPath(), [
-    "run",
-    "--allow-net",
-    "--allow-run",
-    RESPONDER,
-    lab.routerLan.get("map")!,
-    lab.routerWan.get("map")!,
-    `--protocols=${c.offers}`,
-    ...(c.pcpLifetime ? [`--pcp-lifetime=${c.pcpLifetime}`] : []),
-    ...(c.portsTaken ? ["--ports-taken"] : []),
-    ...(c.igd1 ? ["--igd=1"] : []),
-    ...(c.igd1?.ppp ? ["--ppp"] : []),
-    ...(c.igd1?.permanentOnly ? ["--permanent-only"] : []),
-    ...(c.dropSearches ? [`--drop-searches=${c.dropSearches}`] : []),
-  ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
+  let responder: Deno.ChildProcess | null = null;
   let said = "";
-  const reading = (async () => {
-    for await (const chunk of responder.stdout) said += new TextDecoder().decode(chunk);
-  })();
+  let reading: Promise<void> = Promise.resolve();
+  const startResponder = () => {
+    const child = lab.command("map", Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-run",
+      RESPONDER,
+      lab.routerLan.get("map")!,
+      lab.routerWan.get("map")!,
+      `--protocols=${c.offers}`,
+      ...(c.pcpLifetime ? [`--pcp-lifetime=${c.pcpLifetime}`] : []),
+      ...(c.portsTaken ? ["--ports-taken"] : []),
+      ...(c.igd1 ? ["--igd=1"] : []),
+      ...(c.igd1?.ppp ? ["--ppp"] : []),
+      ...(c.igd1?.permanentOnly ? ["--permanent-only"] : []),
+      ...(c.dropSearches ? [`--drop-searches=${c.dropSearches}`] : []),
+    ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
+    responder = child;
+    reading = (async () => {
+      for await (const chunk of child.stdout) said += new TextDecoder().decode(chunk);
+    })();
+  };
   const until = async (what: string, f: () => boolean, ms = 20_000) => {
     const end = Date.now() + ms;
     while (!f()) {
@@ -131,7 +142,10 @@ async function mappingCase(c: Case): Promise<void> {
   };
   const rulesNow = () => lab.run("map", ["nft", "list", "chain", "ip", "lab", "pre"]);
   try {
-    await until("the responder", () => said.includes("ready"));
+    if (!c.routerLate) {
+      startResponder();
+      await until("the responder", () => said.includes("ready"));
+    }
     const s = await startServe(lab, join(root, "pb"), join(root, "capture.bin"));
     serve = s.child;
     const users = ["mapped", "other", ...(c.withNoMapping ? ["nomap"] : [])];
@@ -145,12 +159,23 @@ async function mappingCase(c: Case): Promise<void> {
     }
     const m = spawnHeadless(join(root, "mapped"), {
       netns: lab.nsOf("mapped"),
-      env: c.leaseS ? { SECURECHAT_MAPPING_LEASE_S: String(c.leaseS) } : {},
+      env: {
+        ...(c.leaseS ? { SECURECHAT_MAPPING_LEASE_S: String(c.leaseS) } : {}),
+        ...(c.routerLate ? { SECURECHAT_MAPPING_RETRY_S: "2" } : {}),
+      },
     });
     const o = spawnHeadless(join(root, "other"), { netns: lab.nsOf("other") });
     procs.push(m, o);
     const ready = await m.waitEvent((e) => e.event === "ready", 60_000, "mapped ready");
     await o.waitEvent((e) => e.event === "ready", 60_000, "other ready");
+    const noMapping = (e: { event: string; text?: unknown }) =>
+      e.event === "log" && String(e.text).startsWith("no port mapping (");
+    if (c.routerLate) {
+      // Nothing answers at first; chat says so once and keeps asking.
+      await m.waitEvent(noMapping, 20_000, "the first attempt's failure");
+      startResponder();
+      await until("the responder", () => said.includes("ready"));
+    }
     const port = Number(String(ready.address).split(":").pop());
     const wan = lab.routerWan.get("map")!;
     const mappedAt = lab.host("mapped").address;
@@ -164,6 +189,9 @@ async function mappingCase(c: Case): Promise<void> {
       );
     });
     assert.match(String(log.text), c.wins);
+    if (c.routerLate) {
+      assert.equal(m.events.filter(noMapping).length, 1, "the same failure is said once, not at every retry");
+    }
     const ext = Number(/^port mapping: [\d.]+:(\d+) -> /.exec(String(log.text))![1]);
     if (!c.portsTaken) assert.equal(ext, port, "the port asked for is the one mapped");
     // A v2 router reserves one from 20000; a v1 router refuses (718) and chat asks for another.
@@ -241,7 +269,7 @@ async function mappingCase(c: Case): Promise<void> {
     }
   } finally {
     await Promise.all(procs.map((p) => p.kill("SIGTERM").catch(() => -1)));
-    for (const child of [serve, responder]) {
+    for (const child of [serve, responder as Deno.ChildProcess | null]) {
       if (!child) continue;
       try {
         child.kill("SIGTERM");
@@ -250,7 +278,7 @@ async function mappingCase(c: Case): Promise<void> {
     }
     await reading.catch(() => {});
     await serve?.stderr.cancel().catch(() => {});
-    await responder.stderr.cancel().catch(() => {});
+    await (responder as Deno.ChildProcess | null)?.stderr.cancel().catch(() => {});
     await lab.close();
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
