@@ -343,7 +343,8 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
 };
 
 /** Version 1 routers (upnp_igd1.ts): the same renewal and removal as version 2, on the port the router took;
- * a router that grants only permanent mappings gets one (lease 0), removed at exit, and the log says so. */
+ * a router that grants only permanent mappings gets one (lease 0), asked for again on the renewal schedule
+ * (a rebooted router forgets it) and removed at exit, and the log says so. */
 const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
   let svc: Igd1Service | null = null;
   for await (const s of findIgd1(signal)) {
@@ -371,8 +372,9 @@ const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
         `(a crash would leave public port ${m.externalPort} forwarded to us until the router restarts)`,
     );
   }
-  // AddPortMapping again for the same public port and client: the router extends the lease.
-  const renewal = m.leaseS === 0 ? null : renewEvery(renewAfterMs(leaseMs), async () => {
+  // AddPortMapping again for the same public port and client: the router extends the lease. A permanent one
+  // is asked for again on the same schedule, so that a router that rebooted (and forgot it) has it again.
+  const renewal = renewEvery(renewAfterMs(leaseMs), async () => {
     try {
       await addMapping(
         s,
@@ -391,7 +393,7 @@ const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
     local,
     router: `${s.host}:${s.port}`,
     stop: async (signal) => {
-      await renewal?.stop();
+      await renewal.stop();
       await deleteMapping(s, m.externalPort, signal).catch(() => {});
     },
   };

@@ -34,6 +34,8 @@ interface Case {
   igd1?: { ppp?: boolean; permanentOnly?: boolean };
   /** The router's mapping service starts only after chat found none (chat asks again every 2 s). */
   routerLate?: boolean;
+  /** The router forgets its mappings this many seconds after the first (a reboot); the renewal restores it. */
+  forgetAfterS?: number;
   /** The router does not answer the first UPnP search (of its IGD version): lost, as multicast can be. */
   dropSearches?: number;
 }
@@ -56,6 +58,10 @@ const CASES: Case[] = [
     wins: /\(UPnP-IGD v1 at /,
     tag: "upnp",
     portsTaken: true,
+    // The permanent mapping is asked for again on the renewal schedule: the router reboots (forgets it) 2 s
+    // after, and has it again at the renewal (5 s).
+    leaseS: 10,
+    forgetAfterS: 2,
   },
   // A 4-second lease: chat must renew it (at 1/2 to 5/8 of it) while it runs.
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
@@ -79,9 +85,9 @@ for (const c of CASES) {
         c.pcpLifetime || c.leaseS ? ", the short lease is renewed" : ""
       }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
         c.routerLate ? ", a router that comes up later is asked again" : ""
-      }${c.dropSearches ? ", the first search lost" : ""}${
-        c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
-      }${
+      }${c.forgetAfterS ? ", a router that forgot it has it again" : ""}${
+        c.dropSearches ? ", the first search lost" : ""
+      }${c.portsTaken ? ", on the port the router reserved when ours is taken" : ""}${
         c.igd1
           ? `, IGD v1${c.igd1.ppp ? " PPP" : ""}${c.igd1.permanentOnly ? " permanent leases only" : ""}`
           : ""
@@ -127,6 +133,7 @@ async function mappingCase(c: Case): Promise<void> {
       ...(c.igd1?.ppp ? ["--ppp"] : []),
       ...(c.igd1?.permanentOnly ? ["--permanent-only"] : []),
       ...(c.dropSearches ? [`--drop-searches=${c.dropSearches}`] : []),
+      ...(c.forgetAfterS ? [`--forget-after=${c.forgetAfterS}`] : []),
     ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
     responder = child;
     reading = (async () => {
@@ -255,6 +262,18 @@ async function mappingCase(c: Case): Promise<void> {
       await until(`a ${c.tag} renewal`, () => said.includes(`RENEW ${c.tag} ${ext}`), 20_000);
       const name = c.tag === "pmp" ? "NAT-PMP" : c.igd1 ? "UPnP-IGD v1" : "UPnP-IGD";
       await m.waitEvent((e) => e.event === "log" && e.text === `${name} mapping renewed`, 20_000);
+      if (c.igd1?.permanentOnly) {
+        // Renewed as permanent: one refusal (725) at the start, never again.
+        assert.equal((said.match(/AddPortMapping lease=(?!0\n)\d+\n/g) ?? []).length, 1, said);
+      }
+      if (c.forgetAfterS) {
+        // Forgotten, then installed again by the renewal, and forwarding again.
+        await until(
+          "the mapping again after the router forgot it",
+          () => new RegExp(`FORGOT\\n(.|\\n)*MAP ${c.tag} ${ext} -> `).test(said),
+        );
+        assert.match(await rulesNow(), new RegExp(`dport ${ext} dnat`));
+      }
     }
 
     assert.equal(await m.kill("SIGTERM"), 0);

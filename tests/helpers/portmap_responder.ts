@@ -13,6 +13,7 @@
  *     [--igd=1]         (UPnP as an InternetGatewayDevice:1 with WANIPConnection:1: no AddAnyPortMapping)
  *     [--ppp]           (with --igd=1: the service is WANPPPConnection:1, as on routers that dial PPPoE)
  *     [--permanent-only] (with --igd=1: a lease other than 0 is refused with 725, as many v1 routers do)
+ *     [--forget-after=S] (S seconds after its first mapping the router forgets them all, as a reboot does)
  *     [--drop-searches=N] (the first N M-SEARCHes for this router's IGD version are not answered, as when
  *                        multicast is lost)
  * and prints `ready`, then one line per request and change, which the tests read:
@@ -22,6 +23,7 @@
  *   MAP <proto> <ext> -> <host>:<port>          a rule installed
  *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
  *   UNMAP <proto> <ext>                         a rule removed
+ *   FORGOT                                      every rule removed (--forget-after)
  * Only the protocols named are answered; a NAT-PMP-only router answers PCP with "unsupported version" as
  * RFC 6886 §3.5 says, a PCP-only one ignores NAT-PMP.
  */
@@ -37,6 +39,8 @@ const igdVersion = flag("igd") === "1" ? 1 : 2;
 const ppp = Deno.args.includes("--ppp");
 const permanentOnly = Deno.args.includes("--permanent-only");
 let dropSearches = Number(flag("drop-searches") ?? 0);
+const forgetAfterS = Number(flag("forget-after") ?? 0);
+let forgetArmed = forgetAfterS > 0;
 /** Where a router picks ports when the one asked for is taken. */
 const FIRST_FREE = 20000;
 const started = Date.now();
@@ -108,6 +112,17 @@ async function mapRuleNow(
   ]);
   rules.set(e, { handle: Number(/# handle (\d+)/.exec(out)![1]), host, port });
   console.log(`MAP ${proto} ${e} -> ${host}:${port}`);
+  if (forgetArmed) {
+    forgetArmed = false;
+    setTimeout(() =>
+      serial(async () => {
+        for (const r of rules.values()) {
+          await nft(["delete", "rule", "ip", "lab", "pre", "handle", String(r.handle)]);
+        }
+        rules.clear();
+        console.log("FORGOT");
+      }), forgetAfterS * 1000);
+  }
   return e;
 }
 
