@@ -22,16 +22,21 @@ export const MAPPING_TIMEOUT_MS = 3000;
  * to 5/8 of the lease the router grants, NAT-PMP and UPnP RENEW_MARGIN_MS before the lease ends. */
 export const MAPPING_TTL_MS = 20 * 60_000;
 
-/** The lease: MAPPING_TTL_MS, or SECURECHAT_MAPPING_LEASE_S seconds (10..86400), a test hook: the lab tests
- * watch renewals happen within seconds. */
-export function mappingLeaseMs(): number {
+/** A test hook's whole number of seconds from the environment, in min..max, as ms; else `fallbackMs`. */
+function secondsFromEnv(name: string, min: number, max: number, fallbackMs: number): number {
   try {
-    const v = Number(Deno.env.get("SECURECHAT_MAPPING_LEASE_S") ?? "");
-    if (Number.isInteger(v) && v >= 10 && v <= 86400) return v * 1000;
+    const v = Number(Deno.env.get(name) ?? "");
+    if (Number.isInteger(v) && v >= min && v <= max) return v * 1000;
   } catch {
     // no --allow-env: the default
   }
-  return MAPPING_TTL_MS;
+  return fallbackMs;
+}
+
+/** The lease: MAPPING_TTL_MS, or SECURECHAT_MAPPING_LEASE_S seconds (10..86400), a test hook: the lab tests
+ * watch renewals happen within seconds. */
+export function mappingLeaseMs(): number {
+  return secondsFromEnv("SECURECHAT_MAPPING_LEASE_S", 10, 86400, MAPPING_TTL_MS);
 }
 
 /** While no mapping is held, one is asked for again this often. */
@@ -40,13 +45,7 @@ export const MAPPING_RETRY_MS = 5 * 60_000;
 /** MAPPING_RETRY_MS, or SECURECHAT_MAPPING_RETRY_S seconds (2..86400), a test hook: the lab test starts the
  * router after chat and watches the mapping come. */
 export function mappingRetryMs(): number {
-  try {
-    const v = Number(Deno.env.get("SECURECHAT_MAPPING_RETRY_S") ?? "");
-    if (Number.isInteger(v) && v >= 2 && v <= 86400) return v * 1000;
-  } catch {
-    // no --allow-env: the default
-  }
-  return MAPPING_RETRY_MS;
+  return secondsFromEnv("SECURECHAT_MAPPING_RETRY_S", 2, 86400, MAPPING_RETRY_MS);
 }
 
 /** When to renew a lease we asked for (NAT-PMP, UPnP): a minute before it ends, or halfway for a short one. */
@@ -214,14 +213,7 @@ const pmpAttempt: Attempt = async (port, signal, log, leaseMs) => {
     });
   try {
     const m = await ask(port, signal);
-    const renewal = renewEvery(renewAfterMs(leaseMs), async () => {
-      try {
-        await ask(m.externalPort, AbortSignal.timeout(MAPPING_TIMEOUT_MS));
-        log("NAT-PMP mapping renewed");
-      } catch (e) {
-        log(`NAT-PMP renewal failed: ${messageOf(e)}`);
-      }
-    });
+    const renewal = renewLease("NAT-PMP", leaseMs, log, (s) => ask(m.externalPort, s));
     return {
       protocol: "nat-pmp",
       host: m.externalHost,
@@ -264,6 +256,35 @@ function renewEvery(ms: number, renew: () => Promise<void>): { stop(): Promise<v
   };
 }
 
+/** Renews a lease through `ask` at renewAfterMs(leaseMs) until stopped, saying how each renewal went. */
+function renewLease(
+  name: string,
+  leaseMs: number,
+  log: (text: string) => void,
+  ask: (signal: AbortSignal) => Promise<unknown>,
+): { stop(): Promise<void> } {
+  return renewEvery(renewAfterMs(leaseMs), async () => {
+    try {
+      await ask(AbortSignal.timeout(MAPPING_TIMEOUT_MS));
+      log(`${name} mapping renewed`);
+    } catch (e) {
+      log(`${name} renewal failed: ${messageOf(e)}`);
+    }
+  });
+}
+
+/** Our address on a UPnP router's subnet (what it forwards to). */
+function localTowardUpnp(router: string): string {
+  const local = addressToward(router);
+  if (!local) {
+    throw new PortMappingError(
+      "NO_LOCAL_ADDRESS",
+      `no address of ours on the subnet of UPnP router ${router}`,
+    );
+  }
+  return local;
+}
+
 /** What the library's IGD gateway holds but does not declare: the device that runs SOAP actions. */
 interface IgdDevice {
   run(
@@ -294,13 +315,7 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
     break;
   }
   if (!gateway) throw new PortMappingError("NO_ROUTER", "no UPnP-IGD v2 router answered the SSDP search");
-  const local = addressToward(gateway.host);
-  if (!local) {
-    throw new PortMappingError(
-      "NO_LOCAL_ADDRESS",
-      `no address of ours on the subnet of UPnP router ${gateway.host}`,
-    );
-  }
+  const local = localTowardUpnp(gateway.host);
   const g = gateway;
   const ask = (externalPort: number, s: AbortSignal) =>
     g.map(port, local, {
@@ -313,14 +328,7 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
     });
   const m = await ask(port, signal);
   // AddAnyPortMapping again for the port we hold, to the same client: the router extends the lease.
-  const renewal = renewEvery(renewAfterMs(leaseMs), async () => {
-    try {
-      await ask(m.externalPort, AbortSignal.timeout(MAPPING_TIMEOUT_MS));
-      log("UPnP-IGD mapping renewed");
-    } catch (e) {
-      log(`UPnP-IGD renewal failed: ${messageOf(e)}`);
-    }
-  });
+  const renewal = renewLease("UPnP-IGD", leaseMs, log, (s) => ask(m.externalPort, s));
   return {
     protocol: "upnp-igd",
     host: m.externalHost,
@@ -352,13 +360,7 @@ const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
     break;
   }
   if (!svc) throw new PortMappingError("NO_ROUTER", "no UPnP-IGD v1 router answered the SSDP search");
-  const local = addressToward(svc.host);
-  if (!local) {
-    throw new PortMappingError(
-      "NO_LOCAL_ADDRESS",
-      `no address of ours on the subnet of UPnP router ${svc.host}`,
-    );
-  }
+  const local = localTowardUpnp(svc.host);
   const s = svc;
   const leaseS = Math.ceil(leaseMs / 1000);
   const m = await addMapping(
@@ -374,18 +376,17 @@ const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
   }
   // AddPortMapping again for the same public port and client: the router extends the lease. A permanent one
   // is asked for again on the same schedule, so that a router that rebooted (and forgot it) has it again.
-  const renewal = renewEvery(renewAfterMs(leaseMs), async () => {
-    try {
-      await addMapping(
+  const renewal = renewLease(
+    "UPnP-IGD v1",
+    leaseMs,
+    log,
+    (signal) =>
+      addMapping(
         s,
         { port, local, externalPort: m.externalPort, leaseS: m.leaseS, description: DESCRIPTION },
-        AbortSignal.timeout(MAPPING_TIMEOUT_MS),
-      );
-      log("UPnP-IGD v1 mapping renewed");
-    } catch (e) {
-      log(`UPnP-IGD v1 renewal failed: ${messageOf(e)}`);
-    }
-  });
+        signal,
+      ),
+  );
   return {
     protocol: "upnp-igd1",
     host: m.externalHost,

@@ -21,47 +21,47 @@ Deno.test("port mapping: a lease is renewed a minute before it ends, a short one
   assert.equal(renewAfterMs(120_000), 60_000);
 });
 
-Deno.test("port mapping: SECURECHAT_MAPPING_LEASE_S sets the lease in whole seconds, 10..86400, else the default", () => {
-  const before = Deno.env.get("SECURECHAT_MAPPING_LEASE_S");
-  try {
-    Deno.env.delete("SECURECHAT_MAPPING_LEASE_S");
-    assert.equal(mappingLeaseMs(), MAPPING_TTL_MS);
-    for (const [v, want] of [["10", 10_000], ["86400", 86_400_000], ["300", 300_000]] as const) {
-      Deno.env.set("SECURECHAT_MAPPING_LEASE_S", v);
-      assert.equal(mappingLeaseMs(), want, v);
+/** The two test hooks: whole seconds in their range are taken, anything else gives the default. */
+const HOOKS = [
+  {
+    name: "SECURECHAT_MAPPING_LEASE_S",
+    read: mappingLeaseMs,
+    fallback: MAPPING_TTL_MS,
+    taken: [["10", 10_000], ["86400", 86_400_000], ["300", 300_000]],
+    ignored: ["9", "86401", "1.5", "-20", "ten", ""],
+  },
+  {
+    name: "SECURECHAT_MAPPING_RETRY_S",
+    read: mappingRetryMs,
+    fallback: MAPPING_RETRY_MS,
+    taken: [["2", 2_000], ["86400", 86_400_000]],
+    ignored: ["1", "0", "86401", "2.5", "soon", ""],
+  },
+] as const;
+
+for (const h of HOOKS) {
+  Deno.test(`port mapping: ${h.name} is taken in whole seconds within its range, else the default`, () => {
+    const before = Deno.env.get(h.name);
+    try {
+      Deno.env.delete(h.name);
+      assert.equal(h.read(), h.fallback);
+      for (const [v, want] of h.taken) {
+        Deno.env.set(h.name, v);
+        assert.equal(h.read(), want, v);
+      }
+      for (const v of h.ignored) {
+        Deno.env.set(h.name, v);
+        assert.equal(h.read(), h.fallback, `"${v}" is ignored`);
+      }
+    } finally {
+      if (before === undefined) Deno.env.delete(h.name);
+      else Deno.env.set(h.name, before);
     }
-    for (const v of ["9", "86401", "1.5", "-20", "ten", ""]) {
-      Deno.env.set("SECURECHAT_MAPPING_LEASE_S", v);
-      assert.equal(mappingLeaseMs(), MAPPING_TTL_MS, `"${v}" is ignored`);
-    }
-  } finally {
-    if (before === undefined) Deno.env.delete("SECURECHAT_MAPPING_LEASE_S");
-    else Deno.env.set("SECURECHAT_MAPPING_LEASE_S", before);
-  }
-});
+  });
+}
 
 Deno.test("port mapping: no protocol asked, no mapping, and nothing logged as tried", async () => {
   const logs: string[] = [];
   assert.equal(await mapPort(10042, (t) => logs.push(t), { protocols: [] }), null);
   assert.deepEqual(logs, []);
-});
-
-Deno.test("port mapping: SECURECHAT_MAPPING_RETRY_S sets the retry while none is held in whole seconds, 2..86400", () => {
-  const before = Deno.env.get("SECURECHAT_MAPPING_RETRY_S");
-  try {
-    Deno.env.delete("SECURECHAT_MAPPING_RETRY_S");
-    assert.equal(mappingRetryMs(), MAPPING_RETRY_MS);
-    assert.equal(MAPPING_RETRY_MS, 5 * 60_000);
-    for (const [v, want] of [["2", 2_000], ["86400", 86_400_000]] as const) {
-      Deno.env.set("SECURECHAT_MAPPING_RETRY_S", v);
-      assert.equal(mappingRetryMs(), want, v);
-    }
-    for (const v of ["1", "0", "86401", "2.5", "soon", ""]) {
-      Deno.env.set("SECURECHAT_MAPPING_RETRY_S", v);
-      assert.equal(mappingRetryMs(), MAPPING_RETRY_MS, `"${v}" is ignored`);
-    }
-  } finally {
-    if (before === undefined) Deno.env.delete("SECURECHAT_MAPPING_RETRY_S");
-    else Deno.env.set("SECURECHAT_MAPPING_RETRY_S", before);
-  }
 });
