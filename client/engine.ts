@@ -571,7 +571,12 @@ export class ChatEngine implements ChatEngineApi {
       this.#emit({ event: "log", level: "info", text });
     };
     const attempt = (): Promise<Mapping | null> =>
-      mapPort(port, log).then((m) => {
+      mapPort(port, log, {
+        // The router's public address changed (or it gave another port): the phonebook gets the new one.
+        onMoved: (moved) => {
+          if (!this.#closed) void this.#publishMapping(moved);
+        },
+      }).then((m) => {
         // After close, #close awaits this promise and removes what it mapped.
         if (this.#closed) return m;
         this.#mapped = m;

@@ -48,6 +48,8 @@ export interface PcpMapOptions {
   /** Bounds the first mapping. */
   signal?: AbortSignal;
   log?: (text: string) => void;
+  /** A renewal gave another public address or port (the router's own address changed, or it rebooted). */
+  onMoved?: (externalHost: string, externalPort: number) => void;
 }
 
 export interface PcpMapping {
@@ -191,6 +193,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
       if (stopping) return;
       if (r.externalPort !== current.externalPort || r.externalIp !== current.externalIp) {
         o.log?.(`PCP mapping moved to ${r.externalIp}:${r.externalPort}`);
+        o.onMoved?.(r.externalIp, r.externalPort);
       }
       current = r;
       expires = Date.now() + r.lifetime * 1000;

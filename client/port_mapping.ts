@@ -141,6 +141,8 @@ export interface MapPortOptions {
   timeoutMs?: number;
   /** The lease to ask for. Default mappingLeaseMs(). */
   leaseMs?: number;
+  /** The winner's public end changed at a renewal; `external` already says the new one. */
+  onMoved?(m: Mapping): void;
 }
 
 /** One protocol's mapping, before it is chosen. */
@@ -154,11 +156,14 @@ interface Mapped {
   stop(signal: AbortSignal): Promise<void>;
 }
 
+/** `moved`: a renewal gave another public address or port than the mapping had (the router's public address
+ * changed, or it rebooted and assigned another port). */
 type Attempt = (
   port: number,
   signal: AbortSignal,
   log: (text: string) => void,
   leaseMs: number,
+  moved: (host: string, port: number) => void,
 ) => Promise<Mapped>;
 
 /** Why a protocol was not even asked: no router to ask, or no address of ours toward it. */
@@ -175,7 +180,7 @@ async function gatewayAndLocal(): Promise<{ gateway: string; local: string }> {
   return { gateway, local };
 }
 
-const pcpAttempt: Attempt = async (port, signal, log, leaseMs) => {
+const pcpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
   const { gateway, local } = await gatewayAndLocal();
   const m = await pcpMap({
     gateway,
@@ -185,6 +190,7 @@ const pcpAttempt: Attempt = async (port, signal, log, leaseMs) => {
     lifetimeSeconds: Math.round(leaseMs / 1000),
     signal,
     log,
+    onMoved: moved,
   });
   return {
     protocol: "pcp",
@@ -196,7 +202,7 @@ const pcpAttempt: Attempt = async (port, signal, log, leaseMs) => {
   };
 };
 
-const pmpAttempt: Attempt = async (port, signal, log, leaseMs) => {
+const pmpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
   const { gateway, local } = await gatewayAndLocal();
   const nat = pmpNat(gateway);
   // Renewing is ours too: the library writes its `ttl` option into the request as is, in seconds on the wire
@@ -213,7 +219,7 @@ const pmpAttempt: Attempt = async (port, signal, log, leaseMs) => {
     });
   try {
     const m = await ask(port, signal);
-    const renewal = renewLease("NAT-PMP", leaseMs, log, (s) => ask(m.externalPort, s));
+    const renewal = renewLease("NAT-PMP", leaseMs, log, m, moved, (s, ext) => ask(ext, s));
     return {
       protocol: "nat-pmp",
       host: m.externalHost,
@@ -256,21 +262,38 @@ function renewEvery(ms: number, renew: () => Promise<void>): { stop(): Promise<v
   };
 }
 
-/** Renews a lease through `ask` at renewAfterMs(leaseMs) until stopped, saying how each renewal went. */
+/** The public end of a mapping as the libraries and upnp_igd1.ts report it. */
+interface PublicEnd {
+  externalHost: string;
+  externalPort: number;
+}
+
+/** Renews a lease through `ask` at renewAfterMs(leaseMs) until stopped, saying how each renewal went, and
+ * calling `moved` when the router answers with another public end than `first` (or the last renewal). */
 function renewLease(
   name: string,
   leaseMs: number,
   log: (text: string) => void,
-  ask: (signal: AbortSignal) => Promise<unknown>,
-): { stop(): Promise<void> } {
-  return renewEvery(renewAfterMs(leaseMs), async () => {
+  first: PublicEnd,
+  moved: (host: string, port: number) => void,
+  ask: (signal: AbortSignal, externalPort: number) => Promise<PublicEnd>,
+): { stop(): Promise<void>; port(): number } {
+  let last = { host: first.externalHost, port: first.externalPort };
+  const timer = renewEvery(renewAfterMs(leaseMs), async () => {
     try {
-      await ask(AbortSignal.timeout(MAPPING_TIMEOUT_MS));
+      // For the public port held now (a move may have changed it).
+      const r = await ask(AbortSignal.timeout(MAPPING_TIMEOUT_MS), last.port);
       log(`${name} mapping renewed`);
+      if (r.externalHost !== last.host || r.externalPort !== last.port) {
+        last = { host: r.externalHost, port: r.externalPort };
+        moved(last.host, last.port);
+      }
     } catch (e) {
       log(`${name} renewal failed: ${messageOf(e)}`);
     }
   });
+  /** The public port held now (what removal names). */
+  return { stop: () => timer.stop(), port: () => last.port };
 }
 
 /** Our address on a UPnP router's subnet (what it forwards to). */
@@ -302,7 +325,7 @@ function deviceOf(g: Gateway): IgdDevice | null {
   return d && typeof d.run === "function" ? d as IgdDevice : null;
 }
 
-const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
+const upnpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
   // Refreshing is ours: the library's unmap() sends DeletePortMapping for the internal port with an empty
   // protocol (wrong when the router reserved another port, and refused by routers that check the
   // arguments), and its refresh timers are only cleared by that unmap() or stop(), which calls it.
@@ -328,7 +351,7 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
     });
   const m = await ask(port, signal);
   // AddAnyPortMapping again for the port we hold, to the same client: the router extends the lease.
-  const renewal = renewLease("UPnP-IGD", leaseMs, log, (s) => ask(m.externalPort, s));
+  const renewal = renewLease("UPnP-IGD", leaseMs, log, m, moved, (s, ext) => ask(ext, s));
   return {
     protocol: "upnp-igd",
     host: m.externalHost,
@@ -340,7 +363,7 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
       const device = deviceOf(g);
       const args: [string, string | number][] = [
         ["NewRemoteHost", ""],
-        ["NewExternalPort", m.externalPort],
+        ["NewExternalPort", renewal.port()],
         ["NewProtocol", "TCP"],
       ];
       if (device) {
@@ -353,7 +376,7 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs) => {
 /** Version 1 routers (upnp_igd1.ts): the same renewal and removal as version 2, on the port the router took;
  * a router that grants only permanent mappings gets one (lease 0), asked for again on the renewal schedule
  * (a rebooted router forgets it) and removed at exit, and the log says so. */
-const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
+const upnp1Attempt: Attempt = async (port, signal, log, leaseMs, moved) => {
   let svc: Igd1Service | null = null;
   for await (const s of findIgd1(signal)) {
     svc = s;
@@ -380,12 +403,10 @@ const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
     "UPnP-IGD v1",
     leaseMs,
     log,
-    (signal) =>
-      addMapping(
-        s,
-        { port, local, externalPort: m.externalPort, leaseS: m.leaseS, description: DESCRIPTION },
-        signal,
-      ),
+    m,
+    moved,
+    (signal, externalPort) =>
+      addMapping(s, { port, local, externalPort, leaseS: m.leaseS, description: DESCRIPTION }, signal),
   );
   return {
     protocol: "upnp-igd1",
@@ -395,7 +416,7 @@ const upnp1Attempt: Attempt = async (port, signal, log, leaseMs) => {
     router: `${s.host}:${s.port}`,
     stop: async (signal) => {
       await renewal.stop();
-      await deleteMapping(s, m.externalPort, signal).catch(() => {});
+      await deleteMapping(s, renewal.port(), signal).catch(() => {});
     },
   };
 };
@@ -431,16 +452,27 @@ export function mapPort(
     let left = protocols.length;
     const reasons: string[] = [];
     if (left === 0) return resolve(null);
+    let mapping: Mapping | null = null;
     for (const p of protocols) {
+      let mine: Mapped | null = null;
+      // Only the winner's public end is published; a kept loser's follows the same rule.
+      const moved = (host: string, movedPort: number) => {
+        if (!mapping || mine !== winner) return;
+        const was = mapping.external;
+        mapping.external = { host, port: movedPort, via: "mapping" };
+        log(`port mapping moved: ${was.host}:${was.port} -> ${host}:${movedPort} (${PROTOCOL_NAMES[p]})`);
+        opts.onMoved?.(mapping);
+      };
       settled.push(
-        ATTEMPTS[p](port, signal, log, leaseMs).then((m) => {
+        ATTEMPTS[p](port, signal, log, leaseMs, moved).then((m) => {
+          mine = m;
           if (!winner) {
             winner = m;
             held.push(m);
             log(
               `port mapping: ${m.host}:${m.port} -> ${m.local}:${port} (${PROTOCOL_NAMES[p]} at ${m.router})`,
             );
-            resolve({
+            mapping = {
               external: { host: m.host, port: m.port, via: "mapping" },
               protocol: p,
               stop: async () => {
@@ -448,7 +480,8 @@ export function mapPort(
                 await Promise.all(settled);
                 await Promise.all(held.map(stopOne));
               },
-            });
+            };
+            resolve(mapping);
           } else if (m.host === winner.host && m.port === winner.port) {
             held.push(m);
           } else {

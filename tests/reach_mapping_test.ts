@@ -36,6 +36,8 @@ interface Case {
   routerLate?: boolean;
   /** The router forgets its mappings this many seconds after the first (a reboot); the renewal restores it. */
   forgetAfterS?: number;
+  /** The router's public address becomes this one 2 s after the first mapping; the renewal sees it. */
+  wanMovesTo?: string;
   /** The router does not answer the first UPnP search (of its IGD version): lost, as multicast can be. */
   dropSearches?: number;
 }
@@ -68,6 +70,10 @@ const CASES: Case[] = [
   // The router's mapping service comes up after chat started (a laptop that was faster than its network):
   // chat asks again while it holds none, says the failure once, and publishes the mapping when it comes.
   { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", leaseS: 10, routerLate: true },
+  // The ISP gives the router another public address: the renewal (5 s) sees it, chat publishes the mapping
+  // at the new address, and a connection to it from the internet reaches us. 198.18.0.200 is unused in the
+  // lab's public segment (its hosts and routers count up from 198.18.0.2).
+  { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", leaseS: 10, wanMovesTo: "198.18.0.200" },
   // A router speaking all three: whichever answers first wins, the others share its rule (same port), and
   // quitting leaves no rule behind. A LAN neighbour with --no-port-mapping sends nothing at all.
   {
@@ -85,9 +91,11 @@ for (const c of CASES) {
         c.pcpLifetime || c.leaseS ? ", the short lease is renewed" : ""
       }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
         c.routerLate ? ", a router that comes up later is asked again" : ""
-      }${c.forgetAfterS ? ", a router that forgot it has it again" : ""}${
-        c.dropSearches ? ", the first search lost" : ""
-      }${c.portsTaken ? ", on the port the router reserved when ours is taken" : ""}${
+      }${c.wanMovesTo ? ", a new public address is published" : ""}${
+        c.forgetAfterS ? ", a router that forgot it has it again" : ""
+      }${c.dropSearches ? ", the first search lost" : ""}${
+        c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
+      }${
         c.igd1
           ? `, IGD v1${c.igd1.ppp ? " PPP" : ""}${c.igd1.permanentOnly ? " permanent leases only" : ""}`
           : ""
@@ -134,6 +142,7 @@ async function mappingCase(c: Case): Promise<void> {
       ...(c.igd1?.permanentOnly ? ["--permanent-only"] : []),
       ...(c.dropSearches ? [`--drop-searches=${c.dropSearches}`] : []),
       ...(c.forgetAfterS ? [`--forget-after=${c.forgetAfterS}`] : []),
+      ...(c.wanMovesTo ? [`--wan-moves-to=${c.wanMovesTo}`] : []),
     ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
     responder = child;
     reading = (async () => {
@@ -262,6 +271,17 @@ async function mappingCase(c: Case): Promise<void> {
       await until(`a ${c.tag} renewal`, () => said.includes(`RENEW ${c.tag} ${ext}`), 20_000);
       const name = c.tag === "pmp" ? "NAT-PMP" : c.igd1 ? "UPnP-IGD v1" : "UPnP-IGD";
       await m.waitEvent((e) => e.event === "log" && e.text === `${name} mapping renewed`, 20_000);
+      if (c.wanMovesTo) {
+        const moved = `port mapping moved: ${wan}:${ext} -> ${c.wanMovesTo}:${ext} (NAT-PMP)`;
+        await m.waitEvent((e) => e.event === "log" && e.text === moved, 20_000, "the move");
+        await m.waitEvent(
+          (e) => e.event === "log" && e.text === `published the port mapping ${c.wanMovesTo}:${ext} first`,
+          20_000,
+          "the new publication",
+        );
+        // From the other user's network, across its router's NAT, the new address forwards to us.
+        await lab.run("other", ["timeout", "5", "bash", "-c", `exec 3<>/dev/tcp/${c.wanMovesTo}/${ext}`]);
+      }
       if (c.igd1?.permanentOnly) {
         // Renewed as permanent: one refusal (725) at the start, never again.
         assert.equal((said.match(/AddPortMapping lease=(?!0\n)\d+\n/g) ?? []).length, 1, said);

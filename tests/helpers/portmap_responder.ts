@@ -14,6 +14,8 @@
  *     [--ppp]           (with --igd=1: the service is WANPPPConnection:1, as on routers that dial PPPoE)
  *     [--permanent-only] (with --igd=1: a lease other than 0 is refused with 725, as many v1 routers do)
  *     [--forget-after=S] (S seconds after its first mapping the router forgets them all, as a reboot does)
+ *     [--wan-moves-to=A] (2 s after its first mapping the router's public address becomes A, added to its
+ *                        WAN interface: as when the ISP hands out another address)
  *     [--drop-searches=N] (the first N M-SEARCHes for this router's IGD version are not answered, as when
  *                        multicast is lost)
  * and prints `ready`, then one line per request and change, which the tests read:
@@ -24,12 +26,15 @@
  *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
  *   UNMAP <proto> <ext>                         a rule removed
  *   FORGOT                                      every rule removed (--forget-after)
+ *   MOVED <address>                             the public address changed (--wan-moves-to)
  * Only the protocols named are answered; a NAT-PMP-only router answers PCP with "unsupported version" as
  * RFC 6886 §3.5 says, a PCP-only one ignores NAT-PMP.
  */
 import dgram from "node:dgram";
 
-const [lan, wan] = Deno.args;
+const lan = Deno.args[0];
+/** The public address reported (it changes with --wan-moves-to). */
+let wan = Deno.args[1];
 const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const protocols = new Set((flag("protocols") ?? "pmp").split(","));
 /** The longest PCP lease granted (s): short in a test that watches renewals. */
@@ -41,6 +46,8 @@ const permanentOnly = Deno.args.includes("--permanent-only");
 let dropSearches = Number(flag("drop-searches") ?? 0);
 const forgetAfterS = Number(flag("forget-after") ?? 0);
 let forgetArmed = forgetAfterS > 0;
+const movesTo = flag("wan-moves-to");
+let moveArmed = movesTo !== undefined;
 /** Where a router picks ports when the one asked for is taken. */
 const FIRST_FREE = 20000;
 const started = Date.now();
@@ -112,6 +119,14 @@ async function mapRuleNow(
   ]);
   rules.set(e, { handle: Number(/# handle (\d+)/.exec(out)![1]), host, port });
   console.log(`MAP ${proto} ${e} -> ${host}:${port}`);
+  if (moveArmed) {
+    moveArmed = false;
+    setTimeout(async () => {
+      await new Deno.Command("ip", { args: ["addr", "add", `${movesTo}/24`, "dev", "wan"] }).output();
+      wan = movesTo!;
+      console.log(`MOVED ${wan}`);
+    }, 2000);
+  }
   if (forgetArmed) {
     forgetArmed = false;
     setTimeout(() =>
