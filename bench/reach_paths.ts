@@ -21,13 +21,12 @@ import { join } from "node:path";
 import { type BenchFigure, percentile } from "./harness.ts";
 import { buildLab, type Lab, labAvailable } from "../tests/helpers/netlab.ts";
 import { type HeadlessProc, spawnHeadless } from "../tests/helpers/chat.ts";
-import { enrollIn, startServe } from "../tests/helpers/reach.ts";
+import { enrollIn, responderArgs, startServe } from "../tests/helpers/reach.ts";
 
 const REPS = 5;
 const HANDSHAKES = 30;
 const PROBE_PORT = 10099;
 const PROBE = new URL("./tls_probe.ts", import.meta.url).pathname;
-const RESPONDER = new URL("../tests/helpers/portmap_responder.ts", import.meta.url).pathname;
 
 interface PathSpec {
   path: "direct" | "mapped" | "reversed" | "relayed" | "punched";
@@ -90,15 +89,7 @@ export async function labPathFigures(): Promise<BenchFigure[]> {
     return c;
   };
   try {
-    const responder = spawnQuiet("maprtr", [
-      "run",
-      "--allow-net",
-      "--allow-run",
-      RESPONDER,
-      lab.routerLan.get("maprtr")!,
-      lab.routerWan.get("maprtr")!,
-      "--protocols=pcp,pmp,upnp",
-    ]);
+    const responder = spawnQuiet("maprtr", responderArgs(lab, "maprtr", ["--protocols=pcp,pmp,upnp"]));
     await firstLine(responder, "ready");
     const serve = await startServe(lab, join(root, "pb"), "");
     children.push(serve.child);

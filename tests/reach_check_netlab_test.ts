@@ -14,9 +14,8 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { enrollIn, startServe } from "./helpers/reach.ts";
+import { enrollIn, responderArgs, startServe } from "./helpers/reach.ts";
 
-const RESPONDER = new URL("./helpers/portmap_responder.ts", import.meta.url).pathname;
 /** On the public segment, where no host is: a candidate nobody answers at. */
 const DEAD = "198.18.0.77";
 const PUB_PORT = 4100;
@@ -58,14 +57,11 @@ Deno.test({
     const root = await Deno.makeTempDir({ prefix: "securechat-check-" });
     const procs: HeadlessProc[] = [];
     let serve: Deno.ChildProcess | null = null;
-    const responder = lab.command("pmp", Deno.execPath(), [
-      "run",
-      "--allow-net",
-      "--allow-run",
-      RESPONDER,
-      lab.routerLan.get("pmp")!,
-      lab.routerWan.get("pmp")!,
-    ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
+    const responder = lab.command("pmp", Deno.execPath(), responderArgs(lab, "pmp"), {
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
     let said = "";
     const reading = (async () => {
       for await (const c of responder.stdout) said += new TextDecoder().decode(c);

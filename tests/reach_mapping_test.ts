@@ -12,9 +12,7 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { enrollIn, startServe } from "./helpers/reach.ts";
-
-const RESPONDER = new URL("./helpers/portmap_responder.ts", import.meta.url).pathname;
+import { enrollIn, responderArgs, startServe } from "./helpers/reach.ts";
 
 interface Case {
   /** What the router speaks (the responder's --protocols). */
@@ -127,23 +125,22 @@ async function mappingCase(c: Case): Promise<void> {
   let said = "";
   let reading: Promise<void> = Promise.resolve();
   const startResponder = () => {
-    const child = lab.command("map", Deno.execPath(), [
-      "run",
-      "--allow-net",
-      "--allow-run",
-      RESPONDER,
-      lab.routerLan.get("map")!,
-      lab.routerWan.get("map")!,
-      `--protocols=${c.offers}`,
-      ...(c.pcpLifetime ? [`--pcp-lifetime=${c.pcpLifetime}`] : []),
-      ...(c.portsTaken ? ["--ports-taken"] : []),
-      ...(c.igd1 ? ["--igd=1"] : []),
-      ...(c.igd1?.ppp ? ["--ppp"] : []),
-      ...(c.igd1?.permanentOnly ? ["--permanent-only"] : []),
-      ...(c.dropSearches ? [`--drop-searches=${c.dropSearches}`] : []),
-      ...(c.forgetAfterS ? [`--forget-after=${c.forgetAfterS}`] : []),
-      ...(c.wanMovesTo ? [`--wan-moves-to=${c.wanMovesTo}`] : []),
-    ], { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } }).spawn();
+    const child = lab.command(
+      "map",
+      Deno.execPath(),
+      responderArgs(lab, "map", [
+        `--protocols=${c.offers}`,
+        ...(c.pcpLifetime ? [`--pcp-lifetime=${c.pcpLifetime}`] : []),
+        ...(c.portsTaken ? ["--ports-taken"] : []),
+        ...(c.igd1 ? ["--igd=1"] : []),
+        ...(c.igd1?.ppp ? ["--ppp"] : []),
+        ...(c.igd1?.permanentOnly ? ["--permanent-only"] : []),
+        ...(c.dropSearches ? [`--drop-searches=${c.dropSearches}`] : []),
+        ...(c.forgetAfterS ? [`--forget-after=${c.forgetAfterS}`] : []),
+        ...(c.wanMovesTo ? [`--wan-moves-to=${c.wanMovesTo}`] : []),
+      ]),
+      { stdout: "piped", stderr: "piped", env: { NO_COLOR: "1" } },
+    ).spawn();
     responder = child;
     reading = (async () => {
       for await (const chunk of child.stdout) said += new TextDecoder().decode(chunk);

@@ -51,3 +51,19 @@ export async function enrollIn(
   ], { env: CHILD_ENV, stdout: "piped", stderr: "piped", stdin: "null" }).output();
   assert.equal(out.code, 0, `${name} enroll: ${new TextDecoder().decode(out.stderr)}`);
 }
+
+const PORTMAP_RESPONDER = new URL("./portmap_responder.ts", import.meta.url).pathname;
+
+/** `deno` arguments that run the lab's port-mapping service (portmap_responder.ts) in router `router`, with
+ * the responder's `flags`. */
+export function responderArgs(lab: Lab, router: string, flags: string[] = []): string[] {
+  return [
+    "run",
+    "--allow-net",
+    "--allow-run",
+    PORTMAP_RESPONDER,
+    lab.routerLan.get(router)!,
+    lab.routerWan.get(router)!,
+    ...flags,
+  ];
+}
