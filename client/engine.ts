@@ -559,8 +559,8 @@ export class ChatEngine implements ChatEngineApi {
   }
 
   /** Asks for a port mapping, and while none is held asks again every mappingRetryMs() (no router answered:
-   * a laptop that started before its network came up, a router that was rebooting). A failure that says
-   * the same as the last one is not logged again. */
+   * a laptop that started before its network came up, a router that was rebooting; or the one held was
+   * lost). A failure that says the same as the last one is not logged again. */
   #startMapping(port: number): void {
     let lastNone = "";
     const log = (text: string) => {
@@ -570,23 +570,36 @@ export class ChatEngine implements ChatEngineApi {
       }
       this.#emit({ event: "log", level: "info", text });
     };
+    const retryLater = () => {
+      this.#mappingRetry = this.#scheduler.after(mappingRetryMs(), () => {
+        this.#mappingRetry = null;
+        if (!this.#closed) this.#mapping = attempt();
+      });
+    };
     const attempt = (): Promise<Mapping | null> =>
       mapPort(port, log, {
         // The router's public address changed (or it gave another port): the phonebook gets the new one.
         onMoved: (moved) => {
           if (!this.#closed) void this.#publishMapping(moved);
         },
+        // Its lease ran out unrenewed (the router went away, or we moved): no longer published, removed as
+        // far as the router still answers, and asked for again like one never made.
+        onLost: (lost) => {
+          if (this.#closed || this.#mapped !== lost) return;
+          this.#mapped = null;
+          this.#mapping = lost.stop().then(() => null);
+          void this.#presence.publish();
+          retryLater();
+        },
       }).then((m) => {
         // After close, #close awaits this promise and removes what it mapped.
         if (this.#closed) return m;
         this.#mapped = m;
-        if (m) void this.#publishMapping(m);
-        else {
-          this.#mappingRetry = this.#scheduler.after(mappingRetryMs(), () => {
-            this.#mappingRetry = null;
-            if (!this.#closed) this.#mapping = attempt();
-          });
-        }
+        if (m) {
+          // A failure after this one (once it is lost) is news again.
+          lastNone = "";
+          void this.#publishMapping(m);
+        } else retryLater();
         return m;
       });
     this.#mapping = attempt();

@@ -50,6 +50,8 @@ export interface PcpMapOptions {
   log?: (text: string) => void;
   /** A renewal gave another public address or port (the router's own address changed, or it rebooted). */
   onMoved?: (externalHost: string, externalPort: number) => void;
+  /** The lease ran out with no renewal answered (said once). */
+  onLost?: (why: string) => void;
 }
 
 export interface PcpMapping {
@@ -179,6 +181,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
   const schedule = (ms: number) => {
     renewTimer = setTimeout(renew, Math.max(1000, ms));
   };
+  let lost = false;
   const renew = async () => {
     if (stopping) return;
     const left = expires - Date.now();
@@ -202,6 +205,10 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
     } catch (e) {
       if (stopping) return;
       o.log?.(`PCP renewal failed: ${e instanceof Error ? e.message : String(e)}`);
+      if (!lost && Date.now() >= expires) {
+        lost = true;
+        o.onLost?.("PCP: no renewal answered before the lease ended");
+      }
       schedule(Math.max(0, expires - Date.now()) * RETRY_SHARE);
     }
   };

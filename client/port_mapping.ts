@@ -143,6 +143,8 @@ export interface MapPortOptions {
   leaseMs?: number;
   /** The winner's public end changed at a renewal; `external` already says the new one. */
   onMoved?(m: Mapping): void;
+  /** The winner's lease ran out unrenewed: it is no longer a way to reach us (stop() it). */
+  onLost?(m: Mapping): void;
 }
 
 /** One protocol's mapping, before it is chosen. */
@@ -156,14 +158,20 @@ interface Mapped {
   stop(signal: AbortSignal): Promise<void>;
 }
 
-/** `moved`: a renewal gave another public address or port than the mapping had (the router's public address
- * changed, or it rebooted and assigned another port). */
+/** What a mapping tells after it was made: `moved`, a renewal gave another public address or port than the
+ * mapping had (the router's public address changed, or it rebooted and assigned another port); `lost`, its
+ * lease ran out with no renewal answered (the router is gone, or we are on another network). */
+interface Changes {
+  moved(host: string, port: number): void;
+  lost(why: string): void;
+}
+
 type Attempt = (
   port: number,
   signal: AbortSignal,
   log: (text: string) => void,
   leaseMs: number,
-  moved: (host: string, port: number) => void,
+  changes: Changes,
 ) => Promise<Mapped>;
 
 /** Why a protocol was not even asked: no router to ask, or no address of ours toward it. */
@@ -180,7 +188,7 @@ async function gatewayAndLocal(): Promise<{ gateway: string; local: string }> {
   return { gateway, local };
 }
 
-const pcpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
+const pcpAttempt: Attempt = async (port, signal, log, leaseMs, changes) => {
   const { gateway, local } = await gatewayAndLocal();
   const m = await pcpMap({
     gateway,
@@ -190,7 +198,8 @@ const pcpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
     lifetimeSeconds: Math.round(leaseMs / 1000),
     signal,
     log,
-    onMoved: moved,
+    onMoved: changes.moved,
+    onLost: changes.lost,
   });
   return {
     protocol: "pcp",
@@ -202,7 +211,7 @@ const pcpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
   };
 };
 
-const pmpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
+const pmpAttempt: Attempt = async (port, signal, log, leaseMs, changes) => {
   const { gateway, local } = await gatewayAndLocal();
   const nat = pmpNat(gateway);
   // Renewing is ours too: the library writes its `ttl` option into the request as is, in seconds on the wire
@@ -219,7 +228,7 @@ const pmpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
     });
   try {
     const m = await ask(port, signal);
-    const renewal = renewLease("NAT-PMP", leaseMs, log, m, moved, (s, ext) => ask(ext, s));
+    const renewal = renewLease("NAT-PMP", leaseMs, log, m, changes, (s, ext) => ask(ext, s));
     return {
       protocol: "nat-pmp",
       host: m.externalHost,
@@ -268,28 +277,37 @@ interface PublicEnd {
   externalPort: number;
 }
 
-/** Renews a lease through `ask` at renewAfterMs(leaseMs) until stopped, saying how each renewal went, and
- * calling `moved` when the router answers with another public end than `first` (or the last renewal). */
+/** Renews a lease of `leaseMs` (null: a permanent mapping, asked for again on the default lease's schedule)
+ * through `ask` until stopped, saying how each renewal went; calls `moved` when the router answers with
+ * another public end than `first` (or the last renewal), and `lost` once when the lease ran out since the
+ * last answered renewal. */
 function renewLease(
   name: string,
-  leaseMs: number,
+  leaseMs: number | null,
   log: (text: string) => void,
   first: PublicEnd,
-  moved: (host: string, port: number) => void,
+  changes: Changes,
   ask: (signal: AbortSignal, externalPort: number) => Promise<PublicEnd>,
 ): { stop(): Promise<void>; port(): number } {
   let last = { host: first.externalHost, port: first.externalPort };
-  const timer = renewEvery(renewAfterMs(leaseMs), async () => {
+  let renewedAt = Date.now();
+  let lost = false;
+  const timer = renewEvery(renewAfterMs(leaseMs ?? mappingLeaseMs()), async () => {
     try {
       // For the public port held now (a move may have changed it).
       const r = await ask(AbortSignal.timeout(MAPPING_TIMEOUT_MS), last.port);
+      renewedAt = Date.now();
       log(`${name} mapping renewed`);
       if (r.externalHost !== last.host || r.externalPort !== last.port) {
         last = { host: r.externalHost, port: r.externalPort };
-        moved(last.host, last.port);
+        changes.moved(last.host, last.port);
       }
     } catch (e) {
       log(`${name} renewal failed: ${messageOf(e)}`);
+      if (!lost && leaseMs !== null && Date.now() - renewedAt >= leaseMs) {
+        lost = true;
+        changes.lost(`${name}: no renewal answered before the lease ended`);
+      }
     }
   });
   /** The public port held now (what removal names). */
@@ -325,7 +343,7 @@ function deviceOf(g: Gateway): IgdDevice | null {
   return d && typeof d.run === "function" ? d as IgdDevice : null;
 }
 
-const upnpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
+const upnpAttempt: Attempt = async (port, signal, log, leaseMs, changes) => {
   // Refreshing is ours: the library's unmap() sends DeletePortMapping for the internal port with an empty
   // protocol (wrong when the router reserved another port, and refused by routers that check the
   // arguments), and its refresh timers are only cleared by that unmap() or stop(), which calls it.
@@ -351,7 +369,7 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
     });
   const m = await ask(port, signal);
   // AddAnyPortMapping again for the port we hold, to the same client: the router extends the lease.
-  const renewal = renewLease("UPnP-IGD", leaseMs, log, m, moved, (s, ext) => ask(ext, s));
+  const renewal = renewLease("UPnP-IGD", leaseMs, log, m, changes, (s, ext) => ask(ext, s));
   return {
     protocol: "upnp-igd",
     host: m.externalHost,
@@ -376,7 +394,7 @@ const upnpAttempt: Attempt = async (port, signal, log, leaseMs, moved) => {
 /** Version 1 routers (upnp_igd1.ts): the same renewal and removal as version 2, on the port the router took;
  * a router that grants only permanent mappings gets one (lease 0), asked for again on the renewal schedule
  * (a rebooted router forgets it) and removed at exit, and the log says so. */
-const upnp1Attempt: Attempt = async (port, signal, log, leaseMs, moved) => {
+const upnp1Attempt: Attempt = async (port, signal, log, leaseMs, changes) => {
   let svc: Igd1Service | null = null;
   for await (const s of findIgd1(signal)) {
     svc = s;
@@ -401,10 +419,10 @@ const upnp1Attempt: Attempt = async (port, signal, log, leaseMs, moved) => {
   // is asked for again on the same schedule, so that a router that rebooted (and forgot it) has it again.
   const renewal = renewLease(
     "UPnP-IGD v1",
-    leaseMs,
+    m.leaseS === 0 ? null : leaseMs,
     log,
     m,
-    moved,
+    changes,
     (signal, externalPort) =>
       addMapping(s, { port, local, externalPort, leaseS: m.leaseS, description: DESCRIPTION }, signal),
   );
@@ -456,15 +474,22 @@ export function mapPort(
     for (const p of protocols) {
       let mine: Mapped | null = null;
       // Only the winner's public end is published; a kept loser's follows the same rule.
-      const moved = (host: string, movedPort: number) => {
-        if (!mapping || mine !== winner) return;
-        const was = mapping.external;
-        mapping.external = { host, port: movedPort, via: "mapping" };
-        log(`port mapping moved: ${was.host}:${was.port} -> ${host}:${movedPort} (${PROTOCOL_NAMES[p]})`);
-        opts.onMoved?.(mapping);
+      const changes: Changes = {
+        moved: (host, movedPort) => {
+          if (!mapping || mine !== winner) return;
+          const was = mapping.external;
+          mapping.external = { host, port: movedPort, via: "mapping" };
+          log(`port mapping moved: ${was.host}:${was.port} -> ${host}:${movedPort} (${PROTOCOL_NAMES[p]})`);
+          opts.onMoved?.(mapping);
+        },
+        lost: (why) => {
+          if (!mapping || mine !== winner) return;
+          log(`port mapping lost: ${mapping.external.host}:${mapping.external.port} (${why})`);
+          opts.onLost?.(mapping);
+        },
       };
       settled.push(
-        ATTEMPTS[p](port, signal, log, leaseMs, moved).then((m) => {
+        ATTEMPTS[p](port, signal, log, leaseMs, changes).then((m) => {
           mine = m;
           if (!winner) {
             winner = m;

@@ -30,7 +30,8 @@ interface Case {
   withNoMapping?: boolean;
   /** UPnP as an InternetGatewayDevice:1 (the responder's --igd=1), with these of its variants. */
   igd1?: { ppp?: boolean; permanentOnly?: boolean };
-  /** The router's mapping service starts only after chat found none (chat asks again every 2 s). */
+  /** The router's mapping service starts only after chat found none (chat asks again every 2 s), and is
+   * stopped after the first renewal: the lease runs out unrenewed, and chat drops the mapping. */
   routerLate?: boolean;
   /** The router forgets its mappings this many seconds after the first (a reboot); the renewal restores it. */
   forgetAfterS?: number;
@@ -67,6 +68,8 @@ const CASES: Case[] = [
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
   // The router's mapping service comes up after chat started (a laptop that was faster than its network):
   // chat asks again while it holds none, says the failure once, and publishes the mapping when it comes.
+  // Then the service goes away: once the lease has run out unrenewed the mapping is dropped, and asked for
+  // again (the failure is said again: it is news after a loss).
   { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", leaseS: 10, routerLate: true },
   // The ISP gives the router another public address: the renewal (5 s) sees it, chat publishes the mapping
   // at the new address, and a connection to it from the internet reaches us. 198.18.0.200 is unused in the
@@ -88,7 +91,7 @@ for (const c of CASES) {
       `port mapping (router offers ${c.offers}): peers dial the mapping directly (path mapped), quitting unmaps it${
         c.pcpLifetime || c.leaseS ? ", the short lease is renewed" : ""
       }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
-        c.routerLate ? ", a router that comes up later is asked again" : ""
+        c.routerLate ? ", a router that comes up later is asked again, one that goes away is dropped" : ""
       }${c.wanMovesTo ? ", a new public address is published" : ""}${
         c.forgetAfterS ? ", a router that forgot it has it again" : ""
       }${c.dropSearches ? ", the first search lost" : ""}${
@@ -278,6 +281,28 @@ async function mappingCase(c: Case): Promise<void> {
         );
         // From the other user's network, across its router's NAT, the new address forwards to us.
         await lab.run("other", ["timeout", "5", "bash", "-c", `exec 3<>/dev/tcp/${c.wanMovesTo}/${ext}`]);
+      }
+      if (c.routerLate) {
+        const r = responder as Deno.ChildProcess | null;
+        r?.kill("SIGTERM");
+        await r?.status;
+        const failuresBefore = m.events.filter(noMapping).length;
+        await m.waitEvent(
+          (e) =>
+            e.event === "log" &&
+            e.text ===
+              `port mapping lost: ${wan}:${ext} (NAT-PMP: no renewal answered before the lease ended)`,
+          30_000,
+          "the loss",
+        );
+        await m.waitEvent(
+          (e) => noMapping(e) && m.events.filter(noMapping).length > failuresBefore,
+          20_000,
+          "the next attempt's failure",
+        );
+        // Nothing is left to unmap (the router's service is gone): chat still quits cleanly.
+        assert.equal(await m.kill("SIGTERM"), 0);
+        return;
       }
       if (c.igd1?.permanentOnly) {
         // Renewed as permanent: one refusal (725) at the start, never again.
