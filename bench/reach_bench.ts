@@ -16,7 +16,7 @@
  */
 import net from "node:net";
 import tls from "node:tls";
-import { type BenchFigure, percentile } from "./harness.ts";
+import { type BenchFigure, collectGarbage, percentile } from "./harness.ts";
 import { enrollUser, type Phonebook, startClient, startPhonebook } from "../tests/helpers/chat.ts";
 import type { HomeState } from "../client/home.ts";
 import { RelayClient } from "../client/relay_client.ts";
@@ -176,11 +176,16 @@ async function cpuPerMb(dial: () => Promise<tls.TLSSocket>): Promise<number> {
   return (u.user + u.system) / 1000 / (BULK_BYTES / 1024 / 1024);
 }
 
+/** RSS growth per connection held. Both readings follow a full collection: without it the garbage of the
+ * figures before could be taken back while the connections open, and the growth came out negative. */
 async function memoryPer(open: () => Promise<net.Socket>): Promise<number> {
   const held: net.Socket[] = [];
+  await new Promise((r) => setTimeout(r, 200));
+  collectGarbage();
   const before = Deno.memoryUsage().rss;
   for (let i = 0; i < CIRCUITS; i++) held.push(await open());
   await new Promise((r) => setTimeout(r, 200));
+  collectGarbage();
   const after = Deno.memoryUsage().rss;
   for (const s of held) s.destroy();
   return (after - before) / CIRCUITS / 1024;
