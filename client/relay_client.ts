@@ -6,6 +6,9 @@
  * records and cannot read or alter them.
  *
  * The control connection is re-made after a loss with a growing pause (1 s to 30 s), for as long as we run.
+ * A connection the relay has been silent on for RELAY_SILENCE_PINGS ping intervals (it answers each ping) is
+ * taken as lost at the next ping due (after 90 s by default): when our network goes away under it (a laptop that moved, a router that rebooted) TCP would
+ * otherwise hold it "open" for many minutes, and no peer could reach us through the relay meanwhile.
  */
 import net from "node:net";
 import tls from "node:tls";
@@ -43,10 +46,15 @@ export interface RelayClientOptions {
   log(level: "info" | "warn", text: string): void;
   /** Bound on the control handshake, a circuit's set-up and each leg's join. Default 10 s. */
   timeoutMs?: number;
+  /** Keep-alive interval of the control connection. Default DEFAULT_PING_MS. */
   pingMs?: number;
 }
 
 const MAX_BACKOFF_MS = 30_000;
+export const DEFAULT_PING_MS = 30_000;
+/** The control connection is dropped (and made again) after this many ping intervals without a word from the
+ * relay: one lost pong is no reason, two and a half intervals of silence are. */
+export const RELAY_SILENCE_PINGS = 2.5;
 
 export class RelayClient {
   readonly relay: Address;
@@ -60,6 +68,10 @@ export class RelayClient {
   #backoffMs = 1000;
   #retry: ReturnType<typeof setTimeout> | null = null;
   #ping: ReturnType<typeof setInterval> | null = null;
+  /** Why the current control connection ended, when we know better than its socket. */
+  #lastError = "";
+  /** When the relay last sent anything on the control connection (performance.now()). */
+  #heardAt = 0;
   readonly #waiting = new Map<number, { resolve(token: string): void; reject(e: Error): void }>();
   readonly #legs = new Set<net.Socket>();
   /** Punches we asked for, by peer: the peer's reply (its port) resolves them. */
@@ -82,6 +94,22 @@ export class RelayClient {
     this.#certPem = certPem;
     this.#backoffMs = 1000;
     this.#socket?.destroy();
+  }
+
+  /** Makes the control connection again now, without the pause a loss earns: our network changed, so the
+   * connection we hold runs over an address we may no longer have. */
+  reconnectNow(): void {
+    if (this.#closed) return;
+    this.#backoffMs = 1000;
+    if (this.#socket) {
+      this.#lastError = "our network changed";
+      // Its close handler schedules the next attempt (after the reset pause).
+      this.#socket.destroy();
+      return;
+    }
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#retry = null;
+    this.#connect();
   }
 
   /** Opens the control connection; resolves when the relay said ready or the first attempt failed. */
@@ -109,14 +137,16 @@ export class RelayClient {
       rejectUnauthorized: true,
     });
     this.#socket = socket;
+    this.#retry = null;
     const timer = setTimeout(
       () => socket.destroy(new Error("relay handshake timed out")),
       o.timeoutMs ?? 10_000,
     );
     let pending = "";
-    let lastError = "";
-    socket.on("error", (e: Error) => lastError = messageOf(e));
+    this.#lastError = "";
+    socket.on("error", (e: Error) => this.#lastError ||= messageOf(e));
     socket.on("data", (chunk: Uint8Array) => {
+      this.#heardAt = performance.now();
       pending += new TextDecoder().decode(chunk);
       if (pending.length > MAX_CONTROL_LINE_BYTES && !pending.includes("\n")) return void socket.destroy();
       let i;
@@ -136,7 +166,13 @@ export class RelayClient {
           this.#backoffMs = 1000;
           this.#o.onState?.(true);
           this.#settleWaiters();
-          this.#ping = setInterval(() => this.#send({ t: "ping" }), o.pingMs ?? 30_000);
+          const pingMs = o.pingMs ?? DEFAULT_PING_MS;
+          this.#ping = setInterval(() => {
+            if (performance.now() - this.#heardAt > pingMs * RELAY_SILENCE_PINGS) {
+              this.#lastError = `no answer for ${Math.round((performance.now() - this.#heardAt) / 1000)} s`;
+              socket.destroy();
+            } else this.#send({ t: "ping" });
+          }, pingMs);
         } else this.#onNotice(n);
       }
     });
@@ -154,7 +190,10 @@ export class RelayClient {
       this.#settleWaiters();
       if (this.#closed) return;
       if (was) this.#o.onState?.(false);
-      o.log("warn", `relay ${o.relay.host}:${o.relay.port}: ${lastError || "connection closed"}; retrying`);
+      o.log(
+        "warn",
+        `relay ${o.relay.host}:${o.relay.port}: ${this.#lastError || "connection closed"}; retrying`,
+      );
       this.#retry = setTimeout(() => this.#connect(), this.#backoffMs);
       this.#backoffMs = Math.min(MAX_BACKOFF_MS, this.#backoffMs * 2);
     });
