@@ -23,6 +23,11 @@ import { couldBeKnock, KNOCK_BYTES, KnockGuard, makeKnock, newKnockSecret } from
 import { addressGroup } from "./address_group.ts";
 
 export const TLS_MIN_VERSION = "TLSv1.3";
+/** A second session with a peer that the tie-break would refuse waits while the current one is probed,
+ * unless the current one heard from the peer this recently (see #onOpen). */
+export const DUPLICATE_FRESH_MS = 1000;
+/** How long the current session has to answer that probe before the new one takes its place. */
+export const DUPLICATE_PROBE_MS = 3000;
 
 export interface ManagerHandlers {
   /** A session became the active one for its peer. */
@@ -552,9 +557,18 @@ export class SessionManager {
       this.#active.set(name, s);
       cur.close("duplicate");
       this.#handlers.onActive(s);
-    } else {
-      s.close("duplicate");
+      return;
     }
+    // The rule keeps the current session, if it is alive: a peer whose network changed has lost its end of
+    // it without a word and dials us anew, and ours would hold the dead one until its idle timeout. In a
+    // race of two fresh sessions the current one has just spoken (its hello), so nothing waits.
+    void cur.probe(DUPLICATE_FRESH_MS, DUPLICATE_PROBE_MS).then((alive) => {
+      if (s.state !== "open") return;
+      if (!alive) cur.close("no answer");
+      else if (cur.state === "open" && this.#active.get(name) === cur) return s.close("duplicate");
+      // Judged again against whatever is current now.
+      this.#onOpen(s);
+    });
   }
 
   #onClose(s: PeerSession, info: CloseInfo): void {
@@ -581,6 +595,22 @@ export class SessionManager {
 
   activePeers(): string[] {
     return [...this.#active.keys()].filter((n) => this.active(n));
+  }
+
+  /** Closes every session whose connection leaves from one of `gone` (addresses this machine no longer has:
+   * its packets cannot leave, nor answers reach it, and TCP would hold it for minutes); returns the names of
+   * the peers whose open session it was, to dial again. A relayed session's connection is its leg to the
+   * relay. */
+  closeSessionsOver(gone: ReadonlySet<string>): string[] {
+    const peers: string[] = [];
+    for (const s of [...this.#sessions]) {
+      const raw = (s.socket as unknown as { _parent?: net.Socket })._parent ?? s.socket;
+      const local = plainAddress(raw.localAddress ?? "").toLowerCase();
+      if (!gone.has(local)) continue;
+      if (s.peer && this.active(s.peer.name) === s) peers.push(s.peer.name);
+      s.close("network changed");
+    }
+    return peers;
   }
 
   /** Every session, open or in handshake (tests count them). */

@@ -86,6 +86,8 @@ export class PeerSession {
   /** performance.now() of the last complete frame (or of the start). */
   #lastFrameAt = 0;
   #keepalive: ReturnType<typeof setInterval> | null = null;
+  /** probe() calls waiting for the next frame: told true by it, false when the session closes. */
+  readonly #frameWaiters = new Set<(heard: boolean) => void>();
   #killTimer: ReturnType<typeof setTimeout> | null = null;
   #closeNotified = false;
   /** Most undecoded bytes held at once, the largest chunk the socket handed us, and how often reading was
@@ -425,6 +427,7 @@ export class PeerSession {
    * meanwhile, waits again for what is left of the period since the last one. */
   #resetIdle(): void {
     this.#lastFrameAt = performance.now();
+    if (this.#frameWaiters.size) this.#tellWaiters(true);
     if (this.#idleTimer === null && this.state !== "closed") this.#armIdle(this.#limits.idleTimeoutMs);
   }
 
@@ -461,6 +464,28 @@ export class PeerSession {
     this.#end({ code: detail ?? code, message: localMessage ?? message, by: "us" });
   }
 
+  /** Whether the peer is still there: true at once when a frame came in the last `freshMs`; otherwise a
+   * ping goes out and it is true when any frame comes within `ms`, false when none does or the session
+   * closes. (A peer whose network changed has lost its end of this connection without a word.) */
+  probe(freshMs: number, ms: number): Promise<boolean> {
+    if (this.state !== "open") return Promise.resolve(false);
+    if (performance.now() - this.#lastFrameAt < freshMs) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (heard: boolean) => {
+        clearTimeout(timer);
+        this.#frameWaiters.delete(done);
+        resolve(heard);
+      };
+      const timer = setTimeout(() => done(false), ms);
+      this.#frameWaiters.add(done);
+      this.#write({ t: "ping" });
+    });
+  }
+
+  #tellWaiters(heard: boolean): void {
+    for (const w of [...this.#frameWaiters]) w(heard);
+  }
+
   /** Polite close (bye) — used for duplicate sessions and shutdown. */
   close(reason = "bye"): void {
     if (this.state === "closed") return;
@@ -479,6 +504,7 @@ export class PeerSession {
     this.state = "closed";
     this.closeInfo = info;
     this.#clearTimers();
+    this.#tellWaiters(false);
     this.#rejectOpen(
       new SessionError(
         info.code === "KEY_CHANGED" ? "KEY_CHANGED" : "HANDSHAKE",
