@@ -154,6 +154,10 @@ export class DirectoryClient {
   #agent: https.Agent;
   /** Agents replaced by setClientCertificate: requests in flight on them finish; destroyed at close. */
   readonly #retired: https.Agent[] = [];
+  /** The client certificate the agent presents (none before enrollment). */
+  #credentials: { certPem?: string; keyPem?: string };
+  /** Timers that destroy agents retired by dropConnections. */
+  readonly #retiring = new Set<ReturnType<typeof setTimeout>>();
   readonly #caPem: string;
   readonly #caKey: KeyObject;
   readonly #caCert: x509.X509Certificate;
@@ -169,6 +173,7 @@ export class DirectoryClient {
     this.#certTime = opts.certTime ?? (() => ({ earliestMs: Date.now(), latestMs: Date.now() }));
     // node:https rather than fetch: fetch adds its built-in public roots to any CA it is given, while the
     // directory must be reached only through a certificate from OUR CA (checked in #verify).
+    this.#credentials = { certPem: opts.certPem, keyPem: opts.keyPem };
     this.#agent = this.#makeAgent(opts.certPem, opts.keyPem);
   }
 
@@ -192,8 +197,27 @@ export class DirectoryClient {
   /** Presents another client certificate from the next request on (after a renewal): pooled connections
    * authenticated with the old one are not reused. */
   setClientCertificate(certPem: string, keyPem: string): void {
+    this.#credentials = { certPem, keyPem };
     this.#retired.push(this.#agent);
     this.#agent = this.#makeAgent(certPem, keyPem);
+  }
+
+  /** Our network changed: the next request opens a new connection. A pooled one may leave from an address
+   * we no longer have, and a request on it would wait its whole timeout; requests in flight finish (or
+   * time out) on the old agent, whose idle connections close by themselves. */
+  dropConnections(): void {
+    const old = this.#agent;
+    this.#retired.push(old);
+    this.#agent = this.#makeAgent(this.#credentials.certPem, this.#credentials.keyPem);
+    // Once whatever was in flight on it has answered or timed out, it goes (a laptop changes networks
+    // several times a day: the retired agents must not pile up until exit).
+    const t = setTimeout(() => {
+      this.#retiring.delete(t);
+      old.destroy();
+      const i = this.#retired.indexOf(old);
+      if (i >= 0) this.#retired.splice(i, 1);
+    }, REQUEST_TIMEOUT_MS + 1000);
+    this.#retiring.add(t);
   }
 
   /** Judges the server certificate on another clock from now on (the engine's, once it runs). */
@@ -428,6 +452,8 @@ export class DirectoryClient {
   }
 
   close(): void {
+    for (const t of this.#retiring) clearTimeout(t);
+    this.#retiring.clear();
     this.#agent.destroy();
     for (const a of this.#retired.splice(0)) a.destroy();
   }

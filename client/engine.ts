@@ -88,6 +88,7 @@ import {
 import { RelayClient } from "./relay_client.ts";
 import { DirectUpgrade } from "./upgrade.ts";
 import { type Mapping, mappingRetryMs, mapPort } from "./port_mapping.ts";
+import { type NetworkChange, NetworkWatch } from "./network_watch.ts";
 import { type OwnCertificate, Renewal } from "./renewal.ts";
 import { writeCertificate } from "./home.ts";
 import { Inbox } from "./inbox.ts";
@@ -132,6 +133,8 @@ export interface DirectoryLike {
   renew?(csrPem: string): Promise<{ certPem: string }>;
   /** Presents another client certificate from now on (after a renewal). */
   setClientCertificate?(certPem: string, keyPem: string): void;
+  /** Our network changed: pooled connections are not reused. */
+  dropConnections?(): void;
   close?(): void;
 }
 
@@ -192,6 +195,9 @@ export interface ChatEngineOptions {
   /** How long the CRL is reused before it is fetched again (also the period of the check that ends sessions
    * with peers revoked since). Default 30 s. */
   crlMaxAgeMs?: number;
+  /** How often our interface addresses are read to notice a changed network (client/network_watch.ts).
+   * Default NETWORK_POLL_MS. */
+  networkPollMs?: number;
   /** Timers of the engine's parts (default: the runtime's). */
   scheduler?: Scheduler;
   /** Subscribed before start, so events emitted while starting (expiries found at startup) are seen. */
@@ -297,6 +303,13 @@ export class ChatEngine implements ChatEngineApi {
   readonly #upgrade: DirectUpgrade;
   #mapping: Promise<Mapping | null> | null = null;
   #mapped: Mapping | null = null;
+  /** One mapping attempt (set by #startMapping; null when we map no port). */
+  #mapAttempt: (() => Promise<Mapping | null>) | null = null;
+  /** Bumped when the network changes: an attempt begun before it is not taken (see #remap). */
+  #mappingGen = 0;
+  #network: NetworkWatch | null = null;
+  /** Peers whose sessions a network change closed, dialled again until they are back. */
+  readonly #lostByNetwork = new Set<string>();
   /** The next mapping attempt while none is held. */
   #mappingRetry: Timer | null = null;
   readonly #renewal: Renewal;
@@ -550,6 +563,13 @@ export class ChatEngine implements ChatEngineApi {
     if (o.portMapping && !o.relayOnly && !o.advertise && ["::", "0.0.0.0"].includes(this.#address.host)) {
       this.#startMapping(this.#address.port);
     }
+    this.#network = new NetworkWatch({
+      addresses: localAddresses,
+      onChange: (c) => this.#onNetworkChange(c),
+      scheduler: this.#scheduler,
+      pollMs: o.networkPollMs,
+    });
+    this.#network.start();
     this.#every(o.outboxRetryMs ?? DEFAULT_OUTBOX_RETRY_MS, () => this.#outbox.retryAll());
     this.#every(this.#revocation.maxAgeMs, () => this.#dropRevoked());
     this.#every(o.requestSweepMs ?? REQUEST_SWEEP_INTERVAL_MS, () => this.#expireRequests());
@@ -576,11 +596,12 @@ export class ChatEngine implements ChatEngineApi {
         if (!this.#closed) this.#mapping = attempt();
       });
     };
-    const attempt = (): Promise<Mapping | null> =>
-      mapPort(port, log, {
+    const attempt = (): Promise<Mapping | null> => {
+      const gen = this.#mappingGen;
+      return mapPort(port, log, {
         // The router's public address changed (or it gave another port): the phonebook gets the new one.
         onMoved: (moved) => {
-          if (!this.#closed) void this.#publishMapping(moved);
+          if (!this.#closed && this.#mapped === moved) void this.#publishMapping(moved);
         },
         // Its lease ran out unrenewed (the router went away, or we moved): no longer published, removed as
         // far as the router still answers, and asked for again like one never made.
@@ -592,8 +613,9 @@ export class ChatEngine implements ChatEngineApi {
           retryLater();
         },
       }).then((m) => {
-        // After close, #close awaits this promise and removes what it mapped.
-        if (this.#closed) return m;
+        // After close, #close awaits this promise and removes what it mapped; after a network change,
+        // #remap does (it was made on the router we left).
+        if (this.#closed || gen !== this.#mappingGen) return m;
         this.#mapped = m;
         if (m) {
           // A failure after this one (once it is lost) is news again.
@@ -602,7 +624,57 @@ export class ChatEngine implements ChatEngineApi {
         } else retryLater();
         return m;
       });
+    };
+    this.#mapAttempt = () => {
+      // The failure on a new network is news, even when worded like the last one's.
+      lastNone = "";
+      return attempt();
+    };
     this.#mapping = attempt();
+  }
+
+  /** Our network changed. Sessions over an address we lost are closed (nothing they send arrives) and their
+   * peers dialled again: the peer's side of such a session is as dead, and our new connection replaces it
+   * there. The relay's control connection is made again, the phonebook's pooled connections are dropped,
+   * the mapping held (made on the router we may have left) is removed and asked for anew, and the phonebook
+   * gets our addresses now rather than at the next refresh. A network that only added an address (a VPN
+   * came up) keeps its sessions and its mapping, or gets one asked for now if none is held. */
+  #onNetworkChange(c: NetworkChange): void {
+    if (this.#closed) return;
+    const said = [
+      ...(c.gone.length ? [`${c.gone.join(", ")} gone`] : []),
+      ...(c.came.length ? [`${c.came.join(", ")} new`] : []),
+    ];
+    this.#emit({ event: "log", level: "info", text: `network changed: ${said.join("; ")}` });
+    const gone = new Set(c.gone);
+    if (gone.size) {
+      for (const peer of this.#sessions.closeSessionsOver(gone)) this.#lostByNetwork.add(peer);
+      this.#opts.directory.dropConnections?.();
+    }
+    if (this.#relay && (gone.size || !this.#relay.connected)) this.#relay.reconnectNow();
+    if (this.#mapAttempt && (gone.size || (!this.#mapped && c.came.length))) this.#remap();
+    void this.#presence.publish();
+    // Each is taken off the list once its session is back (#onActive); a failure is reported once.
+    for (const peer of this.#lostByNetwork) void this.#dialer.connect(peer);
+    this.#outbox.retryAll();
+  }
+
+  /** Drops the mapping held (or being asked for) and asks again now. The old one is removed first (bounded):
+   * a new router at the same gateway address as the old (192.168.1.1 is common) must not get our removal
+   * after our new request. */
+  #remap(): void {
+    const held = this.#mapped;
+    const pending = this.#mapping;
+    this.#mapped = null;
+    this.#mappingRetry?.cancel();
+    this.#mappingRetry = null;
+    const gen = ++this.#mappingGen;
+    this.#mapping = (async () => {
+      const old = held ?? await pending?.catch(() => null) ?? null;
+      await old?.stop();
+      if (this.#closed || gen !== this.#mappingGen || !this.#mapAttempt) return null;
+      return await this.#mapAttempt();
+    })();
   }
 
   /** Publishes again with the mapping first, and says so once the phonebook has it (until then a dialer
@@ -851,6 +923,7 @@ export class ChatEngine implements ChatEngineApi {
   #onActive(s: PeerSession): void {
     const name = s.peer!.name;
     this.#dialer.clearError(name);
+    this.#lostByNetwork.delete(name);
     // A relayed session we dialled: try to make it direct (never in relay-only mode: it would show our IP).
     if (s.role === "dialer" && s.path?.kind === "relayed" && !this.#opts.relayOnly && !this.#closed) {
       void this.#upgrade.upgrade(name);
@@ -1266,6 +1339,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#renewal.close();
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
+    this.#network?.stop();
     if (this.#address) await this.#presence.withdraw();
     this.#mappingRetry?.cancel();
     await (await this.#mapping)?.stop();

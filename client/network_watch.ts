@@ -1,0 +1,98 @@
+/**
+ * Our network, watched: the machine's interface addresses are read every NETWORK_POLL_MS, and a change (a
+ * laptop that joined another network, a DHCP lease that gave another address, a VPN that came up or went
+ * down) is reported once it has settled: the new set must be read twice in a row, so an address that goes
+ * and comes back within a poll, or a move made of several steps (the old address gone, then the new one
+ * given), is one change, not a burst.
+ *
+ * Loopback and link-local addresses are not watched: they are the same on every network and reach nobody
+ * else. The engine follows a change (client/engine.ts): sessions over an address we no longer have are
+ * closed and their peers dialled again, the relay's control connection is made again, the port mapping of
+ * the old router is dropped and the new one's asked for, and the phonebook gets our new addresses.
+ */
+import type { Scheduler, Timer } from "./scheduler.ts";
+import type { InterfaceAddress } from "./candidates.ts";
+
+export const NETWORK_POLL_MS = 2000;
+
+export interface NetworkChange {
+  /** Addresses we had and no longer have. */
+  gone: string[];
+  /** Addresses we have that we did not. */
+  came: string[];
+}
+
+export interface NetworkWatchDeps {
+  /** The interface addresses now (client/candidates.ts localAddresses). */
+  addresses(): InterfaceAddress[];
+  onChange(change: NetworkChange): void;
+  scheduler: Scheduler;
+  /** Default NETWORK_POLL_MS. */
+  pollMs?: number;
+}
+
+/** The addresses that say which network we are on. */
+export function watchedAddresses(ifaces: readonly InterfaceAddress[]): Set<string> {
+  const out = new Set<string>();
+  for (const { family, address } of ifaces) {
+    const a = address.toLowerCase();
+    if (family === "IPv4" && (a.startsWith("127.") || a.startsWith("169.254."))) continue;
+    if (family === "IPv6" && (a === "::1" || /^fe[89ab]/.test(a))) continue;
+    out.add(a);
+  }
+  return out;
+}
+
+function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
+}
+
+export class NetworkWatch {
+  readonly #d: NetworkWatchDeps;
+  #timer: Timer | null = null;
+  /** What the last reported (or first) read found. */
+  #current: Set<string>;
+  /** A set that differs from #current, read once: reported when the next read agrees. */
+  #candidate: Set<string> | null = null;
+
+  constructor(deps: NetworkWatchDeps) {
+    this.#d = deps;
+    this.#current = watchedAddresses(deps.addresses());
+  }
+
+  /** The addresses as last reported (or read at construction). */
+  get addresses(): ReadonlySet<string> {
+    return this.#current;
+  }
+
+  start(): void {
+    this.#timer ??= this.#d.scheduler.every(this.#d.pollMs ?? NETWORK_POLL_MS, () => this.check());
+  }
+
+  stop(): void {
+    this.#timer?.cancel();
+    this.#timer = null;
+  }
+
+  /** One read (the timer's job; tests call it too). */
+  check(): void {
+    const now = watchedAddresses(this.#d.addresses());
+    if (sameSet(now, this.#current)) {
+      this.#candidate = null;
+      return;
+    }
+    if (this.#candidate === null || !sameSet(now, this.#candidate)) {
+      this.#candidate = now;
+      return;
+    }
+    const before = this.#current;
+    this.#current = now;
+    this.#candidate = null;
+    this.#d.onChange({
+      gone: [...before].filter((a) => !now.has(a)),
+      came: [...now].filter((a) => !before.has(a)),
+    });
+  }
+}
