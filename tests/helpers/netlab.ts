@@ -62,6 +62,10 @@ export interface Lab {
   command(host: string, cmd: string, args: string[], opts?: Deno.CommandOptions): Deno.Command;
   /** Runs a command in a namespace (host or router) and returns its stdout; throws on failure. */
   run(ns: string, args: string[]): Promise<string>;
+  /** Takes a host behind a router to another router's LAN, as a laptop joins another Wi-Fi: its interface
+   * (and with it its address and every connection over it) goes, a new one comes on the other LAN with the
+   * next free address there and the default route through that router. Resolves with the new address. */
+  move(host: string, router: string): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -121,6 +125,7 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
   const hosts = new Map<string, LabHost>();
   const routerWan = new Map<string, string>();
   const routerLan = new Map<string, string>();
+  const lanOf = new Map<string, { ns: string; subnet: string; next: number }>();
   try {
     const net = await ns("net");
     await sh(["ip", "-n", net, "link", "add", "br0", "type", "bridge"]);
@@ -135,7 +140,6 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
       return addr;
     };
     const routers = spec.routers ?? [];
-    const lanOf = new Map<string, { ns: string; subnet: string; next: number }>();
     let subnet = 1;
     // Routers in order: one behind another must come after it.
     for (const r of routers) {
@@ -238,6 +242,24 @@ table inet labf {
     run(nsn, args) {
       const target = hosts.get(nsn)?.ns ?? nsName(nsn);
       return sh(["ip", "netns", "exec", target, ...args]);
+    },
+    async move(name, router) {
+      const h = host(name);
+      const lan = lanOf.get(router);
+      if (!h.router || !lan) {
+        throw new Error(`move: ${name} is not behind a router, or there is no ${router}`);
+      }
+      // Deleting one end of a veth pair deletes the other (the old router's bridge port).
+      await sh(["ip", "-n", h.ns, "link", "del", "eth0"]);
+      const address = `${lan.subnet}.${lan.next++}`;
+      const port = `l${name}`.slice(0, 15);
+      await link(h.ns, "eth0", lan.ns, port);
+      await sh(["ip", "-n", lan.ns, "link", "set", port, "master", "lan"]);
+      await sh(["ip", "-n", h.ns, "addr", "add", `${address}/24`, "dev", "eth0"]);
+      await sh(["ip", "-n", h.ns, "route", "add", "default", "via", `${lan.subnet}.1`]);
+      h.address = address;
+      h.router = router;
+      return address;
     },
     close: () => removeAll(made),
   };
