@@ -731,7 +731,12 @@ export class ChatEngine implements ChatEngineApi {
         if (!this.#closed && !o.relayOnly) void this.#upgrade.onPunch(from, port);
       },
       // Back on the relay: peers waiting in the outbox may now be reachable through it.
-      onState: (up) => up && !this.#closed && this.#outbox.retryAll(),
+      // So may the peers a network change cut us off from (relay-only, or direct dials that failed).
+      onState: (up) => {
+        if (!up || this.#closed) return;
+        this.#outbox.retryAll();
+        for (const peer of this.#lostByNetwork) void this.#dialer.connect(peer);
+      },
       log,
     });
     this.#relay = r;

@@ -68,6 +68,8 @@ export class RelayClient {
   #backoffMs = 1000;
   #retry: ReturnType<typeof setTimeout> | null = null;
   #ping: ReturnType<typeof setInterval> | null = null;
+  /** The next attempt goes out without a pause (reconnectNow). */
+  #now = false;
   /** Why the current control connection ended, when we know better than its socket. */
   #lastError = "";
   /** When the relay last sent anything on the control connection (performance.now()). */
@@ -96,14 +98,15 @@ export class RelayClient {
     this.#socket?.destroy();
   }
 
-  /** Makes the control connection again now, without the pause a loss earns: our network changed, so the
+  /** Makes the control connection again now, without a pause: our network changed, so the
    * connection we hold runs over an address we may no longer have. */
   reconnectNow(): void {
     if (this.#closed) return;
     this.#backoffMs = 1000;
     if (this.#socket) {
       this.#lastError = "our network changed";
-      // Its close handler schedules the next attempt (after the reset pause).
+      // Its close handler makes the next attempt, at once.
+      this.#now = true;
       this.#socket.destroy();
       return;
     }
@@ -194,7 +197,8 @@ export class RelayClient {
         "warn",
         `relay ${o.relay.host}:${o.relay.port}: ${this.#lastError || "connection closed"}; retrying`,
       );
-      this.#retry = setTimeout(() => this.#connect(), this.#backoffMs);
+      this.#retry = setTimeout(() => this.#connect(), this.#now ? 0 : this.#backoffMs);
+      this.#now = false;
       this.#backoffMs = Math.min(MAX_BACKOFF_MS, this.#backoffMs * 2);
     });
   }

@@ -7,7 +7,8 @@
  * replaced by the laptop's new one. The friend's side of the old session is dead without a word; the
  * tie-break ("friend" dialled it, and "friend" < "laptop") would keep it, so the friend probes it, finds it
  * silent and takes the new one. Messages both ways get through well inside the 60 s idle timeout that was
- * the only way out before.
+ * the only way out before. A relay-only laptop asks no router: its relayed session (over a leg from the old
+ * address) is closed, its relay connection made again at once, and the friend is dialled through the relay.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -19,127 +20,153 @@ import { enrollIn, responderArgs, startServe } from "./helpers/reach.ts";
 /** Well below the friend's idle timeout (IDLE_TIMEOUT_MS, 60 s): a message that needed it would miss this. */
 const AFTER_MOVE_MS = 25_000;
 
-Deno.test({
-  name: "roaming: a laptop that joins another network is mapped, published and reached there, both ways",
-  ignore: !labAvailable() && !toolsRequired(),
-  fn: async () => {
-    assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
-    const lab = await buildLab({
-      routers: [
-        { name: "home", nat: "cone", silentDrop: true },
-        { name: "cafe", nat: "cone", silentDrop: true },
-      ],
-      hosts: [{ name: "pb" }, { name: "laptop", router: "home" }, { name: "friend" }],
-    });
-    const root = await Deno.makeTempDir({ prefix: "securechat-roam-" });
-    const procs: HeadlessProc[] = [];
-    const children: Deno.ChildProcess[] = [];
-    const said: Record<string, string> = { home: "", cafe: "" };
-    const reading: Promise<void>[] = [];
-    try {
-      for (const r of ["home", "cafe"]) {
-        const child = lab.command(r, Deno.execPath(), responderArgs(lab, r, ["--protocols=pmp"]), {
-          stdout: "piped",
-          stderr: "piped",
-          env: { NO_COLOR: "1" },
-        }).spawn();
-        children.push(child);
-        reading.push((async () => {
-          for await (const c of child.stdout) said[r] += new TextDecoder().decode(c);
-        })());
-      }
-      const until = async (what: string, f: () => boolean, ms = 20_000) => {
-        const end = Date.now() + ms;
-        while (!f()) {
-          if (Date.now() > end) {
-            throw new Error(`timed out waiting for ${what}; routers said: ${JSON.stringify(said)}`);
-          }
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      };
-      await until(
-        "the routers' mapping services",
-        () => said.home.includes("ready") && said.cafe.includes("ready"),
-      );
-      const s = await startServe(lab, join(root, "pb"), join(root, "capture.bin"));
-      children.push(s.child);
-      for (const u of ["laptop", "friend"]) await enrollIn(lab, u, s, join(root, u));
-      const laptop = spawnHeadless(join(root, "laptop"), { netns: lab.nsOf("laptop") });
-      const friend = spawnHeadless(join(root, "friend"), { netns: lab.nsOf("friend") });
-      procs.push(laptop, friend);
-      const ready = await laptop.waitEvent((e) => e.event === "ready", 60_000, "laptop ready");
-      await friend.waitEvent((e) => e.event === "ready", 60_000, "friend ready");
-      const port = Number(String(ready.address).split(":").pop());
-      const logged = (prefix: string, what: string, ms = 20_000) =>
-        laptop.waitEvent((e) => e.event === "log" && String(e.text).startsWith(prefix), ms, what);
-      const published = async (router: string) => {
-        const wan = lab.routerWan.get(router)!;
-        const log = await logged(`port mapping: ${wan}:`, `the ${router} mapping`);
-        const ext = Number(/^port mapping: [\d.]+:(\d+) -> /.exec(String(log.text))![1]);
-        await logged(`published the port mapping ${wan}:${ext} first`, `the ${router} publication`);
-        return ext;
-      };
-      const homeExt = await published("home");
-      assert.equal(homeExt, port);
+for (const relayOnly of [false, true]) {
+  Deno.test({
+    name: relayOnly
+      ? "roaming: a relay-only laptop that joins another network is reached through the relay again, both ways"
+      : "roaming: a laptop that joins another network is mapped, published and reached there, both ways",
+    ignore: !labAvailable() && !toolsRequired(),
+    fn: () => roam(relayOnly),
+  });
+}
 
-      // The friend dials the laptop through its home router's mapping.
-      let ref = 1;
-      const exchange = async (
-        from: HeadlessProc,
-        to: string,
-        toProc: HeadlessProc,
-        text: string,
-        ms: number,
-      ) => {
-        const r = ref++;
-        await from.cmd({ cmd: "send", to, text, ref: r });
-        const q = await from.waitEvent((e) => e.event === "queued" && e.ref === r);
-        await toProc.waitEvent((e) => e.event === "message" && e.text === text, ms, `"${text}" arrives`);
-        await from.waitEvent((e) => e.event === "delivered" && e.id === q.id, ms, `"${text}" delivered`);
-      };
-      await exchange(friend, "laptop", laptop, "at home", 30_000);
-      await friend.cmd({ cmd: "info", name: "laptop", ref: 100 });
-      const before = (await friend.waitEvent((e) => e.event === "info" && e.ref === 100)).peer as Record<
-        string,
-        string
-      >;
+async function roam(relayOnly: boolean): Promise<void> {
+  assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
+  const lab = await buildLab({
+    routers: [
+      { name: "home", nat: "cone", silentDrop: true },
+      { name: "cafe", nat: "cone", silentDrop: true },
+    ],
+    hosts: [{ name: "pb" }, { name: "laptop", router: "home" }, { name: "friend" }],
+  });
+  const root = await Deno.makeTempDir({ prefix: "securechat-roam-" });
+  const procs: HeadlessProc[] = [];
+  const children: Deno.ChildProcess[] = [];
+  const said: Record<string, string> = { home: "", cafe: "" };
+  const reading: Promise<void>[] = [];
+  try {
+    for (const r of ["home", "cafe"]) {
+      const child = lab.command(r, Deno.execPath(), responderArgs(lab, r, ["--protocols=pmp"]), {
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).spawn();
+      children.push(child);
+      reading.push((async () => {
+        for await (const c of child.stdout) said[r] += new TextDecoder().decode(c);
+      })());
+    }
+    const until = async (what: string, f: () => boolean, ms = 20_000) => {
+      const end = Date.now() + ms;
+      while (!f()) {
+        if (Date.now() > end) {
+          throw new Error(`timed out waiting for ${what}; routers said: ${JSON.stringify(said)}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await until(
+      "the routers' mapping services",
+      () => said.home.includes("ready") && said.cafe.includes("ready"),
+    );
+    const s = await startServe(lab, join(root, "pb"), join(root, "capture.bin"));
+    children.push(s.child);
+    for (const u of ["laptop", "friend"]) await enrollIn(lab, u, s, join(root, u));
+    const laptop = spawnHeadless(join(root, "laptop"), {
+      netns: lab.nsOf("laptop"),
+      args: relayOnly ? ["--relay-only"] : [],
+    });
+    const friend = spawnHeadless(join(root, "friend"), { netns: lab.nsOf("friend") });
+    procs.push(laptop, friend);
+    const ready = await laptop.waitEvent((e) => e.event === "ready", 60_000, "laptop ready");
+    await friend.waitEvent((e) => e.event === "ready", 60_000, "friend ready");
+    const port = Number(String(ready.address).split(":").pop());
+    const logged = (prefix: string, what: string, ms = 20_000) =>
+      laptop.waitEvent((e) => e.event === "log" && String(e.text).startsWith(prefix), ms, what);
+    const published = async (router: string) => {
+      const wan = lab.routerWan.get(router)!;
+      const log = await logged(`port mapping: ${wan}:`, `the ${router} mapping`);
+      const ext = Number(/^port mapping: [\d.]+:(\d+) -> /.exec(String(log.text))![1]);
+      await logged(`published the port mapping ${wan}:${ext} first`, `the ${router} publication`);
+      return ext;
+    };
+    // Relay-only asks no router (a mapping would show our address).
+    const homeExt = relayOnly ? 0 : await published("home");
+    if (!relayOnly) assert.equal(homeExt, port);
+
+    // The friend dials the laptop through its home router's mapping.
+    let ref = 1;
+    const exchange = async (
+      from: HeadlessProc,
+      to: string,
+      toProc: HeadlessProc,
+      text: string,
+      ms: number,
+    ) => {
+      const r = ref++;
+      await from.cmd({ cmd: "send", to, text, ref: r });
+      const q = await from.waitEvent((e) => e.event === "queued" && e.ref === r);
+      await toProc.waitEvent((e) => e.event === "message" && e.text === text, ms, `"${text}" arrives`);
+      await from.waitEvent((e) => e.event === "delivered" && e.id === q.id, ms, `"${text}" delivered`);
+    };
+    await exchange(friend, "laptop", laptop, "at home", 30_000);
+    await friend.cmd({ cmd: "info", name: "laptop", ref: 100 });
+    const before = (await friend.waitEvent((e) => e.event === "info" && e.ref === 100)).peer as Record<
+      string,
+      string
+    >;
+    if (relayOnly) assert.equal(before.pathKind, "relayed", before.path);
+    else {
       assert.equal(before.pathKind, "mapped", before.path);
       assert.equal(before.pathAddress, `${lab.routerWan.get("home")}:${homeExt}`);
+    }
 
-      // The laptop goes to the café.
-      const homeAt = lab.host("laptop").address;
-      const cafeAt = await lab.move("laptop", "cafe");
-      const moved = Date.now();
-      await logged(`network changed: ${homeAt} gone; ${cafeAt} new`, "the change noticed", 15_000);
-      // The café router is asked (from the new address) and its mapping published first.
-      const cafeExt = await published("cafe");
+    // The laptop goes to the café.
+    const homeAt = lab.host("laptop").address;
+    const cafeAt = await lab.move("laptop", "cafe");
+    const moved = Date.now();
+    await logged(`network changed: ${homeAt} gone; ${cafeAt} new`, "the change noticed", 15_000);
+    // The café router is asked (from the new address) and its mapping published first.
+    const cafeExt = relayOnly ? 0 : await published("cafe");
+    if (!relayOnly) {
       assert.match(
         said.cafe,
         new RegExp(`MAP pmp ${cafeExt} -> ${cafeAt.replaceAll(".", "\\.")}:${port}\\n`),
       );
-      await logged(`relay ${lab.host("pb").address}:10041: our network changed; retrying`, "the relay again");
-
-      // The friend's old session is dead; its messages get through on the laptop's new one, and back.
-      await exchange(friend, "laptop", laptop, "at the cafe?", AFTER_MOVE_MS);
-      await exchange(laptop, "friend", friend, "yes, at the cafe", AFTER_MOVE_MS);
-      const took = Date.now() - moved;
-      assert.ok(took < AFTER_MOVE_MS, `${took} ms after the move`);
-
-      assert.equal(await laptop.kill("SIGTERM"), 0);
-      // The café mapping is removed at exit (the home one could not be: that router is out of reach).
-      await until("the café unmapping", () => new RegExp(`UNMAP pmp ${cafeExt}\\n`).test(said.cafe));
-    } finally {
-      await Promise.all(procs.map((p) => p.kill("SIGTERM").catch(() => -1)));
-      for (const child of children) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-        await child.status;
-      }
-      await Promise.all(reading.map((r) => r.catch(() => {})));
-      for (const child of children) await child.stderr.cancel().catch(() => {});
-      await lab.close();
-      await Deno.remove(root, { recursive: true }).catch(() => {});
     }
-  },
-});
+    await logged(`relay ${lab.host("pb").address}:10041: our network changed; retrying`, "the relay again");
+
+    // The friend's old session is dead; its messages get through on the laptop's new one, and back.
+    await exchange(friend, "laptop", laptop, "at the cafe?", AFTER_MOVE_MS);
+    await exchange(laptop, "friend", friend, "yes, at the cafe", AFTER_MOVE_MS);
+    const took = Date.now() - moved;
+    assert.ok(took < AFTER_MOVE_MS, `${took} ms after the move`);
+
+    if (relayOnly) {
+      await friend.cmd({ cmd: "info", name: "laptop", ref: 101 });
+      const after = (await friend.waitEvent((e) => e.event === "info" && e.ref === 101)).peer as Record<
+        string,
+        string
+      >;
+      assert.equal(after.pathKind, "relayed", after.path);
+      assert.doesNotMatch(said.home + said.cafe, /^ASK /m, "relay-only asked a router");
+    }
+    assert.equal(await laptop.kill("SIGTERM"), 0);
+    // The café mapping is removed at exit (the home one could not be: that router is out of reach).
+    if (!relayOnly) {
+      await until("the café unmapping", () => new RegExp(`UNMAP pmp ${cafeExt}\\n`).test(said.cafe));
+    }
+  } finally {
+    await Promise.all(procs.map((p) => p.kill("SIGTERM").catch(() => -1)));
+    for (const child of children) {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await child.status;
+    }
+    await Promise.all(reading.map((r) => r.catch(() => {})));
+    for (const child of children) await child.stderr.cancel().catch(() => {});
+    await lab.close();
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+}
