@@ -9,6 +9,8 @@
  * silent and takes the new one. Messages both ways get through well inside the 60 s idle timeout that was
  * the only way out before. A relay-only laptop asks no router: its relayed session (over a leg from the old
  * address) is closed, its relay connection made again at once, and the friend is dialled through the relay.
+ * A laptop that is off every network for a while in between (two changes: gone, then new) recovers the same
+ * way once it is on the café's LAN, although the dials and the relay attempts made while offline failed.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -20,17 +22,34 @@ import { enrollIn, responderArgs, startServe } from "./helpers/reach.ts";
 /** Well below the friend's idle timeout (IDLE_TIMEOUT_MS, 60 s): a message that needed it would miss this. */
 const AFTER_MOVE_MS = 25_000;
 
-for (const relayOnly of [false, true]) {
+interface Case {
+  name: string;
+  relayOnly?: boolean;
+  /** The laptop is off every network this long between the two (Wi-Fi off, or asleep on the way). */
+  offlineMs?: number;
+}
+
+const CASES: Case[] = [
+  { name: "a laptop that joins another network is mapped, published and reached there, both ways" },
+  {
+    name: "a relay-only laptop that joins another network is reached through the relay again, both ways",
+    relayOnly: true,
+  },
+  {
+    name: "a laptop off every network for 6 s, then on another one, is mapped and reached there, both ways",
+    offlineMs: 6000,
+  },
+];
+
+for (const c of CASES) {
   Deno.test({
-    name: relayOnly
-      ? "roaming: a relay-only laptop that joins another network is reached through the relay again, both ways"
-      : "roaming: a laptop that joins another network is mapped, published and reached there, both ways",
+    name: `roaming: ${c.name}`,
     ignore: !labAvailable() && !toolsRequired(),
-    fn: () => roam(relayOnly),
+    fn: () => roam(c),
   });
 }
 
-async function roam(relayOnly: boolean): Promise<void> {
+async function roam({ relayOnly = false, offlineMs = 0 }: Case): Promise<void> {
   assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
   const lab = await buildLab({
     routers: [
@@ -123,9 +142,23 @@ async function roam(relayOnly: boolean): Promise<void> {
 
     // The laptop goes to the café.
     const homeAt = lab.host("laptop").address;
+    const relayAgain = `relay ${lab.host("pb").address}:10041: our network changed; retrying`;
+    if (offlineMs) {
+      await lab.unplug("laptop");
+      await logged(`network changed: ${homeAt} gone`, "the loss noticed", 15_000);
+      await logged(relayAgain, "the relay given up");
+      // Nothing works meanwhile: the home mapping is dropped and asking again finds no router (the next
+      // attempt would be in 5 minutes: the new network must not wait for it).
+      await logged("no port mapping (", "the failed attempt offline");
+      await new Promise((r) => setTimeout(r, offlineMs));
+    }
     const cafeAt = await lab.move("laptop", "cafe");
     const moved = Date.now();
-    await logged(`network changed: ${homeAt} gone; ${cafeAt} new`, "the change noticed", 15_000);
+    await logged(
+      offlineMs ? `network changed: ${cafeAt} new` : `network changed: ${homeAt} gone; ${cafeAt} new`,
+      "the change noticed",
+      15_000,
+    );
     // The café router is asked (from the new address) and its mapping published first.
     const cafeExt = relayOnly ? 0 : await published("cafe");
     if (!relayOnly) {
@@ -134,7 +167,7 @@ async function roam(relayOnly: boolean): Promise<void> {
         new RegExp(`MAP pmp ${cafeExt} -> ${cafeAt.replaceAll(".", "\\.")}:${port}\\n`),
       );
     }
-    await logged(`relay ${lab.host("pb").address}:10041: our network changed; retrying`, "the relay again");
+    await logged(relayAgain, "the relay again");
 
     // The friend's old session is dead; its messages get through on the laptop's new one, and back.
     await exchange(friend, "laptop", laptop, "at the cafe?", AFTER_MOVE_MS);

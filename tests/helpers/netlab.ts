@@ -66,6 +66,9 @@ export interface Lab {
    * (and with it its address and every connection over it) goes, a new one comes on the other LAN with the
    * next free address there and the default route through that router. Resolves with the new address. */
   move(host: string, router: string): Promise<string>;
+  /** Takes a host behind a router off its LAN (its interface goes; only loopback is left), as a laptop
+   * whose Wi-Fi is off, until `move` puts it on a LAN again. */
+  unplug(host: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -224,6 +227,8 @@ table inet labf {
     await removeAll(made);
     throw e;
   }
+  /** Hosts without a LAN for now (unplug). */
+  const unplugged = new Set<string>();
   const host = (name: string): LabHost => {
     const h = hosts.get(name);
     if (!h) throw new Error(`no host ${name} in this lab`);
@@ -243,14 +248,20 @@ table inet labf {
       const target = hosts.get(nsn)?.ns ?? nsName(nsn);
       return sh(["ip", "netns", "exec", target, ...args]);
     },
+    async unplug(name) {
+      const h = host(name);
+      if (!h.router) throw new Error(`unplug: ${name} is not behind a router`);
+      // Deleting one end of a veth pair deletes the other (the router's bridge port).
+      await sh(["ip", "-n", h.ns, "link", "del", "eth0"]);
+      unplugged.add(name);
+    },
     async move(name, router) {
       const h = host(name);
       const lan = lanOf.get(router);
       if (!h.router || !lan) {
         throw new Error(`move: ${name} is not behind a router, or there is no ${router}`);
       }
-      // Deleting one end of a veth pair deletes the other (the old router's bridge port).
-      await sh(["ip", "-n", h.ns, "link", "del", "eth0"]);
+      if (!unplugged.delete(name)) await sh(["ip", "-n", h.ns, "link", "del", "eth0"]);
       const address = `${lan.subnet}.${lan.next++}`;
       const port = `l${name}`.slice(0, 15);
       await link(h.ns, "eth0", lan.ns, port);
