@@ -12,7 +12,9 @@
  *   live in this process, so it counts the endpoints too).
  * As root, it also builds a small internet in network namespaces and measures session set-up per path
  * (direct, mapped, reversed, relayed, punched) with the real chat processes, each against a bare TLS
- * handshake between the same namespaces (bench/reach_paths.ts); elsewhere it says those rows were skipped.
+ * handshake between the same namespaces (bench/reach_paths.ts), and how long a message to a laptop that
+ * changed networks as it was sent takes against one when nothing moved (bench/reach_roaming.ts); elsewhere
+ * it says those rows were skipped.
  */
 import net from "node:net";
 import tls from "node:tls";
@@ -21,6 +23,7 @@ import { enrollUser, type Phonebook, startClient, startPhonebook } from "../test
 import type { HomeState } from "../client/home.ts";
 import { RelayClient } from "../client/relay_client.ts";
 import { labPathFigures } from "./reach_paths.ts";
+import { labRoamingFigures } from "./reach_roaming.ts";
 
 const HANDSHAKES = 30;
 const ECHOES = 2000;
@@ -213,7 +216,7 @@ async function firstContact(pb: Phonebook, p: Pair, relayOnly: boolean): Promise
 
 export async function run(): Promise<BenchFigure[]> {
   // First, alone: the lab's processes would otherwise share the two cores with the loopback figures.
-  const lab = await labPathFigures();
+  const lab = [...await labPathFigures(), ...await labRoamingFigures()];
   // The per-user circuit limit (16) would stop the memory figure at 16 circuits.
   const pb = await startPhonebook({ relayLimits: { maxCircuitsPerUser: CIRCUITS + HANDSHAKES + 10 } });
   const p: Pair = { a: await enrollUser(pb, "alice"), b: await enrollUser(pb, "bob") };

@@ -161,7 +161,8 @@ export async function labPathFigures(): Promise<BenchFigure[]> {
   }
 }
 
-async function firstLine(c: Deno.ChildProcess, want: string): Promise<void> {
+/** Reads `c`'s stdout until `want` appears, then drains it. */
+export async function firstLine(c: Deno.ChildProcess, want: string): Promise<void> {
   const reader = c.stdout.getReader();
   const dec = new TextDecoder();
   let out = "";
