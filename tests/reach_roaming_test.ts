@@ -172,6 +172,10 @@ async function roam({ relayOnly = false, offlineMs = 0 }: Case): Promise<void> {
     // The friend's old session is dead; its messages get through on the laptop's new one, and back.
     await exchange(friend, "laptop", laptop, "at the cafe?", AFTER_MOVE_MS);
     await exchange(laptop, "friend", friend, "yes, at the cafe", AFTER_MOVE_MS);
+    // Sent again on the new session when the old one swallowed it: shown once all the same.
+    for (const [p, text] of [[laptop, "at the cafe?"], [friend, "yes, at the cafe"]] as const) {
+      assert.equal(p.events.filter((e) => e.event === "message" && e.text === text).length, 1);
+    }
     const took = Date.now() - moved;
     assert.ok(took < AFTER_MOVE_MS, `${took} ms after the move`);
 
