@@ -149,15 +149,20 @@ export async function labPathFigures(): Promise<BenchFigure[]> {
     }
     return figures;
   } finally {
-    for (const c of children) {
-      try {
-        c.kill("SIGTERM");
-      } catch { /* gone */ }
-      await c.status;
-      await c.stdout.cancel().catch(() => {});
-    }
+    await stopChildren(children);
     await lab.close();
     await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Ends the lab's child processes (SIGTERM) and waits for them. */
+export async function stopChildren(children: Deno.ChildProcess[]): Promise<void> {
+  for (const c of children) {
+    try {
+      c.kill("SIGTERM");
+    } catch { /* gone */ }
+    await c.status;
+    await c.stdout.cancel().catch(() => {});
   }
 }
 

@@ -12,7 +12,7 @@ import { type BenchFigure, percentile } from "./harness.ts";
 import { buildLab } from "../tests/helpers/netlab.ts";
 import { type HeadlessProc, spawnHeadless } from "../tests/helpers/chat.ts";
 import { enrollIn, responderArgs, startServe } from "../tests/helpers/reach.ts";
-import { firstLine, labSkipReason } from "./reach_paths.ts";
+import { firstLine, labSkipReason, stopChildren } from "./reach_paths.ts";
 
 const MOVES = 4;
 const STILL = 10;
@@ -110,13 +110,7 @@ export async function labRoamingFigures(): Promise<BenchFigure[]> {
     }];
   } finally {
     await Promise.all(procs.map((p) => p.kill("SIGTERM").catch(() => -1)));
-    for (const c of children) {
-      try {
-        c.kill("SIGTERM");
-      } catch { /* gone */ }
-      await c.status;
-      await c.stdout.cancel().catch(() => {});
-    }
+    await stopChildren(children);
     await lab.close();
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
