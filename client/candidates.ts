@@ -66,14 +66,19 @@ export interface InterfaceAddress {
   address: string;
 }
 
+/** A link-local address (fe80::/10, 169.254/16): it needs a zone that means nothing to another host, and
+ * every network has the same ones. */
+export function isLinkLocal(a: InterfaceAddress): boolean {
+  return a.family === "IPv6" ? /^fe[89ab]/i.test(a.address) : a.address.startsWith("169.254.");
+}
+
 /** The machine's addresses worth publishing: global IPv6 first (RFC 8305 prefers it), then IPv4 (LAN or
  * public), loopback last (it reaches only this machine, which is where the one-machine demo's peers are).
  * Link-local addresses are left out: they need a zone that means nothing to another host. */
 export function candidateHosts(ifaces: InterfaceAddress[]): string[] {
   const rank = (a: InterfaceAddress): number => {
     const k = addressKind(a.address);
-    if (a.family === "IPv6" && /^fe[89ab]/i.test(a.address)) return -1;
-    if (a.family === "IPv4" && a.address.startsWith("169.254.")) return -1;
+    if (isLinkLocal(a)) return -1;
     if (k === "ipv6") return 0;
     if (k === "public") return 1;
     if (k === "lan") return a.family === "IPv4" ? 2 : 3;

@@ -11,7 +11,7 @@
  * the old router is dropped and the new one's asked for, and the phonebook gets our new addresses.
  */
 import type { Scheduler, Timer } from "./scheduler.ts";
-import type { InterfaceAddress } from "./candidates.ts";
+import { type InterfaceAddress, isLinkLocal } from "./candidates.ts";
 
 export const NETWORK_POLL_MS = 2000;
 
@@ -34,10 +34,9 @@ export interface NetworkWatchDeps {
 /** The addresses that say which network we are on. */
 export function watchedAddresses(ifaces: readonly InterfaceAddress[]): Set<string> {
   const out = new Set<string>();
-  for (const { family, address } of ifaces) {
-    const a = address.toLowerCase();
-    if (family === "IPv4" && (a.startsWith("127.") || a.startsWith("169.254."))) continue;
-    if (family === "IPv6" && (a === "::1" || /^fe[89ab]/.test(a))) continue;
+  for (const i of ifaces) {
+    const a = i.address.toLowerCase();
+    if (isLinkLocal(i) || a.startsWith("127.") || a === "::1") continue;
     out.add(a);
   }
   return out;

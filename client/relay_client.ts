@@ -7,8 +7,9 @@
  *
  * The control connection is re-made after a loss with a growing pause (1 s to 30 s), for as long as we run.
  * A connection the relay has been silent on for RELAY_SILENCE_PINGS ping intervals (it answers each ping) is
- * taken as lost at the next ping due (after 90 s by default): when our network goes away under it (a laptop that moved, a router that rebooted) TCP would
- * otherwise hold it "open" for many minutes, and no peer could reach us through the relay meanwhile.
+ * taken as lost at the next ping due (after 90 s by default): when our network goes away under it (a laptop
+ * that moved, a router that rebooted) TCP would otherwise hold it "open" for many minutes, and no peer could
+ * reach us through the relay meanwhile.
  */
 import net from "node:net";
 import tls from "node:tls";
