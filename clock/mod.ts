@@ -26,6 +26,7 @@ export {
 } from "./roughtime/server.ts";
 export type { UdpApi } from "./roughtime/udp.ts";
 export { TrustedClock, type TrustedClockOptions, verifyTimeProof } from "./trusted_clock.ts";
+export { type BootClock, systemBootClock } from "./boot_clock.ts";
 export { type QueryOptions, type QueryResult, queryServer } from "./roughtime/client.ts";
 export { queryChain, queryParallel, type ServerOutcome } from "./roughtime/chain.ts";
 export {
