@@ -19,7 +19,9 @@
 import crypto from "node:crypto";
 import { join } from "node:path";
 import {
+  type BootClock,
   type ServerSpec,
+  systemBootClock,
   type TimeProof,
   type TimeStatus,
   TrustedClock,
@@ -98,6 +100,10 @@ import { MessageRequests, type RequestLimits } from "./requests.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
+
+/** How long each open session has to answer its ping after a wake from sleep (#onWake) before it is
+ * closed and its peer dialled again: a live peer answers in a round trip. */
+export const WAKE_PROBE_MS = 3000;
 
 /** Serial and validity of a certificate in PEM. */
 function ownCertificateOf(certPem: string): OwnCertificate {
@@ -198,6 +204,9 @@ export interface ChatEngineOptions {
   /** How often our interface addresses are read to notice a changed network (client/network_watch.ts).
    * Default NETWORK_POLL_MS. */
   networkPollMs?: number;
+  /** Time since boot, suspend included, by which the network watch notices a wake from sleep (see
+   * #onWake). Default the system's (clock/boot_clock.ts); null watches for no wake. */
+  bootClock?: BootClock | null;
   /** Timers of the engine's parts (default: the runtime's). */
   scheduler?: Scheduler;
   /** Subscribed before start, so events emitted while starting (expiries found at startup) are seen. */
@@ -566,6 +575,8 @@ export class ChatEngine implements ChatEngineApi {
     this.#network = new NetworkWatch({
       addresses: localAddresses,
       onChange: (c) => this.#onNetworkChange(c),
+      bootClock: o.bootClock !== undefined ? o.bootClock : systemBootClock(),
+      onWake: (ms) => this.#onWake(ms),
       scheduler: this.#scheduler,
       pollMs: o.networkPollMs,
     });
@@ -657,6 +668,39 @@ export class ChatEngine implements ChatEngineApi {
     // Each is taken off the list once its session is back (#onActive); a failure is reported once.
     for (const peer of this.#lostByNetwork) void this.#dialer.connect(peer);
     this.#outbox.retryAll();
+  }
+
+  /** The machine woke from sleep: nothing of our address changed, but while we slept the peers and the
+   * relay may have closed their ends of our connections on silence, the router's mapping lease may have run
+   * out, the phonebook's listing of us expired, and the CRL and our certificate's state aged (every timer
+   * runs on the monotonic clock, which stood still). So: each open session is pinged and one that does not
+   * answer within WAKE_PROBE_MS is closed and its peer dialled again; the relay's control connection and
+   * the phonebook's pooled connections are made again; the mapping is asked for anew; the phonebook gets our
+   * addresses, the CRL is fetched, the certificate judged, and the outbox retried now. */
+  #onWake(sleptMs: number): void {
+    if (this.#closed) return;
+    const n = this.#sessions.activePeers().length;
+    this.#emit({
+      event: "log",
+      level: "info",
+      text: `woke from sleep (about ${Math.round(sleptMs / 1000)} s); checking ${n} session${
+        n === 1 ? "" : "s"
+      } and the relay`,
+    });
+    this.#opts.directory.dropConnections?.();
+    this.#relay?.reconnectNow("we woke from sleep");
+    if (this.#mapAttempt) this.#remap();
+    void this.#presence.publish();
+    void this.#revocation.refresh().catch(() => {});
+    void this.#renewal.check().catch(() => {});
+    this.#outbox.retryAll();
+    void this.#sessions.probeAll(WAKE_PROBE_MS).then((silent) => {
+      if (this.#closed) return;
+      for (const peer of silent) {
+        this.#lostByNetwork.add(peer);
+        void this.#dialer.connect(peer);
+      }
+    });
   }
 
   /** Drops the mapping held (or being asked for) and asks again now. The old one is removed first (bounded):
@@ -1383,6 +1427,8 @@ export interface HomeEngineOptions extends
     | "publishTtlSeconds"
     | "onEvent"
     | "renewalCheckMs"
+    | "bootClock"
+    | "networkPollMs"
   > {
   /** Bound on one Roughtime sync. Default 1500 ms. */
   timeQueryTimeoutMs?: number;
@@ -1439,6 +1485,8 @@ export async function startEngineFromHome(
       publishTtlSeconds: opts.publishTtlSeconds,
       onEvent: opts.onEvent,
       renewalCheckMs: opts.renewalCheckMs,
+      bootClock: opts.bootClock,
+      networkPollMs: opts.networkPollMs,
       // enroll's file: `enroll` and the next start see the renewed certificate.
       saveCertificate: (certPem) => writeCertificate(home.dir, certPem),
     });

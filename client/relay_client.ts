@@ -99,13 +99,14 @@ export class RelayClient {
     this.#socket?.destroy();
   }
 
-  /** Makes the control connection again now, without a pause: our network changed, so the
-   * connection we hold runs over an address we may no longer have. */
-  reconnectNow(): void {
+  /** Makes the control connection again now, without a pause: our network changed (the connection we hold
+   * runs over an address we may no longer have), or the machine woke from sleep (the relay has likely
+   * closed its end on silence). `why` is what the log says. */
+  reconnectNow(why = "our network changed"): void {
     if (this.#closed) return;
     this.#backoffMs = 1000;
     if (this.#socket) {
-      this.#lastError = "our network changed";
+      this.#lastError = why;
       // Its close handler makes the next attempt, at once.
       this.#now = true;
       this.#socket.destroy();

@@ -613,6 +613,22 @@ export class SessionManager {
     return peers;
   }
 
+  /** Pings every open session, each given `ms` to answer with any frame (the machine woke from sleep, and
+   * the other end may have closed its side long ago without our hearing of it). One that stays silent is
+   * closed with "no answer"; resolves with the names of those peers (and of peers whose session ended
+   * meanwhile), to dial again, leaving out any peer that has another session open by then. */
+  async probeAll(ms: number): Promise<string[]> {
+    const open = [...this.#active.values()].filter((s) => s.state === "open");
+    const heard = await Promise.all(open.map((s) => s.probe(0, ms)));
+    const silent: string[] = [];
+    open.forEach((s, i) => {
+      if (heard[i]) return;
+      s.close("no answer");
+      if (!this.active(s.peer!.name)) silent.push(s.peer!.name);
+    });
+    return silent;
+  }
+
   /** Every session, open or in handshake (tests count them). */
   sessionCount(): number {
     return this.#sessions.size;

@@ -19,6 +19,7 @@ import type { Publication } from "../../client/candidates.ts";
 import {
   CHAT_DB_FILE,
   ChatEngine,
+  type ChatEngineOptions,
   type ClockLike,
   type DirectoryLike,
   type HomeEngineOptions,
@@ -404,6 +405,9 @@ export async function startTestEngine(
     clock?: ClockLike;
     /** Default TEST_REFUSAL_BACKOFF. */
     refusalBackoff?: { baseMs?: number; maxMs?: number };
+    /** Default the system's (a wake test moves its own). */
+    bootClock?: ChatEngineOptions["bootClock"];
+    networkPollMs?: number;
   } = {},
 ): Promise<TestEngine> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
@@ -427,6 +431,8 @@ export async function startTestEngine(
     crlMaxAgeMs: opts.crlMaxAgeMs,
     outboxRetryMs: 100,
     refusalBackoff: opts.refusalBackoff ?? TEST_REFUSAL_BACKOFF,
+    bootClock: opts.bootClock,
+    networkPollMs: opts.networkPollMs,
     onEvent: log.push,
   });
   registerKnock(engine.address.port, knockSecret);
