@@ -105,6 +105,10 @@ export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
  * closed and its peer dialled again: a live peer answers in a round trip. */
 export const WAKE_PROBE_MS = 3000;
 
+/** How long a peer a network change or a wake cut us off from is dialled again (at each later change, wake
+ * and relay reconnection) before it is left to its own outbox and our next message. */
+export const LOST_PEER_KEEP_MS = 30 * 60_000;
+
 /** Serial and validity of a certificate in PEM. */
 function ownCertificateOf(certPem: string): OwnCertificate {
   const c = new x509.X509Certificate(pemToDer(certPem, "CERTIFICATE"));
@@ -204,6 +208,9 @@ export interface ChatEngineOptions {
   /** How often our interface addresses are read to notice a changed network (client/network_watch.ts).
    * Default NETWORK_POLL_MS. */
   networkPollMs?: number;
+  /** How long a peer whose session a network change or a wake ended is dialled again. Default
+   * LOST_PEER_KEEP_MS (tests shorten it). */
+  lostPeerKeepMs?: number;
   /** Time since boot, suspend included, by which the network watch notices a wake from sleep (see
    * #onWake). Default the system's (clock/boot_clock.ts); null watches for no wake. */
   bootClock?: BootClock | null;
@@ -317,8 +324,9 @@ export class ChatEngine implements ChatEngineApi {
   /** Bumped when the network changes: an attempt begun before it is not taken (see #remap). */
   #mappingGen = 0;
   #network: NetworkWatch | null = null;
-  /** Peers whose sessions a network change closed, dialled again until they are back. */
-  readonly #lostByNetwork = new Set<string>();
+  /** Peers whose sessions a network change (or a wake) ended, with when (scheduler time): dialled again at
+   * each network change, wake and relay reconnection until they are back, or until lostPeerKeepMs passed. */
+  readonly #lostByNetwork = new Map<string, number>();
   /** The next mapping attempt while none is held. */
   #mappingRetry: Timer | null = null;
   readonly #renewal: Renewal;
@@ -659,15 +667,30 @@ export class ChatEngine implements ChatEngineApi {
     this.#emit({ event: "log", level: "info", text: `network changed: ${said.join("; ")}` });
     const gone = new Set(c.gone);
     if (gone.size) {
-      for (const peer of this.#sessions.closeSessionsOver(gone)) this.#lostByNetwork.add(peer);
+      for (const peer of this.#sessions.closeSessionsOver(gone)) this.#markLost(peer);
       this.#opts.directory.dropConnections?.();
     }
     if (this.#relay && (gone.size || !this.#relay.connected)) this.#relay.reconnectNow();
     if (this.#mapAttempt && (gone.size || (!this.#mapped && c.came.length))) this.#remap();
     void this.#presence.publish();
-    // Each is taken off the list once its session is back (#onActive); a failure is reported once.
-    for (const peer of this.#lostByNetwork) void this.#dialer.connect(peer);
+    this.#redialLost();
     this.#outbox.retryAll();
+  }
+
+  #markLost(peer: string): void {
+    this.#lostByNetwork.set(peer, this.#scheduler.now());
+  }
+
+  /** Dials the peers a network change or a wake cut us off from. Each is taken off the list once its
+   * session is back (#onActive); a failure is reported once. One lost longer than lostPeerKeepMs is dropped
+   * instead: its own outbox finds our new addresses by then, and our next message to it dials anyway. */
+  #redialLost(): void {
+    const keep = this.#opts.lostPeerKeepMs ?? LOST_PEER_KEEP_MS;
+    const now = this.#scheduler.now();
+    for (const [peer, since] of this.#lostByNetwork) {
+      if (now - since > keep) this.#lostByNetwork.delete(peer);
+      else void this.#dialer.connect(peer);
+    }
   }
 
   /** The machine woke from sleep: nothing of our address changed, but while we slept the peers and the
@@ -696,10 +719,9 @@ export class ChatEngine implements ChatEngineApi {
     this.#outbox.retryAll();
     void this.#sessions.probeAll(WAKE_PROBE_MS).then((silent) => {
       if (this.#closed) return;
-      for (const peer of silent) {
-        this.#lostByNetwork.add(peer);
-        void this.#dialer.connect(peer);
-      }
+      for (const peer of silent) this.#markLost(peer);
+      // The ones lost before the sleep too.
+      this.#redialLost();
     });
   }
 
@@ -779,7 +801,7 @@ export class ChatEngine implements ChatEngineApi {
       onState: (up) => {
         if (!up || this.#closed) return;
         this.#outbox.retryAll();
-        for (const peer of this.#lostByNetwork) void this.#dialer.connect(peer);
+        this.#redialLost();
       },
       log,
     });

@@ -23,6 +23,7 @@ import {
   startClient,
   startPhonebook,
   startTestEngine,
+  until,
 } from "./helpers/chat.ts";
 import { makeTestCa, makeTestLeaf } from "./helpers/pki.ts";
 
@@ -147,5 +148,75 @@ Deno.test("wake from sleep: our addresses are published again at once; a short g
     await waitFor(() => publishes > before, 5000, "the publication after the wake");
   } finally {
     await alice.stop();
+  }
+});
+
+Deno.test("wake from sleep: a peer that stays away is dialled again at each wake, until it was lost too long", async () => {
+  const ca = await makeTestCa();
+  const aliceLeaf = await makeTestLeaf(ca, "alice");
+  const bobLeaf = await makeTestLeaf(ca, "bob");
+  const directory = new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint });
+  // bob's machine answers once (the session before the sleep), then is gone: later dials get no session.
+  let bobUp = true;
+  const sessions: RawPeer[] = [];
+  const bob = await rawListen({ certPem: bobLeaf.certPem, keyPem: bobLeaf.keyPem }, (p) => {
+    if (!bobUp) return void p.socket.destroy();
+    sessions.push(p);
+    (async () => {
+      await p.waitFrame((f) => f.t === "hello");
+      p.send(p.hello({ from: "bob", to: "alice", signKeyPem: bobLeaf.keyPem }));
+    })().catch(() => {});
+  });
+  directory.entries.set("bob", {
+    name: "bob",
+    online: true,
+    address: { host: "127.0.0.1", port: bob.port },
+    fingerprint: bobLeaf.fingerprint,
+    revoked: false,
+    knock: null,
+  });
+  const KEEP_MS = 6000;
+  const boot = sleepyBootClock();
+  const alice = await startTestEngine(ca, aliceLeaf, {
+    directory,
+    bootClock: boot.clock,
+    networkPollMs: 100,
+    lostPeerKeepMs: KEEP_MS,
+  });
+  const lookups = () => directory.lookups.get("bob") ?? 0;
+  /** Sleeps, and resolves once the wake's probes are judged (the log of the next wake comes first). */
+  const sleepAndWake = async (n: number) => {
+    boot.sleep(600_000);
+    await alice.log.waitFor("log", (e) => e.text.startsWith("woke from sleep"), 5000);
+    await until(() => alice.log.of("log").filter((e) => e.text.startsWith("woke")).length === n, 5000);
+  };
+  try {
+    const m = await alice.engine.send("bob", "before the sleep");
+    const p = await waitFor(() => sessions[0], 10_000, "bob's session");
+    await p.waitFrame((f) => f.t === "msg" && f.id === m.id, 10_000);
+    p.send({ t: "ack", id: m.id });
+    await alice.log.waitFor("delivered", (e) => e.id === m.id);
+    bobUp = false;
+    const base = lookups();
+    // Wake 1: bob's session is silent, closed, and bob dialled again, in vain (said once).
+    await sleepAndWake(1);
+    const lostBy = performance.now();
+    await alice.log.waitFor("error", (e) => e.message.startsWith("bob:"), WAKE_PROBE_MS + 5000);
+    const failedAt = performance.now();
+    assert.ok(lookups() > base, "bob looked up for the dial after the first wake");
+    // Wake 2, within KEEP_MS of the loss: dialled again.
+    const second = lookups();
+    await sleepAndWake(2);
+    await until(() => lookups() > second, 3000, "bob dialled again after the second wake");
+    assert.ok(performance.now() - lostBy < KEEP_MS, "the second wake came within the keep time");
+    // Wake 3, after KEEP_MS: bob is left to his own outbox and our next message.
+    await new Promise((r) => setTimeout(r, Math.max(0, KEEP_MS + 500 - (performance.now() - failedAt))));
+    const third = lookups();
+    await sleepAndWake(3);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(lookups(), third, "not dialled again once lost for longer than the keep time");
+  } finally {
+    await alice.stop();
+    await bob.close();
   }
 });

@@ -508,7 +508,7 @@ export class PeerSession {
     this.#rejectOpen(
       new SessionError(
         info.code === "KEY_CHANGED" ? "KEY_CHANGED" : "HANDSHAKE",
-        `session closed: ${info.code ?? ""} ${info.message}`.trim(),
+        `session closed: ${info.code ? `${info.code} ` : ""}${info.message}`,
         info.code ?? undefined,
       ),
     );

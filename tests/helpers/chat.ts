@@ -408,6 +408,7 @@ export async function startTestEngine(
     /** Default the system's (a wake test moves its own). */
     bootClock?: ChatEngineOptions["bootClock"];
     networkPollMs?: number;
+    lostPeerKeepMs?: number;
   } = {},
 ): Promise<TestEngine> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
@@ -433,6 +434,7 @@ export async function startTestEngine(
     refusalBackoff: opts.refusalBackoff ?? TEST_REFUSAL_BACKOFF,
     bootClock: opts.bootClock,
     networkPollMs: opts.networkPollMs,
+    lostPeerKeepMs: opts.lostPeerKeepMs,
     onEvent: log.push,
   });
   registerKnock(engine.address.port, knockSecret);
