@@ -44,14 +44,7 @@ export async function run(): Promise<BenchFigure[]> {
   const aliceLeaf = await makeTestLeaf(ca, "alice");
   const victim = await startVictimProcess(ca, bobLeaf, ["alice"]);
   const directory = new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint });
-  directory.entries.set("bob", {
-    name: "bob",
-    online: true,
-    address: { host: "127.0.0.1", port: victim.port },
-    fingerprint: bobLeaf.fingerprint,
-    revoked: false,
-    knock: victim.knock,
-  });
+  directory.listAt("bob", bobLeaf.fingerprint, victim.port, victim.knock);
   const alice = await startTestEngine(ca, aliceLeaf, { directory });
   try {
     await burst(alice, 10); // warm-up: the session is open

@@ -34,14 +34,7 @@ Deno.test({
     const carol = await makeTestLeaf(ca, "carol");
     const victim = await startVictimProcess(ca, bobLeaf, ["alice", "carol"]);
     const directory = new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint });
-    directory.entries.set("bob", {
-      name: "bob",
-      online: true,
-      address: { host: "127.0.0.1", port: victim.port },
-      fingerprint: bobLeaf.fingerprint,
-      revoked: false,
-      knock: victim.knock,
-    });
+    directory.listAt("bob", bobLeaf.fingerprint, victim.port, victim.knock);
     const alice = await startTestEngine(ca, aliceLeaf, { directory });
     let f: ReturnType<typeof flood> | null = null;
     try {

@@ -75,13 +75,7 @@ Deno.test("listener and dialer refuse every defective certificate, with the spec
       const seen: RawPeer[] = [];
       const evil = await rawListen({ certPem: leaf.certPem, keyPem: leaf.keyPem }, (p) => seen.push(p));
       const name = `alice${ALL_DEFECTS.indexOf(defect)}`;
-      directory.entries.set(name, {
-        name,
-        online: true,
-        address: { host: "127.0.0.1", port: evil.port },
-        fingerprint: leaf.fingerprint,
-        revoked: false,
-      });
+      directory.listAt(name, leaf.fingerprint, evil.port);
       const n0 = refusalCodes(bob.log).length;
       const m = await bob.engine.send(name, `for ${defect}`);
       await until(() => refusalCodes(bob.log).length > n0, 5000, `dialer refusal for ${defect}`);
@@ -120,13 +114,7 @@ Deno.test("dialer checks each defect against the exact name it meant (defective 
     for (const defect of ALL_DEFECTS) {
       const leaf = await makeTestLeaf(ca, "alice", { defect });
       const evil = await rawListen({ certPem: leaf.certPem, keyPem: leaf.keyPem }, () => {});
-      directory.entries.set("alice", {
-        name: "alice",
-        online: true,
-        address: { host: "127.0.0.1", port: evil.port },
-        fingerprint: leaf.fingerprint,
-        revoked: false,
-      });
+      directory.listAt("alice", leaf.fingerprint, evil.port);
       const n0 = refusalCodes(bob.log).length;
       if (!bob.engine.history("alice").length) await bob.engine.send("alice", "hi");
       await until(() => refusalCodes(bob.log).length > n0, 5000, `dialer refusal for ${defect}`);
@@ -162,13 +150,7 @@ Deno.test("no client certificate, a revoked certificate, and TLS 1.2 are refused
     await until(() => refusalCodes(bob.log).includes("REVOKED"), 5000, "REVOKED (listener)");
     // ...and dialer.
     const evil = await rawListen({ certPem: alice.certPem, keyPem: alice.keyPem }, () => {});
-    directory.entries.set("alice", {
-      name: "alice",
-      online: true,
-      address: { host: "127.0.0.1", port: evil.port },
-      fingerprint: alice.fingerprint,
-      revoked: false,
-    });
+    directory.listAt("alice", alice.fingerprint, evil.port);
     const n = refusalCodes(bob.log).filter((c) => c === "REVOKED").length;
     await bob.engine.send("alice", "to a revoked peer");
     await until(
@@ -192,13 +174,7 @@ Deno.test("no client certificate, a revoked certificate, and TLS 1.2 are refused
       minVersion: "TLSv1.2",
       maxVersion: "TLSv1.2",
     });
-    directory.entries.set("alice", {
-      name: "alice",
-      online: true,
-      address: { host: "127.0.0.1", port: old.port },
-      fingerprint: alice.fingerprint,
-      revoked: false,
-    });
+    directory.listAt("alice", alice.fingerprint, old.port);
     const errors0 = bob.log.of("error").length;
     await until(() => bob.log.of("error").length > errors0, 5000, "TLS 1.2 dial refused");
     assert.equal(bob.engine.connection("alice"), null);
@@ -231,13 +207,7 @@ Deno.test("possession of the key: a hello not signed by the certificate's key is
         peer.send(peer.hello({ from: "alice", to: "bob", signKeyPem: mallory.keyPem }));
       }).catch(() => {});
     });
-    directory.entries.set("alice", {
-      name: "alice",
-      online: true,
-      address: { host: "127.0.0.1", port: evil.port },
-      fingerprint: alice.fingerprint,
-      revoked: false,
-    });
+    directory.listAt("alice", alice.fingerprint, evil.port);
     const m = await bob.engine.send("alice", "only for the real alice");
     await until(() => refusalCodes(bob.log).includes("BAD_HELLO_SIGNATURE"), 5000, "dialer refusal");
     assert.equal(bob.engine.history("alice").find((x) => x.id === m.id)?.state, "sending");
@@ -350,13 +320,7 @@ Deno.test("TLS level: a certificate configured with a key that is not its own ne
       rawDial(bob.engine.address.port, { certPem: alice.certPem, keyPem: mallory.keyPem }),
     );
     const evil = await rawListen({ certPem: alice.certPem, keyPem: mallory.keyPem }, () => {});
-    directory.entries.set("alice", {
-      name: "alice",
-      online: true,
-      address: { host: "127.0.0.1", port: evil.port },
-      fingerprint: alice.fingerprint,
-      revoked: false,
-    });
+    directory.listAt("alice", alice.fingerprint, evil.port);
     const m = await bob.engine.send("alice", "hello?");
     await bob.log.waitFor("error", (e) => e.code.startsWith("PEER_"), 5000);
     assert.equal(bob.engine.history("alice").find((x) => x.id === m.id)?.state, "sending");

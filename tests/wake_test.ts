@@ -167,14 +167,7 @@ Deno.test("wake from sleep: a peer that stays away is dialled again at each wake
       p.send(p.hello({ from: "bob", to: "alice", signKeyPem: bobLeaf.keyPem }));
     })().catch(() => {});
   });
-  directory.entries.set("bob", {
-    name: "bob",
-    online: true,
-    address: { host: "127.0.0.1", port: bob.port },
-    fingerprint: bobLeaf.fingerprint,
-    revoked: false,
-    knock: null,
-  });
+  directory.listAt("bob", bobLeaf.fingerprint, bob.port);
   const KEEP_MS = 6000;
   const boot = sleepyBootClock();
   const alice = await startTestEngine(ca, aliceLeaf, {

@@ -288,6 +288,18 @@ export class FakeDirectory implements DirectoryLike {
     }
     return Promise.resolve();
   }
+  /** Lists `name` as online at 127.0.0.1:`port` with that certificate fingerprint (a listener the test
+   * started by hand: a raw peer, a victim process). */
+  listAt(name: string, fingerprint: string, port: number, knock: string | null = null): void {
+    this.entries.set(name, {
+      name,
+      online: true,
+      address: { host: "127.0.0.1", port },
+      fingerprint,
+      revoked: false,
+      knock,
+    });
+  }
   withdraw(): Promise<void> {
     if (this.self) this.entries.delete(this.self.name);
     return Promise.resolve();
