@@ -97,3 +97,78 @@ Deno.test({
     );
   },
 });
+
+/** As ECHO_ADDR, on every IPv6 address. */
+const ECHO_ADDR6 = ECHO_ADDR.replace('hostname: "0.0.0.0"', 'hostname: "::"');
+
+Deno.test({
+  name:
+    "network lab, IPv6: no NAT (a host is seen as itself), and a home router forwards no unsolicited inbound",
+  ignore: !labAvailable() && !toolsRequired(),
+  fn: async () => {
+    assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
+    const lab = await buildLab({
+      ipv6: true,
+      routers: [{ name: "home", nat: "cone" }, { name: "other", nat: "symmetric" }],
+      hosts: [{ name: "pub" }, { name: "a", router: "home" }, { name: "b", router: "other" }],
+    });
+    const run = async (host: string, script: string, args: string[]) => {
+      const out = await lab.command(host, deno, ["eval", "--quiet", script, "--", ...args], {
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+      return new TextDecoder().decode(out.stdout).trim();
+    };
+    const servers: Deno.ChildProcess[] = [];
+    const serve = async (host: string) => {
+      const s = lab.command(host, deno, ["eval", "--quiet", ECHO_ADDR6, "--", "10"], {
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      servers.push(s);
+      const reader = s.stdout.getReader();
+      assert.match(new TextDecoder().decode((await reader.read()).value), /ready/);
+      reader.releaseLock();
+    };
+    const silent = (p: Promise<string>) =>
+      Promise.race([p, new Promise<string>((r) => setTimeout(() => r("TIMEOUT"), 3000))]);
+    try {
+      const a6 = lab.host("a").address6!;
+      const b6 = lab.host("b").address6!;
+      const pub6 = lab.host("pub").address6!;
+      assert.match(pub6, /^2001:db8:ff::/);
+      assert.match(a6, /^2001:db8:\d+::/);
+      await serve("pub");
+      // Out through the home router: the public side sees the host's own address (no NAT on IPv6), and
+      // IPv4 still goes through the NAT.
+      assert.equal(await run("a", CONNECT, [pub6]), a6);
+      assert.equal(await run("b", CONNECT, [pub6]), b6);
+      // (The dual-stack server sees IPv4 as an IPv4-mapped IPv6 address.)
+      assert.equal(
+        (await run("a", CONNECT, [lab.host("pub").address])).replace(/^::ffff:/, ""),
+        lab.routerWan.get("home"),
+      );
+      // In: a connection from outside to a home host is dropped by its router (no answer, not a reset).
+      await serve("a");
+      const fromPub = await silent(run("pub", CONNECT, [a6]));
+      assert.ok(fromPub === "TIMEOUT" || fromPub.startsWith("ERR"), `a answered the public side: ${fromPub}`);
+      assert.equal(
+        await silent(run("b", CONNECT, [a6])),
+        "TIMEOUT",
+        "dropped silently, from another home too",
+      );
+      // Within the LAN nothing is in the way.
+      await lab.move("b", "home");
+      assert.equal(await run("b", CONNECT, [a6]), lab.host("b").address6);
+    } finally {
+      for (const s of servers) {
+        try {
+          s.kill("SIGKILL");
+        } catch { /* already gone */ }
+        await s.status;
+      }
+      await lab.close();
+    }
+  },
+});

@@ -2,7 +2,10 @@
  * A small internet in Linux network namespaces, for tests of what crosses real networks and NATs: a public
  * segment (a bridge, addresses from 198.18.0.0/24, the benchmarking range of RFC 2544 that is never routed),
  * home routers doing NAT with nftables (cone or symmetric), hosts behind them (192.168.N.0/24), carrier NAT
- * (100.64.N.0/24 between two routers, RFC 6598), and host firewalls that drop everything inbound. Each "machine" is a namespace; a test runs
+ * (100.64.N.0/24 between two routers, RFC 6598), and host firewalls that drop everything inbound. With `ipv6`, every
+ * machine also gets a global IPv6 address from the documentation prefix 2001:db8::/32 (the public segment
+ * 2001:db8:ff::/64, a home LAN 2001:db8:N::/64) and no NAT: each home router is then the stateful firewall of
+ * a typical IPv6 home, forwarding what its LAN started and silently dropping any other inbound. Each "machine" is a namespace; a test runs
  * our real program in it with `lab.command(host, ...)`. Everything is created under a unique prefix and removed
  * by `close()`; traffic never leaves the namespaces the lab made.
  *
@@ -38,6 +41,8 @@ export interface HostSpec {
 export interface LabSpec {
   routers?: RouterSpec[];
   hosts: HostSpec[];
+  /** Global IPv6 everywhere as well (not with a router behind another). */
+  ipv6?: boolean;
 }
 
 export interface LabHost {
@@ -46,6 +51,8 @@ export interface LabHost {
   ns: string;
   /** Its own address (public, or private behind its router). */
   address: string;
+  /** Its global IPv6 address (a lab built with `ipv6`), else null. */
+  address6: string | null;
   router: string | null;
 }
 
@@ -128,21 +135,60 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
   const hosts = new Map<string, LabHost>();
   const routerWan = new Map<string, string>();
   const routerLan = new Map<string, string>();
-  const lanOf = new Map<string, { ns: string; subnet: string; next: number }>();
+  const lanOf = new Map<string, { ns: string; subnet: string; next: number; subnet6: string | null }>();
+  /** Puts a host on a router's LAN: its interface, the next free address there (IPv6 too in an ipv6 lab)
+   * and the default routes through the router. */
+  const joinLan = async (
+    hns: string,
+    name: string,
+    lan: { ns: string; subnet: string; next: number; subnet6: string | null },
+  ) => {
+    const n = lan.next++;
+    const address = `${lan.subnet}.${n}`;
+    const port = `l${name}`.slice(0, 15);
+    await link(hns, "eth0", lan.ns, port);
+    await sh(["ip", "-n", lan.ns, "link", "set", port, "master", "lan"]);
+    await sh(["ip", "-n", hns, "addr", "add", `${address}/24`, "dev", "eth0"]);
+    await sh(["ip", "-n", hns, "route", "add", "default", "via", `${lan.subnet}.1`]);
+    let address6: string | null = null;
+    if (lan.subnet6) {
+      address6 = `${lan.subnet6}::${n}`;
+      await sh(["ip", "-n", hns, "-6", "addr", "add", `${address6}/64`, "dev", "eth0", "nodad"]);
+      await sh(["ip", "-n", hns, "-6", "route", "add", "default", "via", `${lan.subnet6}::1`]);
+    }
+    return { address, address6 };
+  };
   try {
     const net = await ns("net");
     await sh(["ip", "-n", net, "link", "add", "br0", "type", "bridge"]);
     await sh(["ip", "-n", net, "link", "set", "br0", "up"]);
     let publicHost = 1;
+    /** Namespaces on the public segment, with their IPv6 address there (ipv6 labs). */
+    const public6: { ns: string; address6: string }[] = [];
+    /** `nodad`: usable at once, not after duplicate address detection's second or two. */
+    const addr6 = (nsn: string, address6: string, dev: string) =>
+      sh(["ip", "-n", nsn, "-6", "addr", "add", `${address6}/64`, "dev", dev, "nodad"]);
     const onPublic = async (nsn: string, ifName: string) => {
       const port = `p${publicHost}`;
       await link(nsn, ifName, net, port);
       await sh(["ip", "-n", net, "link", "set", port, "master", "br0"]);
-      const addr = `198.18.0.${publicHost++}`;
+      const n = publicHost++;
+      const addr = `198.18.0.${n}`;
       await sh(["ip", "-n", nsn, "addr", "add", `${addr}/24`, "dev", ifName]);
-      return addr;
+      let address6: string | null = null;
+      if (spec.ipv6) {
+        address6 = `2001:db8:ff::${n}`;
+        await addr6(nsn, address6, ifName);
+        public6.push({ ns: nsn, address6 });
+      }
+      return { addr, address6 };
     };
     const routers = spec.routers ?? [];
+    if (spec.ipv6 && routers.some((r) => r.behind)) {
+      throw new Error("an ipv6 lab has no router behind another");
+    }
+    /** Each router's LAN prefix and its WAN address, for the routes of the public segment. */
+    const lan6: { prefix: string; via: string }[] = [];
     let subnet = 1;
     // Routers in order: one behind another must come after it.
     for (const r of routers) {
@@ -158,7 +204,12 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
         await sh(["ip", "-n", rns, "addr", "add", `${wan}/24`, "dev", "wan"]);
         await sh(["ip", "-n", rns, "route", "add", "default", "via", `${up.subnet}.1`]);
       } else {
-        wan = await onPublic(rns, "wan");
+        const w = await onPublic(rns, "wan");
+        wan = w.addr;
+        if (w.address6) {
+          await sh(["ip", "netns", "exec", rns, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
+          lan6.push({ prefix: `2001:db8:${subnet}::`, via: w.address6 });
+        }
       }
       routerWan.set(r.name, wan);
       // The carrier's LAN is shared address space (RFC 6598), home LANs are 192.168.N.0/24.
@@ -168,7 +219,13 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
       await sh(["ip", "-n", rns, "link", "add", "lan", "type", "bridge"]);
       await sh(["ip", "-n", rns, "link", "set", "lan", "up"]);
       await sh(["ip", "-n", rns, "addr", "add", `${lanSubnet}.1/24`, "dev", "lan"]);
-      lanOf.set(r.name, { ns: rns, subnet: lanSubnet, next: 10 });
+      if (spec.ipv6) await addr6(rns, `2001:db8:${subnet - 1}::1`, "lan");
+      lanOf.set(r.name, {
+        ns: rns,
+        subnet: lanSubnet,
+        next: 10,
+        subnet6: spec.ipv6 ? `2001:db8:${subnet - 1}` : null,
+      });
       routerLan.set(r.name, `${lanSubnet}.1`);
       // `pre` is empty: a port mapping (portmap_responder.ts) adds its DNAT rules there.
       const rules = `table ip lab {
@@ -197,17 +254,13 @@ table inet labf {
     for (const h of spec.hosts) {
       const hns = await ns(h.name);
       let address: string;
+      let address6: string | null;
       if (h.router) {
         const lan = lanOf.get(h.router);
         if (!lan) throw new Error(`host ${h.name}: no router ${h.router}`);
-        address = `${lan.subnet}.${lan.next++}`;
-        const port = `l${h.name}`.slice(0, 15);
-        await link(hns, "eth0", lan.ns, port);
-        await sh(["ip", "-n", lan.ns, "link", "set", port, "master", "lan"]);
-        await sh(["ip", "-n", hns, "addr", "add", `${address}/24`, "dev", "eth0"]);
-        await sh(["ip", "-n", hns, "route", "add", "default", "via", `${lan.subnet}.1`]);
+        ({ address, address6 } = await joinLan(hns, h.name, lan));
       } else {
-        address = await onPublic(hns, "eth0");
+        ({ addr: address, address6 } = await onPublic(hns, "eth0"));
       }
       if (h.firewall) {
         await sh(
@@ -221,7 +274,14 @@ table inet labf {
 }`,
         );
       }
-      hosts.set(h.name, { name: h.name, ns: hns, address, router: h.router ?? null });
+      hosts.set(h.name, { name: h.name, ns: hns, address, address6, router: h.router ?? null });
+    }
+    // The public segment reaches each home LAN's IPv6 prefix through that home's router.
+    for (const p of public6) {
+      for (const l of lan6) {
+        if (l.via === p.address6) continue;
+        await sh(["ip", "-n", p.ns, "-6", "route", "add", `${l.prefix}/64`, "via", l.via]);
+      }
     }
   } catch (e) {
     await removeAll(made);
@@ -262,13 +322,9 @@ table inet labf {
         throw new Error(`move: ${name} is not behind a router, or there is no ${router}`);
       }
       if (!unplugged.delete(name)) await sh(["ip", "-n", h.ns, "link", "del", "eth0"]);
-      const address = `${lan.subnet}.${lan.next++}`;
-      const port = `l${name}`.slice(0, 15);
-      await link(h.ns, "eth0", lan.ns, port);
-      await sh(["ip", "-n", lan.ns, "link", "set", port, "master", "lan"]);
-      await sh(["ip", "-n", h.ns, "addr", "add", `${address}/24`, "dev", "eth0"]);
-      await sh(["ip", "-n", h.ns, "route", "add", "default", "via", `${lan.subnet}.1`]);
+      const { address, address6 } = await joinLan(h.ns, name, lan);
       h.address = address;
+      h.address6 = address6;
       h.router = router;
       return address;
     },
