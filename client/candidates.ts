@@ -60,6 +60,12 @@ export function addressKind(host: string): Exclude<PathKind, "relayed" | "punche
   return "public";
 }
 
+/** The first global IPv6 address among `candidates` (a port mapping aside), or null: the one a user punches
+ * from over IPv6 (client/upgrade.ts), and the one its peers punch to. */
+export function firstGlobalIpv6(candidates: readonly Address[]): string | null {
+  return candidates.find((a) => a.via !== "mapping" && addressKind(a.host) === "ipv6")?.host ?? null;
+}
+
 /** An interface address as `Deno.networkInterfaces()` gives it. */
 export interface InterfaceAddress {
   family: "IPv4" | "IPv6";

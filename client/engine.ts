@@ -83,6 +83,7 @@ import {
   type Address,
   addressKind,
   describePath,
+  firstGlobalIpv6,
   localAddresses,
   type Publication,
   publicationFor,
@@ -469,6 +470,7 @@ export class ChatEngine implements ChatEngineApi {
       punchReply: (to, port) => this.#relay?.punchReply(to, port),
       dialOver: (name, socket, path) => this.#sessions.dialOver(name, socket, path, { replace: true }),
       accept: (socket, path) => this.#sessions.acceptSocket(socket, path),
+      ownIpv6: () => firstGlobalIpv6(this.publication().candidates),
       log,
     });
     this.#outbox = new Outbox({
