@@ -11,8 +11,9 @@
  * - memory per open idle circuit vs per direct connection (resident set growth over 200 of each; both ends
  *   live in this process, so it counts the endpoints too).
  * As root, it also builds a small internet in network namespaces and measures session set-up per path
- * (direct, mapped, reversed, relayed, punched) with the real chat processes, each against a bare TLS
- * handshake between the same namespaces (bench/reach_paths.ts), and how long a message to a laptop that
+ * (direct, mapped, reversed, relayed, punched; and punched over IPv6 between two homes behind symmetric
+ * NATs, in an IPv6 lab) with the real chat processes, each against a bare TLS handshake between the same
+ * namespaces (bench/reach_paths.ts), and how long a message to a laptop that
  * changed networks as it was sent takes against one when nothing moved (bench/reach_roaming.ts); elsewhere
  * it says those rows were skipped.
  */
@@ -22,7 +23,7 @@ import { type BenchFigure, collectGarbage, percentile } from "./harness.ts";
 import { enrollUser, type Phonebook, startClient, startPhonebook } from "../tests/helpers/chat.ts";
 import type { HomeState } from "../client/home.ts";
 import { RelayClient } from "../client/relay_client.ts";
-import { labPathFigures } from "./reach_paths.ts";
+import { labIpv6PunchFigures, labPathFigures } from "./reach_paths.ts";
 import { labRoamingFigures } from "./reach_roaming.ts";
 
 const HANDSHAKES = 30;
@@ -216,7 +217,7 @@ async function firstContact(pb: Phonebook, p: Pair, relayOnly: boolean): Promise
 
 export async function run(): Promise<BenchFigure[]> {
   // First, alone: the lab's processes would otherwise share the two cores with the loopback figures.
-  const lab = [...await labPathFigures(), ...await labRoamingFigures()];
+  const lab = [...await labPathFigures(), ...await labIpv6PunchFigures(), ...await labRoamingFigures()];
   // The per-user circuit limit (16) would stop the memory figure at 16 circuits.
   const pb = await startPhonebook({ relayLimits: { maxCircuitsPerUser: CIRCUITS + HANDSHAKES + 10 } });
   const p: Pair = { a: await enrollUser(pb, "alice"), b: await enrollUser(pb, "bob") };

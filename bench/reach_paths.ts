@@ -155,6 +155,89 @@ export async function labPathFigures(): Promise<BenchFigure[]> {
   }
 }
 
+/** Two homes behind symmetric IPv4 NATs with IPv6 firewalls (an IPv6 lab): relayed first, then punched over
+ * IPv6 (client/upgrade.ts), timed like the punched row above, against a bare handshake from the dialer to the
+ * relay's host. Each fresh session must end on a punched path to the callee's IPv6 address. */
+export async function labIpv6PunchFigures(): Promise<BenchFigure[]> {
+  if (labSkipReason()) return [];
+  const lab = await buildLab({
+    ipv6: true,
+    routers: [
+      { name: "home", nat: "symmetric", silentDrop: true },
+      { name: "office", nat: "symmetric", silentDrop: true },
+    ],
+    hosts: [
+      { name: "pb" },
+      { name: "v6a", router: "home" },
+      { name: "v6b", router: "office" },
+      { name: "v6c", router: "home" },
+      { name: "v6d", router: "office" },
+    ],
+  });
+  const root = await Deno.makeTempDir({ prefix: "securechat-bench-reach6-" });
+  const children: Deno.ChildProcess[] = [];
+  try {
+    const serve = await startServe(lab, join(root, "pb"), "");
+    children.push(serve.child);
+    void serve.child.stderr.pipeTo(new WritableStream()).catch(() => {});
+    await Promise.all(["v6a", "v6b", "v6c", "v6d"].map((u) => enrollIn(lab, u, serve, join(root, u))));
+    const probe = lab.command("pb", Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      PROBE,
+      "serve",
+      join(root, "v6a"),
+      "0.0.0.0",
+      `${PROBE_PORT}`,
+    ], { stdout: "piped", stderr: "null", env: { NO_COLOR: "1", RUST_BACKTRACE: "0" } }).spawn();
+    children.push(probe);
+    await firstLine(probe, "listening");
+    const base = await probeDial(lab, "v6a", lab.host("pb").address, join(root, "v6a"));
+    /** One pair per case: a stranger's messages beyond a few wait as a message request. */
+    const spec = (from: string, to: string): PathSpec => ({
+      path: "punched",
+      from,
+      to,
+      kind: "punched",
+      baseline: ["v6a", "pb"],
+    });
+    const figures: BenchFigure[] = [];
+    // Sent at once after the start (the phonebook's check of v6a's addresses, REACH_TIMEOUT_MS, still
+    // running: v6a asks v6b to dial back and waits for it), and a few seconds later (the check found v6a's
+    // IPv6 address closed: no dial-back is asked for, the relay is tried at once).
+    const cases = [["sent at start", 0, spec("v6a", "v6b")], [
+      "sent 3 s after start",
+      3000,
+      spec("v6c", "v6d"),
+    ]];
+    for (const [when, settleMs, p] of cases as [string, number, PathSpec][]) {
+      const times: number[] = [];
+      const off: string[] = [];
+      for (let i = 0; i < REPS; i++) {
+        const r = await setUp(lab, root, p, i, settleMs);
+        times.push(r.ms);
+        if (r.kind !== "punched" || !r.path.includes(lab.host(p.to).address6!)) off.push(r.path);
+      }
+      figures.push({
+        name:
+          `session set-up, punched over IPv6 (${p.from} -> ${p.to}, both behind symmetric NATs, ${when}, median)`,
+        value: percentile(times.sort((a, b) => a - b), 50),
+        unit: "ms",
+        baseline: { name: "bare mutual TLS handshake v6a -> pb", value: base },
+        notes: `${REPS} fresh sessions, send to the punched path; runs ${
+          times.map((t) => t.toFixed(0)).join("/")
+        } ms${off.length ? `; ENDED ON ${off.join(", ")} instead of punched over IPv6` : ""}`,
+      });
+    }
+    return figures;
+  } finally {
+    await stopChildren(children);
+    await lab.close();
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+}
+
 /** Ends the lab's child processes (SIGTERM) and waits for them. */
 export async function stopChildren(children: Deno.ChildProcess[]): Promise<void> {
   for (const c of children) {
@@ -206,7 +289,8 @@ async function setUp(
   root: string,
   p: PathSpec,
   rep: number,
-): Promise<{ ms: number; kind: string }> {
+  settleMs = 0,
+): Promise<{ ms: number; kind: string; path: string }> {
   const callee = spawnHeadless(join(root, p.to), { netns: lab.nsOf(p.to) });
   const dialer = spawnHeadless(join(root, p.from), { netns: lab.nsOf(p.from) });
   const procs: HeadlessProc[] = [callee, dialer];
@@ -220,16 +304,20 @@ async function setUp(
         "the mapping published",
       );
     }
+    // A contact made a while after the start: the phonebook's check of both listings has run.
+    if (settleMs) await new Promise((r) => setTimeout(r, settleMs));
     const t0 = performance.now();
     await dialer.cmd({ cmd: "send", to: p.to, text: `set-up ${p.path} ${rep}`, ref: 1 });
     const q = await dialer.waitEvent((e) => e.event === "queued" && e.ref === 1, 15_000, "queued");
     await dialer.waitEvent((e) => e.event === "delivered" && e.id === q.id, 60_000, `${p.path} delivered`);
     let ms = performance.now() - t0;
     let ref = 1;
+    let path = "";
     const kindNow = async () => {
       await dialer.cmd({ cmd: "info", name: p.to, ref: ++ref });
       const r = ref;
       const e = await dialer.waitEvent((x) => x.event === "info" && x.ref === r, 10_000, "info");
+      path = String((e.peer as { path?: string }).path);
       return String((e.peer as { pathKind?: string }).pathKind);
     };
     let kind = await kindNow();
@@ -241,7 +329,7 @@ async function setUp(
       }
       ms = performance.now() - t0;
     }
-    return { ms, kind };
+    return { ms, kind, path };
   } finally {
     await Promise.all(procs.map((x) => x.kill("SIGTERM").catch(() => -1)));
   }
