@@ -66,6 +66,24 @@ export function firstGlobalIpv6(candidates: readonly Address[]): string | null {
   return candidates.find((a) => a.via !== "mapping" && addressKind(a.host) === "ipv6")?.host ?? null;
 }
 
+/** Whether peers on the internet can probably dial us, so that a dialer asks a peer behind NAT to dial it
+ * back (connection reversal, client/dialer.ts): we publish a public IPv4 or a global IPv6 address, and the
+ * phonebook's check of our listing (`own`: our entry as the phonebook lists it), when it ran on what we
+ * publish now, reached one of them. A global IPv6 address behind a home router's firewall is the common
+ * case it rules out: asking for a dial-back there only costs the wait for it before the relay is tried. */
+export function dialableFromInternet(
+  published: readonly Address[],
+  own: { reachable?: Address[]; reachCheckedAt?: number | null } | null,
+): boolean {
+  const norm = (h: string) => h.toLowerCase().replace(/^\[|\]$/g, "");
+  const internet = published.filter((c) => ["public", "ipv6"].includes(addressKind(c.host)));
+  if (internet.length === 0) return false;
+  if (!own || own.reachCheckedAt == null) return true;
+  return (own.reachable ?? []).some((r) =>
+    internet.some((c) => norm(c.host) === norm(r.host) && c.port === r.port)
+  );
+}
+
 /** An interface address as `Deno.networkInterfaces()` gives it. */
 export interface InterfaceAddress {
   family: "IPv4" | "IPv6";

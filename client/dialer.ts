@@ -38,6 +38,9 @@ export interface DialEntry {
   candidates?: Address[];
   /** The candidates the phonebook checked and reached as this peer: tried before the others. */
   reachable?: Address[];
+  /** Unix ms of the check behind `reachable`; null (or absent) when the current candidates were not
+   * checked. */
+  reachCheckedAt?: number | null;
   /** The relay the peer holds a connection to (null: ours, if we have one). */
   relay?: Address | null;
   /** The secret the peer's listener wants knocked with (base64url), null when none was listed. */
@@ -62,7 +65,7 @@ export interface ReachDeps {
   /** Asks the peer through the relay to dial us back; absent or throwing: no reversal. */
   reverse?(name: string): Promise<void>;
   /** Whether peers can probably reach us directly (a public or global IPv6 address is published). */
-  reachable?(): boolean;
+  reachable?(): boolean | Promise<boolean>;
 }
 
 interface Attempt {
@@ -234,7 +237,7 @@ export class Dialer {
         open: async () => ({ socket: await reach.connect(a.host, a.port, CONNECT_TIMEOUT_MS), path }),
       };
     });
-    if (!directOnly && reach.haveRelay() && reach.reverse && reach.reachable?.()) {
+    if (!directOnly && reach.haveRelay() && reach.reverse && (await reach.reachable?.())) {
       const reverse = reach.reverse;
       attempts.push({
         path: null,

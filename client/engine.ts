@@ -83,6 +83,7 @@ import {
   type Address,
   addressKind,
   describePath,
+  dialableFromInternet,
   firstGlobalIpv6,
   localAddresses,
   type Publication,
@@ -98,7 +99,7 @@ import { Inbox } from "./inbox.ts";
 import { Blocklist } from "./blocklist.ts";
 import { PeerQuota, type PeerQuotaLimits } from "./peer_quota.ts";
 import { MessageRequests, type RequestLimits } from "./requests.ts";
-import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
+import { realScheduler, type Scheduler, type Timer, withTimeout } from "./scheduler.ts";
 
 export { EngineError, type EngineErrorCode } from "./engine_errors.ts";
 
@@ -109,6 +110,14 @@ export const WAKE_PROBE_MS = 3000;
 /** How long a peer a network change or a wake cut us off from is dialled again (at each later change, wake
  * and relay reconnection) before it is left to its own outbox and our next message. */
 export const LOST_PEER_KEEP_MS = 30 * 60_000;
+
+/** How long our own listing (the phonebook's check of what we publish) is reused in deciding whether to ask
+ * a peer to dial us back; each publication looks again. */
+const OWN_LISTING_MAX_AGE_MS = 30_000;
+/** How long a listing whose candidates the phonebook had not checked yet is reused. */
+const OWN_LISTING_UNCHECKED_MS = 2000;
+/** Bound on that look-up: it comes before the dial race. */
+const OWN_LISTING_TIMEOUT_MS = 1000;
 
 /** Serial and validity of a certificate in PEM. */
 function ownCertificateOf(certPem: string): OwnCertificate {
@@ -328,6 +337,8 @@ export class ChatEngine implements ChatEngineApi {
   /** Peers whose sessions a network change (or a wake) ended, with when (scheduler time): dialled again at
    * each network change, wake and relay reconnection until they are back, or until lostPeerKeepMs passed. */
   readonly #lostByNetwork = new Map<string, number>();
+  /** Our own listing, as last looked up (#ownListing). */
+  #own: { at: number; entry: Promise<DialEntry | null> } | null = null;
   /** The next mapping attempt while none is held. */
   #mappingRetry: Timer | null = null;
   readonly #renewal: Renewal;
@@ -452,9 +463,13 @@ export class ChatEngine implements ChatEngineApi {
         if (!this.#relay) throw new EngineError("NO_RELAY", "no relay");
         await this.#relay.reverse(name);
       },
-      // Dial-back is worth asking for when we publish an address peers on the internet can dial.
-      reachable: () =>
-        this.publication().candidates.some((c) => ["public", "ipv6"].includes(addressKind(c.host))),
+      // Dial-back is worth asking for when we publish an address peers on the internet can dial, and the
+      // phonebook's check of our listing did not find them all closed.
+      reachable: async () => {
+        const published = this.publication().candidates;
+        if (!dialableFromInternet(published, null)) return false;
+        return dialableFromInternet(published, await this.#ownListing());
+      },
     });
     this.#upgrade = new DirectUpgrade({
       // The punched connection knocks like any dial: with the secret the phonebook lists now.
@@ -522,7 +537,11 @@ export class ChatEngine implements ChatEngineApi {
       cap: (peer, id, afterMs) => this.#sweeper.cap(peer, id, afterMs),
     });
     this.#presence = new Presence({
-      publish: (host, port, ttl, reach) => opts.directory.publish(host, port, ttl, reach),
+      publish: async (host, port, ttl, reach) => {
+        await opts.directory.publish(host, port, ttl, reach);
+        // The phonebook checks what we published now: our listing is looked up anew.
+        this.#own = null;
+      },
       withdraw: () => opts.directory.withdraw(),
       address: () => this.advertisedAddress,
       publication: () => this.publication(),
@@ -677,6 +696,28 @@ export class ChatEngine implements ChatEngineApi {
     void this.#presence.publish();
     this.#redialLost();
     this.#outbox.retryAll();
+  }
+
+  /** Our own listing (what the phonebook's check reached of our candidates), looked up at most every
+   * OWN_LISTING_MAX_AGE_MS (OWN_LISTING_UNCHECKED_MS while unchecked) and again after each publication,
+   * bounded by OWN_LISTING_TIMEOUT_MS; null when it cannot be had. */
+  async #ownListing(): Promise<DialEntry | null> {
+    const now = this.#scheduler.now();
+    const held = this.#own;
+    if (held) {
+      const e = await held.entry;
+      // Not checked yet (the check runs after each publication): asked again soon.
+      const maxAge = e?.reachCheckedAt == null ? OWN_LISTING_UNCHECKED_MS : OWN_LISTING_MAX_AGE_MS;
+      if (this.#own === held && now - held.at < maxAge) return e;
+    }
+    const entry = withTimeout(
+      this.#scheduler,
+      OWN_LISTING_TIMEOUT_MS,
+      this.#opts.directory.lookup(this.#opts.name),
+      () => new Error("timeout"),
+    ).catch(() => null);
+    this.#own = { at: now, entry };
+    return entry;
   }
 
   #markLost(peer: string): void {

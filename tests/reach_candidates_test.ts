@@ -7,7 +7,14 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { join } from "node:path";
-import { addressKind, candidateHosts, plainAddress, publicationFor } from "../client/candidates.ts";
+import {
+  addressKind,
+  candidateHosts,
+  dialableFromInternet,
+  firstGlobalIpv6,
+  plainAddress,
+  publicationFor,
+} from "../client/candidates.ts";
 import { raceAttempts } from "../client/dialer.ts";
 import { DirectoryClient } from "../client/directory_client.ts";
 import { enrollUser, spawnHeadless, startPhonebook } from "./helpers/chat.ts";
@@ -34,6 +41,45 @@ Deno.test("candidates: kinds by range; global IPv6 first, loopback last, link-lo
       { family: "IPv4", address: "192.168.1.10" },
     ]),
     ["2001:db8::5", "198.18.0.9", "192.168.1.10", "127.0.0.1", "::1"],
+  );
+});
+
+Deno.test("candidates: a dial-back is asked for only when the phonebook's check did not find our internet addresses closed", () => {
+  const v6 = { host: "2001:db8:1::10", port: 4000 };
+  const lan = { host: "192.168.1.10", port: 4000 };
+  const pub = { host: "198.51.100.7", port: 4000 };
+  assert.equal(dialableFromInternet([lan], null), false, "nothing the internet could dial");
+  assert.equal(dialableFromInternet([v6, lan], null), true, "no listing to go by: ask");
+  assert.equal(
+    dialableFromInternet([v6, lan], { reachable: [], reachCheckedAt: null }),
+    true,
+    "not checked yet",
+  );
+  // The common IPv6 home: its router's firewall drops the check's connection as it would a peer's.
+  assert.equal(dialableFromInternet([v6, lan], { reachable: [], reachCheckedAt: 1 }), false);
+  assert.equal(dialableFromInternet([v6, lan], { reachable: [lan], reachCheckedAt: 1 }), false, "LAN only");
+  assert.equal(
+    dialableFromInternet([v6, pub], {
+      reachable: [{ host: "[2001:DB8:1::10]", port: 4000 }],
+      reachCheckedAt: 1,
+    }),
+    true,
+    "the IPv6 address was reached (however it is written)",
+  );
+  assert.equal(dialableFromInternet([v6, pub], { reachable: [pub], reachCheckedAt: 1 }), true);
+  assert.equal(
+    dialableFromInternet([pub], { reachable: [{ host: pub.host, port: 4001 }], reachCheckedAt: 1 }),
+    false,
+    "another port is not what we publish",
+  );
+  assert.equal(
+    firstGlobalIpv6([lan, { host: "fd00::1", port: 1 }, v6, { host: "2001:db8:9::1", port: 1 }]),
+    v6.host,
+  );
+  assert.equal(
+    firstGlobalIpv6([{ host: "2001:db8:9::1", port: 1, via: "mapping" }, lan]),
+    null,
+    "a mapping aside",
   );
 });
 
