@@ -81,7 +81,6 @@ import net from "node:net";
 import { decodeKnockSecret, encodeKnockSecret, MAX_CANDIDATES } from "../contract/mod.ts";
 import {
   type Address,
-  addressKind,
   describePath,
   dialableFromInternet,
   firstGlobalIpv6,
