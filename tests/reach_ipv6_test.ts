@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { enrollIn, startServe } from "./helpers/reach.ts";
+import { endLabRun, enrollIn, peerInfo, sendDelivered, startServe } from "./helpers/reach.ts";
 
 Deno.test({
   name: "reach, IPv6: two homes behind symmetric NATs and IPv6 firewalls end direct, punched over IPv6",
@@ -39,31 +39,9 @@ Deno.test({
         procs.set(u, spawnHeadless(join(root, u), { netns: lab.host(u).ns }));
       }
       for (const [name, p] of procs) await p.waitEvent((e) => e.event === "ready", 60_000, `${name} ready`);
-      let ref = 0;
-      const send = async (from: string, to: string) => {
-        const text = `from ${from} to ${to} ${crypto.randomUUID()}`;
-        const r = ++ref;
-        const p = procs.get(from)!;
-        await p.cmd({ cmd: "send", to, text, ref: r });
-        const q = await p.waitEvent((e) => e.event === "queued" && e.ref === r, 15_000, `${from} queued`);
-        await procs.get(to)!.waitEvent(
-          (e) => e.event === "message" && e.text === text,
-          30_000,
-          `${to} gets it`,
-        );
-        await p.waitEvent(
-          (e) => e.event === "delivered" && e.id === q.id,
-          30_000,
-          `${from}->${to} delivered`,
-        );
-      };
-      const pathOf = async (from: string, to: string) => {
-        const r = ++ref;
-        const p = procs.get(from)!;
-        await p.cmd({ cmd: "info", name: to, ref: r });
-        const e = await p.waitEvent((x) => x.event === "info" && x.ref === r, 10_000, "info");
-        return e.peer as { pathKind?: string; path?: string; connected: boolean };
-      };
+      const send = (from: string, to: string) =>
+        sendDelivered(procs.get(from)!, to, procs.get(to)!, `from ${from} to ${to} ${crypto.randomUUID()}`);
+      const pathOf = (from: string, to: string) => peerInfo(procs.get(from)!, to);
       await send("alice", "bob");
       await send("bob", "alice");
       // The upgrade has PUNCH_TIMEOUT_MS (4 s) per try; the session ends direct.
@@ -81,16 +59,7 @@ Deno.test({
       await send("alice", "bob");
       await send("bob", "alice");
     } finally {
-      await Promise.all([...procs.values()].map((p) => p.kill("SIGTERM").catch(() => -1)));
-      if (serve) {
-        try {
-          serve.kill("SIGTERM");
-        } catch { /* gone */ }
-        await serve.status;
-        await serve.stderr.cancel().catch(() => {});
-      }
-      await lab.close();
-      await Deno.remove(root, { recursive: true }).catch(() => {});
+      await endLabRun(procs.values(), serve, lab, root);
     }
   },
 });

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { enrollIn, startServe } from "./helpers/reach.ts";
+import { endLabRun, enrollIn, peerInfo, sendDelivered, startServe } from "./helpers/reach.ts";
 
 // In pair order the first named sends first (and so dials): "public" dials everyone (reversal where the
 // callee is behind NAT), everyone dials "server" (its listed address answers).
@@ -75,32 +75,12 @@ Deno.test({
 
       // Every unordered pair: the first named sends (and so dials), then the other answers over the session.
       const texts: string[] = [];
-      let ref = 0;
       const send = async (from: string, to: string) => {
         const text = `secret from ${from} to ${to} ${crypto.randomUUID()}`;
         texts.push(text);
-        const r = ++ref;
-        const p = procs.get(from)!;
-        await p.cmd({ cmd: "send", to, text, ref: r });
-        const q = await p.waitEvent((e) => e.event === "queued" && e.ref === r, 15_000, `${from} queued`);
-        await procs.get(to)!.waitEvent(
-          (e) => e.event === "message" && e.text === text,
-          30_000,
-          `${to} receives from ${from}`,
-        );
-        await p.waitEvent(
-          (e) => e.event === "delivered" && e.id === q.id,
-          30_000,
-          `${from}->${to} delivered`,
-        );
+        await sendDelivered(procs.get(from)!, to, procs.get(to)!, text);
       };
-      const pathOf = async (from: string, to: string) => {
-        const r = ++ref;
-        const p = procs.get(from)!;
-        await p.cmd({ cmd: "info", name: to, ref: r });
-        const e = await p.waitEvent((x) => x.event === "info" && x.ref === r, 10_000, "info");
-        return e.peer as { pathKind?: string; path?: string; connected: boolean };
-      };
+      const pathOf = (from: string, to: string) => peerInfo(procs.get(from)!, to);
       const pairs: [string, string][] = [];
       for (let i = 0; i < USERS.length; i++) {
         for (let j = i + 1; j < USERS.length; j++) pairs.push([USERS[i].name, USERS[j].name]);
@@ -162,16 +142,7 @@ Deno.test({
       for (const t of texts) assert.equal(hay.includes(Buffer.from(t)), false, `relay saw "${t}"`);
       assert.equal(hay.includes(Buffer.from("secret from")), false);
     } finally {
-      await Promise.all([...procs.values()].map((p) => p.kill("SIGTERM").catch(() => -1)));
-      if (serve) {
-        try {
-          serve.kill("SIGTERM");
-        } catch { /* gone */ }
-        await serve.status;
-        await serve.stderr.cancel().catch(() => {});
-      }
-      await lab.close();
-      await Deno.remove(root, { recursive: true }).catch(() => {});
+      await endLabRun(procs.values(), serve, lab, root);
     }
   },
 });

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { enrollIn, startServe } from "./helpers/reach.ts";
+import { endLabRun, enrollIn, peerInfo, sendDelivered, startServe } from "./helpers/reach.ts";
 
 /** Well below the friend's idle timeout (IDLE_TIMEOUT_MS, 60 s): a message that needed it would miss this. */
 const AFTER_MOVE_MS = 25_000;
@@ -47,29 +47,8 @@ Deno.test({
       procs.push(laptop, friend);
       await laptop.waitEvent((e) => e.event === "ready", 60_000, "laptop ready");
       await friend.waitEvent((e) => e.event === "ready", 60_000, "friend ready");
-      let ref = 1;
-      const exchange = async (
-        from: HeadlessProc,
-        to: string,
-        toProc: HeadlessProc,
-        text: string,
-        ms: number,
-      ) => {
-        const r = ref++;
-        await from.cmd({ cmd: "send", to, text, ref: r });
-        const q = await from.waitEvent((e) => e.event === "queued" && e.ref === r);
-        await toProc.waitEvent((e) => e.event === "message" && e.text === text, ms, `"${text}" arrives`);
-        await from.waitEvent((e) => e.event === "delivered" && e.id === q.id, ms, `"${text}" delivered`);
-      };
-      const friendsView = async () => {
-        const r = ref++;
-        await friend.cmd({ cmd: "info", name: "laptop", ref: r });
-        return (await friend.waitEvent((e) => e.event === "info" && e.ref === r)).peer as Record<
-          string,
-          string
-        >;
-      };
-      await exchange(friend, "laptop", laptop, "at home", 30_000);
+      const friendsView = () => peerInfo(friend, "laptop");
+      await sendDelivered(friend, "laptop", laptop, "at home", 30_000);
       const home6 = lab.host("laptop").address6!;
       const before = await friendsView();
       assert.ok(
@@ -91,8 +70,8 @@ Deno.test({
       for (const a of [homeAt, home6]) assert.ok(text.includes(a) && /gone/.test(text), `${a} gone: ${text}`);
       for (const a of [cafeAt, cafe6]) assert.ok(text.includes(a), `${a} new: ${text}`);
 
-      await exchange(friend, "laptop", laptop, "at the cafe?", AFTER_MOVE_MS);
-      await exchange(laptop, "friend", friend, "yes, at the cafe", AFTER_MOVE_MS);
+      await sendDelivered(friend, "laptop", laptop, "at the cafe?", AFTER_MOVE_MS);
+      await sendDelivered(laptop, "friend", friend, "yes, at the cafe", AFTER_MOVE_MS);
       const took = Date.now() - moved;
       assert.ok(took < AFTER_MOVE_MS, `${took} ms after the move`);
       for (const [p, t] of [[laptop, "at the cafe?"], [friend, "yes, at the cafe"]] as const) {
@@ -104,16 +83,7 @@ Deno.test({
         `the new session runs from the café's IPv6: ${after.path}`,
       );
     } finally {
-      await Promise.all(procs.map((p) => p.kill("SIGTERM").catch(() => -1)));
-      if (serve) {
-        try {
-          serve.kill("SIGTERM");
-        } catch { /* gone */ }
-        await serve.status;
-        await serve.stderr.cancel().catch(() => {});
-      }
-      await lab.close();
-      await Deno.remove(root, { recursive: true }).catch(() => {});
+      await endLabRun(procs, serve, lab, root);
     }
   },
 });

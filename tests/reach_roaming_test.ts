@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { enrollIn, responderArgs, startServe } from "./helpers/reach.ts";
+import { enrollIn, peerInfo, responderArgs, sendDelivered, startServe } from "./helpers/reach.ts";
 
 /** Well below the friend's idle timeout (IDLE_TIMEOUT_MS, 60 s): a message that needed it would miss this. */
 const AFTER_MOVE_MS = 25_000;
@@ -114,26 +114,8 @@ async function roam({ relayOnly = false, offlineMs = 0 }: Case): Promise<void> {
     if (!relayOnly) assert.equal(homeExt, port);
 
     // The friend dials the laptop through its home router's mapping.
-    let ref = 1;
-    const exchange = async (
-      from: HeadlessProc,
-      to: string,
-      toProc: HeadlessProc,
-      text: string,
-      ms: number,
-    ) => {
-      const r = ref++;
-      await from.cmd({ cmd: "send", to, text, ref: r });
-      const q = await from.waitEvent((e) => e.event === "queued" && e.ref === r);
-      await toProc.waitEvent((e) => e.event === "message" && e.text === text, ms, `"${text}" arrives`);
-      await from.waitEvent((e) => e.event === "delivered" && e.id === q.id, ms, `"${text}" delivered`);
-    };
-    await exchange(friend, "laptop", laptop, "at home", 30_000);
-    await friend.cmd({ cmd: "info", name: "laptop", ref: 100 });
-    const before = (await friend.waitEvent((e) => e.event === "info" && e.ref === 100)).peer as Record<
-      string,
-      string
-    >;
+    await sendDelivered(friend, "laptop", laptop, "at home", 30_000);
+    const before = await peerInfo(friend, "laptop");
     if (relayOnly) assert.equal(before.pathKind, "relayed", before.path);
     else {
       assert.equal(before.pathKind, "mapped", before.path);
@@ -170,8 +152,8 @@ async function roam({ relayOnly = false, offlineMs = 0 }: Case): Promise<void> {
     await logged(relayAgain, "the relay again");
 
     // The friend's old session is dead; its messages get through on the laptop's new one, and back.
-    await exchange(friend, "laptop", laptop, "at the cafe?", AFTER_MOVE_MS);
-    await exchange(laptop, "friend", friend, "yes, at the cafe", AFTER_MOVE_MS);
+    await sendDelivered(friend, "laptop", laptop, "at the cafe?", AFTER_MOVE_MS);
+    await sendDelivered(laptop, "friend", friend, "yes, at the cafe", AFTER_MOVE_MS);
     // Sent again on the new session when the old one swallowed it: shown once all the same.
     for (const [p, text] of [[laptop, "at the cafe?"], [friend, "yes, at the cafe"]] as const) {
       assert.equal(p.events.filter((e) => e.event === "message" && e.text === text).length, 1);
@@ -180,11 +162,7 @@ async function roam({ relayOnly = false, offlineMs = 0 }: Case): Promise<void> {
     assert.ok(took < AFTER_MOVE_MS, `${took} ms after the move`);
 
     if (relayOnly) {
-      await friend.cmd({ cmd: "info", name: "laptop", ref: 101 });
-      const after = (await friend.waitEvent((e) => e.event === "info" && e.ref === 101)).peer as Record<
-        string,
-        string
-      >;
+      const after = await peerInfo(friend, "laptop");
       assert.equal(after.pathKind, "relayed", after.path);
       assert.doesNotMatch(said.home + said.cafe, /^ASK /m, "relay-only asked a router");
     }

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import type { Lab } from "./netlab.ts";
 import { CHILD_ENV, securechatArgs } from "./cli.ts";
+import type { HeadlessProc } from "./chat.ts";
 
 /** `securechat serve` on the lab host "pb" (phonebook, CA, Roughtime, relay), the CA fingerprint read from
  * its banner; relayed bytes are appended to `capture`. */
@@ -66,4 +67,54 @@ export function responderArgs(lab: Lab, router: string, flags: string[] = []): s
     lab.routerWan.get(router)!,
     ...flags,
   ];
+}
+
+/** Refs of the commands these helpers send: far above the ones a test numbers itself. */
+let helperRef = 1_000_000;
+
+/** `from` sends `text` to `to`; resolves once `toProc` shows it and `from` has its receipt, within `ms`
+ * each. */
+export async function sendDelivered(
+  from: HeadlessProc,
+  to: string,
+  toProc: HeadlessProc,
+  text: string,
+  ms = 30_000,
+): Promise<void> {
+  const r = ++helperRef;
+  await from.cmd({ cmd: "send", to, text, ref: r });
+  const q = await from.waitEvent((e) => e.event === "queued" && e.ref === r, 15_000, `"${text}" queued`);
+  await toProc.waitEvent((e) => e.event === "message" && e.text === text, ms, `"${text}" arrives`);
+  await from.waitEvent((e) => e.event === "delivered" && e.id === q.id, ms, `"${text}" delivered`);
+}
+
+/** What `p` says of its session with `name` (the headless `info` command; the path fields are absent while
+ * no session is open). */
+export async function peerInfo(
+  p: HeadlessProc,
+  name: string,
+): Promise<{ pathKind: string; path: string; pathAddress: string; connected: boolean }> {
+  const r = ++helperRef;
+  await p.cmd({ cmd: "info", name, ref: r });
+  const e = await p.waitEvent((x) => x.event === "info" && x.ref === r, 10_000, `info on ${name}`);
+  return e.peer as { pathKind: string; path: string; pathAddress: string; connected: boolean };
+}
+
+/** Ends a lab test: the chat processes, then `securechat serve`, then the lab and the test's folder. */
+export async function endLabRun(
+  procs: Iterable<HeadlessProc>,
+  serve: Deno.ChildProcess | null,
+  lab: Lab,
+  root: string,
+): Promise<void> {
+  await Promise.all([...procs].map((p) => p.kill("SIGTERM").catch(() => -1)));
+  if (serve) {
+    try {
+      serve.kill("SIGTERM");
+    } catch { /* gone */ }
+    await serve.status;
+    await serve.stderr.cancel().catch(() => {});
+  }
+  await lab.close();
+  await Deno.remove(root, { recursive: true }).catch(() => {});
 }
