@@ -100,17 +100,7 @@ export async function labPathFigures(): Promise<BenchFigure[]> {
     // The baselines: probe servers on the hosts dialled, each dialled from the namespace the path starts in.
     for (const host of new Set(PATHS.map((p) => p.baseline[1]))) {
       const home = join(root, host === "pb" ? "caller" : host);
-      const s = spawnQuiet(host, [
-        "run",
-        "--allow-net",
-        "--allow-read",
-        PROBE,
-        "serve",
-        home,
-        "0.0.0.0",
-        `${PROBE_PORT}`,
-      ]);
-      await firstLine(s, "listening");
+      await startProbe(lab, host, home, children);
     }
     const baseline = new Map<string, number>();
     for (const p of PATHS) {
@@ -181,18 +171,7 @@ export async function labIpv6PunchFigures(): Promise<BenchFigure[]> {
     children.push(serve.child);
     void serve.child.stderr.pipeTo(new WritableStream()).catch(() => {});
     await Promise.all(["v6a", "v6b", "v6c", "v6d"].map((u) => enrollIn(lab, u, serve, join(root, u))));
-    const probe = lab.command("pb", Deno.execPath(), [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      PROBE,
-      "serve",
-      join(root, "v6a"),
-      "0.0.0.0",
-      `${PROBE_PORT}`,
-    ], { stdout: "piped", stderr: "null", env: { NO_COLOR: "1", RUST_BACKTRACE: "0" } }).spawn();
-    children.push(probe);
-    await firstLine(probe, "listening");
+    await startProbe(lab, "pb", join(root, "v6a"), children);
     const base = await probeDial(lab, "v6a", lab.host("pb").address, join(root, "v6a"));
     /** One pair per case: a stranger's messages beyond a few wait as a message request. */
     const spec = (from: string, to: string): PathSpec => ({
@@ -265,6 +244,28 @@ export async function firstLine(c: Deno.ChildProcess, want: string): Promise<voi
   }
   // Drained from now on, so a chatty child never blocks on a full pipe.
   void c.stdout.pipeTo(new WritableStream()).catch(() => {});
+}
+
+/** Starts the bare-TLS baseline's server (bench/tls_probe.ts) in `host`, with the certificate of the user at
+ * `home`, and waits until it listens; the process goes into `children` (ended by the caller). */
+async function startProbe(
+  lab: Lab,
+  host: string,
+  home: string,
+  children: Deno.ChildProcess[],
+): Promise<void> {
+  const c = lab.command(host, Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    PROBE,
+    "serve",
+    home,
+    "0.0.0.0",
+    `${PROBE_PORT}`,
+  ], { stdout: "piped", stderr: "null", env: { NO_COLOR: "1", RUST_BACKTRACE: "0" } }).spawn();
+  children.push(c);
+  await firstLine(c, "listening");
 }
 
 async function probeDial(lab: Lab, from: string, host: string, home: string): Promise<number> {

@@ -5,7 +5,7 @@
  * answers no new connection, and close() leaves no namespace behind.
  */
 import assert from "node:assert/strict";
-import { buildLab, labAvailable } from "./helpers/netlab.ts";
+import { buildLab, type Lab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 
 /** A TCP server in `host` that writes back the address it sees, and exits after `n` connections. */
@@ -32,6 +32,16 @@ try {
 
 const deno = Deno.execPath();
 
+/** Runs `script` (deno eval) in the lab's `host` and returns what it printed. */
+async function runScript(lab: Lab, host: string, script: string, args: string[]): Promise<string> {
+  const out = await lab.command(host, deno, ["eval", "--quiet", script, "--", ...args], {
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
 Deno.test({
   name: "network lab: NATs rewrite sources, block unsolicited inbound; a host firewall drops new connections",
   ignore: !labAvailable() && !toolsRequired(),
@@ -52,14 +62,7 @@ Deno.test({
         { name: "c", router: "inner" },
       ],
     });
-    const run = async (host: string, script: string, args: string[]) => {
-      const out = await lab.command(host, deno, ["eval", "--quiet", script, "--", ...args], {
-        stdout: "piped",
-        stderr: "piped",
-        env: { NO_COLOR: "1" },
-      }).output();
-      return new TextDecoder().decode(out.stdout).trim();
-    };
+    const run = (host: string, script: string, args: string[]) => runScript(lab, host, script, args);
     const server = lab.command("pub", deno, ["eval", "--quiet", ECHO_ADDR, "--", "3"], {
       stdout: "piped",
       stderr: "null",
@@ -112,14 +115,7 @@ Deno.test({
       routers: [{ name: "home", nat: "cone" }, { name: "other", nat: "symmetric" }],
       hosts: [{ name: "pub" }, { name: "a", router: "home" }, { name: "b", router: "other" }],
     });
-    const run = async (host: string, script: string, args: string[]) => {
-      const out = await lab.command(host, deno, ["eval", "--quiet", script, "--", ...args], {
-        stdout: "piped",
-        stderr: "piped",
-        env: { NO_COLOR: "1" },
-      }).output();
-      return new TextDecoder().decode(out.stdout).trim();
-    };
+    const run = (host: string, script: string, args: string[]) => runScript(lab, host, script, args);
     const servers: Deno.ChildProcess[] = [];
     const serve = async (host: string) => {
       const s = lab.command(host, deno, ["eval", "--quiet", ECHO_ADDR6, "--", "10"], {
