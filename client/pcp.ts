@@ -3,7 +3,8 @@
  * retransmitted until answered, renewed with the same nonce at a random point between 1/2 and 5/8 of the
  * lease (§11.2.1 recommends that, the jitter keeps clients from renewing in step), deleted with a
  * lifetime of 0 on stop. Written here because `@achingbrain/nat-port-mapper` speaks only NAT-PMP and
- * UPnP-IGD and npm has no maintained PCP client. The packets are in pcp_wire.ts.
+ * UPnP-IGD and npm has no maintained PCP client. The packets are in pcp_wire.ts. An IPv6 client address is
+ * asked over IPv6, which maps nothing but opens the router's firewall for it (client/pinhole.ts).
  *
  * Not done (not needed to map one TCP port of ours): PEER and ANNOUNCE opcodes, options (THIRD_PARTY,
  * PREFER_FAILURE, FILTER), listening for the router's unsolicited ANNOUNCE on 224.0.0.1:5350, watching the
@@ -14,11 +15,13 @@ import {
   decodeMapResponse,
   encodeMapRequest,
   IPPROTO_TCP,
+  isIpv6,
   type MapResponse,
   PCP_NONCE_LENGTH,
   PCP_SERVER_PORT,
   PcpError,
   resultName,
+  sameIp,
 } from "./pcp_wire.ts";
 
 /** The first retransmission. RFC 6887 §8.1.1 suggests 3 s, but the whole attempt is bounded by the
@@ -33,7 +36,7 @@ export function renewalDelayMs(seconds: number): number {
 }
 
 export interface PcpMapOptions {
-  /** The PCP server: the default gateway. */
+  /** The PCP server: the default gateway (of the client address's family). */
   gateway: string;
   /** Our address on the gateway's subnet: the socket binds it, and the request carries it (§8.1). */
   clientIp: string;
@@ -66,7 +69,8 @@ export interface PcpMapping {
 /** Maps a port; throws PcpError ("PCP_REFUSED" with the router's result, "PCP_UNSUPPORTED_VERSION" from a
  * NAT-PMP-only router, "PCP_TIMEOUT" when `signal` ends first). The mapping renews itself until stop(). */
 export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
-  const sock = dgram.createSocket("udp4");
+  // An IPv6 client asks over IPv6: that MAP opens a pinhole in the router's firewall (no translation).
+  const sock = dgram.createSocket(isIpv6(o.clientIp) ? "udp6" : "udp4");
   sock.on("error", () => {}); // a send to a vanished router: the request just goes unanswered
   const serverPort = o.serverPort ?? PCP_SERVER_PORT;
   const protocol = o.protocol ?? IPPROTO_TCP;
@@ -129,7 +133,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
       };
       const onMessage = (msg: Uint8Array, from: dgram.RemoteInfo) => {
         // Only the server we asked may answer (§8.3); anything else on our port is ignored.
-        if (from.address !== o.gateway || from.port !== serverPort) return;
+        if (!sameIp(from.address, o.gateway) || from.port !== serverPort) return;
         let r: MapResponse;
         try {
           r = decodeMapResponse(new Uint8Array(msg));

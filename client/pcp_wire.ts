@@ -66,7 +66,8 @@ export interface MapRequest {
   internalPort: number;
   /** 0: let the router choose. */
   suggestedExternalPort: number;
-  /** null: no preference (the all-zeros IPv4 address). */
+  /** null: no preference (the all-zeros address of the client's family, §11.1: `::` for an IPv6 client,
+   * which asks for a pinhole in the router's firewall rather than a translation). */
   suggestedExternalIp: string | null;
   /** Seconds; 0 deletes the mapping (§11.1). */
   lifetime: number;
@@ -126,13 +127,40 @@ export function ipBytes(ip: string): Uint8Array {
   return out;
 }
 
-/** The text form of 16 address bytes: dotted IPv4 for an IPv4-mapped address, else full IPv6 groups. */
+/** Whether `ip` is an IPv6 address proper (not dotted IPv4, nor IPv4-mapped IPv6). */
+export function isIpv6(ip: string): boolean {
+  return ip.includes(":") && !/^(?:::ffff:)?\d{1,3}(?:\.\d{1,3}){3}$/i.test(ip);
+}
+
+/** Whether two addresses are the same however each is written (a zone index, `%eth0`, is left out). */
+export function sameIp(a: string, b: string): boolean {
+  try {
+    const x = ipBytes(a.replace(/%.*$/, ""));
+    const y = ipBytes(b.replace(/%.*$/, ""));
+    return x.every((v, i) => v === y[i]);
+  } catch {
+    return false;
+  }
+}
+
+/** The text form of 16 address bytes: dotted IPv4 for an IPv4-mapped address, else IPv6 as RFC 5952 writes
+ * it (lower case, the longest run of zero groups as `::`). */
 export function ipText(b: Uint8Array): string {
   const mapped = b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
   if (mapped) return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((b[i] << 8) | b[i + 1]).toString(16));
-  return groups.join(":");
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
+  // RFC 5952: the longest run of two or more zero groups (the first of equal ones) becomes "::".
+  let at = -1;
+  let len = 0;
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > len && j - i >= 2) [at, len] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  return at < 0 ? hex(groups) : `${hex(groups.slice(0, at))}::${hex(groups.slice(at + len))}`;
 }
 
 /** A MAP request (60 bytes, no options). Throws PcpError("PCP_BAD_ARGUMENT") on a bad field. */
@@ -160,7 +188,7 @@ export function encodeMapRequest(r: MapRequest): Uint8Array {
   b[m + 12] = r.protocol;
   v.setUint16(m + 16, r.internalPort);
   v.setUint16(m + 18, r.suggestedExternalPort);
-  b.set(ipBytes(r.suggestedExternalIp ?? "0.0.0.0"), m + 20);
+  b.set(ipBytes(r.suggestedExternalIp ?? (isIpv6(r.clientIp) ? "::" : "0.0.0.0")), m + 20);
   return b;
 }
 

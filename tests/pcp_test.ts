@@ -12,9 +12,11 @@ import {
   encodeMapRequest,
   ipBytes,
   ipText,
+  isIpv6,
   PCP_MAP_PACKET_LENGTH,
   PcpError,
   resultName,
+  sameIp,
 } from "../client/pcp_wire.ts";
 import { pcpMap, renewalDelayMs } from "../client/pcp.ts";
 
@@ -56,6 +58,28 @@ Deno.test("PCP: a MAP request has RFC 6887's layout (§7.1 header, §11.1 MAP)",
   assert.equal(del[36], 17);
   assert.equal(toHex(del.subarray(40, 44)), "00010000");
   assert.equal(toHex(del.subarray(44, 60)), "00000000000000000000ffffc6120007");
+  // An IPv6 client with no preference asks with IPv6's all-zeros address (§11.1), which asks the router's
+  // firewall for a pinhole: an IPv4 one (::ffff:0.0.0.0) would ask for a translation to IPv4.
+  const pinhole = encodeMapRequest({
+    nonce: NONCE,
+    protocol: 6,
+    internalPort: 10042,
+    suggestedExternalPort: 10042,
+    suggestedExternalIp: null,
+    lifetime: 600,
+    clientIp: "2001:db8:1::10",
+  });
+  assert.equal(toHex(pinhole.subarray(44, 60)), "00000000000000000000000000000000");
+  assert.equal(toHex(pinhole.subarray(8, 24)), "20010db8000100000000000000000010");
+});
+
+Deno.test("PCP: addresses compare however they are written", () => {
+  assert.ok(sameIp("2001:db8:1::1", "2001:0DB8:1:0:0:0:0:1"));
+  assert.ok(sameIp("fe80::1%eth0", "fe80::1"));
+  assert.ok(sameIp("::ffff:192.168.1.1", "192.168.1.1"));
+  assert.ok(!sameIp("2001:db8:1::1", "2001:db8:1::2"));
+  assert.ok(!sameIp("not an address", "not an address"));
+  assert.ok(isIpv6("2001:db8::1") && !isIpv6("::ffff:10.0.0.1") && !isIpv6("10.0.0.1"));
 });
 
 Deno.test("PCP: a MAP response is read at RFC 6887's offsets (§7.2, §11.1)", () => {
@@ -152,9 +176,14 @@ Deno.test("PCP: addresses round-trip through their 16 bytes", () => {
     const [text, back] of [
       ["192.168.1.10", "192.168.1.10"],
       ["::ffff:10.1.2.3", "10.1.2.3"],
-      ["2001:db8::1", "2001:db8:0:0:0:0:0:1"],
-      ["fe80::a:b", "fe80:0:0:0:0:0:a:b"],
-      ["::", "0:0:0:0:0:0:0:0"],
+      // IPv6 as RFC 5952 writes it: the longest run of zero groups (the first of equal ones) as "::".
+      ["2001:db8:0:0:0:0:0:1", "2001:db8::1"],
+      ["FE80::A:B", "fe80::a:b"],
+      ["::", "::"],
+      ["::1", "::1"],
+      ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"],
+      ["2001:0:0:1:0:0:0:1", "2001:0:0:1::1"],
+      ["2001:db8:0:1:2:3:4:5", "2001:db8:0:1:2:3:4:5"],
     ]
   ) assert.equal(ipText(ipBytes(text)), back, text);
 });
