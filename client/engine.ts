@@ -90,7 +90,8 @@ import {
 } from "./candidates.ts";
 import { RelayClient } from "./relay_client.ts";
 import { DirectUpgrade } from "./upgrade.ts";
-import { type Mapping, mappingRetryMs, mapPort } from "./port_mapping.ts";
+import { type Mapping, MAPPING_TIMEOUT_MS, mappingLeaseMs, mappingRetryMs, mapPort } from "./port_mapping.ts";
+import { PinholeKeeper } from "./pinhole.ts";
 import { type NetworkChange, NetworkWatch } from "./network_watch.ts";
 import { type OwnCertificate, Renewal } from "./renewal.ts";
 import { writeCertificate } from "./home.ts";
@@ -340,6 +341,8 @@ export class ChatEngine implements ChatEngineApi {
   #own: { at: number; entry: Promise<DialEntry | null> } | null = null;
   /** The next mapping attempt while none is held. */
   #mappingRetry: Timer | null = null;
+  /** The IPv6 pinhole in the home router's firewall (client/pinhole.ts); null when we ask for none. */
+  #pinhole: PinholeKeeper | null = null;
   readonly #renewal: Renewal;
   readonly #inbox: Inbox;
   readonly #blocklist: Blocklist;
@@ -599,6 +602,8 @@ export class ChatEngine implements ChatEngineApi {
     // start. Once mapped, we publish again with the mapping first.
     if (o.portMapping && !o.relayOnly && !o.advertise && ["::", "0.0.0.0"].includes(this.#address.host)) {
       this.#startMapping(this.#address.port);
+      // A listener on "::" takes IPv6 too: the router's firewall is asked to let it be reached there.
+      if (this.#address.host === "::") this.#startPinhole(this.#address.port);
     }
     this.#network = new NetworkWatch({
       addresses: localAddresses,
@@ -672,12 +677,31 @@ export class ChatEngine implements ChatEngineApi {
     this.#mapping = attempt();
   }
 
+  /** Keeps a pinhole open for our first global IPv6 address; once one is open the phonebook gets our
+   * addresses again, so its check reaches the IPv6 one now rather than at the next refresh. */
+  #startPinhole(port: number): void {
+    this.#pinhole = new PinholeKeeper({
+      port,
+      address: () => firstGlobalIpv6(this.publication().candidates),
+      scheduler: this.#scheduler,
+      log: (text) => this.#emit({ event: "log", level: "info", text }),
+      retryMs: mappingRetryMs(),
+      timeoutMs: MAPPING_TIMEOUT_MS,
+      leaseMs: mappingLeaseMs(),
+      onOpen: () => {
+        if (!this.#closed) void this.#presence.publish();
+      },
+    });
+    this.#pinhole.start();
+  }
+
   /** Our network changed. Sessions over an address we lost are closed (nothing they send arrives) and their
    * peers dialled again: the peer's side of such a session is as dead, and our new connection replaces it
    * there. The relay's control connection is made again, the phonebook's pooled connections are dropped,
-   * the mapping held (made on the router we may have left) is removed and asked for anew, and the phonebook
-   * gets our addresses now rather than at the next refresh. A network that only added an address (a VPN
-   * came up) keeps its sessions and its mapping, or gets one asked for now if none is held. */
+   * the mapping held (made on the router we may have left) is removed and asked for anew (the IPv6 pinhole
+   * too when our IPv6 address changed), and the phonebook gets our addresses now rather than at the next
+   * refresh. A network that only added an address (a VPN came up) keeps its sessions and its mapping, or
+   * gets one asked for now if none is held. */
   #onNetworkChange(c: NetworkChange): void {
     if (this.#closed) return;
     const said = [
@@ -692,6 +716,8 @@ export class ChatEngine implements ChatEngineApi {
     }
     if (this.#relay && (gone.size || !this.#relay.connected)) this.#relay.reconnectNow();
     if (this.#mapAttempt && (gone.size || (!this.#mapped && c.came.length))) this.#remap();
+    // A pinhole for an address we no longer have is closed, and one opened for the one we have now.
+    this.#pinhole?.refresh(false);
     void this.#presence.publish();
     this.#redialLost();
     this.#outbox.retryAll();
@@ -740,8 +766,9 @@ export class ChatEngine implements ChatEngineApi {
    * out, the phonebook's listing of us expired, and the CRL and our certificate's state aged (every timer
    * runs on the monotonic clock, which stood still). So: each open session is pinged and one that does not
    * answer within WAKE_PROBE_MS is closed and its peer dialled again; the relay's control connection and
-   * the phonebook's pooled connections are made again; the mapping is asked for anew; the phonebook gets our
-   * addresses, the CRL is fetched, the certificate judged, and the outbox retried now. */
+   * the phonebook's pooled connections are made again; the mapping and the IPv6 pinhole are asked for anew;
+   * the phonebook gets our addresses, the CRL is fetched, the certificate judged, and the outbox retried
+   * now. */
   #onWake(sleptMs: number): void {
     if (this.#closed) return;
     const n = this.#sessions.activePeers().length;
@@ -755,6 +782,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#opts.directory.dropConnections?.();
     this.#relay?.reconnectNow("we woke from sleep");
     if (this.#mapAttempt) this.#remap();
+    this.#pinhole?.refresh(true);
     void this.#presence.publish();
     void this.#revocation.refresh().catch(() => {});
     void this.#renewal.check().catch(() => {});
@@ -1455,7 +1483,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#network?.stop();
     if (this.#address) await this.#presence.withdraw();
     this.#mappingRetry?.cancel();
-    await (await this.#mapping)?.stop();
+    await Promise.all([(async () => await (await this.#mapping)?.stop())(), this.#pinhole?.stop()]);
     this.#relay?.close();
     await this.#sessions.close();
     await Promise.all([this.#dialer.settle(), this.#outbox.settle()]);
