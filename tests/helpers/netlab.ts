@@ -65,6 +65,8 @@ export interface Lab {
   nsOf(name: string): string;
   /** The LAN address of a router (its hosts' gateway). */
   routerLan: Map<string, string>;
+  /** The LAN IPv6 address of a router (an ipv6 lab): its hosts' IPv6 gateway, the first of their /64. */
+  routerLan6: Map<string, string>;
   /** A command that runs `cmd` inside the host's (or router's) namespace. */
   command(host: string, cmd: string, args: string[], opts?: Deno.CommandOptions): Deno.Command;
   /** Runs a command in a namespace (host or router) and returns its stdout; throws on failure. */
@@ -135,6 +137,7 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
   const hosts = new Map<string, LabHost>();
   const routerWan = new Map<string, string>();
   const routerLan = new Map<string, string>();
+  const routerLan6 = new Map<string, string>();
   const lanOf = new Map<string, { ns: string; subnet: string; next: number; subnet6: string | null }>();
   /** Puts a host on a router's LAN: its interface, the next free address there (IPv6 too in an ipv6 lab)
    * and the default routes through the router. */
@@ -219,7 +222,10 @@ export async function buildLab(spec: LabSpec): Promise<Lab> {
       await sh(["ip", "-n", rns, "link", "add", "lan", "type", "bridge"]);
       await sh(["ip", "-n", rns, "link", "set", "lan", "up"]);
       await sh(["ip", "-n", rns, "addr", "add", `${lanSubnet}.1/24`, "dev", "lan"]);
-      if (spec.ipv6) await addr6(rns, `2001:db8:${subnet - 1}::1`, "lan");
+      if (spec.ipv6) {
+        await addr6(rns, `2001:db8:${subnet - 1}::1`, "lan");
+        routerLan6.set(r.name, `2001:db8:${subnet - 1}::1`);
+      }
       lanOf.set(r.name, {
         ns: rns,
         subnet: lanSubnet,
@@ -299,6 +305,7 @@ table inet labf {
     routerWan,
     host,
     routerLan,
+    routerLan6,
     nsOf: (name) => hosts.get(name)?.ns ?? nsName(name),
     command(name, cmd, args, opts = {}) {
       const ns = hosts.get(name)?.ns ?? (routerWan.has(name) ? nsName(name) : host(name).ns);

@@ -8,6 +8,10 @@
  * shared by the three protocols as on a real router, so a peer's connection to the router's WAN port really
  * reaches the host. Runs inside the router's namespace:
  *   deno run --allow-net --allow-run portmap_responder.ts LAN WAN [--protocols=pmp,pcp,upnp] [--pcp-lifetime=S]
+ *     [--lan6=A]        (an ipv6 lab: PCP is answered on the router's LAN IPv6 address A too, where a MAP
+ *                        for a host's IPv6 address opens a pinhole in the router's firewall: an accept rule
+ *                        for that address and port in the `labf` forward chain; `--protocols=pcp6` answers
+ *                        PCP over IPv6 only, as a router that has no NAT to map)
  *     [--ports-taken]   (every port asked for is held by another host: the router assigns one from 20000;
  *                        with --igd=1 only the port first asked for is, and the client must pick another)
  *     [--igd=1]         (UPnP as an InternetGatewayDevice:1 with WANIPConnection:1: no AddAnyPortMapping)
@@ -27,16 +31,22 @@
  *   UNMAP <proto> <ext>                         a rule removed
  *   FORGOT                                      every rule removed (--forget-after)
  *   MOVED <address>                             the public address changed (--wan-moves-to)
+ *   ASK pcp6 <from> lifetime=S                  a PCP request over IPv6 (--lan6)
+ *   PINHOLE <address> <port>                    a pinhole opened (RENEW pcp6 ... for one already open)
+ *   UNPINHOLE <address> <port>                  a pinhole closed
  * Only the protocols named are answered; a NAT-PMP-only router answers PCP with "unsupported version" as
  * RFC 6886 §3.5 says, a PCP-only one ignores NAT-PMP.
  */
 import dgram from "node:dgram";
+import { ipText, sameIp } from "../../client/pcp_wire.ts";
 
 const lan = Deno.args[0];
 /** The public address reported (it changes with --wan-moves-to). */
 let wan = Deno.args[1];
 const flag = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const protocols = new Set((flag("protocols") ?? "pmp").split(","));
+/** The router's LAN IPv6 address (an ipv6 lab): PCP is answered there too, opening firewall pinholes. */
+const lan6 = flag("lan6");
 /** The longest PCP lease granted (s): short in a test that watches renewals. */
 const pcpLifetime = Number(flag("pcp-lifetime") ?? 7200);
 const portsTaken = Deno.args.includes("--ports-taken");
@@ -197,7 +207,13 @@ async function natPmp(b: Buffer, from: dgram.RemoteInfo): Promise<Buffer | null>
 }
 
 /** RFC 6887 §7.2 + §11.1: a MAP response echoing the request's nonce, protocol and internal port. */
-function pcpAnswer(req: Buffer, result: number, lifetime: number, external: number): Buffer {
+function pcpAnswer(
+  req: Buffer,
+  result: number,
+  lifetime: number,
+  external: number,
+  externalIp: number[] | Uint8Array = v4Mapped(result === 0 ? wan : "0.0.0.0"),
+): Buffer {
   const r = Buffer.alloc(60);
   r[0] = 2;
   r[1] = 0x80 | (req[1] & 0x7f);
@@ -206,8 +222,65 @@ function pcpAnswer(req: Buffer, result: number, lifetime: number, external: numb
   r.writeUInt32BE(epoch(), 8);
   req.copy(r, 24, 24, 44); // nonce, protocol, reserved, internal port
   r.writeUInt16BE(external, 42);
-  Buffer.from(v4Mapped(result === 0 ? wan : "0.0.0.0")).copy(r, 44);
+  Buffer.from(externalIp).copy(r, 44);
   return r;
+}
+
+/** Pinholes opened over IPv6 PCP: "address port" -> the handle of their accept rule. */
+const pinholes = new Map<string, number>();
+
+/** PCP MAP over IPv6 (RFC 6887 §1, §11.3): no translation here, so a mapping is a pinhole in the forward
+ * chain's firewall for the client's own address and port, and the answer names both as the external end. */
+async function pcp6(b: Buffer, from: dgram.RemoteInfo): Promise<Buffer | null> {
+  if (b.length < 60 || b.length % 4 !== 0 || (b[1] & 0x80) !== 0) return null;
+  if ((b[1] & 0x7f) !== 1) return pcpAnswer(b, 4, 0, 0, new Uint8Array(16));
+  const lifetime = b.readUInt32BE(4);
+  const internal = b.readUInt16BE(40);
+  const client = new Uint8Array(b.subarray(8, 24));
+  if (!sameIp(ipText(client), from.address)) return pcpAnswer(b, 12, 0, 0, new Uint8Array(16));
+  if (b[36] !== 6) return pcpAnswer(b, 9, 0, 0, new Uint8Array(16));
+  const addr = ipText(client);
+  const key = `${addr} ${internal}`;
+  try {
+    await serial(async () => {
+      const handle = pinholes.get(key);
+      if (lifetime === 0) {
+        if (handle === undefined) return;
+        await nft(["delete", "rule", "inet", "labf", "forward", "handle", String(handle)]);
+        pinholes.delete(key);
+        console.log(`UNPINHOLE ${key}`);
+      } else if (handle !== undefined) {
+        console.log(`RENEW pcp6 ${key}`);
+      } else {
+        const out = await nft([
+          "--echo",
+          "--handle",
+          "insert",
+          "rule",
+          "inet",
+          "labf",
+          "forward",
+          "iifname",
+          "wan",
+          "ip6",
+          "daddr",
+          addr,
+          "tcp",
+          "dport",
+          String(internal),
+          "accept",
+        ]);
+        pinholes.set(key, Number(/# handle (\d+)/.exec(out)![1]));
+        console.log(`PINHOLE ${key}`);
+      }
+    });
+  } catch (e) {
+    console.error(String(e));
+    return pcpAnswer(b, 7, 0, 0, new Uint8Array(16));
+  }
+  return lifetime === 0
+    ? pcpAnswer(b, 0, 0, 0, client)
+    : pcpAnswer(b, 0, Math.min(lifetime, pcpLifetime), internal, client);
 }
 
 async function pcp(b: Buffer, from: dgram.RemoteInfo): Promise<Buffer | null> {
@@ -262,6 +335,18 @@ if (protocols.has("pmp") || protocols.has("pcp")) {
       answer.writeUInt32BE(epoch(), 4);
     }
     if (answer) sock.send(answer, from.port, from.address);
+  });
+}
+
+if (lan6 && (protocols.has("pcp") || protocols.has("pcp6"))) {
+  const sock6 = dgram.createSocket("udp6");
+  await new Promise<void>((r) => sock6.bind(5351, lan6, () => r()));
+  sock6.on("message", async (msg: Uint8Array, from: dgram.RemoteInfo) => {
+    const b = Buffer.from(msg);
+    if (b.length < 8) return;
+    console.log(`ASK pcp6 ${from.address} lifetime=${b.readUInt32BE(4)}`);
+    const answer = b[0] === 2 ? await pcp6(b, from) : null;
+    if (answer) sock6.send(answer, from.port, from.address);
   });
 }
 

@@ -65,6 +65,7 @@ export function responderArgs(lab: Lab, router: string, flags: string[] = []): s
     PORTMAP_RESPONDER,
     lab.routerLan.get(router)!,
     lab.routerWan.get(router)!,
+    ...(lab.routerLan6.has(router) ? [`--lan6=${lab.routerLan6.get(router)}`] : []),
     ...flags,
   ];
 }

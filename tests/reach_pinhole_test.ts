@@ -1,0 +1,110 @@
+/**
+ * An IPv6 pinhole, in network namespaces (tests/helpers/netlab.ts, `ipv6`) with the real `securechat serve`
+ * and `chat --headless`, default flags. Both homes have IPv4 behind a symmetric NAT and IPv6 behind a
+ * stateful firewall that silently drops what the LAN did not start. Alice's router speaks PCP over IPv6
+ * (tests/helpers/portmap_responder.ts `--protocols=pcp6`): chat asks it for a pinhole for its own IPv6
+ * address and port, and the router adds a real accept rule to its firewall. Bob's first contact then goes
+ * straight to alice's IPv6 address: the session is direct (path "ipv6") from the start, with no relayed
+ * start and no punching (tests/reach_ipv6_test.ts is the same lab without the pinhole: there the session
+ * starts relayed). When alice quits, the pinhole is closed: the rule is gone. Bob's router answers no PCP:
+ * bob says once that he has no pinhole, and nothing else changes for him.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { buildLab, labAvailable } from "./helpers/netlab.ts";
+import { toolsRequired } from "./helpers/tools.ts";
+import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
+import { endLabRun, enrollIn, peerInfo, responderArgs, sendDelivered, startServe } from "./helpers/reach.ts";
+
+Deno.test({
+  name: "reach, IPv6 pinhole: a PCP router opens its firewall for chat, and the first contact is direct",
+  ignore: !labAvailable() && !toolsRequired(),
+  fn: async () => {
+    assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
+    const lab = await buildLab({
+      ipv6: true,
+      routers: [
+        { name: "home", nat: "symmetric", silentDrop: true },
+        { name: "office", nat: "symmetric", silentDrop: true },
+      ],
+      hosts: [{ name: "pb" }, { name: "alice", router: "home" }, { name: "bob", router: "office" }],
+    });
+    const root = await Deno.makeTempDir({ prefix: "securechat-pinhole-" });
+    const capture = join(root, "relay-capture.bin");
+    const procs = new Map<string, HeadlessProc>();
+    let serve: Deno.ChildProcess | null = null;
+    const responder = lab.command("home", Deno.execPath(), responderArgs(lab, "home", ["--protocols=pcp6"]), {
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    let said = "";
+    const reading = (async () => {
+      for await (const chunk of responder.stdout) said += new TextDecoder().decode(chunk);
+    })();
+    const until = async (what: string, f: () => boolean, ms = 20_000) => {
+      const end = Date.now() + ms;
+      while (!f()) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}; the router said: ${said}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const firewall = () => lab.run("home", ["nft", "list", "chain", "inet", "labf", "forward"]);
+    try {
+      await until("the router's PCP service", () => said.includes("ready"));
+      const s = await startServe(lab, join(root, "pb"), capture);
+      serve = s.child;
+      for (const u of ["alice", "bob"]) {
+        await enrollIn(lab, u, s, join(root, u));
+        procs.set(u, spawnHeadless(join(root, u), { netns: lab.host(u).ns }));
+      }
+      const alice = procs.get("alice")!;
+      const bob = procs.get("bob")!;
+      const ready = await alice.waitEvent((e) => e.event === "ready", 60_000, "alice ready");
+      await bob.waitEvent((e) => e.event === "ready", 60_000, "bob ready");
+      const port = Number(String(ready.address).split(":").pop());
+      const a6 = lab.host("alice").address6!;
+
+      // Alice asked her router over IPv6 for her own address and port, and it opened its firewall.
+      await alice.waitEvent(
+        (e) =>
+          e.event === "log" &&
+          String(e.text).startsWith(`IPv6 pinhole: [${a6}]:${port} open for inbound (PCP at `),
+        20_000,
+        "alice's pinhole",
+      );
+      await until("the pinhole rule", () => said.includes(`PINHOLE ${a6} ${port}`));
+      assert.match(await firewall(), new RegExp(`ip6 daddr ${a6} tcp dport ${port} accept`));
+      // Bob's router answers no PCP: said once, and bob chats on.
+      await bob.waitEvent(
+        (e) => e.event === "log" && String(e.text).startsWith("no IPv6 pinhole for ["),
+        20_000,
+        "bob has no pinhole",
+      );
+
+      // Bob's first contact reaches alice's IPv6 address through the pinhole: direct, never relayed.
+      await sendDelivered(bob, "alice", alice, `first contact ${crypto.randomUUID()}`);
+      const info = await peerInfo(bob, "alice");
+      assert.equal(info.pathKind, "ipv6", `bob -> alice on ${info.path}`);
+      assert.ok(String(info.path).includes(a6), `to alice's own IPv6 address: ${info.path}`);
+      await sendDelivered(alice, "bob", bob, `answer ${crypto.randomUUID()}`);
+      // The relay forwarded nothing: no circuit was ever opened between them.
+      const relayed = await Deno.stat(capture).then((st) => st.size, () => 0);
+      assert.equal(relayed, 0, "bytes went through the relay");
+
+      // Alice quits: her pinhole is closed, the router's rule is gone.
+      await alice.kill("SIGTERM");
+      procs.delete("alice");
+      await until("the pinhole closed", () => said.includes(`UNPINHOLE ${a6} ${port}`));
+      assert.doesNotMatch(await firewall(), new RegExp(`ip6 daddr ${a6} `));
+    } finally {
+      try {
+        responder.kill("SIGTERM");
+      } catch { /* gone */ }
+      await responder.status;
+      await reading.catch(() => {});
+      await responder.stderr.cancel().catch(() => {});
+      await endLabRun(procs.values(), serve, lab, root);
+    }
+  },
+});
