@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { enrollIn, responderArgs, startServe } from "./helpers/reach.ts";
+import { enrollIn, startResponder, startServe } from "./helpers/reach.ts";
 
 /** On the public segment, where no host is: a candidate nobody answers at. */
 const DEAD = "198.18.0.77";
@@ -57,21 +57,9 @@ Deno.test({
     const root = await Deno.makeTempDir({ prefix: "securechat-check-" });
     const procs: HeadlessProc[] = [];
     let serve: Deno.ChildProcess | null = null;
-    const responder = lab.command("pmp", Deno.execPath(), responderArgs(lab, "pmp"), {
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    let said = "";
-    const reading = (async () => {
-      for await (const c of responder.stdout) said += new TextDecoder().decode(c);
-    })();
+    let responder: Awaited<ReturnType<typeof startResponder>> | null = null;
     try {
-      const end = Date.now() + 20_000;
-      while (!said.includes("ready")) {
-        if (Date.now() > end) throw new Error(`the NAT-PMP responder did not start: ${said}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      responder = await startResponder(lab, "pmp");
       const s = await startServe(lab, join(root, "pb"), join(root, "capture.bin"));
       serve = s.child;
       const entry = async (name: string): Promise<Entry> => {
@@ -139,7 +127,7 @@ Deno.test({
       const m = await entryWhen(
         "mapped",
         (e) => e.candidates.some((c) => c.via === "mapping") && e.reachCheckedAt !== null,
-        `mapped's check (responder: ${said})`,
+        `mapped's check (responder: ${responder.said()})`,
       );
       const mapping = m.candidates.find((c) => c.via === "mapping")!;
       assert.equal(mapping.host, wan);
@@ -180,16 +168,14 @@ Deno.test({
       assert.match(counted, /counter packets 0 bytes 0/, counted);
     } finally {
       await Promise.all(procs.map((p) => p.kill("SIGTERM").catch(() => -1)));
-      for (const c of [serve, responder]) {
-        if (!c) continue;
+      if (serve) {
         try {
-          c.kill("SIGTERM");
+          serve.kill("SIGTERM");
         } catch { /* gone */ }
-        await c.status;
+        await serve.status;
       }
-      await reading.catch(() => {});
+      await responder?.stop();
       await serve?.stderr.cancel().catch(() => {});
-      await responder.stderr.cancel().catch(() => {});
       await lab.close();
       await Deno.remove(root, { recursive: true }).catch(() => {});
     }

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { endLabRun, enrollIn, peerInfo, responderArgs, sendDelivered, startServe } from "./helpers/reach.ts";
+import { endLabRun, enrollIn, peerInfo, sendDelivered, startResponder, startServe } from "./helpers/reach.ts";
 
 Deno.test({
   name: "reach, IPv6 pinhole: a PCP router opens its firewall for chat, and the first contact is direct",
@@ -33,25 +33,11 @@ Deno.test({
     const capture = join(root, "relay-capture.bin");
     const procs = new Map<string, HeadlessProc>();
     let serve: Deno.ChildProcess | null = null;
-    const responder = lab.command("home", Deno.execPath(), responderArgs(lab, "home", ["--protocols=pcp6"]), {
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    let said = "";
-    const reading = (async () => {
-      for await (const chunk of responder.stdout) said += new TextDecoder().decode(chunk);
-    })();
-    const until = async (what: string, f: () => boolean, ms = 20_000) => {
-      const end = Date.now() + ms;
-      while (!f()) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${what}; the router said: ${said}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
+    let router: Awaited<ReturnType<typeof startResponder>> | null = null;
     const firewall = () => lab.run("home", ["nft", "list", "chain", "inet", "labf", "forward"]);
     try {
-      await until("the router's PCP service", () => said.includes("ready"));
+      router = await startResponder(lab, "home", ["--protocols=pcp6"]);
+      const until = router.until;
       const s = await startServe(lab, join(root, "pb"), capture);
       serve = s.child;
       for (const u of ["alice", "bob"]) {
@@ -73,7 +59,7 @@ Deno.test({
         20_000,
         "alice's pinhole",
       );
-      await until("the pinhole rule", () => said.includes(`PINHOLE ${a6} ${port}`));
+      await until("the pinhole rule", (said) => said.includes(`PINHOLE ${a6} ${port}`));
       assert.match(await firewall(), new RegExp(`ip6 daddr ${a6} tcp dport ${port} accept`));
       // Bob's router answers no PCP: said once, and bob chats on.
       await bob.waitEvent(
@@ -95,15 +81,10 @@ Deno.test({
       // Alice quits: her pinhole is closed, the router's rule is gone.
       await alice.kill("SIGTERM");
       procs.delete("alice");
-      await until("the pinhole closed", () => said.includes(`UNPINHOLE ${a6} ${port}`));
+      await until("the pinhole closed", (said) => said.includes(`UNPINHOLE ${a6} ${port}`));
       assert.doesNotMatch(await firewall(), new RegExp(`ip6 daddr ${a6} `));
     } finally {
-      try {
-        responder.kill("SIGTERM");
-      } catch { /* gone */ }
-      await responder.status;
-      await reading.catch(() => {});
-      await responder.stderr.cancel().catch(() => {});
+      await router?.stop();
       await endLabRun(procs.values(), serve, lab, root);
     }
   },

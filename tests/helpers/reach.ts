@@ -70,6 +70,43 @@ export function responderArgs(lab: Lab, router: string, flags: string[] = []): s
   ];
 }
 
+/** The lab's port-mapping service running in router `router` (portmap_responder.ts with `flags`), started
+ * and ready: what it has said so far, a wait for what it says, and its end. */
+export async function startResponder(lab: Lab, router: string, flags: string[] = []) {
+  const child = lab.command(router, Deno.execPath(), responderArgs(lab, router, flags), {
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  let said = "";
+  const reading = (async () => {
+    for await (const chunk of child.stdout) said += new TextDecoder().decode(chunk);
+  })();
+  /** Resolves once `f(what it said)` holds; throws after `ms` with all it said. */
+  const until = async (what: string, f: (said: string) => boolean, ms = 20_000) => {
+    const end = Date.now() + ms;
+    while (!f(said)) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; the router said: ${said}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await child.status;
+    await reading.catch(() => {});
+    await child.stderr.cancel().catch(() => {});
+  };
+  try {
+    await until("the router's mapping service", (s) => s.includes("ready"));
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { said: () => said, until, stop };
+}
+
 /** Refs of the commands these helpers send: far above the ones a test numbers itself. */
 let helperRef = 1_000_000;
 
