@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { type BenchFigure, percentile } from "./harness.ts";
 import { buildLab, type Lab, labAvailable } from "../tests/helpers/netlab.ts";
 import { type HeadlessProc, spawnHeadless } from "../tests/helpers/chat.ts";
-import { enrollIn, responderArgs, startServe } from "../tests/helpers/reach.ts";
+import { enrollIn, responderArgs, startResponder, startServe } from "../tests/helpers/reach.ts";
 
 const REPS = 5;
 const HANDSHAKES = 30;
@@ -166,6 +166,7 @@ export async function labIpv6PunchFigures(): Promise<BenchFigure[]> {
   });
   const root = await Deno.makeTempDir({ prefix: "securechat-bench-reach6-" });
   const children: Deno.ChildProcess[] = [];
+  let router: Awaited<ReturnType<typeof startResponder>> | null = null;
   try {
     const serve = await startServe(lab, join(root, "pb"), "");
     children.push(serve.child);
@@ -182,63 +183,56 @@ export async function labIpv6PunchFigures(): Promise<BenchFigure[]> {
       baseline: ["v6a", "pb"],
     });
     const figures: BenchFigure[] = [];
-    // Sent at once after the start (the phonebook's check of v6a's addresses, REACH_TIMEOUT_MS, still
-    // running: v6a asks v6b to dial back and waits for it), and a few seconds later (the check found v6a's
-    // IPv6 address closed: no dial-back is asked for, the relay is tried at once).
-    const cases = [["sent at start", 0, spec("v6a", "v6b")], [
-      "sent 3 s after start",
-      3000,
-      spec("v6c", "v6d"),
-    ]];
-    for (const [when, settleMs, p] of cases as [string, number, PathSpec][]) {
+    /** REPS fresh sessions of `p`, sent `settleMs` after the start; each must end on pathKind `p.kind` to the
+     * callee's IPv6 address. */
+    const row = async (p: PathSpec, settleMs: number, name: string, what: string) => {
       const times: number[] = [];
       const off: string[] = [];
       for (let i = 0; i < REPS; i++) {
         const r = await setUp(lab, root, p, i, settleMs);
         times.push(r.ms);
-        if (r.kind !== "punched" || !r.path.includes(lab.host(p.to).address6!)) off.push(r.path);
+        if (r.kind !== p.kind || !r.path.includes(lab.host(p.to).address6!)) off.push(r.path);
       }
       figures.push({
-        name:
-          `session set-up, punched over IPv6 (${p.from} -> ${p.to}, both behind symmetric NATs, ${when}, median)`,
+        name,
         value: percentile(times.sort((a, b) => a - b), 50),
         unit: "ms",
         baseline: { name: "bare mutual TLS handshake v6a -> pb", value: base },
-        notes: `${REPS} fresh sessions, send to the punched path; runs ${
+        notes: `${REPS} fresh sessions, send to the ${what} path; runs ${
           times.map((t) => t.toFixed(0)).join("/")
-        } ms${off.length ? `; ENDED ON ${off.join(", ")} instead of punched over IPv6` : ""}`,
+        } ms${off.length ? `; ENDED ON ${off.join(", ")} instead of ${what} over IPv6` : ""}`,
       });
+    };
+    // Sent at once after the start (the phonebook's check of v6a's addresses, REACH_TIMEOUT_MS, still
+    // running: v6a asks v6b to dial back and waits for it), and a few seconds later (the check found v6a's
+    // IPv6 address closed: no dial-back is asked for, the relay is tried at once).
+    for (
+      const [when, settleMs, p] of [["sent at start", 0, spec("v6a", "v6b")], [
+        "sent 3 s after start",
+        3000,
+        spec("v6c", "v6d"),
+      ]] as [string, number, PathSpec][]
+    ) {
+      await row(
+        p,
+        settleMs,
+        `session set-up, punched over IPv6 (${p.from} -> ${p.to}, both behind symmetric NATs, ${when}, median)`,
+        "punched",
+      );
     }
     // The same homes once the callee's router opens IPv6 pinholes over PCP (started only now: with it the
     // cases above would end direct instead of punched). The callee's check has run (3 s), as in the second
     // case above; the first contact goes straight to its IPv6 address.
-    const responder = lab.command("home", Deno.execPath(), responderArgs(lab, "home", ["--protocols=pcp6"]), {
-      stdout: "piped",
-      stderr: "null",
-      env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
-    }).spawn();
-    children.push(responder);
-    await firstLine(responder, "ready");
-    const pin: PathSpec = { path: "pinhole", from: "v6d", to: "v6c", kind: "ipv6", baseline: ["v6a", "pb"] };
-    const times: number[] = [];
-    const off: string[] = [];
-    for (let i = 0; i < REPS; i++) {
-      const r = await setUp(lab, root, pin, i, 3000);
-      times.push(r.ms);
-      if (r.kind !== "ipv6" || !r.path.includes(lab.host(pin.to).address6!)) off.push(r.path);
-    }
-    figures.push({
-      name:
-        `session set-up, direct over IPv6 through the callee's PCP pinhole (v6d -> v6c, sent 3 s after start, median)`,
-      value: percentile(times.sort((a, b) => a - b), 50),
-      unit: "ms",
-      baseline: { name: "bare mutual TLS handshake v6a -> pb", value: base },
-      notes: `${REPS} fresh sessions, first contact; runs ${times.map((t) => t.toFixed(0)).join("/")} ms${
-        off.length ? `; ENDED ON ${off.join(", ")} instead of direct over IPv6` : ""
-      }`,
-    });
+    router = await startResponder(lab, "home", ["--protocols=pcp6"]);
+    await row(
+      { path: "pinhole", from: "v6d", to: "v6c", kind: "ipv6", baseline: ["v6a", "pb"] },
+      3000,
+      "session set-up, direct over IPv6 through the callee's PCP pinhole (v6d -> v6c, sent 3 s after start, median)",
+      "direct",
+    );
     return figures;
   } finally {
+    await router?.stop();
     await stopChildren(children);
     await lab.close();
     await Deno.remove(root, { recursive: true }).catch(() => {});

@@ -1483,7 +1483,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#network?.stop();
     if (this.#address) await this.#presence.withdraw();
     this.#mappingRetry?.cancel();
-    await Promise.all([(async () => await (await this.#mapping)?.stop())(), this.#pinhole?.stop()]);
+    await Promise.all([this.#mapping?.then((m) => m?.stop()), this.#pinhole?.stop()]);
     this.#relay?.close();
     await this.#sessions.close();
     await Promise.all([this.#dialer.settle(), this.#outbox.settle()]);
