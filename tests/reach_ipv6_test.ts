@@ -13,21 +13,21 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { endLabRun, enrollIn, peerInfo, sendDelivered, startServe } from "./helpers/reach.ts";
+import {
+  endLabRun,
+  enrollIn,
+  peerInfo,
+  sendDelivered,
+  startServe,
+  SYMMETRIC_IPV6_HOMES,
+} from "./helpers/reach.ts";
 
 Deno.test({
   name: "reach, IPv6: two homes behind symmetric NATs and IPv6 firewalls end direct, punched over IPv6",
   ignore: !labAvailable() && !toolsRequired(),
   fn: async () => {
     assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
-    const lab = await buildLab({
-      ipv6: true,
-      routers: [
-        { name: "home", nat: "symmetric", silentDrop: true },
-        { name: "office", nat: "symmetric", silentDrop: true },
-      ],
-      hosts: [{ name: "pb" }, { name: "alice", router: "home" }, { name: "bob", router: "office" }],
-    });
+    const lab = await buildLab(SYMMETRIC_IPV6_HOMES);
     const root = await Deno.makeTempDir({ prefix: "securechat-reach6-" });
     const procs = new Map<string, HeadlessProc>();
     let serve: Deno.ChildProcess | null = null;

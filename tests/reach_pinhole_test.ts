@@ -14,21 +14,22 @@ import { join } from "node:path";
 import { buildLab, labAvailable } from "./helpers/netlab.ts";
 import { toolsRequired } from "./helpers/tools.ts";
 import { type HeadlessProc, spawnHeadless } from "./helpers/chat.ts";
-import { endLabRun, enrollIn, peerInfo, sendDelivered, startResponder, startServe } from "./helpers/reach.ts";
+import {
+  endLabRun,
+  enrollIn,
+  peerInfo,
+  sendDelivered,
+  startResponder,
+  startServe,
+  SYMMETRIC_IPV6_HOMES,
+} from "./helpers/reach.ts";
 
 Deno.test({
   name: "reach, IPv6 pinhole: a PCP router opens its firewall for chat, and the first contact is direct",
   ignore: !labAvailable() && !toolsRequired(),
   fn: async () => {
     assert.ok(labAvailable(), "the lab needs root, iproute2 and nftables (CI installs them)");
-    const lab = await buildLab({
-      ipv6: true,
-      routers: [
-        { name: "home", nat: "symmetric", silentDrop: true },
-        { name: "office", nat: "symmetric", silentDrop: true },
-      ],
-      hosts: [{ name: "pb" }, { name: "alice", router: "home" }, { name: "bob", router: "office" }],
-    });
+    const lab = await buildLab(SYMMETRIC_IPV6_HOMES);
     const root = await Deno.makeTempDir({ prefix: "securechat-pinhole-" });
     const capture = join(root, "relay-capture.bin");
     const procs = new Map<string, HeadlessProc>();

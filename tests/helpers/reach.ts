@@ -1,6 +1,6 @@
 /** Pieces of the reachability tests in network namespaces (tests/reach_*_test.ts). */
 import assert from "node:assert/strict";
-import type { Lab } from "./netlab.ts";
+import type { Lab, LabSpec } from "./netlab.ts";
 import { CHILD_ENV, securechatArgs } from "./cli.ts";
 import type { HeadlessProc } from "./chat.ts";
 
@@ -106,6 +106,18 @@ export async function startResponder(lab: Lab, router: string, flags: string[] =
   }
   return { said: () => said, until, stop };
 }
+
+/** The lab of the IPv6 home tests: alice at home and bob at the office, each behind a router with a symmetric
+ * IPv4 NAT (IPv4 hole punching cannot work) and an IPv6 firewall that silently drops whatever its LAN did not
+ * start; the phonebook on the public side. */
+export const SYMMETRIC_IPV6_HOMES: LabSpec = {
+  ipv6: true,
+  routers: [
+    { name: "home", nat: "symmetric", silentDrop: true },
+    { name: "office", nat: "symmetric", silentDrop: true },
+  ],
+  hosts: [{ name: "pb" }, { name: "alice", router: "home" }, { name: "bob", router: "office" }],
+};
 
 /** Refs of the commands these helpers send: far above the ones a test numbers itself. */
 let helperRef = 1_000_000;
