@@ -12,13 +12,14 @@
  * the /64) is asked, where many home routers sit. A router that does not answer within the timeout, or
  * refuses, means no pinhole: the relayed start and the IPv6 punch still work (client/upgrade.ts).
  *
- * UPnP's WANIPv6FirewallControl (AddPinhole) is not asked: routers that offer it are rare and usually
- * speak PCP as well.
+ * Routers that speak no PCP often offer UPnP's WANIPv6FirewallControl instead (client/upnp_pinhole.ts): both
+ * are asked at once, and the first pinhole opened is kept (one opened by the other way too is closed again).
  */
 import { CodedError, messageOf } from "../coded_error.ts";
 import { ipBytes, ipText, PcpError, sameIp } from "./pcp_wire.ts";
 import { pcpMap, type PcpMapOptions, type PcpMapping } from "./pcp.ts";
 import type { Scheduler, Timer } from "./scheduler.ts";
+import { type UpnpPinhole, upnpPinhole, type UpnpPinholeOptions } from "./upnp_pinhole.ts";
 
 /** The IPv6 default router from Linux's routing table (a link-local one with its interface as zone, as a
  * socket needs it); null when the table cannot be read or has no default route. */
@@ -71,14 +72,20 @@ export async function ipv6Router(address: string): Promise<string | null> {
   }
 }
 
-export class PinholeError extends CodedError<"NO_ROUTER" | "NOT_A_PINHOLE"> {}
+export class PinholeError extends CodedError<"NO_ROUTER" | "NOT_A_PINHOLE" | "NO_PINHOLE"> {}
+
+/** How a pinhole is asked for: PCP (RFC 6887) or UPnP-IGD 2's WANIPv6FirewallControl. */
+export type PinholeWay = "pcp" | "upnp";
+export const PINHOLE_WAYS: readonly PinholeWay[] = ["pcp", "upnp"];
+const WAY_NAME: Record<PinholeWay, "PCP" | "UPnP"> = { pcp: "PCP", upnp: "UPnP" };
 
 export interface Pinhole {
   /** Our IPv6 address the router lets inbound TCP reach, at `port`. */
   address: string;
   port: number;
-  /** The router asked (its PCP server). */
+  /** The router asked (its PCP server, or its UPnP firewall service's host). */
   router: string;
+  via: "PCP" | "UPnP";
   /** Seconds the router granted (renewed by the PCP client before they run out). */
   lifetime: number;
   /** Closes the pinhole (a PCP delete), bounded; never throws. */
@@ -98,12 +105,45 @@ export interface OpenPinholeOptions {
   serverPort?: number;
   /** Tests: the PCP client (default pcpMap). */
   map?: (o: PcpMapOptions) => Promise<PcpMapping>;
+  /** The ways asked, all at once (default PINHOLE_WAYS). */
+  ways?: readonly PinholeWay[];
+  /** Times the UPnP renewals (default the runtime's timers). */
+  scheduler?: Scheduler;
+  /** Tests: the UPnP client (default upnpPinhole). */
+  upnp?: (o: UpnpPinholeOptions) => Promise<UpnpPinhole>;
 }
 
-/** Opens a pinhole for `address`:`port`. Throws PinholeError NO_ROUTER (none found), NOT_A_PINHOLE (the
- * router answered with another address or port: it translates IPv6, and the one we publish stays closed; the
- * mapping is removed again), or the PcpError of the PCP exchange (PCP_TIMEOUT, PCP_REFUSED, ...). */
-export async function openPinhole(address: string, port: number, o: OpenPinholeOptions): Promise<Pinhole> {
+/** Opens a pinhole for `address`:`port`, asking each of `o.ways` at once; the first one opened is kept, and
+ * any other opened later is closed. Throws, when it is the only way asked, what that way throws (for PCP:
+ * PinholeError NO_ROUTER or NOT_A_PINHOLE, or the PcpError of the exchange; for UPnP: the UpnpError), else
+ * PinholeError NO_PINHOLE with each way's reason. */
+export function openPinhole(address: string, port: number, o: OpenPinholeOptions): Promise<Pinhole> {
+  const ways = o.ways ?? PINHOLE_WAYS;
+  const attempts = ways.map((w) => w === "pcp" ? viaPcp(address, port, o) : viaUpnp(address, port, o));
+  if (attempts.length === 1) return attempts[0];
+  return new Promise<Pinhole>((resolve, reject) => {
+    let kept: Pinhole | null = null;
+    const why: string[] = [];
+    let failed = 0;
+    attempts.forEach((a, i) =>
+      a.then((p) => {
+        if (kept) void p.stop();
+        else resolve(kept = p);
+      }, (e) => {
+        why[i] = `${WAY_NAME[ways[i]]}: ${reasonOf(e)}`;
+        if (++failed === attempts.length) reject(new PinholeError("NO_PINHOLE", why.join("; ")));
+      })
+    );
+  });
+}
+
+/** Why a way opened nothing, in a few words. */
+function reasonOf(e: unknown): string {
+  return e instanceof PcpError && e.code === "PCP_TIMEOUT" ? "no answer" : messageOf(e);
+}
+
+/** The pinhole over PCP: a MAP for our own address and port, which must come back as they are. */
+async function viaPcp(address: string, port: number, o: OpenPinholeOptions): Promise<Pinhole> {
   const router = o.router ?? await ipv6Router(address);
   if (!router) throw new PinholeError("NO_ROUTER", `no IPv6 router found for ${address}`);
   const stopSignal = () => AbortSignal.timeout(o.timeoutMs);
@@ -126,7 +166,27 @@ export async function openPinhole(address: string, port: number, o: OpenPinholeO
         `[${address}]:${port} (it translates IPv6; the address we publish stays closed)`,
     );
   }
-  return { address, port, router, lifetime: m.lifetime, stop: () => m.stop(stopSignal()) };
+  return { address, port, router, via: "PCP", lifetime: m.lifetime, stop: () => m.stop(stopSignal()) };
+}
+
+/** The pinhole over UPnP (client/upnp_pinhole.ts). */
+async function viaUpnp(address: string, port: number, o: OpenPinholeOptions): Promise<Pinhole> {
+  const h = await (o.upnp ?? upnpPinhole)({
+    address,
+    port,
+    leaseMs: o.leaseMs,
+    timeoutMs: o.timeoutMs,
+    onLost: o.onLost,
+    scheduler: o.scheduler,
+  });
+  return {
+    address,
+    port,
+    router: h.router,
+    via: "UPnP",
+    lifetime: h.lifetime,
+    stop: () => h.stop(AbortSignal.timeout(o.timeoutMs)),
+  };
 }
 
 export interface PinholeKeeperOptions {
@@ -220,6 +280,7 @@ export class PinholeKeeper {
         timeoutMs: o.timeoutMs,
         leaseMs: o.leaseMs,
         log: o.log,
+        scheduler: o.scheduler,
         onLost: (why) => {
           if (this.#held !== p || this.#stopped) return;
           o.log(`IPv6 pinhole lost: [${p.address}]:${p.port} (${why})`);
@@ -227,7 +288,7 @@ export class PinholeKeeper {
         },
       });
     } catch (e) {
-      const why = e instanceof PcpError && e.code === "PCP_TIMEOUT" ? "no answer" : messageOf(e);
+      const why = reasonOf(e);
       const text = `no IPv6 pinhole for [${address}]:${o.port} (${why})`;
       if (text !== this.#lastFailure) o.log(text);
       this.#lastFailure = text;
@@ -242,7 +303,9 @@ export class PinholeKeeper {
     }
     this.#held = p;
     this.#lastFailure = "";
-    o.log(`IPv6 pinhole: [${p.address}]:${p.port} open for inbound (PCP at ${p.router}, ${p.lifetime} s)`);
+    o.log(
+      `IPv6 pinhole: [${p.address}]:${p.port} open for inbound (${p.via} at ${p.router}, ${p.lifetime} s)`,
+    );
     o.onOpen(p);
   }
 }

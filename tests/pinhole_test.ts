@@ -68,6 +68,7 @@ Deno.test("pinhole: an IPv6 MAP for our own address, the same address and port b
       timeoutMs: 3000,
       leaseMs: 1200_000,
       log: (t) => logs.push(t),
+      ways: ["pcp"],
     });
     assert.deepEqual([p.address, p.port, p.router, p.lifetime], ["::1", 10042, "::1", 600]);
     // Sent over IPv6 from our address, for our address, with IPv6's all-zeros as "no preference".
@@ -95,6 +96,7 @@ Deno.test("pinhole: a router that answers with another address is refused, and i
         timeoutMs: 3000,
         leaseMs: 60_000,
         log: () => {},
+        ways: ["pcp"],
       }),
       (e) =>
         e instanceof PinholeError && e.code === "NOT_A_PINHOLE" && /\[2001:db8:ff::7\]:40000/.test(e.message),
@@ -119,6 +121,7 @@ function fakeOpener() {
       address,
       port,
       router: "2001:db8:1::1",
+      via: "PCP",
       lifetime: 600,
       stop: () => {
         closed.push(address);

@@ -11,7 +11,10 @@
  *     [--lan6=A]        (an ipv6 lab: PCP is answered on the router's LAN IPv6 address A too, where a MAP
  *                        for a host's IPv6 address opens a pinhole in the router's firewall: an accept rule
  *                        for that address and port in the `labf` forward chain; `--protocols=pcp6` answers
- *                        PCP over IPv6 only, as a router that has no NAT to map)
+ *                        PCP over IPv6 only, as a router that has no NAT to map; `--protocols=upnp6`
+ *                        answers SSDP on ff02::c and UPnP-IGD 2's WANIPv6FirewallControl:1 at
+ *                        [A]:5000 instead, where AddPinhole opens the same rule for the sender's own
+ *                        address, UpdatePinhole renews and DeletePinhole closes it)
  *     [--ports-taken]   (every port asked for is held by another host: the router assigns one from 20000;
  *                        with --igd=1 only the port first asked for is, and the client must pick another)
  *     [--igd=1]         (UPnP as an InternetGatewayDevice:1 with WANIPConnection:1: no AddAnyPortMapping)
@@ -32,7 +35,8 @@
  *   FORGOT                                      every rule removed (--forget-after)
  *   MOVED <address>                             the public address changed (--wan-moves-to)
  *   ASK pcp6 <from> lifetime=S                  a PCP request over IPv6 (--lan6)
- *   PINHOLE <address> <port>                    a pinhole opened (RENEW pcp6 ... for one already open)
+ *   ASK <ssdp6|http6|soap6> <from> [detail]    the same over IPv6 (--protocols=upnp6)
+ *   PINHOLE <address> <port>                    a pinhole opened (RENEW pcp6|upnp6 ... for one open)
  *   UNPINHOLE <address> <port>                  a pinhole closed
  * Only the protocols named are answered; a NAT-PMP-only router answers PCP with "unsupported version" as
  * RFC 6886 §3.5 says, a PCP-only one ignores NAT-PMP.
@@ -229,6 +233,49 @@ function pcpAnswer(
 /** Pinholes opened over IPv6 PCP: "address port" -> the handle of their accept rule. */
 const pinholes = new Map<string, number>();
 
+/** Opens the firewall for inbound TCP to `addr`:`port` (an accept rule in the forward chain), or keeps the
+ * one open (a renewal by `proto`). */
+function openPinhole(proto: string, addr: string, port: number): Promise<void> {
+  const key = `${addr} ${port}`;
+  return serial(async () => {
+    if (pinholes.has(key)) {
+      console.log(`RENEW ${proto} ${key}`);
+      return;
+    }
+    const out = await nft([
+      "--echo",
+      "--handle",
+      "insert",
+      "rule",
+      "inet",
+      "labf",
+      "forward",
+      "iifname",
+      "wan",
+      "ip6",
+      "daddr",
+      addr,
+      "tcp",
+      "dport",
+      String(port),
+      "accept",
+    ]);
+    pinholes.set(key, Number(/# handle (\d+)/.exec(out)![1]));
+    console.log(`PINHOLE ${key}`);
+  });
+}
+
+/** Closes the pinhole `key` ("address port"), if open. */
+function closePinhole(key: string): Promise<void> {
+  return serial(async () => {
+    const handle = pinholes.get(key);
+    if (handle === undefined) return;
+    await nft(["delete", "rule", "inet", "labf", "forward", "handle", String(handle)]);
+    pinholes.delete(key);
+    console.log(`UNPINHOLE ${key}`);
+  });
+}
+
 /** PCP MAP over IPv6 (RFC 6887 §1, §11.3): no translation here, so a mapping is a pinhole in the forward
  * chain's firewall for the client's own address and port, and the answer names both as the external end. */
 async function pcp6(b: Buffer, from: dgram.RemoteInfo): Promise<Buffer | null> {
@@ -242,38 +289,8 @@ async function pcp6(b: Buffer, from: dgram.RemoteInfo): Promise<Buffer | null> {
   const addr = ipText(client);
   const key = `${addr} ${internal}`;
   try {
-    await serial(async () => {
-      const handle = pinholes.get(key);
-      if (lifetime === 0) {
-        if (handle === undefined) return;
-        await nft(["delete", "rule", "inet", "labf", "forward", "handle", String(handle)]);
-        pinholes.delete(key);
-        console.log(`UNPINHOLE ${key}`);
-      } else if (handle !== undefined) {
-        console.log(`RENEW pcp6 ${key}`);
-      } else {
-        const out = await nft([
-          "--echo",
-          "--handle",
-          "insert",
-          "rule",
-          "inet",
-          "labf",
-          "forward",
-          "iifname",
-          "wan",
-          "ip6",
-          "daddr",
-          addr,
-          "tcp",
-          "dport",
-          String(internal),
-          "accept",
-        ]);
-        pinholes.set(key, Number(/# handle (\d+)/.exec(out)![1]));
-        console.log(`PINHOLE ${key}`);
-      }
-    });
+    if (lifetime === 0) await closePinhole(key);
+    else await openPinhole("pcp6", addr, internal);
   } catch (e) {
     console.error(String(e));
     return pcpAnswer(b, 7, 0, 0, new Uint8Array(16));
@@ -476,6 +493,126 @@ if (protocols.has("upnp")) {
       "",
     ].join("\r\n");
     ssdp.send(new TextEncoder().encode(answer), from.port, from.address);
+  });
+}
+
+// --- UPnP-IGD 2 over IPv6: the WANIPv6FirewallControl:1 service (--protocols=upnp6, with --lan6) ---
+
+const FIREWALL = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1";
+const IGD_2 = "urn:schemas-upnp-org:device:InternetGatewayDevice:2";
+
+const description6 = `<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0">
+  <specVersion><major>1</major><minor>0</minor></specVersion>
+  <device>
+    <deviceType>${IGD_2}</deviceType>
+    <friendlyName>lab router</friendlyName>
+    <UDN>${UUID}</UDN>
+    <deviceList><device>
+      <deviceType>urn:schemas-upnp-org:device:WANDevice:2</deviceType>
+      <UDN>${UUID}-wan</UDN>
+      <deviceList><device>
+        <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:2</deviceType>
+        <UDN>${UUID}-conn</UDN>
+        <serviceList><service>
+          <serviceType>${FIREWALL}</serviceType>
+          <serviceId>urn:upnp-org:serviceId:WANIPv6Firewall1</serviceId>
+          <controlURL>/ctl/IP6FCtl</controlURL>
+          <eventSubURL>/evt/IP6FCtl</eventSubURL>
+          <SCPDURL>/WANIP6FC.xml</SCPDURL>
+        </service></serviceList>
+      </device></deviceList>
+    </device></deviceList>
+  </device>
+</root>`;
+
+/** Pinholes opened over UPnP: UniqueID -> their "address port" and who opened them. */
+const upnpPinholes = new Map<number, { key: string; owner: string }>();
+let nextPinholeId = 1;
+
+const ok6 = (action: string, inner = "") =>
+  xmlResponse(200, envelope(`<u:${action}Response xmlns:u="${FIREWALL}">${inner}</u:${action}Response>`));
+
+/** The firewall service as miniupnpd runs it in secure mode: a host opens pinholes for itself only. */
+async function firewallSoap(req: Request, from: string): Promise<Response> {
+  const action = /#(\w+)"?$/.exec(req.headers.get("soapaction") ?? "")?.[1] ?? "";
+  const body = await req.text();
+  const arg = (name: string) => new RegExp(`<${name}>([^<]*)</${name}>`).exec(body)?.[1] ?? null;
+  const lease = action === "AddPinhole" ? ` lease=${arg("LeaseTime")}` : "";
+  console.log(`ASK soap6 ${from} ${action}${lease}`);
+  if (action === "GetFirewallStatus") {
+    return ok6(
+      action,
+      "<FirewallEnabled>1</FirewallEnabled><InboundPinholeAllowed>1</InboundPinholeAllowed>",
+    );
+  }
+  if (action === "AddPinhole") {
+    const client = arg("InternalClient") ?? "";
+    const port = Number(arg("InternalPort"));
+    const leaseS = Number(arg("LeaseTime"));
+    if (!sameIp(client, from)) return fault(606, "Action not authorized");
+    if (arg("Protocol") !== "6") return fault(705, "ProtocolNotSupported");
+    if (!(port > 0 && port < 65536)) return fault(706, "InternalPortWildcardingNotAllowed");
+    if (!(Number.isInteger(leaseS) && leaseS >= 1 && leaseS <= 86400)) return fault(402, "Invalid Args");
+    const key = `${client} ${port}`;
+    try {
+      await openPinhole("upnp6", client, port);
+    } catch (e) {
+      console.error(String(e));
+      return fault(501, "Action Failed");
+    }
+    let id = [...upnpPinholes].find(([, p]) => p.key === key)?.[0];
+    if (id === undefined) upnpPinholes.set(id = nextPinholeId++, { key, owner: from });
+    return ok6(action, `<UniqueID>${id}</UniqueID>`);
+  }
+  if (action === "UpdatePinhole" || action === "DeletePinhole") {
+    const id = Number(arg("UniqueID"));
+    const p = upnpPinholes.get(id);
+    if (!p) return fault(704, "NoSuchEntry");
+    if (!sameIp(p.owner, from)) return fault(606, "Action not authorized");
+    if (action === "UpdatePinhole") {
+      console.log(`RENEW upnp6 ${p.key}`);
+      return ok6(action);
+    }
+    await closePinhole(p.key);
+    upnpPinholes.delete(id);
+    return ok6(action);
+  }
+  return fault(401, "Invalid Action");
+}
+
+if (lan6 && protocols.has("upnp6")) {
+  Deno.serve({ hostname: lan6, port: HTTP_PORT, onListen: () => {} }, (req, info) => {
+    const from = (info.remoteAddr as Deno.NetAddr).hostname;
+    const path = new URL(req.url).pathname;
+    if (req.method === "GET" && path === "/rootDesc.xml") {
+      console.log(`ASK http6 ${from} ${path}`);
+      return xmlResponse(200, description6);
+    }
+    if (req.method === "POST" && path === "/ctl/IP6FCtl") return firewallSoap(req, from);
+    return new Response("not found", { status: 404 });
+  });
+  const ssdp6 = dgram.createSocket({ type: "udp6", reuseAddr: true });
+  await new Promise<void>((r) => ssdp6.bind(1900, "::", () => r()));
+  ssdp6.addMembership("ff02::c", "::%lan");
+  ssdp6.on("message", (msg: Uint8Array, from: dgram.RemoteInfo) => {
+    const text = new TextDecoder().decode(msg);
+    if (!text.startsWith("M-SEARCH * HTTP/1.1")) return;
+    const st = /^ST:\s*(.+?)\s*$/im.exec(text)?.[1] ?? "";
+    console.log(`ASK ssdp6 ${from.address} ${st}`);
+    if (![IGD_2, "ssdp:all", "upnp:rootdevice"].includes(st)) return;
+    const answer = [
+      "HTTP/1.1 200 OK",
+      "CACHE-CONTROL: max-age=1800",
+      `ST: ${st === "ssdp:all" ? IGD_2 : st}`,
+      `USN: ${UUID}::${st === "ssdp:all" ? IGD_2 : st}`,
+      "EXT:",
+      "SERVER: Linux UPnP/2.0 securechat-lab/1",
+      `LOCATION: http://[${lan6}]:${HTTP_PORT}/rootDesc.xml`,
+      "",
+      "",
+    ].join("\r\n");
+    ssdp6.send(new TextEncoder().encode(answer), from.port, from.address);
   });
 }
 
