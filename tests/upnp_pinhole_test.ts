@@ -84,7 +84,7 @@ const envelope = (body: string) =>
 
 /** A firewall service on [::1]: answers each action with `answer(call)` (the inner XML of the response, or
  * a UPnP error code), and records every call. */
-async function firewall(answer: (c: Call) => string | number) {
+function firewall(answer: (c: Call) => string | number) {
   const calls: Call[] = [];
   const server = Deno.serve({ hostname: "::1", port: 0, onListen: () => {} }, async (req, info) => {
     const action = /#(\w+)"$/.exec(req.headers.get("soapaction") ?? "")?.[1] ?? "";
@@ -120,7 +120,7 @@ async function firewall(answer: (c: Call) => string | number) {
 const open = "<FirewallEnabled>1</FirewallEnabled><InboundPinholeAllowed>1</InboundPinholeAllowed>";
 
 Deno.test("upnp pinhole: asked from our address for it, renewed at half the lease, deleted on stop", async () => {
-  const fw = await firewall((c) =>
+  const fw = firewall((c) =>
     c.action === "GetFirewallStatus" ? open : c.action === "AddPinhole" ? "<UniqueID>7</UniqueID>" : ""
   );
   const s = new FakeScheduler();
@@ -176,7 +176,7 @@ async function waitFor(f: () => boolean, ms = 3000): Promise<void> {
 }
 
 Deno.test("upnp pinhole: a router that forgot it reports it lost", async () => {
-  const fw = await firewall((c) =>
+  const fw = firewall((c) =>
     c.action === "GetFirewallStatus" ? open : c.action === "AddPinhole" ? "<UniqueID>1</UniqueID>" : 704
   );
   const s = new FakeScheduler();
@@ -222,7 +222,7 @@ Deno.test("upnp pinhole: a firewall that is off, or takes no pinholes, or refuse
     },
   ];
   for (const k of cases) {
-    const fw = await firewall(k.answer);
+    const fw = firewall(k.answer);
     try {
       await assert.rejects(
         upnpPinhole({ address: "::1", port: 10042, leaseMs: 60_000, timeoutMs: 3000, service: fw.service }),
@@ -236,7 +236,7 @@ Deno.test("upnp pinhole: a firewall that is off, or takes no pinholes, or refuse
 });
 
 Deno.test("upnp pinhole: a lease longer than a day is asked as a day", async () => {
-  const fw = await firewall((c) => c.action === "GetFirewallStatus" ? open : "<UniqueID>3</UniqueID>");
+  const fw = firewall((c) => c.action === "GetFirewallStatus" ? open : "<UniqueID>3</UniqueID>");
   try {
     const p = await upnpPinhole({
       address: "::1",
