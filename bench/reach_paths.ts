@@ -223,13 +223,20 @@ export async function labIpv6PunchFigures(): Promise<BenchFigure[]> {
     // The same homes once the callee's router opens IPv6 pinholes over PCP (started only now: with it the
     // cases above would end direct instead of punched). The callee's check has run (3 s), as in the second
     // case above; the first contact goes straight to its IPv6 address.
-    router = await startResponder(lab, "home", ["--protocols=pcp6"]);
-    await row(
-      { path: "pinhole", from: "v6d", to: "v6c", kind: "ipv6", baseline: ["v6a", "pb"] },
-      3000,
-      "session set-up, direct over IPv6 through the callee's PCP pinhole (v6d -> v6c, sent 3 s after start, median)",
-      "direct",
-    );
+    // Then once more with a router that offers UPnP's WANIPv6FirewallControl instead (the pinhole found by an
+    // SSDP search over IPv6, then opened with SOAP).
+    for (const [via, flag] of [["PCP", "pcp6"], ["UPnP", "upnp6"]]) {
+      router = await startResponder(lab, "home", [`--protocols=${flag}`]);
+      await row(
+        { path: "pinhole", from: "v6d", to: "v6c", kind: "ipv6", baseline: ["v6a", "pb"] },
+        3000,
+        `session set-up, direct over IPv6 through the callee's ${via} pinhole (v6d -> v6c, sent 3 s after ` +
+          "start, median)",
+        "direct",
+      );
+      await router.stop();
+      router = null;
+    }
     return figures;
   } finally {
     await router?.stop();

@@ -612,7 +612,12 @@ if (lan6 && protocols.has("upnp6")) {
       "",
       "",
     ].join("\r\n");
-    ssdp6.send(new TextEncoder().encode(answer), from.port, from.address);
+    // A search to the link-scope group comes from the host's link-local address once it has one (RFC 6724
+    // prefers the group's scope): the answer goes back on the LAN interface.
+    const to = /^fe[89ab]/i.test(from.address) && !from.address.includes("%")
+      ? `${from.address}%lan`
+      : from.address;
+    ssdp6.send(new TextEncoder().encode(answer), from.port, to);
   });
 }
 
