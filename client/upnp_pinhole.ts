@@ -49,8 +49,15 @@ const bare = (hostname: string) => hostname.replace(/^\[(.*)\]$/, "$1");
 
 /** The WANIPv6FirewallControl:1 service of a parsed IGD version 2 description (devices nest: IGD >
  * WANDevice > WANConnectionDevice), or null: none named, not version 2, a control URL on another host than
- * the one that answered, or only a link-local address to reach it at. */
+ * the one that answered, or only a link-local address to reach it at (see firewallServiceOrWhy). */
 export function firewallServiceOf(location: URL, details: Xml): FirewallService | null {
+  const r = firewallServiceOrWhy(location, details);
+  return typeof r === "string" ? null : r;
+}
+
+/** firewallServiceOf, saying why a description that names the service cannot be used (a string), else
+ * null for one that names none. */
+export function firewallServiceOrWhy(location: URL, details: Xml): FirewallService | string | null {
   const root = details.device as Xml | undefined;
   if (!root || root.deviceType !== IGD_2) return null;
   let controlURL: string | null = null;
@@ -69,18 +76,24 @@ export function firewallServiceOf(location: URL, details: Xml): FirewallService 
   try {
     controlUrl = new URL(controlURL, base);
   } catch {
-    return null;
+    return `the router at ${location.host} names an unusable control URL`;
   }
   const host = bare(controlUrl.hostname);
   // The actions go to the router that answered, over IPv6, at an address a socket can reach without a zone.
-  if (controlUrl.protocol !== "http:" || controlUrl.hostname !== location.hostname) return null;
-  if (!host.includes(":") || /^fe[89ab]/i.test(host)) return null;
+  if (controlUrl.protocol !== "http:" || controlUrl.hostname !== location.hostname) {
+    return `the router at ${location.host} sends its control to another host (not followed)`;
+  }
+  if (!host.includes(":")) return null;
+  if (/^fe[89ab]/i.test(host)) {
+    return `the router at ${location.host} offers WANIPv6FirewallControl at a link-local address only (not used)`;
+  }
   return { host, controlUrl, serviceType: WAN_IPV6_FIREWALL };
 }
 
-/** Searches over IPv6 until `signal` ends and returns the first router offering the firewall service, or
- * null. The search goes out from an ephemeral port, so it competes with no other for UDP 1900. */
-export async function findFirewall(signal: AbortSignal): Promise<FirewallService | null> {
+/** Searches over IPv6 until `signal` ends and returns the first router offering the firewall service
+ * usably, or else why the last one that offered it cannot be used (a string), or null when none offered it.
+ * The search goes out from an ephemeral port, so it competes with no other for UDP 1900. */
+export async function findFirewall(signal: AbortSignal): Promise<FirewallService | string | null> {
   const bus = await ssdp({
     cache: false,
     sockets: [{
@@ -92,20 +105,22 @@ export async function findFirewall(signal: AbortSignal): Promise<FirewallService
   // A parse or socket error of one answer must not end the search (the bus is an EventEmitter).
   bus.on("error", () => {});
   const seen = new Set<string>();
+  let why: string | null = null;
   try {
     const found = bus.discover({ serviceType: IGD_2, signal, searchInterval: SEARCH_INTERVAL_MS });
     for await (const s of found as AsyncIterable<Service>) {
       if (seen.has(s.location.href)) continue;
       seen.add(s.location.href);
-      const svc = firewallServiceOf(s.location, s.details as Xml);
-      if (svc) return svc;
+      const svc = firewallServiceOrWhy(s.location, s.details as Xml);
+      if (typeof svc === "string") why = svc;
+      else if (svc) return svc;
     }
   } catch (e) {
     if (!signal.aborted) throw e;
   } finally {
     await bus.stop();
   }
-  return null;
+  return why;
 }
 
 /** Runs one SOAP action on the firewall service from our address `from` (the router authorizes by it);
@@ -236,6 +251,7 @@ export async function upnpPinhole(o: UpnpPinholeOptions): Promise<UpnpPinhole> {
   const signal = () => AbortSignal.timeout(o.timeoutMs);
   const svc = o.service ?? await findFirewall(signal());
   if (!svc) throw new UpnpError("UPNP_NO_SERVICE", "no router with WANIPv6FirewallControl answered");
+  if (typeof svc === "string") throw new UpnpError("UPNP_NO_SERVICE", svc);
   const status = await firewallStatus(svc, o.address, signal());
   if (!status.enabled) {
     throw new UpnpError("UPNP_NO_SERVICE", `the IPv6 firewall of ${svc.host} is off: no pinhole is needed`);

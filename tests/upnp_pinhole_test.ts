@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import {
   type FirewallService,
   firewallServiceOf,
+  firewallServiceOrWhy,
   MAX_LEASE_S,
   upnpPinhole,
   WAN_IPV6_FIREWALL,
@@ -69,6 +70,21 @@ Deno.test("upnp pinhole: the firewall service of an IGD 2 description, reachable
     "another host",
   );
   assert.equal(firewallServiceOf(new URL("http://[fe80::1]:5000/d.xml"), description(IGD_2, BOTH)), null);
+  // Why, where a description names the service and it still cannot be used.
+  assert.equal(
+    firewallServiceOrWhy(new URL("http://[fe80::1]:5000/d.xml"), description(IGD_2, BOTH)),
+    "the router at [fe80::1]:5000 offers WANIPv6FirewallControl at a link-local address only (not used)",
+  );
+  assert.match(
+    String(
+      firewallServiceOrWhy(
+        at,
+        description(IGD_2, [{ serviceType: WAN_IPV6_FIREWALL, controlURL: "http://[2001:db8:66::6]/c" }]),
+      ),
+    ),
+    /sends its control to another host/,
+  );
+  assert.equal(firewallServiceOrWhy(at, description(IGD_2, BOTH.slice(0, 1))), null, "names none");
   assert.equal(firewallServiceOf(new URL("http://192.168.1.1:5000/d.xml"), description(IGD_2, BOTH)), null);
 });
 
