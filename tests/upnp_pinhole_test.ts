@@ -14,6 +14,7 @@ import {
   firewallServiceOrWhy,
   MAX_LEASE_S,
   upnpPinhole,
+  type UpnpPinholeOptions,
   WAN_IPV6_FIREWALL,
 } from "../client/upnp_pinhole.ts";
 import { UpnpError } from "../client/upnp_igd1.ts";
@@ -135,19 +136,19 @@ function firewall(answer: (c: Call) => string | number) {
 
 const open = "<FirewallEnabled>1</FirewallEnabled><InboundPinholeAllowed>1</InboundPinholeAllowed>";
 
+/** A pinhole for [::1]:10042 asked of `fw`, with the test's lease and more. */
+const ask = (fw: { service: FirewallService }, o: Partial<UpnpPinholeOptions> & { leaseMs: number }) =>
+  upnpPinhole({ address: "::1", port: 10042, timeoutMs: 3000, service: fw.service, ...o });
+
 Deno.test("upnp pinhole: asked from our address for it, renewed at half the lease, deleted on stop", async () => {
   const fw = firewall((c) =>
     c.action === "GetFirewallStatus" ? open : c.action === "AddPinhole" ? "<UniqueID>7</UniqueID>" : ""
   );
   const s = new FakeScheduler();
   try {
-    const p = await upnpPinhole({
-      address: "::1",
-      port: 10042,
+    const p = await ask(fw, {
       leaseMs: 600_000,
-      timeoutMs: 3000,
       scheduler: s,
-      service: fw.service,
     });
     assert.deepEqual([p.router, p.lifetime], ["::1", 600]);
     assert.deepEqual(fw.calls.map((c) => c.action), ["GetFirewallStatus", "AddPinhole"]);
@@ -198,13 +199,9 @@ Deno.test("upnp pinhole: a router that forgot it reports it lost", async () => {
   const s = new FakeScheduler();
   const lost: string[] = [];
   try {
-    const p = await upnpPinhole({
-      address: "::1",
-      port: 10042,
+    const p = await ask(fw, {
       leaseMs: 60_000,
-      timeoutMs: 3000,
       scheduler: s,
-      service: fw.service,
       onLost: (why) => lost.push(why),
     });
     await s.tick(30_000);
@@ -241,7 +238,7 @@ Deno.test("upnp pinhole: a firewall that is off, or takes no pinholes, or refuse
     const fw = firewall(k.answer);
     try {
       await assert.rejects(
-        upnpPinhole({ address: "::1", port: 10042, leaseMs: 60_000, timeoutMs: 3000, service: fw.service }),
+        ask(fw, { leaseMs: 60_000 }),
         (e) => e instanceof UpnpError && e.code === k.code && k.text.test(e.message),
       );
       assert.equal(fw.calls.filter((c) => c.action === "DeletePinhole").length, 0);
@@ -254,13 +251,9 @@ Deno.test("upnp pinhole: a firewall that is off, or takes no pinholes, or refuse
 Deno.test("upnp pinhole: a lease longer than a day is asked as a day", async () => {
   const fw = firewall((c) => c.action === "GetFirewallStatus" ? open : "<UniqueID>3</UniqueID>");
   try {
-    const p = await upnpPinhole({
-      address: "::1",
-      port: 10042,
+    const p = await ask(fw, {
       leaseMs: 7 * 86_400_000,
-      timeoutMs: 3000,
       scheduler: new FakeScheduler(),
-      service: fw.service,
     });
     assert.equal(p.lifetime, MAX_LEASE_S);
     assert.equal(fw.calls[1].args.LeaseTime, String(MAX_LEASE_S));
