@@ -377,30 +377,50 @@ const WAN_IP = igdVersion === 1 && ppp
 const UUID = "uuid:5ecc4a70-0000-4000-8000-00000000ab1e";
 const HTTP_PORT = 5000;
 
-const description = `<?xml version="1.0"?>
+/** A router's device description: IGD version `version` > WANDevice > WANConnectionDevice with one service. */
+const describe = (version: number, service: { type: string; id: string; path: string }) =>
+  `<?xml version="1.0"?>
 <root xmlns="urn:schemas-upnp-org:device-1-0">
   <specVersion><major>1</major><minor>0</minor></specVersion>
   <device>
-    <deviceType>${IGD}</deviceType>
+    <deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:${version}</deviceType>
     <friendlyName>lab router</friendlyName>
     <UDN>${UUID}</UDN>
     <deviceList><device>
-      <deviceType>urn:schemas-upnp-org:device:WANDevice:${igdVersion}</deviceType>
+      <deviceType>urn:schemas-upnp-org:device:WANDevice:${version}</deviceType>
       <UDN>${UUID}-wan</UDN>
       <deviceList><device>
-        <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:${igdVersion}</deviceType>
+        <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:${version}</deviceType>
         <UDN>${UUID}-conn</UDN>
         <serviceList><service>
-          <serviceType>${WAN_IP}</serviceType>
-          <serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>
-          <controlURL>/ctl/IPConn</controlURL>
-          <eventSubURL>/evt/IPConn</eventSubURL>
-          <SCPDURL>/WANIPCn.xml</SCPDURL>
+          <serviceType>${service.type}</serviceType>
+          <serviceId>urn:upnp-org:serviceId:${service.id}</serviceId>
+          <controlURL>/ctl/${service.path}</controlURL>
+          <eventSubURL>/evt/${service.path}</eventSubURL>
+          <SCPDURL>/${service.path}.xml</SCPDURL>
         </service></serviceList>
       </device></deviceList>
     </device></deviceList>
   </device>
 </root>`;
+
+const description = describe(igdVersion, { type: WAN_IP, id: "WANIPConn1", path: "IPConn" });
+
+/** The answer to an M-SEARCH for `st` by a device of type `device` described at `location`. */
+const searchAnswer = (st: string, device: string, location: string) =>
+  new TextEncoder().encode(
+    [
+      "HTTP/1.1 200 OK",
+      "CACHE-CONTROL: max-age=1800",
+      `ST: ${st === "ssdp:all" ? device : st}`,
+      `USN: ${UUID}::${st === "ssdp:all" ? device : st}`,
+      "EXT:",
+      "SERVER: Linux UPnP/2.0 securechat-lab/1",
+      `LOCATION: ${location}`,
+      "",
+      "",
+    ].join("\r\n"),
+  );
 
 const envelope = (body: string) =>
   `<?xml version="1.0"?>
@@ -481,18 +501,7 @@ if (protocols.has("upnp")) {
       console.log(`DROP ssdp ${from.address} ${st}`);
       return;
     }
-    const answer = [
-      "HTTP/1.1 200 OK",
-      "CACHE-CONTROL: max-age=1800",
-      `ST: ${st === "ssdp:all" ? IGD : st}`,
-      `USN: ${UUID}::${st === "ssdp:all" ? IGD : st}`,
-      "EXT:",
-      "SERVER: Linux UPnP/2.0 securechat-lab/1",
-      `LOCATION: http://${lan}:${HTTP_PORT}/rootDesc.xml`,
-      "",
-      "",
-    ].join("\r\n");
-    ssdp.send(new TextEncoder().encode(answer), from.port, from.address);
+    ssdp.send(searchAnswer(st, IGD, `http://${lan}:${HTTP_PORT}/rootDesc.xml`), from.port, from.address);
   });
 }
 
@@ -501,30 +510,7 @@ if (protocols.has("upnp")) {
 const FIREWALL = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1";
 const IGD_2 = "urn:schemas-upnp-org:device:InternetGatewayDevice:2";
 
-const description6 = `<?xml version="1.0"?>
-<root xmlns="urn:schemas-upnp-org:device-1-0">
-  <specVersion><major>1</major><minor>0</minor></specVersion>
-  <device>
-    <deviceType>${IGD_2}</deviceType>
-    <friendlyName>lab router</friendlyName>
-    <UDN>${UUID}</UDN>
-    <deviceList><device>
-      <deviceType>urn:schemas-upnp-org:device:WANDevice:2</deviceType>
-      <UDN>${UUID}-wan</UDN>
-      <deviceList><device>
-        <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:2</deviceType>
-        <UDN>${UUID}-conn</UDN>
-        <serviceList><service>
-          <serviceType>${FIREWALL}</serviceType>
-          <serviceId>urn:upnp-org:serviceId:WANIPv6Firewall1</serviceId>
-          <controlURL>/ctl/IP6FCtl</controlURL>
-          <eventSubURL>/evt/IP6FCtl</eventSubURL>
-          <SCPDURL>/WANIP6FC.xml</SCPDURL>
-        </service></serviceList>
-      </device></deviceList>
-    </device></deviceList>
-  </device>
-</root>`;
+const description6 = describe(2, { type: FIREWALL, id: "WANIPv6Firewall1", path: "IP6FCtl" });
 
 /** Pinholes opened over UPnP: UniqueID -> their "address port" and who opened them. */
 const upnpPinholes = new Map<number, { key: string; owner: string }>();
@@ -601,23 +587,12 @@ if (lan6 && protocols.has("upnp6")) {
     const st = /^ST:\s*(.+?)\s*$/im.exec(text)?.[1] ?? "";
     console.log(`ASK ssdp6 ${from.address} ${st}`);
     if (![IGD_2, "ssdp:all", "upnp:rootdevice"].includes(st)) return;
-    const answer = [
-      "HTTP/1.1 200 OK",
-      "CACHE-CONTROL: max-age=1800",
-      `ST: ${st === "ssdp:all" ? IGD_2 : st}`,
-      `USN: ${UUID}::${st === "ssdp:all" ? IGD_2 : st}`,
-      "EXT:",
-      "SERVER: Linux UPnP/2.0 securechat-lab/1",
-      `LOCATION: http://[${lan6}]:${HTTP_PORT}/rootDesc.xml`,
-      "",
-      "",
-    ].join("\r\n");
     // A search to the link-scope group comes from the host's link-local address once it has one (RFC 6724
     // prefers the group's scope): the answer goes back on the LAN interface.
     const to = /^fe[89ab]/i.test(from.address) && !from.address.includes("%")
       ? `${from.address}%lan`
       : from.address;
-    ssdp6.send(new TextEncoder().encode(answer), from.port, to);
+    ssdp6.send(searchAnswer(st, IGD_2, `http://[${lan6}]:${HTTP_PORT}/rootDesc.xml`), from.port, to);
   });
 }
 
