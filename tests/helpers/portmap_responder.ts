@@ -475,17 +475,28 @@ async function soap(req: Request, from: string): Promise<Response> {
   return fault(401, "Invalid Action");
 }
 
-if (protocols.has("upnp")) {
-  Deno.serve({ hostname: lan, port: HTTP_PORT, onListen: () => {} }, (req, info) => {
+/** A device's HTTP side on `hostname`: its description, and its service's SOAP actions at `control`. */
+function serveDevice(
+  hostname: string,
+  tag: string,
+  desc: string,
+  control: string,
+  actions: (req: Request, from: string) => Promise<Response>,
+): void {
+  Deno.serve({ hostname, port: HTTP_PORT, onListen: () => {} }, (req, info) => {
     const from = (info.remoteAddr as Deno.NetAddr).hostname;
     const path = new URL(req.url).pathname;
     if (req.method === "GET" && path === "/rootDesc.xml") {
-      console.log(`ASK http ${from} ${path}`);
-      return xmlResponse(200, description);
+      console.log(`ASK ${tag} ${from} ${path}`);
+      return xmlResponse(200, desc);
     }
-    if (req.method === "POST" && path === "/ctl/IPConn") return soap(req, from);
+    if (req.method === "POST" && path === control) return actions(req, from);
     return new Response("not found", { status: 404 });
   });
+}
+
+if (protocols.has("upnp")) {
+  serveDevice(lan, "http", description, "/ctl/IPConn", soap);
   const ssdp = dgram.createSocket({ type: "udp4", reuseAddr: true });
   await new Promise<void>((r) => ssdp.bind(1900, "0.0.0.0", () => r()));
   ssdp.addMembership("239.255.255.250", lan);
@@ -568,16 +579,7 @@ async function firewallSoap(req: Request, from: string): Promise<Response> {
 }
 
 if (lan6 && protocols.has("upnp6")) {
-  Deno.serve({ hostname: lan6, port: HTTP_PORT, onListen: () => {} }, (req, info) => {
-    const from = (info.remoteAddr as Deno.NetAddr).hostname;
-    const path = new URL(req.url).pathname;
-    if (req.method === "GET" && path === "/rootDesc.xml") {
-      console.log(`ASK http6 ${from} ${path}`);
-      return xmlResponse(200, description6);
-    }
-    if (req.method === "POST" && path === "/ctl/IP6FCtl") return firewallSoap(req, from);
-    return new Response("not found", { status: 404 });
-  });
+  serveDevice(lan6, "http6", description6, "/ctl/IP6FCtl", firewallSoap);
   const ssdp6 = dgram.createSocket({ type: "udp6", reuseAddr: true });
   await new Promise<void>((r) => ssdp6.bind(1900, "::", () => r()));
   ssdp6.addMembership("ff02::c", "::%lan");
