@@ -13,7 +13,7 @@
  * refuses, means no pinhole: the relayed start and the IPv6 punch still work (client/upgrade.ts).
  *
  * Routers that speak no PCP often offer UPnP's WANIPv6FirewallControl instead (client/upnp_pinhole.ts): both
- * are asked at once, and the first pinhole opened is kept (one opened by the other way too is closed again).
+ * are asked at once, and the first pinhole opened is the one reported.
  */
 import { CodedError, messageOf } from "../coded_error.ts";
 import { ipBytes, ipText, PcpError, sameIp } from "./pcp_wire.ts";
@@ -113,22 +113,35 @@ export interface OpenPinholeOptions {
   upnp?: (o: UpnpPinholeOptions) => Promise<UpnpPinhole>;
 }
 
-/** Opens a pinhole for `address`:`port`, asking each of `o.ways` at once; the first one opened is kept, and
- * any other opened later is closed. Throws, when it is the only way asked, what that way throws (for PCP:
- * PinholeError NO_ROUTER or NOT_A_PINHOLE, or the PcpError of the exchange; for UPnP: the UpnpError), else
- * PinholeError NO_PINHOLE with each way's reason. */
+/** Opens a pinhole for `address`:`port`, asking each of `o.ways` at once; the first one opened is the one
+ * returned. One opened by another way later is kept with it, and closed with it on stop(): on a router that
+ * speaks both (miniupnpd answers PCP and UPnP), the two are the same rule, and closing the second at once
+ * would close the first (as for port mappings, client/port_mapping.ts). Throws, when it is the only way
+ * asked, what that way throws (for PCP: PinholeError NO_ROUTER or NOT_A_PINHOLE, or the PcpError of the
+ * exchange; for UPnP: the UpnpError), else PinholeError NO_PINHOLE with each way's reason. */
 export function openPinhole(address: string, port: number, o: OpenPinholeOptions): Promise<Pinhole> {
   const ways = o.ways ?? PINHOLE_WAYS;
   const attempts = ways.map((w) => w === "pcp" ? viaPcp(address, port, o) : viaUpnp(address, port, o));
   if (attempts.length === 1) return attempts[0];
   return new Promise<Pinhole>((resolve, reject) => {
-    let kept: Pinhole | null = null;
+    const held: Pinhole[] = [];
+    let stopped = false;
     const why: string[] = [];
     let failed = 0;
     attempts.forEach((a, i) =>
       a.then((p) => {
-        if (kept) void p.stop();
-        else resolve(kept = p);
+        // One that opens after stop() is closed at once.
+        if (stopped) return void p.stop();
+        held.push(p);
+        if (held.length > 1) return;
+        resolve({
+          ...p,
+          stop: async () => {
+            stopped = true;
+            await Promise.allSettled(attempts);
+            await Promise.all(held.map((h) => h.stop()));
+          },
+        });
       }, (e) => {
         why[i] = `${WAY_NAME[ways[i]]}: ${reasonOf(e)}`;
         if (++failed === attempts.length) reject(new PinholeError("NO_PINHOLE", why.join("; ")));

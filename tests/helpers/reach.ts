@@ -1,5 +1,6 @@
 /** Pieces of the reachability tests in network namespaces (tests/reach_*_test.ts). */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import type { Lab, LabSpec } from "./netlab.ts";
 import { CHILD_ENV, securechatArgs } from "./cli.ts";
 import type { HeadlessProc } from "./chat.ts";
@@ -167,4 +168,71 @@ export async function endLabRun(
   }
   await lab.close();
   await Deno.remove(root, { recursive: true }).catch(() => {});
+}
+
+/** Debian's miniupnpd (package miniupnpd-nftables), a real home router's UPnP daemon, as router `router`'s
+ * IPv6 firewall control: UPnP-IGD 2 on the LAN, secure mode, NAT-PMP and PCP off. Its pinholes go to a chain
+ * `miniupnpd` of the router's `labf` table, which the forward chain jumps to first (its IPv4 port mappings
+ * stay refused: the lab's outside address is a reserved one, see docs/protocol.md "Port mapping"). Resolves
+ * once it listens; `said()` is its debug log, `chain()` its chain as nft lists it. */
+export async function startMiniupnpd(lab: Lab, router: string, dir: string) {
+  await Deno.mkdir(dir, { recursive: true });
+  await lab.run(router, ["nft", "add", "chain", "inet", "labf", "miniupnpd"]);
+  await lab.run(router, ["nft", "insert", "rule", "inet", "labf", "forward", "jump", "miniupnpd"]);
+  // The chains of its IPv4 mappings must exist for it to start, though nothing is mapped there.
+  await lab.run(router, ["nft", "add", "table", "inet", "labnat"]);
+  for (const c of ["prerouting_miniupnpd", "postrouting_miniupnpd"]) {
+    await lab.run(router, ["nft", "add", "chain", "inet", "labnat", c]);
+  }
+  const conf = join(dir, "miniupnpd.conf");
+  await Deno.writeTextFile(
+    conf,
+    [
+      "ext_ifname=wan",
+      "listening_ip=lan",
+      "http_port=5000",
+      "enable_natpmp=no",
+      "enable_upnp=yes",
+      "secure_mode=yes",
+      `lease_file=${join(dir, "leases")}`,
+      "uuid=5ecc4a70-0000-4000-8000-00000000ab1e",
+      "upnp_table_name=labf",
+      "upnp_forward_chain=miniupnpd",
+      "upnp_nat_table_name=labnat",
+      "upnp_nat_chain=prerouting_miniupnpd",
+      "upnp_nat_postrouting_chain=postrouting_miniupnpd",
+      "allow 1024-65535 192.168.0.0/16 1024-65535",
+      "deny 0-65535 0.0.0.0/0 0-65535",
+      "",
+    ].join("\n"),
+  );
+  const child = lab.command(router, "miniupnpd", ["-d", "-f", conf, "-P", join(dir, "miniupnpd.pid")], {
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let said = "";
+  const decoder = new TextDecoder();
+  const reading = Promise.all([child.stdout, child.stderr].map(async (s) => {
+    for await (const chunk of s) said += decoder.decode(chunk);
+  }));
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await child.status;
+    await reading.catch(() => {});
+  };
+  const end = Date.now() + 10_000;
+  while (!said.includes("HTTP listening on port")) {
+    if (Date.now() > end) {
+      await stop();
+      throw new Error(`miniupnpd did not start: ${said}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    said: () => said,
+    chain: () => lab.run(router, ["nft", "list", "chain", "inet", "labf", "miniupnpd"]),
+    stop,
+  };
 }

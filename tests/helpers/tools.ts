@@ -11,7 +11,9 @@ export const REQUIRE_TOOLS_ENV = "SECURECHAT_REQUIRE_TOOLS";
 export class ToolMissingError extends Error {
   readonly code = "TOOL_MISSING";
   constructor(readonly tool: string) {
-    super(`${tool} is not installed, and ${REQUIRE_TOOLS_ENV}=1 requires it (apt-get install ${tool})`);
+    super(
+      `${tool} is not installed, and ${REQUIRE_TOOLS_ENV}=1 requires it (apt-get install ${packageOf(tool)})`,
+    );
     this.name = "ToolMissingError";
   }
 }
@@ -25,6 +27,13 @@ const PROBE_ARGS: Record<string, string[]> = {
   ip: ["-V"],
   nft: ["--version"],
 };
+
+/** The Debian package of each tool whose name differs from it (miniupnpd: the build for nftables). */
+const PACKAGES: Record<string, string> = { ip: "iproute2", nft: "nftables", miniupnpd: "miniupnpd-nftables" };
+
+function packageOf(tool: string): string {
+  return tool.split(", ").map((t) => PACKAGES[t] ?? t).join(" ");
+}
 
 const probed = new Map<string, boolean>();
 const warned = new Set<string>();
@@ -52,7 +61,7 @@ export function haveTool(name: string): boolean {
 function warnSkip(tool: string, what: string): void {
   if (warned.has(`${tool}/${what}`)) return;
   warned.add(`${tool}/${what}`);
-  console.warn(`${tool} is not installed (apt-get install ${tool}): skipping ${what}`);
+  console.warn(`${tool} is not installed (apt-get install ${packageOf(tool)}): skipping ${what}`);
 }
 
 /** For a check inside a larger test: true when `tool` is there; when it is not, false after a warning, or a
