@@ -71,6 +71,15 @@ export function responderArgs(lab: Lab, router: string, flags: string[] = []): s
   ];
 }
 
+/** Ends a router's service (SIGTERM), waiting for it and for the reading of what it printed. */
+async function endService(child: Deno.ChildProcess, reading: Promise<unknown>): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* gone */ }
+  await child.status;
+  await reading.catch(() => {});
+}
+
 /** The lab's port-mapping service running in router `router` (portmap_responder.ts with `flags`), started
  * and ready: what it has said so far, a wait for what it says, and its end. */
 export async function startResponder(lab: Lab, router: string, flags: string[] = []) {
@@ -92,11 +101,7 @@ export async function startResponder(lab: Lab, router: string, flags: string[] =
     }
   };
   const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    await child.status;
-    await reading.catch(() => {});
+    await endService(child, reading);
     await child.stderr.cancel().catch(() => {});
   };
   try {
@@ -215,13 +220,7 @@ export async function startMiniupnpd(lab: Lab, router: string, dir: string) {
   const reading = Promise.all([child.stdout, child.stderr].map(async (s) => {
     for await (const chunk of s) said += decoder.decode(chunk);
   }));
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    await child.status;
-    await reading.catch(() => {});
-  };
+  const stop = () => endService(child, reading);
   const end = Date.now() + 10_000;
   while (!said.includes("HTTP listening on port")) {
     if (Date.now() > end) {
