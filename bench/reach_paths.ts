@@ -16,12 +16,23 @@
  * phonebook look-up, the dial race, TLS, the hello, the message and its receipt; for punched, to the moment
  * `info` reports the punched path. The baseline for each is a bare handshake between the two namespaces in
  * the direction the network allows (for relayed and punched, from the dialer to the relay's host).
+ *
+ * The IPv6 rows (labIpv6PunchFigures): two homes behind symmetric IPv4 NATs and IPv6 firewalls, punched over
+ * IPv6, then direct through the callee's pinhole opened over PCP, over UPnP, and by Debian's miniupnpd where
+ * it is installed.
  */
 import { join } from "node:path";
 import { type BenchFigure, percentile } from "./harness.ts";
 import { buildLab, type Lab, labAvailable } from "../tests/helpers/netlab.ts";
 import { type HeadlessProc, spawnHeadless } from "../tests/helpers/chat.ts";
-import { enrollIn, responderArgs, startResponder, startServe } from "../tests/helpers/reach.ts";
+import {
+  enrollIn,
+  responderArgs,
+  startMiniupnpd,
+  startResponder,
+  startServe,
+} from "../tests/helpers/reach.ts";
+import { haveTool } from "../tests/helpers/tools.ts";
 
 const REPS = 5;
 const HANDSHAKES = 30;
@@ -166,7 +177,7 @@ export async function labIpv6PunchFigures(): Promise<BenchFigure[]> {
   });
   const root = await Deno.makeTempDir({ prefix: "securechat-bench-reach6-" });
   const children: Deno.ChildProcess[] = [];
-  let router: Awaited<ReturnType<typeof startResponder>> | null = null;
+  let router: { stop(): Promise<void> } | null = null;
   try {
     const serve = await startServe(lab, join(root, "pb"), "");
     children.push(serve.child);
@@ -225,8 +236,16 @@ export async function labIpv6PunchFigures(): Promise<BenchFigure[]> {
     // case above; the first contact goes straight to its IPv6 address.
     // Then once more with a router that offers UPnP's WANIPv6FirewallControl instead (the pinhole found by an
     // SSDP search over IPv6, then opened with SOAP).
-    for (const [via, flag] of [["PCP", "pcp6"], ["UPnP", "upnp6"]]) {
-      router = await startResponder(lab, "home", [`--protocols=${flag}`]);
+    // And with Debian's miniupnpd as the callee's router, where it is installed (it answers both ways).
+    const services: [string, () => Promise<{ stop(): Promise<void> }>][] = [
+      ["PCP", () => startResponder(lab, "home", ["--protocols=pcp6"])],
+      ["UPnP", () => startResponder(lab, "home", ["--protocols=upnp6"])],
+    ];
+    if (haveTool("miniupnpd")) {
+      services.push(["miniupnpd", () => startMiniupnpd(lab, "home", join(root, "miniupnpd"))]);
+    }
+    for (const [via, start] of services) {
+      router = await start();
       await row(
         { path: "pinhole", from: "v6d", to: "v6c", kind: "ipv6", baseline: ["v6a", "pb"] },
         3000,
