@@ -85,10 +85,11 @@ export interface Pinhole {
   port: number;
   /** The router asked (its PCP server, or its UPnP firewall service's host). */
   router: string;
+  /** The way it was opened (and is renewed and closed). */
   via: "PCP" | "UPnP";
-  /** Seconds the router granted (renewed by the PCP client before they run out). */
+  /** Seconds the router granted (renewed before they run out). */
   lifetime: number;
-  /** Closes the pinhole (a PCP delete), bounded; never throws. */
+  /** Closes the pinhole (a PCP delete, UPnP's DeletePinhole), bounded; never throws. */
   stop(): Promise<void>;
 }
 

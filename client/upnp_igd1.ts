@@ -56,11 +56,8 @@ type Xml = Record<string, unknown>;
 const list = (v: unknown): Xml[] =>
   v === undefined || v === null ? [] : (Array.isArray(v) ? v : [v]).filter((x) => typeof x === "object");
 
-/** The first WAN connection service of a parsed device description (devices nest: IGD > WANDevice >
- * WANConnectionDevice), by preference; null when it names none, or is a version 2 device. */
-export function serviceOf(location: URL, details: Xml): Igd1Service | null {
-  const root = details.device as Xml | undefined;
-  if (!root || root.deviceType !== IGD_1) return null;
+/** The services of a parsed device and of the devices nested in it, in document order. */
+export function servicesOf(device: Xml): { serviceType: string; controlURL: string }[] {
   const found: { serviceType: string; controlURL: string }[] = [];
   const walk = (d: Xml) => {
     for (const s of list((d.serviceList as Xml | undefined)?.service)) {
@@ -70,7 +67,16 @@ export function serviceOf(location: URL, details: Xml): Igd1Service | null {
     }
     for (const child of list((d.deviceList as Xml | undefined)?.device)) walk(child);
   };
-  walk(root);
+  walk(device);
+  return found;
+}
+
+/** The first WAN connection service of a parsed device description (devices nest: IGD > WANDevice >
+ * WANConnectionDevice), by preference; null when it names none, or is a version 2 device. */
+export function serviceOf(location: URL, details: Xml): Igd1Service | null {
+  const root = details.device as Xml | undefined;
+  if (!root || root.deviceType !== IGD_1) return null;
+  const found = servicesOf(root);
   const base = typeof details.URLBase === "string" ? details.URLBase : location.href;
   for (const type of WAN_SERVICES_1) {
     const s = found.find((f) => f.serviceType === type);

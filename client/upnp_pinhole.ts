@@ -16,7 +16,7 @@
 import http from "node:http";
 import { Buffer } from "node:buffer";
 import ssdp, { type Service } from "@achingbrain/ssdp";
-import { IGD_2, MAX_ANSWER_BYTES, parseSoapAnswer, soapRequest, UpnpError } from "./upnp_igd1.ts";
+import { IGD_2, MAX_ANSWER_BYTES, parseSoapAnswer, servicesOf, soapRequest, UpnpError } from "./upnp_igd1.ts";
 import { realScheduler, type Scheduler, type Timer } from "./scheduler.ts";
 
 export const WAN_IPV6_FIREWALL = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1";
@@ -41,9 +41,6 @@ export interface FirewallService {
 
 type Xml = Record<string, unknown>;
 
-const list = (v: unknown): Xml[] =>
-  v === undefined || v === null ? [] : (Array.isArray(v) ? v : [v]).filter((x) => typeof x === "object");
-
 /** The hostname of a URL without the brackets of an IPv6 one. */
 const bare = (hostname: string) => hostname.replace(/^\[(.*)\]$/, "$1");
 
@@ -60,17 +57,8 @@ export function firewallServiceOf(location: URL, details: Xml): FirewallService 
 export function firewallServiceOrWhy(location: URL, details: Xml): FirewallService | string | null {
   const root = details.device as Xml | undefined;
   if (!root || root.deviceType !== IGD_2) return null;
-  let controlURL: string | null = null;
-  const walk = (d: Xml) => {
-    for (const s of list((d.serviceList as Xml | undefined)?.service)) {
-      if (controlURL === null && s.serviceType === WAN_IPV6_FIREWALL && typeof s.controlURL === "string") {
-        controlURL = s.controlURL;
-      }
-    }
-    for (const child of list((d.deviceList as Xml | undefined)?.device)) walk(child);
-  };
-  walk(root);
-  if (controlURL === null) return null;
+  const controlURL = servicesOf(root).find((x) => x.serviceType === WAN_IPV6_FIREWALL)?.controlURL;
+  if (controlURL === undefined) return null;
   const base = typeof details.URLBase === "string" ? details.URLBase : location.href;
   let controlUrl: URL;
   try {

@@ -176,7 +176,8 @@ export async function endLabRun(
 }
 
 /** Debian's miniupnpd (package miniupnpd-nftables), a real home router's UPnP daemon, as router `router`'s
- * IPv6 firewall control: UPnP-IGD 2 on the LAN, secure mode, NAT-PMP and PCP off. Its pinholes go to a chain
+ * IPv6 firewall control: UPnP-IGD 2 on the LAN, secure mode, NAT-PMP off (it answers PCP over IPv6 all the
+ * same, so both ways reach it). Its pinholes go to a chain
  * `miniupnpd` of the router's `labf` table, which the forward chain jumps to first (its IPv4 port mappings
  * stay refused: the lab's outside address is a reserved one, see docs/protocol.md "Port mapping"). Resolves
  * once it listens; `said()` is its debug log, `chain()` its chain as nft lists it. */
