@@ -4,6 +4,7 @@
  */
 import type { PeerQuotaLimits } from "../../client/peer_quota.ts";
 import type { RequestLimits } from "../../client/requests.ts";
+import { faketimeEnv, removeFaketimeLeftovers } from "./faketime.ts";
 import { join } from "node:path";
 import dgram from "node:dgram";
 import { startDirectoryServer } from "../../server/mod.ts";
@@ -780,7 +781,7 @@ export interface HeadlessProc {
   pid: number;
 }
 
-/** Starts `securechat chat --headless --home DIR` (optionally under faketime: `spec` is faketime's -f value). */
+/** Starts `securechat chat --headless --home DIR` (optionally under libfaketime: `faketime` is the wrapper's -f value). */
 export function spawnHeadless(
   homeDir: string,
   opts: {
@@ -816,13 +817,11 @@ export function spawnHeadless(
     ...(opts.netns === undefined ? { SECURECHAT_NO_PORT_MAPPING: "1" } : {}),
     ...opts.env,
   };
+  if (opts.faketime !== undefined) {
+    Object.assign(env, faketimeEnv(opts.faketime, { fakeMonotonic: opts.fakeMonotonic }));
+  }
   let cmd = Deno.execPath();
   let args = denoArgs;
-  if (opts.faketime !== undefined) {
-    cmd = "faketime";
-    args = ["-f", opts.faketime, Deno.execPath(), ...denoArgs];
-    if (!opts.fakeMonotonic) env.FAKETIME_DONT_FAKE_MONOTONIC = "1";
-  }
   if (opts.maxOpenFiles !== undefined) {
     args = ["-c", `ulimit -n ${opts.maxOpenFiles} && exec "$0" "$@"`, cmd, ...args];
     cmd = "bash";
@@ -861,6 +860,7 @@ export function spawnHeadless(
   const writer = child.stdin.getWriter();
   let stdinClosed = false;
   const status = child.status.then(async (s) => {
+    if (opts.faketime !== undefined) removeFaketimeLeftovers(child.pid);
     await Promise.all([readOut, readErr]);
     for (const w of [...waiters]) w();
     return s.code;
@@ -912,8 +912,7 @@ export function spawnHeadless(
         // already gone
       }
       // For a catchable signal stdin stays open until the process is gone (its end would be a second way to
-      // quit, racing the signal). After SIGKILL it is closed at once: under faketime the signal reaches only
-      // the faketime wrapper, and the end of input is what makes the program beneath it quit.
+      // quit, racing the signal).
       if (signal !== "SIGKILL") await status;
       if (!stdinClosed) {
         stdinClosed = true;

@@ -1,6 +1,7 @@
 /** `securechat serve` as a real child process (a phonebook node), started the way an operator does, with its
  * banner parsed for the addresses it bound. Used by the multi-node tests and the scale benchmark. */
 import { CHILD_ENV, securechatArgs } from "./cli.ts";
+import { faketimeEnv, removeFaketimeLeftovers } from "./faketime.ts";
 
 export interface ServeNode {
   pid: number;
@@ -23,21 +24,10 @@ export class ServeStartError extends Error {
   }
 }
 
-/** The pids of `pid`'s children (`ps`: reading /proc needs more permissions than the tests have). */
-async function childrenOf(pid: number): Promise<number[]> {
-  try {
-    const r = await new Deno.Command("ps", { args: ["-o", "pid=", "--ppid", String(pid)], stdout: "piped" })
-      .output();
-    return new TextDecoder().decode(r.stdout).split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
 /** Starts `securechat serve ARGS` (listening on 127.0.0.1:0 unless ARGS say otherwise) and resolves once
  * its banner is complete; rejects with ServeStartError when it exits first or within `timeoutMs`.
  * `caCertFile` defaults to `ca.pem` in the `--data` folder. With `faketime` (a libfaketime spec such as
- * "+31d") the process runs under faketime with its wall clock moved and its monotonic clock left alone. */
+ * "+31d") the process runs under libfaketime with its wall clock moved and its monotonic clock left alone. */
 export async function startServeProcess(
   args: string[],
   opts: {
@@ -59,23 +49,18 @@ export async function startServeProcess(
     ...securechatArgs("serve", ...(hasListen ? [] : ["--listen", "127.0.0.1:0"]), ...args),
   ];
   const env: Record<string, string> = { ...CHILD_ENV, ...opts.env };
-  if (opts.faketime) env.FAKETIME_DONT_FAKE_MONOTONIC = "1";
-  const child = new Deno.Command(opts.faketime ? "faketime" : Deno.execPath(), {
-    args: opts.faketime ? ["-f", opts.faketime, Deno.execPath(), ...argv] : argv,
+  if (opts.faketime) Object.assign(env, faketimeEnv(opts.faketime));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: argv,
     env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  // Under faketime a signal reaches only the wrapper, which waits for the program it started: the program
-  // (the wrapper's own child) is told first.
-  const kill = async (signal: Deno.Signal) => {
-    const pids = opts.faketime ? [...await childrenOf(child.pid), child.pid] : [child.pid];
-    for (const pid of pids) {
-      try {
-        Deno.kill(pid, signal);
-      } catch { /* already gone */ }
-    }
+  const kill = (signal: Deno.Signal) => {
+    try {
+      child.kill(signal);
+    } catch { /* already gone */ }
   };
   let out = "";
   const pump = async (s: ReadableStream<Uint8Array>) => {
@@ -84,7 +69,10 @@ export async function startServeProcess(
   };
   const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   let exited: number | null = null;
-  const status = child.status.then((s) => (exited = s.code));
+  const status = child.status.then((s) => {
+    if (opts.faketime) removeFaketimeLeftovers(child.pid);
+    return exited = s.code;
+  });
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   while (!/Users enroll with:.*\n/.test(out)) {
     if (exited !== null || Date.now() > deadline) {
