@@ -6,17 +6,26 @@
  * UPnP-IGD and npm has no maintained PCP client. The packets are in pcp_wire.ts. An IPv6 client address is
  * asked over IPv6, which maps nothing but opens the router's firewall for it (client/pinhole.ts).
  *
- * Not done (not needed to map one TCP port of ours): PEER and ANNOUNCE opcodes, options (THIRD_PARTY,
- * PREFER_FAILURE, FILTER), listening for the router's unsolicited ANNOUNCE on 224.0.0.1:5350, watching the
- * epoch for a router that restarted (§8.5): the next renewal, a MAP request like the first, maps again anyway.
+ * A router that restarts forgets our mapping, and says so (§14.1.1) with an unsolicited ANNOUNCE to port 5350
+ * of the all-nodes address (224.0.0.1, ff02::1), or to our request's port. Such an ANNOUNCE, from the router
+ * we asked and with an epoch that shows the loss (§8.5), has the mapping asked for again after a random wait
+ * of up to 5 s (so that a LAN full of clients does not answer at once) instead of at the next renewal, up to
+ * half a lease later. An ANNOUNCE whose epoch shows no loss changes nothing.
+ *
+ * Not done (not needed to map one TCP port of ours): the PEER opcode, options (THIRD_PARTY, PREFER_FAILURE,
+ * FILTER), sending ANNOUNCE requests of our own.
  */
 import dgram from "node:dgram";
 import {
+  decodeAnnounce,
   decodeMapResponse,
   encodeMapRequest,
+  type EpochReading,
+  epochShowsLoss,
   IPPROTO_TCP,
   isIpv6,
   type MapResponse,
+  PCP_CLIENT_PORT,
   PCP_NONCE_LENGTH,
   PCP_SERVER_PORT,
   PcpError,
@@ -29,6 +38,12 @@ import {
 export const PCP_FIRST_RETRANSMIT_MS = 500;
 /** When a renewal fails, the next try comes after this share of the lease that is left. */
 const RETRY_SHARE = 0.25;
+/** After a router's ANNOUNCE that shows it lost its state, the mapping is asked for again after a random wait
+ * of up to this (RFC 6887 §14.1.1: clients on one LAN must not all answer at once). */
+export const ANNOUNCE_DELAY_MAX_MS = 5000;
+/** At most one mapping asked for again per this, however many ANNOUNCEs come (one forged on the LAN, over
+ * and over, must not keep us asking). */
+export const ANNOUNCE_MIN_GAP_MS = 10_000;
 
 /** When to renew a lease of `seconds` (§11.2.1: uniformly at random in 1/2 to 5/8 of it). */
 export function renewalDelayMs(seconds: number): number {
@@ -51,6 +66,11 @@ export interface PcpMapOptions {
   /** Bounds the first mapping. */
   signal?: AbortSignal;
   log?: (text: string) => void;
+  /** The port the router's multicast ANNOUNCE comes to (default 5350); null listens for none (tests: an
+   * ANNOUNCE sent to the request's own port is heard all the same). */
+  announcePort?: number | null;
+  /** Longest random wait after an ANNOUNCE before asking again (default ANNOUNCE_DELAY_MAX_MS). */
+  announceDelayMaxMs?: number;
   /** A renewal gave another public address or port (the router's own address changed, or it rebooted). */
   onMoved?: (externalHost: string, externalPort: number) => void;
   /** The lease ran out with no renewal answered (said once). */
@@ -183,12 +203,46 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
   let expires = Date.now() + current.lifetime * 1000;
   let renewTimer: ReturnType<typeof setTimeout> | undefined;
   const schedule = (ms: number) => {
+    clearTimeout(renewTimer);
     renewTimer = setTimeout(renew, Math.max(1000, ms));
   };
+  /** The router's epoch as last heard (§8.5), on our monotonic clock. */
+  let epochSeen: EpochReading = { epoch: first.epoch, atMs: performance.now() };
+  /** Records an epoch the router just gave; true when it shows the router lost its state since the last. */
+  const noteEpoch = (epoch: number): boolean => {
+    const now = { epoch, atMs: performance.now() };
+    const loss = epochShowsLoss(epochSeen, now);
+    epochSeen = now;
+    return loss;
+  };
+  let renewing = false;
+  let lastAnnounced = -Infinity;
+  const onAnnounce = (msg: Uint8Array, from: dgram.RemoteInfo) => {
+    if (stopping || !sameIp(from.address, o.gateway) || from.port !== serverPort) return;
+    let epoch: number;
+    try {
+      epoch = decodeAnnounce(new Uint8Array(msg));
+    } catch {
+      return; // a MAP answer (the request's own handler reads those), or nothing of PCP's
+    }
+    if (!noteEpoch(epoch) || renewing || performance.now() - lastAnnounced < ANNOUNCE_MIN_GAP_MS) return;
+    lastAnnounced = performance.now();
+    const wait = Math.random() * (o.announceDelayMaxMs ?? ANNOUNCE_DELAY_MAX_MS);
+    o.log?.(
+      `the router restarted (PCP ANNOUNCE, epoch ${epoch}): mapping again in ${(wait / 1000).toFixed(1)} s`,
+    );
+    clearTimeout(renewTimer);
+    renewTimer = setTimeout(renew, wait);
+  };
+  sock.on("message", onAnnounce);
+  const announceSock = o.announcePort === null
+    ? null
+    : await listenAnnounce(isIpv6(o.clientIp), o.announcePort ?? PCP_CLIENT_PORT, onAnnounce, o.log);
   let lost = false;
   const renew = async () => {
     if (stopping) return;
     const left = expires - Date.now();
+    renewing = true;
     try {
       // The same nonce and the assigned endpoint: the router extends the mapping it has (§11.2.1).
       const r = await ask(
@@ -198,6 +252,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
         AbortSignal.timeout(Math.max(2000, left / 2)),
       );
       if (stopping) return;
+      if (noteEpoch(r.epoch)) o.log?.("the router had lost its PCP state (epoch); the renewal mapped again");
       if (r.externalPort !== current.externalPort || r.externalIp !== current.externalIp) {
         o.log?.(`PCP mapping moved to ${r.externalIp}:${r.externalPort}`);
         o.onMoved?.(r.externalIp, r.externalPort);
@@ -214,6 +269,8 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
         o.onLost?.("PCP: no renewal answered before the lease ended");
       }
       schedule(Math.max(0, expires - Date.now()) * RETRY_SHARE);
+    } finally {
+      renewing = false;
     }
   };
   schedule(renewalDelayMs(first.lifetime));
@@ -227,8 +284,45 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
       stopping = true;
       clearTimeout(renewTimer);
       for (const cancel of [...inflight]) cancel();
+      try {
+        announceSock?.close();
+      } catch { /* already closed */ }
       await ask(0, current.externalPort, current.externalIp, signal).catch(() => {});
       close();
     },
   };
+}
+
+/** A socket on `port` of every address of the family, in the all-nodes group, where a router's ANNOUNCE
+ * arrives; shared with other programs (and other mappings of ours) that listen there too. Null, said once in
+ * the log, when the port cannot be had: then only the renewals restore a mapping a router forgot. */
+async function listenAnnounce(
+  v6: boolean,
+  port: number,
+  onMessage: (msg: Uint8Array, from: dgram.RemoteInfo) => void,
+  log?: (text: string) => void,
+): Promise<dgram.Socket | null> {
+  const s = dgram.createSocket({ type: v6 ? "udp6" : "udp4", reuseAddr: true, ipv6Only: v6 });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once("error", reject);
+      s.bind(port, v6 ? "::" : "0.0.0.0", () => {
+        s.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    log?.(`not listening for the router's PCP announcements on port ${port}: ${(e as Error).message}`);
+    try {
+      s.close();
+    } catch { /* never opened */ }
+    return null;
+  }
+  s.on("error", () => {});
+  try {
+    // Every host is in the all-nodes group already; joining it is said for the systems that need it.
+    s.addMembership(v6 ? "ff02::1" : "224.0.0.1");
+  } catch { /* the membership the system gives every host remains */ }
+  s.on("message", onMessage);
+  return s;
 }

@@ -1,6 +1,6 @@
 /**
- * The Port Control Protocol's MAP packets (RFC 6887), pure: encode a request, decode a response, nothing
- * else. The I/O (a UDP socket to the router's port 5351, retransmission, renewal) is in pcp.ts.
+ * The Port Control Protocol's MAP packets (RFC 6887), pure: encode a request, decode a response (and the
+ * router's unsolicited ANNOUNCE, and what its epoch says), nothing else. The I/O (a UDP socket to the router's port 5351, retransmission, renewal) is in pcp.ts.
  *
  * Layout (RFC 6887 §7.1 request header, §7.2 response header, §11.1 MAP opcode), all big-endian:
  *   request:  version(1)=2 | R=0,opcode(1) | reserved(2) | requested lifetime(4) | client IP(16)
@@ -14,6 +14,10 @@ import { CodedError } from "../coded_error.ts";
 export const PCP_VERSION = 2;
 /** The router's PCP port, shared with NAT-PMP (§19.1). */
 export const PCP_SERVER_PORT = 5351;
+/** Where a router's unsolicited ANNOUNCE goes: this port of the all-nodes multicast address (224.0.0.1,
+ * ff02::1) (§19.1, §14.1.1). */
+export const PCP_CLIENT_PORT = 5350;
+export const PCP_OPCODE_ANNOUNCE = 0;
 export const PCP_OPCODE_MAP = 1;
 /** The R bit of the opcode byte: set in responses (§7.2). */
 export const PCP_RESPONSE_BIT = 0x80;
@@ -231,4 +235,35 @@ export function decodeMapResponse(packet: Uint8Array): MapResponse {
 /** The RFC's name of a result code ("NOT_AUTHORIZED"), or "result N" for one it does not define. */
 export function resultName(result: number): string {
   return (PCP_RESULTS as Record<number, string>)[result] ?? `result ${result}`;
+}
+
+/** An ANNOUNCE response's epoch (§14.1): the router says when its PCP state began. Throws PcpError
+ * "PCP_NOT_A_RESPONSE" for anything that is not a successful ANNOUNCE response of version 2 (requests,
+ * other opcodes, other versions, a result other than SUCCESS), "PCP_MALFORMED_RESPONSE" for a bad length. */
+export function decodeAnnounce(packet: Uint8Array): number {
+  if (packet.length < PCP_HEADER_LENGTH || packet.length > PCP_MAX_LENGTH || packet.length % 4 !== 0) {
+    throw new PcpError("PCP_MALFORMED_RESPONSE", `a PCP ANNOUNCE of ${packet.length} bytes`);
+  }
+  if (
+    packet[0] !== PCP_VERSION || packet[1] !== (PCP_RESPONSE_BIT | PCP_OPCODE_ANNOUNCE) || packet[3] !== 0
+  ) {
+    throw new PcpError("PCP_NOT_A_RESPONSE", "not a successful PCP ANNOUNCE response");
+  }
+  return new DataView(packet.buffer, packet.byteOffset, packet.byteLength).getUint32(8);
+}
+
+/** One reading of a router's epoch: what it said, and our monotonic clock (ms) when it came. */
+export interface EpochReading {
+  epoch: number;
+  atMs: number;
+}
+
+/** RFC 6887 §8.5: whether the router lost its state (rebooted, or its PCP service restarted) between two
+ * readings of its epoch. Its epoch went back by more than a second, or it ran at another pace than our
+ * clock: the two elapsed times may differ by 2 s plus 1/16 of the longer, no more. */
+export function epochShowsLoss(prev: EpochReading, now: EpochReading): boolean {
+  if (now.epoch + 1 < prev.epoch) return true;
+  const client = (now.atMs - prev.atMs) / 1000;
+  const server = now.epoch - prev.epoch;
+  return client + 2 < server - server / 16 || server + 2 < client - client / 16;
 }

@@ -8,8 +8,10 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import {
+  decodeAnnounce,
   decodeMapResponse,
   encodeMapRequest,
+  epochShowsLoss,
   ipBytes,
   ipText,
   isIpv6,
@@ -18,7 +20,7 @@ import {
   resultName,
   sameIp,
 } from "../client/pcp_wire.ts";
-import { pcpMap, renewalDelayMs } from "../client/pcp.ts";
+import { ANNOUNCE_MIN_GAP_MS, pcpMap, renewalDelayMs } from "../client/pcp.ts";
 
 const hex = (s: string) => new Uint8Array(s.replace(/\s+/g, "").match(/../g)!.map((h) => parseInt(h, 16)));
 const toHex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
@@ -206,7 +208,10 @@ interface SeenRequest {
   externalPort: number;
 }
 
-async function fakeRouter(answer: (req: SeenRequest) => Uint8Array | null) {
+async function fakeRouter(
+  answer: (req: SeenRequest) => Uint8Array | null,
+  onRequest?: (port: number) => void,
+) {
   const sock = dgram.createSocket("udp4");
   const seen: SeenRequest[] = [];
   sock.on("message", (msg: Uint8Array, from: dgram.RemoteInfo) => {
@@ -222,11 +227,18 @@ async function fakeRouter(answer: (req: SeenRequest) => Uint8Array | null) {
       externalPort: v.getUint16(42),
     };
     seen.push(req);
+    onRequest?.(from.port);
     const out = answer(req);
     if (out) sock.send(out, from.port, from.address);
   });
   await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
-  return { port: sock.address().port, seen, close: () => sock.close() };
+  return {
+    port: sock.address().port,
+    seen,
+    /** Sends `b` from the router's port to 127.0.0.1:`to`. */
+    sendTo: (b: Uint8Array, to: number) => sock.send(b, to, "127.0.0.1"),
+    close: () => sock.close(),
+  };
 }
 
 function mapAnswer(nonce: string, result: number, lifetime: number, internal: number, external: number) {
@@ -341,5 +353,113 @@ Deno.test("PCP client: a refusal, a NAT-PMP-only router and silence each end the
     } finally {
       router.close();
     }
+  }
+});
+
+/** An unsolicited ANNOUNCE response (§7.2 header, opcode 0, no opcode data) with `epoch`, built by hand. */
+const announce = (epoch: number, result = 0) =>
+  hex(
+    `02 80 00 ${result.toString(16).padStart(2, "0")} 00000000 ${epoch.toString(16).padStart(8, "0")} ${
+      "00".repeat(12)
+    }`,
+  );
+
+Deno.test("PCP: an ANNOUNCE is read at RFC 6887's offsets; what is not one is refused", () => {
+  assert.equal(decodeAnnounce(announce(0)), 0);
+  assert.equal(decodeAnnounce(announce(0x01020304)), 0x01020304);
+  const code = (b: Uint8Array) => {
+    try {
+      decodeAnnounce(b);
+      return "decoded";
+    } catch (e) {
+      assert.ok(e instanceof PcpError);
+      return e.code;
+    }
+  };
+  const req = announce(5);
+  req[1] = 0x00; // an ANNOUNCE request (R=0), as a neighbour asking the router
+  assert.equal(code(req), "PCP_NOT_A_RESPONSE");
+  assert.equal(code(mapAnswer("00".repeat(12), 0, 60, 1, 1)), "PCP_NOT_A_RESPONSE", "a MAP response");
+  assert.equal(code(announce(5, 7)), "PCP_NOT_A_RESPONSE", "a failed ANNOUNCE");
+  const v1 = announce(5);
+  v1[0] = 1;
+  assert.equal(code(v1), "PCP_NOT_A_RESPONSE", "another version");
+  assert.equal(code(announce(5).slice(0, 20)), "PCP_MALFORMED_RESPONSE");
+  assert.equal(code(new Uint8Array(26)), "PCP_MALFORMED_RESPONSE", "not a multiple of 4");
+});
+
+Deno.test("PCP: the epoch shows a lost state when it went back or ran at another pace than our clock (§8.5)", () => {
+  const at = (epoch: number, s: number) => ({ epoch, atMs: s * 1000 });
+  assert.equal(epochShowsLoss(at(1000, 0), at(1600, 600)), false, "in step");
+  assert.equal(epochShowsLoss(at(1000, 0), at(1001, 0.2)), false, "a second of rounding");
+  assert.equal(epochShowsLoss(at(1000, 0), at(999, 0)), false, "back by one second: rounding");
+  assert.equal(epochShowsLoss(at(1000, 0), at(0, 1)), true, "back to 0: the router restarted");
+  assert.equal(epochShowsLoss(at(1000, 0), at(998, 0)), true, "back by two seconds");
+  assert.equal(epochShowsLoss(at(1000, 0), at(1030, 600)), true, "its epoch stood still while ours ran");
+  assert.equal(epochShowsLoss(at(1000, 0), at(2200, 600)), true, "its epoch ran twice as fast");
+  // 2 s plus 1/16 either way is tolerated.
+  assert.equal(epochShowsLoss(at(0, 0), at(160 - 12, 160)), false);
+  assert.equal(epochShowsLoss(at(0, 0), at(160 - 13, 160)), true);
+});
+
+Deno.test("PCP client: a router's ANNOUNCE that shows it restarted has the mapping asked again at once; one that shows no loss, or comes from elsewhere, changes nothing", async () => {
+  let clientPort = 0;
+  let epoch = 1000;
+  const router = await fakeRouter(
+    (q) =>
+      mapAnswer(q.nonce, 0, q.lifetime === 0 ? 0 : 3600, q.internalPort, 40003).map((b, i) =>
+        // the answer's epoch field (bytes 8..11): this router's own
+        i >= 8 && i < 12 ? (epoch >>> (8 * (11 - i))) & 0xff : b
+      ),
+    (port) => clientPort = port,
+  );
+  const stranger = dgram.createSocket("udp4");
+  await new Promise<void>((r) => stranger.bind(0, "127.0.0.1", () => r()));
+  const logs: string[] = [];
+  const requests = () => router.seen.filter((q) => q.lifetime !== 0).length;
+  const settle = () => new Promise((r) => setTimeout(r, 300));
+  try {
+    const m = await pcpMap({
+      gateway: "127.0.0.1",
+      clientIp: "127.0.0.1",
+      internalPort: 10044,
+      lifetimeSeconds: 3600,
+      serverPort: router.port,
+      signal: AbortSignal.timeout(5000),
+      // This test sends its ANNOUNCEs to the request's own port (§14.1.1's unicast form): nothing listens
+      // on the machine's port 5350 for it.
+      announcePort: null,
+      announceDelayMaxMs: 50,
+      log: (t) => logs.push(t),
+    });
+    assert.equal(requests(), 1);
+    // The router's epoch ran on as ours did: no loss, nothing asked (the renewal is half an hour away).
+    router.sendTo(announce(1000), clientPort);
+    await settle();
+    assert.equal(requests(), 1, "an ANNOUNCE that shows no loss asked again");
+    // A restart announced by someone else than the router (another port of the same host) is ignored.
+    stranger.send(announce(0), clientPort, "127.0.0.1");
+    await settle();
+    assert.equal(requests(), 1, "an ANNOUNCE from another port was believed");
+    // The router restarted: epoch 0. The mapping is asked for again, with the same nonce, within the wait.
+    epoch = 0;
+    router.sendTo(announce(0), clientPort);
+    await settle();
+    assert.equal(requests(), 2, "the router's restart did not have the mapping asked again");
+    assert.equal(router.seen[1].nonce, router.seen[0].nonce);
+    assert.equal(router.seen[1].externalPort, 40003, "asked for the port it had");
+    assert.ok(
+      logs.some((l) => l.startsWith("the router restarted (PCP ANNOUNCE, epoch 0)")),
+      logs.join("; "),
+    );
+    // Another restart within ANNOUNCE_MIN_GAP_MS (a forged one, over and over) asks nothing more.
+    router.sendTo(announce(5000), clientPort);
+    router.sendTo(announce(0), clientPort);
+    await settle();
+    assert.equal(requests(), 2, `asked again within ${ANNOUNCE_MIN_GAP_MS} ms of the last`);
+    await m.stop(AbortSignal.timeout(3000));
+  } finally {
+    stranger.close();
+    router.close();
   }
 });
