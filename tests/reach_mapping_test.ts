@@ -35,6 +35,9 @@ interface Case {
   routerLate?: boolean;
   /** The router forgets its mappings this many seconds after the first (a reboot); the renewal restores it. */
   forgetAfterS?: number;
+  /** With forgetAfterS: the router announces its restart (PCP ANNOUNCE, epoch from 0), and chat maps again
+   * at once: the renewal is ten minutes away. */
+  announce?: boolean;
   /** The router's public address becomes this one 2 s after the first mapping; the renewal sees it. */
   wanMovesTo?: string;
   /** The router does not answer the first UPnP search (of its IGD version): lost, as multicast can be. */
@@ -64,6 +67,9 @@ const CASES: Case[] = [
     leaseS: 10,
     forgetAfterS: 2,
   },
+  // A PCP router restarts 2 s after mapping (forgets it, its epoch starts again) and says so with an ANNOUNCE
+  // to 224.0.0.1:5350: chat asks again within 5 s, not at the renewal of its 20-minute lease.
+  { offers: "pcp", wins: /\(PCP at /, tag: "pcp", forgetAfterS: 2, announce: true },
   // A 4-second lease: chat must renew it (at 1/2 to 5/8 of it) while it runs.
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
   // The router's mapping service comes up after chat started (a laptop that was faster than its network):
@@ -93,7 +99,7 @@ for (const c of CASES) {
       }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
         c.routerLate ? ", a router that comes up later is asked again, one that goes away is dropped" : ""
       }${c.wanMovesTo ? ", a new public address is published" : ""}${
-        c.forgetAfterS ? ", a router that forgot it has it again" : ""
+        c.forgetAfterS ? `, a router that forgot it has it again${c.announce ? " at its ANNOUNCE" : ""}` : ""
       }${c.dropSearches ? ", the first search lost" : ""}${
         c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
       }${
@@ -134,6 +140,7 @@ async function mappingCase(c: Case): Promise<void> {
       responderArgs(lab, "map", [
         `--protocols=${c.offers}`,
         ...(c.pcpLifetime ? [`--pcp-lifetime=${c.pcpLifetime}`] : []),
+        ...(c.announce ? ["--announce"] : []),
         ...(c.portsTaken ? ["--ports-taken"] : []),
         ...(c.igd1 ? ["--igd=1"] : []),
         ...(c.igd1?.ppp ? ["--ppp"] : []),
@@ -316,6 +323,23 @@ async function mappingCase(c: Case): Promise<void> {
         );
         assert.match(await rulesNow(), new RegExp(`dport ${ext} dnat`));
       }
+    }
+    if (c.announce) {
+      // The restart was announced; chat heard it, from the router, with the epoch begun again, and mapped
+      // again at once (its renewal is ten minutes away); the other network reaches it through the new rule.
+      await until("the restart's ANNOUNCE", () => said.includes("FORGOT\nANNOUNCED\n"));
+      await m.waitEvent(
+        (e) => e.event === "log" && /^the router restarted \(PCP ANNOUNCE, epoch [01]\)/.test(String(e.text)),
+        10_000,
+        "the ANNOUNCE heard",
+      );
+      await until(
+        "the mapping again after the restart",
+        () => new RegExp(`ANNOUNCED\\n(.|\\n)*MAP pcp ${ext} -> `).test(said),
+        10_000,
+      );
+      assert.match(await rulesNow(), new RegExp(`dport ${ext} dnat`));
+      await lab.run("other", ["timeout", "5", "bash", "-c", `exec 3<>/dev/tcp/${wan}/${ext}`]);
     }
 
     assert.equal(await m.kill("SIGTERM"), 0);

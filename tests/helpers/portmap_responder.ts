@@ -21,6 +21,9 @@
  *     [--ppp]           (with --igd=1: the service is WANPPPConnection:1, as on routers that dial PPPoE)
  *     [--permanent-only] (with --igd=1: a lease other than 0 is refused with 725, as many v1 routers do)
  *     [--forget-after=S] (S seconds after its first mapping the router forgets them all, as a reboot does)
+ *     [--announce]      (with --forget-after: the forgetting is a restart, as a PCP router tells it (RFC 6887
+ *                        §14.1.1): its epoch starts again from 0, and it sends an unsolicited ANNOUNCE from its
+ *                        port 5351 to 224.0.0.1:5350 on its LAN)
  *     [--wan-moves-to=A] (2 s after its first mapping the router's public address becomes A, added to its
  *                        WAN interface: as when the ISP hands out another address)
  *     [--drop-searches=N] (the first N M-SEARCHes for this router's IGD version are not answered, as when
@@ -33,6 +36,7 @@
  *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
  *   UNMAP <proto> <ext>                         a rule removed
  *   FORGOT                                      every rule removed (--forget-after)
+ *   ANNOUNCED                                   the restart's ANNOUNCE sent (--announce)
  *   MOVED <address>                             the public address changed (--wan-moves-to)
  *   ASK pcp6 <from> lifetime=S                  a PCP request over IPv6 (--lan6)
  *   ASK <ssdp6|http6|soap6> <from> [detail]    the same over IPv6 (--protocols=upnp6)
@@ -64,7 +68,10 @@ const movesTo = flag("wan-moves-to");
 let moveArmed = movesTo !== undefined;
 /** Where a router picks ports when the one asked for is taken. */
 const FIRST_FREE = 20000;
-const started = Date.now();
+let started = Date.now();
+const announceRestart = Deno.args.includes("--announce");
+/** Sends the restart's ANNOUNCE (set where the PCP socket is opened). */
+let sendAnnounce: (() => void) | null = null;
 const epoch = () => Math.floor((Date.now() - started) / 1000);
 
 interface Rule {
@@ -150,6 +157,10 @@ async function mapRuleNow(
         }
         rules.clear();
         console.log("FORGOT");
+        if (announceRestart) {
+          started = Date.now();
+          sendAnnounce?.();
+        }
       }), forgetAfterS * 1000);
   }
   return e;
@@ -353,6 +364,23 @@ if (protocols.has("pmp") || protocols.has("pcp")) {
     }
     if (answer) sock.send(answer, from.port, from.address);
   });
+  if (protocols.has("pcp")) {
+    // Out of the LAN interface (by its address), not along the default route to the WAN.
+    sock.setMulticastInterface(lan);
+    sendAnnounce = () => {
+      // §7.2 header: version 2, R=1 with opcode 0 (ANNOUNCE), result 0, lifetime 0, the epoch.
+      const b = Buffer.alloc(24);
+      b[0] = 2;
+      b[1] = 0x80;
+      b.writeUInt32BE(epoch(), 8);
+      sock.send(
+        b,
+        5350,
+        "224.0.0.1",
+        (err) => console.log(err ? `ANNOUNCE failed: ${err.message}` : "ANNOUNCED"),
+      );
+    };
+  }
 }
 
 if (lan6 && (protocols.has("pcp") || protocols.has("pcp6"))) {
