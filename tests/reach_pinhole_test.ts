@@ -38,6 +38,8 @@ interface PinholeRouter {
   /** How many rules of its firewall let inbound TCP reach [address]:port now. */
   rules(address: string, port: number): Promise<number>;
   stop(): Promise<void>;
+  /** Restarts it: every pinhole forgotten, and the restart announced (the lab's router with --announce). */
+  restart?(): void;
 }
 
 /** The lab's own router service (portmap_responder.ts) with `flags`: its rules in the forward chain. */
@@ -49,6 +51,7 @@ async function labRouter(lab: Lab, flags: string[]): Promise<PinholeRouter> {
       (await lab.run("home", ["nft", "list", "chain", "inet", "labf", "forward"]))
         .split(`ip6 daddr ${a} tcp dport ${p} accept`).length - 1,
     stop: r.stop,
+    restart: r.restart,
   };
 }
 
@@ -72,6 +75,8 @@ interface Case {
   start(lab: Lab, root: string): Promise<PinholeRouter>;
   /** What the router must have logged once the pinhole is open (alice's address and port given). */
   logged(a6: string, port: number): string[];
+  /** After the first contact the router restarts and announces it: the pinhole is opened again at once. */
+  restarts?: boolean;
 }
 
 const CASES: Case[] = [
@@ -81,6 +86,14 @@ const CASES: Case[] = [
     tools: [],
     start: (lab) => labRouter(lab, ["--protocols=pcp6"]),
     logged: (a6, port) => [`ASK pcp6 ${a6} `, `PINHOLE ${a6} ${port}`],
+  },
+  {
+    name: "a PCP router that restarts (and says so with an ANNOUNCE)",
+    via: /PCP/,
+    tools: [],
+    start: (lab) => labRouter(lab, ["--protocols=pcp6", "--announce"]),
+    logged: (a6, port) => [`ASK pcp6 ${a6} `, `PINHOLE ${a6} ${port}`],
+    restarts: true,
   },
   {
     name: "a UPnP router",
@@ -180,6 +193,30 @@ for (const k of CASES) {
         // The relay forwarded nothing: no circuit was ever opened between them.
         const relayed = await Deno.stat(capture).then((st) => st.size, () => 0);
         assert.equal(relayed, 0, "bytes went through the relay");
+
+        if (k.restarts) {
+          // The router restarts: the pinhole is gone, its epoch begins again, and it says so to ff02::1. Alice
+          // asks for the pinhole again within 5 s (her renewal is ten minutes away), and it lets a new
+          // connection from bob's network through.
+          const before = said().length;
+          router.restart!();
+          for (let i = 0; !/FORGOT\nANNOUNCED6\n/.test(said().slice(before)); i++) {
+            assert.ok(i < 50, `the router's restart in what it logged:\n${said()}`);
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          await alice.waitEvent(
+            (e) =>
+              e.event === "log" && /^the router restarted \(PCP ANNOUNCE, epoch [01]\)/.test(String(e.text)),
+            10_000,
+            "alice heard the ANNOUNCE",
+          );
+          for (let i = 0; !said().slice(before).includes(`PINHOLE ${a6} ${port}\n`); i++) {
+            assert.ok(i < 100, `the pinhole again after the restart:\n${said().slice(before)}`);
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          assert.equal(await router.rules(a6, port), 1);
+          await lab.run("bob", ["timeout", "5", "bash", "-c", `exec 3<>/dev/tcp/${a6}/${port}`]);
+        }
 
         // Alice quits: her pinhole is closed, the router's rule is gone.
         await alice.kill("SIGTERM");

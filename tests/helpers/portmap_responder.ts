@@ -21,9 +21,10 @@
  *     [--ppp]           (with --igd=1: the service is WANPPPConnection:1, as on routers that dial PPPoE)
  *     [--permanent-only] (with --igd=1: a lease other than 0 is refused with 725, as many v1 routers do)
  *     [--forget-after=S] (S seconds after its first mapping the router forgets them all, as a reboot does)
- *     [--announce]      (with --forget-after: the forgetting is a restart, as a PCP router tells it (RFC 6887
- *                        §14.1.1): its epoch starts again from 0, and it sends an unsolicited ANNOUNCE from its
- *                        port 5351 to 224.0.0.1:5350 on its LAN)
+ *     [--announce]      (a restart (--forget-after, or SIGUSR1 at any time) is told as a PCP router tells it
+ *                        (RFC 6887 §14.1.1): its epoch starts again from 0, and an unsolicited ANNOUNCE goes
+ *                        from its port 5351 to 224.0.0.1:5350 on its LAN, and with --lan6 to [ff02::1]:5350)
+ * SIGUSR1 restarts the router: every mapping and pinhole forgotten, as a reboot does.
  *     [--wan-moves-to=A] (2 s after its first mapping the router's public address becomes A, added to its
  *                        WAN interface: as when the ISP hands out another address)
  *     [--drop-searches=N] (the first N M-SEARCHes for this router's IGD version are not answered, as when
@@ -35,8 +36,8 @@
  *   MAP <proto> <ext> -> <host>:<port>          a rule installed
  *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
  *   UNMAP <proto> <ext>                         a rule removed
- *   FORGOT                                      every rule removed (--forget-after)
- *   ANNOUNCED                                   the restart's ANNOUNCE sent (--announce)
+ *   FORGOT                                      every rule and pinhole removed (--forget-after, SIGUSR1)
+ *   ANNOUNCED, ANNOUNCED6                       the restart's ANNOUNCE sent over IPv4, IPv6 (--announce)
  *   MOVED <address>                             the public address changed (--wan-moves-to)
  *   ASK pcp6 <from> lifetime=S                  a PCP request over IPv6 (--lan6)
  *   ASK <ssdp6|http6|soap6> <from> [detail]    the same over IPv6 (--protocols=upnp6)
@@ -70,8 +71,17 @@ let moveArmed = movesTo !== undefined;
 const FIRST_FREE = 20000;
 let started = Date.now();
 const announceRestart = Deno.args.includes("--announce");
-/** Sends the restart's ANNOUNCE (set where the PCP socket is opened). */
-let sendAnnounce: (() => void) | null = null;
+/** Send the restart's ANNOUNCE, one per PCP socket (set where each is opened). */
+const announcers: (() => void)[] = [];
+
+/** An unsolicited ANNOUNCE (§7.2 header: version 2, R=1 with opcode 0, result 0, lifetime 0, the epoch). */
+function announcement(): Buffer {
+  const b = Buffer.alloc(24);
+  b[0] = 2;
+  b[1] = 0x80;
+  b.writeUInt32BE(epoch(), 8);
+  return b;
+}
 const epoch = () => Math.floor((Date.now() - started) / 1000);
 
 interface Rule {
@@ -150,21 +160,30 @@ async function mapRuleNow(
   }
   if (forgetArmed) {
     forgetArmed = false;
-    setTimeout(() =>
-      serial(async () => {
-        for (const r of rules.values()) {
-          await nft(["delete", "rule", "ip", "lab", "pre", "handle", String(r.handle)]);
-        }
-        rules.clear();
-        console.log("FORGOT");
-        if (announceRestart) {
-          started = Date.now();
-          sendAnnounce?.();
-        }
-      }), forgetAfterS * 1000);
+    setTimeout(restart, forgetAfterS * 1000);
   }
   return e;
 }
+
+/** A restart: every mapping and pinhole forgotten; with --announce the epoch begins again and is announced. */
+function restart(): Promise<void> {
+  return serial(async () => {
+    for (const r of rules.values()) {
+      await nft(["delete", "rule", "ip", "lab", "pre", "handle", String(r.handle)]);
+    }
+    rules.clear();
+    for (const handle of pinholes.values()) {
+      await nft(["delete", "rule", "inet", "labf", "forward", "handle", String(handle)]);
+    }
+    pinholes.clear();
+    console.log("FORGOT");
+    if (announceRestart) {
+      started = Date.now();
+      for (const send of announcers) send();
+    }
+  });
+}
+Deno.addSignalListener("SIGUSR1", () => void restart());
 
 /** Removes the rules of `host` (for external port `ext`, or all its rules to internal `port` when ext is
  * 0); true when one was there. */
@@ -367,19 +386,14 @@ if (protocols.has("pmp") || protocols.has("pcp")) {
   if (protocols.has("pcp")) {
     // Out of the LAN interface (by its address), not along the default route to the WAN.
     sock.setMulticastInterface(lan);
-    sendAnnounce = () => {
-      // §7.2 header: version 2, R=1 with opcode 0 (ANNOUNCE), result 0, lifetime 0, the epoch.
-      const b = Buffer.alloc(24);
-      b[0] = 2;
-      b[1] = 0x80;
-      b.writeUInt32BE(epoch(), 8);
+    announcers.push(() =>
       sock.send(
-        b,
+        announcement(),
         5350,
         "224.0.0.1",
         (err) => console.log(err ? `ANNOUNCE failed: ${err.message}` : "ANNOUNCED"),
-      );
-    };
+      )
+    );
   }
 }
 
@@ -393,6 +407,15 @@ if (lan6 && (protocols.has("pcp") || protocols.has("pcp6"))) {
     const answer = b[0] === 2 ? await pcp6(b, from) : null;
     if (answer) sock6.send(answer, from.port, from.address);
   });
+  // From the router's LAN address (the one chat asks) to all nodes of the LAN's link.
+  announcers.push(() =>
+    sock6.send(
+      announcement(),
+      5350,
+      "ff02::1%lan",
+      (err) => console.log(err ? `ANNOUNCE6 failed: ${err.message}` : "ANNOUNCED6"),
+    )
+  );
 }
 
 // --- UPnP IGD v2 (or v1 with --igd=1) ---

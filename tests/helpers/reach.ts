@@ -110,7 +110,9 @@ export async function startResponder(lab: Lab, router: string, flags: string[] =
     await stop();
     throw e;
   }
-  return { said: () => said, until, stop };
+  /** Restarts the router (SIGUSR1: it forgets every mapping and pinhole, and announces it with --announce). */
+  const restart = () => child.kill("SIGUSR1");
+  return { said: () => said, until, stop, restart };
 }
 
 /** The lab of the IPv6 home tests: alice at home and bob at the office, each behind a router with a symmetric
