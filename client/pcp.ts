@@ -44,6 +44,8 @@ export const ANNOUNCE_DELAY_MAX_MS = 5000;
 /** At most one mapping asked for again per this, however many ANNOUNCEs come (one forged on the LAN, over
  * and over, must not keep us asking). */
 export const ANNOUNCE_MIN_GAP_MS = 10_000;
+const ALL_NODES_V4 = "224.0.0.1";
+const ALL_NODES_V6 = "ff02::1";
 
 /** When to renew a lease of `seconds` (§11.2.1: uniformly at random in 1/2 to 5/8 of it). */
 export function renewalDelayMs(seconds: number): number {
@@ -237,7 +239,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
   sock.on("message", onAnnounce);
   const announceSock = o.announcePort === null
     ? null
-    : await listenAnnounce(isIpv6(o.clientIp), o.announcePort ?? PCP_CLIENT_PORT, onAnnounce, o.log);
+    : await listenAnnouncements(isIpv6(o.clientIp), o.announcePort ?? PCP_CLIENT_PORT, onAnnounce, o.log);
   let lost = false;
   const renew = async () => {
     if (stopping) return;
@@ -293,10 +295,14 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
   };
 }
 
-/** A socket on `port` of every address of the family, in the all-nodes group, where a router's ANNOUNCE
- * arrives; shared with other programs (and other mappings of ours) that listen there too. Null, said once in
- * the log, when the port cannot be had: then only the renewals restore a mapping a router forgot. */
-async function listenAnnounce(
+/** A socket on `port` in the all-nodes group, where a router's ANNOUNCE (and a NAT-PMP gateway's
+ * announcement) arrives; shared with other programs (and other mappings of ours) that listen there too. Over
+ * IPv4 it is bound to the group's address itself, so it gets what is multicast to 224.0.0.1 and nothing sent to
+ * our own address: NAT-PMP clients (`@achingbrain/nat-port-mapper` among them) send their requests from port
+ * 5350 and read the answers there, and a second socket on the wildcard address would take those answers from
+ * them. (Over IPv6 there is no NAT-PMP, and the link-scope group cannot be bound without its interface.) Null,
+ * said in the log, when the port cannot be had: then only the renewals restore a mapping a router forgot. */
+export async function listenAnnouncements(
   v6: boolean,
   port: number,
   onMessage: (msg: Uint8Array, from: dgram.RemoteInfo) => void,
@@ -306,13 +312,13 @@ async function listenAnnounce(
   try {
     await new Promise<void>((resolve, reject) => {
       s.once("error", reject);
-      s.bind(port, v6 ? "::" : "0.0.0.0", () => {
+      s.bind(port, v6 ? "::" : ALL_NODES_V4, () => {
         s.off("error", reject);
         resolve();
       });
     });
   } catch (e) {
-    log?.(`not listening for the router's PCP announcements on port ${port}: ${(e as Error).message}`);
+    log?.(`not listening for the router's announcements on port ${port}: ${(e as Error).message}`);
     try {
       s.close();
     } catch { /* never opened */ }
@@ -321,7 +327,7 @@ async function listenAnnounce(
   s.on("error", () => {});
   try {
     // Every host is in the all-nodes group already; joining it is said for the systems that need it.
-    s.addMembership(v6 ? "ff02::1" : "224.0.0.1");
+    s.addMembership(v6 ? ALL_NODES_V6 : ALL_NODES_V4);
   } catch { /* the membership the system gives every host remains */ }
   s.on("message", onMessage);
   return s;

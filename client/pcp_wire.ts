@@ -267,3 +267,30 @@ export function epochShowsLoss(prev: EpochReading, now: EpochReading): boolean {
   const server = now.epoch - prev.epoch;
   return client + 2 < server - server / 16 || server + 2 < client - client / 16;
 }
+
+/** NAT-PMP (RFC 6886 §3.2.1): what a gateway multicasts to 224.0.0.1:5350 when it boots, restarts or gets
+ * another public address (and answers to an address request), a version 0 packet of 12 bytes. */
+export interface PmpAnnouncement {
+  /** Seconds since its mapping state began. */
+  epoch: number;
+  externalIp: string;
+}
+
+/** A NAT-PMP public address announcement. Throws PcpError "PCP_NOT_A_RESPONSE" for anything else (another
+ * version or opcode, a result other than success), "PCP_MALFORMED_RESPONSE" for another length. */
+export function decodePmpAnnouncement(packet: Uint8Array): PmpAnnouncement {
+  if (packet.length !== 12) {
+    throw new PcpError("PCP_MALFORMED_RESPONSE", `a NAT-PMP announcement of ${packet.length} bytes`);
+  }
+  const v = new DataView(packet.buffer, packet.byteOffset, packet.byteLength);
+  if (packet[0] !== 0 || packet[1] !== 128 || v.getUint16(2) !== 0) {
+    throw new PcpError("PCP_NOT_A_RESPONSE", "not a successful NAT-PMP public address announcement");
+  }
+  return { epoch: v.getUint32(4), externalIp: [...packet.subarray(8, 12)].join(".") };
+}
+
+/** RFC 6886 §3.6, for a mapping last answered `sinceMs` ago: the gateway's state began after that answer
+ * (so our mapping is gone) when its epoch is short of 7/8 of that time by more than 2 s. */
+export function pmpRestartedSince(epoch: number, sinceMs: number): boolean {
+  return epoch + 2 < (sinceMs / 1000) * 7 / 8;
+}

@@ -14,7 +14,14 @@
 import { type Gateway, pmpNat, upnpNat } from "@achingbrain/nat-port-mapper";
 import { CodedError, messageOf } from "../coded_error.ts";
 import { type Address, addressKind } from "./candidates.ts";
-import { pcpMap } from "./pcp.ts";
+import { ANNOUNCE_MIN_GAP_MS, listenAnnouncements, pcpMap } from "./pcp.ts";
+import {
+  decodePmpAnnouncement,
+  PCP_CLIENT_PORT,
+  PCP_SERVER_PORT,
+  pmpRestartedSince,
+  sameIp,
+} from "./pcp_wire.ts";
 import { addMapping, deleteMapping, findIgd1, type Igd1Service, SEARCH_INTERVAL_MS } from "./upnp_igd1.ts";
 
 export const MAPPING_TIMEOUT_MS = 3000;
@@ -229,6 +236,30 @@ const pmpAttempt: Attempt = async (port, signal, log, leaseMs, changes) => {
   try {
     const m = await ask(port, signal);
     const renewal = renewLease("NAT-PMP", leaseMs, log, m, changes, (s, ext) => ask(ext, s));
+    // The gateway multicasts its public address when it restarts or gets another (RFC 6886 §3.2.1): either
+    // has the mapping asked for again now, not at the renewal up to a lease later (at most once per
+    // ANNOUNCE_MIN_GAP_MS, whatever comes).
+    let lastAnnounced = -Infinity;
+    const announcements = await listenAnnouncements(false, PCP_CLIENT_PORT, (msg, from) => {
+      if (!sameIp(from.address, gateway) || from.port !== PCP_SERVER_PORT) return;
+      let a;
+      try {
+        a = decodePmpAnnouncement(new Uint8Array(msg));
+      } catch {
+        return; // PCP's ANNOUNCE (pcp.ts reads those), or nothing of NAT-PMP's
+      }
+      const restarted = pmpRestartedSince(a.epoch, renewal.sinceAnswerMs());
+      const moved = a.externalIp !== renewal.host();
+      if (!restarted && !moved) return;
+      if (performance.now() - lastAnnounced < ANNOUNCE_MIN_GAP_MS) return;
+      lastAnnounced = performance.now();
+      log(
+        `the router ${
+          restarted ? "restarted" : `has another public address, ${a.externalIp}`
+        } (NAT-PMP announcement): mapping again`,
+      );
+      renewal.now();
+    }, log);
     return {
       protocol: "nat-pmp",
       host: m.externalHost,
@@ -236,6 +267,9 @@ const pmpAttempt: Attempt = async (port, signal, log, leaseMs, changes) => {
       local,
       router: gateway,
       stop: async (signal) => {
+        try {
+          announcements?.close();
+        } catch { /* already closed */ }
         await renewal.stop();
         // Unmapped explicitly (lifetime 0): the library's stop() drops its queue before it sends the unmap
         // requests, so they never leave. unmap() passes its options on to map(): without autoRefresh:false
@@ -251,13 +285,17 @@ const pmpAttempt: Attempt = async (port, signal, log, leaseMs, changes) => {
   }
 };
 
-/** Runs `renew` every `ms` until stop(), which also waits for a renewal in flight (so none starts after). */
-function renewEvery(ms: number, renew: () => Promise<void>): { stop(): Promise<void> } {
+/** Runs `renew` every `ms` until stop(), which also waits for a renewal in flight (so none starts after);
+ * now() runs it at once (unless one is in flight) and counts the next `ms` from there. */
+function renewEvery(ms: number, renew: () => Promise<void>): { stop(): Promise<void>; now(): void } {
   let stopped = false;
+  let inFlight = false;
   let running: Promise<void> = Promise.resolve();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const tick = () => {
+    inFlight = true;
     running = renew().finally(() => {
+      inFlight = false;
       if (!stopped) timer = setTimeout(tick, ms);
     });
   };
@@ -267,6 +305,11 @@ function renewEvery(ms: number, renew: () => Promise<void>): { stop(): Promise<v
       stopped = true;
       clearTimeout(timer);
       await running;
+    },
+    now: () => {
+      if (stopped || inFlight) return;
+      clearTimeout(timer);
+      tick();
     },
   };
 }
@@ -288,15 +331,17 @@ function renewLease(
   first: PublicEnd,
   changes: Changes,
   ask: (signal: AbortSignal, externalPort: number) => Promise<PublicEnd>,
-): { stop(): Promise<void>; port(): number } {
+): { stop(): Promise<void>; port(): number; host(): string; sinceAnswerMs(): number; now(): void } {
   let last = { host: first.externalHost, port: first.externalPort };
   let renewedAt = Date.now();
+  let answeredAt = performance.now();
   let lost = false;
   const timer = renewEvery(renewAfterMs(leaseMs ?? mappingLeaseMs()), async () => {
     try {
       // For the public port held now (a move may have changed it).
       const r = await ask(AbortSignal.timeout(MAPPING_TIMEOUT_MS), last.port);
       renewedAt = Date.now();
+      answeredAt = performance.now();
       log(`${name} mapping renewed`);
       if (r.externalHost !== last.host || r.externalPort !== last.port) {
         last = { host: r.externalHost, port: r.externalPort };
@@ -310,8 +355,17 @@ function renewLease(
       }
     }
   });
-  /** The public port held now (what removal names). */
-  return { stop: () => timer.stop(), port: () => last.port };
+  return {
+    stop: () => timer.stop(),
+    /** The public port held now (what removal names). */
+    port: () => last.port,
+    /** The public address held now. */
+    host: () => last.host,
+    /** How long ago the router last answered for the mapping (monotonic clock). */
+    sinceAnswerMs: () => performance.now() - answeredAt,
+    /** Renews at once (a router that said it restarted, or moved). */
+    now: () => timer.now(),
+  };
 }
 
 /** Our address on a UPnP router's subnet (what it forwards to). */

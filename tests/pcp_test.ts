@@ -10,6 +10,7 @@ import dgram from "node:dgram";
 import {
   decodeAnnounce,
   decodeMapResponse,
+  decodePmpAnnouncement,
   encodeMapRequest,
   epochShowsLoss,
   ipBytes,
@@ -17,6 +18,7 @@ import {
   isIpv6,
   PCP_MAP_PACKET_LENGTH,
   PcpError,
+  pmpRestartedSince,
   resultName,
   sameIp,
 } from "../client/pcp_wire.ts";
@@ -462,4 +464,34 @@ Deno.test("PCP client: a router's ANNOUNCE that shows it restarted has the mappi
     stranger.close();
     router.close();
   }
+});
+
+Deno.test("NAT-PMP: a gateway's public address announcement is read at RFC 6886's offsets (§3.2); what is not one is refused", () => {
+  // version 0, opcode 128, result 0, seconds since start of epoch 0x00000e10, address 198.18.0.200
+  assert.deepEqual(decodePmpAnnouncement(hex("00 80 0000 00000e10 c61200c8")), {
+    epoch: 3600,
+    externalIp: "198.18.0.200",
+  });
+  const code = (b: Uint8Array) => {
+    try {
+      decodePmpAnnouncement(b);
+      return "decoded";
+    } catch (e) {
+      assert.ok(e instanceof PcpError);
+      return e.code;
+    }
+  };
+  assert.equal(code(hex("00 80 0003 00000e10 c61200c8")), "PCP_NOT_A_RESPONSE", "a failure result");
+  assert.equal(code(hex("00 00 0000 00000e10 c61200c8")), "PCP_NOT_A_RESPONSE", "a request");
+  assert.equal(code(hex("02 80 0000 00000e10 c61200c8")), "PCP_NOT_A_RESPONSE", "not version 0");
+  assert.equal(code(announce(0)), "PCP_MALFORMED_RESPONSE", "PCP's ANNOUNCE (24 bytes)");
+});
+
+Deno.test("NAT-PMP: a gateway restarted after our mapping when its epoch is short of 7/8 of the time since, by more than 2 s (§3.6)", () => {
+  assert.equal(pmpRestartedSince(0, 10_000), true, "epoch 0, mapped 10 s ago");
+  assert.equal(pmpRestartedSince(3600, 600_000), false, "up for an hour, mapped 10 minutes ago");
+  assert.equal(pmpRestartedSince(0, 2_000), false, "mapped 2 s ago: too close to tell");
+  // 7/8 of 16 s is 14 s: an epoch of 12 s is 2 s short (tolerated), 11 s is more.
+  assert.equal(pmpRestartedSince(12, 16_000), false);
+  assert.equal(pmpRestartedSince(11, 16_000), true);
 });

@@ -35,8 +35,8 @@ interface Case {
   routerLate?: boolean;
   /** The router forgets its mappings this many seconds after the first (a reboot); the renewal restores it. */
   forgetAfterS?: number;
-  /** With forgetAfterS: the router announces its restart (PCP ANNOUNCE, epoch from 0), and chat maps again
-   * at once: the renewal is ten minutes away. */
+  /** The router announces its restart (forgetAfterS: PCP ANNOUNCE or NAT-PMP announcement, epoch from 0) or
+   * its new address (wanMovesTo, NAT-PMP), and chat maps again at once: the renewal is minutes away. */
   announce?: boolean;
   /** The router's public address becomes this one 2 s after the first mapping; the renewal sees it. */
   wanMovesTo?: string;
@@ -70,6 +70,10 @@ const CASES: Case[] = [
   // A PCP router restarts 2 s after mapping (forgets it, its epoch starts again) and says so with an ANNOUNCE
   // to 224.0.0.1:5350: chat asks again within 5 s, not at the renewal of its 20-minute lease.
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", forgetAfterS: 2, announce: true },
+  // The same over NAT-PMP: the gateway's public address announcement after its restart (5 s in: its epoch
+  // must be visibly younger than the mapping, RFC 6886 §3.6) and after the ISP gave it another address.
+  { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", forgetAfterS: 5, announce: true },
+  { offers: "pmp", wins: /\(NAT-PMP at /, tag: "pmp", wanMovesTo: "198.18.0.200", announce: true },
   // A 4-second lease: chat must renew it (at 1/2 to 5/8 of it) while it runs.
   { offers: "pcp", wins: /\(PCP at /, tag: "pcp", pcpLifetime: 4 },
   // The router's mapping service comes up after chat started (a laptop that was faster than its network):
@@ -98,8 +102,12 @@ for (const c of CASES) {
         c.pcpLifetime || c.leaseS ? ", the short lease is renewed" : ""
       }${c.withNoMapping ? ", --no-port-mapping asks nothing" : ""}${
         c.routerLate ? ", a router that comes up later is asked again, one that goes away is dropped" : ""
-      }${c.wanMovesTo ? ", a new public address is published" : ""}${
-        c.forgetAfterS ? `, a router that forgot it has it again${c.announce ? " at its ANNOUNCE" : ""}` : ""
+      }${
+        c.wanMovesTo ? `, a new public address is published${c.announce ? " at its announcement" : ""}` : ""
+      }${
+        c.forgetAfterS
+          ? `, a router that forgot it has it again${c.announce ? " at its announcement" : ""}`
+          : ""
       }${c.dropSearches ? ", the first search lost" : ""}${
         c.portsTaken ? ", on the port the router reserved when ours is taken" : ""
       }${
@@ -325,21 +333,49 @@ async function mappingCase(c: Case): Promise<void> {
       }
     }
     if (c.announce) {
-      // The restart was announced; chat heard it, from the router, with the epoch begun again, and mapped
-      // again at once (its renewal is ten minutes away); the other network reaches it through the new rule.
-      await until("the restart's ANNOUNCE", () => said.includes("FORGOT\nANNOUNCED\n"));
-      await m.waitEvent(
-        (e) => e.event === "log" && /^the router restarted \(PCP ANNOUNCE, epoch [01]\)/.test(String(e.text)),
-        10_000,
-        "the ANNOUNCE heard",
-      );
+      // The router announced what happened over the protocol that mapped, chat heard it (from the router, its
+      // epoch begun again, or its new address) and mapped again at once: the renewal is ten minutes (PCP) or
+      // nineteen (NAT-PMP) away. The other network reaches the mapping again.
+      const heard = c.tag === "pcp"
+        ? /^the router restarted \(PCP ANNOUNCE, epoch [01]\): mapping again in /
+        : c.wanMovesTo
+        ? `the router has another public address, ${c.wanMovesTo} (NAT-PMP announcement): mapping again`
+        : "the router restarted (NAT-PMP announcement): mapping again";
       await until(
-        "the mapping again after the restart",
-        () => new RegExp(`ANNOUNCED\\n(.|\\n)*MAP pcp ${ext} -> `).test(said),
-        10_000,
+        "the announcement",
+        () => new RegExp(`(FORGOT|MOVED \\S+)\\nANNOUNCED ${c.tag}\\n`).test(said),
       );
-      assert.match(await rulesNow(), new RegExp(`dport ${ext} dnat`));
-      await lab.run("other", ["timeout", "5", "bash", "-c", `exec 3<>/dev/tcp/${wan}/${ext}`]);
+      await m.waitEvent(
+        (e) =>
+          e.event === "log" &&
+          (typeof heard === "string" ? e.text === heard : heard.test(String(e.text))),
+        10_000,
+        "the announcement heard",
+      );
+      let reachAt = wan;
+      if (c.wanMovesTo) {
+        await m.waitEvent(
+          (e) =>
+            e.event === "log" &&
+            e.text === `port mapping moved: ${wan}:${ext} -> ${c.wanMovesTo}:${ext} (NAT-PMP)`,
+          10_000,
+          "the move",
+        );
+        await m.waitEvent(
+          (e) => e.event === "log" && e.text === `published the port mapping ${c.wanMovesTo}:${ext} first`,
+          10_000,
+          "the new publication",
+        );
+        reachAt = c.wanMovesTo;
+      } else {
+        await until(
+          "the mapping again after the restart",
+          () => new RegExp(`ANNOUNCED ${c.tag}\\n(.|\\n)*MAP ${c.tag} ${ext} -> `).test(said),
+          10_000,
+        );
+        assert.match(await rulesNow(), new RegExp(`dport ${ext} dnat`));
+      }
+      await lab.run("other", ["timeout", "5", "bash", "-c", `exec 3<>/dev/tcp/${reachAt}/${ext}`]);
     }
 
     assert.equal(await m.kill("SIGTERM"), 0);

@@ -21,9 +21,11 @@
  *     [--ppp]           (with --igd=1: the service is WANPPPConnection:1, as on routers that dial PPPoE)
  *     [--permanent-only] (with --igd=1: a lease other than 0 is refused with 725, as many v1 routers do)
  *     [--forget-after=S] (S seconds after its first mapping the router forgets them all, as a reboot does)
- *     [--announce]      (a restart (--forget-after, or SIGUSR1 at any time) is told as a PCP router tells it
- *                        (RFC 6887 §14.1.1): its epoch starts again from 0, and an unsolicited ANNOUNCE goes
- *                        from its port 5351 to 224.0.0.1:5350 on its LAN, and with --lan6 to [ff02::1]:5350)
+ *     [--announce]      (a restart (--forget-after, or SIGUSR1 at any time) is told as routers tell it: its
+ *                        epoch starts again from 0, and from its port 5351 go a PCP ANNOUNCE (RFC 6887
+ *                        §14.1.1) to 224.0.0.1:5350 on its LAN (with --lan6 to [ff02::1]:5350 too) and a
+ *                        NAT-PMP public address announcement (RFC 6886 §3.2.1) to 224.0.0.1:5350, each for the
+ *                        protocols it speaks; a new public address (--wan-moves-to) is announced over NAT-PMP)
  * SIGUSR1 restarts the router: every mapping and pinhole forgotten, as a reboot does.
  *     [--wan-moves-to=A] (2 s after its first mapping the router's public address becomes A, added to its
  *                        WAN interface: as when the ISP hands out another address)
@@ -37,7 +39,7 @@
  *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
  *   UNMAP <proto> <ext>                         a rule removed
  *   FORGOT                                      every rule and pinhole removed (--forget-after, SIGUSR1)
- *   ANNOUNCED, ANNOUNCED6                       the restart's ANNOUNCE sent over IPv4, IPv6 (--announce)
+ *   ANNOUNCED <pcp|pcp6|pmp>                    an announcement sent (--announce)
  *   MOVED <address>                             the public address changed (--wan-moves-to)
  *   ASK pcp6 <from> lifetime=S                  a PCP request over IPv6 (--lan6)
  *   ASK <ssdp6|http6|soap6> <from> [detail]    the same over IPv6 (--protocols=upnp6)
@@ -71,10 +73,10 @@ let moveArmed = movesTo !== undefined;
 const FIRST_FREE = 20000;
 let started = Date.now();
 const announceRestart = Deno.args.includes("--announce");
-/** Send the restart's ANNOUNCE, one per PCP socket (set where each is opened). */
-const announcers: (() => void)[] = [];
+/** What sends each protocol's announcement (set where its socket is opened). */
+const announcers = new Map<"pcp" | "pcp6" | "pmp", () => void>();
 
-/** An unsolicited ANNOUNCE (§7.2 header: version 2, R=1 with opcode 0, result 0, lifetime 0, the epoch). */
+/** A PCP unsolicited ANNOUNCE (§7.2 header: version 2, R=1 with opcode 0, result 0, lifetime 0, the epoch). */
 function announcement(): Buffer {
   const b = Buffer.alloc(24);
   b[0] = 2;
@@ -82,6 +84,18 @@ function announcement(): Buffer {
   b.writeUInt32BE(epoch(), 8);
   return b;
 }
+
+/** A NAT-PMP public address announcement (RFC 6886 §3.2: version 0, opcode 128, result 0, epoch, address). */
+function pmpAnnouncement(): Buffer {
+  const r = Buffer.alloc(12);
+  r.writeUInt8(128, 1);
+  r.writeUInt32BE(epoch(), 4);
+  wan.split(".").forEach((o, i) => r.writeUInt8(Number(o), 8 + i));
+  return r;
+}
+
+const announced = (what: string) => (err: Error | null) =>
+  console.log(err ? `ANNOUNCE ${what} failed: ${err.message}` : `ANNOUNCED ${what}`);
 const epoch = () => Math.floor((Date.now() - started) / 1000);
 
 interface Rule {
@@ -156,6 +170,7 @@ async function mapRuleNow(
       await new Deno.Command("ip", { args: ["addr", "add", `${movesTo}/24`, "dev", "wan"] }).output();
       wan = movesTo!;
       console.log(`MOVED ${wan}`);
+      if (announceRestart) announcers.get("pmp")?.();
     }, 2000);
   }
   if (forgetArmed) {
@@ -179,7 +194,7 @@ function restart(): Promise<void> {
     console.log("FORGOT");
     if (announceRestart) {
       started = Date.now();
-      for (const send of announcers) send();
+      for (const send of announcers.values()) send();
     }
   });
 }
@@ -383,17 +398,13 @@ if (protocols.has("pmp") || protocols.has("pcp")) {
     }
     if (answer) sock.send(answer, from.port, from.address);
   });
+  // Out of the LAN interface (by its address), not along the default route to the WAN.
+  sock.setMulticastInterface(lan);
   if (protocols.has("pcp")) {
-    // Out of the LAN interface (by its address), not along the default route to the WAN.
-    sock.setMulticastInterface(lan);
-    announcers.push(() =>
-      sock.send(
-        announcement(),
-        5350,
-        "224.0.0.1",
-        (err) => console.log(err ? `ANNOUNCE failed: ${err.message}` : "ANNOUNCED"),
-      )
-    );
+    announcers.set("pcp", () => sock.send(announcement(), 5350, "224.0.0.1", announced("pcp")));
+  }
+  if (protocols.has("pmp")) {
+    announcers.set("pmp", () => sock.send(pmpAnnouncement(), 5350, "224.0.0.1", announced("pmp")));
   }
 }
 
@@ -408,14 +419,7 @@ if (lan6 && (protocols.has("pcp") || protocols.has("pcp6"))) {
     if (answer) sock6.send(answer, from.port, from.address);
   });
   // From the router's LAN address (the one chat asks) to all nodes of the LAN's link.
-  announcers.push(() =>
-    sock6.send(
-      announcement(),
-      5350,
-      "ff02::1%lan",
-      (err) => console.log(err ? `ANNOUNCE6 failed: ${err.message}` : "ANNOUNCED6"),
-    )
-  );
+  announcers.set("pcp6", () => sock6.send(announcement(), 5350, "ff02::1%lan", announced("pcp6")));
 }
 
 // --- UPnP IGD v2 (or v1 with --igd=1) ---
