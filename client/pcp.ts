@@ -220,7 +220,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
   let renewing = false;
   let lastAnnounced = -Infinity;
   const onAnnounce = (msg: Uint8Array, from: dgram.RemoteInfo) => {
-    if (stopping || !sameIp(from.address, o.gateway) || from.port !== serverPort) return;
+    if (stopping || !fromOurRouter(from.address, o.gateway, o.clientIp) || from.port !== serverPort) return;
     let epoch: number;
     try {
       epoch = decodeAnnounce(new Uint8Array(msg));
@@ -293,6 +293,16 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
       close();
     },
   };
+}
+
+/** Whether an ANNOUNCE from `source` is the router's: the address we asked, or, for a mapping over IPv6, a
+ * link-local address. A router sends to ff02::1 from its link-local address (miniupnpd does), while we may
+ * know it only by a global one (chat cannot read the routing table without --allow-all, see pinhole.ts); a
+ * link-local packet comes from our own link, which the router's own address is on too, and what an ANNOUNCE
+ * can make us do is ask for our own mapping again. */
+export function fromOurRouter(source: string, gateway: string, clientIp: string): boolean {
+  if (sameIp(source, gateway)) return true;
+  return isIpv6(clientIp) && /^fe[89ab][0-9a-f]:/i.test(source);
 }
 
 /** A socket on `port` in the all-nodes group, where a router's ANNOUNCE (and a NAT-PMP gateway's

@@ -22,7 +22,7 @@ import {
   resultName,
   sameIp,
 } from "../client/pcp_wire.ts";
-import { ANNOUNCE_MIN_GAP_MS, pcpMap, renewalDelayMs } from "../client/pcp.ts";
+import { ANNOUNCE_MIN_GAP_MS, fromOurRouter, pcpMap, renewalDelayMs } from "../client/pcp.ts";
 
 const hex = (s: string) => new Uint8Array(s.replace(/\s+/g, "").match(/../g)!.map((h) => parseInt(h, 16)));
 const toHex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
@@ -494,4 +494,23 @@ Deno.test("NAT-PMP: a gateway restarted after our mapping when its epoch is shor
   // 7/8 of 16 s is 14 s: an epoch of 12 s is 2 s short (tolerated), 11 s is more.
   assert.equal(pmpRestartedSince(12, 16_000), false);
   assert.equal(pmpRestartedSince(11, 16_000), true);
+});
+
+Deno.test("PCP: an ANNOUNCE is the router's from the address we asked, or over IPv6 from a link-local address", () => {
+  assert.equal(fromOurRouter("192.168.1.1", "192.168.1.1", "192.168.1.10"), true);
+  assert.equal(fromOurRouter("192.168.1.7", "192.168.1.1", "192.168.1.10"), false, "another LAN host");
+  assert.equal(fromOurRouter("169.254.0.1", "192.168.1.1", "192.168.1.10"), false, "IPv4 link-local");
+  assert.equal(fromOurRouter("2001:db8:1::1", "2001:db8:1::1", "2001:db8:1::10"), true);
+  assert.equal(
+    fromOurRouter("fe80::1%lan", "2001:db8:1::1", "2001:db8:1::10"),
+    true,
+    "the router's link-local",
+  );
+  assert.equal(fromOurRouter("FEBF::9", "2001:db8:1::1", "2001:db8:1::10"), true, "all of fe80::/10");
+  assert.equal(
+    fromOurRouter("fec0::1", "2001:db8:1::1", "2001:db8:1::10"),
+    false,
+    "site-local is not link-local",
+  );
+  assert.equal(fromOurRouter("2001:db8:1::7", "2001:db8:1::1", "2001:db8:1::10"), false, "another global");
 });

@@ -23,7 +23,8 @@
  *     [--forget-after=S] (S seconds after its first mapping the router forgets them all, as a reboot does)
  *     [--announce]      (a restart (--forget-after, or SIGUSR1 at any time) is told as routers tell it: its
  *                        epoch starts again from 0, and from its port 5351 go a PCP ANNOUNCE (RFC 6887
- *                        §14.1.1) to 224.0.0.1:5350 on its LAN (with --lan6 to [ff02::1]:5350 too) and a
+ *                        §14.1.1) to 224.0.0.1:5350 on its LAN (with --lan6 to [ff02::1]:5350 too, from its
+ *                        link-local address as miniupnpd sends it) and a
  *                        NAT-PMP public address announcement (RFC 6886 §3.2.1) to 224.0.0.1:5350, each for the
  *                        protocols it speaks; a new public address (--wan-moves-to) is announced over NAT-PMP)
  * SIGUSR1 restarts the router: every mapping and pinhole forgotten, as a reboot does.
@@ -39,7 +40,7 @@
  *   RENEW <proto> <ext>                         a request for a mapping that exists (its lease extended)
  *   UNMAP <proto> <ext>                         a rule removed
  *   FORGOT                                      every rule and pinhole removed (--forget-after, SIGUSR1)
- *   ANNOUNCED <pcp|pcp6|pmp>                    an announcement sent (--announce)
+ *   ANNOUNCED <pcp|pcp6 from A|pmp>             an announcement sent (--announce)
  *   MOVED <address>                             the public address changed (--wan-moves-to)
  *   ASK pcp6 <from> lifetime=S                  a PCP request over IPv6 (--lan6)
  *   ASK <ssdp6|http6|soap6> <from> [detail]    the same over IPv6 (--protocols=upnp6)
@@ -74,7 +75,7 @@ const FIRST_FREE = 20000;
 let started = Date.now();
 const announceRestart = Deno.args.includes("--announce");
 /** What sends each protocol's announcement (set where its socket is opened). */
-const announcers = new Map<"pcp" | "pcp6" | "pmp", () => void>();
+const announcers = new Map<"pcp" | "pcp6" | "pmp", () => void | Promise<void>>();
 
 /** A PCP unsolicited ANNOUNCE (§7.2 header: version 2, R=1 with opcode 0, result 0, lifetime 0, the epoch). */
 function announcement(): Buffer {
@@ -194,7 +195,7 @@ function restart(): Promise<void> {
     console.log("FORGOT");
     if (announceRestart) {
       started = Date.now();
-      for (const send of announcers.values()) send();
+      for (const send of announcers.values()) await send();
     }
   });
 }
@@ -418,8 +419,24 @@ if (lan6 && (protocols.has("pcp") || protocols.has("pcp6"))) {
     const answer = b[0] === 2 ? await pcp6(b, from) : null;
     if (answer) sock6.send(answer, from.port, from.address);
   });
-  // From the router's LAN address (the one chat asks) to all nodes of the LAN's link.
-  announcers.set("pcp6", () => sock6.send(announcement(), 5350, "ff02::1%lan", announced("pcp6")));
+  // To all nodes of the LAN's link from the router's link-local address, as miniupnpd sends it, not from the
+  // address chat asks (a socket of its own on that address and port 5351, made once it is needed: the address
+  // is tentative for a while after the link comes up).
+  let linkLocal: dgram.Socket | null = null;
+  announcers.set("pcp6", async () => {
+    const out = await new Deno.Command("ip", {
+      args: ["-6", "-o", "addr", "show", "dev", "lan", "scope", "link"],
+    })
+      .output();
+    const ll = /inet6 (fe80:[0-9a-f:]+)\//.exec(new TextDecoder().decode(out.stdout))?.[1];
+    if (!ll) return console.log("ANNOUNCE pcp6 failed: no link-local address on lan");
+    if (!linkLocal) {
+      const sock = dgram.createSocket("udp6");
+      await new Promise<void>((r) => sock.bind(5351, `${ll}%lan`, () => r()));
+      linkLocal = sock;
+    }
+    linkLocal.send(announcement(), 5350, "ff02::1%lan", announced(`pcp6 from ${ll}`));
+  });
 }
 
 // --- UPnP IGD v2 (or v1 with --igd=1) ---
