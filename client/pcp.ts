@@ -296,7 +296,8 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
 }
 
 /** Whether an ANNOUNCE from `source` is the router's: the address we asked, or, for a mapping over IPv6, a
- * link-local address. A router sends to ff02::1 from its link-local address (miniupnpd does), while we may
+ * link-local address. A router's multicast to ff02::1 leaves from its link-local address unless it binds
+ * another (RFC 6724's source selection prefers the destination's scope: link-local here), while we may
  * know it only by a global one (chat cannot read the routing table without --allow-all, see pinhole.ts); a
  * link-local packet comes from our own link, which the router's own address is on too, and what an ANNOUNCE
  * can make us do is ask for our own mapping again. */

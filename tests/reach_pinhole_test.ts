@@ -200,7 +200,7 @@ for (const k of CASES) {
           // connection from bob's network through.
           const before = said().length;
           router.restart!();
-          // It comes from the router's link-local address, as miniupnpd's does: not the address alice asked.
+          // It comes from the router's link-local address, not the address alice asked.
           for (let i = 0; !/FORGOT\nANNOUNCED pcp6 from fe80:/.test(said().slice(before)); i++) {
             assert.ok(i < 50, `the router's restart in what it logged:\n${said()}`);
             await new Promise((r) => setTimeout(r, 100));

@@ -24,7 +24,7 @@
  *     [--announce]      (a restart (--forget-after, or SIGUSR1 at any time) is told as routers tell it: its
  *                        epoch starts again from 0, and from its port 5351 go a PCP ANNOUNCE (RFC 6887
  *                        §14.1.1) to 224.0.0.1:5350 on its LAN (with --lan6 to [ff02::1]:5350 too, from its
- *                        link-local address as miniupnpd sends it) and a
+ *                        link-local address, as a multicast to ff02::1 leaves a router) and a
  *                        NAT-PMP public address announcement (RFC 6886 §3.2.1) to 224.0.0.1:5350, each for the
  *                        protocols it speaks; a new public address (--wan-moves-to) is announced over NAT-PMP)
  * SIGUSR1 restarts the router: every mapping and pinhole forgotten, as a reboot does.
@@ -419,7 +419,8 @@ if (lan6 && (protocols.has("pcp") || protocols.has("pcp6"))) {
     const answer = b[0] === 2 ? await pcp6(b, from) : null;
     if (answer) sock6.send(answer, from.port, from.address);
   });
-  // To all nodes of the LAN's link from the router's link-local address, as miniupnpd sends it, not from the
+  // To all nodes of the LAN's link from the router's link-local address (RFC 6724 picks that source for a
+  // link-scope destination unless the sender binds another), not from the
   // address chat asks (a socket of its own on that address and port 5351, made once it is needed: the address
   // is tentative for a while after the link comes up).
   let linkLocal: dgram.Socket | null = null;
