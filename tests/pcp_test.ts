@@ -22,11 +22,46 @@ import {
   resultName,
   sameIp,
 } from "../client/pcp_wire.ts";
-import { ANNOUNCE_MIN_GAP_MS, fromOurRouter, pcpMap, renewalDelayMs } from "../client/pcp.ts";
+import {
+  ANNOUNCE_MIN_GAP_MS,
+  fromOurRouter,
+  pcpMap,
+  type PcpMapOptions,
+  renewalDelayMs,
+} from "../client/pcp.ts";
 
 const hex = (s: string) => new Uint8Array(s.replace(/\s+/g, "").match(/../g)!.map((h) => parseInt(h, 16)));
 const toHex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 const NONCE = hex("0102030405060708090a0b0c");
+
+/** pcpMap for 127.0.0.1 with the test's router on `serverPort` (first mapping bounded to 5 s). */
+function mapOnLoopback(
+  serverPort: number,
+  internalPort: number,
+  lifetimeSeconds: number,
+  more: Partial<PcpMapOptions> = {},
+) {
+  return pcpMap({
+    gateway: "127.0.0.1",
+    clientIp: "127.0.0.1",
+    internalPort,
+    lifetimeSeconds,
+    serverPort,
+    signal: AbortSignal.timeout(5000),
+    ...more,
+  });
+}
+
+/** The PcpError code `f` throws ("no error" when it returns). */
+function codeOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    assert.ok(e instanceof PcpError);
+    return e.code;
+  }
+  return "no error";
+}
 
 Deno.test("PCP: a MAP request has RFC 6887's layout (§7.1 header, §11.1 MAP)", () => {
   const b = encodeMapRequest({
@@ -110,15 +145,6 @@ Deno.test("PCP: a MAP response is read at RFC 6887's offsets (§7.2, §11.1)", (
 });
 
 Deno.test("PCP: what is not a MAP response is refused with a code that says why", () => {
-  const codeOf = (f: () => unknown) => {
-    try {
-      f();
-    } catch (e) {
-      assert.ok(e instanceof PcpError);
-      return e.code;
-    }
-    return "no error";
-  };
   // A NAT-PMP router's answer to a version it does not know: version 0, result 1 (RFC 6886 §3.5).
   assert.equal(codeOf(() => decodeMapResponse(hex("00 81 0001 00000010"))), "PCP_UNSUPPORTED_VERSION");
   assert.equal(codeOf(() => decodeMapResponse(hex("02 81 00 00 00000258"))), "PCP_MALFORMED_RESPONSE");
@@ -259,13 +285,7 @@ Deno.test("PCP client: maps over UDP, renews with the same nonce within the leas
   );
   const logs: string[] = [];
   try {
-    const m = await pcpMap({
-      gateway: "127.0.0.1",
-      clientIp: "127.0.0.1",
-      internalPort: 10042,
-      lifetimeSeconds: 1200,
-      serverPort: router.port,
-      signal: AbortSignal.timeout(5000),
+    const m = await mapOnLoopback(router.port, 10042, 1200, {
       log: (t) => logs.push(t),
     });
     assert.deepEqual([m.externalHost, m.externalPort, m.lifetime], ["198.18.0.9", 40001, 2]);
@@ -301,14 +321,7 @@ Deno.test("PCP client: stop() during an unanswered renewal cancels it (no timer 
     return mapAnswer(q.nonce, 0, 2, q.internalPort, 40002);
   });
   try {
-    const m = await pcpMap({
-      gateway: "127.0.0.1",
-      clientIp: "127.0.0.1",
-      internalPort: 10043,
-      lifetimeSeconds: 60,
-      serverPort: router.port,
-      signal: AbortSignal.timeout(5000),
-    });
+    const m = await mapOnLoopback(router.port, 10043, 60);
     // The first request, the renewal (after 1 to 1.25 s) and its first retransmission (0.5 s later).
     while (router.seen.filter((q) => q.lifetime !== 0).length < 3) {
       await new Promise((r) => setTimeout(r, 50));
@@ -369,15 +382,7 @@ const announce = (epoch: number, result = 0) =>
 Deno.test("PCP: an ANNOUNCE is read at RFC 6887's offsets; what is not one is refused", () => {
   assert.equal(decodeAnnounce(announce(0)), 0);
   assert.equal(decodeAnnounce(announce(0x01020304)), 0x01020304);
-  const code = (b: Uint8Array) => {
-    try {
-      decodeAnnounce(b);
-      return "decoded";
-    } catch (e) {
-      assert.ok(e instanceof PcpError);
-      return e.code;
-    }
-  };
+  const code = (b: Uint8Array) => codeOf(() => decodeAnnounce(b));
   const req = announce(5);
   req[1] = 0x00; // an ANNOUNCE request (R=0), as a neighbour asking the router
   assert.equal(code(req), "PCP_NOT_A_RESPONSE");
@@ -421,13 +426,7 @@ Deno.test("PCP client: a router's ANNOUNCE that shows it restarted has the mappi
   const requests = () => router.seen.filter((q) => q.lifetime !== 0).length;
   const settle = () => new Promise((r) => setTimeout(r, 300));
   try {
-    const m = await pcpMap({
-      gateway: "127.0.0.1",
-      clientIp: "127.0.0.1",
-      internalPort: 10044,
-      lifetimeSeconds: 3600,
-      serverPort: router.port,
-      signal: AbortSignal.timeout(5000),
+    const m = await mapOnLoopback(router.port, 10044, 3600, {
       // This test sends its ANNOUNCEs to the request's own port (§14.1.1's unicast form): nothing listens
       // on the machine's port 5350 for it.
       announcePort: null,
@@ -472,15 +471,7 @@ Deno.test("NAT-PMP: a gateway's public address announcement is read at RFC 6886'
     epoch: 3600,
     externalIp: "198.18.0.200",
   });
-  const code = (b: Uint8Array) => {
-    try {
-      decodePmpAnnouncement(b);
-      return "decoded";
-    } catch (e) {
-      assert.ok(e instanceof PcpError);
-      return e.code;
-    }
-  };
+  const code = (b: Uint8Array) => codeOf(() => decodePmpAnnouncement(b));
   assert.equal(code(hex("00 80 0003 00000e10 c61200c8")), "PCP_NOT_A_RESPONSE", "a failure result");
   assert.equal(code(hex("00 00 0000 00000e10 c61200c8")), "PCP_NOT_A_RESPONSE", "a request");
   assert.equal(code(hex("02 80 0000 00000e10 c61200c8")), "PCP_NOT_A_RESPONSE", "not version 0");
