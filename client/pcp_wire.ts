@@ -1,6 +1,7 @@
 /**
  * The Port Control Protocol's MAP packets (RFC 6887), pure: encode a request, decode a response (and the
- * router's unsolicited ANNOUNCE, and what its epoch says), nothing else. The I/O (a UDP socket to the router's port 5351, retransmission, renewal) is in pcp.ts.
+ * router's unsolicited ANNOUNCE, and what its epoch says), nothing else. The I/O (a UDP socket to the
+ * router's port 5351, retransmission, renewal) is in pcp.ts.
  *
  * Layout (RFC 6887 §7.1 request header, §7.2 response header, §11.1 MAP opcode), all big-endian:
  *   request:  version(1)=2 | R=0,opcode(1) | reserved(2) | requested lifetime(4) | client IP(16)

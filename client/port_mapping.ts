@@ -333,14 +333,13 @@ function renewLease(
   ask: (signal: AbortSignal, externalPort: number) => Promise<PublicEnd>,
 ): { stop(): Promise<void>; port(): number; host(): string; sinceAnswerMs(): number; now(): void } {
   let last = { host: first.externalHost, port: first.externalPort };
-  let renewedAt = Date.now();
+  /** When the router last answered for the mapping (monotonic clock). */
   let answeredAt = performance.now();
   let lost = false;
   const timer = renewEvery(renewAfterMs(leaseMs ?? mappingLeaseMs()), async () => {
     try {
       // For the public port held now (a move may have changed it).
       const r = await ask(AbortSignal.timeout(MAPPING_TIMEOUT_MS), last.port);
-      renewedAt = Date.now();
       answeredAt = performance.now();
       log(`${name} mapping renewed`);
       if (r.externalHost !== last.host || r.externalPort !== last.port) {
@@ -349,7 +348,7 @@ function renewLease(
       }
     } catch (e) {
       log(`${name} renewal failed: ${messageOf(e)}`);
-      if (!lost && leaseMs !== null && Date.now() - renewedAt >= leaseMs) {
+      if (!lost && leaseMs !== null && performance.now() - answeredAt >= leaseMs) {
         lost = true;
         changes.lost(`${name}: no renewal answered before the lease ended`);
       }
