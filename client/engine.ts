@@ -10,6 +10,11 @@
  * - presence.ts: our address in the phonebook;
  * - candidates.ts: what we publish (every address we can be dialled at) and how a session runs (its path);
  * - relay_client.ts: our control connection to the relay, and relayed circuits both ways;
+ * - upgrade.ts: a relayed session moved to a direct one (hole punching, IPv6);
+ * - home_router.ts: the port mapping and the IPv6 pinhole kept in the home router;
+ * - network_watch.ts: our addresses changing, and wakes from sleep;
+ * - renewal.ts: our own certificate, renewed before it runs out;
+ * - inbox.ts, requests.ts, blocklist.ts, peer_quota.ts: what peers send us, strangers' requests, limits;
  * - session/: the TLS listener and peer sessions; store/: chat.db.
  *
  * Time: everything that matters (certificate validity, send times, deadlines) comes from the trusted clock.
@@ -90,8 +95,7 @@ import {
 } from "./candidates.ts";
 import { RelayClient } from "./relay_client.ts";
 import { DirectUpgrade } from "./upgrade.ts";
-import { type Mapping, MAPPING_TIMEOUT_MS, mappingLeaseMs, mappingRetryMs, mapPort } from "./port_mapping.ts";
-import { PinholeKeeper } from "./pinhole.ts";
+import { HomeRouter } from "./home_router.ts";
 import { type NetworkChange, NetworkWatch } from "./network_watch.ts";
 import { type OwnCertificate, Renewal } from "./renewal.ts";
 import { writeCertificate } from "./home.ts";
@@ -327,22 +331,14 @@ export class ChatEngine implements ChatEngineApi {
   readonly #presence: Presence;
   #relay: RelayClient | null = null;
   readonly #upgrade: DirectUpgrade;
-  #mapping: Promise<Mapping | null> | null = null;
-  #mapped: Mapping | null = null;
-  /** One mapping attempt (set by #startMapping; null when we map no port). */
-  #mapAttempt: (() => Promise<Mapping | null>) | null = null;
-  /** Bumped when the network changes: an attempt begun before it is not taken (see #remap). */
-  #mappingGen = 0;
+  /** The port mapping and IPv6 pinhole in the home router; null when we ask for none. */
+  #router: HomeRouter | null = null;
   #network: NetworkWatch | null = null;
   /** Peers whose sessions a network change (or a wake) ended, with when (scheduler time): dialled again at
    * each network change, wake and relay reconnection until they are back, or until lostPeerKeepMs passed. */
   readonly #lostByNetwork = new Map<string, number>();
   /** Our own listing, as last looked up (#ownListing). */
   #own: { at: number; entry: Promise<DialEntry | null> } | null = null;
-  /** The next mapping attempt while none is held. */
-  #mappingRetry: Timer | null = null;
-  /** The IPv6 pinhole in the home router's firewall (client/pinhole.ts); null when we ask for none. */
-  #pinhole: PinholeKeeper | null = null;
   readonly #renewal: Renewal;
   readonly #inbox: Inbox;
   readonly #blocklist: Blocklist;
@@ -601,9 +597,19 @@ export class ChatEngine implements ChatEngineApi {
     // In the background: a network without a mapping router costs its timeout, which must not hold up the
     // start. Once mapped, we publish again with the mapping first.
     if (o.portMapping && !o.relayOnly && !o.advertise && ["::", "0.0.0.0"].includes(this.#address.host)) {
-      this.#startMapping(this.#address.port);
-      // A listener on "::" takes IPv6 too: the router's firewall is asked to let it be reached there.
-      if (this.#address.host === "::") this.#startPinhole(this.#address.port);
+      this.#router = new HomeRouter({
+        port: this.#address.port,
+        // A listener on "::" takes IPv6 too: the router's firewall is asked to let it be reached there.
+        pinhole: this.#address.host === "::",
+        scheduler: this.#scheduler,
+        log: (text) => this.#emit({ event: "log", level: "info", text }),
+        ipv6Address: () => firstGlobalIpv6(this.publication().candidates),
+        publish: async () => {
+          await this.#presence.publish();
+          return this.#presence.status().reachable;
+        },
+      });
+      this.#router.start();
     }
     this.#network = new NetworkWatch({
       addresses: localAddresses,
@@ -620,79 +626,6 @@ export class ChatEngine implements ChatEngineApi {
     this.#expireRequests();
     this.#outbox.retryAll();
     void this.#convertLegacyPins();
-  }
-
-  /** Asks for a port mapping, and while none is held asks again every mappingRetryMs() (no router answered:
-   * a laptop that started before its network came up, a router that was rebooting; or the one held was
-   * lost). A failure that says the same as the last one is not logged again. */
-  #startMapping(port: number): void {
-    let lastNone = "";
-    const log = (text: string) => {
-      if (text.startsWith("no port mapping")) {
-        if (text === lastNone) return;
-        lastNone = text;
-      }
-      this.#emit({ event: "log", level: "info", text });
-    };
-    const retryLater = () => {
-      this.#mappingRetry = this.#scheduler.after(mappingRetryMs(), () => {
-        this.#mappingRetry = null;
-        if (!this.#closed) this.#mapping = attempt();
-      });
-    };
-    const attempt = (): Promise<Mapping | null> => {
-      const gen = this.#mappingGen;
-      return mapPort(port, log, {
-        // The router's public address changed (or it gave another port): the phonebook gets the new one.
-        onMoved: (moved) => {
-          if (!this.#closed && this.#mapped === moved) void this.#publishMapping(moved);
-        },
-        // Its lease ran out unrenewed (the router went away, or we moved): no longer published, removed as
-        // far as the router still answers, and asked for again like one never made.
-        onLost: (lost) => {
-          if (this.#closed || this.#mapped !== lost) return;
-          this.#mapped = null;
-          this.#mapping = lost.stop().then(() => null);
-          void this.#presence.publish();
-          retryLater();
-        },
-      }).then((m) => {
-        // After close, #close awaits this promise and removes what it mapped; after a network change,
-        // #remap does (it was made on the router we left).
-        if (this.#closed || gen !== this.#mappingGen) return m;
-        this.#mapped = m;
-        if (m) {
-          // A failure after this one (once it is lost) is news again.
-          lastNone = "";
-          void this.#publishMapping(m);
-        } else retryLater();
-        return m;
-      });
-    };
-    this.#mapAttempt = () => {
-      // The failure on a new network is news, even when worded like the last one's.
-      lastNone = "";
-      return attempt();
-    };
-    this.#mapping = attempt();
-  }
-
-  /** Keeps a pinhole open for our first global IPv6 address; once one is open the phonebook gets our
-   * addresses again, so its check reaches the IPv6 one now rather than at the next refresh. */
-  #startPinhole(port: number): void {
-    this.#pinhole = new PinholeKeeper({
-      port,
-      address: () => firstGlobalIpv6(this.publication().candidates),
-      scheduler: this.#scheduler,
-      log: (text) => this.#emit({ event: "log", level: "info", text }),
-      retryMs: mappingRetryMs(),
-      timeoutMs: MAPPING_TIMEOUT_MS,
-      leaseMs: mappingLeaseMs(),
-      onOpen: () => {
-        if (!this.#closed) void this.#presence.publish();
-      },
-    });
-    this.#pinhole.start();
   }
 
   /** Our network changed. Sessions over an address we lost are closed (nothing they send arrives) and their
@@ -715,9 +648,7 @@ export class ChatEngine implements ChatEngineApi {
       this.#opts.directory.dropConnections?.();
     }
     if (this.#relay && (gone.size || !this.#relay.connected)) this.#relay.reconnectNow();
-    if (this.#mapAttempt && (gone.size || (!this.#mapped && c.came.length))) this.#remap();
-    // A pinhole for an address we no longer have is closed, and one opened for the one we have now.
-    this.#pinhole?.refresh(false);
+    this.#router?.networkChanged({ lost: gone.size > 0, gained: c.came.length > 0 });
     void this.#presence.publish();
     this.#redialLost();
     this.#outbox.retryAll();
@@ -781,8 +712,7 @@ export class ChatEngine implements ChatEngineApi {
     });
     this.#opts.directory.dropConnections?.();
     this.#relay?.reconnectNow("we woke from sleep");
-    if (this.#mapAttempt) this.#remap();
-    this.#pinhole?.refresh(true);
+    this.#router?.woke();
     void this.#presence.publish();
     void this.#revocation.refresh().catch(() => {});
     void this.#renewal.check().catch(() => {});
@@ -793,33 +723,6 @@ export class ChatEngine implements ChatEngineApi {
       // The ones lost before the sleep too.
       this.#redialLost();
     });
-  }
-
-  /** Drops the mapping held (or being asked for) and asks again now. The old one is removed first (bounded):
-   * a new router at the same gateway address as the old (192.168.1.1 is common) must not get our removal
-   * after our new request. */
-  #remap(): void {
-    const held = this.#mapped;
-    const pending = this.#mapping;
-    this.#mapped = null;
-    this.#mappingRetry?.cancel();
-    this.#mappingRetry = null;
-    const gen = ++this.#mappingGen;
-    this.#mapping = (async () => {
-      const old = held ?? await pending?.catch(() => null) ?? null;
-      await old?.stop();
-      if (this.#closed || gen !== this.#mappingGen || !this.#mapAttempt) return null;
-      return await this.#mapAttempt();
-    })();
-  }
-
-  /** Publishes again with the mapping first, and says so once the phonebook has it (until then a dialer
-   * still gets the candidates without it). */
-  async #publishMapping(m: Mapping): Promise<void> {
-    await this.#presence.publish();
-    if (this.#closed || !this.#presence.status().reachable) return;
-    const { host, port } = m.external;
-    this.#emit({ event: "log", level: "info", text: `published the port mapping ${host}:${port} first` });
   }
 
   /** Old certificate pins become key pins where the phonebook still lists the pinned certificate (one
@@ -890,7 +793,7 @@ export class ChatEngine implements ChatEngineApi {
       relayOnly: this.#opts.relayOnly === true,
       ifaces: localAddresses(),
       max: MAX_CANDIDATES,
-      mapped: this.#mapped?.external ?? null,
+      mapped: this.#router?.external ?? null,
     });
     // Relay-only too: a relayed circuit knocks inside the circuit.
     return { ...pub, knock: encodeKnockSecret(this.#sessions.knockSecret) };
@@ -1481,9 +1384,10 @@ export class ChatEngine implements ChatEngineApi {
     this.#unsubscribeClock?.();
     this.#opts.clock.stop();
     this.#network?.stop();
+    // Stopped at once (nothing it maps from now on is published), removed from the router after withdrawing.
+    const unmapped = this.#router?.stop();
     if (this.#address) await this.#presence.withdraw();
-    this.#mappingRetry?.cancel();
-    await Promise.all([this.#mapping?.then((m) => m?.stop()), this.#pinhole?.stop()]);
+    await unmapped;
     this.#relay?.close();
     await this.#sessions.close();
     await Promise.all([this.#dialer.settle(), this.#outbox.settle()]);
