@@ -95,7 +95,7 @@ import {
 } from "./candidates.ts";
 import { RelayClient } from "./relay_client.ts";
 import { DirectUpgrade } from "./upgrade.ts";
-import { HomeRouter } from "./home_router.ts";
+import { HomeRouter, type HomeRouterOptions } from "./home_router.ts";
 import { type NetworkChange, NetworkWatch } from "./network_watch.ts";
 import { type OwnCertificate, Renewal } from "./renewal.ts";
 import { writeCertificate } from "./home.ts";
@@ -197,6 +197,8 @@ export interface ChatEngineOptions {
   /** Ask the router for a port mapping (PCP, NAT-PMP, UPnP-IGD) when listening on every interface. Default false here (the
    * CLI turns it on unless --no-port-mapping). */
   portMapping?: boolean;
+  /** Tests: how the home router part asks for a mapping and opens a pinhole (default the real protocols). */
+  homeRouter?: Pick<HomeRouterOptions, "map" | "openPinhole">;
   limits?: Partial<SessionLimits>;
   /** Our listener's knock secret (contract/knock.ts); default a fresh random one per run. Tests that dial
    * the listener by hand give one. Never logged. */
@@ -608,6 +610,8 @@ export class ChatEngine implements ChatEngineApi {
           await this.#presence.publish();
           return this.#presence.status().reachable;
         },
+        map: o.homeRouter?.map,
+        openPinhole: o.homeRouter?.openPinhole,
       });
       this.#router.start();
     }

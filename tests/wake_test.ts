@@ -8,6 +8,8 @@
  * - The relay's control connection is made again (the relay closed its end on silence long ago).
  * - The phonebook gets our addresses again at once (our listing expired while we slept): counted on a
  *   phonebook client the test wraps.
+ * - The home router's port mapping is removed and asked for anew (the router may have forgotten it while its
+ *   lease ran out), and the new one is published first (the router is a function of the test's).
  * - A few seconds' gap is no wake: nothing is probed, nothing published.
  */
 import assert from "node:assert/strict";
@@ -15,6 +17,7 @@ import type { BootClock } from "../clock/mod.ts";
 import { DirectoryClient } from "../client/directory_client.ts";
 import { WAKE_PROBE_MS } from "../client/engine.ts";
 import { WAKE_GAP_MS } from "../client/network_watch.ts";
+import type { HomeRouterOptions } from "../client/home_router.ts";
 import {
   enrollUser,
   FakeDirectory,
@@ -149,6 +152,60 @@ Deno.test("wake from sleep: our addresses are published again at once; a short g
   } finally {
     await alice.stop();
   }
+});
+
+Deno.test("wake from sleep: the port mapping is removed and asked for anew, and published first again", async () => {
+  const ca = await makeTestCa();
+  const leaf = await makeTestLeaf(ca, "alice");
+  const directory = new FakeDirectory({ name: "alice", fingerprint: leaf.fingerprint });
+  // The router is the test's: each request is answered with the next public address, each removal noted.
+  const events: string[] = [];
+  let asked = 0;
+  const map: NonNullable<HomeRouterOptions["map"]> = (port) => {
+    const host = `203.0.113.${++asked}`;
+    events.push(`ask ${host}`);
+    return Promise.resolve({
+      external: { host, port, via: "mapping" },
+      protocol: "pcp",
+      stop: () => {
+        events.push(`remove ${host}`);
+        return Promise.resolve();
+      },
+    });
+  };
+  const boot = sleepyBootClock();
+  const alice = await startTestEngine(ca, leaf, {
+    directory,
+    bootClock: boot.clock,
+    networkPollMs: 100,
+    // Every interface (the mapping is asked for only then); nothing is sent anywhere: the router is a function.
+    listen: { host: "0.0.0.0", port: 0 },
+    portMapping: true,
+    homeRouter: { map },
+  });
+  const listed = () => directory.entries.get("alice")?.address?.host;
+  try {
+    const port = alice.engine.address.port;
+    await alice.log.waitFor(
+      "log",
+      (e) => e.text === `published the port mapping 203.0.113.1:${port} first`,
+      5000,
+    );
+    assert.equal(listed(), "203.0.113.1");
+    assert.deepEqual(events, ["ask 203.0.113.1"]);
+
+    boot.sleep(600_000);
+    await alice.log.waitFor(
+      "log",
+      (e) => e.text === `published the port mapping 203.0.113.2:${port} first`,
+      5000,
+    );
+    assert.deepEqual(events, ["ask 203.0.113.1", "remove 203.0.113.1", "ask 203.0.113.2"], "removed first");
+    assert.equal(listed(), "203.0.113.2");
+  } finally {
+    await alice.stop();
+  }
+  assert.deepEqual(events.slice(3), ["remove 203.0.113.2"], "quitting removes the mapping held");
 });
 
 Deno.test("wake from sleep: a peer that stays away is dialled again at each wake, until it was lost too long", async () => {

@@ -422,6 +422,10 @@ export async function startTestEngine(
     bootClock?: ChatEngineOptions["bootClock"];
     networkPollMs?: number;
     lostPeerKeepMs?: number;
+    /** Default 127.0.0.1:0. */
+    listen?: ChatEngineOptions["listen"];
+    portMapping?: boolean;
+    homeRouter?: ChatEngineOptions["homeRouter"];
   } = {},
 ): Promise<TestEngine> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
@@ -448,6 +452,9 @@ export async function startTestEngine(
     bootClock: opts.bootClock,
     networkPollMs: opts.networkPollMs,
     lostPeerKeepMs: opts.lostPeerKeepMs,
+    listen: opts.listen,
+    portMapping: opts.portMapping,
+    homeRouter: opts.homeRouter,
     onEvent: log.push,
   });
   registerKnock(engine.address.port, knockSecret);
