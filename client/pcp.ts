@@ -71,6 +71,11 @@ export interface PcpMapOptions {
   /** The port the router's multicast ANNOUNCE comes to (default 5350); null listens for none (tests: an
    * ANNOUNCE sent to the request's own port is heard all the same). */
   announcePort?: number | null;
+  /** Another address of the same router whose ANNOUNCE counts too, in the other family: the IPv4 gateway,
+   * for a mapping over IPv6. miniupnpd (2.3.1, checked with a packet capture in the network lab) sends its
+   * restart ANNOUNCE to 224.0.0.1 on the LAN, but to ff02::1 out of its WAN interface, so over IPv6 the LAN
+   * never hears it. Then the all-nodes group of that family is listened to as well. */
+  alsoFrom?: string | null;
   /** Longest random wait after an ANNOUNCE before asking again (default ANNOUNCE_DELAY_MAX_MS). */
   announceDelayMaxMs?: number;
   /** A renewal gave another public address or port (the router's own address changed, or it rebooted). */
@@ -220,7 +225,7 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
   let renewing = false;
   let lastAnnounced = -Infinity;
   const onAnnounce = (msg: Uint8Array, from: dgram.RemoteInfo) => {
-    if (stopping || !fromOurRouter(from.address, o.gateway, o.clientIp) || from.port !== serverPort) return;
+    if (stopping || !fromOurRouter(from.address, o) || from.port !== serverPort) return;
     let epoch: number;
     try {
       epoch = decodeAnnounce(new Uint8Array(msg));
@@ -231,15 +236,23 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
     lastAnnounced = performance.now();
     const wait = Math.random() * (o.announceDelayMaxMs ?? ANNOUNCE_DELAY_MAX_MS);
     o.log?.(
-      `the router restarted (PCP ANNOUNCE, epoch ${epoch}): mapping again in ${(wait / 1000).toFixed(1)} s`,
+      `the router restarted (PCP ANNOUNCE from ${from.address}, epoch ${epoch}): mapping again in ${
+        (wait / 1000).toFixed(1)
+      } s`,
     );
     clearTimeout(renewTimer);
     renewTimer = setTimeout(renew, wait);
   };
   sock.on("message", onAnnounce);
-  const announceSock = o.announcePort === null
-    ? null
-    : await listenAnnouncements(isIpv6(o.clientIp), o.announcePort ?? PCP_CLIENT_PORT, onAnnounce, o.log);
+  const v6 = isIpv6(o.clientIp);
+  const announcePort = o.announcePort ?? PCP_CLIENT_PORT;
+  const announceSocks = o.announcePort === null ? [] : [
+    await listenAnnouncements(v6, announcePort, onAnnounce, o.log),
+    // The same router's announcements in the other family.
+    o.alsoFrom && isIpv6(o.alsoFrom) !== v6
+      ? await listenAnnouncements(!v6, announcePort, onAnnounce, o.log)
+      : null,
+  ];
   let lost = false;
   const renew = async () => {
     if (stopping) return;
@@ -286,24 +299,29 @@ export async function pcpMap(o: PcpMapOptions): Promise<PcpMapping> {
       stopping = true;
       clearTimeout(renewTimer);
       for (const cancel of [...inflight]) cancel();
-      try {
-        announceSock?.close();
-      } catch { /* already closed */ }
+      for (const a of announceSocks) {
+        try {
+          a?.close();
+        } catch { /* already closed */ }
+      }
       await ask(0, current.externalPort, current.externalIp, signal).catch(() => {});
       close();
     },
   };
 }
 
-/** Whether an ANNOUNCE from `source` is the router's: the address we asked, or, for a mapping over IPv6, a
- * link-local address. A router's multicast to ff02::1 leaves from its link-local address unless it binds
- * another (RFC 6724's source selection prefers the destination's scope: link-local here), while we may
- * know it only by a global one (chat cannot read the routing table without --allow-all, see pinhole.ts); a
- * link-local packet comes from our own link, which the router's own address is on too, and what an ANNOUNCE
- * can make us do is ask for our own mapping again. */
-export function fromOurRouter(source: string, gateway: string, clientIp: string): boolean {
-  if (sameIp(source, gateway)) return true;
-  return isIpv6(clientIp) && /^fe[89ab][0-9a-f]:/i.test(source);
+/** Whether an ANNOUNCE from `source` is the router's: the address we asked; for a mapping over IPv6, a
+ * link-local address; or `alsoFrom`, the same router's address in the other family. A router's multicast to
+ * ff02::1 leaves from its link-local address unless it binds another (RFC 6724's source selection prefers the
+ * destination's scope: link-local here), while we may know it only by a global one (chat cannot read the
+ * routing table without --allow-all, see pinhole.ts); a link-local packet comes from our own link, which the
+ * router's own address is on too, and what an ANNOUNCE can make us do is ask for our own mapping again. */
+export function fromOurRouter(
+  source: string,
+  o: Pick<PcpMapOptions, "gateway" | "clientIp" | "alsoFrom">,
+): boolean {
+  if (sameIp(source, o.gateway) || (o.alsoFrom && sameIp(source, o.alsoFrom))) return true;
+  return isIpv6(o.clientIp) && isIpv6(source) && /^fe[89ab][0-9a-f]:/i.test(source);
 }
 
 /** A socket on `port` in the all-nodes group, where a router's ANNOUNCE (and a NAT-PMP gateway's

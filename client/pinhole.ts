@@ -18,6 +18,7 @@
 import { CodedError, messageOf } from "../coded_error.ts";
 import { ipBytes, ipText, PcpError, sameIp } from "./pcp_wire.ts";
 import { pcpMap, type PcpMapOptions, type PcpMapping } from "./pcp.ts";
+import { defaultGateway } from "./port_mapping.ts";
 import type { Scheduler, Timer } from "./scheduler.ts";
 import { type UpnpPinhole, upnpPinhole, type UpnpPinholeOptions } from "./upnp_pinhole.ts";
 
@@ -104,6 +105,9 @@ export interface OpenPinholeOptions {
   router?: string;
   /** Tests: the PCP server's port (default 5351). */
   serverPort?: number;
+  /** Our IPv4 gateway, whose PCP ANNOUNCE over IPv4 counts for the pinhole too (see PcpMapOptions.alsoFrom);
+   * default defaultGateway(), null for none. */
+  ipv4Gateway?: string | null;
   /** Tests: the PCP client (default pcpMap). */
   map?: (o: PcpMapOptions) => Promise<PcpMapping>;
   /** The ways asked, all at once (default PINHOLE_WAYS). */
@@ -171,6 +175,8 @@ async function viaPcp(address: string, port: number, o: OpenPinholeOptions): Pro
     serverPort: o.serverPort,
     log: (text) => o.log(text.replace(/^PCP mapping/, "IPv6 pinhole")),
     onLost: o.onLost,
+    // The same box, most likely: a home router that restarts may say so over IPv4 only (miniupnpd does).
+    alsoFrom: o.ipv4Gateway !== undefined ? o.ipv4Gateway : await defaultGateway(),
   });
   if (!sameIp(m.externalHost, address) || m.externalPort !== port) {
     await m.stop(stopSignal());

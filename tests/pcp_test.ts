@@ -450,7 +450,7 @@ Deno.test("PCP client: a router's ANNOUNCE that shows it restarted has the mappi
     assert.equal(router.seen[1].nonce, router.seen[0].nonce);
     assert.equal(router.seen[1].externalPort, 40003, "asked for the port it had");
     assert.ok(
-      logs.some((l) => l.startsWith("the router restarted (PCP ANNOUNCE, epoch 0)")),
+      logs.some((l) => l.startsWith("the router restarted (PCP ANNOUNCE from 127.0.0.1, epoch 0)")),
       logs.join("; "),
     );
     // Another restart within ANNOUNCE_MIN_GAP_MS (a forged one, over and over) asks nothing more.
@@ -487,21 +487,22 @@ Deno.test("NAT-PMP: a gateway restarted after our mapping when its epoch is shor
   assert.equal(pmpRestartedSince(11, 16_000), true);
 });
 
-Deno.test("PCP: an ANNOUNCE is the router's from the address we asked, or over IPv6 from a link-local address", () => {
-  assert.equal(fromOurRouter("192.168.1.1", "192.168.1.1", "192.168.1.10"), true);
-  assert.equal(fromOurRouter("192.168.1.7", "192.168.1.1", "192.168.1.10"), false, "another LAN host");
-  assert.equal(fromOurRouter("169.254.0.1", "192.168.1.1", "192.168.1.10"), false, "IPv4 link-local");
-  assert.equal(fromOurRouter("2001:db8:1::1", "2001:db8:1::1", "2001:db8:1::10"), true);
-  assert.equal(
-    fromOurRouter("fe80::1%lan", "2001:db8:1::1", "2001:db8:1::10"),
-    true,
-    "the router's link-local",
-  );
-  assert.equal(fromOurRouter("FEBF::9", "2001:db8:1::1", "2001:db8:1::10"), true, "all of fe80::/10");
-  assert.equal(
-    fromOurRouter("fec0::1", "2001:db8:1::1", "2001:db8:1::10"),
-    false,
-    "site-local is not link-local",
-  );
-  assert.equal(fromOurRouter("2001:db8:1::7", "2001:db8:1::1", "2001:db8:1::10"), false, "another global");
+Deno.test("PCP: an ANNOUNCE is the router's from the address we asked, over IPv6 from a link-local address, or from the router's other address given", () => {
+  const ours = (source: string, gateway: string, clientIp: string, alsoFrom?: string | null) =>
+    fromOurRouter(source, { gateway, clientIp, alsoFrom });
+  assert.equal(ours("192.168.1.1", "192.168.1.1", "192.168.1.10"), true);
+  assert.equal(ours("192.168.1.7", "192.168.1.1", "192.168.1.10"), false, "another LAN host");
+  assert.equal(ours("169.254.0.1", "192.168.1.1", "192.168.1.10"), false, "IPv4 link-local");
+  assert.equal(ours("fe80::1", "192.168.1.1", "192.168.1.10"), false, "link-local counts only over IPv6");
+  assert.equal(ours("2001:db8:1::1", "2001:db8:1::1", "2001:db8:1::10"), true);
+  assert.equal(ours("fe80::1%lan", "2001:db8:1::1", "2001:db8:1::10"), true, "the router's link-local");
+  assert.equal(ours("FEBF::9", "2001:db8:1::1", "2001:db8:1::10"), true, "all of fe80::/10");
+  assert.equal(ours("fec0::1", "2001:db8:1::1", "2001:db8:1::10"), false, "site-local is not link-local");
+  assert.equal(ours("2001:db8:1::7", "2001:db8:1::1", "2001:db8:1::10"), false, "another global");
+  // An IPv6 pinhole's router may announce its restart over IPv4 only (miniupnpd): its IPv4 address counts
+  // when given, and no other IPv4 host does.
+  assert.equal(ours("192.168.1.1", "2001:db8:1::1", "2001:db8:1::10", "192.168.1.1"), true, "alsoFrom");
+  assert.equal(ours("192.168.1.1", "2001:db8:1::1", "2001:db8:1::10"), false, "not given");
+  assert.equal(ours("192.168.1.7", "2001:db8:1::1", "2001:db8:1::10", "192.168.1.1"), false, "another host");
+  assert.equal(ours("192.168.1.1", "2001:db8:1::1", "2001:db8:1::10", null), false, "none");
 });

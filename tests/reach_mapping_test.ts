@@ -337,7 +337,7 @@ async function mappingCase(c: Case): Promise<void> {
       // epoch begun again, or its new address) and mapped again at once: the renewal is ten minutes (PCP) or
       // nineteen (NAT-PMP) away. The other network reaches the mapping again.
       const heard = c.tag === "pcp"
-        ? /^the router restarted \(PCP ANNOUNCE, epoch [01]\): mapping again in /
+        ? /^the router restarted \(PCP ANNOUNCE from [0-9.]+, epoch [01]\): mapping again in /
         : c.wanMovesTo
         ? `the router has another public address, ${c.wanMovesTo} (NAT-PMP announcement): mapping again`
         : "the router restarted (NAT-PMP announcement): mapping again";

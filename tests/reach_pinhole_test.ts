@@ -12,7 +12,9 @@
  * "ipv6") from the start, with no relayed start and no punching (tests/reach_ipv6_test.ts is the same lab
  * without the pinhole: there the session starts relayed). When alice quits, the pinhole is closed: the rule
  * is gone. Bob's router answers neither way: bob says once that he has no pinhole, and why for each way, and
- * nothing else changes for him.
+ * nothing else changes for him. Two of the routers restart after the first contact and say so: the lab's
+ * PCP router to ff02::1 from its link-local address, miniupnpd (NAT-PMP on) to 224.0.0.1 only, from its IPv4
+ * LAN address; either way alice asks for her pinhole again at once, and bob's network reaches her again.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -38,8 +40,11 @@ interface PinholeRouter {
   /** How many rules of its firewall let inbound TCP reach [address]:port now. */
   rules(address: string, port: number): Promise<number>;
   stop(): Promise<void>;
-  /** Restarts it: every pinhole forgotten, and the restart announced (the lab's router with --announce). */
-  restart?(): void;
+  /** Restarts it: every pinhole forgotten, and the restart announced (the lab's router with --announce,
+   * miniupnpd with NAT-PMP on). Resolves once it runs again. */
+  restart?(): Promise<void>;
+  /** What it says, after a restart, once alice's pinhole is open again. */
+  reopened?(a6: string, port: number): string;
 }
 
 /** The lab's own router service (portmap_responder.ts) with `flags`: its rules in the forward chain. */
@@ -51,19 +56,30 @@ async function labRouter(lab: Lab, flags: string[]): Promise<PinholeRouter> {
       (await lab.run("home", ["nft", "list", "chain", "inet", "labf", "forward"]))
         .split(`ip6 daddr ${a} tcp dport ${p} accept`).length - 1,
     stop: r.stop,
-    restart: r.restart,
+    restart: async () => {
+      const before = r.said().length;
+      r.restart();
+      // It comes from the router's link-local address, not the address alice asked.
+      for (let i = 0; !/FORGOT\nANNOUNCED pcp6 from fe80:/.test(r.said().slice(before)); i++) {
+        assert.ok(i < 50, `the router's restart in what it logged:\n${r.said()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    reopened: (a6, port) => `PINHOLE ${a6} ${port}\n`,
   };
 }
 
 /** miniupnpd: its rules match the destination address as raw header bytes (offset 192 bits, 128 long). */
-async function miniupnpd(lab: Lab, dir: string): Promise<PinholeRouter> {
-  const m = await startMiniupnpd(lab, "home", dir);
+async function miniupnpd(lab: Lab, dir: string, natpmp = false): Promise<PinholeRouter> {
+  const m = await startMiniupnpd(lab, "home", dir, { natpmp });
   const hex = (a: string) => [...ipBytes(a)].map((b) => b.toString(16).padStart(2, "0")).join("");
   return {
     said: m.said,
     rules: async (a, p) =>
       (await m.chain()).split(`th dport ${p} @nh,192,128 0x${hex(a)} @nh,48,8 0x6 accept`).length - 1,
     stop: m.stop,
+    restart: m.restart,
+    reopened: (a6, port) => `PCP MAP: added mapping TCP ${port}->${a6}:${port}`,
   };
 }
 
@@ -75,8 +91,9 @@ interface Case {
   start(lab: Lab, root: string): Promise<PinholeRouter>;
   /** What the router must have logged once the pinhole is open (alice's address and port given). */
   logged(a6: string, port: number): string[];
-  /** After the first contact the router restarts and announces it: the pinhole is opened again at once. */
-  restarts?: boolean;
+  /** After the first contact the router restarts and announces it: the pinhole is opened again at once.
+   * The announcement comes from this address (given the lab): the router's link-local or its IPv4 one. */
+  restarts?: (lab: Lab) => RegExp;
 }
 
 const CASES: Case[] = [
@@ -93,7 +110,7 @@ const CASES: Case[] = [
     tools: [],
     start: (lab) => labRouter(lab, ["--protocols=pcp6", "--announce"]),
     logged: (a6, port) => [`ASK pcp6 ${a6} `, `PINHOLE ${a6} ${port}`],
-    restarts: true,
+    restarts: () => /^fe80:/,
   },
   {
     name: "a UPnP router",
@@ -116,6 +133,17 @@ const CASES: Case[] = [
       `PCP MAP: added mapping TCP ${port}->${a6}:${port}`,
       `AddPinhole: (inbound) from []:0 to [${a6}]:${port} with proto 6`,
     ],
+  },
+  {
+    // miniupnpd (checked with a packet capture) sends its start's ANNOUNCE to 224.0.0.1 on the LAN but to
+    // ff02::1 out of its WAN interface: alice hears it over IPv4, from her IPv4 gateway, and that counts for
+    // her IPv6 pinhole too.
+    name: "a router running miniupnpd that restarts (and says so over IPv4 only)",
+    via: /PCP|UPnP/,
+    tools: ["miniupnpd"],
+    start: (lab, root) => miniupnpd(lab, join(root, "miniupnpd"), true),
+    logged: (a6, port) => [`PCP MAP: added mapping TCP ${port}->${a6}:${port}`],
+    restarts: (lab) => new RegExp(`^${lab.routerLan.get("home")!.replaceAll(".", "\\.")}$`),
   },
 ];
 
@@ -195,23 +223,22 @@ for (const k of CASES) {
         assert.equal(relayed, 0, "bytes went through the relay");
 
         if (k.restarts) {
-          // The router restarts: the pinhole is gone, its epoch begins again, and it says so to ff02::1. Alice
-          // asks for the pinhole again within 5 s (her renewal is ten minutes away), and it lets a new
-          // connection from bob's network through.
+          // The router restarts: the pinhole is gone, its epoch begins again, and it says so (to ff02::1, or
+          // over IPv4). Alice asks for the pinhole again within 5 s (her renewal is ten minutes away), and it
+          // lets a new connection from bob's network through.
           const before = said().length;
-          router.restart!();
-          // It comes from the router's link-local address, not the address alice asked.
-          for (let i = 0; !/FORGOT\nANNOUNCED pcp6 from fe80:/.test(said().slice(before)); i++) {
-            assert.ok(i < 50, `the router's restart in what it logged:\n${said()}`);
-            await new Promise((r) => setTimeout(r, 100));
-          }
-          await alice.waitEvent(
+          await router.restart!();
+          const heard = await alice.waitEvent(
             (e) =>
-              e.event === "log" && /^the router restarted \(PCP ANNOUNCE, epoch [01]\)/.test(String(e.text)),
+              e.event === "log" &&
+              /^the router restarted \(PCP ANNOUNCE from \S+, epoch \d+\)/.test(String(e.text)),
             10_000,
             "alice heard the ANNOUNCE",
           );
-          for (let i = 0; !said().slice(before).includes(`PINHOLE ${a6} ${port}\n`); i++) {
+          const from = /ANNOUNCE from (\S+),/.exec(String(heard.text))![1];
+          assert.match(from, k.restarts(lab), "where the ANNOUNCE came from");
+          const again = router.reopened!(a6, port);
+          for (let i = 0; !said().slice(before).includes(again); i++) {
             assert.ok(i < 100, `the pinhole again after the restart:\n${said().slice(before)}`);
             await new Promise((r) => setTimeout(r, 100));
           }

@@ -178,12 +178,12 @@ export async function endLabRun(
 }
 
 /** Debian's miniupnpd (package miniupnpd-nftables), a real home router's UPnP daemon, as router `router`'s
- * IPv6 firewall control: UPnP-IGD 2 on the LAN, secure mode, NAT-PMP off (it answers PCP over IPv6 all the
- * same, so both ways reach it). Its pinholes go to a chain
+ * IPv6 firewall control: UPnP-IGD 2 on the LAN, secure mode, NAT-PMP off unless `natpmp` (it answers PCP
+ * over IPv6 all the same, so both ways reach it). Its pinholes go to a chain
  * `miniupnpd` of the router's `labf` table, which the forward chain jumps to first (its IPv4 port mappings
  * stay refused: the lab's outside address is a reserved one, see docs/protocol.md "Port mapping"). Resolves
- * once it listens; `said()` is its debug log, `chain()` its chain as nft lists it. */
-export async function startMiniupnpd(lab: Lab, router: string, dir: string) {
+ * once it listens; `said()` is its debug log (of every start), `chain()` its chain as nft lists it. */
+export async function startMiniupnpd(lab: Lab, router: string, dir: string, opts: { natpmp?: boolean } = {}) {
   await Deno.mkdir(dir, { recursive: true });
   await lab.run(router, ["nft", "add", "chain", "inet", "labf", "miniupnpd"]);
   await lab.run(router, ["nft", "insert", "rule", "inet", "labf", "forward", "jump", "miniupnpd"]);
@@ -199,7 +199,8 @@ export async function startMiniupnpd(lab: Lab, router: string, dir: string) {
       "ext_ifname=wan",
       "listening_ip=lan",
       "http_port=5000",
-      "enable_natpmp=no",
+      // With it, miniupnpd also announces its start (a PCP ANNOUNCE, over IPv4 on the LAN).
+      `enable_natpmp=${opts.natpmp ? "yes" : "no"}`,
       "enable_upnp=yes",
       "secure_mode=yes",
       `lease_file=${join(dir, "leases")}`,
@@ -214,27 +215,38 @@ export async function startMiniupnpd(lab: Lab, router: string, dir: string) {
       "",
     ].join("\n"),
   );
-  const child = lab.command(router, "miniupnpd", ["-d", "-f", conf, "-P", join(dir, "miniupnpd.pid")], {
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
   let said = "";
   const decoder = new TextDecoder();
-  const reading = Promise.all([child.stdout, child.stderr].map(async (s) => {
-    for await (const chunk of s) said += decoder.decode(chunk);
-  }));
-  const stop = () => endService(child, reading);
-  const end = Date.now() + 10_000;
-  while (!said.includes("HTTP listening on port")) {
-    if (Date.now() > end) {
-      await stop();
-      throw new Error(`miniupnpd did not start: ${said}`);
+  /** Starts the daemon; resolves with its end once it listens. */
+  const spawn = async () => {
+    const child = lab.command(router, "miniupnpd", ["-d", "-f", conf, "-P", join(dir, "miniupnpd.pid")], {
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const from = said.length;
+    const reading = Promise.all([child.stdout, child.stderr].map(async (s) => {
+      for await (const chunk of s) said += decoder.decode(chunk);
+    }));
+    const stop = () => endService(child, reading);
+    const end = Date.now() + 10_000;
+    while (!said.slice(from).includes("HTTP listening on port")) {
+      if (Date.now() > end) {
+        await stop();
+        throw new Error(`miniupnpd did not start: ${said.slice(from)}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+    return stop;
+  };
+  let stop = await spawn();
   return {
     said: () => said,
     chain: () => lab.run(router, ["nft", "list", "chain", "inet", "labf", "miniupnpd"]),
-    stop,
+    stop: () => stop(),
+    /** Stops the daemon (SIGTERM: it removes its rules) and starts it again on the same configuration. */
+    restart: async () => {
+      await stop();
+      stop = await spawn();
+    },
   };
 }
