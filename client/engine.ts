@@ -197,8 +197,9 @@ export interface ChatEngineOptions {
   /** Ask the router for a port mapping (PCP, NAT-PMP, UPnP-IGD) when listening on every interface. Default false here (the
    * CLI turns it on unless --no-port-mapping). */
   portMapping?: boolean;
-  /** Tests: how the home router part asks for a mapping and opens a pinhole (default the real protocols). */
-  homeRouter?: Pick<HomeRouterOptions, "map" | "openPinhole">;
+  /** Tests: how the home router part asks for a mapping, opens a pinhole and hears the router restart
+   * (default the real protocols). */
+  homeRouter?: Pick<HomeRouterOptions, "map" | "openPinhole" | "watchRestarts">;
   limits?: Partial<SessionLimits>;
   /** Our listener's knock secret (contract/knock.ts); default a fresh random one per run. Tests that dial
    * the listener by hand give one. Never logged. */
@@ -612,6 +613,7 @@ export class ChatEngine implements ChatEngineApi {
         },
         map: o.homeRouter?.map,
         openPinhole: o.homeRouter?.openPinhole,
+        watchRestarts: o.homeRouter?.watchRestarts,
       });
       this.#router.start();
     }

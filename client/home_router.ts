@@ -13,10 +13,13 @@
  *   and the pinhole follows our IPv6 address; an address that only came (a VPN) keeps both, or gets a
  *   mapping asked for now if none is held;
  * - we woke from sleep: the router may have forgotten both, so both are asked for anew;
+ * - the router restarted (its UPnP announcements say so, client/ssdp_watch.ts): the same, after a random wait
+ *   of up to 5 s (every client on the LAN hears it at once), at most once per 10 s;
  * - stop: nothing is asked for afterwards, and what is held (or still being asked for) is removed, bounded.
  * It knows nothing of sessions or the phonebook: the engine passes what it needs as functions.
  */
 import {
+  defaultGateway,
   type Mapping,
   MAPPING_TIMEOUT_MS,
   mappingLeaseMs,
@@ -24,8 +27,11 @@ import {
   mapPort,
   type MapPortOptions,
 } from "./port_mapping.ts";
+import { ANNOUNCE_DELAY_MAX_MS, ANNOUNCE_MIN_GAP_MS } from "./pcp.ts";
+import { sameIp } from "./pcp_wire.ts";
 import { PinholeKeeper, type PinholeKeeperOptions } from "./pinhole.ts";
 import type { Scheduler, Timer } from "./scheduler.ts";
+import { type RestartWatch, type RestartWatchOptions, watchRouterRestarts } from "./ssdp_watch.ts";
 
 export interface HomeRouterOptions {
   /** The port we listen on, to map and to open. */
@@ -44,6 +50,10 @@ export interface HomeRouterOptions {
   map?: (port: number, log: (text: string) => void, opts: MapPortOptions) => Promise<Mapping | null>;
   /** Tests: how a pinhole is opened (default the keeper's own). */
   openPinhole?: PinholeKeeperOptions["open"];
+  /** Tests: how the router's restarts are heard (default watchRouterRestarts). */
+  watchRestarts?: (o: RestartWatchOptions) => Promise<RestartWatch>;
+  /** Longest random wait after a restart before asking again. Default ANNOUNCE_DELAY_MAX_MS. */
+  restartDelayMaxMs?: number;
 }
 
 export class HomeRouter {
@@ -62,6 +72,10 @@ export class HomeRouter {
   #stopped = false;
   /** The last "no port mapping" said: the same again is not news. */
   #lastNone = "";
+  #watch: RestartWatch | null = null;
+  /** When the last restart was acted on (scheduler time). */
+  #lastRestart = -Infinity;
+  #afterRestart: Timer | null = null;
 
   constructor(o: HomeRouterOptions) {
     this.#o = o;
@@ -82,6 +96,7 @@ export class HomeRouter {
     if (this.#started || this.#stopped) return;
     this.#started = true;
     this.#mapping = this.#attempt();
+    void this.#watchRestarts();
     if (!this.#o.pinhole) return;
     this.#pinhole = new PinholeKeeper({
       port: this.#o.port,
@@ -122,7 +137,44 @@ export class HomeRouter {
     this.#stopped = true;
     this.#retry?.cancel();
     this.#retry = null;
+    this.#afterRestart?.cancel();
+    this.#watch?.close();
     await Promise.all([this.#mapping?.then((m) => m?.stop()), this.#pinhole?.stop()]);
+  }
+
+  /** Listens for the router's announcements of a restart: from our IPv4 gateway, or over IPv6 from a
+   * link-local address (a router's multicast leaves from its link-local one) or the pinhole's router. */
+  async #watchRestarts(): Promise<void> {
+    const gateway = await defaultGateway().catch(() => null);
+    if (this.#stopped) return;
+    const watch = await (this.#o.watchRestarts ?? watchRouterRestarts)({
+      isOurRouter: (a) =>
+        (gateway !== null && sameIp(a, gateway)) || /^fe[89ab][0-9a-f]:/i.test(a) ||
+        (this.pinhole !== null && sameIp(a, this.pinhole.router)),
+      onRestart: (why) => this.#restarted(why),
+      log: (text) => this.#o.log(text),
+    }).catch(() => null);
+    if (this.#stopped) watch?.close();
+    else this.#watch = watch;
+  }
+
+  /** The router restarted: what it held for us is probably gone. Asked for anew after a random wait (every
+   * client on the LAN heard the same), at most once per ANNOUNCE_MIN_GAP_MS however many announcements
+   * come (a router sends several, and a forged one must not keep us asking). */
+  #restarted(why: string): void {
+    if (this.#stopped) return;
+    const now = this.#o.scheduler.now();
+    if (now - this.#lastRestart < ANNOUNCE_MIN_GAP_MS) return;
+    this.#lastRestart = now;
+    const wait = Math.random() * (this.#o.restartDelayMaxMs ?? ANNOUNCE_DELAY_MAX_MS);
+    this.#o.log(`the router restarted (${why}): asking it again in ${(wait / 1000).toFixed(1)} s`);
+    this.#afterRestart?.cancel();
+    this.#afterRestart = this.#o.scheduler.after(wait, () => {
+      this.#afterRestart = null;
+      if (this.#stopped) return;
+      this.#remap();
+      this.#pinhole?.refresh(true);
+    });
   }
 
   #log(text: string): void {

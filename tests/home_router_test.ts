@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { HomeRouter, type HomeRouterOptions } from "../client/home_router.ts";
 import type { Mapping, MapPortOptions } from "../client/port_mapping.ts";
 import type { Pinhole } from "../client/pinhole.ts";
+import type { RestartWatchOptions } from "../client/ssdp_watch.ts";
 import { FakeScheduler } from "./helpers/fake_scheduler.ts";
 
 const RETRY_MS = 60_000;
@@ -33,6 +34,9 @@ function rig(over: Partial<HomeRouterOptions> = {}) {
   const asks: Ask[] = [];
   let taken = true;
   let ipv6: string | null = "2001:db8::10";
+  /** What the part listens for the router's restarts with, once it does. */
+  let watching: RestartWatchOptions | null = null;
+  let watchClosed = false;
   const router = new HomeRouter({
     port: 40_000,
     pinhole: false,
@@ -63,6 +67,11 @@ function rig(over: Partial<HomeRouterOptions> = {}) {
       };
       return Promise.resolve(p);
     },
+    watchRestarts: (o) => {
+      watching = o;
+      return Promise.resolve({ close: () => watchClosed = true });
+    },
+    restartDelayMaxMs: 1000,
     ...over,
   });
   /** A mapping at `host`:`port` whose removal is recorded; one that takes `slowMs` also says when it is
@@ -92,6 +101,8 @@ function rig(over: Partial<HomeRouterOptions> = {}) {
       return events.splice(0);
     },
     setTaken: (v: boolean) => taken = v,
+    watching: () => watching,
+    watchClosed: () => watchClosed,
     setIpv6: (v: string | null) => ipv6 = v,
   };
 }
@@ -282,4 +293,55 @@ Deno.test("home router: a mapping that comes in after stop is removed and not pu
   await r.scheduler.tick(10 * RETRY_MS);
   assert.deepEqual(r.take(), [], "a stopped part asks for nothing");
   assert.equal(r.router.pinhole, null);
+});
+
+Deno.test("home router: a restart the router announces has both asked for anew after a short random wait, once per 10 s", async () => {
+  const r = rig({ pinhole: true });
+  r.router.start();
+  await r.scheduler.tick(0);
+  r.asks[0].answer(r.mapping("203.0.113.7"));
+  await r.scheduler.tick(0);
+  r.take();
+  const w = r.watching();
+  assert.ok(w, "listening for the router's announcements");
+  assert.equal(w.isOurRouter("fe80::1"), true, "a link-local source over IPv6");
+  assert.equal(w.isOurRouter("2001:db8::1"), true, "the pinhole's router");
+  assert.equal(w.isOurRouter("2001:db8:99::1"), false, "another global address");
+
+  w.onRestart("UPnP NOTIFY from fe80::1, boot 2");
+  const said = r.take();
+  assert.equal(said.length, 1);
+  assert.match(
+    said[0],
+    /^log the router restarted \(UPnP NOTIFY from fe80::1, boot 2\): asking it again in 0\.\d s$/,
+  );
+  await r.scheduler.tick(1000);
+  const again = r.take();
+  for (
+    const e of ["remove 203.0.113.7", "ask 40000", "close [2001:db8::10]:40000", "open [2001:db8::10]:40000"]
+  ) {
+    assert.ok(again.includes(e), `${e} in ${again.join("; ")}`);
+  }
+  r.asks[1].answer(r.mapping("203.0.113.7"));
+  await r.scheduler.tick(0);
+  r.take();
+
+  // The router sends several; a forged one, over and over, must not keep us asking.
+  await r.scheduler.tick(5000);
+  w.onRestart("UPnP NOTIFY from fe80::1, boot 3");
+  await r.scheduler.tick(2000);
+  assert.deepEqual(r.take(), [], "within 10 s of the last");
+  await r.scheduler.tick(3000);
+  w.onRestart("UPnP NOTIFY from fe80::1, boot 4");
+  await r.scheduler.tick(1000);
+  assert.ok(r.take().includes("ask 40000"), "10 s later it counts again");
+  r.asks[2].answer(null);
+  await r.scheduler.tick(0);
+
+  await r.router.stop();
+  assert.ok(r.watchClosed(), "the watch is closed at stop");
+  r.take();
+  w.onRestart("UPnP NOTIFY from fe80::1, boot 5");
+  await r.scheduler.tick(60_000);
+  assert.deepEqual(r.take(), [], "nothing after stop");
 });

@@ -181,7 +181,8 @@ Deno.test("wake from sleep: the port mapping is removed and asked for anew, and 
     // Every interface (the mapping is asked for only then); nothing is sent anywhere: the router is a function.
     listen: { host: "0.0.0.0", port: 0 },
     portMapping: true,
-    homeRouter: { map },
+    // Nor listened to: the router's announcements of a restart are not this test's.
+    homeRouter: { map, watchRestarts: () => Promise.resolve({ close() {} }) },
   });
   const listed = () => directory.entries.get("alice")?.address?.host;
   try {

@@ -1,0 +1,189 @@
+/**
+ * A UPnP router that restarts, heard from its SSDP announcements. Each time a UPnP device starts it multicasts
+ * `NOTIFY * HTTP/1.1` with `NTS: ssdp:alive` to 239.255.255.250:1900 and [ff02::c]:1900, and its
+ * `BOOTID.UPNP.ORG` header is greater than at its last start (UPnP Device Architecture 2.0 §1.2.2); it sends
+ * the same again every few minutes with the same BOOTID. A restarted router has usually forgotten the
+ * pinholes (and, without a lease file, the port mappings) it gave us: a BOOTID that changed is our cue to ask
+ * again at once instead of at the next renewal. miniupnpd, with PCP and NAT-PMP off, says so in no other way
+ * (checked with a packet capture in the lab: its NOTIFYs leave on the LAN over IPv4, from its LAN address, and
+ * over IPv6, from its link-local one).
+ *
+ * Our own listener rather than `@achingbrain/ssdp`'s: that one fetches the description at the LOCATION of
+ * every NOTIFY it hears and answers searches, neither of which we want from a socket any LAN host can write to.
+ * Here a NOTIFY is only parsed; what counts is its source (our router: `isOurRouter`), its device's uuid and
+ * its BOOTID. The worst a forged one can do is have us ask the router for our own mapping again, and the
+ * caller bounds how often.
+ */
+import dgram from "node:dgram";
+import { isIpv6 } from "./pcp_wire.ts";
+
+export const SSDP_PORT = 1900;
+export const SSDP_GROUP_V4 = "239.255.255.250";
+export const SSDP_GROUP_V6 = "ff02::c";
+/** Longest NOTIFY read (devices send a few hundred bytes; more is not an announcement of a router). */
+const MAX_NOTIFY_BYTES = 4096;
+/** Devices remembered (a LAN with more UPnP devices than this forgets the oldest). */
+const MAX_DEVICES = 64;
+
+export interface Notify {
+  nts: "ssdp:alive" | "ssdp:byebye";
+  /** The device's uuid (of its USN, before any "::"). */
+  uuid: string;
+  /** BOOTID.UPNP.ORG (UDA 1.1 and later), or null. */
+  bootId: number | null;
+}
+
+/** Reads an SSDP NOTIFY; null for anything else (a search, a search response, a malformed one). */
+export function parseNotify(bytes: Uint8Array): Notify | null {
+  if (bytes.length > MAX_NOTIFY_BYTES) return null;
+  const lines = new TextDecoder().decode(bytes).split(/\r?\n/);
+  if (!/^NOTIFY \* HTTP\/1\.1$/i.test(lines[0].trim())) return null;
+  const h = new Map<string, string>();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) h.set(line.slice(0, colon).trim().toUpperCase(), line.slice(colon + 1).trim());
+  }
+  const nts = h.get("NTS")?.toLowerCase();
+  if (nts !== "ssdp:alive" && nts !== "ssdp:byebye") return null;
+  const usn = /^uuid:([^:\s]+)/i.exec(h.get("USN") ?? "");
+  if (!usn) return null;
+  const raw = h.get("BOOTID.UPNP.ORG");
+  // A non-negative integer below 2^31 (UDA 2.0 §1.2.2); anything else is as if absent.
+  const bootId = raw !== undefined && /^\d{1,10}$/.test(raw) && Number(raw) < 2 ** 31 ? Number(raw) : null;
+  return { nts, uuid: usn[1].toLowerCase(), bootId };
+}
+
+/**
+ * Follows devices' boots: feed it NOTIFYs in order, and it says which show a restart. A restart is an alive
+ * whose BOOTID differs from the last one heard from that device, or (a device without BOOTID) the first alive
+ * after its byebye. The first NOTIFY heard from a device only sets what it is compared with.
+ */
+export class BootTracker {
+  readonly #boots = new Map<string, { bootId: number | null; byebye: boolean }>();
+
+  /** True when `n` shows that its device restarted since the last NOTIFY heard from it. */
+  note(n: Notify): boolean {
+    const last = this.#boots.get(n.uuid);
+    this.#boots.delete(n.uuid);
+    if (this.#boots.size >= MAX_DEVICES) this.#boots.delete(this.#boots.keys().next().value!);
+    if (n.nts === "ssdp:byebye") {
+      this.#boots.set(n.uuid, { bootId: last?.bootId ?? n.bootId, byebye: true });
+      return false;
+    }
+    this.#boots.set(n.uuid, { bootId: n.bootId ?? last?.bootId ?? null, byebye: false });
+    if (!last) return false;
+    if (n.bootId !== null && last.bootId !== null) return n.bootId !== last.bootId;
+    return last.byebye;
+  }
+}
+
+export interface RestartWatchOptions {
+  /** Whether a NOTIFY from this address may speak for our router. */
+  isOurRouter(address: string): boolean;
+  /** Our router restarted: `why` says how we know, for the log. */
+  onRestart(why: string): void;
+  log?: (text: string) => void;
+  /** Default SSDP_PORT; tests use another. */
+  port?: number;
+  /** Which families to listen on (default both). */
+  families?: readonly ("ipv4" | "ipv6")[];
+}
+
+export interface RestartWatch {
+  close(): void;
+}
+
+/** Listens for our router's NOTIFYs on UDP 1900 (shared: SO_REUSEADDR, as other SSDP listeners on the machine
+ * use it too; a port that cannot be had is said in the log, and then only the renewals notice a restart). */
+export async function watchRouterRestarts(o: RestartWatchOptions): Promise<RestartWatch> {
+  const boots = new BootTracker();
+  const port = o.port ?? SSDP_PORT;
+  const onMessage = (msg: Uint8Array, from: dgram.RemoteInfo) => {
+    if (!o.isOurRouter(from.address)) return;
+    const n = parseNotify(new Uint8Array(msg));
+    if (!n) return;
+    if (!boots.note(n)) return;
+    o.onRestart(`UPnP NOTIFY from ${from.address}, boot ${n.bootId ?? "after its byebye"}`);
+  };
+  const sockets: dgram.Socket[] = [];
+  for (const family of o.families ?? ["ipv4", "ipv6"]) {
+    const s = await listen(family === "ipv6", port, onMessage, o.log);
+    if (s) sockets.push(s);
+  }
+  return {
+    close: () => {
+      for (const s of sockets) {
+        try {
+          s.close();
+        } catch { /* already closed */ }
+      }
+    },
+  };
+}
+
+/** A socket on `port` in the SSDP group of one family, joined on each of our interfaces of that family (the
+ * group is link-scoped: the router is on one of our links, and the system's default joins one only). Over
+ * IPv4 it is bound to the group's address, so unicast to our port 1900 never reaches it. */
+async function listen(
+  v6: boolean,
+  port: number,
+  onMessage: (msg: Uint8Array, from: dgram.RemoteInfo) => void,
+  log?: (text: string) => void,
+): Promise<dgram.Socket | null> {
+  const s = dgram.createSocket({ type: v6 ? "udp6" : "udp4", reuseAddr: true, ipv6Only: v6 });
+  const group = v6 ? SSDP_GROUP_V6 : SSDP_GROUP_V4;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once("error", reject);
+      s.bind(port, v6 ? "::" : group, () => {
+        s.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    log?.(
+      `not listening for the router's SSDP announcements on ${v6 ? "IPv6" : "IPv4"} port ${port}: ${
+        (e as Error).message
+      }`,
+    );
+    try {
+      s.close();
+    } catch { /* never opened */ }
+    return null;
+  }
+  s.on("error", () => {});
+  let joined = 0;
+  for (const via of interfacesFor(v6)) {
+    try {
+      s.addMembership(group, via);
+      joined++;
+    } catch { /* an interface without multicast */ }
+  }
+  if (joined === 0) {
+    try {
+      s.addMembership(group);
+    } catch {
+      log?.(`cannot join the SSDP group ${group}: the router's announcements are not heard`);
+    }
+  }
+  s.on("message", onMessage);
+  return s;
+}
+
+/** What addMembership takes to join on each interface of a family: an IPv4 address, or "::%name". */
+function interfacesFor(v6: boolean): string[] {
+  let ifaces: Deno.NetworkInterfaceInfo[];
+  try {
+    ifaces = Deno.networkInterfaces();
+  } catch {
+    return [];
+  }
+  const out = new Set<string>();
+  for (const i of ifaces) {
+    if (i.name === "lo" || isIpv6(i.address) !== v6 || i.address === "::1" || i.address.startsWith("127.")) {
+      continue;
+    }
+    out.add(v6 ? `::%${i.name}` : i.address);
+  }
+  return [...out];
+}
