@@ -16,6 +16,7 @@
  * FILTER), sending ANNOUNCE requests of our own.
  */
 import dgram from "node:dgram";
+import { listenGroup } from "./multicast.ts";
 import {
   decodeAnnounce,
   decodeMapResponse,
@@ -326,38 +327,23 @@ export function fromOurRouter(
 
 /** A socket on `port` in the all-nodes group, where a router's ANNOUNCE (and a NAT-PMP gateway's
  * announcement) arrives; shared with other programs (and other mappings of ours) that listen there too. Over
- * IPv4 it is bound to the group's address itself, so it gets what is multicast to 224.0.0.1 and nothing sent to
- * our own address: NAT-PMP clients (`@achingbrain/nat-port-mapper` among them) send their requests from port
- * 5350 and read the answers there, and a second socket on the wildcard address would take those answers from
- * them. (Over IPv6 there is no NAT-PMP, and the link-scope group cannot be bound without its interface.) Null,
- * said in the log, when the port cannot be had: then only the renewals restore a mapping a router forgot. */
-export async function listenAnnouncements(
+ * IPv4 it gets only what is multicast to 224.0.0.1 (client/multicast.ts): NAT-PMP clients
+ * (`@achingbrain/nat-port-mapper` among them) send their requests from port 5350 and read the answers there,
+ * and a second socket on the wildcard address would take those answers from them. Null, said in the log, when
+ * the port cannot be had: then only the renewals restore a mapping a router forgot. */
+export function listenAnnouncements(
   v6: boolean,
   port: number,
   onMessage: (msg: Uint8Array, from: dgram.RemoteInfo) => void,
   log?: (text: string) => void,
 ): Promise<dgram.Socket | null> {
-  const s = dgram.createSocket({ type: v6 ? "udp6" : "udp4", reuseAddr: true, ipv6Only: v6 });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      s.once("error", reject);
-      s.bind(port, v6 ? "::" : ALL_NODES_V4, () => {
-        s.off("error", reject);
-        resolve();
-      });
-    });
-  } catch (e) {
-    log?.(`not listening for the router's announcements on port ${port}: ${(e as Error).message}`);
-    try {
-      s.close();
-    } catch { /* never opened */ }
-    return null;
-  }
-  s.on("error", () => {});
-  try {
-    // Every host is in the all-nodes group already; joining it is said for the systems that need it.
-    s.addMembership(v6 ? ALL_NODES_V6 : ALL_NODES_V4);
-  } catch { /* the membership the system gives every host remains */ }
-  s.on("message", onMessage);
-  return s;
+  return listenGroup({
+    v6,
+    group: v6 ? ALL_NODES_V6 : ALL_NODES_V4,
+    everyHostIn: true,
+    port,
+    what: "the router's announcements",
+    onMessage,
+    log,
+  });
 }

@@ -15,6 +15,7 @@
  * caller bounds how often.
  */
 import dgram from "node:dgram";
+import { listenGroup } from "./multicast.ts";
 import { isIpv6 } from "./pcp_wire.ts";
 
 export const SSDP_PORT = 1900;
@@ -93,8 +94,9 @@ export interface RestartWatch {
   close(): void;
 }
 
-/** Listens for our router's NOTIFYs on UDP 1900 (shared: SO_REUSEADDR, as other SSDP listeners on the machine
- * use it too; a port that cannot be had is said in the log, and then only the renewals notice a restart). */
+/** Listens for our router's NOTIFYs on UDP 1900 (shared with other SSDP listeners on the machine; over IPv4
+ * only what is multicast; a port that cannot be had is said in the log, and then only the renewals notice a
+ * restart). */
 export async function watchRouterRestarts(o: RestartWatchOptions): Promise<RestartWatch> {
   const boots = new BootTracker();
   const port = o.port ?? SSDP_PORT;
@@ -107,7 +109,18 @@ export async function watchRouterRestarts(o: RestartWatchOptions): Promise<Resta
   };
   const sockets: dgram.Socket[] = [];
   for (const family of o.families ?? ["ipv4", "ipv6"]) {
-    const s = await listen(family === "ipv6", port, onMessage, o.log);
+    // Joined on each of our interfaces: the group is link-scoped, the router is on one of our links, and the
+    // system's default joins one only.
+    const v6 = family === "ipv6";
+    const s = await listenGroup({
+      v6,
+      group: v6 ? SSDP_GROUP_V6 : SSDP_GROUP_V4,
+      port,
+      what: "the router's SSDP announcements",
+      joinVia: interfacesFor(v6),
+      onMessage,
+      log: o.log,
+    });
     if (s) sockets.push(s);
   }
   return {
@@ -119,55 +132,6 @@ export async function watchRouterRestarts(o: RestartWatchOptions): Promise<Resta
       }
     },
   };
-}
-
-/** A socket on `port` in the SSDP group of one family, joined on each of our interfaces of that family (the
- * group is link-scoped: the router is on one of our links, and the system's default joins one only). Over
- * IPv4 it is bound to the group's address, so unicast to our port 1900 never reaches it. */
-async function listen(
-  v6: boolean,
-  port: number,
-  onMessage: (msg: Uint8Array, from: dgram.RemoteInfo) => void,
-  log?: (text: string) => void,
-): Promise<dgram.Socket | null> {
-  const s = dgram.createSocket({ type: v6 ? "udp6" : "udp4", reuseAddr: true, ipv6Only: v6 });
-  const group = v6 ? SSDP_GROUP_V6 : SSDP_GROUP_V4;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      s.once("error", reject);
-      s.bind(port, v6 ? "::" : group, () => {
-        s.off("error", reject);
-        resolve();
-      });
-    });
-  } catch (e) {
-    log?.(
-      `not listening for the router's SSDP announcements on ${v6 ? "IPv6" : "IPv4"} port ${port}: ${
-        (e as Error).message
-      }`,
-    );
-    try {
-      s.close();
-    } catch { /* never opened */ }
-    return null;
-  }
-  s.on("error", () => {});
-  let joined = 0;
-  for (const via of interfacesFor(v6)) {
-    try {
-      s.addMembership(group, via);
-      joined++;
-    } catch { /* an interface without multicast */ }
-  }
-  if (joined === 0) {
-    try {
-      s.addMembership(group);
-    } catch {
-      log?.(`cannot join the SSDP group ${group}: the router's announcements are not heard`);
-    }
-  }
-  s.on("message", onMessage);
-  return s;
 }
 
 /** What addMembership takes to join on each interface of a family: an IPv4 address, or "::%name". */
