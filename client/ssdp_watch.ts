@@ -2,9 +2,10 @@
  * A UPnP router that restarts, heard from its SSDP announcements. Each time a UPnP device starts it multicasts
  * `NOTIFY * HTTP/1.1` with `NTS: ssdp:alive` to 239.255.255.250:1900 and [ff02::c]:1900, and its
  * `BOOTID.UPNP.ORG` header is greater than at its last start (UPnP Device Architecture 2.0 §1.2.2); it sends
- * the same again every few minutes with the same BOOTID. A restarted router has usually forgotten the
- * pinholes (and, without a lease file, the port mappings) it gave us: a BOOTID that changed is our cue to ask
- * again at once instead of at the next renewal. miniupnpd, with PCP and NAT-PMP off, says so in no other way
+ * the same again every few minutes with the same BOOTID, and answers a search with it (one is sent at start,
+ * so that a router that loses power, and says no byebye, is noticed too). A restarted router has usually
+ * forgotten the pinholes (and, without a lease file, the port mappings) it gave us: a BOOTID that changed is
+ * our cue to ask again at once instead of at the next renewal. miniupnpd, with PCP and NAT-PMP off, says so in no other way
  * (checked with a packet capture in the lab: its NOTIFYs leave on the LAN over IPv4, from its LAN address, and
  * over IPv6, from its link-local one).
  *
@@ -36,16 +37,34 @@ export interface Notify {
 
 /** Reads an SSDP NOTIFY; null for anything else (a search, a search response, a malformed one). */
 export function parseNotify(bytes: Uint8Array): Notify | null {
+  const m = parseSsdp(bytes);
+  if (!m || !/^NOTIFY \* HTTP\/1\.1$/i.test(m.first)) return null;
+  const nts = m.headers.get("NTS")?.toLowerCase();
+  if (nts !== "ssdp:alive" && nts !== "ssdp:byebye") return null;
+  return deviceBoot(nts, m.headers);
+}
+
+/** Reads the answer to a search (`HTTP/1.1 200 OK`) as the alive it amounts to: the device is up, with that
+ * boot; null for anything else. */
+export function parseSearchAnswer(bytes: Uint8Array): Notify | null {
+  const m = parseSsdp(bytes);
+  if (!m || !/^HTTP\/1\.1 200 OK$/i.test(m.first)) return null;
+  return deviceBoot("ssdp:alive", m.headers);
+}
+
+/** An SSDP message's first line and headers (names upper-cased); null when too long to be one. */
+function parseSsdp(bytes: Uint8Array): { first: string; headers: Map<string, string> } | null {
   if (bytes.length > MAX_NOTIFY_BYTES) return null;
   const lines = new TextDecoder().decode(bytes).split(/\r?\n/);
-  if (!/^NOTIFY \* HTTP\/1\.1$/i.test(lines[0].trim())) return null;
-  const h = new Map<string, string>();
+  const headers = new Map<string, string>();
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(":");
-    if (colon > 0) h.set(line.slice(0, colon).trim().toUpperCase(), line.slice(colon + 1).trim());
+    if (colon > 0) headers.set(line.slice(0, colon).trim().toUpperCase(), line.slice(colon + 1).trim());
   }
-  const nts = h.get("NTS")?.toLowerCase();
-  if (nts !== "ssdp:alive" && nts !== "ssdp:byebye") return null;
+  return { first: lines[0].trim(), headers };
+}
+
+function deviceBoot(nts: Notify["nts"], h: Map<string, string>): Notify | null {
   const usn = /^uuid:([^:\s]+)/i.exec(h.get("USN") ?? "");
   if (!usn) return null;
   const raw = h.get("BOOTID.UPNP.ORG");
@@ -88,7 +107,12 @@ export interface RestartWatchOptions {
   port?: number;
   /** Which families to listen on (default both). */
   families?: readonly ("ipv4" | "ipv6")[];
+  /** Where the search at start goes (default each family's group, on `port`); null sends none. */
+  searchTo?: { address: string; port: number } | null;
 }
+
+/** How long the answers to the search at start are waited for (it asks for them within MX = 1 s). */
+export const SEARCH_WAIT_MS = 3000;
 
 export interface RestartWatch {
   close(): void;
@@ -100,14 +124,47 @@ export interface RestartWatch {
 export async function watchRouterRestarts(o: RestartWatchOptions): Promise<RestartWatch> {
   const boots = new BootTracker();
   const port = o.port ?? SSDP_PORT;
+  const heard = (n: Notify | null, what: string, from: dgram.RemoteInfo) => {
+    if (!n || !boots.note(n)) return;
+    o.onRestart(`UPnP ${what} from ${from.address}, boot ${n.bootId ?? "after its byebye"}`);
+  };
   const onMessage = (msg: Uint8Array, from: dgram.RemoteInfo) => {
-    if (!o.isOurRouter(from.address)) return;
-    const n = parseNotify(new Uint8Array(msg));
-    if (!n) return;
-    if (!boots.note(n)) return;
-    o.onRestart(`UPnP NOTIFY from ${from.address}, boot ${n.bootId ?? "after its byebye"}`);
+    if (o.isOurRouter(from.address)) heard(parseNotify(new Uint8Array(msg)), "NOTIFY", from);
   };
   const sockets: dgram.Socket[] = [];
+  const timers: ReturnType<typeof setTimeout>[] = [];
+  // One search at start: the router's answer says its boot now, so a restart that sends no byebye (a power
+  // cut) is noticed even before its first periodic alive reached us.
+  const search = async (v6: boolean) => {
+    const to = o.searchTo !== undefined ? o.searchTo : { address: v6 ? SSDP_GROUP_V6 : SSDP_GROUP_V4, port };
+    if (!to) return;
+    const s = dgram.createSocket(v6 ? "udp6" : "udp4");
+    s.on("error", () => {});
+    s.on("message", (msg: Uint8Array, from: dgram.RemoteInfo) => {
+      if (o.isOurRouter(from.address)) heard(parseSearchAnswer(new Uint8Array(msg)), "search answer", from);
+    });
+    try {
+      await new Promise<void>((resolve) => s.bind(0, resolve));
+      const host = to.address.includes(":") ? `[${to.address}]` : to.address;
+      s.send(
+        new TextEncoder().encode(
+          `M-SEARCH * HTTP/1.1\r\nHOST: ${host}:${to.port}\r\nMAN: "ssdp:discover"\r\nMX: 1\r\n` +
+            "ST: upnp:rootdevice\r\n\r\n",
+        ),
+        to.port,
+        to.address,
+      );
+    } catch {
+      s.close();
+      return;
+    }
+    sockets.push(s);
+    timers.push(setTimeout(() => {
+      const i = sockets.indexOf(s);
+      if (i >= 0) sockets.splice(i, 1);
+      s.close();
+    }, SEARCH_WAIT_MS));
+  };
   for (const family of o.families ?? ["ipv4", "ipv6"]) {
     // Joined on each of our interfaces: the group is link-scoped, the router is on one of our links, and the
     // system's default joins one only.
@@ -121,11 +178,14 @@ export async function watchRouterRestarts(o: RestartWatchOptions): Promise<Resta
       onMessage,
       log: o.log,
     });
-    if (s) sockets.push(s);
+    if (!s) continue;
+    sockets.push(s);
+    await search(v6);
   }
   return {
     close: () => {
-      for (const s of sockets) {
+      for (const t of timers) clearTimeout(t);
+      for (const s of sockets.splice(0)) {
         try {
           s.close();
         } catch { /* already closed */ }

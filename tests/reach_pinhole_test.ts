@@ -70,7 +70,7 @@ async function labRouter(lab: Lab, flags: string[]): Promise<PinholeRouter> {
 }
 
 /** miniupnpd: its rules match the destination address as raw header bytes (offset 192 bits, 128 long). */
-async function miniupnpd(lab: Lab, dir: string, natpmp = false): Promise<PinholeRouter> {
+async function miniupnpd(lab: Lab, dir: string, natpmp = false, crash = false): Promise<PinholeRouter> {
   const m = await startMiniupnpd(lab, "home", dir, { natpmp });
   const hex = (a: string) => [...ipBytes(a)].map((b) => b.toString(16).padStart(2, "0")).join("");
   return {
@@ -78,7 +78,7 @@ async function miniupnpd(lab: Lab, dir: string, natpmp = false): Promise<Pinhole
     rules: async (a, p) =>
       (await m.chain()).split(`th dport ${p} @nh,192,128 0x${hex(a)} @nh,48,8 0x6 accept`).length - 1,
     stop: m.stop,
-    restart: m.restart,
+    restart: () => m.restart(crash),
     // Asked again over PCP or UPnP, whichever answers first.
     reopened: (a6, port) => [
       `PCP MAP: added mapping TCP ${port}->${a6}:${port}`,
@@ -156,11 +156,13 @@ const CASES: Case[] = [
   {
     // With NAT-PMP and PCP's announcements off (UPnP alone, as many routers are set up), the restart is heard
     // from its SSDP NOTIFYs: a BOOTID other than before (here over IPv6 from its link-local address, or over
-    // IPv4 from its LAN address, whichever comes first).
-    name: "a router running miniupnpd that restarts (and says so over UPnP only)",
+    // IPv4 from its LAN address, whichever comes first). It loses power: no byebye, its rules gone, and its
+    // first periodic alive since alice started not sent yet (every 30 s): the BOOTID it is compared with comes
+    // from the answer to alice's search at start.
+    name: "a router running miniupnpd that loses power (and says so over UPnP only, at its start)",
     via: /PCP|UPnP/,
     tools: ["miniupnpd"],
-    start: (lab, root) => miniupnpd(lab, join(root, "miniupnpd")),
+    start: (lab, root) => miniupnpd(lab, join(root, "miniupnpd"), false, true),
     logged: (a6, port) => [`PCP MAP: added mapping TCP ${port}->${a6}:${port}`],
     restarts: (lab) =>
       new RegExp(

@@ -1,12 +1,19 @@
 /**
  * A UPnP router's restart heard from its SSDP NOTIFYs (client/ssdp_watch.ts): the NOTIFY as miniupnpd 2.3.1
  * sends it (bytes from a packet capture in the lab), what is not one, the boot rules (a BOOTID that changed,
- * or an alive after a byebye from a device without one), and the listener over IPv6 loopback: only our
- * router's NOTIFYs count. tests/reach_pinhole_test.ts hears a real miniupnpd restart in the network lab.
+ * or an alive after a byebye from a device without one), the answer to a search, and the listener over IPv6
+ * loopback: only our router's NOTIFYs count, and the search at start gives the boot a power cut is compared
+ * with. tests/reach_pinhole_test.ts hears a real miniupnpd restart in the network lab.
  */
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { BootTracker, type Notify, parseNotify, watchRouterRestarts } from "../client/ssdp_watch.ts";
+import {
+  BootTracker,
+  type Notify,
+  parseNotify,
+  parseSearchAnswer,
+  watchRouterRestarts,
+} from "../client/ssdp_watch.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s.replaceAll("\n", "\r\n"));
 
@@ -23,6 +30,13 @@ BOOTID.UPNP.ORG: 1796309458
 CONFIGID.UPNP.ORG: 1337
 
 `;
+
+/** The answer to a search, as miniupnpd gives it. */
+function answer(uuid: string, bootId: number): string {
+  return `HTTP/1.1 200 OK\nCACHE-CONTROL: max-age=60\nST: upnp:rootdevice\nUSN: uuid:${uuid}::upnp:rootdevice\n` +
+    `EXT:\nSERVER: Debian/12 UPnP/1.1 MiniUPnPd/2.3.1\nLOCATION: http://[fe80::1]:5000/rootDesc.xml\n` +
+    `BOOTID.UPNP.ORG: ${bootId}\n\n`;
+}
 
 function notify(nts: string, uuid: string, bootId?: number | string): Uint8Array {
   return enc(
@@ -56,6 +70,10 @@ Deno.test("ssdp: a NOTIFY is read for its kind, its device and its boot; anythin
     null,
     "an answer",
   );
+  // The answer to a search says the device is up, with its boot now.
+  assert.deepEqual(parseSearchAnswer(enc(answer("ab-1", 1))), { nts: "ssdp:alive", uuid: "ab-1", bootId: 1 });
+  assert.equal(parseSearchAnswer(enc(MINIUPNPD_ALIVE)), null, "a NOTIFY is no answer");
+  assert.equal(parseSearchAnswer(enc("HTTP/1.1 404 Not Found\nUSN: uuid:ab-1\n\n")), null);
   assert.equal(parseNotify(enc(MINIUPNPD_ALIVE.replace(/USN: .*\n/, ""))), null, "no USN");
   assert.equal(parseNotify(enc(MINIUPNPD_ALIVE.replace("USN: uuid:", "USN: "))), null, "a USN with no uuid");
   assert.equal(parseNotify(new Uint8Array(5000).fill(65)), null, "too long to be one");
@@ -102,6 +120,7 @@ Deno.test("ssdp: the listener says a restart of our router once, and ignores NOT
     onRestart: (why) => restarts.push(why),
     port,
     families: ["ipv6"],
+    searchTo: null,
   });
   const router = dgram.createSocket("udp6");
   await new Promise<void>((r) => router.bind(0, "::1", () => r()));
@@ -122,6 +141,46 @@ Deno.test("ssdp: the listener says a restart of our router once, and ignores NOT
     await send(enc("M-SEARCH * HTTP/1.1\nST: ssdp:all\n\n"));
     await send(notify("ssdp:alive", "r", 3));
     assert.equal(restarts.length, 1);
+  } finally {
+    watch.close();
+    router.close();
+  }
+});
+
+Deno.test("ssdp: the search at start learns the router's boot, so a restart without byebye (a power cut) is noticed", async () => {
+  const port = await freePort();
+  const restarts: string[] = [];
+  // The router: answers a search with its boot, 41.
+  const router = dgram.createSocket("udp6");
+  const searches: string[] = [];
+  router.on("message", (msg: Uint8Array, from: dgram.RemoteInfo) => {
+    const text = new TextDecoder().decode(msg);
+    searches.push(text);
+    if (text.startsWith("M-SEARCH * HTTP/1.1\r\n")) {
+      router.send(enc(answer("r", 41)), from.port, from.address);
+    }
+  });
+  await new Promise<void>((r) => router.bind(0, "::1", () => r()));
+  const watch = await watchRouterRestarts({
+    isOurRouter: (a) => a === "::1",
+    onRestart: (why) => restarts.push(why),
+    port,
+    families: ["ipv6"],
+    searchTo: { address: "::1", port: router.address().port },
+  });
+  try {
+    for (let i = 0; searches.length === 0; i++) {
+      assert.ok(i < 50, "no search came");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.match(searches[0], /\r\nMAN: "ssdp:discover"\r\n/);
+    assert.match(searches[0], /\r\nST: upnp:rootdevice\r\n/);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(restarts, [], "the answer only sets the boot");
+    // It lost power and came back: no byebye, only its first alive with the next boot.
+    router.send(notify("ssdp:alive", "r", 42), port, "::1");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(restarts, ["UPnP NOTIFY from ::1, boot 42"]);
   } finally {
     watch.close();
     router.close();

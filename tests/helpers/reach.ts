@@ -236,17 +236,30 @@ export async function startMiniupnpd(lab: Lab, router: string, dir: string, opts
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    return stop;
+    /** SIGKILL to the daemon itself (`ip netns exec` execs it: the child's pid is its pid). */
+    const kill = async () => {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await stop();
+    };
+    return { stop, kill };
   };
-  let stop = await spawn();
+  let daemon = await spawn();
+  const stop = () => daemon.stop();
   return {
     said: () => said,
     chain: () => lab.run(router, ["nft", "list", "chain", "inet", "labf", "miniupnpd"]),
-    stop: () => stop(),
-    /** Stops the daemon (SIGTERM: it removes its rules) and starts it again on the same configuration. */
-    restart: async () => {
-      await stop();
-      stop = await spawn();
+    stop,
+    /** Stops the daemon (SIGTERM: it says byebye and removes its rules) and starts it again on the same
+     * configuration. `crash`: as a power cut instead, SIGKILL (nothing said) and its rules flushed by hand (a
+     * router that lost power has none). */
+    restart: async (crash = false) => {
+      if (crash) {
+        await daemon.kill();
+        await lab.run(router, ["nft", "flush", "chain", "inet", "labf", "miniupnpd"]);
+      } else await daemon.stop();
+      daemon = await spawn();
     },
   };
 }
