@@ -28,7 +28,7 @@ import {
   type MapPortOptions,
 } from "./port_mapping.ts";
 import { ANNOUNCE_DELAY_MAX_MS, ANNOUNCE_MIN_GAP_MS } from "./pcp.ts";
-import { sameIp } from "./pcp_wire.ts";
+import { isLinkLocalV6, sameIp } from "./pcp_wire.ts";
 import { PinholeKeeper, type PinholeKeeperOptions } from "./pinhole.ts";
 import type { Scheduler, Timer } from "./scheduler.ts";
 import { type RestartWatch, type RestartWatchOptions, watchRouterRestarts } from "./ssdp_watch.ts";
@@ -149,7 +149,7 @@ export class HomeRouter {
     if (this.#stopped) return;
     const watch = await (this.#o.watchRestarts ?? watchRouterRestarts)({
       isOurRouter: (a) =>
-        (gateway !== null && sameIp(a, gateway)) || /^fe[89ab][0-9a-f]:/i.test(a) ||
+        (gateway !== null && sameIp(a, gateway)) || isLinkLocalV6(a) ||
         (this.pinhole !== null && sameIp(a, this.pinhole.router)),
       onRestart: (why) => this.#restarted(why),
       log: (text) => this.#o.log(text),

@@ -25,6 +25,7 @@ import {
   epochShowsLoss,
   IPPROTO_TCP,
   isIpv6,
+  isLinkLocalV6,
   type MapResponse,
   PCP_CLIENT_PORT,
   PCP_NONCE_LENGTH,
@@ -322,7 +323,7 @@ export function fromOurRouter(
   o: Pick<PcpMapOptions, "gateway" | "clientIp" | "alsoFrom">,
 ): boolean {
   if (sameIp(source, o.gateway) || (o.alsoFrom && sameIp(source, o.alsoFrom))) return true;
-  return isIpv6(o.clientIp) && isIpv6(source) && /^fe[89ab][0-9a-f]:/i.test(source);
+  return isIpv6(o.clientIp) && isLinkLocalV6(source);
 }
 
 /** A socket on `port` in the all-nodes group, where a router's ANNOUNCE (and a NAT-PMP gateway's

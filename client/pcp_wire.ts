@@ -137,6 +137,12 @@ export function isIpv6(ip: string): boolean {
   return ip.includes(":") && !/^(?:::ffff:)?\d{1,3}(?:\.\d{1,3}){3}$/i.test(ip);
 }
 
+/** Whether `ip` is an IPv6 link-local address (fe80::/10): one of our own link's, where a router's multicast
+ * comes from. */
+export function isLinkLocalV6(ip: string): boolean {
+  return isIpv6(ip) && /^fe[89ab][0-9a-f]:/i.test(ip);
+}
+
 /** Whether two addresses are the same however each is written (a zone index, `%eth0`, is left out). */
 export function sameIp(a: string, b: string): boolean {
   try {
