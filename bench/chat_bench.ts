@@ -9,8 +9,10 @@
  * - median and p99 latency send -> delivery receipt, one message at a time, vs echo round trip;
  * - session set-up (TLS 1.3 + hello both ways + certificate checks) vs a bare mutual-TLS handshake;
  * - resident memory of a client process holding 100 open sessions vs the same process idle.
- * Both engines, the echo server and the echo client run in this one process (one JavaScript thread, SQLite
- * and its fsyncs on it too), so the ratios compare the same topology; neither side gets a second core.
+ * Both engines, the echo server and the echo client run in this one process on one JavaScript thread; each
+ * engine's store applies its batches on its own writer thread (client/store/writer_thread.ts), as it does for
+ * a user, so a burst of ours may use the machine's second core where the echo, which stores nothing, has no
+ * use for it. The CPU figures count every thread of the process (the writers' too): they are the cost.
  * When run as a program with `--hub` it is that client process (configuration on stdin).
  */
 import tls from "node:tls";

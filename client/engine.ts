@@ -378,7 +378,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#ownCert = ownCertificateOf(opts.certPem);
     const emit = (e: EngineEvent) => this.#emit(e);
     const log = (level: "info" | "warn" | "error", text: string) => emit({ event: "log", level, text });
-    const store = this.#store = new ChatStore(opts.dbPath);
+    const store = this.#store = new ChatStore(opts.dbPath, { writerThread: true });
     const clock = opts.clock;
     const blocklist = this.#blocklist = new Blocklist(store);
     const quota = this.#quota = new PeerQuota(store, opts.inboxLimits);

@@ -169,7 +169,9 @@ export class Outbox {
    * it. Rejects with what the store throws (nothing is then stored). */
   async queue(m: OutgoingMessage): Promise<void> {
     const seq = await this.#d.store.queueOutgoing(m);
-    if (this.#fresh.size < FRESH_MAX) {
+    // A flush may have written it already: the store's writer thread commits ahead of this continuation, and
+    // a flush meanwhile reads what is committed. Kept here it would stay, never written again.
+    if (this.#fresh.size < FRESH_MAX && !this.#inflight.has(m.id)) {
       this.#fresh.set(seq, { ...m, direction: "out", readAt: null, seq });
       this.#freshSeq.set(m.id, seq);
     }

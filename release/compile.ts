@@ -29,6 +29,10 @@ export type Target = typeof TARGETS[number];
 /** The compiled program's permissions: those of `deno task start`. */
 export const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"];
 
+/** Modules the program starts as workers (`new Worker(import.meta.resolve("..."))`): not in main.ts's
+ * static module graph, so each is embedded with --include (with the modules it imports). */
+export const WORKER_MODULES = ["client/store/writer_worker.ts"];
+
 const ROOT = dirname(dirname(fromFileUrl(import.meta.url)));
 const MAIN = join(ROOT, "main.ts");
 
@@ -51,7 +55,17 @@ export async function compileTarget(
 ): Promise<string> {
   const out = join(outDir, outputName(target));
   const r = await new Deno.Command(Deno.execPath(), {
-    args: ["compile", "--no-prompt", ...PERMISSIONS, "--target", target, "--output", out, MAIN],
+    args: [
+      "compile",
+      "--no-prompt",
+      ...PERMISSIONS,
+      ...WORKER_MODULES.flatMap((m) => ["--include", m]),
+      "--target",
+      target,
+      "--output",
+      out,
+      MAIN,
+    ],
     cwd: ROOT,
     env: { NO_COLOR: "1", RUST_BACKTRACE: "0", ...env },
     stdout: "piped",
@@ -70,10 +84,10 @@ interface InfoModule {
   dependencies?: { specifier: string; code?: { specifier: string }; isDynamic?: boolean }[];
 }
 
-/** The program's own modules (file: specifiers under the repository) reachable from main.ts. */
-export async function programModules(): Promise<string[]> {
+/** The program's own modules (file: specifiers under the repository) reachable from `entry` (main.ts). */
+export async function programModules(entry = MAIN): Promise<string[]> {
   const r = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json", MAIN],
+    args: ["info", "--json", entry],
     cwd: ROOT,
     env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
     stdout: "piped",
@@ -97,13 +111,42 @@ export function runtimeLoads(source: string): string[] {
       if (!/^(["'`])[^"'`$]*\1$/.test(m[1].trim())) found.push(line.trim());
     }
     if (/import\.meta\.(url|dirname|filename)/.test(code)) found.push(line.trim());
+    // A worker is embedded only when it is started by a literal path (checked against WORKER_MODULES).
+    if (/\bnew Worker\(/.test(code) && workerSpecifiers(code).length === 0) found.push(line.trim());
   }
   return found;
+}
+
+/** The literal paths `source` starts workers from (`new Worker(import.meta.resolve("./x.ts"), ...)`). */
+export function workerSpecifiers(source: string): string[] {
+  const out: string[] = [];
+  for (const line of source.split("\n")) {
+    const code = line.replace(/\/\/.*$/, "");
+    for (const m of code.matchAll(/\bnew Worker\(\s*import\.meta\.resolve\(\s*(["'])([^"'`$]+)\1\s*\)/g)) {
+      out.push(m[2]);
+    }
+  }
+  return out;
 }
 
 /** The --check run: module graph, source scan, and the Linux builds with DENORT_BIN. */
 export async function check(log: (s: string) => void = console.log): Promise<void> {
   const modules = await programModules();
+  // Each worker a module starts must be one compile embeds; the workers' own modules are checked as well.
+  const workers = new Set<string>();
+  for (const m of modules) {
+    for (const spec of workerSpecifiers(await Deno.readTextFile(join(ROOT, m)))) {
+      const w = relative(ROOT, join(ROOT, dirname(m), spec));
+      if (!WORKER_MODULES.includes(w)) {
+        throw new CompileError("GRAPH", `${m} starts a worker from ${w}, which is not in WORKER_MODULES`);
+      }
+      workers.add(w);
+    }
+  }
+  for (const w of WORKER_MODULES) {
+    if (!workers.has(w)) throw new CompileError("GRAPH", `no module starts the worker ${w}`);
+    for (const m of await programModules(join(ROOT, w))) if (!modules.includes(m)) modules.push(m);
+  }
   for (const must of ["client/tui/first_run.ts", "client/tui/mod.ts", "server/store_postgres.ts"]) {
     if (!modules.includes(must)) throw new CompileError("GRAPH", `${must} is not in main.ts's module graph`);
   }
@@ -115,7 +158,8 @@ export async function check(log: (s: string) => void = console.log): Promise<voi
     throw new CompileError("GRAPH", `modules that load something at run time:\n${problems.join("\n")}`);
   }
   log(
-    `module graph: ${modules.length} program modules, all static or literal imports, no file read beside them`,
+    `module graph: ${modules.length} program modules (${WORKER_MODULES.length} worker), all static or literal ` +
+      "imports, no file read beside them",
   );
   const tmp = await Deno.makeTempDir({ prefix: "securechat-compile-" });
   try {
@@ -124,6 +168,15 @@ export async function check(log: (s: string) => void = console.log): Promise<voi
       for (const entry of ["main.ts", "server", "client", "clock", "pki", "node_modules"]) {
         if (!new RegExp(`[├└]─[─┬] ${entry}\\b`).test(listing)) {
           throw new CompileError("GRAPH", `${entry} is missing from the ${target} archive:\n${listing}`);
+        }
+      }
+      for (const w of WORKER_MODULES) {
+        const name = w.split("/").pop()!;
+        if (!listing.includes(name)) {
+          throw new CompileError(
+            "GRAPH",
+            `the worker ${w} is missing from the ${target} archive:\n${listing}`,
+          );
         }
       }
       const size = (await Deno.stat(join(tmp, outputName(target)))).size;

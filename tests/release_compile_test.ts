@@ -4,7 +4,7 @@
  * names the program's and the runtime's versions. (.ci/compile-check.sh builds the archives themselves.)
  */
 import assert from "node:assert/strict";
-import { outputName, PERMISSIONS, runtimeLoads, TARGETS } from "../release/compile.ts";
+import { outputName, PERMISSIONS, runtimeLoads, TARGETS, workerSpecifiers } from "../release/compile.ts";
 import { runCli } from "./helpers/cli.ts";
 import { VERSION } from "../main.ts";
 
@@ -14,6 +14,7 @@ Deno.test("runtimeLoads flags computed imports and import.meta file paths, not l
     "await import(`./tui/${x}.ts`);",
     'const data = await Deno.readTextFile(new URL("./words.txt", import.meta.url));',
     "const here = import.meta.dirname;",
+    "const w = new Worker(workerUrl, { type: 'module' });",
   ];
   for (const line of bad) assert.deepEqual(runtimeLoads(line), [line], line);
   const ok = [
@@ -21,8 +22,17 @@ Deno.test("runtimeLoads flags computed imports and import.meta file paths, not l
     "return import('./tui/mod.ts');",
     "if (import.meta.main) main();",
     "// import(name) in a comment",
+    'this.w = new Worker(import.meta.resolve("./writer_worker.ts"), { type: "module" });',
   ];
   for (const line of ok) assert.deepEqual(runtimeLoads(line), [], line);
+});
+
+Deno.test("workerSpecifiers finds the literal paths workers start from (what compile must embed)", () => {
+  assert.deepEqual(
+    workerSpecifiers('const w = new Worker(import.meta.resolve("./writer_worker.ts"), { type: "module" });'),
+    ["./writer_worker.ts"],
+  );
+  assert.deepEqual(workerSpecifiers("new Worker(url)"), []);
 });
 
 Deno.test("release targets: five platforms, Windows gets .exe, the program's permissions carry no --allow-run", () => {

@@ -26,6 +26,91 @@ export interface BatchKind<I, R> {
   /** Applies `items` in order inside the open transaction; returns one result per item, in order. Throws
    * to fail the whole batch. */
   apply(items: readonly I[]): R[];
+  /** The same apply by name, for a runner on another thread (writer_thread.ts), which cannot be handed
+   * a function: a kind without one is applied on the committer's own connection. */
+  readonly op?: string;
+}
+
+/** Consecutive operations of one kind, applied together. */
+export interface Run {
+  kind: BatchKind<unknown, unknown>;
+  items: unknown[];
+}
+
+/** Applies runs in ONE transaction on `db` and returns their results in order, or throws after a ROLLBACK;
+ * `durable` commits with synchronous=FULL. `apply` does one run. The committer's own connection and the
+ * writer thread (writer_worker.ts) both write through it. */
+export function applyRuns<R extends { items: readonly unknown[] }>(
+  db: TxDatabase,
+  runs: readonly R[],
+  durable: boolean,
+  apply: (run: R) => unknown[],
+  nameOf: (run: R) => string,
+): unknown[] {
+  if (durable) db.exec("PRAGMA synchronous=FULL");
+  try {
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const results: unknown[] = [];
+      for (const run of runs) {
+        const r = apply(run);
+        if (r.length !== run.items.length) {
+          throw new Error(`${nameOf(run)} returned ${r.length} results for ${run.items.length} operations`);
+        }
+        for (const x of r) results.push(x);
+      }
+      db.exec("COMMIT");
+      return results;
+    } catch (e) {
+      try {
+        db.exec("ROLLBACK");
+      } catch {
+        // the transaction may already be gone (SQLite rolls back by itself on some errors)
+      }
+      throw e;
+    }
+  } finally {
+    if (durable) {
+      try {
+        db.exec("PRAGMA synchronous=NORMAL");
+      } catch {
+        // the next durable batch sets it again
+      }
+    }
+  }
+}
+
+/** Where a batch is applied: on the committer's thread (returns the results) or elsewhere (a promise). */
+export interface BatchRunner {
+  /** Batches `run` may hold at once (applied in the order given). */
+  readonly maxInFlight: number;
+  run(runs: Run[], durable: boolean): unknown[] | Promise<unknown[]>;
+  /** Waits, blocking, for the oldest batch `run` left running, and returns its outcome (close). */
+  waitSync(): { results: unknown[] } | { error: Error };
+  /** Applies a batch before returning (close). */
+  runSync(runs: Run[], durable: boolean): unknown[];
+}
+
+/** The committer's default: batches applied on its own connection, on the caller's thread. */
+export class LocalRunner implements BatchRunner {
+  readonly #db: TxDatabase;
+  readonly maxInFlight = 1;
+
+  constructor(db: TxDatabase) {
+    this.#db = db;
+  }
+
+  run(runs: Run[], durable: boolean): unknown[] {
+    return this.runSync(runs, durable);
+  }
+
+  waitSync(): { results: unknown[] } {
+    return { results: [] };
+  }
+
+  runSync(runs: Run[], durable: boolean): unknown[] {
+    return applyRuns(this.#db, runs, durable, (run) => run.kind.apply(run.items), (run) => run.kind.name);
+  }
 }
 
 export interface GroupCommitOptions {
@@ -34,11 +119,19 @@ export interface GroupCommitOptions {
   /** Called after each COMMIT with the number of operations it held and whether it was durable (tests count
    * transactions with it). */
   onCommit?: (ops: number, durable: boolean) => void;
+  /** Where batches are applied; default on the connection given (LocalRunner). */
+  runner?: BatchRunner;
 }
 
 /** Big enough that an fsync (milliseconds) is shared by hundreds of messages, small enough that one batch
  * does not hold the event loop for long (a row costs a few microseconds). */
 export const DEFAULT_MAX_BATCH = 1024;
+
+interface InFlight {
+  batch: Pending[];
+  durable: boolean;
+  settled: boolean;
+}
 
 interface Pending {
   kind: BatchKind<unknown, unknown>;
@@ -48,19 +141,22 @@ interface Pending {
 }
 
 export class GroupCommitter {
-  readonly #db: TxDatabase;
+  readonly #runner: BatchRunner;
   readonly #maxBatch: number;
   readonly #onCommit: ((ops: number, durable: boolean) => void) | undefined;
   #queue: Pending[] = [];
   #scheduled = false;
   #closed = false;
+  /** Batches the runner applies elsewhere, not settled yet, oldest first (the runner applies them in this
+   * order, and they settle in it). */
+  #inflight: InFlight[] = [];
   /** Transactions committed so far. */
   commits = 0;
 
   constructor(db: TxDatabase, opts: GroupCommitOptions = {}) {
     const max = opts.maxBatch ?? DEFAULT_MAX_BATCH;
     if (!Number.isSafeInteger(max) || max < 1) throw new RangeError("maxBatch must be a positive integer");
-    this.#db = db;
+    this.#runner = opts.runner ?? new LocalRunner(db);
     this.#maxBatch = max;
     this.#onCommit = opts.onCommit;
   }
@@ -86,20 +182,27 @@ export class GroupCommitter {
   }
 
   /** A macrotask, not a microtask: frames decoded from one socket read (each handled in its own microtask)
-   * and sends issued in one loop all join the same batch before it runs. */
+   * and sends issued in one loop all join the same batch before it runs. While the runner holds as many
+   * batches as it takes, the next one gathers, and goes when the oldest is settled. */
   #schedule(): void {
-    if (this.#scheduled || this.#closed) return;
+    if (this.#scheduled || this.#closed || this.#inflight.length >= this.#runner.maxInFlight) return;
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
-      this.#commitOne();
+      if (this.#closed) return;
+      this.#commitOne(false);
       if (this.#queue.length) this.#schedule();
     });
   }
 
   /** Commits everything queued now, synchronously (before the connection is closed). */
   flushSync(): void {
-    while (this.#queue.length) this.#commitOne();
+    for (const f of this.#inflight.splice(0)) {
+      if (f.settled) continue;
+      const out = this.#runner.waitSync();
+      this.#settle(f, "results" in out ? out.results : out.error);
+    }
+    while (this.#queue.length) this.#commitOne(true);
   }
 
   /** Commits what is queued, then refuses new operations. */
@@ -109,69 +212,58 @@ export class GroupCommitter {
     this.#closed = true;
   }
 
-  #commitOne(): void {
+  #commitOne(sync: boolean): void {
     const batch = this.#queue.splice(0, this.#maxBatch);
     if (batch.length === 0) return;
     const durable = batch.some((p) => p.kind.durable);
-    let results: unknown[];
+    const runs: Run[] = [];
+    for (let i = 0; i < batch.length;) {
+      // A run of consecutive operations of one kind goes to its apply at once.
+      const kind = batch[i].kind;
+      let j = i + 1;
+      while (j < batch.length && batch[j].kind === kind) j++;
+      runs.push({ kind, items: batch.slice(i, j).map((p) => p.item) });
+      i = j;
+    }
+    const f: InFlight = { batch, durable, settled: false };
+    let out: unknown[] | Promise<unknown[]>;
     try {
-      results = this.#run(batch, durable);
+      out = sync ? this.#runner.runSync(runs, durable) : this.#runner.run(runs, durable);
     } catch (e) {
+      this.#settle(f, e as Error);
+      return;
+    }
+    if (!(out instanceof Promise)) {
+      this.#settle(f, out);
+      return;
+    }
+    this.#inflight.push(f);
+    out.then((r) => this.#settle(f, r), (e: Error) => this.#settle(f, e)).finally(() => {
+      const at = this.#inflight.indexOf(f);
+      if (at >= 0) this.#inflight.splice(at, 1);
+      if (this.#queue.length && !this.#closed) this.#schedule();
+    });
+  }
+
+  /** Resolves a batch's enqueuers with its results, or rejects them all (it was rolled back). */
+  #settle(f: InFlight, out: unknown[] | Error): void {
+    if (f.settled) return;
+    f.settled = true;
+    const { batch } = f;
+    if (out instanceof Error) {
       const err = new StoreError(
         "STORE_FAILED",
-        `store write failed (${batch.length} operations rolled back): ${(e as Error).message}`,
+        `store write failed (${batch.length} operations rolled back): ${out.message}`,
       );
       for (const p of batch) p.reject(err);
       return;
     }
     this.commits++;
     try {
-      this.#onCommit?.(batch.length, durable);
+      this.#onCommit?.(batch.length, f.durable);
     } catch {
       // an observer's bug must not undo a commit
     }
-    for (let i = 0; i < batch.length; i++) batch[i].resolve(results[i]);
-  }
-
-  #run(batch: Pending[], durable: boolean): unknown[] {
-    const db = this.#db;
-    if (durable) db.exec("PRAGMA synchronous=FULL");
-    try {
-      db.exec("BEGIN IMMEDIATE");
-      try {
-        const results: unknown[] = [];
-        let i = 0;
-        while (i < batch.length) {
-          // A run of consecutive operations of one kind goes to its apply at once.
-          const kind = batch[i].kind;
-          let j = i + 1;
-          while (j < batch.length && batch[j].kind === kind) j++;
-          const items = batch.slice(i, j).map((p) => p.item);
-          const r = kind.apply(items);
-          if (r.length !== items.length) {
-            throw new Error(`${kind.name} returned ${r.length} results for ${items.length} operations`);
-          }
-          results.push(...r);
-          i = j;
-        }
-        db.exec("COMMIT");
-        return results;
-      } catch (e) {
-        try {
-          db.exec("ROLLBACK");
-        } catch {
-          // the transaction may already be gone (SQLite rolls back by itself on some errors)
-        }
-        throw e;
-      }
-    } finally {
-      if (durable) {
-        try {
-          db.exec("PRAGMA synchronous=NORMAL");
-        } catch {
-          // the next durable batch sets it again
-        }
-      }
-    }
+    for (let i = 0; i < batch.length; i++) batch[i].resolve(out[i]);
   }
 }

@@ -19,7 +19,7 @@ import { open } from "./crypto.ts";
 import type { TimeProof } from "../../clock/types.ts";
 import type { RevocationList } from "../revocation/rules.ts";
 import { StoreError } from "./errors.ts";
-import { type BatchKind, type GroupCommitOptions, GroupCommitter } from "./group_commit.ts";
+import { type BatchKind, type GroupCommitOptions, GroupCommitter, LocalRunner } from "./group_commit.ts";
 
 import type {
   ExpiringRow,
@@ -32,7 +32,8 @@ import type {
   StoredContact,
   StoredMessage,
 } from "./types.ts";
-import { MessageWriter, StatementCache } from "./writer.ts";
+import { BUSY_TIMEOUT_MS, MessageWriter, StatementCache } from "./writer.ts";
+import { WriterThread } from "./writer_thread.ts";
 
 export { StoreError };
 export type * from "./types.ts";
@@ -120,8 +121,6 @@ CREATE TABLE IF NOT EXISTS request_state (
 
 type Row = Record<string, unknown>;
 
-/** How long a statement waits for another connection's lock before it fails (SQLITE_BUSY). */
-const BUSY_TIMEOUT_MS = 5000;
 /** How long the checkpoint after a deletion waits for another connection's read or write to end before it
  * gives up for now (it runs on the engine's thread: a long wait would freeze the chat). */
 const CHECKPOINT_WAIT_MS = 100;
@@ -176,6 +175,9 @@ function num(v: unknown): number | null {
 export interface ChatStoreOptions {
   /** Options of the group committer behind the `queue*` methods (tests count its transactions). */
   groupCommit?: GroupCommitOptions;
+  /** Apply the group commit's batches on a thread of their own (writer_thread.ts), off the caller's event
+   * loop. Default false; the engine turns it on. */
+  writerThread?: boolean;
 }
 
 export class ChatStore {
@@ -191,6 +193,12 @@ export class ChatStore {
   readonly #contactTtl = new Map<string, number | null>();
   /** Shares one transaction (and one fsync) among the writes queued together. */
   readonly committer: GroupCommitter;
+  readonly #thread: WriterThread | null = null;
+  /** queueOutgoing calls not settled yet, and the highest seq one of them (or the store at open) reported:
+   * while some are pending, a row above it was committed by the writer thread but its caller has not heard
+   * of it yet (see #outboxKnown). */
+  #outgoingPending = 0;
+  #seqReported = 0;
   readonly #incomingKind: BatchKind<IncomingItem, IncomingResult>;
   readonly #outgoingKind: BatchKind<OutgoingMessage, number>;
   readonly #stateKind: BatchKind<StateChange, boolean>;
@@ -217,6 +225,7 @@ export class ChatStore {
     }
     this.#stmts = new StatementCache(this.#db);
     this.#writer = new MessageWriter(this.#stmts);
+    this.#seqReported = this.#writer.highestSeq();
     // A run that ended without closing (killed, power cut) may have deleted expired messages and died before
     // the checkpoint: their old pages would stay in the files until some later checkpoint. Not any more.
     this.checkpoint();
@@ -225,19 +234,43 @@ export class ChatStore {
     } catch {
       // Not fatal (e.g. a filesystem without modes); the home folder itself is 0700.
     }
-    this.committer = new GroupCommitter(this.#db, opts.groupCommit);
+    if (opts.writerThread) {
+      try {
+        this.#thread = new WriterThread(path, new LocalRunner(this.#db));
+      } catch (e) {
+        this.#db.close();
+        throw new StoreError("STORE_FAILED", (e as Error).message);
+      }
+    }
+    this.committer = new GroupCommitter(this.#db, {
+      ...opts.groupCommit,
+      ...(this.#thread ? { runner: this.#thread } : {}),
+    });
+    // `op` names the same apply for the writer thread (writer_worker.ts).
     this.#incomingKind = {
       name: "incoming messages",
+      op: "incoming",
       durable: true,
       apply: (v) => this.#writer.applyIncoming(v),
     };
     this.#outgoingKind = {
       name: "outgoing messages",
+      op: "outgoing",
       durable: true,
       apply: (v) => this.#writer.applyOutgoing(v),
     };
-    this.#stateKind = { name: "state changes", durable: false, apply: (v) => this.#writer.applyStates(v) };
-    this.#readKind = { name: "read receipts", durable: false, apply: (v) => this.#writer.applyReads(v) };
+    this.#stateKind = {
+      name: "state changes",
+      op: "states",
+      durable: false,
+      apply: (v) => this.#writer.applyStates(v),
+    };
+    this.#readKind = {
+      name: "read receipts",
+      op: "reads",
+      durable: false,
+      apply: (v) => this.#writer.applyReads(v),
+    };
   }
 
   /** Columns added after the first version: a chat.db written by an older version gets them, its pins keep
@@ -277,12 +310,18 @@ export class ChatStore {
     return this.#stmts.get(sql);
   }
 
+  /** Group commit batches applied by the writer thread so far (null without one). */
+  get threadBatches(): number | null {
+    return this.#thread?.threadBatches ?? null;
+  }
+
   /** Commits what is queued, checkpoints, then closes the connection. Returns false when messages deleted in
    * this run may still be in the files: the checkpoint was held off (another program has chat.db open), and
    * the next open finishes it. */
   close(): boolean {
     if (this.#closed) return true;
     this.committer.close();
+    this.#thread?.close();
     this.#closed = true;
     const clean = this.checkpoint() || !this.#deletedSinceCheckpoint;
     this.#db.close();
@@ -359,7 +398,15 @@ export class ChatStore {
 
   /** Queues one of our messages for the next group commit; resolves with its seq once it is on disk. */
   queueOutgoing(m: OutgoingMessage): Promise<number> {
-    return this.committer.enqueue(this.#outgoingKind, m);
+    this.#outgoingPending++;
+    return this.committer.enqueue(this.#outgoingKind, m).then((seq) => {
+      this.#outgoingPending--;
+      if (seq > this.#seqReported) this.#seqReported = seq;
+      return seq;
+    }, (e) => {
+      this.#outgoingPending--;
+      throw e;
+    });
   }
 
   /** Queues a state change (after the writes queued before it); resolves with whether it changed anything. */
@@ -501,7 +548,10 @@ export class ChatStore {
       "SELECT json_group_array(seq) AS s FROM (SELECT seq FROM messages WHERE unacked = 1 AND peer = ? AND " +
         "seq > ? ORDER BY seq)",
     ).get(peer, afterSeq) as Row;
-    const seqs = JSON.parse(String(r.s)) as number[];
+    let seqs = JSON.parse(String(r.s)) as number[];
+    // Rows the writer thread committed whose callers have not heard of them yet are left to the flush their
+    // callers start (the caller then holds them): read now they would be read back for nothing.
+    if (this.#outgoingPending > 0) seqs = seqs.filter((q) => q <= this.#seqReported);
     const missing = seqs.filter((q) => known.get(q) === undefined);
     const read = new Map<number, StoredMessage>();
     if (missing.length) {

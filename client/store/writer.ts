@@ -18,7 +18,14 @@ type Row = Record<string, unknown>;
 
 const utf8Encoder = new TextEncoder();
 
-const MAX_SEQ_SQL = "SELECT COALESCE(MAX(seq), 0) AS s FROM messages";
+/** How long a statement waits for another connection's lock before it fails (SQLITE_BUSY): the store's
+ * connection and its writer thread's take turns. */
+export const BUSY_TIMEOUT_MS = 5000;
+
+/** The highest seq ever given: the table's, or the one kept in meta (that message may have been deleted). */
+const MAX_SEQ_SQL = "SELECT MAX(COALESCE((SELECT MAX(seq) FROM messages), 0), " +
+  "COALESCE((SELECT CAST(v AS INTEGER) FROM meta WHERE k = 'seq.hw'), 0)) AS s";
+const SET_MAX_SEQ_SQL = "INSERT OR REPLACE INTO meta (k, v) VALUES ('seq.hw', ?)";
 
 /** What each state change sets, and the states it applies from (see StateChange). */
 const STATE_RULES: Record<StateChange["state"], { set: string; from: string }> = {
@@ -97,8 +104,6 @@ export class StatementCache {
 
 export class MessageWriter {
   readonly #stmts: StatementCache;
-  /** The highest seq this connection has given (see #insertMany). */
-  #lastSeq = 0;
 
   constructor(stmts: StatementCache) {
     this.#stmts = stmts;
@@ -108,6 +113,11 @@ export class MessageWriter {
     return this.#stmts.get(sql);
   }
 
+  /** The highest seq ever given (0 for none). */
+  highestSeq(): number {
+    return Number((this.#stmt(MAX_SEQ_SQL).get() as Row).s);
+  }
+
   /** Inserts messages (and the keys of the expiring ones) with multi-row INSERTs, and returns their seqs: a
    * statement call costs about as much as the row it writes, so a batch pays it once per chunk of rows. */
   #insertMany(ms: readonly Omit<StoredMessage, "seq">[]): number[] {
@@ -115,11 +125,12 @@ export class MessageWriter {
     const keys: SQLInputValue[] = [];
     const secrets: Uint8Array[] = [];
     const seqs: number[] = [];
-    // A seq is never given twice by this connection, even when the message that had the highest was deleted
-    // since (expired): the outbox's cursor takes a seq it has seen as already looked at, and would skip a new
-    // message that got it again. The table's highest, read in the transaction (this connection holds the
-    // write lock), covers what another connection added meanwhile.
-    let last = ms.length ? Math.max(this.#lastSeq, Number((this.#stmt(MAX_SEQ_SQL).get() as Row).s)) : 0;
+    // A seq is never given twice, even when the message that had the highest was deleted since (expired):
+    // the outbox's cursor takes a seq it has seen as already looked at, and would skip a new message that
+    // got it again. The highest given is kept in meta, read and written in the transaction (which holds the
+    // write lock), so it holds across the store's connections (its own and its writer thread's) and runs.
+    if (ms.length === 0) return [];
+    let last = this.highestSeq();
     try {
       for (const m of ms) {
         let iv: Uint8Array | null = null;
@@ -164,7 +175,7 @@ export class MessageWriter {
       // The keys are in the statement's bindings until the next run; our copies go now.
       for (const k of secrets) k.fill(0);
     }
-    if (ms.length) this.#lastSeq = last;
+    this.#stmt(SET_MAX_SEQ_SQL).run(String(last));
     return seqs;
   }
 

@@ -1,0 +1,219 @@
+/**
+ * The store's writer thread (client/store/writer_thread.ts, writer_worker.ts): the group commit's batches
+ * applied by a worker with its own connection to chat.db. What a burst, a failure and a close do there, that
+ * order and seqs hold across its connection and the store's own, and that a message alone stays on the
+ * store's connection (no hop for one row).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { setImmediate } from "node:timers";
+import { ChatStore, type OutgoingMessage, StoreError } from "../client/store/store.ts";
+import { LOCAL_MAX } from "../client/store/writer_thread.ts";
+
+interface Opened {
+  store: ChatStore;
+  path: string;
+  commits: { ops: number; durable: boolean }[];
+}
+
+async function withThreadStore(fn: (o: Opened) => Promise<void>, maxBatch?: number): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
+  const path = join(dir, "chat.db");
+  const commits: { ops: number; durable: boolean }[] = [];
+  const store = new ChatStore(path, {
+    writerThread: true,
+    groupCommit: { maxBatch, onCommit: (ops, durable) => commits.push({ ops, durable }) },
+  });
+  try {
+    await fn({ store, path, commits });
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+let counter = 0;
+function ours(text: string, id?: string): OutgoingMessage {
+  const n = counter++;
+  return {
+    id: id ?? n.toString(16).padStart(32, "0"),
+    peer: "bob",
+    from: "alice",
+    text,
+    sentAt: 1_000 + n,
+    expiresAt: null,
+    ttlMs: null,
+    ttlMode: null,
+    proof: null,
+    state: "sending",
+  };
+}
+
+const nextTurn = () => new Promise<void>((r) => setImmediate(r));
+
+Deno.test("writer thread: a burst is stored by the worker, one transaction per batch, seqs in the order sent", async () => {
+  await withThreadStore(async ({ store, commits }) => {
+    const sent = Array.from({ length: 1000 }, (_, i) => ours(`m${i}`));
+    const seqs = await Promise.all(sent.map((m) => store.queueOutgoing(m)));
+    assert.deepEqual(commits, Array.from({ length: 10 }, () => ({ ops: 100, durable: true })));
+    assert.equal(store.threadBatches, 10);
+    for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i] > seqs[i - 1], `seq ${i} after seq ${i - 1}`);
+    // Visible to the store's own connection, in order, with the seqs the enqueuers were given.
+    const history = store.history("bob");
+    assert.deepEqual(history.map((m) => m.text), sent.map((m) => m.text));
+    assert.deepEqual(history.map((m) => m.seq), seqs);
+  }, 100);
+});
+
+Deno.test("writer thread: a message alone is stored on the store's own connection, with nothing at the worker", async () => {
+  await withThreadStore(async ({ store }) => {
+    const seq = await store.queueOutgoing(ours("alone"));
+    assert.equal(store.threadBatches, 0);
+    const few = await Promise.all(
+      Array.from({ length: LOCAL_MAX }, (_, i) => store.queueOutgoing(ours(`f${i}`))),
+    );
+    assert.equal(store.threadBatches, 0, `a batch of ${LOCAL_MAX} is still a few`);
+    await Promise.all(Array.from({ length: LOCAL_MAX + 1 }, (_, i) => store.queueOutgoing(ours(`g${i}`))));
+    assert.equal(store.threadBatches, 1, `a batch of ${LOCAL_MAX + 1} goes to the worker`);
+    assert.ok(few.every((s) => s > seq));
+    assert.equal(store.history("bob").length, 1 + 2 * LOCAL_MAX + 1);
+  });
+});
+
+Deno.test("writer thread: a batch that fails there rolls back whole, each of its operations rejects with STORE_FAILED, the next is stored", async () => {
+  await withThreadStore(async ({ store }) => {
+    await store.queueOutgoing(ours("before"));
+    // Two messages of one batch with the same id: the unique index refuses the second, inside the worker.
+    const batch = Array.from({ length: 20 }, (_, i) => ours(`b${i}`, i === 15 ? "f".repeat(32) : undefined));
+    batch[3] = ours("b3", "f".repeat(32));
+    const settled = await Promise.allSettled(batch.map((m) => store.queueOutgoing(m)));
+    assert.equal(store.threadBatches, 1, "the batch went to the worker");
+    for (const s of settled) {
+      assert.equal(s.status, "rejected");
+      const e = (s as PromiseRejectedResult).reason;
+      assert.ok(e instanceof StoreError);
+      assert.equal(e.code, "STORE_FAILED");
+      assert.match(e.message, /20 operations rolled back.*UNIQUE/);
+    }
+    assert.deepEqual(store.history("bob").map((m) => m.text), ["before"]);
+    await Promise.all(Array.from({ length: 20 }, (_, i) => store.queueOutgoing(ours(`after${i}`))));
+    assert.equal(store.history("bob").length, 21);
+  });
+});
+
+Deno.test("writer thread: close settles the batches at the worker and the ones still queued, and all of them are on disk", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
+  const path = join(dir, "chat.db");
+  try {
+    const store = new ChatStore(path, { writerThread: true, groupCommit: { maxBatch: 500 } });
+    const sent = Array.from({ length: 3000 }, (_, i) => ours(`c${i}`));
+    const results: (number | Error)[] = new Array(sent.length);
+    const all = sent.map((m, i) => store.queueOutgoing(m).then((s) => results[i] = s, (e) => results[i] = e));
+    // Two turns: the first batches are at the worker, the rest still queued here.
+    await nextTurn();
+    await nextTurn();
+    assert.ok(store.threadBatches! >= 1, "a batch is at the worker before close");
+    assert.ok(store.committer.pending > 0, "some are still queued before close");
+    store.close();
+    await Promise.all(all);
+    assert.ok(results.every((r) => typeof r === "number"), "every enqueuer got its seq");
+    const again = new ChatStore(path);
+    try {
+      assert.deepEqual(again.history("bob").map((m) => m.text), sent.map((m) => m.text));
+      assert.deepEqual(again.history("bob").map((m) => m.seq), results);
+    } finally {
+      again.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("writer thread: a seq is never given twice, across the worker's connection, the store's own and a restart", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
+  const path = join(dir, "chat.db");
+  try {
+    const store = new ChatStore(path, { writerThread: true });
+    const seqs = await Promise.all(Array.from({ length: 20 }, (_, i) => store.queueOutgoing(ours(`s${i}`))));
+    assert.equal(store.threadBatches, 1);
+    const last = store.history("bob").at(-1)!;
+    assert.equal(last.seq, seqs.at(-1));
+    // The newest message goes (it expired): the next one, written on the store's own connection, must not
+    // take its seq again (the outbox's cursor has seen it).
+    store.deleteMessages([{ peer: "bob", id: last.id }]);
+    store.addOutgoing(ours("local"));
+    const local = store.history("bob").at(-1)!;
+    assert.equal(local.text, "local");
+    assert.ok(local.seq > last.seq, `${local.seq} > ${last.seq}`);
+    store.deleteMessages([{ peer: "bob", id: local.id }]);
+    store.close();
+    const again = new ChatStore(path, { writerThread: true });
+    try {
+      const seq = await again.queueOutgoing(ours("after restart"));
+      assert.ok(seq > local.seq, `${seq} > ${local.seq}`);
+    } finally {
+      again.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("writer thread: received messages through the worker are stored once, a repeat in the batch or later is a duplicate", async () => {
+  await withThreadStore(async ({ store }) => {
+    const incoming = (i: number) => ({
+      message: {
+        id: i.toString(16).padStart(32, "0"),
+        peer: "carol",
+        from: "carol",
+        text: `r${i}`,
+        sentAt: 5_000 + i,
+        expiresAt: null,
+        ttlMs: null,
+        ttlMode: null,
+        proof: null,
+      },
+    });
+    const items = Array.from({ length: 30 }, (_, i) => incoming(i));
+    items.push(incoming(7));
+    const first = await Promise.all(items.map((it) => store.queueIncoming(it)));
+    assert.equal(store.threadBatches, 1);
+    assert.deepEqual(first.filter((r) => r === "duplicate").length, 1);
+    assert.equal(first[30], "duplicate");
+    const again = await Promise.all(
+      [incoming(3), ...Array.from({ length: 10 }, (_, i) => incoming(100 + i))].map((
+        it,
+      ) => store.queueIncoming(it)),
+    );
+    assert.equal(again[0], "duplicate");
+    assert.ok(again.slice(1).every((r) => r === "stored"));
+    assert.equal(store.history("carol").length, 40);
+  });
+});
+
+Deno.test("writer thread: rows it committed whose callers have not heard of them yet are left out of the outbox's known path", async () => {
+  await withThreadStore(async ({ store, path }) => {
+    await store.queueOutgoing(ours("earlier"));
+    const all = Promise.all(Array.from({ length: 100 }, (_, i) => store.queueOutgoing(ours(`w${i}`))));
+    await nextTurn(); // the batch is handed to the worker
+    // Without yielding (so its answer cannot be heard), wait until another connection sees the rows.
+    const peek = new DatabaseSync(path, { readOnly: true });
+    try {
+      const until = performance.now() + 10_000;
+      const count = () => (peek.prepare("SELECT COUNT(*) AS n FROM messages").get() as { n: number }).n;
+      while (count() < 101 && performance.now() < until) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      }
+      assert.equal(count(), 101, "the worker committed the batch");
+    } finally {
+      peek.close();
+    }
+    const before = store.outbox("bob", undefined, 0, new Map());
+    assert.deepEqual(before.map((m) => m.text), ["earlier"], "only what a caller has heard of");
+    await all;
+    assert.equal(store.outbox("bob", undefined, 0, new Map()).length, 101);
+    // The other path (no known messages) always reads everything.
+    assert.equal(store.outbox("bob").length, 101);
+  });
+});
