@@ -57,7 +57,8 @@ Deno.test("writer thread: a burst is stored by the worker, one transaction per b
     const sent = Array.from({ length: 1000 }, (_, i) => ours(`m${i}`));
     const seqs = await Promise.all(sent.map((m) => store.queueOutgoing(m)));
     assert.deepEqual(commits, Array.from({ length: 10 }, () => ({ ops: 100, durable: true })));
-    assert.equal(store.threadBatches, 10);
+    // Each batch with more queued behind it goes to the worker; the last may find it idle and stay here.
+    assert.ok(store.threadBatches! >= 9, `${store.threadBatches} batches at the worker`);
     for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i] > seqs[i - 1], `seq ${i} after seq ${i - 1}`);
     // Visible to the store's own connection, in order, with the seqs the enqueuers were given.
     const history = store.history("bob");
@@ -66,40 +67,51 @@ Deno.test("writer thread: a burst is stored by the worker, one transaction per b
   }, 100);
 });
 
-Deno.test("writer thread: a message alone is stored on the store's own connection, with nothing at the worker", async () => {
+Deno.test("writer thread: a message alone, a few, or a batch with nothing queued behind it stay on the store's own connection", async () => {
   await withThreadStore(async ({ store }) => {
     const seq = await store.queueOutgoing(ours("alone"));
     assert.equal(store.threadBatches, 0);
     const few = await Promise.all(
       Array.from({ length: LOCAL_MAX }, (_, i) => store.queueOutgoing(ours(`f${i}`))),
     );
-    assert.equal(store.threadBatches, 0, `a batch of ${LOCAL_MAX} is still a few`);
-    await Promise.all(Array.from({ length: LOCAL_MAX + 1 }, (_, i) => store.queueOutgoing(ours(`g${i}`))));
-    assert.equal(store.threadBatches, 1, `a batch of ${LOCAL_MAX + 1} goes to the worker`);
     assert.ok(few.every((s) => s > seq));
-    assert.equal(store.history("bob").length, 1 + 2 * LOCAL_MAX + 1);
+    await Promise.all(Array.from({ length: 500 }, (_, i) => store.queueOutgoing(ours(`g${i}`))));
+    assert.equal(store.threadBatches, 0, "500 in one batch, nothing behind it: no hop");
+    // A burst longer than a batch: the first batch (more queued behind it) goes to the worker.
+    await Promise.all(Array.from({ length: 1500 }, (_, i) => store.queueOutgoing(ours(`h${i}`))));
+    assert.ok(store.threadBatches! >= 1);
+    assert.equal(store.history("bob").length, 1 + LOCAL_MAX + 500 + 1500);
   });
 });
 
 Deno.test("writer thread: a batch that fails there rolls back whole, each of its operations rejects with STORE_FAILED, the next is stored", async () => {
   await withThreadStore(async ({ store }) => {
     await store.queueOutgoing(ours("before"));
-    // Two messages of one batch with the same id: the unique index refuses the second, inside the worker.
-    const batch = Array.from({ length: 20 }, (_, i) => ours(`b${i}`, i === 15 ? "f".repeat(32) : undefined));
-    batch[3] = ours("b3", "f".repeat(32));
-    const settled = await Promise.allSettled(batch.map((m) => store.queueOutgoing(m)));
-    assert.equal(store.threadBatches, 1, "the batch went to the worker");
-    for (const s of settled) {
-      assert.equal(s.status, "rejected");
+    // Three batches of 10; two messages of the second have the same id: the unique index refuses the second
+    // of them, inside the worker.
+    const burst = Array.from({ length: 30 }, (_, i) => ours(`b${i}`));
+    burst[12] = ours("b12", "f".repeat(32));
+    burst[15] = ours("b15", "f".repeat(32));
+    const settled = await Promise.allSettled(burst.map((m) => store.queueOutgoing(m)));
+    assert.ok(store.threadBatches! >= 2, "the failing batch went to the worker");
+    settled.forEach((s, i) => {
+      if (i < 10 || i >= 20) {
+        assert.equal(s.status, "fulfilled", `b${i} is in a batch that commits`);
+        return;
+      }
+      assert.equal(s.status, "rejected", `b${i}`);
       const e = (s as PromiseRejectedResult).reason;
       assert.ok(e instanceof StoreError);
       assert.equal(e.code, "STORE_FAILED");
-      assert.match(e.message, /20 operations rolled back.*UNIQUE/);
-    }
-    assert.deepEqual(store.history("bob").map((m) => m.text), ["before"]);
-    await Promise.all(Array.from({ length: 20 }, (_, i) => store.queueOutgoing(ours(`after${i}`))));
-    assert.equal(store.history("bob").length, 21);
-  });
+      assert.match(e.message, /10 operations rolled back.*UNIQUE/);
+    });
+    const texts = store.history("bob").map((m) => m.text);
+    assert.deepEqual(texts, [
+      "before",
+      ...burst.slice(0, 10).map((m) => m.text),
+      ...burst.slice(20).map((m) => m.text),
+    ]);
+  }, 10);
 });
 
 Deno.test("writer thread: close settles the batches at the worker and the ones still queued, and all of them are on disk", async () => {
@@ -134,9 +146,9 @@ Deno.test("writer thread: a seq is never given twice, across the worker's connec
   const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
   const path = join(dir, "chat.db");
   try {
-    const store = new ChatStore(path, { writerThread: true });
+    const store = new ChatStore(path, { writerThread: true, groupCommit: { maxBatch: 10 } });
     const seqs = await Promise.all(Array.from({ length: 20 }, (_, i) => store.queueOutgoing(ours(`s${i}`))));
-    assert.equal(store.threadBatches, 1);
+    assert.ok(store.threadBatches! >= 1);
     const last = store.history("bob").at(-1)!;
     assert.equal(last.seq, seqs.at(-1));
     // The newest message goes (it expired): the next one, written on the store's own connection, must not
@@ -175,11 +187,13 @@ Deno.test("writer thread: received messages through the worker are stored once, 
         proof: null,
       },
     });
-    const items = Array.from({ length: 30 }, (_, i) => incoming(i));
+    // Batches of 10: a repeat inside the first batch (index 9 repeats 2) and one in a later batch (7).
+    const items = Array.from({ length: 30 }, (_, i) => incoming(i === 9 ? 2 : i));
     items.push(incoming(7));
     const first = await Promise.all(items.map((it) => store.queueIncoming(it)));
-    assert.equal(store.threadBatches, 1);
-    assert.deepEqual(first.filter((r) => r === "duplicate").length, 1);
+    assert.ok(store.threadBatches! >= 3);
+    assert.deepEqual(first.filter((r) => r === "duplicate").length, 2);
+    assert.equal(first[9], "duplicate");
     assert.equal(first[30], "duplicate");
     const again = await Promise.all(
       [incoming(3), ...Array.from({ length: 10 }, (_, i) => incoming(100 + i))].map((
@@ -188,24 +202,24 @@ Deno.test("writer thread: received messages through the worker are stored once, 
     );
     assert.equal(again[0], "duplicate");
     assert.ok(again.slice(1).every((r) => r === "stored"));
-    assert.equal(store.history("carol").length, 40);
-  });
+    assert.equal(store.history("carol").length, 39);
+  }, 10);
 });
 
 Deno.test("writer thread: rows it committed whose callers have not heard of them yet are left out of the outbox's known path", async () => {
   await withThreadStore(async ({ store, path }) => {
     await store.queueOutgoing(ours("earlier"));
     const all = Promise.all(Array.from({ length: 100 }, (_, i) => store.queueOutgoing(ours(`w${i}`))));
-    await nextTurn(); // the batch is handed to the worker
+    await nextTurn(); // the first batch (50, more behind it) is handed to the worker
     // Without yielding (so its answer cannot be heard), wait until another connection sees the rows.
     const peek = new DatabaseSync(path, { readOnly: true });
     try {
       const until = performance.now() + 10_000;
       const count = () => (peek.prepare("SELECT COUNT(*) AS n FROM messages").get() as { n: number }).n;
-      while (count() < 101 && performance.now() < until) {
+      while (count() < 51 && performance.now() < until) {
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
       }
-      assert.equal(count(), 101, "the worker committed the batch");
+      assert.ok(count() >= 51, "the worker committed the first batch");
     } finally {
       peek.close();
     }
@@ -215,5 +229,5 @@ Deno.test("writer thread: rows it committed whose callers have not heard of them
     assert.equal(store.outbox("bob", undefined, 0, new Map()).length, 101);
     // The other path (no known messages) always reads everything.
     assert.equal(store.outbox("bob").length, 101);
-  });
+  }, 50);
 });

@@ -84,7 +84,8 @@ export function applyRuns<R extends { items: readonly unknown[] }>(
 export interface BatchRunner {
   /** Batches `run` may hold at once (applied in the order given). */
   readonly maxInFlight: number;
-  run(runs: Run[], durable: boolean): unknown[] | Promise<unknown[]>;
+  /** `more`: operations are still queued behind this batch (a burst goes on). */
+  run(runs: Run[], durable: boolean, more: boolean): unknown[] | Promise<unknown[]>;
   /** Waits, blocking, for the oldest batch `run` left running, and returns its outcome (close). */
   waitSync(): { results: unknown[] } | { error: Error };
   /** Applies a batch before returning (close). */
@@ -228,7 +229,9 @@ export class GroupCommitter {
     const f: InFlight = { batch, durable, settled: false };
     let out: unknown[] | Promise<unknown[]>;
     try {
-      out = sync ? this.#runner.runSync(runs, durable) : this.#runner.run(runs, durable);
+      out = sync
+        ? this.#runner.runSync(runs, durable)
+        : this.#runner.run(runs, durable, this.#queue.length > 0);
     } catch (e) {
       this.#settle(f, e as Error);
       return;

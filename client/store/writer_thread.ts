@@ -7,8 +7,10 @@
  * One batch at a time (the committer never hands over a second before the first is settled), so order is
  * kept. Each outcome is written to a shared mailbox before the worker rings the doorbell (a message), so the
  * store's synchronous close can also wait for it (Atomics.wait) and need not give up a committed batch.
- * A small batch while the worker holds none, a kind without an `op` name (a test's), and any batch after the
- * worker died are applied on the caller's connection instead (LocalRunner).
+ * The worker takes the batches of a burst that goes on (more queued behind them); a batch with none at the
+ * worker that is small or the last of its burst, a kind without an `op` name (a test's), and any batch after
+ * the worker died are applied on the caller's connection instead (LocalRunner): with nothing to do meanwhile,
+ * the hop to the worker and back is only a cost.
  */
 import type { BatchRunner, LocalRunner, Run } from "./group_commit.ts";
 
@@ -40,7 +42,7 @@ export const MAILBOX_BYTES = SLOTS * SLOT_BYTES;
 export const MAX_THREAD_BATCH = 16_384;
 /** A batch of at most this many operations, with none at the worker, is applied on the caller's connection:
  * for a message or two the hop to the worker and back costs more than the rows (a message typed alone
- * arrives as fast as before). */
+ * arrives as fast as before). So is a batch of any size with nothing queued behind it (see run). */
 export const LOCAL_MAX = 8;
 /** How long open and close wait for the worker. */
 const WAIT_MS = 30_000;
@@ -110,9 +112,12 @@ export class WriterThread implements BatchRunner {
     }
   }
 
-  run(runs: Run[], durable: boolean): unknown[] | Promise<unknown[]> {
-    const small = this.#pending.length === 0 && runs.reduce((n, r) => n + r.items.length, 0) <= LOCAL_MAX;
-    if (small || this.#dead !== null || runs.some((r) => r.kind.op === undefined)) {
+  run(runs: Run[], durable: boolean, more: boolean): unknown[] | Promise<unknown[]> {
+    // With nothing at the worker, a batch of a few, or one with nothing queued behind it (no burst going
+    // on that the engine could get on with meanwhile), costs less here than the hop there and back.
+    const here = this.#pending.length === 0 &&
+      (!more || runs.reduce((n, r) => n + r.items.length, 0) <= LOCAL_MAX);
+    if (here || this.#dead !== null || runs.some((r) => r.kind.op === undefined)) {
       if (this.#pending.length === 0) return this.#local.runSync(runs, durable);
       // After the batches before it, on this thread's connection.
       return this.#tail.then(() => this.#local.runSync(runs, durable));
