@@ -8,6 +8,8 @@
  *   than the rates on a shared machine;
  * - median and p99 latency send -> delivery receipt, one message at a time, vs echo round trip;
  * - session set-up (TLS 1.3 + hello both ways + certificate checks) vs a bare mutual-TLS handshake;
+ * - the store's writer thread on vs off, alternating rounds of 10,000 in flight on two pairs of engines in
+ *   this run: messages/s, and how late the event loop answered meanwhile (what a terminal UI feels);
  * - resident memory of a client process holding 100 open sessions vs the same process idle.
  * Both engines, the echo server and the echo client run in this one process on one JavaScript thread; each
  * engine's store applies its batches on its own writer thread (client/store/writer_thread.ts), as it does for
@@ -35,6 +37,8 @@ import { importPrivateKeyPem, x509 } from "../pki/mod.ts";
 const THROUGHPUT_MESSAGES = 1000;
 const IN_FLIGHT = [1000, 10_000];
 const IN_FLIGHT_ROUNDS = 5;
+const WRITER_IN_FLIGHT = 10_000;
+const WRITER_ROUNDS = 7;
 const LATENCY_MESSAGES = 1000;
 const HANDSHAKES = 30;
 const SESSIONS = 100;
@@ -105,16 +109,17 @@ function cpuMicros(u: { user: number; system: number }): number {
   return u.user + u.system;
 }
 
-async function pairOfEngines(ca: TestCa) {
+async function pairOfEngines(ca: TestCa, storeWriterThread?: boolean) {
   const aliceLeaf = await makeTestLeaf(ca, "alice");
   const bobLeaf = await makeTestLeaf(ca, "bob");
   const bobDir = new FakeDirectory({ name: "bob", fingerprint: bobLeaf.fingerprint });
   // The per-peer inbox limits (PEER_MESSAGE_BURST, PEER_UNREAD_BYTES) would cut this run's 35,000 unread
   // messages a minute short: this figure is the engine's throughput, `bench hostile` measures the limits.
   const inboxLimits = { burst: 1e9, perMinute: 1e9, unreadBytes: 1e12 };
-  const bob = await startTestEngine(ca, bobLeaf, { directory: bobDir, inboxLimits });
+  const bob = await startTestEngine(ca, bobLeaf, { directory: bobDir, inboxLimits, storeWriterThread });
   const alice = await startTestEngine(ca, aliceLeaf, {
     inboxLimits,
+    storeWriterThread,
     directory: new FakeDirectory({ name: "alice", fingerprint: aliceLeaf.fingerprint }, bobDir.entries),
   });
   return { alice, bob, aliceLeaf, bobLeaf };
@@ -154,6 +159,73 @@ function sendAllAtOnce(e: TestEngine, n: number): Promise<void> {
       });
     }
   });
+}
+
+/** Event-loop lag while `fn` runs: how late a 1 ms interval fires, each time (ms). */
+async function lagDuring(fn: () => Promise<void>): Promise<number[]> {
+  const lags: number[] = [];
+  let last = performance.now();
+  const t = setInterval(() => {
+    const now = performance.now();
+    lags.push(Math.max(0, now - last - 1));
+    last = now;
+  }, 1);
+  try {
+    await fn();
+  } finally {
+    clearInterval(t);
+  }
+  return lags;
+}
+
+/** The store's writer thread on and off, side by side in this run: two pairs of engines, alternating rounds
+ * of WRITER_IN_FLIGHT messages sent at once; the rate to the last receipt and how late the event loop (that
+ * runs the sessions and the terminal) answered meanwhile. */
+async function writerThreadFigures(ca: TestCa): Promise<BenchFigure[]> {
+  const on = await pairOfEngines(ca, true);
+  const off = await pairOfEngines(ca, false);
+  const rates = { on: [] as number[], off: [] as number[] };
+  const lags = { on: [] as number[], off: [] as number[] };
+  try {
+    for (const p of [on, off]) await sendAllAtOnce(p.alice, IN_FLIGHT[0]);
+    for (let r = 0; r < WRITER_ROUNDS; r++) {
+      for (const [which, p] of [["on", on], ["off", off]] as const) {
+        const t = performance.now();
+        lags[which].push(...await lagDuring(() => sendAllAtOnce(p.alice, WRITER_IN_FLIGHT)));
+        rates[which].push(WRITER_IN_FLIGHT / ((performance.now() - t) / 1000));
+      }
+    }
+  } finally {
+    for (const p of [on, off]) {
+      await p.alice.stop();
+      await p.bob.stop();
+    }
+  }
+  const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+  for (const l of [lags.on, lags.off]) l.sort((a, b) => a - b);
+  const lagNote = (xs: number[]) =>
+    `p50 ${percentile(xs, 50).toFixed(1)}, p99 ${percentile(xs, 99).toFixed(1)}, max ${
+      xs.at(-1)!.toFixed(1)
+    } ms`;
+  return [
+    {
+      name:
+        `messages/s, ${WRITER_IN_FLIGHT} in flight, store writer thread on (median of ${WRITER_ROUNDS} rounds)`,
+      value: median(rates.on),
+      unit: "msg/s",
+      baseline: { name: "the same engines' store without it, alternating rounds", value: median(rates.off) },
+      notes: `rounds on ${rates.on.map((x) => x.toFixed(0)).join(" ")}; off ${
+        rates.off.map((x) => x.toFixed(0)).join(" ")
+      }`,
+    },
+    {
+      name: `event-loop lag during those rounds, median, writer thread on`,
+      value: percentile(lags.on, 50),
+      unit: "ms",
+      baseline: { name: "without it", value: percentile(lags.off, 50) },
+      notes: `on: ${lagNote(lags.on)}; off: ${lagNote(lags.off)}`,
+    },
+  ];
 }
 
 async function hubMemory(ca: TestCa): Promise<BenchFigure> {
@@ -340,6 +412,7 @@ export async function run(): Promise<BenchFigure[]> {
     await alice.stop();
     await bob.stop();
   }
+  figures.push(...await writerThreadFigures(ca));
   figures.push(await hubMemory(ca));
   return figures;
 }

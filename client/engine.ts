@@ -181,6 +181,9 @@ export interface ChatEngineOptions {
   caPem: string;
   /** The SQLite file (home/chat.db). */
   dbPath: string;
+  /** The store applies the batches of a burst on its writer thread (client/store/writer_thread.ts). Default
+   * true; the benchmark measures without it beside. */
+  storeWriterThread?: boolean;
   directory: DirectoryLike;
   clock: ClockLike;
   /** Roughtime public keys whose time proofs we accept (the phonebook's). */
@@ -378,7 +381,7 @@ export class ChatEngine implements ChatEngineApi {
     this.#ownCert = ownCertificateOf(opts.certPem);
     const emit = (e: EngineEvent) => this.#emit(e);
     const log = (level: "info" | "warn" | "error", text: string) => emit({ event: "log", level, text });
-    const store = this.#store = new ChatStore(opts.dbPath, { writerThread: true });
+    const store = this.#store = new ChatStore(opts.dbPath, { writerThread: opts.storeWriterThread ?? true });
     const clock = opts.clock;
     const blocklist = this.#blocklist = new Blocklist(store);
     const quota = this.#quota = new PeerQuota(store, opts.inboxLimits);

@@ -426,6 +426,7 @@ export async function startTestEngine(
     listen?: ChatEngineOptions["listen"];
     portMapping?: boolean;
     homeRouter?: ChatEngineOptions["homeRouter"];
+    storeWriterThread?: boolean;
   } = {},
 ): Promise<TestEngine> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: `securechat-${leaf.name}-` });
@@ -455,6 +456,7 @@ export async function startTestEngine(
     listen: opts.listen,
     portMapping: opts.portMapping,
     homeRouter: opts.homeRouter,
+    storeWriterThread: opts.storeWriterThread,
     onEvent: log.push,
   });
   registerKnock(engine.address.port, knockSecret);
