@@ -382,6 +382,15 @@ export class ChatEngine implements ChatEngineApi {
     const emit = (e: EngineEvent) => this.#emit(e);
     const log = (level: "info" | "warn" | "error", text: string) => emit({ event: "log", level, text });
     const store = this.#store = new ChatStore(opts.dbPath, { writerThread: opts.storeWriterThread ?? true });
+    void store.writerThreadOpened().then((ok) => {
+      const why = store.writerThreadFailure;
+      if (!ok && why !== null && !this.#closed) {
+        log(
+          "warn",
+          `${why}; chat.db is written on the main thread instead (a long burst may slow the screen)`,
+        );
+      }
+    });
     const clock = opts.clock;
     const blocklist = this.#blocklist = new Blocklist(store);
     const quota = this.#quota = new PeerQuota(store, opts.inboxLimits);

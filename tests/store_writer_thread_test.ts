@@ -26,6 +26,7 @@ async function withThreadStore(fn: (o: Opened) => Promise<void>, maxBatch?: numb
     groupCommit: { maxBatch, onCommit: (ops, durable) => commits.push({ ops, durable }) },
   });
   try {
+    assert.equal(await store.writerThreadOpened(), true, "the writer thread opened chat.db");
     await fn({ store, path, commits });
   } finally {
     store.close();
@@ -119,6 +120,7 @@ Deno.test("writer thread: close settles the batches at the worker and the ones s
   const path = join(dir, "chat.db");
   try {
     const store = new ChatStore(path, { writerThread: true, groupCommit: { maxBatch: 500 } });
+    assert.ok(await store.writerThreadOpened());
     const sent = Array.from({ length: 3000 }, (_, i) => ours(`c${i}`));
     const results: (number | Error)[] = new Array(sent.length);
     const all = sent.map((m, i) => store.queueOutgoing(m).then((s) => results[i] = s, (e) => results[i] = e));
@@ -147,6 +149,7 @@ Deno.test("writer thread: a seq is never given twice, across the worker's connec
   const path = join(dir, "chat.db");
   try {
     const store = new ChatStore(path, { writerThread: true, groupCommit: { maxBatch: 10 } });
+    assert.ok(await store.writerThreadOpened());
     const seqs = await Promise.all(Array.from({ length: 20 }, (_, i) => store.queueOutgoing(ours(`s${i}`))));
     assert.ok(store.threadBatches! >= 1);
     const last = store.history("bob").at(-1)!;
@@ -162,6 +165,7 @@ Deno.test("writer thread: a seq is never given twice, across the worker's connec
     store.close();
     const again = new ChatStore(path, { writerThread: true });
     try {
+      assert.ok(await again.writerThreadOpened());
       const seq = await again.queueOutgoing(ours("after restart"));
       assert.ok(seq > local.seq, `${seq} > ${local.seq}`);
     } finally {
@@ -230,4 +234,32 @@ Deno.test("writer thread: rows it committed whose callers have not heard of them
     // The other path (no known messages) always reads everything.
     assert.equal(store.outbox("bob").length, 101);
   }, 50);
+});
+
+Deno.test("writer thread: one that cannot open chat.db leaves the store working on its own connection, and says why", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
+  const path = join(dir, "chat.db");
+  try {
+    const store = new ChatStore(path, {
+      writerThread: true,
+      writerThreadWorker: new Worker(new URL("./helpers/broken_writer_worker.ts", import.meta.url).href, {
+        type: "module",
+      }),
+      groupCommit: { maxBatch: 10 },
+    });
+    try {
+      assert.equal(await store.writerThreadOpened(), false);
+      assert.match(store.writerThreadFailure ?? "", /cannot open .*chat.db: refused/);
+      // A burst (which would go to the worker) is stored all the same, here.
+      const seqs = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => store.queueOutgoing(ours(`x${i}`))),
+      );
+      assert.equal(store.threadBatches, 0);
+      assert.deepEqual(store.history("bob").map((m) => m.seq), seqs);
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

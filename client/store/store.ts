@@ -178,6 +178,8 @@ export interface ChatStoreOptions {
   /** Apply the group commit's batches on a thread of their own (writer_thread.ts), off the caller's event
    * loop. Default false; the engine turns it on. */
   writerThread?: boolean;
+  /** Tests: a worker to be the writer thread instead of client/store/writer_worker.ts. */
+  writerThreadWorker?: Worker;
 }
 
 export class ChatStore {
@@ -235,12 +237,7 @@ export class ChatStore {
       // Not fatal (e.g. a filesystem without modes); the home folder itself is 0700.
     }
     if (opts.writerThread) {
-      try {
-        this.#thread = new WriterThread(path, new LocalRunner(this.#db));
-      } catch (e) {
-        this.#db.close();
-        throw new StoreError("STORE_FAILED", (e as Error).message);
-      }
+      this.#thread = new WriterThread(path, new LocalRunner(this.#db), opts.writerThreadWorker);
     }
     this.committer = new GroupCommitter(this.#db, {
       ...opts.groupCommit,
@@ -313,6 +310,16 @@ export class ChatStore {
   /** Group commit batches applied by the writer thread so far (null without one). */
   get threadBatches(): number | null {
     return this.#thread?.threadBatches ?? null;
+  }
+
+  /** Resolves once the writer thread has opened chat.db (true), or is known not to (false; writes then
+   * stay on this connection, and `writerThreadFailure` says why). Without a writer thread: false. */
+  writerThreadOpened(): Promise<boolean> {
+    return this.#thread?.opened() ?? Promise.resolve(false);
+  }
+
+  get writerThreadFailure(): string | null {
+    return this.#thread?.failure ?? null;
   }
 
   /** Commits what is queued, checkpoints, then closes the connection. Returns false when messages deleted in

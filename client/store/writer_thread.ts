@@ -94,10 +94,22 @@ export class WriterThread implements BatchRunner {
   /** Batches the worker applied (tests and the benchmark read it). */
   threadBatches = 0;
 
-  /** Starts the writer on `path` and waits for it to open; throws what opening failed with. */
-  constructor(path: string, local: LocalRunner) {
+  /** Whether the worker has opened chat.db: until then (and for good if it never does) every batch is
+   * applied on the caller's connection. */
+  #ready = false;
+  readonly #opened: Promise<boolean>;
+  #onOpened: (ok: boolean) => void = () => {};
+  /** Why the worker is not used, once that is known (it did not start, or failed later). */
+  get failure(): string | null {
+    return this.#dead;
+  }
+
+  /** Starts the writer on `path` without waiting for it: the store is usable at once, and batches go to the
+   * worker once it has opened its connection. `worker` (tests) replaces writer_worker.ts. */
+  constructor(path: string, local: LocalRunner, worker?: Worker) {
     this.#local = local;
-    this.#worker = new Worker(import.meta.resolve("./writer_worker.ts"), { type: "module" });
+    this.#opened = new Promise<boolean>((r) => this.#onOpened = r);
+    this.#worker = worker ?? new Worker(import.meta.resolve("./writer_worker.ts"), { type: "module" });
     this.#worker.onmessage = (e: MessageEvent<{ done: number }>) => this.#ring(e.data.done);
     this.#worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
@@ -105,11 +117,11 @@ export class WriterThread implements BatchRunner {
     };
     const seq = ++this.#seq;
     this.#worker.postMessage({ t: "open", seq, path, mailbox: this.#mailbox } satisfies WriterRequest);
-    const out = this.#wait(seq);
-    if ("error" in out) {
-      this.#worker.terminate();
-      throw new Error(out.error);
-    }
+  }
+
+  /** Resolves once the worker has opened chat.db (true), or is known not to (false: see failure). */
+  opened(): Promise<boolean> {
+    return this.#opened;
   }
 
   run(runs: Run[], durable: boolean, more: boolean): unknown[] | Promise<unknown[]> {
@@ -117,7 +129,7 @@ export class WriterThread implements BatchRunner {
     // on that the engine could get on with meanwhile), costs less here than the hop there and back.
     const here = this.#pending.length === 0 &&
       (!more || runs.reduce((n, r) => n + r.items.length, 0) <= LOCAL_MAX);
-    if (here || this.#dead !== null || runs.some((r) => r.kind.op === undefined)) {
+    if (here || !this.#ready || this.#dead !== null || runs.some((r) => r.kind.op === undefined)) {
       if (this.#pending.length === 0) return this.#local.runSync(runs, durable);
       // After the batches before it, on this thread's connection.
       return this.#tail.then(() => this.#local.runSync(runs, durable));
@@ -138,7 +150,7 @@ export class WriterThread implements BatchRunner {
   }
 
   runSync(runs: Run[], durable: boolean): unknown[] {
-    if (this.#dead !== null || this.#closed || runs.some((r) => r.kind.op === undefined)) {
+    if (!this.#ready || this.#dead !== null || this.#closed || runs.some((r) => r.kind.op === undefined)) {
       return this.#local.runSync(runs, durable);
     }
     const out = this.#wait(this.#post(runs, durable));
@@ -151,7 +163,9 @@ export class WriterThread implements BatchRunner {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#dead === null) {
+    this.#onOpened(this.#ready);
+    // A worker that has not opened yet holds nothing: it is ended without waiting for it.
+    if (this.#ready && this.#dead === null) {
       const seq = ++this.#seq;
       this.#worker.postMessage({ t: "close", seq } satisfies WriterRequest);
       this.#wait(seq);
@@ -191,6 +205,15 @@ export class WriterThread implements BatchRunner {
 
   /** The doorbell: outcome `seq` is in its slot. */
   #ring(seq: number): void {
+    if (seq === 1 && !this.#ready && this.#dead === null) {
+      const out = readOutcome(this.#mailbox, seq);
+      if ("error" in out) this.#die(out.error);
+      else {
+        this.#ready = true;
+        this.#onOpened(true);
+      }
+      return;
+    }
     const p = this.#pending[0];
     if (!p || p.seq !== seq) return; // Taken already by waitSync.
     this.#pending.shift();
@@ -202,6 +225,7 @@ export class WriterThread implements BatchRunner {
   #die(why: string): void {
     if (this.#dead !== null) return;
     this.#dead = why;
+    this.#onOpened(false);
     this.#worker.terminate();
     // Their batches may or may not have committed: their enqueuers are told they failed. A receipt is then
     // not sent (the peer sends again; the id check absorbs it); a message of ours that was stored after all
