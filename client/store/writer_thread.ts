@@ -4,13 +4,14 @@
  * event loop: sessions, the terminal UI and the next batch go on meanwhile. WAL lets the engine's connection
  * read while the writer writes; a batch's enqueuers learn of it only once the writer committed it, as before.
  *
- * One batch at a time (the committer never hands over a second before the first is settled), so order is
- * kept. Each outcome is written to a shared mailbox before the worker rings the doorbell (a message), so the
- * store's synchronous close can also wait for it (Atomics.wait) and need not give up a committed batch.
- * The worker takes the batches of a burst that goes on (more queued behind them); a batch with none at the
- * worker that is small or the last of its burst, a kind without an `op` name (a test's), and any batch after
- * the worker died are applied on the caller's connection instead (LocalRunner): with nothing to do meanwhile,
- * the hop to the worker and back is only a cost.
+ * Up to IN_FLIGHT batches are handed over at once; the worker applies them in the order given and they
+ * settle in it, so order is kept. Each outcome is written to its slot of a shared mailbox before the worker
+ * rings the doorbell (a message), so the store's synchronous close can also wait for it (Atomics.wait) and
+ * need not give up a committed batch.
+ * The worker takes the batches of a burst that goes on (more queued behind them). A batch with none at the
+ * worker that is small or the last of its burst, any batch before the worker has opened chat.db or after it
+ * failed, and a kind without an `op` name (a test's) are applied on the caller's connection instead
+ * (LocalRunner): with nothing to do meanwhile, the hop to the worker and back is only a cost.
  */
 import type { BatchRunner, LocalRunner, Run } from "./group_commit.ts";
 
@@ -87,8 +88,6 @@ export class WriterThread implements BatchRunner {
   #seq = 0;
   /** Batches with the worker, oldest first. */
   #pending: PendingBatch[] = [];
-  /** Settles once the newest of them has. */
-  #tail: Promise<void> = Promise.resolve();
   #dead: string | null = null;
   #closed = false;
   /** Batches the worker applied (tests and the benchmark read it). */
@@ -131,15 +130,14 @@ export class WriterThread implements BatchRunner {
       (!more || runs.reduce((n, r) => n + r.items.length, 0) <= LOCAL_MAX);
     if (here || !this.#ready || this.#dead !== null || runs.some((r) => r.kind.op === undefined)) {
       if (this.#pending.length === 0) return this.#local.runSync(runs, durable);
-      // After the batches before it, on this thread's connection.
-      return this.#tail.then(() => this.#local.runSync(runs, durable));
+      // Only a kind without an op gets here (the others imply nothing is at the worker): applied now it would
+      // overtake the batches there.
+      throw new Error("a kind without an op cannot follow batches at the writer thread");
     }
     if (this.#pending.length >= IN_FLIGHT) throw new Error("the writer thread holds its most batches");
     const seq = this.#post(runs, durable);
     this.threadBatches++;
-    const p = new Promise<unknown[]>((resolve, reject) => this.#pending.push({ seq, resolve, reject }));
-    this.#tail = p.then(() => {}, () => {});
-    return p;
+    return new Promise<unknown[]>((resolve, reject) => this.#pending.push({ seq, resolve, reject }));
   }
 
   waitSync(): { results: unknown[] } | { error: Error } {
