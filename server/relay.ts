@@ -363,6 +363,9 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
   const server = net.createServer((sock) => {
     raw.add(sock);
     sock.on("error", () => {});
+    // What one leg writes goes out to the other at once: a circuit carries a session's small frames, which
+    // Nagle's algorithm would hold until the delayed ACK of the previous one.
+    sock.setNoDelay(true);
     sock.once("close", () => raw.delete(sock));
     if (closing) return void sock.destroy();
     const timer = setTimeout(() => sock.destroy(), limits.handshakeTimeoutMs);

@@ -70,6 +70,15 @@ export interface ManagerOptions {
   now?: () => number;
 }
 
+/** Frames go out as they are written: a session writes small frames (a receipt, a typing notice) that
+ * Nagle's algorithm would hold back until the peer's delayed ACK of the previous one (40 ms on Linux), and
+ * what is written together already leaves in one write (sendBatch). A relay's circuit or a punched socket
+ * is a TCP socket too; anything else (a test's stream) is left alone. */
+function noDelay(socket: unknown): void {
+  const s = socket as { setNoDelay?: (on: boolean) => unknown };
+  if (typeof s.setNoDelay === "function") s.setNoDelay(true);
+}
+
 export class SessionManager {
   readonly limits: SessionLimits;
   /** The TCP listener on our port (replaced by a re-listen). */
@@ -203,6 +212,7 @@ export class SessionManager {
     this.#lastAcceptMs = Date.now();
     this.#endProbe();
     raw.on("error", () => {});
+    noDelay(raw);
     if (this.#closing) {
       raw.destroy();
       return;
@@ -453,6 +463,7 @@ export class SessionManager {
     }
     // The knock goes first on the TCP stream (or inside the circuit), before the ClientHello.
     const raw = "socket" in to ? to.socket : net.connect({ host: to.host, port: to.port });
+    noDelay(raw);
     let connected = "socket" in to;
     if (!connected) raw.once("connect", () => connected = true);
     const secret = this.#peerKnocks.get(name);
