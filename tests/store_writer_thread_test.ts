@@ -263,3 +263,40 @@ Deno.test("writer thread: one that cannot open chat.db leaves the store working 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("writer thread: one that fails after opening fails only the batches it held; the rest are stored on the store's own connection", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
+  const path = join(dir, "chat.db");
+  try {
+    const store = new ChatStore(path, {
+      writerThread: true,
+      writerThreadWorker: new Worker(new URL("./helpers/dying_writer_worker.ts", import.meta.url).href, {
+        type: "module",
+      }),
+      groupCommit: { maxBatch: 10 },
+    });
+    try {
+      assert.equal(await store.writerThreadOpened(), true);
+      const burst = Array.from({ length: 40 }, (_, i) => ours(`d${i}`));
+      const settled = await Promise.allSettled(burst.map((m) => store.queueOutgoing(m)));
+      const failed = settled.filter((s) => s.status === "rejected") as PromiseRejectedResult[];
+      assert.ok(failed.length >= 10, "the batch at the worker failed");
+      for (const f of failed) {
+        assert.ok(f.reason instanceof StoreError);
+        assert.equal(f.reason.code, "STORE_FAILED");
+        assert.match(f.reason.message, /writer thread failed/);
+      }
+      assert.match(store.writerThreadFailure ?? "", /breaks at its first batch/);
+      // What was not at the worker is stored, and nothing of what failed.
+      const stored = settled.flatMap((s, i) => s.status === "fulfilled" ? [burst[i].text] : []);
+      assert.deepEqual(store.history("bob").map((m) => m.text), stored);
+      // Later writes go on here.
+      await Promise.all(Array.from({ length: 30 }, (_, i) => store.queueOutgoing(ours(`later${i}`))));
+      assert.equal(store.history("bob").length, stored.length + 30);
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
