@@ -17,21 +17,30 @@ interface Opened {
   commits: { ops: number; durable: boolean }[];
 }
 
-async function withThreadStore(fn: (o: Opened) => Promise<void>, maxBatch?: number): Promise<void> {
+/** A chat.db path in a folder of its own, removed after `fn`. */
+async function withChatDb(fn: (path: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
-  const path = join(dir, "chat.db");
-  const commits: { ops: number; durable: boolean }[] = [];
-  const store = new ChatStore(path, {
-    writerThread: true,
-    groupCommit: { maxBatch, onCommit: (ops, durable) => commits.push({ ops, durable }) },
-  });
   try {
-    assert.equal(await store.writerThreadOpened(), true, "the writer thread opened chat.db");
-    await fn({ store, path, commits });
+    await fn(join(dir, "chat.db"));
   } finally {
-    store.close();
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+async function withThreadStore(fn: (o: Opened) => Promise<void>, maxBatch?: number): Promise<void> {
+  await withChatDb(async (path) => {
+    const commits: { ops: number; durable: boolean }[] = [];
+    const store = new ChatStore(path, {
+      writerThread: true,
+      groupCommit: { maxBatch, onCommit: (ops, durable) => commits.push({ ops, durable }) },
+    });
+    try {
+      assert.equal(await store.writerThreadOpened(), true, "the writer thread opened chat.db");
+      await fn({ store, path, commits });
+    } finally {
+      store.close();
+    }
+  });
 }
 
 let counter = 0;
@@ -116,9 +125,7 @@ Deno.test("writer thread: a batch that fails there rolls back whole, each of its
 });
 
 Deno.test("writer thread: close settles the batches at the worker and the ones still queued, and all of them are on disk", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
-  const path = join(dir, "chat.db");
-  try {
+  await withChatDb(async (path) => {
     const store = new ChatStore(path, { writerThread: true, groupCommit: { maxBatch: 500 } });
     assert.ok(await store.writerThreadOpened());
     const sent = Array.from({ length: 3000 }, (_, i) => ours(`c${i}`));
@@ -139,15 +146,11 @@ Deno.test("writer thread: close settles the batches at the worker and the ones s
     } finally {
       again.close();
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("writer thread: a seq is never given twice, across the worker's connection, the store's own and a restart", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
-  const path = join(dir, "chat.db");
-  try {
+  await withChatDb(async (path) => {
     const store = new ChatStore(path, { writerThread: true, groupCommit: { maxBatch: 10 } });
     assert.ok(await store.writerThreadOpened());
     const seqs = await Promise.all(Array.from({ length: 20 }, (_, i) => store.queueOutgoing(ours(`s${i}`))));
@@ -171,9 +174,7 @@ Deno.test("writer thread: a seq is never given twice, across the worker's connec
     } finally {
       again.close();
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("writer thread: received messages through the worker are stored once, a repeat in the batch or later is a duplicate", async () => {
@@ -237,9 +238,7 @@ Deno.test("writer thread: rows it committed whose callers have not heard of them
 });
 
 Deno.test("writer thread: one that cannot open chat.db leaves the store working on its own connection, and says why", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
-  const path = join(dir, "chat.db");
-  try {
+  await withChatDb(async (path) => {
     const store = new ChatStore(path, {
       writerThread: true,
       writerThreadWorker: new Worker(new URL("./helpers/broken_writer_worker.ts", import.meta.url).href, {
@@ -259,15 +258,11 @@ Deno.test("writer thread: one that cannot open chat.db leaves the store working 
     } finally {
       store.close();
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("writer thread: one that fails after opening fails only the batches it held; the rest are stored on the store's own connection", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "securechat-writer-" });
-  const path = join(dir, "chat.db");
-  try {
+  await withChatDb(async (path) => {
     const store = new ChatStore(path, {
       writerThread: true,
       writerThreadWorker: new Worker(new URL("./helpers/dying_writer_worker.ts", import.meta.url).href, {
@@ -296,7 +291,5 @@ Deno.test("writer thread: one that fails after opening fails only the batches it
     } finally {
       store.close();
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

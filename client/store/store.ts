@@ -32,7 +32,7 @@ import type {
   StoredContact,
   StoredMessage,
 } from "./types.ts";
-import { BUSY_TIMEOUT_MS, MessageWriter, StatementCache } from "./writer.ts";
+import { applyWriterOp, BUSY_TIMEOUT_MS, MessageWriter, StatementCache, type WriterOp } from "./writer.ts";
 import { WriterThread } from "./writer_thread.ts";
 
 export { StoreError };
@@ -244,30 +244,16 @@ export class ChatStore {
       ...(this.#thread ? { runner: this.#thread } : {}),
     });
     // `op` names the same apply for the writer thread (writer_worker.ts).
-    this.#incomingKind = {
-      name: "incoming messages",
-      op: "incoming",
-      durable: true,
-      apply: (v) => this.#writer.applyIncoming(v),
-    };
-    this.#outgoingKind = {
-      name: "outgoing messages",
-      op: "outgoing",
-      durable: true,
-      apply: (v) => this.#writer.applyOutgoing(v),
-    };
-    this.#stateKind = {
-      name: "state changes",
-      op: "states",
-      durable: false,
-      apply: (v) => this.#writer.applyStates(v),
-    };
-    this.#readKind = {
-      name: "read receipts",
-      op: "reads",
-      durable: false,
-      apply: (v) => this.#writer.applyReads(v),
-    };
+    const kind = <I, R>(name: string, op: WriterOp, durable: boolean): BatchKind<I, R> => ({
+      name,
+      op,
+      durable,
+      apply: (v) => applyWriterOp(this.#writer, op, v as unknown[]) as R[],
+    });
+    this.#incomingKind = kind("incoming messages", "incoming", true);
+    this.#outgoingKind = kind("outgoing messages", "outgoing", true);
+    this.#stateKind = kind("state changes", "states", false);
+    this.#readKind = kind("read receipts", "reads", false);
   }
 
   /** Columns added after the first version: a chat.db written by an older version gets them, its pins keep

@@ -282,3 +282,20 @@ export class MessageWriter {
     });
   }
 }
+
+/** The writes the group commit queues, by the name a batch kind carries (its `op`): the store's own
+ * connection and its writer thread (writer_worker.ts) apply a run of them through this one table. */
+export const WRITER_OPS = {
+  incoming: (w: MessageWriter, items: readonly IncomingItem[]) => w.applyIncoming(items),
+  outgoing: (w: MessageWriter, items: readonly OutgoingMessage[]) => w.applyOutgoing(items),
+  states: (w: MessageWriter, items: readonly StateChange[]) => w.applyStates(items),
+  reads: (w: MessageWriter, items: readonly ReadReceipt[]) => w.applyReads(items),
+};
+
+export type WriterOp = keyof typeof WRITER_OPS;
+
+/** Applies a run of operation `op` (a name that came from another thread, so it is checked). */
+export function applyWriterOp(w: MessageWriter, op: string, items: unknown[]): unknown[] {
+  if (!Object.hasOwn(WRITER_OPS, op)) throw new Error(`unknown store operation ${op}`);
+  return (WRITER_OPS[op as WriterOp] as (w: MessageWriter, items: unknown[]) => unknown[])(w, items);
+}

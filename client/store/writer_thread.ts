@@ -74,6 +74,10 @@ function readOutcome(mailbox: SharedArrayBuffer, seq: number): Outcome {
   return JSON.parse(new TextDecoder().decode(new Uint8Array(mailbox, at, n).slice())) as Outcome;
 }
 
+function operations(runs: readonly Run[]): number {
+  return runs.reduce((n, r) => n + r.items.length, 0);
+}
+
 interface PendingBatch {
   seq: number;
   resolve: (r: unknown[]) => void;
@@ -127,7 +131,7 @@ export class WriterThread implements BatchRunner {
     // With nothing at the worker, a batch of a few, or one with nothing queued behind it (no burst going
     // on that the engine could get on with meanwhile), costs less here than the hop there and back.
     const here = this.#pending.length === 0 &&
-      (!more || runs.reduce((n, r) => n + r.items.length, 0) <= LOCAL_MAX);
+      (!more || operations(runs) <= LOCAL_MAX);
     if (here || !this.#ready || this.#dead !== null || runs.some((r) => r.kind.op === undefined)) {
       if (this.#pending.length === 0) return this.#local.runSync(runs, durable);
       // Only a kind without an op gets here (the others imply nothing is at the worker): applied now it would
@@ -172,8 +176,9 @@ export class WriterThread implements BatchRunner {
   }
 
   #post(runs: Run[], durable: boolean): number {
-    const count = runs.reduce((n, r) => n + r.items.length, 0);
-    if (count > MAX_THREAD_BATCH) throw new RangeError(`at most ${MAX_THREAD_BATCH} operations in a batch`);
+    if (operations(runs) > MAX_THREAD_BATCH) {
+      throw new RangeError(`at most ${MAX_THREAD_BATCH} operations in a batch`);
+    }
     const seq = ++this.#seq;
     const msg: WriterRequest = {
       t: "batch",

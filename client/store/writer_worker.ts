@@ -7,28 +7,12 @@
 /// <reference lib="deno.worker" />
 import { DatabaseSync } from "node:sqlite";
 import { applyRuns } from "./group_commit.ts";
-import { BUSY_TIMEOUT_MS, MessageWriter, StatementCache } from "./writer.ts";
+import { applyWriterOp, BUSY_TIMEOUT_MS, MessageWriter, StatementCache } from "./writer.ts";
 import { type Outcome, postOutcome, type ThreadRun, type WriterRequest } from "./writer_thread.ts";
 
 let db: DatabaseSync | null = null;
 let writer: MessageWriter | null = null;
 let mailbox: SharedArrayBuffer | null = null;
-
-function apply(op: string, items: unknown[]): unknown[] {
-  const w = writer!;
-  switch (op) {
-    case "incoming":
-      return w.applyIncoming(items as Parameters<MessageWriter["applyIncoming"]>[0]);
-    case "outgoing":
-      return w.applyOutgoing(items as Parameters<MessageWriter["applyOutgoing"]>[0]);
-    case "states":
-      return w.applyStates(items as Parameters<MessageWriter["applyStates"]>[0]);
-    case "reads":
-      return w.applyReads(items as Parameters<MessageWriter["applyReads"]>[0]);
-    default:
-      throw new Error(`unknown store operation ${op}`);
-  }
-}
 
 self.onmessage = (e: MessageEvent<WriterRequest>) => {
   const m = e.data;
@@ -67,7 +51,7 @@ self.onmessage = (e: MessageEvent<WriterRequest>) => {
         db!,
         JSON.parse(m.runs) as ThreadRun[],
         m.durable,
-        (run) => apply(run.op, run.items),
+        (run) => applyWriterOp(writer!, run.op, run.items),
         (run) => run.op,
       ),
     };
